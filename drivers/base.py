@@ -1,0 +1,261 @@
+"""The driver model: metrics and options declared as data, one ``read()`` = one attempt.
+
+A driver subclass declares, as class attributes:
+
+- ``name``: the registry name (``"bme280"``), ``description``: one line for ``pibridge drivers``;
+- ``metrics``: a tuple of `Metric` (key, display name, agent unit or custom type + annotation);
+- ``options``: a tuple of `Option` (typed, with default and allowed range), checked by
+  `Driver.check_options` before any hardware is touched;
+- ``read_time_s`` (typical duration of one ``read()``, conversion waits included),
+  ``min_interval_s`` (minimum spacing between two reads, which the *caller* honours),
+  ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing).
+
+``read()`` makes exactly one attempt and returns one coherent sample ``{metric_key: value}`` or
+raises a `drivers.errors.SensorError`. Retries and pacing belong to the caller.
+``close()`` releases what the driver opened itself (never a bus it was handed); idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from drivers.errors import ConfigurationError, SensorError
+from pibridge.protocol import VALUE_UNITS, ValueType
+
+Value = float | int | bool | str
+Sample = dict[str, Value]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity. Exactly one of ``unit`` (an agent ``valueUnit``) or
+    ``value_type`` (+ ``annotation``) is set, as the agent's create-metrics request requires."""
+
+    key: str
+    name: str
+    unit: str | None = None
+    value_type: ValueType | None = None
+    annotation: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.unit is None) == (self.value_type is None):
+            raise ValueError(f"metric {self.key!r}: give exactly one of unit or value_type")
+        if self.unit is not None and self.unit not in VALUE_UNITS:
+            raise ValueError(f"metric {self.key!r}: {self.unit!r} is not an agent valueUnit")
+
+    def definition(self, matching_id: str) -> dict[str, str]:
+        """This metric as one element of the agent's create-metrics request (§4)."""
+        d = {"matchingId": matching_id, "name": self.name}
+        if self.unit is not None:
+            d["valueUnit"] = self.unit
+        else:
+            assert self.value_type is not None
+            d["valueType"] = str(self.value_type)
+            d["valueAnnotation"] = self.annotation
+        return d
+
+    @property
+    def unit_label(self) -> str:
+        """Human-readable unit for tables: the valueUnit, or ``type [annotation]``."""
+        if self.unit is not None:
+            return self.unit
+        return f"{self.value_type} [{self.annotation}]" if self.annotation else str(self.value_type)
+
+
+class GpioPin(int):
+    """A GPIO pin in BCM numbering. The one option type for pins, so that the bridge can find two
+    sensors configured on the same pin (and ``pibridge drivers`` can show ``BCM``)."""
+
+    BCM_MAX = 27
+
+
+@dataclass(frozen=True)
+class Option:
+    """One typed driver option. ``kind`` is ``int``, ``float``, ``bool``, ``str`` or `GpioPin`.
+
+    ``choices`` restricts to a set; ``minimum``/``maximum`` bound numbers (inclusive).
+    """
+
+    key: str
+    kind: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+
+    def convert(self, raw: Any) -> Any:
+        """Coerce a value (from TOML or a ``KEY=VALUE`` string) to ``kind`` and range-check it."""
+        value = self._coerce(raw)
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(_show(c) for c in self.choices)
+            raise ConfigurationError(f"option {self.key}: {_show(raw)} is not one of {allowed}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigurationError(f"option {self.key}: {value} is below the minimum {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigurationError(f"option {self.key}: {value} is above the maximum {self.maximum:g}")
+        return value
+
+    def _coerce(self, raw: Any) -> Any:
+        kind = self.kind
+        try:
+            if kind is bool:
+                if isinstance(raw, bool):
+                    return raw
+                if isinstance(raw, str) and raw.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                    return raw.lower() in ("true", "yes", "on", "1")
+                raise ValueError
+            if kind is GpioPin:
+                if isinstance(raw, bool):
+                    raise ValueError
+                text = str(raw).strip().upper()
+                if text.startswith("GPIO"):
+                    text = text[4:]
+                elif text.startswith("BCM"):
+                    text = text[3:]
+                pin = int(text, 10)
+                if not 0 <= pin <= GpioPin.BCM_MAX:
+                    raise ConfigurationError(
+                        f"option {self.key}: GPIO {pin} does not exist (BCM numbering, 0–{GpioPin.BCM_MAX})")
+                return GpioPin(pin)
+            if kind is int:
+                if isinstance(raw, bool):
+                    raise ValueError
+                if isinstance(raw, str):
+                    return int(raw, 0)  # allows 0x76
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise ValueError
+                return int(raw)
+            if kind is float:
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError
+                return value
+            if kind is str:
+                if not isinstance(raw, str):
+                    raise ValueError
+                return raw
+        except ConfigurationError:
+            raise
+        except (TypeError, ValueError):
+            pass
+        else:
+            raise TypeError(f"option {self.key}: unsupported kind {kind!r}")
+        raise ConfigurationError(f"option {self.key}: {_show(raw)} is not a valid {self.kind_label}")
+
+    @property
+    def kind_label(self) -> str:
+        return "GPIO pin (BCM)" if self.kind is GpioPin else self.kind.__name__
+
+
+def _show(value: Any) -> str:
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the caller retries a failed ``read()`` within one sample: ``attempts`` extra tries,
+    ``spacing_s`` apart (at least the driver's ``min_interval_s``)."""
+
+    attempts: int = 2
+    spacing_s: float = 0.1
+
+
+class Driver:
+    """Base class of every sensor driver. See the module docstring for the declaration contract."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()
+    read_time_s: ClassVar[float] = 0.0
+    min_interval_s: ClassVar[float] = 0.0
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+
+    def __init__(self, **options: Any) -> None:
+        self.config: dict[str, Any] = self.check_options(options)
+        self._closed = False
+
+    # -- declaration helpers -------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``given`` against ``options``: unknown keys, types, ranges, required ones.
+        Returns every option with defaults filled in. Touches no hardware."""
+        known = {o.key: o for o in cls.options}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none"
+            raise ConfigurationError(
+                f"{cls.name}: unknown option {', '.join(unknown)} (known options: {listed})")
+        config: dict[str, Any] = {}
+        for key, option in known.items():
+            if key in given and given[key] is not None:
+                config[key] = option.convert(given[key])
+            elif option.required:
+                raise ConfigurationError(f"{cls.name}: option {key} is required ({option.help})")
+            else:
+                config[key] = option.default
+        return config
+
+    @classmethod
+    def metric(cls, key: str) -> Metric:
+        for m in cls.metrics:
+            if m.key == key:
+                return m
+        raise KeyError(key)
+
+    def active_metrics(self) -> tuple[Metric, ...]:
+        """The metrics this instance will report; a driver whose chip decides (BME280 vs BMP280)
+        narrows this after detection."""
+        return self.metrics
+
+    def gpio_pins(self) -> tuple[GpioPin, ...]:
+        """Every GPIO this instance uses, for pin-conflict checks."""
+        return tuple(v for v in self.config.values() if isinstance(v, GpioPin))
+
+    # -- the hardware contract -----------------------------------------------------------------
+    def read(self) -> Sample:
+        """One attempt: one burst of bus I/O (conversion waits included), one coherent sample."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read()")
+
+    def close(self) -> None:
+        """Release what this driver opened. Idempotent; subclasses extend `_release`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Free what the driver opened itself; the base driver opened nothing."""
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- simulation ----------------------------------------------------------------------------
+    @classmethod
+    def simulated(cls, environment: Any, **options: Any) -> Driver:
+        """This driver wired to its fake hardware, fed by ``environment`` (a
+        `drivers.simulation.Environment`). Every built-in driver overrides it."""
+        raise NotImplementedError(f"driver {cls.name} has no simulation")
+
+
+def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
+    """Guard the driver contract on the caller's side: the keys are the driver's active metrics
+    and no value is None or NaN/inf. Raises `SensorError` naming the driver otherwise."""
+    expected = {m.key for m in driver.active_metrics()}
+    if set(sample) != expected:
+        raise SensorError(f"{driver.name}: sample keys {sorted(sample)} != metrics {sorted(expected)}")
+    for key, value in sample.items():
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise SensorError(f"{driver.name}: metric {key} has no valid value ({value!r})")
+    return dict(sample)
+

@@ -1,0 +1,5 @@
+import sys
+
+from pibridge.cli import main
+
+sys.exit(main())
