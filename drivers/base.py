@@ -106,8 +106,8 @@ class Option:
             if kind is bool:
                 if isinstance(raw, bool):
                     return raw
-                if isinstance(raw, str) and raw.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-                    return raw.lower() in ("true", "yes", "on", "1")
+                if isinstance(raw, str) and raw.lower() in _TRUE_WORDS | _FALSE_WORDS:
+                    return raw.lower() in _TRUE_WORDS
                 raise ValueError
             if kind is GpioPin:
                 if isinstance(raw, bool):
@@ -152,6 +152,10 @@ class Option:
     @property
     def kind_label(self) -> str:
         return "GPIO pin (BCM)" if self.kind is GpioPin else self.kind.__name__
+
+
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 
 
 def _show(value: Any) -> str:

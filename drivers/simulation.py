@@ -59,7 +59,8 @@ class Environment:
         """°C: a cosine peaking at WARMEST_HOUR, ± daily_swing/2, with 0.1 °C noise."""
         hour = self._hour(self.clock())
         phase = 2 * math.pi * (hour - WARMEST_HOUR) / 24.0
-        return self.mean_temperature_c + offset_c + self.daily_swing_c / 2 * math.cos(phase) + self._jitter(0.1)
+        swing = self.daily_swing_c / 2 * math.cos(phase)
+        return self.mean_temperature_c + offset_c + swing + self._jitter(0.1)
 
     def relative_humidity(self) -> float:
         """%RH, falling ``humidity_per_degree_pct`` per °C above the mean; kept in 5–99 %."""
