@@ -1,0 +1,436 @@
+"""The one module that talks to paho-mqtt. Everything above it sees pibridge's own types.
+
+Two layers:
+
+- `MqttSession` is exactly one MQTT connection (one paho client). It never reconnects: when it
+  drops, it is finished. A fresh paho client per connection is what guarantees that nothing of
+  an old connection is re-sent after a reconnect (paho 2 re-sends unacknowledged QoS-1
+  publishes on a reused client), as the agent API requires (agent-api.md §1).
+- `MqttLink` keeps a session alive: it reconnects with capped exponential backoff and jitter
+  and calls ``on_up(session)`` after every (re)connect so the owner can subscribe again.
+
+Connection failures are classified (`FailureKind`), including the TLS 1.3 case where a broker
+that rejects the client certificate completes the handshake and drops the connection right
+after: paho then only reports an unspecified disconnect, and the TLS alert shows up in its log
+callback, which is why every session keeps the log lines of its opening.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import random
+import secrets
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+log = logging.getLogger(__name__)
+
+#: MQTT 3.1.1, as the agent speaks (agent-api.md §1).
+PROTOCOL = paho.MQTTv311
+DEFAULT_KEEPALIVE_S = 60
+DEFAULT_TIMEOUT_S = 10.0
+
+#: Fragments of OpenSSL alert texts a server sends when it refuses our client certificate.
+_CERT_REJECTION_MARKERS = (
+    "alert certificate required", "alert bad certificate", "alert unknown ca",
+    "alert certificate revoked", "alert certificate expired", "alert certificate unknown",
+    "alert unsupported certificate", "alert access denied", "alert handshake failure",
+)
+
+
+class FailureKind(enum.StrEnum):
+    """Why a connection could not be made or was lost."""
+
+    REFUSED = "refused"  # nothing listens, or the broker said no in its CONNACK
+    CERTIFICATE_REJECTED = "certificate rejected"  # the broker refused our client certificate
+    SERVER_NOT_TRUSTED = "server not trusted"  # the server's certificate failed our checks
+    TIMEOUT = "timeout"
+    LOST = "connection lost"  # an established connection dropped
+
+
+class MqttError(Exception):
+    """Base of this module's errors."""
+
+
+class ConnectFailure(MqttError):
+    """A classified connection failure; ``kind`` is a `FailureKind`, ``detail`` the low-level text."""
+
+    def __init__(self, kind: FailureKind, detail: str, endpoint: Endpoint | None = None) -> None:
+        where = f" ({endpoint.describe()})" if endpoint else ""
+        super().__init__(f"{kind}{where}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.endpoint = endpoint
+
+
+class NotConnected(MqttError):
+    """Publishing or subscribing without an open connection."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """CA to verify the server against; with ``cert_file``/``key_file``: mutual TLS."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to connect: TCP ``host:port`` (with TLS when ``tls`` is given), or a Unix socket."""
+
+    host: str = "localhost"
+    port: int = 0
+    tls: TlsFiles | None = None
+    unix_socket: str | None = None
+
+    def describe(self) -> str:
+        if self.unix_socket:
+            return f"unix:{self.unix_socket}"
+        return f"{self.host}:{self.port}" + (" (TLS)" if self.tls else "")
+
+
+def new_client_id(prefix: str = "pibridge") -> str:
+    """A random MQTT client identifier: mosquitto drops the older of two sessions with one id."""
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """TLS ≥ 1.2 client context: chain and hostname verified, always (never switched off)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    if files.cert_file is not None:
+        context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
+    return context
+
+
+def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
+    """Map a low-level exception (plus paho log lines seen meanwhile) to a `FailureKind`."""
+    text = " ".join([str(exc), *log_lines]).lower()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FailureKind.SERVER_NOT_TRUSTED
+    if any(marker in text for marker in _CERT_REJECTION_MARKERS):
+        return FailureKind.CERTIFICATE_REJECTED
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return FailureKind.TIMEOUT
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EHOSTUNREACH)
+    ):
+        return FailureKind.REFUSED
+    if isinstance(exc, ssl.SSLError):
+        return FailureKind.CERTIFICATE_REJECTED if "certificate" in text else FailureKind.REFUSED
+    return FailureKind.LOST
+
+
+MessageHandler = Callable[[str, bytes], None]
+ClosedHandler = Callable[[ConnectFailure], None]
+
+
+class MqttSession:
+    """One MQTT connection. Thread-safe publish; callbacks run on paho's network thread."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        client_id: str,
+        on_message: MessageHandler,
+        on_closed: ClosedHandler | None = None,
+        keepalive: int = DEFAULT_KEEPALIVE_S,
+    ) -> None:
+        self.endpoint = endpoint
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._keepalive = keepalive
+        transport = "unix" if endpoint.unix_socket else "tcp"
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+            protocol=PROTOCOL, transport=transport, reconnect_on_failure=False,
+        )
+        if endpoint.tls is not None:
+            self._client.tls_set_context(tls_context(endpoint.tls))
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
+        self._client.on_log = self._handle_log
+        self._connected = threading.Event()
+        self._finished = threading.Event()
+        self._failure: ConnectFailure | None = None
+        self._opening_log: list[str] = []
+        self._opening = True
+        self._closing = False
+        self._recent_log: list[str] = []
+        self._suback: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def open(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Connect and wait for the CONNACK. Raises `ConnectFailure` with its kind."""
+        self._client.connect_timeout = timeout
+        host = self.endpoint.unix_socket or self.endpoint.host
+        try:
+            self._client.connect(host, self.endpoint.port or 1883, keepalive=self._keepalive)
+        except Exception as exc:  # socket, TLS handshake, DNS: all classified
+            raise ConnectFailure(classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout) and not self._finished.is_set():
+            self._stop_loop()
+            raise ConnectFailure(FailureKind.TIMEOUT, f"no CONNACK within {timeout:g} s", self.endpoint)
+        if self._finished.is_set() or not self._connected.is_set():
+            self._stop_loop()
+            assert self._failure is not None
+            raise self._failure
+        self._opening = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._connected.is_set() and not self._finished.is_set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def close(self) -> None:
+        """Disconnect cleanly (idempotent); ``on_closed`` is not called for our own close."""
+        self._closing = True
+        if not self._finished.is_set():
+            self._client.disconnect()
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if threading.current_thread() is getattr(self._client, "_thread", None):
+            return
+        self._client.loop_stop()
+
+    # -- traffic -------------------------------------------------------------------------------
+    def subscribe(self, filters: Sequence[str], qos: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Subscribe to ``filters`` and wait for the SUBACK."""
+        if not self.is_open:
+            raise NotConnected(f"not connected to {self.endpoint.describe()}")
+        done = threading.Event()
+        with self._lock:
+            rc, mid = self._client.subscribe([(f, qos) for f in filters])
+            if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+                raise NotConnected(f"subscribe failed: {paho.error_string(rc)}")
+            self._suback[mid] = done
+        if not done.wait(timeout):
+            raise ConnectFailure(FailureKind.TIMEOUT, f"no SUBACK within {timeout:g} s", self.endpoint)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        """Queue a publish; does not wait for the PUBACK."""
+        self._publish(topic, payload, qos)
+
+    def publish_and_wait(self, topic: str, payload: bytes | str, qos: int = 1,
+                         timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """Publish and wait until the broker acknowledged it (PUBACK for QoS 1)."""
+        info = self._publish(topic, payload, qos)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise NotConnected(str(exc)) from exc
+        if not info.is_published():
+            raise ConnectFailure(FailureKind.TIMEOUT, f"no PUBACK within {timeout:g} s", self.endpoint)
+
+    def _publish(self, topic: str, payload: bytes | str, qos: int) -> paho.MQTTMessageInfo:
+        if not self.is_open:
+            raise NotConnected(f"not connected to {self.endpoint.describe()}")
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise NotConnected(f"publish failed: {paho.error_string(info.rc)}")
+        return info
+
+    # -- paho callbacks (network thread) -------------------------------------------------------
+    def _handle_connect(self, client: paho.Client, userdata: object, flags: object,
+                        reason: object, properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self._fail(ConnectFailure(FailureKind.REFUSED, f"broker refused the connection: {reason}",
+                                      self.endpoint))
+            return
+        self._connected.set()
+
+    def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
+                           reason: object, properties: object) -> None:
+        if self._opening and not self._connected.is_set():
+            detail = "; ".join(self._opening_log[-3:]) or f"disconnected before CONNACK: {reason}"
+            kind = classify(ConnectionError(detail), self._opening_log)
+            if kind is FailureKind.LOST:
+                kind = FailureKind.REFUSED
+            self._fail(ConnectFailure(kind, detail, self.endpoint))
+            return
+        lines = self._recent_log[-3:]
+        kind = classify(ConnectionError(str(reason)), lines)
+        if kind is FailureKind.REFUSED:
+            kind = FailureKind.LOST
+        self._fail(ConnectFailure(kind, f"{reason}" + (f" ({'; '.join(lines)})" if lines else ""),
+                                  self.endpoint))
+
+    def _fail(self, failure: ConnectFailure) -> None:
+        if self._finished.is_set():
+            return
+        self._failure = failure
+        self._finished.set()
+        for event in self._suback.values():
+            event.set()
+        if self._on_closed is not None and not self._opening and not self._closing:
+            try:
+                self._on_closed(failure)
+            except Exception:
+                log.exception("on_closed handler failed")
+
+    def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        try:
+            self._on_message(message.topic, message.payload)
+        except Exception:  # a bad message or handler must never kill the network thread
+            log.exception("message handler failed for topic %s", message.topic)
+
+    def _handle_subscribe(self, client: paho.Client, userdata: object, mid: int,
+                          reason_codes: object, properties: object) -> None:
+        with self._lock:
+            event = self._suback.pop(mid, None)
+        if event is not None:
+            event.set()
+
+    def _handle_log(self, client: paho.Client, userdata: object, level: int, buf: str) -> None:
+        if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING):
+            target = self._opening_log if self._opening else self._recent_log
+            target.append(buf)
+            del target[:-10]
+        log.debug("paho %s: %s", self.endpoint.describe(), buf)
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with proportional jitter; delays in seconds."""
+
+    initial: float = 0.5
+    cap: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.25
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        rng = rng or random.Random()
+        delay = self.initial
+        while True:
+            yield delay * (1 + rng.uniform(-self.jitter, self.jitter))
+            delay = min(self.cap, delay * self.factor)
+
+
+class MqttLink:
+    """Keeps one `MqttSession` to ``endpoint`` alive from a supervisor thread."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        client_id: str,
+        on_message: MessageHandler,
+        on_up: Callable[[MqttSession], None],
+        on_down: ClosedHandler | None = None,
+        keepalive: int = DEFAULT_KEEPALIVE_S,
+        backoff: Backoff | None = None,
+        connect_timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.endpoint = endpoint
+        self._client_id = client_id
+        self._on_message = on_message
+        self._on_up = on_up
+        self._on_down = on_down
+        self._keepalive = keepalive
+        self._backoff = backoff or Backoff()
+        self._connect_timeout = connect_timeout
+        self._session: MqttSession | None = None
+        self._up = threading.Event()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_failure: ConnectFailure | None = None
+        self.attempts = 0
+
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._supervise, name=f"mqtt-link {self.endpoint.describe()}",
+                                        daemon=True)
+        self._thread.start()
+
+    def wait_up(self, timeout: float | None = None) -> bool:
+        return self._up.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        session = self._session
+        if session is not None:
+            session.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self._connect_timeout + 5)
+        self._up.clear()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        session = self._session
+        if session is None or not self._up.is_set():
+            raise NotConnected(f"not connected to {self.endpoint.describe()}")
+        session.publish(topic, payload, qos)
+
+    def session(self) -> MqttSession:
+        """The live session; `NotConnected` while down."""
+        session = self._session
+        if session is None or not self._up.is_set():
+            raise NotConnected(f"not connected to {self.endpoint.describe()}")
+        return session
+
+    def _supervise(self) -> None:
+        delays = self._backoff.delays()
+        while not self._stopping.is_set():
+            self.attempts += 1
+            session = MqttSession(self.endpoint, client_id=self._client_id, on_message=self._on_message,
+                                  on_closed=self._session_closed, keepalive=self._keepalive)
+            try:
+                session.open(self._connect_timeout)
+                self._session = session
+                self._on_up(session)
+            except (MqttError, OSError) as exc:
+                session.close()
+                failure = exc if isinstance(exc, ConnectFailure) else ConnectFailure(
+                    classify(exc), str(exc), self.endpoint)
+                self._record_down(failure)
+                self._wake.wait(next(delays))
+                self._wake.clear()
+                continue
+            delays = self._backoff.delays()
+            self._up.set()
+            session.wait_closed()
+            self._up.clear()
+            if self._stopping.is_set():
+                break
+            self._wake.wait(next(delays))
+            self._wake.clear()
+
+    def _session_closed(self, failure: ConnectFailure) -> None:
+        self._up.clear()
+        if not self._stopping.is_set():
+            self._record_down(failure)
+
+    def _record_down(self, failure: ConnectFailure) -> None:
+        self.last_failure = failure
+        if self._on_down is not None and not self._stopping.is_set():
+            try:
+                self._on_down(failure)
+            except Exception:
+                log.exception("on_down handler failed")
