@@ -1,0 +1,232 @@
+"""DHT22 (AM2302) and DHT11 temperature/humidity sensors via adafruit-circuitpython-dht 4.0.12.
+
+The library object is built lazily by a hardware factory (``board`` and ``adafruit_dht`` are
+imported only then) or injected as ``sensor=`` (tests and ``--simulate`` give
+`drivers.fakes.dht.FakeDHT`). The library caches values for 2 s after every attempt, failed or
+not, and then hands back stale values or ``None``; this driver therefore enforces its own
+spacing (injectable monotonic clock) and raises `NotReadyError` instead of ever returning them.
+
+Error mapping (the library raises plain ``RuntimeError``):
+
+=============================================  ======================================
+"DHT sensor not found, check wiring"           BusError (retryable: < 10 pulses happens
+                                               on flaky timing as well as bad wiring)
+"A full buffer was not returned. Try again."   BadDataError
+"Checksum did not validate. Try again."        BadDataError
+"Received unplausible data. Try again."        ImplausibleValueError
+any other RuntimeError / OSError               BusError
+=============================================  ======================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+from drivers.base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from drivers.errors import (
+    BadDataError,
+    BusError,
+    ConfigurationError,
+    ImplausibleValueError,
+    NotReadyError,
+    SensorError,
+)
+
+log = logging.getLogger(__name__)
+
+LIBRARY_CACHE_S = 2.0  # adafruit_dht returns cached values within 2 s of the last attempt
+SPACING_MARGIN_S = 0.1  # our clock reads after the library's, and the library compares with ">"
+MIN_SPACING_S = LIBRARY_CACHE_S + SPACING_MARGIN_S
+CAPTURE_S = 0.25  # the library's pulse capture window
+RH_RANGE_PCT = (0.0, 100.0)
+CLONE_ARTEFACT_BELOW_C = -1000.0  # two's-complement clones decode to about −3276.7 °C
+DHT22_RANGE_C = (-40.0, 80.0)
+DHT11_RANGE_C = (0.0, 50.0)
+
+MSG_NOT_FOUND = "DHT sensor not found"
+MSG_SHORT = "A full buffer was not returned"
+MSG_CHECKSUM = "Checksum did not validate"
+MSG_UNPLAUSIBLE = "Received unplausible data"
+
+
+class DHTSensor(Protocol):
+    """What the driver uses of an adafruit_dht sensor object."""
+
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def humidity(self) -> float | None: ...
+    def exit(self) -> None: ...
+
+
+def map_library_error(exc: Exception) -> SensorError:
+    """A typed error for what adafruit_dht raised."""
+    text = str(exc)
+    if isinstance(exc, RuntimeError):
+        if text.startswith(MSG_NOT_FOUND):
+            return BusError(f"{text} (no response pulses; retryable, DHTs miss reads on timing too)")
+        if text.startswith((MSG_SHORT, MSG_CHECKSUM)):
+            return BadDataError(text)
+        if text.startswith(MSG_UNPLAUSIBLE):
+            return ImplausibleValueError(text)
+    return BusError(f"{type(exc).__name__}: {text}")
+
+
+def check_plausible(temperature: float | None, humidity: float | None,
+                    t_range: tuple[float, float]) -> tuple[float, float]:
+    """°C and %RH if they are a real reading; `NotReadyError` for None (the library's cache after a
+    failure), `ImplausibleValueError` for the clone artefact and out-of-datasheet values."""
+    if temperature is None or humidity is None:
+        raise NotReadyError("the library returned no value (cached result of a failed read)")
+    if temperature < CLONE_ARTEFACT_BELOW_C:
+        raise ImplausibleValueError(
+            f"{temperature} °C: a clone sending negative temperatures in two's complement")
+    if not t_range[0] <= temperature <= t_range[1]:
+        raise ImplausibleValueError(f"{temperature} °C is outside the datasheet range {t_range}")
+    if not RH_RANGE_PCT[0] <= humidity <= RH_RANGE_PCT[1]:
+        raise ImplausibleValueError(f"{humidity} %RH is outside 0..100")
+    return float(temperature), float(humidity)
+
+
+def _board_pin(pin: int) -> Any:
+    if not (sys.stdin is not None and sys.stdin.isatty()):
+        # Blinka would otherwise check (and offer to pip-install) Pi dependencies at import board.
+        os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")
+    try:
+        import board
+    except Exception as exc:  # Blinka raises assorted errors on unknown platforms
+        raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc}") from exc
+    try:
+        return getattr(board, f"D{pin}")
+    except AttributeError:
+        raise ConfigurationError(
+            f"this board has no pin D{pin} (board {getattr(board, 'board_id', '?')}); "
+            "DHT sensors need a Raspberry Pi GPIO (use --simulate elsewhere)") from None
+
+
+class _DHTBase(Driver):
+    metrics = (
+        Metric("temperature", "Temperature", unit="SI.Temperature.CELSIUS"),
+        Metric("humidity", "Relative humidity", unit="NoSI.Dimensionless.PERCENT"),
+    )
+    options = (
+        Option("pin", GpioPin, None, "data pin (BCM)", required=True),
+        Option("use_pulseio", bool, None, "use libgpiod pulsein (default: the library's choice)"),
+        Option("read_twice", bool, False,
+               "read twice ≥ 2 s apart and keep the second value (the sensor returns the previous "
+               "measurement)"),
+    )
+    read_time_s = CAPTURE_S
+    min_interval_s = MIN_SPACING_S
+    retry = RetryPolicy(attempts=2, spacing_s=MIN_SPACING_S)
+    t_range_c: ClassVar[tuple[float, float]] = DHT22_RANGE_C
+    library_class: ClassVar[str] = "DHT22"
+
+    def __init__(self, sensor: DHTSensor | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, **options: Any) -> None:
+        super().__init__(**options)
+        self._sensor = sensor
+        self._clock = clock
+        self._sleep = sleep
+        self._last_attempt: float | None = None
+        self._before_read: Callable[[], None] | None = None
+        if self.config["read_twice"]:
+            self.read_time_s = MIN_SPACING_S + 2 * CAPTURE_S  # instance override of the ClassVar
+
+    def _hardware(self) -> DHTSensor:
+        """The real library object, built on first use."""
+        if self._sensor is None:
+            pin = _board_pin(self.config["pin"])
+            try:
+                import adafruit_dht
+            except ImportError as exc:
+                raise ConfigurationError(f"adafruit-circuitpython-dht is not installed: {exc}") from exc
+            kwargs = {} if self.config["use_pulseio"] is None else {"use_pulseio": self.config["use_pulseio"]}
+            try:
+                self._sensor = getattr(adafruit_dht, self.library_class)(pin, **kwargs)
+            except (RuntimeError, OSError, ValueError) as exc:
+                raise BusError(
+                    f"cannot set up {self.library_class} on GPIO{self.config['pin']}: {exc}") from exc
+        return self._sensor
+
+    def _attempt(self) -> tuple[float, float]:
+        now = self._clock()
+        if self._last_attempt is not None and now - self._last_attempt < MIN_SPACING_S:
+            raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt; "
+                                f"the sensor needs {MIN_SPACING_S} s")
+        sensor = self._hardware()
+        try:
+            temperature = sensor.temperature
+            humidity = sensor.humidity  # cached from the same frame
+        except (RuntimeError, OSError) as exc:
+            raise map_library_error(exc) from exc
+        finally:
+            self._last_attempt = self._clock()
+        return check_plausible(temperature, humidity, self.t_range_c)
+
+    def read(self) -> Sample:
+        """One attempt (two with ``read_twice``, ≥ 2 s apart): °C and %RH."""
+        if self._before_read is not None:
+            self._before_read()
+        if self.config["read_twice"]:
+            try:
+                self._attempt()
+            except NotReadyError:
+                raise
+            except SensorError as exc:
+                log.debug("%s: first of two reads failed (%s); the second still follows", self.name, exc)
+            self._sleep(MIN_SPACING_S)
+        temperature, humidity = self._attempt()
+        return {"temperature": temperature, "humidity": humidity}
+
+    def _release(self) -> None:
+        if self._sensor is not None:
+            try:
+                self._sensor.exit()
+            except (RuntimeError, OSError) as exc:
+                log.warning("%s: exit() failed: %s", self.name, exc)
+
+    @classmethod
+    def simulated(cls, environment: Any, **options: Any) -> _DHTBase:
+        """A `FakeDHT` fed by the environment's air temperature and humidity; the driver's spacing
+        runs on the real monotonic clock like in production."""
+        from drivers.fakes.dht import FakeDHT
+
+        options.setdefault("pin", SIMULATED_PIN)
+        fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=_RealClock(),
+                       source=lambda: (environment.air_temperature(), environment.relative_humidity()))
+        return cls(sensor=fake, **options)
+
+
+SIMULATED_PIN = 4
+
+
+class _RealClock:
+    """Wall-clock monotonic time for the fake in simulation; capture time is not really waited."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """The 0.25 s capture is not waited for in simulation."""
+
+
+class DHT22(_DHTBase):
+    """DHT22 / AM2302: −40..80 °C, 0..100 %RH, one reading per 2 s."""
+
+    name = "dht22"
+    description = "DHT22/AM2302 temperature and humidity (adafruit-circuitpython-dht)"
+
+
+class DHT11(_DHTBase):
+    """DHT11: 0..50 °C, 20..80 %RH (1 °C / 1 % steps), one reading per 2 s."""
+
+    name = "dht11"
+    description = "DHT11 temperature and humidity (adafruit-circuitpython-dht)"
+    t_range_c = DHT11_RANGE_C
+    library_class = "DHT11"

@@ -1,0 +1,427 @@
+"""DS18B20 and its 1-Wire relatives (families 10/22/28/3b/42) through Linux w1-gpio + w1_therm.
+
+The kernel does the 1-Wire protocol; the driver reads the slave's ``w1_slave`` text file, checks
+both lines, recomputes the temperature from the nine scratchpad bytes (CRC-8 Maxim verified) and
+cross-checks the kernel's ``t=``. All file access goes through a small injectable object
+(`W1Files`; `SysfsFiles` is the real one, `drivers.fakes.w1.FakeW1Bus` the fake), so the same
+code runs against real sysfs, a scripted fake tree and ``--simulate``.
+
+Bulk conversion: probes on one master can share one ``therm_bulk_read`` "trigger" (one
+conversion time for N probes). `W1BulkCoordinator` does that for the scheduler:
+
+    coordinator = W1BulkCoordinator()          # keep one for the bridge's lifetime
+    results = coordinator.read_many(probes)    # {device_id: Sample | SensorError}
+
+or in two phases, ``coordinator.prepare(probes)`` (one trigger per master, blocks one conversion
+time) followed by each probe's own ``read()``, which then returns the bulk-converted value without
+a new conversion. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), each
+probe converts on its own read and the coordinator logs that once per master.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
+from drivers.errors import (
+    BadDataError,
+    BusError,
+    ConfigurationError,
+    DeviceNotFoundError,
+    ImplausibleValueError,
+    NotReadyError,
+    SensorError,
+)
+
+log = logging.getLogger(__name__)
+
+W1_DEVICES = "/sys/bus/w1/devices"
+W1_SLAVE_FILE = "w1_slave"
+BULK_READ_FILE = "therm_bulk_read"
+BULK_TRIGGER = "trigger\n"
+#: ``therm_bulk_read`` reads: -1 converting, 1 converted but not read yet, 0 idle.
+BULK_CONVERTING = -1
+
+#: family code -> chip name. 10 uses the DS18S20 rule, the others the /16 rule (hardware.md §2.5).
+FAMILIES: dict[str, str] = {
+    "10": "DS18S20", "22": "DS1822", "28": "DS18B20", "3b": "DS1825", "42": "DS28EA00"}
+FAMILY_DS18S20 = "10"
+DEVICE_ID_RE = re.compile(r"^(10|22|28|3b|42)-[0-9a-f]{12}$")
+
+SCRATCHPAD_LEN = 9
+CRC_LEN = 8  # the CRC covers bytes 0..7 and is byte 8
+CRC8_REFLECTED_POLY = 0x8C  # Dallas/Maxim x^8+x^5+x^4+1, LSB first
+# scratchpad byte positions (DS18B20 datasheet; DS18S20 differs in 4, 6, 7)
+B_TEMP_LSB, B_TEMP_MSB, B_CONFIG, B_RESERVED6, B_RESERVED7 = 0, 1, 4, 6, 7
+COUNT_REMAIN, COUNT_PER_C = 6, 7  # DS18S20 only
+CONFIG_RES_SHIFT = 5
+CONFIG_RES_MASK = 0x03
+MIN_RESOLUTION_BITS = 9
+MAX_RESOLUTION_BITS = 12
+CONFIG_GX20MH01_BIT = 0x80  # GX20MH01 13/14-bit mode: two extra LSBs in config bits 1..0
+CONFIG_EXTRA_BITS_MASK = 0x03
+COUNTS_PER_C = 16  # DS18B20 family: raw / 16 = °C
+GX20MH01_COUNTS_PER_C = 64
+DS18S20_HALF_DEGREE = 0.25  # the "-0.25" of the DS18S20 extended-resolution formula
+MILLI = 1000
+S16_SIGN, S16_RANGE = 0x8000, 0x10000
+
+POWER_ON_RESERVED6 = 0x0C  # genuine parts: 0x0C until the first conversion
+POWER_ON_RAW = 0x0550  # +85 °C, DS18B20 family
+POWER_ON_RAW_DS18S20 = 0x00AA  # +85 °C, DS18S20
+INSUFFICIENT_POWER_RAW = 0x07FF  # 127.9375 °C: "insufficient power" in the kernel docs
+RANGE_C = (-55.0, 125.0)  # datasheet operating range, all families
+
+#: DS18B20 max conversion time (datasheet) per resolution in bits; DS18S20 is always 750 ms.
+CONVERSION_TIME_S: dict[int, float] = {9: 0.09375, 10: 0.1875, 11: 0.375, 12: 0.75}
+W1_BUS_TIME_S = 0.02  # reset + match ROM + convert + reset + match ROM + 9 bytes, ~70 µs/bit
+
+# ``w1_slave`` as printed by the kernel's w1_slave_show (hardware.md §2.2):
+#
+#   +-------------------------------+------------------------+
+#   | 72 01 4b 46 7f ff 0e 10 57    | : crc=57 YES           |  bytes of THIS read, CRC verdict
+#   | 72 01 4b 46 7f ff 0e 10 57    | t=23125                |  LAST GOOD bytes, t= of THIS read
+#   +-------------------------------+------------------------+
+#   byte: 0 T_LSB  1 T_MSB  2 TH  3 TL  4 config  5 0xFF  6 reserved (0x0C at power-on,
+#         0x10-(T_LSB&0x0F) after a conversion)  7 0x10  8 CRC-8 of bytes 0..7
+#   DS18S20: 0 T_LSB (0.5 °C)  1 sign  4 0xFF  6 COUNT_REMAIN  7 COUNT_PER_C
+_HEX_BYTES = r"((?:[0-9a-f]{2} ){9})"
+_LINE1_RE = re.compile(_HEX_BYTES + r": crc=([0-9a-f]{2}) (YES|NO)$")
+_LINE2_RE = re.compile(_HEX_BYTES + r"t=(-?\d+)$")
+
+
+# -- pure functions: bytes/text -> values ---------------------------------------------------------
+def crc8_maxim(data: bytes) -> int:
+    """Dallas/Maxim CRC-8 (reflected polynomial 0x8C, init 0) over ``data``."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ CRC8_REFLECTED_POLY if crc & 1 else crc >> 1
+    return crc
+
+
+def _s16(msb: int, lsb: int) -> int:
+    value = (msb << 8) | lsb
+    return value - S16_RANGE if value & S16_SIGN else value
+
+
+def _c_div(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def kernel_millicelsius(scratchpad: bytes, family: str) -> int:
+    """The ``t=`` value the kernel prints for these bytes (w1_therm's integer maths, m°C)."""
+    if family == FAMILY_DS18S20:
+        if scratchpad[COUNT_PER_C] == 0:
+            return 0
+        lsb = scratchpad[B_TEMP_LSB]
+        t = (lsb >> 1) * MILLI if scratchpad[B_TEMP_MSB] == 0 else MILLI * (-(0x100 - lsb) >> 1)
+        t -= MILLI // 4
+        t += _c_div(MILLI * (scratchpad[COUNT_PER_C] - scratchpad[COUNT_REMAIN]), scratchpad[COUNT_PER_C])
+        return t
+    config = scratchpad[B_CONFIG]
+    if config & CONFIG_GX20MH01_BIT:
+        bits = (scratchpad[B_TEMP_MSB] << 8 | scratchpad[B_TEMP_LSB]) << 2
+        bits = (bits | (config & CONFIG_EXTRA_BITS_MASK)) & 0xFFFF
+        return _c_div(_s16(bits >> 8, bits & 0xFF) * MILLI, GX20MH01_COUNTS_PER_C)
+    return _c_div(_s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) * MILLI, COUNTS_PER_C)
+
+
+def resolution_bits(config: int) -> int:
+    """Resolution (9..12 bits) from the config byte: ``(cfg >> 5) + 9``."""
+    return ((config >> CONFIG_RES_SHIFT) & CONFIG_RES_MASK) + MIN_RESOLUTION_BITS
+
+
+def scratchpad_celsius(scratchpad: bytes, family: str) -> float:
+    """°C from the scratchpad bytes; undefined low bits below 12-bit resolution are masked off.
+    DS18S20: ``T = temp_read - 0.25 + (COUNT_PER_C - COUNT_REMAIN) / COUNT_PER_C``."""
+    if family == FAMILY_DS18S20:
+        per_c = scratchpad[COUNT_PER_C]
+        if per_c == 0:
+            raise BadDataError("DS18S20 scratchpad has COUNT_PER_C = 0")
+        temp_read = _s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) >> 1
+        return temp_read - DS18S20_HALF_DEGREE + (per_c - scratchpad[COUNT_REMAIN]) / per_c
+    config = scratchpad[B_CONFIG]
+    if config & CONFIG_GX20MH01_BIT:
+        raw = _s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) * 4 + (config & CONFIG_EXTRA_BITS_MASK)
+        return raw / GX20MH01_COUNTS_PER_C
+    undefined_bits = MAX_RESOLUTION_BITS - resolution_bits(config)
+    raw = _s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) & ~((1 << undefined_bits) - 1)
+    return raw / COUNTS_PER_C
+
+
+@dataclass(frozen=True)
+class W1Reading:
+    """One parsed ``w1_slave`` read: the scratchpad of this read, the kernel's t= (m°C), our °C."""
+
+    scratchpad: bytes
+    kernel_t_milli: int
+    celsius: float
+
+
+def parse_w1_slave(text: str, family: str) -> W1Reading:
+    """Parse and check a ``w1_slave`` text (format drawn above). Raises `BadDataError` for empty,
+    malformed, CRC-failed, all-zero or torn reads and `ImplausibleValueError` for the power-on
+    85 °C signature, 127.9375 °C and values outside −55..125 °C."""
+    if not text.strip():
+        raise BadDataError("empty w1_slave read (the kernel's CRC retries failed or the probe is silent)")
+    lines = text.splitlines()
+    if len(lines) != 2:
+        raise BadDataError(f"w1_slave has {len(lines)} lines, expected 2: {text!r}")
+    m1, m2 = _LINE1_RE.match(lines[0]), _LINE2_RE.match(lines[1])
+    if m1 is None or m2 is None:
+        raise BadDataError(f"malformed w1_slave text: {text!r}")
+    scratchpad = bytes.fromhex(m1.group(1))
+    last_good = bytes.fromhex(m2.group(1))
+    kernel_crc, verdict, t_milli = int(m1.group(2), 16), m1.group(3), int(m2.group(2))
+    if verdict != "YES":
+        raise BadDataError(f"scratchpad CRC mismatch (crc={kernel_crc:02x} NO): {lines[0]}")
+    crc = crc8_maxim(scratchpad[:CRC_LEN])
+    if crc != scratchpad[CRC_LEN] or crc != kernel_crc:
+        raise BadDataError(f"scratchpad CRC {crc:02x} does not match byte 8 / the kernel's crc: {lines[0]}")
+    if not any(scratchpad):
+        raise BadDataError("all-zero scratchpad: data line held low or probe gone (not a reading)")
+    if last_good != scratchpad:
+        raise BadDataError(f"torn read: second line {m2.group(1).strip()} differs from the first")
+    expected_t = kernel_millicelsius(scratchpad, family)
+    if expected_t != t_milli:
+        raise BadDataError(f"kernel t={t_milli} does not match the scratchpad ({expected_t})")
+    raw = (scratchpad[B_TEMP_MSB] << 8) | scratchpad[B_TEMP_LSB]
+    power_on_raw = POWER_ON_RAW_DS18S20 if family == FAMILY_DS18S20 else POWER_ON_RAW
+    if raw == power_on_raw and scratchpad[B_RESERVED6] == POWER_ON_RESERVED6:
+        raise ImplausibleValueError("85 °C power-on scratchpad: no conversion happened (parasite power?)")
+    if family != FAMILY_DS18S20 and raw == INSUFFICIENT_POWER_RAW:
+        raise ImplausibleValueError("127.9375 °C (raw 0x07FF): insufficient power on the 1-Wire bus")
+    celsius = scratchpad_celsius(scratchpad, family)
+    if not RANGE_C[0] <= celsius <= RANGE_C[1]:
+        raise ImplausibleValueError(f"{celsius} °C is outside the sensor's range {RANGE_C}")
+    return W1Reading(scratchpad, t_milli, celsius)
+
+
+# -- file access -------------------------------------------------------------------------------
+class W1Files(Protocol):
+    """The file operations the driver needs; raises `OSError` like the OS does."""
+
+    def read_text(self, path: Path) -> str: ...
+    def write_text(self, path: Path, text: str) -> None: ...
+    def exists(self, path: Path) -> bool: ...
+    def is_writable(self, path: Path) -> bool: ...
+    def resolve(self, path: Path) -> Path: ...
+
+
+class SysfsFiles:
+    """`W1Files` on the real filesystem. A ``w1_slave`` read blocks for the conversion time."""
+
+    def read_text(self, path: Path) -> str:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+
+    def write_text(self, path: Path, text: str) -> None:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(text)
+
+    def exists(self, path: Path) -> bool:
+        return os.path.exists(path)
+
+    def is_writable(self, path: Path) -> bool:
+        return os.access(path, os.W_OK)
+
+    def resolve(self, path: Path) -> Path:
+        return Path(os.path.realpath(path))
+
+
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
+
+
+def _map_os_error(exc: OSError, what: str) -> SensorError:
+    if exc.errno in _GONE_ERRNOS:
+        return DeviceNotFoundError(f"{what}: device gone ({os.strerror(exc.errno or 0)})")
+    if exc.errno == errno.EIO:
+        return BadDataError(f"{what}: I/O error on the 1-Wire bus")
+    return BusError(f"{what}: {exc}")
+
+
+# -- the driver --------------------------------------------------------------------------------
+class DS18B20(Driver):
+    """One 1-Wire temperature probe (DS18B20, DS18S20, DS1822, DS1825, DS28EA00) via w1_therm."""
+
+    name = "ds18b20"
+    description = "1-Wire temperature probe (DS18B20/DS18S20/DS1822/DS1825/DS28EA00) via Linux w1_therm"
+    metrics = (Metric("temperature", "Temperature", unit="SI.Temperature.CELSIUS"),)
+    options = (
+        Option("device_id", str, None, "w1 slave name, e.g. 28-000005abb69d (family 10/22/28/3b/42)",
+               required=True),
+        Option("w1_root", str, W1_DEVICES, "directory holding the w1 slave entries"),
+    )
+    read_time_s = CONVERSION_TIME_S[MAX_RESOLUTION_BITS] + W1_BUS_TIME_S
+    min_interval_s = 0.0
+    retry = RetryPolicy(attempts=2, spacing_s=0.1)
+
+    def __init__(self, files: W1Files | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        device_id = self.config["device_id"].strip().lower()
+        if not DEVICE_ID_RE.match(device_id):
+            raise ConfigurationError(
+                f"ds18b20: device_id {self.config['device_id']!r} is not a w1 temperature slave "
+                f"(families {', '.join(FAMILIES)} followed by 12 hex digits)")
+        self.device_id = device_id
+        self.family = device_id[:2]
+        self.w1_root = Path(self.config["w1_root"])
+        self.files: W1Files = files if files is not None else SysfsFiles()
+        self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def slave_dir(self) -> Path:
+        return self.w1_root / self.device_id
+
+    def master_dir(self) -> Path | None:
+        """The w1 master directory this probe hangs off (holds ``therm_bulk_read``), or None if
+        the probe's directory is gone."""
+        if not self.files.exists(self.slave_dir):
+            return None
+        return self.files.resolve(self.slave_dir).parent
+
+    def read(self) -> Sample:
+        """One ``w1_slave`` read (a conversion unless a bulk conversion is ready): °C."""
+        try:
+            text = self.files.read_text(self.slave_dir / W1_SLAVE_FILE)
+        except OSError as exc:
+            raise _map_os_error(exc, self.device_id) from exc
+        if not text.strip() and self._bulk_state() == BULK_CONVERTING:
+            raise NotReadyError(f"{self.device_id}: bulk conversion in progress")
+        reading = parse_w1_slave(text, self.family)
+        return {"temperature": reading.celsius}
+
+    def _bulk_state(self) -> int | None:
+        master = self.master_dir()
+        if master is None:
+            return None
+        try:
+            return int(self.files.read_text(master / BULK_READ_FILE).strip())
+        except (OSError, ValueError):
+            return None
+
+    def _release(self) -> None:
+        if self._owned_dir is not None:
+            self._owned_dir.cleanup()
+            self._owned_dir = None
+
+    @classmethod
+    def simulated(cls, environment: Any, **options: Any) -> DS18B20:
+        """A fake w1 tree (temp dir, virtual clock: no real 750 ms wait) with one probe following
+        ``environment.air_temperature(SOIL_OFFSET_C)``."""
+        from drivers.fakes.w1 import FakeW1Bus
+
+        owned = tempfile.TemporaryDirectory(prefix="pibridge-w1-")
+        bus = FakeW1Bus(Path(owned.name))
+        device_id = options.setdefault("device_id", SIMULATED_DEVICE_ID)
+        options["w1_root"] = str(bus.root)
+        bus.add_probe(device_id, temperature=lambda: environment.air_temperature(SOIL_OFFSET_C))
+        driver = cls(files=bus, **options)
+        driver._owned_dir = owned
+        return driver
+
+
+SIMULATED_DEVICE_ID = "28-0000075e3a1c"
+SOIL_OFFSET_C = -4.0  # soil probe: a few degrees below the air
+
+
+# -- bulk conversion ---------------------------------------------------------------------------
+class W1BulkCoordinator:
+    """One ``therm_bulk_read`` trigger per w1 master for all probes due in the same slot.
+
+    Keep one instance for the bridge's lifetime (it remembers which masters it already warned
+    about). ``min_probes``: a master with fewer due probes converts per probe (bulk gains nothing
+    for one probe and would convert idle probes too).
+    """
+
+    def __init__(self, min_probes: int = 2) -> None:
+        self.min_probes = min_probes
+        self._warned: set[Path] = set()
+
+    def prepare(self, probes: Iterable[DS18B20]) -> dict[Path, bool]:
+        """Trigger one bulk conversion per master of ``probes`` (blocks one conversion time).
+        Returns master dir -> True if bulk conversion was done, False if its probes will
+        convert one by one."""
+        groups: dict[Path, list[DS18B20]] = {}
+        for probe in probes:
+            master = probe.master_dir()
+            if master is not None:
+                groups.setdefault(master, []).append(probe)
+        done: dict[Path, bool] = {}
+        for master, members in groups.items():
+            done[master] = len(members) >= self.min_probes and self._trigger(master, members[0].files)
+        return done
+
+    def read_many(self, probes: Sequence[DS18B20]) -> dict[str, Sample | SensorError]:
+        """`prepare` then each probe's ``read()``: device_id -> sample or the typed error."""
+        self.prepare(probes)
+        results: dict[str, Sample | SensorError] = {}
+        for probe in probes:
+            try:
+                results[probe.device_id] = probe.read()
+            except SensorError as exc:
+                results[probe.device_id] = exc
+        return results
+
+    def _trigger(self, master: Path, files: W1Files) -> bool:
+        path = master / BULK_READ_FILE
+        if not files.exists(path) or not files.is_writable(path):
+            self._fall_back(master, "it is missing or not writable (the kernel makes it root-only)")
+            return False
+        try:
+            files.write_text(path, BULK_TRIGGER)
+        except OSError as exc:
+            self._fall_back(master, f"writing it failed: {exc}")
+            return False
+        return True
+
+    def _fall_back(self, master: Path, why: str) -> None:
+        if master not in self._warned:
+            self._warned.add(master)
+            log.warning("w1 master %s: no bulk conversion through %s, %s; "
+                        "each DS18B20 converts on its own read", master, BULK_READ_FILE, why)
+
+
+def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
+    """Read ``n`` fake probes once one by one and once with one bulk conversion, under the fake
+    bus's conversion-time model. Returns virtual seconds (time the reads would take on a Pi),
+    CPU seconds and the number of conversions for each mode."""
+    from drivers.fakes.w1 import FakeW1Bus
+
+    result: dict[str, Any] = {"n": n}
+    with tempfile.TemporaryDirectory(prefix="pibridge-w1-bench-") as tmp:
+        bus = FakeW1Bus(Path(tmp))
+        probes = []
+        for i in range(n):
+            device_id = f"28-{0x0000075e0000 + i:012x}"
+            bus.add_probe(device_id, temperature=20.0 + i / 16)
+            probes.append(DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root)))
+        for mode in ("single", "bulk"):
+            conversions, v0, c0 = bus.conversions, bus.clock.monotonic(), time.process_time()
+            if mode == "bulk":
+                results = W1BulkCoordinator().read_many(probes)
+            else:
+                results = {p.device_id: p.read() for p in probes}
+            failed = sum(isinstance(r, SensorError) for r in results.values())
+            result[mode] = {
+                "virtual_s": round(bus.clock.monotonic() - v0, 6),
+                "cpu_s": round(time.process_time() - c0, 6),
+                "conversions": bus.conversions - conversions,
+                "failed": failed,
+            }
+        for probe in probes:
+            probe.close()
+    return result

@@ -1,0 +1,76 @@
+"""A fake MCP3008 on gpiozero's mock SPI (software SPI over MockFactory pins 11/10/9/8).
+
+gpiozero's MCP3008 clocks out (hardware.md §4; gpiozero ``MCP3xxx._send``)::
+
+    byte   0         1         2
+    Tx     00000001  MCCCxxxx  xxxxxxxx     start bit, M = 1 single-ended / 0 differential,
+    Rx     xxxxxxxx  xxxxx0RR  RRRRRRRR     CCC = channel; reply: null bit 0, then 10 bits MSB first
+
+The chip waits for the start bit, reads M and the 3 channel bits, then shifts out a 12-bit word:
+one sample bit and the null bit (both 0) followed by the 10-bit code. Code = int(V / Vref × 1023)
+(1.65 V at 3.3 V → 511). Differential: IN+ = channel, IN− = channel ^ 1, negative → 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gpiozero.pins.mock import MockFactory, MockSPIDevice
+
+SCLK_PIN, MOSI_PIN, MISO_PIN, CE0_PIN = 11, 10, 9, 8
+CHANNELS = 8
+CHANNEL_BITS = 3
+ADC_BITS = 10
+ADC_MAX = (1 << ADC_BITS) - 1
+REPLY_BITS = ADC_BITS + 2  # sample + null bit, then the code
+DEFAULT_VREF = 3.3
+
+Voltage = float | Callable[[], float]
+
+
+class FakeMCP3008(MockSPIDevice):
+    """An MCP3008 answering gpiozero's SPI frames; ``set_voltage(ch, v)`` with volts or a callable
+    giving volts (read at each conversion). ``conversions`` counts answered frames."""
+
+    def __init__(self, pin_factory: MockFactory, vref: float = DEFAULT_VREF,
+                 select_pin: int = CE0_PIN) -> None:
+        super().__init__(SCLK_PIN, MOSI_PIN, MISO_PIN, select_pin, pin_factory=pin_factory)
+        self.vref = vref
+        self.voltages: list[Voltage] = [0.0] * CHANNELS
+        self.state = "idle"
+        self.conversions = 0
+
+    def set_voltage(self, channel: int, volts: Voltage) -> None:
+        self.voltages[channel] = volts
+
+    def _volts(self, channel: int) -> float:
+        v = self.voltages[channel]
+        return float(v() if callable(v) else v)
+
+    def code_for(self, differential: bool, channel: int) -> int:
+        """The 10-bit conversion result for the current inputs."""
+        volts = self._volts(channel) - (self._volts(channel ^ 1) if differential else 0.0)
+        volts = min(max(volts, 0.0), self.vref)
+        return int(volts / self.vref * ADC_MAX)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.state = "idle"
+
+    def on_bit(self) -> None:
+        if self.state == "idle":  # leading zeros until the start bit
+            if self.rx_buf[-1]:
+                self.state = "mode"
+                self.rx_buf = []
+        elif self.state == "mode":
+            self.state = "single" if self.rx_buf[-1] else "diff"
+            self.rx_buf = []
+        elif self.state in ("single", "diff"):
+            if len(self.rx_buf) == CHANNEL_BITS:
+                channel = self.rx_word()
+                self.conversions += 1
+                self.tx_word(self.code_for(self.state == "diff", channel), REPLY_BITS)
+                self.state = "result"
+        elif self.state == "result" and not self.tx_buf:
+            self.state = "idle"
+            self.rx_buf = []

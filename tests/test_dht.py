@@ -1,0 +1,215 @@
+"""DHT22/DHT11 driver against the library-level fake (wire frames decoded like adafruit_dht)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from drivers.base import check_sample
+from drivers.dht import DHT11, DHT22, MIN_SPACING_S, map_library_error
+from drivers.errors import (
+    BadDataError,
+    BusError,
+    ImplausibleValueError,
+    NotReadyError,
+    SensorError,
+)
+from drivers.fakes.dht import (
+    MSG_CHECKSUM,
+    MSG_NOT_FOUND,
+    MSG_SHORT,
+    MSG_UNPLAUSIBLE,
+    FakeDHT,
+    Fault,
+    Measurement,
+    dht22_frame,
+)
+from drivers.fakes.w1 import VirtualClock
+from drivers.simulation import Environment
+
+
+def make(script=(), cls=DHT22, **options) -> tuple[DHT22, FakeDHT, VirtualClock]:
+    clock = VirtualClock()
+    fake = FakeDHT(dht11=cls is DHT11, clock=clock, script=script)
+    driver = cls(sensor=fake, clock=clock.monotonic, sleep=clock.sleep, pin=4, **options)
+    return driver, fake, clock
+
+
+# -- the fake itself behaves like adafruit_dht -------------------------------------------------------
+def test_fake_library_cache_returns_none_after_failed_first_read() -> None:
+    clock = VirtualClock()
+    fake = FakeDHT(clock=clock, script=[Fault.CHECKSUM, Measurement(20.0, 50.0)])
+    with pytest.raises(RuntimeError, match=r"^Checksum did not validate\. Try again\.$"):
+        _ = fake.temperature
+    assert fake.temperature is None and fake.humidity is None  # within 2 s: cached, no read
+    assert fake.attempts == 1
+    clock.sleep(2.01)
+    assert (fake.temperature, fake.humidity) == (20.0, 50.0)
+
+
+def test_fake_exact_messages() -> None:
+    for fault, message in ((Fault.NOT_FOUND, MSG_NOT_FOUND), (Fault.SHORT, MSG_SHORT),
+                           (Fault.CHECKSUM, MSG_CHECKSUM), (Fault.RH_OVER_100, MSG_UNPLAUSIBLE)):
+        fake = FakeDHT(script=[fault])
+        with pytest.raises(RuntimeError) as info:
+            fake.measure()
+        assert str(info.value) == message
+
+
+def test_fake_negative_encodings() -> None:
+    assert dht22_frame(-10.1, 45.0)[2:4] == bytes([0x80, 0x65])  # sign-magnitude
+    assert dht22_frame(-0.1, 45.0, clone=True)[2:4] == b"\xff\xff"
+    assert FakeDHT(script=[Measurement(-10.1, 45.0)]).temperature == -10.1
+    assert FakeDHT(script=[Measurement(-0.1, 45.0, clone=True)]).temperature == -3276.7
+
+
+def test_fake_matches_library_decoding() -> None:
+    """Same frame, same pulses, through the real adafruit_dht decoder."""
+    adafruit_dht = pytest.importorskip("adafruit_dht")
+    from drivers.fakes.dht import frame_to_pulses
+
+    lib = adafruit_dht.DHT22.__new__(adafruit_dht.DHT22)
+    for frame in (dht22_frame(23.4, 56.7), dht22_frame(-3.2, 99.9), dht22_frame(-0.1, 10, clone=True)):
+        pulses = frame_to_pulses(frame)
+        decoded = bytes(lib._pulses_to_binary(pulses, s, s + 16) for s in range(0, 80, 16))
+        assert decoded == frame
+
+
+# -- driver -----------------------------------------------------------------------------------
+def test_reads_temperature_and_humidity_from_one_frame() -> None:
+    driver, fake, _ = make([Measurement(23.4, 56.7)])
+    assert check_sample(driver, driver.read()) == {"temperature": 23.4, "humidity": 56.7}
+    assert fake.attempts == 1
+
+
+def test_failure_then_retry_respecting_spacing() -> None:
+    driver, fake, clock = make([Fault.CHECKSUM, Measurement(21.0, 40.0)])
+    assert driver.retry.spacing_s >= 2.0 and driver.min_interval_s >= 2.0
+    errors: list[SensorError] = []
+    sample = None
+    for attempt in range(1 + driver.retry.attempts):
+        if attempt:
+            clock.sleep(driver.retry.spacing_s)
+        try:
+            sample = driver.read()
+            break
+        except SensorError as exc:
+            assert exc.retryable
+            errors.append(exc)
+    assert sample == {"temperature": 21.0, "humidity": 40.0}
+    assert [type(e) for e in errors] == [BadDataError]
+    assert fake.attempts == 2  # the retry really read the sensor (no cached None)
+
+
+def test_spacing_enforced() -> None:
+    driver, fake, clock = make([Fault.SHORT])
+    with pytest.raises(BadDataError):
+        driver.read()
+    clock.sleep(1.5)
+    with pytest.raises(NotReadyError, match="needs"):
+        driver.read()
+    assert fake.attempts == 1
+    clock.sleep(MIN_SPACING_S)
+    assert driver.read()["temperature"] == 21.0
+
+
+def test_none_never_returned() -> None:
+    """Even when the library object hands back its cached None (someone else read it)."""
+    driver, fake, _ = make([Fault.CHECKSUM])
+    with pytest.raises(RuntimeError):
+        fake.measure()  # a failed attempt outside the driver, just now
+    with pytest.raises(NotReadyError, match="no value"):
+        driver.read()
+
+
+@pytest.mark.parametrize(("fault", "error"), [
+    (Fault.NOT_FOUND, BusError), (Fault.SHORT, BadDataError), (Fault.CHECKSUM, BadDataError),
+    (Fault.RH_OVER_100, ImplausibleValueError),
+])
+def test_error_mapping(fault: Fault, error: type[SensorError]) -> None:
+    driver, _, _ = make([fault])
+    with pytest.raises(error) as info:
+        driver.read()
+    assert type(info.value) is error and info.value.retryable
+
+
+def test_unknown_runtime_error_is_bus_error() -> None:
+    assert isinstance(map_library_error(RuntimeError("Timed out waiting for PulseIn message")), BusError)
+    assert isinstance(map_library_error(OSError(5, "Input/output error")), BusError)
+
+
+def test_clone_artefact_is_implausible() -> None:
+    driver, _, _ = make([Measurement(-0.1, 45.0, clone=True)])
+    with pytest.raises(ImplausibleValueError, match="two's complement"):
+        driver.read()
+
+
+def test_negative_sign_magnitude_is_fine() -> None:
+    driver, _, _ = make([Measurement(-12.3, 80.0)])
+    assert driver.read() == {"temperature": -12.3, "humidity": 80.0}
+
+
+def test_out_of_datasheet_range() -> None:
+    driver, _, _ = make([dht22_frame(95.0, 20.0)])
+    with pytest.raises(ImplausibleValueError, match="datasheet"):
+        driver.read()
+    driver11, _, _ = make([Measurement(55.0, 50.0)], cls=DHT11)  # DHT11: 0..50 °C
+    with pytest.raises(ImplausibleValueError, match="datasheet"):
+        driver11.read()
+
+
+def test_dht11_sign_bit_is_ignored_by_the_library() -> None:
+    """Known library limitation, kept visible: a DHT11 sign bit is dropped, −5 °C decodes as 5."""
+    driver, _, _ = make([Measurement(-5.0, 50.0)], cls=DHT11)
+    assert driver.read()["temperature"] == 5.0
+
+
+def test_dht11_reads() -> None:
+    driver, _, _ = make([Measurement(24.6, 41.0)], cls=DHT11)
+    assert driver.read() == {"temperature": 24.6, "humidity": 41.0}
+
+
+def test_exit_on_close() -> None:
+    driver, fake, _ = make()
+    driver.close()
+    driver.close()
+    assert fake.exited
+
+
+def test_read_twice_keeps_second_value() -> None:
+    driver, fake, clock = make([Measurement(10.0, 30.0), Measurement(11.5, 31.0)], read_twice=True)
+    assert driver.read_time_s >= 2.0 > DHT22.read_time_s
+    t0 = clock.monotonic()
+    assert driver.read() == {"temperature": 11.5, "humidity": 31.0}
+    assert clock.monotonic() - t0 >= 2.0  # waited on the injected sleep, not really
+    assert fake.attempts == 2
+
+
+def test_read_twice_ignores_a_failed_first_read() -> None:
+    driver, _, _ = make([Fault.CHECKSUM, Measurement(11.5, 31.0)], read_twice=True)
+    assert driver.read() == {"temperature": 11.5, "humidity": 31.0}
+
+
+def test_pin_is_a_gpio_option() -> None:
+    driver, _, _ = make()
+    assert driver.gpio_pins() == (4,)
+
+
+def test_driver_modules_import_no_hardware_library() -> None:
+    code = ("import sys, drivers.dht, drivers.ds18b20, drivers.mcp3008, drivers.digital_input, "
+            "drivers.cpu_temperature; "
+            "print(sorted(m for m in ('board', 'adafruit_dht', 'gpiozero', 'digitalio') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_simulated() -> None:
+    env = Environment(seed=1, noise=0.0, clock=lambda: 10 * 3600.0)
+    driver = DHT22.simulated(env)
+    sample = check_sample(driver, driver.read())
+    assert sample["temperature"] == pytest.approx(env.air_temperature(), abs=0.05)
+    assert 5.0 <= sample["humidity"] <= 99.0
+    driver.close()

@@ -1,0 +1,332 @@
+"""DS18B20 family over a fake w1 sysfs tree: parsing, faults, bulk conversion."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from drivers.base import check_sample
+from drivers.ds18b20 import (
+    DS18B20,
+    W1BulkCoordinator,
+    bench_bulk_vs_single,
+    crc8_maxim,
+    kernel_millicelsius,
+    parse_w1_slave,
+)
+from drivers.errors import (
+    BadDataError,
+    ConfigurationError,
+    DeviceNotFoundError,
+    ImplausibleValueError,
+    NotReadyError,
+    SensorError,
+)
+from drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
+from drivers.simulation import Environment
+
+PROBE = "28-000005abb69d"
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> FakeW1Bus:
+    return FakeW1Bus(tmp_path / "devices")
+
+
+def probe_driver(bus: FakeW1Bus, device_id: str = PROBE) -> DS18B20:
+    return DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root))
+
+
+def read_with_retries(driver: DS18B20, bus: FakeW1Bus) -> tuple[dict, list[SensorError]]:
+    """The caller's loop for one sample: 1 + retry.attempts tries, spaced on the virtual clock."""
+    errors: list[SensorError] = []
+    for attempt in range(1 + driver.retry.attempts):
+        if attempt:
+            bus.clock.sleep(driver.retry.spacing_s)
+        try:
+            return check_sample(driver, driver.read()), errors
+        except SensorError as exc:
+            errors.append(exc)
+            if not exc.retryable:
+                break
+    raise errors[-1]
+
+
+# -- pure parsing -------------------------------------------------------------------------------
+def test_crc8_reference_values() -> None:
+    assert crc8_maxim(bytes.fromhex("3f004b467fff0110")) == 0x47
+    assert crc8_maxim(b"\xff" * 8) == 0xC9
+    assert crc8_maxim(bytes(8)) == 0x00
+    assert crc8_maxim(bytes.fromhex("50054b467fff0c10")) == 0x1C
+
+
+def test_parse_kernel_example() -> None:
+    text = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+    reading = parse_w1_slave(text, "28")
+    assert reading.celsius == 23.125
+    assert reading.kernel_t_milli == 23125
+
+
+@pytest.mark.parametrize(("celsius", "raw", "t_milli"), [
+    (125.0, 0x07D0, 125000), (25.0625, 0x0191, 25062), (10.125, 0x00A2, 10125), (0.5, 0x0008, 500),
+    (0.0, 0x0000, 0), (-0.0625, 0xFFFF, -62), (-0.5, 0xFFF8, -500), (-10.125, 0xFF5E, -10125),
+    (-25.0625, 0xFE6F, -25062), (-55.0, 0xFC90, -55000),
+])
+def test_datasheet_table(bus: FakeW1Bus, celsius: float, raw: int, t_milli: int) -> None:
+    bus.add_probe(PROBE, temperature=celsius)
+    driver = probe_driver(bus)
+    text = bus.read_text(bus.root / PROBE / "w1_slave")
+    scratchpad = bytes.fromhex(text.split(":")[0])
+    assert scratchpad[0] | scratchpad[1] << 8 == raw
+    assert text.endswith(f"t={t_milli}\n")
+    assert kernel_millicelsius(scratchpad, "28") == t_milli
+    assert driver.read() == {"temperature": celsius}
+
+
+def test_lower_resolution_masks_undefined_bits() -> None:
+    # 9-bit config (0x1F) with garbage in the undefined bits 2..0 of 0x0197: they must be ignored
+    pad = bytearray(ds18b20_scratchpad(0x0197, resolution=9))
+    pad[6] = 0x10 - (pad[0] & 0x0F)
+    pad[8] = crc8_maxim(bytes(pad[:8]))
+    line = " ".join(f"{b:02x}" for b in pad) + " "
+    text = f"{line}: crc={pad[8]:02x} YES\n{line}t={kernel_t(bytes(pad), '28')}\n"
+    assert parse_w1_slave(text, "28").celsius == 0x0190 / 16  # bits 2..0 dropped
+
+
+def test_ds18s20_extended_formula(bus: FakeW1Bus) -> None:
+    text = "32 00 4b 46 ff ff 0c 10 6b : crc=6b YES\n32 00 4b 46 ff ff 0c 10 6b t=25000\n"
+    assert crc8_maxim(bytes.fromhex("32004b46ffff0c10")) == 0x6B
+    assert parse_w1_slave(text, "10").celsius == 25 - 0.25 + (16 - 12) / 16  # 25.0
+    device = "10-000801b5a2f3"
+    bus.add_probe(device, temperature=21.3)
+    value = probe_driver(bus, device).read()["temperature"]
+    assert value == pytest.approx(21.3, abs=1 / 32)
+    assert value == 21.3125  # 21 - 0.25 + (16 - 7)/16
+
+
+def test_ds18s20_negative(bus: FakeW1Bus) -> None:
+    device = "10-000801b5a2f3"
+    bus.add_probe(device, temperature=-10.2)
+    assert probe_driver(bus, device).read()["temperature"] == pytest.approx(-10.2, abs=1 / 32)
+
+
+# -- faults -------------------------------------------------------------------------------------
+def test_crc_no_then_success_within_one_sample(bus: FakeW1Bus) -> None:
+    probe = bus.add_probe(PROBE, temperature=18.5)
+    probe.script(Outcome.CRC_NO)
+    sample, errors = read_with_retries(probe_driver(bus), bus)
+    assert sample == {"temperature": 18.5}
+    assert len(errors) == 1 and isinstance(errors[0], BadDataError) and "NO" in str(errors[0])
+
+
+def test_crc_no_line_keeps_last_good_bytes(bus: FakeW1Bus) -> None:
+    probe = bus.add_probe(PROBE, temperature=18.5)
+    driver = probe_driver(bus)
+    driver.read()
+    good = probe.scratchpad
+    probe.script(Outcome.CRC_NO)
+    text = bus.read_text(bus.root / PROBE / "w1_slave")
+    line1, line2 = text.splitlines()
+    assert line1.endswith(" NO") and line2.startswith(" ".join(f"{b:02x}" for b in good))
+
+
+def test_empty_read_is_bad_data(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE).script(Outcome.EMPTY)
+    with pytest.raises(BadDataError, match="empty") as info:
+        probe_driver(bus).read()
+    assert info.value.retryable
+
+
+def test_power_on_85(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE).script(Outcome.POWER_ON)
+    driver = probe_driver(bus)
+    with pytest.raises(ImplausibleValueError, match="power-on"):
+        driver.read()
+    assert bus.read_text(bus.root / PROBE / "w1_slave").endswith("t=21500\n")  # next one converts
+
+
+def test_genuine_85_passes(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE, temperature=85.0)
+    assert probe_driver(bus).read() == {"temperature": 85.0}  # byte 6 is 0x10 after a conversion
+
+
+def test_insufficient_power_127(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE).script(Outcome.INSUFFICIENT_POWER)
+    with pytest.raises(ImplausibleValueError, match=r"127\.9375"):
+        probe_driver(bus).read()
+    assert "t=127937" in (bus.root / "w1_bus_master1" / PROBE / "w1_slave").read_text()
+
+
+def test_all_zero_is_not_a_reading_but_real_zero_is(bus: FakeW1Bus) -> None:
+    probe = bus.add_probe(PROBE, temperature=0.0)
+    driver = probe_driver(bus)
+    probe.script(Outcome.ALL_ZERO)
+    with pytest.raises(BadDataError, match="all-zero"):
+        driver.read()
+    assert driver.read() == {"temperature": 0.0}
+    assert probe.scratchpad[6] == 0x10
+
+
+def test_all_ff_floating_line(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE).script(Outcome.ALL_FF)
+    text = bus.read_text(bus.root / PROBE / "w1_slave")
+    assert text.startswith("ff ff ff ff ff ff ff ff ff : crc=c9 NO\n")
+    bus.probes[PROBE].script(Outcome.ALL_FF)
+    with pytest.raises(BadDataError):
+        probe_driver(bus).read()
+
+
+def test_stuck_value_repeats_scratchpad(bus: FakeW1Bus) -> None:
+    probe = bus.add_probe(PROBE, temperature=20.0)
+    driver = probe_driver(bus)
+    assert driver.read() == {"temperature": 20.0}
+    probe.temperature = 30.0
+    probe.script(Outcome.STUCK)
+    assert driver.read() == {"temperature": 20.0}
+    assert driver.read() == {"temperature": 30.0}
+
+
+def test_device_gone(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE)
+    driver = probe_driver(bus)
+    driver.read()
+    bus.remove_probe(PROBE)
+    with pytest.raises(DeviceNotFoundError) as info:
+        driver.read()
+    assert not info.value.retryable
+    assert (bus.root / "w1_bus_master1" / "w1_master_slaves").read_text() == "not found.\n"
+
+
+def test_device_vanishes_during_read(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE).script(Outcome.ENODEV)
+    with pytest.raises(DeviceNotFoundError):
+        probe_driver(bus).read()
+
+
+def test_torn_or_malformed_text() -> None:
+    good = "72 01 4b 46 7f ff 0e 10 57"
+    with pytest.raises(BadDataError, match="does not match"):
+        parse_w1_slave(f"{good} : crc=57 YES\n{good} t=23000\n", "28")
+    with pytest.raises(BadDataError, match="malformed"):
+        parse_w1_slave(f"{good} : crc=57 YES\n{good} t=\n", "28")
+    with pytest.raises(BadDataError, match="lines"):
+        parse_w1_slave(f"{good} : crc=57 YES\n", "28")
+
+
+def test_bad_device_id() -> None:
+    with pytest.raises(ConfigurationError):
+        DS18B20(device_id="29-000005abb69d")
+    with pytest.raises(ConfigurationError):
+        DS18B20()
+
+
+def test_a_read_costs_one_conversion_time(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE)
+    t0 = bus.clock.monotonic()
+    probe_driver(bus).read()
+    assert 0.75 <= bus.clock.monotonic() - t0 <= DS18B20.read_time_s
+
+
+def test_tree_has_kernel_files(bus: FakeW1Bus) -> None:
+    bus.add_probe(PROBE, resolution=11)
+    slave = bus.root / PROBE
+    assert slave.is_symlink()
+    assert (slave / "resolution").read_text() == "11\n"
+    assert (bus.root / "w1_bus_master1" / "w1_master_slaves").read_text() == f"{PROBE}\n"
+    assert bus.read_text(slave / "temperature").endswith("\n")
+    assert bus.read_text(bus.root / "w1_bus_master1" / "therm_bulk_read") == "0\n"
+
+
+# -- bulk conversion ----------------------------------------------------------------------------
+def make_probes(bus: FakeW1Bus, n: int) -> list[DS18B20]:
+    drivers = []
+    for i in range(n):
+        device_id = f"28-{0x5abb6900 + i:012x}"
+        bus.add_probe(device_id, temperature=15.0 + i)
+        drivers.append(probe_driver(bus, device_id))
+    return drivers
+
+
+def test_bulk_one_trigger_serves_all(bus: FakeW1Bus) -> None:
+    probes = make_probes(bus, 4)
+    t0 = bus.clock.monotonic()
+    results = W1BulkCoordinator().read_many(probes)
+    elapsed = bus.clock.monotonic() - t0
+    assert results == {p.device_id: {"temperature": 15.0 + i} for i, p in enumerate(probes)}
+    assert bus.bulk_triggers == 1 and bus.conversions == 1
+    assert 0.75 <= elapsed < 2 * 0.75  # N probes cost one conversion time
+    assert all(p.conversions == 1 for p in bus.probes.values())
+
+
+def test_bulk_two_phase_and_trigger_states(bus: FakeW1Bus) -> None:
+    probes = make_probes(bus, 2)
+    coordinator = W1BulkCoordinator()
+    master = probes[0].master_dir()
+    assert coordinator.prepare(probes) == {master: True}
+    assert bus.read_text(master / "therm_bulk_read") == "1\n"  # converted, unread
+    probes[0].read()
+    assert bus.read_text(master / "therm_bulk_read") == "1\n"
+    probes[1].read()
+    assert bus.read_text(master / "therm_bulk_read") == "0\n"
+    assert bus.conversions == 1
+
+
+def test_read_while_bulk_converting_is_not_ready(bus: FakeW1Bus) -> None:
+    probes = make_probes(bus, 2)
+    bus.start_bulk_conversion()
+    assert bus.read_text(bus.root / "w1_bus_master1" / "therm_bulk_read") == "-1\n"
+    with pytest.raises(NotReadyError):
+        probes[0].read()
+    bus.clock.sleep(0.75)
+    assert probes[0].read() == {"temperature": 15.0}
+
+
+def test_bulk_fallback_when_not_writable(bus: FakeW1Bus, caplog: pytest.LogCaptureFixture) -> None:
+    bus.set_bulk_writable(False)
+    probes = make_probes(bus, 3)
+    coordinator = W1BulkCoordinator()
+    with caplog.at_level(logging.WARNING, logger="drivers.ds18b20"):
+        for _ in range(3):
+            t0 = bus.clock.monotonic()
+            results = coordinator.read_many(probes)
+            assert all(not isinstance(r, SensorError) for r in results.values())
+            assert bus.clock.monotonic() - t0 >= 3 * 0.75  # one conversion per probe
+    assert bus.bulk_triggers == 0 and bus.conversions == 9
+    warnings = [r for r in caplog.records if "therm_bulk_read" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_bulk_reports_errors_per_probe(bus: FakeW1Bus) -> None:
+    probes = make_probes(bus, 3)
+    bus.probes[probes[1].device_id].script(Outcome.POWER_ON)
+    bus.remove_probe(probes[2].device_id)
+    results = W1BulkCoordinator().read_many(probes)
+    assert results[probes[0].device_id] == {"temperature": 15.0}
+    assert isinstance(results[probes[1].device_id], ImplausibleValueError)
+    assert isinstance(results[probes[2].device_id], DeviceNotFoundError)
+
+
+def test_single_probe_does_not_bulk(bus: FakeW1Bus) -> None:
+    probes = make_probes(bus, 1)
+    W1BulkCoordinator().read_many(probes)
+    assert bus.bulk_triggers == 0 and bus.conversions == 1
+
+
+def test_bench_bulk_vs_single() -> None:
+    result = bench_bulk_vs_single(10)
+    assert result["single"]["conversions"] == 10 and result["bulk"]["conversions"] == 1
+    assert result["single"]["virtual_s"] >= 10 * 0.75
+    assert result["bulk"]["virtual_s"] < 2 * 0.75
+    assert result["single"]["failed"] == result["bulk"]["failed"] == 0
+
+
+def test_simulated_follows_environment() -> None:
+    env = Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0)
+    driver = DS18B20.simulated(env)
+    try:
+        value = check_sample(driver, driver.read())["temperature"]
+        assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
+    finally:
+        driver.close()
