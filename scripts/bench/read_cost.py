@@ -1,0 +1,130 @@
+"""CPU cost of one ``read()`` per built-in driver against its fake hardware.
+
+Usage: ``python scripts/bench/read_cost.py [--reads N] [--budget SECONDS]``
+
+Each driver is built with ``cls.simulated(Environment(seed=0), ...)``. Where ``simulated()``
+takes a ``sleep`` argument (BME280, BH1750) a no-op is injected, so conversion waits cost nothing
+and the fake chip runs on virtual time. The figure that matters is CPU time
+(``time.process_time``), which never counts sleeping; wall time is shown beside it.
+
+"simulated" rows include the fake's own work (for the BME280: inverting the compensation by
+bisection to turn °C/Pa/%RH into ADC counts). The "driver only" rows use a fake with fixed raw
+counts, so they measure pibridge's own work per read (bus calls through the fake + maths);
+the issue's target for the BME280 is <= 200 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from drivers import registry
+from drivers.base import Driver
+from drivers.errors import SensorError
+from drivers.simulation import Environment
+
+DEFAULT_READS = 2000
+DEFAULT_BUDGET_S = 1.0  #: wall-clock cap per driver, so slow simulations stay bounded
+MICRO = 1e6
+
+
+def no_sleep(seconds: float) -> None:
+    """Injected conversion wait: costs nothing (the fake's virtual clock still advances)."""
+
+
+def measure(read: Callable[[], Any], reads: int, budget_s: float) -> tuple[int, int, float, float, str]:
+    """(reads done, failures, CPU µs/read, wall µs/read, last error type) over up to ``reads``
+    calls after one warm-up read (detection, calibration, first-time configuration)."""
+    failures = 0
+    last_error = ""
+    with contextlib.suppress(SensorError):
+        read()
+    done = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    while done < reads and (done == 0 or time.perf_counter() - wall0 < budget_s):
+        try:
+            read()
+        except SensorError as exc:
+            failures += 1
+            last_error = type(exc).__name__
+        done += 1
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return done, failures, cpu / done * MICRO, wall / done * MICRO, last_error
+
+
+def build_simulated(cls: type[Driver]) -> tuple[Driver, str]:
+    env = Environment(seed=0)
+    if "sleep" in inspect.signature(cls.simulated).parameters:
+        return cls.simulated(env, sleep=no_sleep), "waits injected (no-op)"
+    return cls.simulated(env), "waits not injectable; CPU time excludes them"
+
+
+def driver_only_rigs() -> dict[str, Driver]:
+    """BME280 / BH1750 on fakes with fixed raw values: pibridge's own work per read."""
+    from drivers.bh1750 import BH1750
+    from drivers.bme280 import BME280
+    from drivers.fakes.i2c import FakeBH1750, FakeBME280, FakeSMBus, VirtualClock
+
+    clock = VirtualClock()
+    bus = FakeSMBus(1)
+    bus.attach(0x76, FakeBME280(clock=clock))
+    bus.attach(0x23, FakeBH1750(lux=500.0, clock=clock))
+    return {"bme280": BME280(bus=bus, sleep=clock.sleep), "bh1750": BH1750(bus=bus, sleep=clock.sleep)}
+
+
+def ds18b20_bulk_section() -> None:
+    """Ten DS18B20 probes with and without bulk conversion (provided by drivers.ds18b20)."""
+    try:
+        from drivers.ds18b20 import bench_bulk_vs_single
+    except ImportError as exc:
+        print(f"\nds18b20 bulk vs single: skipped (bench_bulk_vs_single not available: {exc})")
+        return
+    result = bench_bulk_vs_single(10)
+    print(f"\nds18b20, {result.get('n', 10)} probes, one sample each (virtual s = time on a Pi):")
+    for mode in ("single", "bulk"):
+        row = result.get(mode, {})
+        details = ", ".join(f"{k} {v}" for k, v in row.items())
+        print(f"  {mode:<6} {details}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=DEFAULT_READS, help="reads per driver (max)")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="wall seconds per driver")
+    args = parser.parse_args(argv)
+
+    print(f"{'driver':<28} {'reads':>6} {'failed':>6} {'CPU µs/read':>12} {'wall µs/read':>13}  note")
+    for name in registry.BUILTIN:
+        try:
+            cls = registry.get(name)
+            driver, note = build_simulated(cls)
+        except (ImportError, AttributeError, NotImplementedError, SensorError) as exc:
+            print(f"{name + ' (simulated)':<28} skipped: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            done, failed, cpu_us, wall_us, error = measure(driver.read, args.reads, args.budget)
+        finally:
+            driver.close()
+        if failed:
+            note += f"; failures are {error} (the driver's own read spacing)"
+        print(f"{name + ' (simulated)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
+
+    for name, driver in driver_only_rigs().items():
+        done, failed, cpu_us, wall_us, _ = measure(driver.read, args.reads, args.budget)
+        print(f"{name + ' (driver only)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  "
+              "fixed raw counts, waits on virtual time")
+
+    ds18b20_bulk_section()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

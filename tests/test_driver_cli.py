@@ -1,0 +1,239 @@
+"""`pibridge drivers`, `pibridge read` and `pibridge scan`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers import registry
+from drivers.base import Driver, Metric, RetryPolicy
+from drivers.errors import BusError, DeviceNotFoundError
+from drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus, VirtualClock
+from pibridge.cli import driver_commands, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Flaky(Driver):
+    """Fails ``failures`` times with ``error``, then reads 1.0."""
+
+    name = "flaky"
+    description = "test driver"
+    metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+    retry = RetryPolicy(attempts=2, spacing_s=0.5)
+    min_interval_s = 0.75
+    failures = 0
+    error: type[Exception] = BusError
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.calls = 0
+        self.closed_count = 0
+
+    def read(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error(f"flaky: attempt {self.calls} failed")
+        return {"v": 1.0}
+
+    def _release(self) -> None:
+        self.closed_count += 1
+
+
+# --- drivers ---------------------------------------------------------------------------------------
+def test_drivers_lists_metrics_units_and_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drivers"]) == 0
+    out = capsys.readouterr().out
+    assert "bme280: Bosch BME280/BMP280" in out
+    assert "pressure: Air pressure [SI.Pressure.PASCAL]" in out
+    assert "address (int), default 0x76, one of 0x76, 0x77" in out
+    assert "mtreg (int), default 69, range 31..254" in out
+    assert "illuminance: Illuminance [double [lx]]" in out
+    for name in registry.names():
+        assert f"\n{name}: " in "\n" + out
+
+
+def test_drivers_survives_a_broken_module(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(registry.BUILTIN, "zz_broken", "drivers.does_not_exist:Nope")
+    assert main(["drivers"]) == 0
+    out = capsys.readouterr().out
+    assert "zz_broken: not available (ModuleNotFoundError" in out and "bme280:" in out
+
+
+# --- read ------------------------------------------------------------------------------------------
+def test_read_simulated_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "bme280", "--simulate", "--option", "osrs_p=16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["temperature", "pressure", "humidity"]
+    assert lines[1].endswith("SI.Pressure.PASCAL")
+    assert 90_000 < float(lines[1].split()[1]) < 110_000
+
+
+def test_read_simulated_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "bh1750", "--simulate", "--json", "-o", "resolution=low"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["driver"] == "bh1750" and doc["simulated"] is True
+    assert doc["units"] == {"illuminance": "double [lx]"}
+    assert doc["values"]["illuminance"] >= 0.0
+
+
+def test_read_real_without_bus_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import smbus2
+
+    def no_bus(number: int) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(smbus2, "SMBus", no_bus)
+    assert main(["read", "bme280", "-o", "i2c_bus=7"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("pibridge: DeviceNotFoundError: bme280: cannot open I2C bus /dev/i2c-7")
+
+
+def test_read_real_on_a_fake_bus(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import smbus2
+
+    def fake_bus(number: int) -> FakeSMBus:  # real time: the driver really waits ~10 ms
+        bus = FakeSMBus(number)
+        bus.attach(0x77, FakeBME280(variant="BMP280", calibration=VECTOR_A_CALIBRATION))
+        return bus
+
+    monkeypatch.setattr(smbus2, "SMBus", fake_bus)
+    assert main(["read", "bme280", "-o", "address=0x77", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["values"]) == {"temperature", "pressure"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["read", "nope"], "unknown driver 'nope'; known drivers: bh1750, bme280"),
+    (["read", "bme280", "--simulate", "-o", "colour=red"], "unknown option colour"),
+    (["read", "bme280", "--simulate", "-o", "osrs_p=3"], "option osrs_p: '3' is not one of"),
+    (["read", "bme280", "-o", "address"], "expected KEY=VALUE"),
+    (["read", "bh1750", "--simulate", "-o", "mtreg=300"], "300 is above the maximum 254"),
+])
+def test_read_errors_are_one_line(argv, message, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_retries_follow_the_policy() -> None:
+    slept: list[float] = []
+    flaky = Flaky()
+    flaky.failures = 2
+    assert driver_commands.read_with_retries(flaky, slept.append) == {"v": 1.0}
+    assert flaky.calls == 3 and slept == [0.75, 0.75]  # spacing at least min_interval_s
+
+    flaky = Flaky()
+    flaky.failures = 3
+    with pytest.raises(BusError, match="attempt 3"):
+        driver_commands.read_with_retries(flaky, slept.append)
+
+
+def test_non_retryable_error_stops_at_once() -> None:
+    flaky = Flaky()
+    flaky.failures, flaky.error = 5, DeviceNotFoundError
+    slept: list[float] = []
+    with pytest.raises(DeviceNotFoundError):
+        driver_commands.read_with_retries(flaky, slept.append)
+    assert flaky.calls == 1 and slept == []
+
+
+def test_read_command_retries_and_closes(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    made: list[Flaky] = []
+
+    class Once(Flaky):
+        failures = 1
+        retry = RetryPolicy(attempts=1, spacing_s=0.0)
+        min_interval_s = 0.0
+
+        def __init__(self, **options):
+            super().__init__(**options)
+            made.append(self)
+
+    monkeypatch.setattr(registry, "get", lambda name: Once)
+    assert main(["read", "flaky"]) == 0
+    assert capsys.readouterr().out == "v  1.0 SI.ElectricPotential.VOLT\n"
+    assert made[0].calls == 2 and made[0].closed_count == 1
+
+
+def test_subprocess_read_bme280_simulated_json() -> None:
+    result = subprocess.run([sys.executable, "-m", "pibridge", "read", "bme280", "--simulate", "--json"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc["values"]) == {"temperature", "humidity", "pressure"}
+    assert doc["units"]["pressure"] == "SI.Pressure.PASCAL"
+    assert 0.0 <= doc["values"]["humidity"] <= 100.0
+
+
+# --- scan ------------------------------------------------------------------------------------------
+def test_scan_names_chips_and_w1_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "i2c-1").touch()
+    (dev / "i2c-20").touch()
+    (dev / "i2c-dev").touch()  # not a bus
+    w1 = tmp_path / "w1"
+    w1.mkdir()
+    for name in ("w1_bus_master1", "28-000005abb69d", "10-000802b4e2e1", "3b-0000001a2b3c",
+                 "ee-000000000001", "notes"):
+        (w1 / name).mkdir()
+    clock = VirtualClock()
+    buses: dict[int, FakeSMBus] = {}
+
+    def opener(number: int) -> FakeSMBus:
+        bus = FakeSMBus(number)
+        if number == 1:
+            bus.attach(0x76, FakeBME280(clock=clock))
+            bus.attach(0x77, FakeBME280(clock=clock, variant="BMP280"))
+            bus.attach(0x23, FakeBH1750(clock=clock))
+            bus.attach(0x48, FakeBH1750(clock=clock))
+        buses[number] = bus
+        return bus
+
+    monkeypatch.setattr(driver_commands, "I2C_DEV_ROOT", dev)
+    monkeypatch.setattr(driver_commands, "W1_DEVICES_ROOT", w1)
+    monkeypatch.setattr(driver_commands, "open_smbus", opener)
+    assert main(["scan"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "I2C bus 1 0x23: BH1750 (probable, by address)",
+        "I2C bus 1 0x48: unknown",
+        "I2C bus 1 0x76: BME280 (chip id 0x60)",
+        "I2C bus 1 0x77: BMP280 (chip id 0x58)",
+        "I2C bus 20: no devices",
+        "1-Wire 10-000802b4e2e1: DS18S20",
+        "1-Wire 28-000005abb69d: DS18B20",
+        "1-Wire 3b-0000001a2b3c: DS1825",
+        "1-Wire ee-000000000001: unknown family 0xee",
+    ]
+    assert buses[1].closed and buses[20].closed
+    probed = {t[1] for t in buses[20].transfers}
+    assert min(probed) == 0x03 and max(probed) == 0x77 and len(probed) == 0x75
+
+
+def test_scan_on_a_pc_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(driver_commands, "I2C_DEV_ROOT", tmp_path)
+    monkeypatch.setattr(driver_commands, "W1_DEVICES_ROOT", tmp_path / "absent")
+    assert main(["scan"]) == 0
+    out = capsys.readouterr().out
+    assert "I2C: no buses" in out and "1-Wire: no bus" in out
+
+
+def test_scan_bus_that_cannot_be_opened(tmp_path: Path) -> None:
+    (tmp_path / "i2c-1").touch()
+
+    def opener(number: int) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    lines = driver_commands.scan(tmp_path, tmp_path, opener)
+    assert lines[0] == f"I2C bus 1: cannot open {tmp_path}/i2c-1: Permission denied"
+    assert lines[1] == "1-Wire: no devices"

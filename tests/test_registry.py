@@ -1,0 +1,121 @@
+"""Driver lookup: built-in names, the unknown-name message, and a third-party driver installed as
+a separate package through the ``pibridge.drivers`` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from drivers import registry
+from drivers.base import Driver
+from drivers.bh1750 import BH1750
+from drivers.bme280 import BME280
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PKG = Path(__file__).resolve().parent / "data" / "example_driver_pkg"
+
+
+def test_builtin_names_and_classes() -> None:
+    assert set(registry.BUILTIN) <= set(registry.names())
+    assert registry.names() == sorted(registry.names())
+    assert registry.get("bme280") is BME280
+    assert registry.get("bh1750") is BH1750
+    for name in ("bme280", "bh1750"):
+        cls = registry.get(name)
+        assert cls.name == name and issubclass(cls, Driver)
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(registry.UnknownDriverError) as info:
+        registry.get("bme680")
+    message = str(info.value)
+    assert "unknown driver 'bme680'" in message
+    for name in registry.BUILTIN:
+        assert name in message
+    assert not info.value.retryable
+
+
+def test_target_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.BUILTIN, "bogus", "drivers.errors:SensorError")
+    with pytest.raises(registry.UnknownDriverError, match=r"not a drivers\.base\.Driver subclass"):
+        registry.get("bogus")
+
+
+def test_importing_drivers_imports_no_driver_module() -> None:
+    code = ("import sys, drivers, drivers.registry; "
+            "sys.exit(any(m in sys.modules for m in ('drivers.bme280', 'drivers.bh1750')))")
+    assert subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT).returncode == 0
+
+
+def install_by_metadata(package: Path, site: Path) -> None:
+    """Install ``package`` into ``site`` the way an installer lays it out, without building:
+    its module files plus a ``*.dist-info`` whose ``entry_points.txt`` is generated from the
+    package's own ``pyproject.toml`` (the venv's setuptools 65 cannot build wheels offline
+    without the ``wheel`` package, and this keeps the test fast and network-free)."""
+    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    for module in package.glob("*.py"):
+        shutil.copy(module, site / module.name)
+    dist = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in entries.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The example package installed into a throwaway site dir; an environment whose
+    PYTHONPATH puts it (and this checkout) on sys.path."""
+    site = tmp_path_factory.mktemp("site")
+    install_by_metadata(EXAMPLE_PKG, site)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    return env
+
+
+def run_pibridge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pibridge", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60, check=False)
+
+
+def test_entry_point_driver_is_listed(example_env: dict[str, str]) -> None:
+    result = run_pibridge(example_env, "drivers")
+    assert result.returncode == 0, result.stderr
+    assert "example_counter: Example third-party driver" in result.stdout
+    assert "count: Pulse count [integer [pulses]]" in result.stdout
+    assert "bme280:" in result.stdout
+
+
+def test_entry_point_driver_reads(example_env: dict[str, str]) -> None:
+    result = run_pibridge(example_env, "read", "example_counter", "--simulate", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["values"] == {"count": 1}
+
+
+def test_entry_point_driver_in_unknown_name_message(example_env: dict[str, str]) -> None:
+    code = ("import drivers.registry as r\n"
+            "try:\n    r.get('unknown')\nexcept r.UnknownDriverError as e:\n    print(e)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=example_env, cwd=ROOT, timeout=60, check=True)
+    assert "example_counter" in result.stdout and "bme280" in result.stdout
+
+
+def test_entry_point_driver_real_read_error_is_one_line(example_env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = run_pibridge(example_env, "read", "example_counter", "--option", f"path={missing}")
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+    (tmp_path / "count").write_text("42\n")
+    result = run_pibridge(example_env, "read", "example_counter", "--option", f"path={tmp_path / 'count'}")
+    assert result.returncode == 0 and "count  42 integer [pulses]" in result.stdout
