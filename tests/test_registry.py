@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -54,23 +53,15 @@ def test_importing_drivers_imports_no_driver_module() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT).returncode == 0
 
 
-def install_by_metadata(package: Path, site: Path) -> None:
-    """Install ``package`` into ``site`` the way an installer lays it out, without building:
-    its module files plus a ``*.dist-info`` whose ``entry_points.txt`` is generated from the
-    package's own ``pyproject.toml`` (the venv's setuptools 65 cannot build wheels offline
-    without the ``wheel`` package, and this keeps the test fast and network-free)."""
-    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
-    for module in package.glob("*.py"):
-        shutil.copy(module, site / module.name)
-    dist = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    lines = []
-    for group, entries in project["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{name} = {target}" for name, target in entries.items()]
-    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+def pip_install(package: Path, site: Path, scratch: Path) -> None:
+    """Really install ``package`` into ``site`` with pip, offline: no index, no build isolation
+    (the test extras pin a setuptools that builds wheels by itself). The source is copied first
+    so that the build leaves nothing in the checkout."""
+    source = scratch / package.name
+    shutil.copytree(package, source)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                    "--no-build-isolation", "--target", str(site), str(source)],
+                   check=True, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,7 @@ def example_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The example package installed into a throwaway site dir; an environment whose
     PYTHONPATH puts it (and this checkout) on sys.path."""
     site = tmp_path_factory.mktemp("site")
-    install_by_metadata(EXAMPLE_PKG, site)
+    pip_install(EXAMPLE_PKG, site, tmp_path_factory.mktemp("src"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
     return env
