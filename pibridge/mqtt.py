@@ -166,8 +166,10 @@ class MqttSession:
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
         self._client.on_log = self._handle_log
+        self._client.on_socket_open = self._handle_socket_open
         self._connected = threading.Event()
         self._finished = threading.Event()
+        self._settled = threading.Event()  # CONNACK received or connection failed: open() stops waiting
         self._failure: ConnectFailure | None = None
         self._opening_log: list[str] = []
         self._opening = True
@@ -186,7 +188,9 @@ class MqttSession:
         except Exception as exc:  # socket, TLS handshake, DNS: all classified
             raise ConnectFailure(classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout) and not self._finished.is_set():
+        # wait for either outcome: a failure (possibly reported from inside connect() above) must
+        # not make open() sit out the whole timeout
+        if not self._settled.wait(timeout):
             self._stop_loop()
             raise ConnectFailure(FailureKind.TIMEOUT, f"no CONNACK within {timeout:g} s", self.endpoint)
         if self._finished.is_set() or not self._connected.is_set():
@@ -227,6 +231,8 @@ class MqttSession:
             self._suback[mid] = done
         if not done.wait(timeout):
             raise ConnectFailure(FailureKind.TIMEOUT, f"no SUBACK within {timeout:g} s", self.endpoint)
+        if self._finished.is_set():  # woken by the connection dropping, not by a SUBACK
+            raise self._failure or NotConnected(f"connection to {self.endpoint.describe()} closed")
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         """Queue a publish; does not wait for the PUBACK."""
@@ -259,13 +265,18 @@ class MqttSession:
                                       self.endpoint))
             return
         self._connected.set()
+        self._settled.set()
 
     def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
                            reason: object, properties: object) -> None:
         if self._opening and not self._connected.is_set():
             detail = "; ".join(self._opening_log[-3:]) or f"disconnected before CONNACK: {reason}"
             kind = classify(ConnectionError(detail), self._opening_log)
-            if kind is FailureKind.LOST:
+            if kind in (FailureKind.LOST, FailureKind.REFUSED) and self._presents_client_certificate():
+                # TLS 1.3: the handshake completed, then the broker dropped us before any CONNACK
+                # (often with no alert at all, just EOF): that is how it refuses a client certificate
+                kind = FailureKind.CERTIFICATE_REJECTED
+            elif kind is FailureKind.LOST:
                 kind = FailureKind.REFUSED
             self._fail(ConnectFailure(kind, detail, self.endpoint))
             return
@@ -276,11 +287,15 @@ class MqttSession:
         self._fail(ConnectFailure(kind, f"{reason}" + (f" ({'; '.join(lines)})" if lines else ""),
                                   self.endpoint))
 
+    def _presents_client_certificate(self) -> bool:
+        return self.endpoint.tls is not None and self.endpoint.tls.cert_file is not None
+
     def _fail(self, failure: ConnectFailure) -> None:
         if self._finished.is_set():
             return
         self._failure = failure
         self._finished.set()
+        self._settled.set()
         for event in self._suback.values():
             event.set()
         if self._on_closed is not None and not self._opening and not self._closing:
@@ -301,6 +316,12 @@ class MqttSession:
             event = self._suback.pop(mid, None)
         if event is not None:
             event.set()
+
+    def _handle_socket_open(self, client: paho.Client, userdata: object, sock: object) -> None:
+        """Send small packets at once: without TCP_NODELAY, Nagle's algorithm and the peer's
+        delayed ACK hold each request/reply for ~40 ms."""
+        if self.endpoint.unix_socket is None and isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _handle_log(self, client: paho.Client, userdata: object, level: int, buf: str) -> None:
         if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING):
@@ -399,14 +420,21 @@ class MqttLink:
         delays = self._backoff.delays()
         while not self._stopping.is_set():
             self.attempts += 1
-            session = MqttSession(self.endpoint, client_id=self._client_id, on_message=self._on_message,
-                                  on_closed=self._session_closed, keepalive=self._keepalive)
+            session: MqttSession | None = None
             try:
+                # built inside the try: an unreadable certificate or key (ssl.SSLError, OSError)
+                # must be reported through on_down, not kill this thread
+                session = MqttSession(self.endpoint, client_id=self._client_id, on_message=self._on_message,
+                                      on_closed=self._session_closed, keepalive=self._keepalive)
                 session.open(self._connect_timeout)
                 self._session = session
+                if self._stopping.is_set():  # stop() ran while we were connecting
+                    session.close()
+                    break
                 self._on_up(session)
             except (MqttError, OSError) as exc:
-                session.close()
+                if session is not None:
+                    session.close()
                 failure = exc if isinstance(exc, ConnectFailure) else ConnectFailure(
                     classify(exc), str(exc), self.endpoint)
                 self._record_down(failure)

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["pibridge.testing"]
+
 
 @pytest.fixture
 def mock_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:

@@ -1,9 +1,97 @@
-"""`pibridge` subcommands of the emulator group (filled in by its issue)."""
+"""`pibridge emulator serve|dump|wipe`: run the agent emulator, print or clear its state."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from pibridge import protocol as p
+from pibridge.cli import CliError
+
+#: Error codes ``--inject-error`` may inject (agent-api.md §4: codes 0–3 never come from bad requests).
+INJECTABLE = (p.ErrorCode.NoBackendConnection, p.ErrorCode.InternalError)
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from pibridge.emulator.server import default_state_dir
+
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def _injection(text: str) -> object:
+    from pibridge.emulator.core import Injection
+
+    try:
+        code_text, share_text = text.split(":", 1)
+        code, share = p.ErrorCode(int(code_text)), float(share_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CODE:SHARE such as 1:0.2, got {text!r}") from None
+    if code not in INJECTABLE:
+        allowed = ", ".join(str(int(c)) for c in INJECTABLE)
+        raise argparse.ArgumentTypeError(f"only codes {allowed} can be injected")
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"SHARE must lie in 0..1, got {share_text}")
+    return Injection(code, share)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pibridge.emulator.server import Options, ServeError, serve
+
+    injections = list(args.inject_error or [])
+    if sum(i.share for i in injections) > 1.0:
+        raise CliError("the shares of --inject-error add up to more than 1")
+    options = Options(_state_dir(args), args.host, args.port, args.provision_port, args.strict_ids,
+                      injections, args.seed)
+    try:
+        return serve(options)
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from pibridge.emulator.store import DB_NAME, dump
+
+    path = _state_dir(args) / DB_NAME
+    if not path.exists():
+        raise CliError(f"no emulator state in {path.parent} (run 'pibridge emulator serve' first)")
+    print(json.dumps(dump(path), separators=(",", ":"), ensure_ascii=False))
+    return 0
+
+
+def _wipe(args: argparse.Namespace) -> int:
+    from pibridge.emulator.server import ServeError, wipe
+
+    try:
+        wipe(_state_dir(args))
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the top-level parser."""
+    group = sub.add_parser("emulator", help="run the TeamViewer IoT Agent emulator")
+    commands = group.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True)
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument("--state-dir", metavar="DIR",
+                       help="CA, database and broker files (default $XDG_STATE_HOME/pibridge/emulator)")
+
+    serve = commands.add_parser("serve", parents=[state], help="run the emulator in the foreground")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=p.DEFAULT_API_PORT, help="API port (mutual TLS)")
+    serve.add_argument("--provision-port", type=int, default=p.DEFAULT_PROVISION_PORT,
+                       help="provisioning port (server-authenticated TLS)")
+    serve.add_argument("--strict-ids", action="store_true",
+                       help="answer pushes to unknown sensor/metric ids with 15/16 instead of creating them")
+    serve.add_argument("--inject-error", action="append", type=_injection, metavar="CODE:SHARE",
+                       help="answer SHARE (0..1) of the API requests with error CODE (1 or 3); repeatable")
+    serve.add_argument("--seed", type=int, default=None, help="seed of the error-injection random generator")
+    serve.set_defaults(handler=_serve)
+
+    dump = commands.add_parser("dump", parents=[state], help="print clients, inventory and values as JSON")
+    dump.set_defaults(handler=_dump)
+    wipe = commands.add_parser("wipe", parents=[state],
+                               help="delete every sensor, metric and value (keeps clients and CA); "
+                                    "the emulator must be stopped")
+    wipe.set_defaults(handler=_wipe)

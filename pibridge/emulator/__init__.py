@@ -1,0 +1,5 @@
+"""An emulator of the TeamViewer IoT Agent's local MQTT API (agent-api.md), for tests and demos.
+
+Modules: `pki` (CA, certificates, CRL), `store` (SQLite), `core` (the API's semantics),
+`broker` (mosquitto child and its configuration), `server` (``pibridge emulator serve``).
+"""

@@ -1,0 +1,630 @@
+"""The emulator's core: the agent's API semantics (agent-api.md §3–§6) over the private channel.
+
+`Core.handle(topic, payload)` is the whole behaviour as a function: it returns the messages to
+publish and changes the `Store`; it does not touch MQTT, so it is unit-testable. `Core.submit`
+queues a message from the network thread; one worker thread handles queued messages in
+batches, commits once per batch and only then publishes the answers (an acknowledged value is
+always committed). One thread handling everything in arrival order is what keeps the replies
+of each operation in request order.
+
+Validation follows the [choice] order of §4; the first failure answers:
+18 → 4 → 5 → 6 → 7/8/9/10/11 (request fields) → 15 → 16 → 7/8/9/11 (pushed values) →
+12/13/14 → 19 → 17. Within a multi-item request every item passes one stage before any item
+is checked at the next (so a missing field anywhere wins over a wrong type anywhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import queue
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pibridge import protocol as p
+from pibridge.emulator.pki import Authority, CsrRejected, CsrUnparsable
+from pibridge.emulator.store import Client, Metric, Sensor, Store
+from pibridge.protocol import ErrorCode as E
+
+log = logging.getLogger(__name__)
+
+#: Most queued messages handled per commit.
+BATCH_MAX = 2000
+#: Integers outside SQLite's 64-bit range are stored as floats.
+INT64_MAX = 2**63 - 1
+
+Out = list[tuple[str, bytes]]
+
+
+class ApiError(Exception):
+    """An error answer: ``code`` and the agent-style message."""
+
+    def __init__(self, code: E, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(obj: object) -> bytes:
+    """Compact JSON, UTF-8, non-ASCII kept as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- routing ------------------------------------------------------------------------------------
+REPORT = "report"  # pseudo-operation of the error-report topics
+
+
+@dataclass(frozen=True)
+class Route:
+    op: p.Op | str
+    regex: re.Pattern[str]
+    filter: str
+    placeholders: int
+
+
+def _compile(template: str) -> tuple[re.Pattern[str], str, int]:
+    parts = re.split(r"\{(cid|sid|mid)\}", template)
+    regex, filt = "", ""
+    for i, part in enumerate(parts):
+        if i % 2:
+            regex += f"(?P<{part}>[^/]+)"
+            filt += "+"
+        else:
+            regex += re.escape(part)
+            filt += part
+    return re.compile(regex + r"\Z"), filt, len(parts) // 2
+
+
+def _routes() -> list[Route]:
+    routes = []
+    for operation in p.OPERATIONS.values():
+        for template in operation.request_topics:
+            routes.append(Route(operation.op, *_compile(template)))
+    for template in p.ERROR_REPORTS:
+        routes.append(Route(REPORT, *_compile(template)))
+    # Literal segments win over placeholders (/sensor/create is not a push to sensor "create").
+    routes.sort(key=lambda r: r.placeholders)
+    return routes
+
+
+ROUTES = _routes()
+#: What the core subscribes to: every request and report topic, plus provisioning.
+CORE_FILTERS = tuple(dict.fromkeys([r.filter for r in ROUTES] + list(p.PROVISION_TOPICS)))
+
+
+def route(topic: str) -> tuple[p.Op | str, dict[str, str]] | None:
+    """The operation a topic addresses and its ids; None for replies and unknown topics."""
+    if topic.endswith("/inbox"):  # our own answers come back through '+' filters
+        return None
+    for r in ROUTES:
+        m = r.regex.match(topic)
+        if m:
+            return r.op, m.groupdict()
+    return None
+
+
+# --- value checks ---------------------------------------------------------------------------
+def is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def is_whole(v: object) -> bool:
+    """A JSON integer or a float without fraction; non-finite numbers pass (19 catches them)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, float) and (not math.isfinite(v) or v.is_integer())
+
+
+def is_finite(v: object) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
+
+
+def parse_object(payload: bytes) -> dict[str, Any]:
+    """Stages 4 and 5: JSON, and a JSON object."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(E.InvalidJson, f"Invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(E.JsonIsNotAObject, "JSON is not an object.")
+    return data
+
+
+def _present(obj: dict[str, Any], key: str) -> bool:
+    return obj.get(key) is not None
+
+
+def require(obj: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        if not _present(obj, key):
+            raise ApiError(E.MissingParameter, f"Missing parameter '{key}'.")
+
+
+def require_str(obj: dict[str, Any], *keys: str, optional: bool = False) -> None:
+    for key in keys:
+        if _present(obj, key) and not isinstance(obj[key], str):
+            raise ApiError(E.ParameterIsNotAString, f"Parameter '{key}' is not a string.")
+
+
+def items(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metrics`` of a multi-item request: 6 if missing, 10 if not an array, 5 for a non-object item."""
+    require(obj, "metrics")
+    metrics = obj["metrics"]
+    if not isinstance(metrics, list):
+        raise ApiError(E.ParameterIsNotAnArray, "Parameter 'metrics' is not an array.")
+    return metrics
+
+
+def check_items_are_objects(metrics: list[Any]) -> None:
+    if any(not isinstance(m, dict) for m in metrics):
+        raise ApiError(E.JsonIsNotAObject, "An element of 'metrics' is not an object.")
+
+
+def check_timestamp_type(value: object, where: str) -> None:
+    if value is None:
+        return
+    if not is_number(value):
+        raise ApiError(E.ParameterIsNotANumber, f"Parameter '{where}' is not a number.")
+    if not is_whole(value):
+        raise ApiError(E.ParameterIsNotAnInteger, f"Parameter '{where}' is not an integer.")
+
+
+def check_name_range(name: str) -> None:
+    if not p.NAME_MIN_LEN <= len(name) <= p.NAME_MAX_LEN:
+        raise ApiError(E.OutOfRange, f"Name must have {p.NAME_MIN_LEN} to {p.NAME_MAX_LEN} characters.")
+
+
+def user_id_ok(ident: str) -> bool:
+    """May a push create this id implicitly (agent-api.md §4)?"""
+    return bool(p.USER_ID_RE.match(ident)) and ident not in p.RESERVED_IDS
+
+
+def type_of(value: object) -> str | None:
+    """The type an implicitly created metric gets from its first JSON value (JSON has one number type)."""
+    if isinstance(value, bool):
+        return p.ValueType.BOOL
+    if isinstance(value, str):
+        return p.ValueType.STRING
+    if is_number(value):
+        return p.ValueType.DOUBLE
+    return None
+
+
+def check_value(metric_type: str | None, value: object, mid: str) -> None:
+    """Stage 7/8/9/11 for a pushed value; ``metric_type`` None means a unit metric (a number)."""
+    if metric_type == p.ValueType.BOOL:
+        if not isinstance(value, bool):
+            raise ApiError(E.ParameterisNotABool, f"Value of metric '{mid}' is not a bool.")
+    elif metric_type == p.ValueType.STRING:
+        if not isinstance(value, str):
+            raise ApiError(E.ParameterIsNotAString, f"Value of metric '{mid}' is not a string.")
+    elif metric_type == p.ValueType.INTEGER:
+        if not is_whole(value):
+            raise ApiError(E.ParameterIsNotAnInteger, f"Value of metric '{mid}' is not an integer.")
+    elif not is_number(value):
+        raise ApiError(E.ParameterIsNotANumber, f"Value of metric '{mid}' is not a number.")
+
+
+def storable(value: Any, metric_type: str | None) -> Any:
+    """The value as SQLite stores it: bool → 0/1 (dump turns it back), whole float → int for integer."""
+    if isinstance(value, bool):
+        return int(value)
+    if metric_type == p.ValueType.INTEGER and isinstance(value, float):
+        return int(value)
+    if isinstance(value, int) and abs(value) > INT64_MAX:
+        return float(value)
+    return value
+
+
+def matching_id(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --- the core -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Injection:
+    """Answer ``share`` (0..1) of the API requests with error ``code`` (1 or 3)."""
+
+    code: E
+    share: float
+
+
+class Core:
+    """The agent's behaviour. ``publish(topic, payload)`` sends at QoS 1; ``on_revoked()`` is
+    called (after the deprovision answer went out) to make the broker reload the CRL."""
+
+    def __init__(self, store: Store, authority: Authority, *, strict_ids: bool = False,
+                 injections: Sequence[Injection] = (), seed: int | None = None,
+                 publish: Callable[[str, bytes], None] | None = None,
+                 on_revoked: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.authority = authority
+        self.strict_ids = strict_ids
+        self.injections = list(injections)
+        self.rng = random.Random(seed)
+        self.publish = publish or (lambda topic, payload: None)
+        self.on_revoked = on_revoked or (lambda: None)
+        self.clock = clock
+        self.clients: dict[str, Client] = store.load()
+        self._queue: queue.SimpleQueue[tuple[str, bytes] | Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._revoked_pending = False
+        self._handlers: dict[p.Op, Callable[[Client, dict[str, str], bytes], bytes | Any]] = {
+            p.Op.PING: self._ping, p.Op.LIST_SENSORS: self._list, p.Op.CREATE_SENSOR: self._create_sensor,
+            p.Op.UPDATE_SENSOR: self._update_sensor, p.Op.DELETE_SENSOR: self._delete_sensor,
+            p.Op.CREATE_METRICS: self._create_metrics, p.Op.DESCRIBE_METRIC: self._describe_metric,
+            p.Op.UPDATE_METRICS: self._update_metrics, p.Op.DELETE_METRICS: self._delete_metrics,
+            p.Op.DEPROVISION: self._deprovision,
+        }
+
+    # -- threading -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="emulator-core", daemon=True)
+        self._thread.start()
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Queue a received message (called on the MQTT network thread)."""
+        self._queue.put((topic, payload))
+
+    def call(self, fn: Callable[[], None], timeout: float = 30.0) -> None:
+        """Run ``fn`` on the worker thread between two messages and wait for it."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+        self._queue.put(run)
+        if not done.wait(timeout):
+            raise TimeoutError("the emulator core did not run the command")
+
+    def wipe(self) -> None:
+        """Delete every sensor, metric and value; clients stay (runs on the worker thread)."""
+        def run() -> None:
+            self.store.wipe_inventory()
+            self.store.commit()
+            for client in self.clients.values():
+                client.sensors.clear()
+        self.call(run)
+
+    def stop(self) -> None:
+        """Handle what is queued, commit, and end the worker."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.store.commit()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while item is not None and len(batch) < BATCH_MAX:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            out: Out = []
+            for entry in batch:
+                if entry is None:
+                    break
+                if callable(entry):
+                    self._flush(out)
+                    out = []
+                    entry()
+                    continue
+                try:
+                    out.extend(self.handle(*entry))
+                except Exception:
+                    log.exception("handling %s failed", entry[0])
+            self._flush(out)
+            if batch[-1] is None or None in batch:
+                return
+
+    def _flush(self, out: Out) -> None:
+        try:
+            self.store.commit()
+        except Exception:
+            log.exception("commit failed")
+        for topic, payload in out:
+            try:
+                self.publish(topic, payload)
+            except Exception as exc:  # broker down: the client's request times out
+                log.warning("cannot publish to %s: %s", topic, exc)
+        if self._revoked_pending:
+            self._revoked_pending = False
+            try:
+                self.on_revoked()
+            except Exception:
+                log.exception("reloading the revocation list failed")
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def handle(self, topic: str, payload: bytes) -> Out:
+        """Everything one received message causes: changes in the store and the messages to send."""
+        if topic in p.PROVISION_TOPICS:
+            return self._provision(payload)
+        found = route(topic)
+        if found is None:
+            return []
+        op, ids = found
+        cid, sid, mid = ids["cid"], ids.get("sid", ""), ids.get("mid", "")
+        client = self.clients.get(cid)
+        if op == REPORT:
+            if client is not None and not client.revoked:
+                self.store.add_error_report(cid, sid or None, mid or None, self.now_ms(), payload)
+            return []
+        assert isinstance(op, p.Op)
+        operation = p.OPERATIONS[op]
+        try:
+            if client is None or client.revoked:
+                raise ApiError(E.ForbiddendAccess, "Access forbidden: unknown or deprovisioned client.")
+            self._inject()
+            if op is p.Op.PUSH:
+                body, extra = self._push(client, sid, payload)
+            else:
+                body, extra = self._handlers[op](client, ids, payload), []
+        except ApiError as err:
+            body = encode(p.error_payload(err.code, err.message))
+            return [(p.topic(t, cid, sid, mid), body) for t in (operation.error, *operation.error_aliases)]
+        if operation.reply is p.ReplyKind.TEXT:
+            body = (operation.success_text or "").encode()
+        return [(p.topic(operation.success, cid, sid, mid), body), *extra]
+
+    def _inject(self) -> None:
+        if not self.injections:
+            return
+        r = self.rng.random()
+        for injection in self.injections:
+            if r < injection.share:
+                code = injection.code
+                raise ApiError(code, f"Injected error {int(code)} ({code.name}).")
+            r -= injection.share
+
+    # -- provisioning (§3) ---------------------------------------------------------------------
+    def _provision(self, payload: bytes) -> Out:
+        digest = hashlib.sha256(payload).hexdigest()
+        try:
+            cid, serial, pem = self.authority.sign_csr(payload)
+        except (CsrUnparsable, CsrRejected) as exc:
+            code = E.InvalidJson if isinstance(exc, CsrUnparsable) else E.InternalError
+            return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), encode(p.error_payload(code, str(exc))))]
+        self.store.add_client(cid, serial, self.now_ms())
+        self.clients[cid] = Client(cid, serial, False)
+        return [(p.CERT_BACK_TOPIC.format(hash=digest), pem)]
+
+    # -- operations (§4) -----------------------------------------------------------------------
+    @staticmethod
+    def _sensor(client: Client, sid: str) -> Sensor:
+        sensor = client.sensors.get(sid)
+        if sensor is None:
+            raise ApiError(E.UnknownSensorId, f"Unknown sensor '{sid}'.")
+        return sensor
+
+    def _ping(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        obj = parse_object(payload)
+        require(obj, "request")
+        require_str(obj, "request")
+        return encode({"answer": obj["request"]})
+
+    def _list(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        parse_object(payload)
+        describe = p.OPERATIONS[p.Op.DESCRIBE_METRIC].request
+        return encode([
+            {"sensorId": s.sid, "name": s.name, "store": True,
+             "metrics": [{"metricId": m.mid, "link": p.topic(describe, client.cid, s.sid, m.mid)}
+                         for m in s.metrics.values()]}
+            for s in client.sensors.values()])
+
+    def _create_sensor(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        obj = parse_object(payload)
+        require(obj, "name")
+        require_str(obj, "name")
+        check_name_range(obj["name"])
+        sid = uuid.uuid4().hex
+        client.sensors[sid] = self.store.add_sensor(client.cid, sid, obj["name"])
+        return encode({"name": obj["name"], "sensorId": sid})
+
+    def _update_sensor(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        obj = parse_object(payload)
+        require(obj, "name")
+        require_str(obj, "name")
+        sensor = self._sensor(client, ids["sid"])
+        check_name_range(obj["name"])
+        self.store.rename_sensor(sensor, obj["name"])
+        return b""
+
+    def _delete_sensor(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        parse_object(payload)
+        sensor = self._sensor(client, ids["sid"])
+        self.store.delete_sensor(sensor)
+        del client.sensors[sensor.sid]
+        return b""
+
+    def _create_metrics(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        obj = parse_object(payload)
+        defs = items(obj)
+        check_items_are_objects(defs)
+        for d in defs:
+            require(d, "matchingId", "name")
+        for d in defs:
+            require_str(d, "name", "valueUnit", "valueType", "valueAnnotation")
+            if not (isinstance(d["matchingId"], str) or is_number(d["matchingId"])):
+                raise ApiError(E.ParameterIsNotAString, "Parameter 'matchingId' is not a string.")
+        sensor = self._sensor(client, ids["sid"])
+        for d in defs:
+            if _present(d, "valueUnit"):
+                if d["valueUnit"] not in p.VALUE_UNITS:
+                    raise ApiError(E.UnknownValueUnit, f"Unknown value unit '{d['valueUnit']}'.")
+            elif _present(d, "valueType"):
+                if d["valueType"] not in set(p.ValueType):
+                    raise ApiError(E.UnknownMetricType, f"Unknown metric type '{d['valueType']}'.")
+            else:
+                raise ApiError(E.ValueUnitOrValueTypeHasToBeProvided,
+                               "valueUnit or valueType has to be provided.")
+        for d in defs:
+            check_name_range(d["name"])
+        answer = []
+        for d in defs:
+            mid = uuid.uuid4().hex
+            if _present(d, "valueUnit"):
+                self.store.add_metric(sensor, mid, d["name"], d["valueUnit"], None, None)
+            else:
+                self.store.add_metric(sensor, mid, d["name"], None, d["valueType"],
+                                      d.get("valueAnnotation") or "")
+            answer.append({"matchingId": matching_id(d["matchingId"]), "metricId": mid})
+        return encode(answer)
+
+    def _describe_metric(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        parse_object(payload)
+        sensor = self._sensor(client, ids["sid"])
+        metric = sensor.metrics.get(ids["mid"])
+        if metric is None:
+            raise ApiError(E.UnknownMetricId, f"Unknown metric '{ids['mid']}'.")
+        return encode(metric.describe())
+
+    def _metric_items(self, client: Client, ids: dict[str, str], payload: bytes,
+                      fields: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[Metric]]:
+        obj = parse_object(payload)
+        entries = items(obj)
+        check_items_are_objects(entries)
+        for e in entries:
+            require(e, "metricId")
+        for e in entries:
+            require_str(e, "metricId", *fields)
+        sensor = self._sensor(client, ids["sid"])
+        metrics = []
+        for e in entries:
+            metric = sensor.metrics.get(e["metricId"])
+            if metric is None:
+                raise ApiError(E.UnknownMetricId, f"Unknown metric '{e['metricId']}'.")
+            metrics.append(metric)
+        return entries, metrics
+
+    def _update_metrics(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        entries, metrics = self._metric_items(client, ids, payload, ("name", "valueAnnotation"))
+        for e in entries:
+            if _present(e, "name"):
+                check_name_range(e["name"])
+        changes = []
+        for e, metric in zip(entries, metrics, strict=True):
+            name = e.get("name")
+            annotation = e.get("valueAnnotation") if metric.unit is None else None
+            if name is not None or annotation is not None:
+                changes.append((metric, name, annotation))
+        if not changes:
+            raise ApiError(E.NoMetricsUpdated, "No metrics were updated.")
+        for metric, name, annotation in changes:
+            self.store.update_metric(metric, name, annotation)
+        return b""
+
+    def _delete_metrics(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        _, metrics = self._metric_items(client, ids, payload, ())
+        if not metrics:
+            raise ApiError(E.NoMetricsUpdated, "No metrics were deleted.")
+        unique = list({m.row: m for m in metrics}.values())
+        self.store.delete_metrics(unique)
+        sensor = client.sensors[ids["sid"]]
+        for metric in unique:
+            sensor.metrics.pop(metric.mid, None)
+        return b""
+
+    def _push(self, client: Client, sid: str, payload: bytes) -> tuple[bytes, Out]:
+        obj = parse_object(payload)
+        entries = items(obj)
+        check_timestamp_type(obj.get("timestamp"), "timestamp")
+        check_items_are_objects(entries)
+        for e in entries:
+            require(e, "metricId")
+            if "value" not in e:
+                raise ApiError(E.MissingParameter, "Missing parameter 'value'.")
+        for e in entries:
+            require_str(e, "metricId")
+            check_timestamp_type(e.get("timestamp"), "timestamp")
+        # 15 / 16: unknown ids, or implicit creation
+        sensor = client.sensors.get(sid)
+        if sensor is None and (self.strict_ids or not user_id_ok(sid)):
+            raise ApiError(E.UnknownSensorId, f"Unknown sensor '{sid}'.")
+        types: dict[str, str | None] = {}  # metricId → type (None: unit metric)
+        new: dict[str, str | None] = {}  # implicitly created: metricId → inferred type
+        for e in entries:
+            mid = e["metricId"]
+            if mid in types or mid in new:
+                continue
+            metric = sensor.metrics.get(mid) if sensor is not None else None
+            if metric is not None:
+                types[mid] = metric.vtype
+            elif self.strict_ids or not user_id_ok(mid):
+                raise ApiError(E.UnknownMetricId, f"Unknown metric '{mid}'.")
+            else:
+                new[mid] = type_of(e["value"])
+        # pushed values against their metric's type
+        for e in entries:
+            mid = e["metricId"]
+            if mid in new:
+                if new[mid] is None:
+                    raise ApiError(E.ParameterIsNotANumber, f"Value of metric '{mid}' is not a number.")
+                check_value(new[mid], e["value"], mid)
+            else:
+                check_value(types[mid], e["value"], mid)
+        # 19: ranges
+        now = self.now_ms()
+        top = obj.get("timestamp")
+        rows_ts = []
+        for e in entries:
+            ts = e.get("timestamp")
+            ts = top if ts is None else ts
+            if ts is None:
+                ts = now
+            elif not (is_finite(ts) and p.TIMESTAMP_MIN_MS <= ts <= now + p.TIMESTAMP_MAX_AHEAD_MS):
+                raise ApiError(E.OutOfRange, f"Timestamp {ts} is out of range.")
+            if is_number(e["value"]) and not is_finite(e["value"]):
+                raise ApiError(E.OutOfRange, f"Value of metric '{e['metricId']}' is out of range.")
+            rows_ts.append(int(ts))
+        # accepted: create what is implicit, store, answer, livedata
+        if sensor is None:
+            sensor = self.store.add_sensor(client.cid, sid, sid)
+            client.sensors[sid] = sensor
+        for mid, vtype in new.items():
+            self.store.add_metric(sensor, mid, mid, None, vtype, "")
+        metrics = sensor.metrics
+        self.store.put_values(
+            (metrics[e["metricId"]].row, ts, storable(e["value"], metrics[e["metricId"]].vtype))
+            for e, ts in zip(entries, rows_ts, strict=True))
+        if top is not None:
+            live_ts = int(top)
+        elif entries and all(e.get("timestamp") is not None for e in entries):
+            live_ts = max(rows_ts)
+        else:
+            live_ts = now
+        livedata = encode({"metrics": [{"metricId": e["metricId"], "value": e["value"]} for e in entries],
+                           "timestamp": live_ts})
+        return b"", [(p.topic(p.LIVEDATA, client.cid, sid), livedata)]
+
+    def _deprovision(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
+        parse_object(payload)
+        self.store.wipe_inventory(client.cid)
+        client.sensors.clear()
+        client.revoked = True
+        self.authority.write_crl(self.store.revoke_client(client.cid, self.now_ms()))
+        self._revoked_pending = True
+        return b""

@@ -1,0 +1,192 @@
+"""The emulator's certificate authority (the only module that imports ``cryptography``).
+
+Files in the state dir (all PEM):
+
+    ca.key / ca.crt          the authority; ``ca.crt`` is the ``CaFile`` clients trust (20 years)
+    server.key / server.crt  the broker's certificate for DNS:localhost, IP:127.0.0.1 (10 years)
+    crl.pem                  revocation list checked by the API listener (nextUpdate 20 years out)
+
+Client certificates (10 years) are issued from a CSR with a fresh clientId (``uuid4().hex``) as
+CN; the CSR's own subject is discarded (agent-api.md §3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 20 * 365
+SERVER_DAYS = 10 * 365
+CLIENT_DAYS = 10 * 365
+CRL_DAYS = 20 * 365
+#: Backdating of notBefore, so a slightly slow clock elsewhere still accepts a fresh certificate.
+BACKDATE = dt.timedelta(minutes=5)
+RSA_BITS = 2048
+CA_NAME = "pibridge emulator authority"
+
+
+class CsrUnparsable(ValueError):
+    """The payload is not a PEM certificate signing request (answered with code 4)."""
+
+
+class CsrRejected(ValueError):
+    """A CSR that parses but cannot be signed, e.g. a bad signature (answered with code 3)."""
+
+
+@dataclass(frozen=True)
+class PkiPaths:
+    ca_key: Path
+    ca_cert: Path
+    server_key: Path
+    server_cert: Path
+    crl: Path
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> PkiPaths:
+        return cls(state_dir / "ca.key", state_dir / "ca.crt", state_dir / "server.key",
+                   state_dir / "server.crt", state_dir / "crl.pem")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+class Authority:
+    """The CA of one state dir: creates missing files on construction, signs CSRs, writes the CRL."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.paths = PkiPaths.in_dir(state_dir)
+        if not self.paths.ca_cert.exists() or not self.paths.ca_key.exists():
+            self._create_ca()
+        self._key = serialization.load_pem_private_key(self.paths.ca_key.read_bytes(), None)
+        self._cert = x509.load_pem_x509_certificate(self.paths.ca_cert.read_bytes())
+        if not self.paths.server_cert.exists() or not self.paths.server_key.exists():
+            self._create_server()
+        if not self.paths.crl.exists():
+            self.write_crl([])
+
+    def _create_ca(self) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(CA_NAME)).issuer_name(_name(CA_NAME))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(self.paths.ca_key, _key_pem(key))
+        _write_atomic(self.paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+
+    def _leaf(self, subject: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+        now = _now()
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(self._cert.subject)
+            .public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                           critical=False)
+        )
+
+    def _create_server(self) -> None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        cert = (
+            self._leaf(_name("localhost"), key.public_key(), SERVER_DAYS)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        _write_private(self.paths.server_key, _key_pem(key))
+        _write_atomic(self.paths.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+
+    def sign_csr(self, payload: bytes) -> tuple[str, int, bytes]:
+        """Issue a client certificate for a CSR PEM: returns (clientId, serial, leaf PEM)."""
+        try:
+            csr = x509.load_pem_x509_csr(payload)
+        except (ValueError, TypeError) as exc:
+            raise CsrUnparsable(f"not a PEM certificate signing request: {exc}") from exc
+        try:
+            valid = csr.is_signature_valid
+            public_key = csr.public_key()
+        except Exception as exc:  # unsupported key type and the like
+            raise CsrRejected(f"cannot use the CSR: {exc}") from exc
+        if not valid:
+            raise CsrRejected("the CSR's signature is invalid")
+        cid = uuid.uuid4().hex
+        try:
+            cert = (
+                self._leaf(_name(cid), public_key, CLIENT_DAYS)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(self._key, hashes.SHA256())
+            )
+        except (ValueError, TypeError) as exc:
+            raise CsrRejected(f"cannot sign the CSR: {exc}") from exc
+        return cid, cert.serial_number, cert.public_bytes(serialization.Encoding.PEM)
+
+    def write_crl(self, revoked_serials: list[int]) -> None:
+        """Rewrite ``crl.pem`` listing ``revoked_serials`` (atomic replace; SIGHUP the broker after)."""
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._cert.subject)
+            .last_update(now - BACKDATE).next_update(now + dt.timedelta(days=CRL_DAYS))
+        )
+        for serial in revoked_serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+        crl = builder.sign(self._key, hashes.SHA256())
+        _write_atomic(self.paths.crl, crl.public_bytes(serialization.Encoding.PEM))
+
+
+def make_client_key_and_csr(name: str = "pibridge-test") -> tuple[bytes, bytes]:
+    """A fresh RSA key (PEM) and a SHA-256 CSR (PEM) for it: what a client sends to provision."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(name)).sign(key, hashes.SHA256())
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_cn(pem: bytes) -> str:
+    """The CN of a certificate PEM (the clientId of an issued certificate)."""
+    cert = x509.load_pem_x509_certificate(pem)
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)

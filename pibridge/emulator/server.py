@@ -1,0 +1,227 @@
+"""``pibridge emulator serve``: PKI, database, mosquitto child, core; signals; the ready line.
+
+Signals (to the serve process):
+
+    SIGINT/SIGTERM  stop: core drained and committed, mosquitto stopped, exit 0
+    SIGUSR1         restart mosquitto in place (same ports and state); prints the ready line again
+    SIGUSR2         wipe the inventory (clients and CA stay); prints ``wiped``
+    SIGHUP          make mosquitto re-read its configuration and the CRL
+
+The ready line (stdout, flushed) is ``ready host=H provision_port=P port=Q ca_file=F state_dir=D``;
+it is printed once both ports answer TLS and the core is subscribed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pibridge import mqtt
+from pibridge.emulator.broker import Broker, BrokerConfig, BrokerError, find_mosquitto, port_in_use
+from pibridge.emulator.core import CORE_FILTERS, Core, Injection
+from pibridge.emulator.pki import Authority
+from pibridge.emulator.store import DB_NAME, Store
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "serve.lock"
+CORE_SOCKET_NAME = "core.sock"
+#: Seconds for mosquitto to answer, and for the core to connect, at (re)start.
+STARTUP_TIMEOUT_S = 15.0
+#: Core link reconnect backoff: the broker is local, retry fast.
+CORE_BACKOFF = mqtt.Backoff(initial=0.02, cap=0.5, factor=2.0, jitter=0.1)
+#: Seconds between checks that mosquitto is still alive.
+WATCH_INTERVAL_S = 0.5
+
+
+class ServeError(Exception):
+    """A reason not to start (one line for the CLI)."""
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pibridge" / "emulator"
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 18884
+    provision_port: int = 18883
+    strict_ids: bool = False
+    injections: list[Injection] = field(default_factory=list)
+    seed: int | None = None
+
+
+class StateLock:
+    """An flock on ``DIR/serve.lock`` held while serving (it also holds the pid, for messages)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _core_socket(state_dir: Path) -> tuple[Path, Path | None]:
+    """The core channel's socket path, in a short private temp dir if the state dir is too deep."""
+    path = state_dir.resolve() / CORE_SOCKET_NAME
+    if len(str(path)) <= 100:
+        return path, None
+    tmp = Path(tempfile.mkdtemp(prefix="pibridge-"))
+    return tmp / CORE_SOCKET_NAME, tmp
+
+
+def ready_line(options: Options, ca_file: Path) -> str:
+    return (f"ready host={options.host} provision_port={options.provision_port} port={options.port} "
+            f"ca_file={ca_file} state_dir={options.state_dir}")
+
+
+def serve(options: Options) -> int:
+    state_dir = options.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = StateLock(state_dir)
+    if not lock.acquire():
+        raise ServeError(f"an emulator (pid {lock.holder()}) already serves {state_dir}")
+    try:
+        return _serve_locked(options, lock)
+    finally:
+        lock.release()
+
+
+def _serve_locked(options: Options, lock: StateLock) -> int:
+    binary = find_mosquitto()
+    if binary is None:
+        raise ServeError("mosquitto not found (searched PATH and /usr/sbin); install it, e.g. "
+                         "'apt-get install mosquitto'")
+    if options.port == options.provision_port:
+        raise ServeError(f"--port and --provision-port must differ (both {options.port})")
+    for port in (options.provision_port, options.port):
+        if port_in_use(options.host, port):
+            raise ServeError(f"port {port} on {options.host} is already in use; choose another with "
+                             "--port/--provision-port")
+    state_dir = options.state_dir
+    authority = Authority(state_dir)
+    socket_path, socket_tmp = _core_socket(state_dir)
+    config = BrokerConfig(options.host, options.port, options.provision_port, socket_path,
+                          authority.paths.ca_cert, authority.paths.server_cert, authority.paths.server_key,
+                          authority.paths.crl, state_dir)
+    broker = Broker(binary, config)
+    events: queue.SimpleQueue[int] = queue.SimpleQueue()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
+    store = Store(state_dir / DB_NAME)
+    core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
+                seed=options.seed, on_revoked=broker.reload)
+    ups = threading.Condition()
+    up_count = [0]
+    sessions: list[mqtt.MqttSession | None] = [None]
+
+    def on_up(session: mqtt.MqttSession) -> None:
+        sessions[0] = session
+        session.subscribe(list(CORE_FILTERS), qos=1)
+        with ups:
+            up_count[0] += 1
+            ups.notify_all()
+
+    link = mqtt.MqttLink(mqtt.Endpoint(unix_socket=str(socket_path)),
+                         client_id=mqtt.new_client_id("pibridge-emulator-core"), on_message=core.submit,
+                         on_up=on_up, backoff=CORE_BACKOFF, connect_timeout=5.0)
+
+    def publish(topic: str, payload: bytes) -> None:
+        session = sessions[0]
+        if session is None:
+            raise mqtt.NotConnected("the core is not connected")
+        session.publish(topic, payload, 1)
+    core.publish = publish
+
+    def start_broker() -> None:
+        seen = up_count[0]
+        broker.start()
+        broker.wait_ready(STARTUP_TIMEOUT_S)
+        link.start()
+        with ups:
+            if not ups.wait_for(lambda: up_count[0] > seen, STARTUP_TIMEOUT_S):
+                raise BrokerError(f"the emulator core cannot connect to {socket_path}")
+        print(ready_line(options, authority.paths.ca_cert), flush=True)
+
+    try:
+        core.start()
+        start_broker()
+        while True:
+            try:
+                signum = events.get(timeout=WATCH_INTERVAL_S)
+            except queue.Empty:
+                if not broker.alive():
+                    raise ServeError(f"mosquitto exited unexpectedly: {broker.log_tail()}") from None
+                continue
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                break
+            if signum == signal.SIGUSR1:
+                broker.stop()
+                start_broker()
+            elif signum == signal.SIGUSR2:
+                core.wipe()
+                print("wiped", flush=True)
+            elif signum == signal.SIGHUP:
+                broker.reload()
+        return 0
+    except BrokerError as exc:
+        raise ServeError(str(exc)) from exc
+    finally:
+        link.stop()
+        core.stop()
+        store.close()
+        broker.stop()
+        if socket_tmp is not None:
+            shutil.rmtree(socket_tmp, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wipe(state_dir: Path) -> None:
+    """Delete every sensor, metric and value; keep clients and CA. Refuses while serving."""
+    lock = StateLock(state_dir)
+    if not (state_dir / DB_NAME).exists():
+        return
+    if not lock.acquire():
+        raise ServeError(f"the emulator (pid {lock.holder()}) is running on {state_dir}; stop it first")
+    try:
+        store = Store(state_dir / DB_NAME)
+        store.wipe_inventory()
+        store.close()
+    finally:
+        lock.release()

@@ -1,0 +1,230 @@
+"""The emulator's SQLite database: clients, inventory, error reports and every accepted value.
+
+One writer (the core's worker thread) owns a `Store`; readers (``emulator dump``, the test
+fixture) open the file separately, which WAL mode allows while the emulator runs.
+Durability: WAL + ``synchronous=NORMAL``; the core commits once per batch of requests and
+acknowledges only what is committed, so a clean shutdown never loses an acknowledged value.
+
+Tables (ids are per client; ``sensors.id``/``metrics.id`` are internal row ids that also give
+creation order)::
+
+    clients(cid PK, serial TEXT, created_ms, revoked_ms NULL)
+    sensors(id PK, cid, sid, name)                    UNIQUE(cid, sid)
+    metrics(id PK, sensor→sensors.id, mid, name, unit, vtype, annotation)  UNIQUE(sensor, mid)
+    vals(metric→metrics.id, ts ms, value)             PK(metric, ts)  -- (metric, timestamp) key
+    error_reports(id PK, cid, sid, mid, received_ms, payload BLOB)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "emulator.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients(cid TEXT PRIMARY KEY, serial TEXT NOT NULL, created_ms INTEGER NOT NULL,
+                                   revoked_ms INTEGER);
+CREATE TABLE IF NOT EXISTS sensors(id INTEGER PRIMARY KEY, cid TEXT NOT NULL, sid TEXT NOT NULL,
+                                   name TEXT NOT NULL, UNIQUE(cid, sid));
+CREATE TABLE IF NOT EXISTS metrics(id INTEGER PRIMARY KEY, sensor INTEGER NOT NULL, mid TEXT NOT NULL,
+                                   name TEXT NOT NULL, unit TEXT, vtype TEXT, annotation TEXT,
+                                   UNIQUE(sensor, mid));
+CREATE TABLE IF NOT EXISTS vals(metric INTEGER NOT NULL, ts INTEGER NOT NULL, value,
+                                PRIMARY KEY(metric, ts)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS error_reports(id INTEGER PRIMARY KEY, cid TEXT NOT NULL, sid TEXT, mid TEXT,
+                                         received_ms INTEGER NOT NULL, payload BLOB NOT NULL);
+"""
+
+
+@dataclass
+class Metric:
+    """A metric: either ``unit`` (predefined) or ``vtype`` + ``annotation`` (custom)."""
+
+    row: int
+    mid: str
+    name: str
+    unit: str | None
+    vtype: str | None
+    annotation: str | None
+
+    def describe(self) -> dict[str, Any]:
+        """The describe-metric answer (agent-api.md §4)."""
+        if self.unit is not None:
+            return {"metricId": self.mid, "name": self.name, "valueUnit": self.unit}
+        return {"metricId": self.mid, "name": self.name, "valueType": self.vtype,
+                "valueAnnotation": self.annotation or ""}
+
+
+@dataclass
+class Sensor:
+    row: int
+    sid: str
+    name: str
+    metrics: dict[str, Metric] = field(default_factory=dict)
+
+
+@dataclass
+class Client:
+    cid: str
+    serial: int
+    revoked: bool
+    sensors: dict[str, Sensor] = field(default_factory=dict)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    conn.commit()
+    return conn
+
+
+class Store:
+    """Write access to the database plus the in-memory inventory the core validates against."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = connect(path)
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    def load(self) -> dict[str, Client]:
+        """Every client (revoked ones too) with its sensors and metrics, in creation order."""
+        db = self._db
+        clients = {cid: Client(cid, int(serial), revoked is not None)
+                   for cid, serial, revoked in db.execute(
+                       "SELECT cid, serial, revoked_ms FROM clients ORDER BY rowid")}
+        by_row: dict[int, Sensor] = {}
+        for row, cid, sid, name in db.execute("SELECT id, cid, sid, name FROM sensors ORDER BY id"):
+            client = clients.get(cid)
+            if client is not None:
+                client.sensors[sid] = by_row[row] = Sensor(row, sid, name)
+        for row, sensor, mid, name, unit, vtype, annotation in db.execute(
+                "SELECT id, sensor, mid, name, unit, vtype, annotation FROM metrics ORDER BY id"):
+            if sensor in by_row:
+                by_row[sensor].metrics[mid] = Metric(row, mid, name, unit, vtype, annotation)
+        return clients
+
+    # -- clients --------------------------------------------------------------------------------
+    def add_client(self, cid: str, serial: int, now_ms: int) -> None:
+        self._db.execute("INSERT INTO clients(cid, serial, created_ms) VALUES (?, ?, ?)",
+                         (cid, str(serial), now_ms))
+
+    def revoke_client(self, cid: str, now_ms: int) -> list[int]:
+        """Mark ``cid`` revoked; returns every revoked serial (the CRL's content)."""
+        self._db.execute("UPDATE clients SET revoked_ms = ? WHERE cid = ?", (now_ms, cid))
+        return self.revoked_serials()
+
+    def revoked_serials(self) -> list[int]:
+        rows = self._db.execute("SELECT serial FROM clients WHERE revoked_ms IS NOT NULL")
+        return [int(s) for (s,) in rows]
+
+    # -- inventory -----------------------------------------------------------------------------
+    def add_sensor(self, cid: str, sid: str, name: str) -> Sensor:
+        cur = self._db.execute("INSERT INTO sensors(cid, sid, name) VALUES (?, ?, ?)", (cid, sid, name))
+        return Sensor(int(cur.lastrowid or 0), sid, name)
+
+    def rename_sensor(self, sensor: Sensor, name: str) -> None:
+        self._db.execute("UPDATE sensors SET name = ? WHERE id = ?", (name, sensor.row))
+        sensor.name = name
+
+    def delete_sensor(self, sensor: Sensor) -> None:
+        self.delete_metrics(list(sensor.metrics.values()))
+        self._db.execute("DELETE FROM sensors WHERE id = ?", (sensor.row,))
+
+    def add_metric(self, sensor: Sensor, mid: str, name: str, unit: str | None, vtype: str | None,
+                   annotation: str | None) -> Metric:
+        cur = self._db.execute(
+            "INSERT INTO metrics(sensor, mid, name, unit, vtype, annotation) VALUES (?, ?, ?, ?, ?, ?)",
+            (sensor.row, mid, name, unit, vtype, annotation))
+        metric = Metric(int(cur.lastrowid or 0), mid, name, unit, vtype, annotation)
+        sensor.metrics[mid] = metric
+        return metric
+
+    def update_metric(self, metric: Metric, name: str | None, annotation: str | None) -> None:
+        if name is not None:
+            metric.name = name
+        if annotation is not None:
+            metric.annotation = annotation
+        self._db.execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
+                         (metric.name, metric.annotation, metric.row))
+
+    def delete_metrics(self, metrics: list[Metric]) -> None:
+        rows = [(m.row,) for m in metrics]
+        self._db.executemany("DELETE FROM vals WHERE metric = ?", rows)
+        self._db.executemany("DELETE FROM metrics WHERE id = ?", rows)
+
+    def put_values(self, rows: Iterable[tuple[int, int, Any]]) -> None:
+        """Store (metric row, timestamp ms, value); same metric + timestamp replaces."""
+        self._db.executemany("INSERT OR REPLACE INTO vals(metric, ts, value) VALUES (?, ?, ?)", rows)
+
+    def add_error_report(self, cid: str, sid: str | None, mid: str | None, now_ms: int,
+                         payload: bytes) -> None:
+        self._db.execute("INSERT INTO error_reports(cid, sid, mid, received_ms, payload) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (cid, sid, mid, now_ms, payload))
+
+    def wipe_inventory(self, cid: str | None = None) -> None:
+        """Delete every sensor, metric and value (of one client, or of all); clients stay."""
+        db = self._db
+        if cid is None:
+            db.execute("DELETE FROM vals")
+            db.execute("DELETE FROM metrics")
+            db.execute("DELETE FROM sensors")
+            return
+        sensors = "SELECT id FROM sensors WHERE cid = ?"
+        db.execute(f"DELETE FROM vals WHERE metric IN "
+                   f"(SELECT id FROM metrics WHERE sensor IN ({sensors}))", (cid,))
+        db.execute(f"DELETE FROM metrics WHERE sensor IN ({sensors})", (cid,))
+        db.execute("DELETE FROM sensors WHERE cid = ?", (cid,))
+
+
+def error_reports(path: Path) -> list[dict[str, Any]]:
+    """Stored error reports, oldest first (for tests and diagnostics)."""
+    conn = connect(path)
+    try:
+        return [{"clientId": cid, "sensorId": sid, "metricId": mid, "receivedMs": ms, "payload": bytes(p)}
+                for cid, sid, mid, ms, p in conn.execute(
+                    "SELECT cid, sid, mid, received_ms, payload FROM error_reports ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def dump(path: Path) -> dict[str, Any]:
+    """Everything of the live (not deprovisioned) clients, in the ``emulator dump`` format."""
+    conn = connect(path)
+    try:
+        out: list[dict[str, Any]] = []
+        live = "SELECT cid FROM clients WHERE revoked_ms IS NULL ORDER BY rowid"
+        for (cid,) in conn.execute(live).fetchall():
+            sensors = []
+            for srow, sid, sname in conn.execute(
+                    "SELECT id, sid, name FROM sensors WHERE cid = ? ORDER BY id", (cid,)).fetchall():
+                metrics = []
+                for mrow, mid, mname, unit, vtype, annotation in conn.execute(
+                        "SELECT id, mid, name, unit, vtype, annotation FROM metrics "
+                        "WHERE sensor = ? ORDER BY id",
+                        (srow,)).fetchall():
+                    metric = Metric(mrow, mid, mname, unit, vtype, annotation).describe()
+                    as_bool = vtype == "bool"
+                    metric["values"] = [
+                        {"timestamp": ts, "value": bool(v) if as_bool else v}
+                        for ts, v in conn.execute(
+                            "SELECT ts, value FROM vals WHERE metric = ? ORDER BY ts", (mrow,))]
+                    metrics.append(metric)
+                sensors.append({"sensorId": sid, "name": sname, "metrics": metrics})
+            out.append({"clientId": cid, "sensors": sensors})
+        return {"clients": out}
+    finally:
+        conn.close()

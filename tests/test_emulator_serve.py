@@ -1,0 +1,103 @@
+"""``pibridge emulator serve|dump|wipe`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pibridge.testing import Emulator, free_port
+
+CLI = [sys.executable, "-m", "pibridge", "emulator"]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def test_ready_line_and_clean_sigterm_exit(tmp_path: Path) -> None:
+    port, pport = free_port(), free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--state-dir", str(tmp_path), "--port", str(port),
+                             "--provision-port", str(pport)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "ready" in line and str(port) in line and str(pport) in line
+        for p in (port, pport):
+            socket.create_connection(("127.0.0.1", p), timeout=5).close()
+        children = _children(proc.pid)
+        assert children, "mosquitto runs as a child"
+        assert (tmp_path / "ca.crt").exists() and (tmp_path / "crl.pem").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+    assert not (tmp_path / "core.sock").exists()
+
+
+def test_port_taken_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        result = subprocess.run([*CLI, "serve", "--state-dir", str(tmp_path), "--port", str(taken),
+                                 "--provision-port", str(free_port())], capture_output=True, text=True,
+                                timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and str(taken) in result.stderr and "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mosquitto_missing_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent), PIBRIDGE_MOSQUITTO=str(tmp_path / "none"))
+    result = subprocess.run([*CLI, "serve", "--state-dir", str(tmp_path), "--port", str(free_port()),
+                             "--provision-port", str(free_port())], capture_output=True, text=True,
+                            timeout=30, env=env)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "mosquitto not found" in result.stderr
+
+
+def test_find_mosquitto_searches_path_then_sbin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pibridge.emulator import broker
+
+    monkeypatch.delenv(broker.MOSQUITTO_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(broker, "FALLBACK_DIRS", ())
+    assert broker.find_mosquitto() is None
+    fake = tmp_path / "mosquitto"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert broker.find_mosquitto() == str(fake)
+
+
+def test_dump_and_wipe_cli(tmp_path: Path) -> None:
+    emu = Emulator(tmp_path)
+    emu.start()
+    try:
+        emu.issue_client_certificate(tmp_path / "c")
+        running = subprocess.run([*CLI, "wipe", "--state-dir", str(emu.state_dir)], capture_output=True,
+                                 text=True, timeout=30)
+        assert running.returncode != 0 and "running" in running.stderr and running.stderr.count("\n") == 1
+        dumped = subprocess.run([*CLI, "dump", "--state-dir", str(emu.state_dir)], capture_output=True,
+                                text=True, timeout=30, check=True)
+        assert json.loads(dumped.stdout)["clients"][0]["sensors"] == []
+    finally:
+        assert emu.stop() == 0
+    stopped = subprocess.run([*CLI, "wipe", "--state-dir", str(emu.state_dir)], capture_output=True,
+                             text=True, timeout=30)
+    assert stopped.returncode == 0, stopped.stderr
+    assert len(emu.dump()["clients"]) == 1
