@@ -1,0 +1,733 @@
+"""The agent client: one mutual-TLS MQTT link to the agent's API port and every operation of
+agent-api.md §4 as a method, each in a blocking form and an ``*_async`` form returning a
+`concurrent.futures.Future` of a `Reply`.
+
+Threads: paho's network thread delivers replies and resolves futures (done-callbacks run there:
+keep them short and never block on another request inside one); the link's supervisor thread
+reconnects; a deadline thread fails requests that time out. Replies are matched by the FIFO
+rule of `pibridge.agent.pending`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from pibridge import protocol
+from pibridge.agent.credentials import CredentialFiles
+from pibridge.agent.errors import (
+    AgentConnectionError,
+    AgentError,
+    ConfigurationError,
+    ConnectionErrorKind,
+    ProtocolError,
+    RequestTimeout,
+    reply_error,
+)
+from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, RequestState, settle
+from pibridge.agent.settings import AgentSettings
+from pibridge.mqtt import (
+    Backoff,
+    ConnectFailure,
+    Endpoint,
+    FailureKind,
+    MqttLink,
+    MqttSession,
+    NotConnected,
+    TlsFiles,
+    new_client_id,
+)
+from pibridge.protocol import OPERATIONS, Op, ReplyKind
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+#: Extra seconds a blocking call waits beyond the request timeout (the deadline thread fires first).
+_BLOCKING_GRACE_S = 5.0
+#: Bound of the topic → route cache (one entry per sensor/metric reply topic seen).
+_ROUTE_CACHE_MAX = 4096
+_ID_FORBIDDEN = re.compile(r"[/+#\x00]")
+
+Value = bool | int | float | str
+JsonBody = Mapping[str, Any] | bytes | str
+
+
+# --- replies --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reply:
+    """The agent's answer: ``value`` parsed (dict/list for JSON replies, str for sentences),
+    ``raw`` the payload bytes as received, ``topic`` where it came."""
+
+    op: Op
+    topic: str
+    raw: bytes
+    value: Any
+    sensor_id: str = ""
+    metric_id: str = ""
+
+    @property
+    def created_sensor_id(self) -> str:
+        """create_sensor: the new sensor's id."""
+        return str(self.value["sensorId"])
+
+    @property
+    def metric_ids(self) -> dict[str, str]:
+        """create_metrics: ``{matchingId: metricId}``."""
+        return {str(item["matchingId"]): str(item["metricId"]) for item in self.value}
+
+
+@dataclass(frozen=True)
+class LiveData:
+    """A livedata message: ``values`` ``{metricId: value}``, ``timestamp_ms`` (None if absent)."""
+
+    sensor_id: str
+    values: dict[str, Any]
+    timestamp_ms: int | None
+    raw: bytes
+    topic: str
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    """One metric to create: a predefined ``value_unit`` (`protocol.VALUE_UNITS`), or a custom
+    ``value_type`` (`protocol.ValueType`) with a ``value_annotation`` (e.g. ``"lx"``)."""
+
+    name: str
+    value_unit: str | None = None
+    value_type: str | None = None
+    value_annotation: str | None = None
+    matching_id: str | None = None
+
+    def to_wire(self, default_matching_id: str) -> dict[str, str]:
+        body = {"matchingId": self.matching_id or default_matching_id, "name": self.name}
+        if self.value_unit is not None:
+            body["valueUnit"] = self.value_unit
+        if self.value_type is not None:
+            body["valueType"] = str(self.value_type)
+        if self.value_annotation is not None:
+            body["valueAnnotation"] = self.value_annotation
+        return body
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """A change of the connection state: ``up``, and for a drop the error (None for our close)."""
+
+    up: bool
+    error: AgentConnectionError | None = None
+
+
+# --- failures → user-facing errors ------------------------------------------------------------
+_KINDS = {
+    FailureKind.REFUSED: ConnectionErrorKind.REFUSED,
+    FailureKind.CERTIFICATE_REJECTED: ConnectionErrorKind.CERTIFICATE_REJECTED,
+    FailureKind.SERVER_NOT_TRUSTED: ConnectionErrorKind.SERVER_NOT_TRUSTED,
+    FailureKind.TIMEOUT: ConnectionErrorKind.TIMEOUT,
+    FailureKind.LOST: ConnectionErrorKind.LOST,
+}
+
+
+def connection_error(failure: ConnectFailure, settings: AgentSettings, *,
+                     provisioning: bool = False) -> AgentConnectionError:
+    """An `AgentConnectionError` saying which host:port failed how, and what to do."""
+    address = settings.provision_address if provisioning else settings.api_address
+    kind = _KINDS[failure.kind]
+    what = "the agent's provisioning port" if provisioning else "the agent"
+    if kind is ConnectionErrorKind.REFUSED:
+        message = (f"cannot reach {what} at {address} (connection refused): is the TeamViewer IoT Agent "
+                   "(or `pibridge emulator serve`) running?")
+    elif kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
+        cert = CredentialFiles(settings.cert_folder, settings.client_name).cert
+        message = (f"certificate {cert} rejected by the agent at {address} ({failure.detail}): "
+                   "run `pibridge provision --override`")
+    elif kind is ConnectionErrorKind.SERVER_NOT_TRUSTED:
+        message = (f"the agent at {address} is not trusted: its certificate does not verify against "
+                   f"CA file {settings.ca_file} ({failure.detail}): pass the agent's CA with --ca-file")
+    elif kind is ConnectionErrorKind.TIMEOUT:
+        message = (f"no answer from {what} at {address} ({failure.detail}): is the agent running "
+                   "and is the address right?")
+    else:
+        message = f"connection to the agent at {address} lost ({failure.detail})"
+    return AgentConnectionError(kind, address, message, failure.detail)
+
+
+def not_connected(settings: AgentSettings, why: str = "not connected") -> AgentConnectionError:
+    return AgentConnectionError(ConnectionErrorKind.NOT_CONNECTED, settings.api_address,
+                                f"{why} to the agent at {settings.api_address}: call connect() first"
+                                if why == "not connected" else f"{why} ({settings.api_address})")
+
+
+# --- topic routing ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Route:
+    op: Op | None  # None: livedata
+    sensor_id: str
+    metric_id: str
+    is_error: bool
+
+
+def _template_regex(template: str, cid: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{sid\}|\{mid\})", template.replace("{cid}", cid))
+    groups = {"{sid}": "(?P<sid>[^/]+)", "{mid}": "(?P<mid>[^/]+)"}
+    return re.compile("".join(groups.get(part, re.escape(part)) for part in parts) + r"\Z")
+
+
+class _Router:
+    """Maps a received topic to (operation, sensor id, metric id, success/error) or livedata."""
+
+    def __init__(self, cid: str) -> None:
+        self._patterns: list[tuple[re.Pattern[str], Op | None, bool]] = []
+        for operation in OPERATIONS.values():
+            self._patterns.append((_template_regex(operation.success, cid), operation.op, False))
+            self._patterns.append((_template_regex(operation.error, cid), operation.op, True))
+        self._patterns.append((_template_regex(protocol.LIVEDATA, cid), None, False))
+        self._cache: dict[str, _Route | None] = {}
+
+    def route(self, topic: str) -> _Route | None:
+        try:
+            return self._cache[topic]
+        except KeyError:
+            pass
+        found = None
+        for pattern, op, is_error in self._patterns:
+            match = pattern.match(topic)
+            if match:
+                groups = match.groupdict()
+                found = _Route(op, groups.get("sid") or "", groups.get("mid") or "", is_error)
+                break
+        if len(self._cache) >= _ROUTE_CACHE_MAX:
+            self._cache.clear()
+        self._cache[topic] = found
+        return found
+
+
+# --- reply parsing ----------------------------------------------------------------------------
+def _shape_ok(op: Op, value: Any) -> bool:
+    if op is Op.PING:
+        return isinstance(value, dict) and isinstance(value.get("answer"), str)
+    if op is Op.LIST_SENSORS:
+        return isinstance(value, list) and all(isinstance(s, dict) and "sensorId" in s for s in value)
+    if op is Op.CREATE_SENSOR:
+        return isinstance(value, dict) and isinstance(value.get("sensorId"), str)
+    if op is Op.CREATE_METRICS:
+        return isinstance(value, list) and all(
+            isinstance(m, dict) and "matchingId" in m and isinstance(m.get("metricId"), str) for m in value)
+    if op is Op.DESCRIBE_METRIC:
+        return isinstance(value, dict) and isinstance(value.get("metricId"), str)
+    return True
+
+
+def parse_reply(op: Op, route: _Route, topic: str, raw: bytes) -> Reply:
+    """A success reply as a `Reply`; an error reply raised as its typed `AgentReplyError`;
+    anything malformed raised as `ProtocolError`."""
+    if route.is_error:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        code = body.get("errorcode") if isinstance(body, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise ProtocolError(f"{op}: malformed error reply on {topic}: {raw[:200]!r}",
+                                topic=topic, raw=raw)
+        raise reply_error(code, str(body.get("errorMessage", "")), raw=raw, topic=topic, request=str(op))
+    if OPERATIONS[op].reply is ReplyKind.JSON:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise ProtocolError(f"{op}: reply on {topic} is not JSON: {raw[:200]!r}",
+                                topic=topic, raw=raw) from None
+        if not _shape_ok(op, value):
+            raise ProtocolError(f"{op}: reply on {topic} has an unexpected shape: {raw[:200]!r}",
+                                topic=topic, raw=raw)
+    else:
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{op}: reply on {topic} is not UTF-8 text: {raw[:200]!r}",
+                                topic=topic, raw=raw) from None
+    return Reply(op, topic, raw, value, route.sensor_id, route.metric_id)
+
+
+# --- request encoding -------------------------------------------------------------------------
+def _compact(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_push(values: Mapping[str, Value] | Iterable[tuple[Any, ...]], timestamp_ms: int | None) -> bytes:
+    """The push body ``{"metrics":[{"metricId","value"[,"timestamp"]}…][,"timestamp"]}``, compact.
+
+    ``values``: ``{metricId: value}`` or ``(metricId, value)`` / ``(metricId, value, timestamp_ms)``
+    tuples. NaN and ±inf are refused with ValueError before anything is sent.
+    """
+    if isinstance(values, Mapping):
+        metrics = [{"metricId": mid, "value": value} for mid, value in values.items()]
+    else:
+        metrics = []
+        for sample in values:
+            item = {"metricId": sample[0], "value": sample[1]}
+            if len(sample) > 2 and sample[2] is not None:
+                item["timestamp"] = _check_timestamp(sample[2])
+            metrics.append(item)
+    if not metrics:
+        raise ValueError("push needs at least one value")
+    body: dict[str, Any] = {"metrics": metrics}
+    if timestamp_ms is not None:
+        body["timestamp"] = _check_timestamp(timestamp_ms)
+    try:
+        return _compact(body)
+    except ValueError:  # allow_nan=False: the C encoder found NaN/inf; name the culprit
+        for item in metrics:
+            value = item["value"]
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"metric {item['metricId']}: {value} cannot be pushed "
+                                 "(the agent accepts finite numbers only)") from None
+        raise
+    except TypeError as exc:
+        raise ValueError(f"push values must be numbers, booleans or strings: {exc}") from None
+
+
+def _check_timestamp(timestamp_ms: Any) -> int:
+    if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int):
+        raise ValueError(f"timestamp must be integer milliseconds since the epoch, not {timestamp_ms!r}")
+    return timestamp_ms
+
+
+def _check_id(what: str, value: str) -> str:
+    if not isinstance(value, str) or not value or _ID_FORBIDDEN.search(value):
+        raise ValueError(f"{what} must be a non-empty id without '/', '+', '#', not {value!r}")
+    return value
+
+
+def _ping_check(token: str) -> Callable[[Reply], None]:
+    def check(reply: Reply) -> None:
+        if reply.value.get("answer") != token:
+            raise ProtocolError(f"ping: answer {reply.value.get('answer')!r} does not echo {token!r}",
+                                topic=reply.topic, raw=reply.raw)
+    return check
+
+
+def _metrics_check(matching_ids: list[str]) -> Callable[[Reply], None]:
+    def check(reply: Reply) -> None:
+        answered = [str(item["matchingId"]) for item in reply.value]
+        if sorted(answered) != sorted(matching_ids):
+            raise ProtocolError(f"create_metrics: answer for matchingIds {answered} to a request for "
+                                f"{matching_ids}", topic=reply.topic, raw=reply.raw)
+    return check
+
+
+# --- the client ---------------------------------------------------------------------------------
+class AgentClient:
+    """A client of the agent's API port (mutual TLS with the provisioned certificate).
+
+    >>> with AgentClient(settings) as agent:       # connect() on enter, close() on exit
+    ...     sid = agent.create_sensor("Greenhouse").created_sensor_id
+    """
+
+    def __init__(self, settings: AgentSettings, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+                 backoff: Backoff | None = None) -> None:
+        self.settings = settings
+        self.request_timeout = request_timeout
+        self._backoff = backoff
+        self._files = CredentialFiles(settings.cert_folder, settings.client_name)
+        self._pending = PendingTable()
+        self._watcher: DeadlineWatcher | None = None
+        self._link: MqttLink | None = None
+        self._session: MqttSession | None = None
+        self._router: _Router | None = None
+        self._cid = ""
+        self._mqtt_client_id = new_client_id()
+        self._topics: dict[tuple[Op, str, str], str] = {}
+        self._state = threading.Condition()
+        self._last_error: AgentConnectionError | None = None
+        self._fatal: AgentConnectionError | None = None
+        self._was_up = False
+        self._persist = False
+        self._livedata_listeners: list[Callable[[LiveData], None]] = []
+        self._connection_listeners: list[Callable[[ConnectionEvent], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def client_id(self) -> str:
+        """The clientId (CN of the certificate); empty before connect()."""
+        return self._cid
+
+    @property
+    def mqtt_client_id(self) -> str:
+        """The random MQTT client identifier of this client object (not the clientId)."""
+        return self._mqtt_client_id
+
+    @property
+    def connected(self) -> bool:
+        session = self._session
+        return session is not None and session.is_open
+
+    def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT_S, *, persist: bool = False) -> None:
+        """Connect (mutual TLS) and subscribe; afterwards the link reconnects by itself.
+
+        Raises `AgentConnectionError` on the first failed attempt, or with ``persist`` keeps
+        retrying transient failures (refused, timeout) until ``timeout`` seconds passed. A rejected
+        certificate or an untrusted server always ends it at once.
+        """
+        if self._link is not None:
+            return
+        self._files.require()
+        if not self.settings.ca_file.is_file():
+            raise ConfigurationError(f"CA file {self.settings.ca_file} not found: is the TeamViewer IoT "
+                                     "Agent installed? (pass --ca-file to use another, e.g. the emulator's)")
+        self._cid = self._files.client_id()
+        self._router = _Router(self._cid)
+        self._topics.clear()
+        self._fatal = self._last_error = None
+        self._persist = persist
+        endpoint = Endpoint(self.settings.host, self.settings.port,
+                            TlsFiles(self.settings.ca_file, self._files.cert, self._files.key))
+        self._watcher = DeadlineWatcher(self._pending, self._timeout_error)
+        self._watcher.start()
+        self._link = MqttLink(endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
+                              on_up=self._on_up, on_down=self._on_down, backoff=self._backoff,
+                              connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
+        self._link.start()
+        deadline = time.monotonic() + timeout
+        with self._state:
+            while True:
+                if self._session is not None:
+                    return
+                error = self._fatal or (None if persist else self._last_error)
+                remaining = deadline - time.monotonic()
+                if error is None and remaining <= 0:
+                    error = AgentConnectionError(
+                        ConnectionErrorKind.TIMEOUT, self.settings.api_address,
+                        f"could not connect to the agent at {self.settings.api_address} within {timeout:g} s"
+                        + (f" (last failure: {self._last_error})" if self._last_error else "")
+                        + ": is the agent running?")
+                if error is not None:
+                    break
+                self._state.wait(remaining)
+        self.close()
+        raise error
+
+    def close(self) -> None:
+        """Disconnect; outstanding requests fail with `AgentConnectionError` (idempotent)."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.stop()
+        with self._state:
+            self._session = None
+        self._fail_outstanding(not_connected(self.settings, "client closed"))
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def __enter__(self) -> AgentClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the link is up (e.g. after a reconnect); False on timeout or a fatal failure."""
+        deadline = time.monotonic() + timeout
+        with self._state:
+            while not self.connected and self._fatal is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._state.wait(remaining)
+            return self.connected
+
+    def on_connection_change(self, callback: Callable[[ConnectionEvent], None]) -> Callable[[], None]:
+        """Call ``callback(ConnectionEvent)`` on every up/down change; returns a function removing it."""
+        self._connection_listeners.append(callback)
+        return lambda: self._connection_listeners.remove(callback)
+
+    def on_livedata(self, callback: Callable[[LiveData], None]) -> Callable[[], None]:
+        """Call ``callback(LiveData)`` for every livedata message; returns a function removing it."""
+        self._livedata_listeners.append(callback)
+        return lambda: self._livedata_listeners.remove(callback)
+
+    # -- generic request -----------------------------------------------------------------------
+    def request_async(self, op: Op, body: JsonBody = b"{}", *, sensor_id: str = "", metric_id: str = "",
+                      timeout: float | None = None,
+                      check: Callable[[Reply], None] | None = None) -> Future[Reply]:
+        """Publish one request (QoS 1) and return the future of its answer.
+
+        ``body``: a JSON object, or the payload bytes/str as they are. The future fails with a typed
+        `AgentReplyError`, `ProtocolError`, `RequestTimeout` or `AgentConnectionError`.
+        """
+        if isinstance(body, bytes):
+            payload = body
+        else:
+            payload = body.encode() if isinstance(body, str) else _compact(body)
+        timeout = self.request_timeout if timeout is None else timeout
+        key = (op, sensor_id, metric_id)
+        topic = self._topics.get(key)
+        if topic is None:
+            if not self._cid:
+                raise not_connected(self.settings)
+            topic = OPERATIONS[op].request.format(cid=self._cid, sid=sensor_id, mid=metric_id)
+            if len(self._topics) < _ROUTE_CACHE_MAX:
+                self._topics[key] = topic
+        future: Future[Reply] = Future()
+        request = PendingRequest(key, future, time.monotonic() + timeout, timeout,
+                                 f"{op} {sensor_id}{'/' + metric_id if metric_id else ''}".strip(), check)
+        error: AgentError | None = None
+        with self._pending.lock:
+            session = self._session
+            if session is None:
+                error = self._fatal or not_connected(self.settings)
+            else:
+                self._pending.add(request)
+                try:
+                    session.publish(topic, payload, 1)
+                except NotConnected:
+                    self._pending.discard(request)
+                    error = not_connected(self.settings, "connection lost")
+        if error is not None:
+            settle(future, error=error)
+        return future
+
+    def request(self, op: Op, body: JsonBody = b"{}", *, sensor_id: str = "", metric_id: str = "",
+                timeout: float | None = None) -> Reply:
+        """Blocking `request_async`: the `Reply`, or its error raised."""
+        return self._wait(self.request_async(op, body, sensor_id=sensor_id, metric_id=metric_id,
+                                             timeout=timeout), timeout)
+
+    def _wait(self, future: Future[Reply], timeout: float | None) -> Reply:
+        timeout = self.request_timeout if timeout is None else timeout
+        return future.result(timeout + _BLOCKING_GRACE_S)
+
+    # -- operations (§4) -------------------------------------------------------------------------
+    def ping_async(self, *, timeout: float | None = None) -> Future[Reply]:
+        """Ping with a unique token; the answer must echo it (else `ProtocolError`)."""
+        token = f"pibridge-{secrets.token_hex(8)}"
+        return self.request_async(Op.PING, {"request": token}, timeout=timeout, check=_ping_check(token))
+
+    def ping(self, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.ping_async(timeout=timeout), timeout)
+
+    def list_sensors_async(self, *, timeout: float | None = None) -> Future[Reply]:
+        """``[{"sensorId","name","store","metrics":[{"metricId","link"}]}]``."""
+        return self.request_async(Op.LIST_SENSORS, timeout=timeout)
+
+    def list_sensors(self, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.list_sensors_async(timeout=timeout), timeout)
+
+    def create_sensor_async(self, name: str, *, timeout: float | None = None) -> Future[Reply]:
+        """``{"name","sensorId"}`` (see `Reply.created_sensor_id`)."""
+        return self.request_async(Op.CREATE_SENSOR, {"name": name}, timeout=timeout)
+
+    def create_sensor(self, name: str, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.create_sensor_async(name, timeout=timeout), timeout)
+
+    def update_sensor_async(self, sensor_id: str, name: str, *,
+                            timeout: float | None = None) -> Future[Reply]:
+        return self.request_async(Op.UPDATE_SENSOR, {"name": name}, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id))
+
+    def update_sensor(self, sensor_id: str, name: str, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.update_sensor_async(sensor_id, name, timeout=timeout), timeout)
+
+    def delete_sensor_async(self, sensor_id: str, *, timeout: float | None = None) -> Future[Reply]:
+        return self.request_async(Op.DELETE_SENSOR, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id))
+
+    def delete_sensor(self, sensor_id: str, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.delete_sensor_async(sensor_id, timeout=timeout), timeout)
+
+    def create_metrics_async(self, sensor_id: str,
+                             definitions: Iterable[MetricDefinition | Mapping[str, Any]],
+                             *, timeout: float | None = None) -> Future[Reply]:
+        """Create metrics; ``matchingId`` defaults to "1", "2", … in order. The reply's
+        `Reply.metric_ids` maps matchingId → metricId."""
+        wire = []
+        for index, definition in enumerate(definitions, start=1):
+            if isinstance(definition, MetricDefinition):
+                wire.append(definition.to_wire(str(index)))
+            else:
+                item = dict(definition)
+                item.setdefault("matchingId", str(index))
+                wire.append(item)
+        matching_ids = [str(item["matchingId"]) for item in wire]
+        return self.request_async(Op.CREATE_METRICS, {"metrics": wire}, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id),
+                                  check=_metrics_check(matching_ids))
+
+    def create_metrics(self, sensor_id: str, definitions: Iterable[MetricDefinition | Mapping[str, Any]],
+                       *, timeout: float | None = None) -> Reply:
+        return self._wait(self.create_metrics_async(sensor_id, definitions, timeout=timeout), timeout)
+
+    def describe_metric_async(self, sensor_id: str, metric_id: str, *,
+                              timeout: float | None = None) -> Future[Reply]:
+        """``{"metricId","name","valueUnit"}`` or ``{"metricId","name","valueType","valueAnnotation"}``."""
+        return self.request_async(Op.DESCRIBE_METRIC, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id),
+                                  metric_id=_check_id("metric id", metric_id))
+
+    def describe_metric(self, sensor_id: str, metric_id: str, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.describe_metric_async(sensor_id, metric_id, timeout=timeout), timeout)
+
+    def update_metrics_async(self, sensor_id: str, changes: Iterable[Mapping[str, Any]], *,
+                             timeout: float | None = None) -> Future[Reply]:
+        """``changes``: ``[{"metricId", "name"?, "valueAnnotation"?}, …]``."""
+        return self.request_async(Op.UPDATE_METRICS, {"metrics": [dict(c) for c in changes]}, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id))
+
+    def update_metrics(self, sensor_id: str, changes: Iterable[Mapping[str, Any]], *,
+                       timeout: float | None = None) -> Reply:
+        return self._wait(self.update_metrics_async(sensor_id, changes, timeout=timeout), timeout)
+
+    def delete_metrics_async(self, sensor_id: str, metric_ids: Iterable[str], *,
+                             timeout: float | None = None) -> Future[Reply]:
+        body = {"metrics": [{"metricId": mid} for mid in metric_ids]}
+        return self.request_async(Op.DELETE_METRICS, body, timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id))
+
+    def delete_metrics(self, sensor_id: str, metric_ids: Iterable[str], *,
+                       timeout: float | None = None) -> Reply:
+        return self._wait(self.delete_metrics_async(sensor_id, metric_ids, timeout=timeout), timeout)
+
+    def push_async(self, sensor_id: str, values: Mapping[str, Value] | Iterable[tuple[Any, ...]],
+                   timestamp_ms: int | None = None, *, timeout: float | None = None) -> Future[Reply]:
+        """Push one message for one sensor (see `encode_push`); ValueError for NaN/inf, before sending."""
+        return self.request_async(Op.PUSH, encode_push(values, timestamp_ms), timeout=timeout,
+                                  sensor_id=_check_id("sensor id", sensor_id))
+
+    def push(self, sensor_id: str, values: Mapping[str, Value] | Iterable[tuple[Any, ...]],
+             timestamp_ms: int | None = None, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.push_async(sensor_id, values, timestamp_ms, timeout=timeout), timeout)
+
+    def deprovision_async(self, *, timeout: float | None = None) -> Future[Reply]:
+        """Delete this client and everything it registered; the agent then revokes its certificate."""
+        return self.request_async(Op.DEPROVISION, timeout=timeout)
+
+    def deprovision(self, *, timeout: float | None = None) -> Reply:
+        return self._wait(self.deprovision_async(timeout=timeout), timeout)
+
+    def report_error(self, message: str, code: int, sensor_id: str | None = None,
+                     metric_id: str | None = None) -> None:
+        """Report an error to the agent (client, sensor or metric level); the agent never answers."""
+        if metric_id is not None and sensor_id is None:
+            raise ValueError("a metric error report needs the sensor id too")
+        if metric_id is not None:
+            template = protocol.METRIC_ERROR_REPORT
+        elif sensor_id is not None:
+            template = protocol.SENSOR_ERROR_REPORT
+        else:
+            template = protocol.CLIENT_ERROR_REPORT
+        topic = protocol.topic(template, self._cid, _check_id("sensor id", sensor_id) if sensor_id else "",
+                               _check_id("metric id", metric_id) if metric_id else "")
+        session = self._session
+        if session is None:
+            raise self._fatal or not_connected(self.settings)
+        try:
+            session.publish(topic, _compact({"errorcode": int(code), "errorMessage": message}), 1)
+        except NotConnected:
+            raise not_connected(self.settings, "connection lost") from None
+
+    # -- network-thread callbacks --------------------------------------------------------------
+    def _on_up(self, session: MqttSession) -> None:
+        session.subscribe(protocol.client_subscriptions(self._cid))
+        with self._state:
+            self._session = session
+            self._last_error = None
+            self._persist = True  # from now on the link reconnects by itself: report its failures
+            self._state.notify_all()
+        log.info("connected to the agent at %s as client %s", self.settings.api_address, self._cid)
+        self._was_up = True
+        self._notify_connection(ConnectionEvent(True))
+
+    def _on_down(self, failure: ConnectFailure) -> None:
+        error = connection_error(failure, self.settings)
+        with self._state:
+            self._session = None
+            changed = self._last_error is None or self._last_error.kind is not error.kind
+            self._last_error = error
+            if failure.kind in (FailureKind.CERTIFICATE_REJECTED, FailureKind.SERVER_NOT_TRUSTED):
+                self._fatal = error
+            self._state.notify_all()
+        # a failure that connect() raises to its caller is not logged as well: logged once
+        reported_elsewhere = not self._was_up and not self._persist
+        (log.warning if changed and not reported_elsewhere else log.debug)("%s", error)
+        self._fail_outstanding(error)
+        if self._fatal is not None and self._link is not None:
+            # retrying a rejected certificate helps nobody: stop the link (not from its own thread)
+            threading.Thread(target=self._link.stop, name="agent-link-stop", daemon=True).start()
+        if self._was_up:
+            self._was_up = False
+            self._notify_connection(ConnectionEvent(False, error))
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        router = self._router
+        route = router.route(topic) if router is not None else None
+        if route is None:
+            log.debug("message on unexpected topic %s ignored", topic)
+            return
+        if route.op is None:
+            self._dispatch_livedata(route.sensor_id, topic, payload)
+            return
+        request = self._pending.pop((route.op, route.sensor_id, route.metric_id))
+        if request is None:
+            log.debug("answer on %s with no outstanding request ignored", topic)
+            return
+        if request.state is RequestState.TIMED_OUT:
+            log.debug("late answer on %s for timed-out %s discarded", topic, request.description)
+            return
+        try:
+            reply = parse_reply(route.op, route, topic, payload)
+            if request.check is not None:
+                request.check(reply)
+        except AgentError as exc:
+            settle(request.future, error=exc)
+        else:
+            settle(request.future, reply)
+
+    def _dispatch_livedata(self, sensor_id: str, topic: str, payload: bytes) -> None:
+        if not self._livedata_listeners:
+            return
+        try:
+            body = json.loads(payload)
+            values = {str(m["metricId"]): m.get("value") for m in body["metrics"]}
+            timestamp = body.get("timestamp")
+            timestamp_ms = timestamp if isinstance(timestamp, int) else None
+            data = LiveData(sensor_id, values, timestamp_ms, payload, topic)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.debug("malformed livedata on %s ignored: %r", topic, payload[:200])
+            return
+        for listener in list(self._livedata_listeners):
+            try:
+                listener(data)
+            except Exception:
+                log.exception("livedata listener failed")
+
+    def _notify_connection(self, event: ConnectionEvent) -> None:
+        for listener in list(self._connection_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("connection listener failed")
+
+    def _fail_outstanding(self, error: AgentConnectionError) -> None:
+        for request in self._pending.take_all():
+            settle(request.future, error=AgentConnectionError(
+                error.kind, error.address, f"{request.description}: {error}", error.detail))
+
+    def _timeout_error(self, request: PendingRequest) -> RequestTimeout:
+        return RequestTimeout(f"{request.description}: no answer from the agent at "
+                              f"{self.settings.api_address} within {request.timeout_s:g} s")
+
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_REQUEST_TIMEOUT_S", "AgentClient", "ConnectionEvent", "LiveData",
+    "MetricDefinition", "Reply", "connection_error", "encode_push", "parse_reply",
+]

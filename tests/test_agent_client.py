@@ -1,0 +1,283 @@
+"""The agent client against the real emulator: every operation, FIFO matching under timeouts and
+garbage, reconnects, connection failures, pipelining."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_helpers import raw_session, settings_for
+
+from pibridge import protocol
+from pibridge.agent import (
+    AgentClient,
+    AgentConnectionError,
+    AgentReplyError,
+    AgentSettings,
+    ConnectionErrorKind,
+    ConnectionEvent,
+    ErrorCode,
+    LiveData,
+    MetricDefinition,
+    ProtocolError,
+    RequestTimeout,
+    UnknownMetricId,
+    UnknownSensorId,
+    provision,
+)
+from pibridge.testing import Emulator, free_port
+
+WAIT_S = 20.0
+SHORT_TIMEOUT_S = 0.3
+IN_FLIGHT = 64
+TIMESTAMP_MS = 1_700_000_000_000
+
+
+@pytest.fixture
+def settings(emulator: Emulator, tmp_path: Path) -> AgentSettings:
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)
+    return settings
+
+
+@pytest.fixture
+def client(settings: AgentSettings) -> Iterator[AgentClient]:
+    client = AgentClient(settings, request_timeout=WAIT_S)
+    client.connect(WAIT_S)
+    yield client
+    client.close()
+
+
+def _stored_sensors(emulator: Emulator, client: AgentClient) -> list[dict[str, Any]]:
+    """The client's sensors as the emulator stored them (its dump)."""
+    return next(c for c in emulator.dump()["clients"] if c["clientId"] == client.client_id)["sensors"]
+
+
+def _sensor_with_metrics(client: AgentClient) -> tuple[str, dict[str, str]]:
+    sid = client.create_sensor("Greenhouse").created_sensor_id
+    ids = client.create_metrics(sid, [
+        MetricDefinition("Temperature", value_unit="SI.Temperature.CELSIUS"),
+        MetricDefinition("Door", value_type="bool", value_annotation="open"),
+    ]).metric_ids
+    return sid, ids
+
+
+def test_every_operation_round_trip(client: AgentClient, emulator: Emulator) -> None:
+    assert client.ping().value["answer"].startswith("pibridge-")
+    assert client.list_sensors().value == []
+    created = client.create_sensor("Greenhouse")
+    sid = created.created_sensor_id
+    assert created.value == {"name": "Greenhouse", "sensorId": sid}
+    assert created.raw.startswith(b"{") and created.topic.endswith("/sensor/inbox")
+    door_definition = {"name": "Door", "valueType": "bool", "valueAnnotation": "open"}
+    ids = client.create_metrics(sid, [MetricDefinition("Temperature", value_unit="SI.Temperature.CELSIUS"),
+                                      door_definition]).metric_ids
+    assert set(ids) == {"1", "2"}
+    temperature, door = ids["1"], ids["2"]
+    assert client.describe_metric(sid, temperature).value == {
+        "metricId": temperature, "name": "Temperature", "valueUnit": "SI.Temperature.CELSIUS"}
+    texts = {op: protocol.OPERATIONS[op].success_text for op in protocol.Op}
+    assert client.push(sid, {temperature: 21.5, door: True}, TIMESTAMP_MS).value == texts[protocol.Op.PUSH]
+    assert client.update_sensor(sid, "Glasshouse").value == texts[protocol.Op.UPDATE_SENSOR]
+    assert client.update_metrics(sid, [{"metricId": door, "valueAnnotation": "closed"}]).value == \
+        texts[protocol.Op.UPDATE_METRICS]
+    assert client.describe_metric(sid, door).value["valueAnnotation"] == "closed"
+    listed = client.list_sensors().value
+    assert [(s["sensorId"], s["name"]) for s in listed] == [(sid, "Glasshouse")]
+    assert sorted(m["metricId"] for m in listed[0]["metrics"]) == sorted(ids.values())
+    client.report_error("sensor unplugged", int(ErrorCode.InternalError), sid)
+
+    [sensor] = _stored_sensors(emulator, client)
+    assert sensor["name"] == "Glasshouse"
+    values = {m["metricId"]: m["values"] for m in sensor["metrics"]}
+    assert values[temperature] == [{"timestamp": TIMESTAMP_MS, "value": 21.5}]
+    assert values[door] == [{"timestamp": TIMESTAMP_MS, "value": True}]
+
+    assert client.delete_metrics(sid, [door]).value == texts[protocol.Op.DELETE_METRICS]
+    assert client.delete_sensor(sid).value == texts[protocol.Op.DELETE_SENSOR]
+    assert client.list_sensors().value == []
+    [report] = emulator.error_reports()
+    assert (report["clientId"], report["sensorId"], report["metricId"]) == (client.client_id, sid, None)
+    assert json.loads(report["payload"]) == {"errorcode": 3, "errorMessage": "sensor unplugged"}
+    assert client.deprovision().value == texts[protocol.Op.DEPROVISION]
+    assert client.client_id not in {c["clientId"] for c in emulator.dump()["clients"]}
+
+
+def test_per_metric_timestamps_and_livedata(client: AgentClient, emulator: Emulator) -> None:
+    sid, ids = _sensor_with_metrics(client)
+    received: list[LiveData] = []
+    heard = threading.Event()
+    client.on_livedata(lambda data: (received.append(data), heard.set()))
+    client.push(sid, [(ids["1"], 20.0, TIMESTAMP_MS + 1), (ids["2"], False, TIMESTAMP_MS + 2)])
+    assert heard.wait(WAIT_S)
+    assert received[0].sensor_id == sid and received[0].values == {ids["1"]: 20.0, ids["2"]: False}
+    [sensor] = _stored_sensors(emulator, client)
+    stamps = {m["metricId"]: [v["timestamp"] for v in m["values"]] for m in sensor["metrics"]}
+    assert stamps == {ids["1"]: [TIMESTAMP_MS + 1], ids["2"]: [TIMESTAMP_MS + 2]}
+
+
+def test_nan_and_infinity_are_refused_before_sending(client: AgentClient, emulator: Emulator) -> None:
+    sid, ids = _sensor_with_metrics(client)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match=ids["1"]):
+            client.push(sid, {ids["1"]: bad})
+    client.push(sid, {ids["1"]: 1.0}, TIMESTAMP_MS)  # the FIFO is not disturbed
+    [sensor] = _stored_sensors(emulator, client)
+    assert [m["values"] for m in sensor["metrics"] if m["metricId"] == ids["1"]] == [
+        [{"timestamp": TIMESTAMP_MS, "value": 1.0}]]
+
+
+def test_agent_errors_are_typed(client: AgentClient) -> None:
+    sid, ids = _sensor_with_metrics(client)
+    with pytest.raises(AgentReplyError) as caught:
+        client.create_sensor("x")  # names are 2–64 characters
+    assert caught.value.code is ErrorCode.OutOfRange and caught.value.code_name == "OutOfRange"
+    with pytest.raises(AgentReplyError) as caught:
+        client.create_metrics(sid, [MetricDefinition("Light", value_unit="SI.Illuminance.LUX")])
+    assert caught.value.code is ErrorCode.UnknownValueUnit
+    assert b'"errorcode":12' in caught.value.raw.replace(b" ", b"")
+    with pytest.raises(UnknownMetricId):
+        client.describe_metric(sid, "no-such-metric")
+    with pytest.raises(UnknownSensorId):
+        client.update_sensor("no-such-sensor", "Name")
+    with pytest.raises(AgentReplyError) as caught:
+        client.push(sid, {ids["2"]: "not a bool"})
+    assert caught.value.code is ErrorCode.ParameterisNotABool
+
+
+def test_strict_ids_push_to_a_stale_sensor(emulator_factory: Callable[..., Emulator], tmp_path: Path) -> None:
+    strict = emulator_factory(strict_ids=True)
+    settings = settings_for(strict, tmp_path / "certs")
+    provision(settings)
+    with AgentClient(settings) as client, pytest.raises(UnknownSensorId) as caught:
+        client.push("stale-sensor", {"m": 1.0})
+    assert caught.value.code == 15 and "stale-sensor" in caught.value.agent_message
+
+
+def test_timeout_then_late_answer_does_not_shift_the_next(client: AgentClient, emulator: Emulator) -> None:
+    emulator.pause_core()
+    try:
+        with pytest.raises(RequestTimeout):
+            client.ping(timeout=SHORT_TIMEOUT_S)
+        late_sensor = client.create_sensor_async("Late", timeout=SHORT_TIMEOUT_S)
+        with pytest.raises(RequestTimeout):
+            late_sensor.result(WAIT_S)
+    finally:
+        emulator.resume_core()
+    # the late answers arrive first and are discarded; the ping check verifies its own token
+    client.ping()
+    assert client.create_sensor("OnTime").value["name"] == "OnTime"
+
+
+def test_garbage_on_reply_topics_never_crashes_the_client(client: AgentClient, settings: AgentSettings,
+                                                          emulator: Emulator) -> None:
+    base = protocol.BASE.format(cid=client.client_id)
+    sentinel = threading.Event()
+    client.on_livedata(lambda data: sentinel.set())
+    intruder = raw_session(emulator, settings)
+    try:
+        # nothing waits: ignored; the livedata sentinel (same publisher, so delivered after it)
+        # shows the garbage was handled before we go on
+        ping_inbox = protocol.topic(protocol.OPERATIONS[protocol.Op.PING].success, client.client_id)
+        intruder.publish_and_wait(ping_inbox, b"\xff not json")
+        intruder.publish_and_wait(protocol.topic(protocol.LIVEDATA, client.client_id, "s"),
+                                  b'{"metrics":[{"metricId":"m","value":1}],"timestamp":1}')
+        assert sentinel.wait(WAIT_S)
+        client.ping()
+
+        emulator.pause_core()
+        try:
+            waiting = client.create_sensor_async("Victim")
+            intruder.publish_and_wait(f"{base}/sensor/inbox", b"this is not JSON")
+            with pytest.raises(ProtocolError) as caught:
+                waiting.result(WAIT_S)
+            assert caught.value.raw == b"this is not JSON"
+            wrong_error = client.list_sensors_async()
+            intruder.publish_and_wait(f"{base}/inventory/error/inbox", b'{"errorMessage":"no code"}')
+            with pytest.raises(ProtocolError):
+                wrong_error.result(WAIT_S)
+        finally:
+            emulator.resume_core()
+    finally:
+        intruder.close()
+    assert client.ping().value["answer"]  # a different FIFO: unaffected, network thread alive
+    assert client.connected
+
+
+def test_reconnects_and_resubscribes_after_a_broker_restart(client: AgentClient, emulator: Emulator) -> None:
+    events: list[ConnectionEvent] = []
+    back_up = threading.Event()
+    client.on_connection_change(lambda e: (events.append(e), e.up and back_up.set()))
+    emulator.restart_broker()
+    assert back_up.wait(WAIT_S)
+    assert [e.up for e in events] == [False, True]
+    assert events[0].error is not None and events[0].error.kind is ConnectionErrorKind.LOST
+    client.ping()  # the answer arrives only if the subscriptions were renewed
+    sid, ids = _sensor_with_metrics(client)
+    client.push(sid, {ids["1"]: 3.0})
+
+
+def test_outstanding_requests_fail_on_disconnect_and_are_not_resent(
+        client: AgentClient, settings: AgentSettings, emulator: Emulator) -> None:
+    back_up = threading.Event()
+    went_down = threading.Event()
+    client.on_connection_change(lambda e: (back_up if e.up else went_down).set())
+    emulator.pause_core()
+    try:
+        pending = client.create_sensor_async("Orphan", timeout=WAIT_S)
+        # mosquitto drops the older of two sessions with one MQTT client id: our connection
+        usurper = raw_session(emulator, settings, client_id=client.mqtt_client_id)
+        assert went_down.wait(WAIT_S)
+        usurper.close()
+        with pytest.raises(AgentConnectionError) as caught:
+            pending.result(WAIT_S)
+        assert caught.value.kind is ConnectionErrorKind.LOST
+    finally:
+        emulator.resume_core()
+    assert back_up.wait(WAIT_S) and client.wait_connected(WAIT_S)
+    sensors = client.list_sensors().value
+    # the create request reached the agent once (before the drop) and was not re-sent
+    assert [s["name"] for s in sensors].count("Orphan") <= 1
+
+
+def test_pipelined_pushes(client: AgentClient, emulator: Emulator) -> None:
+    sid, ids = _sensor_with_metrics(client)
+    futures = [client.push_async(sid, {ids["1"]: float(i)}, TIMESTAMP_MS + i) for i in range(IN_FLIGHT)]
+    assert {f.result(WAIT_S).value for f in futures} == {"Sensor was updated."}
+    [sensor] = _stored_sensors(emulator, client)
+    [values] = [m["values"] for m in sensor["metrics"] if m["metricId"] == ids["1"]]
+    in_time_order = sorted(values, key=lambda v: v["timestamp"])
+    assert [v["value"] for v in in_time_order] == [float(i) for i in range(IN_FLIGHT)]
+
+
+def test_request_timeout_when_the_agent_does_not_answer(client: AgentClient, emulator: Emulator) -> None:
+    emulator.pause_core()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RequestTimeout, match="no answer"):
+            client.list_sensors(timeout=SHORT_TIMEOUT_S)
+        assert time.monotonic() - started < WAIT_S
+    finally:
+        emulator.resume_core()
+
+
+def test_unreachable_agent_is_refused_with_advice(settings: AgentSettings) -> None:
+    port = free_port()
+    nowhere = AgentSettings(host="127.0.0.1", port=port, ca_file=settings.ca_file,
+                            cert_folder=settings.cert_folder)
+    with pytest.raises(AgentConnectionError) as caught:
+        AgentClient(nowhere).connect(WAIT_S)
+    assert caught.value.kind is ConnectionErrorKind.REFUSED
+    assert f"127.0.0.1:{port} (connection refused)" in str(caught.value) and "running?" in str(caught.value)
+
+
+def test_requests_without_connection_fail_fast(settings: AgentSettings) -> None:
+    client = AgentClient(settings)
+    with pytest.raises(AgentConnectionError):
+        client.ping()

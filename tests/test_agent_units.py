@@ -1,0 +1,211 @@
+"""Pure unit tests of the agent client's parts (no network): errors, FIFO matching, routing,
+reply parsing, push encoding, credential files."""
+
+from __future__ import annotations
+
+import json
+import math
+import stat
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from pibridge import protocol
+from pibridge.agent import (
+    REPLY_ERRORS,
+    AgentReplyError,
+    CredentialFiles,
+    ErrorCode,
+    ProtocolError,
+    RequestTimeout,
+    encode_push,
+    reply_error,
+)
+from pibridge.agent import errors as agent_errors
+from pibridge.agent.client import _Route, _Router, parse_reply
+from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, RequestState
+from pibridge.protocol import OPERATIONS, Op
+
+CID = "0123456789abcdef0123456789abcdef"
+
+
+# --- errors ---------------------------------------------------------------------------------------
+def test_one_error_class_per_code_named_like_the_code() -> None:
+    assert len(REPLY_ERRORS) == len(ErrorCode) == 20
+    for code in ErrorCode:
+        cls = getattr(agent_errors, code.name)
+        assert cls is REPLY_ERRORS[code] and issubclass(cls, AgentReplyError)
+        error = reply_error(int(code), "text", raw=b"{}", topic="t")
+        assert type(error) is cls and error.code is code and error.code_name == code.name
+        assert error.agent_message == "text" and error.raw == b"{}"
+
+
+def test_unknown_error_code_is_still_an_agent_reply_error() -> None:
+    error = reply_error(42, "new in a later agent")
+    assert type(error) is AgentReplyError and error.code == 42 and error.code_name == "Unknown(42)"
+
+
+def test_catching_by_class() -> None:
+    with pytest.raises(agent_errors.UnknownSensorId):
+        raise reply_error(15, "Unknown sensor 'x'.")
+
+
+# --- FIFO matching ------------------------------------------------------------------------------
+def _request(table: PendingTable, key: tuple[Op, str, str], timeout_s: float = 60.0) -> PendingRequest:
+    request = PendingRequest(key, Future(), time.monotonic() + timeout_s, timeout_s, str(key))
+    with table.lock:
+        table.add(request)
+    return request
+
+
+def test_fifo_per_operation_and_object() -> None:
+    table = PendingTable()
+    first = _request(table, (Op.PUSH, "s1", ""))
+    other_sensor = _request(table, (Op.PUSH, "s2", ""))
+    second = _request(table, (Op.PUSH, "s1", ""))
+    assert table.pop((Op.PUSH, "s1", "")) is first
+    assert table.pop((Op.PUSH, "s2", "")) is other_sensor
+    assert table.pop((Op.PUSH, "s1", "")) is second
+    assert table.pop((Op.PUSH, "s1", "")) is None  # answer with nothing outstanding
+
+
+def test_timed_out_request_keeps_its_place_and_its_late_answer_is_discarded() -> None:
+    table = PendingTable()
+    watcher = DeadlineWatcher(table, lambda r: RequestTimeout(r.description))
+    watcher.start()
+    try:
+        late = _request(table, (Op.PING, "", ""), timeout_s=0.05)
+        with pytest.raises(RequestTimeout):
+            late.future.result(timeout=5)
+        nxt = _request(table, (Op.PING, "", ""))
+        owner = table.pop((Op.PING, "", ""))
+        assert owner is late and owner.state is RequestState.TIMED_OUT  # caller discards it
+        owner = table.pop((Op.PING, "", ""))
+        assert owner is nxt and owner.state is RequestState.ANSWERED
+    finally:
+        watcher.stop()
+
+
+def test_take_all_fails_only_waiting_requests() -> None:
+    table = PendingTable()
+    waiting = _request(table, (Op.LIST_SENSORS, "", ""))
+    answered = _request(table, (Op.LIST_SENSORS, "", ""))
+    table.pop((Op.LIST_SENSORS, "", ""))  # pops `waiting`
+    assert table.take_all() == [answered]
+    assert waiting.state is RequestState.ANSWERED and table.outstanding() == 0
+
+
+def test_watcher_wakes_for_an_earlier_deadline() -> None:
+    table = PendingTable()
+    fired = threading.Event()
+    watcher = DeadlineWatcher(table, lambda r: (fired.set(), RequestTimeout("t"))[1])
+    watcher.start()
+    try:
+        _request(table, (Op.PING, "", ""), timeout_s=3600)
+        quick = _request(table, (Op.PING, "", ""), timeout_s=0.01)
+        assert fired.wait(5)
+        assert isinstance(quick.future.exception(timeout=5), RequestTimeout)
+    finally:
+        watcher.stop()
+
+
+# --- routing and parsing -----------------------------------------------------------------------
+def test_every_reply_topic_routes_back_to_its_operation_and_ids() -> None:
+    router = _Router(CID)
+    for operation in OPERATIONS.values():
+        for template, is_error in ((operation.success, False), (operation.error, True)):
+            sid = "sensor_1" if "{sid}" in template else ""
+            mid = "metric-2" if "{mid}" in template else ""
+            route = router.route(protocol.topic(template, CID, sid, mid))
+            assert route == _Route(operation.op, sid, mid, is_error), template
+    assert router.route(protocol.topic(protocol.LIVEDATA, CID, "s")) == _Route(None, "s", "", False)
+    assert router.route(f"/v1.0/{'f' * 32}/ping/info/inbox") is None  # another client's topic
+
+
+def test_describe_error_alias_is_not_counted() -> None:
+    alias = OPERATIONS[Op.DESCRIBE_METRIC].error_aliases[0]
+    route = _Router(CID).route(protocol.topic(alias, CID, "s1"))
+    assert route is None or route.op is not Op.DESCRIBE_METRIC
+
+
+def test_parse_reply_json_text_and_errors() -> None:
+    route = _Route(Op.CREATE_SENSOR, "", "", False)
+    reply = parse_reply(Op.CREATE_SENSOR, route, "t", b'{"name":"n","sensorId":"abc"}')
+    assert reply.value == {"name": "n", "sensorId": "abc"} and reply.created_sensor_id == "abc"
+    with pytest.raises(ProtocolError):
+        parse_reply(Op.CREATE_SENSOR, route, "t", b"not json")
+    with pytest.raises(ProtocolError):
+        parse_reply(Op.CREATE_SENSOR, route, "t", b'["wrong shape"]')
+    text = parse_reply(Op.PUSH, _Route(Op.PUSH, "s", "", False), "t", b"Sensor was updated.")
+    assert text.value == "Sensor was updated." and text.raw == b"Sensor was updated."
+    with pytest.raises(agent_errors.UnknownMetricId) as caught:
+        parse_reply(Op.PUSH, _Route(Op.PUSH, "s", "", True), "t",
+                    json.dumps(protocol.error_payload(ErrorCode.UnknownMetricId, "no such metric")).encode())
+    assert caught.value.code is ErrorCode.UnknownMetricId and caught.value.agent_message == "no such metric"
+    with pytest.raises(ProtocolError):
+        parse_reply(Op.PUSH, _Route(Op.PUSH, "s", "", True), "t", b'{"errorMessage":"no code"}')
+
+
+# --- push encoding ---------------------------------------------------------------------------------
+def test_push_body_is_compact_and_ordered() -> None:
+    body = encode_push({"m1": 21.5, "m2": True}, 1_700_000_000_000)
+    assert body == b'{"metrics":[{"metricId":"m1","value":21.5},{"metricId":"m2","value":true}],' \
+                   b'"timestamp":1700000000000}'
+    per_metric = json.loads(encode_push([("m1", 1, 1_700_000_000_001), ("m2", "x")], None))
+    assert per_metric == {"metrics": [{"metricId": "m1", "value": 1, "timestamp": 1_700_000_000_001},
+                                      {"metricId": "m2", "value": "x"}]}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_push_refuses_non_finite_values(bad: float) -> None:
+    with pytest.raises(ValueError, match="m2"):
+        encode_push({"m1": 1.0, "m2": bad}, None)
+
+
+@pytest.mark.parametrize("timestamp", [1.5, "1700000000000", True])
+def test_push_refuses_non_integer_timestamps(timestamp: object) -> None:
+    with pytest.raises(ValueError, match="milliseconds"):
+        encode_push({"m1": 1.0}, timestamp)  # type: ignore[arg-type]
+
+
+# --- credential files ------------------------------------------------------------------------------
+def test_credential_file_names_follow_the_sdk(tmp_path: Path) -> None:
+    files = CredentialFiles(tmp_path, "My Client")
+    assert files.key.name == "MyClient-key.pem" and files.cert.name == "MyClient-cert.pem"
+    assert files.csr.name == "MyClient-csr.pem"
+
+
+def test_store_writes_key_0600_in_folder_0700_and_caches_the_client_id(tmp_path: Path) -> None:
+    from pibridge.agent.x509 import make_key_and_csr
+
+    key_pem, csr_pem = make_key_and_csr("pibridge")
+    cert_pem = _self_signed(key_pem, CID)
+    files = CredentialFiles(tmp_path / "certs", "pibridge")
+    files.store(key_pem, csr_pem, cert_pem, CID)
+    assert stat.S_IMODE(files.folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    assert files.client_id() == CID
+    assert files.client_id_file.read_text().split()[0] == CID
+    # a certificate replaced behind our back (e.g. by the SDK) is noticed through the cached hash
+    other = "f" * 32
+    files.cert.write_bytes(_self_signed(key_pem, other))
+    assert files.client_id() == other
+
+
+def _self_signed(key_pem: bytes, common_name: str) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
