@@ -33,12 +33,19 @@ def only_client(emulator: Emulator) -> dict[str, Any]:
     return clients[0]
 
 
+#: The callbacks, waiting and id file the examples after provision.py share.
+SHARED_MODULE = "example_session"
+
+
 def test_every_operation_group_has_a_documented_example() -> None:
-    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted(ORDER)
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted([*ORDER, SHARED_MODULE])
+    shared = (EXAMPLES / f"{SHARED_MODULE}.py").read_text()
+    assert "from pibridge.tvcmi import TVCMI_client" in shared
     for name in ORDER:
         text = (EXAMPLES / f"{name}.py").read_text()
         assert "pibridge emulator serve" in text and f"python scripts/examples/{name}.py" in text, name
-        assert "from pibridge.tvcmi import TVCMI_client" in text, name
+        imports_sdk = "from pibridge.tvcmi import TVCMI_client" in text
+        assert imports_sdk or f"from {SHARED_MODULE} import" in text, name
 
 
 @pytest.fixture

@@ -10,57 +10,12 @@ Next: push_data.py.
 """
 
 import json
-import os
-import queue
-import sys
 
-from pibridge.tvcmi import TVCMI_client, TvcmiError
-
-TIMEOUT_S = 15
-IDS_FILE = "tvcmi-example-ids.json"
-
-events = queue.Queue()
-
-
-def on_connect(**kwargs):
-    events.put(("connected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_response(**kwargs):
-    events.put(("response", kwargs.get("msg"), kwargs.get("error_code")))
-
-
-def on_error(**kwargs):
-    events.put(("error", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_disconnect(**kwargs):
-    events.put(("disconnected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def wait_for(kind, what):
-    """The next callback's message; exits unless it is of ``kind``."""
-    try:
-        got, message, code = events.get(timeout=TIMEOUT_S)
-    except queue.Empty:
-        sys.exit(f"{what}: no answer within {TIMEOUT_S} s")
-    if got != kind:
-        sys.exit(f"{what} failed ({code}): {message}")
-    return message
+from example_session import connected_client, disconnect, save_ids, wait_for
 
 
 def main():
-    config_file = sys.argv[1] if len(sys.argv) > 1 else "tvcmi.conf"
-    try:
-        client = TVCMI_client(config_file)
-        client.on_api_connect = on_connect
-        client.on_api_response = on_response
-        client.on_api_error = on_error
-        client.on_api_disconnect = on_disconnect
-        client.connect_api()
-    except TvcmiError as error:
-        sys.exit(f"cannot connect: {error.message}")
-    wait_for("connected", "connect")
+    client = connected_client()
 
     # Create a sensor and keep its id
     client.create_sensor("Greenhouse")
@@ -91,13 +46,11 @@ def main():
     metric_ids = {item["matchingId"]: item["metricId"] for item in json.loads(message.decode("utf-8"))}
     print("metrics created:", metric_ids)
 
-    ids_file = os.path.join(os.path.dirname(client.get_cert_path()), IDS_FILE)
-    with open(ids_file, "w") as f:
-        json.dump({"sensor_id": sensor_id, "temperature_id": metric_ids["1"], "door_id": metric_ids["2"]}, f)
+    ids_file = save_ids(client, {"sensor_id": sensor_id, "temperature_id": metric_ids["1"],
+                                 "door_id": metric_ids["2"]})
     print("ids kept in", ids_file)
 
-    client.disconnect_api()
-    wait_for("disconnected", "disconnect")
+    disconnect(client)
 
 
 if __name__ == "__main__":

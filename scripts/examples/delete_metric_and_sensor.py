@@ -12,68 +12,13 @@ Next: deprovision.py.
 
 import json
 import os
-import queue
-import sys
 
-from pibridge.tvcmi import TVCMI_client, TvcmiError
-
-TIMEOUT_S = 15
-IDS_FILE = "tvcmi-example-ids.json"
-
-events = queue.Queue()
-
-
-def on_connect(**kwargs):
-    events.put(("connected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_response(**kwargs):
-    events.put(("response", kwargs.get("msg"), kwargs.get("error_code")))
-
-
-def on_error(**kwargs):
-    events.put(("error", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_disconnect(**kwargs):
-    events.put(("disconnected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def wait_for(kind, what):
-    """The next callback's message; exits unless it is of ``kind``."""
-    try:
-        got, message, code = events.get(timeout=TIMEOUT_S)
-    except queue.Empty:
-        sys.exit(f"{what}: no answer within {TIMEOUT_S} s")
-    if got != kind:
-        sys.exit(f"{what} failed ({code}): {message}")
-    return message
-
-
-def connected_client():
-    """A client connected with the config file given as the argument (default ./tvcmi.conf)."""
-    config_file = sys.argv[1] if len(sys.argv) > 1 else "tvcmi.conf"
-    try:
-        client = TVCMI_client(config_file)
-        client.on_api_connect = on_connect
-        client.on_api_response = on_response
-        client.on_api_error = on_error
-        client.on_api_disconnect = on_disconnect
-        client.connect_api()
-    except TvcmiError as error:
-        sys.exit(f"cannot connect: {error.message}")
-    wait_for("connected", "connect")
-    return client
-
-
-def ids_path(client):
-    return os.path.join(os.path.dirname(client.get_cert_path()), IDS_FILE)
+from example_session import connected_client, disconnect, ids_path, load_ids, wait_for
 
 
 def main():
     client = connected_client()
-    with open(ids_path(client)) as f:
-        ids = json.load(f)
+    ids = load_ids(client)
 
     client.delete_metric(json.dumps({"metrics": [{"metricId": ids["door_id"]}]}), ids["sensor_id"])
     print("delete_metric:", wait_for("response", "delete_metric").decode("utf-8"))
@@ -82,8 +27,7 @@ def main():
     print("delete_sensor:", wait_for("response", "delete_sensor").decode("utf-8"))
     os.remove(ids_path(client))
 
-    client.disconnect_api()
-    wait_for("disconnected", "disconnect")
+    disconnect(client)
 
 
 if __name__ == "__main__":

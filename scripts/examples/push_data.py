@@ -10,61 +10,15 @@ Next: list_and_describe.py.
 """
 
 import json
-import os
-import queue
-import sys
 import time
 
-from pibridge.tvcmi import TVCMI_client, TvcmiError
-
-TIMEOUT_S = 15
-IDS_FILE = "tvcmi-example-ids.json"
-
-events = queue.Queue()
-
-
-def on_connect(**kwargs):
-    events.put(("connected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_response(**kwargs):
-    events.put(("response", kwargs.get("msg"), kwargs.get("error_code")))
-
-
-def on_error(**kwargs):
-    events.put(("error", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def on_disconnect(**kwargs):
-    events.put(("disconnected", kwargs.get("error_str"), kwargs.get("error_code")))
-
-
-def wait_for(kind, what):
-    """The next callback's message; exits unless it is of ``kind``."""
-    try:
-        got, message, code = events.get(timeout=TIMEOUT_S)
-    except queue.Empty:
-        sys.exit(f"{what}: no answer within {TIMEOUT_S} s")
-    if got != kind:
-        sys.exit(f"{what} failed ({code}): {message}")
-    return message
+from example_session import connected_client, disconnect, load_ids, wait_for
 
 
 def main():
-    config_file = sys.argv[1] if len(sys.argv) > 1 else "tvcmi.conf"
-    try:
-        client = TVCMI_client(config_file)
-        client.on_api_connect = on_connect
-        client.on_api_response = on_response
-        client.on_api_error = on_error
-        client.on_api_disconnect = on_disconnect
-        client.connect_api()
-    except TvcmiError as error:
-        sys.exit(f"cannot connect: {error.message}")
-    wait_for("connected", "connect")
+    client = connected_client()
 
-    with open(os.path.join(os.path.dirname(client.get_cert_path()), IDS_FILE)) as f:
-        ids = json.load(f)
+    ids = load_ids(client)
     sensor_id = ids["sensor_id"]
 
     # Live data of the sensor now arrives through on_api_response too
@@ -91,8 +45,7 @@ def main():
             acknowledged += 1
             print("pushed:", message)
 
-    client.disconnect_api()
-    wait_for("disconnected", "disconnect")
+    disconnect(client)
 
 
 if __name__ == "__main__":
