@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from drivers.errors import BusError, DeviceNotFoundError, SensorError
+from drivers.base import Metric, Option, RetryPolicy, Sample
+from drivers.errors import SensorError
+from drivers.i2c import I2CDriver, i2c_bus_option
 from pibridge.protocol import ValueType
 
 ADDRESSES = (0x23, 0x5C)  #: ADDR pin low/floating, ADDR high
 DEFAULT_ADDRESS = 0x23
-DEFAULT_I2C_BUS = 1
 
 # --- opcodes ------------------------------------------------------------------------------------
 OP_POWER_DOWN = 0x00
@@ -95,7 +95,7 @@ def conversion_time_s(resolution: str, mtreg: int = MTREG_DEFAULT) -> float:
     return MAX_TIME_S[resolution] * mtreg / MTREG_DEFAULT
 
 
-class BH1750(Driver):
+class BH1750(I2CDriver):
     """BH1750 ambient light sensor. Unit: lx.
 
     ``BH1750(bus=None, *, sleep=time.sleep, **options)``: ``bus`` is an smbus2.SMBus-like object
@@ -109,7 +109,7 @@ class BH1750(Driver):
     options = (
         Option("address", int, DEFAULT_ADDRESS, "I2C address (0x23 ADDR low, 0x5C ADDR high)",
                choices=ADDRESSES),
-        Option("i2c_bus", int, DEFAULT_I2C_BUS, "I2C bus number (/dev/i2c-N)", minimum=0, maximum=255),
+        i2c_bus_option(),
         Option("mode", str, "one-time", "one-time (powers down between reads) or continuous",
                choices=MODES),
         Option("resolution", str, "high", "high (1 lx), high2 (0.5 lx) or low (4 lx, faster)",
@@ -123,11 +123,8 @@ class BH1750(Driver):
 
     def __init__(self, bus: Any = None, *, sleep: Callable[[float], None] = time.sleep,
                  **options: Any) -> None:
-        super().__init__(**options)
-        self._bus = bus
-        self._owns_bus = False
+        super().__init__(bus, **options)
         self._sleep = sleep
-        self.address: int = self.config["address"]
         self.mtreg: int = self.config["mtreg"]
         self.resolution: str = self.config["resolution"]
         self.continuous = self.config["mode"] == "continuous"
@@ -140,33 +137,12 @@ class BH1750(Driver):
         """Maximum conversion time for the configured resolution and MTreg, seconds."""
         return conversion_time_s(self.resolution, self.mtreg)
 
-    def _open_bus(self) -> Any:
-        if self._bus is None:
-            import smbus2  # lazily: only where a real bus is opened
-
-            number = self.config["i2c_bus"]
-            try:
-                self._bus = smbus2.SMBus(number)
-            except OSError as exc:
-                raise DeviceNotFoundError(
-                    f"bh1750: cannot open I2C bus /dev/i2c-{number}: {exc.strerror or exc} "
-                    "(is I2C enabled?)") from exc
-            self._owns_bus = True
-        return self._bus
-
-    def _release(self) -> None:
-        if self._owns_bus and self._bus is not None:
-            self._bus.close()
-            self._bus = None
-            self._owns_bus = False
-
     def _error(self, exc: OSError, doing: str) -> SensorError:
+        """A NACK before the chip ever answered means it is absent; anything else is a bus error."""
         self._configured = False
         if not self._seen and exc.errno == errno.EREMOTEIO:
-            return DeviceNotFoundError(f"bh1750: nothing answers at 0x{self.address:02x} "
-                                       f"(I2C NACK on bus {self.config['i2c_bus']})")
-        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return BusError(f"bh1750 at 0x{self.address:02x}: I2C {doing} failed ({code}: {exc.strerror or exc})")
+            return self._absent()
+        return self._bus_error(exc, doing)
 
     def _configure(self, bus: Any) -> None:
         """Power on, set MTreg; in continuous mode start converting and wait for the first result."""

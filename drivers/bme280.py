@@ -27,20 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
+from drivers.base import Metric, Option, RetryPolicy, Sample
 from drivers.errors import (
     BadDataError,
     BusError,
     ConfigurationError,
     DeviceNotFoundError,
     NotReadyError,
-    SensorError,
 )
+from drivers.i2c import I2CDriver, i2c_bus_option
 
 # --- bus and registers (datasheet §5.3) --------------------------------------------------------
 ADDRESSES = (0x76, 0x77)
 DEFAULT_ADDRESS = 0x76
-DEFAULT_I2C_BUS = 1
 
 REG_CALIB_TP = 0x88      #: calib00..calib25: T/P trim words, 0xA0 reserved, dig_H1 at 0xA1
 CALIB_TP_LEN = 26
@@ -236,7 +235,7 @@ _OVERSAMPLING = tuple(OVERSAMPLING_CODES)
 _ALL_METRICS = ("temperature", "humidity", "pressure")
 
 
-class BME280(Driver):
+class BME280(I2CDriver):
     """BME280 / BMP280 in forced mode. Units: °C, %RH, Pa.
 
     ``BME280(bus=None, *, sleep=time.sleep, **options)``: ``bus`` is an smbus2.SMBus-like object
@@ -256,7 +255,7 @@ class BME280(Driver):
     options = (
         Option("address", int, DEFAULT_ADDRESS, "I2C address (0x76 SDO low, 0x77 SDO high)",
                choices=ADDRESSES),
-        Option("i2c_bus", int, DEFAULT_I2C_BUS, "I2C bus number (/dev/i2c-N)", minimum=0, maximum=255),
+        i2c_bus_option(),
         Option("osrs_t", int, 1, "temperature oversampling (always measured: P and H need it)",
                choices=_OVERSAMPLING[1:]),
         Option("osrs_p", int, 1, "pressure oversampling; 0 skips pressure", choices=_OVERSAMPLING),
@@ -273,11 +272,8 @@ class BME280(Driver):
 
     def __init__(self, bus: Any = None, *, sleep: Callable[[float], None] = time.sleep,
                  **options: Any) -> None:
-        super().__init__(**options)
-        self._bus = bus
-        self._owns_bus = False
+        super().__init__(bus, **options)
         self._sleep = sleep
-        self.address: int = self.config["address"]
         wanted = self._parse_metrics(self.config["metrics"])
         self._explicit_metrics = wanted is not None
         self._wanted = wanted if wanted is not None else set(_ALL_METRICS)
@@ -322,30 +318,9 @@ class BME280(Driver):
         return measurement_time_s(self.config["osrs_t"], os_p, os_h)
 
     # -- bus handling ------------------------------------------------------------------------
-    def _open_bus(self) -> Any:
-        if self._bus is None:
-            import smbus2  # lazily: only where a real bus is opened
-
-            number = self.config["i2c_bus"]
-            try:
-                self._bus = smbus2.SMBus(number)
-            except OSError as exc:
-                raise DeviceNotFoundError(
-                    f"bme280: cannot open I2C bus /dev/i2c-{number}: {exc.strerror or exc} "
-                    "(is I2C enabled?)") from exc
-            self._owns_bus = True
-        return self._bus
-
-    def _release(self) -> None:
-        if self._owns_bus and self._bus is not None:
-            self._bus.close()
-            self._bus = None
-            self._owns_bus = False
-
-    def _bus_error(self, exc: OSError, doing: str) -> SensorError:
-        self._configured = False
-        code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return BusError(f"bme280 at 0x{self.address:02x}: I2C {doing} failed ({code}: {exc.strerror or exc})")
+    def _bus_error(self, exc: OSError, doing: str) -> BusError:
+        self._configured = False  # the next read writes the configuration again
+        return super()._bus_error(exc, doing)
 
     # -- detection and setup -----------------------------------------------------------------
     def detect(self) -> str:
@@ -356,9 +331,7 @@ class BME280(Driver):
                 chip_id = bus.read_byte_data(self.address, REG_CHIP_ID)
             except OSError as exc:
                 if exc.errno == errno.EREMOTEIO:
-                    raise DeviceNotFoundError(
-                        f"bme280: nothing answers at 0x{self.address:02x} "
-                        f"(I2C NACK on bus {self.config['i2c_bus']})") from exc
+                    raise self._absent() from exc
                 raise self._bus_error(exc, "chip id read") from exc
             try:
                 chip = chip_name(chip_id)
