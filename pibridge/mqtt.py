@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 PROTOCOL = paho.MQTTv311
 DEFAULT_KEEPALIVE_S = 60
 DEFAULT_TIMEOUT_S = 10.0
+#: QoS-1 publishes paho sends before it holds further ones back until PUBACKs arrive (paho's
+#: default is 20, which throttles pipelined requests; the broker acknowledges each at once).
+MAX_INFLIGHT_MESSAGES = 1000
 
 #: Fragments of OpenSSL alert texts a server sends when it refuses our client certificate.
 _CERT_REJECTION_MARKERS = (
@@ -159,13 +162,15 @@ class MqttSession:
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
             protocol=PROTOCOL, transport=transport, reconnect_on_failure=False,
         )
+        self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
         if endpoint.tls is not None:
             self._client.tls_set_context(tls_context(endpoint.tls))
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
-        self._client.on_log = self._handle_log
+        # paho's logger interface, not on_log: on_log makes paho format a line for every packet
+        self._client.enable_logger(_PahoLog(self))  # type: ignore[arg-type]
         self._client.on_socket_open = self._handle_socket_open
         self._connected = threading.Event()
         self._finished = threading.Event()
@@ -219,8 +224,17 @@ class MqttSession:
         self._client.loop_stop()
 
     # -- traffic -------------------------------------------------------------------------------
+    def in_network_thread(self) -> bool:
+        """Is the caller paho's network thread (where waiting for an acknowledgement deadlocks)?"""
+        return threading.current_thread() is getattr(self._client, "_thread", None)
+
     def subscribe(self, filters: Sequence[str], qos: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Subscribe to ``filters`` and wait for the SUBACK."""
+        self.subscribe_nowait(filters, qos)(timeout)
+
+    def subscribe_nowait(self, filters: Sequence[str], qos: int = 1) -> Callable[[float], None]:
+        """Send the SUBSCRIBE; returns ``wait(timeout)``, which returns once the SUBACK arrived
+        (never call it on the network thread, which is the one that would receive it)."""
         if not self.is_open:
             raise NotConnected(f"not connected to {self.endpoint.describe()}")
         done = threading.Event()
@@ -229,10 +243,21 @@ class MqttSession:
             if rc != paho.MQTT_ERR_SUCCESS or mid is None:
                 raise NotConnected(f"subscribe failed: {paho.error_string(rc)}")
             self._suback[mid] = done
-        if not done.wait(timeout):
-            raise ConnectFailure(FailureKind.TIMEOUT, f"no SUBACK within {timeout:g} s", self.endpoint)
-        if self._finished.is_set():  # woken by the connection dropping, not by a SUBACK
-            raise self._failure or NotConnected(f"connection to {self.endpoint.describe()} closed")
+
+        def wait(timeout: float) -> None:
+            if not done.wait(timeout):
+                raise ConnectFailure(FailureKind.TIMEOUT, f"no SUBACK within {timeout:g} s", self.endpoint)
+            if self._finished.is_set():  # woken by the connection dropping, not by a SUBACK
+                raise self._failure or NotConnected(f"connection to {self.endpoint.describe()} closed")
+        return wait
+
+    def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Unsubscribe from ``filters`` (does not wait for the UNSUBACK)."""
+        if not self.is_open:
+            raise NotConnected(f"not connected to {self.endpoint.describe()}")
+        rc, _ = self._client.unsubscribe(list(filters))
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise NotConnected(f"unsubscribe failed: {paho.error_string(rc)}")
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         """Queue a publish; does not wait for the PUBACK."""
@@ -323,12 +348,28 @@ class MqttSession:
         if self.endpoint.unix_socket is None and isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _handle_log(self, client: paho.Client, userdata: object, level: int, buf: str) -> None:
-        if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING):
-            target = self._opening_log if self._opening else self._recent_log
-            target.append(buf)
-            del target[:-10]
-        log.debug("paho %s: %s", self.endpoint.describe(), buf)
+    def _keep_log_line(self, buf: str) -> None:
+        """Keep paho's warnings and errors: they carry the TLS alerts `classify` looks for."""
+        target = self._opening_log if self._opening else self._recent_log
+        target.append(buf)
+        del target[:-10]
+
+
+class _PahoLog:
+    """What paho sees as its logger (`paho.Client.enable_logger`): formats a line only when it is
+    kept (warnings and errors) or logged (debug enabled), not for every packet."""
+
+    def __init__(self, session: MqttSession) -> None:
+        self._session = session
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        keep = level >= logging.WARNING
+        if not keep and not log.isEnabledFor(logging.DEBUG):
+            return
+        buf = fmt % args if args else fmt
+        if keep:
+            self._session._keep_log_line(buf)
+        log.debug("paho %s: %s", self._session.endpoint.describe(), buf)
 
 
 @dataclass

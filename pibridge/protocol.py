@@ -142,8 +142,9 @@ def topic(template: str, cid: str, sid: str = "", mid: str = "") -> str:
     return template.format(cid=cid, sid=sid, mid=mid)
 
 
-def client_subscriptions(cid: str) -> list[str]:
-    """The filters a client subscribes to: every success and counted error topic, plus livedata.
+def client_subscriptions(cid: str, *, livedata: bool = True) -> list[str]:
+    """The filters a client subscribes to: every success and counted error topic, plus (with
+    ``livedata``) `livedata_filter`.
 
     Derived from `OPERATIONS` with ``+`` in place of sensor and metric ids; never ``B/#``,
     which would echo each request back (§1).
@@ -154,8 +155,14 @@ def client_subscriptions(cid: str) -> list[str]:
             f = template.format(cid=cid, sid="+", mid="+")
             if f not in filters:
                 filters.append(f)
-    filters.append(LIVEDATA.format(cid=cid, sid="+"))
+    if livedata:
+        filters.append(livedata_filter(cid))
     return filters
+
+
+def livedata_filter(cid: str) -> str:
+    """The livedata of every sensor of ``cid``."""
+    return LIVEDATA.format(cid=cid, sid="+")
 
 
 # --- error codes (§5) -----------------------------------------------------------------------

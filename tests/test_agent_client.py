@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +121,32 @@ def test_per_metric_timestamps_and_livedata(client: AgentClient, emulator: Emula
     [sensor] = _stored_sensors(emulator, client)
     stamps = {m["metricId"]: [v["timestamp"] for v in m["values"]] for m in sensor["metrics"]}
     assert stamps == {ids["1"]: [TIMESTAMP_MS + 1], ids["2"]: [TIMESTAMP_MS + 2]}
+
+
+def test_livedata_subscription_follows_listeners_across_reconnects(settings: AgentSettings,
+                                                                  emulator: Emulator) -> None:
+    """Livedata is subscribed only while someone listens, and renewed on every reconnect."""
+    heard: queue.SimpleQueue[LiveData] = queue.SimpleQueue()
+    client = AgentClient(settings, request_timeout=WAIT_S)
+    remove = client.on_livedata(heard.put)  # before connect: subscribed when the link comes up
+    client.connect(WAIT_S)
+    try:
+        sid, ids = _sensor_with_metrics(client)
+        client.push(sid, {ids["1"]: 1.0}, TIMESTAMP_MS)
+        assert heard.get(timeout=WAIT_S).values == {ids["1"]: 1.0}
+        back_up = threading.Event()
+        client.on_connection_change(lambda e: e.up and back_up.set())
+        emulator.restart_broker()
+        assert back_up.wait(WAIT_S)
+        client.push(sid, {ids["1"]: 2.0}, TIMESTAMP_MS + 1)
+        assert heard.get(timeout=WAIT_S).values == {ids["1"]: 2.0}
+        remove()  # the last listener: unsubscribed
+        client.push(sid, {ids["1"]: 3.0}, TIMESTAMP_MS + 2)
+        client.on_livedata(heard.put)  # subscribed again before it returns
+        client.push(sid, {ids["1"]: 4.0}, TIMESTAMP_MS + 3)
+        assert heard.get(timeout=WAIT_S).values == {ids["1"]: 4.0}
+    finally:
+        client.close()
 
 
 def test_nan_and_infinity_are_refused_before_sending(client: AgentClient, emulator: Emulator) -> None:

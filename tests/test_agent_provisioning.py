@@ -16,6 +16,7 @@ from pibridge.agent import (
     SUCCESSFULLY_PROVISIONED,
     AgentClient,
     AgentConnectionError,
+    AgentReplyError,
     ConnectionErrorKind,
     CredentialFiles,
     ProvisioningMode,
@@ -101,10 +102,7 @@ def test_revoked_certificate_is_rejected_and_smart_reprovisions(emulator: Emulat
     settings = settings_for(emulator, tmp_path / "certs")
     old_id = provision(settings).client_id
     with AgentClient(settings) as client:
-        client.deprovision()
-    # the emulator answers the deprovision before mosquitto has reloaded its CRL (SIGHUP, async);
-    # a broker restart (which returns once it is ready) makes the revocation effective for sure
-    emulator.restart_broker()
+        client.deprovision()  # revoked before the answer: no broker restart needed
     client = AgentClient(settings)
     with pytest.raises(AgentConnectionError) as caught:
         client.connect(WAIT_S, persist=True)  # even when persisting: a rejection is final
@@ -115,6 +113,22 @@ def test_revoked_certificate_is_rejected_and_smart_reprovisions(emulator: Emulat
     assert renewed.newly_provisioned and renewed.client_id != old_id
     with AgentClient(settings) as client:
         client.ping()
+
+
+def test_reconnect_right_after_deprovision_is_rejected(emulator: Emulator, tmp_path: Path) -> None:
+    """The emulator revokes before it answers: a reconnect the moment the answer arrives is refused,
+    while a connection that was already open stays up and gets error 18."""
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)
+    with AgentClient(settings) as bystander, AgentClient(settings) as client:
+        client.deprovision()
+        again = AgentClient(settings)
+        with pytest.raises(AgentConnectionError) as caught:
+            again.connect(WAIT_S)
+        assert caught.value.kind is ConnectionErrorKind.CERTIFICATE_REJECTED
+        with pytest.raises(AgentReplyError) as refused:
+            bystander.ping()
+        assert refused.value.code == protocol.ErrorCode.ForbiddendAccess
 
 
 def test_smart_keeps_the_certificate_when_the_agent_is_merely_down(emulator: Emulator,

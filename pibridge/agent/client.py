@@ -40,6 +40,7 @@ from pibridge.mqtt import (
     ConnectFailure,
     Endpoint,
     FailureKind,
+    MqttError,
     MqttLink,
     MqttSession,
     NotConnected,
@@ -340,6 +341,7 @@ class AgentClient:
         self._backoff = backoff
         self._files = CredentialFiles(settings.cert_folder, settings.client_name)
         self._pending = PendingTable()
+        self._send_lock = threading.Lock()  # serializes adding a request and publishing it
         self._watcher: DeadlineWatcher | None = None
         self._link: MqttLink | None = None
         self._session: MqttSession | None = None
@@ -353,6 +355,8 @@ class AgentClient:
         self._was_up = False
         self._persist = False
         self._livedata_listeners: list[Callable[[LiveData], None]] = []
+        self._livedata_lock = threading.Lock()  # orders livedata (un)subscribes on the wire
+        self._livedata_session: MqttSession | None = None  # the session subscribed to livedata
         self._connection_listeners: list[Callable[[ConnectionEvent], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -452,9 +456,19 @@ class AgentClient:
         return lambda: self._connection_listeners.remove(callback)
 
     def on_livedata(self, callback: Callable[[LiveData], None]) -> Callable[[], None]:
-        """Call ``callback(LiveData)`` for every livedata message; returns a function removing it."""
+        """Call ``callback(LiveData)`` for every livedata message; returns a function removing it.
+
+        The client subscribes to livedata only while a listener exists: the first listener
+        subscribes (renewed on every reconnect), removing the last one unsubscribes. Without
+        listeners each push brings one message (the answer) instead of two. Livedata the agent
+        publishes after this returns (connected) is delivered."""
         self._livedata_listeners.append(callback)
-        return lambda: self._livedata_listeners.remove(callback)
+        self._sync_livedata()
+
+        def remove() -> None:
+            self._livedata_listeners.remove(callback)
+            self._sync_livedata()
+        return remove
 
     # -- generic request -----------------------------------------------------------------------
     def request_async(self, op: Op, body: JsonBody = b"{}", *, sensor_id: str = "", metric_id: str = "",
@@ -482,16 +496,21 @@ class AgentClient:
         request = PendingRequest(key, future, time.monotonic() + timeout, timeout,
                                  f"{op} {sensor_id}{'/' + metric_id if metric_id else ''}".strip(), check)
         error: AgentError | None = None
-        with self._pending.lock:
+        # add + publish under the send lock, so FIFO order is wire order; the table's own lock is
+        # held only around the FIFO change, so the network thread popping answers never waits
+        # for a publish
+        with self._send_lock:
             session = self._session
             if session is None:
                 error = self._fatal or not_connected(self.settings)
             else:
-                self._pending.add(request)
+                with self._pending.lock:
+                    self._pending.add(request)
                 try:
                     session.publish(topic, payload, 1)
                 except NotConnected:
-                    self._pending.discard(request)
+                    with self._pending.lock:
+                        self._pending.discard(request)
                     error = not_connected(self.settings, "connection lost")
         if error is not None:
             settle(future, error=error)
@@ -637,15 +656,49 @@ class AgentClient:
 
     # -- network-thread callbacks --------------------------------------------------------------
     def _on_up(self, session: MqttSession) -> None:
-        session.subscribe(protocol.client_subscriptions(self._cid))
+        with self._livedata_lock:
+            livedata = bool(self._livedata_listeners)
+            self._livedata_session = session if livedata else None
+        session.subscribe(protocol.client_subscriptions(self._cid, livedata=livedata))
         with self._state:
             self._session = session
             self._last_error = None
             self._persist = True  # from now on the link reconnects by itself: report its failures
             self._state.notify_all()
+        self._sync_livedata()  # listeners added or removed meanwhile
         log.info("connected to the agent at %s as client %s", self.settings.api_address, self._cid)
         self._was_up = True
         self._notify_connection(ConnectionEvent(True))
+
+    def _sync_livedata(self) -> None:
+        """(Un)subscribe livedata on the live session to match whether anyone listens.
+
+        The packet is sent under `_livedata_lock`, so concurrent changes reach the broker in
+        the order they were decided; the SUBACK is awaited outside it (not on the network thread,
+        which is the one that receives it)."""
+        with self._livedata_lock:
+            session = self._session
+            if session is None or not session.is_open:
+                return  # the next _on_up subscribes as needed
+            wanted = bool(self._livedata_listeners)
+            if wanted == (self._livedata_session is session):
+                return
+            filters = [protocol.livedata_filter(self._cid)]
+            try:
+                if not wanted:
+                    self._livedata_session = None
+                    session.unsubscribe(filters)
+                    return
+                self._livedata_session = session
+                wait = session.subscribe_nowait(filters)
+            except MqttError as exc:  # connection gone: the reconnect subscribes again
+                log.debug("livedata subscription not changed: %s", exc)
+                return
+        if not session.in_network_thread():
+            try:
+                wait(DEFAULT_CONNECT_TIMEOUT_S)
+            except MqttError as exc:
+                log.debug("livedata subscription not confirmed: %s", exc)
 
     def _on_down(self, failure: ConnectFailure) -> None:
         error = connection_error(failure, self.settings)

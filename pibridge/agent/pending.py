@@ -74,8 +74,9 @@ class PendingTable:
         self.deadline_added = threading.Condition(self.lock)
 
     def add(self, request: PendingRequest) -> None:
-        """Queue ``request`` at the end of its FIFO. Call with `lock` held (publish under the same
-        lock, so the FIFO order is the order on the wire)."""
+        """Queue ``request`` at the end of its FIFO. Call with `lock` held; the caller publishes
+        right after, serializing add + publish under a lock of its own, so the FIFO order is the
+        order on the wire (and answers can be popped meanwhile)."""
         request.seq = next(self._seq)
         fifo = self._fifos.get(request.key)
         if fifo is None:

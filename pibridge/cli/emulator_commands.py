@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from pibridge import protocol as p
@@ -37,6 +38,7 @@ def _injection(text: str) -> object:
 
 def _serve(args: argparse.Namespace) -> int:
     from pibridge.emulator.server import Options, ServeError, serve
+    from pibridge.profiling import PROFILE_ENV, profile_threads
 
     injections = list(args.inject_error or [])
     if sum(i.share for i in injections) > 1.0:
@@ -44,7 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = Options(_state_dir(args), args.host, args.port, args.provision_port, args.strict_ids,
                       injections, args.seed)
     try:
-        return serve(options)
+        with profile_threads(os.environ.get(PROFILE_ENV)):  # performance work only
+            return serve(options)
     except ServeError as exc:
         raise CliError(str(exc)) from None
 

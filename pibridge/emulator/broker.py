@@ -12,18 +12,27 @@ Three listeners, each with its own authentication and ACL (``per_listener_settin
 mosquitto 2.0.11 notes: ``max_queued_messages 0`` would make every denied PUBLISH disconnect
 its client (the quota check after a denial compares ``0 >= 0``), so a large number is used;
 ``SIGHUP`` re-reads the configuration, ACLs and the CRL while open connections stay up.
+
+Revocation must be effective before the deprovision answer goes out. mosquitto handles SIGHUP
+asynchronously: the signal only sets a flag, and its single-threaded main loop later logs
+``Reloading config.`` (level *information*) and, in the same step, re-reads configuration and
+certificates (CRL included) before it serves any other socket. So mosquitto's log goes
+through a pipe that a reader thread copies to ``mosquitto.log``, and `Broker.reload` waits
+for that line: every TLS handshake handled after it sees the new CRL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +50,13 @@ STOP_TIMEOUT_S = 5.0
 #: Longest Unix socket path we use (sun_path holds 108 bytes including the NUL).
 UNIX_PATH_MAX = 100
 PR_SET_PDEATHSIG = 1
+#: Seconds `Broker.reload` waits for mosquitto to log that it reloads.
+RELOAD_TIMEOUT_S = 10.0
+#: What mosquitto logs (level information) right before it re-reads configuration and CRL.
+RELOAD_LINE = b"Reloading config."
+#: Pipe capacity asked for mosquitto's log, so a stopped serve process (tests pause it) does not
+#: block mosquitto's logging as soon; the kernel may grant less.
+LOG_PIPE_SIZE = 1 << 20
 
 
 class BrokerError(Exception):
@@ -105,6 +121,7 @@ class BrokerConfig:
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
             "log_dest stderr",
             "log_type error", "log_type warning", "log_type notice",
+            "log_type information",  # for the reload line (`RELOAD_LINE`)
             "connection_messages true",
             "set_tcp_nodelay true",  # else Nagle + delayed ACK add ~40 ms to every answer
         ]
@@ -134,6 +151,11 @@ class Broker:
         self.binary = binary
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reloads = threading.Condition()
+        self._reload_count = 0  # RELOAD_LINEs read so far (all mosquitto runs)
+        self._reload_lock = threading.Lock()  # one reload at a time: each waits for its own line
+        self._log_ended: dict[subprocess.Popen[bytes], bool] = {}  # output reached EOF: it exited
+        self._log_reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -145,21 +167,51 @@ class Broker:
     def start(self) -> None:
         """Start mosquitto (call from the main thread: the parent-death signal is per thread)."""
         self.config.write()
-        log = open(self.config.log_file, "ab")  # noqa: SIM115 - handed to the child
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [self.binary, "-c", str(self.config.config_file)], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=log, preexec_fn=_die_with_parent, start_new_session=True)
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                start_new_session=True)
         except OSError as exc:
             raise BrokerError(f"cannot start {self.binary}: {exc}") from exc
-        finally:
-            log.close()
+        assert proc.stdout is not None
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, LOG_PIPE_SIZE)
+        self._proc = proc
+        self._log_ended[proc] = False
+        self._log_reader = threading.Thread(target=self._copy_log, args=(proc,), name="mosquitto-log",
+                                            daemon=True)
+        self._log_reader.start()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read configuration, ACLs and CRL; open connections stay."""
-        if self.alive():
-            assert self._proc is not None
-            self._proc.send_signal(signal.SIGHUP)
+    def _copy_log(self, proc: subprocess.Popen[bytes]) -> None:
+        """Copy mosquitto's output to the log file, counting reload lines; ends at mosquitto's exit."""
+        assert proc.stdout is not None
+        with proc.stdout, open(self.config.log_file, "ab") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if RELOAD_LINE in line:
+                    with self._reloads:
+                        self._reload_count += 1
+                        self._reloads.notify_all()
+        with self._reloads:  # wake a reload waiting on a mosquitto that is gone
+            self._log_ended[proc] = True
+            self._reloads.notify_all()
+
+    def reload(self, timeout: float = RELOAD_TIMEOUT_S) -> bool:
+        """SIGHUP: re-read configuration, ACLs and CRL (open connections stay). Returns once
+        mosquitto logged that it reloads (True), or False when it is not running, exited or did
+        not reload within ``timeout`` seconds. A broker started later reads the files anyway."""
+        with self._reload_lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                return False
+            with self._reloads:
+                seen = self._reload_count
+                proc.send_signal(signal.SIGHUP)
+                self._reloads.wait_for(lambda: self._reload_count > seen or self._log_ended[proc],
+                                       timeout)
+                return self._reload_count > seen
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -173,6 +225,9 @@ class Broker:
             proc.wait()
 
     def log_tail(self, lines: int = 3) -> str:
+        reader = self._log_reader
+        if reader is not None and not self.alive():
+            reader.join(timeout=1.0)  # mosquitto exited: let its last lines reach the file
         try:
             text = self.config.log_file.read_text(errors="replace").strip().splitlines()
         except OSError:

@@ -15,6 +15,7 @@ is checked at the next (so a missing field anywhere wins over a wrong type anywh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,8 +41,15 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 2000
 #: Integers outside SQLite's 64-bit range are stored as floats.
 INT64_MAX = 2**63 - 1
+#: Answers (and certificates) go out at QoS 1 (agent-api.md §1).
+REPLY_QOS = 1
+#: Livedata is a notification the agent API fixes no QoS for: QoS 0 saves the acknowledgements.
+LIVEDATA_QOS = 0
+#: Bound of the topic → route cache (one entry per request topic seen).
+ROUTE_CACHE_MAX = 4096
 
-Out = list[tuple[str, bytes]]
+Out = list[tuple[str, bytes, int]]
+"""Messages to publish: (topic, payload, QoS)."""
 
 
 class ApiError(Exception):
@@ -100,15 +108,27 @@ ROUTES = _routes()
 CORE_FILTERS = tuple(dict.fromkeys([r.filter for r in ROUTES] + list(p.PROVISION_TOPICS)))
 
 
+_route_cache: dict[str, tuple[p.Op | str, dict[str, str]] | None] = {}
+
+
 def route(topic: str) -> tuple[p.Op | str, dict[str, str]] | None:
-    """The operation a topic addresses and its ids; None for replies and unknown topics."""
-    if topic.endswith("/inbox"):  # our own answers come back through '+' filters
-        return None
-    for r in ROUTES:
-        m = r.regex.match(topic)
-        if m:
-            return r.op, m.groupdict()
-    return None
+    """The operation a topic addresses and its ids; None for replies and unknown topics.
+    (The returned dict is shared through a cache: do not change it.)"""
+    try:
+        return _route_cache[topic]
+    except KeyError:
+        pass
+    found = None
+    if not topic.endswith("/inbox"):  # our own answers come back through '+' filters
+        for r in ROUTES:
+            m = r.regex.match(topic)
+            if m:
+                found = r.op, m.groupdict()
+                break
+    if len(_route_cache) >= ROUTE_CACHE_MAX:
+        _route_cache.clear()
+    _route_cache[topic] = found
+    return found
 
 
 # --- value checks ---------------------------------------------------------------------------
@@ -244,20 +264,21 @@ class Injection:
 
 
 class Core:
-    """The agent's behaviour. ``publish(topic, payload)`` sends at QoS 1; ``on_revoked()`` is
-    called (after the deprovision answer went out) to make the broker reload the CRL."""
+    """The agent's behaviour. ``publish(topic, payload, qos)`` sends; ``on_revoked()`` is
+    called after a deprovisioning wrote the CRL and before its answer goes out: it makes the
+    broker reload the CRL and returns once the broker did (False: it could not tell)."""
 
     def __init__(self, store: Store, authority: Authority, *, strict_ids: bool = False,
                  injections: Sequence[Injection] = (), seed: int | None = None,
-                 publish: Callable[[str, bytes], None] | None = None,
-                 on_revoked: Callable[[], None] | None = None,
+                 publish: Callable[[str, bytes, int], None] | None = None,
+                 on_revoked: Callable[[], bool | None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.authority = authority
         self.strict_ids = strict_ids
         self.injections = list(injections)
         self.rng = random.Random(seed)
-        self.publish = publish or (lambda topic, payload: None)
+        self.publish = publish or (lambda topic, payload, qos: None)
         self.on_revoked = on_revoked or (lambda: None)
         self.clock = clock
         self.clients: dict[str, Client] = store.load()
@@ -341,19 +362,23 @@ class Core:
     def _flush(self, out: Out) -> None:
         try:
             self.store.commit()
-        except Exception:
-            log.exception("commit failed")
-        for topic, payload in out:
-            try:
-                self.publish(topic, payload)
-            except Exception as exc:  # broker down: the client's request times out
-                log.warning("cannot publish to %s: %s", topic, exc)
-        if self._revoked_pending:
+        except Exception:  # nothing of the batch is stored: acknowledge none of it
+            log.exception("commit failed; %d answers dropped", len(out))
+            with contextlib.suppress(Exception):
+                self.store.rollback()
+            out = []
+        if self._revoked_pending:  # revoke before answering: a reconnect right after is refused
             self._revoked_pending = False
             try:
-                self.on_revoked()
+                if self.on_revoked() is False:
+                    log.warning("the broker did not confirm reloading the revocation list")
             except Exception:
                 log.exception("reloading the revocation list failed")
+        for topic, payload, qos in out:
+            try:
+                self.publish(topic, payload, qos)
+            except Exception as exc:  # broker down: the client's request times out
+                log.warning("cannot publish to %s: %s", topic, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -385,10 +410,11 @@ class Core:
                 body, extra = self._handlers[op](client, ids, payload), []
         except ApiError as err:
             body = encode(p.error_payload(err.code, err.message))
-            return [(p.topic(t, cid, sid, mid), body) for t in (operation.error, *operation.error_aliases)]
+            return [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
+                    for t in (operation.error, *operation.error_aliases)]
         if operation.reply is p.ReplyKind.TEXT:
             body = (operation.success_text or "").encode()
-        return [(p.topic(operation.success, cid, sid, mid), body), *extra]
+        return [(p.topic(operation.success, cid, sid, mid), body, REPLY_QOS), *extra]
 
     def _inject(self) -> None:
         if not self.injections:
@@ -407,10 +433,11 @@ class Core:
             cid, serial, pem = self.authority.sign_csr(payload)
         except (CsrUnparsable, CsrRejected) as exc:
             code = E.InvalidJson if isinstance(exc, CsrUnparsable) else E.InternalError
-            return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), encode(p.error_payload(code, str(exc))))]
+            return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), encode(p.error_payload(code, str(exc))),
+                     REPLY_QOS)]
         self.store.add_client(cid, serial, self.now_ms())
         self.clients[cid] = Client(cid, serial, False)
-        return [(p.CERT_BACK_TOPIC.format(hash=digest), pem)]
+        return [(p.CERT_BACK_TOPIC.format(hash=digest), pem, REPLY_QOS)]
 
     # -- operations (§4) -----------------------------------------------------------------------
     @staticmethod
@@ -618,7 +645,7 @@ class Core:
             live_ts = now
         livedata = encode({"metrics": [{"metricId": e["metricId"], "value": e["value"]} for e in entries],
                            "timestamp": live_ts})
-        return b"", [(p.topic(p.LIVEDATA, client.cid, sid), livedata)]
+        return b"", [(p.topic(p.LIVEDATA, client.cid, sid), livedata, LIVEDATA_QOS)]
 
     def _deprovision(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
         parse_object(payload)

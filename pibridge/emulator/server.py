@@ -41,6 +41,12 @@ STARTUP_TIMEOUT_S = 15.0
 CORE_BACKOFF = mqtt.Backoff(initial=0.02, cap=0.5, factor=2.0, jitter=0.1)
 #: Seconds between checks that mosquitto is still alive.
 WATCH_INTERVAL_S = 0.5
+#: QoS of the core's subscription on its private Unix socket: 0 spares a PUBACK per request. It
+#: loses nothing QoS 1 would keep: the session is clean, so a message in flight when the core's
+#: connection drops is lost either way, and mosquitto drops QoS 0 to a connected client only
+#: beyond max_queued_messages (`broker.MAX_QUEUED_MESSAGES`). The client's own request and
+#: the core's answers stay QoS 1.
+CORE_SUBSCRIBE_QOS = 0
 
 
 class ServeError(Exception):
@@ -152,7 +158,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
 
     def on_up(session: mqtt.MqttSession) -> None:
         sessions[0] = session
-        session.subscribe(list(CORE_FILTERS), qos=1)
+        session.subscribe(list(CORE_FILTERS), qos=CORE_SUBSCRIBE_QOS)
         with ups:
             up_count[0] += 1
             ups.notify_all()
@@ -161,11 +167,11 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                          client_id=mqtt.new_client_id("pibridge-emulator-core"), on_message=core.submit,
                          on_up=on_up, backoff=CORE_BACKOFF, connect_timeout=5.0)
 
-    def publish(topic: str, payload: bytes) -> None:
+    def publish(topic: str, payload: bytes, qos: int) -> None:
         session = sessions[0]
         if session is None:
             raise mqtt.NotConnected("the core is not connected")
-        session.publish(topic, payload, 1)
+        session.publish(topic, payload, qos)
     core.publish = publish
 
     def start_broker() -> None:

@@ -4,6 +4,8 @@ One writer (the core's worker thread) owns a `Store`; readers (``emulator dump``
 fixture) open the file separately, which WAL mode allows while the emulator runs.
 Durability: WAL + ``synchronous=NORMAL``; the core commits once per batch of requests and
 acknowledges only what is committed, so a clean shutdown never loses an acknowledged value.
+Pushed values are buffered and written with one statement per batch (at the next commit, or
+before any other statement, so statements still run in call order).
 
 Tables (ids are per client; ``sensors.id``/``metrics.id`` are internal row ids that also give
 creation order)::
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "emulator.db"
+#: Same metric + timestamp replaces: values are keyed by (metric, timestamp) (agent-api.md §4).
+INSERT_VALUE = "INSERT OR REPLACE INTO vals(metric, ts, value) VALUES (?, ?, ?)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clients(cid TEXT PRIMARY KEY, serial TEXT NOT NULL, created_ms INTEGER NOT NULL,
@@ -90,7 +94,21 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = connect(path)
+        self._conn = connect(path)
+        self._values: list[tuple[int, int, Any]] = []  # buffered `put_values` rows
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, after writing the buffered values (so statements keep call order)."""
+        if self._values:
+            rows, self._values = self._values, []
+            self._conn.executemany(INSERT_VALUE, rows)
+        return self._conn
+
+    def rollback(self) -> None:
+        """Drop everything since the last commit (buffered values too)."""
+        self._values.clear()
+        self._conn.rollback()
 
     def close(self) -> None:
         self._db.commit()
@@ -166,8 +184,9 @@ class Store:
         self._db.executemany("DELETE FROM metrics WHERE id = ?", rows)
 
     def put_values(self, rows: Iterable[tuple[int, int, Any]]) -> None:
-        """Store (metric row, timestamp ms, value); same metric + timestamp replaces."""
-        self._db.executemany("INSERT OR REPLACE INTO vals(metric, ts, value) VALUES (?, ?, ?)", rows)
+        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Buffered:
+        written before the next commit or other statement."""
+        self._values.extend(rows)
 
     def add_error_report(self, cid: str, sid: str | None, mid: str | None, now_ms: int,
                          payload: bytes) -> None:

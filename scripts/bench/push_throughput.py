@@ -7,7 +7,9 @@ Measures, in one run on the same broker:
       to a topic the emulator's core does not answer
 One sensor, 5 metrics. Target: (b) >= 25 % of (c).
 
-Usage: .venv/bin/python scripts/bench/push_throughput.py [--pushes N] [--sequential N]
+Usage: .venv/bin/python scripts/bench/push_throughput.py [--pushes N] [--sequential N] [--profile PATH]
+  --profile PATH: cProfile every thread of this process into PATH and of the emulator's serve
+  process into PATH.emulator (see pibridge.profiling; profiling slows both down).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, encode_push, provision
+from pibridge.profiling import PROFILE_ENV, profile_threads
 from pibridge.testing import Emulator
 
 IN_FLIGHT = 64
@@ -125,11 +128,30 @@ def _cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int | None) -> list[int]:
+    """Child process ids of ``pid`` (here: the emulator's mosquitto), from /proc."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in children.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=DEFAULT_PUSHES, help="pipelined and baseline count")
     parser.add_argument("--sequential", type=int, default=DEFAULT_SEQUENTIAL, help="one-at-a-time count")
+    parser.add_argument("--profile", metavar="PATH", help="profile this process and the emulator")
     args = parser.parse_args()
+    if args.profile:
+        os.environ[PROFILE_ENV] = f"{args.profile}.emulator"  # inherited by `emulator serve`
+    with profile_threads(args.profile):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pibridge-bench-") as tmp:
         emulator = Emulator(Path(tmp) / "emulator")
         emulator.start()
@@ -147,12 +169,15 @@ def main() -> int:
                 t0 = now_ms - args.sequential - 2 * args.pushes - 1000
                 client.push(sid, _values(metric_ids, 0), t0 - 1)  # warm-up
                 seq_rate = sequential(client, sid, metric_ids, args.sequential, t0)
+                broker_pids = _children(emulator.pid)
                 cpu_before, emu_before = time.process_time(), _cpu_of(emulator.pid)
+                broker_before = sum(_cpu_of(pid) for pid in broker_pids)
                 wall_before = time.perf_counter()
                 pipe_rate = pipelined(client, sid, metric_ids, args.pushes, t0 + args.sequential)
                 wall = time.perf_counter() - wall_before
                 client_cpu = (time.process_time() - cpu_before) / wall
                 emulator_cpu = (_cpu_of(emulator.pid) - emu_before) / wall
+                broker_cpu = (sum(_cpu_of(pid) for pid in broker_pids) - broker_before) / wall
             payload = encode_push(_values(metric_ids, 0), now_ms)
             raw_rate = raw_paho(emulator, settings, cid, payload, args.pushes)
         finally:
@@ -168,7 +193,7 @@ def main() -> int:
     print(f"ratios: (b)/(c) = {ratio:.1%} (target >= {TARGET_RATIO:.0%}: {verdict}), "
           f"(a)/(c) = {seq_rate / raw_rate:.1%}, (b)/(a) = {pipe_rate / seq_rate:.1f}x")
     print(f"CPU during (b): this client process {client_cpu:.0%} of one core, "
-          f"emulator (serve + core) {emulator_cpu:.0%} of one core")
+          f"emulator (serve + core) {emulator_cpu:.0%}, mosquitto {broker_cpu:.0%}")
     return 0
 
 
