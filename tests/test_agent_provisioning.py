@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,32 @@ def test_reconnect_right_after_deprovision_is_rejected(emulator: Emulator, tmp_p
         with pytest.raises(AgentReplyError) as refused:
             bystander.ping()
         assert refused.value.code == protocol.ErrorCode.ForbiddendAccess
+
+
+def test_client_connects_again_after_a_rejection_and_a_new_certificate(emulator: Emulator,
+                                                                       tmp_path: Path) -> None:
+    """A rejected certificate stops the link for good; connect() on the same client after
+    re-provisioning starts afresh with the new certificate instead of returning at once."""
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)
+    client = AgentClient(settings)
+    client.connect(WAIT_S)
+    went_down = threading.Event()
+    client.on_connection_change(lambda event: event.up or went_down.set())
+    with AgentClient(settings) as other:
+        other.deprovision()
+    emulator.restart_broker()  # drops the connection; the reconnect is refused: fatal
+    assert went_down.wait(WAIT_S)
+    assert not client.wait_connected(WAIT_S)  # returns as soon as the reconnect is rejected
+    assert client.fatal_error is not None
+    assert client.fatal_error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED
+    renewed = provision(settings, ProvisioningMode.OVERRIDE)
+    client.connect(WAIT_S)
+    try:
+        assert client.connected and client.client_id == renewed.client_id
+        client.ping()
+    finally:
+        client.close()
 
 
 def test_smart_keeps_the_certificate_when_the_agent_is_merely_down(emulator: Emulator,

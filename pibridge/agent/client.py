@@ -383,7 +383,9 @@ class AgentClient:
         certificate or an untrusted server always ends it at once.
         """
         if self._link is not None:
-            return
+            if self._fatal is None:
+                return
+            self.close()  # the link was stopped by a rejected certificate: start afresh
         self._files.require()
         if not self.settings.ca_file.is_file():
             raise ConfigurationError(f"CA file {self.settings.ca_file} not found: is the TeamViewer IoT "
@@ -438,6 +440,12 @@ class AgentClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def fatal_error(self) -> AgentConnectionError | None:
+        """The failure that stopped reconnecting for good (certificate rejected, server not
+        trusted), or None. `connect` starts afresh after it, e.g. once re-provisioned."""
+        return self._fatal
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until the link is up (e.g. after a reconnect); False on timeout or a fatal failure."""
