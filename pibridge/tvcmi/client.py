@@ -195,8 +195,7 @@ class TVCMI_client:
         self._files = CredentialFiles(self._settings.cert_folder, self._settings.client_name)
         self._agent = AgentClient(self._settings)
         self._agent.on_connection_change(self._on_connection_change)
-        self._agent.on_livedata(self._on_livedata)
-        self._live_sensors: set[str] = set()
+        self._live_sensors: set[str] = set()  # livedata is subscribed from the first listen_live_data()
         self._lock = threading.Lock()
         self._connecting = False
         self._wanted = False  # connect_api() called and not disconnected since
@@ -364,7 +363,12 @@ class TVCMI_client:
     def listen_live_data(self, sensor_id: str) -> None:
         """From now on, the agent's livedata of this sensor (sent after every accepted push) arrives
         through ``on_api_response`` as payload bytes ``{"metrics":[…],"timestamp":…}``."""
-        self._live_sensors.add(_id("listen_live_data", "sensor_id", sensor_id))
+        sensor_id = _id("listen_live_data", "sensor_id", sensor_id)
+        with self._lock:
+            first = not self._live_sensors
+            self._live_sensors.add(sensor_id)
+        if first:  # the client subscribes to livedata only while someone listens
+            self._agent.on_livedata(self._on_livedata)
 
     # -- error reports -----------------------------------------------------------------------------
     def client_error(self, error_message: str, error_code: int = 0) -> None:
@@ -479,7 +483,7 @@ class TVCMI_client:
     def _connect(self) -> None:
         try:
             if not self._agent.connected:
-                self._agent.close()  # a link stopped after a fatal failure must be restarted
+                self._agent.close()  # an explicit connect_api() is a fresh attempt, not a wait
             elif self._agent.client_id != self._stored_client_id():
                 self._log("New credentials: reconnecting with the new certificate.")
                 self._agent.close()
