@@ -9,6 +9,11 @@ Two layers:
 - `MqttLink` keeps a session alive: it reconnects with capped exponential backoff and jitter
   and calls ``on_up(session)`` after every (re)connect so the owner can subscribe again.
 
+A session normally runs paho's network loop on a thread of its own. With ``threaded=False`` its
+owner drives the network itself with `MqttSession.loop` (the emulator's core does, to read,
+handle and answer requests on one thread): publishing then writes straight to the socket, with
+no hand-off to another thread and no wake-up byte for paho's loop.
+
 Connection failures are classified (`FailureKind`), including the TLS 1.3 case where a broker
 that rejects the client certificate completes the handshake and drops the connection right
 after: paho then only reports an unspecified disconnect, and the TLS alert shows up in its log
@@ -22,9 +27,11 @@ import errno
 import logging
 import random
 import secrets
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +149,12 @@ ClosedHandler = Callable[[ConnectFailure], None]
 
 
 class MqttSession:
-    """One MQTT connection. Thread-safe publish; callbacks run on paho's network thread."""
+    """One MQTT connection. Thread-safe publish; callbacks run on paho's network thread.
+
+    ``threaded=False``: no network thread; the owner calls `loop` (callbacks run inside it) and
+    uses the session from that one thread only. Waiting calls (`open`, `subscribe`,
+    `publish_and_wait`) then drive the network themselves; never call them from a callback.
+    """
 
     def __init__(
         self,
@@ -152,8 +164,11 @@ class MqttSession:
         on_message: MessageHandler,
         on_closed: ClosedHandler | None = None,
         keepalive: int = DEFAULT_KEEPALIVE_S,
+        threaded: bool = True,
     ) -> None:
         self.endpoint = endpoint
+        self._threaded = threaded
+        self._received = 0  # messages delivered to on_message (non-threaded `loop` counts them)
         self._on_message = on_message
         self._on_closed = on_closed
         self._keepalive = keepalive
@@ -192,10 +207,11 @@ class MqttSession:
             self._client.connect(host, self.endpoint.port or 1883, keepalive=self._keepalive)
         except Exception as exc:  # socket, TLS handshake, DNS: all classified
             raise ConnectFailure(classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
-        self._client.loop_start()
+        if self._threaded:
+            self._client.loop_start()
         # wait for either outcome: a failure (possibly reported from inside connect() above) must
         # not make open() sit out the whole timeout
-        if not self._settled.wait(timeout):
+        if not self._wait(self._settled, timeout):
             self._stop_loop()
             raise ConnectFailure(FailureKind.TIMEOUT, f"no CONNACK within {timeout:g} s", self.endpoint)
         if self._finished.is_set() or not self._connected.is_set():
@@ -219,14 +235,69 @@ class MqttSession:
         self._stop_loop()
 
     def _stop_loop(self) -> None:
+        if not self._threaded:
+            # paho closes the socket once the DISCONNECT is written: give a full socket a moment,
+            # then close it anyway (paho has no public call for that)
+            deadline = time.monotonic() + 1.0
+            while (self._client.socket() is not None and self._client.want_write()
+                   and time.monotonic() < deadline):
+                self.loop(0.05)
+            if self._client.socket() is not None:
+                self._client._sock_close()
+                self._fail(ConnectFailure(FailureKind.LOST, "closed", self.endpoint))
+            return
         if threading.current_thread() is getattr(self._client, "_thread", None):
             return
         self._client.loop_stop()
 
+    def _wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait for ``event``; a non-threaded session runs its network meanwhile."""
+        if self._threaded:
+            return event.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.loop(min(left, 0.1)):
+                break
+        return event.is_set()
+
+    def loop(self, timeout: float, wake: socket.socket | None = None, max_messages: int = 0) -> bool:
+        """Non-threaded sessions: wait up to ``timeout`` s for traffic (or for ``wake`` to become
+        readable), read every packet that has arrived (``on_message`` runs here; with
+        ``max_messages`` > 0 it stops reading after about that many messages), write what is
+        queued, keep the connection alive. Returns False once the connection is finished."""
+        client = self._client
+        sock = client.socket()
+        if sock is None or self._finished.is_set():
+            return False
+        rlist: list[object] = [sock] if wake is None else [sock, wake]
+        wlist = [sock] if client.want_write() else []
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, select cannot see them
+        if pending is not None and pending() > 0:
+            timeout = 0.0
+        try:
+            readable, _, _ = select.select(rlist, wlist, [], timeout)
+        except (OSError, ValueError) as exc:  # the socket was closed under us
+            self._fail(ConnectFailure(FailureKind.LOST, str(exc), self.endpoint))
+            return False
+        if sock in readable or (pending is not None and pending() > 0):
+            start = self._received
+            while client.loop_read() == paho.MQTT_ERR_SUCCESS and client.socket() is sock:
+                if max_messages and self._received - start >= max_messages:
+                    break
+                if not (pending is not None and pending() > 0) and not select.select([sock], [], [], 0)[0]:
+                    break
+        if client.socket() is not None and client.want_write():
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
+        return client.socket() is not None and not self._finished.is_set()
+
     # -- traffic -------------------------------------------------------------------------------
     def in_network_thread(self) -> bool:
-        """Is the caller paho's network thread (where waiting for an acknowledgement deadlocks)?"""
-        return threading.current_thread() is getattr(self._client, "_thread", None)
+        """Is the caller paho's network thread (where waiting for an acknowledgement deadlocks)?
+        Always False without one: a non-threaded session's waits run the network themselves."""
+        return self._threaded and threading.current_thread() is getattr(self._client, "_thread", None)
 
     def subscribe(self, filters: Sequence[str], qos: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Subscribe to ``filters`` and wait for the SUBACK."""
@@ -245,7 +316,7 @@ class MqttSession:
             self._suback[mid] = done
 
         def wait(timeout: float) -> None:
-            if not done.wait(timeout):
+            if not self._wait(done, timeout):
                 raise ConnectFailure(FailureKind.TIMEOUT, f"no SUBACK within {timeout:g} s", self.endpoint)
             if self._finished.is_set():  # woken by the connection dropping, not by a SUBACK
                 raise self._failure or NotConnected(f"connection to {self.endpoint.describe()} closed")
@@ -267,6 +338,13 @@ class MqttSession:
                          timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Publish and wait until the broker acknowledged it (PUBACK for QoS 1)."""
         info = self._publish(topic, payload, qos)
+        if not self._threaded:
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline and self.loop(0.1):
+                pass
+            if not info.is_published():
+                raise ConnectFailure(FailureKind.TIMEOUT, f"no PUBACK within {timeout:g} s", self.endpoint)
+            return
         try:
             info.wait_for_publish(timeout)
         except (RuntimeError, ValueError) as exc:
@@ -330,6 +408,7 @@ class MqttSession:
                 log.exception("on_closed handler failed")
 
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        self._received += 1
         try:
             self._on_message(message.topic, message.payload)
         except Exception:  # a bad message or handler must never kill the network thread

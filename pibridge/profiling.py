@@ -1,7 +1,7 @@
 """cProfile for every thread of a process, for performance work (not used in normal runs).
 
 ``PIBRIDGE_PROFILE=/path/stats.prof pibridge emulator serve …`` profiles the serve process: each
-thread started meanwhile (core worker, paho network threads, link supervisor) gets its own
+thread started meanwhile (the core's channel thread, the mosquitto log reader) gets its own
 profiler, and on exit the merged statistics go to the file (read them with ``python -m pstats``
 or snakeviz). cProfile slows the profiled code down ~2x; compare shares, not absolute times.
 """

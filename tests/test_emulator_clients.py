@@ -160,3 +160,33 @@ def test_emulator_factory_variants_and_hash_reply_topic(
     session.publish_and_wait(p.PROVISION_TOPIC, csr)
     assert got.get(timeout=10) == p.CERT_BACK_TOPIC.format(hash=hashlib.sha256(csr).hexdigest())
     session.close()
+
+
+def test_non_threaded_session_runs_its_network_in_loop(emulator: Emulator, tmp_path: Path) -> None:
+    """`MqttSession(threaded=False)` (the core's mode): waits drive the network themselves,
+    messages arrive inside `loop`, and a broker restart ends the session."""
+    seen: list[tuple[str, bytes]] = []
+    session = mqtt.MqttSession(mqtt.Endpoint(unix_socket=str(emulator.state_dir.resolve() / "core.sock")),
+                               client_id=mqtt.new_client_id("t"), on_message=lambda t, m: seen.append((t, m)),
+                               threaded=False)
+    session.open(10)
+    try:
+        session.subscribe(["/test/echo"])
+        assert not session.in_network_thread()
+        for i in range(3):
+            session.publish_and_wait("/test/echo", f"m{i}".encode())
+        session.publish("/test/echo", b"last", qos=0)
+        for _ in range(100):
+            if len(seen) == 4:
+                break
+            assert session.loop(0.1)
+        assert seen == [("/test/echo", b"m0"), ("/test/echo", b"m1"), ("/test/echo", b"m2"),
+                        ("/test/echo", b"last")]
+        emulator.restart_broker()
+        for _ in range(100):
+            if not session.loop(0.1):
+                break
+        assert session.wait_closed(0) and not session.is_open
+    finally:
+        session.close()
+    session.close()  # idempotent

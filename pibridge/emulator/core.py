@@ -1,11 +1,11 @@
 """The emulator's core: the agent's API semantics (agent-api.md §3–§6) over the private channel.
 
 `Core.handle(topic, payload)` is the whole behaviour as a function: it returns the messages to
-publish and changes the `Store`; it does not touch MQTT, so it is unit-testable. `Core.submit`
-queues a message from the network thread; one worker thread handles queued messages in
-batches, commits once per batch and only then publishes the answers (an acknowledged value is
-always committed). One thread handling everything in arrival order is what keeps the replies
-of each operation in request order.
+publish and changes the `Store`; it does not touch MQTT, so it is unit-testable. `Core.process`
+handles a batch of received messages, commits once and only then publishes the answers (an
+acknowledged value is always committed). One thread (`pibridge.emulator.channel`, which also
+runs the MQTT connection) handling everything in arrival order is what keeps the replies of
+each operation in request order.
 
 Validation follows the [choice] order of §4; the first failure answers:
 18 → 4 → 5 → 6 → 7/8/9/10/11 (request fields) → 15 → 16 → 7/8/9/11 (pushed values) →
@@ -20,10 +20,8 @@ import hashlib
 import json
 import logging
 import math
-import queue
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,7 +35,7 @@ from pibridge.protocol import ErrorCode as E
 
 log = logging.getLogger(__name__)
 
-#: Most queued messages handled per commit.
+#: Most received messages handled per commit.
 BATCH_MAX = 2000
 #: Integers outside SQLite's 64-bit range are stored as floats.
 INT64_MAX = 2**63 - 1
@@ -282,8 +280,6 @@ class Core:
         self.on_revoked = on_revoked or (lambda: None)
         self.clock = clock
         self.clients: dict[str, Client] = store.load()
-        self._queue: queue.SimpleQueue[tuple[str, bytes] | Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._revoked_pending = False
         self._handlers: dict[p.Op, Callable[[Client, dict[str, str], bytes], bytes | Any]] = {
             p.Op.PING: self._ping, p.Op.LIST_SENSORS: self._list, p.Op.CREATE_SENSOR: self._create_sensor,
@@ -293,71 +289,23 @@ class Core:
             p.Op.DEPROVISION: self._deprovision,
         }
 
-    # -- threading -----------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="emulator-core", daemon=True)
-        self._thread.start()
-
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Queue a received message (called on the MQTT network thread)."""
-        self._queue.put((topic, payload))
-
-    def call(self, fn: Callable[[], None], timeout: float = 30.0) -> None:
-        """Run ``fn`` on the worker thread between two messages and wait for it."""
-        done = threading.Event()
-
-        def run() -> None:
+    # -- batches (all on one thread) ----------------------------------------------------------
+    def process(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Handle received messages in order, commit once, then publish every answer."""
+        out: Out = []
+        for topic, payload in messages:
             try:
-                fn()
-            finally:
-                done.set()
-        self._queue.put(run)
-        if not done.wait(timeout):
-            raise TimeoutError("the emulator core did not run the command")
+                out.extend(self.handle(topic, payload))
+            except Exception:
+                log.exception("handling %s failed", topic)
+        self._flush(out)
 
     def wipe(self) -> None:
-        """Delete every sensor, metric and value; clients stay (runs on the worker thread)."""
-        def run() -> None:
-            self.store.wipe_inventory()
-            self.store.commit()
-            for client in self.clients.values():
-                client.sensors.clear()
-        self.call(run)
-
-    def stop(self) -> None:
-        """Handle what is queued, commit, and end the worker."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
+        """Delete every sensor, metric and value; clients stay (call on the core's thread)."""
+        self.store.wipe_inventory()
         self.store.commit()
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            batch = [item]
-            while item is not None and len(batch) < BATCH_MAX:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            out: Out = []
-            for entry in batch:
-                if entry is None:
-                    break
-                if callable(entry):
-                    self._flush(out)
-                    out = []
-                    entry()
-                    continue
-                try:
-                    out.extend(self.handle(*entry))
-                except Exception:
-                    log.exception("handling %s failed", entry[0])
-            self._flush(out)
-            if batch[-1] is None or None in batch:
-                return
+        for client in self.clients.values():
+            client.sensors.clear()
 
     def _flush(self, out: Out) -> None:
         try:

@@ -21,12 +21,12 @@ import queue
 import shutil
 import signal
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pibridge import mqtt
 from pibridge.emulator.broker import Broker, BrokerConfig, BrokerError, find_mosquitto, port_in_use
+from pibridge.emulator.channel import CoreChannel
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.pki import Authority
 from pibridge.emulator.store import DB_NAME, Store
@@ -152,40 +152,20 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
     store = Store(state_dir / DB_NAME)
     core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
                 seed=options.seed, on_revoked=broker.reload)
-    ups = threading.Condition()
-    up_count = [0]
-    sessions: list[mqtt.MqttSession | None] = [None]
-
-    def on_up(session: mqtt.MqttSession) -> None:
-        sessions[0] = session
-        session.subscribe(list(CORE_FILTERS), qos=CORE_SUBSCRIBE_QOS)
-        with ups:
-            up_count[0] += 1
-            ups.notify_all()
-
-    link = mqtt.MqttLink(mqtt.Endpoint(unix_socket=str(socket_path)),
-                         client_id=mqtt.new_client_id("pibridge-emulator-core"), on_message=core.submit,
-                         on_up=on_up, backoff=CORE_BACKOFF, connect_timeout=5.0)
-
-    def publish(topic: str, payload: bytes, qos: int) -> None:
-        session = sessions[0]
-        if session is None:
-            raise mqtt.NotConnected("the core is not connected")
-        session.publish(topic, payload, qos)
-    core.publish = publish
+    channel = CoreChannel(core, mqtt.Endpoint(unix_socket=str(socket_path)), CORE_FILTERS,
+                          qos=CORE_SUBSCRIBE_QOS, client_id=mqtt.new_client_id("pibridge-emulator-core"),
+                          backoff=CORE_BACKOFF, connect_timeout=5.0)
 
     def start_broker() -> None:
-        seen = up_count[0]
+        seen = channel.up_count
         broker.start()
         broker.wait_ready(STARTUP_TIMEOUT_S)
-        link.start()
-        with ups:
-            if not ups.wait_for(lambda: up_count[0] > seen, STARTUP_TIMEOUT_S):
-                raise BrokerError(f"the emulator core cannot connect to {socket_path}")
+        channel.start()
+        if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
+            raise BrokerError(f"the emulator core cannot connect to {socket_path}")
         print(ready_line(options, authority.paths.ca_cert), flush=True)
 
     try:
-        core.start()
         start_broker()
         while True:
             try:
@@ -200,7 +180,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                 broker.stop()
                 start_broker()
             elif signum == signal.SIGUSR2:
-                core.wipe()
+                channel.call(core.wipe)
                 print("wiped", flush=True)
             elif signum == signal.SIGHUP:
                 broker.reload()
@@ -208,8 +188,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
     except BrokerError as exc:
         raise ServeError(str(exc)) from exc
     finally:
-        link.stop()
-        core.stop()
+        channel.stop()
         store.close()
         broker.stop()
         if socket_tmp is not None:
