@@ -198,8 +198,15 @@ class Emulator:
         self._expect("ready", COMMAND_TIMEOUT_S)
 
     def pause_core(self) -> None:
-        """The core stops answering (the serve process is stopped); the broker stays up."""
+        """The core stops answering (the serve process is stopped); the broker stays up.
+
+        Returns once the process has actually stopped (``waitpid`` with WUNTRACED reports it):
+        SIGSTOP is asynchronous, and a request published right after it must not be answered."""
         self._signal(signal.SIGSTOP)
+        assert self._proc is not None
+        _, status = os.waitpid(self._proc.pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            raise EmulatorError(f"the emulator exited instead of pausing (status {status})")
         self._paused = True
 
     def resume_core(self) -> None:

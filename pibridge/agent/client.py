@@ -52,6 +52,11 @@ from pibridge.protocol import OPERATIONS, Op, ReplyKind
 log = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
+#: QoS of the reply and livedata subscriptions. The agent publishes its answers at QoS 1, but the
+#: session is clean: an answer lost with its connection is lost at QoS 1 too (the request fails
+#: and is not re-sent), and over a live connection TCP already delivers in order. QoS 0 spares
+#: one PUBACK per answer, which a Pi Zero feels. Requests are still published at QoS 1.
+REPLY_QOS = 0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 #: Extra seconds a blocking call waits beyond the request timeout (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
@@ -667,7 +672,7 @@ class AgentClient:
         with self._livedata_lock:
             livedata = bool(self._livedata_listeners)
             self._livedata_session = session if livedata else None
-        session.subscribe(protocol.client_subscriptions(self._cid, livedata=livedata))
+        session.subscribe(protocol.client_subscriptions(self._cid, livedata=livedata), qos=REPLY_QOS)
         with self._state:
             self._session = session
             self._last_error = None
@@ -698,7 +703,7 @@ class AgentClient:
                     session.unsubscribe(filters)
                     return
                 self._livedata_session = session
-                wait = session.subscribe_nowait(filters)
+                wait = session.subscribe_nowait(filters, qos=REPLY_QOS)
             except MqttError as exc:  # connection gone: the reconnect subscribes again
                 log.debug("livedata subscription not changed: %s", exc)
                 return
