@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 LIBRARY_CACHE_S = 2.0  # adafruit_dht returns cached values within 2 s of the last attempt
 SPACING_MARGIN_S = 0.1  # our clock reads after the library's, and the library compares with ">"
 MIN_SPACING_S = LIBRARY_CACHE_S + SPACING_MARGIN_S
+#: A caller that spaces reads by exactly ``min_interval_s`` must not be refused because of float
+#: rounding (1000.0 + 2.1 - 1000.0 < 2.1); the margin above keeps the library's cache out of reach.
+SPACING_TOLERANCE_S = 1e-6
 CAPTURE_S = 0.25  # the library's pulse capture window
 RH_RANGE_PCT = (0.0, 100.0)
 CLONE_ARTEFACT_BELOW_C = -1000.0  # two's-complement clones decode to about −3276.7 °C
@@ -156,7 +159,7 @@ class _DHTBase(Driver):
 
     def _attempt(self) -> tuple[float, float]:
         now = self._clock()
-        if self._last_attempt is not None and now - self._last_attempt < MIN_SPACING_S:
+        if self._last_attempt is not None and now - self._last_attempt < MIN_SPACING_S - SPACING_TOLERANCE_S:
             raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt; "
                                 f"the sensor needs {MIN_SPACING_S} s")
         sensor = self._hardware()

@@ -9,7 +9,8 @@ from drivers import bh1750
 from drivers.base import check_sample
 from drivers.bh1750 import BH1750, conversion_time_s, mtreg_opcodes, parse_result, raw_to_lux
 from drivers.errors import BusError, ConfigurationError, DeviceNotFoundError
-from drivers.fakes.i2c import FakeBH1750, FakeSMBus, VirtualClock
+from drivers.fakes.clock import VirtualClock
+from drivers.fakes.i2c import FakeBH1750, FakeSMBus
 from drivers.simulation import Environment
 
 ADDR = 0x23

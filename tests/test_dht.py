@@ -16,6 +16,7 @@ from drivers.errors import (
     NotReadyError,
     SensorError,
 )
+from drivers.fakes.clock import VirtualClock
 from drivers.fakes.dht import (
     MSG_CHECKSUM,
     MSG_NOT_FOUND,
@@ -26,7 +27,6 @@ from drivers.fakes.dht import (
     Measurement,
     dht22_frame,
 )
-from drivers.fakes.w1 import VirtualClock
 from drivers.simulation import Environment
 
 
@@ -213,3 +213,13 @@ def test_simulated() -> None:
     assert sample["temperature"] == pytest.approx(env.air_temperature(), abs=0.05)
     assert 5.0 <= sample["humidity"] <= 99.0
     driver.close()
+
+
+def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
+    """A scheduler that honours ``min_interval_s`` to the digit is never refused (float rounding
+    of 1000.0 + 2.1 - 1000.0 once made every third read a NotReadyError)."""
+    clock = VirtualClock()
+    driver = DHT22(sensor=FakeDHT(clock=clock), clock=clock, sleep=clock.sleep, pin=4)
+    for _ in range(30):
+        clock.sleep(DHT22.min_interval_s)
+        assert set(driver.read()) == {"temperature", "humidity"}

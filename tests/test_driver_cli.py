@@ -12,7 +12,8 @@ import pytest
 from drivers import registry
 from drivers.base import Driver, Metric, RetryPolicy
 from drivers.errors import BusError, DeviceNotFoundError
-from drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus, VirtualClock
+from drivers.fakes.clock import VirtualClock
+from drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus
 from pibridge.cli import driver_commands, main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,6 +37,7 @@ from typing import Any
 
 from drivers import bh1750 as lux_chip
 from drivers import bme280 as chip
+from drivers.fakes.clock import VirtualClock
 
 I2C_SMBUS_BLOCK_MAX = 32  #: smbus2's block-transfer limit
 I2C_M_RD = 0x0001         #: i2c_msg flag of a read message
@@ -45,19 +46,6 @@ I2C_M_RD = 0x0001         #: i2c_msg flag of a read message
 def nack_error() -> OSError:
     """What Linux reports for an address nobody acknowledges."""
     return OSError(errno.EREMOTEIO, os.strerror(errno.EREMOTEIO))
-
-
-class VirtualClock:
-    """Test time: ``clock()`` reads it, ``clock.sleep(s)`` advances it. Nothing really sleeps."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
 
 
 def simulation_timing(sleep: Callable[[float], None] | None) -> tuple[Callable[[], float],

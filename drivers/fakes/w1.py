@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BUS_START_S = 1000.0  # virtual clocks start away from 0 (libraries treat 0 as "never")
+from drivers.fakes.clock import VirtualClock
+
 CONVERSION_MS = {9: 95, 10: 190, 11: 375, 12: 750}  # what w1_therm sleeps per resolution
 DS18S20_CONVERSION_MS = 750
 W1_BUS_TIME_S = 0.02  # reset/select/convert/read of one slave, ~70 µs per bit slot
@@ -45,21 +46,6 @@ POWER_ON_RAW = {"10": 0x00AA, "other": 0x0550}
 INSUFFICIENT_POWER_RAW = 0x07FF
 BULK_IDLE, BULK_READY, BULK_CONVERTING = 0, 1, -1
 MASTER = "w1_bus_master1"
-
-
-class VirtualClock:
-    """Monotonic seconds that only move when something ``sleep``s on them."""
-
-    def __init__(self, start: float = BUS_START_S) -> None:
-        self.now = start
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-
-    advance = sleep
 
 
 class Outcome(enum.StrEnum):
