@@ -18,7 +18,8 @@ raises a `drivers.errors.SensorError`. Retries and pacing belong to the caller.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -263,3 +264,18 @@ def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
             raise SensorError(f"{driver.name}: metric {key} has no valid value ({value!r})")
     return dict(sample)
 
+
+def read_with_retries(driver: Driver, sleep: Callable[[float], None] = time.sleep) -> Sample:
+    """One sample the way a caller should take it: up to 1 + ``retry.attempts`` tries spaced
+    ``max(retry.spacing_s, min_interval_s)`` seconds; a non-retryable error stops at once.
+    The sample is checked with `check_sample`; raises the last `SensorError`."""
+    policy = driver.retry
+    spacing = max(policy.spacing_s, driver.min_interval_s)
+    for attempt in range(policy.attempts + 1):
+        try:
+            return check_sample(driver, driver.read())
+        except SensorError as exc:
+            if not exc.retryable or attempt == policy.attempts:
+                raise
+        sleep(spacing)
+    raise AssertionError("unreachable")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers import registry
-from drivers.base import Driver, Metric
+from drivers.base import Driver, Metric, read_with_retries
 from drivers.errors import SensorError
 from drivers.simulation import Environment
 from pibridge.agent import AgentClient, AgentSettings, Reply, provision
@@ -61,18 +61,6 @@ def start_emulator(state_dir: Path) -> tuple[subprocess.Popen[str], int, int]:
 def load_sensors(profile: Path) -> list[dict[str, Any]]:
     with profile.open("rb") as f:
         return list(tomllib.load(f).get("sensor", []))
-
-
-def read_with_retries(driver: Driver) -> dict[str, Any]:
-    """One sample: the first attempt plus the driver's retry policy."""
-    for attempt in range(driver.retry.attempts + 1):
-        try:
-            return driver.read()
-        except SensorError as exc:
-            if not exc.retryable or attempt == driver.retry.attempts:
-                raise
-            time.sleep(max(driver.retry.spacing_s, driver.min_interval_s))
-    raise AssertionError("unreachable")
 
 
 def register(agent: AgentClient, name: str, metrics: tuple[Metric, ...]) -> tuple[str, dict[str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drivers import registry
-from drivers.base import Driver, Metric, RetryPolicy
+from drivers.base import Driver, Metric, RetryPolicy, read_with_retries
 from drivers.errors import BusError, DeviceNotFoundError
 from drivers.fakes.clock import VirtualClock
 from drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus
@@ -127,13 +127,13 @@ def test_retries_follow_the_policy() -> None:
     slept: list[float] = []
     flaky = Flaky()
     flaky.failures = 2
-    assert driver_commands.read_with_retries(flaky, slept.append) == {"v": 1.0}
+    assert read_with_retries(flaky, slept.append) == {"v": 1.0}
     assert flaky.calls == 3 and slept == [0.75, 0.75]  # spacing at least min_interval_s
 
     flaky = Flaky()
     flaky.failures = 3
     with pytest.raises(BusError, match="attempt 3"):
-        driver_commands.read_with_retries(flaky, slept.append)
+        read_with_retries(flaky, slept.append)
 
 
 def test_non_retryable_error_stops_at_once() -> None:
@@ -141,7 +141,7 @@ def test_non_retryable_error_stops_at_once() -> None:
     flaky.failures, flaky.error = 5, DeviceNotFoundError
     slept: list[float] = []
     with pytest.raises(DeviceNotFoundError):
-        driver_commands.read_with_retries(flaky, slept.append)
+        read_with_retries(flaky, slept.append)
     assert flaky.calls == 1 and slept == []
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers import registry
-from drivers.base import Driver, Option, Sample, check_sample
+from drivers.base import Driver, Option, read_with_retries
 from drivers.errors import SensorError
 from pibridge.cli import CliError
 
@@ -118,21 +118,6 @@ def parse_options(pairs: Iterable[str]) -> dict[str, str]:
             raise CliError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option address=0x77")
         options[key.strip()] = value.strip()
     return options
-
-
-def read_with_retries(driver: Driver, sleep: Callable[[float], None] = time.sleep) -> Sample:
-    """One sample: up to 1 + ``retry.attempts`` tries spaced ``max(spacing_s, min_interval_s)``;
-    non-retryable errors stop at once. Raises the last `SensorError`."""
-    policy = driver.retry
-    spacing = max(policy.spacing_s, driver.min_interval_s)
-    for attempt in range(policy.attempts + 1):
-        try:
-            return check_sample(driver, driver.read())
-        except SensorError as exc:
-            if not exc.retryable or attempt == policy.attempts:
-                raise
-        sleep(spacing)
-    raise AssertionError("unreachable")
 
 
 def _format_value(value: Any) -> str:
