@@ -26,7 +26,13 @@ from pibridge.agent import (
 )
 from pibridge.agent import errors as agent_errors
 from pibridge.agent.client import _Route, _Router, parse_reply
-from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, RequestState
+from pibridge.agent.pending import (
+    COMPACT_MIN_SETTLED,
+    DeadlineWatcher,
+    PendingRequest,
+    PendingTable,
+    RequestState,
+)
 from pibridge.protocol import OPERATIONS, Op
 
 CID = "0123456789abcdef0123456789abcdef"
@@ -110,6 +116,21 @@ def test_watcher_wakes_for_an_earlier_deadline() -> None:
         assert isinstance(quick.future.exception(timeout=5), RequestTimeout)
     finally:
         watcher.stop()
+
+
+def test_answered_requests_do_not_pile_up_until_their_deadline() -> None:
+    """Thousands of answered pushes with a long timeout: the deadline heap stays within a small
+    multiple of what really waits, and a request still waiting keeps its deadline."""
+    table = PendingTable()
+    key = (Op.PUSH, "s1", "")
+    still_waiting = _request(table, (Op.PING, "", ""), timeout_s=0.0)
+    for _ in range(20 * COMPACT_MIN_SETTLED):
+        _request(table, key)
+        table.pop(key)
+        assert len(table._deadlines) <= 2 * COMPACT_MIN_SETTLED + 2
+    with table.lock:
+        expired, _ = table.expire(time.monotonic())
+    assert expired == [still_waiting] and still_waiting.state is RequestState.TIMED_OUT
 
 
 # --- routing and parsing -----------------------------------------------------------------------
