@@ -129,6 +129,11 @@ class BH1750(I2CDriver):
         self.resolution: str = self.config["resolution"]
         self.continuous = self.config["mode"] == "continuous"
         self.opcode = MODE_OPCODES[(self.config["mode"], self.resolution)]
+        # timing follows the configured resolution and MTreg (class values: one-time H, MTreg 69);
+        # in continuous mode a read sooner than one conversion would repeat the previous value
+        conversion = conversion_time_s(self.resolution, self.mtreg)
+        self.read_time_s = self.min_interval_s = conversion
+        self.retry = RetryPolicy(attempts=self.retry.attempts, spacing_s=conversion)
         self._seen = False        # has the chip ever acknowledged?
         self._configured = False
 

@@ -56,6 +56,7 @@ REG_DATA = 0xF7          #: press_msb .. hum_lsb
 DATA_LEN_BME280 = 8      #: 0xF7..0xFE
 DATA_LEN_BMP280 = 6      #: 0xF7..0xFC
 
+BUS_TIME_S = 0.0017      #: the few short transfers of one read at 100 kHz, roughly
 STATUS_MEASURING = 0x08  #: status bit 3
 STATUS_IM_UPDATE = 0x01  #: status bit 0
 
@@ -266,7 +267,7 @@ class BME280(I2CDriver):
                "(empty = all the chip has)"),
     )
     #: all channels x1: 9.3 ms max conversion plus four short bus transfers
-    read_time_s = 0.011
+    read_time_s = 0.0093 + BUS_TIME_S
     min_interval_s = 0.1
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
 
@@ -288,6 +289,9 @@ class BME280(I2CDriver):
         self.chip: str | None = None
         self._calibration: Calibration | None = None
         self._configured = False
+        # the conversion wait is part of a read: its length follows the oversampling (class value:
+        # all channels x1); a BMP280 found later only makes it shorter
+        self.read_time_s = self.conversion_time_s + BUS_TIME_S
 
     @staticmethod
     def _parse_metrics(text: str) -> set[str] | None:

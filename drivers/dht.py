@@ -131,13 +131,17 @@ class _DHTBase(Driver):
     library_class: ClassVar[str] = "DHT22"
 
     def __init__(self, sensor: DHTSensor | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, **options: Any) -> None:
+                 sleep: Callable[[float], None] = time.sleep, owns_sensor: bool | None = None,
+                 **options: Any) -> None:
+        """``sensor``: a library-level sensor object to use instead of building
+        ``adafruit_dht.DHT22(pin)``; it is not ``exit()``-ed on close unless ``owns_sensor``
+        (by default the driver owns only the sensor it built itself)."""
         super().__init__(**options)
         self._sensor = sensor
+        self._owns_sensor = sensor is None if owns_sensor is None else owns_sensor
         self._clock = clock
         self._sleep = sleep
         self._last_attempt: float | None = None
-        self._before_read: Callable[[], None] | None = None
         if self.config["read_twice"]:
             self.read_time_s = MIN_SPACING_S + 2 * CAPTURE_S  # instance override of the ClassVar
 
@@ -152,7 +156,7 @@ class _DHTBase(Driver):
             kwargs = {} if self.config["use_pulseio"] is None else {"use_pulseio": self.config["use_pulseio"]}
             try:
                 self._sensor = getattr(adafruit_dht, self.library_class)(pin, **kwargs)
-            except (RuntimeError, OSError, ValueError) as exc:
+            except Exception as exc:  # the library raises RuntimeError, ValueError, NameError (PulseIn)…
                 raise BusError(
                     f"cannot set up {self.library_class} on GPIO{self.config['pin']}: {exc}") from exc
         return self._sensor
@@ -166,7 +170,7 @@ class _DHTBase(Driver):
         try:
             temperature = sensor.temperature
             humidity = sensor.humidity  # cached from the same frame
-        except (RuntimeError, OSError) as exc:
+        except Exception as exc:  # RuntimeError by design; TypeError/NameError off a working platform
             raise map_library_error(exc) from exc
         finally:
             self._last_attempt = self._clock()
@@ -174,8 +178,6 @@ class _DHTBase(Driver):
 
     def read(self) -> Sample:
         """One attempt (two with ``read_twice``, ≥ 2 s apart): °C and %RH."""
-        if self._before_read is not None:
-            self._before_read()
         if self.config["read_twice"]:
             try:
                 self._attempt()
@@ -188,10 +190,10 @@ class _DHTBase(Driver):
         return {"temperature": temperature, "humidity": humidity}
 
     def _release(self) -> None:
-        if self._sensor is not None:
+        if self._sensor is not None and self._owns_sensor:
             try:
-                self._sensor.exit()
-            except (RuntimeError, OSError) as exc:
+                self._sensor.exit()  # stops the library's libgpiod_pulsein helper process
+            except Exception as exc:
                 log.warning("%s: exit() failed: %s", self.name, exc)
 
     @classmethod
@@ -203,7 +205,7 @@ class _DHTBase(Driver):
         options.setdefault("pin", SIMULATED_PIN)
         fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=_RealClock(),
                        source=lambda: (environment.air_temperature(), environment.relative_humidity()))
-        return cls(sensor=fake, **options)
+        return cls(sensor=fake, owns_sensor=True, **options)
 
 
 SIMULATED_PIN = 4

@@ -66,7 +66,6 @@ class MCP3008(Driver):
 
     def __init__(self, pin_factory: Any = None, **options: Any) -> None:
         super().__init__(**options)
-        self._before_read: Any = None
         self._owned: list[Any] = []
         try:
             from gpiozero import MCP3008 as GpiozeroMCP3008
@@ -86,8 +85,6 @@ class MCP3008(Driver):
 
     def read(self) -> Sample:
         """One SPI conversion: volts and fraction of Vref."""
-        if self._before_read is not None:
-            self._before_read()
         try:
             raw = self._device.raw_value
         except Exception as exc:  # gpiozero/spidev raise assorted OSError and GPIOZeroError types
@@ -138,8 +135,13 @@ class _SimulatedChip:
 
     @classmethod
     def acquire(cls, vref: float) -> _SimulatedChip:
+        """The shared chip; one chip has one VREF, so every simulated sensor must agree on it."""
         if cls._current is None:
             cls._current = cls(vref)
+        elif cls._current.chip.vref != vref:
+            raise ConfigurationError(
+                f"mcp3008: simulated sensors share one chip, whose VREF is {cls._current.chip.vref} V; "
+                f"max_voltage={vref} differs")
         cls._current.users += 1
         return cls._current
 

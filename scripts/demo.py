@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from drivers import registry
 from drivers.base import Driver, Metric, read_with_retries
@@ -40,21 +42,36 @@ READY_TIMEOUT_S = 30.0
 
 
 def start_emulator(state_dir: Path) -> tuple[subprocess.Popen[str], int, int]:
-    """``pibridge emulator serve`` as a child; returns it once it printed its ready line."""
+    """``pibridge emulator serve`` as a child; returns it once it printed its ready line, or
+    stops it and exits after READY_TIMEOUT_S (its output is read on a thread, so a silent
+    emulator cannot block the wait)."""
     port, provision_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pibridge", "emulator", "serve", "--state-dir", str(state_dir),
          "--port", str(port), "--provision-port", str(provision_port)],
         stdout=subprocess.PIPE, text=True)
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def forward(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)  # the emulator closed its output: it exited
+
     assert proc.stdout is not None
+    threading.Thread(target=forward, args=(proc.stdout,), daemon=True).start()
     deadline = time.monotonic() + READY_TIMEOUT_S
-    for line in proc.stdout:
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line is None:
+            break
         print(f"  emulator: {line.rstrip()}")
         if "ready" in line:
             return proc, port, provision_port
-        if time.monotonic() > deadline:
-            break
     proc.terminate()
+    proc.wait(timeout=20)
     raise SystemExit("the emulator did not become ready; see its output above")
 
 
@@ -90,6 +107,7 @@ def main() -> int:
 
     print(f"1. starting the emulated agent (state in {args.state_dir})")
     emulator, port, provision_port = start_emulator(args.state_dir / "emulator")
+    wired: list[tuple[str, Driver, str, dict[str, str]]] = []  # (name, driver, sensorId, {key: metricId})
     try:
         settings = AgentSettings(host="localhost", port=port, provision_port=provision_port,
                                  ca_file=args.state_dir / "emulator" / "ca.crt",
@@ -101,7 +119,6 @@ def main() -> int:
         print(f"3. {len(sensors)} sensors from {args.profile.name}, simulated")
         with AgentClient(settings) as agent:
             print(f"   connected as client {agent.client_id}")
-            wired: list[tuple[str, Driver, str, dict[str, str]]] = []
             for spec in sensors:
                 driver = registry.get(spec["driver"]).simulated(environment, **spec.get("options", {}))
                 metrics = driver.active_metrics()
@@ -128,9 +145,9 @@ def main() -> int:
                     push.result(timeout=10)
                 if round_number < args.rounds:
                     time.sleep(args.spacing)
-            for _, driver, _, _ in wired:
-                driver.close()
     finally:
+        for _, driver, _, _ in wired:
+            driver.close()
         emulator.terminate()
         emulator.wait(timeout=20)
 

@@ -223,3 +223,13 @@ def test_simulated_follows_the_environment() -> None:
     env = Environment(seed=1, noise=0.0, clock=lambda: 13 * 3600.0)
     driver = BH1750.simulated(env, sleep=lambda s: None, mtreg=31)  # 31: no saturation at noon
     assert driver.read()["illuminance"] == pytest.approx(env.illuminance(), abs=2.0)
+
+
+def test_declared_timing_follows_mtreg_and_resolution() -> None:
+    """A caller pacing continuous reads by ``min_interval_s`` must never get the previous value:
+    the declared timing scales with MTreg (254: 0.66 s) instead of the class's 0.18 s."""
+    slow = BH1750(bus=FakeSMBus(1), mode="continuous", mtreg=254)
+    assert slow.read_time_s == slow.min_interval_s == slow.retry.spacing_s == conversion_time_s("high", 254)
+    assert slow.min_interval_s > BH1750.min_interval_s
+    fast = BH1750(bus=FakeSMBus(1), resolution="low")
+    assert fast.min_interval_s == conversion_time_s("low") < BH1750.min_interval_s

@@ -363,3 +363,11 @@ def test_importing_drivers_and_fakes_does_not_import_smbus2() -> None:
     code = ("import sys, drivers.bme280, drivers.bh1750, drivers.fakes.i2c; "
             "sys.exit('smbus2' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_declared_read_time_follows_oversampling() -> None:
+    """The conversion wait is part of a read, so its declared length grows with oversampling
+    (all x16: 112.8 ms datasheet maximum) rather than staying at the x1 class value."""
+    assert BME280(bus=FakeSMBus(1)).read_time_s == pytest.approx(BME280.read_time_s)
+    heavy = BME280(bus=FakeSMBus(1), osrs_t=16, osrs_p=16, osrs_h=16)
+    assert heavy.read_time_s > measurement_time_s(16, 16, 16) >= 0.1128 - 1e-9

@@ -171,11 +171,31 @@ def test_dht11_reads() -> None:
     assert driver.read() == {"temperature": 24.6, "humidity": 41.0}
 
 
-def test_exit_on_close() -> None:
-    driver, fake, _ = make()
+def test_close_exits_only_a_sensor_the_driver_owns() -> None:
+    driver, fake, _ = make()  # handed in: the caller's to exit()
     driver.close()
-    driver.close()
+    assert not fake.exited
+    owner = DHT22(sensor=fake, owns_sensor=True, pin=4)
+    owner.close()
+    owner.close()
     assert fake.exited
+
+
+def test_unexpected_library_exceptions_become_typed_errors() -> None:
+    """Off a working platform adafruit_dht raises TypeError or NameError (hardware.md §3.2)."""
+
+    class BrokenLibrarySensor:
+        @property
+        def temperature(self) -> float:
+            raise TypeError("'NoneType' object is not callable")
+
+        humidity = temperature
+
+        def exit(self) -> None:
+            """Nothing to stop."""
+
+    with pytest.raises(BusError, match="TypeError"):
+        DHT22(sensor=BrokenLibrarySensor(), pin=4).read()
 
 
 def test_read_twice_keeps_second_value() -> None:

@@ -41,7 +41,10 @@ def main():
     except TvcmiError as error:
         sys.exit(f"cannot provision: {error.message}")
 
-    kind, message, code = answers.get(timeout=TIMEOUT_S)
+    try:
+        kind, message, code = answers.get(timeout=TIMEOUT_S)
+    except queue.Empty:
+        sys.exit(f"provision: no answer within {TIMEOUT_S} s")
     if kind == "error":
         sys.exit(f"provisioning failed ({code}): {message}")
     # "Client is successfully provisioned." (0) or "Client is already provisioned." (1)
