@@ -135,8 +135,9 @@ def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
         return FailureKind.CERTIFICATE_REJECTED
     if isinstance(exc, TimeoutError | socket.timeout):
         return FailureKind.TIMEOUT
-    if isinstance(exc, ConnectionRefusedError | FileNotFoundError) or (
-        isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EHOSTUNREACH)
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError | socket.gaierror) or (
+        isinstance(exc, OSError)
+        and exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EHOSTUNREACH, errno.ENETUNREACH)
     ):
         return FailureKind.REFUSED
     if isinstance(exc, ssl.SSLError):
@@ -212,10 +213,10 @@ class MqttSession:
         # wait for either outcome: a failure (possibly reported from inside connect() above) must
         # not make open() sit out the whole timeout
         if not self._wait(self._settled, timeout):
-            self._stop_loop()
+            self.close()  # the socket is up but nobody answers: close it, not just the loop
             raise ConnectFailure(FailureKind.TIMEOUT, f"no CONNACK within {timeout:g} s", self.endpoint)
         if self._finished.is_set() or not self._connected.is_set():
-            self._stop_loop()
+            self.close()
             assert self._failure is not None
             raise self._failure
         self._opening = False
@@ -314,6 +315,8 @@ class MqttSession:
             if rc != paho.MQTT_ERR_SUCCESS or mid is None:
                 raise NotConnected(f"subscribe failed: {paho.error_string(rc)}")
             self._suback[mid] = done
+        if self._finished.is_set():  # dropped meanwhile: _fail may have woken the others already
+            done.set()
 
         def wait(timeout: float) -> None:
             if not self._wait(done, timeout):
@@ -399,7 +402,9 @@ class MqttSession:
         self._failure = failure
         self._finished.set()
         self._settled.set()
-        for event in self._suback.values():
+        with self._lock:  # subscribe_nowait adds waiters from other threads
+            waiting = list(self._suback.values())
+        for event in waiting:
             event.set()
         if self._on_closed is not None and not self._opening and not self._closing:
             try:

@@ -21,6 +21,7 @@ from pibridge.agent import (
     AgentConnectionError,
     AgentReplyError,
     AgentSettings,
+    ConfigurationError,
     ConnectionErrorKind,
     ConnectionEvent,
     ErrorCode,
@@ -308,3 +309,33 @@ def test_requests_without_connection_fail_fast(settings: AgentSettings) -> None:
     client = AgentClient(settings)
     with pytest.raises(AgentConnectionError):
         client.ping()
+
+
+def test_close_from_another_thread_ends_a_waiting_connect(settings: AgentSettings) -> None:
+    """connect(persist=True) keeps retrying an agent that is down; close() from another thread
+    (TVCMI_client.disconnect_api does this) must end that wait at once, not after its timeout."""
+    nowhere = AgentSettings(host="127.0.0.1", port=free_port(), ca_file=settings.ca_file,
+                            cert_folder=settings.cert_folder)
+    client = AgentClient(nowhere)
+    outcome: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def connect() -> None:
+        try:
+            client.connect(3600.0, persist=True)
+            outcome.put(None)
+        except BaseException as exc:
+            outcome.put(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    assert not client.wait_connected(0.2)  # retrying, not connected
+    client.close()
+    error = outcome.get(timeout=WAIT_S)  # long before the hour-long connect timeout
+    assert isinstance(error, AgentConnectionError) and "closed while connecting" in str(error)
+
+
+def test_unreadable_key_is_a_setting_to_fix_not_a_retry(settings: AgentSettings) -> None:
+    key = settings.cert_folder / f"{settings.client_name}-key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ConfigurationError, match="cannot load the TLS files"):
+        AgentClient(settings).connect(WAIT_S)

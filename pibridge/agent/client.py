@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +47,7 @@ from pibridge.mqtt import (
     NotConnected,
     TlsFiles,
     new_client_id,
+    tls_context,
 )
 from pibridge.protocol import OPERATIONS, Op, ReplyKind
 
@@ -358,6 +360,8 @@ class AgentClient:
         self._last_error: AgentConnectionError | None = None
         self._fatal: AgentConnectionError | None = None
         self._was_up = False
+        self._events_lock = threading.RLock()  # orders up/down events across the two threads
+        self._closed_count = 0  # close() calls, so that a connect() waiting meanwhile notices
         self._persist = False
         self._livedata_listeners: list[Callable[[LiveData], None]] = []
         self._livedata_lock = threading.Lock()  # orders livedata (un)subscribes on the wire
@@ -400,8 +404,14 @@ class AgentClient:
         self._topics.clear()
         self._fatal = self._last_error = None
         self._persist = persist
-        endpoint = Endpoint(self.settings.host, self.settings.port,
-                            TlsFiles(self.settings.ca_file, self._files.cert, self._files.key))
+        tls = TlsFiles(self.settings.ca_file, self._files.cert, self._files.key)
+        try:  # an unreadable CA, certificate or key is a setting to fix, not a reason to retry
+            tls_context(tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"cannot load the TLS files (CA {tls.ca_file}, certificate {tls.cert_file}, key "
+                f"{tls.key_file}): {exc}; re-provision with `pibridge provision --override`") from exc
+        endpoint = Endpoint(self.settings.host, self.settings.port, tls)
         self._watcher = DeadlineWatcher(self._pending, self._timeout_error)
         self._watcher.start()
         self._link = MqttLink(endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
@@ -410,9 +420,12 @@ class AgentClient:
         self._link.start()
         deadline = time.monotonic() + timeout
         with self._state:
+            closed_before = self._closed_count
             while True:
                 if self._session is not None:
                     return
+                if self._closed_count != closed_before:  # close() from another thread meanwhile
+                    raise not_connected(self.settings, "client closed while connecting")
                 error = self._fatal or (None if persist else self._last_error)
                 remaining = deadline - time.monotonic()
                 if error is None and remaining <= 0:
@@ -434,7 +447,13 @@ class AgentClient:
             link.stop()
         with self._state:
             self._session = None
+            self._closed_count += 1
+            self._state.notify_all()  # a connect() waiting in another thread gives up at once
         self._fail_outstanding(not_connected(self.settings, "client closed"))
+        with self._events_lock:  # our own close: a "down" without an error
+            if self._was_up:
+                self._was_up = False
+                self._notify_connection(ConnectionEvent(False))
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -490,7 +509,9 @@ class AgentClient:
         """Publish one request (QoS 1) and return the future of its answer.
 
         ``body``: a JSON object, or the payload bytes/str as they are. The future fails with a typed
-        `AgentReplyError`, `ProtocolError`, `RequestTimeout` or `AgentConnectionError`.
+        `AgentReplyError`, `ProtocolError`, `RequestTimeout` or `AgentConnectionError`. Raised at
+        once instead: `AgentConnectionError` before the first connect, ValueError for an id that
+        cannot be a topic level or a payload MQTT cannot carry.
         """
         if isinstance(body, bytes):
             payload = body
@@ -502,6 +523,10 @@ class AgentClient:
         if topic is None:
             if not self._cid:
                 raise not_connected(self.settings)
+            if sensor_id:  # ids become topic levels: checked once per key, before the first publish
+                _check_id("sensor id", sensor_id)
+            if metric_id:
+                _check_id("metric id", metric_id)
             topic = OPERATIONS[op].request.format(cid=self._cid, sid=sensor_id, mid=metric_id)
             if len(self._topics) < _ROUTE_CACHE_MAX:
                 self._topics[key] = topic
@@ -525,6 +550,10 @@ class AgentClient:
                     with self._pending.lock:
                         self._pending.discard(request)
                     error = not_connected(self.settings, "connection lost")
+                except BaseException:  # e.g. paho's ValueError for an oversized payload: no ghost
+                    with self._pending.lock:  # request may stay in the FIFO to eat the next answer
+                        self._pending.discard(request)
+                    raise
         if error is not None:
             settle(future, error=error)
         return future
@@ -674,14 +703,18 @@ class AgentClient:
             self._livedata_session = session if livedata else None
         session.subscribe(protocol.client_subscriptions(self._cid, livedata=livedata), qos=REPLY_QOS)
         with self._state:
+            if not session.is_open:  # dropped while subscribing: _on_down reports it, the link retries
+                return
             self._session = session
             self._last_error = None
             self._persist = True  # from now on the link reconnects by itself: report its failures
             self._state.notify_all()
         self._sync_livedata()  # listeners added or removed meanwhile
         log.info("connected to the agent at %s as client %s", self.settings.api_address, self._cid)
-        self._was_up = True
-        self._notify_connection(ConnectionEvent(True))
+        with self._events_lock:  # "up" only for a session still open, and never twice in a row
+            if session.is_open and not self._was_up:
+                self._was_up = True
+                self._notify_connection(ConnectionEvent(True))
 
     def _sync_livedata(self) -> None:
         """(Un)subscribe livedata on the live session to match whether anyone listens.
@@ -729,9 +762,10 @@ class AgentClient:
         if self._fatal is not None and self._link is not None:
             # retrying a rejected certificate helps nobody: stop the link (not from its own thread)
             threading.Thread(target=self._link.stop, name="agent-link-stop", daemon=True).start()
-        if self._was_up:
-            self._was_up = False
-            self._notify_connection(ConnectionEvent(False, error))
+        with self._events_lock:
+            if self._was_up:
+                self._was_up = False
+                self._notify_connection(ConnectionEvent(False, error))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         router = self._router
