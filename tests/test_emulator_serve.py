@@ -62,6 +62,15 @@ def test_port_taken_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_corrupt_state_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "emulator.db").write_bytes(b"this is not an SQLite database" * 100)
+    result = subprocess.run([*CLI, "serve", "--state-dir", str(tmp_path), "--port", str(free_port()),
+                             "--provision-port", str(free_port())], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "emulator.db" in result.stderr
+
+
 def test_mosquitto_missing_is_refused_in_one_line(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=str(Path(sys.executable).parent), PIBRIDGE_MOSQUITTO=str(tmp_path / "none"))
     result = subprocess.run([*CLI, "serve", "--state-dir", str(tmp_path), "--port", str(free_port()),

@@ -253,7 +253,9 @@ class Broker:
                 pending.pop(0)
                 continue
             except (ConnectionRefusedError, TimeoutError):
-                pass
+                problem = "does not answer"
+            except OSError as exc:  # ssl.SSLError included: e.g. a server certificate we cannot verify
+                problem = f"fails the TLS check ({exc})"
             if time.monotonic() > deadline:
-                raise BrokerError(f"mosquitto does not answer on {host}:{port} after {timeout:g} s")
+                raise BrokerError(f"mosquitto on {host}:{port} {problem} after {timeout:g} s")
             time.sleep(0.01)  # polling a starting process: nothing to wait on

@@ -314,6 +314,10 @@ class Core:
             log.exception("commit failed; %d answers dropped", len(out))
             with contextlib.suppress(Exception):
                 self.store.rollback()
+                # the batch also changed the in-memory inventory and maybe the revocation list:
+                # make both what the database says again
+                self.clients = self.store.load()
+                self.authority.write_crl(self.store.revoked_serials())
             out = []
         if self._revoked_pending:  # revoke before answering: a reconnect right after is refused
             self._revoked_pending = False

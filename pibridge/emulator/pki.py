@@ -86,13 +86,16 @@ class Authority:
 
     def __init__(self, state_dir: Path) -> None:
         self.paths = PkiPaths.in_dir(state_dir)
-        if not self.paths.ca_cert.exists() or not self.paths.ca_key.exists():
+        new_ca = not self.paths.ca_cert.exists() or not self.paths.ca_key.exists()
+        if new_ca:
             self._create_ca()
         self._key = serialization.load_pem_private_key(self.paths.ca_key.read_bytes(), None)
         self._cert = x509.load_pem_x509_certificate(self.paths.ca_cert.read_bytes())
-        if not self.paths.server_cert.exists() or not self.paths.server_key.exists():
+        # a new CA (first start, or a half-written one replaced) signs a new server certificate
+        # and revocation list: ones signed by a former CA would make every client distrust us
+        if new_ca or not self.paths.server_cert.exists() or not self.paths.server_key.exists():
             self._create_server()
-        if not self.paths.crl.exists():
+        if new_ca or not self.paths.crl.exists():
             self.write_crl([])
 
     def _create_ca(self) -> None:

@@ -20,6 +20,7 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,60 +142,65 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                              "--port/--provision-port")
     state_dir = options.state_dir
     authority = Authority(state_dir)
-    socket_path, socket_tmp = _core_socket(state_dir)
-    config = BrokerConfig(options.host, options.port, options.provision_port, socket_path,
-                          authority.paths.ca_cert, authority.paths.server_cert, authority.paths.server_key,
-                          authority.paths.crl, state_dir)
-    broker = Broker(binary, config)
-    events: queue.SimpleQueue[int] = queue.SimpleQueue()
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
-    store = Store(state_dir / DB_NAME)
-    core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
-                seed=options.seed, on_revoked=broker.reload)
-    channel = CoreChannel(core, mqtt.Endpoint(unix_socket=str(socket_path)), CORE_FILTERS,
-                          qos=CORE_SUBSCRIBE_QOS, client_id=mqtt.new_client_id("pibridge-emulator-core"),
-                          backoff=CORE_BACKOFF, connect_timeout=5.0)
-
-    def start_broker() -> None:
-        seen = channel.up_count
-        broker.start()
-        broker.wait_ready(STARTUP_TIMEOUT_S)
-        channel.start()
-        if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
-            raise BrokerError(f"the emulator core cannot connect to {socket_path}")
-        print(ready_line(options, authority.paths.ca_cert), flush=True)
-
-    try:
-        start_broker()
-        while True:
-            try:
-                signum = events.get(timeout=WATCH_INTERVAL_S)
-            except queue.Empty:
-                if not broker.alive():
-                    raise ServeError(f"mosquitto exited unexpectedly: {broker.log_tail()}") from None
-                continue
-            if signum in (signal.SIGINT, signal.SIGTERM):
-                break
-            if signum == signal.SIGUSR1:
-                broker.stop()
-                start_broker()
-            elif signum == signal.SIGUSR2:
-                channel.call(core.wipe)
-                print("wiped", flush=True)
-            elif signum == signal.SIGHUP:
-                broker.reload()
-        return 0
-    except BrokerError as exc:
-        raise ServeError(str(exc)) from exc
-    finally:
-        channel.stop()
-        store.close()
-        broker.stop()
+    # everything acquired below is released by `cleanup`, also when a later step fails
+    with contextlib.ExitStack() as cleanup:
+        socket_path, socket_tmp = _core_socket(state_dir)
         if socket_tmp is not None:
-            shutil.rmtree(socket_tmp, ignore_errors=True)
+            cleanup.callback(shutil.rmtree, socket_tmp, ignore_errors=True)
+        config = BrokerConfig(options.host, options.port, options.provision_port, socket_path,
+                              authority.paths.ca_cert, authority.paths.server_cert,
+                              authority.paths.server_key, authority.paths.crl, state_dir)
+        broker = Broker(binary, config)
+        cleanup.callback(broker.stop)
+        events: queue.SimpleQueue[int] = queue.SimpleQueue()
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            cleanup.callback(signal.signal, sig, handler)
+        try:
+            store = Store(state_dir / DB_NAME)
+        except sqlite3.DatabaseError as exc:
+            raise ServeError(f"the state database {state_dir / DB_NAME} is unusable ({exc}); "
+                             "move it away to start afresh") from exc
+        cleanup.callback(store.close)
+        core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
+                    seed=options.seed, on_revoked=broker.reload)
+        channel = CoreChannel(core, mqtt.Endpoint(unix_socket=str(socket_path)), CORE_FILTERS,
+                              qos=CORE_SUBSCRIBE_QOS, client_id=mqtt.new_client_id("pibridge-emulator-core"),
+                              backoff=CORE_BACKOFF, connect_timeout=5.0)
+        cleanup.callback(channel.stop)
+
+        def start_broker() -> None:
+            seen = channel.up_count
+            broker.start()
+            broker.wait_ready(STARTUP_TIMEOUT_S)
+            channel.start()
+            if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
+                raise BrokerError(f"the emulator core cannot connect to {socket_path}")
+            print(ready_line(options, authority.paths.ca_cert), flush=True)
+
+        try:
+            start_broker()
+            while True:
+                try:
+                    signum = events.get(timeout=WATCH_INTERVAL_S)
+                except queue.Empty:
+                    if not broker.alive():
+                        raise ServeError(f"mosquitto exited unexpectedly: {broker.log_tail()}") from None
+                    continue
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    break
+                if signum == signal.SIGUSR1:
+                    broker.stop()
+                    start_broker()
+                elif signum == signal.SIGUSR2:
+                    channel.call(core.wipe)
+                    print("wiped", flush=True)
+                elif signum == signal.SIGHUP:
+                    broker.reload()
+            return 0
+        except BrokerError as exc:
+            raise ServeError(str(exc)) from exc
 
 
 def wipe(state_dir: Path) -> None:
