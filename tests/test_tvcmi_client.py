@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,15 @@ def test_input_error_for_bad_payloads_and_ids(tmp_path: Path, call, field: str) 
     with pytest.raises(InputError) as caught:
         call(client)
     assert caught.value.field == field and isinstance(caught.value, TvcmiError)
+
+
+def test_callback_thread_ends_when_idle(emulator: Emulator, tmp_path: Path) -> None:
+    """The thread that runs the user's callbacks lives only while callbacks are queued: a script
+    that drops its client (the SDK has no close) leaves no thread behind."""
+    client, recorder = provisioned(emulator, tmp_path)
+    client.provision()  # "already provisioned" comes through the callback thread
+    assert recorder.next("on_api_response")["error_code"] == 1
+    name = "tvcmi-callbacks TVCMI_client"
+    for thread in [t for t in threading.enumerate() if t.name == name]:
+        thread.join(timeout=TIMEOUT_S)
+    assert not [t for t in threading.enumerate() if t.name == name]

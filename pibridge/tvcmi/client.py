@@ -43,10 +43,10 @@ import functools
 import inspect
 import json
 import logging
-import queue
 import socket
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -146,19 +146,31 @@ def _check_callback(name: str, callback: Any) -> None:
 
 
 class _Dispatcher:
-    """One daemon thread running queued calls in order (the user's callbacks)."""
+    """Runs queued calls (the user's callbacks) in order on one thread at a time, off the network
+    thread. The thread lives only while calls are queued: a client that is dropped leaves no
+    thread behind."""
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._calls: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._running = False
 
     def submit(self, call: Callable[[], None]) -> None:
-        self._queue.put(call)
+        with self._lock:
+            self._calls.append(call)
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name=self._name, daemon=True).start()
 
     def _run(self) -> None:
         while True:
-            call = self._queue.get()
+            with self._lock:
+                if not self._calls:
+                    self._running = False  # the next submit starts a new thread
+                    return
+                call = self._calls.popleft()
             try:
                 call()
             except Exception:  # the callers catch user errors; this is a last resort
