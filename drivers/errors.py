@@ -21,7 +21,8 @@ class DeviceNotFoundError(SensorError):
 
 
 class BusError(SensorError):
-    """The bus transfer itself failed (I2C NACK errno 121, EIO, a GPIO that cannot be claimed)."""
+    """The bus transfer itself failed (I2C errno 121 from a chip that answered before, EIO, a GPIO
+    that cannot be claimed). A NACK from a chip never seen is `DeviceNotFoundError`."""
 
 
 class BadDataError(SensorError):

@@ -175,7 +175,8 @@ def require_str(obj: dict[str, Any], *keys: str, optional: bool = False) -> None
 
 
 def items(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """``metrics`` of a multi-item request: 6 if missing, 10 if not an array, 5 for a non-object item."""
+    """``metrics`` of a multi-item request: 6 if missing, 10 if not an array (non-object items are
+    `check_items_are_objects`'s: 5)."""
     require(obj, "metrics")
     metrics = obj["metrics"]
     if not isinstance(metrics, list):

@@ -90,7 +90,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class Store:
-    """Write access to the database plus the in-memory inventory the core validates against."""
+    """Write access to the database; `load` gives the inventory the core keeps in memory."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
