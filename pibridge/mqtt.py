@@ -497,16 +497,9 @@ class MqttLink:
         self._backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout
         self._session: MqttSession | None = None
-        self._up = threading.Event()
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_failure: ConnectFailure | None = None
-        self.attempts = 0
-
-    @property
-    def up(self) -> bool:
-        return self._up.is_set()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -514,9 +507,6 @@ class MqttLink:
         self._thread = threading.Thread(target=self._supervise, name=f"mqtt-link {self.endpoint.describe()}",
                                         daemon=True)
         self._thread.start()
-
-    def wait_up(self, timeout: float | None = None) -> bool:
-        return self._up.wait(timeout)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -526,25 +516,10 @@ class MqttLink:
             session.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=self._connect_timeout + 5)
-        self._up.clear()
-
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
-        session = self._session
-        if session is None or not self._up.is_set():
-            raise NotConnected(f"not connected to {self.endpoint.describe()}")
-        session.publish(topic, payload, qos)
-
-    def session(self) -> MqttSession:
-        """The live session; `NotConnected` while down."""
-        session = self._session
-        if session is None or not self._up.is_set():
-            raise NotConnected(f"not connected to {self.endpoint.describe()}")
-        return session
 
     def _supervise(self) -> None:
         delays = self._backoff.delays()
         while not self._stopping.is_set():
-            self.attempts += 1
             session: MqttSession | None = None
             try:
                 # built inside the try: an unreadable certificate or key (ssl.SSLError, OSError)
@@ -567,21 +542,17 @@ class MqttLink:
                 self._wake.clear()
                 continue
             delays = self._backoff.delays()
-            self._up.set()
             session.wait_closed()
-            self._up.clear()
             if self._stopping.is_set():
                 break
             self._wake.wait(next(delays))
             self._wake.clear()
 
     def _session_closed(self, failure: ConnectFailure) -> None:
-        self._up.clear()
         if not self._stopping.is_set():
             self._record_down(failure)
 
     def _record_down(self, failure: ConnectFailure) -> None:
-        self.last_failure = failure
         if self._on_down is not None and not self._stopping.is_set():
             try:
                 self._on_down(failure)

@@ -33,7 +33,6 @@ FULL_PULSES = 81
 SHORT_PULSES = 40  # "some data, just not 81 bits"
 NO_PULSES = 3  # nothing answered
 COLLECT_S = 0.25  # the library gathers edges for 0.25 s
-DHT22_TRIGGER_US, DHT11_TRIGGER_US = 1000, 18000
 SIGN_BIT = 0x80
 
 MSG_NOT_FOUND = "DHT sensor not found, check wiring"

@@ -314,7 +314,6 @@ class FakeBME280(FakeI2CDevice):
         self._write_adc(chip.ADC_SKIPPED_20BIT, chip.ADC_SKIPPED_20BIT, chip.ADC_SKIPPED_16BIT)
         self.ctrl_hum_pending = 0
         self.osrs_h_latched = 0
-        self._busy_start: float | None = None
         self._busy_until: float | None = None
         self._delayed_ctrl_meas: int | None = None
         self._iir: list[float | None] = [None, None]  # T, P
@@ -405,10 +404,10 @@ class FakeBME280(FakeI2CDevice):
         self.regs[chip.REG_CTRL_MEAS] = value
         self.osrs_h_latched = self.ctrl_hum_pending
         if value & 0b11 == chip.MODE_SLEEP:
-            self._busy_start = self._busy_until = None
+            self._busy_until = None
         else:
             now = self.clock()
-            self._busy_start, self._busy_until = now, now + self.conversion_time_s()
+            self._busy_until = now + self.conversion_time_s()
 
     def _advance(self) -> None:
         """Finish conversions whose time has come (lazily, on each access)."""
@@ -424,10 +423,10 @@ class FakeBME280(FakeI2CDevice):
             period = self.conversion_time_s() + standby
             skipped = math.floor((now - finished) / period)  # cycles elapsed unobserved
             start = finished + standby + skipped * period
-            self._busy_start, self._busy_until = start, start + self.conversion_time_s()
+            self._busy_until = start + self.conversion_time_s()
         else:
             self.regs[chip.REG_CTRL_MEAS] &= ~0b11 & 0xFF  # forced mode done: back to sleep
-            self._busy_start = self._busy_until = None
+            self._busy_until = None
         if self._delayed_ctrl_meas is not None:
             value, self._delayed_ctrl_meas = self._delayed_ctrl_meas, None
             self._apply_ctrl_meas(value)

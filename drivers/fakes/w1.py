@@ -202,9 +202,6 @@ class FakeW1Bus:
         self.set_bulk_writable(bulk_writable, name)
         self._write_slave_list(name)
 
-    def add_master(self, name: str, bulk_writable: bool = True) -> None:
-        self._make_master(name, bulk_writable)
-
     def set_bulk_writable(self, writable: bool, master: str = MASTER) -> None:
         mode = 0o644 if writable else 0o444  # the kernel: S_IRUGO | S_IWUSR, owned by root
         os.chmod(self.root / master / "therm_bulk_read", mode)

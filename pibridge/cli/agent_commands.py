@@ -29,9 +29,8 @@ from pibridge.profile import ProfileError, load_profile
 DEFAULT_TIMEOUT_S = 10.0
 MS_PER_S = 1000.0
 
-#: flag destination → AgentSettings field
-_OVERRIDES = {"host": "host", "port": "port", "provision_port": "provision_port", "ca_file": "ca_file",
-              "cert_folder": "cert_folder", "client_name": "client_name", "provisioning": "provisioning"}
+#: AgentSettings fields that have a flag of the same name
+_SETTING_FLAGS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,8 +68,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         settings = load_profile(args.profile).agent if args.profile else AgentSettings()
     except ProfileError as exc:
         raise CliError(str(exc)) from None
-    changes = {field: getattr(args, dest) for dest, field in _OVERRIDES.items()
-               if getattr(args, dest, None) is not None}
+    changes = {field: getattr(args, field) for field in _SETTING_FLAGS
+               if getattr(args, field, None) is not None}
     try:
         return dataclasses.replace(settings, **changes)
     except ValueError as exc:
