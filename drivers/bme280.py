@@ -36,6 +36,7 @@ from drivers.errors import (
     NotReadyError,
 )
 from drivers.i2c import I2CDriver, i2c_bus_option
+from drivers.intmath import c_div
 
 # --- bus and registers (datasheet §5.3) --------------------------------------------------------
 ADDRESSES = (0x76, 0x77)
@@ -97,12 +98,6 @@ H_Q_MAX = 419430400           #: 100 %RH in the internal Q format, the datasheet
 PRESSURE_Q = 256              #: Q24.8 -> Pa
 HUMIDITY_Q = 1024             #: Q22.10 -> %RH
 CENTI = 100                   #: 0.01 °C -> °C
-
-
-def _trunc_div(a: int, b: int) -> int:
-    """C integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
 
 
 @dataclass(frozen=True)
@@ -174,7 +169,7 @@ def compensate_pressure(adc_p: int, t_fine: int, c: Calibration) -> int:
     if v1 == 0:
         return 0
     p = P_DIVIDEND - adc_p
-    p = _trunc_div(((p << 31) - v2) * 3125, v1)
+    p = c_div(((p << 31) - v2) * 3125, v1)
     v1 = (c.P9 * (p >> 13) * (p >> 13)) >> 25
     v2 = (c.P8 * p) >> 19
     return ((p + v1 + v2) >> 8) + (c.P7 << 4)

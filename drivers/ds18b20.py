@@ -41,6 +41,7 @@ from drivers.errors import (
     NotReadyError,
     SensorError,
 )
+from drivers.intmath import c_div
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,6 @@ def _s16(msb: int, lsb: int) -> int:
     return value - S16_RANGE if value & S16_SIGN else value
 
 
-def _c_div(a: int, b: int) -> int:
-    """C integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b > 0) else -q
-
-
 def kernel_millicelsius(scratchpad: bytes, family: str) -> int:
     """The ``t=`` value the kernel prints for these bytes (w1_therm's integer maths, m°C)."""
     if family == FAMILY_DS18S20:
@@ -129,14 +124,14 @@ def kernel_millicelsius(scratchpad: bytes, family: str) -> int:
         lsb = scratchpad[B_TEMP_LSB]
         t = (lsb >> 1) * MILLI if scratchpad[B_TEMP_MSB] == 0 else MILLI * (-(0x100 - lsb) >> 1)
         t -= MILLI // 4
-        t += _c_div(MILLI * (scratchpad[COUNT_PER_C] - scratchpad[COUNT_REMAIN]), scratchpad[COUNT_PER_C])
+        t += c_div(MILLI * (scratchpad[COUNT_PER_C] - scratchpad[COUNT_REMAIN]), scratchpad[COUNT_PER_C])
         return t
     config = scratchpad[B_CONFIG]
     if config & CONFIG_GX20MH01_BIT:
         bits = (scratchpad[B_TEMP_MSB] << 8 | scratchpad[B_TEMP_LSB]) << 2
         bits = (bits | (config & CONFIG_EXTRA_BITS_MASK)) & 0xFFFF
-        return _c_div(_s16(bits >> 8, bits & 0xFF) * MILLI, GX20MH01_COUNTS_PER_C)
-    return _c_div(_s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) * MILLI, COUNTS_PER_C)
+        return c_div(_s16(bits >> 8, bits & 0xFF) * MILLI, GX20MH01_COUNTS_PER_C)
+    return c_div(_s16(scratchpad[B_TEMP_MSB], scratchpad[B_TEMP_LSB]) * MILLI, COUNTS_PER_C)
 
 
 def resolution_bits(config: int) -> int:

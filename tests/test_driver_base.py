@@ -141,3 +141,10 @@ def test_base_driver_has_no_read_or_simulation() -> None:
         Thing(pin=4).read()
     with pytest.raises(NotImplementedError, match="no simulation"):
         Thing.simulated(None)
+
+
+def test_c_div_truncates_toward_zero_like_c() -> None:
+    from drivers.intmath import c_div
+
+    assert [c_div(7, 2), c_div(-7, 2), c_div(7, -2), c_div(-7, -2), c_div(0, -5)] == [3, -3, -3, 3, 0]
+    assert c_div(-25062 * 16, 16) == -25062 and -7 // 2 == -4  # Python's // floors; C truncates

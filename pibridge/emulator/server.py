@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pibridge import mqtt
-from pibridge.emulator.broker import Broker, BrokerConfig, BrokerError, find_mosquitto, port_in_use
+from pibridge.emulator.broker import (
+    UNIX_PATH_MAX,
+    Broker,
+    BrokerConfig,
+    BrokerError,
+    find_mosquitto,
+    port_in_use,
+)
 from pibridge.emulator.channel import CoreChannel
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.pki import Authority
@@ -106,7 +113,7 @@ class StateLock:
 def _core_socket(state_dir: Path) -> tuple[Path, Path | None]:
     """The core channel's socket path, in a short private temp dir if the state dir is too deep."""
     path = state_dir.resolve() / CORE_SOCKET_NAME
-    if len(str(path)) <= 100:
+    if len(str(path)) <= UNIX_PATH_MAX:
         return path, None
     tmp = Path(tempfile.mkdtemp(prefix="pibridge-"))
     return tmp / CORE_SOCKET_NAME, tmp
