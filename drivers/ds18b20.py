@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,35 +387,3 @@ class W1BulkCoordinator:
             self._warned.add(master)
             log.warning("w1 master %s: no bulk conversion through %s, %s; "
                         "each DS18B20 converts on its own read", master, BULK_READ_FILE, why)
-
-
-def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
-    """Read ``n`` fake probes once one by one and once with one bulk conversion, under the fake
-    bus's conversion-time model. Returns virtual seconds (time the reads would take on a Pi),
-    CPU seconds and the number of conversions for each mode."""
-    from drivers.fakes.w1 import FakeW1Bus
-
-    result: dict[str, Any] = {"n": n}
-    with tempfile.TemporaryDirectory(prefix="pibridge-w1-bench-") as tmp:
-        bus = FakeW1Bus(Path(tmp))
-        probes = []
-        for i in range(n):
-            device_id = f"28-{0x0000075e0000 + i:012x}"
-            bus.add_probe(device_id, temperature=20.0 + i / 16)
-            probes.append(DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root)))
-        for mode in ("single", "bulk"):
-            conversions, v0, c0 = bus.conversions, bus.clock.monotonic(), time.process_time()
-            if mode == "bulk":
-                results = W1BulkCoordinator().read_many(probes)
-            else:
-                results = {p.device_id: p.read() for p in probes}
-            failed = sum(isinstance(r, SensorError) for r in results.values())
-            result[mode] = {
-                "virtual_s": round(bus.clock.monotonic() - v0, 6),
-                "cpu_s": round(time.process_time() - c0, 6),
-                "conversions": bus.conversions - conversions,
-                "failed": failed,
-            }
-        for probe in probes:
-            probe.close()
-    return result
