@@ -39,6 +39,16 @@ CLIENT_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_IDS = frozenset({"create", "list", "inventory"})
 
+#: Characters an id may not contain: ids become topic levels (``/`` separates levels, ``+`` and
+#: ``#`` are wildcards, NUL is not allowed in MQTT strings).
+TOPIC_LEVEL_FORBIDDEN = re.compile(r"[/+#\x00]")
+
+
+def is_topic_level(value: object) -> bool:
+    """Whether ``value`` can stand in a topic as one level: a non-empty string without / + # NUL."""
+    return isinstance(value, str) and bool(value) and not TOPIC_LEVEL_FORBIDDEN.search(value)
+
+
 NAME_MIN_LEN = 2
 NAME_MAX_LEN = 64
 
@@ -135,6 +145,28 @@ CLIENT_ERROR_REPORT = BASE + "/error"
 SENSOR_ERROR_REPORT = BASE + "/sensor/{sid}/error"
 METRIC_ERROR_REPORT = BASE + "/sensor/{sid}/metric/{mid}/error"
 ERROR_REPORTS = (CLIENT_ERROR_REPORT, SENSOR_ERROR_REPORT, METRIC_ERROR_REPORT)
+
+
+_PLACEHOLDER = re.compile(r"\{(cid|sid|mid)\}")
+
+
+def template_regex(template: str, **fixed: str) -> re.Pattern[str]:
+    """A regex matching the topics of ``template``: a placeholder given in ``fixed`` must be that
+    value; every other one is a named group of one topic level (``(?P<sid>[^/]+)``)."""
+    parts = _PLACEHOLDER.split(template)  # literal, name, literal, name, …, literal
+    pattern = "".join(
+        (re.escape(fixed[part]) if part in fixed else f"(?P<{part}>[^/]+)") if i % 2 else re.escape(part)
+        for i, part in enumerate(parts))
+    return re.compile(pattern + r"\Z")
+
+
+def template_filter(template: str) -> str:
+    """``template`` as a subscription filter: every placeholder becomes ``+``."""
+    return _PLACEHOLDER.sub("+", template)
+
+
+def placeholder_count(template: str) -> int:
+    return len(_PLACEHOLDER.findall(template))
 
 
 def topic(template: str, cid: str, sid: str = "", mid: str = "") -> str:

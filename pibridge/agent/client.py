@@ -64,7 +64,6 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 _BLOCKING_GRACE_S = 5.0
 #: Bound of the topic → route cache (one entry per sensor/metric reply topic seen).
 _ROUTE_CACHE_MAX = 4096
-_ID_FORBIDDEN = re.compile(r"[/+#\x00]")
 
 Value = bool | int | float | str
 JsonBody = Mapping[str, Any] | bytes | str
@@ -184,21 +183,15 @@ class _Route:
     is_error: bool
 
 
-def _template_regex(template: str, cid: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{sid\}|\{mid\})", template.replace("{cid}", cid))
-    groups = {"{sid}": "(?P<sid>[^/]+)", "{mid}": "(?P<mid>[^/]+)"}
-    return re.compile("".join(groups.get(part, re.escape(part)) for part in parts) + r"\Z")
-
-
 class _Router:
     """Maps a received topic to (operation, sensor id, metric id, success/error) or livedata."""
 
     def __init__(self, cid: str) -> None:
         self._patterns: list[tuple[re.Pattern[str], Op | None, bool]] = []
         for operation in OPERATIONS.values():
-            self._patterns.append((_template_regex(operation.success, cid), operation.op, False))
-            self._patterns.append((_template_regex(operation.error, cid), operation.op, True))
-        self._patterns.append((_template_regex(protocol.LIVEDATA, cid), None, False))
+            self._patterns.append((protocol.template_regex(operation.success, cid=cid), operation.op, False))
+            self._patterns.append((protocol.template_regex(operation.error, cid=cid), operation.op, True))
+        self._patterns.append((protocol.template_regex(protocol.LIVEDATA, cid=cid), None, False))
         self._cache: dict[str, _Route | None] = {}
 
     def route(self, topic: str) -> _Route | None:
@@ -311,7 +304,7 @@ def _check_timestamp(timestamp_ms: Any) -> int:
 
 
 def _check_id(what: str, value: str) -> str:
-    if not isinstance(value, str) or not value or _ID_FORBIDDEN.search(value):
+    if not protocol.is_topic_level(value):
         raise ValueError(f"{what} must be a non-empty id without '/', '+', '#', not {value!r}")
     return value
 

@@ -77,16 +77,7 @@ class Route:
 
 
 def _compile(template: str) -> tuple[re.Pattern[str], str, int]:
-    parts = re.split(r"\{(cid|sid|mid)\}", template)
-    regex, filt = "", ""
-    for i, part in enumerate(parts):
-        if i % 2:
-            regex += f"(?P<{part}>[^/]+)"
-            filt += "+"
-        else:
-            regex += re.escape(part)
-            filt += part
-    return re.compile(regex + r"\Z"), filt, len(parts) // 2
+    return p.template_regex(template), p.template_filter(template), p.placeholder_count(template)
 
 
 def _routes() -> list[Route]:

@@ -52,6 +52,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from pibridge import protocol
 from pibridge.agent import (
     AgentClient,
     AgentConnectionError,
@@ -120,7 +121,6 @@ CALLBACK_KWARGS: dict[str, tuple[str, ...]] = {
     "on_api_disconnect": ("user_data", "error_str", "error_code"),
 }
 _CALLBACKS = (*CALLBACK_KWARGS, "on_api_log")
-_ID_FORBIDDEN = frozenset("/+#\x00")
 
 
 def _check_callback(name: str, callback: Any) -> None:
@@ -615,7 +615,7 @@ def _read(path: Path) -> str:
 
 
 def _id(method: str, field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value or _ID_FORBIDDEN.intersection(value):
+    if not protocol.is_topic_level(value):
         raise InputError(f"{method}()", field, f"is not an id (a non-empty string without '/', '+', '#'): "
                          f"{value!r}")
     return value
