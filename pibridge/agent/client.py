@@ -389,9 +389,7 @@ class AgentClient:
                 return
             self.close()  # the link was stopped by a rejected certificate: start afresh
         self._files.require()
-        if not self.settings.ca_file.is_file():
-            raise ConfigurationError(f"CA file {self.settings.ca_file} not found: is the TeamViewer IoT "
-                                     "Agent installed? (pass --ca-file to use another, e.g. the emulator's)")
+        self.settings.require_ca_file()
         self._cid = self._files.client_id()
         self._router = _Router(self._cid)
         self._topics.clear()

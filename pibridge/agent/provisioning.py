@@ -21,7 +21,6 @@ from pibridge.agent.credentials import CredentialFiles
 from pibridge.agent.errors import (
     AgentConnectionError,
     AgentError,
-    ConfigurationError,
     ConnectionErrorKind,
     ProvisioningError,
     RequestTimeout,
@@ -89,13 +88,15 @@ def provision(settings: AgentSettings, mode: ProvisioningMode | str | None = Non
 
 def provision_async(settings: AgentSettings, mode: ProvisioningMode | str | None = None, *,
                     timeout: float = DEFAULT_PROVISION_TIMEOUT_S,
-                    fallback_after: float = protocol.PROVISION_FALLBACK_S) -> Future[ProvisionResult]:
+                    fallback_after: float = protocol.PROVISION_FALLBACK_S,
+                    check_timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> Future[ProvisionResult]:
     """`provision` on a worker thread; the future carries the result or the `AgentError`."""
     future: Future[ProvisionResult] = Future()
 
     def run() -> None:
         try:
-            future.set_result(provision(settings, mode, timeout=timeout, fallback_after=fallback_after))
+            future.set_result(provision(settings, mode, timeout=timeout, fallback_after=fallback_after,
+                                        check_timeout=check_timeout))
         except BaseException as exc:
             future.set_exception(exc)
 
@@ -131,7 +132,7 @@ def _provision_new(settings: AgentSettings, files: CredentialFiles, *, timeout: 
                    fallback_after: float) -> ProvisionResult:
     from pibridge.agent.x509 import certificate_matches_key, client_id_from_certificate, make_key_and_csr
 
-    _require_ca(settings)
+    settings.require_ca_file()
     files.ensure_folder()
     key_pem, csr_pem = make_key_and_csr(settings.client_name)
     cert_pem = request_certificate(settings, csr_pem, timeout=timeout, fallback_after=fallback_after)
@@ -147,17 +148,11 @@ def _provision_new(settings: AgentSettings, files: CredentialFiles, *, timeout: 
     return ProvisionResult(client_id, True, files.cert, files.key)
 
 
-def _require_ca(settings: AgentSettings) -> None:
-    if not settings.ca_file.is_file():
-        raise ConfigurationError(f"CA file {settings.ca_file} not found: is the TeamViewer IoT Agent "
-                                 "installed? (pass --ca-file to use another, e.g. the emulator's)")
-
-
 def request_certificate(settings: AgentSettings, csr_pem: bytes, *,
                         timeout: float = DEFAULT_PROVISION_TIMEOUT_S,
                         fallback_after: float = protocol.PROVISION_FALLBACK_S) -> bytes:
     """Send ``csr_pem`` to the provisioning port and return the issued certificate PEM."""
-    _require_ca(settings)
+    settings.require_ca_file()
     digest = hashlib.sha256(csr_pem).hexdigest()
     cert_topic = protocol.CERT_BACK_TOPIC.format(hash=digest)
     error_topic = protocol.CERT_BACK_ERROR_TOPIC.format(hash=digest)

@@ -52,6 +52,15 @@ class AgentSettings:
         if not self.client_name.replace(" ", ""):
             raise ValueError("client_name must not be empty")
 
+    def require_ca_file(self) -> None:
+        """`ConfigurationError` unless ``ca_file`` exists: checked before any connection, so a
+        missing CA reads as what it is, not as a TLS failure."""
+        if not self.ca_file.is_file():
+            from pibridge.agent.errors import ConfigurationError
+
+            raise ConfigurationError(f"CA file {self.ca_file} not found: is the TeamViewer IoT Agent "
+                                     "installed? (pass --ca-file to use another, e.g. the emulator's)")
+
     @property
     def api_address(self) -> str:
         return f"{self.host}:{self.port}"

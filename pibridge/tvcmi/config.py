@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pibridge.mqtt import DEFAULT_KEEPALIVE_S
 from pibridge.tvcmi.errors import ConfigError, ConnectionParamError, InputError
 
 REQUIRED_FIELDS = ("MqttHost", "MqttProvisionPort", "MqttPort", "MqttKeepAlive", "CaFile", "CertFolder")
 DEFAULT_CLIENT_NAME = "TVCMI_client"
-#: The manual allows the string 'None' for MqttKeepAlive; paho's default is used then.
-DEFAULT_KEEPALIVE_S = 60
 
 
 class CertOverrideMode(enum.Enum):
@@ -149,7 +148,7 @@ def parse_parameters(parameters: Any) -> TvcmiParameters:
             raise InputError(source, key)
     keepalive_raw = str(fields["MqttKeepAlive"]).strip()
     if keepalive_raw == "None":
-        keepalive = DEFAULT_KEEPALIVE_S
+        keepalive = DEFAULT_KEEPALIVE_S  # the manual allows 'None': the MQTT default then
     else:
         try:
             keepalive = int(keepalive_raw)
