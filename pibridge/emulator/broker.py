@@ -34,6 +34,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +139,18 @@ class BrokerConfig:
         return self.config_file
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the serve process dies, however it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when the serve process dies, however it
+    dies. ``prctl`` is looked up here, in the parent: loading libraries in a forked child of a
+    threaded process can deadlock, calling an already resolved function does not."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the broker outlives a killed serve process
+        return None
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    return in_child
 
 
 class Broker:
@@ -170,7 +179,7 @@ class Broker:
         try:
             proc = subprocess.Popen(
                 [self.binary, "-c", str(self.config.config_file)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(),
                 start_new_session=True)
         except OSError as exc:
             raise BrokerError(f"cannot start {self.binary}: {exc}") from exc
