@@ -1,4 +1,4 @@
-"""What every example after provision.py shares: the SDK callbacks, waiting for them, a connected
+"""What the examples share: the SDK callbacks, waiting for them, a connected
 client, and the file that carries sensor and metric ids from one example to the next.
 
 The callbacks are the manual's: keyword arguments (``user_data``, ``msg``/``error_str``,
@@ -34,12 +34,12 @@ def on_disconnect(**kwargs):
     events.put(("disconnected", kwargs.get("error_str"), kwargs.get("error_code")))
 
 
-def wait_for(kind, what):
+def wait_for(kind, what, timeout=TIMEOUT_S):
     """The next callback's message; exits unless it is of ``kind``."""
     try:
-        got, message, code = events.get(timeout=TIMEOUT_S)
+        got, message, code = events.get(timeout=timeout)
     except queue.Empty:
-        sys.exit(f"{what}: no answer within {TIMEOUT_S} s")
+        sys.exit(f"{what}: no answer within {timeout} s")
     if got != kind:
         sys.exit(f"{what} failed ({code}): {message}")
     return message

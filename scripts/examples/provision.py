@@ -8,22 +8,13 @@ Run against the emulator, from the repository root:
 Next: create_sensor_and_metrics.py.
 """
 
-import queue
 import sys
+
+from example_session import config_file, on_error, on_response, wait_for
 
 from pibridge.tvcmi import TVCMI_client, TvcmiError
 
 TIMEOUT_S = 40  # provisioning may wait 10 s before trying the older topic
-
-answers = queue.Queue()
-
-
-def on_response(**kwargs):
-    answers.put(("response", kwargs.get("msg"), kwargs.get("error_code")))
-
-
-def on_error(**kwargs):
-    answers.put(("error", kwargs.get("error_str"), kwargs.get("error_code")))
 
 
 def on_log(msg):
@@ -31,9 +22,8 @@ def on_log(msg):
 
 
 def main():
-    config_file = sys.argv[1] if len(sys.argv) > 1 else "tvcmi.conf"
     try:
-        client = TVCMI_client(config_file)
+        client = TVCMI_client(config_file())
         client.on_api_response = on_response
         client.on_api_error = on_error
         client.on_api_log = on_log
@@ -41,14 +31,8 @@ def main():
     except TvcmiError as error:
         sys.exit(f"cannot provision: {error.message}")
 
-    try:
-        kind, message, code = answers.get(timeout=TIMEOUT_S)
-    except queue.Empty:
-        sys.exit(f"provision: no answer within {TIMEOUT_S} s")
-    if kind == "error":
-        sys.exit(f"provisioning failed ({code}): {message}")
     # "Client is successfully provisioned." (0) or "Client is already provisioned." (1)
-    print(message)
+    print(wait_for("response", "provision", TIMEOUT_S))
     print("clientId:", client.get_connector_id())
     print("certificate:", client.get_cert_path())
 
