@@ -1,11 +1,11 @@
 """pibridge's sensor drivers: one module per chip, the `Driver` base class and registry, and
-the fake buses (`drivers.fakes`) that tests and ``--simulate`` use.
+the fake buses (`pibridge.drivers.fakes`) that tests and ``--simulate`` use.
 
 Importing this package touches no hardware and imports no hardware library.
 """
 
-from drivers.base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
-from drivers.errors import (
+from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from .errors import (
     BadDataError,
     BusError,
     ConfigurationError,

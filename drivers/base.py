@@ -11,7 +11,7 @@ A driver subclass declares, as class attributes:
   ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing).
 
 ``read()`` makes exactly one attempt and returns one coherent sample ``{metric_key: value}`` or
-raises a `drivers.errors.SensorError`. Retries and pacing belong to the caller.
+raises a `pibridge.drivers.errors.SensorError`. Retries and pacing belong to the caller.
 ``close()`` releases what the driver opened itself (never a bus it was handed); idempotent.
 """
 
@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from drivers.errors import ConfigurationError, SensorError
 from pibridge.protocol import VALUE_UNITS, ValueType
+
+from .errors import ConfigurationError, SensorError
 
 Value = float | int | bool | str
 Sample = dict[str, Value]
@@ -249,7 +250,7 @@ class Driver:
     @classmethod
     def simulated(cls, environment: Any, **options: Any) -> Driver:
         """This driver wired to its fake hardware, fed by ``environment`` (a
-        `drivers.simulation.Environment`). Every built-in driver overrides it."""
+        `pibridge.drivers.simulation.Environment`). Every built-in driver overrides it."""
         raise NotImplementedError(f"driver {cls.name} has no simulation")
 
 

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from drivers.base import Metric, Option, RetryPolicy, Sample
-from drivers.errors import SensorError
-from drivers.i2c import I2CDriver, i2c_bus_option
 from pibridge.protocol import ValueType
+
+from .base import Metric, Option, RetryPolicy, Sample
+from .errors import SensorError
+from .i2c import I2CDriver, i2c_bus_option
 
 ADDRESSES = (0x23, 0x5C)  #: ADDR pin low/floating, ADDR high
 DEFAULT_ADDRESS = 0x23
@@ -186,8 +187,8 @@ class BH1750(I2CDriver):
     def simulated(cls, environment: Any, *, sleep: Callable[[float], None] | None = None,
                   **options: Any) -> BH1750:
         """A BH1750 driver on a `FakeSMBus` holding a `FakeBH1750` lit by
-        ``environment.illuminance()``. ``sleep``: see `drivers.fakes.i2c.simulation_timing`."""
-        from drivers.fakes.i2c import FakeBH1750, FakeSMBus, simulation_timing
+        ``environment.illuminance()``. ``sleep``: see `pibridge.drivers.fakes.i2c.simulation_timing`."""
+        from .fakes.i2c import FakeBH1750, FakeSMBus, simulation_timing
 
         config = cls.check_options(options)
         clock, wait = simulation_timing(sleep)

@@ -27,16 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Metric, Option, RetryPolicy, Sample
-from drivers.errors import (
+from .base import Metric, Option, RetryPolicy, Sample
+from .errors import (
     BadDataError,
     BusError,
     ConfigurationError,
     DeviceNotFoundError,
     NotReadyError,
 )
-from drivers.i2c import I2CDriver, i2c_bus_option
-from drivers.intmath import c_div
+from .i2c import I2CDriver, i2c_bus_option
+from .intmath import c_div
 
 # --- bus and registers (datasheet §5.3) --------------------------------------------------------
 ADDRESSES = (0x76, 0x77)
@@ -452,8 +452,8 @@ class BME280(I2CDriver):
     def simulated(cls, environment: Any, *, sleep: Callable[[float], None] | None = None,
                   **options: Any) -> BME280:
         """A BME280 driver on a `FakeSMBus` holding a `FakeBME280` whose physical inputs come from
-        ``environment`` at each conversion. ``sleep``: see `drivers.fakes.i2c.simulation_timing`."""
-        from drivers.fakes.i2c import FakeBME280, FakeSMBus, simulation_timing
+        ``environment`` at each conversion. ``sleep``: see `pibridge.drivers.fakes.i2c.simulation_timing`."""
+        from .fakes.i2c import FakeBME280, FakeSMBus, simulation_timing
 
         config = cls.check_options(options)
         clock, wait = simulation_timing(sleep)

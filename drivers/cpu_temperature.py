@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from drivers.errors import BadDataError, BusError, DeviceNotFoundError, ImplausibleValueError
+from .base import Driver, Metric, Option, RetryPolicy, Sample
+from .errors import BadDataError, BusError, DeviceNotFoundError, ImplausibleValueError
 
 THERMAL_ZONE0 = "/sys/class/thermal/thermal_zone0/temp"
 MILLIDEGREES_PER_C = 1000

@@ -2,7 +2,7 @@
 
 The library object is built lazily by a hardware factory (``board`` and ``adafruit_dht`` are
 imported only then) or injected as ``sensor=`` (tests and ``--simulate`` give
-`drivers.fakes.dht.FakeDHT`). The library caches values for 2 s after every attempt, failed or
+`pibridge.drivers.fakes.dht.FakeDHT`). The library caches values for 2 s after every attempt, failed or
 not, and then hands back stale values or ``None``; this driver therefore enforces its own
 spacing (injectable monotonic clock) and raises `NotReadyError` instead of ever returning them.
 
@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-from drivers.base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
-from drivers.errors import (
+from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from .errors import (
     BadDataError,
     BusError,
     ConfigurationError,
@@ -200,7 +200,7 @@ class _DHTBase(Driver):
     def simulated(cls, environment: Any, **options: Any) -> _DHTBase:
         """A `FakeDHT` fed by the environment's air temperature and humidity; the driver's spacing
         runs on the real monotonic clock like in production."""
-        from drivers.fakes.dht import FakeDHT
+        from .fakes.dht import FakeDHT
 
         options.setdefault("pin", SIMULATED_PIN)
         fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=_RealClock(),

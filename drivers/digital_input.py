@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from drivers.base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
-from drivers.errors import BusError, ConfigurationError
 from pibridge.protocol import ValueType
+
+from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from .errors import BusError, ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The kernel does the 1-Wire protocol; the driver reads the slave's ``w1_slave`` text file, checks
 both lines, recomputes the temperature from the nine scratchpad bytes (CRC-8 Maxim verified) and
 cross-checks the kernel's ``t=``. All file access goes through a small injectable object
-(`W1Files`; `SysfsFiles` is the real one, `drivers.fakes.w1.FakeW1Bus` the fake), so the same
+(`W1Files`; `SysfsFiles` is the real one, `pibridge.drivers.fakes.w1.FakeW1Bus` the fake), so the same
 code runs against real sysfs, a scripted fake tree and ``--simulate``.
 
 Bulk conversion: probes on one master can share one ``therm_bulk_read`` "trigger" (one
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from drivers.errors import (
+from .base import Driver, Metric, Option, RetryPolicy, Sample
+from .errors import (
     BadDataError,
     BusError,
     ConfigurationError,
@@ -40,7 +40,7 @@ from drivers.errors import (
     NotReadyError,
     SensorError,
 )
-from drivers.intmath import c_div
+from .intmath import c_div
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class DS18B20(Driver):
     def simulated(cls, environment: Any, **options: Any) -> DS18B20:
         """A fake w1 tree (temp dir, virtual clock: no real 750 ms wait) with one probe following
         ``environment.air_temperature(SOIL_OFFSET_C)``."""
-        from drivers.fakes.w1 import FakeW1Bus
+        from .fakes.w1 import FakeW1Bus
 
         owned = tempfile.TemporaryDirectory(prefix="pibridge-w1-")
         bus = FakeW1Bus(Path(owned.name))

@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 from typing import Any, ClassVar
 
-from drivers.base import Driver, Option
-from drivers.errors import BusError, DeviceNotFoundError
+from .base import Driver, Option
+from .errors import BusError, DeviceNotFoundError
 
 DEFAULT_I2C_BUS = 1  #: /dev/i2c-1: the Pi's header pins 3 and 5
 I2C_BUS_MAX = 255

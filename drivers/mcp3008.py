@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from drivers.errors import BusError, ConfigurationError, DeviceNotFoundError
 from pibridge.protocol import ValueType
+
+from .base import Driver, Metric, Option, RetryPolicy, Sample
+from .errors import BusError, ConfigurationError, DeviceNotFoundError
 
 ADC_BITS = 10
 ADC_MAX = (1 << ADC_BITS) - 1
@@ -127,7 +128,7 @@ class _SimulatedChip:
     def __init__(self, vref: float) -> None:
         from gpiozero.pins.mock import MockFactory
 
-        from drivers.fakes.spi import FakeMCP3008
+        from .fakes.spi import FakeMCP3008
 
         self.factory = MockFactory()
         self.chip = FakeMCP3008(self.factory, vref=vref)

@@ -7,21 +7,21 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from drivers.base import Driver
-from drivers.errors import ConfigurationError
+from .base import Driver
+from .errors import ConfigurationError
 
 ENTRY_POINT_GROUP = "pibridge.drivers"
 
 #: name -> "module:Class" of the drivers shipped with pibridge.
 BUILTIN: dict[str, str] = {
-    "bme280": "drivers.bme280:BME280",
-    "bh1750": "drivers.bh1750:BH1750",
-    "ds18b20": "drivers.ds18b20:DS18B20",
-    "dht22": "drivers.dht:DHT22",
-    "dht11": "drivers.dht:DHT11",
-    "mcp3008": "drivers.mcp3008:MCP3008",
-    "digital_input": "drivers.digital_input:DigitalInput",
-    "cpu_temperature": "drivers.cpu_temperature:CPUTemperature",
+    "bme280": "pibridge.drivers.bme280:BME280",
+    "bh1750": "pibridge.drivers.bh1750:BH1750",
+    "ds18b20": "pibridge.drivers.ds18b20:DS18B20",
+    "dht22": "pibridge.drivers.dht:DHT22",
+    "dht11": "pibridge.drivers.dht:DHT11",
+    "mcp3008": "pibridge.drivers.mcp3008:MCP3008",
+    "digital_input": "pibridge.drivers.digital_input:DigitalInput",
+    "cpu_temperature": "pibridge.drivers.cpu_temperature:CPUTemperature",
 }
 
 
@@ -50,5 +50,5 @@ def get(name: str) -> type[Driver]:
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise UnknownDriverError(f"driver {name!r} ({target}) is not a drivers.base.Driver subclass")
+        raise UnknownDriverError(f"driver {name!r} ({target}) is not a pibridge.drivers.Driver subclass")
     return cls

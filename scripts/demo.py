@@ -30,11 +30,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
-from drivers import registry
-from drivers.base import Driver, Metric, read_with_retries
-from drivers.errors import SensorError
-from drivers.simulation import Environment
 from pibridge.agent import AgentClient, AgentSettings, Reply, provision
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver, Metric, read_with_retries
+from pibridge.drivers.errors import SensorError
+from pibridge.drivers.simulation import Environment
 from pibridge.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

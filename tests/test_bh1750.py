@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from smbus2 import i2c_msg
 
-from drivers import bh1750
-from drivers.base import check_sample
-from drivers.bh1750 import BH1750, conversion_time_s, mtreg_opcodes, parse_result, raw_to_lux
-from drivers.errors import BusError, ConfigurationError, DeviceNotFoundError
-from drivers.fakes.clock import VirtualClock
-from drivers.fakes.i2c import FakeBH1750, FakeSMBus
-from drivers.simulation import Environment
+from pibridge.drivers import bh1750
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.bh1750 import BH1750, conversion_time_s, mtreg_opcodes, parse_result, raw_to_lux
+from pibridge.drivers.errors import BusError, ConfigurationError, DeviceNotFoundError
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.i2c import FakeBH1750, FakeSMBus
+from pibridge.drivers.simulation import Environment
 
 ADDR = 0x23
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from drivers import bme280
-from drivers.base import check_sample
-from drivers.bme280 import (
+from pibridge.drivers import bme280
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.bme280 import (
     BME280,
     compensate_humidity,
     compensate_pressure,
@@ -19,10 +19,16 @@ from drivers.bme280 import (
     parse_calibration,
     parse_data,
 )
-from drivers.errors import BadDataError, BusError, ConfigurationError, DeviceNotFoundError, NotReadyError
-from drivers.fakes.clock import VirtualClock
-from drivers.fakes.i2c import FakeBME280, FakeSMBus
-from drivers.simulation import Environment
+from pibridge.drivers.errors import (
+    BadDataError,
+    BusError,
+    ConfigurationError,
+    DeviceNotFoundError,
+    NotReadyError,
+)
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.i2c import FakeBME280, FakeSMBus
+from pibridge.drivers.simulation import Environment
 
 # shared/hardware.md §1.7 register images
 VECTOR_A_TP = bytes.fromhex("696D3664320 0E99802D6D00B231688FFF9FF8C3CF8C67017004B".replace(" ", ""))
@@ -360,7 +366,7 @@ def test_simulated_reads_the_environment() -> None:
 
 
 def test_importing_drivers_and_fakes_does_not_import_smbus2() -> None:
-    code = ("import sys, drivers.bme280, drivers.bh1750, drivers.fakes.i2c; "
+    code = ("import sys, pibridge.drivers.bme280, pibridge.drivers.bh1750, pibridge.drivers.fakes.i2c; "
             "sys.exit('smbus2' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

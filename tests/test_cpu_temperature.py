@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import check_sample
-from drivers.cpu_temperature import CPUTemperature, parse_thermal_zone
-from drivers.errors import BadDataError, BusError, DeviceNotFoundError, ImplausibleValueError
-from drivers.simulation import Environment
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.cpu_temperature import CPUTemperature, parse_thermal_zone
+from pibridge.drivers.errors import BadDataError, BusError, DeviceNotFoundError, ImplausibleValueError
+from pibridge.drivers.simulation import Environment
 
 
 def test_reads_millidegrees(tmp_path: Path) -> None:

@@ -7,17 +7,17 @@ import sys
 
 import pytest
 
-from drivers.base import check_sample
-from drivers.dht import DHT11, DHT22, MIN_SPACING_S, map_library_error
-from drivers.errors import (
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.dht import DHT11, DHT22, MIN_SPACING_S, map_library_error
+from pibridge.drivers.errors import (
     BadDataError,
     BusError,
     ImplausibleValueError,
     NotReadyError,
     SensorError,
 )
-from drivers.fakes.clock import VirtualClock
-from drivers.fakes.dht import (
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.dht import (
     MSG_CHECKSUM,
     MSG_NOT_FOUND,
     MSG_SHORT,
@@ -27,7 +27,7 @@ from drivers.fakes.dht import (
     Measurement,
     dht22_frame,
 )
-from drivers.simulation import Environment
+from pibridge.drivers.simulation import Environment
 
 
 def make(script=(), cls=DHT22, **options) -> tuple[DHT22, FakeDHT, VirtualClock]:
@@ -68,7 +68,7 @@ def test_fake_negative_encodings() -> None:
 def test_fake_matches_library_decoding() -> None:
     """Same frame, same pulses, through the real adafruit_dht decoder."""
     adafruit_dht = pytest.importorskip("adafruit_dht")
-    from drivers.fakes.dht import frame_to_pulses
+    from pibridge.drivers.fakes.dht import frame_to_pulses
 
     lib = adafruit_dht.DHT22.__new__(adafruit_dht.DHT22)
     for frame in (dht22_frame(23.4, 56.7), dht22_frame(-3.2, 99.9), dht22_frame(-0.1, 10, clone=True)):
@@ -218,8 +218,9 @@ def test_pin_is_a_gpio_option() -> None:
 
 
 def test_driver_modules_import_no_hardware_library() -> None:
-    code = ("import sys, drivers.dht, drivers.ds18b20, drivers.mcp3008, drivers.digital_input, "
-            "drivers.cpu_temperature; "
+    code = ("import sys, pibridge.drivers.dht, pibridge.drivers.ds18b20, pibridge.drivers.mcp3008, "
+            "pibridge.drivers.digital_input, "
+            "pibridge.drivers.cpu_temperature; "
             "print(sorted(m for m in ('board', 'adafruit_dht', 'gpiozero', 'digitalio') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.base import check_sample
-from drivers.digital_input import DigitalInput
-from drivers.errors import BusError, ConfigurationError
-from drivers.simulation import Environment
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.digital_input import DigitalInput
+from pibridge.drivers.errors import BusError, ConfigurationError
+from pibridge.drivers.simulation import Environment
 from pibridge.protocol import ValueType
 
 PIN = 17

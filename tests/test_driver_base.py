@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from drivers.base import Driver, GpioPin, Metric, Option, check_sample
-from drivers.errors import ConfigurationError, SensorError
+from pibridge.drivers.base import Driver, GpioPin, Metric, Option, check_sample
+from pibridge.drivers.errors import ConfigurationError, SensorError
 from pibridge.protocol import ValueType
 
 
@@ -144,7 +144,7 @@ def test_base_driver_has_no_read_or_simulation() -> None:
 
 
 def test_c_div_truncates_toward_zero_like_c() -> None:
-    from drivers.intmath import c_div
+    from pibridge.drivers.intmath import c_div
 
     assert [c_div(7, 2), c_div(-7, 2), c_div(7, -2), c_div(-7, -2), c_div(0, -5)] == [3, -3, -3, 3, 0]
     assert c_div(-25062 * 16, 16) == -25062 and -7 // 2 == -4  # Python's // floors; C truncates

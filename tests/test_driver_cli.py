@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from drivers import registry
-from drivers.base import Driver, Metric, RetryPolicy, read_with_retries
-from drivers.errors import BusError, DeviceNotFoundError
-from drivers.fakes.clock import VirtualClock
-from drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus
 from pibridge.cli import driver_commands, main
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver, Metric, RetryPolicy, read_with_retries
+from pibridge.drivers.errors import BusError, DeviceNotFoundError
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_drivers_lists_metrics_units_and_options(capsys: pytest.CaptureFixture[s
 
 def test_drivers_survives_a_broken_module(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(registry.BUILTIN, "zz_broken", "drivers.does_not_exist:Nope")
+    monkeypatch.setitem(registry.BUILTIN, "zz_broken", "pibridge.drivers.does_not_exist:Nope")
     assert main(["drivers"]) == 0
     out = capsys.readouterr().out
     assert "zz_broken: not available (ModuleNotFoundError" in out and "bme280:" in out

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import check_sample
-from drivers.ds18b20 import (
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.ds18b20 import (
     DS18B20,
     W1BulkCoordinator,
     crc8_maxim,
     kernel_millicelsius,
     parse_w1_slave,
 )
-from drivers.errors import (
+from pibridge.drivers.errors import (
     BadDataError,
     ConfigurationError,
     DeviceNotFoundError,
@@ -25,8 +25,8 @@ from drivers.errors import (
     NotReadyError,
     SensorError,
 )
-from drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
-from drivers.simulation import Environment
+from pibridge.drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
+from pibridge.drivers.simulation import Environment
 
 PROBE = "28-000005abb69d"
 
@@ -288,7 +288,7 @@ def test_bulk_fallback_when_not_writable(bus: FakeW1Bus, caplog: pytest.LogCaptu
     bus.set_bulk_writable(False)
     probes = make_probes(bus, 3)
     coordinator = W1BulkCoordinator()
-    with caplog.at_level(logging.WARNING, logger="drivers.ds18b20"):
+    with caplog.at_level(logging.WARNING, logger="pibridge.drivers.ds18b20"):
         for _ in range(3):
             t0 = bus.clock.monotonic()
             results = coordinator.read_many(probes)

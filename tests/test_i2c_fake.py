@@ -8,8 +8,8 @@ import errno
 import pytest
 from smbus2 import i2c_msg
 
-from drivers.bme280 import Calibration, compensate_temperature
-from drivers.fakes.i2c import (
+from pibridge.drivers.bme280 import Calibration, compensate_temperature
+from pibridge.drivers.fakes.i2c import (
     VECTOR_A_CALIBRATION,
     FakeBME280,
     FakeSMBus,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.base import check_sample
-from drivers.errors import BusError, ConfigurationError
-from drivers.fakes.spi import FakeMCP3008
-from drivers.mcp3008 import MCP3008, code_to_values
-from drivers.simulation import Environment
+from pibridge.drivers.base import check_sample
+from pibridge.drivers.errors import BusError, ConfigurationError
+from pibridge.drivers.fakes.spi import FakeMCP3008
+from pibridge.drivers.mcp3008 import MCP3008, code_to_values
+from pibridge.drivers.simulation import Environment
 
 
 @pytest.fixture

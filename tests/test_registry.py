@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers import registry
-from drivers.base import Driver
-from drivers.bh1750 import BH1750
-from drivers.bme280 import BME280
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver
+from pibridge.drivers.bh1750 import BH1750
+from pibridge.drivers.bme280 import BME280
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PKG = Path(__file__).resolve().parent / "data" / "example_driver_pkg"
@@ -42,14 +42,14 @@ def test_unknown_name_lists_the_known_ones() -> None:
 
 
 def test_target_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.BUILTIN, "bogus", "drivers.errors:SensorError")
-    with pytest.raises(registry.UnknownDriverError, match=r"not a drivers\.base\.Driver subclass"):
+    monkeypatch.setitem(registry.BUILTIN, "bogus", "pibridge.drivers.errors:SensorError")
+    with pytest.raises(registry.UnknownDriverError, match=r"not a pibridge\.drivers\.Driver subclass"):
         registry.get("bogus")
 
 
 def test_importing_drivers_imports_no_driver_module() -> None:
-    code = ("import sys, drivers, drivers.registry; "
-            "sys.exit(any(m in sys.modules for m in ('drivers.bme280', 'drivers.bh1750')))")
+    code = ("import sys, pibridge.drivers, pibridge.drivers.registry; "
+            "sys.exit(any(m in sys.modules for m in ('pibridge.drivers.bme280', 'pibridge.drivers.bh1750')))")
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT).returncode == 0
 
 
@@ -95,7 +95,7 @@ def test_entry_point_driver_reads(example_env: dict[str, str]) -> None:
 
 
 def test_entry_point_driver_in_unknown_name_message(example_env: dict[str, str]) -> None:
-    code = ("import drivers.registry as r\n"
+    code = ("import pibridge.drivers.registry as r\n"
             "try:\n    r.get('unknown')\nexcept r.UnknownDriverError as e:\n    print(e)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=example_env, cwd=ROOT, timeout=60, check=True)

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from drivers.fakes.clock import VirtualClock
+from .clock import VirtualClock
 
 DELAY_BETWEEN_READINGS_S = 2  # adafruit_dht's measure()
 HI_LEVEL_US = 51  # a high pulse longer than this is a 1 bit

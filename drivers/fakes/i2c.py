@@ -35,9 +35,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from drivers import bh1750 as lux_chip
-from drivers import bme280 as chip
-from drivers.fakes.clock import VirtualClock
+from .. import bh1750 as lux_chip
+from .. import bme280 as chip
+from .clock import VirtualClock
 
 I2C_SMBUS_BLOCK_MAX = 32  #: smbus2's block-transfer limit
 I2C_M_RD = 0x0001         #: i2c_msg flag of a read message
@@ -225,7 +225,7 @@ BMP280_ABSENT = frozenset({0xA0, 0xA1, chip.REG_CTRL_HUM, *CALIB_H_REGISTERS, 0x
 
 def pack_calibration(c: chip.Calibration, *, humidity: bool = True) -> tuple[bytes, bytes]:
     """Calibration words -> register images (0x88..0xA1, 0xE1..0xE7); inverse of
-    `drivers.bme280.parse_calibration`. Without ``humidity`` 0xA0/0xA1 and 0xE1.. are zero."""
+    `pibridge.drivers.bme280.parse_calibration`. Without ``humidity`` 0xA0/0xA1 and 0xE1.. are zero."""
     tp = struct.pack("<HhhHhhhhhhhh", c.T1, c.T2, c.T3, c.P1, c.P2, c.P3, c.P4, c.P5, c.P6, c.P7,
                      c.P8, c.P9) + bytes([0x00, c.H1 if humidity else 0x00])
     if not humidity:
@@ -469,7 +469,7 @@ class FakeBME280(FakeI2CDevice):
         return round(value)
 
     def _write_adc(self, adc_p: int, adc_t: int, adc_h: int) -> None:
-        """Data registers (see `drivers.bme280.parse_data` for the layout)."""
+        """Data registers (see `pibridge.drivers.bme280.parse_data` for the layout)."""
         for base, adc in ((chip.REG_DATA, adc_p), (chip.REG_DATA + 3, adc_t)):
             self.regs[base] = (adc >> 12) & 0xFF
             self.regs[base + 1] = (adc >> 4) & 0xFF

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.fakes.clock import VirtualClock
+from .clock import VirtualClock
 
 CONVERSION_MS = {9: 95, 10: 190, 11: 375, 12: 750}  # what w1_therm sleeps per resolution
 DS18S20_CONVERSION_MS = 750
@@ -182,7 +182,7 @@ class FakeProbe:
 
 class FakeW1Bus:
     """The tree under ``root`` plus the files object (read_text/write_text/exists/is_writable/
-    resolve) a `drivers.ds18b20.DS18B20` is given. ``bulk_writable=False`` models the kernel's
+    resolve) a `pibridge.drivers.ds18b20.DS18B20` is given. ``bulk_writable=False`` models the kernel's
     root-only ``therm_bulk_read``."""
 
     def __init__(self, root: Path, clock: VirtualClock | None = None, bulk_writable: bool = True) -> None:

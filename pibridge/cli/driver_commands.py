@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from drivers import registry
-from drivers.base import Driver, Option, read_with_retries
-from drivers.errors import SensorError
 from pibridge.cli import CliError
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver, Option, read_with_retries
+from pibridge.drivers.errors import SensorError
 
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
@@ -141,7 +141,7 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
         raise CliError(f"driver {args.driver!r} cannot be loaded: {exc}") from None
     try:
         if args.simulate:
-            from drivers.simulation import Environment
+            from pibridge.drivers.simulation import Environment
 
             driver = cls.simulated(Environment(), **options)
         else:

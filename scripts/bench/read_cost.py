@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from drivers import registry
-from drivers.base import Driver
-from drivers.errors import SensorError
-from drivers.simulation import Environment
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver
+from pibridge.drivers.errors import SensorError
+from pibridge.drivers.simulation import Environment
 
 DEFAULT_READS = 2000
 DEFAULT_BUDGET_S = 1.0  #: wall-clock cap per driver, so slow simulations stay bounded
@@ -77,12 +77,12 @@ def driver_only_rigs() -> dict[str, tuple[Driver, Callable[[], None]]]:
     Each rig is (driver, pace): ``pace()`` runs before every read, outside the timed work of the
     driver only in the sense that it just moves the virtual clock (the DHT rigs step it past the
     driver's 2 s spacing so that every read is a real one, not a NotReadyError)."""
-    from drivers.bh1750 import BH1750
-    from drivers.bme280 import BME280
-    from drivers.dht import DHT11, DHT22
-    from drivers.fakes.clock import VirtualClock
-    from drivers.fakes.dht import FakeDHT
-    from drivers.fakes.i2c import FakeBH1750, FakeBME280, FakeSMBus
+    from pibridge.drivers.bh1750 import BH1750
+    from pibridge.drivers.bme280 import BME280
+    from pibridge.drivers.dht import DHT11, DHT22
+    from pibridge.drivers.fakes.clock import VirtualClock
+    from pibridge.drivers.fakes.dht import FakeDHT
+    from pibridge.drivers.fakes.i2c import FakeBH1750, FakeBME280, FakeSMBus
 
     clock = VirtualClock()
     bus = FakeSMBus(1)
@@ -104,8 +104,8 @@ def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
     """Read ``n`` fake probes once one by one and once with one bulk conversion, under the fake
     bus's conversion-time model. Returns virtual seconds (time the reads would take on a Pi),
     CPU seconds and the number of conversions for each mode."""
-    from drivers.ds18b20 import DS18B20, W1BulkCoordinator
-    from drivers.fakes.w1 import FakeW1Bus
+    from pibridge.drivers.ds18b20 import DS18B20, W1BulkCoordinator
+    from pibridge.drivers.fakes.w1 import FakeW1Bus
 
     result: dict[str, Any] = {"n": n}
     with tempfile.TemporaryDirectory(prefix="pibridge-w1-bench-") as tmp:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from drivers.errors import BadDataError, DeviceNotFoundError
+from pibridge.drivers.base import Driver, Metric, Option, RetryPolicy, Sample
+from pibridge.drivers.errors import BadDataError, DeviceNotFoundError
 from pibridge.protocol import ValueType
 
 
