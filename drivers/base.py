@@ -13,13 +13,22 @@ A driver subclass declares, as class attributes:
 ``read()`` makes exactly one attempt and returns one coherent sample ``{metric_key: value}`` or
 raises a `pibridge.drivers.errors.SensorError`. Retries and pacing belong to the caller.
 ``close()`` releases what the driver opened itself (never a bus it was handed); idempotent.
+
+The caller owns time (ESPHome's rule): a read can be taken in two phases, ``start()`` (begin a
+measurement; returns how many seconds until it is ready) then ``collect()`` (fetch and convert
+it). A driver that has no conversion to wait for keeps the defaults (start does nothing,
+collect = ``read()``). Drivers never sleep.
+
+Everything a profile checker needs is available without hardware, at class level:
+`Driver.validate` (every option problem at once), `Driver.timing_for` (read time, spacing and
+retry policy of a configuration) and `Driver.resources` (the pins and bus addresses it claims).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -173,6 +182,47 @@ class RetryPolicy:
     spacing_s: float = 0.1
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The timing of one configured driver, in seconds.
+
+    ``read_time_s``: from ``start()`` until ``collect()`` may run (the conversion, datasheet
+    maximum), bus time included; ``min_interval_s``: the shortest spacing between two reads the
+    chip tolerates (a DHT refuses a read within 2 s of the last); ``retry``: the caller's retries."""
+
+    read_time_s: float = 0.0
+    min_interval_s: float = 0.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class OptionProblem:
+    """One problem with a driver configuration: ``key`` is the option ("" for the set as a
+    whole), ``message`` one line that names the option but not the driver (the caller adds
+    where it was: ``pibridge read`` the driver, a profile the file, line and sensor)."""
+
+    key: str
+    message: str
+
+
+#: GPIO pins (BCM) a bus occupies on the Pi header while that bus is in use.
+I2C_BUS_PINS: dict[int, tuple[int, ...]] = {1: (2, 3), 0: (0, 1)}  #: /dev/i2c-1 SDA/SCL; i2c-0 ID EEPROM
+SPI_BUS_PINS: dict[int, tuple[int, ...]] = {0: (7, 8, 9, 10, 11)}   #: SPI0 CE1, CE0, MISO, MOSI, SCLK
+W1_DEFAULT_GPIO = 4  #: Raspberry Pi OS's dtoverlay=w1-gpio default pin
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The hardware one configured driver claims, so that two sensors cannot be configured onto
+    the same thing: GPIO pins it drives or reads itself, ``(bus, address)`` I2C slots,
+    ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin)."""
+
+    gpio: tuple[int, ...] = ()
+    i2c: tuple[tuple[int, int], ...] = ()
+    spi: tuple[tuple[int, int], ...] = ()
+    w1: tuple[str, ...] = ()
+
+
 class Driver:
     """Base class of every sensor driver. See the module docstring for the declaration contract."""
 
@@ -186,28 +236,58 @@ class Driver:
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)
+        self.timing: Timing = self.timing_for(self.config)
         self._closed = False
 
-    # -- declaration helpers -------------------------------------------------------------------
+    # -- declaration helpers (class level: no hardware, no instance) ----------------------------
     @classmethod
-    def check_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``given`` against ``options``: unknown keys, types, ranges, required ones.
-        Returns every option with defaults filled in. Touches no hardware."""
+    def validate(cls, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[OptionProblem]]:
+        """Every problem of ``given`` at once: unknown keys, types, ranges, required ones, then
+        the driver's own cross-option rules (`check_config`) once each option is valid.
+        Returns (every option with defaults filled in, problems). Touches no hardware."""
         known = {o.key: o for o in cls.options}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            listed = ", ".join(sorted(known)) or "none"
-            raise ConfigurationError(
-                f"{cls.name}: unknown option {', '.join(unknown)} (known options: {listed})")
+        listed = ", ".join(sorted(known)) or "none"
+        problems = [OptionProblem(key, f"unknown option {key} (known options: {listed})")
+                    for key in sorted(set(given) - set(known))]
         config: dict[str, Any] = {}
         for key, option in known.items():
-            if key in given and given[key] is not None:
-                config[key] = option.convert(given[key])
-            elif option.required:
-                raise ConfigurationError(f"{cls.name}: option {key} is required ({option.help})")
-            else:
-                config[key] = option.default
+            try:
+                if key in given and given[key] is not None:
+                    config[key] = option.convert(given[key])
+                elif option.required:
+                    problems.append(OptionProblem(key, f"option {key} is required ({option.help})"))
+                else:
+                    config[key] = option.default
+            except ConfigurationError as exc:
+                problems.append(OptionProblem(key, str(exc)))
+        if not problems:
+            problems.extend(cls.check_config(config))
+        return config, problems
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        """The driver's rules across options (e.g. a device id's form, a metric list), on a config
+        whose every option is already converted. The base driver has none."""
+        return []
+
+    @classmethod
+    def check_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """`validate` that raises: a `ConfigurationError` naming the driver and every problem."""
+        config, problems = cls.validate(given)
+        if problems:
+            raise ConfigurationError(f"{cls.name}: " + "; ".join(p.message for p in problems))
         return config
+
+    @classmethod
+    def timing_for(cls, config: Mapping[str, Any]) -> Timing:
+        """The timing of a configuration; by default the class's declared values. Drivers whose
+        conversion time follows their options (oversampling, MTreg) override this."""
+        return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
+
+    @classmethod
+    def resources(cls, config: Mapping[str, Any]) -> Resources:
+        """The pins and bus slots a configuration claims; by default its `GpioPin` options."""
+        return Resources(gpio=tuple(v for v in config.values() if isinstance(v, GpioPin)))
 
     @classmethod
     def metric(cls, key: str) -> Metric:
@@ -229,6 +309,26 @@ class Driver:
     def read(self) -> Sample:
         """One attempt: one burst of bus I/O (conversion waits included), one coherent sample."""
         raise NotImplementedError(f"{type(self).__name__} must implement read()")
+
+    def start(self) -> float:
+        """Begin one measurement; returns the seconds until `collect` may run. Default: nothing
+        to start (``read()`` does the whole attempt in `collect`)."""
+        return 0.0
+
+    def collect(self) -> Sample:
+        """Fetch and convert the measurement `start` began: one attempt, like ``read()``."""
+        return self.read()
+
+    def group_key(self) -> Hashable | None:
+        """Sensors whose drivers return the same non-None key and are due together may share one
+        `start_group` (DS18B20 probes on one 1-Wire master: one bulk conversion)."""
+        return None
+
+    @classmethod
+    def start_group(cls, drivers: Sequence[Driver]) -> float:
+        """Start one measurement for all of ``drivers`` (same `group_key`); returns the seconds
+        until each one's `collect` may run. Default: each starts on its own."""
+        return max((d.start() for d in drivers), default=0.0)
 
     def close(self) -> None:
         """Release what this driver opened. Idempotent; subclasses extend `_release`."""

@@ -93,9 +93,18 @@ class Thing(Driver):
 
 
 def test_check_options_unknown_key_lists_known_ones() -> None:
-    expected = r"thing: unknown option colour, size \(known options: pin, rate\)"
+    expected = (r"thing: unknown option colour \(known options: pin, rate\); "
+                r"unknown option size \(known options: pin, rate\)")
     with pytest.raises(ConfigurationError, match=expected):
         Thing.check_options({"pin": 4, "colour": 1, "size": 2})
+
+
+def test_validate_reports_every_problem_at_once() -> None:
+    config, problems = Thing.validate({"pin": 99, "rate": "fast", "colour": 1})
+    assert [p.key for p in problems] == ["colour", "pin", "rate"]
+    assert all(p.message for p in problems)
+    config, problems = Thing.validate({"pin": 4})
+    assert problems == [] and config["pin"] == 4
 
 
 def test_check_options_required_and_defaults() -> None:
