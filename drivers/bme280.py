@@ -23,11 +23,11 @@ from __future__ import annotations
 import errno
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Metric, Option, RetryPolicy, Sample
+from .base import Metric, Option, OptionProblem, RetryPolicy, Sample
 from .errors import (
     BadDataError,
     BusError,
@@ -266,21 +266,33 @@ class BME280(I2CDriver):
     min_interval_s = 0.1
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        """The ``metrics`` list names known metrics, none of which oversampling 0 skips."""
+        try:
+            wanted = cls._wanted_metrics(config)
+        except ValueError as exc:
+            return [OptionProblem("metrics", f"option metrics: {exc}")]
+        return [OptionProblem(osrs, f"option {osrs}: {osrs}=0 skips {key}, which option metrics asks for")
+                for key, osrs in (("pressure", "osrs_p"), ("humidity", "osrs_h"))
+                if key in wanted and config[osrs] == 0]
+
+    @staticmethod
+    def _wanted_metrics(config: Mapping[str, Any]) -> set[str]:
+        """The metric keys a configuration asks for: the ``metrics`` list, or every channel whose
+        oversampling is not 0. ValueError names unknown keys."""
+        explicit = BME280._parse_metrics(config["metrics"])
+        if explicit is not None:
+            return explicit
+        return {key for key in _ALL_METRICS
+                if not ((key == "pressure" and config["osrs_p"] == 0)
+                        or (key == "humidity" and config["osrs_h"] == 0))}
+
     def __init__(self, bus: Any = None, *, sleep: Callable[[float], None] = time.sleep,
                  **options: Any) -> None:
         super().__init__(bus, **options)
         self._sleep = sleep
-        wanted = self._parse_metrics(self.config["metrics"])
-        self._explicit_metrics = wanted is not None
-        self._wanted = wanted if wanted is not None else set(_ALL_METRICS)
-        if not self._explicit_metrics:
-            if self.config["osrs_p"] == 0:
-                self._wanted.discard("pressure")
-            if self.config["osrs_h"] == 0:
-                self._wanted.discard("humidity")
-        for key, osrs in (("pressure", "osrs_p"), ("humidity", "osrs_h")):
-            if key in self._wanted and self.config[osrs] == 0:
-                raise ConfigurationError(f"bme280: metric {key} asked for but {osrs}=0 skips it")
+        self._wanted = self._wanted_metrics(self.config)
         self.chip: str | None = None
         self._calibration: Calibration | None = None
         self._configured = False
@@ -295,8 +307,7 @@ class BME280(I2CDriver):
             return None
         unknown = sorted(keys - set(_ALL_METRICS))
         if unknown:
-            raise ConfigurationError(
-                f"bme280: unknown metric {', '.join(unknown)} (known: {', '.join(_ALL_METRICS)})")
+            raise ValueError(f"unknown metric {', '.join(unknown)} (known: {', '.join(_ALL_METRICS)})")
         return keys
 
     # -- what this instance reports ----------------------------------------------------------
@@ -336,7 +347,8 @@ class BME280(I2CDriver):
                 chip = chip_name(chip_id)
             except DeviceNotFoundError as exc:
                 raise DeviceNotFoundError(f"bme280 at 0x{self.address:02x}: {exc}") from None
-            if chip == "BMP280" and self._explicit_metrics and "humidity" in self._wanted:
+            explicit = self._parse_metrics(self.config["metrics"]) is not None
+            if chip == "BMP280" and explicit and "humidity" in self._wanted:
                 raise ConfigurationError(
                     f"bme280 at 0x{self.address:02x}: the chip is a BMP280 (id 0x{chip_id:02x}), "
                     "which has no humidity sensor; drop humidity from metrics")

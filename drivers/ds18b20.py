@@ -25,16 +25,15 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .base import Driver, Metric, Option, RetryPolicy, Sample
+from .base import Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample
 from .errors import (
     BadDataError,
     BusError,
-    ConfigurationError,
     DeviceNotFoundError,
     ImplausibleValueError,
     NotReadyError,
@@ -263,13 +262,22 @@ class DS18B20(Driver):
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        if DEVICE_ID_RE.match(config["device_id"].strip().lower()):
+            return []
+        families = ", ".join(FAMILIES)
+        return [OptionProblem("device_id", f"option device_id: {config['device_id']!r} is not a w1 "
+                              f"temperature slave (families {families} followed by 12 hex digits)")]
+
+    @classmethod
+    def resources(cls, config: Mapping[str, Any]) -> Resources:
+        """The probe's device id on the 1-Wire master."""
+        return Resources(w1=(config["device_id"].strip().lower(),))
+
     def __init__(self, files: W1Files | None = None, **options: Any) -> None:
         super().__init__(**options)
         device_id = self.config["device_id"].strip().lower()
-        if not DEVICE_ID_RE.match(device_id):
-            raise ConfigurationError(
-                f"ds18b20: device_id {self.config['device_id']!r} is not a w1 temperature slave "
-                f"(families {', '.join(FAMILIES)} followed by 12 hex digits)")
         self.device_id = device_id
         self.family = device_id[:2]
         self.w1_root = Path(self.config["w1_root"])

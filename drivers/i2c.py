@@ -9,9 +9,10 @@ that was handed in is never closed by the driver.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .base import Driver, Option
+from .base import Driver, Option, Resources
 from .errors import BusError, DeviceNotFoundError
 
 DEFAULT_I2C_BUS = 1  #: /dev/i2c-1: the Pi's header pins 3 and 5
@@ -35,6 +36,12 @@ class I2CDriver(Driver):
         self._bus = bus
         self._owns_bus = False
         self.address: int = self.config["address"]
+
+    @classmethod
+    def resources(cls, config: Mapping[str, Any]) -> Resources:
+        """The (bus, address) slot, plus any GpioPin options."""
+        base = super().resources(config)
+        return Resources(gpio=base.gpio, i2c=((config["i2c_bus"], config["address"]),))
 
     @property
     def label(self) -> str:

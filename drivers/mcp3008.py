@@ -15,11 +15,12 @@ for the process if unset, since a simulated bridge builds no real devices).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import Driver, Metric, Option, RetryPolicy, Sample
+from .base import Driver, Metric, Option, Resources, RetryPolicy, Sample
 from .errors import BusError, ConfigurationError, DeviceNotFoundError
 
 ADC_BITS = 10
@@ -64,6 +65,11 @@ class MCP3008(Driver):
     )
     read_time_s = READ_TIME_S
     retry = RetryPolicy(attempts=1, spacing_s=0.01)
+
+    @classmethod
+    def resources(cls, config: Mapping[str, Any]) -> Resources:
+        """SPI0 with the configured chip select."""
+        return Resources(spi=((SPI_PORT, config["spi_device"]),))
 
     def __init__(self, pin_factory: Any = None, **options: Any) -> None:
         super().__init__(**options)
