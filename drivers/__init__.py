@@ -1,10 +1,36 @@
 """pibridge's sensor drivers: one module per chip, the `Driver` base class and registry, and
-the fake buses (`pibridge.drivers.fakes`) that tests and ``--simulate`` use.
+the fake hardware (`pibridge.drivers.fakes`) that tests and ``--simulate`` use.
 
-Importing this package touches no hardware and imports no hardware library.
+A driver author imports everything from here::
+
+    from pibridge.drivers import Driver, I2CDriver, Metric, Option, GpioPin, RetryPolicy, Timing, \\
+        ValueType, Sample, NotReadyError, BusError, ...
+
+Importing this package touches no hardware and imports no hardware library and no chip module.
 """
 
-from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from pibridge.protocol import ValueType
+
+from . import errors
+from .base import (
+    I2C_BUS_PINS,
+    SPI_BUS_PINS,
+    W1_DEFAULT_GPIO,
+    Driver,
+    GpioPin,
+    Metric,
+    Option,
+    OptionProblem,
+    Resources,
+    RetryPolicy,
+    Sample,
+    Timing,
+    Value,
+    check_sample,
+    read_once,
+    read_with_retries,
+)
+from .crc import crc8_maxim, crc8_sensirion
 from .errors import (
     BadDataError,
     BusError,
@@ -14,9 +40,14 @@ from .errors import (
     NotReadyError,
     SensorError,
 )
+from .i2c import ChipId, I2CDriver, i2c_address_option, i2c_bus_option
+from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
-    "BadDataError", "BusError", "ConfigurationError", "DeviceNotFoundError", "Driver", "GpioPin",
-    "ImplausibleValueError", "Metric", "NotReadyError", "Option", "RetryPolicy", "Sample",
-    "SensorError",
+    "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId",
+    "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment", "GpioPin", "I2CDriver",
+    "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
+    "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing", "Value", "ValueType",
+    "check_sample", "crc8_maxim", "crc8_sensirion", "errors", "i2c_address_option", "i2c_bus_option",
+    "read_once", "read_with_retries",
 ]

@@ -6,18 +6,23 @@ A driver subclass declares, as class attributes:
 - ``metrics``: a tuple of `Metric` (key, display name, agent unit or custom type + annotation);
 - ``options``: a tuple of `Option` (typed, with default and allowed range), checked by
   `Driver.check_options` before any hardware is touched;
-- ``read_time_s`` (typical duration of one ``read()``, conversion waits included),
+- ``read_time_s`` (from ``start()`` until ``collect()`` may run, bus time included),
   ``min_interval_s`` (minimum spacing between two reads, which the *caller* honours),
-  ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing).
+  ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing): the class
+  *defaults*; an instance's own values are ``self.timing``, computed by `Driver.timing_for`
+  from its configuration (override that when timing follows the options);
+- ``simulator``: ``"module:function"`` of the function that builds this driver on fake hardware
+  (see `pibridge.drivers.simulation`), or "" when there is none. A string, so the driver module
+  never imports a fake.
 
-``read()`` makes exactly one attempt and returns one coherent sample ``{metric_key: value}`` or
-raises a `pibridge.drivers.errors.SensorError`. Retries and pacing belong to the caller.
-``close()`` releases what the driver opened itself (never a bus it was handed); idempotent.
-
-The caller owns time (ESPHome's rule): a read can be taken in two phases, ``start()`` (begin a
+The caller owns time (ESPHome's rule): one attempt is taken in two phases, ``start()`` (begin a
 measurement; returns how many seconds until it is ready) then ``collect()`` (fetch and convert
-it). A driver that has no conversion to wait for keeps the defaults (start does nothing,
-collect = ``read()``). Drivers never sleep.
+it, exactly one attempt: one coherent sample ``{metric_key: value}`` or a
+`pibridge.drivers.errors.SensorError`). A driver with nothing to wait for implements only
+``collect()`` (or, as older third-party drivers do, ``read()``). Drivers never sleep: retries and
+pacing belong to the caller. ``read(sleep)`` is the blocking convenience for one-off reads
+(``pibridge read``): start, the *caller's* sleep, collect. ``close()`` releases what the driver
+opened itself (never a handle it was given); idempotent.
 
 Everything a profile checker needs is available without hardware, at class level:
 `Driver.validate` (every option problem at once), `Driver.timing_for` (read time, spacing and
@@ -57,17 +62,6 @@ class Metric:
         if self.unit is not None and self.unit not in VALUE_UNITS:
             raise ValueError(f"metric {self.key!r}: {self.unit!r} is not an agent valueUnit")
 
-    def definition(self, matching_id: str) -> dict[str, str]:
-        """This metric as one element of the agent's create-metrics request (§4)."""
-        d = {"matchingId": matching_id, "name": self.name}
-        if self.unit is not None:
-            d["valueUnit"] = self.unit
-        else:
-            assert self.value_type is not None
-            d["valueType"] = str(self.value_type)
-            d["valueAnnotation"] = self.annotation
-        return d
-
     @property
     def unit_label(self) -> str:
         """Human-readable unit for tables: the valueUnit, or ``type [annotation]``."""
@@ -98,18 +92,31 @@ class Option:
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
     required: bool = False
+    hex: bool = False  #: show integer values in hex (I2C addresses), in messages and listings
 
     def convert(self, raw: Any) -> Any:
         """Coerce a value (from TOML or a ``KEY=VALUE`` string) to ``kind`` and range-check it."""
         value = self._coerce(raw)
         if self.choices is not None and value not in self.choices:
-            allowed = ", ".join(_show(c) for c in self.choices)
-            raise ConfigurationError(f"option {self.key}: {_show(raw)} is not one of {allowed}")
+            allowed = ", ".join(self.show(c) for c in self.choices)
+            shown = self.show(value) if self.hex else self.show(raw)
+            raise ConfigurationError(f"option {self.key}: {shown} is not one of {allowed}")
         if self.minimum is not None and value < self.minimum:
-            raise ConfigurationError(f"option {self.key}: {value} is below the minimum {self.minimum:g}")
+            raise ConfigurationError(f"option {self.key}: {self.show(value)} is below the minimum "
+                                     f"{self.show(self.minimum)}")
         if self.maximum is not None and value > self.maximum:
-            raise ConfigurationError(f"option {self.key}: {value} is above the maximum {self.maximum:g}")
+            raise ConfigurationError(f"option {self.key}: {self.show(value)} is above the maximum "
+                                     f"{self.show(self.maximum)}")
         return value
+
+    def show(self, value: Any) -> str:
+        """A value as messages and ``pibridge drivers`` print it: ints in hex when ``hex``
+        (``0x76``), numbers as ``%g``, anything else as its repr."""
+        if self.hex and isinstance(value, int) and not isinstance(value, bool):
+            return f"0x{value:02x}"
+        if isinstance(value, float) and self.kind is not str:
+            return f"{value:g}"
+        return repr(value)
 
     def _coerce(self, raw: Any) -> Any:
         kind = self.kind
@@ -158,7 +165,7 @@ class Option:
             pass
         else:
             raise TypeError(f"option {self.key}: unsupported kind {kind!r}")
-        raise ConfigurationError(f"option {self.key}: {_show(raw)} is not a valid {self.kind_label}")
+        raise ConfigurationError(f"option {self.key}: {self.show(raw)} is not a valid {self.kind_label}")
 
     @property
     def kind_label(self) -> str:
@@ -167,10 +174,6 @@ class Option:
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "off", "0"})
-
-
-def _show(value: Any) -> str:
-    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class Driver:
     read_time_s: ClassVar[float] = 0.0
     min_interval_s: ClassVar[float] = 0.0
     retry: ClassVar[RetryPolicy] = RetryPolicy()
+    simulator: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)
@@ -306,18 +310,24 @@ class Driver:
         return tuple(v for v in self.config.values() if isinstance(v, GpioPin))
 
     # -- the hardware contract -----------------------------------------------------------------
-    def read(self) -> Sample:
-        """One attempt: one burst of bus I/O (conversion waits included), one coherent sample."""
-        raise NotImplementedError(f"{type(self).__name__} must implement read()")
-
     def start(self) -> float:
         """Begin one measurement; returns the seconds until `collect` may run. Default: nothing
-        to start (``read()`` does the whole attempt in `collect`)."""
+        to start (the whole attempt happens in `collect`)."""
         return 0.0
 
     def collect(self) -> Sample:
-        """Fetch and convert the measurement `start` began: one attempt, like ``read()``."""
+        """Fetch and convert the measurement `start` began: exactly one attempt, one coherent
+        sample, or a `SensorError`. Collecting before the returned time has passed gets what the
+        chip gives then (a stale value, or `NotReadyError`). Default: a driver that implements
+        only ``read()`` (single phase) is read here."""
+        if type(self).read is Driver.read:
+            raise NotImplementedError(f"{type(self).__name__} must implement collect() or read()")
         return self.read()
+
+    def read(self, sleep: Callable[[float], None] = time.sleep) -> Sample:
+        """One blocking attempt for one-off callers: `start`, ``sleep`` (the caller's) for the
+        time it returns, `collect`. The scheduler never calls this."""
+        return read_once(self, sleep)
 
     def group_key(self) -> Hashable | None:
         """Sensors whose drivers return the same non-None key and are due together may share one
@@ -346,12 +356,21 @@ class Driver:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- simulation ----------------------------------------------------------------------------
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> Driver:
-        """This driver wired to its fake hardware, fed by ``environment`` (a
-        `pibridge.drivers.simulation.Environment`). Every built-in driver overrides it."""
-        raise NotImplementedError(f"driver {cls.name} has no simulation")
+
+def describe_timing(timing: Timing) -> str:
+    """One line for ``pibridge drivers`` / ``pibridge read``."""
+    return (f"read time {timing.read_time_s * 1000:g} ms, min interval {timing.min_interval_s:g} s, "
+            f"retries {timing.retry.attempts} x {timing.retry.spacing_s:g} s")
+
+
+def default_timing(cls: type[Driver]) -> Timing:
+    """The timing of ``cls`` with every option at its default (required options have no default:
+    then the class's declared values)."""
+    config = {o.key: o.default for o in cls.options}
+    try:
+        return cls.timing_for(config)
+    except (KeyError, TypeError, ValueError, SensorError):
+        return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
 
 
 def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
@@ -366,17 +385,27 @@ def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
     return dict(sample)
 
 
+def read_once(driver: Driver, sleep: Callable[[float], None]) -> Sample:
+    """One attempt of any driver: `Driver.start`, ``sleep`` for the time it returns, `Driver.collect`."""
+    wait = driver.start()
+    if wait > 0:
+        sleep(wait)
+    return driver.collect()
+
+
 def read_with_retries(driver: Driver, sleep: Callable[[float], None] = time.sleep) -> Sample:
-    """One sample the way a caller should take it: up to 1 + ``retry.attempts`` tries spaced
-    ``max(retry.spacing_s, min_interval_s)`` seconds; a non-retryable error stops at once.
-    The sample is checked with `check_sample`; raises the last `SensorError`."""
-    policy = driver.retry
-    spacing = max(policy.spacing_s, driver.min_interval_s)
-    for attempt in range(policy.attempts + 1):
+    """One sample the way a one-off caller should take it: up to 1 + ``retry.attempts`` attempts
+    (each `start`, ``sleep`` until ready, `collect`) spaced ``max(retry.spacing_s,
+    min_interval_s)`` seconds of the driver's own `Timing`; a non-retryable error stops at once.
+    The sample is checked with `check_sample`; raises the last `SensorError`. All waiting is
+    ``sleep``, the caller's."""
+    timing = driver.timing
+    spacing = max(timing.retry.spacing_s, timing.min_interval_s)
+    for attempt in range(timing.retry.attempts + 1):
         try:
-            return check_sample(driver, driver.read())
+            return check_sample(driver, read_once(driver, sleep))
         except SensorError as exc:
-            if not exc.retryable or attempt == policy.attempts:
+            if not exc.retryable or attempt == timing.retry.attempts:
                 raise
         sleep(spacing)
     raise AssertionError("unreachable")

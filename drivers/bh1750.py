@@ -4,27 +4,28 @@ The master writes one-byte opcodes (``write_byte``) and reads the result as a pl
 (``i2c_rdwr`` with one ``i2c_msg.read``), never ``read_i2c_block_data(addr, opcode, 2)``, which
 sends the opcode and reads at once, before the conversion is done (shared/hardware.md §6).
 
-One ``read()`` in a one-time mode: write the mode opcode, wait the datasheet *maximum*
-conversion time scaled by MTreg/69, read 2 bytes. In a continuous mode the first read starts
-the mode and waits once; later reads just fetch the latest result. MTreg (and power-on) are
-written on the first read and again after any bus error.
+One attempt in two phases (the caller owns the wait). One-time modes: ``start()`` writes the
+mode opcode and returns the datasheet *maximum* conversion time scaled by MTreg/69;
+``collect()`` reads 2 bytes. Collected too early, the chip hands back its previous result (as
+the real part does). Continuous modes: the first ``start()`` starts the mode and returns one
+conversion time; later ones return 0 and ``collect()`` fetches the latest result. MTreg (and
+power-on) are written on the first start and again after any bus error.
 
-Error mapping: errno 121 on the very first transfer (power on) -> `DeviceNotFoundError`;
-any later OSError -> `BusError`. Raw 0 is a legitimate reading (darkness).
+Error mapping (`I2CDriver`'s transfer helpers): errno 121 on the very first transfer (power
+on) -> `DeviceNotFoundError`; any later OSError -> `BusError`. Raw 0 is a legitimate reading
+(darkness).
 """
 
 from __future__ import annotations
 
-import errno
-import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import Metric, Option, RetryPolicy, Sample
-from .errors import SensorError
-from .i2c import I2CDriver, i2c_bus_option
+from .base import Metric, Option, RetryPolicy, Sample, Timing
+from .errors import NotReadyError
+from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
 
 ADDRESSES = (0x23, 0x5C)  #: ADDR pin low/floating, ADDR high
 DEFAULT_ADDRESS = 0x23
@@ -99,17 +100,17 @@ def conversion_time_s(resolution: str, mtreg: int = MTREG_DEFAULT) -> float:
 class BH1750(I2CDriver):
     """BH1750 ambient light sensor. Unit: lx.
 
-    ``BH1750(bus=None, *, sleep=time.sleep, **options)``: ``bus`` is an smbus2.SMBus-like object
-    (never closed by the driver); without one the driver opens ``smbus2.SMBus(i2c_bus)`` on the
-    first read and closes it in ``close()``. ``sleep`` is the conversion wait (injectable).
+    ``BH1750(bus=None, **options)``: ``bus`` is an smbus2.SMBus-like object (never closed by the
+    driver); without one the driver opens ``smbus2.SMBus(i2c_bus)`` on the first transfer and
+    closes it in ``close()``.
     """
 
     name = "bh1750"
+    chip_name = "BH1750"
     description = "ROHM BH1750 ambient light sensor over I2C"
     metrics = (Metric("illuminance", "Illuminance", value_type=ValueType.DOUBLE, annotation="lx"),)
     options = (
-        Option("address", int, DEFAULT_ADDRESS, "I2C address (0x23 ADDR low, 0x5C ADDR high)",
-               choices=ADDRESSES),
+        i2c_address_option(ADDRESSES, "I2C address (0x23 ADDR low, 0x5C ADDR high)", DEFAULT_ADDRESS),
         i2c_bus_option(),
         Option("mode", str, "one-time", "one-time (powers down between reads) or continuous",
                choices=MODES),
@@ -121,77 +122,58 @@ class BH1750(I2CDriver):
     read_time_s = MAX_TIME_S["high"]      #: one-time H at MTreg 69
     min_interval_s = MAX_TIME_S["high"]   #: no fresh value before a conversion ends
     retry = RetryPolicy(attempts=2, spacing_s=MAX_TIME_S["high"])
+    simulator = "pibridge.drivers.fakes.bh1750:simulate"
 
-    def __init__(self, bus: Any = None, *, sleep: Callable[[float], None] = time.sleep,
-                 **options: Any) -> None:
+    @classmethod
+    def timing_for(cls, config: Mapping[str, Any]) -> Timing:
+        """Everything follows one conversion at the configured resolution and MTreg: a read
+        sooner than that (continuous mode) would repeat the previous value."""
+        conversion = conversion_time_s(config["resolution"], config["mtreg"])
+        return Timing(conversion, conversion, RetryPolicy(attempts=cls.retry.attempts, spacing_s=conversion))
+
+    def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)
-        self._sleep = sleep
         self.mtreg: int = self.config["mtreg"]
         self.resolution: str = self.config["resolution"]
         self.continuous = self.config["mode"] == "continuous"
         self.opcode = MODE_OPCODES[(self.config["mode"], self.resolution)]
-        # timing follows the configured resolution and MTreg (class values: one-time H, MTreg 69);
-        # in continuous mode a read sooner than one conversion would repeat the previous value
-        conversion = conversion_time_s(self.resolution, self.mtreg)
-        self.read_time_s = self.min_interval_s = conversion
-        self.retry = RetryPolicy(attempts=self.retry.attempts, spacing_s=conversion)
-        self._seen = False        # has the chip ever acknowledged?
         self._configured = False
+        self._started = False
 
     @property
     def conversion_time_s(self) -> float:
         """Maximum conversion time for the configured resolution and MTreg, seconds."""
         return conversion_time_s(self.resolution, self.mtreg)
 
-    def _error(self, exc: OSError, doing: str) -> SensorError:
-        """A NACK before the chip ever answered means it is absent; anything else is a bus error."""
-        self._configured = False
-        if not self._seen and exc.errno == errno.EREMOTEIO:
-            return self._absent()
-        return self._bus_error(exc, doing)
+    def _transfer_failed(self) -> None:
+        self._configured = False  # power on and MTreg again (the chip may have been power-cycled)
 
-    def _configure(self, bus: Any) -> None:
-        """Power on, set MTreg; in continuous mode start converting and wait for the first result."""
-        bus.write_byte(self.address, OP_POWER_ON)
-        self._seen = True
+    def _configure(self) -> None:
+        """Power on and set MTreg (two opcodes)."""
+        self.write_byte(OP_POWER_ON, "power on")
         high, low = mtreg_opcodes(self.mtreg)
-        bus.write_byte(self.address, high)
-        bus.write_byte(self.address, low)
-        if self.continuous:
-            bus.write_byte(self.address, self.opcode)
-            self._sleep(self.conversion_time_s)
+        self.write_byte(high, "MTreg write")
+        self.write_byte(low, "MTreg write")
         self._configured = True
 
-    def _read_result(self, bus: Any) -> bytes:
-        from smbus2 import i2c_msg  # lazily: only when building messages
+    def start(self) -> float:
+        """Start a conversion (one-time modes, and the first start in continuous mode); returns
+        the seconds until its result is in the data register."""
+        if not self._configured:
+            self._configure()
+            if self.continuous:
+                self.write_byte(self.opcode, "measurement start")
+                self._started = True
+                return self.conversion_time_s
+        if self.continuous:
+            return 0.0
+        self.write_byte(self.opcode, "measurement start")
+        self._started = True
+        return self.conversion_time_s
 
-        msg = i2c_msg.read(self.address, RESULT_LEN)
-        bus.i2c_rdwr(msg)
-        return bytes(msg)
-
-    def read(self) -> Sample:
-        """One measurement: {illuminance: lx}."""
-        bus = self._open_bus()
-        try:
-            if not self._configured:
-                self._configure(bus)
-            if not self.continuous:
-                bus.write_byte(self.address, self.opcode)
-                self._sleep(self.conversion_time_s)
-            data = self._read_result(bus)
-        except OSError as exc:
-            raise self._error(exc, "transfer") from exc
+    def collect(self) -> Sample:
+        """The 2-byte result as {illuminance: lx}."""
+        if not self._started:
+            raise NotReadyError(f"{self.label}: collect() before start()")
+        data = self.read_bytes(RESULT_LEN)
         return {"illuminance": raw_to_lux(parse_result(data), self.mtreg, self.resolution)}
-
-    @classmethod
-    def simulated(cls, environment: Any, *, sleep: Callable[[float], None] | None = None,
-                  **options: Any) -> BH1750:
-        """A BH1750 driver on a `FakeSMBus` holding a `FakeBH1750` lit by
-        ``environment.illuminance()``. ``sleep``: see `pibridge.drivers.fakes.i2c.simulation_timing`."""
-        from .fakes.i2c import FakeBH1750, FakeSMBus, simulation_timing
-
-        config = cls.check_options(options)
-        clock, wait = simulation_timing(sleep)
-        bus = FakeSMBus()
-        bus.attach(config["address"], FakeBH1750(source=environment.illuminance, clock=clock))
-        return cls(bus=bus, sleep=wait, **options)

@@ -1,8 +1,9 @@
 """Bosch BME280 (temperature, pressure, humidity) and BMP280 (no humidity) over I2C, forced mode.
 
-One ``read()`` = write ctrl_hum, write ctrl_meas (forced mode; ctrl_hum only latches on that
-write), wait the datasheet *maximum* measurement time, confirm status bit 3 is clear (bounded
-polling), then ONE burst read of the data registers so P/T/H come from the same conversion.
+One attempt in two phases (the caller owns the wait): ``start()`` writes ctrl_hum, then
+ctrl_meas (forced mode; ctrl_hum only latches on that write) and returns the datasheet *maximum*
+measurement time; ``collect()`` checks status bit 3 is clear (else `NotReadyError`: collected too
+early) and does ONE burst read of the data registers so P/T/H come from the same conversion.
 
 The compensation maths are the datasheet's integer formulas (rev 1.1 §4.2.3 / §8.2), written as
 pure functions of the raw ADC counts and a `Calibration`; ``>>`` is Python's floor shift, which is
@@ -11,31 +12,29 @@ the datasheet convention (Bosch's C API truncates instead; see shared/hardware.m
 Error mapping:
 
 * errno 121 (NACK) while reading the chip id -> `DeviceNotFoundError` (nothing at the address);
-  any later OSError -> `BusError` (retryable; the next read re-writes the configuration).
+  any later OSError -> `BusError` (retryable; the next start re-writes the configuration).
 * chip id other than 0x60 (BME280) or 0x58/0x56/0x57 (BMP280) -> `DeviceNotFoundError` naming it.
 * calibration all 0xFF / all 0x00, or a zero dig_T1/dig_P1 -> `BadDataError` (not cached).
-* measuring bit still set after the bounded poll -> `NotReadyError`.
+* measuring bit still set at ``collect()`` -> `NotReadyError`.
 * a measured channel still at its reset value 0x80000 / 0x8000 -> `NotReadyError`.
 """
 
 from __future__ import annotations
 
-import errno
+import dataclasses
 import struct
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Metric, Option, OptionProblem, RetryPolicy, Sample
+from .base import Metric, Option, OptionProblem, RetryPolicy, Sample, Timing
 from .errors import (
     BadDataError,
-    BusError,
     ConfigurationError,
     DeviceNotFoundError,
     NotReadyError,
 )
-from .i2c import I2CDriver, i2c_bus_option
+from .i2c import ChipId, I2CDriver, i2c_address_option, i2c_bus_option
 from .intmath import c_div
 
 # --- bus and registers (datasheet §5.3) --------------------------------------------------------
@@ -70,6 +69,8 @@ CONFIG_FILTER_SHIFT = 2
 
 CHIP_ID_BME280 = 0x60
 CHIP_IDS_BMP280 = (0x58, 0x56, 0x57)  #: production part, then two engineering samples
+CHIP_ID_BME680 = 0x61  #: same register and addresses, another chip (no driver here)
+CHIP_ID_BMP180 = 0x55
 
 ADC_SKIPPED_20BIT = 0x80000  #: P/T reset value: channel skipped or never converted
 ADC_SKIPPED_16BIT = 0x8000   #: H reset value
@@ -86,9 +87,6 @@ T_MEAS_PH_OFFSET_MAX_MS = 0.575
 T_MEAS_BASE_TYP_MS = 1.0
 T_MEAS_PER_OS_TYP_MS = 2.0
 T_MEAS_PH_OFFSET_TYP_MS = 0.5
-#: after the max-time wait, poll status this many times, this far apart, before giving up
-STATUS_POLLS = 5
-STATUS_POLL_INTERVAL_S = 0.002
 
 # --- compensation constants (datasheet integer formulas) ----------------------------------------
 T_FINE_P_OFFSET = 128000
@@ -136,8 +134,9 @@ def parse_calibration(tp: bytes, h: bytes | None = None) -> Calibration:
         0xE7 H6 s8
     """
     words = struct.unpack("<HhhHhhhhhhhh", bytes(tp[:24]))
+    base = Calibration(*words)
     if h is None:
-        return Calibration(*words)
+        return base
     h = bytes(h)
     h1 = tp[25]
     h2, h3 = struct.unpack("<hB", h[0:3])
@@ -145,7 +144,7 @@ def parse_calibration(tp: bytes, h: bytes | None = None) -> Calibration:
     h4 = (e4 << 4) | (e5 & 0x0F)
     h5 = (e6 << 4) | (e5 >> 4)
     (h6,) = struct.unpack("<b", h[6:7])
-    return Calibration(*words, H1=h1, H2=h2, H3=h3, H4=h4, H5=h5, H6=h6)
+    return dataclasses.replace(base, H1=h1, H2=h2, H3=h3, H4=h4, H5=h5, H6=h6)
 
 
 def compensate_temperature(adc_t: int, c: Calibration) -> tuple[int, int]:
@@ -234,11 +233,10 @@ _ALL_METRICS = ("temperature", "humidity", "pressure")
 class BME280(I2CDriver):
     """BME280 / BMP280 in forced mode. Units: °C, %RH, Pa.
 
-    ``BME280(bus=None, *, sleep=time.sleep, **options)``: ``bus`` is an smbus2.SMBus-like object
-    (never closed by the driver); without one the driver opens ``smbus2.SMBus(i2c_bus)`` on the
-    first read and closes it in ``close()``. ``sleep`` is the conversion wait (injectable).
-    The chip is detected on the first ``read()`` (or ``detect()``); until then
-    ``active_metrics()`` assumes a BME280.
+    ``BME280(bus=None, **options)``: ``bus`` is an smbus2.SMBus-like object (never closed by the
+    driver); without one the driver opens ``smbus2.SMBus(i2c_bus)`` on the first transfer and
+    closes it in ``close()``. The chip is detected on the first ``start()`` (or ``detect()``);
+    until then ``active_metrics()`` assumes a BME280.
     """
 
     name = "bme280"
@@ -249,8 +247,7 @@ class BME280(I2CDriver):
         Metric("pressure", "Air pressure", unit="SI.Pressure.PASCAL"),
     )
     options = (
-        Option("address", int, DEFAULT_ADDRESS, "I2C address (0x76 SDO low, 0x77 SDO high)",
-               choices=ADDRESSES),
+        i2c_address_option(ADDRESSES, "I2C address (0x76 SDO low, 0x77 SDO high)", DEFAULT_ADDRESS),
         i2c_bus_option(),
         Option("osrs_t", int, 1, "temperature oversampling (always measured: P and H need it)",
                choices=_OVERSAMPLING[1:]),
@@ -265,6 +262,21 @@ class BME280(I2CDriver):
     read_time_s = 0.0093 + BUS_TIME_S
     min_interval_s = 0.1
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
+    simulator = "pibridge.drivers.fakes.bme280:simulate"
+    chip_id = ChipId(REG_CHIP_ID,
+                     {CHIP_ID_BME280: "BME280", CHIP_IDS_BMP280[0]: "BMP280",
+                      CHIP_IDS_BMP280[1]: "BMP280 (sample)", CHIP_IDS_BMP280[2]: "BMP280 (sample)"},
+                     others={CHIP_ID_BME680: "BME680", CHIP_ID_BMP180: "BMP180"})
+
+    @classmethod
+    def timing_for(cls, config: Mapping[str, Any]) -> Timing:
+        """The conversion time follows the oversampling of the channels measured (datasheet
+        maximum, as for a BME280; a BMP280 found later only converts faster)."""
+        wanted = cls._wanted_metrics(config)
+        os_p = config["osrs_p"] if "pressure" in wanted else 0
+        os_h = config["osrs_h"] if "humidity" in wanted else 0
+        return Timing(measurement_time_s(config["osrs_t"], os_p, os_h) + BUS_TIME_S,
+                      cls.min_interval_s, cls.retry)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
@@ -288,17 +300,12 @@ class BME280(I2CDriver):
                 if not ((key == "pressure" and config["osrs_p"] == 0)
                         or (key == "humidity" and config["osrs_h"] == 0))}
 
-    def __init__(self, bus: Any = None, *, sleep: Callable[[float], None] = time.sleep,
-                 **options: Any) -> None:
+    def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)
-        self._sleep = sleep
         self._wanted = self._wanted_metrics(self.config)
         self.chip: str | None = None
         self._calibration: Calibration | None = None
         self._configured = False
-        # the conversion wait is part of a read: its length follows the oversampling (class value:
-        # all channels x1); a BMP280 found later only makes it shorter
-        self.read_time_s = self.conversion_time_s + BUS_TIME_S
 
     @staticmethod
     def _parse_metrics(text: str) -> set[str] | None:
@@ -328,58 +335,45 @@ class BME280(I2CDriver):
         return measurement_time_s(self.config["osrs_t"], os_p, os_h)
 
     # -- bus handling ------------------------------------------------------------------------
-    def _bus_error(self, exc: OSError, doing: str) -> BusError:
-        self._configured = False  # the next read writes the configuration again
-        return super()._bus_error(exc, doing)
+    def _transfer_failed(self) -> None:
+        self._configured = False  # the next start writes the configuration again
 
     # -- detection and setup -----------------------------------------------------------------
     def detect(self) -> str:
         """Read the chip id and the calibration (once); returns "BME280" or "BMP280"."""
-        bus = self._open_bus()
         if self.chip is None:
-            try:
-                chip_id = bus.read_byte_data(self.address, REG_CHIP_ID)
-            except OSError as exc:
-                if exc.errno == errno.EREMOTEIO:
-                    raise self._absent() from exc
-                raise self._bus_error(exc, "chip id read") from exc
+            chip_id = self.read_register(REG_CHIP_ID, "chip id read")
             try:
                 chip = chip_name(chip_id)
             except DeviceNotFoundError as exc:
-                raise DeviceNotFoundError(f"bme280 at 0x{self.address:02x}: {exc}") from None
+                raise DeviceNotFoundError(f"{self.label}: {exc}") from None
             explicit = self._parse_metrics(self.config["metrics"]) is not None
             if chip == "BMP280" and explicit and "humidity" in self._wanted:
                 raise ConfigurationError(
-                    f"bme280 at 0x{self.address:02x}: the chip is a BMP280 (id 0x{chip_id:02x}), "
+                    f"{self.label}: the chip is a BMP280 (id 0x{chip_id:02x}), "
                     "which has no humidity sensor; drop humidity from metrics")
             self.chip = chip
         if self._calibration is None:
-            self._calibration = self._read_calibration(bus)
+            self._calibration = self._read_calibration()
         return self.chip
 
-    def _read_calibration(self, bus: Any) -> Calibration:
-        try:
-            tp = bytes(bus.read_i2c_block_data(self.address, REG_CALIB_TP, CALIB_TP_LEN))
-            h = (bytes(bus.read_i2c_block_data(self.address, REG_CALIB_H, CALIB_H_LEN))
-                 if self.chip == "BME280" else None)
-        except OSError as exc:
-            raise self._bus_error(exc, "calibration read") from exc
+    def _read_calibration(self) -> Calibration:
+        tp = self.read_registers(REG_CALIB_TP, CALIB_TP_LEN, "calibration read")
+        h = (self.read_registers(REG_CALIB_H, CALIB_H_LEN, "calibration read")
+             if self.chip == "BME280" else None)
         if _is_blank(tp[:24]) or (h is not None and _is_blank(h)):
-            raise BadDataError(f"bme280 at 0x{self.address:02x}: calibration registers are blank "
+            raise BadDataError(f"{self.label}: calibration registers are blank "
                                f"({tp[:4].hex(' ')} ...); NVM not loaded or bus floating")
         calib = parse_calibration(tp, h)
         if calib.T1 == 0 or calib.P1 == 0:
-            raise BadDataError(f"bme280 at 0x{self.address:02x}: calibration has dig_T1/dig_P1 = 0")
+            raise BadDataError(f"{self.label}: calibration has dig_T1/dig_P1 = 0")
         return calib
 
-    def _configure(self, bus: Any) -> None:
+    def _configure(self) -> None:
         """Sleep mode first (config writes may be ignored in normal mode), then the IIR filter."""
-        try:
-            bus.write_byte_data(self.address, REG_CTRL_MEAS, MODE_SLEEP)
-            bus.write_byte_data(self.address, REG_CONFIG,
-                                FILTER_CODES[self.config["iir_filter"]] << CONFIG_FILTER_SHIFT)
-        except OSError as exc:
-            raise self._bus_error(exc, "configuration write") from exc
+        self.write_register(REG_CTRL_MEAS, MODE_SLEEP, "configuration write")
+        self.write_register(REG_CONFIG, FILTER_CODES[self.config["iir_filter"]] << CONFIG_FILTER_SHIFT,
+                            "configuration write")
         self._configured = True
 
     def _ctrl_values(self) -> tuple[int, int]:
@@ -397,45 +391,37 @@ class BME280(I2CDriver):
                      | (OVERSAMPLING_CODES[os_p] << CTRL_MEAS_OSRS_P_SHIFT) | MODE_FORCED)
         return ctrl_hum, ctrl_meas
 
-    # -- one reading -------------------------------------------------------------------------
-    def read(self) -> Sample:
-        """One forced conversion: {temperature °C, humidity %RH, pressure Pa} (active ones)."""
+    # -- one reading, in two phases -------------------------------------------------------------
+    def start(self) -> float:
+        """Detect (once), configure (after power-on or a bus error) and start one forced
+        conversion; returns its datasheet maximum duration in seconds."""
         self.detect()
-        bus = self._bus
-        calib = self._calibration
-        assert calib is not None
         if not self._configured:
-            self._configure(bus)
+            self._configure()
         ctrl_hum, ctrl_meas = self._ctrl_values()
-        bme = self.chip == "BME280"
-        try:
-            if bme:
-                bus.write_byte_data(self.address, REG_CTRL_HUM, ctrl_hum)  # latched by the next write
-            bus.write_byte_data(self.address, REG_CTRL_MEAS, ctrl_meas)
-            self._wait_for_conversion(bus)
-            raw = bytes(bus.read_i2c_block_data(
-                self.address, REG_DATA, DATA_LEN_BME280 if bme else DATA_LEN_BMP280))
-        except OSError as exc:
-            raise self._bus_error(exc, "measurement") from exc
-        return self._convert(raw, calib)
+        if self.chip == "BME280":
+            self.write_register(REG_CTRL_HUM, ctrl_hum, "measurement start")  # latched by the next write
+        self.write_register(REG_CTRL_MEAS, ctrl_meas, "measurement start")
+        return self.conversion_time_s
 
-    def _wait_for_conversion(self, bus: Any) -> None:
-        self._sleep(self.conversion_time_s)
-        for poll in range(STATUS_POLLS):
-            if not bus.read_byte_data(self.address, REG_STATUS) & STATUS_MEASURING:
-                return
-            if poll < STATUS_POLLS - 1:
-                self._sleep(STATUS_POLL_INTERVAL_S)
-        self._configured = False
-        waited_ms = (self.conversion_time_s + (STATUS_POLLS - 1) * STATUS_POLL_INTERVAL_S) * 1000
-        raise NotReadyError(f"bme280 at 0x{self.address:02x}: measuring bit still set after "
-                            f"{waited_ms:.1f} ms")
+    def collect(self) -> Sample:
+        """The conversion `start` began: {temperature °C, humidity %RH, pressure Pa} (active
+        ones). `NotReadyError` while the chip still measures (collected too early)."""
+        calib = self._calibration
+        if calib is None:
+            raise NotReadyError(f"{self.label}: collect() before start()")
+        if self.read_register(REG_STATUS, "status read") & STATUS_MEASURING:
+            raise NotReadyError(f"{self.label}: still measuring (status bit 3 set); collected before "
+                                f"the {self.conversion_time_s * 1000:.1f} ms conversion time")
+        raw = self.read_registers(REG_DATA, DATA_LEN_BME280 if self.chip == "BME280" else DATA_LEN_BMP280,
+                                  "data read")
+        return self._convert(raw, calib)
 
     def _convert(self, raw: bytes, calib: Calibration) -> Sample:
         adc_p, adc_t, adc_h = parse_data(raw)
         if adc_t == ADC_SKIPPED_20BIT:
             self._configured = False
-            raise NotReadyError(f"bme280 at 0x{self.address:02x}: temperature at its reset value "
+            raise NotReadyError(f"{self.label}: temperature at its reset value "
                                 "0x80000 (no conversion happened)")
         t_fine, centi = compensate_temperature(adc_t, calib)
         sample: Sample = {}
@@ -444,36 +430,17 @@ class BME280(I2CDriver):
         if "pressure" in self._wanted:
             if adc_p == ADC_SKIPPED_20BIT:
                 self._configured = False
-                raise NotReadyError(f"bme280 at 0x{self.address:02x}: pressure at its reset value "
+                raise NotReadyError(f"{self.label}: pressure at its reset value "
                                     "0x80000 (channel skipped)")
             p = compensate_pressure(adc_p, t_fine, calib)
             if p == 0:
-                raise BadDataError(f"bme280 at 0x{self.address:02x}: pressure compensation "
+                raise BadDataError(f"{self.label}: pressure compensation "
                                    "undefined for this calibration")
             sample["pressure"] = p / PRESSURE_Q
         if self._measures_humidity():
             if adc_h is None or adc_h == ADC_SKIPPED_16BIT:
                 self._configured = False
-                raise NotReadyError(f"bme280 at 0x{self.address:02x}: humidity at its reset value "
+                raise NotReadyError(f"{self.label}: humidity at its reset value "
                                     "0x8000 (ctrl_hum not latched or channel skipped)")
             sample["humidity"] = compensate_humidity(adc_h, t_fine, calib) / HUMIDITY_Q
         return sample
-
-    # -- simulation ----------------------------------------------------------------------------
-    @classmethod
-    def simulated(cls, environment: Any, *, sleep: Callable[[float], None] | None = None,
-                  **options: Any) -> BME280:
-        """A BME280 driver on a `FakeSMBus` holding a `FakeBME280` whose physical inputs come from
-        ``environment`` at each conversion. ``sleep``: see `pibridge.drivers.fakes.i2c.simulation_timing`."""
-        from .fakes.i2c import FakeBME280, FakeSMBus, simulation_timing
-
-        config = cls.check_options(options)
-        clock, wait = simulation_timing(sleep)
-        chip = FakeBME280(
-            clock=clock,
-            source=lambda: (environment.air_temperature(), environment.pressure(),
-                            environment.relative_humidity()),
-        )
-        bus = FakeSMBus()
-        bus.attach(config["address"], chip)
-        return cls(bus=bus, sleep=wait, **options)

@@ -1,10 +1,15 @@
 """DHT22 (AM2302) and DHT11 temperature/humidity sensors via adafruit-circuitpython-dht 4.0.12.
 
 The library object is built lazily by a hardware factory (``board`` and ``adafruit_dht`` are
-imported only then) or injected as ``sensor=`` (tests and ``--simulate`` give
-`pibridge.drivers.fakes.dht.FakeDHT`). The library caches values for 2 s after every attempt, failed or
-not, and then hands back stale values or ``None``; this driver therefore enforces its own
-spacing (injectable monotonic clock) and raises `NotReadyError` instead of ever returning them.
+imported only then; they come with the ``pi`` extra) or injected as ``sensor=`` (tests and
+``--simulate`` give `pibridge.drivers.fakes.dht.FakeDHT`). The library caches values for 2 s
+after every attempt, failed or not, and then hands back stale values or ``None``; this driver
+therefore enforces its own spacing (injectable monotonic clock) and raises `NotReadyError`
+instead of ever returning them.
+
+``read_twice`` (the sensor answers with the measurement it took at the *previous* request) is
+two phases: ``start()`` makes the discarded attempt and returns the 2.1 s spacing, ``collect()``
+the attempt that counts. The driver never sleeps.
 
 Error mapping (the library raises plain ``RuntimeError``):
 
@@ -20,14 +25,14 @@ any other RuntimeError / OSError               BusError
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
-from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
+from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample, Timing
 from .errors import (
     BadDataError,
     BusError,
@@ -36,6 +41,7 @@ from .errors import (
     NotReadyError,
     SensorError,
 )
+from .gpio import missing_library
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +102,34 @@ def check_plausible(temperature: float | None, humidity: float | None,
     return float(temperature), float(humidity)
 
 
-def _board_pin(pin: int) -> Any:
-    if not (sys.stdin is not None and sys.stdin.isatty()):
-        # Blinka would otherwise check (and offer to pip-install) Pi dependencies at import board.
-        os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")
+BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
+
+
+@contextlib.contextmanager
+def _no_blinka_install_prompt() -> Iterator[None]:
+    """While ``board`` is imported, and only then: Blinka checks its platform dependencies at
+    import and, on a terminal, offers to pip-install them into the running environment. The
+    variable is restored right after, so nothing else in the process sees it."""
+    before = os.environ.get(BLINKA_SKIP_CHECK_ENV)
+    os.environ[BLINKA_SKIP_CHECK_ENV] = "1"
     try:
-        import board
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BLINKA_SKIP_CHECK_ENV, None)
+        else:
+            os.environ[BLINKA_SKIP_CHECK_ENV] = before
+
+
+def _board_pin(pin: int) -> Any:
+    try:
+        with _no_blinka_install_prompt():
+            import board
+    except ImportError as exc:
+        raise missing_library("Adafruit Blinka (board)", "a DHT sensor") from exc
     except Exception as exc:  # Blinka raises assorted errors on unknown platforms
-        raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc}") from exc
+        raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc} "
+                                 "(DHT sensors need a Raspberry Pi; use --simulate elsewhere)") from exc
     try:
         return getattr(board, f"D{pin}")
     except AttributeError:
@@ -127,23 +153,29 @@ class _DHTBase(Driver):
     read_time_s = CAPTURE_S
     min_interval_s = MIN_SPACING_S
     retry = RetryPolicy(attempts=2, spacing_s=MIN_SPACING_S)
+    simulator = "pibridge.drivers.fakes.dht:simulate"
     t_range_c: ClassVar[tuple[float, float]] = DHT22_RANGE_C
     library_class: ClassVar[str] = "DHT22"
 
+    @classmethod
+    def timing_for(cls, config: Mapping[str, Any]) -> Timing:
+        """With ``read_twice`` the wait between start (the discarded attempt) and collect is the
+        sensor's 2.1 s spacing, plus the second capture."""
+        if config.get("read_twice"):
+            return Timing(MIN_SPACING_S + CAPTURE_S, cls.min_interval_s, cls.retry)
+        return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
+
     def __init__(self, sensor: DHTSensor | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, owns_sensor: bool | None = None,
-                 **options: Any) -> None:
+                 owns_sensor: bool | None = None, **options: Any) -> None:
         """``sensor``: a library-level sensor object to use instead of building
         ``adafruit_dht.DHT22(pin)``; it is not ``exit()``-ed on close unless ``owns_sensor``
-        (by default the driver owns only the sensor it built itself)."""
+        (by default the driver owns only the sensor it built itself). ``clock``: monotonic
+        seconds, for the spacing the library's cache needs."""
         super().__init__(**options)
         self._sensor = sensor
         self._owns_sensor = sensor is None if owns_sensor is None else owns_sensor
         self._clock = clock
-        self._sleep = sleep
         self._last_attempt: float | None = None
-        if self.config["read_twice"]:
-            self.read_time_s = MIN_SPACING_S + 2 * CAPTURE_S  # instance override of the ClassVar
 
     def _hardware(self) -> DHTSensor:
         """The real library object, built on first use."""
@@ -152,7 +184,7 @@ class _DHTBase(Driver):
             try:
                 import adafruit_dht
             except ImportError as exc:
-                raise ConfigurationError(f"adafruit-circuitpython-dht is not installed: {exc}") from exc
+                raise missing_library("adafruit-circuitpython-dht", "a DHT sensor") from exc
             kwargs = {} if self.config["use_pulseio"] is None else {"use_pulseio": self.config["use_pulseio"]}
             try:
                 self._sensor = getattr(adafruit_dht, self.library_class)(pin, **kwargs)
@@ -176,16 +208,21 @@ class _DHTBase(Driver):
             self._last_attempt = self._clock()
         return check_plausible(temperature, humidity, self.t_range_c)
 
-    def read(self) -> Sample:
-        """One attempt (two with ``read_twice``, ≥ 2 s apart): °C and %RH."""
-        if self.config["read_twice"]:
-            try:
-                self._attempt()
-            except NotReadyError:
-                raise
-            except SensorError as exc:
-                log.debug("%s: first of two reads failed (%s); the second still follows", self.name, exc)
-            self._sleep(MIN_SPACING_S)
+    def start(self) -> float:
+        """With ``read_twice``: the discarded attempt (its failure does not matter, the second
+        still follows); returns the spacing before `collect`. Otherwise nothing to start."""
+        if not self.config["read_twice"]:
+            return 0.0
+        try:
+            self._attempt()
+        except NotReadyError:
+            raise
+        except SensorError as exc:
+            log.debug("%s: first of two reads failed (%s); the second still follows", self.name, exc)
+        return MIN_SPACING_S
+
+    def collect(self) -> Sample:
+        """One attempt: °C and %RH."""
         temperature, humidity = self._attempt()
         return {"temperature": temperature, "humidity": humidity}
 
@@ -195,30 +232,6 @@ class _DHTBase(Driver):
                 self._sensor.exit()  # stops the library's libgpiod_pulsein helper process
             except Exception as exc:
                 log.warning("%s: exit() failed: %s", self.name, exc)
-
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> _DHTBase:
-        """A `FakeDHT` fed by the environment's air temperature and humidity; the driver's spacing
-        runs on the real monotonic clock like in production."""
-        from .fakes.dht import FakeDHT
-
-        options.setdefault("pin", SIMULATED_PIN)
-        fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=_RealClock(),
-                       source=lambda: (environment.air_temperature(), environment.relative_humidity()))
-        return cls(sensor=fake, owns_sensor=True, **options)
-
-
-SIMULATED_PIN = 4
-
-
-class _RealClock:
-    """Wall-clock monotonic time for the fake in simulation; capture time is not really waited."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        """The 0.25 s capture is not waited for in simulation."""
 
 
 class DHT22(_DHTBase):

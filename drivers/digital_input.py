@@ -5,19 +5,25 @@ low, with ``"down"`` when it is high; with ``"none"``/``"floating"`` gpiozero ne
 level given, which ``active_low`` supplies (default: active high). Setting ``active_low``
 against the pull's natural level inverts the reported state. Besides the periodic sample,
 ``on_change(callback)`` reports every edge at once with a timestamp.
+
+The hardware handle is a gpiozero pin factory (``pin_factory=``): a ``MockFactory`` in tests and
+``--simulate``, the bridge's shared real factory, or, when none is given, one built by
+`pibridge.drivers.gpio.hardware_pin_factory` and closed with the driver. gpiozero's global
+factory is never used.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample
-from .errors import BusError, ConfigurationError
+from .base import Driver, GpioPin, Metric, Option, OptionProblem, RetryPolicy, Sample
+from .errors import BusError
+from .gpio import hardware_pin_factory, missing_library
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,8 @@ PULLS = ("up", "down", "none", "floating")
 PULL_UP_ARG = {"up": True, "down": False, "none": None, "floating": None}
 MAX_DEBOUNCE_S = 10.0
 STATE_KEY = "state"
-SIMULATED_PIN = 17
+#: GPIO 2 and 3 (I2C1 SDA/SCL) carry fixed 1.8 kΩ pull-ups on every Pi: no pull-down wins there.
+HARDWIRED_PULL_UP_PINS = (2, 3)
 
 ChangeCallback = Callable[[bool, float], None]
 
@@ -54,14 +61,21 @@ class DigitalInput(Driver):
     )
     read_time_s = 0.0
     retry = RetryPolicy(attempts=1, spacing_s=0.0)
+    simulator = "pibridge.drivers.fakes.gpio:simulate_digital_input"
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        """A pull-down cannot work against the Pi's fixed pull-ups on GPIO 2 and 3."""
+        if config["pin"] in HARDWIRED_PULL_UP_PINS and config["pull"] == "down":
+            return [OptionProblem("pull", f"option pull: GPIO{config['pin']} has a fixed 1.8 kΩ pull-up "
+                                  "on the Pi; pull=down cannot hold it low (use pull=up or none)")]
+        return []
 
     def __init__(self, pin_factory: Any = None, *, clock: Callable[[], float] = time.time,
                  **options: Any) -> None:
         super().__init__(**options)
         self._clock = clock
         self._callbacks: list[ChangeCallback] = []
-        self._before_read: Callable[[], None] | None = None
-        self._owned: list[Any] = []
         pull = self.config["pull"]
         self._active_low = effective_active_low(pull, self.config["active_low"])
         pull_up = PULL_UP_ARG[pull]
@@ -71,15 +85,23 @@ class DigitalInput(Driver):
         try:
             from gpiozero import DigitalInputDevice, GPIOZeroError
         except ImportError as exc:
-            raise ConfigurationError(f"gpiozero is not installed: {exc}") from exc
+            raise missing_library("gpiozero", "a digital input") from exc
+        self._own_factory = pin_factory is None
+        self._factory = hardware_pin_factory() if pin_factory is None else pin_factory
         try:
             self._device = DigitalInputDevice(
                 self.config["pin"], pull_up=pull_up, active_state=active_state,
-                bounce_time=self.config["debounce"], pin_factory=pin_factory)
+                bounce_time=self.config["debounce"], pin_factory=self._factory)
         except GPIOZeroError as exc:
+            self._close_factory()
             raise BusError(f"digital_input: cannot claim GPIO{self.config['pin']}: {exc}") from exc
         self._metric = Metric(STATE_KEY, "State", value_type=ValueType.BOOL,
                               annotation=self.config["annotation"])
+
+    @property
+    def active_low(self) -> bool:
+        """True when the reported state is True for a low line."""
+        return self._active_low
 
     def active_metrics(self) -> tuple[Metric, ...]:
         return (self._metric,)
@@ -87,10 +109,8 @@ class DigitalInput(Driver):
     def _state(self) -> bool:
         return bool(self._device.value) != self._invert
 
-    def read(self) -> Sample:
+    def collect(self) -> Sample:
         """The input's current state (True = active)."""
-        if self._before_read is not None:
-            self._before_read()
         try:
             return {STATE_KEY: self._state()}
         except Exception as exc:  # gpiozero raises its own errors for a closed/lost pin
@@ -117,32 +137,11 @@ class DigitalInput(Driver):
             except Exception:  # a bad listener must not kill gpiozero's event thread
                 log.exception("digital_input: change callback failed")
 
+    def _close_factory(self) -> None:
+        if self._own_factory:
+            self._factory.close()
+
     def _release(self) -> None:
         self._callbacks.clear()
         self._device.close()
-        for thing in self._owned:
-            thing.close()
-
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> DigitalInput:
-        """A MockFactory pin driven from ``environment.door_open()`` before each read (pull up,
-        annotation "open": the line goes low while the door is open); edges fire ``on_change``."""
-        from gpiozero.pins.mock import MockFactory
-
-        factory = MockFactory()
-        options.setdefault("pin", SIMULATED_PIN)
-        options.setdefault("annotation", "open")
-        options.setdefault("pull", "up")
-        driver = cls(pin_factory=factory, **options)
-        pin = factory.pin(driver.config["pin"])
-        active_level_high = not driver._active_low
-
-        def drive() -> None:
-            if environment.door_open() == active_level_high:
-                pin.drive_high()
-            else:
-                pin.drive_low()
-
-        driver._before_read = drive
-        driver._owned = [factory]
-        return driver
+        self._close_factory()

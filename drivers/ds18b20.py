@@ -6,16 +6,18 @@ cross-checks the kernel's ``t=``. All file access goes through a small injectabl
 (`W1Files`; `SysfsFiles` is the real one, `pibridge.drivers.fakes.w1.FakeW1Bus` the fake), so the same
 code runs against real sysfs, a scripted fake tree and ``--simulate``.
 
-Bulk conversion: probes on one master can share one ``therm_bulk_read`` "trigger" (one
-conversion time for N probes). `W1BulkCoordinator` does that for the scheduler:
+Two phases (the caller owns the wait): ``start()`` writes ``trigger`` to the master's
+``therm_bulk_read`` (SKIP ROM + CONVERT T: every probe on that master converts at once) and
+returns the conversion time; ``collect()`` reads ``w1_slave``, which then returns the converted
+scratchpad without a new conversion (collected too early: the kernel returns nothing while the
+conversion runs, `NotReadyError`). Probes on one master share that trigger: they return the same
+`DS18B20.group_key` and `DS18B20.start_group` triggers once for all of them, one conversion time
+for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start
+does nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
+conversion time), and this is logged once per master.
 
-    coordinator = W1BulkCoordinator()          # keep one for the bridge's lifetime
-    results = coordinator.read_many(probes)    # {device_id: Sample | SensorError}
-
-or in two phases, ``coordinator.prepare(probes)`` (one trigger per master, blocks one conversion
-time) followed by each probe's own ``read()``, which then returns the bulk-converted value without
-a new conversion. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), each
-probe converts on its own read and the coordinator logs that once per master.
+All file access goes through ``files`` (`W1Files`); the real one reads at most
+`pibridge.drivers.files.DEFAULT_MAX_BYTES` and gives up after a timeout.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import errno
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from .base import Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample
+from .crc import crc8_maxim
 from .errors import (
     BadDataError,
     BusError,
@@ -39,6 +42,7 @@ from .errors import (
     NotReadyError,
     SensorError,
 )
+from .files import read_small_text
 from .intmath import c_div
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,6 @@ DEVICE_ID_RE = re.compile(r"^(10|22|28|3b|42)-[0-9a-f]{12}$")
 
 SCRATCHPAD_LEN = 9
 CRC_LEN = 8  # the CRC covers bytes 0..7 and is byte 8
-CRC8_REFLECTED_POLY = 0x8C  # Dallas/Maxim x^8+x^5+x^4+1, LSB first
 # scratchpad byte positions (DS18B20 datasheet; DS18S20 differs in 4, 6, 7)
 B_TEMP_LSB, B_TEMP_MSB, B_CONFIG, B_RESERVED6, B_RESERVED7 = 0, 1, 4, 6, 7
 COUNT_REMAIN, COUNT_PER_C = 6, 7  # DS18S20 only
@@ -99,16 +102,6 @@ _LINE2_RE = re.compile(_HEX_BYTES + r"t=(-?\d+)$")
 
 
 # -- pure functions: bytes/text -> values ---------------------------------------------------------
-def crc8_maxim(data: bytes) -> int:
-    """Dallas/Maxim CRC-8 (reflected polynomial 0x8C, init 0) over ``data``."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ CRC8_REFLECTED_POLY if crc & 1 else crc >> 1
-    return crc
-
-
 def _s16(msb: int, lsb: int) -> int:
     value = (msb << 8) | lsb
     return value - S16_RANGE if value & S16_SIGN else value
@@ -215,11 +208,12 @@ class W1Files(Protocol):
 
 
 class SysfsFiles:
-    """`W1Files` on the real filesystem. A ``w1_slave`` read blocks for the conversion time."""
+    """`W1Files` on the real filesystem. A ``w1_slave`` read without a bulk conversion blocks in
+    the kernel for the conversion time; every read is bounded in size and time
+    (`read_small_text`)."""
 
     def read_text(self, path: Path) -> str:
-        with open(path, encoding="ascii") as f:
-            return f.read()
+        return read_small_text(path)
 
     def write_text(self, path: Path, text: str) -> None:
         with open(path, "w", encoding="ascii") as f:
@@ -239,6 +233,8 @@ _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
 
 
 def _map_os_error(exc: OSError, what: str) -> SensorError:
+    if exc.errno in (errno.EFBIG, errno.ETIMEDOUT):
+        return BadDataError(f"{what}: {exc.strerror} from {exc.filename} (not a w1 attribute?)")
     if exc.errno in _GONE_ERRNOS:
         return DeviceNotFoundError(f"{what}: device gone ({os.strerror(exc.errno or 0)})")
     if exc.errno == errno.EIO:
@@ -261,6 +257,7 @@ class DS18B20(Driver):
     read_time_s = CONVERSION_TIME_S[MAX_RESOLUTION_BITS] + W1_BUS_TIME_S
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
+    simulator = "pibridge.drivers.fakes.w1:simulate"
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
@@ -282,7 +279,6 @@ class DS18B20(Driver):
         self.family = device_id[:2]
         self.w1_root = Path(self.config["w1_root"])
         self.files: W1Files = files if files is not None else SysfsFiles()
-        self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def slave_dir(self) -> Path:
@@ -295,14 +291,42 @@ class DS18B20(Driver):
             return None
         return self.files.resolve(self.slave_dir).parent
 
-    def read(self) -> Sample:
-        """One ``w1_slave`` read (a conversion unless a bulk conversion is ready): °C."""
+    # -- two phases ----------------------------------------------------------------------------
+    def group_key(self) -> Hashable | None:
+        """The master directory: probes on one master share one bulk conversion."""
+        return self.master_dir()
+
+    def start(self) -> float:
+        """One bulk conversion on this probe's master (see `start_group`)."""
+        return type(self).start_group([self])
+
+    @classmethod
+    def start_group(cls, drivers: Sequence[Driver]) -> float:
+        """One ``therm_bulk_read`` trigger per master of ``drivers``; returns the conversion
+        time, or 0 when no master could be triggered (each probe's collect then converts on its
+        own, blocking in the kernel; logged once per master)."""
+        by_master: dict[Path, DS18B20] = {}
+        for driver in drivers:
+            if not isinstance(driver, DS18B20):
+                raise TypeError(f"DS18B20.start_group got a {type(driver).__name__}")
+            master = driver.master_dir()
+            if master is not None:
+                by_master.setdefault(master, driver)
+        wait = 0.0
+        for master, first in by_master.items():
+            if _trigger_bulk(master, first.files):
+                wait = max(wait, first.timing.read_time_s)
+        return wait
+
+    def collect(self) -> Sample:
+        """One ``w1_slave`` read (the bulk-converted value, or a conversion of its own): °C."""
         try:
             text = self.files.read_text(self.slave_dir / W1_SLAVE_FILE)
         except OSError as exc:
             raise _map_os_error(exc, self.device_id) from exc
         if not text.strip() and self._bulk_state() == BULK_CONVERTING:
-            raise NotReadyError(f"{self.device_id}: bulk conversion in progress")
+            raise NotReadyError(f"{self.device_id}: bulk conversion still in progress (collected "
+                                "before the conversion time)")
         reading = parse_w1_slave(text, self.family)
         return {"temperature": reading.celsius}
 
@@ -315,83 +339,32 @@ class DS18B20(Driver):
         except (OSError, ValueError):
             return None
 
-    def _release(self) -> None:
-        if self._owned_dir is not None:
-            self._owned_dir.cleanup()
-            self._owned_dir = None
-
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> DS18B20:
-        """A fake w1 tree (temp dir, virtual clock: no real 750 ms wait) with one probe following
-        ``environment.air_temperature(SOIL_OFFSET_C)``."""
-        from .fakes.w1 import FakeW1Bus
-
-        owned = tempfile.TemporaryDirectory(prefix="pibridge-w1-")
-        bus = FakeW1Bus(Path(owned.name))
-        device_id = options.setdefault("device_id", SIMULATED_DEVICE_ID)
-        options["w1_root"] = str(bus.root)
-        bus.add_probe(device_id, temperature=lambda: environment.air_temperature(SOIL_OFFSET_C))
-        driver = cls(files=bus, **options)
-        driver._owned_dir = owned
-        return driver
-
-
-SIMULATED_DEVICE_ID = "28-0000075e3a1c"
-SOIL_OFFSET_C = -4.0  # soil probe: a few degrees below the air
-
 
 # -- bulk conversion ---------------------------------------------------------------------------
-class W1BulkCoordinator:
-    """One ``therm_bulk_read`` trigger per w1 master for all probes due in the same slot.
+#: Masters already reported as unable to bulk-convert: the warning is logged once per master
+#: and process (a state of the log, not of any driver).
+_warned_masters: set[Path] = set()
+_warned_lock = threading.Lock()
 
-    Keep one instance for the bridge's lifetime (it remembers which masters it already warned
-    about). ``min_probes``: a master with fewer due probes converts per probe (bulk gains nothing
-    for one probe and would convert idle probes too).
-    """
 
-    def __init__(self, min_probes: int = 2) -> None:
-        self.min_probes = min_probes
-        self._warned: set[Path] = set()
+def _trigger_bulk(master: Path, files: W1Files) -> bool:
+    """Write ``trigger`` to the master's ``therm_bulk_read``; False (logged once) if it cannot."""
+    path = master / BULK_READ_FILE
+    if not files.exists(path) or not files.is_writable(path):
+        _fall_back(master, "it is missing or not writable (the kernel makes it root-only)")
+        return False
+    try:
+        files.write_text(path, BULK_TRIGGER)
+    except OSError as exc:
+        _fall_back(master, f"writing it failed: {exc}")
+        return False
+    return True
 
-    def prepare(self, probes: Iterable[DS18B20]) -> dict[Path, bool]:
-        """Trigger one bulk conversion per master of ``probes`` (blocks one conversion time).
-        Returns master dir -> True if bulk conversion was done, False if its probes will
-        convert one by one."""
-        groups: dict[Path, list[DS18B20]] = {}
-        for probe in probes:
-            master = probe.master_dir()
-            if master is not None:
-                groups.setdefault(master, []).append(probe)
-        done: dict[Path, bool] = {}
-        for master, members in groups.items():
-            done[master] = len(members) >= self.min_probes and self._trigger(master, members[0].files)
-        return done
 
-    def read_many(self, probes: Sequence[DS18B20]) -> dict[str, Sample | SensorError]:
-        """`prepare` then each probe's ``read()``: device_id -> sample or the typed error."""
-        self.prepare(probes)
-        results: dict[str, Sample | SensorError] = {}
-        for probe in probes:
-            try:
-                results[probe.device_id] = probe.read()
-            except SensorError as exc:
-                results[probe.device_id] = exc
-        return results
-
-    def _trigger(self, master: Path, files: W1Files) -> bool:
-        path = master / BULK_READ_FILE
-        if not files.exists(path) or not files.is_writable(path):
-            self._fall_back(master, "it is missing or not writable (the kernel makes it root-only)")
-            return False
-        try:
-            files.write_text(path, BULK_TRIGGER)
-        except OSError as exc:
-            self._fall_back(master, f"writing it failed: {exc}")
-            return False
-        return True
-
-    def _fall_back(self, master: Path, why: str) -> None:
-        if master not in self._warned:
-            self._warned.add(master)
-            log.warning("w1 master %s: no bulk conversion through %s, %s; "
-                        "each DS18B20 converts on its own read", master, BULK_READ_FILE, why)
+def _fall_back(master: Path, why: str) -> None:
+    with _warned_lock:
+        if master in _warned_masters:
+            return
+        _warned_masters.add(master)
+    log.warning("w1 master %s: no bulk conversion through %s, %s; "
+                "each DS18B20 converts on its own read", master, BULK_READ_FILE, why)

@@ -1,22 +1,35 @@
-"""What every I2C chip driver shares: the bus handle, the ``address``/``i2c_bus`` options, and the
-mapping of Linux I2C errors to typed sensor errors.
+"""What every I2C chip driver shares: the bus handle, the ``address``/``i2c_bus`` options, what a
+chip declares so that ``pibridge scan`` can name it, and transfers with the error mapping built in.
 
-The bus is an smbus2.SMBus-like object handed in (tests, the bridge sharing one bus) or, when
-none is given, ``smbus2.SMBus(i2c_bus)`` opened on first use and closed by ``close()``. A bus
+The bus is an smbus2.SMBus-like object handed in (tests, the bridge sharing one bus, a fake) or,
+when none is given, ``smbus2.SMBus(i2c_bus)`` opened on first use and closed by ``close()``. A bus
 that was handed in is never closed by the driver.
+
+Error mapping of the transfer helpers (Linux reports an I2C NACK as errno 121, EREMOTEIO):
+
+==========================================================  ==========================
+what happened                                               error
+==========================================================  ==========================
+NACK before the chip ever answered                          `DeviceNotFoundError`
+NACK of a plain read (`read_bytes`) right after a command   `NotReadyError` (busy chip)
+any other failure once the chip has answered                `BusError` (retryable)
+==========================================================  ==========================
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from .base import Driver, Option, Resources
-from .errors import BusError, DeviceNotFoundError
+from .errors import BusError, DeviceNotFoundError, NotReadyError, SensorError
 
 DEFAULT_I2C_BUS = 1  #: /dev/i2c-1: the Pi's header pins 3 and 5
 I2C_BUS_MAX = 255
+
+_T = TypeVar("_T")
 
 
 def i2c_bus_option() -> Option:
@@ -25,17 +38,49 @@ def i2c_bus_option() -> Option:
                   minimum=0, maximum=I2C_BUS_MAX)
 
 
-class I2CDriver(Driver):
-    """Base class of I2C chip drivers. Subclasses declare an ``address`` option (with the chip's
-    possible addresses as choices) and `i2c_bus_option()` among their ``options``."""
+def i2c_address_option(addresses: tuple[int, ...], help: str, default: int | None = None) -> Option:
+    """The ``address`` option: one of the chip's possible 7-bit addresses, shown in hex."""
+    return Option("address", int, addresses[0] if default is None else default, help,
+                  choices=addresses, hex=True)
 
-    chip_name: ClassVar[str] = ""  #: for messages; defaults to the registry name
+
+@dataclass(frozen=True)
+class ChipId:
+    """An identification register: ``pibridge scan`` reads ``register`` at each address the
+    driver declares and names what it finds. ``chips``: id -> part this driver reads;
+    ``others``: ids of related parts it does not read (named by scan, refused by the driver)."""
+
+    register: int
+    chips: Mapping[int, str]
+    others: Mapping[int, str] = field(default_factory=dict)
+
+    def name(self, chip_id: int) -> str | None:
+        return self.chips.get(chip_id) or self.others.get(chip_id)
+
+
+class I2CDriver(Driver):
+    """Base class of I2C chip drivers. Subclasses declare an ``address`` option
+    (`i2c_address_option`, its choices are the chip's addresses) and `i2c_bus_option()` among
+    their ``options``, and optionally ``chip_id`` (a `ChipId`) and ``chip_name``."""
+
+    chip_name: ClassVar[str] = ""  #: for messages and ``pibridge scan``; defaults to the registry name
+    chip_id: ClassVar[ChipId | None] = None
 
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(**options)
         self._bus = bus
         self._owns_bus = False
         self.address: int = self.config["address"]
+        self._seen = False        # has the chip ever acknowledged a transfer?
+        self._commanded = False   # was the last successful transfer a write?
+
+    @classmethod
+    def i2c_addresses(cls) -> tuple[int, ...]:
+        """Every address the chip can answer on: the ``address`` option's choices."""
+        for option in cls.options:
+            if option.key == "address":
+                return tuple(option.choices or (option.default,))
+        return ()
 
     @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:
@@ -45,7 +90,8 @@ class I2CDriver(Driver):
 
     @property
     def label(self) -> str:
-        return self.chip_name or self.name
+        """``"bme280 at 0x76"``: how messages name this chip."""
+        return f"{self.chip_name or self.name} at 0x{self.address:02x}"
 
     def _open_bus(self) -> Any:
         """The bus: the injected one, or ``smbus2.SMBus(i2c_bus)`` opened now (imported lazily)."""
@@ -68,13 +114,78 @@ class I2CDriver(Driver):
             self._bus = None
             self._owns_bus = False
 
+    # -- transfers with the error mapping -----------------------------------------------------
+    def _transfer(self, action: Callable[[Any], _T], doing: str, *, command: bool,
+                  busy_nack: bool = False) -> _T:
+        bus = self._open_bus()
+        try:
+            result = action(bus)
+        except OSError as exc:
+            self._transfer_failed()
+            raise self._map_error(exc, doing, busy_nack) from exc
+        self._seen = True
+        self._commanded = command
+        return result
+
+    def _map_error(self, exc: OSError, doing: str, busy_nack: bool) -> SensorError:
+        if exc.errno == errno.EREMOTEIO:
+            if not self._seen:
+                return self._absent()
+            if busy_nack and self._commanded:
+                return NotReadyError(f"{self.label}: the chip refused the read after a command "
+                                     "(measurement still running)")
+        return self._bus_error(exc, doing)
+
+    def _transfer_failed(self) -> None:
+        """Hook: a transfer failed. Drivers that keep chip state (configuration written, mode
+        started) forget it here so the next attempt starts over."""
+
+    def write_byte(self, value: int, doing: str = "command") -> None:
+        """One byte (an opcode or a register pointer): ``S addr+W value P``."""
+        self._transfer(lambda bus: bus.write_byte(self.address, value), doing, command=True)
+
+    def write_bytes(self, data: bytes, doing: str = "command") -> None:
+        """A write of several bytes (e.g. a 16-bit command): ``S addr+W d0 d1 … P``."""
+        from smbus2 import i2c_msg  # lazily: only when building messages
+
+        self._transfer(lambda bus: bus.i2c_rdwr(i2c_msg.write(self.address, bytes(data))), doing,
+                       command=True)
+
+    def write_register(self, register: int, value: int, doing: str = "register write") -> None:
+        """``S addr+W register value P``."""
+        self._transfer(lambda bus: bus.write_byte_data(self.address, register, value), doing,
+                       command=True)
+
+    def read_register(self, register: int, doing: str = "register read") -> int:
+        """One register: ``S addr+W register Sr addr+R value P``."""
+        value: int = self._transfer(lambda bus: bus.read_byte_data(self.address, register), doing,
+                                    command=False)
+        return value
+
+    def read_registers(self, register: int, length: int, doing: str = "register read") -> bytes:
+        """``length`` (≤ 32) registers from ``register`` on, in one burst (auto-increment)."""
+        return self._transfer(
+            lambda bus: bytes(bus.read_i2c_block_data(self.address, register, length)), doing,
+            command=False)
+
+    def read_bytes(self, length: int, doing: str = "result read") -> bytes:
+        """A plain read with no register pointer: ``S addr+R b0 … P``. A chip that NACKs it right
+        after a command is still measuring: `NotReadyError`."""
+        from smbus2 import i2c_msg
+
+        def action(bus: Any) -> bytes:
+            msg = i2c_msg.read(self.address, length)
+            bus.i2c_rdwr(msg)
+            return bytes(msg)
+
+        return self._transfer(action, doing, command=False, busy_nack=True)
+
     def _absent(self) -> DeviceNotFoundError:
         """Nothing acknowledges the address (errno 121 EREMOTEIO, an I2C NACK)."""
-        return DeviceNotFoundError(f"{self.label}: nothing answers at 0x{self.address:02x} "
+        return DeviceNotFoundError(f"{self.label}: nothing answers "
                                    f"(I2C NACK on bus {self.config['i2c_bus']})")
 
     def _bus_error(self, exc: OSError, doing: str) -> BusError:
         """A failed transfer as a retryable `BusError` naming the errno."""
         code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return BusError(f"{self.label} at 0x{self.address:02x}: I2C {doing} failed "
-                        f"({code}: {exc.strerror or exc})")
+        return BusError(f"{self.label}: I2C {doing} failed ({code}: {exc.strerror or exc})")

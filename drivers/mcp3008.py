@@ -1,27 +1,29 @@
-"""MCP3008 8-channel 10-bit ADC on SPI, through gpiozero's ``MCP3008`` device.
+"""MCP3008 8-channel 10-bit ADC on SPI0.
 
 One driver instance reads one channel (single-ended, or differential against its pair channel
-^ 1) and reports it as volts and as a 0–1 fraction of the reference voltage. The gpiozero device
-is given the injected ``pin_factory`` (never the global ``Device.pin_factory``); gpiozero is
-imported only when the device is built.
+^ 1) and reports it as volts and as a 0–1 fraction of the reference voltage, scaled as gpiozero's
+``MCP3008.value``/``voltage`` do. The frame is packed here; the hardware handle is an SPI
+interface (`pibridge.drivers.spi`): injected (``spi=``), or opened from the given
+``pin_factory`` (or from `pibridge.drivers.gpio.hardware_pin_factory`) and closed with the driver.
 
-gpiozero 2.0.1 quirk: its software SPI bus (``SPISoftwareBus``, what MockFactory and a Pi without
-spidev use) is built *without* the caller's pin factory, so gpiozero initialises its default
-factory as a side effect. On a Pi that loads lgpio and is harmless; on a PC it fails with
-``BadPinFactory`` unless ``GPIOZERO_PIN_FACTORY=mock`` is set (tests do; ``simulated()`` sets it
-for the process if unset, since a simulated bridge builds no real devices).
+::
+
+    byte   0         1         2
+    Tx     00000001  MCCCxxxx  xxxxxxxx     start bit, M = 1 single-ended / 0 differential,
+    Rx     xxxxxxxx  xxxxx0RR  RRRRRRRR     CCC = channel; reply: null bit 0, then 10 bits MSB first
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from pibridge.protocol import ValueType
 
 from .base import Driver, Metric, Option, Resources, RetryPolicy, Sample
-from .errors import BusError, ConfigurationError, DeviceNotFoundError
+from .errors import BusError, DeviceNotFoundError, SensorError
+from .gpio import hardware_pin_factory
+from .spi import open_spi
 
 ADC_BITS = 10
 ADC_MAX = (1 << ADC_BITS) - 1
@@ -32,8 +34,25 @@ VREF_DEFAULT_V = 3.3
 VREF_MIN_V, VREF_MAX_V = 0.25, 5.5  # MCP3008 datasheet: VREF 0.25 V .. VDD (≤ 5.5 V)
 SPI_PORT = 0
 SPI_DEVICES = (0, 1)  # CE0 / CE1
-GPIOZERO_FACTORY_ENV = "GPIOZERO_PIN_FACTORY"
-READ_TIME_S = 0.001  # one 3-byte transfer; software SPI under mock pins is slower but still fast
+READ_TIME_S = 0.001  # one 3-byte transfer
+START_BIT = 0x01
+SINGLE_ENDED_BIT = 0x80
+CHANNEL_SHIFT = 4
+RESULT_HIGH_MASK = 0x03
+FRAME_LEN = 3
+
+
+def command_frame(channel: int, differential: bool) -> list[int]:
+    """The 3 bytes sent for one conversion (table above)."""
+    mode = 0 if differential else SINGLE_ENDED_BIT
+    return [START_BIT, mode | (channel << CHANNEL_SHIFT), 0]
+
+
+def parse_reply(reply: list[int]) -> int:
+    """The 10-bit code from the 3 bytes clocked back (table above)."""
+    if len(reply) != FRAME_LEN:
+        raise ValueError(f"MCP3008 reply has {len(reply)} bytes, expected {FRAME_LEN}")
+    return ((reply[1] & RESULT_HIGH_MASK) << 8) | reply[2]
 
 
 def code_to_values(raw: int, vref: float) -> tuple[float, float]:
@@ -65,97 +84,52 @@ class MCP3008(Driver):
     )
     read_time_s = READ_TIME_S
     retry = RetryPolicy(attempts=1, spacing_s=0.01)
+    simulator = "pibridge.drivers.fakes.spi:simulate"
 
     @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:
-        """SPI0 with the configured chip select."""
+        """SPI0 with the configured chip select (its pins: `pibridge.drivers.base.SPI_BUS_PINS`)."""
         return Resources(spi=((SPI_PORT, config["spi_device"]),))
 
-    def __init__(self, pin_factory: Any = None, **options: Any) -> None:
+    def __init__(self, spi: Any = None, *, pin_factory: Any = None, **options: Any) -> None:
+        """``spi``: an SPI interface to use (never closed by the driver); otherwise one is opened
+        on SPI0 / ``spi_device`` from ``pin_factory`` (or the machine's own GPIO)."""
         super().__init__(**options)
         self._owned: list[Any] = []
-        try:
-            from gpiozero import MCP3008 as GpiozeroMCP3008
-            from gpiozero import GPIOZeroError
-        except ImportError as exc:
-            raise ConfigurationError(f"gpiozero is not installed: {exc}") from exc
-        try:
-            self._device = GpiozeroMCP3008(
-                channel=self.config["channel"], differential=self.config["differential"],
-                max_voltage=self.config["max_voltage"], port=SPI_PORT, device=self.config["spi_device"],
-                pin_factory=pin_factory)
-        except GPIOZeroError as exc:
-            raise BusError(f"mcp3008: cannot open SPI {SPI_PORT}.{self.config['spi_device']}: {exc} "
-                           f"(off a Pi, set {GPIOZERO_FACTORY_ENV}=mock)") from exc
-        except OSError as exc:
-            raise DeviceNotFoundError(f"mcp3008: SPI device not available: {exc}") from exc
+        if spi is None:
+            factory = pin_factory
+            if factory is None:
+                factory = hardware_pin_factory()
+                self._owned.append(factory)
+            try:
+                spi = open_spi(factory, SPI_PORT, self.config["spi_device"])
+            except SensorError:
+                self._close_owned()
+                raise
+            except Exception as exc:  # gpiozero / lgpio raise assorted errors for a missing SPI
+                self._close_owned()
+                raise DeviceNotFoundError(f"mcp3008: cannot open SPI {SPI_PORT}.{self.config['spi_device']}: "
+                                          f"{exc} (is SPI enabled?)") from exc
+            self._owned.insert(0, spi)
+        self._spi = spi
+        self._frame = command_frame(self.config["channel"], self.config["differential"])
 
-    def read(self) -> Sample:
+    def collect(self) -> Sample:
         """One SPI conversion: volts and fraction of Vref."""
         try:
-            raw = self._device.raw_value
+            reply = self._spi.transfer(list(self._frame))
         except Exception as exc:  # gpiozero/spidev raise assorted OSError and GPIOZeroError types
             raise BusError(f"mcp3008: SPI transfer failed: {exc}") from exc
         try:
-            volts, fraction = code_to_values(raw, self.config["max_voltage"])
+            volts, fraction = code_to_values(parse_reply(reply), self.config["max_voltage"])
         except ValueError as exc:
             raise BusError(f"mcp3008: {exc}") from exc
         return {"voltage": volts, "fraction": fraction}
 
-    def _release(self) -> None:
-        self._device.close()
+    def _close_owned(self) -> None:
         for thing in self._owned:
             thing.close()
+        self._owned.clear()
 
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> MCP3008:
-        """The process's simulated chip (a `FakeMCP3008` on a MockFactory), the chosen channel fed
-        by ``environment.soil_volts()``."""
-        config = cls.check_options(options)
-        os.environ.setdefault(GPIOZERO_FACTORY_ENV, "mock")  # see the module docstring
-        lease = _SimulatedChip.acquire(config["max_voltage"])
-        lease.chip.set_voltage(config["channel"], environment.soil_volts)
-        try:
-            driver = cls(pin_factory=lease.factory, **{**options, "spi_device": 0})
-        except Exception:
-            lease.close()
-            raise
-        driver._owned = [lease]
-        return driver
-
-
-class _SimulatedChip:
-    """One MockFactory + `FakeMCP3008` shared by every simulated MCP3008 of the process: gpiozero
-    keys its software SPI buses by pin *names*, so a second mock factory on pins 11/10/9/8 would
-    be routed to the first one's pins. Reference-counted; the last ``close()`` tears it down."""
-
-    _current: _SimulatedChip | None = None
-
-    def __init__(self, vref: float) -> None:
-        from gpiozero.pins.mock import MockFactory
-
-        from .fakes.spi import FakeMCP3008
-
-        self.factory = MockFactory()
-        self.chip = FakeMCP3008(self.factory, vref=vref)
-        self.users = 0
-
-    @classmethod
-    def acquire(cls, vref: float) -> _SimulatedChip:
-        """The shared chip; one chip has one VREF, so every simulated sensor must agree on it."""
-        if cls._current is None:
-            cls._current = cls(vref)
-        elif cls._current.chip.vref != vref:
-            raise ConfigurationError(
-                f"mcp3008: simulated sensors share one chip, whose VREF is {cls._current.chip.vref} V; "
-                f"max_voltage={vref} differs")
-        cls._current.users += 1
-        return cls._current
-
-    def close(self) -> None:
-        self.users -= 1
-        if self.users == 0:
-            self.chip.close()
-            self.factory.close()
-            if _SimulatedChip._current is self:
-                _SimulatedChip._current = None
+    def _release(self) -> None:
+        self._close_owned()

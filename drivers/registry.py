@@ -1,36 +1,60 @@
 """Driver lookup by name: the built-in drivers plus third-party ones from the entry-point group
 ``pibridge.drivers`` (``name = "package.module:DriverClass"``), so a separate package can add a
-chip without touching pibridge. Modules are imported on lookup, never at ``import drivers``."""
+chip without touching pibridge.
+
+Built-in drivers are *found*, not listed: every module of this package that defines a `Driver`
+subclass with a ``name`` is one (so a new chip is a new module, with no edit here). The modules
+are imported on the first lookup (``names()``, ``get()``), never at ``import pibridge.drivers``;
+none of them touches hardware or imports a hardware library when imported.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import pkgutil
 from importlib.metadata import entry_points
 
 from .base import Driver
 from .errors import ConfigurationError
 
 ENTRY_POINT_GROUP = "pibridge.drivers"
-
-#: name -> "module:Class" of the drivers shipped with pibridge.
-BUILTIN: dict[str, str] = {
-    "bme280": "pibridge.drivers.bme280:BME280",
-    "bh1750": "pibridge.drivers.bh1750:BH1750",
-    "ds18b20": "pibridge.drivers.ds18b20:DS18B20",
-    "dht22": "pibridge.drivers.dht:DHT22",
-    "dht11": "pibridge.drivers.dht:DHT11",
-    "mcp3008": "pibridge.drivers.mcp3008:MCP3008",
-    "digital_input": "pibridge.drivers.digital_input:DigitalInput",
-    "cpu_temperature": "pibridge.drivers.cpu_temperature:CPUTemperature",
-}
+PACKAGE = "pibridge.drivers"
+#: modules of the package that are infrastructure, not chips (skipped without importing them)
+NOT_DRIVER_MODULES = frozenset({"base", "crc", "errors", "files", "gpio", "i2c", "intmath", "registry",
+                                "simulation", "spi"})
 
 
 class UnknownDriverError(ConfigurationError):
     """No driver of that name; the message lists the known ones."""
 
 
+@functools.cache
+def builtin() -> dict[str, str]:
+    """name -> ``"module:Class"`` of every driver shipped with pibridge, found by importing the
+    package's chip modules once."""
+    package = importlib.import_module(PACKAGE)
+    found: dict[str, str] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.ispkg or info.name in NOT_DRIVER_MODULES or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        for attr, value in vars(module).items():
+            if (inspect.isclass(value) and issubclass(value, Driver) and value.__module__ == module.__name__
+                    and value.name and not attr.startswith("_")):
+                found[value.name] = f"{module.__name__}:{attr}"
+    return found
+
+
+def __getattr__(name: str) -> dict[str, str]:
+    if name == "BUILTIN":  # the name older code used for the built-in table
+        return builtin()
+    raise AttributeError(name)
+
+
 def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
+    targets = dict(builtin())
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         targets.setdefault(ep.name, ep.value)
     return targets

@@ -1,26 +1,58 @@
-"""Plausible greenhouse signals for ``--simulate``: the physical world that fakes are fed from.
+"""Simulation for ``--simulate`` and tests: a greenhouse `Environment` and the `SimulatedWorld`
+that builds drivers on fake hardware fed from it.
 
-Each driver's ``simulated()`` builds its fake hardware (register file, w1 text, DHT object, SPI
-chip, mock pin) and sets the fake's *physical* inputs from an `Environment` just before each
-read, so the driver still does all its own bus I/O and maths.
+One world per run::
 
-All signals are pure functions of wall-clock time plus seeded noise, so two sensors of the same
-greenhouse agree (humidity falls when temperature rises) and a run is reproducible with a seed.
+    world = SimulatedWorld(Environment(seed=1))
+    bme = world.build("bme280", {"address": "0x77"})   # a real BME280 driver on a fake bus
+    probe = world.build("ds18b20", {"device_id": "28-0000075e3a1c"})
+    ...
+    world.close()                                       # drivers, fakes, timers, temp files
+
+The world holds the fakes that sensors share (one fake SMBus per bus number, one w1 tree whose one
+master carries every simulated probe, one gpiozero ``MockFactory``, one fake chip per SPI chip
+select) and runs the environment's timeline: a timer drives each simulated door's mock pin at the
+scheduled open/close times, so edges fire between reads.
+
+Drivers are built by *simulators*: functions ``simulate(world, cls, options) -> Driver`` that
+wire the fake hardware and call the driver's public constructor with it. A driver class names its
+simulator as a string, ``simulator = "package.module:function"`` (the built-in ones live in
+`pibridge.drivers.fakes`, a third-party package's in its own module), so no driver module imports a
+fake; a driver without one gets `NoSimulationError`.
+
+All environment signals are functions of the environment's clock plus seeded noise, so two
+sensors of the same greenhouse agree (humidity falls when temperature rises) and a run is
+reproducible with a seed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 import random
+import shutil
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .base import Driver
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .fakes.i2c import FakeI2CDevice, FakeSMBus
 
 SECONDS_PER_DAY = 86_400.0
 #: Hour of the daily temperature maximum / minimum (local solar time).
 WARMEST_HOUR = 14.0
 SUNRISE_HOUR = 6.0
 SUNSET_HOUR = 20.0
+#: how far the door timer looks for the next edge before just waking up to look again
+MAX_DOOR_SLOTS_AHEAD = 1000
 
 
 @dataclass
@@ -29,7 +61,13 @@ class Environment:
     light following the sun, a door that opens now and then.
 
     ``clock`` returns seconds since the epoch (inject a fake clock in tests); ``seed`` makes the
-    noise reproducible. Units: °C, %RH, Pa, lx, volts.
+    noise and the door's timeline reproducible. Units: °C, %RH, Pa, lx, volts, seconds.
+
+    The door: time is cut into slots of ``door_period_s``; in each slot, with probability
+    ``door_open_probability`` (drawn from the seed and the slot number alone, so the timeline does
+    not depend on who looks when), the door opens once for ``door_open_s``. Tests make edges
+    frequent and certain with e.g. ``door_period_s=0.2, door_open_s=0.1,
+    door_open_probability=1.0``.
     """
 
     mean_temperature_c: float = 22.0
@@ -41,6 +79,8 @@ class Environment:
     soil_volts_dry: float = 2.8
     soil_volts_wet: float = 1.2
     door_open_probability: float = 0.05
+    door_period_s: float = 600.0
+    door_open_s: float = 45.0
     noise: float = 1.0
     seed: int | None = None
     clock: Callable[[], float] = time.time
@@ -48,6 +88,9 @@ class Environment:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._door_seed = self.seed if self.seed is not None else random.randrange(1 << 32)
+        if self.door_period_s <= 0 or self.door_open_s <= 0:
+            raise ValueError("door_period_s and door_open_s must be positive")
 
     def _hour(self, t: float) -> float:
         return (t % SECONDS_PER_DAY) / 3600.0
@@ -88,10 +131,231 @@ class Environment:
         wetness = min(1.0, max(0.0, 0.6 - 0.04 * deviation + self._jitter(0.01)))
         return self.soil_volts_dry - wetness * span
 
+    def _door_slot(self, slot: int) -> tuple[float, float] | None:
+        """(open time, close time) of the door in ``slot``, or None if it stays shut."""
+        rng = random.Random(f"{self._door_seed}:door:{slot}")
+        if rng.random() >= self.door_open_probability:
+            return None
+        start = slot * self.door_period_s
+        length = min(self.door_open_s, self.door_period_s / 2)
+        opens = start + rng.uniform(0.0, self.door_period_s - length)
+        return opens, opens + length
+
+    def door_open_at(self, t: float) -> bool:
+        """Whether the door is open at time ``t`` (seconds, the clock's scale)."""
+        window = self._door_slot(math.floor(t / self.door_period_s))
+        return window is not None and window[0] <= t < window[1]
+
     def door_open(self) -> bool:
-        """True now and then (``door_open_probability`` per look)."""
-        return self._rng.random() < self.door_open_probability
+        """Whether the door is open now."""
+        return self.door_open_at(self.clock())
+
+    def door_edges(self, start: float, end: float) -> list[tuple[float, bool]]:
+        """The door's edges in ``[start, end)``: (time, open?) in time order."""
+        edges: list[tuple[float, bool]] = []
+        first, last = math.floor(start / self.door_period_s), math.floor(end / self.door_period_s)
+        for slot in range(first, last + 1):
+            window = self._door_slot(slot)
+            if window is not None:
+                edges += [(t, is_open) for t, is_open in ((window[0], True), (window[1], False))
+                          if start <= t < end]
+        return edges
+
+    def next_door_edge(self, after: float) -> float:
+        """The time of the first door edge strictly after ``after`` (searches slot by slot)."""
+        slot = math.floor(after / self.door_period_s)
+        for candidate in range(slot, slot + MAX_DOOR_SLOTS_AHEAD):
+            window = self._door_slot(candidate)
+            if window is not None:
+                for t in window:
+                    if t > after:
+                        return t
+        return after + MAX_DOOR_SLOTS_AHEAD * self.door_period_s
 
     def cpu_temperature(self) -> float:
         """°C of the Pi's SoC: some 20 °C above the air."""
         return self.air_temperature() + 20.0 + self._jitter(0.5)
+
+
+# ================================================================================================
+# the simulated world
+# ================================================================================================
+
+_T = TypeVar("_T")
+Simulator = Callable[["SimulatedWorld", type[Driver], dict[str, Any]], Driver]
+
+
+class NoSimulationError(ConfigurationError):
+    """The driver declares no simulator (or it cannot be loaded)."""
+
+
+def simulator_for(cls: type[Driver]) -> Simulator:
+    """The simulator ``cls.simulator`` names (imported now); `NoSimulationError` otherwise."""
+    target = getattr(cls, "simulator", "")
+    if not target:
+        raise NoSimulationError(f"no simulation for {cls.name or cls.__name__}: the driver declares no "
+                                "simulator")
+    module_name, _, attr = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise NoSimulationError(f"no simulation for {cls.name}: its simulator {target} cannot be "
+                                f"loaded ({exc})") from exc
+    if not callable(function):
+        raise NoSimulationError(f"no simulation for {cls.name}: {target} is not a function")
+    simulator: Simulator = function
+    return simulator
+
+
+class SimulatedWorld:
+    """Every simulated sensor of one run, on shared fake hardware fed by one `Environment`.
+
+    ``clock``: the time fakes convert on (an object with ``monotonic()`` and ``sleep()``): by
+    default real time, a `pibridge.drivers.fakes.clock.VirtualClock` in tests and benchmarks.
+    ``door_timer``: run the thread that drives door pins at the environment's edges (off:
+    call `advance_events` yourself, e.g. with an environment on a virtual clock).
+    """
+
+    def __init__(self, environment: Environment | None = None, *, clock: Any = None,
+                 door_timer: bool = True) -> None:
+        from .fakes.clock import WallClock
+
+        self.environment = environment if environment is not None else Environment()
+        self.clock = clock if clock is not None else WallClock()
+        self._shared: dict[Hashable, Any] = {}
+        self._closers: list[Callable[[], None]] = []
+        self._drivers: list[Driver] = []
+        self._scratch: Path | None = None
+        self._doors: list[tuple[Any, bool]] = []
+        self._lock = threading.RLock()
+        self._door_timer = door_timer
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- building drivers ------------------------------------------------------------------------
+    def build(self, driver: str | type[Driver], options: Mapping[str, Any] | None = None) -> Driver:
+        """A driver (registry name or class) on this world's fake hardware, built through its
+        public constructor by its simulator. Raises `NoSimulationError`, `ConfigurationError`
+        (bad options) or what the simulator raises. The world closes it in `close`."""
+        from . import registry
+
+        if self._closed:
+            raise RuntimeError("this simulated world is closed")
+        cls = registry.get(driver) if isinstance(driver, str) else driver
+        built = simulator_for(cls)(self, cls, dict(options or {}))
+        with self._lock:
+            self._drivers.append(built)
+        return built
+
+    # -- what simulators share -----------------------------------------------------------------
+    def shared(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """The one object of this world under ``key``, made on first use; closed (if it has a
+        ``close()``) when the world closes, in reverse order of making."""
+        with self._lock:
+            if key not in self._shared:
+                thing = make()
+                self._shared[key] = thing
+                close = getattr(thing, "close", None)
+                if callable(close):
+                    self._closers.append(close)
+            shared: _T = self._shared[key]
+            return shared
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the world closes (after the drivers, before older shared fakes)."""
+        with self._lock:
+            self._closers.append(callback)
+
+    def scratch_dir(self, name: str) -> Path:
+        """A directory of this world's own temporary tree (a fake sysfs), removed on close."""
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="pibridge-sim-"))
+            path = self._scratch / name
+            path.mkdir(exist_ok=True)
+            return path
+
+    def i2c_bus(self, number: int) -> FakeSMBus:
+        """The fake SMBus of I2C bus ``number`` (every simulated chip on it shares it)."""
+        from .fakes.i2c import FakeSMBus
+
+        return self.shared(("i2c", number), lambda: FakeSMBus(number))
+
+    def attach_i2c(self, bus: FakeSMBus, address: int, make: Callable[[], FakeI2CDevice]) -> FakeI2CDevice:
+        """The fake chip at ``address`` on ``bus``: made and attached once; a second sensor at
+        the same address reads the same chip."""
+        with self._lock:
+            device = bus.devices.get(address)
+            if device is None:
+                device = bus.attach(address, make())
+            return device
+
+    def pin_factory(self) -> Any:
+        """This world's gpiozero ``MockFactory`` (never gpiozero's global factory)."""
+        from gpiozero.pins.mock import MockFactory
+
+        return self.shared("gpio", MockFactory)
+
+    # -- the environment's timeline ------------------------------------------------------------
+    def add_door(self, pin: Any, active_high: bool) -> None:
+        """Drive mock ``pin`` from the environment's door: high while open if ``active_high``,
+        low otherwise. Its state is set now; edges follow on the timer (or `advance_events`)."""
+        with self._lock:
+            self._doors.append((pin, active_high))
+            self._drive(pin, active_high, self.environment.door_open())
+            if self._door_timer and self._thread is None:
+                self._thread = threading.Thread(target=self._run_doors, name="pibridge-sim-doors",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    @staticmethod
+    def _drive(pin: Any, active_high: bool, is_open: bool) -> None:
+        if is_open == active_high:
+            pin.drive_high()
+        else:
+            pin.drive_low()
+
+    def advance_events(self) -> None:
+        """Bring every door pin to the environment's state at its clock's *now* (one edge, and
+        gpiozero's callbacks, per pin whose state changes)."""
+        with self._lock:
+            is_open = self.environment.door_open()
+            for pin, active_high in self._doors:
+                self._drive(pin, active_high, is_open)
+
+    def _run_doors(self) -> None:
+        while not self._stop.is_set():
+            self.advance_events()
+            now = self.environment.clock()
+            delay = self.environment.next_door_edge(now) - now
+            self._wake.wait(max(0.0, delay))
+            self._wake.clear()
+
+    # -- the end -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the timer; close every driver built here, then the shared fakes (newest first),
+        then remove the temporary tree. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        for driver in reversed(self._drivers):
+            driver.close()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> SimulatedWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,13 +1,37 @@
 """Fake hardware that behaves like the real parts on the wire, for tests and ``--simulate``.
 
-- `pibridge.drivers.fakes.i2c`: `FakeSMBus` (a duck-typed smbus2.SMBus that routes every transfer to the
-  fake chips attached at their addresses) and the chips (`FakeBME280`, `FakeBH1750`);
-- `pibridge.drivers.fakes.w1`: `FakeW1Bus`, a w1 sysfs tree in the kernel's text format, with scripted
-  reads, conversion time and the bulk-read trigger;
-- `pibridge.drivers.fakes.dht`: `FakeDHT`, an object behaving like adafruit_dht's sensor class;
-- `pibridge.drivers.fakes.spi`: `FakeMCP3008` on gpiozero's mock SPI (imports gpiozero);
-- `pibridge.drivers.fakes.clock`: `VirtualClock`, time that moves only when something sleeps on it.
+The building blocks, importable from here:
 
-Fakes model register files, opcodes, sysfs text and SPI frames, never a driver's own methods,
-and inject faults only when asked.
+- `FakeSMBus`, `FakeI2CDevice`, `nack_error` (`.i2c`): a duck-typed smbus2.SMBus routing every
+  transfer to the fake chip at its address; the base class a new fake I2C chip subclasses;
+- `FakeW1Bus`, `FakeProbe`, `W1Outcome` (`.w1`): a w1 sysfs tree in the kernel's text format,
+  scripted reads, conversion time and the bulk-read trigger;
+- `FakeDHT` (`.dht`): an object behaving like adafruit_dht's sensor class;
+- `VirtualClock`, `WallClock` (`.clock`): time that moves only when something sleeps on it;
+  real time whose inner waits cost nothing;
+- `FakeMCP3008` (`.spi`, imports gpiozero: loaded on first use).
+
+One module per chip holds its fake and its simulator: `.bme280`, `.bh1750`, `.w1` (DS18B20),
+`.dht`, `.spi` (MCP3008), `.gpio` (digital input), `.thermal` (CPU temperature). Fakes model
+register files, opcodes, sysfs text and SPI frames, never a driver's own methods, and inject
+faults only when asked.
 """
+
+from typing import Any
+
+from .clock import VirtualClock, WallClock
+from .dht import FakeDHT
+from .i2c import FakeI2CDevice, FakeSMBus, nack_error
+from .w1 import FakeProbe, FakeW1Bus
+from .w1 import Outcome as W1Outcome
+
+__all__ = ["FakeDHT", "FakeI2CDevice", "FakeMCP3008", "FakeProbe", "FakeSMBus", "FakeW1Bus",
+           "VirtualClock", "W1Outcome", "WallClock", "nack_error"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FakeMCP3008":
+        from .spi import FakeMCP3008
+
+        return FakeMCP3008
+    raise AttributeError(name)

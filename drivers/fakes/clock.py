@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 #: Virtual clocks start away from 0: libraries (adafruit_dht's ``_last_called``) read 0 as "never".
 DEFAULT_START_S = 1000.0
 
@@ -27,3 +29,17 @@ class VirtualClock:
         self.now += max(0.0, seconds)
 
     advance = sleep
+
+
+class WallClock:
+    """Real monotonic time for fakes in a simulated run; waits *inside* a fake (a w1 conversion
+    during a read, a DHT capture) cost nothing, so a simulated read never blocks its caller."""
+
+    def __call__(self) -> float:
+        return time.monotonic()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Not waited for in simulation."""

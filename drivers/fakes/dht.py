@@ -22,8 +22,13 @@ import enum
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .clock import VirtualClock
+
+if TYPE_CHECKING:
+    from ..dht import _DHTBase
+    from ..simulation import SimulatedWorld
 
 DELAY_BETWEEN_READINGS_S = 2  # adafruit_dht's measure()
 HI_LEVEL_US = 51  # a high pulse longer than this is a 1 bit
@@ -103,7 +108,7 @@ class FakeDHT:
     with the driver under test; an attempt advances it by the library's 0.25 s capture.
     """
 
-    def __init__(self, dht11: bool = False, *, clock: VirtualClock | None = None,
+    def __init__(self, dht11: bool = False, *, clock: Any = None,
                  source: Callable[[], tuple[float, float]] | None = None,
                  script: Iterable[Outcome] = ()) -> None:
         self._dht11 = dht11
@@ -193,3 +198,17 @@ class FakeDHT:
     def humidity(self) -> float | None:
         self.measure()
         return self._humidity
+
+
+SIMULATED_PIN = 4  #: the pin ``--simulate`` uses when none is given
+
+
+def simulate(world: SimulatedWorld, cls: type[_DHTBase], options: dict[str, Any]) -> _DHTBase:
+    """A DHT22/DHT11 driver on a `FakeDHT` fed by the environment's air temperature and humidity;
+    the driver's spacing and the fake's cache run on the world's clock, as in production."""
+    options = dict(options)
+    options.setdefault("pin", SIMULATED_PIN)
+    env = world.environment
+    fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=world.clock,
+                   source=lambda: (env.air_temperature(), env.relative_humidity()))
+    return cls(sensor=fake, owns_sensor=True, clock=world.clock.monotonic, **options)

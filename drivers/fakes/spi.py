@@ -14,10 +14,18 @@ one sample bit and the null bit (both 0) followed by the 10-bit code. Code = int
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from gpiozero.pins.mock import MockFactory, MockSPIDevice
 
-SCLK_PIN, MOSI_PIN, MISO_PIN, CE0_PIN = 11, 10, 9, 8
+from ..errors import ConfigurationError
+from ..spi import SPI0_CHIP_SELECTS, SPI0_MISO, SPI0_MOSI, SPI0_SCLK, SoftwareSPIBus
+
+if TYPE_CHECKING:
+    from ..mcp3008 import MCP3008
+    from ..simulation import SimulatedWorld
+
+SCLK_PIN, MOSI_PIN, MISO_PIN, CE0_PIN = SPI0_SCLK, SPI0_MOSI, SPI0_MISO, SPI0_CHIP_SELECTS[0]
 CHANNELS = 8
 CHANNEL_BITS = 3
 ADC_BITS = 10
@@ -39,6 +47,8 @@ class FakeMCP3008(MockSPIDevice):
         self.voltages: list[Voltage] = [0.0] * CHANNELS
         self.state = "idle"
         self.conversions = 0
+        self.rx_buf: list[bool] = []
+        self.select_gpio = select_pin
 
     def set_voltage(self, channel: int, volts: Voltage) -> None:
         self.voltages[channel] = volts
@@ -74,3 +84,25 @@ class FakeMCP3008(MockSPIDevice):
         elif self.state == "result" and not self.tx_buf:
             self.state = "idle"
             self.rx_buf = []
+
+
+def spi_for(chip: FakeMCP3008, bus: SoftwareSPIBus) -> Any:
+    """The SPI interface that reaches ``chip`` on ``bus`` (its chip select)."""
+    return bus.device(chip.select_gpio)
+
+
+def simulate(world: SimulatedWorld, cls: type[MCP3008], options: dict[str, Any]) -> MCP3008:
+    """An MCP3008 channel on the world's mock SPI0: one `FakeMCP3008` per chip select (every
+    channel driver of it shares the chip), the configured channel fed by ``soil_volts()``."""
+    config = cls.check_options(options)
+    device = config["spi_device"]
+    factory = world.pin_factory()
+    chip = world.shared(("mcp3008", device), lambda: FakeMCP3008(
+        factory, vref=config["max_voltage"], select_pin=SPI0_CHIP_SELECTS[device]))
+    if chip.vref != config["max_voltage"]:
+        raise ConfigurationError(f"mcp3008: the simulated chip on CE{device} has VREF {chip.vref} V; "
+                                 f"max_voltage={config['max_voltage']} differs")
+    chip.set_voltage(config["channel"], world.environment.soil_volts)
+    bus = world.shared("spi0", lambda: SoftwareSPIBus(factory))
+    spi = world.shared(("spi0", device), lambda: spi_for(chip, bus))
+    return cls(spi=spi, **options)

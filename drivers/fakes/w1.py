@@ -10,8 +10,11 @@ Tree (``root`` stands for ``/sys/bus/w1/devices``)::
 Every ``w1_slave`` / ``temperature`` read is generated on the spot in the kernel's exact text
 (and also written to the file, so the tree shows the last read). A read costs the conversion
 time on a `VirtualClock` (nothing really sleeps); writing ``trigger`` to ``therm_bulk_read``
-costs one conversion time for all probes, after which each probe's next read returns the
-converted scratchpad without a new conversion.
+starts one conversion for all probes and returns at once (externally powered probes; with
+``strong_pullup=True``, parasite power, the write blocks for the conversion like the kernel's
+msleep). While it runs, ``w1_slave`` reads are empty and ``therm_bulk_read`` reads -1; once the
+conversion time has passed each probe's next read returns the converted scratchpad without a
+new conversion.
 
 Faults are scripted per probe as a queue of `Outcome` values consumed one per conversion.
 This module implements the kernel's side on its own (table CRC, C integer maths) rather than
@@ -29,8 +32,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .clock import VirtualClock
+
+if TYPE_CHECKING:
+    from ..ds18b20 import DS18B20
+    from ..simulation import SimulatedWorld
 
 CONVERSION_MS = {9: 95, 10: 190, 11: 375, 12: 750}  # what w1_therm sleeps per resolution
 DS18S20_CONVERSION_MS = 750
@@ -185,9 +193,11 @@ class FakeW1Bus:
     resolve) a `pibridge.drivers.ds18b20.DS18B20` is given. ``bulk_writable=False`` models the kernel's
     root-only ``therm_bulk_read``."""
 
-    def __init__(self, root: Path, clock: VirtualClock | None = None, bulk_writable: bool = True) -> None:
+    def __init__(self, root: Path, clock: Any = None, bulk_writable: bool = True,
+                 strong_pullup: bool = False) -> None:
         self.root = Path(root)
         self.clock = clock or VirtualClock()
+        self.strong_pullup = strong_pullup
         self.probes: dict[str, FakeProbe] = {}
         self.conversions = 0
         self.bulk_triggers = 0
@@ -307,7 +317,9 @@ class FakeW1Bus:
         return t_conv
 
     def _trigger_bulk(self, master: str) -> None:
-        self.clock.sleep(self.start_bulk_conversion(master))  # the writer blocks like msleep(t_conv)
+        t_conv = self.start_bulk_conversion(master)
+        if self.strong_pullup:
+            self.clock.sleep(t_conv)  # the writer blocks like the kernel's msleep(t_conv)
 
     def _convert(self, probe: FakeProbe) -> Outcome:
         """One CONVERT T on the probe: updates its scratchpad per the scripted outcome."""
@@ -372,3 +384,22 @@ class FakeW1Bus:
         if rom is None or w1_calc_crc8(rom[:8]) != rom[8]:
             return ""
         return f"{kernel_t(rom, probe.family)}\n"
+
+
+#: The probe ``--simulate`` adds when no device_id is given.
+SIMULATED_DEVICE_ID = "28-0000075e3a1c"
+SOIL_OFFSET_C = -4.0  #: a soil probe: a few degrees below the air
+
+
+def simulate(world: SimulatedWorld, cls: type[DS18B20], options: dict[str, Any]) -> DS18B20:
+    """A DS18B20 driver on the world's one fake w1 tree (one master: every simulated probe shares
+    it, so a bulk conversion covers them all), its probe following the soil temperature."""
+    options = dict(options)
+    options.setdefault("device_id", SIMULATED_DEVICE_ID)
+    config = cls.check_options(options)
+    bus = world.shared("w1", lambda: FakeW1Bus(world.scratch_dir("w1"), clock=world.clock))
+    device_id = config["device_id"].strip().lower()
+    if device_id not in bus.probes:
+        bus.add_probe(device_id, temperature=lambda: world.environment.air_temperature(SOIL_OFFSET_C))
+    options["w1_root"] = str(bus.root)
+    return cls(files=bus, **options)

@@ -3,9 +3,9 @@
 * ``drivers``: every registered driver (built-in and ``pibridge.drivers`` entry points) with its
   metrics, units and options.
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
-  the driver's `RetryPolicy` allows.
-* ``scan``: what answers on each ``/dev/i2c-N`` (BME280 vs BMP280 told apart by the chip id) and
-  which 1-Wire devices the kernel lists.
+  the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
+* ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
+  (their addresses and chip-id register), and which 1-Wire devices the kernel lists.
 """
 
 from __future__ import annotations
@@ -21,21 +21,16 @@ from typing import Any
 
 from pibridge.cli import CliError
 from pibridge.drivers import registry
-from pibridge.drivers.base import Driver, Option, read_with_retries
+from pibridge.drivers.base import Driver, Option, default_timing, describe_timing, read_with_retries
+from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
 from pibridge.drivers.errors import SensorError
+from pibridge.drivers.i2c import I2CDriver
 
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
 W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
-BOSCH_ADDRESSES = (0x76, 0x77)
-BOSCH_CHIP_ID_REGISTER = 0xD0
-BOSCH_CHIP_IDS = {0x60: "BME280", 0x58: "BMP280", 0x56: "BMP280 (sample)", 0x57: "BMP280 (sample)",
-                  0x61: "BME680", 0x55: "BMP180"}
-BH1750_ADDRESSES = (0x23, 0x5C)
-#: 1-Wire family code (the part of the slave name before "-") -> chip
-W1_FAMILIES = {"10": "DS18S20", "22": "DS1822", "28": "DS18B20", "3b": "DS1825", "42": "DS28EA00"}
 #: a slave entry: family code, "-", 48-bit serial in 12 lowercase hex digits
 W1_SLAVE_RE = re.compile(r"^([0-9a-f]{2})-[0-9a-f]{12}$")
 
@@ -67,13 +62,11 @@ def _option_line(option: Option) -> str:
     if option.required:
         parts.append("required")
     else:
-        default = option.default
-        shown = f"0x{default:02x}" if option.key == "address" and isinstance(default, int) else repr(default)
+        shown = option.show(option.default) if option.hex else repr(option.default)
         parts.append(f"default {shown}")
     if option.choices is not None:
         parts.append("one of " + ", ".join(
-            f"0x{c:02x}" if option.key == "address" and isinstance(c, int) else str(c)
-            for c in option.choices))
+            option.show(c) if option.hex else str(c) for c in option.choices))
     elif option.minimum is not None or option.maximum is not None:
         low = "" if option.minimum is None else f"{option.minimum:g}"
         high = "" if option.maximum is None else f"{option.maximum:g}"
@@ -87,8 +80,8 @@ def describe_driver(cls: type[Driver]) -> list[str]:
     lines += [f"    {m.key}: {m.name} [{m.unit_label}]" for m in cls.metrics]
     lines.append("  options:" if cls.options else "  options: none")
     lines += [_option_line(o) for o in cls.options]
-    lines.append(f"  read time {cls.read_time_s * 1000:g} ms, min interval {cls.min_interval_s:g} s, "
-                 f"retries {cls.retry.attempts} x {cls.retry.spacing_s:g} s")
+    lines.append(f"  {describe_timing(default_timing(cls))} (defaults; `pibridge read` shows an "
+                 "instance's own)")
     return lines
 
 
@@ -139,24 +132,29 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
         raise CliError(str(exc)) from None
     except (ImportError, AttributeError) as exc:
         raise CliError(f"driver {args.driver!r} cannot be loaded: {exc}") from None
+    world = None
     try:
         if args.simulate:
-            from pibridge.drivers.simulation import Environment
+            from pibridge.drivers.simulation import SimulatedWorld
 
-            driver = cls.simulated(Environment(), **options)
+            world = SimulatedWorld()
+            driver = world.build(cls, options)
         else:
             driver = cls(**options)
-    except NotImplementedError as exc:
-        raise CliError(str(exc)) from None
     except SensorError as exc:
+        if world is not None:
+            world.close()
         raise CliError(_error_line(args.driver, exc)) from None
     try:
         sample = read_with_retries(driver, sleep)
         metrics = {m.key: m for m in driver.active_metrics()}
+        timing = driver.timing
     except SensorError as exc:
         raise CliError(_error_line(args.driver, exc)) from None
     finally:
         driver.close()
+        if world is not None:
+            world.close()
 
     if args.json:
         print(json.dumps({
@@ -164,11 +162,14 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
             "simulated": bool(args.simulate),
             "values": sample,
             "units": {key: metrics[key].unit_label for key in sample},
+            "timing": {"read_time_s": timing.read_time_s, "min_interval_s": timing.min_interval_s,
+                       "retry_attempts": timing.retry.attempts, "retry_spacing_s": timing.retry.spacing_s},
         }, sort_keys=True))
     else:
         width = max(len(k) for k in sample)
         for key, value in sample.items():
             print(f"{key:<{width}}  {_format_value(value)} {metrics[key].unit_label}")
+        print(f"({describe_timing(timing)})")
     return 0
 
 
@@ -193,17 +194,42 @@ def open_smbus(number: int) -> Any:
     return smbus2.SMBus(number)
 
 
-def identify_i2c(bus: Any, address: int) -> str:
-    """The probable chip at ``address``: Bosch parts by their chip id, BH1750 by address."""
-    if address in BOSCH_ADDRESSES:
+def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
+    """address -> the I2C driver classes (built-in and installed) that declare it, by name."""
+    table: dict[int, list[type[I2CDriver]]] = {}
+    for name in registry.names():
         try:
-            chip_id = bus.read_byte_data(address, BOSCH_CHIP_ID_REGISTER)
+            cls = registry.get(name)
+        except (ImportError, AttributeError, SensorError):
+            continue  # `pibridge drivers` reports a broken driver; scan names what it can
+        if issubclass(cls, I2CDriver) and cls not in {c for cs in table.values() for c in cs}:
+            for address in cls.i2c_addresses():
+                table.setdefault(address, []).append(cls)
+    return table
+
+
+def identify_i2c(bus: Any, address: int,
+                 table: dict[int, list[type[I2CDriver]]] | None = None) -> str:
+    """The probable chip at ``address``: by the chip-id register a driver declares, else by the
+    address alone."""
+    candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
+    by_address = []
+    for cls in candidates:
+        if cls.chip_id is None:
+            by_address.append(cls.chip_name or cls.name)
+            continue
+        register = cls.chip_id.register
+        try:
+            chip_id = bus.read_byte_data(address, register)
         except OSError:
-            return "unknown (no answer at chip-id register 0xD0)"
-        name = BOSCH_CHIP_IDS.get(chip_id)
-        return f"{name} (chip id 0x{chip_id:02x})" if name else f"unknown (chip id 0x{chip_id:02x})"
-    if address in BH1750_ADDRESSES:
-        return "BH1750 (probable, by address)"
+            return f"unknown (no answer at chip-id register 0x{register:02x})"
+        name = cls.chip_id.name(chip_id)
+        if name is not None:
+            return f"{name} (chip id 0x{chip_id:02x})"
+        if len(candidates) == 1:
+            return f"unknown (chip id 0x{chip_id:02x})"
+    if by_address:
+        return f"{' or '.join(by_address)} (probable, by address)"
     return "unknown"
 
 
@@ -211,6 +237,7 @@ def scan_i2c_bus(bus: Any) -> list[tuple[int, str]]:
     """(address, probable chip) for every address 0x03..0x77 that acknowledges a read_byte
     (i2cdetect -r style: a read is harmless for the chips pibridge knows)."""
     found = []
+    table = i2c_drivers_by_address()
     for address in range(I2C_FIRST_ADDRESS, I2C_LAST_ADDRESS + 1):
         try:
             bus.read_byte(address)
@@ -218,7 +245,7 @@ def scan_i2c_bus(bus: Any) -> list[tuple[int, str]]:
             if exc.errno in (errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT):
                 continue
             raise
-        found.append((address, identify_i2c(bus, address)))
+        found.append((address, identify_i2c(bus, address, table)))
     return found
 
 
