@@ -19,17 +19,15 @@ any other failure once the chip has answered                `BusError` (retryabl
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from .base import Driver, Option, Resources
 from .errors import BusError, DeviceNotFoundError, NotReadyError, SensorError
 
 DEFAULT_I2C_BUS = 1  #: /dev/i2c-1: the Pi's header pins 3 and 5
 I2C_BUS_MAX = 255
-
-_T = TypeVar("_T")
 
 
 def i2c_bus_option() -> Option:
@@ -115,19 +113,10 @@ class I2CDriver(Driver):
             self._owns_bus = False
 
     # -- transfers with the error mapping -----------------------------------------------------
-    def _transfer(self, action: Callable[[Any], _T], doing: str, *, command: bool,
-                  busy_nack: bool = False) -> _T:
-        bus = self._open_bus()
-        try:
-            result = action(bus)
-        except OSError as exc:
-            self._transfer_failed()
-            raise self._map_error(exc, doing, busy_nack) from exc
-        self._seen = True
-        self._commanded = command
-        return result
-
-    def _map_error(self, exc: OSError, doing: str, busy_nack: bool) -> SensorError:
+    # Each helper inlines its call (no closure per transfer: these run on every read of a Pi Zero).
+    def _failed(self, exc: OSError, doing: str, busy_nack: bool = False) -> SensorError:
+        """The typed error for a failed transfer (table in the module docstring)."""
+        self._transfer_failed()
         if exc.errno == errno.EREMOTEIO:
             if not self._seen:
                 return self._absent()
@@ -142,43 +131,66 @@ class I2CDriver(Driver):
 
     def write_byte(self, value: int, doing: str = "command") -> None:
         """One byte (an opcode or a register pointer): ``S addr+W value P``."""
-        self._transfer(lambda bus: bus.write_byte(self.address, value), doing, command=True)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        try:
+            bus.write_byte(self.address, value)
+        except OSError as exc:
+            raise self._failed(exc, doing) from exc
+        self._seen = self._commanded = True
 
     def write_bytes(self, data: bytes, doing: str = "command") -> None:
         """A write of several bytes (e.g. a 16-bit command): ``S addr+W d0 d1 … P``."""
         from smbus2 import i2c_msg  # lazily: only when building messages
 
-        self._transfer(lambda bus: bus.i2c_rdwr(i2c_msg.write(self.address, bytes(data))), doing,
-                       command=True)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        try:
+            bus.i2c_rdwr(i2c_msg.write(self.address, bytes(data)))
+        except OSError as exc:
+            raise self._failed(exc, doing) from exc
+        self._seen = self._commanded = True
 
     def write_register(self, register: int, value: int, doing: str = "register write") -> None:
         """``S addr+W register value P``."""
-        self._transfer(lambda bus: bus.write_byte_data(self.address, register, value), doing,
-                       command=True)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        try:
+            bus.write_byte_data(self.address, register, value)
+        except OSError as exc:
+            raise self._failed(exc, doing) from exc
+        self._seen = self._commanded = True
 
     def read_register(self, register: int, doing: str = "register read") -> int:
         """One register: ``S addr+W register Sr addr+R value P``."""
-        value: int = self._transfer(lambda bus: bus.read_byte_data(self.address, register), doing,
-                                    command=False)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        try:
+            value: int = bus.read_byte_data(self.address, register)
+        except OSError as exc:
+            raise self._failed(exc, doing) from exc
+        self._seen, self._commanded = True, False
         return value
 
     def read_registers(self, register: int, length: int, doing: str = "register read") -> bytes:
         """``length`` (≤ 32) registers from ``register`` on, in one burst (auto-increment)."""
-        return self._transfer(
-            lambda bus: bytes(bus.read_i2c_block_data(self.address, register, length)), doing,
-            command=False)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        try:
+            data = bytes(bus.read_i2c_block_data(self.address, register, length))
+        except OSError as exc:
+            raise self._failed(exc, doing) from exc
+        self._seen, self._commanded = True, False
+        return data
 
     def read_bytes(self, length: int, doing: str = "result read") -> bytes:
         """A plain read with no register pointer: ``S addr+R b0 … P``. A chip that NACKs it right
         after a command is still measuring: `NotReadyError`."""
         from smbus2 import i2c_msg
 
-        def action(bus: Any) -> bytes:
-            msg = i2c_msg.read(self.address, length)
+        bus = self._bus if self._bus is not None else self._open_bus()
+        msg = i2c_msg.read(self.address, length)
+        try:
             bus.i2c_rdwr(msg)
-            return bytes(msg)
-
-        return self._transfer(action, doing, command=False, busy_nack=True)
+        except OSError as exc:
+            raise self._failed(exc, doing, busy_nack=True) from exc
+        self._seen, self._commanded = True, False
+        return bytes(msg)
 
     def _absent(self) -> DeviceNotFoundError:
         """Nothing acknowledges the address (errno 121 EREMOTEIO, an I2C NACK)."""

@@ -27,8 +27,9 @@ from pibridge.drivers.errors import (
     NotReadyError,
 )
 from pibridge.drivers.fakes.clock import VirtualClock
-from pibridge.drivers.fakes.i2c import FakeBME280, FakeSMBus
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.fakes.bme280 import FakeBME280
+from pibridge.drivers.fakes.i2c import FakeSMBus
+from pibridge.drivers.simulation import Environment, SimulatedWorld
 
 # shared/hardware.md §1.7 register images
 VECTOR_A_TP = bytes.fromhex("696D3664320 0E99802D6D00B231688FFF9FF8C3CF8C67017004B".replace(" ", ""))
@@ -51,7 +52,7 @@ def rig(*, address: int = 0x76, **chip_kwargs):
 
 
 def driver_on(bus, clock, **options) -> BME280:
-    return BME280(bus=bus, sleep=clock.sleep, **options)
+    return BME280(bus=bus, **options)
 
 
 # --- pure maths -----------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def test_read_vector_a_through_the_registers() -> None:
     bus, chip, clock = rig()
     assert bytes(chip.regs[0x88:0xA2]) == VECTOR_A_TP and bytes(chip.regs[0xE1:0xE8]) == VECTOR_A_H
     with driver_on(bus, clock, **FULL_RES) as driver:
-        sample = driver.read()
+        sample = driver.read(clock.sleep)
     assert sample == {"temperature": 24.79, "pressure": 25769253 / 256, "humidity": 70317 / 1024}
     assert driver.chip == "BME280"
     assert check_sample(driver, sample) == sample
@@ -129,9 +130,9 @@ def test_no_io_at_construction_and_one_burst_per_sample() -> None:
     bus, _chip, clock = rig()
     driver = driver_on(bus, clock)
     assert bus.transfers == []
-    driver.read()
+    driver.read(clock.sleep)
     bus.transfers.clear()
-    driver.read()
+    driver.read(clock.sleep)
     ops = [(op, reg) for op, _addr, reg, _payload in bus.transfers]
     # ctrl_hum strictly before ctrl_meas (it only latches on the ctrl_meas write)
     assert ops[:2] == [("write_byte_data", 0xF2), ("write_byte_data", 0xF4)]
@@ -143,7 +144,7 @@ def test_calibration_read_once_within_block_limit() -> None:
     bus, _chip, clock = rig()
     driver = driver_on(bus, clock)
     for _ in range(3):
-        driver.read()
+        driver.read(clock.sleep)
     calib_reads = [t for t in bus.transfers if t[0] == "read_i2c_block_data" and t[2] in (0x88, 0xE1)]
     assert calib_reads == [("read_i2c_block_data", 0x76, 0x88, 26), ("read_i2c_block_data", 0x76, 0xE1, 7)]
 
@@ -152,7 +153,7 @@ def test_oversampling_and_filter_reach_the_chip() -> None:
     bus, chip, clock = rig(address=0x77)
     driver = driver_on(bus, clock, address="0x77", osrs_t=2, osrs_p=16, osrs_h=4, iir_filter=4)
     start = clock()
-    driver.read()
+    driver.read(clock.sleep)
     assert chip.osrs_codes == (0b010, 0b101, 0b011)
     assert (chip.regs[0xF5] >> 2) & 0b111 == 0b010
     assert chip.mode == 0  # forced conversion finished: back to sleep
@@ -165,7 +166,7 @@ def test_oversampling_and_filter_reach_the_chip() -> None:
     (85.0, 110_000.0, 100.0)])
 def test_physical_round_trip(celsius: float, pascal: float, percent: float) -> None:
     bus, _chip, clock = rig(source=lambda: (celsius, pascal, percent))
-    sample = driver_on(bus, clock, **FULL_RES).read()
+    sample = driver_on(bus, clock, **FULL_RES).read(clock.sleep)
     assert sample["temperature"] == pytest.approx(celsius, abs=0.01)
     assert sample["pressure"] == pytest.approx(pascal, abs=1.0)
     assert sample["humidity"] == pytest.approx(percent, abs=0.01)
@@ -173,7 +174,7 @@ def test_physical_round_trip(celsius: float, pascal: float, percent: float) -> N
 
 def test_x1_oversampling_is_16_bit() -> None:
     bus, chip, clock = rig(source=lambda: (21.37, 98_765.4, 44.4))
-    sample = driver_on(bus, clock).read()
+    sample = driver_on(bus, clock).read(clock.sleep)
     assert chip.regs[0xF9] == 0 and chip.regs[0xFC] == 0  # xlsb nibble zero at x1 without filter
     assert sample["temperature"] == pytest.approx(21.37, abs=0.01)
     assert sample["pressure"] == pytest.approx(98_765.4, abs=3.0)  # 2.6 Pa steps at 16 bit
@@ -183,7 +184,7 @@ def test_bmp280_detected_and_humidity_dropped() -> None:
     bus, _chip, clock = rig(variant="BMP280", calibration=VECTOR_B_CALIB, raw=(519888, 415148, 0))
     driver = driver_on(bus, clock, **FULL_RES)
     assert {m.key for m in driver.active_metrics()} == {"temperature", "humidity", "pressure"}
-    sample = driver.read()
+    sample = driver.read(clock.sleep)
     assert driver.chip == "BMP280"
     assert sample == {"temperature": 25.08, "pressure": 25767233 / 256}
     assert {m.key for m in driver.active_metrics()} == {"temperature", "pressure"}
@@ -203,7 +204,7 @@ def test_humidity_asked_explicitly_on_bmp280_names_the_chip() -> None:
     bus, _chip, clock = rig(variant="BMP280", calibration=VECTOR_B_CALIB)
     driver = driver_on(bus, clock, metrics="temperature,humidity")
     with pytest.raises(ConfigurationError, match="BMP280") as info:
-        driver.read()
+        driver.read(clock.sleep)
     assert not info.value.retryable
 
 
@@ -211,14 +212,14 @@ def test_metrics_subset() -> None:
     bus, chip, clock = rig()
     driver = driver_on(bus, clock, metrics="pressure")
     assert [m.key for m in driver.active_metrics()] == ["pressure"]
-    assert set(driver.read()) == {"pressure"}
+    assert set(driver.read(clock.sleep)) == {"pressure"}
     assert chip.osrs_codes[2] == 0  # humidity not converted at all
 
 
 def test_skipped_channel_is_not_reported() -> None:
     bus, chip, clock = rig()
     driver = driver_on(bus, clock, osrs_h=0, osrs_p=0)
-    assert set(driver.read()) == {"temperature"}
+    assert set(driver.read(clock.sleep)) == {"temperature"}
     assert chip.regs[0xF7:0xFA] == bytes([0x80, 0, 0]) and chip.regs[0xFD:0xFF] == bytes([0x80, 0])
 
 
@@ -240,68 +241,82 @@ def test_humidity_stuck_at_reset_value_is_not_ready() -> None:
     bus, chip, clock = rig()
     chip.humidity_stuck = True
     with pytest.raises(NotReadyError, match="0x8000"):
-        driver_on(bus, clock).read()
+        driver_on(bus, clock).read(clock.sleep)
 
 
 def test_data_never_converted_is_not_ready() -> None:
     bus, chip, clock = rig()
     chip.stuck_values = True  # data registers keep their reset values
     with pytest.raises(NotReadyError, match="0x80000"):
-        driver_on(bus, clock).read()
+        driver_on(bus, clock).read(clock.sleep)
 
 
 def test_nack_at_detection_is_device_not_found() -> None:
     bus = FakeSMBus(1)
     with pytest.raises(DeviceNotFoundError, match="0x76") as info:
-        BME280(bus=bus, sleep=VirtualClock().sleep).read()
+        BME280(bus=bus).read(VirtualClock().sleep)
     assert not info.value.retryable
 
 
 def test_nack_after_detection_is_bus_error_and_recovers() -> None:
     bus, chip, clock = rig()
     driver = driver_on(bus, clock)
-    driver.read()
+    driver.read(clock.sleep)
     chip.fail_next(1)
     with pytest.raises(BusError, match="EREMOTEIO") as info:
-        driver.read()
+        driver.read(clock.sleep)
     assert info.value.retryable
     bus.transfers.clear()
-    assert set(driver.read()) == {"temperature", "humidity", "pressure"}
+    assert set(driver.read(clock.sleep)) == {"temperature", "humidity", "pressure"}
     assert bus.transfers[0][:3] == ("write_byte_data", 0x76, 0xF4)  # re-configured after the error
 
 
 def test_device_gone_is_bus_error() -> None:
     bus, _chip, clock = rig()
     driver = driver_on(bus, clock)
-    driver.read()
+    driver.read(clock.sleep)
     bus.detach(0x76)
     with pytest.raises(BusError):
-        driver.read()
+        driver.read(clock.sleep)
 
 
 @pytest.mark.parametrize("chip_id", [0x61, 0x55, 0xFF])
 def test_wrong_chip_id(chip_id: int) -> None:
     bus, _chip, clock = rig(chip_id=chip_id)
     with pytest.raises(DeviceNotFoundError, match=f"0x{chip_id:02x}"):
-        driver_on(bus, clock).read()
+        driver_on(bus, clock).read(clock.sleep)
 
 
 def test_stuck_measuring_bit_is_not_ready() -> None:
     bus, chip, clock = rig()
     chip.stuck_measuring = True
     start = clock()
-    with pytest.raises(NotReadyError, match="measuring bit"):
-        driver_on(bus, clock).read()
+    with pytest.raises(NotReadyError, match="still measuring"):
+        driver_on(bus, clock).read(clock.sleep)
     polls = [t for t in bus.transfers if t[0] == "read_byte_data" and t[2] == 0xF3]
-    assert len(polls) == bme280.STATUS_POLLS  # bounded
+    assert len(polls) == 1  # one look; retrying is the caller's
     assert clock() - start < 0.05
+
+
+def test_collect_too_early_is_not_ready_like_the_chip() -> None:
+    """Two phases on virtual time: collecting before the returned wait sees the status bit set
+    (the fake converts for the datasheet typical time, the driver waits the maximum)."""
+    bus, chip, clock = rig()
+    driver = driver_on(bus, clock)
+    wait = driver.start()
+    assert wait == pytest.approx(measurement_time_s(1, 1, 1))
+    with pytest.raises(NotReadyError, match="still measuring"):
+        driver.collect()
+    clock.sleep(wait)
+    assert driver.collect()["temperature"] == pytest.approx(24.79, abs=0.01)
+    assert chip.conversions == 1
 
 
 def test_driver_that_does_not_wait_is_caught_by_the_fake() -> None:
     bus, _chip, _clock = rig()
-    driver = BME280(bus=bus, sleep=lambda s: None)  # virtual time never advances
+    driver = BME280(bus=bus)
     with pytest.raises(NotReadyError):
-        driver.read()
+        driver.read(lambda s: None)  # virtual time never advances
 
 
 def test_blank_calibration_is_bad_data_and_not_cached() -> None:
@@ -309,10 +324,10 @@ def test_blank_calibration_is_bad_data_and_not_cached() -> None:
     chip.blank_calibration = True
     driver = driver_on(bus, clock)
     with pytest.raises(BadDataError, match="calibration") as info:
-        driver.read()
+        driver.read(clock.sleep)
     assert info.value.retryable
     chip.blank_calibration = False
-    assert driver.read()["temperature"] == pytest.approx(24.79, abs=0.01)
+    assert driver.read(clock.sleep)["temperature"] == pytest.approx(24.79, abs=0.01)
 
 
 # --- bus ownership ------------------------------------------------------------------------------
@@ -329,9 +344,9 @@ def test_driver_opens_and_closes_its_own_bus(monkeypatch: pytest.MonkeyPatch) ->
         return bus
 
     monkeypatch.setattr(smbus2, "SMBus", fake_smbus)
-    driver = BME280(sleep=clock.sleep, i2c_bus=3)
+    driver = BME280(i2c_bus=3)
     assert opened == []
-    driver.read()
+    driver.read(clock.sleep)
     assert [b.bus for b in opened] == [3]
     driver.close()
     driver.close()
@@ -341,7 +356,7 @@ def test_driver_opens_and_closes_its_own_bus(monkeypatch: pytest.MonkeyPatch) ->
 def test_driver_never_closes_a_handed_bus() -> None:
     bus, _chip, clock = rig()
     with driver_on(bus, clock) as driver:
-        driver.read()
+        driver.read(clock.sleep)
     assert not bus.closed
 
 
@@ -353,13 +368,16 @@ def test_missing_bus_is_device_not_found(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(smbus2, "SMBus", no_bus)
     with pytest.raises(DeviceNotFoundError, match="/dev/i2c-1"):
-        BME280().read()
+        BME280().read(lambda s: None)
 
 
 def test_simulated_reads_the_environment() -> None:
     env = Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0)
-    driver = BME280.simulated(env, sleep=lambda s: None, **FULL_RES)
-    sample = check_sample(driver, driver.read())
+    clock = VirtualClock()
+    with SimulatedWorld(env, clock=clock) as world:
+        driver = world.build("bme280", FULL_RES)
+        sample = check_sample(driver, driver.read(clock.sleep))
+        assert isinstance(driver, BME280) and driver._bus is world.i2c_bus(1)
     assert sample["temperature"] == pytest.approx(env.air_temperature(), abs=0.01)
     assert sample["humidity"] == pytest.approx(env.relative_humidity(), abs=0.01)
     assert sample["pressure"] == pytest.approx(env.pressure(), abs=1.0)
@@ -371,9 +389,14 @@ def test_importing_drivers_and_fakes_does_not_import_smbus2() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_declared_read_time_follows_oversampling() -> None:
-    """The conversion wait is part of a read, so its declared length grows with oversampling
-    (all x16: 112.8 ms datasheet maximum) rather than staying at the x1 class value."""
-    assert BME280(bus=FakeSMBus(1)).read_time_s == pytest.approx(BME280.read_time_s)
+def test_timing_follows_oversampling_per_instance() -> None:
+    """The conversion wait grows with oversampling (all x16: 112.8 ms datasheet maximum); it is
+    the instance's own timing, computed from its configuration, and the class keeps its x1
+    defaults."""
+    assert BME280(bus=FakeSMBus(1)).timing.read_time_s == pytest.approx(BME280.read_time_s)
     heavy = BME280(bus=FakeSMBus(1), osrs_t=16, osrs_p=16, osrs_h=16)
-    assert heavy.read_time_s > measurement_time_s(16, 16, 16) >= 0.1128 - 1e-9
+    assert heavy.timing.read_time_s > measurement_time_s(16, 16, 16) >= 0.1128 - 1e-9
+    assert BME280.read_time_s == pytest.approx(0.0093 + bme280.BUS_TIME_S)  # untouched
+    config = BME280.check_options({"osrs_t": 16, "osrs_p": 0, "osrs_h": 0})
+    assert BME280.timing_for(config).read_time_s == pytest.approx(
+        measurement_time_s(16, 0, 0) + bme280.BUS_TIME_S)

@@ -12,7 +12,6 @@ import pytest
 from pibridge.drivers.base import check_sample
 from pibridge.drivers.ds18b20 import (
     DS18B20,
-    W1BulkCoordinator,
     crc8_maxim,
     kernel_millicelsius,
     parse_w1_slave,
@@ -26,7 +25,8 @@ from pibridge.drivers.errors import (
     SensorError,
 )
 from pibridge.drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.simulation import Environment, SimulatedWorld
 
 PROBE = "28-000005abb69d"
 
@@ -43,11 +43,11 @@ def probe_driver(bus: FakeW1Bus, device_id: str = PROBE) -> DS18B20:
 def read_with_retries(driver: DS18B20, bus: FakeW1Bus) -> tuple[dict, list[SensorError]]:
     """The caller's loop for one sample: 1 + retry.attempts tries, spaced on the virtual clock."""
     errors: list[SensorError] = []
-    for attempt in range(1 + driver.retry.attempts):
+    for attempt in range(1 + driver.timing.retry.attempts):
         if attempt:
-            bus.clock.sleep(driver.retry.spacing_s)
+            bus.clock.sleep(driver.timing.retry.spacing_s)
         try:
-            return check_sample(driver, driver.read()), errors
+            return check_sample(driver, driver.read(bus.clock.sleep)), errors
         except SensorError as exc:
             errors.append(exc)
             if not exc.retryable:
@@ -83,7 +83,7 @@ def test_datasheet_table(bus: FakeW1Bus, celsius: float, raw: int, t_milli: int)
     assert scratchpad[0] | scratchpad[1] << 8 == raw
     assert text.endswith(f"t={t_milli}\n")
     assert kernel_millicelsius(scratchpad, "28") == t_milli
-    assert driver.read() == {"temperature": celsius}
+    assert driver.read(bus.clock.sleep) == {"temperature": celsius}
 
 
 def test_lower_resolution_masks_undefined_bits() -> None:
@@ -102,7 +102,7 @@ def test_ds18s20_extended_formula(bus: FakeW1Bus) -> None:
     assert parse_w1_slave(text, "10").celsius == 25 - 0.25 + (16 - 12) / 16  # 25.0
     device = "10-000801b5a2f3"
     bus.add_probe(device, temperature=21.3)
-    value = probe_driver(bus, device).read()["temperature"]
+    value = probe_driver(bus, device).read(bus.clock.sleep)["temperature"]
     assert value == pytest.approx(21.3, abs=1 / 32)
     assert value == 21.3125  # 21 - 0.25 + (16 - 7)/16
 
@@ -110,7 +110,7 @@ def test_ds18s20_extended_formula(bus: FakeW1Bus) -> None:
 def test_ds18s20_negative(bus: FakeW1Bus) -> None:
     device = "10-000801b5a2f3"
     bus.add_probe(device, temperature=-10.2)
-    assert probe_driver(bus, device).read()["temperature"] == pytest.approx(-10.2, abs=1 / 32)
+    assert probe_driver(bus, device).read(bus.clock.sleep)["temperature"] == pytest.approx(-10.2, abs=1 / 32)
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_crc_no_then_success_within_one_sample(bus: FakeW1Bus) -> None:
 def test_crc_no_line_keeps_last_good_bytes(bus: FakeW1Bus) -> None:
     probe = bus.add_probe(PROBE, temperature=18.5)
     driver = probe_driver(bus)
-    driver.read()
+    driver.read(bus.clock.sleep)
     good = probe.scratchpad
     probe.script(Outcome.CRC_NO)
     text = bus.read_text(bus.root / PROBE / "w1_slave")
@@ -136,7 +136,7 @@ def test_crc_no_line_keeps_last_good_bytes(bus: FakeW1Bus) -> None:
 def test_empty_read_is_bad_data(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE).script(Outcome.EMPTY)
     with pytest.raises(BadDataError, match="empty") as info:
-        probe_driver(bus).read()
+        probe_driver(bus).read(bus.clock.sleep)
     assert info.value.retryable
 
 
@@ -144,19 +144,19 @@ def test_power_on_85(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE).script(Outcome.POWER_ON)
     driver = probe_driver(bus)
     with pytest.raises(ImplausibleValueError, match="power-on"):
-        driver.read()
+        driver.read(bus.clock.sleep)
     assert bus.read_text(bus.root / PROBE / "w1_slave").endswith("t=21500\n")  # next one converts
 
 
 def test_genuine_85_passes(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE, temperature=85.0)
-    assert probe_driver(bus).read() == {"temperature": 85.0}  # byte 6 is 0x10 after a conversion
+    assert probe_driver(bus).read(bus.clock.sleep) == {"temperature": 85.0}  # byte 6 is 0x10 after a conversion
 
 
 def test_insufficient_power_127(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE).script(Outcome.INSUFFICIENT_POWER)
     with pytest.raises(ImplausibleValueError, match=r"127\.9375"):
-        probe_driver(bus).read()
+        probe_driver(bus).read(bus.clock.sleep)
     assert "t=127937" in (bus.root / "w1_bus_master1" / PROBE / "w1_slave").read_text()
 
 
@@ -165,8 +165,8 @@ def test_all_zero_is_not_a_reading_but_real_zero_is(bus: FakeW1Bus) -> None:
     driver = probe_driver(bus)
     probe.script(Outcome.ALL_ZERO)
     with pytest.raises(BadDataError, match="all-zero"):
-        driver.read()
-    assert driver.read() == {"temperature": 0.0}
+        driver.read(bus.clock.sleep)
+    assert driver.read(bus.clock.sleep) == {"temperature": 0.0}
     assert probe.scratchpad[6] == 0x10
 
 
@@ -176,26 +176,26 @@ def test_all_ff_floating_line(bus: FakeW1Bus) -> None:
     assert text.startswith("ff ff ff ff ff ff ff ff ff : crc=c9 NO\n")
     bus.probes[PROBE].script(Outcome.ALL_FF)
     with pytest.raises(BadDataError):
-        probe_driver(bus).read()
+        probe_driver(bus).read(bus.clock.sleep)
 
 
 def test_stuck_value_repeats_scratchpad(bus: FakeW1Bus) -> None:
     probe = bus.add_probe(PROBE, temperature=20.0)
     driver = probe_driver(bus)
-    assert driver.read() == {"temperature": 20.0}
+    assert driver.read(bus.clock.sleep) == {"temperature": 20.0}
     probe.temperature = 30.0
     probe.script(Outcome.STUCK)
-    assert driver.read() == {"temperature": 20.0}
-    assert driver.read() == {"temperature": 30.0}
+    assert driver.read(bus.clock.sleep) == {"temperature": 20.0}
+    assert driver.read(bus.clock.sleep) == {"temperature": 30.0}
 
 
 def test_device_gone(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE)
     driver = probe_driver(bus)
-    driver.read()
+    driver.read(bus.clock.sleep)
     bus.remove_probe(PROBE)
     with pytest.raises(DeviceNotFoundError) as info:
-        driver.read()
+        driver.read(bus.clock.sleep)
     assert not info.value.retryable
     assert (bus.root / "w1_bus_master1" / "w1_master_slaves").read_text() == "not found.\n"
 
@@ -203,7 +203,7 @@ def test_device_gone(bus: FakeW1Bus) -> None:
 def test_device_vanishes_during_read(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE).script(Outcome.ENODEV)
     with pytest.raises(DeviceNotFoundError):
-        probe_driver(bus).read()
+        probe_driver(bus).read(bus.clock.sleep)
 
 
 def test_torn_or_malformed_text() -> None:
@@ -226,8 +226,8 @@ def test_bad_device_id() -> None:
 def test_a_read_costs_one_conversion_time(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE)
     t0 = bus.clock.monotonic()
-    probe_driver(bus).read()
-    assert 0.75 <= bus.clock.monotonic() - t0 <= DS18B20.read_time_s
+    probe_driver(bus).read(bus.clock.sleep)
+    assert 0.75 <= bus.clock.monotonic() - t0 <= DS18B20.read_time_s + 0.03  # + trigger and bus time
 
 
 def test_tree_has_kernel_files(bus: FakeW1Bus) -> None:
@@ -240,7 +240,7 @@ def test_tree_has_kernel_files(bus: FakeW1Bus) -> None:
     assert bus.read_text(bus.root / "w1_bus_master1" / "therm_bulk_read") == "0\n"
 
 
-# -- bulk conversion ----------------------------------------------------------------------------
+# -- two phases and bulk conversion -------------------------------------------------------------
 def make_probes(bus: FakeW1Bus, n: int) -> list[DS18B20]:
     drivers = []
     for i in range(n):
@@ -250,10 +250,24 @@ def make_probes(bus: FakeW1Bus, n: int) -> list[DS18B20]:
     return drivers
 
 
+def collect_all(probes: list[DS18B20]) -> dict[str, object]:
+    results: dict[str, object] = {}
+    for probe in probes:
+        try:
+            results[probe.device_id] = probe.collect()
+        except SensorError as exc:
+            results[probe.device_id] = exc
+    return results
+
+
 def test_bulk_one_trigger_serves_all(bus: FakeW1Bus) -> None:
     probes = make_probes(bus, 4)
+    assert len({p.group_key() for p in probes}) == 1
     t0 = bus.clock.monotonic()
-    results = W1BulkCoordinator().read_many(probes)
+    wait = DS18B20.start_group(probes)
+    assert wait == pytest.approx(DS18B20.read_time_s)
+    bus.clock.sleep(wait)
+    results = collect_all(probes)
     elapsed = bus.clock.monotonic() - t0
     assert results == {p.device_id: {"temperature": 15.0 + i} for i, p in enumerate(probes)}
     assert bus.bulk_triggers == 1 and bus.conversions == 1
@@ -261,41 +275,57 @@ def test_bulk_one_trigger_serves_all(bus: FakeW1Bus) -> None:
     assert all(p.conversions == 1 for p in bus.probes.values())
 
 
-def test_bulk_two_phase_and_trigger_states(bus: FakeW1Bus) -> None:
+def test_start_does_not_wait_and_trigger_states(bus: FakeW1Bus) -> None:
     probes = make_probes(bus, 2)
-    coordinator = W1BulkCoordinator()
     master = probes[0].master_dir()
-    assert coordinator.prepare(probes) == {master: True}
+    assert probes[0].group_key() == master
+    t0 = bus.clock.monotonic()
+    wait = DS18B20.start_group(probes)
+    assert bus.clock.monotonic() - t0 < 0.01  # the trigger returns at once (external power)
+    assert bus.read_text(master / "therm_bulk_read") == "-1\n"  # converting
+    bus.clock.sleep(wait)
     assert bus.read_text(master / "therm_bulk_read") == "1\n"  # converted, unread
-    probes[0].read()
+    probes[0].collect()
     assert bus.read_text(master / "therm_bulk_read") == "1\n"
-    probes[1].read()
+    probes[1].collect()
     assert bus.read_text(master / "therm_bulk_read") == "0\n"
     assert bus.conversions == 1
 
 
-def test_read_while_bulk_converting_is_not_ready(bus: FakeW1Bus) -> None:
+def test_collect_too_early_is_not_ready(bus: FakeW1Bus) -> None:
+    """As the kernel: while the bulk conversion runs, w1_slave reads are empty."""
     probes = make_probes(bus, 2)
-    bus.start_bulk_conversion()
+    wait = probes[0].start()
     assert bus.read_text(bus.root / "w1_bus_master1" / "therm_bulk_read") == "-1\n"
-    with pytest.raises(NotReadyError):
-        probes[0].read()
-    bus.clock.sleep(0.75)
-    assert probes[0].read() == {"temperature": 15.0}
+    with pytest.raises(NotReadyError, match="in progress"):
+        probes[0].collect()
+    bus.clock.sleep(wait)
+    assert probes[0].collect() == {"temperature": 15.0}
+
+
+def test_parasite_power_trigger_blocks_like_the_kernel(tmp_path: Path) -> None:
+    bus = FakeW1Bus(tmp_path / "devices", strong_pullup=True)
+    probes = make_probes(bus, 2)
+    t0 = bus.clock.monotonic()
+    DS18B20.start_group(probes)
+    assert bus.clock.monotonic() - t0 >= 0.75
+    assert collect_all(probes) == {probes[0].device_id: {"temperature": 15.0},
+                                   probes[1].device_id: {"temperature": 16.0}}
 
 
 def test_bulk_fallback_when_not_writable(bus: FakeW1Bus, caplog: pytest.LogCaptureFixture) -> None:
     bus.set_bulk_writable(False)
     probes = make_probes(bus, 3)
-    coordinator = W1BulkCoordinator()
     with caplog.at_level(logging.WARNING, logger="pibridge.drivers.ds18b20"):
         for _ in range(3):
             t0 = bus.clock.monotonic()
-            results = coordinator.read_many(probes)
+            assert DS18B20.start_group(probes) == 0.0  # nothing to wait for: each read converts
+            results = collect_all(probes)
             assert all(not isinstance(r, SensorError) for r in results.values())
             assert bus.clock.monotonic() - t0 >= 3 * 0.75  # one conversion per probe
     assert bus.bulk_triggers == 0 and bus.conversions == 9
-    warnings = [r for r in caplog.records if "therm_bulk_read" in r.getMessage()]
+    warnings = [r for r in caplog.records if "therm_bulk_read" in r.getMessage()
+                and str(probes[0].master_dir()) in r.getMessage()]
     assert len(warnings) == 1
 
 
@@ -303,16 +333,19 @@ def test_bulk_reports_errors_per_probe(bus: FakeW1Bus) -> None:
     probes = make_probes(bus, 3)
     bus.probes[probes[1].device_id].script(Outcome.POWER_ON)
     bus.remove_probe(probes[2].device_id)
-    results = W1BulkCoordinator().read_many(probes)
+    assert probes[2].group_key() is None
+    bus.clock.sleep(DS18B20.start_group(probes))
+    results = collect_all(probes)
     assert results[probes[0].device_id] == {"temperature": 15.0}
     assert isinstance(results[probes[1].device_id], ImplausibleValueError)
     assert isinstance(results[probes[2].device_id], DeviceNotFoundError)
 
 
-def test_single_probe_does_not_bulk(bus: FakeW1Bus) -> None:
-    probes = make_probes(bus, 1)
-    W1BulkCoordinator().read_many(probes)
-    assert bus.bulk_triggers == 0 and bus.conversions == 1
+def test_start_group_refuses_other_drivers(bus: FakeW1Bus) -> None:
+    from pibridge.drivers.cpu_temperature import CPUTemperature
+
+    with pytest.raises(TypeError):
+        DS18B20.start_group([CPUTemperature(read_text=lambda p: "1\n")])
 
 
 def test_read_cost_benchmark_runs_and_shows_the_bulk_gain() -> None:
@@ -334,9 +367,26 @@ def test_read_cost_benchmark_runs_and_shows_the_bulk_gain() -> None:
 
 def test_simulated_follows_environment() -> None:
     env = Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0)
-    driver = DS18B20.simulated(env)
-    try:
-        value = check_sample(driver, driver.read())["temperature"]
+    clock = VirtualClock()
+    with SimulatedWorld(env, clock=clock) as world:
+        driver = world.build("ds18b20")
+        value = check_sample(driver, driver.read(clock.sleep))["temperature"]
         assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
-    finally:
-        driver.close()
+
+
+def test_simulated_world_probes_share_one_master_and_one_conversion() -> None:
+    """Under --simulate two probes sit on the world's one fake master: one start_group, one
+    bulk conversion, both values."""
+    clock = VirtualClock()
+    with SimulatedWorld(Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0), clock=clock) as world:
+        probes = [world.build("ds18b20", {"device_id": device_id})
+                  for device_id in ("28-000000000001", "28-000000000002")]
+        assert probes[0].group_key() == probes[1].group_key() is not None
+        fake = world.shared("w1", lambda: None)
+        assert fake is not None and fake.conversions == 0
+        clock.sleep(DS18B20.start_group(probes))
+        values = [p.collect()["temperature"] for p in probes]
+        assert fake.bulk_triggers == 1 and fake.conversions == 1
+        assert values[0] == values[1]
+        root = fake.root
+    assert not root.exists()  # the world removed its fake tree

@@ -1,26 +1,24 @@
-"""CPU cost of one ``read()`` per built-in driver against its fake hardware.
+"""CPU cost of one read per built-in driver against its fake hardware.
 
 Usage: ``python scripts/bench/read_cost.py [--reads N] [--budget SECONDS]``
 
-Each driver is built with ``cls.simulated(Environment(seed=0), ...)``. Where ``simulated()``
-takes a ``sleep`` argument (BME280, BH1750) a no-op is injected, so conversion waits cost nothing
-and the fake chip runs on virtual time. The figure that matters is CPU time
-(``time.process_time``), which never counts sleeping; wall time is shown beside it.
+"simulated" rows: every driver the registry finds, built by ``SimulatedWorld.build`` (the same
+path as ``pibridge read --simulate``) in one world on a `VirtualClock`. A read is one attempt in
+two phases, ``start()``, the caller's wait, ``collect()``; the wait is a virtual-clock sleep, and
+before each read the clock is stepped by the instance's ``min_interval_s`` (the DHT's 2.1 s), so
+every read is a real one and nothing really sleeps. The figure that matters is CPU time
+(``time.process_time``); wall time is shown beside it.
 
 "simulated" rows include the fake's own work (for the BME280: inverting the compensation by
-bisection to turn °C/Pa/%RH into ADC counts). The "driver only" rows use a fake with fixed values
-on virtual time, so they measure pibridge's own work per read (bus calls through the fake +
-maths); the issue's target for the BME280 is <= 200 µs. The simulated DHT rows fail by design
-(the driver refuses reads closer than 2 s on the real clock); their "driver only" rows step a
-virtual clock past that spacing and measure real reads.
+bisection to turn °C/Pa/%RH into ADC counts). The "driver only" rows use fakes with fixed values,
+so they measure pibridge's own work per read (bus calls through the fake + maths); the issue's
+target for the BME280 is <= 200 µs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import inspect
 import sys
 import tempfile
 import time
@@ -30,18 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pibridge.drivers import registry
-from pibridge.drivers.base import Driver
-from pibridge.drivers.errors import SensorError
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers import Driver, Environment, SensorError, SimulatedWorld, registry
+from pibridge.drivers.fakes import VirtualClock
 
 DEFAULT_READS = 2000
 DEFAULT_BUDGET_S = 1.0  #: wall-clock cap per driver, so slow simulations stay bounded
 MICRO = 1e6
-
-
-def no_sleep(seconds: float) -> None:
-    """Injected conversion wait: costs nothing (the fake's virtual clock still advances)."""
 
 
 def measure(read: Callable[[], Any], reads: int, budget_s: float) -> tuple[int, int, float, float, str]:
@@ -64,39 +56,33 @@ def measure(read: Callable[[], Any], reads: int, budget_s: float) -> tuple[int, 
     return done, failures, cpu / done * MICRO, wall / done * MICRO, last_error
 
 
-def build_simulated(cls: type[Driver]) -> tuple[Driver, str]:
-    env = Environment(seed=0)
-    if "sleep" in inspect.signature(cls.simulated).parameters:
-        return cls.simulated(env, sleep=no_sleep), "waits injected (no-op)"
-    return cls.simulated(env), "waits not injectable; CPU time excludes them"
+def paced(driver: Driver, clock: VirtualClock) -> Callable[[], Any]:
+    """One attempt as the scheduler takes it, on virtual time: step the clock by the instance's
+    minimum spacing, start, wait (virtually), collect."""
+    spacing = driver.timing.min_interval_s
+
+    def read() -> Any:
+        clock.sleep(spacing)
+        return driver.read(clock.sleep)
+
+    return read
 
 
-def driver_only_rigs() -> dict[str, tuple[Driver, Callable[[], None]]]:
-    """Drivers on fakes with fixed values and virtual time: pibridge's own work per read.
-
-    Each rig is (driver, pace): ``pace()`` runs before every read, outside the timed work of the
-    driver only in the sense that it just moves the virtual clock (the DHT rigs step it past the
-    driver's 2 s spacing so that every read is a real one, not a NotReadyError)."""
+def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
+    """Drivers on fakes with fixed values and virtual time: pibridge's own work per read."""
     from pibridge.drivers.bh1750 import BH1750
     from pibridge.drivers.bme280 import BME280
     from pibridge.drivers.dht import DHT11, DHT22
-    from pibridge.drivers.fakes.clock import VirtualClock
-    from pibridge.drivers.fakes.dht import FakeDHT
-    from pibridge.drivers.fakes.i2c import FakeBH1750, FakeBME280, FakeSMBus
+    from pibridge.drivers.fakes import FakeDHT, FakeSMBus
+    from pibridge.drivers.fakes.bh1750 import FakeBH1750
+    from pibridge.drivers.fakes.bme280 import FakeBME280
 
-    clock = VirtualClock()
     bus = FakeSMBus(1)
     bus.attach(0x76, FakeBME280(clock=clock))
     bus.attach(0x23, FakeBH1750(lux=500.0, clock=clock))
-    rigs: dict[str, tuple[Driver, Callable[[], None]]] = {
-        "bme280": (BME280(bus=bus, sleep=clock.sleep), lambda: None),
-        "bh1750": (BH1750(bus=bus, sleep=clock.sleep), lambda: None),
-    }
+    rigs: dict[str, Driver] = {"bme280": BME280(bus=bus), "bh1750": BH1750(bus=bus)}
     for cls in (DHT22, DHT11):
-        dht_clock = VirtualClock()
-        driver = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=dht_clock), clock=dht_clock,
-                     sleep=dht_clock.sleep, pin=4)
-        rigs[cls.name] = (driver, functools.partial(dht_clock.sleep, cls.min_interval_s))
+        rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
     return rigs
 
 
@@ -104,7 +90,7 @@ def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
     """Read ``n`` fake probes once one by one and once with one bulk conversion, under the fake
     bus's conversion-time model. Returns virtual seconds (time the reads would take on a Pi),
     CPU seconds and the number of conversions for each mode."""
-    from pibridge.drivers.ds18b20 import DS18B20, W1BulkCoordinator
+    from pibridge.drivers.ds18b20 import DS18B20
     from pibridge.drivers.fakes.w1 import FakeW1Bus
 
     result: dict[str, Any] = {"n": n}
@@ -117,10 +103,20 @@ def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
             probes.append(DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root)))
         for mode in ("single", "bulk"):
             conversions, v0, c0 = bus.conversions, bus.clock.monotonic(), time.process_time()
-            if mode == "bulk":
-                results = W1BulkCoordinator().read_many(probes)
-            else:
-                results = {p.device_id: p.read() for p in probes}
+            results: dict[str, Any] = {}
+            if mode == "bulk":  # one trigger for the master, one wait, then each probe's collect
+                bus.clock.sleep(DS18B20.start_group(probes))
+                for probe in probes:
+                    try:
+                        results[probe.device_id] = probe.collect()
+                    except SensorError as exc:
+                        results[probe.device_id] = exc
+            else:  # one probe after the other, each with its own conversion
+                for probe in probes:
+                    try:
+                        results[probe.device_id] = probe.read(bus.clock.sleep)
+                    except SensorError as exc:
+                        results[probe.device_id] = exc
             failed = sum(isinstance(r, SensorError) for r in results.values())
             result[mode] = {
                 "virtual_s": round(bus.clock.monotonic() - v0, 6),
@@ -149,27 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print(f"{'driver':<28} {'reads':>6} {'failed':>6} {'CPU µs/read':>12} {'wall µs/read':>13}  note")
-    for name in registry.BUILTIN:
-        try:
-            cls = registry.get(name)
-            driver, note = build_simulated(cls)
-        except (ImportError, AttributeError, NotImplementedError, SensorError) as exc:
-            print(f"{name + ' (simulated)':<28} skipped: {type(exc).__name__}: {exc}")
-            continue
-        try:
-            done, failed, cpu_us, wall_us, error = measure(driver.read, args.reads, args.budget)
-        finally:
-            driver.close()
-        if failed:
-            note += f"; failures are {error} (the driver's own read spacing)"
-        print(f"{name + ' (simulated)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
+    clock = VirtualClock()
+    with SimulatedWorld(Environment(seed=0), clock=clock, door_timer=False) as world:
+        for name in registry.builtin():
+            try:
+                driver = world.build(name)
+            except (ImportError, AttributeError, SensorError) as exc:
+                print(f"{name + ' (simulated)':<28} skipped: {type(exc).__name__}: {exc}")
+                continue
+            done, failed, cpu_us, wall_us, error = measure(paced(driver, clock), args.reads, args.budget)
+            note = "waits on virtual time" + (f"; failures are {error}" if failed else "")
+            print(f"{name + ' (simulated)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
 
-    for name, (driver, pace) in driver_only_rigs().items():
-        def paced_read(driver: Driver = driver, pace: Callable[[], None] = pace) -> object:
-            pace()
-            return driver.read()
-
-        done, failed, cpu_us, wall_us, _ = measure(paced_read, args.reads, args.budget)
+    rig_clock = VirtualClock()
+    for name, driver in driver_only_rigs(rig_clock).items():
+        done, failed, cpu_us, wall_us, _ = measure(paced(driver, rig_clock), args.reads, args.budget)
         print(f"{name + ' (driver only)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  "
               "fixed values, waits on virtual time")
 
