@@ -30,11 +30,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
-from pibridge.agent import AgentClient, AgentSettings, Reply, provision
-from pibridge.drivers import registry
-from pibridge.drivers.base import Driver, Metric, read_with_retries
-from pibridge.drivers.errors import SensorError
-from pibridge.drivers.simulation import Environment
+from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, Reply, provision
+from pibridge.drivers import Driver, Metric, SensorError, SimulatedWorld, read_with_retries
 from pibridge.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +77,14 @@ def load_sensors(profile: Path) -> list[dict[str, Any]]:
         return list(tomllib.load(f).get("sensor", []))
 
 
+def metric_definition(metric: Metric) -> MetricDefinition:
+    """A driver's metric as the client's create-metrics definition (matched by its key)."""
+    if metric.unit is not None:
+        return MetricDefinition(name=metric.name, value_unit=metric.unit, matching_id=metric.key)
+    return MetricDefinition(name=metric.name, value_type=str(metric.value_type),
+                            value_annotation=metric.annotation, matching_id=metric.key)
+
+
 def register(agent: AgentClient, name: str, metrics: tuple[Metric, ...]) -> tuple[str, dict[str, str]]:
     """The sensor's id and ``{metric key: metricId}``: reused when a previous run registered them
     (matched by name), created otherwise."""
@@ -92,7 +97,7 @@ def register(agent: AgentClient, name: str, metrics: tuple[Metric, ...]) -> tupl
         sensor_id, by_name = agent.create_sensor(name).created_sensor_id, {}
     missing = [m for m in metrics if m.name not in by_name]
     if missing:
-        created = agent.create_metrics(sensor_id, [m.definition(m.key) for m in missing]).metric_ids
+        created = agent.create_metrics(sensor_id, [metric_definition(m) for m in missing]).metric_ids
         by_name.update({m.name: created[m.key] for m in missing})
     return sensor_id, {m.key: by_name[m.name] for m in metrics}
 
@@ -108,19 +113,19 @@ def main() -> int:
     print(f"1. starting the emulated agent (state in {args.state_dir})")
     emulator, port, provision_port = start_emulator(args.state_dir / "emulator")
     wired: list[tuple[str, Driver, str, dict[str, str]]] = []  # (name, driver, sensorId, {key: metricId})
+    world = SimulatedWorld()  # one simulated greenhouse for every sensor of the run
     try:
         settings = AgentSettings(host="localhost", port=port, provision_port=provision_port,
                                  ca_file=args.state_dir / "emulator" / "ca.crt",
                                  cert_folder=args.state_dir / "certs", client_name="greenhouse-demo")
         print("2. provisioning:", provision(settings).message)
 
-        environment = Environment()
         sensors = load_sensors(args.profile)
         print(f"3. {len(sensors)} sensors from {args.profile.name}, simulated")
         with AgentClient(settings) as agent:
             print(f"   connected as client {agent.client_id}")
             for spec in sensors:
-                driver = registry.get(spec["driver"]).simulated(environment, **spec.get("options", {}))
+                driver = world.build(spec["driver"], spec.get("options", {}))
                 metrics = driver.active_metrics()
                 sensor_id, metric_ids = register(agent, spec["name"], metrics)
                 wired.append((spec["name"], driver, sensor_id, metric_ids))
@@ -146,8 +151,7 @@ def main() -> int:
                 if round_number < args.rounds:
                     time.sleep(args.spacing)
     finally:
-        for _, driver, _, _ in wired:
-            driver.close()
+        world.close()  # closes every driver it built
         emulator.terminate()
         emulator.wait(timeout=20)
 

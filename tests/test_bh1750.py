@@ -9,8 +9,8 @@ from pibridge.drivers import bh1750
 from pibridge.drivers.base import check_sample
 from pibridge.drivers.bh1750 import BH1750, conversion_time_s, mtreg_opcodes, parse_result, raw_to_lux
 from pibridge.drivers.errors import BusError, ConfigurationError, DeviceNotFoundError, NotReadyError
-from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.bh1750 import FakeBH1750
+from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 
@@ -258,7 +258,8 @@ def test_timing_follows_mtreg_and_resolution_per_instance() -> None:
     the instance's timing scales with MTreg (254: 0.66 s); the class keeps its 0.18 s defaults."""
     slow = BH1750(bus=FakeSMBus(1), mode="continuous", mtreg=254)
     timing = slow.timing
-    assert timing.read_time_s == timing.min_interval_s == timing.retry.spacing_s == conversion_time_s("high", 254)
+    assert timing.read_time_s == timing.min_interval_s == timing.retry.spacing_s
+    assert timing.read_time_s == conversion_time_s("high", 254)
     assert timing.min_interval_s > BH1750.min_interval_s == conversion_time_s("high")
     fast = BH1750(bus=FakeSMBus(1), resolution="low")
     assert fast.timing.min_interval_s == conversion_time_s("low") < BH1750.min_interval_s

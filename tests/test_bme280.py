@@ -26,8 +26,8 @@ from pibridge.drivers.errors import (
     DeviceNotFoundError,
     NotReadyError,
 )
-from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.bme280 import FakeBME280
+from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 

@@ -27,13 +27,13 @@ from pibridge.drivers.fakes.dht import (
     Measurement,
     dht22_frame,
 )
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.simulation import Environment, SimulatedWorld
 
 
 def make(script=(), cls=DHT22, **options) -> tuple[DHT22, FakeDHT, VirtualClock]:
     clock = VirtualClock()
     fake = FakeDHT(dht11=cls is DHT11, clock=clock, script=script)
-    driver = cls(sensor=fake, clock=clock.monotonic, sleep=clock.sleep, pin=4, **options)
+    driver = cls(sensor=fake, clock=clock.monotonic, pin=4, **options)
     return driver, fake, clock
 
 
@@ -79,19 +79,20 @@ def test_fake_matches_library_decoding() -> None:
 
 # -- driver -----------------------------------------------------------------------------------
 def test_reads_temperature_and_humidity_from_one_frame() -> None:
-    driver, fake, _ = make([Measurement(23.4, 56.7)])
-    assert check_sample(driver, driver.read()) == {"temperature": 23.4, "humidity": 56.7}
+    driver, fake, clock = make([Measurement(23.4, 56.7)])
+    assert check_sample(driver, driver.read(clock.sleep)) == {"temperature": 23.4, "humidity": 56.7}
     assert fake.attempts == 1
 
 
 def test_failure_then_retry_respecting_spacing() -> None:
     driver, fake, clock = make([Fault.CHECKSUM, Measurement(21.0, 40.0)])
-    assert driver.retry.spacing_s >= 2.0 and driver.min_interval_s >= 2.0
+    timing = driver.timing
+    assert timing.retry.spacing_s >= 2.0 and timing.min_interval_s >= 2.0
     errors: list[SensorError] = []
     sample = None
-    for attempt in range(1 + driver.retry.attempts):
+    for attempt in range(1 + timing.retry.attempts):
         if attempt:
-            clock.sleep(driver.retry.spacing_s)
+            clock.sleep(timing.retry.spacing_s)
         try:
             sample = driver.read()
             break
@@ -200,16 +201,35 @@ def test_unexpected_library_exceptions_become_typed_errors() -> None:
 
 def test_read_twice_keeps_second_value() -> None:
     driver, fake, clock = make([Measurement(10.0, 30.0), Measurement(11.5, 31.0)], read_twice=True)
-    assert driver.read_time_s >= 2.0 > DHT22.read_time_s
+    assert driver.timing.read_time_s >= 2.0 > DHT22.read_time_s == DHT22.timing_for({}).read_time_s
     t0 = clock.monotonic()
-    assert driver.read() == {"temperature": 11.5, "humidity": 31.0}
-    assert clock.monotonic() - t0 >= 2.0  # waited on the injected sleep, not really
+    assert driver.read(clock.sleep) == {"temperature": 11.5, "humidity": 31.0}
+    assert clock.monotonic() - t0 >= 2.0  # waited on the caller's sleep, not really
     assert fake.attempts == 2
 
 
+def test_read_twice_is_two_phases_and_the_driver_never_sleeps() -> None:
+    driver, fake, clock = make([Measurement(10.0, 30.0), Measurement(11.5, 31.0)], read_twice=True)
+    t0 = clock.monotonic()
+    wait = driver.start()  # the discarded attempt
+    assert fake.attempts == 1 and wait == pytest.approx(2.1)
+    assert clock.monotonic() - t0 == pytest.approx(0.25)  # only the fake's capture, no spacing
+    with pytest.raises(NotReadyError, match=r"needs 2\.1 s"):
+        driver.collect()  # too early: the driver refuses, the library would hand back its cache
+    clock.sleep(wait)
+    assert driver.collect() == {"temperature": 11.5, "humidity": 31.0}
+    assert fake.attempts == 2
+
+
+def test_without_read_twice_start_does_nothing() -> None:
+    driver, fake, _clock = make([Measurement(10.0, 30.0)])
+    assert driver.start() == 0.0 and fake.attempts == 0
+    assert driver.collect() == {"temperature": 10.0, "humidity": 30.0}
+
+
 def test_read_twice_ignores_a_failed_first_read() -> None:
-    driver, _, _ = make([Fault.CHECKSUM, Measurement(11.5, 31.0)], read_twice=True)
-    assert driver.read() == {"temperature": 11.5, "humidity": 31.0}
+    driver, _, clock = make([Fault.CHECKSUM, Measurement(11.5, 31.0)], read_twice=True)
+    assert driver.read(clock.sleep) == {"temperature": 11.5, "humidity": 31.0}
 
 
 def test_pin_is_a_gpio_option() -> None:
@@ -229,18 +249,22 @@ def test_driver_modules_import_no_hardware_library() -> None:
 
 def test_simulated() -> None:
     env = Environment(seed=1, noise=0.0, clock=lambda: 10 * 3600.0)
-    driver = DHT22.simulated(env)
-    sample = check_sample(driver, driver.read())
+    clock = VirtualClock()
+    with SimulatedWorld(env, clock=clock) as world:
+        driver = world.build("dht22", {"read_twice": True})
+        sample = check_sample(driver, driver.read(clock.sleep))
+        fake = driver._sensor
+        assert isinstance(fake, FakeDHT) and fake.attempts == 2
+    assert fake.exited  # the world closed the driver, which owned the fake
     assert sample["temperature"] == pytest.approx(env.air_temperature(), abs=0.05)
     assert 5.0 <= sample["humidity"] <= 99.0
-    driver.close()
 
 
 def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
     """A scheduler that honours ``min_interval_s`` to the digit is never refused (float rounding
     of 1000.0 + 2.1 - 1000.0 once made every third read a NotReadyError)."""
     clock = VirtualClock()
-    driver = DHT22(sensor=FakeDHT(clock=clock), clock=clock, sleep=clock.sleep, pin=4)
+    driver = DHT22(sensor=FakeDHT(clock=clock), clock=clock, pin=4)
     for _ in range(30):
         clock.sleep(DHT22.min_interval_s)
         assert set(driver.read()) == {"temperature", "humidity"}

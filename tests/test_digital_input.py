@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import warnings
+
 import pytest
 
 from pibridge.drivers.base import check_sample
 from pibridge.drivers.digital_input import DigitalInput
-from pibridge.drivers.errors import BusError, ConfigurationError
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.errors import BusError, ConfigurationError, SensorError
+from pibridge.drivers.simulation import Environment, SimulatedWorld
 from pibridge.protocol import ValueType
 
 PIN = 17
@@ -83,7 +86,6 @@ def test_annotation_option(mock_factory) -> None:
     with DigitalInput(pin_factory=mock_factory, pin=PIN, annotation="open") as door:
         (metric,) = door.active_metrics()
     assert metric.value_type is ValueType.BOOL and metric.annotation == "open"
-    assert metric.definition("m1")["valueAnnotation"] == "open"
 
 
 def test_options_checked() -> None:
@@ -91,6 +93,27 @@ def test_options_checked() -> None:
         DigitalInput.check_options({"pin": 17, "pull": "sideways"})
     with pytest.raises(ConfigurationError):
         DigitalInput.check_options({"pull": "up"})  # pin required
+
+
+@pytest.mark.parametrize("pin", [2, 3])
+def test_pull_down_on_the_i2c_pins_is_refused_without_hardware(pin: int) -> None:
+    _config, problems = DigitalInput.validate({"pin": pin, "pull": "down"})
+    assert [p.key for p in problems] == ["pull"] and "fixed 1.8 kΩ pull-up" in problems[0].message
+    assert DigitalInput.validate({"pin": pin, "pull": "up"})[1] == []
+    assert DigitalInput.validate({"pin": 17, "pull": "down"})[1] == []
+    assert DigitalInput.resources(DigitalInput.check_options({"pin": 27})).gpio == (27,)
+
+
+def test_off_a_pi_one_clear_error_and_no_gpiozero_warnings() -> None:
+    """No factory given: lgpio (the pi extra) or nothing; gpiozero's fallback chain, with one
+    PinFactoryFallback warning per factory it tries, never runs."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SensorError) as info:
+            DigitalInput(pin=17)
+    assert caught == []
+    assert "pibridge[pi]" in str(info.value) or "Raspberry Pi" in str(info.value)
+    assert not info.value.retryable
 
 
 def test_pin_in_use_is_bus_error(mock_factory) -> None:
@@ -105,17 +128,49 @@ def test_read_after_close_is_typed(mock_factory) -> None:
         door.read()
 
 
-def test_simulated_follows_door_and_fires_edges() -> None:
-    env = Environment(seed=5, door_open_probability=0.5)
-    reference = Environment(seed=5, door_open_probability=0.5)
-    door = DigitalInput.simulated(env)
+class SteppedClock:
+    """An epoch clock that moves only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_simulated_door_follows_the_environment_timeline() -> None:
+    """Deterministic: the environment's door timeline on a stepped clock, the world's events
+    applied at each step; every scheduled edge fires on_change once, in order, without a read."""
+    clock = SteppedClock(1_000.0)
+    env = Environment(seed=5, clock=clock, door_period_s=10.0, door_open_s=3.0, door_open_probability=0.7)
+    expected = env.door_edges(1_000.0, 1_200.0)
+    assert len(expected) >= 10 and [e[1] for e in expected[:2]] == [True, False]
+    with SimulatedWorld(env, door_timer=False) as world:
+        door = world.build("digital_input")
+        assert door.read() == {"state": env.door_open_at(1_000.0)}
+        events: list[tuple[bool, float]] = []
+        door.on_change(lambda state, when: events.append((state, when)))
+        for t, _ in expected:
+            clock.now = t
+            world.advance_events()
+        assert events == [(is_open, t) for t, is_open in expected]
+        assert door.read() == {"state": env.door_open_at(clock.now)}
+
+
+def test_simulated_door_edges_fire_between_reads_in_real_time() -> None:
+    """The world's timer drives the mock pin at the environment's edges: callbacks arrive with
+    nobody reading (frequent, certain edges; waits on an event, never a sleep)."""
+    env = Environment(seed=1, door_period_s=0.2, door_open_s=0.05, door_open_probability=1.0)
     events: list[bool] = []
-    door.on_change(lambda state, when: events.append(state))
-    try:
-        states = [door.read()["state"] for _ in range(20)]
-        expected = [reference.door_open() for _ in range(20)]
-        assert states == expected
-        flips = sum(a != b for a, b in zip([False, *expected], expected, strict=False))
-        assert len(events) == flips > 0
-    finally:
-        door.close()
+    enough = threading.Event()
+
+    def on_change(state: bool, when: float) -> None:
+        events.append(state)
+        if len(events) >= 4:
+            enough.set()
+
+    with SimulatedWorld(env) as world:
+        door = world.build("digital_input", {"pin": 22})
+        door.on_change(on_change)
+        assert enough.wait(timeout=10.0)
+    assert events[:4] in ([True, False, True, False], [False, True, False, True])

@@ -7,9 +7,25 @@ import math
 
 import pytest
 
-from pibridge.drivers.base import Driver, GpioPin, Metric, Option, check_sample
+from pibridge.drivers import (
+    Driver,
+    GpioPin,
+    Metric,
+    NoSimulationError,
+    NotReadyError,
+    Option,
+    RetryPolicy,
+    Sample,
+    SimulatedWorld,
+    Timing,
+    ValueType,
+    check_sample,
+    i2c_address_option,
+    read_with_retries,
+)
+from pibridge.drivers.base import default_timing, describe_timing
 from pibridge.drivers.errors import ConfigurationError, SensorError
-from pibridge.protocol import ValueType
+from pibridge.drivers.fakes import VirtualClock
 
 
 @pytest.mark.parametrize("raw, expected", [("0x76", 0x76), ("118", 118), (118, 118), (3.0, 3)])
@@ -121,7 +137,7 @@ def test_gpio_pins_and_close_idempotent() -> None:
     assert thing.released == 1
 
 
-def test_metric_validation_and_definition() -> None:
+def test_metric_validation() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         Metric("x", "X")
     with pytest.raises(ValueError, match="exactly one"):
@@ -129,11 +145,8 @@ def test_metric_validation_and_definition() -> None:
     with pytest.raises(ValueError, match="not an agent valueUnit"):
         Metric("x", "X", unit="SI.Pressure.HECTOPASCAL")
     lux = Metric("illuminance", "Illuminance", value_type=ValueType.DOUBLE, annotation="lx")
-    assert lux.definition("m1") == {"matchingId": "m1", "name": "Illuminance", "valueType": "double",
-                                    "valueAnnotation": "lx"}
     assert lux.unit_label == "double [lx]"
-    pa = Metric("pressure", "Pressure", unit="SI.Pressure.PASCAL")
-    assert pa.definition("m2") == {"matchingId": "m2", "name": "Pressure", "valueUnit": "SI.Pressure.PASCAL"}
+    assert not hasattr(lux, "definition")  # the wire format is the client's MetricDefinition
 
 
 def test_check_sample() -> None:
@@ -146,10 +159,117 @@ def test_check_sample() -> None:
 
 
 def test_base_driver_has_no_read_or_simulation() -> None:
-    with pytest.raises(NotImplementedError):
-        Thing(pin=4).read()
-    with pytest.raises(NotImplementedError, match="no simulation"):
-        Thing.simulated(None)
+    with pytest.raises(NotImplementedError, match="collect"):
+        Thing(pin=4).read(lambda s: None)
+    with pytest.raises(NotImplementedError, match="collect"):
+        Thing(pin=4).collect()
+    with SimulatedWorld() as world, pytest.raises(NoSimulationError, match="no simulation for thing"):
+        world.build(Thing, {"pin": 4})
+
+
+class TwoPhase(Driver):
+    """A driver with a conversion: start returns the wait, collect refuses until it passed."""
+
+    name = "two_phase"
+    metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+    read_time_s = 0.5
+    retry = RetryPolicy(attempts=2, spacing_s=0.1)
+
+    def __init__(self, clock: VirtualClock, **options: object) -> None:
+        super().__init__(**options)
+        self.clock = clock
+        self.ready_at: float | None = None
+        self.starts = 0
+
+    def start(self) -> float:
+        self.starts += 1
+        self.ready_at = self.clock() + self.timing.read_time_s
+        return self.timing.read_time_s
+
+    def collect(self) -> Sample:
+        if self.ready_at is None or self.clock() < self.ready_at:
+            raise NotReadyError("two_phase: converting")
+        return {"v": 1.0}
+
+
+class SinglePhase(Driver):
+    """A driver that implements only read() (older third-party style)."""
+
+    name = "single_phase"
+    metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+
+    def read(self, sleep: object = None) -> Sample:  # type: ignore[override]
+        return {"v": 2.0}
+
+
+def test_blocking_read_is_start_caller_sleep_collect() -> None:
+    clock = VirtualClock()
+    driver = TwoPhase(clock)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.sleep(seconds)
+
+    assert driver.read(sleep) == {"v": 1.0}
+    assert slept == [0.5] and driver.starts == 1
+    with pytest.raises(NotReadyError):  # a caller that does not wait gets what the chip gives
+        driver.read(lambda s: None)
+
+
+def test_read_with_retries_uses_the_instance_timing_and_the_callers_sleep() -> None:
+    clock = VirtualClock()
+    driver = TwoPhase(clock)
+    driver.timing = Timing(0.5, 0.3, RetryPolicy(attempts=1, spacing_s=0.1))
+    attempts: list[float] = []
+
+    def impatient(seconds: float) -> None:  # waits too little for the conversion the first time
+        attempts.append(seconds)
+        clock.sleep(seconds if len(attempts) > 1 else 0.0)
+
+    assert read_with_retries(driver, impatient) == {"v": 1.0}
+    assert attempts == [0.5, 0.3, 0.5]  # conversion, retry spacing max(0.1, 0.3), conversion
+
+
+def test_single_phase_driver_defaults() -> None:
+    driver = SinglePhase()
+    assert driver.start() == 0.0
+    assert driver.collect() == {"v": 2.0}
+    assert read_with_retries(driver, lambda s: None) == {"v": 2.0}
+
+
+def test_timing_for_defaults_and_describe() -> None:
+    assert Thing.timing_for({"pin": 4, "rate": 5}) == Timing(0.0, 0.0, RetryPolicy())
+    assert default_timing(TwoPhase) == Timing(0.5, 0.0, RetryPolicy(attempts=2, spacing_s=0.1))
+    expected = "read time 500 ms, min interval 0 s, retries 2 x 0.1 s"
+    assert describe_timing(default_timing(TwoPhase)) == expected
+
+
+def test_hex_option_messages() -> None:
+    address = i2c_address_option((0x76, 0x77), "I2C address")
+    with pytest.raises(ConfigurationError, match=r"option address: 0x78 is not one of 0x76, 0x77"):
+        address.convert("0x78")
+    with pytest.raises(ConfigurationError, match=r"option address: 0x78 is not one of 0x76, 0x77"):
+        address.convert(120)
+    wide = Option("address", int, 0x40, "", minimum=0x08, maximum=0x77, hex=True)
+    with pytest.raises(ConfigurationError, match=r"0x78 is above the maximum 0x77"):
+        wide.convert(0x78)
+
+
+def test_one_import_for_driver_authors() -> None:
+    import pibridge.drivers as api
+    import pibridge.drivers.fakes as fakes
+
+    for name in ("Driver", "Metric", "Option", "GpioPin", "RetryPolicy", "ValueType", "I2CDriver", "Timing",
+                 "Sample", "Resources", "OptionProblem", "SensorError", "NotReadyError", "BusError",
+                 "DeviceNotFoundError", "BadDataError", "ImplausibleValueError", "ConfigurationError",
+                 "errors", "ChipId", "i2c_address_option", "i2c_bus_option", "crc8_maxim", "crc8_sensirion",
+                 "SimulatedWorld", "Environment", "NoSimulationError", "read_with_retries"):
+        assert getattr(api, name) is not None, name
+    assert api.ValueType is ValueType
+    for name in ("FakeSMBus", "FakeI2CDevice", "nack_error", "VirtualClock", "WallClock", "FakeW1Bus",
+                 "FakeProbe", "FakeDHT", "FakeMCP3008"):
+        assert getattr(fakes, name) is not None, name
 
 
 def test_c_div_truncates_toward_zero_like_c() -> None:

@@ -11,10 +11,13 @@ import pytest
 
 from pibridge.cli import driver_commands, main
 from pibridge.drivers import registry
-from pibridge.drivers.base import Driver, Metric, RetryPolicy, read_with_retries
+from pibridge.drivers.base import Driver, Metric, RetryPolicy, describe_timing, read_with_retries
+from pibridge.drivers.bme280 import BME280
 from pibridge.drivers.errors import BusError, DeviceNotFoundError
+from pibridge.drivers.fakes.bh1750 import FakeBH1750
+from pibridge.drivers.fakes.bme280 import VECTOR_A_CALIBRATION, FakeBME280
 from pibridge.drivers.fakes.clock import VirtualClock
-from pibridge.drivers.fakes.i2c import VECTOR_A_CALIBRATION, FakeBH1750, FakeBME280, FakeSMBus
+from pibridge.drivers.fakes.i2c import FakeSMBus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +73,8 @@ def test_drivers_survives_a_broken_module(monkeypatch: pytest.MonkeyPatch,
 def test_read_simulated_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["read", "bme280", "--simulate", "--option", "osrs_p=16"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["temperature", "pressure", "humidity"]
+    assert [line.split()[0] for line in lines[:-1]] == ["temperature", "pressure", "humidity"]
+    assert lines[-1] == f"({describe_timing(BME280.timing_for(BME280.check_options({'osrs_p': 16})))})"
     assert lines[1].endswith("SI.Pressure.PASCAL")
     assert 90_000 < float(lines[1].split()[1]) < 110_000
 
@@ -94,7 +98,7 @@ def test_read_real_without_bus_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["read", "bme280", "-o", "i2c_bus=7"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("pibridge: DeviceNotFoundError: bme280: cannot open I2C bus /dev/i2c-7")
+    assert err.startswith("pibridge: DeviceNotFoundError: bme280 at 0x76: cannot open I2C bus /dev/i2c-7")
 
 
 def test_read_real_on_a_fake_bus(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +164,8 @@ def test_read_command_retries_and_closes(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(registry, "get", lambda name: Once)
     assert main(["read", "flaky"]) == 0
-    assert capsys.readouterr().out == "v  1.0 SI.ElectricPotential.VOLT\n"
+    assert capsys.readouterr().out == ("v  1.0 SI.ElectricPotential.VOLT\n"
+                                       "(read time 0 ms, min interval 0 s, retries 1 x 0 s)\n")
     assert made[0].calls == 2 and made[0].closed_count == 1
 
 
@@ -238,3 +243,73 @@ def test_scan_bus_that_cannot_be_opened(tmp_path: Path) -> None:
     lines = driver_commands.scan(tmp_path, tmp_path, opener)
     assert lines[0] == f"I2C bus 1: cannot open {tmp_path}/i2c-1: Permission denied"
     assert lines[1] == "1-Wire: no devices"
+
+
+# --- off a Pi, one line ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, needle", [
+    (["read", "digital_input", "--option", "pin=17"], "pibridge[pi]"),
+    (["read", "mcp3008"], "pibridge[pi]"),
+    (["read", "cpu_temperature", "--option", "sensor_file=/dev/zero"], "not a thermal zone file"),
+    (["read", "ds18b20", "--option", "device_id=28-000000000000", "--option", "w1_root=/nonexistent"],
+     "device gone"),
+])
+def test_real_reads_off_a_pi_are_one_line_without_warnings(argv: list[str], needle: str) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GPIOZERO_PIN_FACTORY"}
+    result = subprocess.run([sys.executable, "-W", "default", "-m", "pibridge", *argv], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT, env=env, check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and needle in result.stderr, result.stderr
+    assert "Warning" not in result.stderr and result.stdout == ""
+
+
+def test_drivers_shows_default_timing_and_read_the_instances(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["drivers"]) == 0
+    out = capsys.readouterr().out
+    assert "read time 180 ms, min interval 0.18 s, retries 2 x 0.18 s (defaults" in out  # bh1750
+    assert main(["read", "bh1750", "--simulate", "-o", "resolution=low", "--json"]) == 0
+    timing = json.loads(capsys.readouterr().out)["timing"]
+    assert timing == {"read_time_s": 0.024, "min_interval_s": 0.024, "retry_attempts": 2,
+                      "retry_spacing_s": 0.024}
+
+
+def test_scan_table_comes_from_the_drivers_declarations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every built-in I2C driver's addresses are in scan's table, and a new I2C driver (here one
+    registered on the fly) is named by its own declaration with no edit to the scan code."""
+    from pibridge.drivers.i2c import ChipId, I2CDriver, i2c_address_option, i2c_bus_option
+
+    table = driver_commands.i2c_drivers_by_address()
+    for name in registry.names():
+        cls = registry.get(name)
+        if issubclass(cls, I2CDriver):
+            assert all(cls in table[a] for a in cls.i2c_addresses())
+
+    class FakeChipDriver(I2CDriver):
+        name = "zz_chip"
+        chip_name = "ZZ9000"
+        metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+        options = (i2c_address_option((0x48,), "address"), i2c_bus_option())
+        chip_id = ChipId(0x0F, {0x33: "ZZ9000"})
+
+    import types
+
+    module = types.ModuleType("zz_chip_module")
+    module.FakeChipDriver = FakeChipDriver  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "zz_chip_module", module)
+    monkeypatch.setitem(registry.BUILTIN, "zz_chip", "zz_chip_module:FakeChipDriver")
+
+    from pibridge.drivers.fakes.i2c import FakeI2CDevice
+
+    class Answering(FakeI2CDevice):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pointer = 0
+
+        def i2c_write(self, data: bytes) -> None:
+            self.pointer = data[0]
+
+        def i2c_read(self, length: int) -> bytes:
+            return bytes([0x33 if self.pointer == 0x0F else 0]) * length
+
+    bus = FakeSMBus(1)
+    bus.attach(0x48, Answering())
+    assert driver_commands.scan_i2c_bus(bus) == [(0x48, "ZZ9000 (chip id 0x33)")]

@@ -24,8 +24,8 @@ from pibridge.drivers.errors import (
     NotReadyError,
     SensorError,
 )
-from pibridge.drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
 from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.w1 import FakeW1Bus, Outcome, ds18b20_scratchpad, kernel_t
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 
 PROBE = "28-000005abb69d"
@@ -150,7 +150,8 @@ def test_power_on_85(bus: FakeW1Bus) -> None:
 
 def test_genuine_85_passes(bus: FakeW1Bus) -> None:
     bus.add_probe(PROBE, temperature=85.0)
-    assert probe_driver(bus).read(bus.clock.sleep) == {"temperature": 85.0}  # byte 6 is 0x10 after a conversion
+    # byte 6 is 0x10 after a conversion
+    assert probe_driver(bus).read(bus.clock.sleep) == {"temperature": 85.0}
 
 
 def test_insufficient_power_127(bus: FakeW1Bus) -> None:
@@ -390,3 +391,14 @@ def test_simulated_world_probes_share_one_master_and_one_conversion() -> None:
         assert values[0] == values[1]
         root = fake.root
     assert not root.exists()  # the world removed its fake tree
+
+
+def test_real_files_are_read_bounded(tmp_path: Path) -> None:
+    """SysfsFiles (the production file access) on a tree whose w1_slave is endless: one
+    BadDataError, not a hang or a huge read."""
+    slave = tmp_path / "28-000005abb69d"
+    slave.mkdir()
+    (slave / "w1_slave").symlink_to("/dev/zero")
+    driver = DS18B20(device_id="28-000005abb69d", w1_root=str(tmp_path))
+    with pytest.raises(BadDataError, match="more than"):
+        driver.collect()

@@ -1,4 +1,5 @@
-"""MCP3008 driver through real gpiozero software SPI on MockFactory pins, against a fake chip."""
+"""MCP3008 driver: its own SPI frames through a bit-banged SPI master on MockFactory pins (no
+gpiozero global factory, no environment variable), against a fake chip."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import pytest
 
 from pibridge.drivers.base import check_sample
 from pibridge.drivers.errors import BusError, ConfigurationError
+from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.spi import FakeMCP3008
-from pibridge.drivers.mcp3008 import MCP3008, code_to_values
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.mcp3008 import MCP3008, code_to_values, command_frame, parse_reply
+from pibridge.drivers.simulation import Environment, SimulatedWorld
+from pibridge.drivers.spi import SoftwareSPIBus
 
 
 @pytest.fixture
 def chip(mock_factory):
-    fake = FakeMCP3008(mock_factory)
+    fake = FakeMCP3008(mock_factory)  # before the master claims the pins: it owns the clock pin
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def spi_bus(mock_factory, chip):
+    bus = SoftwareSPIBus(mock_factory)
+    yield bus
+    bus.close()
 
 
 def test_code_to_values_is_gpiozero_scaling() -> None:
@@ -25,101 +35,133 @@ def test_code_to_values_is_gpiozero_scaling() -> None:
         code_to_values(1024, 3.3)
 
 
-def test_half_scale(mock_factory, chip: FakeMCP3008) -> None:
+def test_frames() -> None:
+    assert command_frame(0, False) == [0b0000_0001, 0b1000_0000, 0]
+    assert command_frame(5, True) == [0b0000_0001, 0b0101_0000, 0]
+    assert parse_reply([0xFF, 0b1111_1011, 0xFF]) == 0b11_1111_1111
+    assert parse_reply([0x00, 0b0000_0001, 0xFF]) == 511
+    with pytest.raises(ValueError):
+        parse_reply([0, 0])
+
+
+def test_half_scale(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
     chip.set_voltage(0, 1.65)
-    with MCP3008(pin_factory=mock_factory) as adc:
+    with MCP3008(spi=spi_bus.device(8)) as adc:
         sample = check_sample(adc, adc.read())
-        assert adc._device.raw_value == 511
     assert sample["fraction"] == pytest.approx(0.49976, abs=5e-6)
     assert sample["voltage"] == pytest.approx(1.649, abs=5e-4)
-    assert chip.conversions == 2
+    assert chip.conversions == 1
 
 
-def test_full_scale_and_channel_select(mock_factory, chip: FakeMCP3008) -> None:
+def test_full_scale_and_channel_select(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
     chip.set_voltage(5, 3.3)
     chip.set_voltage(0, 0.4)
-    with MCP3008(pin_factory=mock_factory, channel=5) as adc:
+    with MCP3008(spi=spi_bus.device(8), channel=5) as adc:
         assert adc.read() == {"voltage": 3.3, "fraction": 1.0}
 
 
 def test_max_voltage_reference(mock_factory) -> None:
     chip = FakeMCP3008(mock_factory, vref=5.0)
+    bus = SoftwareSPIBus(mock_factory)
     chip.set_voltage(1, 2.5)
-    with MCP3008(pin_factory=mock_factory, channel=1, max_voltage=5.0) as adc:
+    with MCP3008(spi=bus.device(8), channel=1, max_voltage=5.0) as adc:
         assert adc.read()["voltage"] == pytest.approx(2.5, abs=5.0 / 1023)
+    bus.close()
     chip.close()
 
 
-def test_differential(mock_factory, chip: FakeMCP3008) -> None:
+def test_differential(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
     chip.set_voltage(2, 2.0)
     chip.set_voltage(3, 0.5)
-    with MCP3008(pin_factory=mock_factory, channel=2, differential=True) as adc:
+    spi = spi_bus.device(8)
+    with MCP3008(spi=spi, channel=2, differential=True) as adc:
         assert adc.read()["voltage"] == pytest.approx(1.5, abs=3.3 / 1023)
-    chip.set_voltage(3, 2.5)  # IN- above IN+: the chip outputs 0
-    with MCP3008(pin_factory=mock_factory, channel=2, differential=True) as adc:
-        assert adc._device.raw_value == 0
+        chip.set_voltage(3, 2.5)  # IN- above IN+: the chip outputs 0
+        assert adc.read()["fraction"] == pytest.approx(code_to_values(0, 3.3)[1])
+    spi.close()
 
 
-def test_callable_source(mock_factory, chip: FakeMCP3008) -> None:
+def test_callable_source(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
     volts = iter([1.0, 2.0])
     chip.set_voltage(4, lambda: next(volts))
-    with MCP3008(pin_factory=mock_factory, channel=4) as adc:
+    with MCP3008(spi=spi_bus.device(8), channel=4) as adc:
         first, second = adc.read()["voltage"], adc.read()["voltage"]
     assert first == pytest.approx(1.0, abs=0.004) and second == pytest.approx(2.0, abs=0.004)
 
 
-def test_options_checked() -> None:
+def test_options_and_resources() -> None:
     with pytest.raises(ConfigurationError):
         MCP3008.check_options({"channel": 8})
     with pytest.raises(ConfigurationError):
         MCP3008.check_options({"max_voltage": 9})
+    assert MCP3008.resources(MCP3008.check_options({"spi_device": 1})).spi == ((0, 1),)
+    assert MCP3008.resources(MCP3008.check_options({})).gpio == ()
 
 
-def test_two_channels_share_the_chip_and_close_releases_pins(mock_factory, chip: FakeMCP3008) -> None:
+def test_two_chip_selects_share_the_bus_and_close_releases_select(mock_factory) -> None:
     from gpiozero import GPIOPinInUse, OutputDevice
 
-    chip.set_voltage(0, 1.0)
-    chip.set_voltage(1, 2.0)
-    first = MCP3008(pin_factory=mock_factory, channel=0)
-    second = MCP3008(pin_factory=mock_factory, channel=1)  # same CE0: gpiozero shares the bus
+    ce0, ce1 = FakeMCP3008(mock_factory), FakeMCP3008(mock_factory, select_pin=7)
+    ce0.set_voltage(0, 1.0)
+    ce1.set_voltage(0, 2.0)
+    bus = SoftwareSPIBus(mock_factory)
+    first, second = MCP3008(spi=bus.device(8)), MCP3008(spi=bus.device(7), spi_device=1)
     try:
         assert first.read()["voltage"] == pytest.approx(1.0, abs=0.004)
-        first.close()
-        first.close()
         assert second.read()["voltage"] == pytest.approx(2.0, abs=0.004)
         with pytest.raises(GPIOPinInUse):
             OutputDevice(8, pin_factory=mock_factory)
     finally:
+        first.close()
         second.close()
-    OutputDevice(8, pin_factory=mock_factory).close()  # CE0 released
+        bus.close()
+        ce0.close()
+        ce1.close()
 
 
-def test_read_after_close_is_typed(mock_factory, chip: FakeMCP3008) -> None:
-    adc = MCP3008(pin_factory=mock_factory)
-    adc.close()
-    with pytest.raises(BusError):
+def test_driver_never_closes_a_handed_interface(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
+    spi = spi_bus.device(8)
+    MCP3008(spi=spi).close()
+    assert MCP3008(spi=spi).read()["voltage"] == pytest.approx(code_to_values(0, 3.3)[0])  # still usable
+    spi.close()
+
+
+def test_transfer_failure_is_typed(spi_bus: SoftwareSPIBus, chip: FakeMCP3008) -> None:
+    spi = spi_bus.device(8)
+    adc = MCP3008(spi=spi)
+    spi.close()
+    with pytest.raises(BusError, match="SPI transfer failed"):
         adc.read()
 
 
-def test_simulated(mock_factory) -> None:
+def test_real_hardware_off_a_pi_is_one_clear_error() -> None:
+    """No factory given: the driver builds the machine's own (lgpio, from the pi extra) and
+    never falls back to gpiozero's global default."""
+    with pytest.raises(ConfigurationError, match=r"pibridge\[pi\]|Raspberry Pi"):
+        MCP3008()
+
+
+def test_simulated_world() -> None:
     env = Environment(seed=2, noise=0.0, clock=lambda: 12 * 3600.0)
-    adc = MCP3008.simulated(env)
-    try:
+    with SimulatedWorld(env, clock=VirtualClock()) as world:
+        adc = world.build("mcp3008")
         sample = check_sample(adc, adc.read())
         assert sample["voltage"] == pytest.approx(env.soil_volts(), abs=2 * 3.3 / 1023)
-    finally:
-        adc.close()
 
 
-def test_two_simulated_channels(mock_factory) -> None:
+def test_two_simulated_channels_and_two_worlds() -> None:
+    """Two channels share the world's one chip; a second world in the same process has its own
+    mock pins (gpiozero's software SPI would have routed it to the first world's chip)."""
     env = Environment(seed=2, noise=0.0, clock=lambda: 12 * 3600.0)
-    soil = MCP3008.simulated(env, channel=0)
-    other = MCP3008.simulated(env, channel=3)
-    try:
+    with SimulatedWorld(env) as world, SimulatedWorld(env) as other_world:
+        soil = world.build("mcp3008", {"channel": 0})
+        other = world.build("mcp3008", {"channel": 3})
         assert soil.read()["voltage"] > 1.0
         assert other.read()["voltage"] == pytest.approx(soil.read()["voltage"], abs=0.01)
-    finally:
-        soil.close()
-        other.close()
-    again = MCP3008.simulated(env)  # torn down and rebuilt cleanly
-    again.close()
+        elsewhere = other_world.build("mcp3008", {"channel": 0, "max_voltage": 5.0})
+        assert elsewhere.read()["voltage"] == pytest.approx(env.soil_volts(), abs=2 * 5.0 / 1023)
+        with pytest.raises(ConfigurationError, match="VREF"):
+            world.build("mcp3008", {"channel": 1, "max_voltage": 5.0})
+    from gpiozero import Device
+
+    assert Device.pin_factory is None

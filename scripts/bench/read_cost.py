@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             done, failed, cpu_us, wall_us, error = measure(paced(driver, clock), args.reads, args.budget)
             note = "waits on virtual time" + (f"; failures are {error}" if failed else "")
-            print(f"{name + ' (simulated)':<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
+            label = f"{name} (simulated)"
+            print(f"{label:<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
 
     rig_clock = VirtualClock()
     for name, driver in driver_only_rigs(rig_clock).items():

@@ -3,6 +3,9 @@
 It reads a pulse counter that a kernel driver (or a microcontroller) exposes as a text file
 holding one decimal integer, e.g. a rain gauge or a flow meter. The file access is injected
 (``reader``) so the driver runs against a fake in tests and ``--simulate``.
+
+Its simulator (`simulate`, named by the class attribute ``simulator``) lives in this package,
+not in pibridge: ``pibridge read example_counter --simulate`` finds it through that attribute.
 """
 
 from __future__ import annotations
@@ -11,9 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pibridge.drivers.base import Driver, Metric, Option, RetryPolicy, Sample
-from pibridge.drivers.errors import BadDataError, DeviceNotFoundError
-from pibridge.protocol import ValueType
+from pibridge.drivers import (
+    BadDataError,
+    DeviceNotFoundError,
+    Driver,
+    Metric,
+    Option,
+    RetryPolicy,
+    Sample,
+    SimulatedWorld,
+    ValueType,
+)
+from pibridge.drivers.files import read_small_text
 
 
 def parse_count(text: str) -> int:
@@ -27,7 +39,7 @@ def parse_count(text: str) -> int:
 
 class ExampleCounter(Driver):
     """Pulse count from a text file. ``ExampleCounter(reader=None, **options)``: ``reader()``
-    returns the file's text; by default the file at option ``path`` is read."""
+    returns the file's text; by default the file at option ``path`` is read (bounded)."""
 
     name = "example_counter"
     description = "Example third-party driver: pulse count read from a text file"
@@ -36,6 +48,7 @@ class ExampleCounter(Driver):
     read_time_s = 0.001
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=1, spacing_s=0.01)
+    simulator = "pibridge_example_driver:simulate"
 
     def __init__(self, reader: Callable[[], str] | None = None, **options: Any) -> None:
         super().__init__(**options)
@@ -44,20 +57,20 @@ class ExampleCounter(Driver):
     def _read_file(self) -> str:
         path = Path(self.config["path"])
         try:
-            return path.read_text()
+            return read_small_text(path)
         except FileNotFoundError as exc:
             raise DeviceNotFoundError(f"example_counter: {path} does not exist") from exc
 
-    def read(self) -> Sample:
+    def collect(self) -> Sample:
         return {"count": parse_count(self._reader())}
 
-    @classmethod
-    def simulated(cls, environment: Any, **options: Any) -> ExampleCounter:
-        """A counter that grows by one pulse per reading (a fake counter file's content)."""
-        state = {"pulses": 0}
 
-        def fake_file() -> str:
-            state["pulses"] += 1
-            return f"{state['pulses']}\n"
+def simulate(world: SimulatedWorld, cls: type[ExampleCounter], options: dict[str, Any]) -> ExampleCounter:
+    """A counter that grows by one pulse per reading (a fake counter file's content)."""
+    state = {"pulses": 0}
 
-        return cls(reader=fake_file, **options)
+    def fake_file() -> str:
+        state["pulses"] += 1
+        return f"{state['pulses']}\n"
+
+    return cls(reader=fake_file, **options)
