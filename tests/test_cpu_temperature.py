@@ -66,7 +66,7 @@ def test_simulated() -> None:
 
 # -- bounded reads: a wrong sensor_file ends in one error, never a hang ----------------------------
 def test_dev_zero_is_refused_after_a_few_bytes() -> None:
-    with pytest.raises(ConfigurationError, match="not a thermal zone file .more than 64 bytes") as info:
+    with pytest.raises(ConfigurationError, match=r"not a thermal zone file \(more than 64 bytes") as info:
         CPUTemperature(sensor_file="/dev/zero").read()
     assert not info.value.retryable
 
