@@ -1,0 +1,214 @@
+"""The simulated world and the environment's timeline, the I2C transfer helpers, the CRC-8
+helpers, and every built-in driver's hardware-free checks (resources, cross-option rules)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pibridge.drivers import (
+    BusError,
+    ChipId,
+    DeviceNotFoundError,
+    Driver,
+    Environment,
+    I2CDriver,
+    Metric,
+    NoSimulationError,
+    NotReadyError,
+    Sample,
+    SimulatedWorld,
+    crc8_maxim,
+    crc8_sensirion,
+    i2c_address_option,
+    i2c_bus_option,
+    registry,
+)
+from pibridge.drivers.fakes import FakeI2CDevice, FakeSMBus, VirtualClock, nack_error
+from pibridge.drivers.simulation import simulator_for
+
+
+# -- CRC-8 ---------------------------------------------------------------------------------------
+def test_crc8_check_values() -> None:
+    assert crc8_maxim(b"123456789") == 0xA1  # CRC-8/MAXIM-DOW check value
+    assert crc8_sensirion(b"123456789") == 0xF7  # CRC-8/NRSC-5 (0x31, init 0xFF) check value
+    assert crc8_sensirion(b"\xbe\xef") == 0x92  # Sensirion datasheet example
+    assert crc8_maxim(bytes.fromhex("3f004b467fff0110")) == 0x47
+    assert crc8_maxim(b"") == 0 and crc8_sensirion(b"") == 0xFF
+
+
+# -- I2C helpers ---------------------------------------------------------------------------------
+class Busy(FakeI2CDevice):
+    """Answers a command, then NACKs reads for ``busy_reads`` tries (a converting chip)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy_reads = 0
+        self.registers = {0x0F: 0x5A}
+        self.pointer = 0
+
+    def i2c_write(self, data: bytes) -> None:
+        self.pointer = data[0]
+        if data[0] == 0xAC:
+            self.busy_reads = 1
+
+    def i2c_read(self, length: int) -> bytes:
+        if self.busy_reads:
+            self.busy_reads -= 1
+            raise nack_error()
+        return bytes([self.registers.get(self.pointer, 0)]) * length
+
+
+class Chip(I2CDriver):
+    name = "chip"
+    metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+    options = (i2c_address_option((0x38, 0x39), "address"), i2c_bus_option())
+    chip_id = ChipId(0x0F, {0x5A: "CHIP"})
+
+    def collect(self) -> Sample:
+        return {"v": float(self.read_bytes(1)[0])}
+
+
+def test_helpers_map_errors_like_the_bus() -> None:
+    bus = FakeSMBus(1)
+    with pytest.raises(DeviceNotFoundError, match="chip at 0x38: nothing answers"):
+        Chip(bus=bus).read_register(0x0F)  # never seen: absent
+    device = bus.attach(0x38, Busy())
+    driver = Chip(bus=bus)
+    assert driver.read_register(0x0F) == 0x5A
+    driver.write_byte(0xAC)
+    with pytest.raises(NotReadyError, match="refused the read after a command"):
+        driver.read_bytes(1)  # a refused plain read right after a command: still converting
+    assert driver.read_bytes(1) == b"\x00"
+    device.fail_next(1)
+    with pytest.raises(BusError, match="EREMOTEIO") as info:
+        driver.read_registers(0x0F, 2)  # seen before, no command pending: a bus error
+    assert info.value.retryable
+    driver.write_bytes(b"\x01\x02")
+    driver.write_register(0x10, 0x20)
+    assert [t[0] for t in bus.transfers[-2:]] == ["i2c_rdwr.write", "write_byte_data"]
+
+
+def test_i2c_declarations() -> None:
+    assert Chip.i2c_addresses() == (0x38, 0x39)
+    assert Chip.chip_id is not None and Chip.chip_id.name(0x5A) == "CHIP" and Chip.chip_id.name(1) is None
+    assert Chip.resources(Chip.check_options({"address": "0x39", "i2c_bus": 3})).i2c == ((3, 0x39),)
+    with pytest.raises(Exception, match=r"0x3a is not one of 0x38, 0x39"):
+        Chip.check_options({"address": 0x3A})
+
+
+# -- every built-in driver: hardware-free checks ---------------------------------------------------
+RESOURCES = {
+    "bme280": ({"address": "0x77"}, {"i2c": ((1, 0x77),)}),
+    "bh1750": ({"i2c_bus": 0}, {"i2c": ((0, 0x23),)}),
+    "ds18b20": ({"device_id": "28-000005ABB69D"}, {"w1": ("28-000005abb69d",)}),
+    "dht22": ({"pin": "GPIO4"}, {"gpio": (4,)}),
+    "dht11": ({"pin": 22}, {"gpio": (22,)}),
+    "digital_input": ({"pin": 17}, {"gpio": (17,)}),
+    "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
+    "cpu_temperature": ({}, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESOURCES))
+def test_resources_of_every_builtin_driver(name: str) -> None:
+    options, claimed = RESOURCES[name]
+    cls = registry.get(name)
+    resources = cls.resources(cls.check_options(options))
+    for field in ("gpio", "i2c", "spi", "w1"):
+        assert getattr(resources, field) == claimed.get(field, ()), field
+
+
+def test_the_table_covers_every_builtin_driver() -> None:
+    assert set(RESOURCES) == set(registry.builtin())
+
+
+@pytest.mark.parametrize("name, options, key", [
+    ("bme280", {"metrics": "humidity", "osrs_h": 0}, "osrs_h"),
+    ("bme280", {"metrics": "colour"}, "metrics"),
+    ("ds18b20", {"device_id": "29-000005abb69d"}, "device_id"),
+    ("digital_input", {"pin": 3, "pull": "down"}, "pull"),
+    ("bh1750", {"address": 0x24}, "address"),
+    ("dht22", {}, "pin"),
+])
+def test_cross_option_checks_without_hardware(name: str, options: dict, key: str) -> None:
+    _config, problems = registry.get(name).validate(options)
+    assert [p.key for p in problems] == [key]
+
+
+def test_every_builtin_driver_has_a_simulator_outside_its_module() -> None:
+    for name in registry.builtin():
+        cls = registry.get(name)
+        assert cls.simulator.startswith("pibridge.drivers.fakes."), name
+        assert callable(simulator_for(cls))
+
+
+def test_no_driver_module_imports_a_fake() -> None:
+    """Importing every driver module (registry discovery) loads no fake and no gpiozero."""
+    code = ("import sys\nfrom pibridge.drivers import registry\nregistry.builtin()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pibridge.drivers.fakes') or m == 'gpiozero'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# -- the world -----------------------------------------------------------------------------------
+def test_world_shares_fakes_and_closes_everything() -> None:
+    clock = VirtualClock()
+    world = SimulatedWorld(Environment(seed=1), clock=clock)
+    bme = world.build("bme280")
+    lux = world.build("bh1750")
+    assert world.i2c_bus(1).devices.keys() == {0x76, 0x23}  # one fake bus for both chips
+    chip = world.i2c_bus(1).devices[0x76]
+    again = world.build("bme280")  # a second sensor at the same address reads the same chip
+    assert again._bus is bme._bus and world.i2c_bus(1).devices[0x76] is chip
+    assert world.shared("k", lambda: object()) is world.shared("k", lambda: object())
+    closed: list[str] = []
+    world.on_close(lambda: closed.append("callback"))
+    assert set(bme.read(clock.sleep)) == {"temperature", "humidity", "pressure"}
+    assert set(lux.read(clock.sleep)) == {"illuminance"}
+    world.close()
+    world.close()
+    assert closed == ["callback"] and bme._closed and lux._closed and again._closed
+    with pytest.raises(RuntimeError, match="closed"):
+        world.build("bme280")
+
+
+def test_a_driver_without_simulator_is_one_clear_error() -> None:
+    class Plain(Driver):
+        name = "plain"
+        metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+
+    class Broken(Plain):
+        name = "broken"
+        simulator = "nowhere.at_all:simulate"
+
+    with SimulatedWorld() as world:
+        with pytest.raises(NoSimulationError, match="^no simulation for plain"):
+            world.build(Plain)
+        with pytest.raises(NoSimulationError, match="cannot be loaded"):
+            world.build(Broken)
+        assert not NoSimulationError("x").retryable
+
+
+def test_bad_options_under_simulation_are_configuration_errors() -> None:
+    with SimulatedWorld() as world, pytest.raises(Exception, match="osrs_p"):
+        world.build("bme280", {"osrs_p": 3})
+
+
+def test_environment_door_timeline_is_deterministic_and_queryable() -> None:
+    a = Environment(seed=7, door_period_s=60.0, door_open_s=20.0, door_open_probability=0.5)
+    b = Environment(seed=7, door_period_s=60.0, door_open_s=20.0, door_open_probability=0.5)
+    edges = a.door_edges(0.0, 6000.0)
+    assert edges == b.door_edges(0.0, 6000.0) and edges
+    assert [is_open for _, is_open in edges] == [True, False] * (len(edges) // 2)
+    for t, is_open in edges:
+        assert a.door_open_at(t) is is_open and a.door_open_at(t - 1e-6) is not is_open
+        assert a.next_door_edge(t - 1e-6) == t
+    reading_does_not_move_it = [a.door_open_at(t) for t in range(0, 6000, 7)]
+    assert reading_does_not_move_it == [b.door_open_at(t) for t in range(0, 6000, 7)]
+    always = Environment(seed=1, door_period_s=1.0, door_open_s=0.25, door_open_probability=1.0)
+    assert len(always.door_edges(0.0, 10.0)) == 20
+    with pytest.raises(ValueError):
+        Environment(door_period_s=0)
