@@ -52,7 +52,8 @@ def test_registry_scan_and_commands_know_the_new_chip(tree: Path) -> None:
     code = ("from pibridge.drivers import registry\n"
             "from pibridge.cli import driver_commands\n"
             "table = driver_commands.i2c_drivers_by_address()\n"
-            "print(registry.get('sht31').__name__, [c.name for c in table[0x44]], [c.name for c in table[0x45]])")
+            "print(registry.get('sht31').__name__, [c.name for c in table[0x44]],\n"
+            "      [c.name for c in table[0x45]])")
     result = run(tree, "-c", code)
     assert result.stdout.split() == ["SHT31", "['sht31']", "['sht31']"], result.stderr
     listed = run(tree, "-m", "pibridge", "drivers")

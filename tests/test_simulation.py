@@ -148,7 +148,8 @@ def test_every_builtin_driver_has_a_simulator_outside_its_module() -> None:
 def test_no_driver_module_imports_a_fake() -> None:
     """Importing every driver module (registry discovery) loads no fake and no gpiozero."""
     code = ("import sys\nfrom pibridge.drivers import registry\nregistry.builtin()\n"
-            "print(sorted(m for m in sys.modules if m.startswith('pibridge.drivers.fakes') or m == 'gpiozero'))")
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.startswith('pibridge.drivers.fakes') or m == 'gpiozero'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -185,7 +186,7 @@ def test_a_driver_without_simulator_is_one_clear_error() -> None:
         simulator = "nowhere.at_all:simulate"
 
     with SimulatedWorld() as world:
-        with pytest.raises(NoSimulationError, match="^no simulation for plain"):
+        with pytest.raises(NoSimulationError, match=r"^no simulation for plain"):
             world.build(Plain)
         with pytest.raises(NoSimulationError, match="cannot be loaded"):
             world.build(Broken)
