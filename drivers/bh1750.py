@@ -2,7 +2,8 @@
 
 The master writes one-byte opcodes (``write_byte``) and reads the result as a plain 2-byte read
 (``i2c_rdwr`` with one ``i2c_msg.read``), never ``read_i2c_block_data(addr, opcode, 2)``, which
-sends the opcode and reads at once, before the conversion is done (shared/hardware.md §6).
+sends the opcode and reads at once, before the conversion is done (datasheet p. 7: the result
+is a plain read after the measurement time).
 
 One attempt in two phases (the caller owns the wait). One-time modes: ``start()`` writes the
 mode opcode and returns the datasheet *maximum* conversion time scaled by MTreg/69;

@@ -7,7 +7,7 @@ early) and does ONE burst read of the data registers so P/T/H come from the same
 
 The compensation maths are the datasheet's integer formulas (rev 1.1 §4.2.3 / §8.2), written as
 pure functions of the raw ADC counts and a `Calibration`; ``>>`` is Python's floor shift, which is
-the datasheet convention (Bosch's C API truncates instead; see shared/hardware.md §1.6).
+the datasheet convention (Bosch's BME280_driver C code truncates instead, which differs for negative values).
 
 Error mapping:
 

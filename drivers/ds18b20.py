@@ -54,7 +54,8 @@ BULK_TRIGGER = "trigger\n"
 #: ``therm_bulk_read`` reads: -1 converting, 1 converted but not read yet, 0 idle.
 BULK_CONVERTING = -1
 
-#: family code -> chip name. 10 uses the DS18S20 rule, the others the /16 rule (hardware.md §2.5).
+#: family code -> chip name. 10 uses the DS18S20 rule, the others the /16 rule
+#: (DS18S20 datasheet: 0.5 °C LSB refined by COUNT_REMAIN; DS18B20: 1/16 °C LSB).
 FAMILIES: dict[str, str] = {
     "10": "DS18S20", "22": "DS1822", "28": "DS18B20", "3b": "DS1825", "42": "DS28EA00"}
 FAMILY_DS18S20 = "10"
@@ -87,7 +88,7 @@ RANGE_C = (-55.0, 125.0)  # datasheet operating range, all families
 CONVERSION_TIME_S: dict[int, float] = {9: 0.09375, 10: 0.1875, 11: 0.375, 12: 0.75}
 W1_BUS_TIME_S = 0.02  # reset + match ROM + convert + reset + match ROM + 9 bytes, ~70 µs/bit
 
-# ``w1_slave`` as printed by the kernel's w1_slave_show (hardware.md §2.2):
+# ``w1_slave`` as printed by the kernel's w1_slave_show (drivers/w1/slaves/w1_therm.c):
 #
 #   +-------------------------------+------------------------+
 #   | 72 01 4b 46 7f ff 0e 10 57    | : crc=57 YES           |  bytes of THIS read, CRC verdict

@@ -31,7 +31,7 @@ from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 
-# shared/hardware.md §1.7 register images
+# register images of real parts (vector A: a BME280, vector B: a BMP280)
 VECTOR_A_TP = bytes.fromhex("696D3664320 0E99802D6D00B231688FFF9FF8C3CF8C67017004B".replace(" ", ""))
 VECTOR_A_H = bytes.fromhex("7801001 12E031E".replace(" ", ""))
 VECTOR_A_DATA = bytes.fromhex("4FCA008132707649")

@@ -183,7 +183,7 @@ def test_close_exits_only_a_sensor_the_driver_owns() -> None:
 
 
 def test_unexpected_library_exceptions_become_typed_errors() -> None:
-    """Off a working platform adafruit_dht raises TypeError or NameError (hardware.md §3.2)."""
+    """Off a working platform adafruit_dht raises TypeError or NameError (its PulseIn is missing)."""
 
     class BrokenLibrarySensor:
         @property

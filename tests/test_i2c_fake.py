@@ -1,5 +1,5 @@
 """The fake I2C bus and the fake BME280 register file behave like the wire and the chip
-(shared/hardware.md §1.8, §5), independently of any driver."""
+(BME280 datasheet §3–§5, SMBus transfers), independently of any driver."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A register-level fake BME280 / BMP280 (shared/hardware.md §1.8) and its simulator.
+"""A register-level fake BME280 / BMP280 (datasheet rev 1.1 §3–§5) and its simulator.
 
 `FakeBME280` sits on a `pibridge.drivers.fakes.i2c.FakeSMBus`; `simulate` builds a `BME280`
 driver on the simulated world's I2C bus with a fake chip fed by the world's environment.
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # ================================================================================================
 
-#: A real part's trim (shared/hardware.md §1.7 Vector A) and its raw sample.
+#: A real part's trim ("vector A", a register dump of one BME280) and its raw sample.
 VECTOR_A_CALIBRATION = chip.Calibration(
     T1=28009, T2=25654, T3=50, P1=39145, P2=-10750, P3=3024, P4=5667, P5=-120, P6=-7, P7=15500,
     P8=-14600, P9=6000, H1=75, H2=376, H3=0, H4=286, H5=50, H6=30)
@@ -77,7 +77,8 @@ def _quantize(adc: int, bits: int, maximum: int) -> int:
 
 
 class FakeBME280(FakeI2CDevice):
-    """Register-level BME280 (or BMP280 with ``variant="BMP280"``), per shared/hardware.md §1.8.
+    """Register-level BME280 (or BMP280 with ``variant="BMP280"``), per the datasheet (rev 1.1
+    §3.3 modes, §5.4 registers).
 
     Inputs per conversion: ``source()`` -> (°C, Pa, %RH) physical values, turned into the ADC
     counts that this part's calibration maps back to them (bisection through the datasheet

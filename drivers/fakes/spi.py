@@ -1,6 +1,7 @@
 """A fake MCP3008 on gpiozero's mock SPI (software SPI over MockFactory pins 11/10/9/8).
 
-gpiozero's MCP3008 clocks out (hardware.md §4; gpiozero ``MCP3xxx._send``)::
+The MCP3008 driver clocks out (MCP3008 datasheet §5, Figure 6-1; the frame gpiozero's
+``MCP3xxx._send`` uses too)::
 
     byte   0         1         2
     Tx     00000001  MCCCxxxx  xxxxxxxx     start bit, M = 1 single-ended / 0 differential,

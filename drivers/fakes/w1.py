@@ -1,5 +1,5 @@
 """A fake Linux w1 bus: a real temp-dir sysfs tree plus the `W1Files` object that answers reads
-the way w1_therm does (kernel ≥ 5.10 semantics, hardware.md §2).
+the way w1_therm does (kernel ≥ 5.10 semantics, drivers/w1/slaves/w1_therm.c).
 
 Tree (``root`` stands for ``/sys/bus/w1/devices``)::
 
