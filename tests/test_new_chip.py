@@ -33,7 +33,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(NEW_CHIP / "sht31.py", drivers / "sht31.py")
     shutil.copy(NEW_CHIP / "fake_sht31.py", drivers / "fakes" / "sht31.py")
     (root / "tests").mkdir()
-    shutil.copy(NEW_CHIP / "test_sht31.py", root / "tests" / "test_sht31.py")
+    shutil.copy(NEW_CHIP / "sht31_tests.py", root / "tests" / "test_sht31.py")
     return root
 
 

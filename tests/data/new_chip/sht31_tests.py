@@ -1,4 +1,5 @@
-"""The SHT31 example chip against its fake (copied next to the driver by tests/test_new_chip.py)."""
+"""The SHT31 example chip against its fake (tests/test_new_chip.py copies it to tests/test_sht31.py
+of a pibridge copy holding the driver and its fake; named so that pytest does not collect it here)."""
 
 from __future__ import annotations
 
