@@ -12,6 +12,7 @@ from pibridge.drivers.dht import DHT11, DHT22, MIN_SPACING_S, map_library_error
 from pibridge.drivers.errors import (
     BadDataError,
     BusError,
+    ConfigurationError,
     ImplausibleValueError,
     NotReadyError,
     SensorError,
@@ -268,3 +269,17 @@ def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
     for _ in range(30):
         clock.sleep(DHT22.min_interval_s)
         assert set(driver.read()) == {"temperature", "humidity"}
+
+
+@pytest.mark.parametrize("library", ["board", "adafruit_dht"])
+def test_missing_hardware_library_names_the_pi_extra(monkeypatch: pytest.MonkeyPatch, library: str) -> None:
+    import os
+
+    monkeypatch.setitem(sys.modules, library, None)  # what `import` sees when it is not installed
+    if library == "adafruit_dht":  # get past the board lookup to the library import
+        monkeypatch.setattr("pibridge.drivers.dht._board_pin", lambda pin: object())
+    before = dict(os.environ)
+    with pytest.raises(ConfigurationError, match=r"pip install 'pibridge\[pi\]'") as info:
+        DHT22(pin=4).read(lambda s: None)
+    assert "\n" not in str(info.value) and not info.value.retryable
+    assert dict(os.environ) == before  # Blinka's variable is set only around its own import
