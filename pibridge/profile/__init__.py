@@ -22,10 +22,11 @@ from .model import (
     SensorConfig,
 )
 from .schema import DEFAULT_INTERVAL_S, load_profile
-from .values import DURATION_UNITS, duration, resolve_path
+from .values import DURATION_UNITS, duration, format_duration, resolve_path
 
 __all__ = [
     "DEFAULT_INTERVAL_S", "DEFAULT_STATE_DIR", "DURATION_UNITS", "BridgeSettings", "Calibration",
     "KeyLocator", "MetricConfig", "Problem", "Profile", "ProfileError", "SensorConfig", "duration",
+    "format_duration",
     "load_profile", "resolve_path",
 ]

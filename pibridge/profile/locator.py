@@ -241,7 +241,9 @@ def _end_of_multiline(text: str, pos: int, quotes: str) -> int:
 
 def _unquote(key: str) -> str:
     if key.startswith('"'):
-        return str(tomllib.loads(f"k = {key}")["k"])
+        if "\\" not in key:
+            return key[1:-1]
+        return str(tomllib.loads(f"k = {key}")["k"])  # escapes: TOML's own rules
     if key.startswith("'"):
         return key[1:-1]
     return key

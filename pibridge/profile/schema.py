@@ -31,7 +31,7 @@ from pibridge.drivers.base import (
 )
 
 from . import values as v
-from .errors import Problem, ProfileError, shown
+from .errors import SHOWN_MAX, Problem, ProfileError, shown
 from .locator import KeyLocator, KeyPath
 from .model import BridgeSettings, Calibration, MetricConfig, Profile, SensorConfig
 
@@ -44,6 +44,7 @@ MEDIAN_MAX = 100            #: readings a sliding median may span
 QUEUE_MAX_SAMPLES_LIMIT = 100_000_000
 INVENTORY_CHECK_MIN_S = 10.0
 UTF8_BOM = "\ufeff"
+MESSAGE_MAX = 200           #: characters of a driver's own message we pass on
 
 _SYNTAX_POSITION = " (at line "
 
@@ -330,7 +331,7 @@ class _Checker:
             return None, False
         for problem in problems:
             keys: KeyPath = ("options", problem.key) if problem.key else ("options",)
-            scope.report(keys, _without_option_prefix(problem.message, problem.key))
+            scope.report(keys, _driver_message(problem.message, problem.key))
         if problems:
             return None, False
         return config, all(key in known for key in options)
@@ -609,14 +610,17 @@ def key_text(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            bare = part and all(c.isascii() and (c.isalnum() or c in "_-") for c in part)
+            bare = part and len(part) <= SHOWN_MAX and all(c.isascii() and (c.isalnum() or c in "_-")
+                                                            for c in part)
             out += ("." if out else "") + (part if bare else shown(part))
     return out
 
 
-def _without_option_prefix(message: str, key: str) -> str:
-    """Driver messages name their option (``option pin: …``); the profile's key path already does."""
-    return message.removeprefix(f"option {key}: ") if key else message
+def _driver_message(message: str, key: str) -> str:
+    """A driver's message without its ``option pin: `` prefix (the key path says it already),
+    cut to `MESSAGE_MAX` characters (drivers quote the value given, which may be 10 MB)."""
+    message = message.removeprefix(f"option {key}: ") if key else message
+    return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 1] + "…"
 
 
 def _option_holding(config: dict[str, Any] | None, test: Callable[[Any], bool]) -> KeyPath:

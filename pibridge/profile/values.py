@@ -101,3 +101,13 @@ def suggestion(given: str, known: Iterable[str]) -> str | None:
         return None
     close = difflib.get_close_matches(given, list(known), n=1, cutoff=0.6)
     return close[0] if close else None
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the profile's own notation: the largest unit that divides them ("30s", "5m",
+    "1h", "30d", "500ms"), else seconds with a fraction ("2.5s")."""
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = seconds / DURATION_UNITS[unit]
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
