@@ -48,9 +48,10 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     print(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
           f"\"{agent.client_name}\", provisioning {agent.provisioning}", file=out)
     print(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", file=out)
-    print(f"state:  {bridge.state_dir} (queue: at most {bridge.queue_max_samples} samples, "
-          f"{format_duration(bridge.queue_max_age_s)}; durability {bridge.durability}; inventory "
-          f"checked every {format_duration(bridge.inventory_check_s)}; logs {bridge.log_format})", file=out)
+    print(f"state:  {bridge.state_dir}", file=out)
+    print(f"queue:  at most {bridge.queue_max_samples} samples and {format_duration(bridge.queue_max_age_s)}"
+          f", durability {bridge.durability}; inventory checked every "
+          f"{format_duration(bridge.inventory_check_s)}; logs as {bridge.log_format}", file=out)
     resources: list[tuple[SensorConfig, Resources]] = []
     for sensor in profile.sensors:
         driver = registry.get(sensor.driver)
@@ -79,11 +80,12 @@ def _metric_line(metric: Metric, config: MetricConfig | None) -> str:
 
 
 def _processing(config: MetricConfig) -> list[str]:
-    """The metric's processing in the order the bridge applies it."""
+    """The metric's processing as configured: calibration, filters, deadband."""
     steps: list[str] = []
     calibration = config.calibration
     if calibration is not None and calibration.points:
-        steps.append("calibrated through " + ", ".join(f"{raw:g} → {true:g}" for raw, true in calibration.points))
+        pairs = ", ".join(f"{raw:g} → {true:g}" for raw, true in calibration.points)
+        steps.append(f"calibrated through {pairs}")
     elif calibration is not None:
         if calibration.scale != 1:
             steps.append(f"scale × {calibration.scale:g}")
@@ -115,8 +117,8 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
         w1.extend(f"\"{sensor.name}\" ({device_id})" for device_id in claimed.w1)
     lines = []
     for bus, users in sorted(by_i2c.items()):
-        pins = ", ".join(str(p) for p in I2C_BUS_PINS.get(bus, ()))
-        lines.append(f"I2C bus {bus} (GPIO {pins}): {', '.join(users)}")
+        i2c_pins = ", ".join(str(p) for p in I2C_BUS_PINS.get(bus, ()))
+        lines.append(f"I2C bus {bus} (GPIO {i2c_pins}): {', '.join(users)}")
     if w1:
         lines.append(f"1-Wire on GPIO {w1_gpio}: {', '.join(w1)}")
     for port, users in sorted(by_spi.items()):

@@ -19,6 +19,7 @@ milliseconds, and nesting is followed with an explicit stack (no recursion, any 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from collections.abc import Iterable
@@ -46,10 +47,8 @@ class KeyLocator:
         self._count_pos = 0
         self._count_line = 1
         self._key_start = 0   # where the last dotted key began (its line is the key's line)
-        try:
+        with contextlib.suppress(IndexError, ValueError):  # text tomllib rejected: keep what was found
             self._scan()
-        except (IndexError, ValueError):  # text tomllib rejected: keep what was found so far
-            pass
 
     # -- queries ---------------------------------------------------------------------------------
     def line(self, path: Iterable[str | int]) -> int | None:
@@ -73,7 +72,7 @@ class KeyLocator:
 
     def key_line(self, table: str, key: str, index: int = 0) -> int | None:
         base: KeyPath = (table, index) if (table, index) in self._lines else ((table,) if table else ())
-        return self.line(base + (key,))
+        return self.line((*base, key))
 
     # -- the pass --------------------------------------------------------------------------------
     def _line_at(self, pos: int) -> int:
@@ -100,10 +99,10 @@ class KeyLocator:
             if text.startswith("[[", pos):
                 keys, pos = self._keys(pos + 2)
                 parent = self._resolve(keys[:-1], arrays)
-                array = parent + (keys[-1],)
+                array = (*parent, keys[-1])
                 index = arrays.get(array, 0)
                 arrays[array] = index + 1
-                table = array + (index,)
+                table = (*array, index)
                 self._record_prefixes(table, self._key_start)
                 pos = _TO_EOL.match(text, pos).end()  # type: ignore[union-attr]
             elif text[pos] == "[":

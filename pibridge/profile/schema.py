@@ -11,6 +11,7 @@ The schema (README's "Profile reference" lists every key with its type and defau
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,6 +67,7 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
     agent = checker.agent(document.get(AGENT_TABLE, {}))
     if sections == "agent":
         checker.raise_problems()
+        assert agent is not None  # else a problem was raised
         return Profile(path, agent, document, checker.locator, sections="agent")
     bridge = checker.bridge(document.get(BRIDGE_TABLE, {}))
     sensors = checker.sensors(document.get(SENSOR_TABLE, []), bridge)
@@ -83,7 +85,8 @@ def _read(path: Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ProfileError(path, f"not UTF-8 text: {exc.reason} (byte {exc.start})", line=line) from None
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ProfileError(path, f"not UTF-8 text: {exc.reason} (column {column})", line=line) from None
     return text.removeprefix(UTF8_BOM)  # editors on Windows write one; TOML does not allow it
 
 
@@ -243,12 +246,11 @@ class _Checker:
             if one is not None:
                 checked.append(one)
             name = entry.get("name")
-            if _is_sensor_name(name) and name in names:
-                first = names[name]
-                scope.report(("name",), f"{first.label} on line {self.locator.line(first.prefix)} "
-                                        "has this name already (names must be unique)")
-            elif _is_sensor_name(name):
-                names[name] = scope
+            if isinstance(name, str) and _is_sensor_name(name):
+                first = names.setdefault(name, scope)
+                if first is not scope:
+                    scope.report(("name",), f"{first.label} on line {self.locator.line(first.prefix)} "
+                                            "has this name already (names must be unique)")
             if sensor is not None:
                 configs.append(sensor)
         self._resources(checked, bridge)
@@ -275,7 +277,8 @@ class _Checker:
             options = None
         metrics = entry.get("metrics", {})
         if not isinstance(metrics, dict):
-            scope.report(("metrics",), f"must be a table of [sensor.metrics.KEY] tables, not {shown(metrics)}")
+            scope.report(("metrics",), f"must be a table of [sensor.metrics.KEY] tables, "
+                                       f"not {shown(metrics)}")
             metrics = {}
 
         driver_name = entry.get("driver")
@@ -327,7 +330,8 @@ class _Checker:
         try:
             config, problems = driver.validate({k: raw for k, raw in options.items() if k in known})
         except Exception as exc:  # a driver's own check that raises instead of reporting
-            scope.report(("options",), f"{driver.name} could not check its options: {type(exc).__name__}: {exc}")
+            scope.report(("options",), f"{driver.name} could not check its options: "
+                                       f"{type(exc).__name__}: {exc}")
             return None, False
         for problem in problems:
             keys: KeyPath = ("options", problem.key) if problem.key else ("options",)
@@ -347,8 +351,9 @@ class _Checker:
             return None
         if interval is not None:
             if interval < timing.min_interval_s:
-                scope.report(("interval",), f"{_seconds(interval)} is below the {_seconds(timing.min_interval_s)} "
-                                            f"a {driver.name} needs between two readings")
+                scope.report(("interval",), f"{_seconds(interval)} is below the "
+                                            f"{_seconds(timing.min_interval_s)} a {driver.name} needs "
+                                            "between two readings")
             elif interval < timing.read_time_s:
                 scope.report(("interval",), f"{_seconds(interval)} is shorter than one {driver.name} reading "
                                             f"({_seconds(timing.read_time_s)})")
@@ -369,7 +374,8 @@ class _Checker:
                     scope.unknown(("metrics", key), list(declared), what=f"metric of {driver.name}")
                     valid = False
             if not isinstance(table, dict):
-                scope.report(("metrics", key), f"must be a table ([sensor.metrics.{key}]), not {shown(table)}")
+                scope.report(("metrics", key), f"must be a table ([sensor.metrics.{key}]), "
+                                               f"not {shown(table)}")
                 valid = False
                 continue
             config = _MetricChecker(scope, ("metrics", key), metric).check(key, table)
@@ -378,7 +384,8 @@ class _Checker:
             else:
                 configs[key] = config
         if declared and all(key in configs and not configs[key].enabled for key in declared):
-            scope.report(("metrics",), "every metric is disabled (enabled = false): the sensor would send nothing")
+            scope.report(("metrics",), "every metric is disabled (enabled = false): "
+                                       "the sensor would send nothing")
             valid = False
         return configs if valid else None
 
@@ -389,13 +396,14 @@ class _Checker:
         bus_pins: dict[int, str] = {}   # pin -> what holds it while the bus is in use
         for sensor in sensors:
             for bus, _ in sensor.resources.i2c:
+                i2c_pins = " and ".join(f"GPIO {p}" for p in I2C_BUS_PINS.get(bus, ()))
                 for pin in I2C_BUS_PINS.get(bus, ()):
-                    pins = " and ".join(f"GPIO {p}" for p in I2C_BUS_PINS[bus])
-                    bus_pins.setdefault(pin, f"a pin of I2C bus {bus} ({pins}), which {sensor.scope.label} uses")
+                    bus_pins.setdefault(pin, f"a pin of I2C bus {bus} ({i2c_pins}), "
+                                             f"which {sensor.scope.label} uses")
             for port, _ in sensor.resources.spi:
-                pins = SPI_BUS_PINS.get(port, ())
-                for pin in pins:
-                    bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(pins)}–{max(pins)}), "
+                spi_pins = SPI_BUS_PINS.get(port, ())
+                for pin in spi_pins:
+                    bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(spi_pins)}–{max(spi_pins)}), "
                                              f"which {sensor.scope.label} uses")
         if w1_user is not None and w1_gpio in bus_pins:
             _Scope(self, (BRIDGE_TABLE,)).report(("w1_gpio",), f"GPIO {w1_gpio} is {bus_pins[w1_gpio]}")
@@ -406,8 +414,7 @@ class _Checker:
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
-                keys = _option_holding(sensor.config, lambda value, pin=pin: isinstance(value, GpioPin)
-                                       and value == pin)
+                keys = _pin_option(sensor.config, pin)
                 if pin in gpio_owner:
                     scope.report(keys, f"GPIO {pin} is already used by {gpio_owner[pin].scope.label}")
                     continue
@@ -417,16 +424,17 @@ class _Checker:
                 elif pin in bus_pins:
                     scope.report(keys, f"GPIO {pin} is {bus_pins[pin]}")
             for slot in resources.i2c:
-                keys = ("options", "address") if sensor.config and "address" in sensor.config else ("options",)
+                keys = _named_option(sensor.config, "address")
                 if slot in i2c_owner:
                     scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
                                        f"{i2c_owner[slot].scope.label}")
                 else:
                     i2c_owner[slot] = sensor
             for device_id in resources.w1:
-                keys = ("options", "device_id") if sensor.config and "device_id" in sensor.config else ("options",)
+                keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:
-                    scope.report(keys, f"1-Wire probe {device_id} is already used by {w1_owner[device_id].scope.label}")
+                    scope.report(keys, f"1-Wire probe {device_id} is already used by "
+                                       f"{w1_owner[device_id].scope.label}")
                 else:
                     w1_owner[device_id] = sensor
 
@@ -458,12 +466,13 @@ class _MetricChecker:
     def check(self, key: str, table: dict[str, Any]) -> MetricConfig | None:
         for given in table:
             if given not in self.KEYS:
-                self.scope.unknown(self.keys + (given,), list(self.KEYS))
+                self.scope.unknown((*self.keys, given), list(self.KEYS))
                 self.valid = False
         if self.metric is not None and self.metric.value_type in ("bool", "string"):
             for given in self.NUMERIC_ONLY:
                 if given in table:
-                    self.report(given, f"{key} is a {self.metric.value_type} metric: {given} applies to numbers")
+                    self.report(given, f"{key} is a {self.metric.value_type} metric: "
+                                       f"{given} applies to numbers")
         name = self.get(table, "name", _metric_name)
         enabled = self.get(table, "enabled", v.boolean)
         offset = self.get(table, "offset", v.number)
@@ -513,7 +522,7 @@ class _MetricChecker:
                 self.report(("points", index), f"must be a [raw, true] pair of numbers, not {shown(pair)}")
                 return None
             pairs.append((float(pair[0]), float(pair[1])))
-        steps = [b[0] - a[0] for a, b in zip(pairs, pairs[1:], strict=False)]
+        steps = [b[0] - a[0] for a, b in itertools.pairwise(pairs)]
         if not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
             bad = next(i for i, s in enumerate(steps, start=1)
                        if s == 0 or (s > 0) != (steps[0] > 0) or steps[0] == 0)
@@ -623,9 +632,15 @@ def _driver_message(message: str, key: str) -> str:
     return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 1] + "…"
 
 
-def _option_holding(config: dict[str, Any] | None, test: Callable[[Any], bool]) -> KeyPath:
+def _named_option(config: dict[str, Any] | None, key: str) -> KeyPath:
+    """``options.KEY`` if the driver has that option, else ``options`` (a driver's own naming)."""
+    return ("options", key) if config and key in config else ("options",)
+
+
+def _pin_option(config: dict[str, Any] | None, pin: int) -> KeyPath:
+    """The key path of the `GpioPin` option that holds ``pin`` (``options`` if none does)."""
     for key, value in (config or {}).items():
-        if test(value):
+        if isinstance(value, GpioPin) and value == pin:
             return ("options", key)
     return ("options",)
 
