@@ -21,6 +21,7 @@ from pibridge.profile import (
     duration,
     load_profile,
     resolve_path,
+    schema,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,3 +314,19 @@ def test_checking_touches_no_hardware_and_writes_nothing(path: Path) -> None:
     assert report["hardware"] == []
     if path.name == "demo.toml":
         assert report["state_dir_exists"] == (ROOT / ".demo" / "bridge").exists()  # not created by the check
+
+
+def _readme_keys(heading: str) -> list[str]:
+    """The first column of the table under ``### heading`` in the README."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return [line.split("|")[1].strip().strip("`") for line in section.splitlines()
+            if line.startswith("| `")]
+
+
+@pytest.mark.parametrize(("heading", "keys"), [
+    ("`[agent]`", schema.AGENT_KEYS), ("`[bridge]`", schema.BRIDGE_KEYS),
+    ("`[[sensor]]`", schema.SENSOR_KEYS), ("`[sensor.metrics.KEY]`", schema.METRIC_KEYS),
+])
+def test_readme_documents_every_key(heading: str, keys: tuple[str, ...]) -> None:
+    assert _readme_keys(heading) == list(keys)

@@ -49,6 +49,14 @@ MESSAGE_MAX = 200           #: characters of a driver's own message we pass on
 
 _SYNTAX_POSITION = " (at line "
 
+#: Every key of each table, in the README's order (a test holds the README's tables to these).
+AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
+BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
+               "log_format")
+SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
+METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
+               "max_silence", "unit", "type", "annotation")
+
 
 # --- reading -------------------------------------------------------------------------------------
 def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
@@ -175,6 +183,7 @@ class _Checker:
             "host": v.text, "port": _port, "provision_port": _port, "ca_file": v.text,
             "cert_folder": v.text, "client_name": v.text, "provisioning": _mode,
         }
+        assert tuple(converters) == AGENT_KEYS
         settings: dict[str, Any] = {}
         for key, raw in table.items():
             if key not in converters:
@@ -210,6 +219,7 @@ class _Checker:
             "w1_gpio": ("w1_gpio", v.integer(0, GpioPin.BCM_MAX)),
             "log_format": ("log_format", v.choice("text", "json")),
         }
+        assert tuple(converters) == BRIDGE_KEYS
         settings: dict[str, Any] = {}
         valid = True
         for key, raw in table.items():
@@ -260,10 +270,9 @@ class _Checker:
                 entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
         """The sensor's own checks: its config if it has no problem, and what the checks across
         sensors need (when its driver and options are valid)."""
-        known = ("name", "driver", "interval", "options", "metrics")
         for key in entry:
-            if key not in known:
-                scope.unknown((key,), list(known))
+            if key not in SENSOR_KEYS:
+                scope.unknown((key,), list(SENSOR_KEYS))
         name = entry.get("name")
         if name is None:
             scope.report((), "name is missing (the sensor's name at the agent)")
@@ -442,8 +451,7 @@ class _Checker:
 class _MetricChecker:
     """One ``[sensor.metrics.KEY]`` table: names, calibration, filters, unit or type."""
 
-    KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
-            "max_silence", "unit", "type", "annotation")
+    KEYS = METRIC_KEYS
     NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "deadband")
 
     def __init__(self, scope: _Scope, keys: KeyPath, metric: Metric | None) -> None:
