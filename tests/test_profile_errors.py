@@ -39,7 +39,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      [f'3: sensor "Air" → driver: unknown driver "bme2800"; did you mean bme280? (known: {KNOWN_DRIVERS})']),
     ("wrong interval type", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = true\n',
      ['4: sensor "Air" → interval: must be seconds (30, 0.5) or a duration such as "500ms", "30s", '
-      '"5m", "1h", "1d", not True']),
+      '"5m", "1h", "1d", not true']),
     ("interval in words", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = "5 min"\n',
      ['4: sensor "Air" → interval: must be seconds (30, 0.5) or a duration such as "500ms", "30s", '
       '"5m", "1h", "1d", not "5 min"']),
@@ -241,3 +241,102 @@ def test_the_first_problem_of_a_sensor_does_not_hide_the_others(tmp_path: Path) 
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
     assert [p.key for p in caught.value.problems] == ["interval", "options.pn", "options.pin"]
+
+
+def _profile_with(table: str, key: str, value: str) -> str:
+    """A valid profile but for ``key = value`` in ``table`` ("agent", "bridge", "sensor" or
+    "metric": the BME280's temperature)."""
+    if table == "metric":
+        return (f'[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+                f"{key} = {value}\n")
+    if table == "sensor":
+        fields = {"name": '"Air"', "driver": '"bme280"', key: value}
+        return "[[sensor]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
+    return f"[{table}]\n{key} = {value}\n"
+
+
+DURATION_FORMS = 'must be seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", "1h", "1d"'
+TOO_LONG = '"' + "x" * 65 + '"'
+M = 'sensor "Air" → metrics.temperature'
+
+#: every key with bad values: (table, key, value as TOML, the one expected line after "<path>:")
+BAD_VALUES: list[tuple[str, str, str, str]] = [
+    ("agent", "host", "5", "2: agent.host: must be a non-empty string, not 5"),
+    ("agent", "host", '""', '2: agent.host: must be a non-empty string, not ""'),
+    ("agent", "port", "0", "2: agent.port: must be a port number between 1 and 65535, not 0"),
+    ("agent", "port", "1.5", "2: agent.port: must be a port number (integer), not 1.5"),
+    ("agent", "provision_port", "-1",
+     "2: agent.provision_port: must be a port number between 1 and 65535, not -1"),
+    ("agent", "provision_port", "true", "2: agent.provision_port: must be a port number (integer), not true"),
+    ("agent", "ca_file", "[]", "2: agent.ca_file: must be a non-empty string, not []"),
+    ("agent", "cert_folder", '""', '2: agent.cert_folder: must be a non-empty string, not ""'),
+    ("agent", "client_name", "5", "2: agent.client_name: must be a non-empty string, not 5"),
+    ("agent", "provisioning", "1", '2: agent.provisioning: must be "keep" or "smart", not 1'),
+    ("bridge", "state_dir", "5", "2: bridge.state_dir: must be a non-empty string, not 5"),
+    ("bridge", "queue_max_samples", "1e9",
+     "2: bridge.queue_max_samples: must be a whole number, not 1000000000.0"),
+    ("bridge", "queue_max_age", '"0s"', '2: bridge.queue_max_age: must be longer than zero, not "0s"'),
+    ("bridge", "inventory_check", "true", f"2: bridge.inventory_check: {DURATION_FORMS}, not true"),
+    ("bridge", "w1_gpio", '"4"', '2: bridge.w1_gpio: must be a whole number, not "4"'),
+    ("bridge", "log_format", "1", '2: bridge.log_format: must be "text" or "json", not 1'),
+    ("bridge", "durability", "true", '2: bridge.durability: must be "process" or "power", not true'),
+    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 characters of text, not 5"),
+    ("sensor", "name", TOO_LONG,
+     f'2: sensor #1 → name: must be 2 to 64 characters of text, not "{"x" * 38}…'),
+    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 characters of text, not "  "'),
+    ("sensor", "driver", "5", '3: sensor "Air" → driver: must be a driver\'s name, not 5'),
+    ("sensor", "driver", '""', f'3: sensor "Air" → driver: unknown driver "" (known: {KNOWN_DRIVERS})'),
+    ("sensor", "interval", '"1x"', f'4: sensor "Air" → interval: {DURATION_FORMS}, not "1x"'),
+    ("sensor", "interval", "1e12", '4: sensor "Air" → interval: 1000000000000.0 is longer than ten years'),
+    ("sensor", "options", "[]",
+     '4: sensor "Air" → options: must be a table of the driver\'s options, not []'),
+    ("sensor", "metrics", "5",
+     '4: sensor "Air" → metrics: must be a table of [sensor.metrics.KEY] tables, not 5'),
+    ("sensor", "metrics.temperature", "5",
+     '4: sensor "Air" → metrics.temperature: must be a table ([sensor.metrics.temperature]), not 5'),
+    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 characters of text, '
+                             'not ""'),
+    ("metric", "enabled", '"yes"', f'5: {M}.enabled: must be true or false, not "yes"'),
+    ("metric", "offset", '"1"', f'5: {M}.offset: must be a number, not "1"'),
+    ("metric", "offset", "inf", f'5: {M}.offset: must be a number, not inf'),
+    ("metric", "scale", "true", f'5: {M}.scale: must be a number, not true'),
+    ("metric", "points", '"x"', f'5: {M}.points: must be at least two [raw, true] '
+                                'pairs, not "x"'),
+    ("metric", "points", "[[1, 2, 3], [4, 5]]", f'5: {M}.points[0]: must be a '
+                                                "[raw, true] pair of numbers, not [1, 2, 3]"),
+    ("metric", "points", "[[1, 2], [nan, 5]]", f'5: {M}.points[1]: must be a '
+                                               "[raw, true] pair of numbers, not [nan, 5]"),
+    ("metric", "median", "1.5", f'5: {M}.median: must be a whole number, not 1.5'),
+    ("metric", "median", "true", f'5: {M}.median: must be a whole number, not true'),
+    ("metric", "median", "101", f'5: {M}.median: must be between 1 and 100, not 101'),
+    ("metric", "valid_range", "[1]", f'5: {M}.valid_range: must be [lowest, '
+                                     "highest] (two numbers), not [1]"),
+    ("metric", "valid_range", '"0..1"', f'5: {M}.valid_range: must be [lowest, '
+                                        'highest] (two numbers), not "0..1"'),
+    ("metric", "deadband", '"1"', f'5: {M}.deadband: must be a number, not "1"'),
+    ("metric", "max_silence", '"soon"', f'5: {M}.max_silence: {DURATION_FORMS}, '
+                                        'not "soon"'),
+    ("metric", "unit", "5", f'5: {M}.unit: 5 is not one of the agent\'s units '
+                            "(the README's profile reference lists them; or use type + annotation)"),
+    ("metric", "type", "5", f'5: {M}.type: must be "bool" or "string" or "double" '
+                            'or "integer", not 5'),
+]
+
+
+@pytest.mark.parametrize(("table", "key", "value", "expected"), BAD_VALUES,
+                         ids=[f"{t}.{k}={v[:12]}" for t, k, v, _ in BAD_VALUES])
+def test_every_key_with_a_bad_value(tmp_path: Path, table: str, key: str, value: str, expected: str) -> None:
+    path = _write(tmp_path, _profile_with(table, key, value))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{expected}"]
+
+
+@pytest.mark.parametrize("value", ["5", TOO_LONG])
+def test_annotation_must_be_short_text(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+                            f'type = "double"\nannotation = {value}\n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    (line,) = caught.value.lines
+    assert line.startswith(f"{path}:6: {M}.annotation: must be text of at most 64 characters, not ")

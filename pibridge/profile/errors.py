@@ -45,5 +45,10 @@ class ProfileError(Exception):
 
 def shown(value: object) -> str:
     """``repr`` of a value or key for a message, cut to `SHOWN_MAX` characters."""
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    if isinstance(value, bool):
+        text = "true" if value else "false"   # as TOML spells it
+    elif isinstance(value, str):
+        text = f'"{value}"'
+    else:
+        text = repr(value)
     return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 1] + "…"

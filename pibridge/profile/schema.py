@@ -492,7 +492,7 @@ class _MetricChecker:
         valid_range = self.get(table, "valid_range", _range)
         deadband = self.get(table, "deadband", _non_negative)
         max_silence = self.get(table, "max_silence", v.duration)
-        if "max_silence" in table and "deadband" not in table:
+        if max_silence is not None and "deadband" not in table:
             self.report("max_silence", "has no effect without deadband (without one every reading is sent)")
         unit = self.get(table, "unit", _unit)
         value_type = self.get(table, "type", v.choice(*(str(t) for t in protocol.ValueType)))
@@ -615,7 +615,7 @@ def _unit(value: Any) -> str:
         close = v.suggestion(value, protocol.VALUE_UNITS) if isinstance(value, str) else None
         raise ValueError(f"{shown(value)} is not one of the agent's units"
                          + (f"; did you mean {close}?" if close else
-                            " (see `pibridge drivers` or the README's unit list; or use type + annotation)"))
+                            " (the README's profile reference lists them; or use type + annotation)"))
     return value
 
 
