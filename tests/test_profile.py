@@ -330,3 +330,27 @@ def _readme_keys(heading: str) -> list[str]:
 ])
 def test_readme_documents_every_key(heading: str, keys: tuple[str, ...]) -> None:
     assert _readme_keys(heading) == list(keys)
+
+
+def test_sensors_as_an_inline_array_of_tables(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'sensor = [\n  { name = "Air", driver = "bme280" },\n'
+                            '  { name = "Door", driver = "digital_input", options = { pin = 2 } },\n]\n')
+    assert _problems(path) == [f'{path}:3: sensor "Door" → options.pin: GPIO 2 is a pin of I2C bus 1 '
+                               '(GPIO 2 and GPIO 3), which sensor "Air" uses']
+
+
+def test_profile_error_points_at_the_nth_table(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[[sensor]]\nname = "Pi"\n'
+                            'driver = "cpu_temperature"\ninterval = 30\n')
+    profile = load_profile(path)
+    error = profile.error("too often for this", "sensor", "interval", index=1)
+    assert (error.line, error.key) == (7, "sensor.interval")
+    assert str(error) == f"{path}:7: sensor.interval: too often for this"
+
+
+def test_benchmark_script_runs() -> None:
+    """scripts/bench/profile_check.py stays runnable (tiny sizes here; the figures are its job)."""
+    script = ROOT / "scripts" / "bench" / "profile_check.py"
+    result = subprocess.run([sys.executable, str(script), "--repeat", "1", "--sizes", "0.01"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert "greenhouse.toml" in result.stdout and "0.01MB" in result.stdout
