@@ -354,3 +354,10 @@ def test_benchmark_script_runs() -> None:
     result = subprocess.run([sys.executable, str(script), "--repeat", "1", "--sizes", "0.01"],
                             capture_output=True, text=True, timeout=120, check=True)
     assert "greenhouse.toml" in result.stdout and "0.01MB" in result.stdout
+
+
+def test_windows_line_ends_and_tabs_keep_lines_right(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.toml"
+    path.write_bytes(b'[agent]\r\nhost = "h"\r\n\r\n[[sensor]]\r\nname = "Air"\r\ndriver = "bme280"\r\n'
+                     b"\t[sensor.options]\r\n\taddress = 0x99 # 0x76 or 0x77\r\n")
+    assert _problems(path) == [f'{path}:8: sensor "Air" → options.address: 153 is not one of 118, 119']

@@ -148,9 +148,7 @@ class _Checked:
     """One sensor after its own checks, waiting for the checks across sensors (pins, names)."""
 
     scope: _Scope
-    index: int
-    driver: type[Driver] | None
-    config: dict[str, Any] | None
+    config: dict[str, Any]
     resources: Resources = field(default_factory=Resources)
 
 
@@ -252,7 +250,7 @@ class _Checker:
             if not isinstance(entry, dict):
                 scope.report((), "must be a table")
                 continue
-            sensor, one = self._sensor(scope, index, entry)
+            sensor, one = self._sensor(scope, entry)
             if one is not None:
                 checked.append(one)
             name = entry.get("name")
@@ -266,8 +264,7 @@ class _Checker:
         self._resources(checked, bridge)
         return tuple(configs)
 
-    def _sensor(self, scope: _Scope, index: int,
-                entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
+    def _sensor(self, scope: _Scope, entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
         """The sensor's own checks: its config if it has no problem, and what the checks across
         sensors need (when its driver and options are valid)."""
         for key in entry:
@@ -307,7 +304,7 @@ class _Checker:
             resources = self._timing_and_resources(scope, driver, config, interval) or resources
         metric_configs = self._metrics(scope, driver, metrics)
 
-        one = _Checked(scope, index, driver, config, resources) if config is not None else None
+        one = _Checked(scope, config, resources) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
                 or interval is None or metric_configs is None):
             return None, one

@@ -12,6 +12,7 @@ with the file times its keys. CPU time (``time.process_time``), best of ``--repe
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -72,9 +73,9 @@ def main() -> int:
             path = Path(folder) / "hostile.toml"
             path.write_text(hostile_profile(megabytes), encoding="utf-8")
             hostile = path.read_text(encoding="utf-8")
-            parse = best_cpu_s(lambda hostile=hostile: tomllib.loads(hostile), args.repeat)
+            parse = best_cpu_s(functools.partial(tomllib.loads, hostile), args.repeat)
             problems = check(path)
-            full = best_cpu_s(lambda path=path: check(path), args.repeat)
+            full = best_cpu_s(functools.partial(check, path), args.repeat)
             print(f"{megabytes:>6g}MB {parse:>9.3f} {full:>9.3f} {full / parse:>6.2f} "
                   f"{full / (2 * megabytes):>11.3f} {problems}")
     return 0
