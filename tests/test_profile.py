@@ -361,3 +361,48 @@ def test_windows_line_ends_and_tabs_keep_lines_right(tmp_path: Path) -> None:
     path.write_bytes(b'[agent]\r\nhost = "h"\r\n\r\n[[sensor]]\r\nname = "Air"\r\ndriver = "bme280"\r\n'
                      b"\t[sensor.options]\r\n\taddress = 0x99 # 0x76 or 0x77\r\n")
     assert _problems(path) == [f'{path}:8: sensor "Air" → options.address: 153 is not one of 118, 119']
+
+
+def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from pibridge.drivers import registry
+
+    monkeypatch.setitem(registry.BUILTIN, "broken", "pibridge_no_such_module:Broken")
+    path = _write(tmp_path, '[[sensor]]\nname = "Pump"\ndriver = "broken"\n[[sensor]]\nname = "Fan"\n'
+                            'driver = "broken"\n')
+    cannot = "cannot be loaded: ModuleNotFoundError: No module named 'pibridge_no_such_module'"
+    assert _problems(path) == [f'{path}:3: sensor "Pump" → driver: driver "broken" {cannot}',
+                               f'{path}:6: sensor "Fan" → driver: driver "broken" {cannot}']
+
+
+def test_a_driver_whose_own_checks_raise_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party driver's check that raises instead of reporting does not become a traceback."""
+    from collections.abc import Mapping
+    from typing import Any
+
+    from pibridge.drivers import registry
+    from pibridge.drivers.base import Driver, Option, OptionProblem, Resources
+
+    class Careless(Driver):
+        name = "careless"
+        options = (Option("channel", int, 0, "a channel"),)
+
+        @classmethod
+        def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+            if config["channel"] == 1:
+                raise KeyError("mux")
+            return []
+
+        @classmethod
+        def resources(cls, config: Mapping[str, Any]) -> Resources:
+            raise RuntimeError("no pins today")
+
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda name: Careless if name == "careless" else real_get(name))
+    path = _write(tmp_path, '[[sensor]]\nname = "One"\ndriver = "careless"\noptions.channel = 1\n'
+                            '[[sensor]]\nname = "Two"\ndriver = "careless"\n[sensor.options]\nchannel = 2\n')
+    assert _problems(path) == [
+        f"{path}:4: sensor \"One\" → options: careless could not check its options: KeyError: 'mux'",
+        f'{path}:8: sensor "Two" → options: careless could not work out its timing or pins: RuntimeError: '
+        "no pins today",
+    ]

@@ -156,6 +156,9 @@ class _Checker:
     def __init__(self, path: Path, locator: KeyLocator) -> None:
         self.path, self.locator = path, locator
         self.problems: list[Problem] = []
+        #: driver name -> class, or the problem with that name (a registry lookup scans the
+        #: installed packages' entry points: once per name, not once per sensor)
+        self._drivers: dict[str, type[Driver] | str] = {}
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -314,16 +317,13 @@ class _Checker:
         return sensor, one
 
     def _driver(self, scope: _Scope, name: str) -> type[Driver] | None:
-        try:
-            return registry.get(name)
-        except registry.UnknownDriverError:
-            known = registry.names()
-            close = v.suggestion(name, known)
-            scope.report(("driver",), f"unknown driver {shown(name)}"
-                         + (f"; did you mean {close}?" if close else "") + f" (known: {', '.join(known)})")
-        except Exception as exc:  # a third-party driver that fails to import: one line, not a traceback
-            scope.report(("driver",), f"driver {shown(name)} cannot be loaded: {type(exc).__name__}: {exc}")
-        return None
+        if name not in self._drivers:
+            self._drivers[name] = _look_up_driver(name)
+        found = self._drivers[name]
+        if isinstance(found, str):
+            scope.report(("driver",), found)
+            return None
+        return found
 
     def _options(self, scope: _Scope, driver: type[Driver],
                  options: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
@@ -443,6 +443,19 @@ class _Checker:
                                        f"{w1_owner[device_id].scope.label}")
                 else:
                     w1_owner[device_id] = sensor
+
+
+def _look_up_driver(name: str) -> type[Driver] | str:
+    """The driver class registered as ``name``, or the problem to report."""
+    try:
+        return registry.get(name)
+    except registry.UnknownDriverError:
+        known = registry.names()
+        close = v.suggestion(name, known)
+        return (f"unknown driver {shown(name)}" + (f"; did you mean {close}?" if close else "")
+                + f" (known: {', '.join(known)})")
+    except Exception as exc:  # a third-party driver that fails to import: one line, not a traceback
+        return f"driver {shown(name)} cannot be loaded: {type(exc).__name__}: {exc}"
 
 
 class _MetricChecker:
