@@ -13,8 +13,8 @@ every array (of tables, or an inline array) in between::
     points = [[0, 1], [2, 3]]  (…, "points", 1)            the second element's line
 
 Cost: one left-to-right pass; strings, comments and scalars are skipped with compiled regular
-expressions (or ``str.find`` for multi-line strings), so a 10 MB value costs a few
-milliseconds, and nesting is followed with an explicit stack (no recursion, any depth).
+expressions (or ``str.find`` for multi-line strings), so a 10 MB value costs milliseconds, and
+nesting is followed with an explicit stack (no recursion; paths recorded `MAX_PATH_DEPTH` deep).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import contextlib
 import re
 import tomllib
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
 
 KeyPath = tuple[str | int, ...]
 
@@ -36,6 +36,24 @@ _SCALAR = re.compile(r"[^,\]\}\n#]+")   # numbers, booleans, dates: no delimiter
 _DOT = re.compile(r"[ \t]*\.[ \t]*")
 _EQUALS = re.compile(r"[ \t]*=")
 _TO_EOL = re.compile(r"[^\n]*")
+#: Paths are recorded this deep at most: beyond it an element's line is its ancestor's, so that
+#: arrays nested 100,000 deep cost a linear pass, not one that grows with depth squared.
+MAX_PATH_DEPTH = 32
+
+
+@dataclass
+class _Open:
+    """An array (``[``) or inline table (``{``) the value pass is inside."""
+
+    kind: str
+    path: KeyPath
+    elements: int = 0   #: array elements seen so far
+
+
+def _skip(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """The position after ``pattern`` at ``pos`` (or ``pos``: these patterns may match nothing)."""
+    match = pattern.match(text, pos)
+    return match.end() if match else pos
 
 
 class KeyLocator:
@@ -93,7 +111,7 @@ class KeyLocator:
         table: KeyPath = ()
         arrays: dict[KeyPath, int] = {}   # array-of-tables path -> elements seen so far
         while True:
-            pos = _WS_NL_COMMENTS.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _skip(_WS_NL_COMMENTS, text, pos)
             if pos >= end:
                 return
             if text.startswith("[[", pos):
@@ -104,17 +122,17 @@ class KeyLocator:
                 arrays[array] = index + 1
                 table = (*array, index)
                 self._record_prefixes(table, self._key_start)
-                pos = _TO_EOL.match(text, pos).end()  # type: ignore[union-attr]
+                pos = _skip(_TO_EOL, text, pos)
             elif text[pos] == "[":
                 keys, pos = self._keys(pos + 1)
                 table = self._resolve(keys, arrays)
                 self._record_prefixes(table, self._key_start)
-                pos = _TO_EOL.match(text, pos).end()  # type: ignore[union-attr]
+                pos = _skip(_TO_EOL, text, pos)
             else:
                 keys, pos = self._keys(pos)
                 path = table + keys
                 self._record_prefixes(path, self._key_start)
-                pos = _EQUALS.match(text, pos).end()  # type: ignore[union-attr]
+                pos = _skip(_EQUALS, text, pos)
                 pos = self._value(pos, path)
 
     def _resolve(self, keys: KeyPath, arrays: dict[KeyPath, int]) -> KeyPath:
@@ -133,11 +151,11 @@ class KeyLocator:
     def _keys(self, pos: int) -> tuple[KeyPath, int]:
         """A dotted key (bare, "basic" or 'literal' parts) starting at ``pos`` (spaces allowed)."""
         text = self._text
-        pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+        pos = _skip(_WS, text, pos)
         self._key_start = pos
         keys: list[str] = []
         while True:
-            pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _skip(_WS, text, pos)
             for pattern in (_BARE_KEY, _BASIC_STR, _LITERAL_STR):
                 match = pattern.match(text, pos)
                 if match:
@@ -155,25 +173,25 @@ class KeyLocator:
         """Skip one value starting at ``pos``, recording the keys of inline tables and the
         elements of arrays inside it; returns the position after it."""
         text = self._text
-        stack: list[list[Any]] = []   # [kind "[" or "{", path, next element index]
+        stack: list[_Open] = []
         expect_value = True
         while True:
             if expect_value:
-                pos = _WS_NL_COMMENTS.match(text, pos).end()  # type: ignore[union-attr]
+                pos = _skip(_WS_NL_COMMENTS, text, pos)
                 char = text[pos]
                 if char == "[":
-                    stack.append(["[", path, 0])
+                    stack.append(_Open("[", path))
                     pos, path, expect_value = self._item(pos + 1, stack)
                     continue
                 if char == "{":
-                    stack.append(["{", path, 0])
+                    stack.append(_Open("{", path))
                     pos, path, expect_value = self._item(pos + 1, stack)
                     continue
                 pos = self._skip_scalar(pos)
                 expect_value = False
             if not stack:
                 return pos
-            pos = _WS_NL_COMMENTS.match(text, pos).end()  # type: ignore[union-attr]
+            pos = _skip(_WS_NL_COMMENTS, text, pos)
             char = text[pos]
             if char == ",":
                 pos, path, expect_value = self._item(pos + 1, stack)
@@ -183,24 +201,25 @@ class KeyLocator:
             else:
                 raise ValueError(f"unexpected {char!r} at offset {pos}")
 
-    def _item(self, pos: int, stack: list[list[Any]]) -> tuple[int, KeyPath, bool]:
+    def _item(self, pos: int, stack: list[_Open]) -> tuple[int, KeyPath, bool]:
         """After ``[``, ``{`` or a comma: the next element's path (recorded), or the container's
         end. Returns (position, path, whether a value follows)."""
         text = self._text
-        pos = _WS_NL_COMMENTS.match(text, pos).end()  # type: ignore[union-attr]
-        frame = stack[-1]
+        pos = _skip(_WS_NL_COMMENTS, text, pos)
+        container = stack[-1]
         if text[pos] in "]}":
             stack.pop()
-            return pos + 1, frame[1], False
-        if frame[0] == "[":
-            path = frame[1] + (frame[2],)
-            frame[2] += 1
+            return pos + 1, container.path, False
+        deep = len(container.path) >= MAX_PATH_DEPTH   # deeper keys share their ancestor's line
+        if container.kind == "[":
+            path = container.path if deep else (*container.path, container.elements)
+            container.elements += 1
             self._record(path, pos)
             return pos, path, True
         keys, pos = self._keys(pos)
-        path = frame[1] + keys
+        path = container.path if deep else container.path + keys
         self._record_prefixes(path, self._key_start)
-        pos = _EQUALS.match(text, pos).end()  # type: ignore[union-attr]
+        pos = _skip(_EQUALS, text, pos)
         return pos, path, True
 
     def _skip_scalar(self, pos: int) -> int:
