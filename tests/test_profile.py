@@ -406,3 +406,8 @@ def test_a_driver_whose_own_checks_raise_is_one_line(tmp_path: Path, monkeypatch
         f'{path}:8: sensor "Two" → options: careless could not work out its timing or pins: RuntimeError: '
         "no pins today",
     ]
+
+
+def test_an_endless_file_is_refused_after_a_bounded_read() -> None:
+    assert _problems(Path("/dev/zero")) == [
+        "/dev/zero: larger than 32 MiB: not a profile (a profile is a few kilobytes)"]

@@ -45,6 +45,8 @@ MEDIAN_MAX = 100            #: readings a sliding median may span
 QUEUE_MAX_SAMPLES_LIMIT = 100_000_000
 INVENTORY_CHECK_MIN_S = 10.0
 UTF8_BOM = "\ufeff"
+MIB = 1 << 20
+MAX_PROFILE_BYTES = 32 * MIB  #: far beyond any real profile; a bound against /dev/zero
 MESSAGE_MAX = 200           #: characters of a driver's own message we pass on
 
 _SYNTAX_POSITION = " (at line "
@@ -85,10 +87,16 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
 
 
 def _read(path: Path) -> str:
+    """The profile's text, read up to `MAX_PROFILE_BYTES` (``--profile /dev/zero`` is refused,
+    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise ProfileError(path, f"cannot read the profile: {exc.strerror or exc}") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
+                                 "(a profile is a few kilobytes)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
