@@ -411,3 +411,18 @@ def test_a_driver_whose_own_checks_raise_is_one_line(tmp_path: Path, monkeypatch
 def test_an_endless_file_is_refused_after_a_bounded_read() -> None:
     assert _problems(Path("/dev/zero")) == [
         "/dev/zero: larger than 32 MiB: not a profile (a profile is a few kilobytes)"]
+
+
+def test_agent_settings_own_rules_name_their_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AgentSettings' own checks (e.g. client_name's, issue 8) reach the user with file, line and key."""
+
+    class StrictSettings(AgentSettings):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if "/" in self.client_name:
+                raise ValueError("client_name must not contain '/'")
+
+    monkeypatch.setattr(schema, "AgentSettings", StrictSettings)
+    path = _write(tmp_path, '[agent]\nhost = "h"\nclient_name = "../../tmp/evil"\n[[sensor]]\nname = "Pi"\n'
+                            'driver = "cpu_temperature"\n')
+    assert _problems(path) == [f"{path}:3: agent.client_name: must not contain '/'"]

@@ -210,7 +210,7 @@ class _Checker:
         except ValueError as exc:  # AgentSettings' own rules (client_name, …)
             message = str(exc)
             key = next((k for k in settings if message.startswith(k) or f" {k} " in message), "")
-            scope.report((key,) if key else (), message)
+            scope.report((key,) if key else (), message.removeprefix(f"{key} ") if key else message)
             return None
 
     # -- [bridge] -------------------------------------------------------------------------------
