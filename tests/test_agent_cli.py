@@ -106,4 +106,4 @@ def test_profile_settings_and_profile_errors(emulator: Emulator, tmp_path: Path,
     capsys.readouterr()
     assert main(["ping", "--profile", str(profile)]) == 1
     err = capsys.readouterr().err
-    assert f"{profile}, line 7, key agent.provisioning" in err and len(err.splitlines()) == 1
+    assert f"{profile}:7: agent.provisioning: " in err and len(err.splitlines()) == 1

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pibridge.profile import load_profile
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,8 +21,7 @@ def test_demo_pushes_every_greenhouse_sensor(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True).stdout)
     (client,) = dump["clients"]
     names = {s["name"] for s in client["sensors"]}
-    assert names == {"Air (BME280)", "Canopy (DHT22)", "Soil temperature bed 1", "Light",
-                     "Soil moisture bed 1", "Door", "Pi SoC"}
+    assert names == {s.name for s in load_profile(ROOT / "profiles" / "greenhouse.toml").sensors}
     for sensor in client["sensors"]:
         for metric in sensor["metrics"]:
             assert len(metric["values"]) == 1, (sensor["name"], metric)

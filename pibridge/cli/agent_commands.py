@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     """The profile's agent settings (defaults without a profile), overridden by the flags."""
     try:
-        settings = load_profile(args.profile).agent if args.profile else AgentSettings()
+        settings = load_profile(args.profile, sections="agent").agent if args.profile else AgentSettings()
     except ProfileError as exc:
         raise CliError(str(exc)) from None
     changes = {field: getattr(args, field) for field in _SETTING_FLAGS

@@ -1,0 +1,54 @@
+"""A broken profile: every problem found, each pointing at file, line, sensor and key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Keys and values quoted in messages are cut to this many characters (a 10 MB key is one line).
+SHOWN_MAX = 40
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: ``line`` (1-based, None if the text has no such key), ``key`` the key path
+    (relative to the sensor for sensor problems: ``options.pin``; else ``bridge.w1_gpio``),
+    ``sensor`` the sensor's label (``sensor "Canopy"`` or ``sensor #3``) or "", ``message``."""
+
+    line: int | None
+    key: str
+    message: str
+    sensor: str = ""
+
+    def render(self, path: Path | str) -> str:
+        """``greenhouse.toml:23: sensor "Canopy" → options.pin: GPIO 4 is the 1-Wire pin``"""
+        where = f"{path}:{self.line}" if self.line else f"{path}"
+        subject = " → ".join(part for part in (self.sensor, self.key) if part)
+        return f"{where}: {subject}: {self.message}" if subject else f"{where}: {self.message}"
+
+
+class ProfileError(Exception):
+    """A broken profile: ``problems`` (every one found, in file order), one rendered line each.
+    ``line``, ``key`` and ``problem`` are the first problem's, for callers that show one."""
+
+    def __init__(self, path: Path | str, problem: str | Sequence[Problem], *, line: int | None = None,
+                 key: str = "") -> None:
+        self.path = Path(path)
+        self.problems: tuple[Problem, ...] = (
+            (Problem(line, key, problem),) if isinstance(problem, str) else tuple(problem))
+        first = self.problems[0]
+        self.line, self.key, self.problem = first.line, first.key, first.message
+        self.lines = tuple(p.render(path) for p in self.problems)
+        super().__init__("\n".join(self.lines))
+
+
+def shown(value: object) -> str:
+    """``repr`` of a value or key for a message, cut to `SHOWN_MAX` characters."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"   # as TOML spells it
+    elif isinstance(value, str):
+        text = f'"{value}"'
+    else:
+        text = repr(value)
+    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 1] + "…"

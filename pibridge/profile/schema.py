@@ -1,0 +1,675 @@
+"""Reading and checking a profile: every problem at once, each naming file, line, sensor and
+key, before any hardware is touched (the drivers' checks are class-level and hardware-free, so
+a profile checks the same with or without ``--simulate``).
+
+The schema (README's "Profile reference" lists every key with its type and default)::
+
+    [agent]      where the agent is (pibridge.agent.AgentSettings)
+    [bridge]     state directory, queue bounds, durability, inventory check, 1-Wire pin, logs
+    [[sensor]]   name, driver, interval, [sensor.options] (the driver's), [sensor.metrics.KEY]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pibridge import protocol
+from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode
+from pibridge.drivers import registry
+from pibridge.drivers.base import (
+    I2C_BUS_PINS,
+    SPI_BUS_PINS,
+    Driver,
+    GpioPin,
+    Metric,
+    Resources,
+)
+
+from . import values as v
+from .errors import SHOWN_MAX, Problem, ProfileError, shown
+from .locator import KeyLocator, KeyPath
+from .model import BridgeSettings, Calibration, MetricConfig, Profile, SensorConfig
+
+Sections = Literal["all", "agent"]
+AGENT_TABLE, BRIDGE_TABLE, SENSOR_TABLE = "agent", "bridge", "sensor"
+TOP_LEVEL = {AGENT_TABLE: "[agent]", BRIDGE_TABLE: "[bridge]", SENSOR_TABLE: "[[sensor]]"}
+PORT_MIN, PORT_MAX = 1, 65535
+DEFAULT_INTERVAL_S = 60.0
+MEDIAN_MAX = 100            #: readings a sliding median may span
+QUEUE_MAX_SAMPLES_LIMIT = 100_000_000
+INVENTORY_CHECK_MIN_S = 10.0
+UTF8_BOM = "\ufeff"
+MIB = 1 << 20
+MAX_PROFILE_BYTES = 32 * MIB  #: far beyond any real profile; a bound against /dev/zero
+MESSAGE_MAX = 200           #: characters of a driver's own message we pass on
+
+_SYNTAX_POSITION = " (at line "
+
+#: Every key of each table, in the README's order (a test holds the README's tables to these).
+AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
+BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
+               "log_format")
+SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
+METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
+               "max_silence", "unit", "type", "annotation")
+
+
+# --- reading -------------------------------------------------------------------------------------
+def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
+    """Read and check a profile; `ProfileError` with every problem found.
+
+    ``sections="agent"``: only ``[agent]`` (and unknown top-level tables, which may be a
+    misspelt ``[agent]``) is checked; ``[bridge]`` and ``[[sensor]]`` are ignored, so a broken
+    sensor does not stop ``pibridge ping``. The TOML must parse either way."""
+    if sections not in ("all", "agent"):
+        raise ValueError(f"sections must be 'all' or 'agent', not {sections!r}")
+    path = Path(path)
+    text = _read(path)
+    document = _parse(path, text)
+    checker = _Checker(path, KeyLocator(text))
+    checker.top_level(document)
+    agent = checker.agent(document.get(AGENT_TABLE, {}))
+    if sections == "agent":
+        checker.raise_problems()
+        assert agent is not None  # else a problem was raised
+        return Profile(path, agent, document, checker.locator, sections="agent")
+    bridge = checker.bridge(document.get(BRIDGE_TABLE, {}))
+    sensors = checker.sensors(document.get(SENSOR_TABLE, []), bridge)
+    checker.raise_problems()
+    assert agent is not None and bridge is not None
+    return Profile(path, agent, document, checker.locator, bridge, sensors)
+
+
+def _read(path: Path) -> str:
+    """The profile's text, read up to `MAX_PROFILE_BYTES` (``--profile /dev/zero`` is refused,
+    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ProfileError(path, f"cannot read the profile: {exc.strerror or exc}") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
+                                 "(a profile is a few kilobytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ProfileError(path, f"not UTF-8 text: {exc.reason} (column {column})", line=line) from None
+    return text.removeprefix(UTF8_BOM)  # editors on Windows write one; TOML does not allow it
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message, _, position = str(exc).partition(_SYNTAX_POSITION)
+        line, _, column = position.rstrip(")").partition(", column ")
+        raise ProfileError(path, f"TOML syntax error: {message}" + (f" (column {column})" if column else ""),
+                           line=int(line) if line.isdigit() else None) from None
+    except RecursionError:
+        raise ProfileError(path, "nested too deeply: arrays or inline tables inside each other "
+                           "beyond what a profile needs") from None
+
+
+# --- the checker ---------------------------------------------------------------------------------
+@dataclass
+class _Scope:
+    """Where problems are reported: ``prefix`` is the table's path, ``label`` the sensor's
+    (``sensor "Air"``), ``shown_from`` how much of the path the message's key omits."""
+
+    checker: _Checker
+    prefix: KeyPath
+    label: str = ""
+    shown_from: int = 0
+
+    def report(self, keys: KeyPath, message: str) -> None:
+        path = self.prefix + keys
+        self.checker.problems.append(Problem(self.checker.locator.line(path),
+                                             key_text(path[self.shown_from:]), message, self.label))
+
+    def unknown(self, keys: KeyPath, known: Mapping[str, Any] | list[str], what: str = "key") -> None:
+        given = str(keys[-1])
+        close = v.suggestion(given, known)
+        listed = ", ".join(known)
+        self.report(keys, f"unknown {what}; did you mean {close}? (known: {listed})" if close
+                    else f"unknown {what} (known: {listed})")
+
+    def convert(self, keys: KeyPath, convert: Callable[[Any], Any], raw: Any) -> Any:
+        """``convert(raw)``, or None after reporting its problem."""
+        try:
+            return convert(raw)
+        except ValueError as exc:
+            self.report(keys, str(exc))
+            return None
+
+
+@dataclass
+class _Checked:
+    """One sensor after its own checks, waiting for the checks across sensors (pins, names)."""
+
+    scope: _Scope
+    config: dict[str, Any]
+    resources: Resources = field(default_factory=Resources)
+
+
+class _Checker:
+    def __init__(self, path: Path, locator: KeyLocator) -> None:
+        self.path, self.locator = path, locator
+        self.problems: list[Problem] = []
+        #: driver name -> class, or the problem with that name (a registry lookup scans the
+        #: installed packages' entry points: once per name, not once per sensor)
+        self._drivers: dict[str, type[Driver] | str] = {}
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            ordered = sorted(self.problems, key=lambda p: (p.line is None, p.line or 0))
+            raise ProfileError(self.path, ordered)
+
+    def top_level(self, document: dict[str, Any]) -> None:
+        root = _Scope(self, ())
+        for key in document:
+            if key not in TOP_LEVEL:
+                close = v.suggestion(key, TOP_LEVEL)
+                kind = "table" if isinstance(document[key], dict | list) else "key"
+                hint = f"; did you mean {TOP_LEVEL[close]}?" if close else ""
+                root.report((key,), f"unknown {kind}{hint} (a profile has {', '.join(TOP_LEVEL.values())})")
+
+    # -- [agent] --------------------------------------------------------------------------------
+    def agent(self, table: Any) -> AgentSettings | None:
+        scope = _Scope(self, (AGENT_TABLE,))
+        if not isinstance(table, dict):
+            scope.report((), "must be a table ([agent])")
+            return None
+        converters: dict[str, Callable[[Any], Any]] = {
+            "host": v.text, "port": _port, "provision_port": _port, "ca_file": v.text,
+            "cert_folder": v.text, "client_name": v.text, "provisioning": _mode,
+        }
+        assert tuple(converters) == AGENT_KEYS
+        settings: dict[str, Any] = {}
+        for key, raw in table.items():
+            if key not in converters:
+                scope.unknown((key,), list(converters))
+                continue
+            value = scope.convert((key,), converters[key], raw)
+            if value is not None and key in ("ca_file", "cert_folder"):
+                value = scope.convert((key,), lambda text: v.resolve_path(text, self.path.parent), value)
+            if value is not None:
+                settings[key] = value
+        if len(settings) < sum(1 for key in table if key in converters):
+            return None
+        try:
+            return AgentSettings(**settings)
+        except ValueError as exc:  # AgentSettings' own rules (client_name, …)
+            message = str(exc)
+            key = next((k for k in settings if message.startswith(k) or f" {k} " in message), "")
+            scope.report((key,) if key else (), message.removeprefix(f"{key} ") if key else message)
+            return None
+
+    # -- [bridge] -------------------------------------------------------------------------------
+    def bridge(self, table: Any) -> BridgeSettings | None:
+        scope = _Scope(self, (BRIDGE_TABLE,))
+        if not isinstance(table, dict):
+            scope.report((), "must be a table ([bridge])")
+            return None
+        converters: dict[str, tuple[str, Callable[[Any], Any]]] = {
+            "state_dir": ("state_dir", lambda raw: v.resolve_path(v.text(raw), self.path.parent)),
+            "queue_max_samples": ("queue_max_samples", v.integer(1, QUEUE_MAX_SAMPLES_LIMIT)),
+            "queue_max_age": ("queue_max_age_s", v.duration),
+            "durability": ("durability", v.choice("process", "power")),
+            "inventory_check": ("inventory_check_s", _at_least(INVENTORY_CHECK_MIN_S)),
+            "w1_gpio": ("w1_gpio", v.integer(0, GpioPin.BCM_MAX)),
+            "log_format": ("log_format", v.choice("text", "json")),
+        }
+        assert tuple(converters) == BRIDGE_KEYS
+        settings: dict[str, Any] = {}
+        valid = True
+        for key, raw in table.items():
+            if key not in converters:
+                scope.unknown((key,), list(converters))
+                continue
+            attribute, convert = converters[key]
+            value = scope.convert((key,), convert, raw)
+            valid = valid and value is not None
+            settings[attribute] = value
+        return BridgeSettings(**settings) if valid else None
+
+    # -- [[sensor]] -----------------------------------------------------------------------------
+    def sensors(self, entries: Any, bridge: BridgeSettings | None) -> tuple[SensorConfig, ...]:
+        if isinstance(entries, dict):
+            _Scope(self, (SENSOR_TABLE,)).report(
+                (), "[sensor] must be [[sensor]] (double brackets: one table per sensor)")
+            return ()
+        if not isinstance(entries, list):
+            _Scope(self, (SENSOR_TABLE,)).report((), "must be [[sensor]] tables, one per sensor")
+            return ()
+        checked: list[_Checked] = []
+        configs: list[SensorConfig] = []
+        names: dict[str, _Scope] = {}
+        for index, entry in enumerate(entries):
+            label = f"sensor #{index + 1}"
+            if isinstance(entry, dict) and _is_sensor_name(entry.get("name")):
+                label = f"sensor {shown(entry['name'])}"
+            scope = _Scope(self, (SENSOR_TABLE, index), label, shown_from=2)
+            if not isinstance(entry, dict):
+                scope.report((), "must be a table")
+                continue
+            sensor, one = self._sensor(scope, entry)
+            if one is not None:
+                checked.append(one)
+            name = entry.get("name")
+            if isinstance(name, str) and _is_sensor_name(name):
+                first = names.setdefault(name, scope)
+                if first is not scope:
+                    scope.report(("name",), f"{first.label} on line {self.locator.line(first.prefix)} "
+                                            "has this name already (names must be unique)")
+            if sensor is not None:
+                configs.append(sensor)
+        self._resources(checked, bridge)
+        return tuple(configs)
+
+    def _sensor(self, scope: _Scope, entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
+        """The sensor's own checks: its config if it has no problem, and what the checks across
+        sensors need (when its driver and options are valid)."""
+        for key in entry:
+            if key not in SENSOR_KEYS:
+                scope.unknown((key,), list(SENSOR_KEYS))
+        name = entry.get("name")
+        if name is None:
+            scope.report((), "name is missing (the sensor's name at the agent)")
+        elif not _is_sensor_name(name):
+            scope.report(("name",), f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} "
+                                    f"characters of text, not {shown(name)}")
+        interval = scope.convert(("interval",), v.duration, entry.get("interval", DEFAULT_INTERVAL_S))
+        options = entry.get("options", {})
+        if not isinstance(options, dict):
+            scope.report(("options",), f"must be a table of the driver's options, not {shown(options)}")
+            options = None
+        metrics = entry.get("metrics", {})
+        if not isinstance(metrics, dict):
+            scope.report(("metrics",), f"must be a table of [sensor.metrics.KEY] tables, "
+                                       f"not {shown(metrics)}")
+            metrics = {}
+
+        driver_name = entry.get("driver")
+        driver: type[Driver] | None = None
+        if driver_name is None:
+            scope.report((), f"driver is missing (known drivers: {', '.join(registry.names())})")
+        elif not isinstance(driver_name, str):
+            scope.report(("driver",), f"must be a driver's name, not {shown(driver_name)}")
+        else:
+            driver = self._driver(scope, driver_name)
+
+        config, options_ok = None, False
+        if driver is not None and options is not None:
+            config, options_ok = self._options(scope, driver, options)
+        resources = Resources()
+        if driver is not None and config is not None:
+            resources = self._timing_and_resources(scope, driver, config, interval) or resources
+        metric_configs = self._metrics(scope, driver, metrics)
+
+        one = _Checked(scope, config, resources) if config is not None else None
+        if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
+                or interval is None or metric_configs is None):
+            return None, one
+        assert isinstance(name, str) and isinstance(driver_name, str)
+        sensor = SensorConfig(name, driver_name, interval, config, metric_configs,
+                              self.locator.line(scope.prefix))
+        return sensor, one
+
+    def _driver(self, scope: _Scope, name: str) -> type[Driver] | None:
+        if name not in self._drivers:
+            self._drivers[name] = _look_up_driver(name)
+        found = self._drivers[name]
+        if isinstance(found, str):
+            scope.report(("driver",), found)
+            return None
+        return found
+
+    def _options(self, scope: _Scope, driver: type[Driver],
+                 options: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        """The driver's config of the known options (None if any is invalid; then nothing across
+        sensors can be checked), and whether every option given is known and valid."""
+        known = [o.key for o in driver.options]
+        for key in options:
+            if key not in known:
+                scope.unknown(("options", key), known, what=f"option of {driver.name}")
+        try:
+            config, problems = driver.validate({k: raw for k, raw in options.items() if k in known})
+        except Exception as exc:  # a driver's own check that raises instead of reporting
+            scope.report(("options",), f"{driver.name} could not check its options: "
+                                       f"{type(exc).__name__}: {exc}")
+            return None, False
+        for problem in problems:
+            keys: KeyPath = ("options", problem.key) if problem.key else ("options",)
+            scope.report(keys, _driver_message(problem.message, problem.key))
+        if problems:
+            return None, False
+        return config, all(key in known for key in options)
+
+    def _timing_and_resources(self, scope: _Scope, driver: type[Driver], config: dict[str, Any],
+                              interval: float | None) -> Resources | None:
+        try:
+            timing = driver.timing_for(config)
+            resources = driver.resources(config)
+        except Exception as exc:
+            scope.report(("options",), f"{driver.name} could not work out its timing or pins: "
+                                       f"{type(exc).__name__}: {exc}")
+            return None
+        if interval is not None:
+            if interval < timing.min_interval_s:
+                scope.report(("interval",), f"{_seconds(interval)} is below the "
+                                            f"{_seconds(timing.min_interval_s)} a {driver.name} needs "
+                                            "between two readings")
+            elif interval < timing.read_time_s:
+                scope.report(("interval",), f"{_seconds(interval)} is shorter than one {driver.name} reading "
+                                            f"({_seconds(timing.read_time_s)})")
+        return resources
+
+    # -- [sensor.metrics.KEY] -------------------------------------------------------------------
+    def _metrics(self, scope: _Scope, driver: type[Driver] | None,
+                 tables: dict[str, Any]) -> dict[str, MetricConfig] | None:
+        declared = {m.key: m for m in driver.metrics} if driver is not None else None
+        configs: dict[str, MetricConfig] = {}
+        valid = True
+        for key, table in tables.items():
+            metric = None
+            if declared is not None:
+                metric = declared.get(key)
+                if metric is None:
+                    assert driver is not None
+                    scope.unknown(("metrics", key), list(declared), what=f"metric of {driver.name}")
+                    valid = False
+            if not isinstance(table, dict):
+                scope.report(("metrics", key), f"must be a table ([sensor.metrics.{key}]), "
+                                               f"not {shown(table)}")
+                valid = False
+                continue
+            config = _MetricChecker(scope, ("metrics", key), metric).check(key, table)
+            if config is None:
+                valid = False
+            else:
+                configs[key] = config
+        if declared and all(key in configs and not configs[key].enabled for key in declared):
+            scope.report(("metrics",), "every metric is disabled (enabled = false): "
+                                       "the sensor would send nothing")
+            valid = False
+        return configs if valid else None
+
+    # -- across sensors: pins, buses, addresses, probes -------------------------------------------
+    def _resources(self, sensors: list[_Checked], bridge: BridgeSettings | None) -> None:
+        w1_gpio = bridge.w1_gpio if bridge is not None else BridgeSettings().w1_gpio
+        w1_user = next((s for s in sensors if s.resources.w1), None)
+        bus_pins: dict[int, str] = {}   # pin -> what holds it while the bus is in use
+        for sensor in sensors:
+            for bus, _ in sensor.resources.i2c:
+                i2c_pins = " and ".join(f"GPIO {p}" for p in I2C_BUS_PINS.get(bus, ()))
+                for pin in I2C_BUS_PINS.get(bus, ()):
+                    bus_pins.setdefault(pin, f"a pin of I2C bus {bus} ({i2c_pins}), "
+                                             f"which {sensor.scope.label} uses")
+            for port, _ in sensor.resources.spi:
+                spi_pins = SPI_BUS_PINS.get(port, ())
+                for pin in spi_pins:
+                    bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(spi_pins)}–{max(spi_pins)}), "
+                                             f"which {sensor.scope.label} uses")
+        if w1_user is not None and w1_gpio in bus_pins:
+            _Scope(self, (BRIDGE_TABLE,)).report(("w1_gpio",), f"GPIO {w1_gpio} is {bus_pins[w1_gpio]}")
+
+        gpio_owner: dict[int, _Checked] = {}
+        i2c_owner: dict[tuple[int, int], _Checked] = {}
+        w1_owner: dict[str, _Checked] = {}
+        for sensor in sensors:
+            scope, resources = sensor.scope, sensor.resources
+            for pin in resources.gpio:
+                keys = _pin_option(sensor.config, pin)
+                if pin in gpio_owner:
+                    scope.report(keys, f"GPIO {pin} is already used by {gpio_owner[pin].scope.label}")
+                    continue
+                gpio_owner[pin] = sensor
+                if w1_user is not None and pin == w1_gpio:
+                    scope.report(keys, f"GPIO {pin} is the 1-Wire pin")
+                elif pin in bus_pins:
+                    scope.report(keys, f"GPIO {pin} is {bus_pins[pin]}")
+            for slot in resources.i2c:
+                keys = _named_option(sensor.config, "address")
+                if slot in i2c_owner:
+                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
+                                       f"{i2c_owner[slot].scope.label}")
+                else:
+                    i2c_owner[slot] = sensor
+            for device_id in resources.w1:
+                keys = _named_option(sensor.config, "device_id")
+                if device_id in w1_owner:
+                    scope.report(keys, f"1-Wire probe {device_id} is already used by "
+                                       f"{w1_owner[device_id].scope.label}")
+                else:
+                    w1_owner[device_id] = sensor
+
+
+def _look_up_driver(name: str) -> type[Driver] | str:
+    """The driver class registered as ``name``, or the problem to report."""
+    try:
+        return registry.get(name)
+    except registry.UnknownDriverError:
+        known = registry.names()
+        close = v.suggestion(name, known)
+        return (f"unknown driver {shown(name)}" + (f"; did you mean {close}?" if close else "")
+                + f" (known: {', '.join(known)})")
+    except Exception as exc:  # a third-party driver that fails to import: one line, not a traceback
+        return f"driver {shown(name)} cannot be loaded: {type(exc).__name__}: {exc}"
+
+
+class _MetricChecker:
+    """One ``[sensor.metrics.KEY]`` table: names, calibration, filters, unit or type."""
+
+    KEYS = METRIC_KEYS
+    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "deadband")
+
+    def __init__(self, scope: _Scope, keys: KeyPath, metric: Metric | None) -> None:
+        self.scope, self.keys, self.metric = scope, keys, metric
+        self.valid = True
+
+    def report(self, key: str | KeyPath, message: str) -> None:
+        self.scope.report(self.keys + ((key,) if isinstance(key, str) else key), message)
+        self.valid = False
+
+    def get(self, table: dict[str, Any], key: str, convert: Callable[[Any], Any]) -> Any:
+        if key not in table:
+            return None
+        try:
+            return convert(table[key])
+        except ValueError as exc:
+            self.report(key, str(exc))
+            return None
+
+    def check(self, key: str, table: dict[str, Any]) -> MetricConfig | None:
+        for given in table:
+            if given not in self.KEYS:
+                self.scope.unknown((*self.keys, given), list(self.KEYS))
+                self.valid = False
+        if self.metric is not None and self.metric.value_type in ("bool", "string"):
+            for given in self.NUMERIC_ONLY:
+                if given in table:
+                    self.report(given, f"{key} is a {self.metric.value_type} metric: "
+                                       f"{given} applies to numbers")
+        name = self.get(table, "name", _metric_name)
+        enabled = self.get(table, "enabled", v.boolean)
+        offset = self.get(table, "offset", v.number)
+        scale = self.get(table, "scale", _scale)
+        points = self._points(table)
+        if "points" in table and ("offset" in table or "scale" in table):
+            self.report("points", "give either points or offset/scale, not both")
+        median = self.get(table, "median", v.integer(1, MEDIAN_MAX))
+        valid_range = self.get(table, "valid_range", _range)
+        deadband = self.get(table, "deadband", _non_negative)
+        max_silence = self.get(table, "max_silence", v.duration)
+        if max_silence is not None and "deadband" not in table:
+            self.report("max_silence", "has no effect without deadband (without one every reading is sent)")
+        unit = self.get(table, "unit", _unit)
+        value_type = self.get(table, "type", v.choice(*(str(t) for t in protocol.ValueType)))
+        annotation = self.get(table, "annotation", _annotation)
+        if "unit" in table and "type" in table:
+            self.report("type", "give either unit or type (+ annotation), not both")
+        if "annotation" in table and "type" not in table:
+            self.report("annotation", "goes with type (a custom type's annotation); "
+                                      "with unit or the driver's own type, leave it out")
+        if not self.valid:
+            return None
+        calibration = None
+        if points is not None:
+            calibration = Calibration(points=points)
+        elif offset is not None or scale is not None:
+            calibration = Calibration(offset=offset if offset is not None else 0.0,
+                                      scale=scale if scale is not None else 1.0)
+        return MetricConfig(key, enabled if enabled is not None else True, name, calibration,
+                            median if median is not None else 1, valid_range, deadband, max_silence,
+                            unit, value_type, annotation)
+
+    def _points(self, table: dict[str, Any]) -> tuple[tuple[float, float], ...] | None:
+        """[[raw, true], …]: at least two pairs, raw strictly monotonic (either way; kept sorted
+        by raw)."""
+        if "points" not in table:
+            return None
+        raw = table["points"]
+        if not isinstance(raw, list) or len(raw) < 2:
+            self.report("points", f"must be at least two [raw, true] pairs, not {shown(raw)}")
+            return None
+        pairs: list[tuple[float, float]] = []
+        for index, pair in enumerate(raw):
+            if (not isinstance(pair, list) or len(pair) != 2 or not all(v.is_number(x) for x in pair)
+                    or not all(math.isfinite(x) for x in pair)):
+                self.report(("points", index), f"must be a [raw, true] pair of numbers, not {shown(pair)}")
+                return None
+            pairs.append((float(pair[0]), float(pair[1])))
+        steps = [b[0] - a[0] for a, b in itertools.pairwise(pairs)]
+        if not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
+            bad = next(i for i, s in enumerate(steps, start=1)
+                       if s == 0 or (s > 0) != (steps[0] > 0) or steps[0] == 0)
+            self.report(("points", bad), f"raw values must rise (or fall) strictly from pair to pair: "
+                                         f"{pairs[bad][0]:g} after {pairs[bad - 1][0]:g}")
+            return None
+        return tuple(sorted(pairs))
+
+
+# --- converters ---------------------------------------------------------------------------------
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a port number (integer), not {shown(value)}")
+    if not PORT_MIN <= value <= PORT_MAX:
+        raise ValueError(f"must be a port number between {PORT_MIN} and {PORT_MAX}, not {value}")
+    return value
+
+
+def _mode(value: Any) -> ProvisioningMode:
+    allowed = " or ".join(f'"{m}"' for m in CONFIGURABLE_MODES)
+    if value == ProvisioningMode.OVERRIDE:
+        raise ValueError(f'"override" is not a profile setting (it is an action: run '
+                         f"`pibridge provision --override`); use {allowed}")
+    if value not in CONFIGURABLE_MODES:
+        raise ValueError(f"must be {allowed}, not {shown(value)}")
+    return ProvisioningMode(value)
+
+
+def _at_least(minimum_s: float) -> Callable[[Any], float]:
+    def convert(raw: Any) -> float:
+        seconds = v.duration(raw)
+        if seconds < minimum_s:
+            raise ValueError(f"must be at least {_seconds(minimum_s)}, not {shown(raw)}")
+        return seconds
+    return convert
+
+
+def _is_sensor_name(value: Any) -> bool:
+    return isinstance(value, str) and protocol.NAME_MIN_LEN <= len(value) <= protocol.NAME_MAX_LEN \
+        and bool(value.strip())
+
+
+def _metric_name(value: Any) -> str:
+    if not _is_sensor_name(value):
+        raise ValueError(f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} characters of text, "
+                         f"not {shown(value)}")
+    return str(value)
+
+
+def _annotation(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > protocol.NAME_MAX_LEN:
+        raise ValueError(f"must be text of at most {protocol.NAME_MAX_LEN} characters, not {shown(value)}")
+    return value
+
+
+def _scale(value: Any) -> float:
+    scale = v.number(value)
+    if scale == 0:
+        raise ValueError("must not be 0 (every reading would become the offset)")
+    return scale
+
+
+def _non_negative(value: Any) -> float:
+    number = v.number(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, not {shown(value)}")
+    return number
+
+
+def _range(value: Any) -> tuple[float, float]:
+    if (not isinstance(value, list) or len(value) != 2 or not all(v.is_number(x) for x in value)
+            or not all(math.isfinite(x) for x in value)):
+        raise ValueError(f"must be [lowest, highest] (two numbers), not {shown(value)}")
+    low, high = float(value[0]), float(value[1])
+    if low >= high:
+        raise ValueError(f"the lowest value {low:g} must be below the highest {high:g}")
+    return low, high
+
+
+def _unit(value: Any) -> str:
+    if not isinstance(value, str) or value not in protocol.VALUE_UNITS:
+        close = v.suggestion(value, protocol.VALUE_UNITS) if isinstance(value, str) else None
+        raise ValueError(f"{shown(value)} is not one of the agent's units"
+                         + (f"; did you mean {close}?" if close else
+                            " (the README's profile reference lists them; or use type + annotation)"))
+    return value
+
+
+# --- message helpers ----------------------------------------------------------------------------
+def key_text(path: KeyPath) -> str:
+    """A key path as a reader writes it: ``options.pin``, ``points[2]``, ``metrics."my key"``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            bare = part and len(part) <= SHOWN_MAX and all(c.isascii() and (c.isalnum() or c in "_-")
+                                                            for c in part)
+            out += ("." if out else "") + (part if bare else shown(part))
+    return out
+
+
+def _driver_message(message: str, key: str) -> str:
+    """A driver's message without its ``option pin: `` prefix (the key path says it already),
+    cut to `MESSAGE_MAX` characters (drivers quote the value given, which may be 10 MB)."""
+    message = message.removeprefix(f"option {key}: ") if key else message
+    return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 1] + "…"
+
+
+def _named_option(config: dict[str, Any] | None, key: str) -> KeyPath:
+    """``options.KEY`` if the driver has that option, else ``options`` (a driver's own naming)."""
+    return ("options", key) if config and key in config else ("options",)
+
+
+def _pin_option(config: dict[str, Any] | None, pin: int) -> KeyPath:
+    """The key path of the `GpioPin` option that holds ``pin`` (``options`` if none does)."""
+    for key, value in (config or {}).items():
+        if isinstance(value, GpioPin) and value == pin:
+            return ("options", key)
+    return ("options",)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s" if value >= 1 or value == 0 else f"{value * 1000:g} ms"

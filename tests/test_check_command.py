@@ -1,0 +1,90 @@
+"""`pibridge check --profile P`: every problem (exit 1) or what would run (exit 0)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pibridge.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+GREENHOUSE = ROOT / "profiles" / "greenhouse.toml"
+
+GREENHOUSE_SUMMARY = f"""\
+{GREENHOUSE}: no problems; 8 sensors
+agent:  localhost:18884 (provisioning localhost:18883), client "greenhouse", provisioning smart
+        CA /var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt, credentials in /var/lib/pibridge/certs
+state:  /var/lib/pibridge
+queue:  at most 500000 samples and 30d, durability process; inventory checked every 1h; logs as text
+sensor "Air": bme280, every 1m
+  temperature → "Air temperature" in SI.Temperature.CELSIUS; offset -0.4, valid -40 to 85 (else left out)
+  humidity → "Air humidity" in NoSI.Dimensionless.PERCENT
+  pressure → "Air pressure" in SI.Pressure.PASCAL; sent when it moved by 20, at least every 15m
+sensor "Canopy": dht22, every 30s
+  temperature → "Canopy temperature" in SI.Temperature.CELSIUS; median of 3
+  humidity → "Canopy humidity" in NoSI.Dimensionless.PERCENT; median of 3
+sensor "Soil temperature bed 1": ds18b20, every 2m
+  temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
+sensor "Soil temperature bed 2": ds18b20, every 2m
+  temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
+sensor "Soil moisture bed 1": mcp3008, every 5m
+  voltage → "Soil moisture" in NoSI.Dimensionless.PERCENT; calibrated through 1.2 → 100, 2.8 → 0, median of 3
+  fraction: disabled (not sent)
+sensor "Light": bh1750, every 1m
+  illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m
+sensor "Door": digital_input, every 10s
+  state → "Door" in bool [open]
+sensor "Pi temperature": cpu_temperature, every 5m
+  temperature → "CPU temperature" in SI.Temperature.CELSIUS
+pins and buses:
+  I2C bus 1 (GPIO 2, 3): "Air" at 0x76, "Light" at 0x23
+  1-Wire on GPIO 4: "Soil temperature bed 1" (28-000005abb69d), "Soil temperature bed 2" (28-000005abc1f2)
+  SPI0 (GPIO 7–11): "Soil moisture bed 1" on CE0
+  GPIO 17: "Canopy"
+  GPIO 27: "Door"
+"""
+
+
+def test_greenhouse_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--profile", str(GREENHOUSE)]) == 0
+    out, err = capsys.readouterr()
+    assert out == GREENHOUSE_SUMMARY and err == ""
+
+
+def test_demo_profile_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--profile", str(ROOT / "profiles" / "demo.toml")]) == 0
+    assert "no problems; 8 sensors" in capsys.readouterr().out
+
+
+def test_every_problem_then_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "greenhouse.toml"
+    path.write_text('[agnet]\n[[sensor]]\nname = "Canopy"\ndriver = "dht22"\ninterval = 1\noptions.pin = 4\n'
+                    '[[sensor]]\nname = "Soil"\ndriver = "ds18b20"\noptions.device_id = "28-000005abb69d"\n')
+    assert main(["check", "--profile", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:1: agnet: unknown table; did you mean [agent]? "
+        "(a profile has [agent], [bridge], [[sensor]])",
+        f'{path}:5: sensor "Canopy" → interval: 1 s is below the 2.1 s a dht22 needs between two readings',
+        f'{path}:6: sensor "Canopy" → options.pin: GPIO 4 is the 1-Wire pin',
+        f"{path}: 3 problems; nothing would run",
+    ]
+
+
+@pytest.mark.parametrize(("args", "status", "fragment"), [
+    (["check"], 2, "--profile"),
+    (["check", "--profile"], 2, "--profile"),
+    (["check", "--profile", "/nonexistent/greenhouse.toml"], 1, "cannot read the profile"),
+    (["check", "--profile", "/"], 1, "cannot read the profile"),
+    (["check", "--profile", "~nosuchuser-pibridge/greenhouse.toml"], 1, "cannot read the profile"),
+])
+def test_bad_arguments_are_one_line_without_traceback(args: list[str], status: int, fragment: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pibridge", *args], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == status
+    assert "Traceback" not in result.stderr and fragment in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,342 @@
+"""Broken profiles: every problem at once, each exactly ``file:line: sensor "X" → key: message``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pibridge.drivers.ds18b20 import DS18B20
+from pibridge.profile import ProfileError, load_profile
+
+#: the driver's own figure (its conversion time and bus time), not a copy of it
+DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": "28-000005abb69d"})
+                                             ).read_time_s
+
+KNOWN_DRIVERS = "bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, mcp3008"
+SENSOR_KEYS = "name, driver, interval, options, metrics"
+METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
+               "type, annotation")
+
+#: (id, profile text, expected lines after "<path>:")
+CASES: list[tuple[str, str, list[str]]] = [
+    ("syntax error", '[agent]\nhost = "h"\nport = = 3\n',
+     ["3: TOML syntax error: Invalid value (column 8)"]),
+    ("unknown top-level table", '[agnet]\nhost = "h"\n',
+     ["1: agnet: unknown table; did you mean [agent]? (a profile has [agent], [bridge], [[sensor]])"]),
+    ("unknown top-level key", 'interval = 5\n',
+     ["1: interval: unknown key (a profile has [agent], [bridge], [[sensor]])"]),
+    ("[sensor] instead of [[sensor]]", '[sensor]\nname = "Air"\n',
+     ["1: sensor: [sensor] must be [[sensor]] (double brackets: one table per sensor)"]),
+    ("unknown sensor key", '[[sensor]]\nname = "Air"\ndriver = "bme280"\nintervall = 5\n',
+     [f'4: sensor "Air" → intervall: unknown key; did you mean interval? (known: {SENSOR_KEYS})']),
+    ("missing name and driver", '[[sensor]]\ninterval = 5\n',
+     ["1: sensor #1: name is missing (the sensor's name at the agent)",
+      f"1: sensor #1: driver is missing (known drivers: {KNOWN_DRIVERS})"]),
+    ("name too short", '[[sensor]]\nname = "A"\ndriver = "cpu_temperature"\n',
+     ['2: sensor #1 → name: must be 2 to 64 characters of text, not "A"']),
+    ("unknown driver", '[[sensor]]\nname = "Air"\ndriver = "bme2800"\n',
+     [f'3: sensor "Air" → driver: unknown driver "bme2800"; did you mean bme280? (known: {KNOWN_DRIVERS})']),
+    ("wrong interval type", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = true\n',
+     ['4: sensor "Air" → interval: must be seconds (30, 0.5) or a duration such as "500ms", "30s", '
+      '"5m", "1h", "1d", not true']),
+    ("interval in words", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = "5 min"\n',
+     ['4: sensor "Air" → interval: must be seconds (30, 0.5) or a duration such as "500ms", "30s", '
+      '"5m", "1h", "1d", not "5 min"']),
+    ("zero interval", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = 0\n',
+     ['4: sensor "Air" → interval: must be longer than zero, not 0']),
+    ("nan interval", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = nan\n',
+     ['4: sensor "Air" → interval: must be seconds (30, 0.5) or a duration such as "500ms", "30s", '
+      '"5m", "1h", "1d", not nan']),
+    ("interval below the DHT22's spacing", '[[sensor]]\nname = "Canopy"\ndriver = "dht22"\ninterval = "1s"\n'
+     'options = { pin = 17 }\n',
+     ['4: sensor "Canopy" → interval: 1 s is below the 2.1 s a dht22 needs between two readings']),
+    ("interval shorter than one reading", '[[sensor]]\nname = "Soil"\ndriver = "ds18b20"\n'
+     'interval = "500ms"\noptions = { device_id = "28-000005abb69d" }\n',
+     [f'4: sensor "Soil" → interval: 500 ms is shorter than one ds18b20 reading ({DS18B20_READ_MS:g} ms)']),
+    ("unknown and invalid options", '[[sensor]]\nname = "Canopy"\ndriver = "dht22"\n[sensor.options]\n'
+     'pn = 17\nread_twice = "maybe"\n',
+     ['4: sensor "Canopy" → options.pin: option pin is required (data pin (BCM))',
+      '5: sensor "Canopy" → options.pn: unknown option of dht22; did you mean pin? '
+      '(known: pin, use_pulseio, read_twice)',
+      "6: sensor \"Canopy\" → options.read_twice: 'maybe' is not a valid bool"]),
+    ("options not a table", '[[sensor]]\nname = "Air"\ndriver = "bme280"\noptions = 5\n',
+     ['4: sensor "Air" → options: must be a table of the driver\'s options, not 5']),
+    ("driver's cross-option rule", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
+     'options = { osrs_h = 0, metrics = "humidity" }\n',
+     ['4: sensor "Air" → options.osrs_h: osrs_h=0 skips humidity, which option metrics asks for']),
+    ("unknown metric", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n[sensor.metrics.lux]\nname = "Lux"\n',
+     ['4: sensor "Light" → metrics.lux: unknown metric of bh1750 (known: illuminance)']),
+    ("unknown metric key", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n[sensor.metrics.illuminance]\n'
+     'ofset = 3\n',
+     [f'5: sensor "Light" → metrics.illuminance.ofset: unknown key; did you mean offset? '
+      f'(known: {METRIC_KEYS})']),
+    ("duplicate names", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n\n[[sensor]]\nname = "Air"\n'
+     'driver = "cpu_temperature"\n',
+     ['6: sensor "Air" → name: sensor "Air" on line 1 has this name already (names must be unique)']),
+    ("points not monotonic", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n[sensor.metrics.voltage]\n'
+     'points = [\n  [2.8, 0],\n  [1.2, 100],\n  [2.0, 50],\n]\n',
+     ['8: sensor "Soil" → metrics.voltage.points[2]: raw values must rise (or fall) strictly from pair to '
+      'pair: 2 after 1.2']),
+    ("points and offset", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n[sensor.metrics.voltage]\n'
+     'offset = 1\npoints = [[1.2, 100], [2.8, 0]]\n',
+     ['6: sensor "Soil" → metrics.voltage.points: give either points or offset/scale, not both']),
+    ("one point", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n[sensor.metrics.voltage]\n'
+     'points = [[1.2, 100]]\n',
+     ['5: sensor "Soil" → metrics.voltage.points: must be at least two [raw, true] pairs, not [[1.2, 100]]']),
+    ("scale zero and bad range", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+     'scale = 0\nvalid_range = [85, -40]\nmedian = 0\ndeadband = -1\n',
+     ['5: sensor "Air" → metrics.temperature.scale: must not be 0 (every reading would become the offset)',
+      '6: sensor "Air" → metrics.temperature.valid_range: the lowest value 85 must be below the highest -40',
+      '7: sensor "Air" → metrics.temperature.median: must be between 1 and 100, not 0',
+      '8: sensor "Air" → metrics.temperature.deadband: must be 0 or more, not -1']),
+    ("unit not the agent's", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n[sensor.metrics.voltage]\n'
+     'unit = "NoSI.Dimensionless.PERCENTS"\n',
+     ['5: sensor "Soil" → metrics.voltage.unit: "NoSI.Dimensionless.PERCENTS" is not one of the agent\'s '
+      'units; did you mean NoSI.Dimensionless.PERCENT?']),
+    ("unit and type, annotation alone", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n'
+     '[sensor.metrics.voltage]\nunit = "SI.ElectricPotential.VOLT"\ntype = "boolean"\n'
+     '[sensor.metrics.fraction]\nannotation = "%"\n',
+     ['6: sensor "Soil" → metrics.voltage.type: must be "bool" or "string" or "double" or "integer", '
+      'not "boolean"',
+      '6: sensor "Soil" → metrics.voltage.type: give either unit or type (+ annotation), not both',
+      '8: sensor "Soil" → metrics.fraction.annotation: goes with type (a custom type\'s annotation); with '
+      'unit or the driver\'s own type, leave it out']),
+    ("filters on a bool metric", '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions = {pin = 27}\n'
+     'metrics.state.offset = 1\n',
+     ['5: sensor "Door" → metrics.state.offset: state is a bool metric: offset applies to numbers']),
+    ("max_silence without deadband", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n'
+     'metrics.illuminance.max_silence = "10m"\n',
+     ['4: sensor "Light" → metrics.illuminance.max_silence: has no effect without deadband (without one '
+      'every reading is sent)']),
+    ("every metric disabled", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n'
+     'metrics.illuminance.enabled = false\n',
+     ['4: sensor "Light" → metrics: every metric is disabled (enabled = false): the sensor would send '
+      'nothing']),
+    ("two sensors on one GPIO", '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions.pin = 27\n'
+     '[[sensor]]\nname = "Window"\ndriver = "digital_input"\noptions.pin = "GPIO27"\n',
+     ['8: sensor "Window" → options.pin: GPIO 27 is already used by sensor "Door"']),
+    ("GPIO sensor on the 1-Wire pin", '[[sensor]]\nname = "Soil"\ndriver = "ds18b20"\n'
+     'options.device_id = "28-000005abb69d"\n[[sensor]]\nname = "Canopy"\ndriver = "dht22"\n'
+     'interval = "30s"\n[sensor.options]\npin = 4\n',
+     ['10: sensor "Canopy" → options.pin: GPIO 4 is the 1-Wire pin']),
+    ("1-Wire moved to another pin", '[bridge]\nw1_gpio = 22\n[[sensor]]\nname = "Soil"\ndriver = "ds18b20"\n'
+     'options.device_id = "28-000005abb69d"\n[[sensor]]\nname = "Canopy"\ndriver = "dht22"\n'
+     'options.pin = 22\n[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions.pin = 4\n',
+     ['10: sensor "Canopy" → options.pin: GPIO 22 is the 1-Wire pin']),
+    ("GPIO sensor on I2C and SPI pins", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[[sensor]]\n'
+     'name = "Soil"\ndriver = "mcp3008"\n[[sensor]]\nname = "Door"\ndriver = "digital_input"\n'
+     'options.pin = 3\n[[sensor]]\nname = "Window"\ndriver = "digital_input"\noptions.pin = 9\n',
+     ['10: sensor "Door" → options.pin: GPIO 3 is a pin of I2C bus 1 (GPIO 2 and GPIO 3), which sensor '
+      '"Air" uses',
+      '14: sensor "Window" → options.pin: GPIO 9 is a pin of SPI0 (GPIO 7–11), which sensor "Soil" uses']),
+    ("two I2C sensors on one address", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[[sensor]]\n'
+     'name = "Air 2"\ndriver = "bme280"\noptions = { address = 0x76 }\n',
+     ['7: sensor "Air 2" → options.address: I2C address 0x76 on bus 1 is already used by sensor "Air"']),
+    ("one address on two buses is fine, one probe twice is not", '[[sensor]]\nname = "Air"\n'
+     'driver = "bme280"\n[[sensor]]\nname = "Air 2"\ndriver = "bme280"\noptions = { i2c_bus = 3 }\n'
+     '[[sensor]]\nname = "Soil 1"\ndriver = "ds18b20"\noptions.device_id = "28-000005abb69d"\n'
+     '[[sensor]]\nname = "Soil 2"\ndriver = "ds18b20"\noptions.device_id = "28-000005ABB69D"\n',
+     ['15: sensor "Soil 2" → options.device_id: 1-Wire probe 28-000005abb69d is already used by sensor '
+      '"Soil 1"']),
+    ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
+     'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
+     ['2: bridge.state_dir: must be a non-empty string, not ""',
+      '3: bridge.queue_max_samples: must be between 1 and 100000000, not 0',
+      '4: bridge.queue_max_age: must be seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", '
+      '"1h", "1d", not "-1d"',
+      '5: bridge.durability: must be "process" or "power", not "disk"',
+      '6: bridge.inventory_check: must be at least 10 s, not "1s"',
+      '7: bridge.w1_gpio: must be between 0 and 27, not 28',
+      '8: bridge.log_format: must be "text" or "json", not "xml"',
+      '9: bridge.log_level: unknown key (known: state_dir, queue_max_samples, queue_max_age, durability, '
+      'inventory_check, w1_gpio, log_format)']),
+    ("agent values", '[agent]\nport = "18884"\nhots = "h"\nprovisioning = "override"\n',
+     ['2: agent.port: must be a port number (integer), not "18884"',
+      '3: agent.hots: unknown key; did you mean host? (known: host, port, provision_port, ca_file, '
+      'cert_folder, client_name, provisioning)',
+      '4: agent.provisioning: "override" is not a profile setting (it is an action: run `pibridge provision '
+      '--override`); use "keep" or "smart"']),
+]
+
+
+def _write(tmp_path: Path, text: str, name: str = "greenhouse.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("text", "expected"), [(text, expected) for _, text, expected in CASES],
+                         ids=[case_id for case_id, _, _ in CASES])
+def test_broken_profile_reports_exactly(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{line}" for line in expected]
+    assert str(caught.value) == "\n".join(caught.value.lines)
+
+
+SEVERAL = '''# a greenhouse with many mistakes
+[agent]
+host = "localhost"
+port = 70000
+
+[bridge]
+w1_gpio = 4
+
+[[sensor]]
+name = "Air"
+driver = "bme280"
+interval = "30s"
+[sensor.options]
+address = 0x76
+[sensor.metrics.temperature]
+offset = -0.4
+
+[[sensor]]
+name = "Soil 1"
+driver = "ds18b20"
+interval = "2m"
+[sensor.options]
+device_id = "28-000005abb69d"
+
+[[sensor]]
+name = "Canopy"
+driver = "dht22"
+interval = 1
+[sensor.options]
+pin = 4
+
+[[sensor]]
+name = "Air"
+driver = "bh1750"
+[sensor.metrics.iluminance]
+deadband = 10
+'''
+
+
+def test_several_problems_in_one_file_all_reported_in_line_order(tmp_path: Path) -> None:
+    path = _write(tmp_path, SEVERAL)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [
+        f"{path}:4: agent.port: must be a port number between 1 and 65535, not 70000",
+        f'{path}:28: sensor "Canopy" → interval: 1 s is below the 2.1 s a dht22 needs between two readings',
+        f'{path}:30: sensor "Canopy" → options.pin: GPIO 4 is the 1-Wire pin',
+        f'{path}:33: sensor "Air" → name: sensor "Air" on line 9 has this name already '
+        "(names must be unique)",
+        f'{path}:35: sensor "Air" → metrics.iluminance: unknown metric of bh1750; did you mean illuminance? '
+        "(known: illuminance)",
+    ]
+    first = caught.value
+    assert (first.line, first.key, first.problem) == (4, "agent.port",
+                                                      "must be a port number between 1 and 65535, not 70000")
+
+
+def test_the_first_problem_of_a_sensor_does_not_hide_the_others(tmp_path: Path) -> None:
+    """A sensor with an unknown option still has its interval and pins checked."""
+    path = _write(tmp_path, '[[sensor]]\nname = "Soil"\ndriver = "ds18b20"\noptions.device_id = '
+                            '"28-000005abb69d"\n[[sensor]]\nname = "Canopy"\ndriver = "dht22"\ninterval = 1\n'
+                            'options = { pin = 4, pn = 3 }\n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert [p.key for p in caught.value.problems] == ["interval", "options.pn", "options.pin"]
+
+
+def _profile_with(table: str, key: str, value: str) -> str:
+    """A valid profile but for ``key = value`` in ``table`` ("agent", "bridge", "sensor" or
+    "metric": the BME280's temperature)."""
+    if table == "metric":
+        return (f'[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+                f"{key} = {value}\n")
+    if table == "sensor":
+        fields = {"name": '"Air"', "driver": '"bme280"', key: value}
+        return "[[sensor]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
+    return f"[{table}]\n{key} = {value}\n"
+
+
+DURATION_FORMS = 'must be seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", "1h", "1d"'
+TOO_LONG = '"' + "x" * 65 + '"'
+M = 'sensor "Air" → metrics.temperature'
+
+#: every key with bad values: (table, key, value as TOML, the one expected line after "<path>:")
+BAD_VALUES: list[tuple[str, str, str, str]] = [
+    ("agent", "host", "5", "2: agent.host: must be a non-empty string, not 5"),
+    ("agent", "host", '""', '2: agent.host: must be a non-empty string, not ""'),
+    ("agent", "port", "0", "2: agent.port: must be a port number between 1 and 65535, not 0"),
+    ("agent", "port", "1.5", "2: agent.port: must be a port number (integer), not 1.5"),
+    ("agent", "provision_port", "-1",
+     "2: agent.provision_port: must be a port number between 1 and 65535, not -1"),
+    ("agent", "provision_port", "true", "2: agent.provision_port: must be a port number (integer), not true"),
+    ("agent", "ca_file", "[]", "2: agent.ca_file: must be a non-empty string, not []"),
+    ("agent", "cert_folder", '""', '2: agent.cert_folder: must be a non-empty string, not ""'),
+    ("agent", "client_name", "5", "2: agent.client_name: must be a non-empty string, not 5"),
+    ("agent", "provisioning", "1", '2: agent.provisioning: must be "keep" or "smart", not 1'),
+    ("bridge", "state_dir", "5", "2: bridge.state_dir: must be a non-empty string, not 5"),
+    ("bridge", "queue_max_samples", "1e9",
+     "2: bridge.queue_max_samples: must be a whole number, not 1000000000.0"),
+    ("bridge", "queue_max_age", '"0s"', '2: bridge.queue_max_age: must be longer than zero, not "0s"'),
+    ("bridge", "inventory_check", "true", f"2: bridge.inventory_check: {DURATION_FORMS}, not true"),
+    ("bridge", "w1_gpio", '"4"', '2: bridge.w1_gpio: must be a whole number, not "4"'),
+    ("bridge", "log_format", "1", '2: bridge.log_format: must be "text" or "json", not 1'),
+    ("bridge", "durability", "true", '2: bridge.durability: must be "process" or "power", not true'),
+    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 characters of text, not 5"),
+    ("sensor", "name", TOO_LONG,
+     f'2: sensor #1 → name: must be 2 to 64 characters of text, not "{"x" * 38}…'),
+    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 characters of text, not "  "'),
+    ("sensor", "driver", "5", '3: sensor "Air" → driver: must be a driver\'s name, not 5'),
+    ("sensor", "driver", '""', f'3: sensor "Air" → driver: unknown driver "" (known: {KNOWN_DRIVERS})'),
+    ("sensor", "interval", '"1x"', f'4: sensor "Air" → interval: {DURATION_FORMS}, not "1x"'),
+    ("sensor", "interval", "1e12", '4: sensor "Air" → interval: 1000000000000.0 is longer than ten years'),
+    ("sensor", "options", "[]",
+     '4: sensor "Air" → options: must be a table of the driver\'s options, not []'),
+    ("sensor", "metrics", "5",
+     '4: sensor "Air" → metrics: must be a table of [sensor.metrics.KEY] tables, not 5'),
+    ("sensor", "metrics.temperature", "5",
+     '4: sensor "Air" → metrics.temperature: must be a table ([sensor.metrics.temperature]), not 5'),
+    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 characters of text, '
+                             'not ""'),
+    ("metric", "enabled", '"yes"', f'5: {M}.enabled: must be true or false, not "yes"'),
+    ("metric", "offset", '"1"', f'5: {M}.offset: must be a number, not "1"'),
+    ("metric", "offset", "inf", f'5: {M}.offset: must be a number, not inf'),
+    ("metric", "scale", "true", f'5: {M}.scale: must be a number, not true'),
+    ("metric", "points", '"x"', f'5: {M}.points: must be at least two [raw, true] '
+                                'pairs, not "x"'),
+    ("metric", "points", "[[1, 2, 3], [4, 5]]", f'5: {M}.points[0]: must be a '
+                                                "[raw, true] pair of numbers, not [1, 2, 3]"),
+    ("metric", "points", "[[1, 2], [nan, 5]]", f'5: {M}.points[1]: must be a '
+                                               "[raw, true] pair of numbers, not [nan, 5]"),
+    ("metric", "median", "1.5", f'5: {M}.median: must be a whole number, not 1.5'),
+    ("metric", "median", "true", f'5: {M}.median: must be a whole number, not true'),
+    ("metric", "median", "101", f'5: {M}.median: must be between 1 and 100, not 101'),
+    ("metric", "valid_range", "[1]", f'5: {M}.valid_range: must be [lowest, '
+                                     "highest] (two numbers), not [1]"),
+    ("metric", "valid_range", '"0..1"', f'5: {M}.valid_range: must be [lowest, '
+                                        'highest] (two numbers), not "0..1"'),
+    ("metric", "deadband", '"1"', f'5: {M}.deadband: must be a number, not "1"'),
+    ("metric", "max_silence", '"soon"', f'5: {M}.max_silence: {DURATION_FORMS}, '
+                                        'not "soon"'),
+    ("metric", "unit", "5", f'5: {M}.unit: 5 is not one of the agent\'s units '
+                            "(the README's profile reference lists them; or use type + annotation)"),
+    ("metric", "type", "5", f'5: {M}.type: must be "bool" or "string" or "double" '
+                            'or "integer", not 5'),
+]
+
+
+@pytest.mark.parametrize(("table", "key", "value", "expected"), BAD_VALUES,
+                         ids=[f"{t}.{k}={v[:12]}" for t, k, v, _ in BAD_VALUES])
+def test_every_key_with_a_bad_value(tmp_path: Path, table: str, key: str, value: str, expected: str) -> None:
+    path = _write(tmp_path, _profile_with(table, key, value))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{expected}"]
+
+
+@pytest.mark.parametrize("value", ["5", TOO_LONG])
+def test_annotation_must_be_short_text(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+                            f'type = "double"\nannotation = {value}\n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    (line,) = caught.value.lines
+    assert line.startswith(f"{path}:6: {M}.annotation: must be text of at most 64 characters, not ")
