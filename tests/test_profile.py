@@ -154,7 +154,7 @@ def test_lines_are_right_wherever_a_key_is_written(tmp_path: Path) -> None:
     assert _problems(path) == [
         f'{path}:19: sensor "Second" → options.pin: GPIO 40 does not exist (BCM numbering, 0–27)',
         f'{path}:26: sensor "Third" → options.pin: GPIO 99 does not exist (BCM numbering, 0–27)',
-        f'{path}:31: sensor "Fourth" → options.address: 117 is not one of 118, 119',
+        f'{path}:31: sensor "Fourth" → options.address: 0x75 is not one of 0x76, 0x77',
         f'{path}:34: sensor "Fourth" → metrics.temperature.points[1]: raw values must rise (or fall) '
         "strictly from pair to pair: 0 after 0",
     ]
@@ -360,7 +360,7 @@ def test_windows_line_ends_and_tabs_keep_lines_right(tmp_path: Path) -> None:
     path = tmp_path / "crlf.toml"
     path.write_bytes(b'[agent]\r\nhost = "h"\r\n\r\n[[sensor]]\r\nname = "Air"\r\ndriver = "bme280"\r\n'
                      b"\t[sensor.options]\r\n\taddress = 0x99 # 0x76 or 0x77\r\n")
-    assert _problems(path) == [f'{path}:8: sensor "Air" → options.address: 153 is not one of 118, 119']
+    assert _problems(path) == [f'{path}:8: sensor "Air" → options.address: 0x99 is not one of 0x76, 0x77']
 
 
 def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
