@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from pibridge.bridge.liveview import LogLinesView, TerminalView, open_view, render, summary_line
-from pibridge.bridge.status import BridgeStatus, StatusTracker
+from pibridge.bridge.status import BridgeStatus, StatusTracker, TrackedSensor
 
 READ_TIMEOUT_S = 5.0
 FRAME_END = "\x1b[J"
@@ -26,10 +26,10 @@ T0 = 1_700_000_000.0
 def _tracker(clock: list[float]) -> StatusTracker:
     tracker = StatusTracker("greenhouse.toml", "/var/lib/pibridge", clock=lambda: clock[0])
     tracker.set_sensors([
-        ("Air (BME280)", "bme280", 60.0, [("temperature", "Temperature", "°C"),
-                                          ("humidity", "Humidity", "%")]),
-        ("Canopy (DHT22)", "dht22", 30.0, [("temperature", "Temperature", "°C")]),
-        ("Door", "digital_input", 60.0, [("open", "Open", "")]),
+        TrackedSensor("Air (BME280)", "bme280", 60.0, (("temperature", "Temperature", "°C"),
+                                                       ("humidity", "Humidity", "%"))),
+        TrackedSensor("Canopy (DHT22)", "dht22", 30.0, (("temperature", "Temperature", "°C"),)),
+        TrackedSensor("Door", "digital_input", 60.0, (("open", "Open", ""),)),
     ])
     tracker.agent_state(connected=True, host="localhost", port=18884)
     tracker.clock_state(True, "timesyncd")
@@ -180,7 +180,7 @@ def test_redraws_in_place_on_a_pseudo_terminal(pty_pair: tuple[int, int]) -> Non
     assert all(len(line) < 60 for line in second)
 
     # a shorter frame erases what the longer one left below it
-    tracker.set_sensors([("Door", "digital_input", 60.0, [("open", "Open", "")])])
+    tracker.set_sensors([TrackedSensor("Door", "digital_input", 60.0, (("open", "Open", ""),))])
     now[0] += 1
     assert view.update(tracker.snapshot)
     screen.feed(_read_frame(master))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pibridge.bridge.model import MetricSpec, SensorSpec
 from pibridge.bridge.status import (
     DEGRADED,
     FAILING,
@@ -25,12 +26,13 @@ from pibridge.bridge.status import (
     StatusFileError,
     StatusTracker,
     StatusWriter,
+    TrackedSensor,
     assess,
     find_status_files,
     read_status,
     status_path,
-    unit_symbol,
 )
+from pibridge.profile import SensorConfig
 
 STATE_DIR = "/var/lib/pibridge-test"
 
@@ -38,11 +40,13 @@ STATE_DIR = "/var/lib/pibridge-test"
 def _tracker(clock: list[float]) -> StatusTracker:
     tracker = StatusTracker("/etc/pibridge/greenhouse.toml", STATE_DIR, clock=lambda: clock[0])
     tracker.set_sensors([
-        ("Air (BME280)", "bme280", 60.0, [
-            ("temperature", "Temperature", unit_symbol("SI.Temperature.CELSIUS")),
-            ("pressure", "Pressure", unit_symbol("SI.Pressure.PASCAL"))]),
-        ("Door", "digital_input", 60.0, [("open", "Open", unit_symbol(None, ""))]),
-        ("Soil", "mcp3008", 300.0, [("moisture", "Moisture", unit_symbol("NoSI.Dimensionless.PERCENT"))]),
+        TrackedSensor.from_spec(SensorConfig("Air (BME280)", "bme280", 60.0), SensorSpec("Air (BME280)", (
+            MetricSpec("temperature", "Temperature", unit="SI.Temperature.CELSIUS"),
+            MetricSpec("pressure", "Pressure", unit="SI.Pressure.PASCAL")))),
+        TrackedSensor.from_spec(SensorConfig("Door", "digital_input", 60.0), SensorSpec("Door", (
+            MetricSpec("open", "Open", value_type="bool"),))),
+        TrackedSensor.from_spec(SensorConfig("Soil", "mcp3008", 300.0), SensorSpec("Soil", (
+            MetricSpec("moisture", "Moisture", value_type="double", annotation="% vol"),))),
     ])
     tracker.agent_state(connected=True, host="localhost", port=18884, client_id="c0ffee")
     tracker.clock_state(True, "timesyncd")
@@ -69,6 +73,7 @@ def test_round_trip_keeps_every_field_and_type() -> None:
     air = back.sensor("Air (BME280)")
     assert [(v.key, v.value, v.unit) for v in air.values] == [("temperature", 21.25, "°C"),
                                                               ("pressure", 101_325, "Pa")]
+    assert back.sensor("Soil").values[0].unit == "% vol" and back.sensor("Door").values[0].unit == ""
     assert type(air.values[1].value) is int and type(back.sensor("Door").values[0].value) is bool
     assert (air.taken, air.pushed, air.dead_lettered) == (1, 1, 1)
     assert back.sensor("Door").skipped == 2
@@ -92,7 +97,8 @@ def test_tracker_logs_failures_once_per_change_and_recovers() -> None:
     sensor = tracker.snapshot().sensor("Air (BME280)")
     assert sensor.state == OK and sensor.failing_since is None and sensor.last_error is None
     # a reload keeps the counters of sensors that stay, drops removed ones
-    tracker.set_sensors([("Air (BME280)", "bme280", 30.0, [("temperature", "Temperature", "°C")])])
+    tracker.set_sensors([TrackedSensor("Air (BME280)", "bme280", 30.0,
+                                       (("temperature", "Temperature", "°C"),))])
     snapshot = tracker.snapshot()
     assert [s.name for s in snapshot.sensors] == ["Air (BME280)"]
     assert snapshot.sensors[0].taken == 2 and snapshot.sensors[0].interval_s == 30.0

@@ -34,9 +34,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pibridge import __version__
+
+if TYPE_CHECKING:
+    from pibridge.bridge.model import SensorSpec
+    from pibridge.profile import SensorConfig
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +361,24 @@ def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -
 # the tracker: counters the bridge's threads update
 # ================================================================================================
 
+@dataclass(frozen=True)
+class TrackedSensor:
+    """A sensor as the status shows it: its name, driver and interval (s), and its metrics as
+    (key, agent metric name, unit symbol — see `unit_symbol`), in the driver's order."""
+
+    name: str
+    driver: str
+    interval_s: float
+    metrics: tuple[tuple[str, str, str], ...] = ()
+
+    @classmethod
+    def from_spec(cls, config: SensorConfig, spec: SensorSpec) -> TrackedSensor:
+        """From the profile's sensor and what the agent gets for it (names and units after the
+        profile's overrides)."""
+        return cls(config.name, config.driver, config.interval_s,
+                   tuple((m.key, m.name, unit_symbol(m.unit, m.annotation)) for m in spec.metrics))
+
+
 @dataclass
 class _SensorCounters:
     name: str
@@ -395,17 +417,17 @@ class StatusTracker:
         self._restart_pending: tuple[str, ...] = ()
 
     # --- sensors ---------------------------------------------------------------------------------
-    def set_sensors(self, sensors: Iterable[tuple[str, str, float, Iterable[tuple[str, str, str]]]]) -> None:
-        """The profile's sensors, in order: (name, driver, interval_s, metrics) with metrics as
-        (key, agent metric name, unit symbol — see `unit_symbol`). Counters of a sensor that
-        keeps its name are kept; removed sensors disappear from the snapshot."""
+    def set_sensors(self, sensors: Iterable[TrackedSensor]) -> None:
+        """The profile's sensors, in order. Counters of a sensor that keeps its name are kept;
+        removed sensors disappear from the snapshot."""
         with self._lock:
             previous, self._sensors = self._sensors, {}
-            for name, driver, interval_s, metrics in sensors:
-                counters = previous.get(name) or _SensorCounters(name, driver, interval_s)
-                counters.driver, counters.interval_s = driver, interval_s
-                counters.units = {key: (metric_name, symbol) for key, metric_name, symbol in metrics}
-                self._sensors[name] = counters
+            for sensor in sensors:
+                counters = previous.get(sensor.name) or _SensorCounters(sensor.name, sensor.driver,
+                                                                         sensor.interval_s)
+                counters.driver, counters.interval_s = sensor.driver, sensor.interval_s
+                counters.units = {key: (metric_name, symbol) for key, metric_name, symbol in sensor.metrics}
+                self._sensors[sensor.name] = counters
 
     def sample_taken(self, sensor: str, values: Mapping[str, Any], at: float | None = None) -> None:
         """A sample was committed to the queue (``at``: its timestamp, seconds); the sensor is ok."""
@@ -527,14 +549,18 @@ def runtime_dir_candidates(environ: Mapping[str, str] | None = None) -> list[Pat
 
 
 def default_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where this process should write: the first candidate that exists and is writable, or can
-    be created (``/run/pibridge`` only by root: systemd makes it for the service)."""
-    for path in runtime_dir_candidates(environ):
-        if path.is_dir() and os.access(path, os.W_OK | os.X_OK):
+    """Where this process should write: the first candidate that is ours to write, existing or
+    creatable (``/run/pibridge`` only by root, or when systemd made it for us). A directory in a
+    shared place (``/tmp``) that another user owns is skipped."""
+    candidates = runtime_dir_candidates(environ)
+    for path in candidates:
+        if path.is_dir():
+            if os.access(path, os.W_OK | os.X_OK) and (path.stat().st_uid == os.geteuid()
+                                                       or path == SYSTEM_RUNTIME_DIR):
+                return path
+        elif (path != SYSTEM_RUNTIME_DIR or os.geteuid() == 0) and os.access(path.parent, os.W_OK):
             return path
-        if path != SYSTEM_RUNTIME_DIR and path.parent.is_dir() and os.access(path.parent, os.W_OK):
-            return path
-    return runtime_dir_candidates(environ)[-1]
+    return candidates[-1]
 
 
 def status_path(runtime_dir: str | Path, state_dir: str | Path) -> Path:
