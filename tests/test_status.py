@@ -293,3 +293,12 @@ def test_cli_unreadable_status_file_is_one_line(tmp_path: Path) -> None:
     result = _pibridge_status("--runtime-dir", tmp_path)
     assert result.returncode == NOT_RUNNING and "not JSON" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_status_cost_benchmark_runs() -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "status_cost.py"
+    result = subprocess.run([sys.executable, str(script), "--rounds", "20"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode in (0, 1), result.stderr             # 1: a target missed, not a crash
+    assert "snapshot + JSON + atomic write:" in result.stdout and "% of one core" in result.stdout
+    assert "import RSS:" in result.stdout

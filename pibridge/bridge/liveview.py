@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 from collections import deque
@@ -159,6 +158,8 @@ class TerminalView:
         try:
             return os.get_terminal_size(self.stream.fileno())
         except (OSError, ValueError, AttributeError):
+            import shutil  # only here: shutil pulls in the compression modules
+
             return shutil.get_terminal_size(FALLBACK_SIZE)
 
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import types
@@ -540,7 +539,7 @@ def runtime_dir_candidates(environ: Mapping[str, str] | None = None) -> list[Pat
     candidates.append(SYSTEM_RUNTIME_DIR)
     if env.get("XDG_RUNTIME_DIR"):
         candidates.append(Path(env["XDG_RUNTIME_DIR"]) / "pibridge")
-    candidates.append(Path(tempfile.gettempdir()) / f"pibridge-{os.getuid()}")
+    candidates.append(Path(env.get("TMPDIR") or "/tmp") / f"pibridge-{os.getuid()}")
     seen: list[Path] = []
     for path in candidates:
         if path not in seen:
@@ -682,7 +681,11 @@ class StatusWriter:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".status-", suffix=".tmp", dir=self.path.parent)
+        # one writer per file (one bridge per state directory): a per-process name is enough; a
+        # temp file left by a killed writer with our PID is replaced (O_TRUNC), not accumulated
+        temp = self.path.parent / f".{self.path.name}.{self._pid}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     STATUS_FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -691,7 +694,7 @@ class StatusWriter:
                 os.fsync(out.fileno())
             os.replace(temp, self.path)
         except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
         dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
