@@ -154,9 +154,18 @@ class TerminalView:
         """A handler that shows log records (``level`` and above) under the frame."""
         return _CapturingHandler(self._log_lines, level)
 
+    @property
+    def frame(self) -> list[str]:
+        """The lines last drawn (with colour sequences if ``color``)."""
+        return list(self._last_frame)
+
     def size(self) -> os.terminal_size:
+        """The terminal's columns and rows; 80 × 24 when it does not say (a fresh pty reports 0 × 0)."""
         try:
-            return os.get_terminal_size(self.stream.fileno())
+            size = os.get_terminal_size(self.stream.fileno())
+            if size.columns > 0 and size.lines > 0:
+                return size
+            return FALLBACK_SIZE
         except (OSError, ValueError, AttributeError):
             import shutil  # only here: shutil pulls in the compression modules
 

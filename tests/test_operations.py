@@ -1,0 +1,162 @@
+"""The service's operations loop: READY, watchdog only while alive, SIGHUP reloads (valid and
+refused) with RELOADING/READY around them, the status file, the view, STOPPING."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pibridge.agent.settings import AgentSettings
+from pibridge.bridge.liveview import LogLinesView, TerminalView
+from pibridge.bridge.notify import SystemdNotifier
+from pibridge.bridge.operations import Operations
+from pibridge.bridge.reload import ProfileReloader, ReloadResult, ReloadSignal
+from pibridge.bridge.status import BridgeStatus, StatusTracker, StatusWriter, TrackedSensor, read_status
+from pibridge.profile import BridgeSettings, Profile, ProfileError, SensorConfig
+
+AIR = SensorConfig("Air", "bme280", 60.0, {"address": 0x76})
+DOOR = SensorConfig("Door", "digital_input", 60.0, {"pin": 17})
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    directory = tempfile.mkdtemp(prefix="pbo-")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.setblocking(False)
+    yield sock, path
+    sock.close()
+    os.unlink(path)
+    os.rmdir(directory)
+
+
+def _messages(sock: socket.socket) -> list[dict[str, str]]:
+    found = []
+    while True:
+        try:
+            data = sock.recv(4096).decode()
+        except BlockingIOError:
+            return found
+        found.append(dict(line.split("=", 1) for line in data.split("\n")))
+
+
+def test_lifecycle_watchdog_reload_and_stop(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    sock, address = notify_socket
+    path = tmp_path / "p.toml"
+    running = Profile(path, AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path / "state"),
+                      sensors=(AIR, DOOR))
+    on_disk: list[Profile | ProfileError] = [dataclasses.replace(
+        running, sensors=(AIR, dataclasses.replace(DOOR, interval_s=5.0)))]
+
+    def loader(p: Path) -> Profile:
+        if isinstance(on_disk[0], ProfileError):
+            raise on_disk[0]
+        return on_disk[0]
+
+    now = [time.monotonic()]
+    tracker = StatusTracker(path, running.bridge.state_dir)
+    tracker.set_sensors([TrackedSensor("Air", "bme280", 60.0), TrackedSensor("Door", "digital_input", 60.0)])
+    writer = StatusWriter.for_bridge(running.bridge.state_dir, tmp_path / "run", monotonic=lambda: now[0])
+    reload_signal = ReloadSignal()
+    reload_signal.install()
+    ops = Operations(tracker, SystemdNotifier(address, 10.0, monotonic=lambda: now[0]), writer,
+                     LogLinesView(), ProfileReloader(running, loader=loader), reload_signal)
+    try:
+        ops.started("sampling 2 sensors")
+        assert _messages(sock) == [{"READY": "1", "STATUS": "sampling 2 sensors"}]
+        assert read_status(writer.path).fresh
+
+        assert ops.tick(alive=True) is None
+        assert _messages(sock) == [{"WATCHDOG": "1"}]
+        now[0] += 6.0
+        ops.tick(alive=False)                               # a dead thread: no keep-alive
+        assert _messages(sock) == []
+        ops.tick(alive=True)
+        assert _messages(sock) == [{"WATCHDOG": "1"}]
+
+        applied: list[ReloadResult] = []
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reload_signal.event.wait(5)
+        result = ops.tick(alive=True, on_reload=applied.append)
+        assert result is not None and result.applied and applied == [result]
+        assert result.change is not None and result.change.sensors.changed == ("Door",)
+        messages = _messages(sock)
+        assert [m.get("RELOADING") for m in messages] == ["1", None]
+        assert "MONOTONIC_USEC" in messages[0] and messages[1] == {"READY": "1", "STATUS": "profile reloaded"}
+
+        on_disk[0] = ProfileError(path, "unknown driver 'bme290'", line=3, key="sensor.driver")
+        now[0] += 6.0                                       # the status file is due again
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reload_signal.event.wait(5)
+        result = ops.tick(alive=True, on_reload=applied.append)
+        assert result is not None and not result.applied and len(applied) == 1
+        assert _messages(sock)[-1] == {"READY": "1",
+                                       "STATUS": "profile refused; the running configuration stays in force"}
+        assert ops.reloader.current.sensors[1].interval_s == 5.0       # the last valid one stays
+        written = BridgeStatus.from_json(writer.path.read_text())
+        assert written.recent_errors[-1].message.startswith("profile refused: ")
+        assert "unknown driver 'bme290'" in written.recent_errors[-1].message
+    finally:
+        ops.stopping()
+    assert _messages(sock) == [{"STOPPING": "1", "STATUS": "stopping"}]
+    assert not writer.path.exists()
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+def test_a_failing_apply_does_not_stop_the_loop(tmp_path: Path) -> None:
+    profile = Profile(tmp_path / "p.toml", AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path))
+    tracker = StatusTracker(profile.path, tmp_path)
+    reload_signal = ReloadSignal()
+    ops = Operations(tracker, SystemdNotifier(None), StatusWriter(tmp_path / "status-x.json"), LogLinesView(),
+                     ProfileReloader(profile, loader=lambda p: profile), reload_signal)
+
+    def broken_apply(result: ReloadResult) -> None:
+        raise RuntimeError("grid exploded")
+
+    reload_signal.event.set()
+    result = ops.tick(alive=True, on_reload=broken_apply)
+    assert result is not None and result.applied
+    message = tracker.snapshot().recent_errors[-1].message
+    assert message == "applying the reloaded profile failed (see the log)"
+    ops.stopping()
+
+
+def test_capture_logging_moves_terminal_logging_under_the_frame(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    terminal = os.fdopen(slave, "w", encoding="utf-8")
+    logger = logging.getLogger("pibridge.test.capture")
+    logger.propagate = False
+    on_terminal = logging.StreamHandler(terminal)
+    elsewhere = logging.StreamHandler(io.StringIO())
+    logger.addHandler(on_terminal)
+    logger.addHandler(elsewhere)
+    profile = Profile(tmp_path / "p.toml", AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path))
+    tracker = StatusTracker(profile.path, tmp_path)
+    ops = Operations.for_service(profile, tracker, runtime_dir=tmp_path / "run", stream=terminal,
+                                 environ={}, install_signal=False)
+    try:
+        assert isinstance(ops.view, TerminalView)
+        ops.capture_logging(logger)
+        assert on_terminal not in logger.handlers and elsewhere in logger.handlers
+        logger.warning("agent unreachable")
+        ops.view.update(tracker.snapshot, force=True)
+        assert any("WARNING agent unreachable" in line for line in ops.view.frame)
+    finally:
+        ops.stopping()
+        logger.propagate = True
+    assert on_terminal in logger.handlers and elsewhere in logger.handlers and len(logger.handlers) == 2
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    terminal.close()
+    os.close(master)
