@@ -28,6 +28,7 @@ from pibridge.bridge.status import (
     StatusWriter,
     TrackedSensor,
     assess,
+    boot_id,
     find_status_files,
     read_status,
     status_path,
@@ -302,3 +303,74 @@ def test_status_cost_benchmark_runs() -> None:
     assert result.returncode in (0, 1), result.stderr             # 1: a target missed, not a crash
     assert "snapshot + JSON + atomic write:" in result.stdout and "% of one core" in result.stdout
     assert "import RSS:" in result.stdout
+
+
+# --- hostile input: `pibridge status` never shows a traceback ----------------------------------
+
+def _valid(**changes: object) -> str:
+    data = BridgeStatus("p.toml", STATE_DIR, time.time(), pid=os.getpid(), written_at=time.time(),
+                        written_monotonic=time.monotonic(), boot_id=boot_id()).to_dict()
+    data.update(changes)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "not JSON"),
+    ("{half", "not JSON"),
+    (b"\xff\xfe\x00junk", "cannot read"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"schema": "1"}', "no schema version"),
+    ('{"schema": 99}', "schema 99 is newer than this pibridge reads"),
+    ('{"schema": 1, "profile": 5, "state_dir": "s", "started_at": 1}', "profile: expected str"),
+    (_valid(sensors=[{"name": "x"}]), "sensors[0].driver: missing"),
+    (_valid(sensors="all"), "sensors: expected a list"),
+    (_valid(pid=-1), "stale status file: its bridge (pid -1) is not running"),
+    (_valid(pid=0), "stale status file: its bridge (pid 0) is not running"),
+    (_valid(pid=2 ** 40), "stale status file: its bridge (pid 1099511627776) is not running"),
+    (_valid(written_at=float("nan")), "written_at: expected float, not nan"),
+    (_valid(started_at=1e300), "healthy"),                 # a time no calendar holds: shown as a number
+    (_valid(profile="x" * 100_000), "x" * 1000),
+    ("DIRECTORY", "cannot read"),
+])
+def test_cli_hostile_status_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  content: str | bytes, expected: str) -> None:
+    from pibridge.cli import main
+
+    path = tmp_path / "status-0123456789ab.json"
+    if content == "DIRECTORY":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    code = HEALTHY if expected == "healthy" or expected.startswith("xxx") else NOT_RUNNING
+    assert main(["status", "--runtime-dir", str(tmp_path)]) == code
+    out = capsys.readouterr()
+    assert expected in out.out and "Traceback" not in out.err
+    assert main(["status", "--runtime-dir", str(tmp_path), "--json"]) == code
+    assert json.loads(capsys.readouterr().out)["exit"] == code
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--runtime-dir", "/nonexistent/pibridge"], "not running (no status file in /nonexistent/pibridge)"),
+    (["--runtime-dir", "FILE"], "not running (no status file in"),
+    (["--profile", "/nonexistent/p.toml"], "cannot read the profile"),
+])
+def test_cli_hostile_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               args: list[str], expected: str) -> None:
+    from pibridge.cli import main
+
+    (tmp_path / "file").write_text("")
+    args = [str(tmp_path / "file") if a == "FILE" else a for a in args]
+    assert main(["status", *args]) == NOT_RUNNING
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["--agent-grace", "soon"], ["--stale-after"], ["--bogus"]])
+def test_cli_bad_options_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from pibridge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", *args])
+    assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err

@@ -66,7 +66,10 @@ def _value(value: Any, unit: str) -> str:
 
 
 def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(at))
+    except (OverflowError, OSError, ValueError):     # a time no calendar holds
+        return "--:--:--"
 
 
 def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,

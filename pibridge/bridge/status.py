@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -294,14 +295,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value is None:
             return None
     elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     elif hint in (int, str, bool):
         if type(value) is hint:
             return value
     else:  # pragma: no cover - a field type this converter does not know is a bug here
         raise TypeError(f"unsupported field type {hint!r}")
-    raise StatusFileError(f"{where}: expected {getattr(hint, '__name__', hint)}, not {value!r}")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+    raise StatusFileError(f"{where}: expected {getattr(hint, '__name__', hint)}, not {shown}")
 
 
 # ================================================================================================
@@ -608,11 +610,11 @@ def process_start(pid: int) -> int | None:
 
 
 def process_alive(pid: int, start: int | None) -> bool:
-    if pid <= 0:
+    if pid <= 0:                  # 0 and -1 would ask about a process group / every process
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         pass                          # alive, another user's (the service's)

@@ -148,7 +148,10 @@ def _ago(status: BridgeStatus, at: float | None) -> str:
 
 
 def _clock_text(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    except (OverflowError, OSError, ValueError):     # a time no calendar holds
+        return f"{at:g}"
 
 
 def render_text(reading: StatusReading, health: Health) -> list[str]:
@@ -199,4 +202,4 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
         for event in status.recent_errors:
             who = f"{event.sensor}: " if event.sensor else ""
             lines.append(f"  {_clock_text(event.at)}  {who}{event.message}")
-    return lines
+    return [line.rstrip() for line in lines]
