@@ -322,21 +322,23 @@ def _valid(**changes: object) -> str:
     ('{"schema": "1"}', "no schema version"),
     ('{"schema": 99}', "schema 99 is newer than this pibridge reads"),
     ('{"schema": 1, "profile": 5, "state_dir": "s", "started_at": 1}', "profile: expected str"),
-    (_valid(sensors=[{"name": "x"}]), "sensors[0].driver: missing"),
-    (_valid(sensors="all"), "sensors: expected a list"),
-    (_valid(pid=-1), "stale status file: its bridge (pid -1) is not running"),
-    (_valid(pid=0), "stale status file: its bridge (pid 0) is not running"),
-    (_valid(pid=2 ** 40), "stale status file: its bridge (pid 1099511627776) is not running"),
-    (_valid(written_at=float("nan")), "written_at: expected float, not nan"),
-    (_valid(started_at=1e300), "healthy"),                 # a time no calendar holds: shown as a number
-    (_valid(profile="x" * 100_000), "x" * 1000),
+    (dict(sensors=[{"name": "x"}]), "sensors[0].driver: missing"),
+    (dict(sensors="all"), "sensors: expected a list"),
+    (dict(pid=-1), "stale status file: its bridge (pid -1) is not running"),
+    (dict(pid=0), "stale status file: its bridge (pid 0) is not running"),
+    (dict(pid=2 ** 40), "stale status file: its bridge (pid 1099511627776) is not running"),
+    (dict(written_at=float("nan")), "written_at: expected float, not nan"),
+    (dict(started_at=1e300), "healthy"),                 # a time no calendar holds: shown as a number
+    (dict(profile="x" * 100_000), "x" * 1000),
     ("DIRECTORY", "cannot read"),
 ])
 def test_cli_hostile_status_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                  content: str | bytes, expected: str) -> None:
+                                  content: str | bytes | dict[str, object], expected: str) -> None:
     from pibridge.cli import main
 
     path = tmp_path / "status-0123456789ab.json"
+    if isinstance(content, dict):                      # changes to a valid, fresh status
+        content = _valid(**content)
     if content == "DIRECTORY":
         path.mkdir()
     elif isinstance(content, bytes):
