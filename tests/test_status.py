@@ -3,6 +3,7 @@ run as a subprocess against files the writer wrote."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -54,7 +55,7 @@ def _tracker(clock: list[float]) -> StatusTracker:
     tracker.sample_taken("Air (BME280)", {"temperature": 21.25, "pressure": 101_325}, at=clock[0])
     tracker.sample_taken("Door", {"open": False}, at=clock[0])
     tracker.sample_taken("Soil", {"moisture": None}, at=clock[0])
-    tracker.samples_pushed("Air (BME280)", 1, at=clock[0])
+    tracker.samples_pushed("Air (BME280)", 1)
     return tracker
 
 
@@ -376,3 +377,20 @@ def test_cli_bad_options_are_usage_errors(args: list[str], capsys: pytest.Captur
     with pytest.raises(SystemExit) as exit_info:
         main(["status", *args])
     assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_a_clock_step_does_not_stretch_durations() -> None:
+    """NTP sets the clock 50 years forward after boot: "failing for 60 s" stays 60 s."""
+    wall, mono = [86_400.0], [1_000.0]                  # a Pi that booted believing it is 1970
+    tracker = StatusTracker("p.toml", STATE_DIR, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    tracker.set_sensors([TrackedSensor("Door", "digital_input", 60.0)])
+    tracker.agent_state(connected=False, host="localhost", port=18884, error="connection refused")
+    tracker.read_failed("Door", "GPIO17 busy")
+    mono[0] += 60
+    wall[0] = 1_700_000_000.0 + 60                      # the step
+    snapshot = dataclasses.replace(tracker.snapshot(), written_at=wall[0])
+    assert snapshot.sensor("Door").failing_since == 1_700_000_000.0
+    assert snapshot.agent.since == 1_700_000_000.0 and snapshot.started_at == 1_700_000_000.0
+    assert snapshot.recent_errors[0].at == 1_700_000_000.0
+    health = assess(snapshot)
+    assert health.reasons == ("sensor 'Door' failing for 60 s: GPIO17 busy",)

@@ -382,6 +382,9 @@ class TrackedSensor:
 
 @dataclass
 class _SensorCounters:
+    """One sensor's counters; times are monotonic seconds (``last_sample_at`` is wall-clock when
+    the sample had a timestamp, see ``last_sample_wall``)."""
+
     name: str
     driver: str
     interval_s: float
@@ -390,6 +393,7 @@ class _SensorCounters:
     failing_since: float | None = None
     last_error: str | None = None
     last_sample_at: float | None = None
+    last_sample_wall: bool = False
     taken: int = 0
     pushed: int = 0
     failed: int = 0
@@ -398,23 +402,41 @@ class _SensorCounters:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _AgentCounters:
+    host: str = ""
+    port: int = 0
+    connected: bool = False
+    since: float | None = None           # monotonic
+    client_id: str | None = None
+    last_ack_at: float | None = None     # monotonic
+    last_error: str | None = None
+
+
 class StatusTracker:
     """What the status snapshot is made from, updated by the scheduler, the delivery thread and
     the service (every method takes a lock: cheap, and never held while doing I/O). Sensors of
     the profile are declared with `set_sensors` (again after a reload: counters of sensors that
-    stay are kept). ``clock`` gives wall-clock seconds (injectable for tests)."""
+    stay are kept).
+
+    Events are timed on the monotonic clock and turned into wall-clock times only in
+    `snapshot`, against the wall clock of that moment: when NTP steps the clock after boot,
+    "failing for 3 min" stays 3 min instead of becoming 50 years. ``clock`` (wall) and
+    ``monotonic`` are injectable; a test that injects only ``clock`` gets it for both."""
 
     def __init__(self, profile: str | Path, state_dir: str | Path, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] | None = None) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._mono = monotonic or (time.monotonic if clock is time.time else clock)
         self._profile, self._state_dir = str(profile), str(state_dir)
-        self._started_at = clock()
+        self._started = self._mono()
         self._sensors: dict[str, _SensorCounters] = {}
         self._queue = QueueStatus()
-        self._agent = AgentStatus()
-        self._clock_status = ClockStatus(since=self._started_at)
-        self._errors: deque[ErrorEvent] = deque(maxlen=RECENT_ERRORS_MAX)
+        self._agent = _AgentCounters()
+        self._synchronised, self._sync_source, self._sync_since = False, "", self._started
+        self._errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS_MAX)
         self._restart_pending: tuple[str, ...] = ()
 
     # --- sensors ---------------------------------------------------------------------------------
@@ -431,26 +453,28 @@ class StatusTracker:
                 self._sensors[sensor.name] = counters
 
     def sample_taken(self, sensor: str, values: Mapping[str, Any], at: float | None = None) -> None:
-        """A sample was committed to the queue (``at``: its timestamp, seconds); the sensor is ok."""
+        """A sample was committed to the queue; ``at``: its wall-clock timestamp (seconds), None
+        while the clock is not set (then the moment of this call is shown). The sensor is ok."""
         with self._lock:
             counters = self._sensors.get(sensor)
             if counters is None:
                 return
             counters.taken += 1
             counters.values = dict(values)
-            counters.last_sample_at = at if at is not None else self._clock()
+            counters.last_sample_at, counters.last_sample_wall = (
+                (at, True) if at is not None else (self._mono(), False))
             counters.state, counters.failing_since, counters.last_error = OK, None, None
 
     def read_failed(self, sensor: str, error: str) -> None:
         """A read failed after the driver's retries (or the driver could not be built)."""
-        now = self._clock()
+        now = self._mono()
         with self._lock:
             counters = self._sensors.get(sensor)
             if counters is None:
                 return
             counters.failed += 1
             if counters.state != FAILING or counters.last_error != error:
-                self._errors.append(ErrorEvent(now, sensor, error))
+                self._errors.append((now, sensor, error))
             if counters.state != FAILING:
                 counters.state, counters.failing_since = FAILING, now
             counters.last_error = error
@@ -460,27 +484,26 @@ class StatusTracker:
             if sensor in self._sensors:
                 self._sensors[sensor].skipped += count
 
-    def samples_pushed(self, sensor: str, count: int = 1, at: float | None = None) -> None:
-        """The agent acknowledged ``count`` samples of ``sensor`` (also counts for a sensor no
-        longer in the profile: only the agent's last acknowledgement time is kept then)."""
+    def samples_pushed(self, sensor: str, count: int = 1) -> None:
+        """The agent acknowledged ``count`` samples of ``sensor`` (a sensor no longer in the
+        profile only moves the agent's last-acknowledgement time)."""
         with self._lock:
             if sensor in self._sensors:
                 self._sensors[sensor].pushed += count
-            acked_at = at if at is not None else self._clock()
-            self._agent = dataclasses.replace(self._agent, last_ack_at=acked_at)
+            self._agent.last_ack_at = self._mono()
 
     def samples_dead_lettered(self, sensor: str, reason: str, count: int = 1) -> None:
         with self._lock:
             if sensor in self._sensors:
                 self._sensors[sensor].dead_lettered += count
             self._queue = dataclasses.replace(self._queue, dead_letters=self._queue.dead_letters + count)
-            self._errors.append(ErrorEvent(self._clock(), sensor, f"dead letter: {reason}"))
+            self._errors.append((self._mono(), sensor, f"dead letter: {reason}"))
 
     # --- queue, agent, clock, errors ---------------------------------------------------------------
     def queue_state(self, depth: int, oldest_sample_at: float | None, unstamped: int = 0,
                     dropped: int | None = None) -> None:
-        """The queue's depth and oldest sample (from the queue's thread); ``dropped``: the running
-        total, if it changed."""
+        """The queue's depth and oldest sample's wall-clock timestamp (from the queue's thread);
+        ``dropped``: the running total, if it changed."""
         with self._lock:
             self._queue = dataclasses.replace(
                 self._queue, depth=depth, oldest_sample_at=oldest_sample_at, unstamped=unstamped,
@@ -489,42 +512,57 @@ class StatusTracker:
     def agent_state(self, *, connected: bool, host: str, port: int, client_id: str | None = None,
                     error: str | None = None) -> None:
         """The connection came up or went down (``since`` moves only on a change)."""
-        now = self._clock()
+        now = self._mono()
         with self._lock:
-            old = self._agent
-            since = old.since if old.connected == connected and old.since is not None else now
-            if error and (error != old.last_error or old.connected):
-                self._errors.append(ErrorEvent(now, "", f"agent: {error}"))
-            self._agent = AgentStatus(host, port, connected, since, client_id or old.client_id,
-                                      old.last_ack_at, None if connected else error)
+            agent = self._agent
+            if error and (error != agent.last_error or agent.connected):
+                self._errors.append((now, "", f"agent: {error}"))
+            if agent.connected != connected or agent.since is None:
+                agent.since = now
+            agent.host, agent.port, agent.connected = host, port, connected
+            agent.client_id = client_id or agent.client_id
+            agent.last_error = None if connected else error
 
     def clock_state(self, synchronised: bool, source: str) -> None:
         with self._lock:
-            old = self._clock_status
-            if old.synchronised != synchronised or old.source != source:
-                since = self._clock() if old.synchronised != synchronised else old.since
-                self._clock_status = ClockStatus(synchronised, source, since)
+            if synchronised != self._synchronised:
+                self._sync_since = self._mono()
+            self._synchronised, self._sync_source = synchronised, source
 
     def error(self, message: str, sensor: str = "") -> None:
         """A problem worth showing among the recent errors (the bridge's own, e.g. a refused reload)."""
         with self._lock:
-            self._errors.append(ErrorEvent(self._clock(), sensor, message))
+            self._errors.append((self._mono(), sensor, message))
 
     def restart_pending(self, keys: Iterable[str]) -> None:
         with self._lock:
             self._restart_pending = tuple(keys)
 
     def snapshot(self) -> BridgeStatus:
+        """The snapshot, every time on the wall clock of this moment."""
         with self._lock:
-            sensors = tuple(
-                SensorStatus(c.name, c.driver, c.interval_s, c.state, c.failing_since, c.last_error,
-                             c.last_sample_at, c.taken, c.pushed, c.failed, c.skipped, c.dead_lettered,
-                             tuple(MetricReading(key, c.units.get(key, (key, ""))[0], value,
-                                                 c.units.get(key, (key, ""))[1])
-                                   for key, value in c.values.items()))
-                for c in self._sensors.values())
-            return BridgeStatus(self._profile, self._state_dir, self._started_at, sensors, self._queue,
-                                self._agent, self._clock_status, tuple(self._errors), self._restart_pending)
+            now_wall, now_mono = self._clock(), self._mono()
+
+            def wall(mono: float | None) -> float | None:
+                return None if mono is None else now_wall - (now_mono - mono)
+
+            sensors = []
+            for c in self._sensors.values():
+                readings = tuple(MetricReading(key, c.units.get(key, (key, ""))[0], value,
+                                               c.units.get(key, (key, ""))[1])
+                                 for key, value in c.values.items())
+                last = c.last_sample_at if c.last_sample_wall else wall(c.last_sample_at)
+                sensors.append(SensorStatus(c.name, c.driver, c.interval_s, c.state, wall(c.failing_since),
+                                            c.last_error, last, c.taken, c.pushed, c.failed, c.skipped,
+                                            c.dead_lettered, readings))
+            a = self._agent
+            agent = AgentStatus(a.host, a.port, a.connected, wall(a.since), a.client_id, wall(a.last_ack_at),
+                                a.last_error)
+            clock = ClockStatus(self._synchronised, self._sync_source, wall(self._sync_since))
+            errors = tuple(ErrorEvent(now_wall - (now_mono - at), sensor, message)
+                           for at, sensor, message in self._errors)
+            return BridgeStatus(self._profile, self._state_dir, now_wall - (now_mono - self._started),
+                                tuple(sensors), self._queue, agent, clock, errors, self._restart_pending)
 
 
 # ================================================================================================
