@@ -15,7 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from pibridge.bridge.liveview import LogLinesView, TerminalView, open_view, render, summary_line
+from pibridge.bridge.liveview import (
+    LogLinesView,
+    TerminalView,
+    display_width,
+    open_view,
+    render,
+    summary_line,
+)
 from pibridge.bridge.status import BridgeStatus, StatusTracker, TrackedSensor
 
 READ_TIMEOUT_S = 5.0
@@ -213,3 +220,20 @@ def test_without_a_terminal_plain_log_lines(caplog: pytest.LogCaptureFixture) ->
 def test_summary_line_of_an_empty_bridge() -> None:
     assert summary_line(BridgeStatus("p", "s", T0)) == (
         "status: 0/0 sensors ok; agent not connected; queue empty; clock not synchronised")
+
+
+def test_hostile_names_and_messages_cannot_drive_the_terminal() -> None:
+    tracker = StatusTracker("p.toml", "/s", clock=lambda: T0)
+    tracker.set_sensors([TrackedSensor("温室の空気センサー一号機です", "bme280", 60.0),     # wide characters
+                         TrackedSensor("evil\x1b[2J\x1b]0;pwned\x07", "dht22", 60.0)])
+    tracker.read_failed("evil\x1b[2J\x1b]0;pwned\x07", "bad\rline\x1b[1A")
+    lines = render(tracker.snapshot(), 40, now=T0)
+    assert all("\x1b" not in line and "\r" not in line and "\x07" not in line for line in lines)
+    assert all(display_width(line) <= 40 for line in lines)
+    assert lines[1].startswith("温室の空気センサー一…  ")       # 22 columns: 10 wide characters and "…"
+    assert display_width(lines[1].split(" starting")[0].rstrip()) <= 22
+    assert "evil\ufffd[2J\ufffd]0;pwned\ufffd" in lines[2]
+
+
+def test_display_width() -> None:
+    assert display_width("abc") == 3 and display_width("温室") == 4 and display_width("e\u0301") == 1

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -47,10 +48,44 @@ ERRORS_SHOWN = 3               #: snapshot's recent errors shown
 NAME_WIDTH = 22
 STATE_WIDTH = 14
 FALLBACK_SIZE = os.terminal_size((80, 24))
+REPLACEMENT = "\ufffd"         #: shown for a control character
+WIDE = ("W", "F")              #: East Asian widths that take two columns
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (an escape sequence hidden in a sensor name or an error
+    message would rewrite the terminal) shown as U+FFFD."""
+    return "".join(ch if ch.isprintable() else REPLACEMENT for ch in text)
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in WIDE else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: East Asian wide characters take two, combining
+    marks none (a line one column too long wraps and breaks the redraw in place)."""
+    return sum(_char_width(ch) for ch in text)
 
 
 def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+    """``text`` cut to ``width`` columns, "…" marking the cut."""
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = _char_width(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
 
 
 def _value(value: Any, unit: str) -> str:
@@ -98,8 +133,8 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
             detail = "  ".join(_value(v.value, v.unit) for v in sensor.values)
             if sensor.last_sample_at is not None:
                 detail += f"  ({format_duration(now - sensor.last_sample_at)} ago)"
-        name = _cut(sensor.name, NAME_WIDTH)
-        lines.append((f"{name:<{NAME_WIDTH}} {state:<{STATE_WIDTH}} {detail}", style))
+        name = _pad(_cut(printable(sensor.name), NAME_WIDTH), NAME_WIDTH)
+        lines.append((f"{name} {state:<{STATE_WIDTH}} {detail}", style))
     errors = status.recent_errors[-ERRORS_SHOWN:]
     if errors:
         lines.append(("recent errors:", DIM))
@@ -112,7 +147,7 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
         lines = [*lines[:max(0, height - 1)], (f"… {len(lines) - height + 1} more lines", DIM)]
     out = []
     for text, style in lines:
-        text = _cut(text.rstrip(), width)
+        text = _cut(printable(text).rstrip(), width)
         out.append(f"{style}{text}{RESET}" if color and style else text)
     return out
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pibridge.bridge.liveview import printable
 from pibridge.bridge.status import (
     AGENT_AWAY_GRACE_S,
     DEGRADED,
@@ -202,4 +203,4 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
         for event in status.recent_errors:
             who = f"{event.sensor}: " if event.sensor else ""
             lines.append(f"  {_clock_text(event.at)}  {who}{event.message}")
-    return [line.rstrip() for line in lines]
+    return [printable(line).rstrip() for line in lines]
