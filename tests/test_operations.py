@@ -160,3 +160,88 @@ def test_capture_logging_moves_terminal_logging_under_the_frame(tmp_path: Path) 
         logger.removeHandler(handler)
     terminal.close()
     os.close(master)
+
+
+CHILD = """
+import signal, sys, threading
+from pibridge.bridge.operations import Operations
+from pibridge.bridge.status import StatusTracker, TrackedSensor
+from pibridge.profile import load_profile
+
+profile = load_profile(sys.argv[1])
+tracker = StatusTracker(profile.path, profile.bridge.state_dir)
+tracker.set_sensors([TrackedSensor("Air", "bme280", 60.0, (("temperature", "Temperature", "°C"),))])
+tracker.agent_state(connected=True, host="localhost", port=18884)
+tracker.clock_state(True, "test")
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *args: stop.set())
+ops = Operations.for_service(profile, tracker, runtime_dir=sys.argv[2])
+tracker.sample_taken("Air", {"temperature": 20.0})
+ops.started("sampling 1 sensor")
+n = 0
+while not stop.wait(0.05):
+    n += 1
+    tracker.sample_taken("Air", {"temperature": 20.0 + n / 100})
+    ops.tick(alive=True)
+ops.stopping()
+"""
+
+
+def _receive(sock: socket.socket, wanted: dict[str, str], timeout_s: float = 30.0) -> list[dict[str, str]]:
+    """Messages until one contains ``wanted`` (every message seen, in order)."""
+    seen = []
+    sock.settimeout(timeout_s)
+    while True:
+        data = sock.recv(4096).decode()
+        message = dict(line.split("=", 1) for line in data.split("\n"))
+        seen.append(message)
+        if all(message.get(k) == v for k, v in wanted.items()):
+            return seen
+
+
+def test_as_systemd_sees_it(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> None:
+    """The operations loop in its own process, driven like systemd drives the service: READY,
+    watchdog pings, `systemctl reload` (SIGHUP) with a valid and a broken profile, `pibridge
+    status` while it runs, `systemctl stop` (SIGTERM)."""
+    import subprocess
+    import sys
+
+    sock, address = notify_socket
+    profile = tmp_path / "greenhouse.toml"
+    profile.write_text('[agent]\nhost = "localhost"\n')
+    runtime = tmp_path / "run"
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(profile), str(runtime)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _receive(sock, {"READY": "1"})[-1] == {"READY": "1", "STATUS": "sampling 1 sensor"}
+        _receive(sock, {"WATCHDOG": "1"})
+        _receive(sock, {"WATCHDOG": "1"})                 # again, a ping interval later
+        status = subprocess.run([sys.executable, "-m", "pibridge", "status", "--runtime-dir", str(runtime)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "20 °C" in status.stdout, status.stdout
+
+        profile.write_text('[agent]\nhost = "10.0.0.7"\n')
+        child.send_signal(signal.SIGHUP)
+        seen = _receive(sock, {"READY": "1"})
+        assert any(m.get("RELOADING") == "1" for m in seen)
+        assert seen[-1]["STATUS"] == "profile reloaded"
+
+        profile.write_text('[agent]\nport = "eighteen"\n')
+        child.send_signal(signal.SIGHUP)
+        assert _receive(sock, {"READY": "1"})[-1]["STATUS"] == (
+            "profile refused; the running configuration stays in force")
+
+        child.send_signal(signal.SIGTERM)
+        assert _receive(sock, {"STOPPING": "1"})
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    stderr = child.stderr.read() if child.stderr else ""
+    assert "agent.host changed; it applies at the next restart" in stderr
+    assert "refused (1 problem)" in stderr and "agent.port" in stderr
+    status = subprocess.run([sys.executable, "-m", "pibridge", "status", "--runtime-dir", str(runtime)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 2 and "not running" in status.stderr
