@@ -18,6 +18,8 @@
 #      running (a container, a chroot, a CI machine)
 #
 # The paths below are the ones scripts/pibridge.service names; change both together.
+# PYTHON=/path/to/python3 picks the interpreter the venv is built on (default: python3 on PATH,
+# /usr/bin/python3 on Pi OS); the service user must be able to run it (not one under /root).
 set -euo pipefail
 
 SOURCE=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,13 +32,14 @@ PROFILE=$ETC_DIR/greenhouse.toml
 UNIT_DIR=/etc/systemd/system
 RULES_DIR=/etc/udev/rules.d
 STATE_DIR=/var/lib/pibridge
+PYTHON=${PYTHON:-python3}
 start=yes
 changed=no     # the installed code or unit changed: a running service is restarted
 
 for arg in "$@"; do
     case $arg in
         --no-start) start=no ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install-service: unknown argument $arg (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -69,16 +72,31 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- 2. the virtualenv -------------------------------------------------------------------------
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     say "installing python3-venv"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-    say "creating $VENV"
+as_service() { runuser -u "$SERVICE_USER" -- "$@"; }
+if ! PYTHON=$(command -v "$PYTHON"); then
+    echo "install-service: no python3 found (sudo apt install python3)" >&2
+    exit 1
+fi
+if ! as_service "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "install-service: $SERVICE_USER cannot run $PYTHON as Python >= 3.11 (an interpreter under" \
+         "/root or /home?); run with PYTHON=/usr/bin/python3" >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1 \
+        || ! as_service "$VENV/bin/python" -c pass 2>/dev/null; then
+    say "creating $VENV (with $PYTHON)"
     rm -rf "$VENV"
     mkdir -p "$PREFIX"
-    python3 -m venv "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if ! as_service "$VENV/bin/python" -c pass 2>/dev/null; then
+    echo "install-service: $SERVICE_USER cannot run $VENV/bin/python (built on $PYTHON)" >&2
+    exit 1
 fi
 extras=""
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then
@@ -90,9 +108,14 @@ want="$version $extras $(cd "$SOURCE" && git rev-parse HEAD 2>/dev/null || echo 
 $(cd "$SOURCE" && git status --porcelain 2>/dev/null | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing pibridge $version$extras from $SOURCE into $VENV"
+    # build from a copy: a build writes pibridge.egg-info, which root must not leave in your checkout
+    build=$(mktemp -d)
+    trap 'rm -rf "$build"' EXIT
+    tar -C "$SOURCE" --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclude=__pycache__ \
+        -cf - . | tar -C "$build" -xf -
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$SOURCE"
-    "$VENV/bin/python" -m pip install -q "$SOURCE$extras"
+    "$VENV/bin/python" -m pip install -q "$build$extras"                      # dependencies
+    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$build"  # this version, always
     echo "$want" > "$stamp"
     changed=yes
 fi
@@ -131,12 +154,12 @@ else
     setfacl -d -m "u:$SERVICE_USER:r" "$ca_dir"       # a re-created CA file inherits it
     dir=$ca_dir
     while [ "$dir" != "/" ]; do                       # search (x) on each folder down to it
-        if ! runuser -u "$SERVICE_USER" -- test -x "$dir"; then
+        if ! as_service test -x "$dir"; then
             setfacl -m "u:$SERVICE_USER:x" "$dir"
         fi
         dir=$(dirname "$dir")
     done
-    if runuser -u "$SERVICE_USER" -- test -r "$ca_file"; then
+    if as_service test -r "$ca_file"; then
         say "$SERVICE_USER can read the agent's CA $ca_file"
     else
         say "WARNING: $SERVICE_USER still cannot read $ca_file (a file system without ACLs?)"
