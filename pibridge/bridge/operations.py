@@ -1,0 +1,150 @@
+"""The running bridge's window to whoever operates it, in one object the service's main loop
+drives: systemd (`SystemdNotifier`), the status file (`StatusWriter`), the terminal (the live
+view or plain log lines) and SIGHUP reloads (`ReloadSignal` + `ProfileReloader`). The service
+owns the data path; this owns telling the world about it.
+
+    ops = Operations.for_service(profile, tracker)       # main thread, before sampling starts
+    ops.started("sampling 7 sensors")                    # queue open, sampling begun: READY=1
+    while running:
+        ...
+        ops.tick(alive=scheduler.is_alive() and delivery.is_alive(), on_reload=service.apply_reload)
+    ops.stopping()                                       # STOPPING=1, status file removed
+
+`tick` is cheap when nothing is due (a few clock reads): call it every main-loop turn, at least
+once a second (the view redraws once a second; the watchdog needs a ping every WatchdogSec/2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import TextIO
+
+from pibridge.bridge.liveview import LogLinesView, TerminalView, open_view
+from pibridge.bridge.notify import SystemdNotifier
+from pibridge.bridge.reload import ProfileReloader, ReloadResult, ReloadSignal
+from pibridge.bridge.status import StatusTracker, StatusWriter
+from pibridge.profile import Profile
+
+log = logging.getLogger(__name__)
+
+
+class Operations:
+    """See the module docstring. Every part is injectable (tests, or a service that builds its
+    own); `for_service` builds the real ones."""
+
+    def __init__(self, tracker: StatusTracker, notifier: SystemdNotifier, writer: StatusWriter,
+                 view: TerminalView | LogLinesView, reloader: ProfileReloader,
+                 reload_signal: ReloadSignal) -> None:
+        self.tracker, self.notifier, self.writer = tracker, notifier, writer
+        self.view, self.reloader, self.reload_signal = view, reloader, reload_signal
+        self._captured: list[tuple[logging.Logger, logging.Handler]] = []
+        self._view_handler: logging.Handler | None = None
+
+    @classmethod
+    def for_service(cls, profile: Profile, tracker: StatusTracker, *, runtime_dir: str | Path | None = None,
+                    stream: TextIO | None = None, environ: MutableMapping[str, str] | None = None,
+                    install_signal: bool = True) -> Operations:
+        """The real parts: systemd from the environment (its variables then removed, so child
+        processes do not notify in our name), the status file of ``profile``'s state directory
+        in ``runtime_dir`` (default: /run/pibridge under systemd, see
+        `pibridge.bridge.status.default_runtime_dir`), the view on ``stream`` (stdout), a
+        reloader for ``profile`` and, from the main thread, the SIGHUP handler."""
+        reload_signal = ReloadSignal()
+        if install_signal:
+            reload_signal.install()
+        return cls(tracker, SystemdNotifier.from_environment(environ, unset=True),
+                   StatusWriter.for_bridge(profile.bridge.state_dir, runtime_dir),
+                   open_view(sys.stdout if stream is None else stream), ProfileReloader(profile),
+                   reload_signal)
+
+    # --- logging while the live view owns the terminal ------------------------------------------
+    def capture_logging(self, logger: logging.Logger | None = None) -> None:
+        """With a live view, log records of ``logger`` (the root logger) are shown under the
+        frame instead of being written across it: stream handlers on the view's terminal are
+        set aside until `stopping`. Without a terminal nothing changes."""
+        if not isinstance(self.view, TerminalView):
+            return
+        logger = logger or logging.getLogger()
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and stream is not None and _same_terminal(
+                    stream, self.view.stream):
+                logger.removeHandler(handler)
+                self._captured.append((logger, handler))
+        self._view_handler = self.view.log_handler()
+        logger.addHandler(self._view_handler)
+        self._captured.append((logger, self._view_handler))
+
+    def _release_logging(self) -> None:
+        for logger, handler in self._captured:
+            if handler is self._view_handler:
+                logger.removeHandler(handler)
+            else:
+                logger.addHandler(handler)
+        self._captured.clear()
+        self._view_handler = None
+
+    # --- the service's lifecycle -----------------------------------------------------------------
+    def started(self, status: str) -> None:
+        """The queue is open and sampling has started: READY=1, first status file and frame."""
+        self.notifier.ready(status)
+        self.writer.publish(self.tracker.snapshot, force=True)
+        self.view.update(self.tracker.snapshot, force=True)
+
+    def tick(self, *, alive: bool,
+             on_reload: Callable[[ReloadResult], None] | None = None) -> ReloadResult | None:
+        """One main-loop turn. ``alive``: the scheduler and the delivery thread are both alive
+        (only then is the watchdog pinged, so a hung bridge gets restarted). A SIGHUP received
+        since the last turn reloads the profile; a valid new profile is handed to ``on_reload``
+        (which applies ``result.change``) before systemd hears READY=1 again. Returns the
+        reload's result, if there was one."""
+        if alive:
+            self.notifier.watchdog_if_due()
+        result = None
+        if self.reload_signal.take():
+            result = self._reload(on_reload)
+        self.writer.publish(self.tracker.snapshot)
+        self.view.update(self.tracker.snapshot)
+        return result
+
+    def _reload(self, on_reload: Callable[[ReloadResult], None] | None) -> ReloadResult:
+        self.notifier.reloading("reloading the profile")
+        result = self.reloader.reload()
+        self.tracker.restart_pending(result.restart_pending)
+        if not result.applied:
+            first = result.problems[0] if result.problems else "no details"
+            self.tracker.error(f"profile refused: {first}")
+            self.notifier.ready("profile refused; the running configuration stays in force")
+            return result
+        if on_reload is not None:
+            try:
+                on_reload(result)
+            except Exception:       # applying must not kill the loop; the service logs its own detail
+                log.exception("applying the reloaded profile failed")
+                self.tracker.error("applying the reloaded profile failed (see the log)")
+        self.notifier.ready("profile reloaded")
+        return result
+
+    def stopping(self, status: str = "stopping") -> None:
+        """STOPPING=1; the status file removed (no file means "not running"); the terminal and
+        logging handed back; SIGHUP back to its previous handler."""
+        self.notifier.stopping(status)
+        self.writer.remove()
+        self.view.close()
+        self._release_logging()
+        self.reload_signal.uninstall()
+        self.notifier.close()
+
+
+def _same_terminal(a: TextIO, b: TextIO) -> bool:
+    """Whether two streams write to the same terminal (stdout and stderr usually both do)."""
+    try:
+        if not (a.isatty() and b.isatty()):
+            return a is b
+        return os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return a is b

@@ -1,0 +1,789 @@
+"""The running bridge's health, defined once: what `pibridge status` prints, what the live view
+draws and what a web page will serve.
+
+* `BridgeStatus` (with `SensorStatus`, `MetricReading`, `QueueStatus`, `AgentStatus`,
+  `ClockStatus`, `ErrorEvent`): the snapshot, documented field by field; `to_json` / `from_json`
+  with a schema version (`SCHEMA_VERSION`; a reader refuses a newer major schema and ignores keys
+  it does not know, so adding a field is not a new version).
+* `StatusTracker`: the thread-safe counters the scheduler and delivery update; `snapshot()`.
+* `StatusWriter`: writes the snapshot atomically (temp file + fsync + rename) into the runtime
+  directory (RAM: ``/run/pibridge`` under systemd, never the SD card), at most every
+  `WRITE_INTERVAL_S`.
+* `read_status` / `find_status_files`: read it back and tell fresh from stale (the writer's
+  process alive, same boot, age within `STALE_AFTER_S`); `assess` grades health 0 / 1 / 2.
+
+Times: ``*_at`` fields are wall-clock seconds since the epoch (float). While the clock is not
+synchronised they are the Pi's own wrong time — durations between them are still right, so
+displays show ages ("for 3 min") computed against ``written_at``. Freshness uses the monotonic
+clock (``written_monotonic``, system-wide on Linux) when reader and writer share a boot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+import types
+import typing
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from pibridge import __version__
+
+if TYPE_CHECKING:
+    from pibridge.bridge.model import SensorSpec
+    from pibridge.profile import SensorConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1                 #: the snapshot's schema; bumped only for incompatible changes
+WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this often
+STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
+AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
+RECENT_ERRORS_MAX = 10             #: error events kept in the snapshot
+STATUS_FILE_MODE = 0o644           #: readable by any local user (`pibridge status` as `pi`)
+STATUS_FILE_PREFIX = "status-"
+STATUS_FILE_SUFFIX = ".json"
+SYSTEM_RUNTIME_DIR = Path("/run/pibridge")   #: systemd's RuntimeDirectory=pibridge
+RUNTIME_DIRECTORY_ENV = "RUNTIME_DIRECTORY"  #: set by systemd for RuntimeDirectory=
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+PROC_STAT_STARTTIME_FIELD = 22     #: /proc/PID/stat field 22: start time in clock ticks since boot
+
+# sensor states
+STARTING, OK, FAILING = "starting", "ok", "failing"
+SENSOR_STATES = (STARTING, OK, FAILING)
+
+# health levels: also `pibridge status`'s exit codes
+HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
+
+#: the agent's valueUnits (pibridge.protocol.VALUE_UNITS) as a person reads them
+UNIT_SYMBOLS: Mapping[str, str] = {
+    "SI.ElectricCurrent.AMPERE": "A", "SI.DataAmount.BIT": "bit", "SI.Temperature.CELSIUS": "°C",
+    "SI.ElectricCapacitance.FARAD": "F", "SI.Mass.GRAM": "g", "SI.Mass.KILOGRAM": "kg",
+    "SI.Energy.JOULE": "J", "SI.Frequency.HERTZ": "Hz", "SI.Length.METER": "m",
+    "SI.Velocity.METERS_PER_SECOND": "m/s", "SI.AmountOfSubstance.MOLE": "mol",
+    "SI.Force.NEWTON": "N", "SI.ElectricResistance.OHM": "Ω", "SI.Pressure.PASCAL": "Pa",
+    "SI.Angle.RADIAN": "rad", "SI.Duration.SECOND": "s", "SI.Area.SQUARE_METRE": "m²",
+    "SI.ElectricPotential.VOLT": "V", "SI.Power.WATT": "W", "SI.LuminousIntensity.CANDELA": "cd",
+    "SI.Acceleration.METERS_PER_SQUARE_SECOND": "m/s²", "NoSI.Dimensionless.PERCENT": "%",
+    "NoSI.Dimensionless.DECIBEL": "dB", "NoSI.Location.LATITUDE": "°", "NoSI.Location.LONGITUDE": "°",
+}
+
+
+def unit_symbol(unit: str | None, annotation: str | None = None) -> str:
+    """What to print after a value: the symbol of an agent valueUnit, else the custom metric's
+    annotation, else ""."""
+    if unit:
+        return UNIT_SYMBOLS.get(unit, unit.rsplit(".", 1)[-1].lower())
+    return annotation or ""
+
+
+class StatusFileError(Exception):
+    """A status file that cannot be read or does not match the schema (one line, names the file)."""
+
+
+# ================================================================================================
+# the snapshot
+# ================================================================================================
+
+@dataclass(frozen=True)
+class MetricReading:
+    """The last value of one metric: ``key`` (the driver's metric key), ``name`` (the agent
+    metric's name), ``value`` (after calibration and filters; None if the last sample left it
+    out), ``unit`` (what to print after it: "°C", "%", a custom annotation, or "")."""
+
+    key: str
+    name: str
+    value: float | int | bool | str | None
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class SensorStatus:
+    """One sensor of the profile.
+
+    Counters since the bridge started: ``taken`` (samples committed to the queue), ``pushed``
+    (acknowledged by the agent), ``failed`` (reads that failed after the driver's retries),
+    ``skipped`` (grid slots missed: overrun, hung read, abandoned read), ``dead_lettered`` (samples
+    the agent refused for good). ``state`` is one of `SENSOR_STATES`: "starting" (no read yet),
+    "ok", "failing" (since ``failing_since``; ``last_error`` says why). ``last_sample_at`` is the
+    last sample's timestamp; ``values`` its metrics."""
+
+    name: str
+    driver: str
+    interval_s: float
+    state: str = STARTING
+    failing_since: float | None = None
+    last_error: str | None = None
+    last_sample_at: float | None = None
+    taken: int = 0
+    pushed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    values: tuple[MetricReading, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """The on-disk queue: ``depth`` samples waiting, the oldest one's timestamp
+    (``oldest_sample_at``; None when empty or only unstamped samples wait), ``unstamped`` samples
+    waiting for the clock to be set, ``dropped`` (queue full or too old) and ``dead_letters`` since
+    the bridge started."""
+
+    depth: int = 0
+    oldest_sample_at: float | None = None
+    unstamped: int = 0
+    dropped: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """The agent connection: ``connected`` and since when (``since``: the last change either way;
+    None before the first attempt ended), ``host`` and ``port``, ``client_id`` once provisioned,
+    ``last_ack_at`` (the last acknowledged push), ``last_error`` (why it is not connected)."""
+
+    host: str = ""
+    port: int = 0
+    connected: bool = False
+    since: float | None = None
+    client_id: str | None = None
+    last_ack_at: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ClockStatus:
+    """``synchronised``: the system clock is known to be set (until then samples wait for their
+    wall-clock timestamps); ``source`` says how that was decided (e.g. "timesyncd", "adjtimex");
+    ``since``: when ``synchronised`` last changed (or the bridge started)."""
+
+    synchronised: bool = False
+    source: str = ""
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """One recent problem: when, which sensor ("" for the bridge or the agent), what."""
+
+    at: float
+    sensor: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BridgeStatus:
+    """One snapshot of a running bridge. The writer fills ``pid``, ``pid_start``, ``boot_id``,
+    ``written_at`` and ``written_monotonic``; the service fills the rest (`StatusTracker` does
+    it from counters). ``profile`` and ``state_dir`` are paths as strings; ``started_at`` when the
+    bridge started; ``restart_pending`` lists profile keys changed by a reload that apply only at
+    the next restart; ``recent_errors`` the last `RECENT_ERRORS_MAX`, oldest first."""
+
+    SCHEMA: ClassVar[int] = SCHEMA_VERSION
+
+    profile: str
+    state_dir: str
+    started_at: float
+    sensors: tuple[SensorStatus, ...] = ()
+    queue: QueueStatus = field(default_factory=QueueStatus)
+    agent: AgentStatus = field(default_factory=AgentStatus)
+    clock: ClockStatus = field(default_factory=ClockStatus)
+    recent_errors: tuple[ErrorEvent, ...] = ()
+    restart_pending: tuple[str, ...] = ()
+    version: str = __version__
+    pid: int = 0
+    pid_start: int | None = None
+    boot_id: str = ""
+    written_at: float = 0.0
+    written_monotonic: float = 0.0
+
+    def sensor(self, name: str) -> SensorStatus:
+        for sensor in self.sensors:
+            if sensor.name == name:
+                return sensor
+        raise KeyError(name)
+
+    # --- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, **_to_plain(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        """`StatusFileError` if ``data`` does not match the schema (a newer schema included)."""
+        if not isinstance(data, dict):
+            raise StatusFileError("not a JSON object")
+        schema = data.get("schema")
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise StatusFileError("no schema version")
+        if schema > SCHEMA_VERSION:
+            raise StatusFileError(f"schema {schema} is newer than this pibridge reads ({SCHEMA_VERSION}):"
+                                  " update pibridge")
+        return _from_plain(cls, data, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise StatusFileError(f"not JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_plain(item) for item in value]
+    return value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _from_plain(cls: type, data: Any, where: str) -> Any:
+    """A dataclass from a JSON object: every field without a default must be there, each value
+    of its declared type; unknown keys are ignored (a newer writer's additions)."""
+    if not isinstance(data, dict):
+        raise StatusFileError(f"{where or 'status'}: expected an object")
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise StatusFileError(f"{key}: missing")
+            continue
+        values[f.name] = _convert(hints[f.name], data[f.name], key)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if type(value) in options or (value is None and type(None) in options):
+            return value                              # exact: an int stays an int
+        for option in options:
+            try:
+                return _convert(option, value, where)
+            except StatusFileError:
+                continue
+        raise StatusFileError(f"{where}: unexpected value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise StatusFileError(f"{where}: expected a list")
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_convert(item_hint, item, f"{where}[{i}]") for i, item in enumerate(value))
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _from_plain(hint, value, where)
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint in (int, str, bool):
+        if type(value) is hint:
+            return value
+    else:  # pragma: no cover - a field type this converter does not know is a bug here
+        raise TypeError(f"unsupported field type {hint!r}")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:39] + "…"
+    raise StatusFileError(f"{where}: expected {getattr(hint, '__name__', hint)}, not {shown}")
+
+
+# ================================================================================================
+# health
+# ================================================================================================
+
+@dataclass(frozen=True)
+class Health:
+    """``level``: `HEALTHY` (0), `DEGRADED` (1) or `NOT_RUNNING` (2); ``reasons``: one line each."""
+
+    level: int
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}[self.level]
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.5 h``, ``2.0 d``."""
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
+def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -> Health:
+    """Degraded if a sensor is failing, or the agent has been away (or the clock unsynchronised)
+    for longer than ``agent_grace_s``; else healthy. Ages are measured against ``written_at``."""
+    reasons = []
+    for sensor in status.sensors:
+        if sensor.state == FAILING:
+            since = (f" for {format_duration(status.written_at - sensor.failing_since)}"
+                     if sensor.failing_since is not None else "")
+            reasons.append(f"sensor {sensor.name!r} failing{since}: {sensor.last_error or 'no reading'}")
+    agent = status.agent
+    away_since = agent.since if agent.since is not None else status.started_at
+    if not agent.connected and status.written_at - away_since > agent_grace_s:
+        reasons.append(f"agent {agent.host}:{agent.port} not connected for "
+                       f"{format_duration(status.written_at - away_since)}"
+                       + (f": {agent.last_error}" if agent.last_error else ""))
+    clock = status.clock
+    unsynced_since = clock.since if clock.since is not None else status.started_at
+    if not clock.synchronised and status.written_at - unsynced_since > agent_grace_s:
+        unsynced_for = format_duration(status.written_at - unsynced_since)
+        reasons.append(f"system clock not synchronised for {unsynced_for}"
+                       f" ({status.queue.unstamped} samples wait for a timestamp)")
+    return Health(DEGRADED if reasons else HEALTHY, tuple(reasons))
+
+
+# ================================================================================================
+# the tracker: counters the bridge's threads update
+# ================================================================================================
+
+@dataclass(frozen=True)
+class TrackedSensor:
+    """A sensor as the status shows it: its name, driver and interval (s), and its metrics as
+    (key, agent metric name, unit symbol — see `unit_symbol`), in the driver's order."""
+
+    name: str
+    driver: str
+    interval_s: float
+    metrics: tuple[tuple[str, str, str], ...] = ()
+
+    @classmethod
+    def from_spec(cls, config: SensorConfig, spec: SensorSpec) -> TrackedSensor:
+        """From the profile's sensor and what the agent gets for it (names and units after the
+        profile's overrides)."""
+        return cls(config.name, config.driver, config.interval_s,
+                   tuple((m.key, m.name, unit_symbol(m.unit, m.annotation)) for m in spec.metrics))
+
+
+@dataclass
+class _SensorCounters:
+    """One sensor's counters; times are monotonic seconds (``last_sample_at`` is wall-clock when
+    the sample had a timestamp, see ``last_sample_wall``)."""
+
+    name: str
+    driver: str
+    interval_s: float
+    units: dict[str, tuple[str, str]] = field(default_factory=dict)   # key -> (agent name, symbol)
+    state: str = STARTING
+    failing_since: float | None = None
+    last_error: str | None = None
+    last_sample_at: float | None = None
+    last_sample_wall: bool = False
+    taken: int = 0
+    pushed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _AgentCounters:
+    host: str = ""
+    port: int = 0
+    connected: bool = False
+    since: float | None = None           # monotonic
+    client_id: str | None = None
+    last_ack_at: float | None = None     # monotonic
+    last_error: str | None = None
+
+
+class StatusTracker:
+    """What the status snapshot is made from, updated by the scheduler, the delivery thread and
+    the service (every method takes a lock: cheap, and never held while doing I/O). Sensors of
+    the profile are declared with `set_sensors` (again after a reload: counters of sensors that
+    stay are kept).
+
+    Events are timed on the monotonic clock and turned into wall-clock times only in
+    `snapshot`, against the wall clock of that moment: when NTP steps the clock after boot,
+    "failing for 3 min" stays 3 min instead of becoming 50 years. ``clock`` (wall) and
+    ``monotonic`` are injectable; a test that injects only ``clock`` gets it for both."""
+
+    def __init__(self, profile: str | Path, state_dir: str | Path, *,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._mono = monotonic or (time.monotonic if clock is time.time else clock)
+        self._profile, self._state_dir = str(profile), str(state_dir)
+        self._started = self._mono()
+        self._sensors: dict[str, _SensorCounters] = {}
+        self._queue = QueueStatus()
+        self._agent = _AgentCounters()
+        self._synchronised, self._sync_source, self._sync_since = False, "", self._started
+        self._errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS_MAX)
+        self._restart_pending: tuple[str, ...] = ()
+
+    # --- sensors ---------------------------------------------------------------------------------
+    def set_sensors(self, sensors: Iterable[TrackedSensor]) -> None:
+        """The profile's sensors, in order. Counters of a sensor that keeps its name are kept;
+        removed sensors disappear from the snapshot."""
+        with self._lock:
+            previous, self._sensors = self._sensors, {}
+            for sensor in sensors:
+                counters = previous.get(sensor.name) or _SensorCounters(sensor.name, sensor.driver,
+                                                                         sensor.interval_s)
+                counters.driver, counters.interval_s = sensor.driver, sensor.interval_s
+                counters.units = {key: (metric_name, symbol) for key, metric_name, symbol in sensor.metrics}
+                self._sensors[sensor.name] = counters
+
+    def sample_taken(self, sensor: str, values: Mapping[str, Any], at: float | None = None) -> None:
+        """A sample was committed to the queue; ``at``: its wall-clock timestamp (seconds), None
+        while the clock is not set (then the moment of this call is shown). The sensor is ok."""
+        with self._lock:
+            counters = self._sensors.get(sensor)
+            if counters is None:
+                return
+            counters.taken += 1
+            counters.values = dict(values)
+            counters.last_sample_at, counters.last_sample_wall = (
+                (at, True) if at is not None else (self._mono(), False))
+            counters.state, counters.failing_since, counters.last_error = OK, None, None
+
+    def read_failed(self, sensor: str, error: str) -> None:
+        """A read failed after the driver's retries (or the driver could not be built)."""
+        now = self._mono()
+        with self._lock:
+            counters = self._sensors.get(sensor)
+            if counters is None:
+                return
+            counters.failed += 1
+            if counters.state != FAILING or counters.last_error != error:
+                self._errors.append((now, sensor, error))
+            if counters.state != FAILING:
+                counters.state, counters.failing_since = FAILING, now
+            counters.last_error = error
+
+    def slot_skipped(self, sensor: str, count: int = 1) -> None:
+        with self._lock:
+            if sensor in self._sensors:
+                self._sensors[sensor].skipped += count
+
+    def samples_pushed(self, sensor: str, count: int = 1) -> None:
+        """The agent acknowledged ``count`` samples of ``sensor`` (a sensor no longer in the
+        profile only moves the agent's last-acknowledgement time)."""
+        with self._lock:
+            if sensor in self._sensors:
+                self._sensors[sensor].pushed += count
+            self._agent.last_ack_at = self._mono()
+
+    def samples_dead_lettered(self, sensor: str, reason: str, count: int = 1) -> None:
+        with self._lock:
+            if sensor in self._sensors:
+                self._sensors[sensor].dead_lettered += count
+            self._queue = dataclasses.replace(self._queue, dead_letters=self._queue.dead_letters + count)
+            self._errors.append((self._mono(), sensor, f"dead letter: {reason}"))
+
+    # --- queue, agent, clock, errors ---------------------------------------------------------------
+    def queue_state(self, depth: int, oldest_sample_at: float | None, unstamped: int = 0,
+                    dropped: int | None = None) -> None:
+        """The queue's depth and oldest sample's wall-clock timestamp (from the queue's thread);
+        ``dropped``: the running total, if it changed."""
+        with self._lock:
+            self._queue = dataclasses.replace(
+                self._queue, depth=depth, oldest_sample_at=oldest_sample_at, unstamped=unstamped,
+                dropped=self._queue.dropped if dropped is None else dropped)
+
+    def agent_state(self, *, connected: bool, host: str, port: int, client_id: str | None = None,
+                    error: str | None = None) -> None:
+        """The connection came up or went down (``since`` moves only on a change)."""
+        now = self._mono()
+        with self._lock:
+            agent = self._agent
+            if error and (error != agent.last_error or agent.connected):
+                self._errors.append((now, "", f"agent: {error}"))
+            if agent.connected != connected or agent.since is None:
+                agent.since = now
+            agent.host, agent.port, agent.connected = host, port, connected
+            agent.client_id = client_id or agent.client_id
+            agent.last_error = None if connected else error
+
+    def clock_state(self, synchronised: bool, source: str) -> None:
+        with self._lock:
+            if synchronised != self._synchronised:
+                self._sync_since = self._mono()
+            self._synchronised, self._sync_source = synchronised, source
+
+    def error(self, message: str, sensor: str = "") -> None:
+        """A problem worth showing among the recent errors (the bridge's own, e.g. a refused reload)."""
+        with self._lock:
+            self._errors.append((self._mono(), sensor, message))
+
+    def restart_pending(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            self._restart_pending = tuple(keys)
+
+    def snapshot(self) -> BridgeStatus:
+        """The snapshot, every time on the wall clock of this moment."""
+        with self._lock:
+            now_wall, now_mono = self._clock(), self._mono()
+
+            def wall(mono: float | None) -> float | None:
+                return None if mono is None else now_wall - (now_mono - mono)
+
+            sensors = []
+            for c in self._sensors.values():
+                readings = tuple(MetricReading(key, c.units.get(key, (key, ""))[0], value,
+                                               c.units.get(key, (key, ""))[1])
+                                 for key, value in c.values.items())
+                last = c.last_sample_at if c.last_sample_wall else wall(c.last_sample_at)
+                sensors.append(SensorStatus(c.name, c.driver, c.interval_s, c.state, wall(c.failing_since),
+                                            c.last_error, last, c.taken, c.pushed, c.failed, c.skipped,
+                                            c.dead_lettered, readings))
+            a = self._agent
+            agent = AgentStatus(a.host, a.port, a.connected, wall(a.since), a.client_id, wall(a.last_ack_at),
+                                a.last_error)
+            clock = ClockStatus(self._synchronised, self._sync_source, wall(self._sync_since))
+            errors = tuple(ErrorEvent(now_wall - (now_mono - at), sensor, message)
+                           for at, sensor, message in self._errors)
+            return BridgeStatus(self._profile, self._state_dir, now_wall - (now_mono - self._started),
+                                tuple(sensors), self._queue, agent, clock, errors, self._restart_pending)
+
+
+# ================================================================================================
+# where the file lives
+# ================================================================================================
+
+def runtime_dir_candidates(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where status files may be, in order: ``$RUNTIME_DIRECTORY`` (systemd), ``/run/pibridge``,
+    ``$XDG_RUNTIME_DIR/pibridge`` (a user's login session, RAM), ``<tmp>/pibridge-<uid>``."""
+    env = os.environ if environ is None else environ
+    candidates = []
+    if env.get(RUNTIME_DIRECTORY_ENV):
+        candidates.append(Path(env[RUNTIME_DIRECTORY_ENV].split(":")[0]))
+    candidates.append(SYSTEM_RUNTIME_DIR)
+    if env.get("XDG_RUNTIME_DIR"):
+        candidates.append(Path(env["XDG_RUNTIME_DIR"]) / "pibridge")
+    candidates.append(Path(env.get("TMPDIR") or "/tmp") / f"pibridge-{os.getuid()}")
+    seen: list[Path] = []
+    for path in candidates:
+        if path not in seen:
+            seen.append(path)
+    return seen
+
+
+def default_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where this process should write: the first candidate that is ours to write, existing or
+    creatable (``/run/pibridge`` only by root, or when systemd made it for us). A directory in a
+    shared place (``/tmp``) that another user owns is skipped."""
+    candidates = runtime_dir_candidates(environ)
+    for path in candidates:
+        if path.is_dir():
+            if os.access(path, os.W_OK | os.X_OK) and (path.stat().st_uid == os.geteuid()
+                                                       or path == SYSTEM_RUNTIME_DIR):
+                return path
+        elif (path != SYSTEM_RUNTIME_DIR or os.geteuid() == 0) and os.access(path.parent, os.W_OK):
+            return path
+    return candidates[-1]
+
+
+def status_path(runtime_dir: str | Path, state_dir: str | Path) -> Path:
+    """The status file of the bridge whose state directory is ``state_dir`` (one bridge per state
+    directory): ``status-<12 hex digits of sha256(absolute state_dir)>.json``."""
+    digest = hashlib.sha256(str(Path(state_dir).absolute()).encode()).hexdigest()[:12]
+    return Path(runtime_dir) / f"{STATUS_FILE_PREFIX}{digest}{STATUS_FILE_SUFFIX}"
+
+
+def find_status_files(runtime_dirs: Iterable[str | Path]) -> list[Path]:
+    """Every status file in these directories (sorted; unreadable directories skipped)."""
+    found: list[Path] = []
+    for directory in runtime_dirs:
+        try:
+            entries = sorted(Path(directory).iterdir())
+        except OSError:
+            continue
+        found.extend(p for p in entries if p.name.startswith(STATUS_FILE_PREFIX)
+                     and p.name.endswith(STATUS_FILE_SUFFIX) and p not in found)
+    return found
+
+
+# ================================================================================================
+# process identity: is the writer still the process it was?
+# ================================================================================================
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat), None if unknown: with
+    the PID it names one process, so a recycled PID is not mistaken for the bridge."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()    # the command name may hold spaces and ")"
+    try:
+        return int(fields[PROC_STAT_STARTTIME_FIELD - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, start: int | None) -> bool:
+    if pid <= 0:                  # 0 and -1 would ask about a process group / every process
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        pass                          # alive, another user's (the service's)
+    if start is not None:
+        current = process_start(pid)
+        if current is not None and current != start:
+            return False
+    return True
+
+
+# ================================================================================================
+# writing and reading
+# ================================================================================================
+
+class StatusWriter:
+    """Writes snapshots to ``path`` atomically: a temp file in the same directory, fsync, rename
+    (a reader sees the old or the new file, never half of one). `publish` writes at most every
+    ``min_interval_s``; call it every main-loop turn with a snapshot factory, it is cheap when
+    not due. `remove` on a clean stop (no file then means "not running")."""
+
+    def __init__(self, path: str | Path, *, min_interval_s: float = WRITE_INTERVAL_S,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.min_interval_s = min_interval_s
+        self._monotonic, self._clock = monotonic, clock
+        self._last_write: float | None = None
+        self._pid = os.getpid()
+        self._pid_start = process_start(self._pid)
+        self._boot_id = boot_id()
+        self._failed = False
+
+    @classmethod
+    def for_bridge(cls, state_dir: str | Path, runtime_dir: str | Path | None = None,
+                   **kwargs: Any) -> StatusWriter:
+        """The writer for the bridge of ``state_dir``, in ``runtime_dir`` (default:
+        `default_runtime_dir`, i.e. systemd's ``/run/pibridge`` for the service)."""
+        directory = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
+        return cls(status_path(directory, state_dir), **kwargs)
+
+    def due(self) -> bool:
+        return self._last_write is None or self._monotonic() - self._last_write >= self.min_interval_s
+
+    def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
+        """Write if due (or ``force``); True if written. A failure is logged once per change,
+        never raised: the status file is a window, not the bridge's job."""
+        if not force and not self.due():
+            return False
+        status = snapshot() if callable(snapshot) else snapshot
+        now_monotonic = self._monotonic()
+        status = dataclasses.replace(status, pid=self._pid, pid_start=self._pid_start,
+                                     boot_id=self._boot_id, written_at=self._clock(),
+                                     written_monotonic=now_monotonic)
+        try:
+            self._write(status.to_json().encode())
+        except (OSError, ValueError) as exc:
+            if not self._failed:
+                log.warning("cannot write the status file %s: %s", self.path, exc)
+            self._failed = True
+            return False
+        if self._failed:
+            log.info("status file %s written again", self.path)
+        self._failed = False
+        self._last_write = now_monotonic
+        return True
+
+    def _write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # one writer per file (one bridge per state directory): a per-process name is enough; a
+        # temp file left by a killed writer with our PID is replaced (O_TRUNC), not accumulated
+        temp = self.path.parent / f".{self.path.name}.{self._pid}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     STATUS_FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fchmod(out.fileno(), STATUS_FILE_MODE)
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove the status file %s: %s", self.path, exc)
+
+
+@dataclass(frozen=True)
+class StatusReading:
+    """A status file read back: the snapshot, ``fresh`` (its writer is alive and wrote it lately),
+    ``age_s`` (seconds since written), and if stale, ``stale_reason``."""
+
+    path: Path
+    status: BridgeStatus
+    fresh: bool
+    age_s: float
+    stale_reason: str = ""
+
+
+def read_status(path: str | Path, *, stale_after_s: float = STALE_AFTER_S,
+                clock: Callable[[], float] = time.time,
+                monotonic: Callable[[], float] = time.monotonic) -> StatusReading:
+    """Read and judge one status file. `FileNotFoundError` if there is none, `StatusFileError`
+    if it is unreadable or does not match the schema."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StatusFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        status = BridgeStatus.from_json(text)
+    except StatusFileError as exc:
+        raise StatusFileError(f"{path}: {exc}") from None
+    same_boot = bool(status.boot_id) and status.boot_id == boot_id()
+    age = monotonic() - status.written_monotonic if same_boot else clock() - status.written_at
+    reason = ""
+    if not same_boot:
+        reason = "written during an earlier boot"
+    elif not process_alive(status.pid, status.pid_start):
+        reason = f"its bridge (pid {status.pid}) is not running"
+    elif age > stale_after_s:
+        reason = f"not updated for {format_duration(age)} (pid {status.pid} hung?)"
+    return StatusReading(path, status, not reason, age, reason)

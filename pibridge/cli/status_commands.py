@@ -1,0 +1,206 @@
+"""`pibridge status [--json] [--runtime-dir DIR] [--profile P]`: the running bridge's health,
+read from its status file (`pibridge.bridge.status`), for people and for monitoring.
+
+Exit status: 0 healthy; 1 degraded (a sensor failing, the agent away or the clock unsynchronised
+for longer than ``--agent-grace``); 2 not running, stale status file, or the status cannot be
+read. With several bridges found (several state directories), each is shown and the worst
+status wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pibridge.bridge.liveview import printable
+from pibridge.bridge.status import (
+    AGENT_AWAY_GRACE_S,
+    DEGRADED,
+    HEALTHY,
+    NOT_RUNNING,
+    STALE_AFTER_S,
+    BridgeStatus,
+    Health,
+    StatusFileError,
+    StatusReading,
+    assess,
+    find_status_files,
+    format_duration,
+    read_status,
+    runtime_dir_candidates,
+    status_path,
+)
+
+LABELS = {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``pibridge status`` to the top-level parser."""
+    p = sub.add_parser("status",
+                       help="health of the running bridge (exit 0 healthy, 1 degraded, 2 not running)")
+    p.add_argument("--json", action="store_true", help="one JSON object (the snapshot and the verdict)")
+    p.add_argument("--runtime-dir", type=Path, metavar="DIR",
+                   help="where the bridge writes its status (default: /run/pibridge, then "
+                        "$XDG_RUNTIME_DIR/pibridge, then /tmp/pibridge-UID)")
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="the bridge running this profile (its state_dir names the status file)")
+    p.add_argument("--agent-grace", type=float, default=AGENT_AWAY_GRACE_S, metavar="S",
+                   help=f"agent away longer than this is degraded (default {AGENT_AWAY_GRACE_S:g} s)")
+    p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="S",
+                   help=f"a status file older than this is stale (default {STALE_AFTER_S:g} s)")
+    p.set_defaults(handler=cmd_status)
+
+
+def _status_files(args: argparse.Namespace) -> tuple[list[Path], str]:
+    """The files to read, and where we looked (for the "not running" message)."""
+    directories = [args.runtime_dir] if args.runtime_dir else runtime_dir_candidates()
+    if args.profile is not None:
+        from pibridge.profile import ProfileError, load_profile
+
+        try:
+            state_dir = load_profile(args.profile).bridge.state_dir
+        except ProfileError as exc:
+            raise _Unreadable(str(exc).splitlines()[0]) from None
+        candidates = [status_path(d, state_dir) for d in directories]
+        found = [p for p in candidates if p.exists()]
+        return found[:1], ", ".join(str(p) for p in candidates)
+    return find_status_files(directories), ", ".join(str(d) for d in directories)
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        files, looked = _status_files(args)
+    except _Unreadable as exc:
+        return _report_error(args, str(exc))
+    if not files:
+        return _report_error(args, f"not running (no status file in {looked})")
+    verdicts: list[tuple[Path, StatusReading | None, Health, str]] = []
+    for path in files:
+        try:
+            reading = read_status(path, stale_after_s=args.stale_after)
+        except FileNotFoundError:      # removed between listing and reading: it just stopped
+            verdicts.append((path, None, Health(NOT_RUNNING, ("stopped",)), "stopped"))
+            continue
+        except StatusFileError as exc:
+            verdicts.append((path, None, Health(NOT_RUNNING, (str(exc),)), str(exc)))
+            continue
+        if not reading.fresh:
+            health = Health(NOT_RUNNING, (f"stale status file: {reading.stale_reason}",))
+        else:
+            health = assess(reading.status, agent_grace_s=args.agent_grace)
+        verdicts.append((path, reading, health, ""))
+    worst = max(health.level for _, _, health, _ in verdicts)
+    if args.json:
+        print(json.dumps({"exit": worst, "health": LABELS[worst], "bridges": [
+            _json_verdict(path, verdict, health) for path, verdict, health, _ in verdicts]},
+            ensure_ascii=False, indent=2))
+    else:
+        for index, (path, shown, health, error) in enumerate(verdicts):
+            if index:
+                print()
+            if shown is None:
+                print(f"pibridge: not running ({path}: {error})")
+            else:
+                print("\n".join(render_text(shown, health)))
+    return worst
+
+
+def _report_error(args: argparse.Namespace, message: str) -> int:
+    if args.json:
+        print(json.dumps({"exit": NOT_RUNNING, "health": LABELS[NOT_RUNNING], "error": message,
+                          "bridges": []}))
+    else:
+        print(f"pibridge: {message}", file=sys.stderr)
+    return NOT_RUNNING
+
+
+def _json_verdict(path: Path, reading: StatusReading | None, health: Health) -> dict[str, Any]:
+    return {"path": str(path), "health": LABELS[health.level], "exit": health.level,
+            "reasons": list(health.reasons),
+            "fresh": reading.fresh if reading else False,
+            "age_s": round(reading.age_s, 3) if reading else None,
+            "status": reading.status.to_dict() if reading else None}
+
+
+# --- the human-readable page ------------------------------------------------------------------------
+
+def _value_text(value: Any, unit: str) -> str:
+    if value is None:
+        shown = "–"
+    elif isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    else:
+        shown = str(value)
+    return f"{shown} {unit}".rstrip() if value is not None else shown
+
+
+def _ago(status: BridgeStatus, at: float | None) -> str:
+    return "never" if at is None else f"{format_duration(status.written_at - at)} ago"
+
+
+def _clock_text(at: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    except (OverflowError, OSError, ValueError):     # a time no calendar holds
+        return f"{at:g}"
+
+
+def render_text(reading: StatusReading, health: Health) -> list[str]:
+    """The page `pibridge status` prints for one bridge."""
+    status = reading.status
+    lines = [f"pibridge: {health.label} — {status.profile} (pid {status.pid}, "
+             f"up {format_duration(status.written_at - status.started_at)}, pibridge {status.version})"]
+    lines += [f"  ! {reason}" for reason in health.reasons]
+    if not reading.fresh:
+        lines.append(f"  last status written {_clock_text(status.written_at)}; the rest is what it was then")
+    agent = status.agent
+    for_how_long = format_duration(status.written_at - (agent.since or status.started_at))
+    if agent.connected:
+        connection = f"connected for {for_how_long}"
+    else:
+        why = f" ({agent.last_error})" if agent.last_error else ""
+        connection = f"not connected for {for_how_long}{why}"
+    client = f"; client {agent.client_id}" if agent.client_id else ""
+    lines.append(f"agent   {agent.host}:{agent.port} {connection}; last acknowledgement "
+                 f"{_ago(status, agent.last_ack_at)}{client}")
+    clock = status.clock
+    lines.append("clock   " + ("synchronised" if clock.synchronised else "NOT synchronised: samples wait for "
+                                "their timestamps") + (f" ({clock.source})" if clock.source else ""))
+    queue = status.queue
+    lines.append(f"queue   {queue.depth} waiting" + (f", oldest {_ago(status, queue.oldest_sample_at)}"
+                                                      if queue.oldest_sample_at is not None else "")
+                 + (f", {queue.unstamped} without timestamp" if queue.unstamped else "")
+                 + f"; dropped {queue.dropped}; dead letters {queue.dead_letters}")
+    if status.restart_pending:
+        lines.append("restart needed for: " + ", ".join(status.restart_pending))
+    lines.append("")
+    lines.append(f"{'sensor':<24} {'state':<16} {'taken':>7} {'pushed':>7} {'failed':>6} {'skipped':>7} "
+                 f"{'dead':>5}  last values")
+    for sensor in status.sensors:
+        state = sensor.state
+        if sensor.failing_since is not None:
+            state += f" {format_duration(status.written_at - sensor.failing_since)}"
+        values = "  ".join(_value_text(v.value, v.unit) for v in sensor.values)
+        if sensor.last_sample_at is not None:
+            values += f"  ({_ago(status, sensor.last_sample_at)})"
+        lines.append(f"{sensor.name[:24]:<24} {state:<16} {sensor.taken:>7} {sensor.pushed:>7} "
+                     f"{sensor.failed:>6} {sensor.skipped:>7} {sensor.dead_lettered:>5}  {values}")
+        if sensor.last_error and sensor.state != "ok":
+            lines.append(f"{'':<24}   last error: {sensor.last_error}")
+    if status.recent_errors:
+        lines.append("")
+        lines.append("recent errors:")
+        for event in status.recent_errors:
+            who = f"{event.sensor}: " if event.sensor else ""
+            lines.append(f"  {_clock_text(event.at)}  {who}{event.message}")
+    return [printable(line).rstrip() for line in lines]
