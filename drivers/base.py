@@ -26,7 +26,8 @@ opened itself (never a handle it was given); idempotent.
 
 Everything a profile checker needs is available without hardware, at class level:
 `Driver.validate` (every option problem at once), `Driver.timing_for` (read time, spacing and
-retry policy of a configuration) and `Driver.resources` (the pins and bus addresses it claims).
+retry policy of a configuration), `Driver.metrics_for` (the metrics a configuration reports, with
+their annotation) and `Driver.resources` (the pins and bus addresses it claims).
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ class Driver:
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)
         self.timing: Timing = self.timing_for(self.config)
+        self._configured_metrics: tuple[Metric, ...] = self.metrics_for(self.config)
         self._closed = False
 
     # -- declaration helpers (class level: no hardware, no instance) ----------------------------
@@ -289,6 +291,15 @@ class Driver:
         return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
 
     @classmethod
+    def metrics_for(cls, config: Mapping[str, Any]) -> tuple[Metric, ...]:
+        """The metrics a configuration (one `validate` accepted) reports, each with its unit or
+        type and annotation: what a profile checker and ``pibridge check`` know before any
+        hardware. By default every declared metric. Drivers whose metrics follow their options
+        override this (BME280's ``metrics`` and ``osrs_*``, a digital input's ``annotation``);
+        `active_metrics` starts from it."""
+        return cls.metrics
+
+    @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:
         """The pins and bus slots a configuration claims; by default its `GpioPin` options."""
         return Resources(gpio=tuple(v for v in config.values() if isinstance(v, GpioPin)))
@@ -301,9 +312,10 @@ class Driver:
         raise KeyError(key)
 
     def active_metrics(self) -> tuple[Metric, ...]:
-        """The metrics this instance will report; a driver whose chip decides (BME280 vs BMP280)
-        narrows this after detection."""
-        return self.metrics
+        """The metrics this instance will report: `metrics_for` its configuration (worked out
+        once, in ``__init__``). A driver whose chip decides (BME280 vs BMP280) narrows this
+        further after detection, never widens it."""
+        return self._configured_metrics
 
     def gpio_pins(self) -> tuple[GpioPin, ...]:
         """Every GPIO this instance uses, for pin-conflict checks."""

@@ -236,7 +236,7 @@ class BME280(I2CDriver):
     ``BME280(bus=None, **options)``: ``bus`` is an smbus2.SMBus-like object (never closed by the
     driver); without one the driver opens ``smbus2.SMBus(i2c_bus)`` on the first transfer and
     closes it in ``close()``. The chip is detected on the first ``start()`` (or ``detect()``);
-    until then ``active_metrics()`` assumes a BME280.
+    until then ``active_metrics()`` is `metrics_for` the configuration (a BME280's).
     """
 
     name = "bme280"
@@ -272,7 +272,7 @@ class BME280(I2CDriver):
     def timing_for(cls, config: Mapping[str, Any]) -> Timing:
         """The conversion time follows the oversampling of the channels measured (datasheet
         maximum, as for a BME280; a BMP280 found later only converts faster)."""
-        wanted = cls._wanted_metrics(config)
+        wanted = {m.key for m in cls.metrics_for(config)}
         os_p = config["osrs_p"] if "pressure" in wanted else 0
         os_h = config["osrs_h"] if "humidity" in wanted else 0
         return Timing(measurement_time_s(config["osrs_t"], os_p, os_h) + BUS_TIME_S,
@@ -289,6 +289,14 @@ class BME280(I2CDriver):
                 for key, osrs in (("pressure", "osrs_p"), ("humidity", "osrs_h"))
                 if key in wanted and config[osrs] == 0]
 
+    @classmethod
+    def metrics_for(cls, config: Mapping[str, Any]) -> tuple[Metric, ...]:
+        """The channels a configuration measures: the ``metrics`` list, or every channel whose
+        oversampling is not 0 (temperature always). A BMP280 found at run time drops humidity
+        too (`active_metrics`)."""
+        wanted = cls._wanted_metrics(config)
+        return tuple(m for m in cls.metrics if m.key in wanted)
+
     @staticmethod
     def _wanted_metrics(config: Mapping[str, Any]) -> set[str]:
         """The metric keys a configuration asks for: the ``metrics`` list, or every channel whose
@@ -302,7 +310,7 @@ class BME280(I2CDriver):
 
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)
-        self._wanted = self._wanted_metrics(self.config)
+        self._wanted = frozenset(m.key for m in super().active_metrics())
         self.chip: str | None = None
         self._calibration: Calibration | None = None
         self._configured = False
@@ -322,10 +330,12 @@ class BME280(I2CDriver):
         return "humidity" in self._wanted and self.chip != "BMP280"
 
     def active_metrics(self) -> tuple[Metric, ...]:
-        keep = set(self._wanted)
+        """`metrics_for` the configuration, without humidity once the chip is known to be a
+        BMP280."""
+        configured = super().active_metrics()
         if self.chip == "BMP280":
-            keep.discard("humidity")
-        return tuple(m for m in self.metrics if m.key in keep)
+            return tuple(m for m in configured if m.key != "humidity")
+        return configured
 
     @property
     def conversion_time_s(self) -> float:

@@ -14,12 +14,13 @@ factory is never used.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pibridge.protocol import ValueType
+from pibridge.protocol import NAME_MAX_LEN, ValueType
 
 from .base import Driver, GpioPin, Metric, Option, OptionProblem, RetryPolicy, Sample
 from .errors import BusError
@@ -33,6 +34,8 @@ MAX_DEBOUNCE_S = 10.0
 STATE_KEY = "state"
 #: GPIO 2 and 3 (I2C1 SDA/SCL) carry fixed 1.8 kΩ pull-ups on every Pi: no pull-down wins there.
 HARDWIRED_PULL_UP_PINS = (2, 3)
+#: what True means is shown at the agent beside the value: a word or two, as in a profile's metrics
+ANNOTATION_MAX_LEN = NAME_MAX_LEN
 
 ChangeCallback = Callable[[bool, float], None]
 
@@ -65,11 +68,22 @@ class DigitalInput(Driver):
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
-        """A pull-down cannot work against the Pi's fixed pull-ups on GPIO 2 and 3."""
+        """A pull-down cannot work against the Pi's fixed pull-ups on GPIO 2 and 3; the
+        annotation is as short as a profile's metric annotation."""
+        problems = []
         if config["pin"] in HARDWIRED_PULL_UP_PINS and config["pull"] == "down":
-            return [OptionProblem("pull", f"option pull: GPIO{config['pin']} has a fixed 1.8 kΩ pull-up "
-                                  "on the Pi; pull=down cannot hold it low (use pull=up or none)")]
-        return []
+            problems.append(OptionProblem("pull", f"option pull: GPIO{config['pin']} has a fixed 1.8 kΩ "
+                                          "pull-up on the Pi; pull=down cannot hold it low "
+                                          "(use pull=up or none)"))
+        if len(config["annotation"]) > ANNOTATION_MAX_LEN:
+            problems.append(OptionProblem("annotation", f"option annotation: at most {ANNOTATION_MAX_LEN} "
+                                          f"characters, not {len(config['annotation'])}"))
+        return problems
+
+    @classmethod
+    def metrics_for(cls, config: Mapping[str, Any]) -> tuple[Metric, ...]:
+        """The state metric, annotated with what True means (the ``annotation`` option)."""
+        return tuple(dataclasses.replace(m, annotation=config["annotation"]) for m in cls.metrics)
 
     def __init__(self, pin_factory: Any = None, *, clock: Callable[[], float] = time.time,
                  **options: Any) -> None:
@@ -95,16 +109,11 @@ class DigitalInput(Driver):
         except GPIOZeroError as exc:
             self._close_factory()
             raise BusError(f"digital_input: cannot claim GPIO{self.config['pin']}: {exc}") from exc
-        self._metric = Metric(STATE_KEY, "State", value_type=ValueType.BOOL,
-                              annotation=self.config["annotation"])
 
     @property
     def active_low(self) -> bool:
         """True when the reported state is True for a low line."""
         return self._active_low
-
-    def active_metrics(self) -> tuple[Metric, ...]:
-        return (self._metric,)
 
     def _state(self) -> bool:
         return bool(self._device.value) != self._invert

@@ -6,6 +6,11 @@ Built-in drivers are *found*, not listed: every module of this package that defi
 subclass with a ``name`` is one (so a new chip is a new module, with no edit here). The modules
 are imported on the first lookup (``names()``, ``get()``), never at ``import pibridge.drivers``;
 none of them touches hardware or imports a hardware library when imported.
+
+Both tables are read once per process: the entry-point scan reads every installed distribution's
+metadata (about 1 ms each time, most of a ``pibridge check``), so it is not repeated per lookup.
+A package installed into a running process is found after `reset`. A built-in name wins over an
+installed driver of the same name.
 """
 
 from __future__ import annotations
@@ -53,10 +58,26 @@ def __getattr__(name: str) -> dict[str, str]:
     raise AttributeError(name)
 
 
+@functools.cache
+def installed() -> tuple[tuple[str, str], ...]:
+    """(name, ``"module:Class"``) of every driver installed through the entry-point group
+    ``pibridge.drivers``, in the order the scan finds them; scanned once per process."""
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def reset() -> None:
+    """Forget both tables: the next lookup finds the built-in modules and scans the installed
+    packages again (for a process that installs a driver package while it runs, e.g. a test)."""
+    builtin.cache_clear()
+    installed.cache_clear()
+
+
 def _targets() -> dict[str, str]:
+    """name -> target: the built-in drivers, then the installed ones whose name is not taken
+    (a built-in name wins on a clash; among installed ones, the first found)."""
     targets = dict(builtin())
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        targets.setdefault(ep.name, ep.value)
+    for name, target in installed():
+        targets.setdefault(name, target)
     return targets
 
 

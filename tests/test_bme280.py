@@ -208,6 +208,30 @@ def test_humidity_asked_explicitly_on_bmp280_names_the_chip() -> None:
     assert not info.value.retryable
 
 
+@pytest.mark.parametrize(("options", "keys"), [
+    ({}, ["temperature", "humidity", "pressure"]),
+    ({"osrs_p": 0}, ["temperature", "humidity"]),
+    ({"osrs_h": 0, "osrs_p": 0}, ["temperature"]),
+    ({"metrics": "temperature"}, ["temperature"]),
+    ({"metrics": "pressure, temperature", "osrs_h": 0}, ["temperature", "pressure"]),
+])
+def test_metrics_for_a_configuration_without_hardware(options: dict[str, object], keys: list[str]) -> None:
+    """What a configuration reports is known at class level, and an instance starts from it."""
+    config = BME280.check_options(options)
+    assert [m.key for m in BME280.metrics_for(config)] == keys
+    bus, _chip, clock = rig()
+    driver = driver_on(bus, clock, **options)
+    assert driver.active_metrics() == BME280.metrics_for(config)
+    assert list(driver.read(clock.sleep)) == [k for k in ("temperature", "pressure", "humidity") if k in keys]
+
+
+def test_bmp280_narrows_the_configured_metrics_further() -> None:
+    bus, _chip, clock = rig(variant="BMP280", calibration=VECTOR_B_CALIB, raw=(519888, 415148, 0))
+    driver = driver_on(bus, clock, osrs_p=0)
+    driver.detect()
+    assert [m.key for m in driver.active_metrics()] == ["temperature"]
+
+
 def test_metrics_subset() -> None:
     bus, chip, clock = rig()
     driver = driver_on(bus, clock, metrics="pressure")

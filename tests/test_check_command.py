@@ -54,6 +54,30 @@ def test_greenhouse_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert out == GREENHOUSE_SUMMARY and err == ""
 
 
+def test_summary_shows_the_metrics_the_options_leave(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A BME280 with pressure skipped lists no pressure; a door shows its annotation option."""
+    path = tmp_path / "shed.toml"
+    path.write_text('[[sensor]]\nname = "Air"\ndriver = "bme280"\noptions = { osrs_p = 0 }\n'
+                    '[[sensor]]\nname = "Shed door"\ndriver = "digital_input"\n'
+                    'options = { pin = 27, annotation = "open" }\n'
+                    '[[sensor]]\nname = "Roof"\ndriver = "bme280"\noptions = { address = 0x77, '
+                    'metrics = "pressure" }\nmetrics.pressure.name = "Roof pressure"\n')
+    assert main(["check", "--profile", str(path)]) == 0
+    out, err = capsys.readouterr()
+    sensors = out[out.index('sensor "Air"'):out.index("pins and buses:")]
+    assert sensors.splitlines() == [
+        'sensor "Air": bme280, every 1m',
+        '  temperature → "Temperature" in SI.Temperature.CELSIUS',
+        '  humidity → "Relative humidity" in NoSI.Dimensionless.PERCENT',
+        'sensor "Shed door": digital_input, every 1m',
+        '  state → "State" in bool [open]',
+        'sensor "Roof": bme280, every 1m',
+        '  pressure → "Roof pressure" in SI.Pressure.PASCAL',
+    ]
+    assert err == ""
+
+
 def test_demo_profile_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--profile", str(ROOT / "profiles" / "demo.toml")]) == 0
     assert "no problems; 8 sensors" in capsys.readouterr().out

@@ -83,9 +83,19 @@ def test_debounce_passed_to_gpiozero(mock_factory) -> None:
 
 
 def test_annotation_option(mock_factory) -> None:
+    config = DigitalInput.check_options({"pin": PIN, "annotation": "open"})
+    (declared,) = DigitalInput.metrics_for(config)  # known without a pin
+    assert declared.value_type is ValueType.BOOL and declared.annotation == "open"
     with DigitalInput(pin_factory=mock_factory, pin=PIN, annotation="open") as door:
-        (metric,) = door.active_metrics()
-    assert metric.value_type is ValueType.BOOL and metric.annotation == "open"
+        assert door.active_metrics() == (declared,)
+    (default,) = DigitalInput.metrics_for(DigitalInput.check_options({"pin": PIN}))
+    assert default.annotation == "active" and DigitalInput.metrics == (default,)
+
+
+def test_annotation_too_long_is_refused_without_hardware() -> None:
+    _config, problems = DigitalInput.validate({"pin": PIN, "annotation": "x" * 65})
+    assert [(p.key, p.message) for p in problems] == [
+        ("annotation", "option annotation: at most 64 characters, not 65")]
 
 
 def test_options_checked() -> None:

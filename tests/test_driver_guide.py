@@ -32,7 +32,7 @@ def test_stable_names_exist() -> None:
     for name in re.findall(r"`(\w+)`", faked.group(1)):
         assert hasattr(fakes, name), name
     for method in ("start", "collect", "read", "group_key", "start_group", "validate", "check_config",
-                   "timing_for", "resources", "active_metrics", "close", "_release"):
+                   "timing_for", "metrics_for", "resources", "active_metrics", "close", "_release"):
         assert hasattr(api.Driver, method), method
     for helper in ("write_byte", "write_bytes", "write_register", "read_register", "read_registers",
                    "read_bytes", "_transfer_failed"):

@@ -381,7 +381,7 @@ def test_a_driver_whose_own_checks_raise_is_one_line(tmp_path: Path, monkeypatch
     from typing import Any
 
     from pibridge.drivers import registry
-    from pibridge.drivers.base import Driver, Option, OptionProblem, Resources
+    from pibridge.drivers.base import Driver, Metric, Option, OptionProblem, Resources
 
     class Careless(Driver):
         name = "careless"
@@ -395,16 +395,26 @@ def test_a_driver_whose_own_checks_raise_is_one_line(tmp_path: Path, monkeypatch
 
         @classmethod
         def resources(cls, config: Mapping[str, Any]) -> Resources:
+            if config["channel"] == 3:
+                return Resources()
             raise RuntimeError("no pins today")
+
+        @classmethod
+        def metrics_for(cls, config: Mapping[str, Any]) -> tuple[Metric, ...]:
+            raise ValueError("metrics unknown")
 
     real_get = registry.get
     monkeypatch.setattr(registry, "get", lambda name: Careless if name == "careless" else real_get(name))
     path = _write(tmp_path, '[[sensor]]\nname = "One"\ndriver = "careless"\noptions.channel = 1\n'
-                            '[[sensor]]\nname = "Two"\ndriver = "careless"\n[sensor.options]\nchannel = 2\n')
+                            '[[sensor]]\nname = "Two"\ndriver = "careless"\n[sensor.options]\nchannel = 2\n'
+                            '[[sensor]]\nname = "Three"\ndriver = "careless"\noptions = { channel = 3 }\n')
+    metrics = "careless could not work out its metrics: ValueError: metrics unknown"
     assert _problems(path) == [
         f"{path}:4: sensor \"One\" → options: careless could not check its options: KeyError: 'mux'",
         f'{path}:8: sensor "Two" → options: careless could not work out its timing or pins: RuntimeError: '
         "no pins today",
+        f'{path}:8: sensor "Two" → options: {metrics}',
+        f'{path}:13: sensor "Three" → options: {metrics}',
     ]
 
 

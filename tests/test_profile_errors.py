@@ -65,6 +65,31 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("driver's cross-option rule", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
      'options = { osrs_h = 0, metrics = "humidity" }\n',
      ['4: sensor "Air" → options.osrs_h: osrs_h=0 skips humidity, which option metrics asks for']),
+    ("metric skipped by oversampling 0", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.options]\n'
+     'osrs_p = 0\n[sensor.metrics.temperature]\noffset = -0.4\n[sensor.metrics.pressure]\ndeadband = 20\n',
+     ['8: sensor "Air" → metrics.pressure: this bme280 does not report pressure with these options (it '
+      'reports temperature, humidity)']),
+    ("metrics outside the metrics option", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
+     'options = { metrics = "temperature" }\nmetrics.humidity.median = 3\n'
+     'metrics."pressure" = { name = "Air pressure" }\n',
+     ['5: sensor "Air" → metrics.humidity: this bme280 does not report humidity with these options (it '
+      'reports temperature)',
+      '6: sensor "Air" → metrics.pressure: this bme280 does not report pressure with these options (it '
+      'reports temperature)']),
+    ("every reported metric disabled", '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
+     'options.metrics = "temperature"\n[sensor.metrics.temperature]\nenabled = false\n',
+     ['5: sensor "Air" → metrics: every metric is disabled (enabled = false): the sensor would send '
+      'nothing']),
+    ("invalid options: metrics checked against the driver only", '[[sensor]]\nname = "Air"\n'
+     'driver = "bme280"\noptions = { osrs_p = 3 }\n[sensor.metrics.pressure]\nmedian = 0\n'
+     '[sensor.metrics.pressur]\n',
+     ['4: sensor "Air" → options.osrs_p: 3 is not one of 0, 1, 2, 4, 8, 16',
+      '6: sensor "Air" → metrics.pressure.median: must be between 1 and 100, not 0',
+      '7: sensor "Air" → metrics.pressur: unknown metric of bme280; did you mean pressure? (known: '
+      'temperature, humidity, pressure)']),
+    ("door annotation too long", '[[sensor]]\nname = "Door"\ndriver = "digital_input"\n'
+     f'options = {{ pin = 27, annotation = "{"x" * 65}" }}\n',
+     ['4: sensor "Door" → options.annotation: at most 64 characters, not 65']),
     ("unknown metric", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n[sensor.metrics.lux]\nname = "Lux"\n',
      ['4: sensor "Light" → metrics.lux: unknown metric of bh1750 (known: illuminance)']),
     ("unknown metric key", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n[sensor.metrics.illuminance]\n'

@@ -47,6 +47,37 @@ def test_target_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
         registry.get("bogus")
 
 
+def write_distribution(site: Path, name: str, drivers: dict[str, str]) -> None:
+    """A minimal installed distribution in ``site`` (its ``.dist-info`` only) declaring ``drivers``
+    (name -> "module:Class") in the ``pibridge.drivers`` entry-point group."""
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[pibridge.drivers]\n" + "".join(f"{k} = {v}\n" for k, v in drivers.items()))
+
+
+def test_installed_drivers_are_scanned_once_and_built_in_names_win(tmp_path: Path) -> None:
+    """The entry points are read once per process (a package installed later is found after
+    reset()), and an installed driver named like a built-in one never replaces it."""
+    registry.names()  # this process has scanned
+    write_distribution(tmp_path, "pibridge_clash_test", {
+        "bme280": "pibridge_no_such_module:Impostor",        # would fail to import if ever chosen
+        "zz_installed": "pibridge.drivers.bh1750:BH1750"})
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert "zz_installed" not in registry.names()        # no second scan per lookup
+        registry.reset()
+        assert "zz_installed" in registry.names()
+        assert registry.get("zz_installed") is BH1750
+        assert registry.get("bme280") is BME280
+        assert ("bme280", "pibridge_no_such_module:Impostor") in registry.installed()
+    finally:
+        sys.path.remove(str(tmp_path))
+        registry.reset()
+    assert "zz_installed" not in registry.names()
+
+
 def test_importing_drivers_imports_no_driver_module() -> None:
     code = ("import sys, pibridge.drivers, pibridge.drivers.registry; "
             "sys.exit(any(m in sys.modules for m in ('pibridge.drivers.bme280', 'pibridge.drivers.bh1750')))")

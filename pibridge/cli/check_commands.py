@@ -58,7 +58,7 @@ def print_summary(profile: Profile, out: TextIO) -> None:
         resources.append((sensor, driver.resources(sensor.options)))
         print(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}",
               file=out)
-        for metric in driver.metrics:
+        for metric in driver.metrics_for(sensor.options):   # what this configuration reports
             print(f"  {_metric_line(metric, sensor.metrics.get(metric.key))}", file=out)
     print("pins and buses:", file=out)
     for line in _pin_lines(resources, bridge.w1_gpio):

@@ -164,8 +164,7 @@ class _Checker:
     def __init__(self, path: Path, locator: KeyLocator) -> None:
         self.path, self.locator = path, locator
         self.problems: list[Problem] = []
-        #: driver name -> class, or the problem with that name (a registry lookup scans the
-        #: installed packages' entry points: once per name, not once per sensor)
+        #: driver name -> class, or the problem with that name (looked up once per name)
         self._drivers: dict[str, type[Driver] | str] = {}
 
     def raise_problems(self) -> None:
@@ -313,7 +312,9 @@ class _Checker:
         resources = Resources()
         if driver is not None and config is not None:
             resources = self._timing_and_resources(scope, driver, config, interval) or resources
-        metric_configs = self._metrics(scope, driver, metrics)
+        reported = (self._reported_metrics(scope, driver, config)
+                    if driver is not None and config is not None else None)
+        metric_configs = self._metrics(scope, driver, reported, metrics)
 
         one = _Checked(scope, config, resources) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
@@ -374,19 +375,38 @@ class _Checker:
         return resources
 
     # -- [sensor.metrics.KEY] -------------------------------------------------------------------
-    def _metrics(self, scope: _Scope, driver: type[Driver] | None,
+    def _reported_metrics(self, scope: _Scope, driver: type[Driver],
+                          config: dict[str, Any]) -> dict[str, Metric] | None:
+        """key -> metric (with its annotation) of what this configuration reports
+        (`Driver.metrics_for`), or None after reporting a driver that cannot say."""
+        try:
+            return {m.key: m for m in driver.metrics_for(config)}
+        except Exception as exc:  # a third-party driver's own code: one line, not a traceback
+            scope.report(("options",), f"{driver.name} could not work out its metrics: "
+                                       f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _metrics(self, scope: _Scope, driver: type[Driver] | None, reported: dict[str, Metric] | None,
                  tables: dict[str, Any]) -> dict[str, MetricConfig] | None:
+        """Every ``[sensor.metrics.KEY]`` table checked. ``reported``: what the sensor's
+        configuration reports (None when its options are invalid: then only keys the driver
+        never declares are refused)."""
         declared = {m.key: m for m in driver.metrics} if driver is not None else None
         configs: dict[str, MetricConfig] = {}
         valid = True
         for key, table in tables.items():
             metric = None
             if declared is not None:
+                assert driver is not None
                 metric = declared.get(key)
                 if metric is None:
-                    assert driver is not None
                     scope.unknown(("metrics", key), list(declared), what=f"metric of {driver.name}")
                     valid = False
+                elif reported is not None and key not in reported:
+                    scope.report(("metrics", key), _not_reported(driver, key, reported))
+                    valid = False
+                elif reported is not None:
+                    metric = reported[key]
             if not isinstance(table, dict):
                 scope.report(("metrics", key), f"must be a table ([sensor.metrics.{key}]), "
                                                f"not {shown(table)}")
@@ -397,7 +417,8 @@ class _Checker:
                 valid = False
             else:
                 configs[key] = config
-        if declared and all(key in configs and not configs[key].enabled for key in declared):
+        sent = reported if reported is not None else declared
+        if sent and all(key in configs and not configs[key].enabled for key in sent):
             scope.report(("metrics",), "every metric is disabled (enabled = false): "
                                        "the sensor would send nothing")
             valid = False
@@ -656,6 +677,13 @@ def _driver_message(message: str, key: str) -> str:
     cut to `MESSAGE_MAX` characters (drivers quote the value given, which may be 10 MB)."""
     message = message.removeprefix(f"option {key}: ") if key else message
     return message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX - 1] + "…"
+
+
+def _not_reported(driver: type[Driver], key: str, reported: Mapping[str, Metric]) -> str:
+    """The message for a ``[sensor.metrics.KEY]`` the driver has but this configuration leaves
+    out (BME280: ``osrs_p = 0``, or ``metrics = "temperature"``)."""
+    return (f"this {driver.name} does not report {key} with these options "
+            f"(it reports {', '.join(reported) or 'nothing'})")
 
 
 def _named_option(config: dict[str, Any] | None, key: str) -> KeyPath:
