@@ -209,7 +209,7 @@ def test_store_writes_key_0600_in_folder_0700_and_caches_the_client_id(tmp_path:
     assert stat.S_IMODE(files.folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
     assert files.client_id() == CID
-    assert files.client_id_file.read_text().split()[0] == CID
+    assert (files.generations / "current" / "client-id").read_text().split()[0] == CID
     # a certificate replaced behind our back (e.g. by the SDK) is noticed through the cached hash
     other = "f" * 32
     files.cert.write_bytes(_self_signed(key_pem, other))
