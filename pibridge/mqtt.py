@@ -146,6 +146,26 @@ def tls_files_failure(files: TlsFiles, exc: BaseException,
                           f"{files.key_file} ({reason})", endpoint, files.cert_file)
 
 
+def demands_client_certificate(endpoint: Endpoint, timeout: float) -> bool:
+    """Does the TLS server at ``endpoint`` require a client certificate? Asked only to explain a
+    failure: with TLS 1.3 such a server completes the handshake without one and hangs up after,
+    often with no alert at all (agent-api.md §1), which looks like any other refusal. Capped at
+    TLS 1.2, the same server fails the handshake itself, with an alert."""
+    if endpoint.tls is None or endpoint.unix_socket:
+        return False
+    try:
+        context = tls_context(TlsFiles(endpoint.tls.ca_file))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection((endpoint.host, endpoint.port), timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=endpoint.host):
+            return False
+    except ssl.SSLError as exc:
+        text = str(exc).lower()
+        return "handshake failure" in text or "certificate required" in text
+    except OSError:
+        return False
+
+
 def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
     """Map a low-level exception (plus paho log lines seen meanwhile) to a `FailureKind`."""
     text = " ".join([str(exc), *log_lines]).lower()
@@ -222,6 +242,7 @@ class MqttSession:
         self._failure: ConnectFailure | None = None
         self._opening_log: list[str] = []
         self._opening = True
+        self._dropped_before_connack = False  # connected, then dropped without a CONNACK
         self._closing = False
         self._recent_log: list[str] = []
         self._suback: dict[int, threading.Event] = {}
@@ -246,6 +267,11 @@ class MqttSession:
         if self._finished.is_set() or not self._connected.is_set():
             self.close()
             assert self._failure is not None
+            if (self._dropped_before_connack and self._failure.kind is FailureKind.REFUSED
+                    and self.endpoint.tls is not None and not self._presents_client_certificate()
+                    and demands_client_certificate(self.endpoint, min(timeout, DEFAULT_TIMEOUT_S))):
+                raise ConnectFailure(FailureKind.CERTIFICATE_REQUIRED, "the server asks for a client "
+                                     f"certificate ({self._failure.detail})", self.endpoint)
             raise self._failure
         self._opening = False
 
@@ -404,6 +430,7 @@ class MqttSession:
     def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
                            reason: object, properties: object) -> None:
         if self._opening and not self._connected.is_set():
+            self._dropped_before_connack = True
             detail = "; ".join(self._opening_log[-3:]) or f"disconnected before CONNACK: {reason}"
             kind = self._classify(ConnectionError(detail), self._opening_log)
             if kind in (FailureKind.LOST, FailureKind.REFUSED) and self._presents_client_certificate():

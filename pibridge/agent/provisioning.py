@@ -74,6 +74,7 @@ def provision(settings: AgentSettings, mode: ProvisioningMode | str | None = Non
     timeout = check_seconds("timeout", timeout)
     fallback_after = check_seconds("fallback_after", fallback_after)
     check_timeout = check_seconds("check_timeout", check_timeout)
+    settings.require_ca_file()  # even for `keep`: a connection follows, and a wrong CA is said now
     files = CredentialFiles(settings.cert_folder, settings.client_name)
     # one provisioning per folder at a time: a second `keep` waits and then finds the first's set
     with files.locked():
