@@ -294,11 +294,14 @@ class CredentialFiles:
                 self.cert.name: (cert_pem, PUBLIC_MODE),
                 CLIENT_ID_FILE: (f"{client_id}\n{hashlib.sha256(cert_pem).hexdigest()}\n".encode(),
                                  PUBLIC_MODE)})
-            self._switch(generation)
-            self._link_names()
-            self._collect(keep={generation, previous})
-            with contextlib.suppress(FileNotFoundError):
-                self.client_id_file.unlink()  # the plain layout's cache: superseded
+            self._switch(generation)  # from here on the new set is the stored one
+            self._link_names()  # only a fresh folder still needs its names
+            try:  # housekeeping: a failure here changes nothing a reader sees
+                self._collect(keep={generation, previous})
+                with contextlib.suppress(FileNotFoundError):
+                    self.client_id_file.unlink()  # the plain layout's cache: superseded
+            except OSError as exc:
+                log.debug("cleaning up %s failed: %s", self.generations, exc)
 
     def remove(self) -> list[Path]:
         """Delete the stored credentials (after a deprovision); returns the SDK names removed.
@@ -409,8 +412,12 @@ class CredentialFiles:
         return generation
 
     def _switch(self, generation: str) -> None:
+        """Point ``current`` at ``generation``: the one rename that changes the stored set."""
         _replace_with_symlink(self.generations / CURRENT_LINK, generation)
-        _fsync_dir(self.generations)
+        try:
+            _fsync_dir(self.generations)
+        except OSError as exc:  # the rename happened; only its durability is in doubt
+            log.warning("cannot flush %s to disk: %s", self.generations, exc)
 
     def _link_names(self, only: set[str] | None = None) -> None:
         changed = False
