@@ -451,7 +451,9 @@ class AgentClient:
 
         Raises `AgentConnectionError` on the first failed attempt, or with ``persist`` keeps
         retrying transient failures (refused, timeout) until ``timeout`` seconds passed. A rejected
-        certificate or an untrusted server always ends it at once.
+        certificate or an untrusted server always ends it at once. Raises `ProvisioningError`
+        (no credentials), `ConfigurationError` (CA, certificate or key unusable) and ValueError
+        (``timeout`` not in (0, 1 day]) before trying.
         """
         timeout = check_seconds("timeout", timeout)
         if self._link is not None:
@@ -550,8 +552,10 @@ class AgentClient:
 
     @property
     def fatal_error(self) -> AgentConnectionError | None:
-        """The failure that stopped reconnecting for good (certificate rejected, server not
-        trusted), or None. `connect` starts afresh after it, e.g. once re-provisioned."""
+        """The failure that stopped reconnecting for good, or None: certificate rejected, server
+        not trusted, a port that wants a client certificate where none is due, or credentials
+        gone from disk or unloadable (kind `ConnectionErrorKind.CREDENTIALS`, e.g. after
+        ``pibridge deprovision``). `connect` starts afresh after it, e.g. once re-provisioned."""
         return self._fatal
 
     def wait_connected(self, timeout: float) -> bool:

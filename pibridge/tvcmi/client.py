@@ -445,12 +445,17 @@ class TVCMI_client:
             self._report_failure(method, error)
             return
         reply = future.result()
-        if after is not None:
+        if after is None:
+            self._emit("on_api_response", msg=reply.raw, error_code=0)
+            return
+
+        def finish() -> None:  # on the dispatcher: `after` may wait (e.g. for the credentials lock)
             try:
                 after(reply)
             except Exception as exc:
                 self._log(f"{method}: {exc}")
-        self._emit("on_api_response", msg=reply.raw, error_code=0)
+            self._emit("on_api_response", msg=reply.raw, error_code=0)
+        self._dispatcher.submit(finish)
 
     def _deprovisioned(self, reply: Reply) -> None:
         removed = self._files.remove()
