@@ -146,11 +146,11 @@ def tls_files_failure(files: TlsFiles, exc: BaseException,
                           f"{files.key_file} ({reason})", endpoint, files.cert_file)
 
 
-def demands_client_certificate(endpoint: Endpoint, timeout: float) -> bool:
-    """Does the TLS server at ``endpoint`` require a client certificate? Asked only to explain a
-    failure: with TLS 1.3 such a server completes the handshake without one and hangs up after,
-    often with no alert at all (agent-api.md §1), which looks like any other refusal. Capped at
-    TLS 1.2, the same server fails the handshake itself, with an alert."""
+def demands_client_certificate(endpoint: Endpoint, timeout: float) -> bool | None:
+    """Does the TLS server at ``endpoint`` require a client certificate (None: cannot tell)?
+    Asked only to explain a failure: with TLS 1.3 such a server completes the handshake without
+    one and hangs up after, often with no alert at all (agent-api.md §1), which looks like any
+    other refusal. Capped at TLS 1.2, the same server fails the handshake itself, with an alert."""
     if endpoint.tls is None or endpoint.unix_socket:
         return False
     try:
@@ -161,9 +161,9 @@ def demands_client_certificate(endpoint: Endpoint, timeout: float) -> bool:
             return False
     except ssl.SSLError as exc:
         text = str(exc).lower()
-        return "handshake failure" in text or "certificate required" in text
+        return True if "handshake failure" in text or "certificate required" in text else None
     except OSError:
-        return False
+        return None
 
 
 def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
@@ -269,7 +269,7 @@ class MqttSession:
             assert self._failure is not None
             if (self._dropped_before_connack and self._failure.kind is FailureKind.REFUSED
                     and self.endpoint.tls is not None and not self._presents_client_certificate()
-                    and demands_client_certificate(self.endpoint, min(timeout, DEFAULT_TIMEOUT_S))):
+                    and demands_client_certificate(self.endpoint, min(timeout, DEFAULT_TIMEOUT_S)) is True):
                 raise ConnectFailure(FailureKind.CERTIFICATE_REQUIRED, "the server asks for a client "
                                      f"certificate ({self._failure.detail})", self.endpoint)
             raise self._failure

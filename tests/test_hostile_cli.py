@@ -91,6 +91,8 @@ ROWS: list[ParameterSet] = [
     row("ping {agent} --cert-folder {fresh}", "run `pibridge provision` first"),
     row("ping {agent} --cert-folder {certs} --port {free}", "connection refused"),
     row("ping {agent} --cert-folder {certs} --host nosuch.invalid", "cannot resolve host"),
+    row("ping {agent} --cert-folder {certs} --port {provision_port} --timeout 1",
+        "is it the provisioning port?"),
     row("ping {agent} --cert-folder {broken_key}", "cannot load certificate"),
     row("ping {agent} --cert-folder {certs} --client-name other", "run `pibridge provision` first"),
     row("inventory {agent} --cert-folder {certs} --port {free}", "connection refused"),
@@ -132,6 +134,7 @@ class World:
 
     agent: str  # --host/--port/--provision-port/--ca-file of the running emulator
     port: int  # the emulator's API port
+    provision_port: int  # the emulator's provisioning port
     free: int  # ports nothing listens on
     free2: int
     certs: Path  # a provisioned cert folder
@@ -202,7 +205,8 @@ def _make_world(base: Path, emulator: Emulator) -> World:
     return World(
         agent=(f"--host {emulator.host} --port {emulator.port} --provision-port {emulator.provision_port} "
                f"--ca-file {shlex.quote(str(emulator.ca_file))}"),
-        port=emulator.port, free=free, free2=free2, certs=certs.folder, fresh=base / "fresh" / "certs",
+        port=emulator.port, provision_port=emulator.provision_port, free=free, free2=free2,
+        certs=certs.folder, fresh=base / "fresh" / "certs",
         broken_key=broken.folder, mismatch=mismatch.folder, cert_is_a_folder=folder_cert.folder,
         a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
         garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile)

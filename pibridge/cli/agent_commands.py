@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pibridge import protocol
 from pibridge.agent import (
     AgentClient,
     AgentError,
@@ -24,6 +25,7 @@ from pibridge.agent import (
 )
 from pibridge.agent.settings import CONFIGURABLE_MODES, check_seconds, expand_path
 from pibridge.cli import CliError
+from pibridge.mqtt import Endpoint, TlsFiles, demands_client_certificate
 from pibridge.profile import ProfileError, load_profile
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -96,6 +98,20 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         raise CliError(f"invalid setting: {exc}") from None
 
 
+def _agent_failure(settings: AgentSettings, exc: Exception) -> CliError:
+    """The one line for a failed agent command. An API request that goes unanswered on a port that
+    asks for no client certificate was sent to another port (most likely the provisioning port:
+    it accepts any TLS client and never answers API requests): said so."""
+    message = str(exc)
+    if isinstance(exc, TimeoutError):  # RequestTimeout is one too
+        endpoint = Endpoint(settings.host, settings.port, TlsFiles(settings.ca_file))
+        if demands_client_certificate(endpoint, DEFAULT_TIMEOUT_S) is False:
+            message += (f": {settings.api_address} asks for no client certificate, so it is not the agent's "
+                        f"API port (default {protocol.DEFAULT_API_PORT}; is it the provisioning port?): "
+                        "check --port")
+    return CliError(message)
+
+
 def _connected_client(settings: AgentSettings, timeout: float) -> AgentClient:
     client = AgentClient(settings, request_timeout=timeout)
     client.connect(timeout)
@@ -125,7 +141,7 @@ def cmd_deprovision(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except (AgentError, TimeoutError) as exc:
-        raise CliError(str(exc)) from None
+        raise _agent_failure(settings, exc) from None
     try:
         removed = CredentialFiles(settings.cert_folder, settings.client_name).remove()
     except (AgentError, OSError) as exc:
@@ -147,7 +163,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except (AgentError, TimeoutError) as exc:
-        raise CliError(str(exc)) from None
+        raise _agent_failure(settings, exc) from None
     print(f"agent at {settings.api_address} answered in {elapsed_ms:.1f} ms (client {client.client_id})")
     return 0
 
@@ -195,6 +211,6 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         finally:
             client.close()
     except (AgentError, TimeoutError) as exc:
-        raise CliError(str(exc)) from None
+        raise _agent_failure(settings, exc) from None
     print(json.dumps(sensors, indent=2) if args.json else format_inventory(sensors))
     return 0
