@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -61,7 +62,10 @@ class FailureKind(enum.StrEnum):
     """Why a connection could not be made or was lost."""
 
     REFUSED = "refused"  # nothing listens, or the broker said no in its CONNACK
+    UNRESOLVED = "host not resolved"  # the host name has no address (DNS, /etc/hosts)
+    TLS_FILES = "unusable TLS files"  # our own CA, certificate or key cannot be loaded
     CERTIFICATE_REJECTED = "certificate rejected"  # the broker refused our client certificate
+    CERTIFICATE_REQUIRED = "client certificate required"  # the port wants one and we sent none
     SERVER_NOT_TRUSTED = "server not trusted"  # the server's certificate failed our checks
     TIMEOUT = "timeout"
     LOST = "connection lost"  # an established connection dropped
@@ -72,14 +76,17 @@ class MqttError(Exception):
 
 
 class ConnectFailure(MqttError):
-    """A classified connection failure; ``kind`` is a `FailureKind`, ``detail`` the low-level text."""
+    """A classified connection failure; ``kind`` is a `FailureKind`, ``detail`` the low-level text,
+    ``tls_file`` (kind `FailureKind.TLS_FILES`) the file that could not be loaded when known."""
 
-    def __init__(self, kind: FailureKind, detail: str, endpoint: Endpoint | None = None) -> None:
+    def __init__(self, kind: FailureKind, detail: str, endpoint: Endpoint | None = None,
+                 tls_file: Path | None = None) -> None:
         where = f" ({endpoint.describe()})" if endpoint else ""
         super().__init__(f"{kind}{where}: {detail}")
         self.kind = kind
         self.detail = detail
         self.endpoint = endpoint
+        self.tls_file = tls_file
 
 
 class NotConnected(MqttError):
@@ -126,6 +133,39 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+def tls_files_failure(files: TlsFiles, exc: BaseException,
+                      endpoint: Endpoint | None = None) -> ConnectFailure:
+    """A `FailureKind.TLS_FILES` failure naming which of ``files`` could not be loaded, and why."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    try:
+        ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca_file))
+    except (OSError, ValueError):
+        return ConnectFailure(FailureKind.TLS_FILES, f"cannot load CA file {files.ca_file} ({reason})",
+                              endpoint, files.ca_file)
+    return ConnectFailure(FailureKind.TLS_FILES, f"cannot load certificate {files.cert_file} with key "
+                          f"{files.key_file} ({reason})", endpoint, files.cert_file)
+
+
+def demands_client_certificate(endpoint: Endpoint, timeout: float) -> bool | None:
+    """Does the TLS server at ``endpoint`` require a client certificate (None: cannot tell)?
+    Asked only to explain a failure: with TLS 1.3 such a server completes the handshake without
+    one and hangs up after, often with no alert at all (agent-api.md §1), which looks like any
+    other refusal. Capped at TLS 1.2, the same server fails the handshake itself, with an alert."""
+    if endpoint.tls is None or endpoint.unix_socket:
+        return False
+    try:
+        context = tls_context(TlsFiles(endpoint.tls.ca_file))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        with socket.create_connection((endpoint.host, endpoint.port), timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=endpoint.host):
+            return False
+    except ssl.SSLError as exc:
+        text = str(exc).lower()
+        return True if "handshake failure" in text or "certificate required" in text else None
+    except OSError:
+        return None
+
+
 def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
     """Map a low-level exception (plus paho log lines seen meanwhile) to a `FailureKind`."""
     text = " ".join([str(exc), *log_lines]).lower()
@@ -133,9 +173,11 @@ def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
         return FailureKind.SERVER_NOT_TRUSTED
     if any(marker in text for marker in _CERT_REJECTION_MARKERS):
         return FailureKind.CERTIFICATE_REJECTED
+    if isinstance(exc, socket.gaierror):
+        return FailureKind.UNRESOLVED
     if isinstance(exc, TimeoutError | socket.timeout):
         return FailureKind.TIMEOUT
-    if isinstance(exc, ConnectionRefusedError | FileNotFoundError | socket.gaierror) or (
+    if isinstance(exc, ConnectionRefusedError | FileNotFoundError) or (
         isinstance(exc, OSError)
         and exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EHOSTUNREACH, errno.ENETUNREACH)
     ):
@@ -173,14 +215,20 @@ class MqttSession:
         self._on_message = on_message
         self._on_closed = on_closed
         self._keepalive = keepalive
-        transport = "unix" if endpoint.unix_socket else "tcp"
+        transport: Literal["unix", "tcp"] = "unix" if endpoint.unix_socket else "tcp"
+        context = None
+        if endpoint.tls is not None:
+            try:
+                context = tls_context(endpoint.tls)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise tls_files_failure(endpoint.tls, exc, endpoint) from exc
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
             protocol=PROTOCOL, transport=transport, reconnect_on_failure=False,
         )
         self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
-        if endpoint.tls is not None:
-            self._client.tls_set_context(tls_context(endpoint.tls))
+        if context is not None:
+            self._client.tls_set_context(context)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -194,6 +242,7 @@ class MqttSession:
         self._failure: ConnectFailure | None = None
         self._opening_log: list[str] = []
         self._opening = True
+        self._dropped_before_connack = False  # connected, then dropped without a CONNACK
         self._closing = False
         self._recent_log: list[str] = []
         self._suback: dict[int, threading.Event] = {}
@@ -207,7 +256,7 @@ class MqttSession:
         try:
             self._client.connect(host, self.endpoint.port or 1883, keepalive=self._keepalive)
         except Exception as exc:  # socket, TLS handshake, DNS: all classified
-            raise ConnectFailure(classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
+            raise ConnectFailure(self._classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
         if self._threaded:
             self._client.loop_start()
         # wait for either outcome: a failure (possibly reported from inside connect() above) must
@@ -218,6 +267,11 @@ class MqttSession:
         if self._finished.is_set() or not self._connected.is_set():
             self.close()
             assert self._failure is not None
+            if (self._dropped_before_connack and self._failure.kind is FailureKind.REFUSED
+                    and self.endpoint.tls is not None and not self._presents_client_certificate()
+                    and demands_client_certificate(self.endpoint, min(timeout, DEFAULT_TIMEOUT_S)) is True):
+                raise ConnectFailure(FailureKind.CERTIFICATE_REQUIRED, "the server asks for a client "
+                                     f"certificate ({self._failure.detail})", self.endpoint)
             raise self._failure
         self._opening = False
 
@@ -271,7 +325,7 @@ class MqttSession:
         sock = client.socket()
         if sock is None or self._finished.is_set():
             return False
-        rlist: list[object] = [sock] if wake is None else [sock, wake]
+        rlist: list[Any] = [sock] if wake is None else [sock, wake]
         wlist = [sock] if client.want_write() else []
         pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, select cannot see them
         if pending is not None and pending() > 0:
@@ -376,8 +430,9 @@ class MqttSession:
     def _handle_disconnect(self, client: paho.Client, userdata: object, flags: object,
                            reason: object, properties: object) -> None:
         if self._opening and not self._connected.is_set():
+            self._dropped_before_connack = True
             detail = "; ".join(self._opening_log[-3:]) or f"disconnected before CONNACK: {reason}"
-            kind = classify(ConnectionError(detail), self._opening_log)
+            kind = self._classify(ConnectionError(detail), self._opening_log)
             if kind in (FailureKind.LOST, FailureKind.REFUSED) and self._presents_client_certificate():
                 # TLS 1.3: the handshake completed, then the broker dropped us before any CONNACK
                 # (often with no alert at all, just EOF): that is how it refuses a client certificate
@@ -392,6 +447,14 @@ class MqttSession:
             kind = FailureKind.LOST
         self._fail(ConnectFailure(kind, f"{reason}" + (f" ({'; '.join(lines)})" if lines else ""),
                                   self.endpoint))
+
+    def _classify(self, exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
+        """`classify`, plus: a certificate "rejected" when we presented none means the port
+        requires one (e.g. an API port given where the provisioning port belongs)."""
+        kind = classify(exc, log_lines)
+        if kind is FailureKind.CERTIFICATE_REJECTED and not self._presents_client_certificate():
+            return FailureKind.CERTIFICATE_REQUIRED
+        return kind
 
     def _presents_client_certificate(self) -> bool:
         return self.endpoint.tls is not None and self.endpoint.tls.cert_file is not None
@@ -415,7 +478,7 @@ class MqttSession:
     def _handle_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
         self._received += 1
         try:
-            self._on_message(message.topic, message.payload)
+            self._on_message(message.topic, cast(bytes, message.payload))
         except Exception:  # a bad message or handler must never kill the network thread
             log.exception("message handler failed for topic %s", message.topic)
 
@@ -474,11 +537,15 @@ class Backoff:
 
 
 class MqttLink:
-    """Keeps one `MqttSession` to ``endpoint`` alive from a supervisor thread."""
+    """Keeps one `MqttSession` to ``endpoint`` alive from a supervisor thread.
+
+    ``endpoint`` may be a function returning the `Endpoint`: it is called before every connection
+    attempt (e.g. to pick up credentials replaced on disk) and may raise `ConnectFailure`, which
+    is reported through ``on_down`` like a failed connection."""
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: Endpoint | Callable[[], Endpoint],
         *,
         client_id: str,
         on_message: MessageHandler,
@@ -488,7 +555,13 @@ class MqttLink:
         backoff: Backoff | None = None,
         connect_timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.endpoint = endpoint
+        if isinstance(endpoint, Endpoint):
+            fixed = endpoint
+            self._endpoint_source: Callable[[], Endpoint] = lambda: fixed
+            self.endpoint: Endpoint | None = endpoint
+        else:
+            self._endpoint_source = endpoint
+            self.endpoint = None  # known from the first attempt on
         self._client_id = client_id
         self._on_message = on_message
         self._on_up = on_up
@@ -504,8 +577,8 @@ class MqttLink:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._supervise, name=f"mqtt-link {self.endpoint.describe()}",
-                                        daemon=True)
+        where = self.endpoint.describe() if self.endpoint is not None else "agent"
+        self._thread = threading.Thread(target=self._supervise, name=f"mqtt-link {where}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -524,6 +597,7 @@ class MqttLink:
             try:
                 # built inside the try: an unreadable certificate or key (ssl.SSLError, OSError)
                 # must be reported through on_down, not kill this thread
+                self.endpoint = self._endpoint_source()
                 session = MqttSession(self.endpoint, client_id=self._client_id, on_message=self._on_message,
                                       on_closed=self._session_closed, keepalive=self._keepalive)
                 session.open(self._connect_timeout)

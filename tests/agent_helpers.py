@@ -67,3 +67,21 @@ def untrusted_ca(path: Path) -> Path:
             .sign(key, hashes.SHA256()))
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
+
+
+def self_signed(key_pem: bytes, common_name: str) -> bytes:
+    """A certificate for ``key_pem`` with CN ``common_name`` (a clientId), signed by itself: enough
+    for the credential files, which never verify a chain."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -4,6 +4,7 @@ topic fallback, an untrusted server, and `smart` after a revoked certificate vs.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 import threading
 from pathlib import Path
@@ -40,8 +41,15 @@ def test_provision_writes_sdk_named_files_with_safe_modes(emulator: Emulator, tm
     files = CredentialFiles(settings.cert_folder, settings.client_name)
     assert result.newly_provisioned and result.message == SUCCESSFULLY_PROVISIONED
     assert sorted(p.name for p in files.folder.iterdir()) == [
-        "GreenHouse-cert.pem", "GreenHouse-client-id", "GreenHouse-csr.pem", "GreenHouse-key.pem"]
+        ".GreenHouse.lock", "GreenHouse-cert.pem", "GreenHouse-csr.pem", "GreenHouse-key.pem",
+        "GreenHouse.credentials"]
+    for path in (files.key, files.csr, files.cert):  # the SDK's names, through the one switch
+        assert os.readlink(path) == f"GreenHouse.credentials/current/{path.name}"
+    generation = files.generations / os.readlink(files.generations / "current")
+    assert sorted(p.name for p in generation.iterdir()) == [
+        "GreenHouse-cert.pem", "GreenHouse-csr.pem", "GreenHouse-key.pem", "client-id"]
     assert stat.S_IMODE(files.folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(generation.stat().st_mode) == 0o700
     assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
     assert result.client_id == client_id_from_certificate(files.cert.read_bytes())
     assert protocol.CLIENT_ID_RE.match(result.client_id)

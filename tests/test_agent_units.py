@@ -19,6 +19,7 @@ from pibridge.agent import (
     AgentReplyError,
     CredentialFiles,
     ErrorCode,
+    MetricDefinition,
     ProtocolError,
     RequestTimeout,
     encode_push,
@@ -209,7 +210,7 @@ def test_store_writes_key_0600_in_folder_0700_and_caches_the_client_id(tmp_path:
     assert stat.S_IMODE(files.folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
     assert files.client_id() == CID
-    assert files.client_id_file.read_text().split()[0] == CID
+    assert (files.generations / "current" / "client-id").read_text().split()[0] == CID
     # a certificate replaced behind our back (e.g. by the SDK) is noticed through the cached hash
     other = "f" * 32
     files.cert.write_bytes(_self_signed(key_pem, other))
@@ -230,3 +231,28 @@ def _self_signed(key_pem: bytes, common_name: str) -> bytes:
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+# --- the create-metrics wire format, written once ---------------------------------------------------
+@pytest.mark.parametrize(("definition", "wire"), [
+    (MetricDefinition("Temperature", value_unit="SI.Temperature.CELSIUS"),
+     {"matchingId": "7", "name": "Temperature", "valueUnit": "SI.Temperature.CELSIUS"}),
+    (MetricDefinition("Light", value_type="double", value_annotation="lx", matching_id="light"),
+     {"matchingId": "light", "name": "Light", "valueType": "double", "valueAnnotation": "lx"}),
+    (MetricDefinition("Door", value_type=protocol.ValueType("bool")),
+     {"matchingId": "7", "name": "Door", "valueType": "bool", "valueAnnotation": ""}),
+])
+def test_metric_definition_is_the_one_create_metrics_element(definition: MetricDefinition,
+                                                             wire: dict[str, str]) -> None:
+    assert definition.to_wire("7") == wire
+    assert json.dumps(definition.to_wire("7"))  # plain strings only
+
+
+def test_help_says_what_pibridge_is(capsys: pytest.CaptureFixture[str]) -> None:
+    from pibridge.cli import DESCRIPTION, main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert " ".join(DESCRIPTION.split()) in out and "argparse" not in out

@@ -21,7 +21,6 @@ from pibridge.tvcmi import (
     FileError,
     InputError,
     KeyCertificateError,
-    KeyGenerationError,
     TLSError,
     TVCMI_client,
     TvcmiError,
@@ -350,10 +349,11 @@ def test_key_certificate_error_unprovisioned_or_path_taken(emulator: Emulator, t
         client.provision()
 
 
-def test_key_generation_error_for_a_client_name_no_csr_can_carry(emulator: Emulator, tmp_path: Path) -> None:
-    client = TVCMI_client(params(emulator, tmp_path, ClientName="n" * 65))
-    with pytest.raises(KeyGenerationError, match="ClientName"):
-        client.provision()
+def test_a_client_name_no_csr_can_carry_is_refused_up_front(emulator: Emulator, tmp_path: Path) -> None:
+    """The one client-name rule (pibridge.agent.settings.check_client_name): 65 characters do not
+    fit a certificate's common name, so the constructor refuses the field before any key is made."""
+    with pytest.raises(InputError, match=r"ClientName.*at most 64"):
+        TVCMI_client(params(emulator, tmp_path, ClientName="n" * 65))
 
 
 def test_connection_error_for_a_call_before_connect_api(tmp_path: Path) -> None:

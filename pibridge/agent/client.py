@@ -15,7 +15,6 @@ import logging
 import math
 import re
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,18 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pibridge import protocol
-from pibridge.agent.credentials import CredentialFiles
+from pibridge.agent.credentials import CredentialFiles, Credentials
 from pibridge.agent.errors import (
     AgentConnectionError,
     AgentError,
     ConfigurationError,
     ConnectionErrorKind,
     ProtocolError,
+    ProvisioningError,
     RequestTimeout,
     reply_error,
 )
 from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, RequestState, settle
-from pibridge.agent.settings import AgentSettings
+from pibridge.agent.settings import AgentSettings, check_seconds
 from pibridge.mqtt import (
     Backoff,
     ConnectFailure,
@@ -107,7 +107,21 @@ class LiveData:
 @dataclass(frozen=True)
 class MetricDefinition:
     """One metric to create: a predefined ``value_unit`` (`protocol.VALUE_UNITS`), or a custom
-    ``value_type`` (`protocol.ValueType`) with a ``value_annotation`` (e.g. ``"lx"``)."""
+    ``value_type`` (`protocol.ValueType`) with a ``value_annotation`` (e.g. ``"lx"``).
+
+    The one place that writes an element of the create-metrics request (agent-api.md §4)::
+
+        +-----------------+---------------------------------+--------------------------------+
+        | key             | predefined unit                 | custom type                    |
+        +-----------------+---------------------------------+--------------------------------+
+        | matchingId      | "1", "2", … (or matching_id)    | same                           |
+        | name            | name (2–64 characters)          | same                           |
+        | valueUnit       | "SI.Temperature.CELSIUS"        | —                              |
+        | valueType       | —                               | "bool" "string" "double"       |
+        |                 |                                 | "integer"                      |
+        | valueAnnotation | —                               | annotation, "" when none       |
+        +-----------------+---------------------------------+--------------------------------+
+    """
 
     name: str
     value_unit: str | None = None
@@ -116,32 +130,54 @@ class MetricDefinition:
     matching_id: str | None = None
 
     def to_wire(self, default_matching_id: str) -> dict[str, str]:
+        """This metric as one element of ``{"metrics": [...]}``; ``matchingId`` is ``matching_id``
+        or ``default_matching_id``. A custom type always carries ``valueAnnotation``."""
         body = {"matchingId": self.matching_id or default_matching_id, "name": self.name}
         if self.value_unit is not None:
             body["valueUnit"] = self.value_unit
         if self.value_type is not None:
             body["valueType"] = str(self.value_type)
-        if self.value_annotation is not None:
+            body["valueAnnotation"] = self.value_annotation or ""
+        elif self.value_annotation is not None:
             body["valueAnnotation"] = self.value_annotation
         return body
 
 
 @dataclass(frozen=True)
 class ConnectionEvent:
-    """A change of the connection state: ``up``, and for a drop the error (None for our close)."""
+    """A change of the connection state: ``up``, and for a drop the error (None for our close).
+
+    On ``up``: ``client_id`` is the clientId this connection speaks for, and ``previous_client_id``
+    is set (non-empty) when the credentials on disk changed since the last connection, e.g. after
+    ``pibridge provision --override``: everything registered under the old clientId belongs to
+    another client now, so an owner of sensors and metrics registers them again."""
 
     up: bool
     error: AgentConnectionError | None = None
+    client_id: str = ""
+    previous_client_id: str = ""
+
+    @property
+    def client_id_changed(self) -> bool:
+        return bool(self.previous_client_id)
 
 
 # --- failures → user-facing errors ------------------------------------------------------------
 _KINDS = {
     FailureKind.REFUSED: ConnectionErrorKind.REFUSED,
+    FailureKind.UNRESOLVED: ConnectionErrorKind.UNRESOLVED,
+    FailureKind.TLS_FILES: ConnectionErrorKind.CREDENTIALS,
+    FailureKind.CERTIFICATE_REQUIRED: ConnectionErrorKind.CERTIFICATE_REQUIRED,
     FailureKind.CERTIFICATE_REJECTED: ConnectionErrorKind.CERTIFICATE_REJECTED,
     FailureKind.SERVER_NOT_TRUSTED: ConnectionErrorKind.SERVER_NOT_TRUSTED,
     FailureKind.TIMEOUT: ConnectionErrorKind.TIMEOUT,
     FailureKind.LOST: ConnectionErrorKind.LOST,
 }
+
+
+#: Failures retrying cannot cure: the link stops and `AgentClient.fatal_error` says why.
+_FATAL = (FailureKind.CERTIFICATE_REJECTED, FailureKind.SERVER_NOT_TRUSTED, FailureKind.TLS_FILES,
+          FailureKind.CERTIFICATE_REQUIRED)
 
 
 def connection_error(failure: ConnectFailure, settings: AgentSettings, *,
@@ -153,6 +189,21 @@ def connection_error(failure: ConnectFailure, settings: AgentSettings, *,
     if kind is ConnectionErrorKind.REFUSED:
         message = (f"cannot reach {what} at {address} (connection refused): is the TeamViewer IoT Agent "
                    "(or `pibridge emulator serve`) running?")
+    elif kind is ConnectionErrorKind.UNRESOLVED:
+        message = (f"cannot resolve host {settings.host!r} ({failure.detail}): check --host (or the "
+                   "profile's agent.host); the agent normally runs on localhost")
+    elif kind is ConnectionErrorKind.CREDENTIALS:
+        if failure.tls_file is not None and failure.tls_file == settings.ca_file:
+            message = f"{failure.detail}: pass the agent's CA certificate with --ca-file"
+        elif failure.tls_file is not None:
+            message = f"{failure.detail}: run `pibridge provision --override`"
+        else:
+            message = failure.detail
+    elif kind is ConnectionErrorKind.CERTIFICATE_REQUIRED:
+        port_flag = "--provision-port" if provisioning else "--port"
+        message = (f"{address} asks for a client certificate, which the provisioning port never does: "
+                   f"it is the agent's API port (default {protocol.DEFAULT_API_PORT}), not its provisioning "
+                   f"port (default {protocol.DEFAULT_PROVISION_PORT}): check {port_flag}")
     elif kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
         cert = CredentialFiles(settings.cert_folder, settings.client_name).cert
         message = (f"certificate {cert} rejected by the agent at {address} ({failure.detail}): "
@@ -210,6 +261,20 @@ class _Router:
             self._cache.clear()
         self._cache[topic] = found
         return found
+
+
+@dataclass(frozen=True)
+class _Addressing:
+    """Everything derived from the clientId, replaced as one object when it changes (so a
+    request never mixes an old topic with a new clientId)."""
+
+    client_id: str
+    router: _Router | None
+    topics: dict[tuple[Op, str, str], str]
+
+    @classmethod
+    def for_client(cls, client_id: str) -> _Addressing:
+        return cls(client_id, _Router(client_id) if client_id else None, {})
 
 
 # --- reply parsing ----------------------------------------------------------------------------
@@ -337,7 +402,7 @@ class AgentClient:
     def __init__(self, settings: AgentSettings, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
                  backoff: Backoff | None = None) -> None:
         self.settings = settings
-        self.request_timeout = request_timeout
+        self.request_timeout = check_seconds("request_timeout", request_timeout)
         self._backoff = backoff
         self._files = CredentialFiles(settings.cert_folder, settings.client_name)
         self._pending = PendingTable()
@@ -345,10 +410,9 @@ class AgentClient:
         self._watcher: DeadlineWatcher | None = None
         self._link: MqttLink | None = None
         self._session: MqttSession | None = None
-        self._router: _Router | None = None
-        self._cid = ""
+        self._addressing = _Addressing.for_client("")
+        self._previous_client_id = ""  # set when the credentials changed: told with the next "up"
         self._mqtt_client_id = new_client_id()
-        self._topics: dict[tuple[Op, str, str], str] = {}
         self._state = threading.Condition()
         self._last_error: AgentConnectionError | None = None
         self._fatal: AgentConnectionError | None = None
@@ -364,8 +428,13 @@ class AgentClient:
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
     def client_id(self) -> str:
-        """The clientId (CN of the certificate); empty before connect()."""
-        return self._cid
+        """The clientId (CN of the certificate) this client addresses; empty before connect().
+
+        It follows the credentials on disk: every (re)connection reads them afresh, and when
+        another certificate was stored meanwhile (``pibridge provision --override``) the client
+        connects with it and addresses its clientId; the "up" `ConnectionEvent` then carries
+        ``previous_client_id``."""
+        return self._addressing.client_id
 
     @property
     def mqtt_client_id(self) -> str:
@@ -382,30 +451,31 @@ class AgentClient:
 
         Raises `AgentConnectionError` on the first failed attempt, or with ``persist`` keeps
         retrying transient failures (refused, timeout) until ``timeout`` seconds passed. A rejected
-        certificate or an untrusted server always ends it at once.
+        certificate or an untrusted server always ends it at once. Raises `ProvisioningError`
+        (no credentials), `ConfigurationError` (CA, certificate or key unusable) and ValueError
+        (``timeout`` not in (0, 1 day]) before trying.
         """
+        timeout = check_seconds("timeout", timeout)
         if self._link is not None:
             if self._fatal is None:
                 return
             self.close()  # the link was stopped by a rejected certificate: start afresh
-        self._files.require()
+        # an unusable CA, certificate or key is a setting to fix, not a reason to retry: checked here
         self.settings.require_ca_file()
-        self._cid = self._files.client_id()
-        self._router = _Router(self._cid)
-        self._topics.clear()
+        credentials = self._files.snapshot()
+        tls = TlsFiles(self.settings.ca_file, credentials.cert_file, credentials.key_file)
+        try:
+            tls_context(tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigurationError(f"cannot load certificate {self._files.cert} with key {self._files.key} "
+                                     f"({getattr(exc, 'reason', None) or exc}): run "
+                                     "`pibridge provision --override`") from exc
+        self._follow(credentials)
         self._fatal = self._last_error = None
         self._persist = persist
-        tls = TlsFiles(self.settings.ca_file, self._files.cert, self._files.key)
-        try:  # an unreadable CA, certificate or key is a setting to fix, not a reason to retry
-            tls_context(tls)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(
-                f"cannot load the TLS files (CA {tls.ca_file}, certificate {tls.cert_file}, key "
-                f"{tls.key_file}): {exc}; re-provision with `pibridge provision --override`") from exc
-        endpoint = Endpoint(self.settings.host, self.settings.port, tls)
         self._watcher = DeadlineWatcher(self._pending, self._timeout_error)
         self._watcher.start()
-        self._link = MqttLink(endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
+        self._link = MqttLink(self._endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
                               on_up=self._on_up, on_down=self._on_down, backoff=self._backoff,
                               connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
         self._link.start()
@@ -430,6 +500,30 @@ class AgentClient:
                 self._state.wait(remaining)
         self.close()
         raise error
+
+    def _endpoint(self) -> Endpoint:
+        """The link calls this before every connection attempt: the credentials as they are on
+        disk now. Missing credentials are a `FailureKind.TLS_FILES` failure (fatal, see _on_down)."""
+        try:
+            credentials = self._files.snapshot()
+        except ProvisioningError as exc:
+            raise ConnectFailure(FailureKind.TLS_FILES, str(exc)) from exc
+        self._follow(credentials)
+        tls = TlsFiles(self.settings.ca_file, credentials.cert_file, credentials.key_file)
+        return Endpoint(self.settings.host, self.settings.port, tls)
+
+    def _follow(self, credentials: Credentials) -> None:
+        """Address the clientId of ``credentials``; remember a change for the next "up" event.
+        Runs only while no session is up (in connect() or before a reconnection attempt)."""
+        previous = self._addressing.client_id
+        if credentials.client_id == previous:
+            return
+        with self._send_lock:
+            self._addressing = _Addressing.for_client(credentials.client_id)
+        if previous:
+            self._previous_client_id = previous
+            log.warning("the credentials in %s changed: now client %s (was %s)", self.settings.cert_folder,
+                        credentials.client_id, previous)
 
     def close(self) -> None:
         """Disconnect; outstanding requests fail with `AgentConnectionError` (idempotent)."""
@@ -458,8 +552,10 @@ class AgentClient:
 
     @property
     def fatal_error(self) -> AgentConnectionError | None:
-        """The failure that stopped reconnecting for good (certificate rejected, server not
-        trusted), or None. `connect` starts afresh after it, e.g. once re-provisioned."""
+        """The failure that stopped reconnecting for good, or None: certificate rejected, server
+        not trusted, a port that wants a client certificate where none is due, or credentials
+        gone from disk or unloadable (kind `ConnectionErrorKind.CREDENTIALS`, e.g. after
+        ``pibridge deprovision``). `connect` starts afresh after it, e.g. once re-provisioned."""
         return self._fatal
 
     def wait_connected(self, timeout: float) -> bool:
@@ -508,19 +604,12 @@ class AgentClient:
             payload = body
         else:
             payload = body.encode() if isinstance(body, str) else _compact(body)
-        timeout = self.request_timeout if timeout is None else timeout
+        timeout = self.request_timeout if timeout is None else check_seconds("timeout", timeout)
         key = (op, sensor_id, metric_id)
-        topic = self._topics.get(key)
+        addressing = self._addressing
+        topic = addressing.topics.get(key)
         if topic is None:
-            if not self._cid:
-                raise not_connected(self.settings)
-            if sensor_id:  # ids become topic levels: checked once per key, before the first publish
-                _check_id("sensor id", sensor_id)
-            if metric_id:
-                _check_id("metric id", metric_id)
-            topic = OPERATIONS[op].request.format(cid=self._cid, sid=sensor_id, mid=metric_id)
-            if len(self._topics) < _ROUTE_CACHE_MAX:
-                self._topics[key] = topic
+            topic = self._request_topic(addressing, key)
         future: Future[Reply] = Future()
         request = PendingRequest(key, future, time.monotonic() + timeout, timeout,
                                  f"{op} {sensor_id}{'/' + metric_id if metric_id else ''}".strip(), check)
@@ -533,6 +622,8 @@ class AgentClient:
             if session is None:
                 error = self._fatal or not_connected(self.settings)
             else:
+                if addressing is not self._addressing:  # the clientId changed since the lookup
+                    topic = self._request_topic(self._addressing, key)
                 with self._pending.lock:
                     self._pending.add(request)
                 try:
@@ -548,6 +639,19 @@ class AgentClient:
         if error is not None:
             settle(future, error=error)
         return future
+
+    def _request_topic(self, addressing: _Addressing, key: tuple[Op, str, str]) -> str:
+        op, sensor_id, metric_id = key
+        if not addressing.client_id:
+            raise not_connected(self.settings)
+        if sensor_id:  # ids become topic levels: checked once per key, before the first publish
+            _check_id("sensor id", sensor_id)
+        if metric_id:
+            _check_id("metric id", metric_id)
+        topic = OPERATIONS[op].request.format(cid=addressing.client_id, sid=sensor_id, mid=metric_id)
+        if len(addressing.topics) < _ROUTE_CACHE_MAX:
+            addressing.topics[key] = topic
+        return topic
 
     def request(self, op: Op, body: JsonBody = b"{}", *, sensor_id: str = "", metric_id: str = "",
                 timeout: float | None = None) -> Reply:
@@ -677,7 +781,8 @@ class AgentClient:
             template = protocol.SENSOR_ERROR_REPORT
         else:
             template = protocol.CLIENT_ERROR_REPORT
-        topic = protocol.topic(template, self._cid, _check_id("sensor id", sensor_id) if sensor_id else "",
+        topic = protocol.topic(template, self._addressing.client_id,
+                               _check_id("sensor id", sensor_id) if sensor_id else "",
                                _check_id("metric id", metric_id) if metric_id else "")
         session = self._session
         if session is None:
@@ -689,10 +794,11 @@ class AgentClient:
 
     # -- network-thread callbacks --------------------------------------------------------------
     def _on_up(self, session: MqttSession) -> None:
+        client_id = self._addressing.client_id
         with self._livedata_lock:
             livedata = bool(self._livedata_listeners)
             self._livedata_session = session if livedata else None
-        session.subscribe(protocol.client_subscriptions(self._cid, livedata=livedata), qos=REPLY_QOS)
+        session.subscribe(protocol.client_subscriptions(client_id, livedata=livedata), qos=REPLY_QOS)
         with self._state:
             if not session.is_open:  # dropped while subscribing: _on_down reports it, the link retries
                 return
@@ -701,11 +807,13 @@ class AgentClient:
             self._persist = True  # from now on the link reconnects by itself: report its failures
             self._state.notify_all()
         self._sync_livedata()  # listeners added or removed meanwhile
-        log.info("connected to the agent at %s as client %s", self.settings.api_address, self._cid)
+        log.info("connected to the agent at %s as client %s", self.settings.api_address, client_id)
         with self._events_lock:  # "up" only for a session still open, and never twice in a row
             if session.is_open and not self._was_up:
                 self._was_up = True
-                self._notify_connection(ConnectionEvent(True))
+                previous, self._previous_client_id = self._previous_client_id, ""
+                self._notify_connection(ConnectionEvent(True, client_id=client_id,
+                                                        previous_client_id=previous))
 
     def _sync_livedata(self) -> None:
         """(Un)subscribe livedata on the live session to match whether anyone listens.
@@ -720,7 +828,7 @@ class AgentClient:
             wanted = bool(self._livedata_listeners)
             if wanted == (self._livedata_session is session):
                 return
-            filters = [protocol.livedata_filter(self._cid)]
+            filters = [protocol.livedata_filter(self._addressing.client_id)]
             try:
                 if not wanted:
                     self._livedata_session = None
@@ -743,7 +851,7 @@ class AgentClient:
             self._session = None
             changed = self._last_error is None or self._last_error.kind is not error.kind
             self._last_error = error
-            if failure.kind in (FailureKind.CERTIFICATE_REJECTED, FailureKind.SERVER_NOT_TRUSTED):
+            if failure.kind in _FATAL:
                 self._fatal = error
             self._state.notify_all()
         # a failure that connect() raises to its caller is not logged as well: logged once
@@ -759,7 +867,7 @@ class AgentClient:
                 self._notify_connection(ConnectionEvent(False, error))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        router = self._router
+        router = self._addressing.router
         route = router.route(topic) if router is not None else None
         if route is None:
             log.debug("message on unexpected topic %s ignored", topic)

@@ -42,7 +42,12 @@ class ConnectionErrorKind(enum.StrEnum):
     """Why the agent could not be reached or the connection was lost."""
 
     REFUSED = "connection refused"
+    UNRESOLVED = "host not resolved"
     CERTIFICATE_REJECTED = "certificate rejected"
+    #: the port asked for a client certificate where none is due: not the provisioning port
+    CERTIFICATE_REQUIRED = "client certificate required"
+    #: no credentials on disk (e.g. after a deprovision), or they cannot be loaded
+    CREDENTIALS = "credentials unusable"
     SERVER_NOT_TRUSTED = "server not trusted"
     TIMEOUT = "timeout"
     LOST = "connection lost"

@@ -26,7 +26,7 @@ from pibridge.agent.errors import (
     RequestTimeout,
     reply_error,
 )
-from pibridge.agent.settings import AgentSettings, ProvisioningMode
+from pibridge.agent.settings import AgentSettings, ProvisioningMode, check_seconds
 from pibridge.mqtt import ConnectFailure, Endpoint, MqttError, MqttSession, TlsFiles, new_client_id
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,26 @@ def provision(settings: AgentSettings, mode: ProvisioningMode | str | None = Non
     ``check_failure`` says why they could not be checked).
     """
     mode = ProvisioningMode(mode or settings.provisioning)
+    timeout = check_seconds("timeout", timeout)
+    fallback_after = check_seconds("fallback_after", fallback_after)
+    check_timeout = check_seconds("check_timeout", check_timeout)
+    settings.require_ca_file()  # even for `keep`: a connection follows, and a wrong CA is said now
     files = CredentialFiles(settings.cert_folder, settings.client_name)
-    if mode is not ProvisioningMode.OVERRIDE and files.stored():
-        kept = ProvisionResult(files.client_id(), False, files.cert, files.key)
-        if mode is ProvisioningMode.KEEP:
-            return kept
-        verdict = _check_stored_certificate(settings, check_timeout)
-        if verdict is not None and verdict.kind is not ConnectionErrorKind.CERTIFICATE_REJECTED:
-            log.warning("kept the stored certificate unchecked: %s", verdict)
-            return ProvisionResult(kept.client_id, False, kept.cert_file, kept.key_file, str(verdict))
-        if verdict is None:
-            return kept
-        log.warning("the agent rejected certificate %s: provisioning a new one", files.cert)
-    return _provision_new(settings, files, timeout=timeout, fallback_after=fallback_after)
+    # one provisioning per folder at a time: a second `keep` waits and then finds the first's set
+    with files.locked():
+        if mode is not ProvisioningMode.OVERRIDE and files.stored():
+            kept = ProvisionResult(files.check_pair(), False, files.cert, files.key)
+            if mode is ProvisioningMode.KEEP:
+                return kept
+            verdict = _check_stored_certificate(settings, check_timeout)
+            if verdict is None:
+                return kept
+            if not (isinstance(verdict, AgentConnectionError)
+                    and verdict.kind is ConnectionErrorKind.CERTIFICATE_REJECTED):
+                log.warning("kept the stored certificate unchecked: %s", verdict)
+                return ProvisionResult(kept.client_id, False, kept.cert_file, kept.key_file, str(verdict))
+            log.warning("the agent rejected certificate %s: provisioning a new one", files.cert)
+        return _provision_new(settings, files, timeout=timeout, fallback_after=fallback_after)
 
 
 def provision_async(settings: AgentSettings, mode: ProvisioningMode | str | None = None, *,
@@ -142,8 +149,10 @@ def _provision_new(settings: AgentSettings, files: CredentialFiles, *, timeout: 
                                 "another key: try `pibridge provision --override` again")
     try:
         files.store(key_pem, csr_pem, cert_pem, client_id)
-    except OSError as exc:
-        raise ProvisioningError(f"cannot write the credentials to {files.folder}: {exc}") from exc
+    except OSError as exc:  # the previous set, if any, is still the stored one
+        raise ProvisioningError(f"cannot write the credentials to {files.folder} "
+                                f"({exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}); "
+                                "the previous credentials, if any, are unchanged") from exc
     log.info("provisioned as client %s (certificate %s)", client_id, files.cert)
     return ProvisionResult(client_id, True, files.cert, files.key)
 
@@ -152,6 +161,8 @@ def request_certificate(settings: AgentSettings, csr_pem: bytes, *,
                         timeout: float = DEFAULT_PROVISION_TIMEOUT_S,
                         fallback_after: float = protocol.PROVISION_FALLBACK_S) -> bytes:
     """Send ``csr_pem`` to the provisioning port and return the issued certificate PEM."""
+    timeout = check_seconds("timeout", timeout)
+    fallback_after = check_seconds("fallback_after", fallback_after)
     settings.require_ca_file()
     digest = hashlib.sha256(csr_pem).hexdigest()
     cert_topic = protocol.CERT_BACK_TOPIC.format(hash=digest)
@@ -169,9 +180,10 @@ def request_certificate(settings: AgentSettings, csr_pem: bytes, *,
         lost.append(failure)
         answered.set()
 
-    session = MqttSession(Endpoint(settings.host, settings.provision_port, TlsFiles(settings.ca_file)),
-                          client_id=new_client_id(), on_message=on_message, on_closed=on_closed)
+    session: MqttSession | None = None
     try:
+        session = MqttSession(Endpoint(settings.host, settings.provision_port, TlsFiles(settings.ca_file)),
+                              client_id=new_client_id(), on_message=on_message, on_closed=on_closed)
         session.open(min(timeout, DEFAULT_CHECK_TIMEOUT_S))
         session.subscribe([cert_topic, error_topic])  # first, so no answer can be missed
         session.publish(protocol.PROVISION_TOPIC, csr_pem)
@@ -186,7 +198,8 @@ def request_certificate(settings: AgentSettings, csr_pem: bytes, *,
         raise AgentConnectionError(ConnectionErrorKind.LOST, settings.provision_address,
                                    f"provisioning at {settings.provision_address} failed: {exc}") from exc
     finally:
-        session.close()
+        if session is not None:
+            session.close()
     if answer:
         topic, payload = answer[0]
         if topic == cert_topic:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,73 @@ from pibridge import protocol
 
 DEFAULT_CERT_FOLDER = Path("/var/lib/pibridge/certs")
 DEFAULT_CLIENT_NAME = "pibridge"
+#: The longest client name: it is the CN of the CSR, and X.509 bounds a CN at 64 characters
+#: (RFC 5280 ub-common-name).
+CLIENT_NAME_MAX = 64
+#: The longest wait any timeout may ask for (s): beyond it `threading` waits overflow, and a
+#: day is longer than anyone means.
+MAX_TIMEOUT_S = 86_400.0
+
+
+def check_client_name(value: object) -> str:
+    """``value`` if it can be the client name, else ValueError saying why.
+
+    The name becomes file names in the cert folder (spaces removed, agent-api.md §3.6) and the CN
+    of the CSR: no ``/`` or ``\\``, no ``..``, printable characters only, 1–64 characters,
+    not only spaces. The one rule for profiles, flags, settings and `TVCMI_client`'s ClientName.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"client_name must be text, not {value!r}")
+    shown = value if len(value) <= CLIENT_NAME_MAX else value[:CLIENT_NAME_MAX] + "…"
+    if not value.replace(" ", ""):
+        raise ValueError("client_name must not be empty")
+    if len(value) > CLIENT_NAME_MAX:
+        raise ValueError(f"client_name is {len(value)} characters long; at most {CLIENT_NAME_MAX} fit a "
+                         f"certificate's common name: {shown!r}")
+    if "/" in value or "\\" in value or ".." in value:
+        raise ValueError(f"client_name names files in the cert folder, so it cannot contain '/', '\\' "
+                         f"or '..': {shown!r}")
+    if not value.isprintable():
+        raise ValueError(f"client_name must be printable characters only: {shown!r}")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as seconds if it is a number in (0, `MAX_TIMEOUT_S`], else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {value!r}")
+    return seconds
+
+
+def expand_path(name: str, value: object) -> Path:
+    """``value`` as a Path with ``~`` / ``~user`` expanded; ValueError for an unknown user."""
+    path = Path(value)  # type: ignore[arg-type]  # str or PathLike; TypeError for anything else
+    try:
+        return path.expanduser()
+    except RuntimeError:  # Path.expanduser: "Could not determine home directory."
+        user = path.parts[0]
+        raise ValueError(f"{name} {str(path)!r}: cannot expand {user!r}: no such user") from None
+
+
+def check_ca_file(ca_file: Path) -> None:
+    """`ConfigurationError` unless ``ca_file`` holds a usable CA certificate: checked before any
+    connection, so a missing or garbage CA reads as what it is, not as a TLS failure."""
+    import ssl
+
+    from pibridge.agent.errors import ConfigurationError
+
+    if not ca_file.is_file():
+        raise ConfigurationError(f"CA file {ca_file} not found: is the TeamViewer IoT Agent installed? "
+                                 "(pass --ca-file to use another, e.g. the emulator's)")
+    try:
+        ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise ConfigurationError(f"CA file {ca_file} is not a PEM certificate ({reason}): pass the "
+                                 "agent's CA certificate with --ca-file") from None
 
 
 class ProvisioningMode(enum.StrEnum):
@@ -42,24 +110,25 @@ class AgentSettings:
     provisioning: ProvisioningMode = ProvisioningMode.KEEP
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ca_file", Path(self.ca_file))
-        object.__setattr__(self, "cert_folder", Path(self.cert_folder))
-        object.__setattr__(self, "provisioning", ProvisioningMode(self.provisioning))
+        """Every field checked (ValueError saying which and why); ``~`` expanded in paths."""
+        if not isinstance(self.host, str) or not self.host.strip() or any(c.isspace() for c in self.host):
+            raise ValueError(f"host must be a host name or address, not {self.host!r}")
+        object.__setattr__(self, "ca_file", expand_path("ca_file", self.ca_file))
+        object.__setattr__(self, "cert_folder", expand_path("cert_folder", self.cert_folder))
+        try:
+            object.__setattr__(self, "provisioning", ProvisioningMode(self.provisioning))
+        except ValueError:
+            modes = ", ".join(str(m) for m in ProvisioningMode)
+            raise ValueError(f"provisioning must be one of {modes}, not {self.provisioning!r}") from None
         for name in ("port", "provision_port"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
                 raise ValueError(f"{name} must be a TCP port number (1–65535), not {value!r}")
-        if not self.client_name.replace(" ", ""):
-            raise ValueError("client_name must not be empty")
+        check_client_name(self.client_name)
 
     def require_ca_file(self) -> None:
-        """`ConfigurationError` unless ``ca_file`` exists: checked before any connection, so a
-        missing CA reads as what it is, not as a TLS failure."""
-        if not self.ca_file.is_file():
-            from pibridge.agent.errors import ConfigurationError
-
-            raise ConfigurationError(f"CA file {self.ca_file} not found: is the TeamViewer IoT Agent "
-                                     "installed? (pass --ca-file to use another, e.g. the emulator's)")
+        """`check_ca_file` of ``ca_file``."""
+        check_ca_file(self.ca_file)
 
     @property
     def api_address(self) -> str:

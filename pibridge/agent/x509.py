@@ -3,8 +3,13 @@ and only inside its functions, so the running path never loads it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pibridge.agent.errors import ProvisioningError
 from pibridge.protocol import CLIENT_ID_RE
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
 
 RSA_KEY_BITS = 2048
 RSA_PUBLIC_EXPONENT = 65537
@@ -26,13 +31,14 @@ def make_key_and_csr(common_name: str) -> tuple[bytes, bytes]:
     return key_pem, csr.public_bytes(serialization.Encoding.PEM)
 
 
-def _load_certificate(cert_pem: bytes, source: str):  # -> cryptography.x509.Certificate
+def _load_certificate(cert_pem: bytes, source: str) -> Certificate:
     from cryptography import x509
 
     try:
         return x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:
-        raise ProvisioningError(f"{source} is not a PEM certificate ({exc}): "
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise ProvisioningError(f"{source} is not a PEM certificate ({reason}): "
                                 "run `pibridge provision --override`") from exc
 
 
@@ -48,12 +54,19 @@ def client_id_from_certificate(cert_pem: bytes, source: str = "the certificate")
     return client_id
 
 
-def certificate_matches_key(cert_pem: bytes, key_pem: bytes) -> bool:
-    """True when the certificate carries the public key of ``key_pem``."""
+def certificate_matches_key(cert_pem: bytes, key_pem: bytes, *, cert_source: str = "the issued certificate",
+                            key_source: str = "the key") -> bool:
+    """True when the certificate carries the public key of ``key_pem``; `ProvisioningError`
+    naming ``cert_source`` / ``key_source`` when either is not PEM of its kind."""
     from cryptography.hazmat.primitives import serialization
 
-    certificate = _load_certificate(cert_pem, "the issued certificate")
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    certificate = _load_certificate(cert_pem, cert_source)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:  # TypeError: an encrypted key
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ProvisioningError(f"{key_source} is not an unencrypted PEM private key ({reason}): "
+                                "run `pibridge provision --override`") from exc
     public_format = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return certificate.public_key().public_bytes(*public_format) == key.public_key().public_bytes(
         *public_format)

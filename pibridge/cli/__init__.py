@@ -1,8 +1,8 @@
 """``pibridge`` command line: one argparse tree; each command group lives in its own module and
 adds its subcommands through ``register(subparsers)``.
 
-Every command returns an exit status; `CliError` becomes one line on stderr and status 1, never
-a traceback.
+Every command returns an exit status; `CliError` becomes one line on stderr and status 1, a
+usage error one line and status 2 — never a traceback.
 """
 
 from __future__ import annotations
@@ -11,12 +11,29 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pibridge import __version__
+
+#: What ``pibridge --help`` says pibridge is (the user's view, not the module's).
+DESCRIPTION = ("Read Raspberry Pi sensors (GPIO, I2C, 1-Wire) and push their values to the "
+               "TeamViewer IoT Agent on this Pi; includes an emulator of the agent for tests and demos.")
+EPILOG = ("Start with `pibridge drivers` and `pibridge read DRIVER --simulate`; against an agent: "
+          "`pibridge provision`, then `pibridge ping`. `pibridge COMMAND --help` for each command.")
+#: Exit status of a usage error (argparse's convention).
+USAGE_ERROR = 2
 
 
 class CliError(Exception):
     """A failure the user can act on: printed as one line (what, which file/port, what to do)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line naming the command and pointing at its
+    ``--help`` (argparse prints the whole usage block first). Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         status_commands,
     )
 
-    parser = argparse.ArgumentParser(prog="pibridge", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="pibridge", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"pibridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

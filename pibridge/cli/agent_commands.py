@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pibridge import protocol
 from pibridge.agent import (
     AgentClient,
     AgentError,
@@ -22,8 +23,9 @@ from pibridge.agent import (
     ProvisioningMode,
     provision,
 )
-from pibridge.agent.settings import CONFIGURABLE_MODES
+from pibridge.agent.settings import CONFIGURABLE_MODES, check_seconds, expand_path
 from pibridge.cli import CliError
+from pibridge.mqtt import Endpoint, TlsFiles, demands_client_certificate
 from pibridge.profile import ProfileError, load_profile
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -33,20 +35,38 @@ MS_PER_S = 1000.0
 _SETTING_FLAGS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``: a number of seconds, more than 0 and at most a day."""
+    try:
+        return check_seconds("the timeout", float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "seconds" in str(exc) else
+                                         f"not a number of seconds: {text!r}") from None
+
+
+def _user_path(text: str) -> Path:
+    """A path flag: ``~`` and ``~user`` expanded (a user that does not exist is a usage error)."""
+    try:
+        return expand_path("path", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the top-level parser."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("agent settings (override the profile's [agent] table)")
-    group.add_argument("--profile", type=Path, metavar="FILE", help="TOML profile with an [agent] table")
+    group.add_argument("--profile", type=_user_path, metavar="FILE",
+                       help="TOML profile with an [agent] table")
     group.add_argument("--host", help="agent host (default localhost)")
     group.add_argument("--port", type=int, help="agent API port (default 18884)")
     group.add_argument("--provision-port", type=int, help="agent provisioning port (default 18883)")
-    group.add_argument("--ca-file", type=Path, help="CA certificate of the agent")
-    group.add_argument("--cert-folder", type=Path, help="where the client's key and certificate live")
+    group.add_argument("--ca-file", type=_user_path, help="CA certificate of the agent")
+    group.add_argument("--cert-folder", type=_user_path, help="where the client's key and certificate live")
     group.add_argument("--client-name", help="names the credential files (default pibridge)")
     group.add_argument("--provisioning", choices=[str(m) for m in CONFIGURABLE_MODES],
                        help="keep: reuse stored credentials; smart: re-provision if the agent rejects them")
-    group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    group.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
                        help=f"seconds to wait for the agent (default {DEFAULT_TIMEOUT_S:g})")
 
     parser = sub.add_parser("provision", parents=[common], help="get a client certificate from the agent")
@@ -68,12 +88,28 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         settings = load_profile(args.profile, sections="agent").agent if args.profile else AgentSettings()
     except ProfileError as exc:
         raise CliError(str(exc)) from None
+    except ValueError as exc:  # a value AgentSettings refuses that the profile's own checks let by
+        raise CliError(f"{args.profile}: [agent]: {exc}") from None
     changes = {field: getattr(args, field) for field in _SETTING_FLAGS
                if getattr(args, field, None) is not None}
     try:
         return dataclasses.replace(settings, **changes)
     except ValueError as exc:
         raise CliError(f"invalid setting: {exc}") from None
+
+
+def _agent_failure(settings: AgentSettings, exc: Exception) -> CliError:
+    """The one line for a failed agent command. An API request that goes unanswered on a port that
+    asks for no client certificate was sent to another port (most likely the provisioning port:
+    it accepts any TLS client and never answers API requests): said so."""
+    message = str(exc)
+    if isinstance(exc, TimeoutError):  # RequestTimeout is one too
+        endpoint = Endpoint(settings.host, settings.port, TlsFiles(settings.ca_file))
+        if demands_client_certificate(endpoint, DEFAULT_TIMEOUT_S) is False:
+            message += (f": {settings.api_address} asks for no client certificate, so it is not the agent's "
+                        f"API port (default {protocol.DEFAULT_API_PORT}; is it the provisioning port?): "
+                        "check --port")
+    return CliError(message)
 
 
 def _connected_client(settings: AgentSettings, timeout: float) -> AgentClient:
@@ -87,7 +123,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     mode = ProvisioningMode.OVERRIDE if args.override else settings.provisioning
     try:
         result = provision(settings, mode, check_timeout=args.timeout)
-    except AgentError as exc:
+    except (AgentError, TimeoutError) as exc:
         raise CliError(str(exc)) from None
     print(f"{result.message} clientId {result.client_id} (certificate {result.cert_file})")
     if result.check_failure:
@@ -104,9 +140,13 @@ def cmd_deprovision(args: argparse.Namespace) -> int:
             client.deprovision()
         finally:
             client.close()
-    except AgentError as exc:
-        raise CliError(str(exc)) from None
-    removed = CredentialFiles(settings.cert_folder, settings.client_name).remove()
+    except (AgentError, TimeoutError) as exc:
+        raise _agent_failure(settings, exc) from None
+    try:
+        removed = CredentialFiles(settings.cert_folder, settings.client_name).remove()
+    except (AgentError, OSError) as exc:
+        raise CliError(f"client {client_id} deprovisioned, but its credentials in {settings.cert_folder} "
+                       f"could not be removed: {exc}") from None
     print(f"client {client_id} deprovisioned: the agent deleted its sensors and revoked its certificate; "
           f"removed {len(removed)} credential files from {settings.cert_folder}")
     return 0
@@ -122,8 +162,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
             elapsed_ms = (time.perf_counter() - started) * MS_PER_S
         finally:
             client.close()
-    except AgentError as exc:
-        raise CliError(str(exc)) from None
+    except (AgentError, TimeoutError) as exc:
+        raise _agent_failure(settings, exc) from None
     print(f"agent at {settings.api_address} answered in {elapsed_ms:.1f} ms (client {client.client_id})")
     return 0
 
@@ -170,7 +210,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
             sensors = inventory(client)
         finally:
             client.close()
-    except AgentError as exc:
-        raise CliError(str(exc)) from None
+    except (AgentError, TimeoutError) as exc:
+        raise _agent_failure(settings, exc) from None
     print(json.dumps(sensors, indent=2) if args.json else format_inventory(sensors))
     return 0

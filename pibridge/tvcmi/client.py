@@ -43,6 +43,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import socket
 import threading
 import traceback
@@ -103,9 +104,12 @@ MQTT_CODE_TEXT = {
 
 _KIND_CODES = {
     ConnectionErrorKind.REFUSED: CONNACK_SERVER_UNAVAILABLE,
+    ConnectionErrorKind.UNRESOLVED: CONNACK_SERVER_UNAVAILABLE,
     ConnectionErrorKind.TIMEOUT: CONNACK_SERVER_UNAVAILABLE,
     ConnectionErrorKind.NOT_CONNECTED: MQTT_ERR_NO_CONN,
     ConnectionErrorKind.CERTIFICATE_REJECTED: CONNACK_NOT_AUTHORIZED,
+    ConnectionErrorKind.CERTIFICATE_REQUIRED: CONNACK_NOT_AUTHORIZED,
+    ConnectionErrorKind.CREDENTIALS: CONNACK_NOT_AUTHORIZED,
     ConnectionErrorKind.SERVER_NOT_TRUSTED: CONNACK_NOT_AUTHORIZED,
     ConnectionErrorKind.LOST: MQTT_ERR_CONN_LOST,
 }
@@ -365,7 +369,8 @@ class TVCMI_client:
         body = _json_object(metric_data, "push_metrics", "metric_data")
         body["metrics"] = _metric_items(body, "push_metrics", "metric_data")
         if timestamp is not None:
-            if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+            if (isinstance(timestamp, bool) or not isinstance(timestamp, int | float)
+                    or not math.isfinite(timestamp)):
                 raise InputError("push_metrics()", "timestamp", f"is not milliseconds since the epoch: "
                                  f"{timestamp!r}")
             body["timestamp"] = int(timestamp)
@@ -427,7 +432,8 @@ class TVCMI_client:
                                   "on_api_connect first")
         try:
             future = send()
-        except ValueError as exc:  # e.g. NaN in a push: refused before anything is sent
+        except (ValueError, TypeError, RecursionError) as exc:  # e.g. NaN or a set in a push: refused
+            # before anything is sent (TypeError: a value JSON cannot carry)
             raise InputError(f"{method}()", field or "the request", f"cannot be sent: {exc}") from None
         except AgentConnectionError as exc:
             raise ConnectionError(_KIND_CODES.get(exc.kind, MQTT_ERR_NO_CONN), str(exc)) from exc
@@ -439,12 +445,17 @@ class TVCMI_client:
             self._report_failure(method, error)
             return
         reply = future.result()
-        if after is not None:
+        if after is None:
+            self._emit("on_api_response", msg=reply.raw, error_code=0)
+            return
+
+        def finish() -> None:  # on the dispatcher: `after` may wait (e.g. for the credentials lock)
             try:
                 after(reply)
             except Exception as exc:
                 self._log(f"{method}: {exc}")
-        self._emit("on_api_response", msg=reply.raw, error_code=0)
+            self._emit("on_api_response", msg=reply.raw, error_code=0)
+        self._dispatcher.submit(finish)
 
     def _deprovisioned(self, reply: Reply) -> None:
         removed = self._files.remove()
@@ -483,10 +494,16 @@ class TVCMI_client:
 
     def _report(self, method: str, message: str, code: int, sensor_id: str | None = None,
                 metric_id: str | None = None) -> None:
+        try:
+            if isinstance(code, str | bytes):
+                code = code.strip()
+            number = int(code)  # whatever int() takes; anything else is refused
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{method}()", "error_code", f"is not an integer: {code!r}") from None
         if not self._wanted:
             raise ConnectionError(MQTT_ERR_NO_CONN, f"{method}(): not connected: call connect_api() first")
         try:
-            self._agent.report_error(str(message), int(code), sensor_id, metric_id)
+            self._agent.report_error(str(message), number, sensor_id, metric_id)
         except AgentConnectionError as exc:
             raise ConnectionError(_KIND_CODES.get(exc.kind, MQTT_ERR_NO_CONN), str(exc)) from exc
         self._log(f"{method}: reported {message!r}.")

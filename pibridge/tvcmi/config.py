@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pibridge.agent.settings import ProvisioningMode, check_client_name, expand_path
 from pibridge.mqtt import DEFAULT_KEEPALIVE_S
 from pibridge.tvcmi.errors import ConfigError, ConnectionParamError, InputError
 
@@ -36,10 +37,10 @@ class CertOverrideMode(enum.Enum):
 
 
 #: SDK mode -> pibridge provisioning mode.
-PROVISIONING_MODE = {
-    CertOverrideMode.OVERRIDE: "override",
-    CertOverrideMode.NOT_OVERRIDE: "keep",
-    CertOverrideMode.SMART: "smart",
+PROVISIONING_MODE: dict[CertOverrideMode, ProvisioningMode] = {
+    CertOverrideMode.OVERRIDE: ProvisioningMode.OVERRIDE,
+    CertOverrideMode.NOT_OVERRIDE: ProvisioningMode.KEEP,
+    CertOverrideMode.SMART: ProvisioningMode.SMART,
 }
 
 
@@ -124,6 +125,14 @@ def _port(fields: dict[str, Any], key: str, source: str) -> int:
     return port
 
 
+def _path(fields: dict[str, Any], key: str, source: str) -> Path:
+    """``fields[key]`` as a path, ``~`` expanded (InputError for ``~nosuchuser``)."""
+    try:
+        return expand_path(key, str(fields[key]).strip())
+    except ValueError as exc:
+        raise InputError(source, key, f"is unusable: {exc}") from None
+
+
 def _override(value: Any, source: str) -> CertOverrideMode:
     if isinstance(value, CertOverrideMode):
         return value
@@ -156,17 +165,18 @@ def parse_parameters(parameters: Any) -> TvcmiParameters:
             reason = f"is not a number or 'None': {keepalive_raw!r}"
             raise InputError(source, "MqttKeepAlive", reason) from None
     client_name = str(fields.get("ClientName") or DEFAULT_CLIENT_NAME).strip()
-    if not client_name.replace(" ", "") or re.search(r"[/\\\x00]", client_name):
-        reason = f"must be usable in file names in CertFolder (no '/', '\\'): {client_name!r}"
-        raise InputError(source, "ClientName", reason)
+    try:
+        check_client_name(client_name)  # the one rule: it names files in CertFolder and the CSR's CN
+    except ValueError as exc:
+        raise InputError(source, "ClientName", f"is unusable: {exc}") from None
     override = _override(fields.get("OverrideCerts", CertOverrideMode.NOT_OVERRIDE), source)
     return TvcmiParameters(
         host=str(fields["MqttHost"]).strip(),
         provision_port=_port(fields, "MqttProvisionPort", source),
         port=_port(fields, "MqttPort", source),
         keepalive_s=keepalive,
-        ca_file=Path(str(fields["CaFile"]).strip()).expanduser(),
-        cert_folder=Path(str(fields["CertFolder"]).strip()).expanduser(),
+        ca_file=_path(fields, "CaFile", source),
+        cert_folder=_path(fields, "CertFolder", source),
         client_name=client_name,
         override=override,
         source=source,

@@ -1,0 +1,285 @@
+"""Every `pibridge` command under a table of bad arguments, as real subprocesses: no traceback,
+exactly one line on stderr, a non-zero exit.
+
+Adding a command's rows is one line each in `ROWS`:
+
+    row("check --profile {missing}", "not found"),
+
+The command is split like a shell would (`shlex`) after its ``{placeholders}`` are filled from
+`World` (see its fields); the optional second argument is a fragment the one line must contain.
+`test_every_command_has_rows` walks the parser, so a new command without rows fails the suite.
+A row that fails because of code owned by another branch is marked with `owned_by` (a strict
+xfail: the integrator removes the mark once that branch is merged and the row passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _pytest.mark.structures import ParameterSet
+
+from pibridge.agent import AgentSettings, CredentialFiles, provision
+from pibridge.cli import build_parser
+from pibridge.testing import Emulator, free_port
+
+#: Seconds a row may run before it counts as hanging (a guard, not a timing assertion: a healthy
+#: row takes well under a second; the ones that reach the emulator a few).
+GUARD_S = 60.0
+#: The guard of rows expected to block today (xfailed): short, so the suite stays fast.
+HANG_GUARD_S = 5.0
+
+
+def row(command: str, expect: str = "", *, owned_by: str = "", guard_s: float = GUARD_S) -> ParameterSet:
+    """One bad invocation. ``owned_by``: the branch whose fix makes the row pass (strict xfail)."""
+    marks = [pytest.mark.xfail(strict=True, reason=f"fixed on branch {owned_by}")] if owned_by else []
+    return pytest.param(command, expect, guard_s, marks=marks, id=command)
+
+
+AGENT_COMMANDS = ("provision", "deprovision", "ping", "inventory")
+#: Bad flags every agent command shares, with the fragment its one line must carry.
+AGENT_FLAG_ROWS = (
+    ("--timeout 0", "more than 0 and at most"),
+    ("--timeout -1", "more than 0 and at most"),
+    ("--timeout nan", "more than 0 and at most"),
+    ("--timeout inf", "more than 0 and at most"),
+    ("--timeout 1e300", "more than 0 and at most"),
+    ("--timeout soon", "not a number of seconds"),
+    ("--port 0", "port must be a TCP port number"),
+    ("--port 70000", "port must be a TCP port number"),
+    ("--port abc", "invalid int value"),
+    ("--provision-port -5", "provision_port must be a TCP port number"),
+    ("--host ''", "host must be"),
+    ("--client-name ../../tmp/evil", "cannot contain '/'"),
+    ("--client-name " + "n" * 200, "at most 64"),
+    ("--client-name ''", "must not be empty"),
+    ("--provisioning override", "invalid choice"),
+    ("--cert-folder ~nosuchuser/certs", "no such user"),
+    ("--ca-file ~nosuchuser/ca.crt", "no such user"),
+    ("--profile ~nosuchuser/greenhouse.toml", "no such user"),
+    ("--profile {missing}", ""),
+    ("--profile {bad_client_profile}", "client_name"),
+    ("{agent} --cert-folder {certs} --ca-file {garbage}", "is not a PEM certificate"),
+    ("{agent} --cert-folder {certs} --ca-file {missing}", "not found"),
+    ("--bogus", "unrecognized arguments"),
+)
+
+ROWS: list[ParameterSet] = [
+    # -- top level
+    row("", "required: COMMAND"),
+    row("--bogus", ""),
+    row("nosuchcommand", "invalid choice"),
+    # -- agent commands: the shared flags
+    *(row(f"{command} {flags}", expect) for command in AGENT_COMMANDS for flags, expect in AGENT_FLAG_ROWS),
+    # -- agent commands: what the agent or the disk make of them
+    row("provision {agent} --cert-folder {certs} --provision-port {port} --override", "asks for a client "
+        "certificate"),
+    row("provision {agent} --cert-folder {fresh} --provision-port {free}", "connection refused"),
+    row("provision {agent} --cert-folder {fresh} --host nosuch.invalid", "cannot resolve host"),
+    row("provision {agent} --cert-folder {a_file}", "cannot create the cert folder"),
+    row("provision {agent} --cert-folder {broken_key}", "is not an unencrypted PEM private key"),
+    row("provision {agent} --cert-folder {mismatch}", "does not belong to certificate"),
+    row("provision {agent} --cert-folder {cert_is_a_folder} --override", "in the way"),
+    row("ping {agent} --cert-folder {fresh}", "run `pibridge provision` first"),
+    row("ping {agent} --cert-folder {certs} --port {free}", "connection refused"),
+    row("ping {agent} --cert-folder {certs} --host nosuch.invalid", "cannot resolve host"),
+    row("ping {agent} --cert-folder {certs} --port {provision_port} --timeout 1",
+        "is it the provisioning port?"),
+    row("ping {agent} --cert-folder {broken_key}", "cannot load certificate"),
+    row("ping {agent} --cert-folder {certs} --client-name other", "run `pibridge provision` first"),
+    row("inventory {agent} --cert-folder {certs} --port {free}", "connection refused"),
+    row("inventory {agent} --cert-folder {fresh}", "run `pibridge provision` first"),
+    row("deprovision {agent} --cert-folder {certs} --port {free}", "connection refused"),
+    row("deprovision {agent} --cert-folder {fresh}", "run `pibridge provision` first"),
+    # -- emulator
+    row("emulator", "required: COMMAND"),
+    row("emulator serve --port abc", "invalid int value"),
+    row("emulator serve --inject-error 9:0.5", "can be injected"),
+    row("emulator serve --inject-error 1:2", "SHARE must lie in 0..1"),
+    row("emulator serve --state-dir {state} --port 70000 --provision-port {free}", owned_by="emulator"),
+    row("emulator serve --state-dir {a_file} --port {free} --provision-port {free2}", owned_by="emulator"),
+    row("emulator serve --state-dir ~nosuchuser/state --port {free} --provision-port {free2}",
+        owned_by="emulator"),
+    row("emulator serve --state-dir {garbage_ca_state} --port {free} --provision-port {free2}",
+        owned_by="emulator"),
+    row("emulator dump --state-dir {missing}", "no emulator state"),
+    row("emulator dump --state-dir {garbage_db_state}", owned_by="emulator"),
+    row("emulator wipe --state-dir {a_file}", owned_by="emulator"),
+    row("emulator wipe --bogus", "unrecognized arguments"),
+    # -- drivers
+    row("drivers --bogus", "unrecognized arguments"),
+    row("read", "required: driver"),
+    row("read nosuch", "unknown driver"),
+    row("read bme280 --option address=0x99", "address"),
+    row("read bme280 --option nokey", "KEY=VALUE"),
+    row("read dht22 --option pin=abc", "pin"),
+    row("read cpu_temperature --option sensor_file={missing}", "does not exist"),
+    row("read cpu_temperature --option sensor_file={garbage}", "millidegrees"),
+    row("read cpu_temperature --option sensor_file={fifo}", owned_by="drivers", guard_s=HANG_GUARD_S),
+    row("scan extra", "unrecognized arguments"),
+]
+
+
+@dataclass
+class World:
+    """What the rows' ``{placeholders}`` stand for (set up once per module)."""
+
+    agent: str  # --host/--port/--provision-port/--ca-file of the running emulator
+    port: int  # the emulator's API port
+    provision_port: int  # the emulator's provisioning port
+    free: int  # ports nothing listens on
+    free2: int
+    certs: Path  # a provisioned cert folder
+    fresh: Path  # a cert folder that does not exist yet
+    broken_key: Path  # a provisioned folder whose key is garbage
+    mismatch: Path  # certificate of one client beside the key of another
+    cert_is_a_folder: Path  # a provisioned folder whose certificate name is taken by a folder
+    a_file: Path  # a regular file where a folder belongs
+    garbage: Path  # a file of text that is nothing in particular
+    missing: Path  # a path that does not exist
+    fifo: Path  # a named pipe nobody writes
+    state: Path  # an empty folder for an emulator's state
+    garbage_ca_state: Path  # a state folder whose ca.crt and ca.key are garbage
+    garbage_db_state: Path  # a state folder whose database is garbage
+    bad_client_profile: Path  # a profile whose [agent] client_name escapes the cert folder
+
+    def fill(self, command: str) -> list[str]:
+        values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
+        return shlex.split(command.format(agent=self.agent, **values))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("hostile-cli")
+    emulator = Emulator(base / "emulator")
+    emulator.start()
+    try:
+        yield _make_world(base, emulator)
+    finally:
+        emulator.stop()
+
+
+def _make_world(base: Path, emulator: Emulator) -> World:
+    def provisioned(name: str) -> CredentialFiles:
+        settings = AgentSettings(host=emulator.host, port=emulator.port,
+                                 provision_port=emulator.provision_port, ca_file=emulator.ca_file,
+                                 cert_folder=base / name)
+        provision(settings)
+        return CredentialFiles(settings.cert_folder, settings.client_name)
+
+    certs, broken, other, folder_cert = (provisioned(n) for n in ("certs", "broken", "other", "folder-cert"))
+    broken.key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    mismatch = CredentialFiles(base / "mismatch", certs.client_name)  # the SDK's plain layout
+    mismatch.folder.mkdir(mode=0o700)
+    mismatch.cert.write_bytes(certs.cert.read_bytes())
+    mismatch.key.write_bytes(other.key.read_bytes())
+    folder_cert.cert.unlink()
+    folder_cert.cert.mkdir()
+    garbage = base / "garbage.txt"
+    garbage.write_text("this is not a certificate, a key, a profile or a database\n")
+    a_file = base / "a-file"
+    a_file.write_text("a file\n")
+    fifo = base / "fifo"
+    os.mkfifo(fifo)
+    garbage_ca_state = base / "garbage-ca-state"
+    garbage_ca_state.mkdir()
+    for name in ("ca.crt", "ca.key"):
+        (garbage_ca_state / name).write_text("garbage\n")
+    garbage_db_state = base / "garbage-db-state"
+    garbage_db_state.mkdir()
+    (garbage_db_state / "emulator.db").write_bytes(b"garbage, not SQLite\n" * 64)
+    profile = base / "bad-client.toml"
+    profile.write_text('[agent]\nclient_name = "../../tmp/evil"\n')
+    free = free_port()
+    free2 = free_port()
+    while free2 == free:
+        free2 = free_port()
+    return World(
+        agent=(f"--host {emulator.host} --port {emulator.port} --provision-port {emulator.provision_port} "
+               f"--ca-file {shlex.quote(str(emulator.ca_file))}"),
+        port=emulator.port, provision_port=emulator.provision_port, free=free, free2=free2,
+        certs=certs.folder, fresh=base / "fresh" / "certs",
+        broken_key=broken.folder, mismatch=mismatch.folder, cert_is_a_folder=folder_cert.folder,
+        a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
+        garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int | None  # None: still running when the guard or a "ready" line stopped it
+    stdout: str
+    stderr: str
+
+
+def run_cli(argv: list[str], cwd: Path, guard_s: float) -> Outcome:
+    """``python -m pibridge ARGV`` in ``cwd``. An emulator that starts serving (prints its
+    "ready" line) is stopped at once: a bad-argument row must never get that far."""
+    proc = subprocess.Popen([sys.executable, "-m", "pibridge", *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(guard_s, proc.kill)
+    guard.start()
+    stopped = False
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("ready "):
+                stopped = True
+                proc.terminate()
+                break
+        rest, err = proc.communicate(timeout=guard_s)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    hung = proc.returncode is not None and proc.returncode < 0 and not stopped
+    return Outcome(None if stopped or hung else proc.returncode, "".join(out) + rest, err)
+
+
+@pytest.mark.parametrize(("command", "expect", "guard_s"), ROWS)
+def test_bad_arguments_get_one_line_and_a_failure_status(command: str, expect: str, guard_s: float,
+                                                         world: World, tmp_path: Path) -> None:
+    outcome = run_cli(world.fill(command), tmp_path, guard_s)
+    assert outcome.returncode is not None, f"still running (served or hung): {outcome.stderr[-500:]}"
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1, f"stderr is {len(lines)} lines, not one:\n{outcome.stderr}"
+    assert outcome.returncode != 0, outcome.stdout
+    assert expect in lines[0]
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[str]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield prefix.strip()
+        return
+    for name, child in actions[0].choices.items():
+        yield from _leaf_commands(child, f"{prefix} {name}")
+
+
+def test_every_command_has_rows() -> None:
+    commands = set(_leaf_commands(build_parser()))
+    covered = {" ".join(command for command in param.values[0].split()[:2] if not command.startswith("-"))
+               for param in ROWS}
+    covered |= {words.split()[0] for words in covered if words}
+    missing = sorted(command for command in commands if command not in covered)
+    assert not missing, f"commands without rows in the hostile table: {missing}"
+
+
+def test_bad_client_name_writes_nothing_outside_the_cert_folder(world: World, tmp_path: Path) -> None:
+    """The row above checks the line; this checks the disk: nothing appears beside the folder."""
+    (tmp_path / "run").mkdir()
+    outcome = run_cli(world.fill("provision {agent} --cert-folder certs --client-name ../../evil"),
+                      tmp_path / "run", GUARD_S)
+    assert outcome.returncode == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["run"]
