@@ -123,7 +123,8 @@ ROWS: list[ParameterSet] = [
     row("read dht22 --option pin=abc", "pin"),
     row("read cpu_temperature --option sensor_file={missing}", "does not exist"),
     row("read cpu_temperature --option sensor_file={garbage}", "millidegrees"),
-    row("read cpu_temperature --option sensor_file={fifo}", owned_by="drivers", guard_s=HANG_GUARD_S),
+    row("read cpu_temperature --option sensor_file={fifo}", "no data within", guard_s=HANG_GUARD_S),
+    row("read cpu_temperature --option sensor_file=/dev/zero", "not a thermal zone file"),
     row("scan extra", "unrecognized arguments"),
 ]
 
