@@ -32,7 +32,7 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-in
 PIP_TIMEOUT_S = 120
 COMMAND_TIMEOUT_S = 60
 EMULATOR_READY_TIMEOUT_S = 60  # first start makes two RSA keys
-#: What `pip install pibridge` may pull on a PC; the DHT library, Blinka and lgpio are the `pi` extra.
+#: What `pip install pibridge` may pull on a PC; lgpio is the `pi` extra, the DHT library and Blinka `dht`.
 CORE_REQUIREMENTS = {"paho-mqtt", "cryptography", "gpiozero", "smbus2"}
 PI_ONLY = {"adafruit-circuitpython-dht", "adafruit-blinka", "lgpio", "rpi-gpio", "sysv-ipc", "pyftdi"}
 
@@ -111,10 +111,11 @@ def test_a_pc_install_pulls_no_pi_only_library(venv: Path) -> None:
         "reqs = [Requirement(r) for r in m.requires('pibridge')]\n"
         "print(json.dumps([[r.name.lower(), str(r.marker or '')] for r in reqs]))")))
     core = {name for name, marker in requirements if "extra" not in marker}
-    pi_extra = {name for name, marker in requirements if 'extra == "pi"' in marker}
     assert core == CORE_REQUIREMENTS
-    assert pi_extra == {"adafruit-circuitpython-dht", "lgpio"}
     assert not core & PI_ONLY
+    assert {name for name, marker in requirements if 'extra == "pi"' in marker} == {"lgpio"}
+    assert {name for name, marker in requirements if 'extra == "dht"' in marker} == {
+        "adafruit-circuitpython-dht"}
 
 
 def test_drivers_and_a_simulated_reading(venv: Path) -> None:
