@@ -102,6 +102,10 @@ def _board_pin(pin: int) -> Any:
         os.environ.setdefault("BLINKA_SKIP_DEPENDENCY_CHECK", "1")
     try:
         import board
+    except ModuleNotFoundError as exc:
+        if exc.name == "board":  # not Blinka missing one of its own modules (gpiod on a Pi)
+            raise ConfigurationError("the DHT library is not installed: pip install 'pibridge[dht]'") from exc
+        raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc}") from exc
     except Exception as exc:  # Blinka raises assorted errors on unknown platforms
         raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc}") from exc
     try:
@@ -152,7 +156,8 @@ class _DHTBase(Driver):
             try:
                 import adafruit_dht
             except ImportError as exc:
-                raise ConfigurationError(f"adafruit-circuitpython-dht is not installed: {exc}") from exc
+                raise ConfigurationError(f"the DHT library is not installed ({exc}): "
+                                         "pip install 'pibridge[dht]'") from exc
             kwargs = {} if self.config["use_pulseio"] is None else {"use_pulseio": self.config["use_pulseio"]}
             try:
                 self._sensor = getattr(adafruit_dht, self.library_class)(pin, **kwargs)

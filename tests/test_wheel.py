@@ -2,9 +2,9 @@
 virtualenv, then the first commands a user runs.
 
 Offline and fast: the wheel is built without build isolation (the test venv's setuptools), and the
-fresh venv borrows the test venv's already-installed dependencies through one ``.pth`` line, so
-nothing is downloaded. The ``.pth`` appends that folder after the venv's own site-packages, and a
-``.pth`` line adds a folder without running the ``.pth`` files inside it: the test venv's editable
+fresh venv borrows the test venv's already-installed dependencies through a ``.pth`` file, so
+nothing is downloaded. The ``.pth`` appends those folders after the venv's own site-packages, and
+a ``.pth`` line adds a folder without running the ``.pth`` files inside it: the test venv's editable
 pibridge stays invisible and every ``pibridge`` import below comes from the installed wheel.
 """
 
@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import tomllib
 from pathlib import Path
@@ -62,7 +61,10 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _ok(sys.executable, "-m", "venv", "--without-pip", env_dir)
     python = env_dir / "bin" / "python"
     site_packages = Path(_ok(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").strip())
-    (site_packages / "zz_test_venv_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # every site folder of this test run: the venv's, and the system's when the venv includes them
+    # (the 32-bit Pi route: cryptography from apt)
+    test_sites = [entry for entry in sys.path if Path(entry).name in ("site-packages", "dist-packages")]
+    (site_packages / "zz_test_venv_dependencies.pth").write_text("".join(f"{e}\n" for e in test_sites))
     _ok(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index",
         wheel, timeout=PIP_TIMEOUT_S)
     return env_dir
