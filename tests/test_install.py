@@ -171,3 +171,12 @@ def test_a_missing_dht_library_is_one_line_naming_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "pip install 'pibridge[dht]'" in done.stderr
+
+
+def test_a_requirement_newer_than_apt_gives_breaks_the_32_bit_route() -> None:
+    """Raising a floor past bookworm's package is caught offline: apt packages never reach pip."""
+    armv6l = next(t for t in check_pi_wheels.TARGETS if t.machine == "armv6l")
+    found = check_pi_wheels.resolve(["cryptography>=42"], armv6l)
+    assert list(found.apt_too_old) == ["cryptography"] and not found.from_apt and not found.picked
+    found = check_pi_wheels.resolve(["cryptography>=38.0.4", "lgpio>=0.2"], armv6l)
+    assert set(found.from_apt) == {"cryptography", "lgpio"} and not found.apt_too_old
