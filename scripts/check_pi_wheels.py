@@ -190,7 +190,7 @@ def resolve(roots: list[str], target: Target) -> Resolution:
     specs: dict[str, SpecifierSet] = {}
     extras: dict[str, set[str]] = {}
     display: dict[str, str] = {}
-    pending = [Requirement(text) for text in roots]
+    pending = [r for r in map(Requirement, roots) if _applies(r, target, set())]
     done_key: dict[str, tuple[str, frozenset[str]]] = {}
     while pending:
         for requirement in pending:

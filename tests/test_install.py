@@ -180,3 +180,9 @@ def test_a_requirement_newer_than_apt_gives_breaks_the_32_bit_route() -> None:
     assert list(found.apt_too_old) == ["cryptography"] and not found.from_apt and not found.picked
     found = check_pi_wheels.resolve(["cryptography>=38.0.4", "lgpio>=0.2"], armv6l)
     assert set(found.from_apt) == {"cryptography", "lgpio"} and not found.apt_too_old
+
+
+def test_markers_of_the_roots_count_too() -> None:
+    armv7l = next(t for t in check_pi_wheels.TARGETS if t.machine == "armv7l")
+    found = check_pi_wheels.resolve(["lgpio>=0.2", "gpiod>=2.2.2; platform_machine == 'aarch64'"], armv7l)
+    assert set(found.from_apt) == {"lgpio"} and not found.picked and not found.no_wheel

@@ -117,7 +117,7 @@ def test_a_pc_install_pulls_no_pi_only_library(venv: Path) -> None:
     assert not core & PI_ONLY
     assert {name for name, marker in requirements if 'extra == "pi"' in marker} == {"lgpio"}
     assert {name for name, marker in requirements if 'extra == "dht"' in marker} == {
-        "adafruit-circuitpython-dht"}
+        "adafruit-circuitpython-dht", "gpiod"}
 
 
 def test_drivers_and_a_simulated_reading(venv: Path) -> None:
