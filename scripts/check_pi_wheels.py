@@ -108,7 +108,7 @@ class Resolution:
     """What pip would install on one target: a wheel per package, or why there is none."""
 
     picked: dict[str, Picked] = field(default_factory=dict)
-    no_wheel: dict[str, str] = field(default_factory=dict)    # name -> "spec (versions with a wheel)"
+    no_wheel: dict[str, str] = field(default_factory=dict)    # name -> "spec (latest on PyPI …)"
     from_apt: dict[str, str] = field(default_factory=dict)    # name -> "python3-x 1.2 for spec"
     apt_too_old: dict[str, str] = field(default_factory=dict)
 
@@ -132,7 +132,10 @@ def _pip_env() -> dict[str, str]:
 def _pip(args: list[str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--retries", "2", *args,
                "--index-url", INDEX_URL]
-    done = subprocess.run(command, capture_output=True, text=True, env=_pip_env(), timeout=PIP_TIMEOUT_S)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=_pip_env(), timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise NetworkFailure(f"pip did not finish within {PIP_TIMEOUT_S} s") from None
     if done.returncode != 0 and any(sign in done.stdout + done.stderr for sign in NETWORK_SIGNS):
         raise NetworkFailure(_last_error(done))
     return done
