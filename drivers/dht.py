@@ -125,8 +125,10 @@ def _board_pin(pin: int) -> Any:
     try:
         with _no_blinka_install_prompt():
             import board
-    except ImportError as exc:
-        raise missing_library("Adafruit Blinka (board)", "a DHT sensor") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name == "board":  # not Blinka missing one of its own modules (gpiod on a Pi)
+            raise missing_library("Adafruit Blinka (board)", "a DHT sensor", extra="dht") from exc
+        raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc}") from exc
     except Exception as exc:  # Blinka raises assorted errors on unknown platforms
         raise ConfigurationError(f"cannot import board (Adafruit Blinka): {exc} "
                                  "(DHT sensors need a Raspberry Pi; use --simulate elsewhere)") from exc
@@ -184,7 +186,7 @@ class _DHTBase(Driver):
             try:
                 import adafruit_dht
             except ImportError as exc:
-                raise missing_library("adafruit-circuitpython-dht", "a DHT sensor") from exc
+                raise missing_library("adafruit-circuitpython-dht", "a DHT sensor", extra="dht") from exc
             kwargs = {} if self.config["use_pulseio"] is None else {"use_pulseio": self.config["use_pulseio"]}
             try:
                 self._sensor = getattr(adafruit_dht, self.library_class)(pin, **kwargs)

@@ -20,15 +20,15 @@ from typing import Any
 
 from .errors import ConfigurationError, DeviceNotFoundError
 
-PI_EXTRA_HINT = "pip install 'pibridge[pi]'"
 GPIOZERO_FACTORY_ENV = "GPIOZERO_PIN_FACTORY"
 GPIOZERO_FACTORY_GROUP = "gpiozero_pin_factories"
 
 
-def missing_library(library: str, what: str) -> ConfigurationError:
-    """The one line for a hardware library that is not installed: it comes with the ``pi`` extra."""
+def missing_library(library: str, what: str, extra: str = "pi") -> ConfigurationError:
+    """The one line for a hardware library that is not installed, naming the extra it comes with
+    (``pi``: lgpio; ``dht``: the DHT library and its Blinka tree)."""
     return ConfigurationError(f"{what} needs the {library} library, which is not installed: "
-                              f"{PI_EXTRA_HINT} (off a Raspberry Pi, use --simulate)")
+                              f"pip install 'pibridge[{extra}]' (off a Raspberry Pi, use --simulate)")
 
 
 def hardware_pin_factory() -> Any:

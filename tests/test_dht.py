@@ -272,14 +272,14 @@ def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
 
 
 @pytest.mark.parametrize("library", ["board", "adafruit_dht"])
-def test_missing_hardware_library_names_the_pi_extra(monkeypatch: pytest.MonkeyPatch, library: str) -> None:
+def test_missing_hardware_library_names_the_dht_extra(monkeypatch: pytest.MonkeyPatch, library: str) -> None:
     import os
 
     monkeypatch.setitem(sys.modules, library, None)  # what `import` sees when it is not installed
     if library == "adafruit_dht":  # get past the board lookup to the library import
         monkeypatch.setattr("pibridge.drivers.dht._board_pin", lambda pin: object())
     before = dict(os.environ)
-    with pytest.raises(ConfigurationError, match=r"pip install 'pibridge\[pi\]'") as info:
+    with pytest.raises(ConfigurationError, match=r"pip install 'pibridge\[dht\]'") as info:
         DHT22(pin=4).read(lambda s: None)
     assert "\n" not in str(info.value) and not info.value.retryable
     assert dict(os.environ) == before  # Blinka's variable is set only around its own import

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         check_commands,
         driver_commands,
         emulator_commands,
+        profile_commands,
         status_commands,
     )
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         emulator_commands,
         driver_commands,
         check_commands,
+        profile_commands,
         status_commands,
     ):
         module.register(sub)
