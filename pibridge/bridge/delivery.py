@@ -25,6 +25,7 @@ What happens to a push that was not acknowledged:
 
 from __future__ import annotations
 
+import enum
 import heapq
 import logging
 import queue as queue_module
@@ -101,6 +102,32 @@ def provisioning_command(settings: AgentSettings) -> list[str]:
             "--port", str(settings.port), "--provision-port", str(settings.provision_port),
             "--ca-file", str(settings.ca_file), "--cert-folder", str(settings.cert_folder),
             "--client-name", settings.client_name, "--provisioning", str(ProvisioningMode.SMART)]
+
+
+class Outcome(enum.Enum):
+    """What a push's failure means for its sample (see the table in the module docstring)."""
+
+    RETRY = "kept, re-sent after backoff"
+    RECONNECT = "kept, re-sent once the inventory is reconciled on a connection"
+    RECONCILE = "reconcile, then re-sent"
+    FORBIDDEN = "re-provision (smart) or keep queued (keep)"
+    DEAD = "dead letter"
+
+
+def classify(error: BaseException) -> Outcome:
+    """The outcome of a push that failed with ``error`` (the future's exception)."""
+    if isinstance(error, AgentReplyError):
+        code = int(error.code)
+        if code in UNKNOWN_ID_CODES:
+            return Outcome.RECONCILE
+        if code == ErrorCode.ForbiddendAccess:
+            return Outcome.FORBIDDEN
+        if code in TRANSIENT_CODES or not isinstance(error.code, ErrorCode):
+            return Outcome.RETRY
+        return Outcome.DEAD
+    if isinstance(error, AgentConnectionError):
+        return Outcome.RECONNECT
+    return Outcome.RETRY  # RequestTimeout, ProtocolError (a garbled answer), anything unforeseen
 
 
 @dataclass(frozen=True)
@@ -183,6 +210,8 @@ class Delivery:
         self._problem = ""
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
+        self._progress = threading.Condition()
+        self._drained = False
         # counters for the status
         self.pushed = 0
         self.resent = 0
@@ -226,6 +255,16 @@ class Delivery:
         their queued samples are still delivered)."""
         self.queue.set_specs(specs)
         self._inbox.put(("specs", dict(specs)))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checked each time the delivery thread made a step
+        (for the service's shutdown and for tests); False on timeout."""
+        with self._progress:
+            return self._progress.wait_for(predicate, timeout)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until every stamped sample queued so far was acknowledged or dead-lettered."""
+        return self.wait_until(lambda: self._drained, timeout)
 
     def report_sensor_error(self, sensor_name: str, text: str) -> bool:
         """Report a sensor's read error to the agent: on the sensor's error topic once it has a
@@ -301,6 +340,8 @@ class Delivery:
                 if self._stopping.is_set():
                     break
                 self._step()
+                with self._progress:
+                    self._progress.notify_all()
         except Exception:
             log.exception("delivery failed; samples stay queued")
         finally:
@@ -324,6 +365,8 @@ class Delivery:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
+        if kind != "wake":
+            self._drained = False
         if kind == "result":
             self._on_result(message[1], message[2], message[3])
         elif kind == "connection":
@@ -346,9 +389,11 @@ class Delivery:
         if self._need_reconcile and self._up and not self._forbidden_until:
             self._reconcile()
         resolved = self._resolved
+        exhausted = False
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
-            self._send(resolved)
+            exhausted = self._send(resolved)
         self._flush()
+        self._drained = exhausted and not (self._in_flight or self._retry or self._dead or self._acked)
 
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -395,6 +440,7 @@ class Delivery:
         if event.up:
             self._connected_since = time.time()
             self._set_problem("")
+            self._forbidden_logged = False
             client_id = client.client_id  # read on every up: re-provisioning changes it
             if self._mapping is None or self._mapping.client_id != client_id:
                 if self._mapping is not None:
@@ -419,16 +465,17 @@ class Delivery:
     def _rejected(self, why: str) -> None:
         """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
         else wait for new credentials."""
+        self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
         if self.settings.provisioning is ProvisioningMode.SMART:
             if self._provision(why):
+                self._forbidden_until = 0.0
                 self._restart_client()
-                return
-        elif not self._forbidden_logged:
+            return
+        self._problem = (f"the agent refuses this client ({why}); samples stay queued: run `pibridge "
+                         "provision --override` (or set provisioning = \"smart\") to register a new client")
+        if not self._forbidden_logged:  # once, until a provisioning or a connection succeeds
             self._forbidden_logged = True
-            log.error("the agent refuses this client (%s); samples stay queued. Run `pibridge provision "
-                      "--override` (or set provisioning = \"smart\") to register a new client", why)
-        self._set_problem(why)
-        self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+            log.error("%s", self._problem)
 
     def _provision(self, why: str) -> bool:
         log.warning("provisioning (%s)", why)
@@ -534,14 +581,15 @@ class Delivery:
             skip = set(self._in_flight) | set(self._acked) | {r.id for r in self._retry}
             self._ready.extend(r for r in rows if r.id not in skip)
 
-    def _send(self, resolved: ResolvedInventory) -> None:
+    def _send(self, resolved: ResolvedInventory) -> bool:
+        """Fill the window; True when the queue had nothing more to send."""
         client = self._client
         if client is None:
-            return
+            return False
         while len(self._in_flight) < self._window:
             sample = self._next_sample()
             if sample is None:
-                return
+                return True
             target = self._target(sample, resolved)
             if isinstance(target, str):
                 self._dead.append((sample.id, target, NO_ID))
@@ -554,6 +602,7 @@ class Delivery:
                 continue
             self._in_flight[sample.id] = sample
             future.add_done_callback(self._callback(sample.id, client))
+        return False
 
     def _callback(self, sample_id: int, client: AgentClient) -> Callable[[Future[Reply]], None]:
         return lambda future: self._push_done(sample_id, client, future)
@@ -593,37 +642,34 @@ class Delivery:
             self._last_ack = time.time()
             self._retry_delays = self._retry_backoff.delays()
             return
-        if isinstance(error, AgentReplyError):
-            code = int(error.code)
-            if code in UNKNOWN_ID_CODES:
-                hits = self._unknown_id_hits.get(sample_id, 0) + 1
-                self._unknown_id_hits[sample_id] = hits
-                if hits > MAX_UNKNOWN_ID_RETRIES:
-                    self._dead.append((sample_id, f"{error} (still after {hits - 1} reconciliations)",
-                                       f"agent error {code} {error.code_name}"))
-                    return
-                self._requeue(sample)
-                self._resolved = None  # the gate closes until the inventory is reconciled again
+        outcome = classify(error)
+        if outcome is Outcome.DEAD:
+            assert isinstance(error, AgentReplyError)
+            self._dead.append((sample_id, str(error), f"agent error {int(error.code)} {error.code_name}"))
+        elif outcome is Outcome.RECONCILE:
+            hits = self._unknown_id_hits.get(sample_id, 0) + 1
+            self._unknown_id_hits[sample_id] = hits
+            if hits > MAX_UNKNOWN_ID_RETRIES:
+                assert isinstance(error, AgentReplyError)
+                self._dead.append((sample_id, f"{error} (still after {hits - 1} reconciliations)",
+                                   f"agent error {int(error.code)} {error.code_name}"))
+                return
+            self._requeue(sample)
+            self._resolved = None  # the gate closes until the inventory is reconciled again
+            self._need_reconcile = True
+        elif outcome is Outcome.FORBIDDEN:
+            self._requeue(sample)
+            if client is self._client and not self._forbidden_until:
+                self._resolved = None
                 self._need_reconcile = True
-                return
-            if code == ErrorCode.ForbiddendAccess:
-                self._requeue(sample)
-                if client is self._client and not self._forbidden_until:
-                    self._resolved = None
-                    self._need_reconcile = True
-                    self._rejected(f"agent error 18 ForbiddendAccess: {error.agent_message}")
-                return
-            if code in TRANSIENT_CODES or not isinstance(error.code, ErrorCode):
-                self._transient(sample, str(error))
-                return
-            self._dead.append((sample_id, str(error), f"agent error {code} {error.code_name}"))
-            return
-        if isinstance(error, AgentConnectionError):
+                message = error.agent_message if isinstance(error, AgentReplyError) else str(error)
+                self._rejected(f"agent error 18 ForbiddendAccess: {message}")
+        elif outcome is Outcome.RECONNECT:
             self._requeue(sample)
             self._resolved = None  # a connection error from a push clears the gate
             self._need_reconcile = True
-            return
-        self._transient(sample, str(error))  # RequestTimeout, ProtocolError: kept, retried
+        else:
+            self._transient(sample, str(error))
 
     def _requeue(self, sample: QueuedSample) -> None:
         heapq.heappush(self._retry, _Retry(sample.id, sample))
@@ -667,3 +713,5 @@ class Delivery:
         if client is not None:
             client.close()
 
+        with self._progress:
+            self._progress.notify_all()
