@@ -267,7 +267,8 @@ def test_rejected_and_refused_samples_go_to_dead_letters_and_the_queue_moves_on(
     assert values_of(held["Air"][0], "Temperature") == [(T0_MS + 4, 1.0)]
     assert bridge.queue is not None
     dead = bridge.queue.dead_letters()
-    assert sorted((d["sensor"], d["timestamp_ms"]) for d in dead) == [("Air", T0_MS + 2), ("Counter", T0_MS + 1)]
+    assert sorted((d["sensor"], d["timestamp_ms"]) for d in dead) == [("Air", T0_MS + 2),
+                                                                       ("Counter", T0_MS + 1)]
     kinds = {d["kind"] for d in dead}
     assert kinds == {"agent error 11 ParameterIsNotAnInteger", "value refused by the client"}
     assert delivery.status().dead_lettered == {"agent error 11 ParameterIsNotAnInteger": 1,
