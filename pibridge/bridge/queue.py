@@ -180,15 +180,10 @@ class SampleQueue:
     # -- the scheduler's side ------------------------------------------------------------------
     def put(self, sample: TakenSample) -> None:
         """Store one sample; returns once its group is committed (`QueueClosed` if it cannot be)."""
-        vals = json.dumps(sample.values, separators=(",", ":"))
         with self._lock:
             if self._closing or self._failed is not None:
                 raise QueueClosed(f"sample queue {self.path} is closed: sample of {sample.sensor} not stored")
-            timestamp = sample.timestamp_ms
-            if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
-                timestamp = round(sample.monotonic_s * MS_PER_S) + self._offsets[sample.boot_id]
-            self._rows.append((sample.sensor, self._layout_of.get(sample.sensor), vals, timestamp,
-                               sample.monotonic_s, sample.boot_id, int(sample.event)))
+            self._rows.append(self._row(sample))
             group = self._group
             if len(self._rows) == 1:
                 self._lock.notify()
@@ -245,6 +240,33 @@ class SampleQueue:
         """``{sensor name: rows waiting}``."""
         return self._call(lambda: dict(self._db.execute(
             "SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall()))
+
+    def enforce_bounds(self) -> None:
+        """Apply the age bound now (the owner thread does it every `MAINTENANCE_INTERVAL_S`)."""
+        self._call(self._enforce_age)
+
+    def put_many(self, samples: Iterable[TakenSample]) -> None:
+        """`put` for several samples at once (one group, one wait)."""
+        group = None
+        with self._lock:
+            if self._closing or self._failed is not None:
+                raise QueueClosed(f"sample queue {self.path} is closed: samples not stored")
+            for sample in samples:
+                self._rows.append(self._row(sample))
+            group = self._group
+            self._lock.notify()
+        group.done.wait()
+        if group.error is not None:
+            raise QueueClosed(f"samples not stored: {group.error}") from group.error
+
+    def _row(self, sample: TakenSample) -> tuple[Any, ...]:
+        """The row of ``sample`` (called with the lock held: reads the offsets and layouts)."""
+        timestamp = sample.timestamp_ms
+        if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
+            timestamp = round(sample.monotonic_s * MS_PER_S) + self._offsets[sample.boot_id]
+        values = json.dumps(sample.values, separators=(",", ":"))
+        return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
+                sample.boot_id, int(sample.event))
 
     def queued_layouts(self) -> dict[str, list[tuple[tuple[str, str], ...]]]:
         """``{sensor: [metric identities of a layout its waiting rows were taken with, …]}``."""
