@@ -42,8 +42,8 @@ class FakeTime:
 
 def test_put_then_fetch_keeps_order_types_and_timestamps(tmp_path: Path) -> None:
     with SampleQueue(tmp_path, boot_id=BOOT) as queue:
-        queue.put(TakenSample("Door", {"open": True, "label": "front", "count": 3, "v": 1.5}, T0_MS, 1.0, BOOT,
-                              event=True))
+        values = {"open": True, "label": "front", "count": 3, "v": 1.5}
+        queue.put(TakenSample("Door", values, T0_MS, 1.0, BOOT, event=True))
         queue.put_many([sample(i) for i in range(5)])
         rows = queue.fetch(0, 100)
         assert [r.timestamp_ms for r in rows] == [T0_MS] + [T0_MS + i * 1000 for i in range(5)]
@@ -55,8 +55,11 @@ def test_put_then_fetch_keeps_order_types_and_timestamps(tmp_path: Path) -> None
 
 def test_puts_from_many_threads_are_all_committed(tmp_path: Path) -> None:
     queue = SampleQueue(tmp_path, boot_id=BOOT)
-    threads = [threading.Thread(target=lambda k=k: [queue.put(sample(k * 1000 + i)) for i in range(200)])
-               for k in range(8)]
+    def producer(k: int) -> None:
+        for i in range(200):
+            queue.put(sample(k * 1000 + i))
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
