@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
+from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import (
     EARLIER_BOOT_KIND,
     QUEUE_FILE,
@@ -42,7 +42,7 @@ class FakeTime:
 
 def test_put_then_fetch_keeps_order_types_and_timestamps(tmp_path: Path) -> None:
     with SampleQueue(tmp_path, boot_id=BOOT) as queue:
-        values = {"open": True, "label": "front", "count": 3, "v": 1.5}
+        values: dict[str, Value] = {"open": True, "label": "front", "count": 3, "v": 1.5}
         queue.put(TakenSample("Door", values, T0_MS, 1.0, BOOT, event=True))
         queue.put_many([sample(i) for i in range(5)])
         rows = queue.fetch(0, 100)
