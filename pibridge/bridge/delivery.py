@@ -211,7 +211,8 @@ class Delivery:
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._progress = threading.Condition()
-        self._drained = False
+        self._drained = threading.Event()
+        self._queue_changes = 0  # bumped by the queue's thread before a put returns
         # counters for the status
         self.pushed = 0
         self.resent = 0
@@ -264,7 +265,7 @@ class Delivery:
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until every stamped sample queued so far was acknowledged or dead-lettered."""
-        return self.wait_until(lambda: self._drained, timeout)
+        return self._drained.wait(timeout)
 
     def report_sensor_error(self, sensor_name: str, text: str) -> bool:
         """Report a sensor's read error to the agent: on the sensor's error topic once it has a
@@ -306,6 +307,9 @@ class Delivery:
 
     # -- callbacks (other threads): hand over only ---------------------------------------------
     def _on_queue_change(self, what: str) -> None:
+        # runs before the put returns: whoever put a sample never sees a stale "drained"
+        self._queue_changes += 1
+        self._drained.clear()
         self._inbox.put(("queue", what))
 
     def _on_connection(self, client: AgentClient, event: ConnectionEvent) -> None:
@@ -365,8 +369,6 @@ class Delivery:
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind != "wake":
-            self._drained = False
         if kind == "result":
             self._on_result(message[1], message[2], message[3])
         elif kind == "connection":
@@ -378,6 +380,7 @@ class Delivery:
             self._rewind()
 
     def _step(self) -> None:
+        changes = self._queue_changes
         now = time.monotonic()
         if self._forbidden_until and now >= self._forbidden_until:
             self._forbidden_until = 0.0
@@ -393,7 +396,11 @@ class Delivery:
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
             exhausted = self._send(resolved)
         self._flush()
-        self._drained = exhausted and not (self._in_flight or self._retry or self._dead or self._acked)
+        if exhausted and changes == self._queue_changes and not (
+                self._in_flight or self._retry or self._dead or self._acked):
+            self._drained.set()
+        else:
+            self._drained.clear()
 
     # -- connection ----------------------------------------------------------------------------
     def _connect(self) -> None:

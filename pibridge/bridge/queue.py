@@ -153,7 +153,7 @@ class SampleQueue:
         self.boot_id = current_boot_id() if boot_id is None else boot_id
         self._clock = clock
         self._monotonic = monotonic
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._rows: list[tuple[Any, ...]] = []
         self._group = _new_group()
         self._ops: list[tuple[Callable[[], Any], Future[Any] | None]] = []
@@ -434,9 +434,9 @@ class SampleQueue:
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
         if rows and any(row[3] is not None for row in rows):
             self._wall_clock_known = True  # the scheduler stamps rows only once the clock is set
-        group.done.set()
         if rows:
-            self._notify("added")
+            self._notify("added")  # before the puts return: a listener never lags behind a put
+        group.done.set()
 
     def _enforce_count(self, added: int) -> int:
         excess = self._count + added - self.max_samples
