@@ -201,8 +201,11 @@ class Delivery:
         self._acked: list[int] = []
         self._dead: list[tuple[int, str, str]] = []
         self._unknown_id_hits: dict[int, int] = {}
+        self._missing_id_at: dict[int, int] = {}  # sample id → reconciliations when its id was missing
         self._retry_delays = retry_backoff.delays()
         self._retry_at = 0.0
+        self._reconcile_delays = retry_backoff.delays()
+        self._reconcile_at = 0.0
         self._connect_delays = connect_backoff.delays()
         self._connect_at = 0.0
         self._forbidden_until = 0.0
@@ -358,6 +361,8 @@ class Delivery:
             wake.append(max(self._connect_at, self._forbidden_until))
         if self._retry_at > now:
             wake.append(self._retry_at)
+        if self._need_reconcile and self._up and not self._forbidden_until:
+            wake.append(self._reconcile_at)
         if self._resolved is not None:
             wake.append(self._next_check)
         if self._acked:
@@ -389,7 +394,7 @@ class Delivery:
             self._connect()
         if self._up and self._resolved is not None and now >= self._next_check:
             self._need_reconcile = True
-        if self._need_reconcile and self._up and not self._forbidden_until:
+        if self._need_reconcile and self._up and not self._forbidden_until and now >= self._reconcile_at:
             self._reconcile()
         resolved = self._resolved
         exhausted = False
@@ -536,9 +541,10 @@ class Delivery:
             queued = self._queued_identities()
             resolved = Reconciler(client, mapping).reconcile(self._specs, queued, generation)
         except ReconcileAborted as exc:
-            log.info("inventory reconciliation aborted (%s): retried", exc)
+            delay = next(self._reconcile_delays)
+            log.info("inventory reconciliation aborted (%s): retried in %.1f s", exc, delay)
             self._need_reconcile = True
-            self._retry_at = time.monotonic() + next(self._retry_delays)
+            self._reconcile_at = time.monotonic() + delay
             return
         except AgentReplyError as exc:
             if int(exc.code) == ErrorCode.ForbiddendAccess:
@@ -553,6 +559,7 @@ class Delivery:
             self._need_reconcile = True
             return
         self.reconciliations += 1
+        self._reconcile_delays = self._retry_backoff.delays()
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
         self._rewind()
@@ -586,6 +593,7 @@ class Delivery:
                 return None
             self._cursor = rows[-1].id
             skip = set(self._in_flight) | set(self._acked) | {r.id for r in self._retry}
+            skip |= {dead[0] for dead in self._dead}
             self._ready.extend(r for r in rows if r.id not in skip)
 
     def _send(self, resolved: ResolvedInventory) -> bool:
@@ -599,8 +607,17 @@ class Delivery:
                 return True
             target = self._target(sample, resolved)
             if isinstance(target, str):
-                self._dead.append((sample.id, target, NO_ID))
-                continue
+                # an id may be missing only because the inventory is older than the sample (a
+                # sensor just added): dead letter only once a later reconciliation has no id either
+                seen_at = self._missing_id_at.get(sample.id)
+                if seen_at is not None and self.reconciliations > seen_at:
+                    del self._missing_id_at[sample.id]
+                    self._dead.append((sample.id, target, NO_ID))
+                    continue
+                self._missing_id_at.setdefault(sample.id, self.reconciliations)
+                heapq.heappush(self._retry, _Retry(sample.id, sample))
+                self._need_reconcile = True
+                return False
             sensor_id, values = target
             try:
                 future = client.push_async(sensor_id, values, sample.timestamp_ms)
