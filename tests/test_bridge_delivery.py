@@ -90,7 +90,9 @@ class Bridge:
     def drained(self) -> None:
         assert self.delivery is not None
         assert self.delivery.wait_drained(WAIT_S), self.delivery.status()
-        assert self.queue is not None and self.queue.stats().depth == 0
+        assert self.queue is not None
+        stats = self.queue.stats()
+        assert stats.depth == stats.unstamped  # all that has a wall-clock time went out
 
     def held(self) -> dict[str, Any]:
         """The client's sensors as the emulator holds them: {sensor name: [sensor dicts]}."""
@@ -443,3 +445,49 @@ def test_the_bridge_process_never_imports_cryptography(emulator: Emulator, tmp_p
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_samples_taken_before_the_clock_was_set_go_out_once_stamped(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    unstamped = {"temperature": 1.0, "humidity": 2.0}
+    bridge.put([TakenSample("Air", unstamped, None, 10.0 + i, BOOT) for i in range(3)])
+    bridge.put([air(100)])  # taken after the clock was set: goes out at once
+    bridge.drained()  # everything that has a wall-clock time
+    assert values_of(bridge.held()["Air"][0], "Temperature") == [(T0_MS + 100_000, 30.0)]
+    assert bridge.queue is not None and bridge.queue.stats().unstamped == 3
+    assert delivery.status().waiting_for_clock == 3
+    offset = T0_MS - 5_000_000
+    assert bridge.queue.resolve_timestamps(BOOT, offset) == 3
+    bridge.drained()
+    assert [t for t, _ in values_of(bridge.held()["Air"][0], "Temperature")] == [
+        offset + 10_000, offset + 11_000, offset + 12_000, T0_MS + 100_000]
+
+
+def test_unknown_ids_from_a_strict_agent_trigger_a_reconciliation(
+        make_bridge: Callable[..., Bridge], emulator_factory: Callable[..., Emulator]) -> None:
+    emulator = emulator_factory(strict_ids=True)
+    bridge = make_bridge(emulator_=emulator)
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    emulator.wipe()  # behind the connected bridge's back: its ids are now unknown (15)
+    bridge.put([air(i) for i in range(1, 20)])
+    bridge.drained()
+    held = bridge.held()
+    assert len(held["Air"]) == 1 and len(values_of(held["Air"][0], "Temperature")) == 19
+    assert delivery.reconciliations >= 2 and delivery.resent >= 1
+
+
+def test_a_sensor_added_by_a_profile_reload_is_registered_and_delivered(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge({"Air": AIR})
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    delivery.update_specs(SPECS)
+    bridge.put([door(i) for i in range(3)])
+    bridge.drained()
+    assert len(bridge.held()["Door"][0]["metrics"][0]["values"]) == 3
+    assert bridge.queue is not None and bridge.queue.dead_letters() == []
