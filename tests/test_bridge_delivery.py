@@ -27,7 +27,7 @@ from pibridge.agent import (
     reply_error,
 )
 from pibridge.bridge.delivery import Delivery, Outcome, classify
-from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
+from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
@@ -451,7 +451,7 @@ def test_samples_taken_before_the_clock_was_set_go_out_once_stamped(
         make_bridge: Callable[..., Bridge]) -> None:
     bridge = make_bridge()
     delivery = bridge.start()
-    unstamped = {"temperature": 1.0, "humidity": 2.0}
+    unstamped: dict[str, Value] = {"temperature": 1.0, "humidity": 2.0}
     bridge.put([TakenSample("Air", unstamped, None, 10.0 + i, BOOT) for i in range(3)])
     bridge.put([air(100)])  # taken after the clock was set: goes out at once
     bridge.drained()  # everything that has a wall-clock time

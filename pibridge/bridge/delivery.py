@@ -45,7 +45,6 @@ from pibridge.agent import (
     AgentError,
     AgentReplyError,
     AgentSettings,
-    ConfigurationError,
     ConnectionErrorKind,
     ConnectionEvent,
     CredentialFiles,
@@ -427,7 +426,7 @@ class Delivery:
                 self._set_problem(str(exc))
                 self._connect_at = time.monotonic() + next(self._connect_delays)
             return
-        except (ConfigurationError, ProvisioningError) as exc:
+        except AgentError as exc:  # a missing CA file or credentials, unreadable files: retried
             client.close()
             self._client = None
             self._set_problem(str(exc))
