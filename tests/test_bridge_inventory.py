@@ -224,3 +224,19 @@ def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, 
 def test_prune_needs_a_profile(settings: AgentSettings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inventory", "--prune", "--yes", "--cert-folder", str(settings.cert_folder)]) == 1
     assert "--prune needs --profile" in capsys.readouterr().err
+
+
+def test_prune_refuses_when_the_queue_cannot_be_read(settings: AgentSettings, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    with AgentClient(settings, request_timeout=WAIT_S) as client:
+        Reconciler(client, InventoryMapping(state, client.client_id)).reconcile(SPECS, {}, 1)
+    (state / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
+    profile_file = tmp_path / "greenhouse.toml"
+    profile_file.write_text("[agent]\n")
+    _profile_with(monkeypatch, settings, state, [])
+    flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
+             settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
+    assert main(["inventory", "--prune", "--yes", *flags]) == 1
+    assert "cannot read the queue" in capsys.readouterr().err

@@ -10,6 +10,7 @@ read read-only; the mapping file loses the deleted sensors' entries.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 
 from pibridge.agent import AgentClient, AgentError, AgentSettings
@@ -37,7 +38,11 @@ def cmd_prune(args: argparse.Namespace, settings: AgentSettings) -> int:
             if not candidates:
                 print(f"nothing to prune: every sensor of client {client.client_id} is in {args.profile}")
                 return 0
-            queued = read_queued_sensors(state_dir)
+            try:
+                queued = read_queued_sensors(state_dir)
+            except sqlite3.Error as exc:
+                raise CliError(f"cannot read the queue in {state_dir} ({exc}): not pruning while it is "
+                               "unknown which samples still wait") from None
             for sensor_id, name in candidates:
                 aliases = {name} | {n for n in mapping.sensor_names() if mapping.sensor_id(n) == sensor_id}
                 waiting = sum(queued.get(alias, 0) for alias in aliases)
