@@ -19,6 +19,7 @@ from pibridge.bridge.queue import (
     EARLIER_BOOT_KIND,
     QUEUE_FILE,
     QueueClosed,
+    QueueOpenError,
     SampleQueue,
     read_queued_sensors,
 )
@@ -236,3 +237,16 @@ def test_no_write_beyond_the_queue_files(tmp_path: Path) -> None:
         queue.put_many([sample(i) for i in range(100)])
         queue.ack([r.id for r in queue.fetch(0, 50)])
     assert {p.name for p in tmp_path.iterdir()} <= {QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm"}
+
+
+@pytest.mark.parametrize("make", ["file-as-state-dir", "not-a-database"])
+def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path, make: str) -> None:
+    if make == "file-as-state-dir":
+        target = tmp_path / "state"
+        target.write_text("a file, not a directory")
+        where = target
+    else:
+        where = tmp_path
+        (tmp_path / QUEUE_FILE).write_bytes(b"garbage, not SQLite " * 200)
+    with pytest.raises(QueueOpenError, match="cannot open the sample queue"):
+        SampleQueue(where, boot_id=BOOT)

@@ -73,6 +73,10 @@ _COLUMNS = "id, sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, event"
 T = TypeVar("T")
 
 
+class QueueOpenError(RuntimeError):
+    """The queue's database cannot be opened or created; the message names the file and why."""
+
+
 class QueueClosed(RuntimeError):
     """The queue is closed (or its owner thread failed): the sample was not stored."""
 
@@ -186,11 +190,16 @@ class SampleQueue:
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         opened: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(opened,), name="sample-queue", daemon=True)
-        self._thread.start()
-        opened.result()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(target=self._run, args=(opened,), name="sample-queue",
+                                            daemon=True)
+            self._thread.start()
+            opened.result()
+        except (OSError, sqlite3.Error) as exc:
+            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} (is state_dir "
+                                 "writable by this user, and the file a queue database?)") from exc
 
     # -- the scheduler's side ------------------------------------------------------------------
     def put(self, sample: TakenSample) -> None:
@@ -371,6 +380,8 @@ class SampleQueue:
             self._dead_letter_earlier_boots()
         except BaseException as exc:
             opened.set_exception(exc)
+            if hasattr(self, "_db"):
+                self._db.close()
             return
         opened.set_result(None)
         next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
