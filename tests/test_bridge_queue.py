@@ -121,6 +121,16 @@ def test_ack_deletes_and_a_closed_queue_refuses_puts(tmp_path: Path) -> None:
         assert queue_ids == [r.id for r in rows[4:]]
 
 
+def test_acks_in_runs_and_gaps_delete_exactly_those_rows(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(12)])
+        ids = [r.id for r in queue.fetch(0, 20)]
+        acked = [ids[0], ids[1], ids[2], ids[5], ids[7], ids[8], ids[11], ids[1]]  # runs, gaps, a repeat
+        queue.ack(acked)
+        assert [r.id for r in queue.fetch(0, 20)] == [i for i in ids if i not in acked]
+        assert queue.stats().depth == 12 - 7
+
+
 def test_ids_are_never_reused_after_the_queue_emptied(tmp_path: Path) -> None:
     with SampleQueue(tmp_path, boot_id=BOOT) as queue:
         queue.put(sample(0))

@@ -200,6 +200,8 @@ class Delivery:
         self._acked: list[int] = []
         self._dead: list[tuple[int, str, str]] = []
         self._unknown_id_hits: dict[int, int] = {}
+        self._ids_cache: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
+        self._ids_cache_for: tuple[ResolvedInventory, dict[str, SensorSpec]] | None = None
         self._missing_id_at: dict[int, int] = {}  # sample id → reconciliations when its id was missing
         self._retry_delays = retry_backoff.delays()
         self._retry_at = 0.0
@@ -635,23 +637,39 @@ class Delivery:
         sensor_id = resolved.sensors.get(sample.sensor)
         if sensor_id is None:
             return f"sensor {sample.sensor!r} has no id at the agent (gone from the profile and the agent)"
-        identities = dict(sample.metrics)
-        spec = self._specs.get(sample.sensor)
+        metric_ids = self._metric_ids(sample, resolved)
         values: dict[str, Any] = {}
         for key, value in sample.values.items():
-            identity = identities.get(key)
-            if identity is None and spec is not None:
-                try:
-                    identity = spec.metric(key).identity[1]
-                except KeyError:
-                    identity = None
-            metric_id = resolved.metrics.get((sample.sensor, key, identity)) if identity else None
+            metric_id = metric_ids.get(key)
             if metric_id is None:
-                return f"metric {key!r} ({identity}) of sensor {sample.sensor!r} has no id at the agent"
+                return f"metric {key!r} of sensor {sample.sensor!r} has no id at the agent"
             values[metric_id] = value
         if not values:
             return f"sample of sensor {sample.sensor!r} has no values"
         return sensor_id, values
+
+    def _metric_ids(self, sample: QueuedSample, resolved: ResolvedInventory) -> dict[str, str]:
+        """{metric key: metricId} for the layout ``sample`` was taken with (its own identities,
+        else the current spec's), cached per (inventory, specs, sensor, layout)."""
+        cached_for = self._ids_cache_for
+        if cached_for is None or cached_for[0] is not resolved or cached_for[1] is not self._specs:
+            self._ids_cache.clear()
+            self._ids_cache_for = (resolved, self._specs)
+        cache_key = (sample.sensor, sample.metrics)
+        found = self._ids_cache.get(cache_key)
+        if found is None:
+            identities = dict(sample.metrics)
+            spec = self._specs.get(sample.sensor)
+            if spec is not None:
+                for metric in spec.metrics:
+                    identities.setdefault(metric.key, metric.identity[1])
+            found = {}
+            for key, identity in identities.items():
+                metric_id = resolved.metrics.get((sample.sensor, key, identity))
+                if metric_id is not None:
+                    found[key] = metric_id
+            self._ids_cache[cache_key] = found
+        return found
 
     def _on_result(self, sample_id: int, client: AgentClient, future: Future[Reply]) -> None:
         sample = self._in_flight.pop(sample_id, None)
