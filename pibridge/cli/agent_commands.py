@@ -79,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_ping)
     parser = sub.add_parser("inventory", parents=[common], help="list sensors and their metrics")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--prune", action="store_true",
+                        help="delete this client's sensors the profile no longer has (needs --profile)")
+    parser.add_argument("--yes", action="store_true", help="with --prune: do not ask for confirmation")
     parser.set_defaults(handler=cmd_inventory)
 
 
@@ -204,6 +207,10 @@ def format_inventory(sensors: list[dict[str, Any]]) -> str:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.prune:
+        from pibridge.cli.prune_command import cmd_prune
+
+        return cmd_prune(args, settings)
     try:
         client = _connected_client(settings, args.timeout)
         try:

@@ -1,0 +1,758 @@
+"""The delivery thread: connects to the agent, keeps its inventory reconciled, and drains the
+queue oldest first with several pushes in flight, until each sample is acknowledged.
+
+Threads: one ``bridge-delivery`` thread owns all of this state. Push futures' callbacks, the
+client's connection events and the queue's "rows added" notices only hand a message to its inbox.
+The database stays with the queue's own thread.
+
+The push gate: a push goes only to ids a reconciliation saw in the agent's listing on the current
+connection. Every "up" event starts a new generation; a "down" (or a connection error from a
+push) closes the gate; a reconciliation during which the connection went down is discarded.
+
+What happens to a push that was not acknowledged:
+
+| outcome                                             | what happens                                  |
+|-----------------------------------------------------|-----------------------------------------------|
+| timeout, connection lost/refused, codes 0–3, unknown codes, garbled answer | kept, re-sent after backoff |
+| 15 UnknownSensorId, 16 UnknownMetricId              | reconcile, then re-sent (dead letter after   |
+|                                                     | `MAX_UNKNOWN_ID_RETRIES` in a row)           |
+| 18 ForbiddendAccess                                 | ``smart``: re-provision in a child process,  |
+|                                                     | reconcile under the new client, re-sent;     |
+|                                                     | ``keep``: kept queued, logged once what to do|
+| 4–14, 17, 19; a value the client refuses (NaN);     | dead letters, with the reason                |
+| no id for its sensor/metric after reconciliation    |                                              |
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+import queue as queue_module
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pibridge.agent import (
+    AgentClient,
+    AgentConnectionError,
+    AgentError,
+    AgentReplyError,
+    AgentSettings,
+    ConnectionErrorKind,
+    ConnectionEvent,
+    CredentialFiles,
+    ErrorCode,
+    ProvisioningError,
+    ProvisioningMode,
+    Reply,
+)
+from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
+from pibridge.bridge.model import SensorSpec
+from pibridge.bridge.queue import QueuedSample, SampleQueue
+from pibridge.mqtt import Backoff
+from pibridge.profile import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+#: Pushes in flight at once (as `scripts/bench/push_throughput.py` pipelines).
+IN_FLIGHT = 64
+#: Rows fetched from the queue per read.
+FETCH_BATCH = 512
+#: Acknowledged rows handed to the queue for deletion at once (or when nothing is in flight).
+ACK_BATCH = 512
+#: Retry delays after a transient failure, and between connection attempts: a local agent, so
+#: the cap is a few seconds, not 30 s.
+RETRY_BACKOFF = Backoff(initial=0.2, cap=5.0)
+CONNECT_BACKOFF = Backoff(initial=0.5, cap=5.0)
+#: Seconds one connection attempt may take (the link then reconnects by itself).
+CONNECT_TIMEOUT_S = 10.0
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+#: Seconds between two attempts while the agent refuses this client (18 with "keep", or a
+#: rejected certificate): the credentials may be replaced on disk meanwhile.
+FORBIDDEN_RETRY_S = 30.0
+#: Seconds a re-provisioning child process may take.
+PROVISION_TIMEOUT_S = 60.0
+#: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
+MAX_UNKNOWN_ID_RETRIES = 3
+#: Seconds `stop` lets in-flight pushes finish (their acknowledgements delete rows).
+STOP_DRAIN_S = 1.5
+#: Error code of the reports `report_sensor_error` sends (the agent only stores them).
+SENSOR_ERROR_CODE = int(ErrorCode.UnknownError)
+TRANSIENT_CODES = frozenset({0, 1, 2, 3})
+VALUE_REFUSED = "value refused by the client"
+NO_ID = "no agent id after reconciliation"
+UNKNOWN_ID_CODES = frozenset({int(ErrorCode.UnknownSensorId), int(ErrorCode.UnknownMetricId)})
+
+Provisioner = Callable[[AgentSettings], str]
+
+
+def provisioning_command(settings: AgentSettings) -> list[str]:
+    """``python -m pibridge provision --provisioning smart`` with these settings: run in a child
+    process, so ``cryptography`` never loads into the long-running bridge. Smart provisions when
+    nothing is stored, and anew only if the agent rejects the stored certificate."""
+    return [sys.executable, "-m", "pibridge", "provision", "--host", settings.host,
+            "--port", str(settings.port), "--provision-port", str(settings.provision_port),
+            "--ca-file", str(settings.ca_file), "--cert-folder", str(settings.cert_folder),
+            "--client-name", settings.client_name, "--provisioning", str(ProvisioningMode.SMART)]
+
+
+class Outcome(enum.Enum):
+    """What a push's failure means for its sample (see the table in the module docstring)."""
+
+    RETRY = "kept, re-sent after backoff"
+    RECONNECT = "kept, re-sent once the inventory is reconciled on a connection"
+    RECONCILE = "reconcile, then re-sent"
+    FORBIDDEN = "re-provision (smart) or keep queued (keep)"
+    DEAD = "dead letter"
+
+
+def classify(error: BaseException) -> Outcome:
+    """The outcome of a push that failed with ``error`` (the future's exception)."""
+    if isinstance(error, AgentReplyError):
+        code = int(error.code)
+        if code in UNKNOWN_ID_CODES:
+            return Outcome.RECONCILE
+        if code == ErrorCode.ForbiddendAccess:
+            return Outcome.FORBIDDEN
+        if code in TRANSIENT_CODES or not isinstance(error.code, ErrorCode):
+            return Outcome.RETRY
+        return Outcome.DEAD
+    if isinstance(error, AgentConnectionError):
+        return Outcome.RECONNECT
+    return Outcome.RETRY  # RequestTimeout, ProtocolError (a garbled answer), anything unforeseen
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    """A snapshot for the status line. Times: wall-clock seconds (None: never)."""
+
+    connected: bool
+    client_id: str
+    connected_since: float | None
+    last_ack: float | None
+    pushed: int
+    dead_lettered: dict[str, int]
+    queue_depth: int
+    oldest_timestamp_ms: int | None
+    in_flight: int
+    resent: int
+    reconciliations: int
+    dropped: int
+    waiting_for_clock: int
+    problem: str = ""
+
+
+@dataclass(order=True)
+class _Retry:
+    id: int
+    sample: QueuedSample = field(compare=False)
+
+
+class Delivery:
+    """Drains ``queue`` to the agent of ``settings``; see the module docstring.
+
+    ``specs``: the profile's sensors as the agent should have them. ``clock_ready`` (optional):
+    whether the system clock is known set — only for the status (rows without a wall time are
+    never handed out by the queue). ``provisioner`` runs (re-)provisioning (default: a child
+    process). ``in_flight``, ``request_timeout``: pipelining depth and per-push timeout.
+    """
+
+    def __init__(self, settings: AgentSettings, bridge: BridgeSettings, queue: SampleQueue, *,
+                 specs: Mapping[str, SensorSpec], clock_ready: Callable[[], bool] | None = None,
+                 provisioner: Provisioner | None = None, in_flight: int = IN_FLIGHT,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+                 retry_backoff: Backoff = RETRY_BACKOFF, connect_backoff: Backoff = CONNECT_BACKOFF) -> None:
+        self.settings = settings
+        self.bridge = bridge
+        self.queue = queue
+        self._specs = dict(specs)
+        self._clock_ready = clock_ready
+        self._provisioner = provisioner
+        self._window = in_flight
+        self._request_timeout = request_timeout
+        self._retry_backoff = retry_backoff
+        self._connect_backoff = connect_backoff
+        self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # connection state, written by the client's event callbacks (see the push gate)
+        self._gate_lock = threading.Lock()
+        self._generation = 0
+        self._downs = 0
+        self._up = False
+        self._client: AgentClient | None = None
+        self._resolved: ResolvedInventory | None = None
+        # the delivery thread's own state
+        self._mapping: InventoryMapping | None = None
+        self._need_reconcile = True
+        self._next_check = 0.0
+        self._in_flight: dict[int, QueuedSample] = {}
+        self._retry: list[_Retry] = []
+        self._ready: deque[QueuedSample] = deque()
+        self._cursor = 0
+        self._acked: list[int] = []
+        self._dead: list[tuple[int, str, str]] = []
+        self._unknown_id_hits: dict[int, int] = {}
+        self._ids_cache: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
+        self._ids_cache_for: tuple[ResolvedInventory, dict[str, SensorSpec]] | None = None
+        self._missing_id_at: dict[int, int] = {}  # sample id → reconciliations when its id was missing
+        self._retry_delays = retry_backoff.delays()
+        self._retry_at = 0.0
+        self._reconcile_delays = retry_backoff.delays()
+        self._reconcile_at = 0.0
+        self._connect_delays = connect_backoff.delays()
+        self._connect_at = 0.0
+        self._forbidden_until = 0.0
+        self._forbidden_logged = False
+        self._problem = ""
+        self._child_lock = threading.Lock()
+        self._child: subprocess.Popen[str] | None = None
+        self._progress = threading.Condition()
+        self._drained = threading.Event()
+        self._queue_changes = 0  # bumped by the queue's thread before a put returns
+        # counters for the status
+        self.pushed = 0
+        self.resent = 0
+        self.reconciliations = 0
+        self.dead_by_kind: dict[str, int] = {}
+        self._connected_since: float | None = None
+        self._last_ack: float | None = None
+        queue.set_specs(self._specs)
+        queue.add_listener(self._on_queue_change)
+
+    # -- API for the service ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("delivery already started")
+        self._thread = threading.Thread(target=self._run, name="bridge-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop within ``timeout`` s: in-flight pushes get a moment to be acknowledged, whatever
+        is unacknowledged stays queued (sent again next time)."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._inbox.put(("wake",))
+        thread = self._thread
+        if thread is None:
+            return
+        thread.join(max(0.0, min(STOP_DRAIN_S + 1.0, timeout / 2)))
+        if thread.is_alive():  # stuck in a blocking call (connect, reconcile, provisioning): interrupt it
+            client = self._client
+            if client is not None:
+                client.close()
+            with self._child_lock:
+                if self._child is not None:
+                    self._child.kill()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            log.warning("delivery thread did not stop within %g s", timeout)
+
+    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None:
+        """The profile changed: reconcile against the new specs (removed sensors keep their mapping,
+        their queued samples are still delivered)."""
+        self.queue.set_specs(specs)
+        self._inbox.put(("specs", dict(specs)))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checked each time the delivery thread made a step
+        (for the service's shutdown and for tests); False on timeout."""
+        with self._progress:
+            return self._progress.wait_for(predicate, timeout)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until every stamped sample queued so far was acknowledged or dead-lettered."""
+        return self._drained.wait(timeout)
+
+    def report_sensor_error(self, sensor_name: str, text: str) -> bool:
+        """Report a sensor's read error to the agent: on the sensor's error topic once it has a
+        verified id, at client level (text prefixed with the sensor's name) before. Only while
+        connected, never queued: returns whether it was sent."""
+        client = self._client
+        if client is None or not client.connected:
+            return False
+        resolved = self._resolved
+        sensor_id = None
+        if resolved is not None and self._gate_open(resolved):
+            sensor_id = resolved.sensors.get(sensor_name)
+        try:
+            if sensor_id is not None:
+                client.report_error(text, SENSOR_ERROR_CODE, sensor_id=sensor_id)
+            else:
+                client.report_error(f"{sensor_name}: {text}", SENSOR_ERROR_CODE)
+        except (AgentError, ValueError) as exc:
+            log.debug("sensor error report for %s not sent: %s", sensor_name, exc)
+            return False
+        return True
+
+    def status(self) -> DeliveryStatus:
+        stats = self.queue.stats()
+        client = self._client
+        waiting = stats.unstamped if self._clock_ready is None or not self._clock_ready() else 0
+        return DeliveryStatus(
+            connected=bool(client is not None and client.connected),
+            client_id=client.client_id if client else "",
+            connected_since=self._connected_since, last_ack=self._last_ack, pushed=self.pushed,
+            dead_lettered=dict(self.dead_by_kind), queue_depth=stats.depth,
+            oldest_timestamp_ms=stats.oldest_timestamp_ms, in_flight=len(self._in_flight), resent=self.resent,
+            reconciliations=self.reconciliations, dropped=stats.dropped, waiting_for_clock=waiting,
+            problem=self._problem)
+
+    @property
+    def client(self) -> AgentClient | None:
+        return self._client
+
+    # -- callbacks (other threads): hand over only ---------------------------------------------
+    def _on_queue_change(self, what: str) -> None:
+        # runs before the put returns: whoever put a sample never sees a stale "drained"
+        self._queue_changes += 1
+        self._drained.clear()
+        self._inbox.put(("queue", what))
+
+    def _on_connection(self, client: AgentClient, event: ConnectionEvent) -> None:
+        with self._gate_lock:
+            if client is not self._client:
+                return
+            if event.up:
+                self._generation += 1
+                self._up = True
+            else:
+                self._up = False
+                self._downs += 1
+        self._inbox.put(("connection", client, event))
+
+    def _push_done(self, sample_id: int, client: AgentClient, future: Future[Reply]) -> None:
+        self._inbox.put(("result", sample_id, client, future))
+
+    def _gate_open(self, resolved: ResolvedInventory) -> bool:
+        with self._gate_lock:
+            return self._up and resolved.generation == self._generation
+
+    # -- the delivery thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._handle(self._next_message())
+                while True:
+                    try:
+                        self._handle(self._inbox.get_nowait())
+                    except queue_module.Empty:
+                        break
+                if self._stopping.is_set():
+                    break
+                self._step()
+                with self._progress:
+                    self._progress.notify_all()
+        except Exception:
+            log.exception("delivery failed; samples stay queued")
+        finally:
+            self._shutdown()
+
+    def _next_message(self) -> tuple[Any, ...]:
+        now = time.monotonic()
+        wake = [now + 60.0]
+        if self._client is None or self._forbidden_until:
+            wake.append(max(self._connect_at, self._forbidden_until))
+        if self._retry_at > now:
+            wake.append(self._retry_at)
+        if self._need_reconcile and self._up and not self._forbidden_until:
+            wake.append(self._reconcile_at)
+        if self._resolved is not None:
+            wake.append(self._next_check)
+        if self._acked:
+            wake.append(now + 0.5)
+        try:
+            return self._inbox.get(timeout=max(0.0, min(wake) - now))
+        except queue_module.Empty:
+            return ("wake",)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "result":
+            self._on_result(message[1], message[2], message[3])
+        elif kind == "connection":
+            self._on_event(message[1], message[2])
+        elif kind == "specs":
+            self._specs = message[1]
+            self._need_reconcile = True
+        elif kind == "queue" and message[1] == "stamped":
+            self._rewind()
+
+    def _step(self) -> None:
+        changes = self._queue_changes
+        now = time.monotonic()
+        if self._forbidden_until and now >= self._forbidden_until:
+            self._forbidden_until = 0.0
+            self._restart_client()
+        if self._client is None and now >= self._connect_at and not self._forbidden_until:
+            self._connect()
+        if self._up and self._resolved is not None and now >= self._next_check:
+            self._need_reconcile = True
+        if self._need_reconcile and self._up and not self._forbidden_until and now >= self._reconcile_at:
+            self._reconcile()
+        resolved = self._resolved
+        exhausted = False
+        if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
+            exhausted = self._send(resolved)
+        self._flush()
+        if exhausted and changes == self._queue_changes and not (
+                self._in_flight or self._retry or self._dead or self._acked):
+            self._drained.set()
+        else:
+            self._drained.clear()
+
+    # -- connection ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        files = CredentialFiles(self.settings.cert_folder, self.settings.client_name)
+        if not files.stored() and not self._provision("no credentials stored"):
+            return
+        client = AgentClient(self.settings, request_timeout=self._request_timeout,
+                             backoff=self._connect_backoff)
+        self._client = client
+        client.on_connection_change(lambda event: self._on_connection(client, event))
+        try:
+            client.connect(CONNECT_TIMEOUT_S, persist=True)
+        except AgentConnectionError as exc:
+            client.close()
+            self._client = None
+            if exc.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
+                self._rejected(str(exc))
+            else:
+                self._set_problem(str(exc))
+                self._connect_at = time.monotonic() + next(self._connect_delays)
+            return
+        except AgentError as exc:  # a missing CA file or credentials, unreadable files: retried
+            client.close()
+            self._client = None
+            self._set_problem(str(exc))
+            self._connect_at = time.monotonic() + next(self._connect_delays)
+            return
+        self._connect_delays = self._connect_backoff.delays()
+
+    def _restart_client(self) -> None:
+        client, self._client = self._client, None
+        with self._gate_lock:
+            self._up = False
+            self._downs += 1
+        if client is not None:
+            client.close()
+        self._resolved = None
+        self._need_reconcile = True
+        self._connect_at = 0.0
+
+    def _on_event(self, client: AgentClient, event: ConnectionEvent) -> None:
+        if client is not self._client:
+            return
+        if event.up:
+            self._connected_since = time.time()
+            self._set_problem("")
+            self._forbidden_logged = False
+            client_id = client.client_id  # read on every up: re-provisioning changes it
+            if self._mapping is None or self._mapping.client_id != client_id:
+                if self._mapping is not None:
+                    log.warning("client id changed from %s to %s: reconciling everything under the new "
+                                "client", self._mapping.client_id, client_id)
+                self._mapping = InventoryMapping(self.bridge.state_dir, client_id)
+            self._need_reconcile = True
+            return
+        self._connected_since = None
+        self._resolved = None
+        self._need_reconcile = True
+        if event.error is not None and event.error.kind in (ConnectionErrorKind.CERTIFICATE_REJECTED,
+                                                            ConnectionErrorKind.SERVER_NOT_TRUSTED):
+            self._set_problem(str(event.error))
+            self._client = None
+            client.close()
+            if event.error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
+                self._rejected(str(event.error))
+            else:
+                self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
+
+    def _rejected(self, why: str) -> None:
+        """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
+        else wait for new credentials."""
+        self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+        if self.settings.provisioning is ProvisioningMode.SMART:
+            if self._provision(why):
+                self._forbidden_until = 0.0
+                self._restart_client()
+            return
+        self._problem = (f"the agent refuses this client ({why}); samples stay queued: run `pibridge "
+                         "provision --override` (or set provisioning = \"smart\") to register a new client")
+        if not self._forbidden_logged:  # once, until a provisioning or a connection succeeds
+            self._forbidden_logged = True
+            log.error("%s", self._problem)
+
+    def _provision(self, why: str) -> bool:
+        log.warning("provisioning (%s)", why)
+        try:
+            output = self._provisioner(self.settings) if self._provisioner else self._provision_child()
+        except (AgentError, OSError) as exc:
+            self._set_problem(f"provisioning failed: {exc}")
+            self._connect_at = time.monotonic() + next(self._connect_delays)
+            return False
+        log.info("%s", output)
+        self._forbidden_logged = False
+        return True
+
+    def _provision_child(self) -> str:
+        """`provisioning_command` as a child process (killed by `stop`); its output line, or
+        `ProvisioningError` with its last error line."""
+        with self._child_lock:
+            if self._stopping.is_set():
+                raise ProvisioningError("stopping")
+            child = self._child = subprocess.Popen(
+                provisioning_command(self.settings), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = child.communicate(timeout=PROVISION_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise ProvisioningError(f"provisioning did not finish within {PROVISION_TIMEOUT_S:g} s") from None
+        finally:
+            with self._child_lock:
+                self._child = None
+        if child.returncode != 0:
+            lines = err.strip().splitlines() or [f"provisioning exited with status {child.returncode}"]
+            raise ProvisioningError(lines[-1])
+        return out.strip()
+
+    def _set_problem(self, text: str) -> None:
+        if text and text != self._problem:
+            log.warning("%s", text)
+        self._problem = text
+
+    # -- inventory ------------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        client, mapping = self._client, self._mapping
+        if client is None or mapping is None:
+            return
+        with self._gate_lock:
+            generation, downs = self._generation, self._downs
+        self._need_reconcile = False
+        try:
+            queued = self._queued_identities()
+            resolved = Reconciler(client, mapping).reconcile(self._specs, queued, generation)
+        except ReconcileAborted as exc:
+            delay = next(self._reconcile_delays)
+            log.info("inventory reconciliation aborted (%s): retried in %.1f s", exc, delay)
+            self._need_reconcile = True
+            self._reconcile_at = time.monotonic() + delay
+            return
+        except AgentReplyError as exc:
+            if int(exc.code) == ErrorCode.ForbiddendAccess:
+                self._need_reconcile = True
+                self._rejected(f"agent error 18 while reconciling: {exc.agent_message}")
+                return
+            raise
+        with self._gate_lock:
+            accepted = self._up and self._generation == generation and self._downs == downs
+        if not accepted:
+            log.info("connection changed during the inventory reconciliation: discarded")
+            self._need_reconcile = True
+            return
+        self.reconciliations += 1
+        self._reconcile_delays = self._retry_backoff.delays()
+        self._resolved = resolved
+        self._next_check = time.monotonic() + self.bridge.inventory_check_s
+        self._rewind()
+
+    def _queued_identities(self) -> dict[str, set[tuple[str, str]]]:
+        """Metric identities of queued samples that the current specs do not have (removed
+        sensors, metrics whose unit changed): verified but never created."""
+        out: dict[str, set[tuple[str, str]]] = {}
+        for sensor, layouts in self.queue.queued_layouts().items():
+            spec = self._specs.get(sensor)
+            current = {m.identity for m in spec.metrics} if spec else set()
+            extra = {identity for layout in layouts for identity in layout} - current
+            if extra or spec is None:
+                out[sensor] = extra
+        return out
+
+    # -- sending --------------------------------------------------------------------------------
+    def _rewind(self) -> None:
+        """Read the queue from its start again (rows stamped late have lower ids than the cursor)."""
+        self._cursor = 0
+        self._ready.clear()
+
+    def _next_sample(self) -> QueuedSample | None:
+        if self._retry:
+            return heapq.heappop(self._retry).sample
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            rows = self.queue.fetch(self._cursor, FETCH_BATCH)
+            if not rows:
+                return None
+            self._cursor = rows[-1].id
+            skip = set(self._in_flight) | set(self._acked) | {r.id for r in self._retry}
+            skip |= {dead[0] for dead in self._dead}
+            self._ready.extend(r for r in rows if r.id not in skip)
+
+    def _send(self, resolved: ResolvedInventory) -> bool:
+        """Fill the window; True when the queue had nothing more to send."""
+        client = self._client
+        if client is None:
+            return False
+        while len(self._in_flight) < self._window:
+            sample = self._next_sample()
+            if sample is None:
+                return True
+            target = self._target(sample, resolved)
+            if isinstance(target, str):
+                # an id may be missing only because the inventory is older than the sample (a
+                # sensor just added): dead letter only once a later reconciliation has no id either
+                seen_at = self._missing_id_at.get(sample.id)
+                if seen_at is not None and self.reconciliations > seen_at:
+                    del self._missing_id_at[sample.id]
+                    self._dead.append((sample.id, target, NO_ID))
+                    continue
+                self._missing_id_at.setdefault(sample.id, self.reconciliations)
+                heapq.heappush(self._retry, _Retry(sample.id, sample))
+                self._need_reconcile = True
+                return False
+            sensor_id, values = target
+            try:
+                future = client.push_async(sensor_id, values, sample.timestamp_ms)
+            except ValueError as exc:
+                self._dead.append((sample.id, f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED))
+                continue
+            self._in_flight[sample.id] = sample
+            future.add_done_callback(self._callback(sample.id, client))
+        return False
+
+    def _callback(self, sample_id: int, client: AgentClient) -> Callable[[Future[Reply]], None]:
+        return lambda future: self._push_done(sample_id, client, future)
+
+    def _target(self, sample: QueuedSample, resolved: ResolvedInventory) -> tuple[str, dict[str, Any]] | str:
+        """(sensorId, {metricId: value}), or why there is none."""
+        sensor_id = resolved.sensors.get(sample.sensor)
+        if sensor_id is None:
+            return f"sensor {sample.sensor!r} has no id at the agent (gone from the profile and the agent)"
+        metric_ids = self._metric_ids(sample, resolved)
+        values: dict[str, Any] = {}
+        for key, value in sample.values.items():
+            metric_id = metric_ids.get(key)
+            if metric_id is None:
+                return f"metric {key!r} of sensor {sample.sensor!r} has no id at the agent"
+            values[metric_id] = value
+        if not values:
+            return f"sample of sensor {sample.sensor!r} has no values"
+        return sensor_id, values
+
+    def _metric_ids(self, sample: QueuedSample, resolved: ResolvedInventory) -> dict[str, str]:
+        """{metric key: metricId} for the layout ``sample`` was taken with (its own identities,
+        else the current spec's), cached per (inventory, specs, sensor, layout)."""
+        cached_for = self._ids_cache_for
+        if cached_for is None or cached_for[0] is not resolved or cached_for[1] is not self._specs:
+            self._ids_cache.clear()
+            self._ids_cache_for = (resolved, self._specs)
+        cache_key = (sample.sensor, sample.metrics)
+        found = self._ids_cache.get(cache_key)
+        if found is None:
+            identities = dict(sample.metrics)
+            spec = self._specs.get(sample.sensor)
+            if spec is not None:
+                for metric in spec.metrics:
+                    identities.setdefault(metric.key, metric.identity[1])
+            found = {}
+            for key, identity in identities.items():
+                metric_id = resolved.metrics.get((sample.sensor, key, identity))
+                if metric_id is not None:
+                    found[key] = metric_id
+            self._ids_cache[cache_key] = found
+        return found
+
+    def _on_result(self, sample_id: int, client: AgentClient, future: Future[Reply]) -> None:
+        sample = self._in_flight.pop(sample_id, None)
+        if sample is None:
+            return
+        error = future.exception()
+        if error is None:
+            self._acked.append(sample_id)
+            self._unknown_id_hits.pop(sample_id, None)
+            self.pushed += 1
+            self._last_ack = time.time()
+            self._retry_delays = self._retry_backoff.delays()
+            return
+        outcome = classify(error)
+        if outcome is Outcome.DEAD:
+            assert isinstance(error, AgentReplyError)
+            self._dead.append((sample_id, str(error), f"agent error {int(error.code)} {error.code_name}"))
+        elif outcome is Outcome.RECONCILE:
+            hits = self._unknown_id_hits.get(sample_id, 0) + 1
+            self._unknown_id_hits[sample_id] = hits
+            if hits > MAX_UNKNOWN_ID_RETRIES:
+                assert isinstance(error, AgentReplyError)
+                self._dead.append((sample_id, f"{error} (still after {hits - 1} reconciliations)",
+                                   f"agent error {int(error.code)} {error.code_name}"))
+                return
+            self._requeue(sample)
+            self._resolved = None  # the gate closes until the inventory is reconciled again
+            self._need_reconcile = True
+        elif outcome is Outcome.FORBIDDEN:
+            self._requeue(sample)
+            if client is self._client and not self._forbidden_until:
+                self._resolved = None
+                self._need_reconcile = True
+                message = error.agent_message if isinstance(error, AgentReplyError) else str(error)
+                self._rejected(f"agent error 18 ForbiddendAccess: {message}")
+        elif outcome is Outcome.RECONNECT:
+            self._requeue(sample)
+            self._resolved = None  # a connection error from a push clears the gate
+            self._need_reconcile = True
+        else:
+            self._transient(sample, str(error))
+
+    def _requeue(self, sample: QueuedSample) -> None:
+        heapq.heappush(self._retry, _Retry(sample.id, sample))
+        self.resent += 1
+
+    def _transient(self, sample: QueuedSample, why: str) -> None:
+        self._requeue(sample)
+        now = time.monotonic()
+        if self._retry_at <= now:
+            delay = next(self._retry_delays)
+            self._retry_at = now + delay
+            log.info("push not acknowledged (%s): retried in %.1f s", why, delay)
+
+    def _flush(self) -> None:
+        if self._dead:
+            dead, self._dead = self._dead, []
+            for _, _, kind in dead:
+                self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
+            self.queue.dead_letter(dead)
+        if self._acked and (len(self._acked) >= ACK_BATCH or not self._in_flight or self._stopping.is_set()):
+            acked, self._acked = self._acked, []
+            self.queue.ack(acked)
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_DRAIN_S
+        while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                message = self._inbox.get(timeout=remaining)
+            except queue_module.Empty:
+                break
+            if message[0] == "result":
+                self._on_result(message[1], message[2], message[3])
+        try:
+            self._flush()
+            if self._acked:
+                self.queue.ack(self._acked)
+                self._acked = []
+        except Exception as exc:  # the queue is closed already: rows are delivered again later
+            log.info("acknowledgements not recorded (%s): those samples are sent again next time", exc)
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+        with self._progress:
+            self._progress.notify_all()

@@ -1,0 +1,588 @@
+"""The store-and-forward queue: every taken sample is committed to SQLite (WAL) in ``state_dir``
+before it counts as taken, and removed only once the agent acknowledged it.
+
+One thread (``sample-queue``) owns the database. Every other thread hands it work:
+
+- `SampleQueue.put` (the scheduler's threads) appends the row to the pending group and waits for
+  that group's commit: many puts share one transaction (group commit), so the cost per sample
+  stays low even with ``durability = "power"`` (``synchronous=FULL``: one fsync per group).
+- `fetch`, `ack`, `dead_letter`, `resolve_timestamps`, `stats` (the delivery thread) run on the
+  owner thread between two groups; `ack` does not wait, and acknowledged ids are deleted in
+  batches (one DELETE per group).
+
+Tables::
+
+    samples       id (AUTOINCREMENT: never reused, so a reader's cursor only moves forward)
+                  sensor, layout → layouts.id, vals (JSON {metric key: value}),
+                  timestamp_ms (NULL until the clock is set), monotonic_s, boot_id, event
+    layouts       id, sensor, metrics (JSON [[key, "unit:…"|"type:…"], …]): the metric
+                  identities a row was taken with, so a metric whose unit changed keeps
+                  delivering its old samples to its old agent metric
+    dead_letters  the row's columns + reason, kind, dead_at_ms: what can never be delivered
+
+Bounds: beyond ``max_samples`` rows, or older than ``max_age_s`` (wall time for stamped rows once
+the clock is known set; monotonic time for rows of this boot that wait for it), the oldest rows
+are dropped, counted and logged once per episode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pibridge.bridge.model import SensorSpec, TakenSample, Value
+
+log = logging.getLogger(__name__)
+
+QUEUE_FILE = "queue.sqlite3"
+DURABILITY_SYNCHRONOUS = {"process": "NORMAL", "power": "FULL"}
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+#: Seconds between two checks of the age bound (a scan of the oldest rows).
+MAINTENANCE_INTERVAL_S = 60.0
+#: Rows looked at per step of the age check (oldest first).
+AGE_SCAN_CHUNK = 1000
+#: How long `close` waits for the owner thread to finish (seconds).
+CLOSE_TIMEOUT_S = 5.0
+#: Reason and kind of the dead letters for rows of an earlier boot that never got a wall time.
+EARLIER_BOOT_KIND = "no wall-clock time"
+EARLIER_BOOT_REASON = "taken during an earlier boot before the system clock was set: no wall-clock timestamp"
+MS_PER_S = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS layouts (
+    id INTEGER PRIMARY KEY, sensor TEXT NOT NULL, metrics TEXT NOT NULL, UNIQUE (sensor, metrics));
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, layout INTEGER, vals TEXT NOT NULL,
+    timestamp_ms INTEGER, monotonic_s REAL NOT NULL, boot_id TEXT NOT NULL, event INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_unstamped ON samples (boot_id) WHERE timestamp_ms IS NULL;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, sample_id INTEGER NOT NULL, sensor TEXT NOT NULL, layout INTEGER,
+    vals TEXT NOT NULL, timestamp_ms INTEGER, monotonic_s REAL NOT NULL, boot_id TEXT NOT NULL,
+    event INTEGER NOT NULL, reason TEXT NOT NULL, kind TEXT NOT NULL, dead_at_ms INTEGER NOT NULL);
+"""
+_COLUMNS = "id, sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, event"
+
+T = TypeVar("T")
+
+
+class QueueOpenError(RuntimeError):
+    """The queue's database cannot be opened or created; the message names the file and why."""
+
+
+class QueueClosed(RuntimeError):
+    """The queue is closed (or its owner thread failed): the sample was not stored."""
+
+
+def current_boot_id() -> str:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``); "" where the kernel has none."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class QueuedSample:
+    """One row as delivery sees it: ``metrics`` the (key, identity) pairs it was taken with
+    (empty when no spec of its sensor was known at put time: then the current spec applies)."""
+
+    id: int
+    sensor: str
+    metrics: tuple[tuple[str, str], ...]
+    values: dict[str, Value]
+    timestamp_ms: int
+    event: bool
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot: rows waiting (``depth``; ``unstamped`` of them wait for the clock), the oldest
+    stamped row's timestamp (ms, None if none), rows dropped by the bounds and dead letters
+    since this queue was opened, and the dead letters in the table."""
+
+    depth: int
+    unstamped: int
+    oldest_timestamp_ms: int | None
+    dropped: int
+    dead_lettered: int
+    dead_letters_stored: int
+
+
+class _Group:
+    """One group commit: every put of the group waits until ``done`` (a lock held from the
+    group's creation until its commit; cheaper than an Event for the one-producer case)."""
+
+    __slots__ = ("_done", "_lock", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self.error: BaseException | None = None
+
+    def wait(self) -> None:
+        with self._lock:  # each waiter passes the lock on to the next one
+            pass
+
+    def set(self) -> None:
+        """Called once by the owner thread (again: ignored)."""
+        if not self._done:
+            self._done = True
+            self._lock.release()
+
+
+def _new_group() -> _Group:
+    return _Group()
+
+
+def _identity_key(identity: tuple[str, str]) -> list[str]:
+    return [identity[0], identity[1]]
+
+
+class SampleQueue:
+    """The on-disk queue at ``path`` (a directory: the database is ``path/queue.sqlite3``, or a
+    file path ending in ``.sqlite3``).
+
+    ``durability``: ``"process"`` survives ``kill -9`` (WAL, ``synchronous=NORMAL``); ``"power"``
+    also a power cut (``synchronous=FULL``). ``boot_id`` defaults to this boot's; ``clock``
+    (wall time in s) and ``monotonic`` are injectable for tests.
+    """
+
+    def __init__(self, path: str | Path, *, durability: str = "process", max_samples: int = 500_000,
+                 max_age_s: float = 30 * 86_400.0, boot_id: str | None = None,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if durability not in DURABILITY_SYNCHRONOUS:
+            raise ValueError(f"durability must be 'process' or 'power', not {durability!r}")
+        if max_samples < 1 or max_age_s <= 0:
+            raise ValueError("max_samples and max_age_s must be positive")
+        path = Path(path)
+        self.path = path if path.suffix == ".sqlite3" else path / QUEUE_FILE
+        self.durability = durability
+        self.max_samples = max_samples
+        self.max_age_s = max_age_s
+        self.boot_id = current_boot_id() if boot_id is None else boot_id
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lock = threading.Condition(threading.Lock())
+        self._rows: list[tuple[Any, ...]] = []
+        self._group = _new_group()
+        self._ops: list[tuple[Callable[[], Any], Future[Any] | None]] = []
+        self._acks: list[int] = []
+        self._closing = False
+        self._failed: BaseException | None = None
+        self._layout_of: dict[str, int] = {}      # sensor → layout id of its current spec
+        self._layouts: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._offsets: dict[str, int] = {}        # boot id → ms to add to monotonic ms
+        self._wall_clock_known = False
+        self._count = 0
+        self._unstamped = 0
+        self._dropping = False
+        self.dropped = 0
+        self.dead_lettered = 0
+        self._dead_kinds_logged: set[str] = set()
+        self._listeners: list[Callable[[str], None]] = []
+        opened: Future[None] = Future()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(target=self._run, args=(opened,), name="sample-queue",
+                                            daemon=True)
+            self._thread.start()
+            opened.result()
+        except (OSError, sqlite3.Error) as exc:
+            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} (is state_dir "
+                                 "writable by this user, and the file a queue database?)") from exc
+
+    # -- the scheduler's side ------------------------------------------------------------------
+    def put(self, sample: TakenSample) -> None:
+        """Store one sample; returns once its group is committed (`QueueClosed` if it cannot be)."""
+        with self._lock:
+            if self._closing or self._failed is not None:
+                raise QueueClosed(f"sample queue {self.path} is closed: sample of {sample.sensor} not stored")
+            self._rows.append(self._row(sample))
+            group = self._group
+            if len(self._rows) == 1:
+                self._lock.notify()
+        group.wait()
+        if group.error is not None:
+            raise QueueClosed(f"sample of {sample.sensor} not stored: {group.error}") from group.error
+
+    def set_specs(self, specs: Mapping[str, SensorSpec]) -> None:
+        """Record the metric identities samples of each sensor are taken with from now on."""
+        layouts = {name: tuple(m.identity for m in spec.metrics) for name, spec in specs.items()}
+        self._call(lambda: self._store_layouts(layouts))
+
+    def resolve_timestamps(self, boot_id: str, offset_ms: int) -> int:
+        """The clock is set: stamp every row of ``boot_id`` waiting for it with
+        ``round(monotonic_s · 1000) + offset_ms`` (stored once, before any send), and move rows of
+        earlier boots that never got a wall time to the dead letters. Returns the rows stamped."""
+        def resolve() -> int:
+            self._wall_clock_known = True
+            with self._lock:
+                self._offsets[boot_id] = int(offset_ms)
+            with self._db:
+                stamped = self._db.execute(
+                    "UPDATE samples SET timestamp_ms = CAST(ROUND(monotonic_s * 1000) AS INTEGER) + ? "
+                    "WHERE timestamp_ms IS NULL AND boot_id = ?", (int(offset_ms), boot_id)).rowcount
+            self._unstamped -= stamped
+            self._dead_letter_earlier_boots()
+            if stamped:
+                self._notify("stamped")
+            return stamped
+        return self._call(resolve)
+
+    # -- the delivery's side -------------------------------------------------------------------
+    def fetch(self, after_id: int, limit: int) -> list[QueuedSample]:
+        """Up to ``limit`` stamped rows with ``id > after_id``, oldest first."""
+        return self._call(lambda: self._fetch(after_id, limit))
+
+    def ack(self, ids: Iterable[int]) -> None:
+        """The agent acknowledged these rows: deleted with the next group (does not wait)."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._lock:
+            if self._failed is not None or (self._closing and not self._thread.is_alive()):
+                return  # not deleted: delivered again after the restart (harmless, keyed by timestamp)
+            self._acks.extend(ids)
+            self._lock.notify()
+
+    def dead_letter(self, items: Sequence[tuple[int, str, str]]) -> int:
+        """Move rows ``(id, reason, kind)`` to the dead letters; returns how many were moved.
+        Each new kind is logged once (at warning), with the first reason."""
+        return self._call(lambda: self._dead_letter(items))
+
+    def queued_sensors(self) -> dict[str, int]:
+        """``{sensor name: rows waiting}``."""
+        return self._call(lambda: dict(self._db.execute(
+            "SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall()))
+
+    def enforce_bounds(self) -> None:
+        """Apply the age bound now (the owner thread does it every `MAINTENANCE_INTERVAL_S`)."""
+        self._call(self._enforce_age)
+
+    def put_many(self, samples: Iterable[TakenSample]) -> None:
+        """`put` for several samples at once (one group, one wait)."""
+        group = None
+        with self._lock:
+            if self._closing or self._failed is not None:
+                raise QueueClosed(f"sample queue {self.path} is closed: samples not stored")
+            for sample in samples:
+                self._rows.append(self._row(sample))
+            group = self._group
+            self._lock.notify()
+        group.wait()
+        if group.error is not None:
+            raise QueueClosed(f"samples not stored: {group.error}") from group.error
+
+    def _row(self, sample: TakenSample) -> tuple[Any, ...]:
+        """The row of ``sample`` (called with the lock held: reads the offsets and layouts)."""
+        timestamp = sample.timestamp_ms
+        if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
+            timestamp = round(sample.monotonic_s * MS_PER_S) + self._offsets[sample.boot_id]
+        values = json.dumps(sample.values, separators=(",", ":"))
+        return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
+                sample.boot_id, int(sample.event))
+
+    def queued_layouts(self) -> dict[str, list[tuple[tuple[str, str], ...]]]:
+        """``{sensor: [metric identities of a layout its waiting rows were taken with, …]}``."""
+        def read() -> dict[str, list[tuple[tuple[str, str], ...]]]:
+            out: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+            for sensor, layout in self._db.execute("SELECT DISTINCT sensor, layout FROM samples"):
+                out.setdefault(sensor, [])
+                if layout is not None and layout in self._layouts:
+                    out[sensor].append(self._layouts[layout])
+            return out
+        return self._call(read)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter, oldest first (for status and tests)."""
+        def read() -> list[dict[str, Any]]:
+            cursor = self._db.execute("SELECT sample_id, sensor, vals, timestamp_ms, reason, kind, "
+                                      "dead_at_ms FROM dead_letters ORDER BY id")
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return self._call(read)
+
+    def stats(self) -> QueueStats:
+        def read() -> QueueStats:
+            oldest = self._db.execute("SELECT timestamp_ms FROM samples WHERE timestamp_ms IS NOT NULL "
+                                      "ORDER BY id LIMIT 1").fetchone()
+            stored = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            return QueueStats(self._count, self._unstamped, oldest[0] if oldest else None, self.dropped,
+                              self.dead_lettered, int(stored))
+        return self._call(read)
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """``callback(what)`` on the owner thread after rows were added (``"added"``) or stamped
+        (``"stamped"``): keep it short (hand over to another thread)."""
+        self._listeners.append(callback)
+
+    def _notify(self, what: str) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(what)
+            except Exception:
+                log.exception("queue listener failed")
+
+    @property
+    def depth(self) -> int:
+        """Rows waiting (in-memory count kept by the owner thread; no query)."""
+        return self._count
+
+    def close(self) -> None:
+        """Commit what was handed over, then close the database (idempotent)."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._thread.join(CLOSE_TIMEOUT_S)
+
+    def __enter__(self) -> SampleQueue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the owner thread ----------------------------------------------------------------------
+    def _call(self, fn: Callable[[], T]) -> T:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closing or self._failed is not None:
+                raise QueueClosed(f"sample queue {self.path} is closed")
+            self._ops.append((fn, future))
+            self._lock.notify()
+        return future.result()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={DURABILITY_SYNCHRONOUS[self.durability]}")
+        db.executescript(_SCHEMA)
+        db.isolation_level = "DEFERRED"  # explicit transactions via `with db`
+        return db
+
+    def _run(self, opened: Future[None]) -> None:
+        try:
+            self._db = self._open()
+            self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            self._unstamped = self._db.execute(
+                "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
+            self._layouts = {lid: tuple((k, i) for k, i in json.loads(metrics)) for lid, metrics in
+                             self._db.execute("SELECT id, metrics FROM layouts")}
+            self._dead_letter_earlier_boots()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            if hasattr(self, "_db"):
+                self._db.close()
+            return
+        opened.set_result(None)
+        next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
+        try:
+            while True:
+                with self._lock:
+                    while not (self._rows or self._ops or self._acks or self._closing):
+                        if not self._lock.wait(max(0.0, next_maintenance - self._monotonic())):
+                            break
+                    rows, self._rows = self._rows, []
+                    group, self._group = self._group, _new_group()
+                    ops, self._ops = self._ops, []
+                    acks, self._acks = self._acks, []
+                    closing = self._closing
+                self._commit_group(rows, group, acks)
+                for fn, future in ops:
+                    try:
+                        result = fn()
+                    except BaseException as exc:
+                        if future is not None:
+                            future.set_exception(exc)
+                        else:
+                            log.exception("queue operation failed")
+                    else:
+                        if future is not None:
+                            future.set_result(result)
+                if self._monotonic() >= next_maintenance:
+                    self._enforce_age()
+                    next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
+                if closing:
+                    break
+        except BaseException as exc:  # the database failed: nothing more can be stored
+            log.error("sample queue %s failed: %s", self.path, exc)
+            with self._lock:
+                self._failed = exc
+                rows, group, ops = self._rows, self._group, self._ops
+                self._rows, self._ops = [], []
+            group.error = exc
+            group.set()
+            for _, future in ops:
+                if future is not None:
+                    future.set_exception(QueueClosed(f"sample queue failed: {exc}"))
+        finally:
+            with self._lock:
+                self._closing = True
+                leftover = self._ops
+                self._ops = []
+            for _, future in leftover:
+                if future is not None and not future.done():
+                    future.set_exception(QueueClosed(f"sample queue {self.path} is closed"))
+            self._db.close()
+
+    def _commit_group(self, rows: list[tuple[Any, ...]], group: _Group, acks: list[int]) -> None:
+        if not rows and not acks:
+            group.set()
+            return
+        try:
+            with self._db:
+                if rows:
+                    self._db.executemany(
+                        "INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
+                        "event) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                deleted = 0
+                if acks:
+                    deleted = self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?",
+                                                   _runs(acks)).rowcount
+                dropped = self._enforce_count(len(rows) - deleted)
+        except BaseException as exc:
+            group.error = exc
+            group.set()
+            raise
+        self._count += len(rows) - deleted - dropped
+        self._unstamped += sum(1 for row in rows if row[3] is None)
+        if dropped:
+            self._unstamped = self._db.execute(
+                "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
+        if rows and any(row[3] is not None for row in rows):
+            self._wall_clock_known = True  # the scheduler stamps rows only once the clock is set
+        if rows:
+            self._notify("added")  # before the puts return: a listener never lags behind a put
+        group.set()
+
+    def _enforce_count(self, added: int) -> int:
+        excess = self._count + added - self.max_samples
+        if excess <= 0:
+            self._dropping = False
+            return 0
+        self._db.execute("DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
+                         (excess,))
+        self._note_dropped(excess, f"more than {self.max_samples} samples waiting")
+        return excess
+
+    def _enforce_age(self) -> None:
+        """Drop rows older than max_age_s, oldest first, one chunk at a time."""
+        now_ms = round(self._clock() * MS_PER_S)
+        now_mono = self._monotonic()
+        limit_ms = self.max_age_s * MS_PER_S
+        total = 0
+        last_id = 0
+        while True:
+            chunk = self._db.execute(f"SELECT {_COLUMNS} FROM samples WHERE id > ? ORDER BY id LIMIT ?",
+                                     (last_id, AGE_SCAN_CHUNK)).fetchall()
+            if not chunk:
+                break
+            old = [row[0] for row in chunk if self._too_old(row, now_ms, now_mono, limit_ms)]
+            if old:
+                with self._db:
+                    self._db.executemany("DELETE FROM samples WHERE id = ?", ((i,) for i in old))
+                total += len(old)
+            if len(old) < len(chunk) // 2:  # past the old head of the queue
+                break
+            last_id = chunk[-1][0]
+        if total:
+            self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            self._unstamped = self._db.execute(
+                "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
+            self._note_dropped(total, f"older than {self.max_age_s:g} s")
+        elif self._count < self.max_samples:
+            self._dropping = False
+
+    def _too_old(self, row: tuple[Any, ...], now_ms: int, now_mono: float, limit_ms: float) -> bool:
+        timestamp, monotonic_s, boot_id = row[4], row[5], row[6]
+        if timestamp is not None:
+            return self._wall_clock_known and now_ms - timestamp > limit_ms
+        return bool(boot_id == self.boot_id and (now_mono - monotonic_s) * MS_PER_S > limit_ms)
+
+    def _note_dropped(self, count: int, why: str) -> None:
+        self.dropped += count
+        if not self._dropping:
+            self._dropping = True
+            log.warning("%d samples dropped: queue full (%s; further drops are counted, not logged)",
+                        count, why)
+
+    def _store_layouts(self, layouts: dict[str, tuple[tuple[str, str], ...]]) -> None:
+        found: dict[str, int] = {}
+        with self._db:
+            for sensor, metrics in layouts.items():
+                text = json.dumps([_identity_key(i) for i in metrics], separators=(",", ":"))
+                self._db.execute("INSERT OR IGNORE INTO layouts (sensor, metrics) VALUES (?, ?)",
+                                 (sensor, text))
+                lid = self._db.execute("SELECT id FROM layouts WHERE sensor = ? AND metrics = ?",
+                                       (sensor, text)).fetchone()[0]
+                found[sensor] = lid
+                self._layouts[lid] = metrics
+        with self._lock:
+            self._layout_of = found
+
+    def _fetch(self, after_id: int, limit: int) -> list[QueuedSample]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM samples WHERE id > ? AND timestamp_ms IS NOT NULL "
+                                "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        return [QueuedSample(row[0], row[1], self._layouts.get(row[2], ()) if row[2] is not None else (),
+                             json.loads(row[3]), row[4], bool(row[7])) for row in rows]
+
+    def _dead_letter(self, items: Sequence[tuple[int, str, str]]) -> int:
+        now_ms = round(self._clock() * MS_PER_S)
+        moved = 0
+        with self._db:
+            for sample_id, reason, kind in items:
+                moved += self._db.execute(
+                    f"INSERT INTO dead_letters (sample_id, sensor, layout, vals, timestamp_ms, monotonic_s, "
+                    f"boot_id, event, reason, kind, dead_at_ms) SELECT {_COLUMNS}, ?, ?, ? FROM samples "
+                    "WHERE id = ?", (reason, kind, now_ms, sample_id)).rowcount
+                self._db.execute("DELETE FROM samples WHERE id = ?", (sample_id,))
+                if kind not in self._dead_kinds_logged:
+                    self._dead_kinds_logged.add(kind)
+                    log.warning("sample moved to the dead letters (%s): %s; further ones of this kind "
+                                "are counted, not logged", kind, reason)
+        self._count -= moved
+        self.dead_lettered += moved
+        return moved
+
+    def _dead_letter_earlier_boots(self) -> None:
+        ids = [row[0] for row in self._db.execute(
+            "SELECT id FROM samples WHERE timestamp_ms IS NULL AND boot_id != ?", (self.boot_id,))]
+        if ids:
+            self._dead_letter([(i, EARLIER_BOOT_REASON, EARLIER_BOOT_KIND) for i in ids])
+            self._unstamped -= len(ids)
+
+
+def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids: acknowledgements mostly come in runs,
+    so a batch is a few range deletes, not one statement per row."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def read_queued_sensors(state_dir: Path) -> dict[str, int]:
+    """``{sensor: rows waiting}`` read-only, beside a running bridge (for ``inventory --prune``);
+    empty when there is no queue."""
+    path = Path(state_dir) / QUEUE_FILE
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall())
+    except sqlite3.OperationalError:  # no table yet
+        return {}
+    finally:
+        db.close()

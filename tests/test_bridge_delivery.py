@@ -1,0 +1,493 @@
+"""The delivery thread against the real emulator: drain, outages (core paused, broker restarted,
+emulator stopped and wiped), restarts, renames, unit changes, rejections and dead letters,
+re-provisioning, sensor error reports, and the failure classification table."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_helpers import core_spy, raw_session, settings_for
+
+from pibridge.agent import (
+    AgentConnectionError,
+    AgentSettings,
+    ConnectionErrorKind,
+    ProtocolError,
+    RequestTimeout,
+    provision,
+    reply_error,
+)
+from pibridge.bridge.delivery import Delivery, Outcome, classify
+from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
+from pibridge.bridge.queue import SampleQueue
+from pibridge.mqtt import Backoff
+from pibridge.profile import BridgeSettings
+from pibridge.testing import Emulator
+
+WAIT_S = 30.0
+REQUEST_TIMEOUT_S = 1.0
+FAST = Backoff(initial=0.05, cap=0.5)
+T0_MS = 1_700_000_000_000
+BOOT = "boot-test"
+
+AIR = SensorSpec("Air", (MetricSpec("temperature", "Temperature", unit="SI.Temperature.CELSIUS"),
+                         MetricSpec("humidity", "Humidity", unit="NoSI.Dimensionless.PERCENT")))
+DOOR = SensorSpec("Door", (MetricSpec("open", "Door open", value_type="bool", annotation="open"),))
+COUNTER = SensorSpec("Counter", (MetricSpec("count", "Count", value_type="integer", annotation="pulses"),))
+SPECS = {s.name: s for s in (AIR, DOOR)}
+
+
+def air(i: int) -> TakenSample:
+    return TakenSample("Air", {"temperature": 20.0 + i / 10, "humidity": 40.0 + i % 7}, T0_MS + i * 1000,
+                       float(i), BOOT)
+
+
+def door(i: int) -> TakenSample:
+    return TakenSample("Door", {"open": i % 2 == 0}, T0_MS + i * 1000 + 1, float(i), BOOT, event=True)
+
+
+class Bridge:
+    """A queue + delivery in one state directory, restartable like the bridge process."""
+
+    def __init__(self, emulator: Emulator, base: Path, specs: dict[str, SensorSpec], **agent: Any) -> None:
+        self.emulator = emulator
+        self.base = base
+        self.settings = settings_for(emulator, base / "certs", **agent)
+        self.bridge_settings = BridgeSettings(state_dir=base / "state", inventory_check_s=3600.0)
+        self.specs = specs
+        self.queue: SampleQueue | None = None
+        self.delivery: Delivery | None = None
+
+    def start(self, specs: dict[str, SensorSpec] | None = None) -> Delivery:
+        self.specs = specs or self.specs
+        self.queue = SampleQueue(self.bridge_settings.state_dir, boot_id=BOOT)
+        self.delivery = Delivery(self.settings, self.bridge_settings, self.queue, specs=self.specs,
+                                 request_timeout=REQUEST_TIMEOUT_S, retry_backoff=FAST, connect_backoff=FAST)
+        self.delivery.start()
+        return self.delivery
+
+    def stop(self) -> None:
+        if self.delivery is not None:
+            self.delivery.stop(5.0)
+        if self.queue is not None:
+            self.queue.close()
+        self.delivery = self.queue = None
+
+    def put(self, samples: list[TakenSample]) -> None:
+        assert self.queue is not None
+        for sample in samples:
+            self.queue.put(sample)
+
+    def drained(self) -> None:
+        assert self.delivery is not None
+        assert self.delivery.wait_drained(WAIT_S), self.delivery.status()
+        assert self.queue is not None
+        stats = self.queue.stats()
+        assert stats.depth == stats.unstamped  # all that has a wall-clock time went out
+
+    def held(self) -> dict[str, Any]:
+        """The client's sensors as the emulator holds them: {sensor name: [sensor dicts]}."""
+        client_id = self.delivery.client.client_id if self.delivery and self.delivery.client else None
+        out: dict[str, Any] = {}
+        for client in self.emulator.dump()["clients"]:
+            if client_id is None or client["clientId"] == client_id:
+                for sensor in client["sensors"]:
+                    out.setdefault(sensor["name"], []).append(sensor)
+        return out
+
+
+@pytest.fixture
+def make_bridge(emulator: Emulator, tmp_path: Path) -> Iterator[Callable[..., Bridge]]:
+    made: list[Bridge] = []
+
+    def make(specs: dict[str, SensorSpec] = SPECS, emulator_: Emulator | None = None, **agent: Any) -> Bridge:
+        bridge = Bridge(emulator_ or emulator, tmp_path / f"bridge{len(made)}", specs, **agent)
+        made.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in made:
+        bridge.stop()
+
+
+def values_of(sensor: dict[str, Any], metric_name: str) -> list[tuple[int, Any]]:
+    metric = next(m for m in sensor["metrics"] if m["name"] == metric_name)
+    return [(v["timestamp"], v["value"]) for v in metric["values"]]
+
+
+def test_drain_delivers_every_sample_once_with_its_timestamp(make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([air(i) for i in range(200)] + [door(i) for i in range(10)])
+    bridge.drained()
+    held = bridge.held()
+    assert sorted(held) == ["Air", "Door"] and len(held["Air"]) == 1 and len(held["Door"]) == 1
+    assert values_of(held["Air"][0], "Temperature") == [(T0_MS + i * 1000, 20.0 + i / 10) for i in range(200)]
+    assert values_of(held["Air"][0], "Humidity") == [(T0_MS + i * 1000, 40.0 + i % 7) for i in range(200)]
+    assert values_of(held["Door"][0], "Door open") == [(T0_MS + i * 1000 + 1, i % 2 == 0) for i in range(10)]
+    status = bridge.delivery.status() if bridge.delivery else None
+    assert status is not None and status.pushed == 210 and status.queue_depth == 0 and status.connected
+
+
+def test_restart_creates_nothing_new_and_delivers_what_was_queued(make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    before = bridge.held()
+    bridge.stop()
+    # queued while the bridge is down: delivered by the next run
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    bridge.put([air(i) for i in range(1, 50)])
+    bridge.queue.close()
+    bridge.start()
+    bridge.drained()
+    after = bridge.held()
+    ids = lambda held: {(s["sensorId"], tuple(m["metricId"] for m in s["metrics"]))  # noqa: E731
+                        for sensors in held.values() for s in sensors}
+    assert ids(after) == ids(before)
+    assert len(values_of(after["Air"][0], "Temperature")) == 50
+
+
+def test_core_paused_then_resumed_loses_nothing(make_bridge: Callable[..., Bridge],
+                                                emulator: Emulator) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    emulator.pause_core()
+    try:
+        bridge.put([air(i) for i in range(1, 100)])
+        assert delivery.wait_until(lambda: delivery.resent > 0, WAIT_S)  # pushes timed out meanwhile
+    finally:
+        emulator.resume_core()
+    bridge.put([air(i) for i in range(100, 120)])
+    bridge.drained()
+    held = bridge.held()
+    assert len(held["Air"]) == 1 and len(held["Air"][0]["metrics"]) == 2
+    assert [t for t, _ in values_of(held["Air"][0], "Temperature")] == [T0_MS + i * 1000 for i in range(120)]
+
+
+def test_broker_restart_loses_nothing_and_duplicates_nothing(make_bridge: Callable[..., Bridge],
+                                                             emulator: Emulator) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    bridge.put([air(i) for i in range(100)])
+    emulator.restart_broker()
+    bridge.put([air(i) for i in range(100, 200)])
+    bridge.drained()
+    held = bridge.held()
+    assert len(held["Air"]) == 1 and len(held["Air"][0]["metrics"]) == 2 and "Door" in held
+    assert [t for t, _ in values_of(held["Air"][0], "Humidity")] == [T0_MS + i * 1000 for i in range(200)]
+    assert delivery.reconciliations >= 1
+
+
+@pytest.mark.parametrize("strict_ids", [False, True], ids=["implicit-creation", "strict-ids"])
+def test_inventory_wiped_while_away_is_reconciled_without_orphans(
+        make_bridge: Callable[..., Bridge], emulator_factory: Callable[..., Emulator],
+        strict_ids: bool) -> None:
+    emulator = emulator_factory(strict_ids=strict_ids)
+    bridge = make_bridge(emulator_=emulator)
+    delivery = bridge.start()
+    bridge.put([air(0), door(0)])
+    bridge.drained()
+    old_ids = {s[0]["sensorId"] for s in bridge.held().values()}
+    emulator.stop()
+    emulator.wipe()
+    bridge.put([air(i) for i in range(1, 30)] + [door(i) for i in range(1, 5)])
+    emulator.start()
+    bridge.drained()
+    held = bridge.held()
+    assert sorted(held) == ["Air", "Door"] and all(len(s) == 1 for s in held.values())  # no orphans
+    assert {s[0]["sensorId"] for s in held.values()}.isdisjoint(old_ids)
+    assert [len(m["values"]) for m in held["Air"][0]["metrics"]] == [29, 29]
+    assert len(held["Door"][0]["metrics"]) == 1 and len(held["Door"][0]["metrics"][0]["values"]) == 4
+    assert delivery.reconciliations >= 2
+
+
+def test_renamed_metric_is_updated_not_duplicated(make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    metric_ids = [m["metricId"] for m in bridge.held()["Air"][0]["metrics"]]
+    bridge.stop()
+    renamed = SensorSpec("Air", (MetricSpec("temperature", "Air temperature", unit="SI.Temperature.CELSIUS"),
+                                 AIR.metrics[1]))
+    bridge.start({"Air": renamed, "Door": DOOR})
+    bridge.put([air(1)])
+    bridge.drained()
+    metrics = bridge.held()["Air"][0]["metrics"]
+    assert [m["metricId"] for m in metrics] == metric_ids
+    assert [m["name"] for m in metrics] == ["Air temperature", "Humidity"]
+    assert len(metrics[0]["values"]) == 2
+
+
+def test_unit_change_creates_a_new_metric_and_old_samples_go_to_the_old_one(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    bridge.stop()
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    bridge.queue.set_specs(SPECS)
+    bridge.put([air(1), air(2)])  # taken with the old unit, queued
+    bridge.queue.close()
+    kelvin = MetricSpec("temperature", "Temperature", value_type="double", annotation="K")
+    changed = SensorSpec("Air", (kelvin, AIR.metrics[1]))
+    bridge.start({"Air": changed, "Door": DOOR})
+    bridge.put([air(3)])
+    bridge.drained()
+    metrics = bridge.held()["Air"][0]["metrics"]
+    assert [(m["name"], m.get("valueUnit") or m.get("valueType"), len(m["values"])) for m in metrics] == [
+        ("Temperature", "SI.Temperature.CELSIUS", 3), ("Humidity", "NoSI.Dimensionless.PERCENT", 4),
+        ("Temperature", "double", 1)]
+
+
+def test_rejected_and_refused_samples_go_to_dead_letters_and_the_queue_moves_on(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge({"Counter": COUNTER, "Air": AIR})
+    delivery = bridge.start()
+    bridge.put([TakenSample("Counter", {"count": 1}, T0_MS, 0.0, BOOT),
+                TakenSample("Counter", {"count": 2.5}, T0_MS + 1, 1.0, BOOT),          # → 11
+                TakenSample("Air", {"temperature": math.nan, "humidity": 1.0}, T0_MS + 2, 2.0, BOOT),  # NaN
+                TakenSample("Counter", {"count": 3}, T0_MS + 3, 3.0, BOOT),
+                TakenSample("Air", {"temperature": 1.0, "humidity": 2.0}, T0_MS + 4, 4.0, BOOT)])
+    bridge.drained()
+    held = bridge.held()
+    assert values_of(held["Counter"][0], "Count") == [(T0_MS, 1), (T0_MS + 3, 3)]
+    assert values_of(held["Air"][0], "Temperature") == [(T0_MS + 4, 1.0)]
+    assert bridge.queue is not None
+    dead = bridge.queue.dead_letters()
+    assert sorted((d["sensor"], d["timestamp_ms"]) for d in dead) == [("Air", T0_MS + 2),
+                                                                       ("Counter", T0_MS + 1)]
+    kinds = {d["kind"] for d in dead}
+    assert kinds == {"agent error 11 ParameterIsNotAnInteger", "value refused by the client"}
+    assert delivery.status().dead_lettered == {"agent error 11 ParameterIsNotAnInteger": 1,
+                                               "value refused by the client": 1}
+
+
+def test_sample_of_a_sensor_without_id_goes_to_dead_letters(make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([TakenSample("Gone", {"x": 1.0}, T0_MS, 0.0, BOOT), air(1)])
+    bridge.drained()
+    assert bridge.queue is not None
+    assert [d["kind"] for d in bridge.queue.dead_letters()] == ["no agent id after reconciliation"]
+    assert "Gone" not in bridge.held()
+
+
+def test_sensor_removed_from_the_profile_still_delivers_its_queued_samples(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([door(0)])
+    bridge.drained()
+    bridge.stop()
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    bridge.queue.set_specs(SPECS)
+    bridge.put([door(1), door(2)])
+    bridge.queue.close()
+    bridge.start({"Air": AIR})  # Door gone from the profile
+    bridge.drained()
+    assert len(bridge.held()["Door"][0]["metrics"][0]["values"]) == 3
+
+
+def test_injected_transient_errors_are_retried(make_bridge: Callable[..., Bridge],
+                                               emulator_factory: Callable[..., Emulator]) -> None:
+    emulator = emulator_factory(inject_errors=[(1, 0.2), (3, 0.1)], seed=7)
+    bridge = make_bridge(emulator_=emulator)
+    delivery = bridge.start()
+    bridge.put([air(i) for i in range(100)])
+    bridge.drained()
+    assert delivery.resent > 0
+    assert len(values_of(bridge.held()["Air"][0], "Temperature")) == 100
+
+
+def test_forbidden_with_smart_reprovisions_and_delivers_under_the_new_client(
+        make_bridge: Callable[..., Bridge], emulator: Emulator) -> None:
+    bridge = make_bridge(provisioning="smart")
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    assert delivery.client is not None
+    old_client = delivery.client.client_id
+    _deprovision_behind_its_back(emulator, bridge.settings, old_client)
+    bridge.put([air(i) for i in range(1, 20)])
+    assert delivery.wait_until(lambda: delivery.client is not None and delivery.client.client_id != old_client
+                               and delivery.client.connected, WAIT_S * 2)
+    bridge.drained()
+    clients = {c["clientId"]: c for c in emulator.dump()["clients"]}
+    assert old_client not in clients
+    new = clients[delivery.client.client_id]
+    assert [s["name"] for s in new["sensors"]] == ["Air", "Door"]
+    assert len(new["sensors"][0]["metrics"][0]["values"]) == 19
+
+
+def test_forbidden_with_keep_keeps_samples_queued_and_says_what_to_do(
+        make_bridge: Callable[..., Bridge], emulator: Emulator) -> None:
+    bridge = make_bridge(provisioning="keep")
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    assert delivery.client is not None
+    _deprovision_behind_its_back(emulator, bridge.settings, delivery.client.client_id)
+    bridge.put([air(i) for i in range(1, 10)])
+    assert delivery.wait_until(lambda: "provision --override" in delivery._problem, WAIT_S)
+    assert bridge.queue is not None and bridge.queue.stats().depth == 9
+    assert bridge.queue.dead_letters() == []
+
+
+def _deprovision_behind_its_back(emulator: Emulator, settings: AgentSettings, client_id: str) -> None:
+    """Another process deprovisions the client (the agent revokes its certificate)."""
+    answers: list[str] = []
+    session = raw_session(emulator, settings, on_message=lambda t, m: answers.append(t))
+    try:
+        base = f"/v1.0/{client_id}"
+        session.subscribe([f"{base}/delete/info/inbox"])
+        session.publish_and_wait(f"{base}/delete", b"{}")
+    finally:
+        session.close()
+
+
+def test_sensor_errors_are_reported_at_sensor_or_client_level(make_bridge: Callable[..., Bridge],
+                                                              emulator: Emulator) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    assert not delivery.report_sensor_error("Air", "before connecting")  # not connected: dropped
+    bridge.put([air(0)])
+    bridge.drained()
+    assert delivery.client is not None
+    cid = delivery.client.client_id
+    sensor_id = bridge.held()["Air"][0]["sensorId"]
+    spy, seen, event = core_spy(emulator, [f"/v1.0/{cid}/error", f"/v1.0/{cid}/sensor/+/error"])
+    try:
+        assert delivery.report_sensor_error("Air", "DHT22: checksum mismatch")
+        assert delivery.report_sensor_error("Unregistered", "no such chip")
+        deadline = time.monotonic() + WAIT_S
+        while len(seen) < 2 and event.wait(max(0.0, deadline - time.monotonic())):
+            event.clear()
+    finally:
+        spy.close()
+    reports = {topic: json.loads(payload)["errorMessage"] for topic, payload in seen}
+    assert reports == {f"/v1.0/{cid}/sensor/{sensor_id}/error": "DHT22: checksum mismatch",
+                       f"/v1.0/{cid}/error": "Unregistered: no such chip"}
+
+
+def test_stop_is_quick_and_leaves_unacknowledged_samples_queued(make_bridge: Callable[..., Bridge],
+                                                                emulator: Emulator) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    emulator.pause_core()
+    try:
+        bridge.put([air(i) for i in range(1, 30)])
+        started = time.monotonic()
+        delivery.stop(5.0)
+        assert time.monotonic() - started < 5.5
+        assert bridge.queue is not None and bridge.queue.stats().depth == 29
+    finally:
+        emulator.resume_core()
+
+
+@pytest.mark.parametrize(("error", "outcome"), [
+    *[(reply_error(code, "x"), Outcome.RETRY) for code in (0, 1, 2, 3, 42, 99)],
+    *[(reply_error(code, "x"), Outcome.RECONCILE) for code in (15, 16)],
+    (reply_error(18, "x"), Outcome.FORBIDDEN),
+    *[(reply_error(code, "x"), Outcome.DEAD) for code in (*range(4, 15), 17, 19)],
+    (RequestTimeout("no answer"), Outcome.RETRY),
+    (ProtocolError("garbled"), Outcome.RETRY),
+    *[(AgentConnectionError(kind, "localhost:1", "down"), Outcome.RECONNECT)
+      for kind in (ConnectionErrorKind.LOST, ConnectionErrorKind.NOT_CONNECTED, ConnectionErrorKind.REFUSED,
+                   ConnectionErrorKind.TIMEOUT)],
+])
+def test_classification(error: BaseException, outcome: Outcome) -> None:
+    assert classify(error) is outcome
+
+
+def test_the_bridge_process_never_imports_cryptography(emulator: Emulator, tmp_path: Path) -> None:
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)  # here, in the test process; the bridge only reads the stored files
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from pibridge.agent import AgentSettings
+        from pibridge.bridge.delivery import Delivery
+        from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
+        from pibridge.bridge.queue import SampleQueue
+        from pibridge.profile import BridgeSettings
+        settings = AgentSettings(host={settings.host!r}, port={settings.port},
+                                 provision_port={settings.provision_port},
+                                 ca_file=Path({str(settings.ca_file)!r}),
+                                 cert_folder=Path({str(settings.cert_folder)!r}))
+        spec = SensorSpec("Air", (MetricSpec("t", "Temperature", unit="SI.Temperature.CELSIUS"),))
+        queue = SampleQueue(Path({str(tmp_path / "state")!r}))
+        delivery = Delivery(settings, BridgeSettings(state_dir=Path({str(tmp_path / "state")!r})), queue,
+                            specs={{"Air": spec}})
+        delivery.start()
+        queue.put(TakenSample("Air", {{"t": 1.5}}, {T0_MS}, 0.0, queue.boot_id))
+        assert delivery.wait_drained(30), delivery.status()
+        delivery.stop()
+        queue.close()
+        print(sorted(m for m in sys.modules if m.split(".")[0] == "cryptography"))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_samples_taken_before_the_clock_was_set_go_out_once_stamped(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    delivery = bridge.start()
+    unstamped: dict[str, Value] = {"temperature": 1.0, "humidity": 2.0}
+    bridge.put([TakenSample("Air", unstamped, None, 10.0 + i, BOOT) for i in range(3)])
+    bridge.put([air(100)])  # taken after the clock was set: goes out at once
+    bridge.drained()  # everything that has a wall-clock time
+    assert values_of(bridge.held()["Air"][0], "Temperature") == [(T0_MS + 100_000, 30.0)]
+    assert bridge.queue is not None and bridge.queue.stats().unstamped == 3
+    assert delivery.status().waiting_for_clock == 3
+    offset = T0_MS - 5_000_000
+    assert bridge.queue.resolve_timestamps(BOOT, offset) == 3
+    bridge.drained()
+    assert [t for t, _ in values_of(bridge.held()["Air"][0], "Temperature")] == [
+        offset + 10_000, offset + 11_000, offset + 12_000, T0_MS + 100_000]
+
+
+def test_unknown_ids_from_a_strict_agent_trigger_a_reconciliation(
+        make_bridge: Callable[..., Bridge], emulator_factory: Callable[..., Emulator]) -> None:
+    emulator = emulator_factory(strict_ids=True)
+    bridge = make_bridge(emulator_=emulator)
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    emulator.wipe()  # behind the connected bridge's back: its ids are now unknown (15)
+    bridge.put([air(i) for i in range(1, 20)])
+    bridge.drained()
+    held = bridge.held()
+    assert len(held["Air"]) == 1 and len(values_of(held["Air"][0], "Temperature")) == 19
+    assert delivery.reconciliations >= 2 and delivery.resent >= 1
+
+
+def test_a_sensor_added_by_a_profile_reload_is_registered_and_delivered(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge({"Air": AIR})
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    delivery.update_specs(SPECS)
+    bridge.put([door(i) for i in range(3)])
+    bridge.drained()
+    assert len(bridge.held()["Door"][0]["metrics"][0]["values"]) == 3
+    assert bridge.queue is not None and bridge.queue.dead_letters() == []

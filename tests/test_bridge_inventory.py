@@ -1,0 +1,242 @@
+"""Inventory reconciliation against the real emulator: the mapping file, finding by name, never
+adopting a mismatched definition, a lost create, updates only when different, and
+``pibridge inventory --prune``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_helpers import settings_for
+
+from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, Reply, provision
+from pibridge.bridge.inventory import (
+    InventoryMapping,
+    ReconcileAborted,
+    Reconciler,
+    mapping_path,
+    prune_candidates,
+)
+from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
+from pibridge.bridge.queue import SampleQueue
+from pibridge.cli import main, prune_command
+from pibridge.profile import BridgeSettings, Profile, SensorConfig
+from pibridge.testing import Emulator
+
+WAIT_S = 20.0
+AIR = SensorSpec("Air", (MetricSpec("temperature", "Temperature", unit="SI.Temperature.CELSIUS"),
+                         MetricSpec("light", "Light", value_type="double", annotation="lx")))
+SPECS = {"Air": AIR}
+
+
+@pytest.fixture
+def settings(emulator: Emulator, tmp_path: Path) -> AgentSettings:
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)
+    return settings
+
+
+@pytest.fixture
+def client(settings: AgentSettings) -> Iterator[AgentClient]:
+    client = AgentClient(settings, request_timeout=WAIT_S)
+    client.connect(WAIT_S)
+    yield client
+    client.close()
+
+
+def held(emulator: Emulator, client: AgentClient) -> list[dict[str, Any]]:
+    return next(c for c in emulator.dump()["clients"] if c["clientId"] == client.client_id)["sensors"]
+
+
+def shape(sensors: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(s["name"], [(m["name"], m.get("valueUnit") or f"{m['valueType']}:{m['valueAnnotation']}")
+                         for m in s["metrics"]]) for s in sensors]
+
+
+def test_creates_once_writes_the_mapping_and_a_restart_creates_nothing(
+        client: AgentClient, emulator: Emulator, tmp_path: Path) -> None:
+    mapping = InventoryMapping(tmp_path, client.client_id)
+    first = Reconciler(client, mapping)
+    resolved = first.reconcile(SPECS, {}, generation=1)
+    assert (first.created_sensors, first.created_metrics, first.updates) == (1, 2, 0)
+    stored = json.loads(mapping_path(tmp_path, client.client_id).read_text())
+    sid = resolved.sensors["Air"]
+    assert stored["sensors"]["Air"]["sensorId"] == sid
+    celsius = "unit:SI.Temperature.CELSIUS"
+    assert stored["sensors"]["Air"]["metrics"]["temperature"] == {
+        celsius: resolved.metrics[("Air", "temperature", celsius)]}
+    again = Reconciler(client, InventoryMapping(tmp_path, client.client_id))  # a restart: read from disk
+    assert again.reconcile(SPECS, {}, generation=2).metrics == resolved.metrics
+    assert (again.created_sensors, again.created_metrics, again.updates) == (0, 0, 0)
+    assert shape(held(emulator, client)) == [("Air", [("Temperature", "SI.Temperature.CELSIUS"),
+                                                      ("Light", "double:lx")])]
+
+
+def test_found_by_name_without_a_mapping(client: AgentClient, emulator: Emulator, tmp_path: Path) -> None:
+    sid = client.create_sensor("Air").created_sensor_id
+    ids = client.create_metrics(sid, [MetricDefinition("Temperature", value_unit="SI.Temperature.CELSIUS"),
+                                      MetricDefinition("Light", value_type="double", value_annotation="lx")])
+    reconciler = Reconciler(client, InventoryMapping(tmp_path, client.client_id))
+    resolved = reconciler.reconcile(SPECS, {}, generation=1)
+    assert resolved.sensors == {"Air": sid}
+    assert sorted(resolved.metrics.values()) == sorted(ids.metric_ids.values())
+    assert reconciler.created_sensors == reconciler.created_metrics == 0
+
+
+def test_never_adopts_an_id_whose_definition_does_not_match(client: AgentClient, emulator: Emulator,
+                                                            tmp_path: Path) -> None:
+    sid = client.create_sensor("Air").created_sensor_id
+    wrong = client.create_metrics(sid, [MetricDefinition("Temperature", value_type="bool",
+                                                         value_annotation="x")]).metric_ids["1"]
+    mapping = InventoryMapping(tmp_path, client.client_id)
+    mapping.set_sensor("Air", sid)
+    mapping.set_metrics("Air", {("temperature", "unit:SI.Temperature.CELSIUS"): wrong})  # a stale mapping
+    resolved = Reconciler(client, mapping).reconcile(SPECS, {}, generation=1)
+    mid = resolved.metrics[("Air", "temperature", "unit:SI.Temperature.CELSIUS")]
+    assert mid != wrong
+    assert mapping.metric_id("Air", ("temperature", "unit:SI.Temperature.CELSIUS")) == mid
+    assert shape(held(emulator, client)) == [("Air", [("Temperature", "bool:x"),
+                                                      ("Temperature", "SI.Temperature.CELSIUS"),
+                                                      ("Light", "double:lx")])]
+
+
+def test_a_mapped_sensor_gone_from_the_agent_is_created_again(client: AgentClient, emulator: Emulator,
+                                                              tmp_path: Path) -> None:
+    mapping = InventoryMapping(tmp_path, client.client_id)
+    old = Reconciler(client, mapping).reconcile(SPECS, {}, generation=1).sensors["Air"]
+    client.delete_sensor(old)
+    new = Reconciler(client, mapping).reconcile(SPECS, {}, generation=2).sensors["Air"]
+    assert new != old and mapping.sensor_id("Air") == new
+    assert len(held(emulator, client)) == 1
+
+
+class LosingCreates(AgentClient):
+    """A real client whose sensor creates time out: the core is paused right before each is sent,
+    so the agent carries it out later, after the client gave up on the answer."""
+
+    def __init__(self, settings: AgentSettings, emulator: Emulator) -> None:
+        super().__init__(settings, request_timeout=0.5)
+        self.emulator = emulator
+
+    def create_sensor_async(self, name: str, *, timeout: float | None = None) -> Future[Reply]:
+        self.emulator.pause_core()
+        return super().create_sensor_async(name, timeout=timeout)
+
+
+def test_a_create_that_timed_out_is_never_repeated_blindly(settings: AgentSettings, emulator: Emulator,
+                                                           tmp_path: Path) -> None:
+    mapping_dir = tmp_path / "state"
+    losing = LosingCreates(settings, emulator)
+    losing.connect(WAIT_S)
+    try:
+        with pytest.raises(ReconcileAborted):
+            Reconciler(losing, InventoryMapping(mapping_dir, losing.client_id)).reconcile(SPECS, {}, 1)
+    finally:
+        emulator.resume_core()
+        losing.close()
+    with AgentClient(settings, request_timeout=WAIT_S) as client:
+        reconciler = Reconciler(client, InventoryMapping(mapping_dir, client.client_id))
+        reconciler.reconcile(SPECS, {}, generation=2)  # lists first: the lost create is found by name
+        assert reconciler.created_sensors == 0 and reconciler.created_metrics == 2
+        assert [s["name"] for s in held(emulator, client)] == ["Air"]
+
+
+def test_name_and_annotation_changes_are_updates_only_when_different(client: AgentClient, emulator: Emulator,
+                                                                     tmp_path: Path) -> None:
+    mapping = InventoryMapping(tmp_path, client.client_id)
+    before = Reconciler(client, mapping).reconcile(SPECS, {}, generation=1)
+    changed = SensorSpec("Air", (MetricSpec("temperature", "Air temperature", unit="SI.Temperature.CELSIUS"),
+                                 MetricSpec("light", "Light", value_type="double", annotation="klx")))
+    reconciler = Reconciler(client, mapping)
+    after = reconciler.reconcile({"Air": changed}, {}, generation=2)
+    assert after.metrics == before.metrics and reconciler.updates == 2 and reconciler.created_metrics == 0
+    assert shape(held(emulator, client)) == [("Air", [("Air temperature", "SI.Temperature.CELSIUS"),
+                                                      ("Light", "double:klx")])]
+    unchanged = Reconciler(client, mapping)
+    unchanged.reconcile({"Air": changed}, {}, generation=3)
+    assert unchanged.updates == 0
+
+
+def test_a_unit_change_keeps_the_old_metric_for_queued_samples(client: AgentClient, emulator: Emulator,
+                                                               tmp_path: Path) -> None:
+    mapping = InventoryMapping(tmp_path, client.client_id)
+    before = Reconciler(client, mapping).reconcile(SPECS, {}, generation=1)
+    old_identity = ("temperature", "unit:SI.Temperature.CELSIUS")
+    kelvin = SensorSpec("Air", (MetricSpec("temperature", "Temperature", value_type="double", annotation="K"),
+                                AIR.metrics[1]))
+    after = Reconciler(client, mapping).reconcile({"Air": kelvin}, {"Air": {old_identity}}, generation=2)
+    assert after.metrics[("Air", *old_identity)] == before.metrics[("Air", *old_identity)]
+    assert ("Air", "temperature", "type:double") in after.metrics
+    assert len(held(emulator, client)[0]["metrics"]) == 3
+
+
+def test_prune_candidates_are_unmapped_sensors_not_in_the_profile(tmp_path: Path) -> None:
+    mapping = InventoryMapping(tmp_path, "c")
+    mapping.set_sensor("Air", "s1")
+    listing = [{"sensorId": "s1", "name": "Air renamed at the agent"}, {"sensorId": "s2", "name": "Door"},
+               {"sensorId": "s3", "name": "Soil"}]
+    assert prune_candidates(listing, mapping, ["Air", "Soil"]) == [("s2", "Door")]
+
+
+def _profile_with(monkeypatch: pytest.MonkeyPatch, settings: AgentSettings, state_dir: Path,
+                  names: list[str]) -> None:
+    """The profile `--prune` reads: its [[sensor]] names and [bridge] state_dir."""
+    profile = Profile(Path("greenhouse.toml"), settings, bridge=BridgeSettings(state_dir=state_dir),
+                      sensors=tuple(SensorConfig(name, "cpu_temperature", 60.0) for name in names))
+    monkeypatch.setattr(prune_command, "load_profile", lambda path: profile)
+
+
+def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, emulator: Emulator,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    door = SensorSpec("Door", (MetricSpec("open", "Open", value_type="bool", annotation="open"),))
+    with AgentClient(settings, request_timeout=WAIT_S) as client:
+        mapping = InventoryMapping(state, client.client_id)
+        Reconciler(client, mapping).reconcile({"Air": AIR, "Door": door}, {}, 1)
+        cid = client.client_id
+    with SampleQueue(state) as queue:
+        queue.put(TakenSample("Door", {"open": True}, 1_700_000_000_000, 0.0, queue.boot_id))
+    profile_file = tmp_path / "greenhouse.toml"
+    profile_file.write_text('[agent]\nclient_name = "pibridge"\n')
+    _profile_with(monkeypatch, settings, state, ["Air"])
+    flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
+             settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
+    assert main(["inventory", "--prune", "--yes", *flags]) == 1
+    assert "refusing to prune: 1 samples of sensor 'Door'" in capsys.readouterr().err
+    with SampleQueue(state) as queue:
+        queue.ack([r.id for r in queue.fetch(0, 10)])
+    assert main(["inventory", "--prune", *flags]) == 1  # no terminal and no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    assert main(["inventory", "--prune", "--yes", *flags]) == 0
+    assert "deleted sensor 'Door'" in capsys.readouterr().out
+    sensors = next(c for c in emulator.dump()["clients"] if c["clientId"] == cid)["sensors"]
+    assert [s["name"] for s in sensors] == ["Air"]
+    assert InventoryMapping(state, cid).sensor_names() == ["Air"]
+    assert main(["inventory", "--prune", "--yes", *flags]) == 0
+    assert "nothing to prune" in capsys.readouterr().out
+
+
+def test_prune_needs_a_profile(settings: AgentSettings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inventory", "--prune", "--yes", "--cert-folder", str(settings.cert_folder)]) == 1
+    assert "--prune needs --profile" in capsys.readouterr().err
+
+
+def test_prune_refuses_when_the_queue_cannot_be_read(settings: AgentSettings, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    with AgentClient(settings, request_timeout=WAIT_S) as client:
+        Reconciler(client, InventoryMapping(state, client.client_id)).reconcile(SPECS, {}, 1)
+    (state / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
+    profile_file = tmp_path / "greenhouse.toml"
+    profile_file.write_text("[agent]\n")
+    _profile_with(monkeypatch, settings, state, [])
+    flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
+             settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
+    assert main(["inventory", "--prune", "--yes", *flags]) == 1
+    assert "cannot read the queue" in capsys.readouterr().err

@@ -1,0 +1,262 @@
+"""The store-and-forward queue on real SQLite: commit before put returns, group commits from
+many threads, kill -9, durability settings, bounds, the clock-not-set stamping, earlier boots,
+dead letters, layouts."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
+from pibridge.bridge.queue import (
+    EARLIER_BOOT_KIND,
+    QUEUE_FILE,
+    QueueClosed,
+    QueueOpenError,
+    SampleQueue,
+    read_queued_sensors,
+)
+
+BOOT = "boot-a"
+T0_MS = 1_700_000_000_000
+AIR = SensorSpec("Air", (MetricSpec("t", "Temperature", unit="SI.Temperature.CELSIUS"),
+                         MetricSpec("h", "Humidity", unit="NoSI.Dimensionless.PERCENT")))
+
+
+def sample(i: int, *, sensor: str = "Air", stamped: bool = True, boot: str = BOOT) -> TakenSample:
+    return TakenSample(sensor, {"t": 20.0 + i, "h": 40 + i}, T0_MS + i * 1000 if stamped else None,
+                       100.0 + i, boot)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.wall = T0_MS / 1000
+        self.mono = 1000.0
+
+
+def test_put_then_fetch_keeps_order_types_and_timestamps(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        values: dict[str, Value] = {"open": True, "label": "front", "count": 3, "v": 1.5}
+        queue.put(TakenSample("Door", values, T0_MS, 1.0, BOOT, event=True))
+        queue.put_many([sample(i) for i in range(5)])
+        rows = queue.fetch(0, 100)
+        assert [r.timestamp_ms for r in rows] == [T0_MS] + [T0_MS + i * 1000 for i in range(5)]
+        assert rows[0].values == {"open": True, "label": "front", "count": 3, "v": 1.5} and rows[0].event
+        assert type(rows[0].values["count"]) is int and type(rows[0].values["open"]) is bool
+        assert [r.id for r in queue.fetch(rows[2].id, 2)] == [rows[3].id, rows[4].id]
+        assert queue.depth == 6
+
+
+def test_puts_from_many_threads_are_all_committed(tmp_path: Path) -> None:
+    queue = SampleQueue(tmp_path, boot_id=BOOT)
+    def producer(k: int) -> None:
+        for i in range(200):
+            queue.put(sample(k * 1000 + i))
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.close()
+    db = sqlite3.connect(tmp_path / QUEUE_FILE)
+    assert db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 1600
+    db.close()
+
+
+def test_everything_put_survives_kill_9(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pibridge.bridge.model import TakenSample
+        from pibridge.bridge.queue import SampleQueue
+        queue = SampleQueue({str(tmp_path)!r}, boot_id="b")
+        for i in range(500):
+            queue.put(TakenSample("Air", {{"t": i}}, {T0_MS} + i, float(i), "b"))
+        print("stored", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "stored" and done.returncode == -9
+    with SampleQueue(tmp_path, boot_id="b") as queue:
+        rows = queue.fetch(0, 1000)
+        assert [r.values["t"] for r in rows] == list(range(500))
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("process", 1), ("power", 2)])
+def test_durability_sets_wal_and_synchronous(tmp_path: Path, durability: str, synchronous: int) -> None:
+    with SampleQueue(tmp_path, durability=durability, boot_id=BOOT) as queue:
+        queue.put(sample(0))
+        assert queue._call(lambda: queue._db.execute("PRAGMA synchronous").fetchone()[0]) == synchronous
+    db = sqlite3.connect(tmp_path / QUEUE_FILE)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+@pytest.mark.parametrize("bad", [{"durability": "disk"}, {"max_samples": 0}, {"max_age_s": 0}])
+def test_bad_settings_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        SampleQueue(tmp_path, boot_id=BOOT, **bad)  # type: ignore[arg-type]
+
+
+def test_ack_deletes_and_a_closed_queue_refuses_puts(tmp_path: Path) -> None:
+    queue = SampleQueue(tmp_path, boot_id=BOOT)
+    queue.put_many([sample(i) for i in range(10)])
+    rows = queue.fetch(0, 10)
+    queue.ack([r.id for r in rows[:4]])
+    assert [r.id for r in queue.fetch(0, 10)] == [r.id for r in rows[4:]]
+    assert queue.stats().depth == 6
+    queue.close()
+    with pytest.raises(QueueClosed):
+        queue.put(sample(11))
+    with SampleQueue(tmp_path, boot_id=BOOT) as again:
+        assert again.depth == 6
+        queue_ids = [r.id for r in again.fetch(0, 10)]
+        assert queue_ids == [r.id for r in rows[4:]]
+
+
+def test_acks_in_runs_and_gaps_delete_exactly_those_rows(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(12)])
+        ids = [r.id for r in queue.fetch(0, 20)]
+        acked = [ids[0], ids[1], ids[2], ids[5], ids[7], ids[8], ids[11], ids[1]]  # runs, gaps, a repeat
+        queue.ack(acked)
+        assert [r.id for r in queue.fetch(0, 20)] == [i for i in ids if i not in acked]
+        assert queue.stats().depth == 12 - 7
+
+
+def test_ids_are_never_reused_after_the_queue_emptied(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0))
+        first = queue.fetch(0, 1)[0].id
+        queue.ack([first])
+        queue.put(sample(1))
+        assert queue.fetch(first, 1)[0].id > first
+
+
+def test_max_samples_drops_the_oldest_counts_and_logs_once(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "pibridge.bridge.queue")
+    with SampleQueue(tmp_path, boot_id=BOOT, max_samples=10) as queue:
+        for i in range(15):
+            queue.put(sample(i))
+        queue.put_many([sample(i) for i in range(15, 20)])
+        rows = queue.fetch(0, 100)
+        assert [r.values["t"] for r in rows] == [20.0 + i for i in range(10, 20)]
+        stats = queue.stats()
+        assert stats.depth == 10 and stats.dropped == 10
+    dropped = [r.getMessage() for r in caplog.records if "dropped: queue full" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].startswith("1 samples dropped: queue full")
+
+
+def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path) -> None:
+    now = FakeTime()
+    queue = SampleQueue(tmp_path, boot_id=BOOT, max_age_s=3600, clock=lambda: now.wall,
+                        monotonic=lambda: now.mono)
+    try:
+        queue.put(TakenSample("Air", {"t": 1}, None, now.mono - 7200, BOOT))          # 2 h old, unstamped
+        queue.put(TakenSample("Air", {"t": 2}, None, now.mono - 60, BOOT))            # fresh, unstamped
+        queue.enforce_bounds()
+        assert queue.stats().unstamped == 1 and queue.stats().dropped == 1
+        queue.put(TakenSample("Air", {"t": 3}, round(now.wall * 1000) - 7_200_000, now.mono, BOOT))  # old
+        queue.put(TakenSample("Air", {"t": 4}, round(now.wall * 1000) - 1000, now.mono, BOOT))
+        queue.enforce_bounds()
+        assert [r.values["t"] for r in queue.fetch(0, 10)] == [4]
+        assert queue.stats().depth == 2 and queue.stats().dropped == 2
+    finally:
+        queue.close()
+
+
+def test_stamped_rows_are_not_aged_before_the_clock_is_known_set(tmp_path: Path) -> None:
+    now = FakeTime()
+    with SampleQueue(tmp_path, boot_id=BOOT, max_age_s=3600, clock=lambda: now.wall,
+                     monotonic=lambda: now.mono) as queue:
+        queue.put(TakenSample("Air", {"t": 1}, None, now.mono, BOOT))
+        now.wall -= 10 * 86_400  # a clock not set yet reads years ago... or days: no stamped row yet
+        queue.enforce_bounds()
+        assert queue.stats().depth == 1
+
+
+def test_clock_not_set_rows_are_stamped_once_and_never_restamped(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0, stamped=False))
+        queue.put(sample(1, stamped=False))
+        assert queue.fetch(0, 10) == [] and queue.stats().unstamped == 2
+        offset = 1_699_000_000_000
+        assert queue.resolve_timestamps(BOOT, offset) == 2
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset]
+        queue.put(sample(2, stamped=False))  # handed over after the clock was set, still unstamped
+        assert queue.resolve_timestamps(BOOT, offset + 5000) == 0  # nothing restamped
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset,
+                                                               102_000 + offset]
+
+
+def test_rows_of_an_earlier_boot_without_wall_time_go_to_dead_letters(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id="boot-1") as queue:
+        queue.put(sample(0, stamped=False, boot="boot-1"))
+        queue.put(sample(1, boot="boot-1"))
+    with SampleQueue(tmp_path, boot_id="boot-2") as queue:
+        assert [r.values["t"] for r in queue.fetch(0, 10)] == [21.0]
+        dead = queue.dead_letters()
+        assert [(d["kind"], d["vals"]) for d in dead] == [(EARLIER_BOOT_KIND, '{"t":20.0,"h":40}')]
+        assert "earlier boot" in dead[0]["reason"]
+        assert queue.stats().depth == 1 and queue.stats().unstamped == 0
+
+
+def test_dead_letters_are_moved_counted_and_logged_once_per_kind(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "pibridge.bridge.queue")
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(4)])
+        ids = [r.id for r in queue.fetch(0, 10)]
+        assert queue.dead_letter([(ids[0], "bad 1", "kind A"), (ids[1], "bad 2", "kind A")]) == 2
+        assert queue.dead_letter([(ids[2], "bad 3", "kind B"), (ids[0], "again", "kind A")]) == 1
+        assert [r.id for r in queue.fetch(0, 10)] == [ids[3]]
+        assert queue.stats().dead_lettered == 3 and queue.stats().dead_letters_stored == 3
+    logged = [r.getMessage() for r in caplog.records if "dead letters" in r.getMessage()]
+    assert len(logged) == 2 and "kind A" in logged[0] and "kind B" in logged[1]
+
+
+def test_layouts_record_the_identities_a_sample_was_taken_with(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0))  # no spec known yet
+        queue.set_specs({"Air": AIR})
+        queue.put(sample(1))
+        changed = SensorSpec("Air", (MetricSpec("t", "Temperature", value_type="double", annotation="K"),
+                                     AIR.metrics[1]))
+        queue.set_specs({"Air": changed})
+        queue.put(sample(2))
+        rows = queue.fetch(0, 10)
+        assert [r.metrics for r in rows] == [(), (("t", "unit:SI.Temperature.CELSIUS"),
+                                                  ("h", "unit:NoSI.Dimensionless.PERCENT")),
+                                             (("t", "type:double"), ("h", "unit:NoSI.Dimensionless.PERCENT"))]
+        assert sorted(map(sorted, queue.queued_layouts()["Air"])) == sorted(
+            sorted(m.identity for m in spec.metrics) for spec in (AIR, changed))
+    assert read_queued_sensors(tmp_path) == {"Air": 3}
+    assert read_queued_sensors(tmp_path / "nowhere") == {}
+
+
+def test_no_write_beyond_the_queue_files(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(100)])
+        queue.ack([r.id for r in queue.fetch(0, 50)])
+    assert {p.name for p in tmp_path.iterdir()} <= {QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm"}
+
+
+@pytest.mark.parametrize("make", ["file-as-state-dir", "not-a-database"])
+def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path, make: str) -> None:
+    if make == "file-as-state-dir":
+        target = tmp_path / "state"
+        target.write_text("a file, not a directory")
+        where = target
+    else:
+        where = tmp_path
+        (tmp_path / QUEUE_FILE).write_bytes(b"garbage, not SQLite " * 200)
+    with pytest.raises(QueueOpenError, match="cannot open the sample queue"):
+        SampleQueue(where, boot_id=BOOT)
