@@ -26,8 +26,8 @@ class Flag:
         return self.value
 
 
-def make_clock(sync: Flag, wall: list[float], mono: list[float], floor_s: float = RELEASE_FLOOR_S) -> SystemClock:
-    return SystemClock(sync, wall=lambda: wall[0], monotonic=lambda: mono[0], boot_id="boot-a", floor_s=floor_s)
+def make_clock(sync: Flag, wall: list[float], mono: list[float]) -> SystemClock:
+    return SystemClock(sync, wall=lambda: wall[0], monotonic=lambda: mono[0], boot_id="boot-a")
 
 
 def test_not_set_until_the_sync_source_says_so_then_latched() -> None:
