@@ -51,6 +51,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -81,6 +82,8 @@ REBUILD_FACTOR = 2.0
 REBUILD_MAX_S = 300.0
 #: While a sensor keeps failing, its error is reported to the agent again this often.
 ERROR_REPEAT_S = 600.0
+#: How many of a sensor's latest timestamps an edge sample is kept apart from.
+RECENT_STAMPS = 16
 #: How long `stop` waits for the outbox to hand over what was already taken.
 OUTBOX_DRAIN_S = 3.0
 
@@ -232,6 +235,7 @@ class _Sensor:
         self.rebuild_delay = REBUILD_FIRST_S
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
+        self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -616,15 +620,22 @@ class Scheduler:
         else:
             timestamp_ms = None
         if timestamp_ms is not None:
-            if s.last_ts_ms is not None and timestamp_ms <= s.last_ts_ms:
-                timestamp_ms = s.last_ts_ms + 1
-            s.last_ts_ms = timestamp_ms
+            if not event and s.last_ts_ms is not None and timestamp_ms <= s.last_ts_ms:
+                timestamp_ms = s.last_ts_ms + 1  # grid samples: strictly increasing
+            while timestamp_ms in s.recent_ms:
+                timestamp_ms += 1  # an edge in the millisecond of another sample: 1 ms on
+            s.recent_ms.append(timestamp_ms)
+            s.last_ts_ms = max(s.last_ts_ms or timestamp_ms, timestamp_ms)
         else:
             mono_ms = round(mono * MS_PER_S)
-            if s.last_mono_ms is not None and mono_ms <= s.last_mono_ms:
+            if not event and s.last_mono_ms is not None and mono_ms <= s.last_mono_ms:
                 mono_ms = s.last_mono_ms + 1
+            while -mono_ms in s.recent_ms:  # monotonic ms kept negative: never equal to wall ms
+                mono_ms += 1
+            if mono_ms != round(mono * MS_PER_S):
                 mono = mono_ms / MS_PER_S
-            s.last_mono_ms = mono_ms
+            s.recent_ms.append(-mono_ms)
+            s.last_mono_ms = max(s.last_mono_ms or mono_ms, mono_ms)
         sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event)
         self._outbox.put(("sample", s, sample))
 
