@@ -20,13 +20,13 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pibridge.cli import agent_commands, driver_commands, emulator_commands
+    from pibridge.cli import agent_commands, driver_commands, emulator_commands, run_commands
 
     parser = argparse.ArgumentParser(prog="pibridge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pibridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (agent_commands, emulator_commands, driver_commands):
+    for module in (agent_commands, emulator_commands, driver_commands, run_commands):
         module.register(sub)
     return parser
 
