@@ -434,3 +434,37 @@ def test_plans_are_checked() -> None:
     with pytest.raises(ValueError, match="interval"):
         Scheduler([SensorPlan("x", 0.0, Probe)], Recorder())
     assert isinstance(SensorError("x"), Exception)
+
+
+# -- the worker pool ---------------------------------------------------------------------------
+def test_the_pool_replaces_a_stuck_worker_and_stays_small_otherwise() -> None:
+    from pibridge.bridge.scheduler import WorkerPool
+
+    pool = WorkerPool(core=2, stuck_s=0.01)
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def hang() -> None:
+        started.release()
+        release.wait(WAIT_S)
+
+    pool.submit(hang)
+    pool.submit(hang)
+    assert started.acquire(timeout=WAIT_S) and started.acquire(timeout=WAIT_S)
+    done = threading.Event()
+    pool.submit(done.set)
+    deadline = time.monotonic() + WAIT_S
+    while not done.wait(0.02):  # the scheduler calls grow_if_starved on every wake like this
+        assert time.monotonic() < deadline
+        pool.grow_if_starved()
+    assert pool.size >= 3
+    release.set()
+    pool.close()
+
+    calm = WorkerPool(core=2, stuck_s=WAIT_S)
+    finished = threading.Semaphore(0)
+    for _ in range(20):
+        calm.submit(finished.release)
+    for _ in range(20):
+        assert finished.acquire(timeout=WAIT_S)
+    assert calm.size == 2  # a burst of quick calls: no thread per call
+    calm.close()

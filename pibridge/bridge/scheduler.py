@@ -19,9 +19,10 @@ Shape (no thread per sleeping driver; a Pi Zero has one core):
 - *One timer thread* owns all state: a heap of timers (slot, collect, retry, deadline, rebuild,
   clock poll) and an inbox of results and edges; it sleeps on the inbox until the next timer.
 - *A worker pool* runs the blocking calls: driver construction, ``start()``/``start_group()``,
-  ``collect()``. It keeps `CORE_WORKERS` threads and adds one whenever a call finds none idle
-  (so a hung driver, which holds a worker, never makes another sensor wait); extra threads leave
-  after `IDLE_WORKER_S`. One call in flight per sensor bounds it to the number of sensors.
+  ``collect()``. It keeps `CORE_WORKERS` healthy threads: a thread inside one call for longer
+  than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait, so a hung driver never makes
+  another sensor wait; extra threads leave after `IDLE_WORKER_S`. One call in flight per sensor
+  bounds it to ``CORE_WORKERS`` + the number of sensors.
 - *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
   which may take a while on an SD card) and calls the hooks, so neither delays a slot.
 
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 
 CORE_WORKERS = 2
 IDLE_WORKER_S = 30.0
+#: A worker inside one driver call for longer than this is "stuck": another thread takes its place.
+STUCK_CALL_S = 0.1
 #: Offset changes (wall − monotonic) above this are a clock step: the grid is re-anchored.
 CLOCK_STEP_S = 0.1
 #: An attempt may take twice the declared read time plus this, before it counts as hung.
@@ -141,15 +144,20 @@ class SensorCounters:
 
 # -- worker pool -------------------------------------------------------------------------------
 class WorkerPool:
-    """Threads for blocking driver calls; grows when no thread is idle, shrinks when idle."""
+    """Threads for blocking driver calls. It keeps ``core`` *healthy* threads: a thread inside
+    one call for longer than ``stuck_s`` (a hung or very slow driver) no longer counts, and a new
+    thread takes its place while jobs wait. So the pool is ``core`` + the calls stuck right now,
+    never a thread per sensor; threads above ``core`` leave after ``idle_s`` without work."""
 
-    def __init__(self, core: int = CORE_WORKERS, idle_s: float = IDLE_WORKER_S) -> None:
-        self.core, self.idle_s = core, idle_s
+    def __init__(self, core: int = CORE_WORKERS, idle_s: float = IDLE_WORKER_S,
+                 stuck_s: float = STUCK_CALL_S) -> None:
+        self.core, self.idle_s, self.stuck_s = core, idle_s, stuck_s
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
         self._pending = 0
+        self._busy_since: dict[int, float] = {}   # thread number -> monotonic start of its call
         self._closed = False
         self._ids = itertools.count(1)
 
@@ -157,39 +165,59 @@ class WorkerPool:
     def size(self) -> int:
         return self._threads
 
+    @property
+    def waiting(self) -> int:
+        """Jobs no thread has taken yet."""
+        return self._pending
+
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
             if self._closed:
                 return
             self._pending += 1
-            if self._pending > self._idle:
-                self._threads += 1
-                threading.Thread(target=self._work, name=f"pibridge-read-{next(self._ids)}",
-                                 daemon=True).start()
+            self._grow_locked(time.monotonic())
         self._jobs.put(job)
 
-    def _work(self) -> None:
+    def grow_if_starved(self) -> None:
+        """Add threads while jobs wait and fewer than ``core`` threads are healthy (the
+        scheduler calls this on every wake while jobs wait)."""
+        with self._lock:
+            if not self._closed:
+                self._grow_locked(time.monotonic())
+
+    def _grow_locked(self, now: float) -> None:
+        stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
+        while self._pending > self._idle and self._threads - stuck < self.core:
+            self._threads += 1
+            number = next(self._ids)
+            threading.Thread(target=self._work, args=(number,), name=f"pibridge-read-{number}",
+                             daemon=True).start()
+            self._idle += 1  # counted idle from now: it takes a job as soon as it runs
+
+    def _work(self, number: int) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
             try:
                 job = self._jobs.get(timeout=self.idle_s)
             except queue.Empty:
                 with self._lock:
-                    self._idle -= 1
-                    if self._threads > self.core and self._pending < self._idle + 1:
+                    if self._threads > self.core:
                         self._threads -= 1
+                        self._idle -= 1
                         return
                 continue
             with self._lock:
                 self._idle -= 1
-                if job is not None:
-                    self._pending -= 1
-            if job is None:
-                with self._lock:
+                if job is None:
                     self._threads -= 1
-                return
-            job()  # jobs catch their own exceptions
+                    return
+                self._pending -= 1
+                self._busy_since[number] = time.monotonic()
+            try:
+                job()  # jobs catch their own exceptions
+            finally:
+                with self._lock:
+                    del self._busy_since[number]
+                    self._idle += 1
 
     def close(self) -> None:
         """No new jobs; idle threads leave (threads inside a hung call are daemons)."""
@@ -331,6 +359,9 @@ class Scheduler:
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
+            if self.pool.waiting:  # jobs wait: look again soon whether a worker is stuck
+                self.pool.grow_if_starved()
+                timeout = self.pool.stuck_s if timeout is None else min(timeout, self.pool.stuck_s)
             try:
                 message = self._inbox.get(timeout=timeout)
             except queue.Empty:

@@ -167,6 +167,9 @@ class SimulatedHardware:
     def __init__(self) -> None:
         from pibridge.drivers import simulation
 
+        # simulated drivers that build gpiozero devices (software SPI) must not claim real pins
+        os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
+
         world_class = getattr(simulation, "SimulatedWorld", None)
         self._world: Any = world_class() if world_class is not None else None
         self._environment = simulation.Environment() if self._world is None else None
