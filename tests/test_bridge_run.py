@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pibridge.agent.settings import AgentSettings
+from pibridge.bridge.clock import SystemClock
+from pibridge.bridge.model import SensorSpec, TakenSample
 from pibridge.bridge.service import (
     LOCAL_RECONNECT_CAP_S,
     BridgeError,
@@ -29,7 +32,8 @@ from pibridge.bridge.service import (
     reconnect_cap_s,
     sensor_configs,
 )
-from pibridge.profile import load_profile
+from pibridge.bridge.service import Bridge as BridgeService
+from pibridge.profile import BridgeSettings, Profile, SensorConfig, load_profile
 
 LINE_WAIT_S = 30.0
 EXIT_WAIT_S = 10.0  # generous: the bridge itself stops within 5 s
@@ -236,3 +240,103 @@ def test_sensor_configs_from_the_profile(profile: Path) -> None:
     assert [(c.name, c.driver, c.interval_s) for c in configs] == [
         ("Pi SoC", "cpu_temperature", 1.0), ("Door", "digital_input", 1.0)]
     assert configs[1].options["pin"] == 17
+
+
+# -- the glue, in process: a recording store and delivery behind their contract -------------------
+class Flag:
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def synchronized(self) -> bool:
+        return self.value
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def _record(self, kind: str, item: Any) -> None:
+        with self.cond:
+            self.events.append((kind, item))
+            self.cond.notify_all()
+
+    def put(self, sample: TakenSample) -> None:
+        self._record("put", sample)
+
+    def resolve_timestamps(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
+        self._record("resolve", (boot_id, wall_minus_monotonic_ms))
+
+    def close(self) -> None:
+        self._record("close", None)
+
+    def wait(self, predicate: Callable[[list[tuple[str, Any]]], bool]) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.events), LINE_WAIT_S), self.events
+
+
+class RecordingDelivery:
+    def __init__(self, store: RecordingStore, specs: Mapping[str, SensorSpec]) -> None:
+        self.store, self.specs = store, dict(specs)
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self, timeout: float) -> None:
+        assert timeout > 0
+        self.calls.append("stop")
+
+    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None:
+        self.specs = dict(specs)
+
+    def report_sensor_error(self, sensor_name: str, text: str) -> None:
+        self.store._record("error", (sensor_name, text))
+
+
+def test_the_service_wires_samples_clock_and_errors_to_queue_and_delivery(tmp_path: Path) -> None:
+    zone = tmp_path / "temp"
+    zone.write_text("45000\n")
+    sensors = (SensorConfig("SoC", "cpu_temperature", 0.05, {"sensor_file": str(zone)}),)
+    profile = Profile(tmp_path / "p.toml", AgentSettings(), sensors=sensors)
+    store = RecordingStore()
+    deliveries: list[RecordingDelivery] = []
+
+    def delivery_factory(agent: AgentSettings, bridge: BridgeSettings, given: Any,
+                         specs: Mapping[str, SensorSpec]) -> RecordingDelivery:
+        assert given is store and bridge.state_dir == tmp_path / "state"
+        deliveries.append(RecordingDelivery(store, specs))
+        return deliveries[-1]
+
+    sync = Flag(False)
+    bridge = BridgeService(profile, AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path / "state"),
+                           clock=SystemClock(sync, boot_id="boot-1", floor_s=0.0),
+                           store_factory=lambda settings: store, delivery_factory=delivery_factory)
+    stop = threading.Event()
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(bridge.run(stop)))
+    runner.start()
+    try:
+        store.wait(lambda ev: sum(k == "put" for k, _ in ev) >= 2)
+        assert deliveries[0].calls == ["start"]
+        assert [m.key for m in deliveries[0].specs["SoC"].metrics] == ["temperature"]
+        first = next(item for kind, item in store.events if kind == "put")
+        assert first.sensor == "SoC" and first.values == {"temperature": 45.0}
+        assert first.timestamp_ms is None and first.boot_id == "boot-1"
+        sync.value = True
+        store.wait(lambda ev: any(k == "resolve" for k, _ in ev))
+        kinds = [kind for kind, item in store.events if kind == "resolve" or
+                 (kind == "put" and item.timestamp_ms is None)]
+        assert kinds[-1] == "resolve"  # every unstamped sample was put before the queue stamps them
+        zone.unlink()
+        store.wait(lambda ev: any(k == "error" for k, _ in ev))
+        error = next(item for kind, item in store.events if kind == "error")
+        assert error[0] == "SoC" and "does not exist" in error[1]
+        zone.write_text("46000\n")
+        store.wait(lambda ev: any(k == "put" and item.values == {"temperature": 46.0} for k, item in ev))
+    finally:
+        stop.set()
+        runner.join(LINE_WAIT_S)
+    assert result == [0]
+    assert deliveries[0].calls == ["start", "stop"] and store.events[-1] == ("close", None)
+    StateDirLock(tmp_path / "state").acquire()  # released

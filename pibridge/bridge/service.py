@@ -16,7 +16,7 @@ with its syslog priority (``<4>``) so journald files it at the right level and a
 timestamp; ``log_format = "json"`` gives one JSON object per line.
 
 The queue and delivery come from `pibridge.bridge.queue` / `pibridge.bridge.delivery` (built
-beside this module). `open_store` and `start_delivery` are the only places that know their
+beside this module). `open_store` and `make_delivery` are the only places that know their
 constructors.
 """
 
@@ -194,8 +194,17 @@ def sensor_plans(configs: Sequence[SensorConfig], simulated: SimulatedHardware |
 
 
 def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
-    """The agent's view of every sensor from its driver class (a built driver may narrow it)."""
-    return {c.name: sensor_spec(c.name, registry.get(c.driver).metrics, c.metrics) for c in configs}
+    """The agent's view of every sensor from its driver class (a built driver may narrow it).
+    A driver that cannot be loaded is a `BridgeError` naming the sensor."""
+    specs = {}
+    for config in configs:
+        try:
+            cls = registry.get(config.driver)
+        except (ImportError, AttributeError, ConfigurationError) as exc:
+            raise BridgeError(f"sensor {config.name!r}: driver {config.driver!r} cannot be loaded: "
+                              f"{exc}") from None
+        specs[config.name] = sensor_spec(config.name, cls.metrics, config.metrics)
+    return specs
 
 
 # -- the queue and delivery (their contract) ----------------------------------------------------
@@ -244,9 +253,10 @@ def reconnect_cap_s(agent: AgentSettings) -> float | None:
     return LOCAL_RECONNECT_CAP_S if agent.host in LOCAL_HOSTS else None
 
 
-def start_delivery(agent: AgentSettings, bridge: BridgeSettings, store: Store,
-                   specs: Mapping[str, SensorSpec]) -> DeliveryLike | None:
-    """Delivery in the background (provisioning, connecting, reconciling, draining)."""
+def make_delivery(agent: AgentSettings, bridge: BridgeSettings, store: Store,
+                  specs: Mapping[str, SensorSpec]) -> DeliveryLike | None:
+    """Delivery (provisioning, connecting, reconciling, draining in the background, once
+    started); None in a build without it."""
     try:
         from pibridge.bridge.delivery import Delivery  # type: ignore[import-not-found,unused-ignore]
     except ModuleNotFoundError as exc:
@@ -259,8 +269,11 @@ def start_delivery(agent: AgentSettings, bridge: BridgeSettings, store: Store,
     cap = reconnect_cap_s(agent)
     backoff = Backoff(cap=cap) if cap is not None else None
     delivery: DeliveryLike = Delivery(agent, bridge, store, specs=dict(specs), backoff=backoff)
-    delivery.start()
     return delivery
+
+
+DeliveryFactory = Callable[[AgentSettings, BridgeSettings, Store, Mapping[str, SensorSpec]],
+                           DeliveryLike | None]
 
 
 class LoggedSink:
@@ -293,13 +306,17 @@ class Bridge:
 
     def __init__(self, profile: Profile, agent: AgentSettings, options: RunOptions = RunOptions(), *,
                  bridge: BridgeSettings | None = None, clock: SystemClock | None = None,
-                 on_tick: Callable[[Bridge], None] | None = None) -> None:
+                 on_tick: Callable[[Bridge], None] | None = None,
+                 store_factory: Callable[[BridgeSettings], Store] = open_store,
+                 delivery_factory: DeliveryFactory = make_delivery) -> None:
         self.profile = profile
         self.agent = agent
         self.options = options
         self.settings = bridge or profile.bridge
         self.clock = clock or (SystemClock(TrustedClock()) if options.trust_clock else SystemClock())
         self.on_tick = on_tick
+        self.store_factory = store_factory
+        self.delivery_factory = delivery_factory
         self.scheduler: Scheduler | None = None
         self.delivery: DeliveryLike | None = None
         self.store: Store | None = None
@@ -323,24 +340,30 @@ class Bridge:
         return 0
 
     def _run_locked(self, configs: Sequence[SensorConfig], stop: threading.Event) -> None:
-        self.store = open_store(self.settings)
-        simulated = SimulatedHardware() if self.options.simulate else None
         self._specs = sensor_specs(configs)
-        hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
-                               clock_set=self._clock_set)
-        self.scheduler = Scheduler(sensor_plans(configs, simulated), LoggedSink(self.store),
-                                   clock=self.clock, hooks=hooks)
-        self.scheduler.start()
-        log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
-                 " (simulated hardware)" if simulated else "", self.settings.state_dir,
-                 self.agent.api_address, os.getpid())
-        if not self.clock.poll():
-            log.warning("system clock not known to be set (no NTP sync yet): samples keep their "
-                        "monotonic time until it is%s",
-                        "" if self.options.trust_clock else
-                        " (a Pi with a battery-backed RTC and no network time: --trust-clock)")
+        simulated = SimulatedHardware() if self.options.simulate else None
         try:
-            self.delivery = start_delivery(self.agent, self.settings, self.store, self._specs)
+            self.store = self.store_factory(self.settings)
+        except Exception as exc:  # whatever the queue raises: one line, not a traceback
+            raise BridgeError(f"cannot open the queue in {self.settings.state_dir}: {exc}") from exc
+        try:
+            # created before sampling starts (so no spec update can miss it), started after
+            self.delivery = self.delivery_factory(self.agent, self.settings, self.store, dict(self._specs))
+            hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
+                                   clock_set=self._clock_set)
+            self.scheduler = Scheduler(sensor_plans(configs, simulated), LoggedSink(self.store),
+                                       clock=self.clock, hooks=hooks)
+            self.scheduler.start()
+            log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
+                     " (simulated hardware)" if simulated else "", self.settings.state_dir,
+                     self.agent.api_address, os.getpid())
+            if not self.clock.poll():
+                log.warning("system clock not known to be set (no NTP sync yet): samples keep their "
+                            "monotonic time until it is%s",
+                            "" if self.options.trust_clock else
+                            " (a Pi with a battery-backed RTC and no network time: --trust-clock)")
+            if self.delivery is not None:
+                self.delivery.start()
             while not stop.wait(MAIN_TICK_S):
                 if self.on_tick is not None:
                     self.on_tick(self)
