@@ -197,6 +197,22 @@ def test_bad_input_is_one_line_and_status_1(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("args", "status", "expected"), [
+    ([], 2, "the following arguments are required: --profile"),
+    (["--profile", "{tmp}/bridge.toml", "--port", "0"], 1, "port must be a TCP port number"),
+    (["--profile", "{tmp}/bridge.toml", "--port", "x"], 2, "invalid int value: 'x'"),
+    (["--profile", "{tmp}/bridge.toml", "--log-format", "xml"], 2, "invalid choice: 'xml'"),
+    (["--profile", "{tmp}/bridge.toml", "--provisioning", "override"], 2, "invalid choice: 'override'"),
+])
+def test_bad_flags(profile: Path, tmp_path: Path, args: list[str], status: int, expected: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pibridge", "run", "--state-dir", str(tmp_path / "state"),
+                             *(a.replace("{tmp}", str(tmp_path)) for a in args)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == status and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
+
+
 # -- the service's parts, in process -------------------------------------------------------------
 def test_state_dir_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:
     first, second = StateDirLock(tmp_path), StateDirLock(tmp_path)
@@ -340,3 +356,18 @@ def test_the_service_wires_samples_clock_and_errors_to_queue_and_delivery(tmp_pa
     assert result == [0]
     assert deliveries[0].calls == ["start", "stop"] and store.events[-1] == ("close", None)
     StateDirLock(tmp_path / "state").acquire()  # released
+
+
+# -- the benchmarks stay runnable (their figures are not asserted) ------------------------------
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
+
+
+@pytest.mark.parametrize(("script", "seconds", "expected"), [
+    ("scheduler_jitter.py", "3", "p99"),
+    ("footprint.py", "3", "peak RSS"),
+])
+def test_benchmark_scripts_run(script: str, seconds: str, expected: str) -> None:
+    result = subprocess.run([sys.executable, str(BENCH / script), "--seconds", seconds],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout and "target" in result.stdout
