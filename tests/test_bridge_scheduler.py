@@ -468,3 +468,21 @@ def test_the_pool_replaces_a_stuck_worker_and_stays_small_otherwise() -> None:
         assert finished.acquire(timeout=WAIT_S)
     assert calm.size == 2  # a burst of quick calls: no thread per call
     calm.close()
+
+
+def test_a_slot_too_close_to_the_last_start_waits_for_the_spacing(run: Any) -> None:
+    class Spaced(Probe):
+        """Like a DHT: refuses a read within ``min_interval_s`` of the last (here: the interval)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.timing = type(self.timing)(0.0, 0.1, RetryPolicy(attempts=0))
+
+    probe = Spaced()
+    scheduler, rec = run([SensorPlan("dht", 0.1, lambda: probe)])
+    rec.wait(lambda: len(rec.of("dht")) >= 8)
+    scheduler.stop()
+    gaps = [b - a for a, b in zip(probe.starts, probe.starts[1:], strict=False)]
+    # never closer than the spacing whatever the jitter (1 ms: between the scheduler's stamp and
+    # the driver's own clock reading inside start())
+    assert min(gaps) >= 0.1 - 1e-3

@@ -484,11 +484,20 @@ class Scheduler:
                 s.counters.skipped += 1
                 self._schedule_slot(s, now, after=k)
                 continue
-            if s.last_start_mono is not None and now - s.last_start_mono < s.driver.timing.min_interval_s:
-                s.counters.skipped += 1
-                self._schedule_slot(s, now, after=k)
-                continue
             s.cycle = _Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1))
+            spacing = s.driver.timing
+            if s.last_start_mono is not None and now - s.last_start_mono < spacing.min_interval_s:
+                # the last start was late in its slot (a DHT at interval = its 2 s spacing): start
+                # as soon as the chip allows, if that still leaves the read time before the next slot
+                start_at = s.last_start_mono + spacing.min_interval_s
+                if start_at + spacing.read_time_s > s.cycle.next_slot_mono:
+                    s.cycle = None
+                    s.counters.skipped += 1
+                    self._schedule_slot(s, now, after=k)
+                    continue
+                s.token += 1
+                self._at(start_at, "retry", s, s.token)
+                continue
             key = self._group_key(s)
             if key is None:
                 self._start_attempt(s)
