@@ -212,12 +212,15 @@ class WorkerPool:
                     return
                 self._pending -= 1
                 self._busy_since[number] = time.monotonic()
-            try:
-                job()  # jobs catch their own exceptions
-            finally:
-                with self._lock:
-                    del self._busy_since[number]
-                    self._idle += 1
+            job()  # jobs catch every exception of the driver call they make
+            with self._lock:
+                del self._busy_since[number]
+                now = time.monotonic()
+                stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
+                if self._pending == 0 and self._threads - stuck > self.core:
+                    self._threads -= 1  # the stuck call it stood in for is over: leave
+                    return
+                self._idle += 1
 
     def close(self) -> None:
         """No new jobs; idle threads leave (threads inside a hung call are daemons)."""
@@ -274,7 +277,7 @@ def attempt_budget(read_time_s: float) -> float:
 def _call_driver(fn: Callable[[], Any]) -> tuple[bool, Any]:
     try:
         return True, fn()
-    except Exception as exc:  # every driver failure, typed or a bug, becomes a result
+    except BaseException as exc:  # every driver failure, typed or a bug (even SystemExit), is a result
         return False, exc
 
 

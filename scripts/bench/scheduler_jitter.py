@@ -100,12 +100,14 @@ def main() -> int:
 
     errors_ms: list[float] = []
     per_sensor: dict[str, list[int]] = {}
+    worst_slot: dict[int, float] = {}
     for sample in collector.samples:
         if sample.sensor == "hanging" or sample.event:
             continue
         wall = sample.monotonic_s + offset
         slot = round(wall / INTERVAL_S)
         errors_ms.append(abs(wall - slot * INTERVAL_S) * MS)
+        worst_slot[slot] = max(worst_slot.get(slot, 0.0), errors_ms[-1])
         per_sensor.setdefault(sample.sensor, []).append(slot)
     others = [name for name in stats if name != "hanging"]
     skipped = sum(stats[name]["skipped"] for name in others)
@@ -118,8 +120,12 @@ def main() -> int:
         print("no samples taken")
         return 1
     p50, p99 = statistics.median(errors_ms), percentile(errors_ms, 0.99)
+    first_slot = min(worst_slot)
     print(f"others: {len(errors_ms)} samples from {len(per_sensor)} sensors; |start - slot| "
           f"p50 {p50:.3f} ms, p99 {p99:.3f} ms, max {max(errors_ms):.3f} ms")
+    worst = sorted(worst_slot.items(), key=lambda item: -item[1])[:3]
+    print("worst slots (s after the first): " + ", ".join(
+        f"{slot - first_slot}: {error:.2f} ms" for slot, error in worst))
     print(f"others: slots skipped {skipped}, missing between first and last sample {gaps}, "
           f"failed reads {failed}")
     hanging = stats["hanging"]
