@@ -298,6 +298,7 @@ class RecordingDelivery:
 
     def start(self) -> None:
         self.calls.append("start")
+        self.store._record("delivery started", None)
 
     def stop(self, timeout: float) -> None:
         assert timeout > 0
@@ -333,7 +334,7 @@ def test_the_service_wires_samples_clock_and_errors_to_queue_and_delivery(tmp_pa
     runner = threading.Thread(target=lambda: result.append(bridge.run(stop)))
     runner.start()
     try:
-        store.wait(lambda ev: sum(k == "put" for k, _ in ev) >= 2)
+        store.wait(lambda ev: sum(k == "put" for k, _ in ev) >= 2 and ("delivery started", None) in ev)
         assert deliveries[0].calls == ["start"]
         assert [m.key for m in deliveries[0].specs["SoC"].metrics] == ["temperature"]
         first = next(item for kind, item in store.events if kind == "put")
