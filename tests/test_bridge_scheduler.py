@@ -27,6 +27,9 @@ WAIT_S = 15.0
 #: A timestamp rounded to the ms may lie a hair before its slot; so may a float division.
 SLOT_ROUNDING = 1e-3
 FAST_S = 0.05  # interval of most test sensors
+#: interval where a test counts exact outcomes: an attempt may take up to its slot (here 200 ms)
+#: before it is abandoned as hung, which even a loaded test machine does not reach
+CALM_S = 0.2
 BOOT = "test-boot"
 
 
@@ -176,10 +179,10 @@ def test_errors_reported_once_per_change_of_state_and_the_sensor_resumes_by_itse
     reports: list[tuple[str, str]] = []
     probe = Probe(lambda n: 1.0 if healthy.is_set() else DeviceNotFoundError("unplugged"))
     hooks = SchedulerHooks(sensor_error=lambda name, text: reports.append((name, text)))
-    scheduler, rec = run([SensorPlan("p", FAST_S, lambda: probe)], hooks=hooks)
+    scheduler, rec = run([SensorPlan("p", CALM_S, lambda: probe)], hooks=hooks)
     rec.wait(lambda: len(rec.of("p")) >= 2)
     healthy.clear()
-    rec.wait(lambda: scheduler.stats()["p"]["failed"] >= 4)
+    rec.wait(lambda: scheduler.stats()["p"]["failed"] >= 3)
     assert scheduler.stats()["p"]["state"] == "failing"
     assert reports == [("p", "DeviceNotFoundError: unplugged")]
     taken = len(rec.of("p"))
@@ -200,7 +203,7 @@ def test_a_hung_sensor_is_abandoned_and_delays_no_other(run: Any) -> None:
     rec.wait(lambda: len(rec.of("fine")) >= before + 5)  # still sampling while the other hangs
     assert rec.of("hung") == [] and scheduler.stats()["hung"]["state"] == "failing"
     release.set()
-    rec.wait(lambda: scheduler.stats()["hung"]["late_discarded"] == 1 and len(rec.of("hung")) >= 1)
+    rec.wait(lambda: scheduler.stats()["hung"]["late_discarded"] >= 1 and len(rec.of("hung")) >= 1)
     assert all(s.values["a"] == 8.0 for s in rec.of("hung"))  # the late 7.0 was discarded
     rec.wait(lambda: scheduler.stats()["hung"]["state"] == "ok")
 
@@ -223,7 +226,7 @@ def test_sensors_of_one_group_due_together_share_one_start_then_retry_alone(run:
     GroupProbe.group_calls = []
     first = GroupProbe()
     second = GroupProbe(lambda n: BadDataError("crc") if n == 1 else 2.0)
-    scheduler, rec = run([SensorPlan("g1", 0.1, lambda: first), SensorPlan("g2", 0.1, lambda: second)])
+    scheduler, rec = run([SensorPlan("g1", CALM_S, lambda: first), SensorPlan("g2", CALM_S, lambda: second)])
     rec.wait(lambda: len(rec.of("g1")) >= 3 and len(rec.of("g2")) >= 3)
     scheduler.stop()
     assert GroupProbe.group_calls and all(set(c) == {id(first), id(second)} for c in GroupProbe.group_calls)
@@ -284,7 +287,7 @@ def test_a_driver_that_cannot_be_built_is_rebuilt_with_backoff(run: Any) -> None
 
     hooks = SchedulerHooks(sensor_error=lambda n, t: reports.append(t),
                            driver_ready=lambda n, s: ready.append(s))
-    scheduler, rec = run([SensorPlan("p", FAST_S, build)], hooks=hooks)
+    scheduler, rec = run([SensorPlan("p", CALM_S, build)], hooks=hooks)
     rec.wait(lambda: len(rec.of("p")) >= 1)
     assert scheduler.stats()["p"]["build_failures"] == 3
     assert reports == ["cannot set up the sensor: DeviceNotFoundError: no chip at 0x76"]
@@ -310,7 +313,7 @@ def test_any_exception_from_a_driver_is_caught_counted_and_others_carry_on(run: 
 
 def test_processing_applies_and_a_sample_with_every_metric_left_out_is_not_pushed(run: Any) -> None:
     configs = {"a": MetricConfig("a", valid_range=(0.0, 2.5)), "b": MetricConfig("b", enabled=False)}
-    scheduler, rec = run([SensorPlan("p", FAST_S, Probe, configs)])
+    scheduler, rec = run([SensorPlan("p", CALM_S, Probe, configs)])
     rec.wait(lambda: scheduler.stats()["p"]["empty"] >= 2)
     assert [s.values for s in rec.of("p")] == [{"a": 1.0}, {"a": 2.0}]
     assert scheduler.stats()["p"]["out_of_range"] >= 2
