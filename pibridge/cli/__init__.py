@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         driver_commands,
         emulator_commands,
         profile_commands,
+        run_commands,
         status_commands,
     )
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         driver_commands,
         check_commands,
         profile_commands,
+        run_commands,
         status_commands,
     ):
         module.register(sub)

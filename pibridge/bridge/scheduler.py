@@ -1,0 +1,794 @@
+"""The sampling scheduler: every sensor on its own grid, the scheduler owns time.
+
+Grid. Sensor s with interval I has slot k at wall-clock time k·I since the Unix epoch, so all
+sensors with one interval fall due together. A slot is waited on the monotonic clock: its due
+time is ``k·I − (wall − monotonic)``, computed from the offset *when the slot is scheduled*; the
+next slot is always k+1 (or later), never "now + I", so there is no drift. When the offset jumps
+by more than `CLOCK_STEP_S` (NTP stepping the clock after boot, someone running ``date -s``), the
+grid is re-anchored: every waiting sensor takes the first slot after the new "now" (no burst of
+missed slots) and after its last timestamp (a backward step makes it wait instead of repeating
+timestamps), so one sensor's timestamps stay strictly increasing.
+
+Shape (no thread per sleeping driver; a Pi Zero has one core):
+
+    timer thread ──(blocking driver calls)──▶ worker pool ──(results)──▶ inbox ──▶ timer thread
+         │                                                                            ▲
+         └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     edges
+                                                                         (the queue)  (gpiozero)
+
+- *One timer thread* owns all state: a heap of timers (slot, collect, retry, deadline, rebuild,
+  clock poll) and an inbox of results and edges; it sleeps on the inbox until the next timer.
+- *A worker pool* runs the blocking calls: driver construction, ``start()``/``start_group()``,
+  ``collect()``. It keeps `CORE_WORKERS` healthy threads: a thread inside one call for longer
+  than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait, so a hung driver never makes
+  another sensor wait; extra threads leave after `IDLE_WORKER_S`. One call in flight per sensor
+  bounds it to ``CORE_WORKERS`` + the number of sensors.
+- *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
+  which may take a while on an SD card) and calls the hooks, so neither delays a slot.
+
+One sample = one cycle: at the slot, ``start()`` (its moment is the sample's timestamp), wait
+what it returned, ``collect()``, `check_sample`, processing, out. A failed attempt is retried per
+the driver's `RetryPolicy` while the retry (its spacing, at least ``min_interval_s`` after the
+last attempt began, plus the read time) still ends before the next slot. Each attempt must
+finish within `attempt_budget` (twice the declared read time plus `READ_SLACK_S`, at most until
+the next slot): else the cycle is abandoned, the late result discarded and counted, and the
+sensor skips slots until its worker returns. A cycle that runs into later slots skips them
+(counted), never bursts.
+
+Sensors with the same ``group_key()`` due in the same slot start together through their class's
+``start_group`` (DS18B20 probes on one master: one conversion), then collect and retry one by
+one. A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its
+own sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
+moves 1 ms on). A driver that cannot be built is rebuilt with backoff. Every exception from a
+driver is caught, counted and reported; a failing sensor is logged once per change of state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
+from pibridge.bridge.model import SensorSpec, TakenSample, Value
+from pibridge.bridge.processing import SampleProcessor, sensor_spec
+from pibridge.drivers.base import Driver, check_sample
+from pibridge.drivers.errors import SensorError
+from pibridge.profile import MetricConfig
+
+log = logging.getLogger(__name__)
+
+CORE_WORKERS = 2
+IDLE_WORKER_S = 30.0
+#: A worker inside one driver call for longer than this is "stuck": another thread takes its place.
+STUCK_CALL_S = 0.1
+#: Offset changes (wall − monotonic) above this are a clock step: the grid is re-anchored.
+CLOCK_STEP_S = 0.1
+#: An attempt may take twice the declared read time plus this, before it counts as hung.
+READ_SLACK_S = 0.5
+READ_TIME_FACTOR = 2.0
+#: Sensors whose slots fall within this of each other are "due together" (group starts).
+SAME_SLOT_S = 0.001
+#: How often the clock's "set" rule is polled until it holds.
+CLOCK_POLL_S = 1.0
+#: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
+REBUILD_FIRST_S = 2.0
+REBUILD_FACTOR = 2.0
+REBUILD_MAX_S = 300.0
+#: While a sensor keeps failing, its error is reported to the agent again this often.
+ERROR_REPEAT_S = 600.0
+#: How many of a sensor's latest timestamps an edge sample is kept apart from.
+RECENT_STAMPS = 16
+#: How long `stop` waits for the outbox to hand over what was already taken.
+OUTBOX_DRAIN_S = 3.0
+
+
+class SampleSink(Protocol):
+    """Where taken samples go: `pibridge.bridge.queue.SampleQueue` (``put`` returns once the
+    sample is committed)."""
+
+    def put(self, sample: TakenSample) -> None: ...
+
+
+@dataclass(frozen=True)
+class SensorPlan:
+    """One sensor to sample: its profile name, interval (s), how to build its driver (real or
+    simulated hardware; may raise), and the profile's per-metric configuration."""
+
+    name: str
+    interval_s: float
+    build: Callable[[], Driver]
+    metric_configs: Mapping[str, MetricConfig] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerHooks:
+    """What the rest of the bridge hears, called from the outbox thread (never the timer):
+    ``sensor_error(name, text)`` when a sensor starts failing (or fails differently, or still
+    fails `ERROR_REPEAT_S` later); ``driver_ready(name, spec)`` when a driver is built (its
+    active metrics may differ from the class's); ``clock_set(boot_id, wall_minus_monotonic_ms)``
+    once, when the wall clock is known to be set — every sample handed over before it with
+    ``timestamp_ms=None`` is stamped with `resolve_timestamp_ms` by the queue."""
+
+    sensor_error: Callable[[str, str], None] | None = None
+    driver_ready: Callable[[str, SensorSpec], None] | None = None
+    clock_set: Callable[[str, int], None] | None = None
+
+
+@dataclass
+class SensorCounters:
+    """Per-sensor counts since start (for ``pibridge status``)."""
+
+    taken: int = 0            #: samples handed to the sink (committed)
+    events: int = 0           #: of which edge samples
+    failed: int = 0           #: cycles that ended without a sample (after retries)
+    retries: int = 0          #: extra attempts made
+    skipped: int = 0          #: slots not read: overrun, a hung read still out, min spacing
+    abandoned: int = 0        #: attempts given up as hung
+    late_discarded: int = 0   #: results that came back after their attempt was abandoned
+    driver_exceptions: int = 0  #: non-SensorError exceptions from a driver (bugs)
+    build_failures: int = 0   #: failed driver constructions
+    empty: int = 0            #: samples whose every metric was left out by processing
+    out_of_range: int = 0
+    deadband: int = 0
+    store_failures: int = 0   #: sink.put raised (sample lost)
+
+
+# -- worker pool -------------------------------------------------------------------------------
+class WorkerPool:
+    """Threads for blocking driver calls. It keeps ``core`` *healthy* threads: a thread inside
+    one call for longer than ``stuck_s`` (a hung or very slow driver) no longer counts, and a new
+    thread takes its place while jobs wait. So the pool is ``core`` + the calls stuck right now,
+    never a thread per sensor; threads above ``core`` leave after ``idle_s`` without work."""
+
+    def __init__(self, core: int = CORE_WORKERS, idle_s: float = IDLE_WORKER_S,
+                 stuck_s: float = STUCK_CALL_S) -> None:
+        self.core, self.idle_s, self.stuck_s = core, idle_s, stuck_s
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._pending = 0
+        self._busy_since: dict[int, float] = {}   # thread number -> monotonic start of its call
+        self._closed = False
+        self._ids = itertools.count(1)
+
+    @property
+    def size(self) -> int:
+        return self._threads
+
+    @property
+    def waiting(self) -> int:
+        """Jobs no thread has taken yet."""
+        return self._pending
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += 1
+            self._grow_locked(time.monotonic())
+        self._jobs.put(job)
+
+    def grow_if_starved(self) -> None:
+        """Add threads while jobs wait and fewer than ``core`` threads are healthy (the
+        scheduler calls this on every wake while jobs wait)."""
+        with self._lock:
+            if not self._closed:
+                self._grow_locked(time.monotonic())
+
+    def _grow_locked(self, now: float) -> None:
+        stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
+        while self._pending > self._idle and self._threads - stuck < self.core:
+            self._threads += 1
+            number = next(self._ids)
+            threading.Thread(target=self._work, args=(number,), name=f"pibridge-read-{number}",
+                             daemon=True).start()
+            self._idle += 1  # counted idle from now: it takes a job as soon as it runs
+
+    def _work(self, number: int) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._threads > self.core:
+                        self._threads -= 1
+                        self._idle -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+                if job is None:
+                    self._threads -= 1
+                    return
+                self._pending -= 1
+                self._busy_since[number] = time.monotonic()
+            job()  # jobs catch every exception of the driver call they make
+            with self._lock:
+                del self._busy_since[number]
+                now = time.monotonic()
+                stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
+                if self._pending == 0 and self._threads - stuck > self.core:
+                    self._threads -= 1  # the stuck call it stood in for is over: leave
+                    return
+                self._idle += 1
+
+    def close(self) -> None:
+        """No new jobs; idle threads leave (threads inside a hung call are daemons)."""
+        with self._lock:
+            self._closed = True
+            count = self._threads
+        for _ in range(count):
+            self._jobs.put(None)
+
+
+# -- per-sensor state --------------------------------------------------------------------------
+@dataclass
+class _Cycle:
+    slot_k: int
+    attempt: int = 0
+    started_mono: float = 0.0
+    started_wall: float = 0.0
+    clock_was_set: bool = False
+    deadline_mono: float = 0.0
+    next_slot_mono: float = 0.0
+
+
+class _Sensor:
+    def __init__(self, plan: SensorPlan, index: int) -> None:
+        self.plan = plan
+        self.index = index
+        self.name = plan.name
+        self.interval = plan.interval_s
+        self.driver: Driver | None = None
+        self.processor: SampleProcessor | None = None
+        self.counters = SensorCounters()
+        self.cycle: _Cycle | None = None
+        self.busy = False              # a worker call is out for this sensor
+        self.token = 0                 # bumps on every new attempt/slot: stale timers/results ignored
+        self.slot_k: int | None = None  # the slot waited for (None while building)
+        self.last_start_mono: float | None = None
+        self.last_ts_ms: int | None = None     # wall ms of the last sample (clock set)
+        self.last_mono_ms: int | None = None   # monotonic ms of the last sample (clock not set)
+        self.failing: str | None = None        # kind of the current failure, None when fine
+        self.failing_since: float | None = None
+        self.last_error = ""
+        self.last_report_mono = 0.0
+        self.rebuild_delay = REBUILD_FIRST_S
+        self.remove_listener: Callable[[], None] | None = None
+        self.last_values: dict[str, Value] = {}
+        self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
+
+
+def attempt_budget(read_time_s: float) -> float:
+    """Seconds one attempt (start + wait + collect) may take before it counts as hung."""
+    return READ_TIME_FACTOR * max(0.0, read_time_s) + READ_SLACK_S
+
+
+def _call_driver(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, fn()
+    except BaseException as exc:  # every driver failure, typed or a bug (even SystemExit), is a result
+        return False, exc
+
+
+# -- the scheduler -----------------------------------------------------------------------------
+class Scheduler:
+    """Samples ``plans`` onto ``sink``. `start` runs it on its own threads; `stop` ends it."""
+
+    def __init__(self, plans: Sequence[SensorPlan], sink: SampleSink, *, clock: SystemClock | None = None,
+                 hooks: SchedulerHooks | None = None, pool: WorkerPool | None = None,
+                 rebuild_first_s: float = REBUILD_FIRST_S) -> None:
+        names = [p.name for p in plans]
+        if len(set(names)) != len(names):
+            raise ValueError("sensor names must be unique")
+        for plan in plans:
+            if not (plan.interval_s > 0 and math.isfinite(plan.interval_s)):
+                raise ValueError(f"{plan.name}: interval must be a positive number of seconds")
+        self.sink = sink
+        self.clock = clock or SystemClock()
+        self.hooks = hooks or SchedulerHooks()
+        self.pool = pool or WorkerPool()
+        self._sensors = [_Sensor(p, i) for i, p in enumerate(plans)]
+        self.rebuild_first_s = rebuild_first_s
+        for s in self._sensors:
+            s.rebuild_delay = rebuild_first_s
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
+        self._seq = itertools.count()
+        self._anchor_offset = 0.0
+        self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
+        self._running = False
+        self._timer_thread: threading.Thread | None = None
+        self._outbox_thread: threading.Thread | None = None
+        self.clock_steps = 0
+        self._store_failing = False
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Build every driver (in the background) and start sampling."""
+        self._running = True
+        self._outbox_thread = threading.Thread(target=self._drain_outbox, name="pibridge-outbox", daemon=True)
+        self._outbox_thread.start()
+        self._timer_thread = threading.Thread(target=self._loop, name="pibridge-scheduler", daemon=True)
+        self._timer_thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sampling: calls in flight are abandoned (their results discarded), what was taken
+        is handed to the sink, drivers not stuck in a call are closed."""
+        deadline = time.monotonic() + timeout
+        self._inbox.put(("stop",))
+        if self._timer_thread is not None:
+            self._timer_thread.join(max(0.0, deadline - time.monotonic()))
+        self._outbox.put(None)
+        if self._outbox_thread is not None:
+            self._outbox_thread.join(max(0.0, min(OUTBOX_DRAIN_S, deadline - time.monotonic())))
+        self.pool.close()
+
+    @property
+    def alive(self) -> bool:
+        """Both threads running (for a watchdog)."""
+        return all(t is not None and t.is_alive() for t in (self._timer_thread, self._outbox_thread))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per sensor: counters, state, last error, last values (a copy)."""
+        out: dict[str, dict[str, Any]] = {}
+        for s in self._sensors:
+            out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
+                           ("ok" if s.driver is not None else "building"),
+                           "failing_since": s.failing_since, "last_error": s.last_error,
+                           "last_values": dict(s.last_values)}
+        return out
+
+    # -- the timer thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        now = self.clock.monotonic()
+        self._anchor_offset = self.clock.wall() - now
+        self._poll_clock()
+        self._at(now, "clock", None, 0)
+        for s in self._sensors:
+            self._at(now, "build", s, s.token)
+        while True:
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
+            if self.pool.waiting:  # jobs wait: look again soon whether a worker is stuck
+                self.pool.grow_if_starved()
+                timeout = self.pool.stuck_s if timeout is None else min(timeout, self.pool.stuck_s)
+            try:
+                message = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            if message is not None:
+                if message[0] == "stop":
+                    break
+                self._guarded(self._handle_message, message)
+            self._check_clock_step()
+            self._run_due_timers()
+        self._shutdown()
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # a scheduler bug must not end sampling for every sensor
+            log.exception("scheduler: internal error (sampling goes on)")
+
+    def _at(self, due_mono: float, action: str, s: _Sensor | None, token: int) -> None:
+        heapq.heappush(self._timers, (due_mono, next(self._seq), action, s, token))
+
+    def _run_due_timers(self) -> None:
+        now = self.clock.monotonic()
+        due_slots: list[_Sensor] = []
+        while self._timers and self._timers[0][0] <= now:
+            due, _, action, s, token = heapq.heappop(self._timers)
+            if action == "slot":
+                assert s is not None
+                if token == s.token:
+                    due_slots.append(s)
+                    # sensors of the same slot that fall due a hair later start with these
+                    while self._timers and self._timers[0][0] <= due + SAME_SLOT_S \
+                            and self._timers[0][2] == "slot":
+                        _, _, _, other, other_token = heapq.heappop(self._timers)
+                        assert other is not None
+                        if other_token == other.token:
+                            due_slots.append(other)
+                continue
+            self._guarded(self._fire, action, s, token)
+        if due_slots:
+            self._guarded(self._begin_slots, due_slots)
+
+    def _fire(self, action: str, s: _Sensor | None, token: int) -> None:
+        if action == "clock":
+            if not self._poll_clock():
+                self._at(self.clock.monotonic() + CLOCK_POLL_S, "clock", None, 0)
+            return
+        assert s is not None
+        if token != s.token:
+            return  # superseded
+        if action == "build":
+            self._submit(s, "build", s.plan.build)
+        elif action == "collect":
+            assert s.driver is not None
+            self._submit(s, "collect", s.driver.collect)
+        elif action == "retry":
+            self._start_attempt(s)
+        elif action == "deadline":
+            self._abandon(s)
+
+    # -- clock -----------------------------------------------------------------------------------
+    def _poll_clock(self) -> bool:
+        if self._clock_offset_ms is not None:
+            return True
+        if not self.clock.poll():
+            return False
+        offset_ms = self.clock.wall_minus_monotonic_ms()
+        self._clock_offset_ms = offset_ms
+        for s in self._sensors:  # the last monotonic-only sample, in wall terms
+            if s.last_mono_ms is not None:
+                resolved = s.last_mono_ms + offset_ms
+                s.last_ts_ms = max(s.last_ts_ms or resolved, resolved)
+        log.info("system clock is set: samples get wall-clock timestamps (earlier ones are stamped "
+                 "from their monotonic time)")
+        self._outbox.put(("hook", "clock_set", self.clock.boot_id, offset_ms))
+        return True
+
+    def _check_clock_step(self) -> None:
+        offset = self.clock.wall() - self.clock.monotonic()
+        step = offset - self._anchor_offset
+        if abs(step) <= CLOCK_STEP_S:
+            self._anchor_offset = offset  # slow slewing: follow it
+            return
+        self._anchor_offset = offset
+        self.clock_steps += 1
+        log.warning("wall clock stepped by %+.3f s: sampling grid re-anchored", step)
+        now = self.clock.monotonic()
+        for s in self._sensors:
+            if s.slot_k is not None and s.cycle is None:
+                self._schedule_slot(s, now, after=None)
+
+    def _slot_mono(self, s: _Sensor, k: int) -> float:
+        return k * s.interval - self._anchor_offset
+
+    def _schedule_slot(self, s: _Sensor, now: float, after: int | None) -> None:
+        """Wait for the first slot after ``now`` (and after slot ``after``, and after the last
+        timestamp); slots passed over since ``after`` are counted as skipped."""
+        now_wall = now + self._anchor_offset
+        k = math.floor(now_wall / s.interval) + 1
+        if after is not None:
+            if k > after + 1:
+                s.counters.skipped += k - after - 1
+            k = max(k, after + 1)
+        if s.last_ts_ms is not None:
+            k = max(k, math.floor(s.last_ts_ms / MS_PER_S / s.interval) + 1)
+        s.slot_k = k
+        s.token += 1
+        self._at(self._slot_mono(s, k), "slot", s, s.token)
+
+    # -- cycles ----------------------------------------------------------------------------------
+    def _begin_slots(self, due: list[_Sensor]) -> None:
+        now = self.clock.monotonic()
+        groups: dict[tuple[type, Hashable], list[_Sensor]] = {}
+        for s in due:
+            assert s.slot_k is not None
+            k = s.slot_k
+            if s.driver is None:
+                continue
+            if s.busy:  # a hung call is still out: skip this slot
+                s.counters.skipped += 1
+                self._schedule_slot(s, now, after=k)
+                continue
+            s.cycle = _Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1))
+            spacing = s.driver.timing
+            if s.last_start_mono is not None and now - s.last_start_mono < spacing.min_interval_s:
+                # the last start was late in its slot (a DHT at interval = its 2 s spacing): start
+                # as soon as the chip allows, if that still leaves the read time before the next slot
+                start_at = s.last_start_mono + spacing.min_interval_s
+                if start_at + spacing.read_time_s > s.cycle.next_slot_mono:
+                    s.cycle = None
+                    s.counters.skipped += 1
+                    self._schedule_slot(s, now, after=k)
+                    continue
+                s.token += 1
+                self._at(start_at, "retry", s, s.token)
+                continue
+            key = self._group_key(s)
+            if key is None:
+                self._start_attempt(s)
+            else:
+                groups.setdefault((type(s.driver), key), []).append(s)
+        for (cls, _), members in groups.items():
+            if len(members) == 1:
+                self._start_attempt(members[0])
+            else:
+                self._start_group(cls, members)
+
+    def _group_key(self, s: _Sensor) -> Hashable | None:
+        assert s.driver is not None
+        ok, key = _call_driver(s.driver.group_key)
+        return key if ok else None
+
+    def _start_attempt(self, s: _Sensor) -> None:
+        assert s.driver is not None and s.cycle is not None
+        s.token += 1
+        cycle = s.cycle
+        cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
+                                  cycle.next_slot_mono)
+        self._at(cycle.deadline_mono, "deadline", s, s.token)
+        self._submit(s, "start", s.driver.start, stamp=True)
+
+    def _start_group(self, cls: type, members: list[_Sensor]) -> None:
+        now = self.clock.monotonic()
+        drivers = []
+        for s in members:
+            assert s.driver is not None and s.cycle is not None
+            s.token += 1
+            s.cycle.deadline_mono = min(now + attempt_budget(s.driver.timing.read_time_s),
+                                        s.cycle.next_slot_mono)
+            self._at(s.cycle.deadline_mono, "deadline", s, s.token)
+            s.busy = True
+            drivers.append(s.driver)
+        tokens = [s.token for s in members]
+        start_group: Callable[[Sequence[Driver]], float] = cls.start_group  # type: ignore[attr-defined]
+
+        def job() -> None:
+            started_mono, started_wall, was_set = self._stamp_now()
+            ok, result = _call_driver(lambda: start_group(drivers))
+            ended = self.clock.monotonic()
+            for s, token in zip(members, tokens, strict=True):
+                self._inbox.put(("done", s, token, "start", ok, result, started_mono, started_wall,
+                                 was_set, ended))
+        self.pool.submit(job)
+
+    def _stamp_now(self) -> tuple[float, float, bool]:
+        was_set = self.clock.is_set()
+        return self.clock.monotonic(), self.clock.wall(), was_set
+
+    def _submit(self, s: _Sensor, kind: str, fn: Callable[[], Any], *, stamp: bool = False) -> None:
+        s.busy = True
+        token = s.token
+
+        def job() -> None:
+            started_mono, started_wall, was_set = self._stamp_now() if stamp else (0.0, 0.0, False)
+            ok, result = _call_driver(fn)
+            self._inbox.put(("done", s, token, kind, ok, result, started_mono, started_wall, was_set,
+                             self.clock.monotonic()))
+        self.pool.submit(job)
+
+    def _handle_message(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "edge":
+            self._edge(*message[1:])
+            return
+        _, s, token, kind, ok, result, started_mono, started_wall, was_set, ended = message
+        s.busy = False
+        if kind == "build":
+            self._built(s, ok, result)
+            return
+        if token != s.token or s.cycle is None:
+            s.counters.late_discarded += 1
+            return
+        cycle = s.cycle
+        if kind == "start":
+            cycle.started_mono, cycle.started_wall, cycle.clock_was_set = started_mono, started_wall, was_set
+            s.last_start_mono = started_mono
+            if not ok:
+                self._attempt_failed(s, result, ended)
+                return
+            ready_in = result if isinstance(result, int | float) and math.isfinite(result) else 0.0
+            self._at(ended + max(0.0, float(ready_in)), "collect", s, s.token)
+            return
+        # collect
+        if not ok:
+            self._attempt_failed(s, result, ended)
+            return
+        assert s.driver is not None
+        try:
+            sample = check_sample(s.driver, result)
+        except SensorError as exc:
+            self._attempt_failed(s, exc, ended)
+            return
+        except Exception as exc:  # a non-mapping result: a driver bug
+            self._attempt_failed(s, exc, ended)
+            return
+        self._emit(s, sample, cycle.started_mono, cycle.started_wall, cycle.clock_was_set, event=False)
+        self._recovered(s)
+        self._end_cycle(s)
+
+    def _attempt_failed(self, s: _Sensor, exc: BaseException, ended: float) -> None:
+        assert s.cycle is not None and s.driver is not None
+        cycle = s.cycle
+        if isinstance(exc, SensorError):
+            retryable = exc.retryable
+        else:
+            s.counters.driver_exceptions += 1
+            retryable = False
+            if s.failing != type(exc).__name__:
+                log.error("sensor %s: driver raised %s", s.name, type(exc).__name__, exc_info=exc)
+        timing = s.driver.timing
+        policy = timing.retry
+        if retryable and cycle.attempt < policy.attempts:
+            retry_at = max(ended + policy.spacing_s, cycle.started_mono + timing.min_interval_s)
+            if retry_at + timing.read_time_s <= cycle.next_slot_mono:
+                cycle.attempt += 1
+                s.counters.retries += 1
+                s.token += 1
+                self._at(retry_at, "retry", s, s.token)
+                return
+        s.counters.failed += 1
+        self._failing(s, type(exc).__name__, _describe(exc))
+        self._end_cycle(s)
+
+    def _abandon(self, s: _Sensor) -> None:
+        if s.cycle is None or s.driver is None:
+            return
+        s.counters.abandoned += 1
+        s.counters.failed += 1
+        budget = attempt_budget(s.driver.timing.read_time_s)
+        self._failing(s, "Hung", f"no answer within {budget:.2f} s: read abandoned")
+        s.token += 1  # whatever comes back now is late
+        self._end_cycle(s)
+
+    def _end_cycle(self, s: _Sensor) -> None:
+        assert s.cycle is not None
+        k = s.cycle.slot_k
+        s.cycle = None
+        self._schedule_slot(s, self.clock.monotonic(), after=k)
+
+    # -- samples ---------------------------------------------------------------------------------
+    def _emit(self, s: _Sensor, raw: Mapping[str, Value], started_mono: float, started_wall: float,
+              clock_was_set: bool, *, event: bool) -> None:
+        assert s.processor is not None
+        values = s.processor.process(raw, started_mono, always=event)
+        counters = s.processor.counters
+        s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband
+        if not values:
+            s.counters.empty += 1
+            return
+        s.last_values.update(values)
+        timestamp_ms: int | None
+        mono = started_mono
+        if clock_was_set:
+            timestamp_ms = round(started_wall * MS_PER_S)
+        elif self._clock_offset_ms is not None:  # began before the clock was set, ends after
+            timestamp_ms = resolve_timestamp_ms(mono, self._clock_offset_ms)
+        else:
+            timestamp_ms = None
+        if timestamp_ms is not None:
+            if not event and s.last_ts_ms is not None and timestamp_ms <= s.last_ts_ms:
+                timestamp_ms = s.last_ts_ms + 1  # grid samples: strictly increasing
+            while timestamp_ms in s.recent_ms:
+                timestamp_ms += 1  # an edge in the millisecond of another sample: 1 ms on
+            s.recent_ms.append(timestamp_ms)
+            s.last_ts_ms = max(s.last_ts_ms or timestamp_ms, timestamp_ms)
+        else:
+            mono_ms = round(mono * MS_PER_S)
+            if not event and s.last_mono_ms is not None and mono_ms <= s.last_mono_ms:
+                mono_ms = s.last_mono_ms + 1
+            while -mono_ms in s.recent_ms:  # monotonic ms kept negative: never equal to wall ms
+                mono_ms += 1
+            if mono_ms != round(mono * MS_PER_S):
+                mono = mono_ms / MS_PER_S
+            s.recent_ms.append(-mono_ms)
+            s.last_mono_ms = max(s.last_mono_ms or mono_ms, mono_ms)
+        sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event)
+        self._outbox.put(("sample", s, sample))
+
+    def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
+        if s.driver is None or s.processor is None:
+            return
+        metrics = s.driver.active_metrics()
+        if not metrics:
+            return
+        wall_now = self.clock.wall()
+        edge_mono = received_mono - max(0.0, wall_now - epoch_s)
+        s.counters.events += 1
+        self._emit(s, {metrics[0].key: state}, edge_mono, epoch_s, self.clock.is_set(), event=True)
+
+    # -- drivers ---------------------------------------------------------------------------------
+    def _built(self, s: _Sensor, ok: bool, result: Any) -> None:
+        now = self.clock.monotonic()
+        if not ok:
+            s.counters.build_failures += 1
+            self._failing(s, "Build:" + type(result).__name__,
+                          f"cannot set up the sensor: {_describe(result)}")
+            s.token += 1
+            self._at(now + s.rebuild_delay, "build", s, s.token)
+            s.rebuild_delay = min(REBUILD_MAX_S, s.rebuild_delay * REBUILD_FACTOR)
+            return
+        driver: Driver = result
+        if not self._running:
+            driver.close()
+            return
+        s.driver = driver
+        s.rebuild_delay = self.rebuild_first_s
+        spec = sensor_spec(s.name, driver.active_metrics(), s.plan.metric_configs)
+        s.processor = SampleProcessor(spec, s.plan.metric_configs)
+        self._outbox.put(("hook", "driver_ready", s.name, spec))
+        on_change = getattr(driver, "on_change", None)
+        if callable(on_change):
+            def edge(state: Value, epoch_s: float, s: _Sensor = s) -> None:
+                self._inbox.put(("edge", s, state, epoch_s, self.clock.monotonic()))
+            try:
+                s.remove_listener = on_change(edge)
+            except Exception as exc:
+                s.counters.driver_exceptions += 1
+                log.error("sensor %s: cannot listen for changes: %s", s.name, _describe(exc))
+        if s.failing is not None and s.failing.startswith("Build:"):
+            self._recovered(s)
+        self._schedule_slot(s, now, after=None)
+
+    # -- state changes ---------------------------------------------------------------------------
+    def _failing(self, s: _Sensor, kind: str, text: str) -> None:
+        now = self.clock.monotonic()
+        s.last_error = text
+        if s.failing == kind and now - s.last_report_mono < ERROR_REPEAT_S:
+            return
+        if s.failing != kind:
+            log.warning("sensor %s: failing: %s", s.name, text)
+            if s.failing is None:
+                s.failing_since = self.clock.wall()
+        s.failing = kind
+        s.last_report_mono = now
+        self._outbox.put(("hook", "sensor_error", s.name, text))
+
+    def _recovered(self, s: _Sensor) -> None:
+        if s.failing is None:
+            return
+        log.info("sensor %s: recovered", s.name)
+        s.failing, s.failing_since = None, None
+
+    # -- outbox thread ---------------------------------------------------------------------------
+    def _drain_outbox(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            if item[0] == "sample":
+                self._store(item[1], item[2])
+            else:
+                hook = getattr(self.hooks, item[1])
+                if hook is not None:
+                    try:
+                        hook(*item[2:])
+                    except Exception:
+                        log.exception("scheduler: %s hook failed", item[1])
+
+    def _store(self, s: _Sensor, sample: TakenSample) -> None:
+        try:
+            self.sink.put(sample)
+        except Exception as exc:
+            s.counters.store_failures += 1
+            if not self._store_failing:
+                self._store_failing = True
+                log.error("cannot store samples: %s (samples are being lost)", _describe(exc))
+            return
+        if self._store_failing:
+            self._store_failing = False
+            log.info("storing samples again")
+        s.counters.taken += 1
+
+    # -- shutdown --------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._running = False
+        for s in self._sensors:
+            if s.remove_listener is not None:
+                _call_driver(s.remove_listener)
+            if s.driver is not None and not s.busy:
+                ok, exc = _call_driver(s.driver.close)
+                if not ok:
+                    log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
+        self._timers.clear()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

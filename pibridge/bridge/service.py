@@ -1,0 +1,412 @@
+"""``pibridge run``: one bridge for one profile, from start to a clean stop.
+
+    lock the state directory ─▶ open the queue ─▶ build sensors + start sampling (at once)
+                                               └▶ delivery in the background (provision, connect,
+                                                  reconcile, drain; retries for ever)
+    … until SIGINT/SIGTERM ─▶ stop sampling ─▶ stop delivery ─▶ close the queue (≤ 5 s, exit 0)
+
+A missing agent or CA file at boot costs no samples: they wait in the queue. One bridge per state
+directory: ``<state_dir>/pibridge.lock`` is held with ``flock`` for the bridge's lifetime and
+names its PID; a second bridge refuses to start and says which process holds it. Agent-side
+commands (``ping``, ``inventory``) take no lock and still work beside it.
+
+Logs go to stderr, one line per change of state (a sensor failing or recovering, the agent
+connected or gone, the clock set). Under systemd (``JOURNAL_STREAM`` set) each text line starts
+with its syslog priority (``<4>``) so journald files it at the right level and adds its own
+timestamp; ``log_format = "json"`` gives one JSON object per line.
+
+The queue and delivery come from `pibridge.bridge.queue` / `pibridge.bridge.delivery` (built
+beside this module). `open_store` and `make_delivery` are the only places that know their
+constructors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from pibridge.agent.settings import AgentSettings
+from pibridge.bridge.clock import SystemClock, TrustedClock
+from pibridge.bridge.model import SensorSpec, TakenSample
+from pibridge.bridge.processing import sensor_spec
+from pibridge.bridge.scheduler import SampleSink, Scheduler, SchedulerHooks, SensorPlan
+from pibridge.drivers import registry
+from pibridge.drivers.base import Driver
+from pibridge.drivers.errors import ConfigurationError
+from pibridge.profile import BridgeSettings, Profile, SensorConfig
+
+log = logging.getLogger("pibridge.bridge")
+
+LOCK_FILE = "pibridge.lock"
+QUEUE_FILE = "queue.sqlite3"
+#: `pibridge run` stops within this (SIGTERM → exit), split between its parts.
+STOP_TIMEOUT_S = 5.0
+SCHEDULER_STOP_S = 2.0
+#: A local agent (same Pi) is back within seconds of a restart: reconnect often.
+LOCAL_RECONNECT_CAP_S = 3.0
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: How often the main loop wakes (issue 11 sends watchdog keep-alives from it).
+MAIN_TICK_S = 1.0
+#: journald's syslog priority prefixes (sd-daemon(3)).
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+                   logging.DEBUG: 7}
+
+
+class BridgeError(Exception):
+    """The bridge cannot start: one line for the user (the CLI prints it, exit status 1)."""
+
+
+# -- one bridge per state directory -----------------------------------------------------------
+class StateDirLock:
+    """An exclusive ``flock`` on ``<state_dir>/pibridge.lock`` holding the owner's PID. The kernel
+    drops it when the process dies (even on SIGKILL): a stale file never blocks a restart."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 (held for the bridge's lifetime)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BridgeError(f"another bridge (PID {holder}) is running on state directory "
+                                  f"{self.path.parent} (lock {self.path})") from None
+            raise BridgeError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+# -- logging -----------------------------------------------------------------------------------
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message[, exception]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>LEVEL logger: message`` — journald reads the priority and adds the time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def configure_logging(log_format: str, level: int, stream: IO[str] | None = None) -> None:
+    """Replace the root logger's handlers: JSON lines, journald lines, or plain timestamped text."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+# -- sensors -----------------------------------------------------------------------------------
+def sensor_configs(profile: Profile) -> tuple[SensorConfig, ...]:
+    """The profile's checked sensors. INTERIM (until the profiles branch parses ``[[sensor]]``
+    into `Profile.sensors`): raw ``[[sensor]]`` tables, options checked by their driver."""
+    if profile.sensors or not profile.document.get("sensor"):
+        return profile.sensors
+    configs = []
+    for index, table in enumerate(profile.document["sensor"]):
+        try:
+            cls = registry.get(str(table["driver"]))
+            options = cls.check_options(table.get("options", {}))
+            configs.append(SensorConfig(str(table["name"]), cls.name, float(table["interval"]), options))
+        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
+            raise profile.error(f"sensor {index + 1}: {exc}", "sensor", index=index) from None
+    return tuple(configs)
+
+
+class SimulatedHardware:
+    """``--simulate``: one simulated world for the whole run (shared 1-Wire bus, one greenhouse).
+    Uses the drivers' `SimulatedWorld` where it exists, else each driver's ``simulated()`` fed
+    by one shared `Environment`."""
+
+    def __init__(self) -> None:
+        from pibridge.drivers import simulation
+
+        # simulated drivers that build gpiozero devices (software SPI) must not claim real pins
+        os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
+
+        world_class = getattr(simulation, "SimulatedWorld", None)
+        self._world: Any = world_class() if world_class is not None else None
+        self._environment = simulation.Environment() if self._world is None else None
+
+    def build(self, driver: str, options: Mapping[str, Any]) -> Driver:
+        if self._world is not None:
+            built: Driver = self._world.build(driver, dict(options))
+            return built
+        return registry.get(driver).simulated(self._environment, **options)
+
+
+def sensor_plans(configs: Sequence[SensorConfig], simulated: SimulatedHardware | None) -> list[SensorPlan]:
+    """What the scheduler samples: one plan per sensor, building real or simulated drivers."""
+    plans = []
+    for config in configs:
+        def build(config: SensorConfig = config) -> Driver:
+            if simulated is not None:
+                return simulated.build(config.driver, config.options)
+            return registry.get(config.driver)(**config.options)
+        plans.append(SensorPlan(config.name, config.interval_s, build, config.metrics))
+    return plans
+
+
+def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
+    """The agent's view of every sensor from its driver class (a built driver may narrow it).
+    A driver that cannot be loaded is a `BridgeError` naming the sensor."""
+    specs = {}
+    for config in configs:
+        try:
+            cls = registry.get(config.driver)
+        except (ImportError, AttributeError, ConfigurationError) as exc:
+            raise BridgeError(f"sensor {config.name!r}: driver {config.driver!r} cannot be loaded: "
+                              f"{exc}") from None
+        specs[config.name] = sensor_spec(config.name, cls.metrics, config.metrics)
+    return specs
+
+
+# -- the queue and delivery (their contract) ----------------------------------------------------
+class Store(SampleSink, Protocol):
+    def close(self) -> None: ...
+
+
+class DeliveryLike(Protocol):
+    def start(self) -> None: ...
+    def stop(self, timeout: float) -> None: ...
+    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None: ...
+    def report_sensor_error(self, sensor_name: str, text: str) -> None: ...
+
+
+class UnstoredSamples:
+    """INTERIM, until `pibridge.bridge.queue` is merged: samples are taken and logged (debug),
+    not stored; the bridge says so once at start."""
+
+    def put(self, sample: TakenSample) -> None:
+        del sample
+
+    def close(self) -> None:
+        pass
+
+    def resolve_timestamps(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
+        del boot_id, wall_minus_monotonic_ms
+
+
+def open_store(bridge: BridgeSettings) -> Store:
+    """The on-disk queue in the state directory."""
+    try:
+        from pibridge.bridge.queue import SampleQueue  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name != "pibridge.bridge.queue":
+            raise
+        log.warning("this build has no store-and-forward queue (pibridge.bridge.queue): samples are "
+                    "taken but not stored or delivered")
+        return UnstoredSamples()
+    store: Store = SampleQueue(bridge.state_dir / QUEUE_FILE, durability=bridge.durability,
+                               max_samples=bridge.queue_max_samples, max_age_s=bridge.queue_max_age_s)
+    return store
+
+
+def reconnect_cap_s(agent: AgentSettings) -> float | None:
+    """A short reconnect backoff cap for an agent on this machine; None: the client's default."""
+    return LOCAL_RECONNECT_CAP_S if agent.host in LOCAL_HOSTS else None
+
+
+def make_delivery(agent: AgentSettings, bridge: BridgeSettings, store: Store,
+                  specs: Mapping[str, SensorSpec]) -> DeliveryLike | None:
+    """Delivery (provisioning, connecting, reconciling, draining in the background, once
+    started); None in a build without it."""
+    try:
+        from pibridge.bridge.delivery import Delivery  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name != "pibridge.bridge.delivery":
+            raise
+        log.warning("this build has no delivery (pibridge.bridge.delivery): nothing is sent to the agent")
+        return None
+    from pibridge.mqtt import Backoff
+
+    cap = reconnect_cap_s(agent)
+    backoff = Backoff(cap=cap) if cap is not None else None
+    delivery: DeliveryLike = Delivery(agent, bridge, store, specs=dict(specs), backoff=backoff)
+    return delivery
+
+
+DeliveryFactory = Callable[[AgentSettings, BridgeSettings, Store, Mapping[str, SensorSpec]],
+                           DeliveryLike | None]
+
+
+class LoggedSink:
+    """Every sample through to the store, and one debug line per sample (``-v``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def put(self, sample: TakenSample) -> None:
+        self.store.put(sample)
+        if log.isEnabledFor(logging.DEBUG):
+            when = (sample.timestamp_ms if sample.timestamp_ms is not None
+                    else f"mono {sample.monotonic_s:.3f}")
+            log.debug("sample %s at %s%s: %s", sample.sensor, when, " (edge)" if sample.event else "",
+                      json.dumps(sample.values, sort_keys=True))
+
+
+# -- the bridge --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``pibridge run`` was asked for beyond the profile."""
+
+    simulate: bool = False
+    trust_clock: bool = False
+
+
+class Bridge:
+    """One running bridge. `run` blocks until ``stop`` is set, then stops everything in
+    `STOP_TIMEOUT_S` and returns the exit status."""
+
+    def __init__(self, profile: Profile, agent: AgentSettings, options: RunOptions = RunOptions(), *,
+                 bridge: BridgeSettings | None = None, clock: SystemClock | None = None,
+                 on_tick: Callable[[Bridge], None] | None = None,
+                 store_factory: Callable[[BridgeSettings], Store] = open_store,
+                 delivery_factory: DeliveryFactory = make_delivery) -> None:
+        self.profile = profile
+        self.agent = agent
+        self.options = options
+        self.settings = bridge or profile.bridge
+        self.clock = clock or (SystemClock(TrustedClock()) if options.trust_clock else SystemClock())
+        self.on_tick = on_tick
+        self.store_factory = store_factory
+        self.delivery_factory = delivery_factory
+        self.scheduler: Scheduler | None = None
+        self.delivery: DeliveryLike | None = None
+        self.store: Store | None = None
+        self._specs: dict[str, SensorSpec] = {}
+        self._specs_lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> int:
+        configs = sensor_configs(self.profile)
+        state_dir = self.settings.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BridgeError(f"cannot create the state directory {state_dir}: "
+                              f"{exc.strerror or exc}") from None
+        lock = StateDirLock(state_dir)
+        lock.acquire()
+        try:
+            self._run_locked(configs, stop)
+        finally:
+            lock.release()
+        return 0
+
+    def _run_locked(self, configs: Sequence[SensorConfig], stop: threading.Event) -> None:
+        self._specs = sensor_specs(configs)
+        simulated = SimulatedHardware() if self.options.simulate else None
+        try:
+            self.store = self.store_factory(self.settings)
+        except Exception as exc:  # whatever the queue raises: one line, not a traceback
+            raise BridgeError(f"cannot open the queue in {self.settings.state_dir}: {exc}") from exc
+        try:
+            # created before sampling starts (so no spec update can miss it), started after
+            self.delivery = self.delivery_factory(self.agent, self.settings, self.store, dict(self._specs))
+            hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
+                                   clock_set=self._clock_set)
+            self.scheduler = Scheduler(sensor_plans(configs, simulated), LoggedSink(self.store),
+                                       clock=self.clock, hooks=hooks)
+            self.scheduler.start()
+            log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
+                     " (simulated hardware)" if simulated else "", self.settings.state_dir,
+                     self.agent.api_address, os.getpid())
+            if not self.clock.poll():
+                log.warning("system clock not known to be set (no NTP sync yet): samples keep their "
+                            "monotonic time until it is%s",
+                            "" if self.options.trust_clock else
+                            " (a Pi with a battery-backed RTC and no network time: --trust-clock)")
+            if self.delivery is not None:
+                self.delivery.start()
+            while not stop.wait(MAIN_TICK_S):
+                if self.on_tick is not None:
+                    self.on_tick(self)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        log.info("stopping")
+        if self.scheduler is not None:
+            self.scheduler.stop(SCHEDULER_STOP_S)
+        if self.delivery is not None:
+            self.delivery.stop(max(0.1, deadline - time.monotonic() - 0.5))
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        log.info("stopped")
+
+    # -- scheduler hooks (outbox thread) ---------------------------------------------------------
+    def _sensor_error(self, name: str, text: str) -> None:
+        if self.delivery is not None:
+            self.delivery.report_sensor_error(name, text)
+
+    def _driver_ready(self, name: str, spec: SensorSpec) -> None:
+        with self._specs_lock:
+            if self._specs.get(name) == spec:
+                return
+            self._specs[name] = spec
+            specs = dict(self._specs)
+        if self.delivery is not None:
+            self.delivery.update_specs(specs)
+
+    def _clock_set(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
+        resolve = getattr(self.store, "resolve_timestamps", None)
+        if resolve is not None:
+            resolve(boot_id, wall_minus_monotonic_ms)
+
+
+def with_state_dir(bridge: BridgeSettings, state_dir: Path | None, log_format: str | None) -> BridgeSettings:
+    """The profile's ``[bridge]`` with command-line overrides."""
+    changes: dict[str, Any] = {}
+    if state_dir is not None:
+        changes["state_dir"] = state_dir
+    if log_format is not None:
+        changes["log_format"] = log_format
+    return replace(bridge, **changes)

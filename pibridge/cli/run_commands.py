@@ -1,0 +1,76 @@
+"""`pibridge run --profile P [--simulate]`: the bridge, until SIGINT/SIGTERM (exit status 0).
+
+Agent settings come from the profile's ``[agent]`` table, overridden by the same flags the agent
+commands have; ``--state-dir`` and ``--log-format`` override the profile's ``[bridge]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pibridge.agent.settings import CONFIGURABLE_MODES
+from pibridge.cli import CliError
+from pibridge.profile import ProfileError, load_profile
+
+LOG_FORMATS = ("text", "json")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="run the bridge: sample every sensor, deliver to the agent")
+    parser.add_argument("--profile", type=Path, metavar="FILE", required=True, help="TOML profile")
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulated hardware (a greenhouse model behind each driver's fake bus)")
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="debug log: one line per sample")
+    parser.add_argument("--trust-clock", action="store_true",
+                        help="trust the system clock without NTP (a Pi with a battery-backed RTC)")
+    parser.add_argument("--state-dir", type=Path, help="where the queue and the lock live (profile [bridge])")
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        help="text (default) or json: one object per line")
+    group = parser.add_argument_group("agent settings (override the profile's [agent] table)")
+    group.add_argument("--host", help="agent host (default localhost)")
+    group.add_argument("--port", type=int, help="agent API port (default 18884)")
+    group.add_argument("--provision-port", type=int, help="agent provisioning port (default 18883)")
+    group.add_argument("--ca-file", type=Path, help="CA certificate of the agent")
+    group.add_argument("--cert-folder", type=Path, help="where the client's key and certificate live")
+    group.add_argument("--client-name", help="names the credential files (default pibridge)")
+    group.add_argument("--provisioning", choices=[str(m) for m in CONFIGURABLE_MODES],
+                       help="keep: reuse stored credentials; smart: re-provision if the agent rejects them")
+    parser.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pibridge.bridge.service import Bridge, BridgeError, RunOptions, configure_logging, with_state_dir
+    from pibridge.cli.agent_commands import settings_from_args
+
+    agent = settings_from_args(args)
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        raise CliError(str(exc)) from None
+    bridge_settings = with_state_dir(profile.bridge, args.state_dir, args.log_format)
+    level = logging.DEBUG if args.verbose else logging.INFO
+    configure_logging(bridge_settings.log_format, level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        logging.getLogger("pibridge.bridge").info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock),
+                    bridge=bridge_settings)
+    try:
+        return bridge.run(stop)
+    except (BridgeError, ProfileError) as exc:
+        raise CliError(str(exc)) from None
+
+
+__all__ = ["register"]

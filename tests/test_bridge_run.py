@@ -1,0 +1,374 @@
+"""``pibridge run`` (`pibridge.bridge.service`, `pibridge.cli.run_commands`): the bridge as a real
+subprocess on simulated hardware — starts sampling at once, one bridge per state directory,
+SIGTERM/SIGINT stop it with status 0, logs one line (or one JSON object) per change of state."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pibridge.agent.settings import AgentSettings
+from pibridge.bridge.clock import SystemClock
+from pibridge.bridge.model import SensorSpec, TakenSample
+from pibridge.bridge.service import (
+    LOCAL_RECONNECT_CAP_S,
+    BridgeError,
+    JournalFormatter,
+    JsonLogFormatter,
+    StateDirLock,
+    configure_logging,
+    reconnect_cap_s,
+    sensor_configs,
+)
+from pibridge.bridge.service import Bridge as BridgeService
+from pibridge.profile import BridgeSettings, Profile, SensorConfig, load_profile
+
+LINE_WAIT_S = 30.0
+EXIT_WAIT_S = 10.0  # generous: the bridge itself stops within 5 s
+
+PROFILE = """\
+[agent]
+host = "127.0.0.1"
+port = {port}
+ca_file = "missing-ca.crt"
+cert_folder = "certs"
+
+[[sensor]]
+name = "Pi SoC"
+driver = "cpu_temperature"
+interval = 1
+
+[[sensor]]
+name = "Door"
+driver = "digital_input"
+interval = 1
+[sensor.options]
+pin = 17
+"""
+
+
+class Bridge:
+    """``pibridge -v run`` as a child; its stderr lines are read on a thread."""
+
+    def __init__(self, profile: Path, state_dir: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pibridge", "-v", "run", "--profile", str(profile), "--simulate",
+             "--state-dir", str(state_dir), "--trust-clock", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_line(self, predicate: Callable[[str], bool]) -> str:
+        while True:
+            line = self._queue.get(timeout=LINE_WAIT_S)
+            assert line is not None, "the bridge exited:\n" + "\n".join(self.lines)
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
+        code = self.proc.wait(EXIT_WAIT_S)
+        while (line := self._queue.get(timeout=LINE_WAIT_S)) is not None:
+            self.lines.append(line)
+        return code
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(PROFILE.format(port=1))
+    return path
+
+
+@pytest.fixture
+def bridges() -> Iterator[list[Bridge]]:
+    started: list[Bridge] = []
+    yield started
+    for bridge in started:
+        if bridge.proc.poll() is None:
+            bridge.proc.kill()
+            bridge.proc.wait()
+
+
+def test_run_samples_at_once_without_an_agent_and_stops_on_sigterm_with_status_0(
+        profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    bridge = Bridge(profile, tmp_path / "state")
+    bridges.append(bridge)
+    bridge.wait_line(lambda line: "bridge running: 2 sensors (simulated hardware)" in line)
+    sample = bridge.wait_line(lambda line: "sample Pi SoC at" in line)
+    assert '"temperature"' in sample
+    bridge.wait_line(lambda line: "sample Door at" in line)
+    assert bridge.stop(signal.SIGTERM) == 0
+    assert any("SIGTERM received" in line for line in bridge.lines)
+    assert bridge.lines[-1].endswith("pibridge.bridge: stopped")
+    assert not any("Traceback" in line for line in bridge.lines)
+
+
+def test_sigint_stops_it_too(profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    bridge = Bridge(profile, tmp_path / "state")
+    bridges.append(bridge)
+    bridge.wait_line(lambda line: "bridge running" in line)
+    assert bridge.stop(signal.SIGINT) == 0
+
+
+def test_one_bridge_per_state_directory_the_second_names_the_holder(
+        profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    first = Bridge(profile, tmp_path / "state")
+    bridges.append(first)
+    first.wait_line(lambda line: "bridge running" in line)
+    second = subprocess.run(
+        [sys.executable, "-m", "pibridge", "run", "--profile", str(profile), "--simulate",
+         "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"pibridge: another bridge (PID {first.proc.pid}) is running on state directory {tmp_path / 'state'} "
+        f"(lock {tmp_path / 'state' / 'pibridge.lock'})"]
+    # another state directory is another bridge
+    other = Bridge(profile, tmp_path / "other-state")
+    bridges.append(other)
+    other.wait_line(lambda line: "bridge running" in line)
+    assert other.stop() == 0 and first.stop() == 0
+
+
+def test_a_killed_bridge_leaves_no_lock_behind(profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    first = Bridge(profile, tmp_path / "state")
+    bridges.append(first)
+    first.wait_line(lambda line: "bridge running" in line)
+    first.proc.kill()
+    first.proc.wait(EXIT_WAIT_S)
+    again = Bridge(profile, tmp_path / "state")
+    bridges.append(again)
+    again.wait_line(lambda line: "bridge running" in line)
+    assert again.stop() == 0
+
+
+def test_json_log_format_gives_one_object_per_line(
+        profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    bridge = Bridge(profile, tmp_path / "state", "--log-format", "json")
+    bridges.append(bridge)
+    bridge.wait_line(lambda line: "bridge running" in line)
+    bridge.wait_line(lambda line: "sample Pi SoC" in line)
+    assert bridge.stop() == 0
+    entries = [json.loads(line) for line in bridge.lines]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert entries[-1]["message"] == "stopped"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--profile", "{tmp}/missing.toml"], "missing.toml: cannot read the profile"),
+    (["--profile", "{tmp}/bad.toml"], "bad.toml, line 3: TOML syntax error"),
+    (["--profile", "{tmp}/unknown-driver.toml"], "unknown driver 'no_such_chip'"),
+    (["--profile", "{tmp}/bridge.toml", "--state-dir", "/proc/pibridge-state"],
+     "cannot create the state directory"),
+])
+def test_bad_input_is_one_line_and_status_1(
+        profile: Path, tmp_path: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "bad.toml").write_text('[agent]\nhost = "x"\nport = = 3\n')
+    (tmp_path / "unknown-driver.toml").write_text(
+        '[[sensor]]\nname = "x"\ndriver = "no_such_chip"\ninterval = 5\n')
+    command = [sys.executable, "-m", "pibridge", "run", "--simulate",
+               *(a.replace("{tmp}", str(tmp_path)) for a in args)]
+    if "--state-dir" not in args:
+        command += ["--state-dir", str(tmp_path / "state")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pibridge:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "status", "expected"), [
+    ([], 2, "the following arguments are required: --profile"),
+    (["--profile", "{tmp}/bridge.toml", "--port", "0"], 1, "port must be a TCP port number"),
+    (["--profile", "{tmp}/bridge.toml", "--port", "x"], 2, "invalid int value: 'x'"),
+    (["--profile", "{tmp}/bridge.toml", "--log-format", "xml"], 2, "invalid choice: 'xml'"),
+    (["--profile", "{tmp}/bridge.toml", "--provisioning", "override"], 2, "invalid choice: 'override'"),
+])
+def test_bad_flags(profile: Path, tmp_path: Path, args: list[str], status: int, expected: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pibridge", "run", "--state-dir", str(tmp_path / "state"),
+                             *(a.replace("{tmp}", str(tmp_path)) for a in args)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == status and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
+
+
+# -- the service's parts, in process -------------------------------------------------------------
+def test_state_dir_lock_names_its_holder_and_is_released(tmp_path: Path) -> None:
+    first, second = StateDirLock(tmp_path), StateDirLock(tmp_path)
+    first.acquire()
+    with pytest.raises(BridgeError, match=f"another bridge \\(PID {os.getpid()}\\)"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_log_formats() -> None:
+    record = logging.LogRecord("pibridge.bridge", logging.WARNING, __file__, 1, "sensor %s: failing",
+                               ("Air",), None)
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["level"] == "warning" and entry["message"] == "sensor Air: failing"
+    assert JournalFormatter().format(record) == "<4>WARNING pibridge.bridge: sensor Air: failing"
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("json", logging.INFO, stream)
+        logging.getLogger("pibridge.test").info("hello")
+        assert json.loads(stream.getvalue())["message"] == "hello"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
+def test_a_local_agent_gets_a_short_reconnect_cap() -> None:
+    assert reconnect_cap_s(AgentSettings(host="localhost")) == LOCAL_RECONNECT_CAP_S
+    assert reconnect_cap_s(AgentSettings(host="127.0.0.1")) == LOCAL_RECONNECT_CAP_S
+    assert reconnect_cap_s(AgentSettings(host="agent.example")) is None
+
+
+def test_sensor_configs_from_the_profile(profile: Path) -> None:
+    configs = sensor_configs(load_profile(profile))
+    assert [(c.name, c.driver, c.interval_s) for c in configs] == [
+        ("Pi SoC", "cpu_temperature", 1.0), ("Door", "digital_input", 1.0)]
+    assert configs[1].options["pin"] == 17
+
+
+# -- the glue, in process: a recording store and delivery behind their contract -------------------
+class Flag:
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def synchronized(self) -> bool:
+        return self.value
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def _record(self, kind: str, item: Any) -> None:
+        with self.cond:
+            self.events.append((kind, item))
+            self.cond.notify_all()
+
+    def put(self, sample: TakenSample) -> None:
+        self._record("put", sample)
+
+    def resolve_timestamps(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
+        self._record("resolve", (boot_id, wall_minus_monotonic_ms))
+
+    def close(self) -> None:
+        self._record("close", None)
+
+    def wait(self, predicate: Callable[[list[tuple[str, Any]]], bool]) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.events), LINE_WAIT_S), self.events
+
+
+class RecordingDelivery:
+    def __init__(self, store: RecordingStore, specs: Mapping[str, SensorSpec]) -> None:
+        self.store, self.specs = store, dict(specs)
+        self.calls: list[str] = []
+
+    def start(self) -> None:
+        self.calls.append("start")
+        self.store._record("delivery started", None)
+
+    def stop(self, timeout: float) -> None:
+        assert timeout > 0
+        self.calls.append("stop")
+
+    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None:
+        self.specs = dict(specs)
+
+    def report_sensor_error(self, sensor_name: str, text: str) -> None:
+        self.store._record("error", (sensor_name, text))
+
+
+def test_the_service_wires_samples_clock_and_errors_to_queue_and_delivery(tmp_path: Path) -> None:
+    zone = tmp_path / "temp"
+    zone.write_text("45000\n")
+    sensors = (SensorConfig("SoC", "cpu_temperature", 0.05, {"sensor_file": str(zone)}),)
+    profile = Profile(tmp_path / "p.toml", AgentSettings(), sensors=sensors)
+    store = RecordingStore()
+    deliveries: list[RecordingDelivery] = []
+
+    def delivery_factory(agent: AgentSettings, bridge: BridgeSettings, given: Any,
+                         specs: Mapping[str, SensorSpec]) -> RecordingDelivery:
+        assert given is store and bridge.state_dir == tmp_path / "state"
+        deliveries.append(RecordingDelivery(store, specs))
+        return deliveries[-1]
+
+    sync = Flag(False)
+    bridge = BridgeService(profile, AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path / "state"),
+                           clock=SystemClock(sync, boot_id="boot-1", floor_s=0.0),
+                           store_factory=lambda settings: store, delivery_factory=delivery_factory)
+    stop = threading.Event()
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(bridge.run(stop)))
+    runner.start()
+    try:
+        store.wait(lambda ev: sum(k == "put" for k, _ in ev) >= 2 and ("delivery started", None) in ev)
+        assert deliveries[0].calls == ["start"]
+        assert [m.key for m in deliveries[0].specs["SoC"].metrics] == ["temperature"]
+        first = next(item for kind, item in store.events if kind == "put")
+        assert first.sensor == "SoC" and first.values == {"temperature": 45.0}
+        assert first.timestamp_ms is None and first.boot_id == "boot-1"
+        sync.value = True
+        store.wait(lambda ev: any(k == "resolve" for k, _ in ev))
+        kinds = [kind for kind, item in store.events if kind == "resolve" or
+                 (kind == "put" and item.timestamp_ms is None)]
+        assert kinds[-1] == "resolve"  # every unstamped sample was put before the queue stamps them
+        zone.unlink()
+        store.wait(lambda ev: any(k == "error" for k, _ in ev))
+        error = next(item for kind, item in store.events if kind == "error")
+        assert error[0] == "SoC" and "does not exist" in error[1]
+        zone.write_text("46000\n")
+        store.wait(lambda ev: any(k == "put" and item.values == {"temperature": 46.0} for k, item in ev))
+    finally:
+        stop.set()
+        runner.join(LINE_WAIT_S)
+    assert result == [0]
+    assert deliveries[0].calls == ["start", "stop"] and store.events[-1] == ("close", None)
+    StateDirLock(tmp_path / "state").acquire()  # released
+
+
+# -- the benchmarks stay runnable (their figures are not asserted) ------------------------------
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
+
+
+@pytest.mark.parametrize(("script", "seconds", "expected"), [
+    ("scheduler_jitter.py", "3", "p99"),
+    ("footprint.py", "3", "peak RSS"),
+])
+def test_benchmark_scripts_run(script: str, seconds: str, expected: str) -> None:
+    result = subprocess.run([sys.executable, str(BENCH / script), "--seconds", seconds],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout and "target" in result.stdout
