@@ -219,7 +219,11 @@ def wipe(state_dir: Path) -> None:
         raise ServeError(f"the emulator (pid {lock.holder()}) is running on {state_dir}; stop it first")
     try:
         store = Store(state_dir / DB_NAME)
-        store.wipe_inventory()
-        store.close()
+        try:
+            store.begin()
+            store.wipe_inventory()
+            store.commit()
+        finally:
+            store.close()
     finally:
         lock.release()

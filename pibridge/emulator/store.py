@@ -2,10 +2,16 @@
 
 One writer (the core's worker thread) owns a `Store`; readers (``emulator dump``, the test
 fixture) open the file separately, which WAL mode allows while the emulator runs.
-Durability: WAL + ``synchronous=NORMAL``; the core commits once per batch of requests and
-acknowledges only what is committed, so a clean shutdown never loses an acknowledged value.
-Pushed values are buffered and written with one statement per batch (at the next commit, or
-before any other statement, so statements still run in call order).
+
+Transactions are explicit (the connection is in autocommit mode): the core opens one transaction
+per batch of requests (`begin`), wraps each request in a savepoint (`savepoint` / `release` /
+`rollback_to_savepoint`) so one failing request never takes another's changes with it, and
+answers only after `commit` returned: an acknowledged value is committed. Durability: WAL +
+``synchronous=NORMAL`` (a committed batch survives the emulator's crash; the agent's own
+power-loss behaviour is not known and the emulator does not pay an fsync per batch for it).
+
+Every method writes the database first and changes the in-memory objects it is given only once
+its statements succeeded, so a failing statement leaves memory and database alike.
 
 Tables (ids are per client; ``sensors.id``/``metrics.id`` are internal row ids that also give
 creation order)::
@@ -79,50 +85,69 @@ class Client:
     sensors: dict[str, Sensor] = field(default_factory=dict)
 
 
+class StoreCorrupt(Exception):
+    """The database opens but holds rows the emulator cannot use (one line for the CLI)."""
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False)
+    """A connection in autocommit mode (transactions are explicit), WAL, schema created."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
-    conn.commit()
     return conn
 
 
 class Store:
     """Write access to the database; `load` gives the inventory the core keeps in memory."""
 
+    SAVEPOINT = "request"
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = connect(path)
-        self._values: list[tuple[int, int, Any]] = []  # buffered `put_values` rows
+        self._db = connect(path)
 
+    # -- transactions -----------------------------------------------------------------------------
     @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection, after writing the buffered values (so statements keep call order)."""
-        if self._values:
-            rows, self._values = self._values, []
-            self._conn.executemany(INSERT_VALUE, rows)
-        return self._conn
+    def in_transaction(self) -> bool:
+        """False after SQLite rolled a failed transaction back by itself (e.g. on a full disk)."""
+        return self._db.in_transaction
 
-    def rollback(self) -> None:
-        """Drop everything since the last commit (buffered values too)."""
-        self._values.clear()
-        self._conn.rollback()
-
-    def close(self) -> None:
-        self._db.commit()
-        self._db.close()
+    def begin(self) -> None:
+        self._db.execute("BEGIN")
 
     def commit(self) -> None:
-        self._db.commit()
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Drop everything since `begin` (nothing when SQLite already rolled back)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def savepoint(self) -> None:
+        self._db.execute(f"SAVEPOINT {self.SAVEPOINT}")
+
+    def release(self) -> None:
+        self._db.execute(f"RELEASE {self.SAVEPOINT}")
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo everything since `savepoint` and drop the savepoint."""
+        self._db.execute(f"ROLLBACK TO {self.SAVEPOINT}")
+        self._db.execute(f"RELEASE {self.SAVEPOINT}")
+
+    def close(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._db.close()
 
     def load(self) -> dict[str, Client]:
-        """Every client (revoked ones too) with its sensors and metrics, in creation order."""
+        """Every client (revoked ones too) with its sensors and metrics, in creation order.
+        Raises `StoreCorrupt` for a client whose certificate serial is not a number."""
         db = self._db
-        clients = {cid: Client(cid, int(serial), revoked is not None)
-                   for cid, serial, revoked in db.execute(
-                       "SELECT cid, serial, revoked_ms FROM clients ORDER BY rowid")}
+        clients = {}
+        for cid, serial, revoked in db.execute("SELECT cid, serial, revoked_ms FROM clients ORDER BY rowid"):
+            clients[cid] = Client(cid, _serial(cid, serial), revoked is not None)
         by_row: dict[int, Sensor] = {}
         for row, cid, sid, name in db.execute("SELECT id, cid, sid, name FROM sensors ORDER BY id"):
             client = clients.get(cid)
@@ -133,6 +158,9 @@ class Store:
             if sensor in by_row:
                 by_row[sensor].metrics[mid] = Metric(row, mid, name, unit, vtype, annotation)
         return clients
+
+    def has_clients(self) -> bool:
+        return self._db.execute("SELECT 1 FROM clients LIMIT 1").fetchone() is not None
 
     # -- clients --------------------------------------------------------------------------------
     def add_client(self, cid: str, serial: int, now_ms: int) -> None:
@@ -145,8 +173,8 @@ class Store:
         return self.revoked_serials()
 
     def revoked_serials(self) -> list[int]:
-        rows = self._db.execute("SELECT serial FROM clients WHERE revoked_ms IS NOT NULL")
-        return [int(s) for (s,) in rows]
+        rows = self._db.execute("SELECT cid, serial FROM clients WHERE revoked_ms IS NOT NULL")
+        return [_serial(cid, s) for cid, s in rows]
 
     # -- inventory -----------------------------------------------------------------------------
     def add_sensor(self, cid: str, sid: str, name: str) -> Sensor:
@@ -171,12 +199,12 @@ class Store:
         return metric
 
     def update_metric(self, metric: Metric, name: str | None, annotation: str | None) -> None:
-        if name is not None:
-            metric.name = name
-        if annotation is not None:
-            metric.annotation = annotation
+        """Change name and/or annotation (None: keep)."""
+        new_name = metric.name if name is None else name
+        new_annotation = metric.annotation if annotation is None else annotation
         self._db.execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
-                         (metric.name, metric.annotation, metric.row))
+                         (new_name, new_annotation, metric.row))
+        metric.name, metric.annotation = new_name, new_annotation
 
     def delete_metrics(self, metrics: list[Metric]) -> None:
         rows = [(m.row,) for m in metrics]
@@ -184,9 +212,9 @@ class Store:
         self._db.executemany("DELETE FROM metrics WHERE id = ?", rows)
 
     def put_values(self, rows: Iterable[tuple[int, int, Any]]) -> None:
-        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Buffered:
-        written before the next commit or other statement."""
-        self._values.extend(rows)
+        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Values must
+        be what SQLite binds (the core checks ranges before: `core.storable`)."""
+        self._db.executemany(INSERT_VALUE, rows)
 
     def add_error_report(self, cid: str, sid: str | None, mid: str | None, now_ms: int,
                          payload: bytes) -> None:
@@ -209,10 +237,19 @@ class Store:
         db.execute("DELETE FROM sensors WHERE cid = ?", (cid,))
 
 
+def _serial(cid: str, serial: object) -> int:
+    try:
+        return int(str(serial))
+    except ValueError:
+        raise StoreCorrupt(f"client {cid} has a certificate serial that is not a number "
+                           f"(clients.serial = {str(serial)[:40]!r})") from None
+
+
 def error_reports(path: Path) -> list[dict[str, Any]]:
     """Stored error reports, oldest first (for tests and diagnostics)."""
     conn = connect(path)
     try:
+        conn.execute("BEGIN")  # one snapshot while the emulator writes
         return [{"clientId": cid, "sensorId": sid, "metricId": mid, "receivedMs": ms, "payload": bytes(p)}
                 for cid, sid, mid, ms, p in conn.execute(
                     "SELECT cid, sid, mid, received_ms, payload FROM error_reports ORDER BY id")]
@@ -224,6 +261,7 @@ def dump(path: Path) -> dict[str, Any]:
     """Everything of the live (not deprovisioned) clients, in the ``emulator dump`` format."""
     conn = connect(path)
     try:
+        conn.execute("BEGIN")  # one snapshot while the emulator writes
         out: list[dict[str, Any]] = []
         live = "SELECT cid FROM clients WHERE revoked_ms IS NULL ORDER BY rowid"
         for (cid,) in conn.execute(live).fetchall():
