@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from emulator_helpers import error_of, make_metrics, make_sensor, new_client, ok, t
+from emulator_helpers import ApiClient, error_of, make_metrics, make_sensor, new_client, ok, t
 
 from pibridge import protocol as p
 from pibridge.protocol import ErrorCode as E
 from pibridge.protocol import Op
-from pibridge.testing import ApiClient, Emulator
+from pibridge.testing import Emulator
 
 TS = 1_700_000_000_000
 
