@@ -1,0 +1,318 @@
+"""Hostile input and faults against the REAL emulator (issue 8 §1, §2, §4, §6).
+
+- A table of bad requests from one client while a second client pipelines pushes: each bad
+  request gets its documented error code, changes nothing (no partial write, memory and database
+  alike), logs no traceback; every push the second client saw acknowledged is stored.
+- The soak: the same, N hostile requests interleaved with M good pushes (sizes from
+  ``PIBRIDGE_SOAK_HOSTILE`` / ``PIBRIDGE_SOAK_PUSHES``; the suite runs a small one).
+- A full disk (a real tmpfs, filled): every request answered 3, none dropped; writes resume by
+  themselves once space is freed; the broker-log thread survives (a deprovision afterwards is
+  confirmed at once).
+- Bad ``pibridge emulator`` command lines and state directories: one line, non-zero exit, no
+  traceback; the CA is never silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from emulator_helpers import ApiClient, make_metrics, make_sensor, new_client, ok, t
+
+from pibridge import protocol as p
+from pibridge.emulator.process import EmulatorProcess
+from pibridge.protocol import ErrorCode as E
+from pibridge.protocol import Op
+
+CLI = [sys.executable, "-m", "pibridge", "emulator"]
+TS = 1_700_000_000_000
+#: Seconds to wait for the next answer of the pipelined pushes.
+DRAIN_TIMEOUT_S = 30.0
+#: Pushes the well-behaved client keeps in flight (so it pushes all along the hostile requests).
+PUSH_WINDOW = 64
+
+
+# --- the table of hostile requests ------------------------------------------------------------
+@dataclass(frozen=True)
+class Ids:
+    """The hostile client's sensor and metrics: a unit metric, integer, bool and string."""
+
+    sid: str
+    dbl: str
+    count: str
+    flag: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    op: Op
+    payload: Callable[[Ids], bytes]
+    code: E
+    sid: Callable[[Ids], str] = lambda ids: ids.sid
+
+
+def _j(obj: object) -> bytes:
+    return json.dumps(obj).encode()  # json escapes a lone surrogate as \ud800: what an attacker sends
+
+
+def _push(*metrics: dict[str, object], **top: object) -> Callable[[Ids], bytes]:
+    return lambda ids: _j({"metrics": [{k: getattr(ids, v[1:]) if isinstance(v, str) and v.startswith("@")
+                                        else v for k, v in m.items()} for m in metrics], **top})
+
+
+BIG = 10**400  # a 400-digit JSON integer literal: beyond any double
+
+RANGE, TEXT = E.OutOfRange, E.InvalidJson  # the two codes of issue 8 §1
+H = Hostile
+CNT, DBL, TXT, FLAG = "@count", "@dbl", "@text", "@flag"  # `_push` fills in the ids
+
+HOSTILE: list[Hostile] = [
+    # 19: numbers the agent cannot keep (issue 8 §1)
+    H("1e300 to integer", Op.PUSH, _push({"metricId": CNT, "value": 1e300}, timestamp=TS), RANGE),
+    H("-1e300 to integer", Op.PUSH, _push({"metricId": CNT, "value": -1e300}, timestamp=TS), RANGE),
+    H("2**63 to integer", Op.PUSH, _push({"metricId": CNT, "value": 2**63}, timestamp=TS), RANGE),
+    H("-(2**63)-1 to integer", Op.PUSH, _push({"metricId": CNT, "value": -(2**63) - 1}, timestamp=TS), RANGE),
+    H("2.0**63 to integer", Op.PUSH, _push({"metricId": CNT, "value": 2.0**63}, timestamp=TS), RANGE),
+    H("400 digits to a unit metric", Op.PUSH, _push({"metricId": DBL, "value": BIG}, timestamp=TS), RANGE),
+    H("-400 digits to integer", Op.PUSH, _push({"metricId": CNT, "value": -BIG}, timestamp=TS), RANGE),
+    H("1e400 (inf) literal", Op.PUSH,
+      lambda ids: b'{"metrics":[{"metricId":"%s","value":1e400}]}' % ids.dbl.encode(), RANGE),
+    H("NaN", Op.PUSH, lambda ids: b'{"metrics":[{"metricId":"%s","value":NaN}]}' % ids.dbl.encode(), RANGE),
+    H("-Infinity to integer", Op.PUSH,
+      lambda ids: b'{"metrics":[{"metricId":"%s","value":-Infinity}]}' % ids.count.encode(), RANGE),
+    H("good value then 1e300 to integer", Op.PUSH,
+      _push({"metricId": DBL, "value": 1.5}, {"metricId": CNT, "value": 1e300}, timestamp=TS + 1), RANGE),
+    H("implicit sensor + metrics, then a 400-digit value", Op.PUSH,
+      _push({"metricId": "new-a", "value": 1}, {"metricId": "new-b", "value": BIG}, timestamp=TS), RANGE,
+      sid=lambda ids: "implicit-1"),
+    H("implicit metric on a known sensor, then NaN", Op.PUSH,
+      lambda ids: b'{"metrics":[{"metricId":"new-c","value":1},{"metricId":"new-d","value":NaN}]}', RANGE),
+    H("timestamp 10**30", Op.PUSH, _push({"metricId": DBL, "value": 1}, timestamp=10**30), RANGE),
+    H("timestamp 1e300", Op.PUSH, _push({"metricId": DBL, "value": 1}, timestamp=1e300), RANGE),
+    H("timestamp -1", Op.PUSH, _push({"metricId": DBL, "value": 1}, timestamp=-1), RANGE),
+    H("element timestamp 400 digits", Op.PUSH, _push({"metricId": DBL, "value": 1, "timestamp": BIG}), RANGE),
+    # 4: text that is not valid Unicode, wherever it is
+    H("lone high surrogate as a string value", Op.PUSH, _push({"metricId": TXT, "value": "\ud800"}), TEXT),
+    H("lone low surrogate inside a string", Op.PUSH, _push({"metricId": TXT, "value": "ab\udfffcd"}), TEXT),
+    H("surrogate as an implicit metric id", Op.PUSH, _push({"metricId": "m\ud800", "value": 1}), TEXT),
+    H("implicit sensor, then a surrogate value", Op.PUSH,
+      _push({"metricId": "new-a", "value": "ok"}, {"metricId": "new-b", "value": "\ud800"}), TEXT,
+      sid=lambda ids: "implicit-2"),
+    H("surrogate in a key", Op.PUSH, _push({"metricId": DBL, "value": 1, "\ud800": 1}), TEXT),
+    H("raw surrogate bytes (CESU-8)", Op.PUSH,
+      lambda ids: b'{"metrics":[{"metricId":"%s","value":"\xed\xa0\x80"}]}' % ids.text.encode(), TEXT),
+    H("bytes that are not UTF-8", Op.PUSH,
+      lambda ids: b'{"metrics":[{"metricId":"%s","value":"\xff\xfe"}]}' % ids.text.encode(), TEXT),
+    H("surrogate sensor name (create)", Op.CREATE_SENSOR, lambda ids: _j({"name": "Hall \ud800"}), TEXT,
+      sid=lambda ids: ""),
+    H("surrogate sensor name (update)", Op.UPDATE_SENSOR, lambda ids: _j({"name": "Hall \ud800"}), TEXT),
+    H("create metrics: second name a surrogate", Op.CREATE_METRICS, lambda ids: _j({"metrics": [
+        {"matchingId": "1", "name": "Fine", "valueType": "double"},
+        {"matchingId": "2", "name": "Bad \udc00", "valueType": "double"}]}), TEXT),
+    H("create metrics: surrogate matchingId", Op.CREATE_METRICS, lambda ids: _j({"metrics": [
+        {"matchingId": "\ud800", "name": "Fine", "valueType": "double"}]}), TEXT),
+    H("create metrics: surrogate annotation", Op.CREATE_METRICS, lambda ids: _j({"metrics": [
+        {"matchingId": "1", "name": "Fine", "valueType": "double", "valueAnnotation": "\ud800"}]}), TEXT),
+    H("create metrics: second name too short", Op.CREATE_METRICS, lambda ids: _j({"metrics": [
+        {"matchingId": "1", "name": "Fine", "valueType": "double"},
+        {"matchingId": "2", "name": "x", "valueType": "double"}]}), RANGE),
+    H("update metrics: second name a surrogate", Op.UPDATE_METRICS, lambda ids: _j({"metrics": [
+        {"metricId": ids.dbl, "name": "Renamed"}, {"metricId": ids.count, "name": "Bad \ud800"}]}), TEXT),
+    H("update metrics: surrogate annotation", Op.UPDATE_METRICS, lambda ids: _j({"metrics": [
+        {"metricId": ids.text, "valueAnnotation": "\ud800"}]}), TEXT),
+    H("ping with a surrogate", Op.PING, lambda ids: _j({"request": "\ud800"}), TEXT, sid=lambda ids: ""),
+    H("delete metrics: one known, one unknown", Op.DELETE_METRICS, lambda ids: _j({"metrics": [
+        {"metricId": ids.dbl}, {"metricId": "nosuch"}]}), E.UnknownMetricId),
+    # shapes
+    H("nested 100,000 deep", Op.PUSH, lambda ids: b"[" * 100_000 + b"]" * 100_000, TEXT),
+    H("not JSON", Op.PUSH, lambda ids: b"\x00\x01garbage", TEXT),
+    H("a JSON string", Op.PUSH, lambda ids: b'"metrics"', E.JsonIsNotAObject),
+    H("metrics not an array", Op.PUSH, lambda ids: _j({"metrics": {"a": 1}}), E.ParameterIsNotAnArray),
+    H("an element not an object", Op.PUSH, lambda ids: _j({"metrics": [1]}), E.JsonIsNotAObject),
+    H("value missing", Op.PUSH, lambda ids: _j({"metrics": [{"metricId": ids.dbl}]}), E.MissingParameter),
+    H("timestamp a string", Op.PUSH, _push({"metricId": DBL, "value": 1}, timestamp="now"),
+      E.ParameterIsNotANumber),
+    H("bool to integer", Op.PUSH, _push({"metricId": CNT, "value": True}), E.ParameterIsNotAnInteger),
+    H("number to bool", Op.PUSH, _push({"metricId": FLAG, "value": 1}), E.ParameterisNotABool),
+    H("a 1 MB name", Op.CREATE_SENSOR, lambda ids: _j({"name": "x" * 1_000_000}), RANGE, sid=lambda ids: ""),
+]
+
+
+def _topic(client: ApiClient, op: Op, which: str, sid: str) -> str:
+    return t(client, op, which, sid=sid)
+
+
+def _setup_hostile(client: ApiClient) -> Ids:
+    sid = make_sensor(client, "Target")
+    dbl, count, flag, text = make_metrics(
+        client, sid, {"name": "Temp", "valueUnit": "SI.Temperature.CELSIUS"},
+        {"name": "Count", "valueType": "integer", "valueAnnotation": "n"},
+        {"name": "Flag", "valueType": "bool"},
+        {"name": "Text", "valueType": "string", "valueAnnotation": "t"})
+    return Ids(sid, dbl, count, flag, text)
+
+
+def _send_hostile(client: ApiClient, ids: Ids, case: Hostile) -> int:
+    """Send one hostile request; returns its error code (asserting topic and shape)."""
+    sid = case.sid(ids)
+    topic, body = client.request(_topic(client, case.op, "request", sid), case.payload(ids), timeout=20)
+    assert topic == _topic(client, case.op, "error", sid), (case.name, topic, body[:200])
+    answer = json.loads(body)
+    assert set(answer) == {"errorMessage", "errorcode"}, case.name
+    return int(answer["errorcode"])
+
+
+def _client_state(emulator: EmulatorProcess, cid: str) -> list[dict[str, object]]:
+    return next(c for c in emulator.dump()["clients"] if c["clientId"] == cid)["sensors"]
+
+
+class Pusher:
+    """The well-behaved client: pipelines pushes of distinct timestamps to one metric and records
+    which ones were acknowledged (answers of one sensor come in request order)."""
+
+    def __init__(self, client: ApiClient, count: int, first_ts: int = TS) -> None:
+        self.client = client
+        self.count = count
+        self.first_ts = first_ts
+        self.sid = make_sensor(client, "Steady")
+        (self.mid,) = make_metrics(client, self.sid, {"name": "Level", "valueType": "integer"})
+        self.acknowledged: list[int] = []  # timestamps
+        self.failed: list[tuple[int, bytes]] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pusher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            push = t(self.client, Op.PUSH, sid=self.sid)
+            ok_topic = t(self.client, Op.PUSH, "success", self.sid)
+            error_topic = t(self.client, Op.PUSH, "error", self.sid)
+            sent = answered = 0
+            while answered < self.count:
+                while sent < self.count and sent - answered < PUSH_WINDOW:
+                    payload = {"metrics": [{"metricId": self.mid, "value": sent}],
+                               "timestamp": self.first_ts + sent}
+                    self.client.session.publish(push, json.dumps(payload).encode(), qos=1)
+                    sent += 1
+                topic, body = self.client.next(timeout=DRAIN_TIMEOUT_S)
+                if topic == ok_topic:
+                    self.acknowledged.append(self.first_ts + answered)
+                elif topic == error_topic:
+                    self.failed.append((self.first_ts + answered, body))
+                else:
+                    continue  # livedata
+                answered += 1
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+
+    def join(self) -> None:
+        self._thread.join()  # bounded: every wait inside has a timeout
+        assert not self._thread.is_alive(), "the pusher did not finish"
+        if self.error is not None:
+            raise self.error
+
+    def stored(self, emulator: EmulatorProcess) -> list[int]:
+        sensors = _client_state(emulator, self.client.cid)
+        (sensor,) = [s for s in sensors if s["sensorId"] == self.sid]  # type: ignore[index]
+        (metric,) = sensor["metrics"]  # type: ignore[index]
+        values = {v["timestamp"]: v["value"] for v in metric["values"]}  # type: ignore[index]
+        assert all(values[ts] == ts - self.first_ts for ts in values)
+        return sorted(values)
+
+
+@pytest.fixture
+def two_clients(emulator: EmulatorProcess, tmp_path: Path) -> Iterator[tuple[ApiClient, ApiClient]]:
+    hostile, steady = new_client(emulator, tmp_path / "a"), new_client(emulator, tmp_path / "b")
+    yield hostile, steady
+    hostile.close()
+    steady.close()
+
+
+def _run_hostile_against_pusher(emulator: EmulatorProcess, hostile: ApiClient, steady: ApiClient,
+                                rounds: int, pushes: int) -> tuple[int, Pusher]:
+    ids = _setup_hostile(hostile)
+    before = _client_state(emulator, hostile.cid)
+    pusher = Pusher(steady, pushes)
+    pusher.start()
+    sent = 0
+    for _ in range(rounds):
+        for case in HOSTILE:
+            assert _send_hostile(hostile, ids, case) == case.code, case.name
+            sent += 1
+    pusher.join()
+    # nothing half written, and memory agrees with the database: list/describe answer what is stored
+    assert _client_state(emulator, hostile.cid) == before
+    listing = json.loads(ok(hostile, Op.LIST_SENSORS, t(hostile, Op.LIST_SENSORS), {}))
+    assert [s["sensorId"] for s in listing] == [ids.sid]
+    assert [m["metricId"] for m in listing[0]["metrics"]] == [ids.dbl, ids.count, ids.flag, ids.text]
+    for mid, name in ((ids.dbl, "Temp"), (ids.count, "Count"), (ids.text, "Text")):
+        body = ok(hostile, Op.DESCRIBE_METRIC, t(hostile, Op.DESCRIBE_METRIC, sid=ids.sid, mid=mid), {},
+                  ids.sid, mid)
+        assert json.loads(body)["name"] == name
+    return sent, pusher
+
+
+def test_hostile_requests_leave_no_trace_and_never_cost_another_clients_push(
+        emulator: EmulatorProcess, two_clients: tuple[ApiClient, ApiClient]) -> None:
+    hostile, steady = two_clients
+    sent, pusher = _run_hostile_against_pusher(emulator, hostile, steady, rounds=1, pushes=1000)
+    assert sent == len(HOSTILE)
+    assert pusher.failed == [] and len(pusher.acknowledged) == 1000
+    assert pusher.stored(emulator) == pusher.acknowledged  # acknowledged = stored
+    log = emulator.log_tail(10**7)
+    assert "Traceback" not in log and log.count("\n") <= 5, log[-2000:]
+
+
+def test_soak_hostile_requests_interleaved_with_pushes(
+        emulator: EmulatorProcess, two_clients: tuple[ApiClient, ApiClient]) -> None:
+    """For the closing note's figure: ``PIBRIDGE_SOAK_HOSTILE=10000 PIBRIDGE_SOAK_PUSHES=100000
+    .venv/bin/python -m pytest -s -k soak tests/test_hostile_emulator.py``; the suite runs a small one."""
+    hostile, steady = two_clients
+    wanted = int(os.environ.get("PIBRIDGE_SOAK_HOSTILE", str(3 * len(HOSTILE))))
+    rounds = max(1, -(-wanted // len(HOSTILE)))  # whole rounds of the table
+    pushes = int(os.environ.get("PIBRIDGE_SOAK_PUSHES", "3000"))
+    sent, pusher = _run_hostile_against_pusher(emulator, hostile, steady, rounds=rounds, pushes=pushes)
+    stored = pusher.stored(emulator)
+    print(f"\nsoak: {sent} hostile requests interleaved with {pushes} pushes: "
+          f"{len(pusher.acknowledged)} acknowledged, {len(stored)} stored, {len(pusher.failed)} refused")
+    assert stored == pusher.acknowledged and pusher.failed == []
+    log = emulator.log_tail(10**7)
+    assert "Traceback" not in log and log.count("\n") <= 5, log[-2000:]
+
+
+def test_limits_that_are_still_fine(emulator: EmulatorProcess, tmp_path: Path) -> None:
+    """The edges of what is storable are accepted and stored exactly."""
+    client = new_client(emulator, tmp_path)
+    ids = _setup_hostile(client)
+    push = t(client, Op.PUSH, sid=ids.sid)
+    values = [2**63 - 1, -(2**63), 9.0e18]
+    for i, value in enumerate(values):
+        ok(client, Op.PUSH, push, {"metrics": [{"metricId": ids.count, "value": value}], "timestamp": TS + i},
+           ids.sid)
+    ok(client, Op.PUSH, push, {"metrics": [{"metricId": ids.dbl, "value": 2**70}], "timestamp": TS}, ids.sid)
+    ok(client, Op.PUSH, push, {"metrics": [{"metricId": ids.text, "value": "\U0001f600 \ud83d\ude00"}],
+                               "timestamp": TS}, ids.sid)  # a valid surrogate PAIR is fine
+    metrics = {m["metricId"]: m["values"] for m in _client_state(emulator, client.cid)[0]["metrics"]}
+    assert [v["value"] for v in metrics[ids.count]] == [2**63 - 1, -(2**63), 9 * 10**18]
+    assert metrics[ids.dbl] == [{"timestamp": TS, "value": float(2**70)}]
+    assert metrics[ids.text] == [{"timestamp": TS, "value": "\U0001f600 \U0001f600"}]
+
+
+def test_error_report_with_hostile_payload_is_stored_raw_and_unanswered(emulator: EmulatorProcess,
+                                                                        tmp_path: Path) -> None:
+    client = new_client(emulator, tmp_path)
+    payload = b'{"errorMessage":"\\ud800","errorcode":1e300}\xff'
+    client.send(p.topic(p.CLIENT_ERROR_REPORT, client.cid), payload)
+    token = "after-the-report"
+    assert json.loads(ok(client, Op.PING, t(client, Op.PING), {"request": token})) == {"answer": token}
+    assert [r["payload"] for r in emulator.error_reports()] == [payload]
