@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ from pathlib import Path
 import pytest
 from emulator_helpers import ApiClient, make_metrics, make_sensor, new_client, ok, t
 
+from pibridge import mqtt
 from pibridge import protocol as p
 from pibridge.emulator.process import EmulatorProcess
 from pibridge.protocol import ErrorCode as E
@@ -316,3 +320,73 @@ def test_error_report_with_hostile_payload_is_stored_raw_and_unanswered(emulator
     token = "after-the-report"
     assert json.loads(ok(client, Op.PING, t(client, Op.PING), {"request": token})) == {"answer": token}
     assert [r["payload"] for r in emulator.error_reports()] == [payload]
+
+
+# --- a full disk --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str, *options: str) -> Iterator[Path]:
+    """A real small filesystem (tmpfs) at ``where``; skips the test where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs",
+                            str(where)], capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_full_disk_answers_3_recovers_by_itself_and_the_log_thread_survives(tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "disk", "16m") as disk:
+        emu = EmulatorProcess(disk / "state", output_file=tmp_path / "serve.log")
+        emu.start()
+        try:
+            pusher = new_client(emu, tmp_path / "a")
+            leaving_cid, cert, key = emu.issue_client_certificate(tmp_path / "b")
+            leaving = ApiClient(emu, leaving_cid, cert, key)
+            sid = make_sensor(pusher)
+            (mid,) = make_metrics(pusher, sid, {"name": "Level", "valueType": "integer"})
+            push = t(pusher, Op.PUSH, sid=sid)
+            ok(pusher, Op.PUSH, push, {"metrics": [{"metricId": mid, "value": 0}], "timestamp": TS}, sid)
+
+            filler = _fill(disk)
+            for i in range(1, 6):  # answered 3, not dropped (a dropped answer times out here)
+                topic, body = pusher.request(push, {"metrics": [{"metricId": mid, "value": i}],
+                                                    "timestamp": TS + i})
+                assert (topic, json.loads(body)["errorcode"]) == (t(pusher, Op.PUSH, "error", sid), 3)
+            topic, body = leaving.request(t(leaving, Op.DEPROVISION), {})
+            assert (topic, json.loads(body)["errorcode"]) == (t(leaving, Op.DEPROVISION, "error"), 3)
+            for _ in range(40):  # mosquitto logs every connection: its log file cannot take them
+                ApiClient(emu, leaving_cid, cert, key).close()
+            assert json.loads(ok(pusher, Op.PING, t(pusher, Op.PING), {"request": "r"})) == {"answer": "r"}
+
+            filler.unlink()  # space again: no restart, no command
+            ok(pusher, Op.PUSH, push, {"metrics": [{"metricId": mid, "value": 9}], "timestamp": TS + 9}, sid)
+            assert ok(leaving, Op.DEPROVISION, t(leaving, Op.DEPROVISION), {}) == b"Client was deleted."
+            with pytest.raises(mqtt.ConnectFailure):  # the certificate is revoked
+                ApiClient(emu, leaving_cid, cert, key)
+            values = _client_state(emu, pusher.cid)[0]["metrics"][0]["values"]  # type: ignore[index]
+            assert values == [{"timestamp": TS, "value": 0}, {"timestamp": TS + 9, "value": 9}]
+        finally:
+            emu.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log, log
+    assert "cannot write the database" in log and "database writes succeed again" in log
+    assert "mosquitto.log" in log and "works again" in log  # the log thread met the full disk and lived
+    assert "did not confirm" not in log  # the deprovision's CRL reload was seen at once
+    assert log.count("\n") <= 10, log

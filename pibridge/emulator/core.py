@@ -394,6 +394,7 @@ class Core:
         each request's own answer if the commit succeeded, else error 3 for every request."""
         self._retry_crl()
         handled: list[tuple[Out, Out]] = []  # per request: (its answer, its answer if the batch fails)
+        changes_before = self.store.total_changes
         try:
             self.store.begin()
         except sqlite3.Error as exc:
@@ -410,7 +411,7 @@ class Core:
             self._batch_failed(exc, len(messages))
             self._publish_all([m for _, failed in handled for m in failed])
             return
-        if self._failed_batches:
+        if self._failed_batches and self.store.total_changes != changes_before:
             log.warning("database writes succeed again (%d batches were answered with error 3)",
                         self._failed_batches)
             self._failed_batches = 0
@@ -464,10 +465,11 @@ class Core:
         log.debug("batch of %d requests not committed: %s", count, exc)
         with contextlib.suppress(sqlite3.Error):
             self.store.rollback()
-        self._revoked_pending = False
         self._reload()
-        self._crl_stale = True
-        self._retry_crl()
+        if self._revoked_pending:  # the CRL file lists a revocation the database does not hold
+            self._revoked_pending = False
+            self._crl_stale = True
+            self._retry_crl()
 
     def _reload(self) -> None:
         try:

@@ -114,6 +114,11 @@ class Store:
         """False after SQLite rolled a failed transaction back by itself (e.g. on a full disk)."""
         return self._db.in_transaction
 
+    @property
+    def total_changes(self) -> int:
+        """Rows changed through this connection so far (tells a batch that wrote from one that only read)."""
+        return self._db.total_changes
+
     def begin(self) -> None:
         self._db.execute("BEGIN")
 
