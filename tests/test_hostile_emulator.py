@@ -18,6 +18,9 @@ import contextlib
 import errno
 import json
 import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,7 +33,7 @@ from emulator_helpers import ApiClient, make_metrics, make_sensor, new_client, o
 
 from pibridge import mqtt
 from pibridge import protocol as p
-from pibridge.emulator.process import EmulatorProcess
+from pibridge.emulator.process import EmulatorProcess, free_port
 from pibridge.protocol import ErrorCode as E
 from pibridge.protocol import Op
 
@@ -390,3 +393,179 @@ def test_full_disk_answers_3_recovers_by_itself_and_the_log_thread_survives(tmp_
     assert "mosquitto.log" in log and "works again" in log  # the log thread met the full disk and lived
     assert "did not confirm" not in log  # the deprovision's CRL reload was seen at once
     assert log.count("\n") <= 10, log
+
+
+# --- bad command lines and state directories ----------------------------------------------------
+@pytest.fixture(scope="module")
+def template_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dir as serve leaves it: CA, server certificate, CRL and a database with one client."""
+    from pibridge.emulator.pki import Authority, make_client_key_and_csr
+    from pibridge.emulator.store import DB_NAME, Store
+
+    state = tmp_path_factory.mktemp("template") / "state"
+    state.mkdir()
+    authority = Authority(state)
+    cid, serial, _ = authority.sign_csr(make_client_key_and_csr()[1])
+    store = Store(state / DB_NAME)
+    store.begin()
+    store.add_client(cid, serial, TS)
+    store.commit()
+    store.close()
+    return state
+
+
+def _copy(template: Path, to: Path) -> Path:
+    shutil.copytree(template, to)
+    return to
+
+
+def _corrupt_serial(state: Path) -> None:
+    conn = sqlite3.connect(state / "emulator.db")
+    conn.execute("UPDATE clients SET serial = 'not-a-number'")
+    conn.commit()
+    conn.close()
+
+
+def _foreign_ca_key(state: Path) -> None:
+    from pibridge.emulator.pki import Authority
+
+    other = state.parent / "other-ca"
+    other.mkdir()
+    Authority(other)
+    shutil.copy(other / "ca.key", state / "ca.key")
+
+
+def _core_socket_taken(state: Path) -> None:
+    """mosquitto itself fails (its Unix listener cannot bind); the log holds an earlier run's lines."""
+    (state / "core.sock").mkdir()
+    (state / "core.sock" / "x").write_text("")
+    (state / "mosquitto.log").write_text("1: Error: a line of an EARLIER run\n1: Warning: unrelated\n")
+
+
+@dataclass(frozen=True)
+class BadCommand:
+    name: str
+    args: Callable[[Path, Path], list[str]]  # (fresh copy of the template state, tmp dir) → argv tail
+    says: str  # in the one line
+    status: int = 1
+    prepare: Callable[[Path], None] | None = None
+
+
+def _serve(*extra: str) -> Callable[[Path, Path], list[str]]:
+    return lambda state, tmp: ["serve", "--state-dir", str(state), "--port", str(free_port()),
+                               "--provision-port", str(free_port()), *extra]
+
+
+def _serve_in(where: Callable[[Path, Path], Path]) -> Callable[[Path, Path], list[str]]:
+    return lambda state, tmp: ["serve", "--state-dir", str(where(state, tmp)), "--port", str(free_port()),
+                               "--provision-port", str(free_port())]
+
+
+def _as_file(state: Path, tmp: Path) -> Path:
+    (tmp / "a-file").write_text("x")
+    return tmp / "a-file"
+
+
+def _under_file(state: Path, tmp: Path) -> Path:
+    return _as_file(state, tmp) / "state"
+
+
+BAD_COMMANDS = [
+    BadCommand("port 70000", _serve("--port", "70000"), "70000", 2),
+    BadCommand("port 0", _serve("--port", "0"), "port 0", 2),
+    BadCommand("port -1", _serve("--port", "-1"), "port -1", 2),
+    BadCommand("port abc", _serve("--port", "abc"), "'abc'", 2),
+    BadCommand("provision port 99999", _serve("--provision-port", "99999"), "99999", 2),
+    BadCommand("same ports", lambda s, t: ["serve", "--state-dir", str(s), "--port", "18999",
+                                           "--provision-port", "18999"], "must differ"),
+    BadCommand("host that does not resolve", _serve("--host", "nosuch.invalid"), "does not resolve"),
+    BadCommand("inject code 9", _serve("--inject-error", "9:0.5"), "only codes", 2),
+    BadCommand("inject share 2", _serve("--inject-error", "1:2"), "0..1", 2),
+    BadCommand("inject share nan", _serve("--inject-error", "1:nan"), "0..1", 2),
+    BadCommand("inject shares over 1", _serve("--inject-error", "1:0.7", "--inject-error", "3:0.7"),
+               "add up"),
+    BadCommand("seed not a number", _serve("--seed", "x"), "--seed", 2),
+    BadCommand("state dir is a file", _serve_in(_as_file), "not a directory"),
+    BadCommand("state dir under a file", _serve_in(_under_file), "Not a directory"),
+    BadCommand("state dir of an unknown user", lambda s, t: ["serve", "--state-dir", "~nosuchuser-xyz/state"],
+               "no such user"),
+    BadCommand("garbage ca.key", _serve(), "ca.key is not a usable PEM private key",
+               prepare=lambda s: (s / "ca.key").write_text("garbage")),
+    BadCommand("garbage ca.crt", _serve(), "ca.crt is not a PEM certificate",
+               prepare=lambda s: (s / "ca.crt").write_bytes(b"\x00" * 50)),
+    BadCommand("ca.key missing beside ca.crt", _serve(), "ca.key is missing",
+               prepare=lambda s: (s / "ca.key").unlink()),
+    BadCommand("ca.crt missing beside ca.key", _serve(), "ca.crt is missing",
+               prepare=lambda s: (s / "ca.crt").unlink()),
+    BadCommand("ca.key of another CA", _serve(), "does not belong", prepare=_foreign_ca_key),
+    BadCommand("no CA but provisioned clients", _serve(), "holds provisioned clients",
+               prepare=lambda s: [(s / n).unlink() for n in ("ca.key", "ca.crt")] and None),
+    BadCommand("corrupt clients.serial", _serve(), "clients.serial", prepare=_corrupt_serial),
+    BadCommand("garbage database", _serve(), "emulator.db",
+               prepare=lambda s: (s / "emulator.db").write_bytes(b"not SQLite" * 100)),
+    BadCommand("mosquitto exits at start", _serve(), "Error binding unix socket", prepare=_core_socket_taken),
+    BadCommand("dump without state", lambda s, t: ["dump", "--state-dir", str(t / "none")],
+               "no emulator state"),
+    BadCommand("dump of a garbage database", lambda s, t: ["dump", "--state-dir", str(s)], "emulator.db",
+               prepare=lambda s: (s / "emulator.db").write_bytes(b"not SQLite" * 100)),
+    BadCommand("wipe of a garbage database", lambda s, t: ["wipe", "--state-dir", str(s)], "emulator.db",
+               prepare=lambda s: (s / "emulator.db").write_bytes(b"not SQLite" * 100)),
+]
+
+
+def _assert_one_line(result: subprocess.CompletedProcess[str], says: str, status: int) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    assert says in result.stderr, result.stderr
+    assert result.returncode == status, (result.returncode, result.stderr)
+    assert "ready" not in result.stdout
+
+
+@pytest.mark.parametrize("case", BAD_COMMANDS, ids=[c.name for c in BAD_COMMANDS])
+def test_bad_command_is_one_line(case: BadCommand, template_state: Path, tmp_path: Path) -> None:
+    state = _copy(template_state, tmp_path / "state")
+    ca_before = (state / "ca.crt").read_bytes() if (state / "ca.crt").exists() else None
+    if case.prepare is not None:
+        case.prepare(state)
+    result = subprocess.run([*CLI, *case.args(state, tmp_path)], capture_output=True, text=True, timeout=60)
+    _assert_one_line(result, case.says, case.status)
+    if case.name == "mosquitto exits at start":
+        assert "EARLIER" not in result.stderr and "unrelated" not in result.stderr
+    if ca_before is not None and (state / "ca.crt").exists():  # the CA is never replaced
+        assert (state / "ca.crt").read_bytes() == ca_before or case.prepare is not None
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_unwritable_state_dir_is_one_line(kind: str, tmp_path: Path) -> None:
+    options = ("ro",) if kind == "read-only" else ()
+    with _tmpfs(tmp_path / "disk", "1m", *options) as disk:
+        if kind == "full":
+            _fill(disk)
+        result = subprocess.run([*CLI, "serve", "--state-dir", str(disk / "state"),
+                                 "--port", str(free_port()), "--provision-port", str(free_port())],
+                                capture_output=True, text=True, timeout=60)
+    _assert_one_line(result, "Read-only file system" if kind == "read-only" else "No space left", 1)
+
+
+def test_port_zero_fails_at_once_in_the_library_too(tmp_path: Path) -> None:
+    from pibridge.emulator.server import Options, ServeError, serve
+
+    with pytest.raises(ServeError, match="port 0 is not usable"):
+        serve(Options(tmp_path / "state", port=0, provision_port=free_port()))
+    assert not (tmp_path / "state").exists()  # refused before touching anything
+
+
+def test_mosquitto_dying_while_serving_is_one_line(tmp_path: Path) -> None:
+    emu = EmulatorProcess(tmp_path / "state")
+    emu.start()
+    try:
+        pid = emu.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGKILL)
+        assert emu.wait(30) == 1
+    finally:
+        emu.stop()
+    log = emu.log_tail()
+    assert "Traceback" not in log and log.count("\n") == 1, log
+    assert "mosquitto exited unexpectedly (killed by SIGKILL" in log

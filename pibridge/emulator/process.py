@@ -216,6 +216,17 @@ class EmulatorProcess:
         self._terminate()
         return proc.returncode if proc is not None else None
 
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the serve process to exit by itself; its exit status, or
+        None if it still runs (or was never started)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def __enter__(self) -> EmulatorProcess:
         self.start()
         return self
