@@ -248,7 +248,7 @@ def test_replies_in_order_per_operation(client: ApiClient) -> None:
         value = "bad" if i % 7 == 0 else i
         client.session.publish(push, json.dumps({"metrics": [{"metricId": "m", "value": value}],
                                                  "timestamp": TS + i}))
-    answers = []
+    answers: list[bool] = []
     while len(answers) < 50:
         topic, body = client.next()
         if not topic.endswith("/livedata"):

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from emulator_helpers import ApiClient, make_metrics, make_sensor, new_client, ok, t
@@ -177,7 +178,7 @@ def _send_hostile(client: ApiClient, ids: Ids, case: Hostile) -> int:
     return int(answer["errorcode"])
 
 
-def _client_state(emulator: EmulatorProcess, cid: str) -> list[dict[str, object]]:
+def _client_state(emulator: EmulatorProcess, cid: str) -> list[dict[str, Any]]:
     return next(c for c in emulator.dump()["clients"] if c["clientId"] == cid)["sensors"]
 
 
@@ -230,9 +231,9 @@ class Pusher:
 
     def stored(self, emulator: EmulatorProcess) -> list[int]:
         sensors = _client_state(emulator, self.client.cid)
-        (sensor,) = [s for s in sensors if s["sensorId"] == self.sid]  # type: ignore[index]
-        (metric,) = sensor["metrics"]  # type: ignore[index]
-        values = {v["timestamp"]: v["value"] for v in metric["values"]}  # type: ignore[index]
+        (sensor,) = [s for s in sensors if s["sensorId"] == self.sid]
+        (metric,) = sensor["metrics"]
+        values = {v["timestamp"]: v["value"] for v in metric["values"]}
         assert all(values[ts] == ts - self.first_ts for ts in values)
         return sorted(values)
 
@@ -383,7 +384,7 @@ def test_full_disk_answers_3_recovers_by_itself_and_the_log_thread_survives(tmp_
             assert ok(leaving, Op.DEPROVISION, t(leaving, Op.DEPROVISION), {}) == b"Client was deleted."
             with pytest.raises(mqtt.ConnectFailure):  # the certificate is revoked
                 ApiClient(emu, leaving_cid, cert, key)
-            values = _client_state(emu, pusher.cid)[0]["metrics"][0]["values"]  # type: ignore[index]
+            values = _client_state(emu, pusher.cid)[0]["metrics"][0]["values"]
             assert values == [{"timestamp": TS, "value": 0}, {"timestamp": TS + 9, "value": 9}]
         finally:
             emu.stop()
@@ -435,6 +436,11 @@ def _foreign_ca_key(state: Path) -> None:
     shutil.copy(other / "ca.key", state / "ca.key")
 
 
+def _remove_ca(state: Path) -> None:
+    (state / "ca.key").unlink()
+    (state / "ca.crt").unlink()
+
+
 def _core_socket_taken(state: Path) -> None:
     """mosquitto itself fails (its Unix listener cannot bind); the log holds an earlier run's lines."""
     (state / "core.sock").mkdir()
@@ -448,7 +454,7 @@ class BadCommand:
     args: Callable[[Path, Path], list[str]]  # (fresh copy of the template state, tmp dir) → argv tail
     says: str  # in the one line
     status: int = 1
-    prepare: Callable[[Path], None] | None = None
+    prepare: Callable[[Path], object] | None = None
 
 
 def _serve(*extra: str) -> Callable[[Path, Path], list[str]]:
@@ -499,7 +505,7 @@ BAD_COMMANDS = [
                prepare=lambda s: (s / "ca.crt").unlink()),
     BadCommand("ca.key of another CA", _serve(), "does not belong", prepare=_foreign_ca_key),
     BadCommand("no CA but provisioned clients", _serve(), "holds provisioned clients",
-               prepare=lambda s: [(s / n).unlink() for n in ("ca.key", "ca.crt")] and None),
+               prepare=_remove_ca),
     BadCommand("corrupt clients.serial", _serve(), "clients.serial", prepare=_corrupt_serial),
     BadCommand("garbage database", _serve(), "emulator.db",
                prepare=lambda s: (s / "emulator.db").write_bytes(b"not SQLite" * 100)),
