@@ -575,3 +575,74 @@ def test_mosquitto_dying_while_serving_is_one_line(tmp_path: Path) -> None:
     log = emu.log_tail()
     assert "Traceback" not in log and log.count("\n") == 1, log
     assert "mosquitto exited unexpectedly (killed by SIGKILL" in log
+
+
+# --- the core in-process: isolation inside one batch, log volume, CA creation ------------------------
+def test_a_request_failing_in_sqlite_is_undone_alone_within_its_batch(tmp_path: Path) -> None:
+    """A write SQLite refuses mid-batch (the database may not grow: ``max_page_count``, a real
+    SQLITE_FULL) fails that request alone: answered 3, rolled back, memory reloaded; the requests
+    before and after it in the same batch are committed and acknowledged."""
+    from pibridge.emulator.core import Core
+    from pibridge.emulator.pki import Authority, certificate_cn, make_client_key_and_csr
+    from pibridge.emulator.store import DB_NAME, Store, dump
+
+    store = Store(tmp_path / DB_NAME)
+    published: list[tuple[str, bytes]] = []
+    core = Core(store, Authority(tmp_path), publish=lambda topic, body, qos: published.append((topic, body)))
+    core.process([(p.PROVISION_TOPIC, make_client_key_and_csr()[1])])
+    cid = certificate_cn(published[-1][1])
+    push = p.topic(p.OPERATIONS[Op.PUSH].request, cid, "s1")
+
+    def body(mid: str, value: object, ts: int) -> bytes:
+        return _j({"metrics": [{"metricId": mid, "value": value}], "timestamp": ts})
+
+    core.process([(push, _j({"metrics": [{"metricId": "txt", "value": "a"}, {"metricId": "num", "value": 0}],
+                             "timestamp": TS}))])
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages + 20}")  # ~80 KB more, then SQLITE_FULL
+    published.clear()
+    core.process([(push, body("num", 1, TS + 1)), (push, body("txt", "x" * 2_000_000, TS + 2)),
+                  (push, body("later", 3, TS + 3))])
+    answers = [(topic.rsplit("/", 2)[-2], json.loads(b)["errorcode"] if b.startswith(b"{") else b)
+               for topic, b in published if not topic.endswith("/livedata")]
+    assert answers == [("info", b"Sensor was updated."), ("error", 3), ("info", b"Sensor was updated.")]
+    (sensor,) = dump(tmp_path / DB_NAME)["clients"][0]["sensors"]
+    metrics = {m["metricId"]: m["values"] for m in sensor["metrics"]}
+    assert metrics["num"] == [{"timestamp": TS, "value": 0}, {"timestamp": TS + 1, "value": 1}]
+    assert metrics["txt"] == [{"timestamp": TS, "value": "a"}]
+    assert metrics["later"] == [{"timestamp": TS + 3, "value": 3}]
+    assert set(core.clients[cid].sensors["s1"].metrics) == {"txt", "num", "later"}  # memory = database
+    store.close()
+
+
+def test_log_limiter_keeps_10000_failures_to_a_few_lines() -> None:
+    import logging
+
+    from pibridge.emulator.core import LogLimiter
+
+    now = [0.0]
+    limiter = LogLimiter(burst=10, window_s=60.0, clock=lambda: now[0])
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test-log-limiter")
+    logger.addHandler(Collect())
+    logger.propagate = False
+    for i in range(10_000):
+        now[0] = i * 0.01  # 100 s in all
+        limiter.log(logger, "request %d failed", i)
+    assert len(lines) == 20  # two windows of 10
+    assert "left out" in lines[10] and "\n" not in "".join(lines)
+
+
+def test_ca_creation_interrupted_between_its_renames_is_completed(tmp_path: Path) -> None:
+    from pibridge.emulator.pki import Authority
+
+    first = Authority(tmp_path)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    (tmp_path / "ca.crt").rename(tmp_path / "ca.crt.new")  # as if the process died right there
+    again = Authority(tmp_path, allow_new_ca=False)
+    assert (tmp_path / "ca.crt").read_bytes() == ca and again.paths == first.paths

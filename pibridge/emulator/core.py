@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Most received messages handled per commit.
 BATCH_MAX = 2000
+#: Passes over one batch when SQLite itself rolls the transaction back (`Core.process`).
+BATCH_ATTEMPTS = 3
 #: SQLite's INTEGER range: an `integer` metric's values must lie in it; other numbers outside it
 #: are stored as floats.
 INT64_MIN = -(2**63)
@@ -391,8 +393,27 @@ class Core:
     # -- batches (all on one thread) ----------------------------------------------------------
     def process(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Handle received messages in order in one transaction, commit, then publish the answers:
-        each request's own answer if the commit succeeded, else error 3 for every request."""
+        each request's own answer if the commit succeeded, else error 3 for every request.
+
+        A failing request is normally undone alone (its savepoint). Some SQLite errors (a full
+        disk) roll the whole transaction back instead: then the batch is handled again from its
+        start without that request (answered 3), at most `BATCH_ATTEMPTS` times in all; when the
+        failures go on, the environment is failing, and every request of the batch is answered 3."""
         self._retry_crl()
+        refused: dict[int, Out] = {}  # requests whose failure cost the transaction: answered 3
+        for _ in range(BATCH_ATTEMPTS):
+            lost_at = self._attempt(messages, refused)
+            if lost_at is None:
+                return
+            topic, payload = messages[lost_at]
+            refused[lost_at] = self.internal_error(topic, payload)
+        self._batch_failed(sqlite3.OperationalError("SQLite rolled back every attempt of the batch"),
+                           len(messages))
+        self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
+
+    def _attempt(self, messages: Sequence[tuple[str, bytes]], refused: dict[int, Out]) -> int | None:
+        """One pass over the batch; returns the index of the request whose failure made SQLite roll
+        the transaction back (memory reloaded, nothing published), else None (answers published)."""
         handled: list[tuple[Out, Out]] = []  # per request: (its answer, its answer if the batch fails)
         changes_before = self.store.total_changes
         try:
@@ -400,17 +421,22 @@ class Core:
         except sqlite3.Error as exc:
             self._batch_failed(exc, len(messages))
             self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
-            return
-        for topic, payload in messages:
-            handled.append(self._handle_alone(topic, payload))
+            return None
+        for index, (topic, payload) in enumerate(messages):
+            if index in refused:
+                handled.append((refused[index], refused[index]))
+                continue
+            answer, failed = self._handle_alone(topic, payload)
+            if not self.store.in_transaction:  # SQLite rolled everything back (e.g. SQLITE_FULL)
+                self._rolled_back()
+                return index
+            handled.append((answer, failed))
         try:
-            if not self.store.in_transaction:  # SQLite rolled back by itself (e.g. disk full)
-                raise sqlite3.OperationalError("the transaction was rolled back by a failed statement")
             self.store.commit()
         except sqlite3.Error as exc:
             self._batch_failed(exc, len(messages))
             self._publish_all([m for _, failed in handled for m in failed])
-            return
+            return None
         if self._failed_batches and self.store.total_changes != changes_before:
             log.warning("database writes succeed again (%d batches were answered with error 3)",
                         self._failed_batches)
@@ -423,12 +449,11 @@ class Core:
             except Exception as exc:
                 log.warning("reloading the revocation list failed: %s", exc)
         self._publish_all([m for answer, _ in handled for m in answer])
+        return None
 
     def _handle_alone(self, topic: str, payload: bytes) -> tuple[Out, Out]:
         """One request in its own savepoint: (its answer, the error-3 answer for a failed batch)."""
         failed = self.internal_error(topic, payload)
-        if not self.store.in_transaction:  # an earlier request lost the batch: change nothing more
-            return failed, failed
         try:
             self.store.savepoint()
         except sqlite3.Error as exc:
@@ -463,6 +488,10 @@ class Core:
                         _describe(exc))
         self._failed_batches += 1
         log.debug("batch of %d requests not committed: %s", count, exc)
+        self._rolled_back()
+
+    def _rolled_back(self) -> None:
+        """After the transaction ended without a commit: memory and CRL as the database says."""
         with contextlib.suppress(sqlite3.Error):
             self.store.rollback()
         self._reload()
