@@ -119,8 +119,10 @@ def test_persistence_across_restart_dump_format_and_wipe(emulator: Emulator, tmp
          "values": [{"timestamp": TS, "value": True}]}]}]}]}
     assert emulator.dump() == expected
     ca = emulator.ca_file.read_bytes()
+    ports = (emulator.port, emulator.provision_port)
     assert emulator.stop() == 0
-    emulator.start()
+    emulator.start()  # again on the same ports and state: the client's settings stay valid
+    assert (emulator.port, emulator.provision_port) == ports
     assert emulator.dump() == expected
     client = ApiClient(emulator, cid, cert, key)
     listing = json.loads(ok(client, Op.LIST_SENSORS, t(client, Op.LIST_SENSORS), {}))

@@ -79,6 +79,12 @@ Out = list[tuple[str, bytes, int]]
 """Messages to publish: (topic, payload, QoS)."""
 
 
+INTERNAL_ERROR_BODY = json.dumps(
+    p.error_payload(E.InternalError, "Internal error: the request could not be stored."),
+    separators=(",", ":")).encode()
+"""The answer of a request that could not be stored (error 3)."""
+
+
 class ApiError(Exception):
     """An error answer: ``code`` and the agent-style message."""
 
@@ -414,7 +420,7 @@ class Core:
     def _attempt(self, messages: Sequence[tuple[str, bytes]], refused: dict[int, Out]) -> int | None:
         """One pass over the batch; returns the index of the request whose failure made SQLite roll
         the transaction back (memory reloaded, nothing published), else None (answers published)."""
-        handled: list[tuple[Out, Out]] = []  # per request: (its answer, its answer if the batch fails)
+        answers: list[Out] = []
         changes_before = self.store.total_changes
         try:
             self.store.begin()
@@ -424,18 +430,18 @@ class Core:
             return None
         for index, (topic, payload) in enumerate(messages):
             if index in refused:
-                handled.append((refused[index], refused[index]))
+                answers.append(refused[index])
                 continue
-            answer, failed = self._handle_alone(topic, payload)
+            answer = self._handle_alone(topic, payload)
             if not self.store.in_transaction:  # SQLite rolled everything back (e.g. SQLITE_FULL)
                 self._rolled_back()
                 return index
-            handled.append((answer, failed))
+            answers.append(answer)
         try:
             self.store.commit()
         except sqlite3.Error as exc:
             self._batch_failed(exc, len(messages))
-            self._publish_all([m for _, failed in handled for m in failed])
+            self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
             return None
         if self._failed_batches and self.store.total_changes != changes_before:
             log.warning("database writes succeed again (%d batches were answered with error 3)",
@@ -448,31 +454,25 @@ class Core:
                     log.warning("the broker did not confirm reloading the revocation list")
             except Exception as exc:
                 log.warning("reloading the revocation list failed: %s", exc)
-        self._publish_all([m for answer, _ in handled for m in answer])
+        self._publish_all([m for answer in answers for m in answer])
         return None
 
-    def _handle_alone(self, topic: str, payload: bytes) -> tuple[Out, Out]:
-        """One request in its own savepoint: (its answer, the error-3 answer for a failed batch)."""
-        failed = self.internal_error(topic, payload)
+    def _handle_alone(self, topic: str, payload: bytes) -> Out:
+        """One request in its own savepoint: its answer (error 3 when it failed and was undone)."""
         try:
             self.store.savepoint()
         except sqlite3.Error as exc:
             self.failures.log(log, "request on %s failed: %s", topic, _describe(exc))
-            return failed, failed
+            return self.internal_error(topic, payload)
         try:
             answer = self.handle(topic, payload)
+            self.store.release()
         except Exception as exc:  # a database error or a bug: this request alone is undone
             self.failures.log(log, "request on %s failed, answered error 3: %s", topic, _describe(exc))
             log.debug("request on %s failed", topic, exc_info=True)
             self._undo_request()
-            return failed, failed
-        try:
-            self.store.release()
-        except sqlite3.Error as exc:
-            self.failures.log(log, "request on %s failed, answered error 3: %s", topic, _describe(exc))
-            self._undo_request()
-            return failed, failed
-        return answer, failed
+            return self.internal_error(topic, payload)
+        return answer
 
     def _undo_request(self) -> None:
         """Roll the current request back and make memory what the database says again."""
@@ -521,7 +521,7 @@ class Core:
     @staticmethod
     def internal_error(topic: str, payload: bytes) -> Out:
         """The error-3 answer of a request ([] for reports and unknown topics)."""
-        body = encode(p.error_payload(E.InternalError, "Internal error: the request could not be stored."))
+        body = INTERNAL_ERROR_BODY
         if topic in p.PROVISION_TOPICS:
             digest = hashlib.sha256(payload).hexdigest()
             return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), body, REPLY_QOS)]
