@@ -94,6 +94,15 @@ class ApiError(Exception):
         self.message = message
 
 
+class ChangedBeforeRefusal(Exception):
+    """A request wrote to the store and was then refused (a check placed after a change: a bug).
+    `Core` undoes the request and still sends ``answer``, its refusal."""
+
+    def __init__(self, answer: list[tuple[str, bytes, int]]) -> None:
+        super().__init__("the request changed the store before it was refused")
+        self.answer = answer
+
+
 def encode(obj: object) -> bytes:
     """Compact JSON, UTF-8, non-ASCII kept as is."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -467,6 +476,10 @@ class Core:
         try:
             answer = self.handle(topic, payload)
             self.store.release()
+        except ChangedBeforeRefusal as exc:  # a bug: the refusal stands, its changes go
+            self.failures.log(log, "request on %s: %s; undone", topic, exc)
+            self._undo_request()
+            return exc.answer
         except Exception as exc:  # a database error or a bug: this request alone is undone
             self.failures.log(log, "request on %s failed, answered error 3: %s", topic, _describe(exc))
             log.debug("request on %s failed", topic, exc_info=True)
@@ -575,6 +588,7 @@ class Core:
             return []
         assert isinstance(op, p.Op)
         operation = p.OPERATIONS[op]
+        changes_before = self.store.total_changes
         try:
             if client is None or client.revoked:
                 raise ApiError(E.ForbiddendAccess, "Access forbidden: unknown or deprovisioned client.")
@@ -585,8 +599,11 @@ class Core:
                 body, extra = self._handlers[op](client, ids, payload), []
         except ApiError as err:
             body = encode(p.error_payload(err.code, err.message))
-            return [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
-                    for t in (operation.error, *operation.error_aliases)]
+            refusal: Out = [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
+                            for t in (operation.error, *operation.error_aliases)]
+            if self.store.total_changes != changes_before:  # checks must all come before changes
+                raise ChangedBeforeRefusal(refusal) from None
+            return refusal
         if operation.reply is p.ReplyKind.TEXT:
             body = (operation.success_text or "").encode()
         return [(p.topic(operation.success, cid, sid, mid), body, REPLY_QOS), *extra]
