@@ -7,10 +7,12 @@ the answers (an acknowledged value is always committed). One thread (`pibridge.e
 which also runs the MQTT connection) handling everything in arrival order is what keeps the
 replies of each operation in request order.
 
-Every request is checked whole before it changes anything, memory or database, and then runs
-inside its own savepoint: a request that still fails (a database error, a bug) is rolled back
-alone, the in-memory inventory is reloaded from the database, it is answered 3 and the other
-requests of the batch keep their changes and answers. If the batch cannot be committed (a full
+Every request is checked whole before it changes anything, memory or database, and is then
+undoable on its own (a savepoint opened at its first write: `Store.begin_request`). A request
+that still fails (a database error, a bug) is rolled back alone, the in-memory inventory is
+reloaded from the database, it is answered 3 and the other requests of the batch keep their
+changes and answers (`Core.process` tells how failures SQLite pins on no single request are
+handled). If the batch cannot be committed (a full
 disk), nothing of it is stored and EVERY request of it is answered 3 (InternalError), never left
 without an answer; the next batch tries again, so the emulator recovers once space is freed.
 Unexpected failures are logged as one line each, rate-limited (`LogLimiter`), never a traceback
@@ -49,15 +51,17 @@ from typing import Any
 
 from pibridge import protocol as p
 from pibridge.emulator.pki import Authority, CsrRejected, CsrUnparsable
-from pibridge.emulator.store import Client, Metric, Sensor, Store, StoreCorrupt
+from pibridge.emulator.store import BatchLost, Client, Metric, Sensor, Store, StoreCorrupt
 from pibridge.protocol import ErrorCode as E
 
 log = logging.getLogger(__name__)
 
 #: Most received messages handled per commit.
 BATCH_MAX = 2000
-#: Passes over one batch when SQLite itself rolls the transaction back (`Core.process`).
+#: Passes over one batch when a failure cannot be pinned on one request (`Core.process`).
 BATCH_ATTEMPTS = 3
+#: `Core._attempt`: handle the batch again with values written request by request.
+RETRY_UNBUFFERED = -1
 #: SQLite's INTEGER range: an `integer` metric's values must lie in it; other numbers outside it
 #: are stored as floats.
 INT64_MIN = -(2**63)
@@ -330,16 +334,21 @@ def check_value(metric_type: str | None, value: object, mid: str) -> None:
 
 
 def check_storable(metric_type: str | None, value: object, mid: str) -> None:
-    """Stage 19 for a pushed value of the right type: can SQLite keep it as that type?"""
-    if not is_number(value):
-        return
-    assert isinstance(value, int | float)
-    if not is_finite(value):
-        raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of range.")
-    if metric_type == p.ValueType.INTEGER:
-        if not INT64_MIN <= value <= INT64_MAX:
+    """Stage 19 for a pushed value of the right type: can SQLite keep it as that type?
+    (On every pushed value: the common cases, a float or a small int, are the first tests.)"""
+    kind = type(value)
+    if kind is float:
+        assert isinstance(value, float)
+        if not math.isfinite(value):
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of range.")
+        if metric_type == p.ValueType.INTEGER and not INT64_MIN <= value <= INT64_MAX:
             raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of the 64-bit integer range.")
-    elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+    elif kind is int:
+        assert isinstance(value, int)
+        if INT64_MIN <= value <= INT64_MAX:
+            return
+        if metric_type == p.ValueType.INTEGER:
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of the 64-bit integer range.")
         try:
             float(value)
         except OverflowError:
@@ -410,25 +419,35 @@ class Core:
         """Handle received messages in order in one transaction, commit, then publish the answers:
         each request's own answer if the commit succeeded, else error 3 for every request.
 
-        A failing request is normally undone alone (its savepoint). Some SQLite errors (a full
-        disk) roll the whole transaction back instead: then the batch is handled again from its
-        start without that request (answered 3), at most `BATCH_ATTEMPTS` times in all; when the
-        failures go on, the environment is failing, and every request of the batch is answered 3."""
+        A failing request is normally undone alone (its savepoint). Two failures cannot be pinned
+        on one request at once: the batch's buffered value rows failing to be written (`BatchLost`),
+        and SQLite rolling the whole transaction back (SQLITE_FULL). Then the batch is handled
+        again from its start, values written request by request (`Store.buffer_values` off) and
+        without the request that lost the transaction (answered 3), at most `BATCH_ATTEMPTS`
+        times in all; when failures go on the environment is failing, and every request of the
+        batch is answered 3. Nothing is published before the final attempt commits."""
         self._retry_crl()
         refused: dict[int, Out] = {}  # requests whose failure cost the transaction: answered 3
-        for _ in range(BATCH_ATTEMPTS):
-            lost_at = self._attempt(messages, refused)
-            if lost_at is None:
-                return
-            topic, payload = messages[lost_at]
-            refused[lost_at] = self.internal_error(topic, payload)
+        try:
+            for attempt in range(BATCH_ATTEMPTS):
+                self.store.buffer_values = attempt == 0
+                lost_at = self._attempt(messages, refused)
+                if lost_at is None:
+                    return
+                if lost_at != RETRY_UNBUFFERED:
+                    topic, payload = messages[lost_at]
+                    refused[lost_at] = self.internal_error(topic, payload)
+        finally:
+            self.store.buffer_values = True
         self._batch_failed(sqlite3.OperationalError("SQLite rolled back every attempt of the batch"),
                            len(messages))
         self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
 
     def _attempt(self, messages: Sequence[tuple[str, bytes]], refused: dict[int, Out]) -> int | None:
-        """One pass over the batch; returns the index of the request whose failure made SQLite roll
-        the transaction back (memory reloaded, nothing published), else None (answers published)."""
+        """One pass over the batch. None: done (committed and answered, or failed and answered 3).
+        Else nothing was published, memory is reloaded, and the batch must be handled again:
+        without the request at the returned index (its failure made SQLite roll the transaction
+        back), or, for `RETRY_UNBUFFERED`, with values written request by request."""
         answers: list[Out] = []
         changes_before = self.store.total_changes
         try:
@@ -441,13 +460,20 @@ class Core:
             if index in refused:
                 answers.append(refused[index])
                 continue
-            answer = self._handle_alone(topic, payload)
+            try:
+                answer = self._handle_alone(topic, payload)
+            except BatchLost:  # earlier requests' buffered values: try again, unbuffered
+                self._rolled_back()
+                return RETRY_UNBUFFERED
             if not self.store.in_transaction:  # SQLite rolled everything back (e.g. SQLITE_FULL)
                 self._rolled_back()
                 return index
             answers.append(answer)
         try:
             self.store.commit()
+        except BatchLost:
+            self._rolled_back()
+            return RETRY_UNBUFFERED
         except sqlite3.Error as exc:
             self._batch_failed(exc, len(messages))
             self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
@@ -467,15 +493,14 @@ class Core:
         return None
 
     def _handle_alone(self, topic: str, payload: bytes) -> Out:
-        """One request in its own savepoint: its answer (error 3 when it failed and was undone)."""
-        try:
-            self.store.savepoint()
-        except sqlite3.Error as exc:
-            self.failures.log(log, "request on %s failed: %s", topic, _describe(exc))
-            return self.internal_error(topic, payload)
+        """One request, undoable on its own (`Store.begin_request`): its answer (error 3 when it
+        failed and was undone). `BatchLost` goes to the caller: the batch, not this request, failed."""
+        self.store.begin_request()
         try:
             answer = self.handle(topic, payload)
-            self.store.release()
+            self.store.end_request()
+        except BatchLost:
+            raise
         except ChangedBeforeRefusal as exc:  # a bug: the refusal stands, its changes go
             self.failures.log(log, "request on %s: %s; undone", topic, exc)
             self._undo_request()
@@ -491,7 +516,7 @@ class Core:
         """Roll the current request back and make memory what the database says again."""
         with contextlib.suppress(sqlite3.Error):
             if self.store.in_transaction:
-                self.store.rollback_to_savepoint()
+                self.store.undo_request()
         self._reload()
 
     def _batch_failed(self, exc: BaseException, count: int) -> None:
@@ -588,7 +613,6 @@ class Core:
             return []
         assert isinstance(op, p.Op)
         operation = p.OPERATIONS[op]
-        changes_before = self.store.total_changes
         try:
             if client is None or client.revoked:
                 raise ApiError(E.ForbiddendAccess, "Access forbidden: unknown or deprovisioned client.")
@@ -601,7 +625,7 @@ class Core:
             body = encode(p.error_payload(err.code, err.message))
             refusal: Out = [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
                             for t in (operation.error, *operation.error_aliases)]
-            if self.store.total_changes != changes_before:  # checks must all come before changes
+            if self.store.request_wrote:  # checks must all come before changes
                 raise ChangedBeforeRefusal(refusal) from None
             return refusal
         if operation.reply is p.ReplyKind.TEXT:

@@ -99,14 +99,35 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class BatchLost(Exception):
+    """Writing the value rows of earlier requests failed: nothing of the batch can be committed
+    (raised instead of the sqlite3 error so no single request is blamed for it)."""
+
+
 class Store:
-    """Write access to the database; `load` gives the inventory the core keeps in memory."""
+    """Write access to the database; `load` gives the inventory the core keeps in memory.
+
+    Transactions (see the module notes): `begin` … `commit` per batch; inside, each request
+    between `begin_request` and `end_request` (or `undo_request`). The savepoint that makes a
+    request undoable is opened lazily, at its first write: a request that writes nothing (a ping,
+    a refusal) or only values pays no SAVEPOINT/RELEASE. Pushed value rows are buffered: a
+    request's own rows join the batch's at `end_request` (dropped by `undo_request`), and the
+    batch's rows are written with one statement before any other write (so statements keep
+    their order) and at `commit`. They were checked before (`core.check_storable`): only the
+    environment (a full disk) can fail that statement, and then the batch fails (`BatchLost`)."""
 
     SAVEPOINT = "request"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = connect(path)
+        self._batch_values: list[tuple[int, int, Any]] = []  # of finished requests
+        self._request_values: list[tuple[int, int, Any]] = []  # of the current request
+        self._in_request = False
+        self._savepoint_open = False
+        #: False: a request's values are written at once, inside its savepoint (slower, but a
+        #: failing value row then fails its own request only; `core.Core.process` retries so).
+        self.buffer_values = True
 
     # -- transactions -----------------------------------------------------------------------------
     @property
@@ -119,31 +140,71 @@ class Store:
         """Rows changed through this connection so far (tells a batch that wrote from one that only read)."""
         return self._db.total_changes
 
+    @property
+    def request_wrote(self) -> bool:
+        """Has the current request changed anything (a statement, or buffered values)?"""
+        return self._savepoint_open or bool(self._request_values)
+
     def begin(self) -> None:
         self._db.execute("BEGIN")
 
     def commit(self) -> None:
+        self._write_batch_values()
         self._db.execute("COMMIT")
 
     def rollback(self) -> None:
         """Drop everything since `begin` (nothing when SQLite already rolled back)."""
+        self._batch_values.clear()
+        self._request_values.clear()
+        self._in_request = self._savepoint_open = False
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def savepoint(self) -> None:
-        self._db.execute(f"SAVEPOINT {self.SAVEPOINT}")
+    def begin_request(self) -> None:
+        self._in_request = True
 
-    def release(self) -> None:
-        self._db.execute(f"RELEASE {self.SAVEPOINT}")
+    def end_request(self) -> None:
+        """Keep the request's changes (part of the batch from now on)."""
+        self._batch_values.extend(self._request_values)
+        self._request_values.clear()
+        self._in_request = False
+        if self._savepoint_open:
+            self._savepoint_open = False
+            self._db.execute(f"RELEASE {self.SAVEPOINT}")
 
-    def rollback_to_savepoint(self) -> None:
-        """Undo everything since `savepoint` and drop the savepoint."""
-        self._db.execute(f"ROLLBACK TO {self.SAVEPOINT}")
-        self._db.execute(f"RELEASE {self.SAVEPOINT}")
+    def undo_request(self) -> None:
+        """Undo everything the current request changed."""
+        self._request_values.clear()
+        self._in_request = False
+        if self._savepoint_open:
+            self._savepoint_open = False
+            self._db.execute(f"ROLLBACK TO {self.SAVEPOINT}")
+            self._db.execute(f"RELEASE {self.SAVEPOINT}")
+
+    def _write(self) -> sqlite3.Connection:
+        """The connection, for a statement that changes something: earlier requests' value rows
+        written first (call order), the current request's savepoint open."""
+        self._write_batch_values()
+        if self._in_request and not self._savepoint_open:
+            self._db.execute(f"SAVEPOINT {self.SAVEPOINT}")
+            self._savepoint_open = True
+            if self._request_values:  # inside the savepoint: undone with the request
+                rows, self._request_values = self._request_values, []
+                self._db.executemany(INSERT_VALUE, rows)
+        return self._db
+
+    def _write_batch_values(self) -> None:
+        if not self._batch_values:
+            return
+        rows, self._batch_values = self._batch_values, []
+        try:
+            self._db.executemany(INSERT_VALUE, rows)
+        except sqlite3.Error as exc:
+            raise BatchLost(f"cannot store the batch's values: {exc}") from exc
 
     def close(self) -> None:
         if self._db.in_transaction:
-            self._db.execute("COMMIT")
+            self.commit()
         self._db.close()
 
     def load(self) -> dict[str, Client]:
@@ -169,12 +230,12 @@ class Store:
 
     # -- clients --------------------------------------------------------------------------------
     def add_client(self, cid: str, serial: int, now_ms: int) -> None:
-        self._db.execute("INSERT INTO clients(cid, serial, created_ms) VALUES (?, ?, ?)",
+        self._write().execute("INSERT INTO clients(cid, serial, created_ms) VALUES (?, ?, ?)",
                          (cid, str(serial), now_ms))
 
     def revoke_client(self, cid: str, now_ms: int) -> list[int]:
         """Mark ``cid`` revoked; returns every revoked serial (the CRL's content)."""
-        self._db.execute("UPDATE clients SET revoked_ms = ? WHERE cid = ?", (now_ms, cid))
+        self._write().execute("UPDATE clients SET revoked_ms = ? WHERE cid = ?", (now_ms, cid))
         return self.revoked_serials()
 
     def revoked_serials(self) -> list[int]:
@@ -183,20 +244,20 @@ class Store:
 
     # -- inventory -----------------------------------------------------------------------------
     def add_sensor(self, cid: str, sid: str, name: str) -> Sensor:
-        cur = self._db.execute("INSERT INTO sensors(cid, sid, name) VALUES (?, ?, ?)", (cid, sid, name))
+        cur = self._write().execute("INSERT INTO sensors(cid, sid, name) VALUES (?, ?, ?)", (cid, sid, name))
         return Sensor(int(cur.lastrowid or 0), sid, name)
 
     def rename_sensor(self, sensor: Sensor, name: str) -> None:
-        self._db.execute("UPDATE sensors SET name = ? WHERE id = ?", (name, sensor.row))
+        self._write().execute("UPDATE sensors SET name = ? WHERE id = ?", (name, sensor.row))
         sensor.name = name
 
     def delete_sensor(self, sensor: Sensor) -> None:
         self.delete_metrics(list(sensor.metrics.values()))
-        self._db.execute("DELETE FROM sensors WHERE id = ?", (sensor.row,))
+        self._write().execute("DELETE FROM sensors WHERE id = ?", (sensor.row,))
 
     def add_metric(self, sensor: Sensor, mid: str, name: str, unit: str | None, vtype: str | None,
                    annotation: str | None) -> Metric:
-        cur = self._db.execute(
+        cur = self._write().execute(
             "INSERT INTO metrics(sensor, mid, name, unit, vtype, annotation) VALUES (?, ?, ?, ?, ?, ?)",
             (sensor.row, mid, name, unit, vtype, annotation))
         metric = Metric(int(cur.lastrowid or 0), mid, name, unit, vtype, annotation)
@@ -207,29 +268,33 @@ class Store:
         """Change name and/or annotation (None: keep)."""
         new_name = metric.name if name is None else name
         new_annotation = metric.annotation if annotation is None else annotation
-        self._db.execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
+        self._write().execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
                          (new_name, new_annotation, metric.row))
         metric.name, metric.annotation = new_name, new_annotation
 
     def delete_metrics(self, metrics: list[Metric]) -> None:
         rows = [(m.row,) for m in metrics]
-        self._db.executemany("DELETE FROM vals WHERE metric = ?", rows)
-        self._db.executemany("DELETE FROM metrics WHERE id = ?", rows)
+        db = self._write()
+        db.executemany("DELETE FROM vals WHERE metric = ?", rows)
+        db.executemany("DELETE FROM metrics WHERE id = ?", rows)
 
     def put_values(self, rows: Iterable[tuple[int, int, Any]]) -> None:
-        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Values must
-        be what SQLite binds (the core checks ranges before: `core.storable`)."""
-        self._db.executemany(INSERT_VALUE, rows)
+        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Buffered (see
+        the class notes); values must be what SQLite binds (`core.check_storable`, `core.storable`)."""
+        if self.buffer_values and self._in_request and not self._savepoint_open:
+            self._request_values.extend(rows)
+        else:
+            self._write().executemany(INSERT_VALUE, rows)
 
     def add_error_report(self, cid: str, sid: str | None, mid: str | None, now_ms: int,
                          payload: bytes) -> None:
-        self._db.execute("INSERT INTO error_reports(cid, sid, mid, received_ms, payload) "
+        self._write().execute("INSERT INTO error_reports(cid, sid, mid, received_ms, payload) "
                          "VALUES (?, ?, ?, ?, ?)",
                          (cid, sid, mid, now_ms, payload))
 
     def wipe_inventory(self, cid: str | None = None) -> None:
         """Delete every sensor, metric and value (of one client, or of all); clients stay."""
-        db = self._db
+        db = self._write()
         if cid is None:
             db.execute("DELETE FROM vals")
             db.execute("DELETE FROM metrics")
