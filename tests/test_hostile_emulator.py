@@ -345,13 +345,13 @@ def _tmpfs(where: Path, size: str, *options: str) -> Iterator[Path]:
 def _fill(directory: Path) -> Path:
     """Write a file until the filesystem is full; returns it (delete it to free the space)."""
     filler = directory / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left over to fail at close
+        for chunk in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
     return filler
 
 
