@@ -1,6 +1,7 @@
 """cProfile for every thread of a process, for performance work (not used in normal runs).
 
-``PIBRIDGE_PROFILE=/path/stats.prof pibridge emulator serve …`` profiles the serve process: each
+(Named cProfile, never "profile": a profile in pibridge is a TOML profile.)
+``PIBRIDGE_CPROFILE=/path/stats.prof pibridge emulator serve …`` profiles the serve process: each
 thread started meanwhile (the core's channel thread, the mosquitto log reader) gets its own
 profiler, and on exit the merged statistics go to the file (read them with ``python -m pstats``
 or snakeviz). cProfile slows the profiled code down ~2x; compare shares, not absolute times.
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 #: Environment variable naming the stats file; unset or empty: no profiling.
-PROFILE_ENV = "PIBRIDGE_PROFILE"
+CPROFILE_ENV = "PIBRIDGE_CPROFILE"
 
 
 @contextlib.contextmanager
@@ -39,13 +40,13 @@ def profile_threads(path: str | os.PathLike[str] | None) -> Iterator[None]:
                 finished.append(profile)
 
     main = cProfile.Profile()
-    threading.Thread.run = profiled_run  # type: ignore[method-assign]
+    setattr(threading.Thread, "run", profiled_run)  # noqa: B010 (replacing a method is the point)
     main.enable()
     try:
         yield
     finally:
         main.disable()
-        threading.Thread.run = original_run  # type: ignore[method-assign]
+        setattr(threading.Thread, "run", original_run)  # noqa: B010
         stats = pstats.Stats(main)
         with lock:  # threads still running (daemons) are left out: a live profile cannot be read
             for profile in finished:

@@ -20,56 +20,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, Reply, provision
 from pibridge.drivers import Driver, Metric, SensorError, SimulatedWorld, read_with_retries
-from pibridge.testing import free_port
+from pibridge.emulator.process import EmulatorError, EmulatorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 30.0
 
 
-def start_emulator(state_dir: Path) -> tuple[subprocess.Popen[str], int, int]:
-    """``pibridge emulator serve`` as a child; returns it once it printed its ready line, or
-    stops it and exits after READY_TIMEOUT_S (its output is read on a thread, so a silent
-    emulator cannot block the wait)."""
-    port, provision_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pibridge", "emulator", "serve", "--state-dir", str(state_dir),
-         "--port", str(port), "--provision-port", str(provision_port)],
-        stdout=subprocess.PIPE, text=True)
-    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-
-    def forward(stream: IO[str]) -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)  # the emulator closed its output: it exited
-
-    assert proc.stdout is not None
-    threading.Thread(target=forward, args=(proc.stdout,), daemon=True).start()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        print(f"  emulator: {line.rstrip()}")
-        if "ready" in line:
-            return proc, port, provision_port
-    proc.terminate()
-    proc.wait(timeout=20)
-    raise SystemExit("the emulator did not become ready; see its output above")
+def start_emulator(state_dir: Path) -> EmulatorProcess:
+    """``pibridge emulator serve`` as a child on free ports (`EmulatorProcess`, the launcher tests
+    use too); exits with the emulator's log tail when it does not become ready in time."""
+    emulator = EmulatorProcess(state_dir)
+    try:
+        emulator.start(timeout=READY_TIMEOUT_S)
+    except EmulatorError as exc:
+        raise SystemExit(f"the emulator did not become ready: {exc}") from None
+    print(f"  emulator: {emulator.ready_line}")
+    return emulator
 
 
 def load_sensors(profile: Path) -> list[dict[str, Any]]:
@@ -111,12 +87,12 @@ def main() -> int:
     args = parser.parse_args()
 
     print(f"1. starting the emulated agent (state in {args.state_dir})")
-    emulator, port, provision_port = start_emulator(args.state_dir / "emulator")
+    emulator = start_emulator(args.state_dir / "emulator")
     wired: list[tuple[str, Driver, str, dict[str, str]]] = []  # (name, driver, sensorId, {key: metricId})
     world = SimulatedWorld()  # one simulated greenhouse for every sensor of the run
     try:
-        settings = AgentSettings(host="localhost", port=port, provision_port=provision_port,
-                                 ca_file=args.state_dir / "emulator" / "ca.crt",
+        settings = AgentSettings(host="localhost", port=emulator.port, provision_port=emulator.provision_port,
+                                 ca_file=emulator.ca_file,
                                  cert_folder=args.state_dir / "certs", client_name="greenhouse-demo")
         print("2. provisioning:", provision(settings).message)
 
@@ -152,8 +128,7 @@ def main() -> int:
                     time.sleep(args.spacing)
     finally:
         world.close()  # closes every driver it built
-        emulator.terminate()
-        emulator.wait(timeout=20)
+        emulator.stop()
 
     dump_command = [sys.executable, "-m", "pibridge", "emulator", "dump",
                     "--state-dir", str(args.state_dir / "emulator")]

@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 import json
+import queue
+from collections.abc import Sequence
 from pathlib import Path
 
+from pibridge import mqtt
 from pibridge import protocol as p
-from pibridge.testing import ApiClient, Emulator
+from pibridge.emulator.process import EmulatorProcess as Emulator
+
+
+class ApiClient:
+    """A minimal raw API client for tests: one mTLS session, every reply topic of its clientId
+    subscribed, received messages in a queue. Not the pibridge client library."""
+
+    def __init__(self, emulator: Emulator, cid: str, cert: Path, key: Path,
+                 filters: Sequence[str] | None = None) -> None:
+        self.cid = cid
+        self.messages: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.session = mqtt.MqttSession(emulator.api_endpoint(cert, key),
+                                        client_id=mqtt.new_client_id("pibridge-test"),
+                                        on_message=lambda t, m: self.messages.put((t, m)))
+        self.session.open()
+        self.session.subscribe(list(filters) if filters is not None else p.client_subscriptions(cid))
+
+    def base(self) -> str:
+        return p.BASE.format(cid=self.cid)
+
+    def send(self, topic: str, payload: bytes | str | object = b"{}") -> None:
+        if not isinstance(payload, bytes | str):
+            payload = json.dumps(payload)
+        self.session.publish_and_wait(topic, payload)
+
+    def next(self, timeout: float = 10.0) -> tuple[str, bytes]:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message within {timeout:g} s") from None
+
+    def request(self, topic: str, payload: bytes | str | object = b"{}",
+                timeout: float = 10.0) -> tuple[str, bytes]:
+        """Send and return the first message that arrives (livedata skipped)."""
+        self.send(topic, payload)
+        while True:
+            t, m = self.next(timeout)
+            if not t.endswith("/livedata"):
+                return t, m
+
+    def close(self) -> None:
+        self.session.close()
 
 
 def new_client(emulator: Emulator, directory: Path) -> ApiClient:

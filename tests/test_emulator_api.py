@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from emulator_helpers import error_of, make_metrics, make_sensor, new_client, ok, t
+from emulator_helpers import ApiClient, error_of, make_metrics, make_sensor, new_client, ok, t
 
 from pibridge import protocol as p
 from pibridge.protocol import ErrorCode as E
 from pibridge.protocol import Op
-from pibridge.testing import ApiClient, Emulator
+from pibridge.testing import Emulator
 
 TS = 1_700_000_000_000
 
@@ -248,7 +248,7 @@ def test_replies_in_order_per_operation(client: ApiClient) -> None:
         value = "bad" if i % 7 == 0 else i
         client.session.publish(push, json.dumps({"metrics": [{"metricId": "m", "value": value}],
                                                  "timestamp": TS + i}))
-    answers = []
+    answers: list[bool] = []
     while len(answers) < 50:
         topic, body = client.next()
         if not topic.endswith("/livedata"):

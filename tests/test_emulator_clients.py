@@ -11,14 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from emulator_helpers import error_of, make_metrics, make_sensor, new_client, ok, t
+from emulator_helpers import ApiClient, error_of, make_metrics, make_sensor, new_client, ok, t
 
 from pibridge import mqtt
 from pibridge import protocol as p
 from pibridge.emulator.pki import certificate_cn, make_client_key_and_csr
 from pibridge.protocol import ErrorCode as E
 from pibridge.protocol import Op
-from pibridge.testing import ApiClient, Emulator
+from pibridge.testing import Emulator
 
 TS = 1_700_000_000_000
 
@@ -122,8 +122,10 @@ def test_persistence_across_restart_dump_format_and_wipe(emulator: Emulator, tmp
          "values": [{"timestamp": TS, "value": True}]}]}]}]}
     assert emulator.dump() == expected
     ca = emulator.ca_file.read_bytes()
+    ports = (emulator.port, emulator.provision_port)
     assert emulator.stop() == 0
-    emulator.start()
+    emulator.start()  # again on the same ports and state: the client's settings stay valid
+    assert (emulator.port, emulator.provision_port) == ports
     assert emulator.dump() == expected
     client = ApiClient(emulator, cid, cert, key)
     listing = json.loads(ok(client, Op.LIST_SENSORS, t(client, Op.LIST_SENSORS), {}))

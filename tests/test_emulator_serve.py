@@ -110,3 +110,11 @@ def test_dump_and_wipe_cli(tmp_path: Path) -> None:
                              text=True, timeout=30)
     assert stopped.returncode == 0, stopped.stderr
     assert len(emu.dump()["clients"]) == 1
+
+
+def test_core_cost_benchmark_runs() -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "core_cost.py"
+    result = subprocess.run([sys.executable, str(script), "--batches", "1"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Core.process CPU per push: median" in result.stdout

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pibridge import protocol as p
 from pibridge.cli import CliError
@@ -14,10 +17,35 @@ from pibridge.cli import CliError
 INJECTABLE = (p.ErrorCode.NoBackendConnection, p.ErrorCode.InternalError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (``pibridge emulator serve: error: …``) and exit 2:
+    argparse's usage block would bury the line that says what is wrong (``--help`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir with ``~`` / ``~user`` expanded (a shell leaves ``--state-dir=~/x`` alone), or the
+    default; an unknown user or home is one line."""
     from pibridge.emulator.server import default_state_dir
 
-    return Path(args.state_dir) if args.state_dir else default_state_dir()
+    try:
+        return Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    except RuntimeError:  # ~nosuchuser, or no home directory at all
+        given = args.state_dir or "the default state directory (~/.local/state/pibridge/emulator)"
+        raise CliError(f"cannot expand {given}: no such user or no home directory; give a "
+                       "--state-dir without ~") from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535")
+    return port
 
 
 def _injection(text: str) -> object:
@@ -38,7 +66,7 @@ def _injection(text: str) -> object:
 
 def _serve(args: argparse.Namespace) -> int:
     from pibridge.emulator.server import Options, ServeError, serve
-    from pibridge.profiling import PROFILE_ENV, profile_threads
+    from pibridge.profiling import CPROFILE_ENV, profile_threads
 
     injections = list(args.inject_error or [])
     if sum(i.share for i in injections) > 1.0:
@@ -46,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = Options(_state_dir(args), args.host, args.port, args.provision_port, args.strict_ids,
                       injections, args.seed)
     try:
-        with profile_threads(os.environ.get(PROFILE_ENV)):  # performance work only
+        with profile_threads(os.environ.get(CPROFILE_ENV)):  # performance work only
             return serve(options)
     except ServeError as exc:
         raise CliError(str(exc)) from None
@@ -56,9 +84,15 @@ def _dump(args: argparse.Namespace) -> int:
     from pibridge.emulator.store import DB_NAME, dump
 
     path = _state_dir(args) / DB_NAME
-    if not path.exists():
+    if not path.is_file():
         raise CliError(f"no emulator state in {path.parent} (run 'pibridge emulator serve' first)")
-    print(json.dumps(dump(path), separators=(",", ":"), ensure_ascii=False))
+    try:
+        text = json.dumps(dump(path), separators=(",", ":"), ensure_ascii=False)
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot read {path} ({exc})") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {path} ({exc.strerror or exc})") from None
+    sys.stdout.write(text + "\n")
     return 0
 
 
@@ -75,15 +109,16 @@ def _wipe(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the top-level parser."""
     group = sub.add_parser("emulator", help="run the TeamViewer IoT Agent emulator")
-    commands = group.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True)
+    commands = group.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True,
+                                    parser_class=OneLineParser)
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument("--state-dir", metavar="DIR",
                        help="CA, database and broker files (default $XDG_STATE_HOME/pibridge/emulator)")
 
     serve = commands.add_parser("serve", parents=[state], help="run the emulator in the foreground")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=p.DEFAULT_API_PORT, help="API port (mutual TLS)")
-    serve.add_argument("--provision-port", type=int, default=p.DEFAULT_PROVISION_PORT,
+    serve.add_argument("--port", type=_port, default=p.DEFAULT_API_PORT, help="API port (mutual TLS)")
+    serve.add_argument("--provision-port", type=_port, default=p.DEFAULT_PROVISION_PORT,
                        help="provisioning port (server-authenticated TLS)")
     serve.add_argument("--strict-ids", action="store_true",
                        help="answer pushes to unknown sensor/metric ids with 15/16 instead of creating them")

@@ -23,10 +23,14 @@ for that line: every TLS handshake handled after it sees the new CRL.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
+import errno
 import fcntl
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pibridge import protocol as p
+
+log = logging.getLogger(__name__)
 
 #: Where mosquitto is looked for after PATH (Debian installs it in /usr/sbin, outside a user PATH).
 FALLBACK_DIRS = ("/usr/sbin", "/usr/local/sbin")
@@ -58,6 +64,16 @@ RELOAD_LINE = b"Reloading config."
 #: Pipe capacity asked for mosquitto's log, so a stopped serve process (tests pause it) does not
 #: block mosquitto's logging as soon; the kernel may grant less.
 LOG_PIPE_SIZE = 1 << 20
+#: Lines of one mosquitto run kept in memory, for the reason shown when it exits.
+RUN_LINES_KEPT = 50
+#: Lines of mosquitto's output shown when it exits.
+EXIT_LINES_SHOWN = 3
+#: mosquitto's line prefix (``log_timestamp``: seconds since the epoch).
+_TIMESTAMP = re.compile(rb"^\d+: ")
+#: What mosquitto logs at every start as root (we ask for ``user root``): never the reason it exits.
+_ROOT_WARNING = b"should not be run as root"
+#: Usable TCP ports (0 is not one: mosquitto's ``listener 0`` opens a Unix socket).
+PORT_MIN, PORT_MAX = 1, 65535
 
 
 class BrokerError(Exception):
@@ -73,15 +89,24 @@ def find_mosquitto() -> str | None:
     return shutil.which("mosquitto", path=search)
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Would mosquitto fail to listen on host:port? (bind with SO_REUSEADDR, as mosquitto does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def check_port(host: str, port: int) -> None:
+    """Raise BrokerError unless mosquitto could listen on host:port (bound with SO_REUSEADDR, as
+    mosquitto does): a port outside 1..65535, a host that does not resolve, a port in use."""
+    if not PORT_MIN <= port <= PORT_MAX:
+        raise BrokerError(f"port {port} is not usable: choose one in {PORT_MIN}..{PORT_MAX}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise BrokerError(f"cannot listen on {host!r}: it does not resolve ({exc})") from None
+    with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+            s.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BrokerError(f"port {port} on {host} is already in use; choose another with "
+                                  "--port/--provision-port") from None
+            raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,15 @@ class BrokerConfig:
         return self.config_file
 
 
+def _status(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
 def _die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGTERM when the serve process dies, however it
     dies. ``prctl`` is looked up here, in the parent: loading libraries in a forked child of a
@@ -165,6 +199,8 @@ class Broker:
         self._reload_lock = threading.Lock()  # one reload at a time: each waits for its own line
         self._log_ended: dict[subprocess.Popen[bytes], bool] = {}  # output reached EOF: it exited
         self._log_reader: threading.Thread | None = None
+        self._run_lines: collections.deque[bytes] = collections.deque(maxlen=RUN_LINES_KEPT)
+        self._last_proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -186,26 +222,53 @@ class Broker:
         assert proc.stdout is not None
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, LOG_PIPE_SIZE)
-        self._proc = proc
+        self._proc = self._last_proc = proc
         self._log_ended[proc] = False
-        self._log_reader = threading.Thread(target=self._copy_log, args=(proc,), name="mosquitto-log",
-                                            daemon=True)
+        self._run_lines = collections.deque(maxlen=RUN_LINES_KEPT)
+        self._log_reader = threading.Thread(target=self._copy_log, args=(proc, self._run_lines),
+                                            name="mosquitto-log", daemon=True)
         self._log_reader.start()
 
-    def _copy_log(self, proc: subprocess.Popen[bytes]) -> None:
-        """Copy mosquitto's output to the log file, counting reload lines; ends at mosquitto's exit."""
+    def _copy_log(self, proc: subprocess.Popen[bytes], run_lines: collections.deque[bytes]) -> None:
+        """Copy mosquitto's output to the log file, counting reload lines; ends at mosquitto's exit.
+        A failing write (a full disk) drops lines, says so once, and never ends the reading: the
+        reload lines must still be counted (`reload`)."""
         assert proc.stdout is not None
-        with proc.stdout, open(self.config.log_file, "ab") as log:
+        out = None
+        writing = True
+        try:
             for line in proc.stdout:
-                log.write(line)
-                log.flush()
+                run_lines.append(line)
                 if RELOAD_LINE in line:
                     with self._reloads:
                         self._reload_count += 1
                         self._reloads.notify_all()
-        with self._reloads:  # wake a reload waiting on a mosquitto that is gone
-            self._log_ended[proc] = True
-            self._reloads.notify_all()
+                try:
+                    if out is None:
+                        out = open(self.config.log_file, "ab", buffering=0)  # noqa: SIM115 (reopened after a failure)
+                    out.write(line)
+                except OSError as exc:
+                    if writing:
+                        log.warning("cannot write %s (%s): mosquitto's log lines are dropped until "
+                                    "it works again", self.config.log_file, exc.strerror or exc)
+                    writing = False
+                    if out is not None:
+                        with contextlib.suppress(OSError):
+                            out.close()
+                        out = None
+                    continue
+                if not writing:
+                    log.warning("writing %s works again", self.config.log_file)
+                    writing = True
+        except (OSError, ValueError) as exc:  # the pipe itself failed: mosquitto is lost to us
+            log.warning("reading mosquitto's output failed: %s", exc)
+        finally:
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    out.close()
+            with proc.stdout, self._reloads:  # wake a reload waiting on a mosquitto that is gone
+                self._log_ended[proc] = True
+                self._reloads.notify_all()
 
     def reload(self, timeout: float = RELOAD_TIMEOUT_S) -> bool:
         """SIGHUP: re-read configuration, ACLs and CRL (open connections stay). Returns once
@@ -233,15 +296,21 @@ class Broker:
             proc.kill()
             proc.wait()
 
-    def log_tail(self, lines: int = 3) -> str:
-        reader = self._log_reader
-        if reader is not None and not self.alive():
-            reader.join(timeout=1.0)  # mosquitto exited: let its last lines reach the file
-        try:
-            text = self.config.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+    def exit_reason(self) -> str:
+        """Why the last mosquitto run ended, in one line: its exit status and the error lines it
+        printed in that run (else its last lines), never lines of an earlier run."""
+        proc, reader = self._last_proc, self._log_reader
+        if reader is not None and proc is not None and proc.poll() is not None:
+            reader.join(timeout=1.0)  # mosquitto exited: let the reader take its last lines
+        lines = [_TIMESTAMP.sub(b"", line).strip() for line in list(self._run_lines)]
+        lines = [line for line in lines if line and _ROOT_WARNING not in line]
+        errors = [line for line in lines if b"Error" in line]
+        shown = (errors or lines)[:EXIT_LINES_SHOWN] if errors else lines[-EXIT_LINES_SHOWN:]
+        status = "still running"
+        if proc is not None and proc.returncode is not None:
+            status = _status(proc.returncode)
+        text = " | ".join(line.decode(errors="replace") for line in shown)
+        return f"{status}: {text}" if text else f"{status}, no output (log: {self.config.log_file})"
 
     def wait_ready(self, timeout: float) -> None:
         """Return once both ports answer: a verified TLS handshake on the provision port, and a
@@ -252,7 +321,7 @@ class Broker:
         pending = [self.config.provision_port, self.config.port]
         while pending:
             if not self.alive():
-                raise BrokerError(f"mosquitto exited during startup: {self.log_tail()}")
+                raise BrokerError(f"mosquitto exited during startup ({self.exit_reason()})")
             port = pending[0]
             try:
                 with socket.create_connection((host, port), timeout=1.0) as raw:

@@ -150,7 +150,10 @@ class CoreChannel:
     def _process(self) -> None:
         while self._inbox:
             batch, self._inbox = self._inbox[:BATCH_MAX], self._inbox[BATCH_MAX:]
-            self.core.process(batch)
+            try:
+                self.core.process(batch)
+            except Exception as exc:  # never end the thread: the next batch may well succeed
+                log.warning("a batch of %d requests failed: %s: %s", len(batch), type(exc).__name__, exc)
 
     def _publish(self, topic: str, payload: bytes, qos: int) -> None:
         session = self._session

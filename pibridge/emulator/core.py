@@ -2,15 +2,35 @@
 
 `Core.handle(topic, payload)` is the whole behaviour as a function: it returns the messages to
 publish and changes the `Store`; it does not touch MQTT, so it is unit-testable. `Core.process`
-handles a batch of received messages, commits once and only then publishes the answers (an
-acknowledged value is always committed). One thread (`pibridge.emulator.channel`, which also
-runs the MQTT connection) handling everything in arrival order is what keeps the replies of
-each operation in request order.
+handles a batch of received messages in one transaction, commits once and only then publishes
+the answers (an acknowledged value is always committed). One thread (`pibridge.emulator.channel`,
+which also runs the MQTT connection) handling everything in arrival order is what keeps the
+replies of each operation in request order.
+
+Every request is checked whole before it changes anything, memory or database, and is then
+undoable on its own (a savepoint opened at its first write: `Store.begin_request`). A request
+that still fails (a database error, a bug) is rolled back alone, the in-memory inventory is
+reloaded from the database, it is answered 3 and the other requests of the batch keep their
+changes and answers (`Core.process` tells how failures SQLite pins on no single request are
+handled). If the batch cannot be committed (a full
+disk), nothing of it is stored and EVERY request of it is answered 3 (InternalError), never left
+without an answer; the next batch tries again, so the emulator recovers once space is freed.
+Unexpected failures are logged as one line each, rate-limited (`LogLimiter`), never a traceback
+per request (``-vv`` adds the traceback at debug level).
 
 Validation follows the [choice] order of §4; the first failure answers:
 18 → 4 → 5 → 6 → 7/8/9/10/11 (request fields) → 15 → 16 → 7/8/9/11 (pushed values) →
 12/13/14 → 19 → 17. Within a multi-item request every item passes one stage before any item
 is checked at the next (so a missing field anywhere wins over a wrong type anywhere).
+
+Values the agent cannot keep ([choice], agent-api.md §4):
+
+    input                                                    code
+    text anywhere holding a lone UTF-16 surrogate ("\ud800")  4  InvalidJson (not valid Unicode)
+    payload bytes that are not UTF-8                          4  InvalidJson
+    integer metric: a whole number outside -2**63 .. 2**63-1  19 OutOfRange (1e300 included)
+    number metric: a number beyond a finite double            19 OutOfRange (a 400-digit literal)
+    NaN / Infinity anywhere a number is stored                19 OutOfRange
 """
 
 from __future__ import annotations
@@ -22,6 +42,7 @@ import logging
 import math
 import random
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,24 +51,42 @@ from typing import Any
 
 from pibridge import protocol as p
 from pibridge.emulator.pki import Authority, CsrRejected, CsrUnparsable
-from pibridge.emulator.store import Client, Metric, Sensor, Store
+from pibridge.emulator.store import BatchLost, Client, Metric, Sensor, Store, StoreCorrupt
 from pibridge.protocol import ErrorCode as E
 
 log = logging.getLogger(__name__)
 
 #: Most received messages handled per commit.
 BATCH_MAX = 2000
-#: Integers outside SQLite's 64-bit range are stored as floats.
+#: Passes over one batch when a failure cannot be pinned on one request (`Core.process`).
+BATCH_ATTEMPTS = 3
+#: `Core._attempt`: handle the batch again with values written request by request.
+RETRY_UNBUFFERED = -1
+#: SQLite's INTEGER range: an `integer` metric's values must lie in it; other numbers outside it
+#: are stored as floats.
+INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: A text that may hold a lone surrogate: one written as an escape, or any non-ASCII byte (json
+#: decodes bytes with 'surrogatepass'). Pure-ASCII payloads without escapes skip the walk.
+_ESCAPE = b"\\u"
 #: Answers (and certificates) go out at QoS 1 (agent-api.md §1).
 REPLY_QOS = 1
 #: Livedata is a notification the agent API fixes no QoS for: QoS 0 saves the acknowledgements.
 LIVEDATA_QOS = 0
 #: Bound of the topic → route cache (one entry per request topic seen).
 ROUTE_CACHE_MAX = 4096
+#: Unexpected request failures: at most LOG_BURST lines per LOG_WINDOW_S seconds, then a count.
+LOG_BURST = 10
+LOG_WINDOW_S = 60.0
 
 Out = list[tuple[str, bytes, int]]
 """Messages to publish: (topic, payload, QoS)."""
+
+
+INTERNAL_ERROR_BODY = json.dumps(
+    p.error_payload(E.InternalError, "Internal error: the request could not be stored."),
+    separators=(",", ":")).encode()
+"""The answer of a request that could not be stored (error 3)."""
 
 
 class ApiError(Exception):
@@ -59,9 +98,51 @@ class ApiError(Exception):
         self.message = message
 
 
+class ChangedBeforeRefusal(Exception):
+    """A request wrote to the store and was then refused (a check placed after a change: a bug).
+    `Core` undoes the request and still sends ``answer``, its refusal."""
+
+    def __init__(self, answer: list[tuple[str, bytes, int]]) -> None:
+        super().__init__("the request changed the store before it was refused")
+        self.answer = answer
+
+
 def encode(obj: object) -> bytes:
     """Compact JSON, UTF-8, non-ASCII kept as is."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class LogLimiter:
+    """One line per event, at most ``burst`` per ``window_s`` seconds; the next line after a quiet
+    spell says how many were left out (so 10,000 hostile requests make a few lines, not 12 MB)."""
+
+    def __init__(self, burst: int = LOG_BURST, window_s: float = LOG_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self.clock = clock
+        self._window_start = -math.inf
+        self._in_window = 0
+        self.suppressed = 0
+
+    def log(self, logger: logging.Logger, message: str, *args: object) -> None:
+        now = self.clock()
+        if now - self._window_start >= self.window_s:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= self.burst:
+            self.suppressed += 1
+            return
+        self._in_window += 1
+        if self.suppressed:
+            message += f" ({self.suppressed} similar lines left out)"
+            self.suppressed = 0
+        logger.warning(message, *args)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line: its type and message, no traceback."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- routing ------------------------------------------------------------------------------------
@@ -139,14 +220,41 @@ def is_finite(v: object) -> bool:
 
 
 def parse_object(payload: bytes) -> dict[str, Any]:
-    """Stages 4 and 5: JSON, and a JSON object."""
+    """Stages 4 and 5: JSON whose every text is valid Unicode, and a JSON object."""
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:
         raise ApiError(E.InvalidJson, f"Invalid JSON: {exc}") from None
+    if (_ESCAPE in payload or not payload.isascii()) and not _valid_text(data):
+        raise ApiError(E.InvalidJson, "Invalid JSON: a text is not valid Unicode (lone surrogate).")
     if not isinstance(data, dict):
         raise ApiError(E.JsonIsNotAObject, "JSON is not an object.")
     return data
+
+
+def _valid_text(data: object) -> bool:
+    """No string (key or value) anywhere in ``data`` holds a surrogate code point: such text
+    cannot be stored or sent as UTF-8. Iterative: nesting depth is json's to bound."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _present(obj: dict[str, Any], key: str) -> bool:
@@ -225,13 +333,35 @@ def check_value(metric_type: str | None, value: object, mid: str) -> None:
         raise ApiError(E.ParameterIsNotANumber, f"Value of metric '{mid}' is not a number.")
 
 
+def check_storable(metric_type: str | None, value: object, mid: str) -> None:
+    """Stage 19 for a pushed value of the right type: can SQLite keep it as that type?
+    (On every pushed value: the common cases, a float or a small int, are the first tests.)"""
+    kind = type(value)
+    if kind is float:
+        assert isinstance(value, float)
+        if not math.isfinite(value):
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of range.")
+        if metric_type == p.ValueType.INTEGER and not INT64_MIN <= value <= INT64_MAX:
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of the 64-bit integer range.")
+    elif kind is int:
+        assert isinstance(value, int)
+        if INT64_MIN <= value <= INT64_MAX:
+            return
+        if metric_type == p.ValueType.INTEGER:
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is out of the 64-bit integer range.")
+        try:
+            float(value)
+        except OverflowError:
+            raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is too large for a double.") from None
+
+
 def storable(value: Any, metric_type: str | None) -> Any:
     """The value as SQLite stores it: bool → 0/1 (dump turns it back), whole float → int for integer."""
     if isinstance(value, bool):
         return int(value)
     if metric_type == p.ValueType.INTEGER and isinstance(value, float):
         return int(value)
-    if isinstance(value, int) and abs(value) > INT64_MAX:
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
         return float(value)
     return value
 
@@ -273,6 +403,9 @@ class Core:
         self.clock = clock
         self.clients: dict[str, Client] = store.load()
         self._revoked_pending = False
+        self._crl_stale = False  # the CRL file may differ from the database (a failed batch)
+        self._failed_batches = 0  # consecutive batches that could not be committed
+        self.failures = LogLimiter()
         self._handlers: dict[p.Op, Callable[[Client, dict[str, str], bytes], bytes | Any]] = {
             p.Op.PING: self._ping, p.Op.LIST_SENSORS: self._list, p.Op.CREATE_SENSOR: self._create_sensor,
             p.Op.UPDATE_SENSOR: self._update_sensor, p.Op.DELETE_SENSOR: self._delete_sensor,
@@ -283,46 +416,182 @@ class Core:
 
     # -- batches (all on one thread) ----------------------------------------------------------
     def process(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Handle received messages in order, commit once, then publish every answer."""
-        out: Out = []
-        for topic, payload in messages:
+        """Handle received messages in order in one transaction, commit, then publish the answers:
+        each request's own answer if the commit succeeded, else error 3 for every request.
+
+        A failing request is normally undone alone (its savepoint). Two failures cannot be pinned
+        on one request at once: the batch's buffered value rows failing to be written (`BatchLost`),
+        and SQLite rolling the whole transaction back (SQLITE_FULL). Then the batch is handled
+        again from its start, values written request by request (`Store.buffer_values` off) and
+        without the request that lost the transaction (answered 3), at most `BATCH_ATTEMPTS`
+        times in all; when failures go on the environment is failing, and every request of the
+        batch is answered 3. Nothing is published before the final attempt commits."""
+        self._retry_crl()
+        refused: dict[int, Out] = {}  # requests whose failure cost the transaction: answered 3
+        try:
+            for attempt in range(BATCH_ATTEMPTS):
+                self.store.buffer_values = attempt == 0
+                lost_at = self._attempt(messages, refused)
+                if lost_at is None:
+                    return
+                if lost_at != RETRY_UNBUFFERED:
+                    topic, payload = messages[lost_at]
+                    refused[lost_at] = self.internal_error(topic, payload)
+        finally:
+            self.store.buffer_values = True
+        self._batch_failed(sqlite3.OperationalError("SQLite rolled back every attempt of the batch"),
+                           len(messages))
+        self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
+
+    def _attempt(self, messages: Sequence[tuple[str, bytes]], refused: dict[int, Out]) -> int | None:
+        """One pass over the batch. None: done (committed and answered, or failed and answered 3).
+        Else nothing was published, memory is reloaded, and the batch must be handled again:
+        without the request at the returned index (its failure made SQLite roll the transaction
+        back), or, for `RETRY_UNBUFFERED`, with values written request by request."""
+        answers: list[Out] = []
+        changes_before = self.store.total_changes
+        try:
+            self.store.begin()
+        except sqlite3.Error as exc:
+            self._batch_failed(exc, len(messages))
+            self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
+            return None
+        for index, (topic, payload) in enumerate(messages):
+            if index in refused:
+                answers.append(refused[index])
+                continue
             try:
-                out.extend(self.handle(topic, payload))
-            except Exception:
-                log.exception("handling %s failed", topic)
-        self._flush(out)
-
-    def wipe(self) -> None:
-        """Delete every sensor, metric and value; clients stay (call on the core's thread)."""
-        self.store.wipe_inventory()
-        self.store.commit()
-        for client in self.clients.values():
-            client.sensors.clear()
-
-    def _flush(self, out: Out) -> None:
+                answer = self._handle_alone(topic, payload)
+            except BatchLost:  # earlier requests' buffered values: try again, unbuffered
+                self._rolled_back()
+                return RETRY_UNBUFFERED
+            if not self.store.in_transaction:  # SQLite rolled everything back (e.g. SQLITE_FULL)
+                self._rolled_back()
+                return index
+            answers.append(answer)
         try:
             self.store.commit()
-        except Exception:  # nothing of the batch is stored: acknowledge none of it
-            log.exception("commit failed; %d answers dropped", len(out))
-            with contextlib.suppress(Exception):
-                self.store.rollback()
-                # the batch also changed the in-memory inventory and maybe the revocation list:
-                # make both what the database says again
-                self.clients = self.store.load()
-                self.authority.write_crl(self.store.revoked_serials())
-            out = []
+        except BatchLost:
+            self._rolled_back()
+            return RETRY_UNBUFFERED
+        except sqlite3.Error as exc:
+            self._batch_failed(exc, len(messages))
+            self._publish_all([m for topic, payload in messages for m in self.internal_error(topic, payload)])
+            return None
+        if self._failed_batches and self.store.total_changes != changes_before:
+            log.warning("database writes succeed again (%d batches were answered with error 3)",
+                        self._failed_batches)
+            self._failed_batches = 0
         if self._revoked_pending:  # revoke before answering: a reconnect right after is refused
             self._revoked_pending = False
             try:
                 if self.on_revoked() is False:
                     log.warning("the broker did not confirm reloading the revocation list")
-            except Exception:
-                log.exception("reloading the revocation list failed")
+            except Exception as exc:
+                log.warning("reloading the revocation list failed: %s", exc)
+        self._publish_all([m for answer in answers for m in answer])
+        return None
+
+    def _handle_alone(self, topic: str, payload: bytes) -> Out:
+        """One request, undoable on its own (`Store.begin_request`): its answer (error 3 when it
+        failed and was undone). `BatchLost` goes to the caller: the batch, not this request, failed."""
+        self.store.begin_request()
+        try:
+            answer = self.handle(topic, payload)
+            self.store.end_request()
+        except BatchLost:
+            raise
+        except ChangedBeforeRefusal as exc:  # a bug: the refusal stands, its changes go
+            self.failures.log(log, "request on %s: %s; undone", topic, exc)
+            self._undo_request()
+            return exc.answer
+        except Exception as exc:  # a database error or a bug: this request alone is undone
+            self.failures.log(log, "request on %s failed, answered error 3: %s", topic, _describe(exc))
+            log.debug("request on %s failed", topic, exc_info=True)
+            self._undo_request()
+            return self.internal_error(topic, payload)
+        return answer
+
+    def _undo_request(self) -> None:
+        """Roll the current request back and make memory what the database says again."""
+        with contextlib.suppress(sqlite3.Error):
+            if self.store.in_transaction:
+                self.store.undo_request()
+        self._reload()
+
+    def _batch_failed(self, exc: BaseException, count: int) -> None:
+        """Nothing of the batch is stored: roll back, reload memory and CRL from the database."""
+        if self._failed_batches == 0:
+            log.warning("cannot write the database (%s): answering error 3 until writes succeed again",
+                        _describe(exc))
+        self._failed_batches += 1
+        log.debug("batch of %d requests not committed: %s", count, exc)
+        self._rolled_back()
+
+    def _rolled_back(self) -> None:
+        """After the transaction ended without a commit: memory and CRL as the database says."""
+        with contextlib.suppress(sqlite3.Error):
+            self.store.rollback()
+        self._reload()
+        if self._revoked_pending:  # the CRL file lists a revocation the database does not hold
+            self._revoked_pending = False
+            self._crl_stale = True
+            self._retry_crl()
+
+    def _reload(self) -> None:
+        try:
+            self.clients = self.store.load()
+        except (sqlite3.Error, StoreCorrupt) as exc:  # keep the old view; the next failure retries
+            log.warning("cannot reload the inventory from the database: %s", _describe(exc))
+
+    def _retry_crl(self) -> None:
+        """After a failed batch the CRL file may list a revocation the database does not hold:
+        rewrite it from the database (again at every batch until it works)."""
+        if not self._crl_stale:
+            return
+        try:
+            self.authority.write_crl(self.store.revoked_serials())
+        except (sqlite3.Error, StoreCorrupt, OSError) as exc:
+            self.failures.log(log, "cannot rewrite the revocation list: %s", _describe(exc))
+            return
+        self._crl_stale = False
+
+    @staticmethod
+    def internal_error(topic: str, payload: bytes) -> Out:
+        """The error-3 answer of a request ([] for reports and unknown topics)."""
+        body = INTERNAL_ERROR_BODY
+        if topic in p.PROVISION_TOPICS:
+            digest = hashlib.sha256(payload).hexdigest()
+            return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), body, REPLY_QOS)]
+        found = route(topic)
+        if found is None or found[0] == REPORT:
+            return []
+        op, ids = found
+        assert isinstance(op, p.Op)
+        operation = p.OPERATIONS[op]
+        cid, sid, mid = ids["cid"], ids.get("sid", ""), ids.get("mid", "")
+        return [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
+                for t in (operation.error, *operation.error_aliases)]
+
+    def wipe(self) -> None:
+        """Delete every sensor, metric and value; clients stay (call on the core's thread)."""
+        self.store.begin()
+        try:
+            self.store.wipe_inventory()
+            self.store.commit()
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.store.rollback()
+            raise
+        for client in self.clients.values():
+            client.sensors.clear()
+
+    def _publish_all(self, out: Out) -> None:
         for topic, payload, qos in out:
             try:
                 self.publish(topic, payload, qos)
             except Exception as exc:  # broker down: the client's request times out
-                log.warning("cannot publish to %s: %s", topic, exc)
+                self.failures.log(log, "cannot publish to %s: %s", topic, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -354,8 +623,11 @@ class Core:
                 body, extra = self._handlers[op](client, ids, payload), []
         except ApiError as err:
             body = encode(p.error_payload(err.code, err.message))
-            return [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
-                    for t in (operation.error, *operation.error_aliases)]
+            refusal: Out = [(p.topic(t, cid, sid, mid), body, REPLY_QOS)
+                            for t in (operation.error, *operation.error_aliases)]
+            if self.store.request_wrote:  # checks must all come before changes
+                raise ChangedBeforeRefusal(refusal) from None
+            return refusal
         if operation.reply is p.ReplyKind.TEXT:
             body = (operation.success_text or "").encode()
         return [(p.topic(operation.success, cid, sid, mid), body, REPLY_QOS), *extra]
@@ -568,8 +840,8 @@ class Core:
                 ts = now
             elif not (is_finite(ts) and p.TIMESTAMP_MIN_MS <= ts <= now + p.TIMESTAMP_MAX_AHEAD_MS):
                 raise ApiError(E.OutOfRange, f"Timestamp {ts} is out of range.")
-            if is_number(e["value"]) and not is_finite(e["value"]):
-                raise ApiError(E.OutOfRange, f"Value of metric '{e['metricId']}' is out of range.")
+            mid = e["metricId"]
+            check_storable(new[mid] if mid in new else types[mid], e["value"], mid)
             rows_ts.append(int(ts))
         # accepted: create what is implicit, store, answer, livedata
         if sensor is None:
@@ -594,8 +866,9 @@ class Core:
     def _deprovision(self, client: Client, ids: dict[str, str], payload: bytes) -> bytes:
         parse_object(payload)
         self.store.wipe_inventory(client.cid)
+        revoked = self.store.revoke_client(client.cid, self.now_ms())
+        self.authority.write_crl(revoked)  # atomic: a failure leaves the former list
         client.sensors.clear()
         client.revoked = True
-        self.authority.write_crl(self.store.revoke_client(client.cid, self.now_ms()))
         self._revoked_pending = True
         return b""

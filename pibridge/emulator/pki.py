@@ -8,10 +8,20 @@ Files in the state dir (all PEM):
 
 Client certificates (10 years) are issued from a CSR with a fresh clientId (``uuid4().hex``) as
 CN; the CSR's own subject is discarded (agent-api.md §3).
+
+The CA is never replaced behind the user's back: a new one would orphan every provisioned client.
+It is created only when neither ``ca.key`` nor ``ca.crt`` exists (and the caller allows it: serve
+refuses when its database already holds clients). One of the two without the other, either one
+unreadable, or a key that does not match the certificate is a `PkiError` (one line). Creation
+writes ``ca.key.new`` and ``ca.crt.new``, syncs them, then renames key and certificate; a crash
+between the two renames leaves ``ca.key`` + ``ca.crt.new``, which the next start completes.
+Server certificate and key are ours alone: unreadable, missing, or not signed by this CA, they are
+issued again (clients only check the CA).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -20,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 20 * 365
@@ -32,6 +44,14 @@ CRL_DAYS = 20 * 365
 BACKDATE = dt.timedelta(minutes=5)
 RSA_BITS = 2048
 CA_NAME = "pibridge emulator authority"
+
+
+#: Suffix of the files a new CA is written to before they are renamed into place.
+NEW_SUFFIX = ".new"
+
+
+class PkiError(Exception):
+    """The state dir's authority cannot be used as it is (one line for the CLI)."""
 
 
 class CsrUnparsable(ValueError):
@@ -60,15 +80,24 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def _write_synced(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` (created with ``mode``) and fsync it; a failure removes the partial file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` as a whole: a failure (e.g. a full disk) leaves the former file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    _write_synced(tmp, data, mode)
     os.replace(tmp, path)
 
 
@@ -82,21 +111,70 @@ def _name(cn: str) -> x509.Name:
 
 
 class Authority:
-    """The CA of one state dir: creates missing files on construction, signs CSRs, writes the CRL."""
+    """The CA of one state dir: creates missing files on construction, signs CSRs, writes the CRL.
+    ``allow_new_ca=False``: refuse (PkiError) instead of creating a CA where none exists."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, allow_new_ca: bool = True) -> None:
         self.paths = PkiPaths.in_dir(state_dir)
-        new_ca = not self.paths.ca_cert.exists() or not self.paths.ca_key.exists()
-        if new_ca:
-            self._create_ca()
-        self._key = serialization.load_pem_private_key(self.paths.ca_key.read_bytes(), None)
-        self._cert = x509.load_pem_x509_certificate(self.paths.ca_cert.read_bytes())
-        # a new CA (first start, or a half-written one replaced) signs a new server certificate
-        # and revocation list: ones signed by a former CA would make every client distrust us
-        if new_ca or not self.paths.server_cert.exists() or not self.paths.server_key.exists():
+        new_ca = self._ensure_ca(allow_new_ca)
+        self._key = self._load_ca_key()
+        self._cert = self._load_ca_cert()
+        if self._cert.public_key() != self._key.public_key():
+            raise PkiError(f"{self.paths.ca_key} does not belong to {self.paths.ca_cert}; restore the "
+                           "matching pair (a new CA would orphan every provisioned client)")
+        # a new CA (first start) signs a new server certificate and revocation list: ones signed by
+        # a former CA would make every client distrust us
+        if new_ca or not self._server_ok():
             self._create_server()
         if new_ca or not self.paths.crl.exists():
             self.write_crl([])
+
+    def _ensure_ca(self, allow_new: bool) -> bool:
+        """Make sure ``ca.key`` and ``ca.crt`` exist; True when a new CA was created."""
+        key, cert = self.paths.ca_key, self.paths.ca_cert
+        pending_cert = cert.with_name(cert.name + NEW_SUFFIX)
+        if key.exists() and not cert.exists() and pending_cert.exists():
+            os.replace(pending_cert, cert)  # a creation interrupted between its two renames
+        if key.exists() and cert.exists():
+            return False
+        if key.exists() or cert.exists():
+            present, missing = (key, cert) if key.exists() else (cert, key)
+            raise PkiError(f"{present} exists but {missing} is missing; restore it (a new CA would "
+                           f"orphan every provisioned client), or move {present.name} away to start afresh")
+        if not allow_new:
+            raise PkiError(f"no ca.key/ca.crt in {key.parent} but its database holds provisioned clients; "
+                           "restore the CA files, or move emulator.db away too to start afresh")
+        self._create_ca()
+        return True
+
+    def _load_ca_key(self) -> rsa.RSAPrivateKey:
+        path = self.paths.ca_key
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), None)
+        except (ValueError, TypeError):  # garbage, or a key with a passphrase
+            raise PkiError(f"{path} is not a usable PEM private key; restore it "
+                           "(a new CA would orphan every provisioned client)") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise PkiError(f"{path} is not an RSA key; restore the emulator's own CA key")
+        return key
+
+    def _load_ca_cert(self) -> x509.Certificate:
+        path = self.paths.ca_cert
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except ValueError:
+            raise PkiError(f"{path} is not a PEM certificate; restore it "
+                           "(a new CA would orphan every provisioned client)") from None
+
+    def _server_ok(self) -> bool:
+        """Are server key and certificate readable, a pair, and issued by this CA?"""
+        try:
+            cert = x509.load_pem_x509_certificate(self.paths.server_cert.read_bytes())
+            key = serialization.load_pem_private_key(self.paths.server_key.read_bytes(), None)
+            cert.verify_directly_issued_by(self._cert)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return False
+        return cert.public_key() == key.public_key()
 
     def _create_ca(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
@@ -114,10 +192,15 @@ class Authority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.paths.ca_key, _key_pem(key))
-        _write_atomic(self.paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+        new_key = self.paths.ca_key.with_name(self.paths.ca_key.name + NEW_SUFFIX)
+        new_cert = self.paths.ca_cert.with_name(self.paths.ca_cert.name + NEW_SUFFIX)
+        _write_synced(new_key, _key_pem(key), 0o600)
+        _write_synced(new_cert, cert.public_bytes(serialization.Encoding.PEM))
+        os.replace(new_key, self.paths.ca_key)
+        os.replace(new_cert, self.paths.ca_cert)
 
-    def _leaf(self, subject: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+    def _leaf(self, subject: x509.Name, public_key: CertificatePublicKeyTypes,
+              days: int) -> x509.CertificateBuilder:
         now = _now()
         return (
             x509.CertificateBuilder()
@@ -140,7 +223,7 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        _write_private(self.paths.server_key, _key_pem(key))
+        _write_atomic(self.paths.server_key, _key_pem(key), 0o600)
         _write_atomic(self.paths.server_cert, cert.public_bytes(serialization.Encoding.PEM))
 
     def sign_csr(self, payload: bytes) -> tuple[str, int, bytes]:

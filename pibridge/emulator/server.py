@@ -31,13 +31,13 @@ from pibridge.emulator.broker import (
     Broker,
     BrokerConfig,
     BrokerError,
+    check_port,
     find_mosquitto,
-    port_in_use,
 )
 from pibridge.emulator.channel import CoreChannel
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
-from pibridge.emulator.pki import Authority
-from pibridge.emulator.store import DB_NAME, Store
+from pibridge.emulator.pki import Authority, PkiError
+from pibridge.emulator.store import DB_NAME, Store, StoreCorrupt
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,12 @@ class StateLock:
         except OSError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            os.close(fd)
+            raise
         self._fd = fd
         return True
 
@@ -124,16 +128,51 @@ def ready_line(options: Options, ca_file: Path) -> str:
             f"ca_file={ca_file} state_dir={options.state_dir}")
 
 
+def _reason(exc: OSError) -> str:
+    """An OSError as 'file: reason' (no errno numbers, no traceback)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def serve(options: Options) -> int:
+    """Serve until SIGINT/SIGTERM; every reason not to start or to stop is one `ServeError` line."""
+    if options.port == options.provision_port:
+        raise ServeError(f"--port and --provision-port must differ (both {options.port})")
+    try:
+        for port in (options.provision_port, options.port):
+            check_port(options.host, port)
+    except BrokerError as exc:
+        raise ServeError(str(exc)) from None
     state_dir = options.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ServeError(f"the state directory {state_dir} is not a directory")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServeError(f"cannot use {state_dir} as the state directory ({_reason(exc)})") from None
     lock = StateLock(state_dir)
-    if not lock.acquire():
+    try:
+        locked = lock.acquire()
+    except OSError as exc:
+        raise ServeError(f"cannot write in the state directory {state_dir} ({_reason(exc)})") from None
+    if not locked:
         raise ServeError(f"an emulator (pid {lock.holder()}) already serves {state_dir}")
     try:
         return _serve_locked(options, lock)
+    except OSError as exc:  # a state file that cannot be written or read (full disk, read-only, …)
+        raise ServeError(f"cannot use the state directory {state_dir} ({_reason(exc)})") from None
     finally:
         lock.release()
+
+
+def _open_store(path: Path) -> Store:
+    try:
+        return Store(path)
+    except sqlite3.OperationalError as exc:  # cannot open or write it: permissions, full disk
+        raise ServeError(f"cannot open the state database {path} ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise ServeError(f"the state database {path} is unusable ({exc}); move it away to start "
+                         "afresh") from None
 
 
 def _serve_locked(options: Options, lock: StateLock) -> int:
@@ -141,16 +180,27 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
     if binary is None:
         raise ServeError("mosquitto not found (searched PATH and /usr/sbin); install it, e.g. "
                          "'apt-get install mosquitto'")
-    if options.port == options.provision_port:
-        raise ServeError(f"--port and --provision-port must differ (both {options.port})")
-    for port in (options.provision_port, options.port):
-        if port_in_use(options.host, port):
-            raise ServeError(f"port {port} on {options.host} is already in use; choose another with "
-                             "--port/--provision-port")
     state_dir = options.state_dir
-    authority = Authority(state_dir)
+    db_path = state_dir / DB_NAME
     # everything acquired below is released by `cleanup`, also when a later step fails
     with contextlib.ExitStack() as cleanup:
+        store = _open_store(db_path)
+        cleanup.callback(store.close)
+        try:
+            authority = Authority(state_dir, allow_new_ca=not store.has_clients())
+            # the revocation list always says what the database says (a batch that failed after
+            # writing it, a lost file)
+            authority.write_crl(store.revoked_serials())
+            core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
+                        seed=options.seed)
+        except PkiError as exc:
+            raise ServeError(str(exc)) from None
+        except StoreCorrupt as exc:
+            raise ServeError(f"the state database {db_path} is corrupt: {exc}; repair it or move it away "
+                             "to start afresh") from None
+        except sqlite3.DatabaseError as exc:
+            raise ServeError(f"the state database {db_path} is unusable ({exc}); move it away to start "
+                             "afresh") from None
         socket_path, socket_tmp = _core_socket(state_dir)
         if socket_tmp is not None:
             cleanup.callback(shutil.rmtree, socket_tmp, ignore_errors=True)
@@ -159,19 +209,12 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                               authority.paths.server_key, authority.paths.crl, state_dir)
         broker = Broker(binary, config)
         cleanup.callback(broker.stop)
+        core.on_revoked = broker.reload
         events: queue.SimpleQueue[int] = queue.SimpleQueue()
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
         previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
         for sig, handler in previous.items():
             cleanup.callback(signal.signal, sig, handler)
-        try:
-            store = Store(state_dir / DB_NAME)
-        except sqlite3.DatabaseError as exc:
-            raise ServeError(f"the state database {state_dir / DB_NAME} is unusable ({exc}); "
-                             "move it away to start afresh") from exc
-        cleanup.callback(store.close)
-        core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
-                    seed=options.seed, on_revoked=broker.reload)
         channel = CoreChannel(core, mqtt.Endpoint(unix_socket=str(socket_path)), CORE_FILTERS,
                               qos=CORE_SUBSCRIBE_QOS, client_id=mqtt.new_client_id("pibridge-emulator-core"),
                               backoff=CORE_BACKOFF, connect_timeout=5.0)
@@ -193,7 +236,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                     signum = events.get(timeout=WATCH_INTERVAL_S)
                 except queue.Empty:
                     if not broker.alive():
-                        raise ServeError(f"mosquitto exited unexpectedly: {broker.log_tail()}") from None
+                        raise ServeError(f"mosquitto exited unexpectedly ({broker.exit_reason()})") from None
                     continue
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     break
@@ -215,11 +258,23 @@ def wipe(state_dir: Path) -> None:
     lock = StateLock(state_dir)
     if not (state_dir / DB_NAME).exists():
         return
-    if not lock.acquire():
+    try:
+        locked = lock.acquire()
+    except OSError as exc:
+        raise ServeError(f"cannot write in the state directory {state_dir} ({_reason(exc)})") from None
+    if not locked:
         raise ServeError(f"the emulator (pid {lock.holder()}) is running on {state_dir}; stop it first")
     try:
-        store = Store(state_dir / DB_NAME)
-        store.wipe_inventory()
-        store.close()
+        store = _open_store(state_dir / DB_NAME)
+        try:
+            store.begin()
+            store.wipe_inventory()
+            store.commit()
+        except sqlite3.Error as exc:
+            raise ServeError(f"cannot wipe {state_dir / DB_NAME} ({exc})") from None
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                store.rollback()
+                store.close()
     finally:
         lock.release()

@@ -2,10 +2,16 @@
 
 One writer (the core's worker thread) owns a `Store`; readers (``emulator dump``, the test
 fixture) open the file separately, which WAL mode allows while the emulator runs.
-Durability: WAL + ``synchronous=NORMAL``; the core commits once per batch of requests and
-acknowledges only what is committed, so a clean shutdown never loses an acknowledged value.
-Pushed values are buffered and written with one statement per batch (at the next commit, or
-before any other statement, so statements still run in call order).
+
+Transactions are explicit (the connection is in autocommit mode): the core opens one transaction
+per batch of requests (`begin`), wraps each request in a savepoint (`savepoint` / `release` /
+`rollback_to_savepoint`) so one failing request never takes another's changes with it, and
+answers only after `commit` returned: an acknowledged value is committed. Durability: WAL +
+``synchronous=NORMAL`` (a committed batch survives the emulator's crash; the agent's own
+power-loss behaviour is not known and the emulator does not pay an fsync per batch for it).
+
+Every method writes the database first and changes the in-memory objects it is given only once
+its statements succeeded, so a failing statement leaves memory and database alike.
 
 Tables (ids are per client; ``sensors.id``/``metrics.id`` are internal row ids that also give
 creation order)::
@@ -79,50 +85,135 @@ class Client:
     sensors: dict[str, Sensor] = field(default_factory=dict)
 
 
+class StoreCorrupt(Exception):
+    """The database opens but holds rows the emulator cannot use (one line for the CLI)."""
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False)
+    """A connection in autocommit mode (transactions are explicit), WAL, schema created."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
-    conn.commit()
     return conn
 
 
+class BatchLost(Exception):
+    """Writing the value rows of earlier requests failed: nothing of the batch can be committed
+    (raised instead of the sqlite3 error so no single request is blamed for it)."""
+
+
 class Store:
-    """Write access to the database; `load` gives the inventory the core keeps in memory."""
+    """Write access to the database; `load` gives the inventory the core keeps in memory.
+
+    Transactions (see the module notes): `begin` … `commit` per batch; inside, each request
+    between `begin_request` and `end_request` (or `undo_request`). The savepoint that makes a
+    request undoable is opened lazily, at its first write: a request that writes nothing (a ping,
+    a refusal) or only values pays no SAVEPOINT/RELEASE. Pushed value rows are buffered: a
+    request's own rows join the batch's at `end_request` (dropped by `undo_request`), and the
+    batch's rows are written with one statement before any other write (so statements keep
+    their order) and at `commit`. They were checked before (`core.check_storable`): only the
+    environment (a full disk) can fail that statement, and then the batch fails (`BatchLost`)."""
+
+    SAVEPOINT = "request"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = connect(path)
-        self._values: list[tuple[int, int, Any]] = []  # buffered `put_values` rows
+        self._db = connect(path)
+        self._batch_values: list[tuple[int, int, Any]] = []  # of finished requests
+        self._request_values: list[tuple[int, int, Any]] = []  # of the current request
+        self._in_request = False
+        self._savepoint_open = False
+        #: False: a request's values are written at once, inside its savepoint (slower, but a
+        #: failing value row then fails its own request only; `core.Core.process` retries so).
+        self.buffer_values = True
+
+    # -- transactions -----------------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        """False after SQLite rolled a failed transaction back by itself (e.g. on a full disk)."""
+        return self._db.in_transaction
 
     @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection, after writing the buffered values (so statements keep call order)."""
-        if self._values:
-            rows, self._values = self._values, []
-            self._conn.executemany(INSERT_VALUE, rows)
-        return self._conn
+    def total_changes(self) -> int:
+        """Rows changed through this connection so far (tells a batch that wrote from one that only read)."""
+        return self._db.total_changes
 
-    def rollback(self) -> None:
-        """Drop everything since the last commit (buffered values too)."""
-        self._values.clear()
-        self._conn.rollback()
+    @property
+    def request_wrote(self) -> bool:
+        """Has the current request changed anything (a statement, or buffered values)?"""
+        return self._savepoint_open or bool(self._request_values)
 
-    def close(self) -> None:
-        self._db.commit()
-        self._db.close()
+    def begin(self) -> None:
+        self._db.execute("BEGIN")
 
     def commit(self) -> None:
-        self._db.commit()
+        self._write_batch_values()
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Drop everything since `begin` (nothing when SQLite already rolled back)."""
+        self._batch_values.clear()
+        self._request_values.clear()
+        self._in_request = self._savepoint_open = False
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def begin_request(self) -> None:
+        self._in_request = True
+
+    def end_request(self) -> None:
+        """Keep the request's changes (part of the batch from now on)."""
+        self._batch_values.extend(self._request_values)
+        self._request_values.clear()
+        self._in_request = False
+        if self._savepoint_open:
+            self._savepoint_open = False
+            self._db.execute(f"RELEASE {self.SAVEPOINT}")
+
+    def undo_request(self) -> None:
+        """Undo everything the current request changed."""
+        self._request_values.clear()
+        self._in_request = False
+        if self._savepoint_open:
+            self._savepoint_open = False
+            self._db.execute(f"ROLLBACK TO {self.SAVEPOINT}")
+            self._db.execute(f"RELEASE {self.SAVEPOINT}")
+
+    def _write(self) -> sqlite3.Connection:
+        """The connection, for a statement that changes something: earlier requests' value rows
+        written first (call order), the current request's savepoint open."""
+        self._write_batch_values()
+        if self._in_request and not self._savepoint_open:
+            self._db.execute(f"SAVEPOINT {self.SAVEPOINT}")
+            self._savepoint_open = True
+            if self._request_values:  # inside the savepoint: undone with the request
+                rows, self._request_values = self._request_values, []
+                self._db.executemany(INSERT_VALUE, rows)
+        return self._db
+
+    def _write_batch_values(self) -> None:
+        if not self._batch_values:
+            return
+        rows, self._batch_values = self._batch_values, []
+        try:
+            self._db.executemany(INSERT_VALUE, rows)
+        except sqlite3.Error as exc:
+            raise BatchLost(f"cannot store the batch's values: {exc}") from exc
+
+    def close(self) -> None:
+        if self._db.in_transaction:
+            self.commit()
+        self._db.close()
 
     def load(self) -> dict[str, Client]:
-        """Every client (revoked ones too) with its sensors and metrics, in creation order."""
+        """Every client (revoked ones too) with its sensors and metrics, in creation order.
+        Raises `StoreCorrupt` for a client whose certificate serial is not a number."""
         db = self._db
-        clients = {cid: Client(cid, int(serial), revoked is not None)
-                   for cid, serial, revoked in db.execute(
-                       "SELECT cid, serial, revoked_ms FROM clients ORDER BY rowid")}
+        clients = {}
+        for cid, serial, revoked in db.execute("SELECT cid, serial, revoked_ms FROM clients ORDER BY rowid"):
+            clients[cid] = Client(cid, _serial(cid, serial), revoked is not None)
         by_row: dict[int, Sensor] = {}
         for row, cid, sid, name in db.execute("SELECT id, cid, sid, name FROM sensors ORDER BY id"):
             client = clients.get(cid)
@@ -134,36 +225,39 @@ class Store:
                 by_row[sensor].metrics[mid] = Metric(row, mid, name, unit, vtype, annotation)
         return clients
 
+    def has_clients(self) -> bool:
+        return self._db.execute("SELECT 1 FROM clients LIMIT 1").fetchone() is not None
+
     # -- clients --------------------------------------------------------------------------------
     def add_client(self, cid: str, serial: int, now_ms: int) -> None:
-        self._db.execute("INSERT INTO clients(cid, serial, created_ms) VALUES (?, ?, ?)",
+        self._write().execute("INSERT INTO clients(cid, serial, created_ms) VALUES (?, ?, ?)",
                          (cid, str(serial), now_ms))
 
     def revoke_client(self, cid: str, now_ms: int) -> list[int]:
         """Mark ``cid`` revoked; returns every revoked serial (the CRL's content)."""
-        self._db.execute("UPDATE clients SET revoked_ms = ? WHERE cid = ?", (now_ms, cid))
+        self._write().execute("UPDATE clients SET revoked_ms = ? WHERE cid = ?", (now_ms, cid))
         return self.revoked_serials()
 
     def revoked_serials(self) -> list[int]:
-        rows = self._db.execute("SELECT serial FROM clients WHERE revoked_ms IS NOT NULL")
-        return [int(s) for (s,) in rows]
+        rows = self._db.execute("SELECT cid, serial FROM clients WHERE revoked_ms IS NOT NULL")
+        return [_serial(cid, s) for cid, s in rows]
 
     # -- inventory -----------------------------------------------------------------------------
     def add_sensor(self, cid: str, sid: str, name: str) -> Sensor:
-        cur = self._db.execute("INSERT INTO sensors(cid, sid, name) VALUES (?, ?, ?)", (cid, sid, name))
+        cur = self._write().execute("INSERT INTO sensors(cid, sid, name) VALUES (?, ?, ?)", (cid, sid, name))
         return Sensor(int(cur.lastrowid or 0), sid, name)
 
     def rename_sensor(self, sensor: Sensor, name: str) -> None:
-        self._db.execute("UPDATE sensors SET name = ? WHERE id = ?", (name, sensor.row))
+        self._write().execute("UPDATE sensors SET name = ? WHERE id = ?", (name, sensor.row))
         sensor.name = name
 
     def delete_sensor(self, sensor: Sensor) -> None:
         self.delete_metrics(list(sensor.metrics.values()))
-        self._db.execute("DELETE FROM sensors WHERE id = ?", (sensor.row,))
+        self._write().execute("DELETE FROM sensors WHERE id = ?", (sensor.row,))
 
     def add_metric(self, sensor: Sensor, mid: str, name: str, unit: str | None, vtype: str | None,
                    annotation: str | None) -> Metric:
-        cur = self._db.execute(
+        cur = self._write().execute(
             "INSERT INTO metrics(sensor, mid, name, unit, vtype, annotation) VALUES (?, ?, ?, ?, ?, ?)",
             (sensor.row, mid, name, unit, vtype, annotation))
         metric = Metric(int(cur.lastrowid or 0), mid, name, unit, vtype, annotation)
@@ -171,32 +265,36 @@ class Store:
         return metric
 
     def update_metric(self, metric: Metric, name: str | None, annotation: str | None) -> None:
-        if name is not None:
-            metric.name = name
-        if annotation is not None:
-            metric.annotation = annotation
-        self._db.execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
-                         (metric.name, metric.annotation, metric.row))
+        """Change name and/or annotation (None: keep)."""
+        new_name = metric.name if name is None else name
+        new_annotation = metric.annotation if annotation is None else annotation
+        self._write().execute("UPDATE metrics SET name = ?, annotation = ? WHERE id = ?",
+                         (new_name, new_annotation, metric.row))
+        metric.name, metric.annotation = new_name, new_annotation
 
     def delete_metrics(self, metrics: list[Metric]) -> None:
         rows = [(m.row,) for m in metrics]
-        self._db.executemany("DELETE FROM vals WHERE metric = ?", rows)
-        self._db.executemany("DELETE FROM metrics WHERE id = ?", rows)
+        db = self._write()
+        db.executemany("DELETE FROM vals WHERE metric = ?", rows)
+        db.executemany("DELETE FROM metrics WHERE id = ?", rows)
 
     def put_values(self, rows: Iterable[tuple[int, int, Any]]) -> None:
-        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Buffered:
-        written before the next commit or other statement."""
-        self._values.extend(rows)
+        """Store (metric row, timestamp ms, value); same metric + timestamp replaces. Buffered (see
+        the class notes); values must be what SQLite binds (`core.check_storable`, `core.storable`)."""
+        if self.buffer_values and self._in_request and not self._savepoint_open:
+            self._request_values.extend(rows)
+        else:
+            self._write().executemany(INSERT_VALUE, rows)
 
     def add_error_report(self, cid: str, sid: str | None, mid: str | None, now_ms: int,
                          payload: bytes) -> None:
-        self._db.execute("INSERT INTO error_reports(cid, sid, mid, received_ms, payload) "
+        self._write().execute("INSERT INTO error_reports(cid, sid, mid, received_ms, payload) "
                          "VALUES (?, ?, ?, ?, ?)",
                          (cid, sid, mid, now_ms, payload))
 
     def wipe_inventory(self, cid: str | None = None) -> None:
         """Delete every sensor, metric and value (of one client, or of all); clients stay."""
-        db = self._db
+        db = self._write()
         if cid is None:
             db.execute("DELETE FROM vals")
             db.execute("DELETE FROM metrics")
@@ -209,10 +307,19 @@ class Store:
         db.execute("DELETE FROM sensors WHERE cid = ?", (cid,))
 
 
+def _serial(cid: str, serial: object) -> int:
+    try:
+        return int(str(serial))
+    except ValueError:
+        raise StoreCorrupt(f"client {cid} has a certificate serial that is not a number "
+                           f"(clients.serial = {str(serial)[:40]!r})") from None
+
+
 def error_reports(path: Path) -> list[dict[str, Any]]:
     """Stored error reports, oldest first (for tests and diagnostics)."""
     conn = connect(path)
     try:
+        conn.execute("BEGIN")  # one snapshot while the emulator writes
         return [{"clientId": cid, "sensorId": sid, "metricId": mid, "receivedMs": ms, "payload": bytes(p)}
                 for cid, sid, mid, ms, p in conn.execute(
                     "SELECT cid, sid, mid, received_ms, payload FROM error_reports ORDER BY id")]
@@ -224,6 +331,7 @@ def dump(path: Path) -> dict[str, Any]:
     """Everything of the live (not deprovisioned) clients, in the ``emulator dump`` format."""
     conn = connect(path)
     try:
+        conn.execute("BEGIN")  # one snapshot while the emulator writes
         out: list[dict[str, Any]] = []
         live = "SELECT cid FROM clients WHERE revoked_ms IS NULL ORDER BY rowid"
         for (cid,) in conn.execute(live).fetchall():

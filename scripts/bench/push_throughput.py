@@ -12,8 +12,8 @@ of the per-round ratios: a 2-core machine running client, emulator and broker at
 tens of percent between seconds, and a ratio taken within one round cancels most of that.
 
 Usage: .venv/bin/python scripts/bench/push_throughput.py [--pushes N] [--rounds R] [--sequential N]
-                                                         [--profile PATH]
-  --profile PATH: cProfile every thread of this process into PATH and of the emulator's serve
+                                                         [--cprofile PATH]
+  --cprofile PATH: cProfile every thread of this process into PATH and of the emulator's serve
   process into PATH.emulator (see pibridge.profiling; profiling slows both down).
 """
 
@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, encode_push, provision
-from pibridge.profiling import PROFILE_ENV, profile_threads
-from pibridge.testing import Emulator
+from pibridge.emulator.process import EmulatorProcess
+from pibridge.profiling import CPROFILE_ENV, profile_threads
 
 IN_FLIGHT = 64
 METRICS = 5
@@ -82,7 +82,8 @@ def pipelined(client: AgentClient, sid: str, metric_ids: list[str], count: int, 
     return count / elapsed
 
 
-def raw_paho(emulator: Emulator, settings: AgentSettings, cid: str, payload: bytes, count: int) -> float:
+def raw_paho(emulator: EmulatorProcess, settings: AgentSettings, cid: str, payload: bytes,
+             count: int) -> float:
     """Baseline: paho imported directly here (only in this benchmark, outside pibridge.mqtt) so the
     baseline carries none of pibridge's code: QoS-1 publishes, 64 in flight, to a topic no one answers."""
     import paho.mqtt.client as paho
@@ -151,17 +152,17 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=DEFAULT_PUSHES, help="pipelined and baseline count")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating (b)/(c) rounds")
     parser.add_argument("--sequential", type=int, default=DEFAULT_SEQUENTIAL, help="one-at-a-time count")
-    parser.add_argument("--profile", metavar="PATH", help="profile this process and the emulator")
+    parser.add_argument("--cprofile", metavar="PATH", help="cProfile this process and the emulator")
     args = parser.parse_args()
-    if args.profile:
-        os.environ[PROFILE_ENV] = f"{args.profile}.emulator"  # inherited by `emulator serve`
-    with profile_threads(args.profile):
+    if args.cprofile:
+        os.environ[CPROFILE_ENV] = f"{args.cprofile}.emulator"  # inherited by `emulator serve`
+    with profile_threads(args.cprofile):
         return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pibridge-bench-") as tmp:
-        emulator = Emulator(Path(tmp) / "emulator")
+        emulator = EmulatorProcess(Path(tmp) / "emulator")
         emulator.start()
         try:
             settings = AgentSettings(host=emulator.host, port=emulator.port,
