@@ -41,6 +41,12 @@ one. A driver with ``on_change(callback)`` (a door contact) also sends each edge
 own sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
 moves 1 ms on). A driver that cannot be built is rebuilt with backoff. Every exception from a
 driver is caught, counted and reported; a failing sensor is logged once per change of state.
+
+A profile reload changes single sensors of a running scheduler: `Scheduler.add`, `remove` and
+`replace` (handed to the timer thread; every other sensor keeps its driver, grid and timers). A
+removed sensor's call in flight only closes its driver when it returns; a replaced sensor's new
+driver is built after the old one is closed (or at the old attempt's deadline, if hung) and
+continues its timeline (timestamps strictly increasing, counters kept).
 """
 
 from __future__ import annotations
@@ -267,6 +273,17 @@ class _Sensor:
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
         self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
+        self.removed = False           # taken out by `Scheduler.remove`: its results only close it
+        self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
+        self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
+
+    def continue_from(self, old: _Sensor) -> None:
+        """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
+        chip's minimum spacing since the last start still holds."""
+        self.last_start_mono, self.last_ts_ms, self.last_mono_ms = (old.last_start_mono, old.last_ts_ms,
+                                                                    old.last_mono_ms)
+        self.recent_ms.extend(old.recent_ms)
+        self.counters, self.last_values = old.counters, old.last_values
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -292,8 +309,9 @@ class Scheduler:
         if len(set(names)) != len(names):
             raise ValueError("sensor names must be unique")
         for plan in plans:
-            if not (plan.interval_s > 0 and math.isfinite(plan.interval_s)):
-                raise ValueError(f"{plan.name}: interval must be a positive number of seconds")
+            _check_plan(plan)
+        self._names = set(names)        # the sensors as the caller of add/remove/replace sees them
+        self._names_lock = threading.Lock()
         self.sink = sink
         self.clock = clock or SystemClock()
         self.hooks = hooks or SchedulerHooks()
@@ -335,6 +353,99 @@ class Scheduler:
             self._outbox_thread.join(max(0.0, min(OUTBOX_DRAIN_S, deadline - time.monotonic())))
         self.pool.close()
 
+    # -- changing sensors while running (a profile reload) --------------------------------------
+    def add(self, plan: SensorPlan) -> None:
+        """Start sampling one more sensor on its own grid; no other sensor is touched."""
+        _check_plan(plan)
+        with self._names_lock:
+            if plan.name in self._names:
+                raise ValueError(f"sensor {plan.name!r} is already sampled")
+            self._names.add(plan.name)
+        self._change(("add", plan))
+
+    def remove(self, name: str) -> None:
+        """Stop sampling ``name``: its timers are dropped, its driver closed (once a call in flight
+        returns), what it already took still goes to the sink. No other sensor is touched."""
+        with self._names_lock:
+            if name not in self._names:
+                raise KeyError(name)
+            self._names.discard(name)
+        self._change(("remove", name))
+
+    def replace(self, plan: SensorPlan) -> None:
+        """``plan.name``'s driver, interval or processing changed: the old driver is closed and a
+        new one built (after the old one's call in flight returns, so a GPIO pin is free again);
+        the new grid continues after the old one's last timestamp. No other sensor is touched."""
+        _check_plan(plan)
+        with self._names_lock:
+            if plan.name not in self._names:
+                raise KeyError(plan.name)
+        self._change(("replace", plan))
+
+    @property
+    def sensor_names(self) -> list[str]:
+        """The sensors sampled now (after every add/remove/replace asked for so far)."""
+        with self._names_lock:
+            return sorted(self._names)
+
+    def _change(self, message: tuple[Any, ...]) -> None:
+        if self._timer_thread is None:      # not started: apply at once, nothing else runs
+            self._apply_change(message)
+        else:
+            self._inbox.put(message)
+
+    def _apply_change(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "add":
+            self._add_sensor(message[1])
+        elif kind == "remove":
+            self._remove_sensor(message[1])
+        else:
+            old = self._remove_sensor(message[1].name)
+            self._add_sensor(message[1], replacing=old)
+
+    def _add_sensor(self, plan: SensorPlan, replacing: _Sensor | None = None) -> None:
+        s = _Sensor(plan, max((x.index for x in self._sensors), default=-1) + 1)
+        s.rebuild_delay = self.rebuild_first_s
+        if replacing is not None:
+            s.continue_from(replacing)
+        self._sensors = [*self._sensors, s]   # a new list: `stats` iterates the old one safely
+        if replacing is not None and replacing.busy:
+            replacing.successor = s   # built when the old call returns (or at its deadline)
+            self._at(max(replacing.release_by, self.clock.monotonic()), "build", s, s.token)
+        elif self._timer_thread is not None:   # before `start`, the loop builds every sensor
+            self._at(self.clock.monotonic(), "build", s, s.token)
+
+    def _remove_sensor(self, name: str) -> _Sensor | None:
+        found = [s for s in self._sensors if s.name == name]
+        if not found:
+            return None
+        s = found[0]
+        self._sensors = [x for x in self._sensors if x is not s]
+        s.removed = True
+        s.token += 1           # every timer of it is stale now
+        if s.cycle is not None:   # a hung call is given up at its attempt's deadline
+            s.release_by = s.cycle.deadline_mono
+        s.cycle, s.slot_k = None, None
+        if s.remove_listener is not None:
+            _call_driver(s.remove_listener)
+            s.remove_listener = None
+        if not s.busy:
+            self._close_removed(s)
+        return s
+
+    def _close_removed(self, s: _Sensor) -> None:
+        driver, s.driver = s.driver, None
+        if driver is not None:
+            ok, exc = _call_driver(driver.close)
+            if not ok:
+                log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
+        successor, s.successor = s.successor, None
+        if successor is not None and not successor.removed and successor.driver is None \
+                and not successor.busy:
+            successor.token += 1   # the fallback build timer is stale now
+            self._submit(successor, "build", successor.plan.build)
+
     @property
     def alive(self) -> bool:
         """Both threads running (for a watchdog)."""
@@ -347,7 +458,8 @@ class Scheduler:
             out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
                            ("ok" if s.driver is not None else "building"),
                            "failing_since": s.failing_since, "last_error": s.last_error,
-                           "last_values": dict(s.last_values)}
+                           "last_values": dict(s.last_values), "interval_s": s.interval,
+                           "last_timestamp_ms": s.last_ts_ms}
         return out
 
     # -- the timer thread ------------------------------------------------------------------------
@@ -372,7 +484,10 @@ class Scheduler:
             if message is not None:
                 if message[0] == "stop":
                     break
-                self._guarded(self._handle_message, message)
+                if message[0] in ("add", "remove", "replace"):
+                    self._guarded(self._apply_change, message)
+                else:
+                    self._guarded(self._handle_message, message)
             self._check_clock_step()
             self._run_due_timers()
         self._shutdown()
@@ -570,6 +685,11 @@ class Scheduler:
             return
         _, s, token, kind, ok, result, started_mono, started_wall, was_set, ended = message
         s.busy = False
+        if s.removed:     # its call came back after `remove`: close what it holds, free its successor
+            if kind == "build" and ok and s.driver is None:
+                s.driver = result
+            self._close_removed(s)
+            return
         if kind == "build":
             self._built(s, ok, result)
             return
@@ -683,7 +803,7 @@ class Scheduler:
         self._outbox.put(("sample", s, sample))
 
     def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
-        if s.driver is None or s.processor is None:
+        if s.driver is None or s.processor is None or s.removed:
             return
         metrics = s.driver.active_metrics()
         if not metrics:
@@ -787,6 +907,11 @@ class Scheduler:
                 if not ok:
                     log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
         self._timers.clear()
+
+
+def _check_plan(plan: SensorPlan) -> None:
+    if not (plan.interval_s > 0 and math.isfinite(plan.interval_s)):
+        raise ValueError(f"{plan.name}: interval must be a positive number of seconds")
 
 
 def _describe(exc: BaseException) -> str:
