@@ -8,9 +8,12 @@ import threading
 from typing import Any
 
 import pytest
+import test_bridge_scheduler as base
+from test_bridge_scheduler import CALM_S, WAIT_S, Probe, slot_of
 
 from pibridge.bridge.scheduler import SensorPlan
-from test_bridge_scheduler import CALM_S, WAIT_S, Probe, run, slot_of  # noqa: F401 (fixture)
+
+run = base.run  # the fixture that starts (and stops) schedulers
 
 
 class Counted:
@@ -83,7 +86,11 @@ def test_replacing_a_sensor_in_a_read_waits_for_the_read_before_building_again(r
 
     def slow(n: int) -> Any:
         if n == 1:
-            return lambda: (entered.set(), release.wait(WAIT_S), 1.0)[-1]
+            def hang() -> float:
+                entered.set()
+                release.wait(WAIT_S)
+                return 1.0
+            return hang
         return 1.0
 
     # the first read hangs in collect (its attempt may take 2 × 0.5 + 0.5 s before it is abandoned)
