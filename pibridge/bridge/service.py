@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pibridge.agent.settings import AgentSettings
-from pibridge.bridge.clock import SystemClock, TrustedClock
+from pibridge.bridge.clock import SystemClock, TimesyncFlag, TrustedClock
 from pibridge.bridge.delivery import CONNECT_BACKOFF, RETRY_BACKOFF, Delivery
 from pibridge.bridge.model import SensorSpec, TakenSample
 from pibridge.bridge.processing import sensor_spec
@@ -244,6 +244,19 @@ class RunOptions:
 
     simulate: bool = False
     trust_clock: bool = False
+    #: The clock counts as synchronised once this file exists (instead of timesyncd's flag and
+    #: adjtimex): another NTP client's flag, or a test declaring the clock set.
+    clock_sync_file: Path | None = None
+
+
+def default_clock(options: RunOptions) -> SystemClock:
+    """The system clock under the rule of `pibridge.bridge.clock`, with the sync source the
+    options name: ``--trust-clock``, ``--clock-sync-file``, or timesyncd's flag + adjtimex."""
+    if options.trust_clock:
+        return SystemClock(TrustedClock())
+    if options.clock_sync_file is not None:
+        return SystemClock(TimesyncFlag(options.clock_sync_file))
+    return SystemClock()
 
 
 class Bridge:
@@ -261,7 +274,7 @@ class Bridge:
         self.agent = agent
         self.options = options
         self.settings = bridge or profile.bridge
-        self.clock = clock or (SystemClock(TrustedClock()) if options.trust_clock else SystemClock())
+        self.clock = clock or default_clock(options)
         self.on_tick = on_tick
         self.scheduler: Scheduler | None = None
         self.delivery: Delivery | None = None
