@@ -27,8 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="simulated hardware (a greenhouse model behind each driver's fake bus)")
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="debug log: one line per sample")
-    parser.add_argument("--trust-clock", action="store_true",
+    clock = parser.add_mutually_exclusive_group()
+    clock.add_argument("--trust-clock", action="store_true",
                         help="trust the system clock without NTP (a Pi with a battery-backed RTC)")
+    clock.add_argument("--clock-sync-file", type=Path, metavar="FILE",
+                        help="the clock counts as set once FILE exists (instead of systemd-timesyncd's "
+                             "flag and the kernel's NTP state)")
     parser.add_argument("--state-dir", type=Path, help="where the queue and the lock live (profile [bridge])")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
                         help="text (default) or json: one object per line")
@@ -65,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock),
+    bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock,
+                                                clock_sync_file=args.clock_sync_file),
                     bridge=bridge_settings)
     try:
         return bridge.run(stop)
