@@ -147,6 +147,9 @@ class DeliveryStatus:
     dropped: int
     waiting_for_clock: int
     problem: str = ""
+    #: per sensor name: samples acknowledged / moved to the dead letters since start
+    pushed_by_sensor: dict[str, int] = field(default_factory=dict)
+    dead_by_sensor: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(order=True)
@@ -222,6 +225,8 @@ class Delivery:
         self.resent = 0
         self.reconciliations = 0
         self.dead_by_kind: dict[str, int] = {}
+        self.pushed_by_sensor: dict[str, int] = {}
+        self.dead_by_sensor: dict[str, int] = {}
         self._connected_since: float | None = None
         self._last_ack: float | None = None
         queue.set_specs(self._specs)
@@ -303,7 +308,13 @@ class Delivery:
             dead_lettered=dict(self.dead_by_kind), queue_depth=stats.depth,
             oldest_timestamp_ms=stats.oldest_timestamp_ms, in_flight=len(self._in_flight), resent=self.resent,
             reconciliations=self.reconciliations, dropped=stats.dropped, waiting_for_clock=waiting,
-            problem=self._problem)
+            problem=self._problem, pushed_by_sensor=dict(self.pushed_by_sensor),
+            dead_by_sensor=dict(self.dead_by_sensor))
+
+    @property
+    def alive(self) -> bool:
+        """The delivery thread runs (for the service's watchdog)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def client(self) -> AgentClient | None:
@@ -613,7 +624,7 @@ class Delivery:
                 seen_at = self._missing_id_at.get(sample.id)
                 if seen_at is not None and self.reconciliations > seen_at:
                     del self._missing_id_at[sample.id]
-                    self._dead.append((sample.id, target, NO_ID))
+                    self._bury(sample, target, NO_ID)
                     continue
                 self._missing_id_at.setdefault(sample.id, self.reconciliations)
                 heapq.heappush(self._retry, _Retry(sample.id, sample))
@@ -623,7 +634,7 @@ class Delivery:
             try:
                 future = client.push_async(sensor_id, values, sample.timestamp_ms)
             except ValueError as exc:
-                self._dead.append((sample.id, f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED))
+                self._bury(sample, f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED)
                 continue
             self._in_flight[sample.id] = sample
             future.add_done_callback(self._callback(sample.id, client))
@@ -680,20 +691,21 @@ class Delivery:
             self._acked.append(sample_id)
             self._unknown_id_hits.pop(sample_id, None)
             self.pushed += 1
+            self.pushed_by_sensor[sample.sensor] = self.pushed_by_sensor.get(sample.sensor, 0) + 1
             self._last_ack = time.time()
             self._retry_delays = self._retry_backoff.delays()
             return
         outcome = classify(error)
         if outcome is Outcome.DEAD:
             assert isinstance(error, AgentReplyError)
-            self._dead.append((sample_id, str(error), f"agent error {int(error.code)} {error.code_name}"))
+            self._bury(sample, str(error), f"agent error {int(error.code)} {error.code_name}")
         elif outcome is Outcome.RECONCILE:
             hits = self._unknown_id_hits.get(sample_id, 0) + 1
             self._unknown_id_hits[sample_id] = hits
             if hits > MAX_UNKNOWN_ID_RETRIES:
                 assert isinstance(error, AgentReplyError)
-                self._dead.append((sample_id, f"{error} (still after {hits - 1} reconciliations)",
-                                   f"agent error {int(error.code)} {error.code_name}"))
+                self._bury(sample, f"{error} (still after {hits - 1} reconciliations)",
+                           f"agent error {int(error.code)} {error.code_name}")
                 return
             self._requeue(sample)
             self._resolved = None  # the gate closes until the inventory is reconciled again
@@ -711,6 +723,11 @@ class Delivery:
             self._need_reconcile = True
         else:
             self._transient(sample, str(error))
+
+    def _bury(self, sample: QueuedSample, reason: str, kind: str) -> None:
+        """To the dead letters with the next flush (counted per sensor for the status)."""
+        self._dead.append((sample.id, reason, kind))
+        self.dead_by_sensor[sample.sensor] = self.dead_by_sensor.get(sample.sensor, 0) + 1
 
     def _requeue(self, sample: QueuedSample) -> None:
         heapq.heappush(self._retry, _Retry(sample.id, sample))

@@ -209,6 +209,10 @@ class TerminalView:
 
             return shutil.get_terminal_size(FALLBACK_SIZE)
 
+    def due(self) -> bool:
+        """A frame is due (the service refreshes the snapshot only then)."""
+        return self._last_draw is None or self._monotonic() - self._last_draw >= self.min_interval_s
+
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         """Redraw if due; True if a frame was written."""
         now = self._monotonic()
@@ -254,6 +258,11 @@ class LogLinesView:
     def log_handler(self, level: int = logging.WARNING) -> None:
         """No capture: log records go wherever logging is configured to send them."""
         return None
+
+    def due(self) -> bool:
+        """Never on its own: the summary follows the snapshot the status file is written from
+        (a change of state shows within `pibridge.bridge.status.WRITE_INTERVAL_S`)."""
+        return False
 
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         status = snapshot() if callable(snapshot) else snapshot

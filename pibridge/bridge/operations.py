@@ -4,14 +4,21 @@ view or plain log lines) and SIGHUP reloads (`ReloadSignal` + `ProfileReloader`)
 owns the data path; this owns telling the world about it.
 
     ops = Operations.for_service(profile, tracker)       # main thread, before sampling starts
-    ops.started("sampling 7 sensors")                    # queue open, sampling begun: READY=1
+    ops.started("sampling 7 sensors", refresh=feed)      # queue open, sampling begun: READY=1
     while running:
         ...
-        ops.tick(alive=scheduler.is_alive() and delivery.is_alive(), on_reload=service.apply_reload)
+        ops.tick(alive=scheduler.alive and delivery.alive, on_reload=service.apply_reload,
+                 refresh=feed)
     ops.stopping()                                       # STOPPING=1, status file removed
 
 `tick` is cheap when nothing is due (a few clock reads): call it every main-loop turn, at least
 once a second (the view redraws once a second; the watchdog needs a ping every WatchdogSec/2).
+``refresh`` (the service's call of `feed_status`) runs only when the status file or the view is
+due, so the queue's statistics query runs at most once a second on a terminal and once every
+`WRITE_INTERVAL_S` without one.
+
+`feed_status` is the one adapter from the running parts' own counters (the scheduler's
+``stats()``, the delivery's ``status()``, which carries the queue's ``stats()``) to the tracker.
 """
 
 from __future__ import annotations
@@ -19,15 +26,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pibridge.bridge.liveview import LogLinesView, TerminalView, open_view
 from pibridge.bridge.notify import SystemdNotifier
 from pibridge.bridge.reload import ProfileReloader, ReloadResult, ReloadSignal
-from pibridge.bridge.status import StatusTracker, StatusWriter
+from pibridge.bridge.status import FAILING, OK, STARTING, StatusTracker, StatusWriter
 from pibridge.profile import Profile
+
+if TYPE_CHECKING:
+    from pibridge.bridge.delivery import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +57,19 @@ class Operations:
     @classmethod
     def for_service(cls, profile: Profile, tracker: StatusTracker, *, runtime_dir: str | Path | None = None,
                     stream: TextIO | None = None, environ: MutableMapping[str, str] | None = None,
-                    install_signal: bool = True) -> Operations:
+                    install_signal: bool = True, state_dir: str | Path | None = None) -> Operations:
         """The real parts: systemd from the environment (its variables then removed, so child
         processes do not notify in our name), the status file of ``profile``'s state directory
         in ``runtime_dir`` (default: /run/pibridge under systemd, see
         `pibridge.bridge.status.default_runtime_dir`), the view on ``stream`` (stdout), a
-        reloader for ``profile`` and, from the main thread, the SIGHUP handler."""
+        reloader for ``profile`` and, from the main thread, the SIGHUP handler. ``state_dir``: the
+        state directory in force when ``--state-dir`` overrides the profile's (it names the file)."""
         reload_signal = ReloadSignal()
         if install_signal:
             reload_signal.install()
         return cls(tracker, SystemdNotifier.from_environment(environ, unset=True),
-                   StatusWriter.for_bridge(profile.bridge.state_dir, runtime_dir),
+                   StatusWriter.for_bridge(state_dir if state_dir is not None else profile.bridge.state_dir,
+                                           runtime_dir),
                    open_view(sys.stdout if stream is None else stream), ProfileReloader(profile),
                    reload_signal)
 
@@ -89,14 +101,23 @@ class Operations:
         self._view_handler = None
 
     # --- the service's lifecycle -----------------------------------------------------------------
-    def started(self, status: str) -> None:
+    def started(self, status: str, *, refresh: Callable[[], None] | None = None) -> None:
         """The queue is open and sampling has started: READY=1, first status file and frame."""
         self.notifier.ready(status)
+        self._refresh(refresh, force=True)
         self.writer.publish(self.tracker.snapshot, force=True)
         self.view.update(self.tracker.snapshot, force=True)
 
-    def tick(self, *, alive: bool,
-             on_reload: Callable[[ReloadResult], None] | None = None) -> ReloadResult | None:
+    def _refresh(self, refresh: Callable[[], None] | None, *, force: bool = False) -> None:
+        if refresh is None or not (force or self.writer.due() or self.view.due()):
+            return
+        try:
+            refresh()
+        except Exception:    # the status is a window: a failing feed must not stop the bridge
+            log.exception("updating the status failed")
+
+    def tick(self, *, alive: bool, on_reload: Callable[[ReloadResult], None] | None = None,
+             refresh: Callable[[], None] | None = None) -> ReloadResult | None:
         """One main-loop turn. ``alive``: the scheduler and the delivery thread are both alive
         (only then is the watchdog pinged, so a hung bridge gets restarted). A SIGHUP received
         since the last turn reloads the profile; a valid new profile is handed to ``on_reload``
@@ -107,7 +128,8 @@ class Operations:
         result = None
         if self.reload_signal.take():
             result = self._reload(on_reload)
-        self.writer.publish(self.tracker.snapshot)
+        self._refresh(refresh, force=result is not None)
+        self.writer.publish(self.tracker.snapshot, force=result is not None)
         self.view.update(self.tracker.snapshot)
         return result
 
@@ -138,6 +160,37 @@ class Operations:
         self._release_logging()
         self.reload_signal.uninstall()
         self.notifier.close()
+
+
+#: the scheduler's sensor states as the snapshot names them
+SCHEDULER_STATES = {"building": STARTING, "ok": OK, "failing": FAILING}
+MS_PER_S = 1000.0
+
+
+def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]], delivery: DeliveryStatus,
+                *, host: str, port: int, clock_synchronised: bool, clock_source: str) -> None:
+    """The running parts' counters into ``tracker``, in one place: ``sensors`` is
+    `Scheduler.stats` (taken, failed, skipped, state, failing_since, last_error, last_values,
+    last_timestamp_ms per sensor), ``delivery`` is `Delivery.status` (pushed and dead-lettered
+    per sensor; the connection; the queue's depth, oldest sample, dropped and unstamped rows, from
+    the queue's ``stats()``), the agent's ``host``/``port``, and the clock's state."""
+    for name, counts in sensors.items():
+        last_ms = counts.get("last_timestamp_ms")
+        tracker.sensor_totals(
+            name, state=SCHEDULER_STATES.get(str(counts.get("state")), STARTING),
+            taken=int(counts.get("taken", 0)), failed=int(counts.get("failed", 0)),
+            skipped=int(counts.get("skipped", 0)), pushed=delivery.pushed_by_sensor.get(name, 0),
+            dead_lettered=delivery.dead_by_sensor.get(name, 0), values=counts.get("last_values", {}),
+            failing_since=counts.get("failing_since"), last_error=counts.get("last_error") or None,
+            last_sample_at=last_ms / MS_PER_S if last_ms is not None else None)
+    tracker.agent_totals(connected=delivery.connected, host=host, port=port, since=delivery.connected_since,
+                         client_id=delivery.client_id or None, last_ack_at=delivery.last_ack,
+                         error=delivery.problem or None)
+    oldest = delivery.oldest_timestamp_ms
+    tracker.queue_totals(depth=delivery.queue_depth, oldest_sample_at=oldest / MS_PER_S if oldest is not None
+                         else None, unstamped=delivery.waiting_for_clock, dropped=delivery.dropped,
+                         dead_letters=sum(delivery.dead_lettered.values()))
+    tracker.clock_state(clock_synchronised, clock_source)
 
 
 def _same_terminal(a: TextIO, b: TextIO) -> bool:

@@ -382,6 +382,16 @@ class Scheduler:
                 raise KeyError(plan.name)
         self._change(("replace", plan))
 
+    def barrier(self, timeout: float) -> bool:
+        """Wait until every change asked for so far is applied and every sample taken before it
+        was handed to the sink (so a reload can switch the queue's metric layouts after the
+        removed or replaced sensors' last samples are stored with the old ones). False on timeout."""
+        if self._timer_thread is None or not self.alive:
+            return True
+        passed = threading.Event()
+        self._inbox.put(("barrier", passed))
+        return passed.wait(timeout)
+
     @property
     def sensor_names(self) -> list[str]:
         """The sensors sampled now (after every add/remove/replace asked for so far)."""
@@ -486,6 +496,8 @@ class Scheduler:
                     break
                 if message[0] in ("add", "remove", "replace"):
                     self._guarded(self._apply_change, message)
+                elif message[0] == "barrier":
+                    self._outbox.put(message)
                 else:
                     self._guarded(self._handle_message, message)
             self._check_clock_step()
@@ -875,6 +887,8 @@ class Scheduler:
                 return
             if item[0] == "sample":
                 self._store(item[1], item[2])
+            elif item[0] == "barrier":
+                item[1].set()
             else:
                 hook = getattr(self.hooks, item[1])
                 if hook is not None:

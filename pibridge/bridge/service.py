@@ -39,9 +39,12 @@ from pibridge.agent.settings import AgentSettings
 from pibridge.bridge.clock import SystemClock, TimesyncFlag, TrustedClock
 from pibridge.bridge.delivery import CONNECT_BACKOFF, RETRY_BACKOFF, Delivery
 from pibridge.bridge.model import SensorSpec, TakenSample
+from pibridge.bridge.operations import Operations, feed_status
 from pibridge.bridge.processing import sensor_spec
 from pibridge.bridge.queue import QueueOpenError, SampleQueue
+from pibridge.bridge.reload import LIVE_BRIDGE_KEYS, ReloadResult
 from pibridge.bridge.scheduler import Scheduler, SchedulerHooks, SensorPlan
+from pibridge.bridge.status import StatusTracker, TrackedSensor
 from pibridge.drivers import registry
 from pibridge.drivers.base import Driver
 from pibridge.drivers.errors import ConfigurationError
@@ -280,6 +283,9 @@ class Bridge:
         self.delivery: Delivery | None = None
         self.queue: SampleQueue | None = None
         self.world: SimulatedWorld | None = None
+        self.tracker = StatusTracker(profile.path, self.settings.state_dir)
+        self.ops: Operations | None = None
+        self._configs: tuple[SensorConfig, ...] = profile.sensors
         self._specs: dict[str, SensorSpec] = {}
         self._specs_lock = threading.Lock()
 
@@ -304,7 +310,18 @@ class Bridge:
     def _run_locked(self, configs: Sequence[SensorConfig], specs: dict[str, SensorSpec],
                     environment: Environment | None, stop: threading.Event) -> None:
         self._specs = specs
-        self.queue = open_queue(self.settings, self.clock.boot_id)
+        self._configs = tuple(configs)
+        self._track_sensors()
+        # SIGHUP is caught from here on (a reload before READY waits for the first tick)
+        self.ops = Operations.for_service(
+            self.profile, self.tracker, state_dir=self.settings.state_dir,
+            install_signal=threading.current_thread() is threading.main_thread())
+        self.ops.capture_logging()
+        try:
+            self.queue = open_queue(self.settings, self.clock.boot_id)
+        except BridgeError:
+            self.ops.stopping("cannot open the queue")
+            raise
         try:
             # created before sampling starts (so no spec update can miss it), started after
             self.delivery = make_delivery(self.agent, self.settings, self.queue, self._specs, self.clock)
@@ -324,17 +341,84 @@ class Bridge:
                             "" if self.options.trust_clock else
                             " (a Pi with a battery-backed RTC and no network time: --trust-clock)")
             self.delivery.start()
+            # READY=1: the queue is open and sampling has started (the agent may answer later)
+            self.ops.started(f"sampling {len(configs)} sensors", refresh=self.feed_status)
             while not stop.wait(MAIN_TICK_S):
+                self.ops.tick(alive=self.alive, on_reload=self.apply_reload, refresh=self.feed_status)
                 if self.on_tick is not None:
                     self.on_tick(self)
         finally:
             self._shutdown()
+
+    # -- operations: watchdog, status, reload ----------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        """The scheduler's threads and the delivery thread all run (only then the watchdog is fed)."""
+        return (self.scheduler is not None and self.scheduler.alive and self.delivery is not None
+                and self.delivery.alive)
+
+    def feed_status(self) -> None:
+        """The status snapshot from the scheduler's, the delivery's and the queue's own counters."""
+        if self.scheduler is None or self.delivery is None:
+            return
+        feed_status(self.tracker, self.scheduler.stats(), self.delivery.status(), host=self.agent.host,
+                    port=self.agent.port, clock_synchronised=self.clock.is_set(),
+                    clock_source=clock_source(self.clock))
+
+    def _track_sensors(self) -> None:
+        with self._specs_lock:
+            tracked = [TrackedSensor.from_spec(c, self._specs[c.name]) for c in self._configs
+                       if c.name in self._specs]
+        self.tracker.set_sensors(tracked)
+
+    def apply_reload(self, result: ReloadResult) -> None:
+        """Apply a valid reloaded profile (`Operations` calls this on SIGHUP): removed sensors stop
+        (what they took is stored and still delivered to their old ids), changed ones restart on
+        their new grid, added ones start; unchanged sensors keep their driver and grid. The queue
+        is never touched: nothing queued is lost or re-stamped. Live ``[bridge]`` keys
+        (`LIVE_BRIDGE_KEYS`) apply at once; the rest wait for a restart (the reloader says so)."""
+        change = result.change
+        scheduler, delivery = self.scheduler, self.delivery
+        if change is None or scheduler is None or delivery is None:
+            return
+        new = result.profile
+        specs = sensor_specs(new.sensors)          # a driver that cannot load: refused (BridgeError)
+        configs = {c.name: c for c in new.sensors}
+        diff = change.sensors
+        for name in diff.removed:
+            scheduler.remove(name)
+        for name in diff.changed:
+            scheduler.replace(sensor_plans([configs[name]], self.world)[0])
+        for name in diff.added:
+            scheduler.add(sensor_plans([configs[name]], self.world)[0])
+        if diff and not scheduler.barrier(SCHEDULER_STOP_S):
+            log.warning("reload: samples of changed sensors still on their way to the queue")
+        with self._specs_lock:
+            for name in diff.unchanged:       # keep what the built driver narrowed
+                specs[name] = self._specs.get(name, specs[name])
+            self._specs = specs
+            self._configs = new.sensors
+            current = dict(specs)
+        if diff:
+            delivery.update_specs(current)
+        self._track_sensors()
+        live = {key.split(".", 1)[1]: getattr(new.bridge, key.split(".", 1)[1]) for key in change.live
+                if key.split(".", 1)[1] in LIVE_BRIDGE_KEYS}
+        if live:
+            self.settings = replace(self.settings, **live)
+            delivery.bridge = self.settings
+            if self.queue is not None:
+                self.queue.max_samples = self.settings.queue_max_samples
+                self.queue.max_age_s = self.settings.queue_max_age_s
+        self.profile = new
 
     def _shutdown(self) -> None:
         """Sampling stops first (what was taken is committed), then delivery (what is not
         acknowledged stays queued), then the queue; all within `STOP_TIMEOUT_S`."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         log.info("stopping")
+        if self.ops is not None:
+            self.ops.stopping()
         if self.scheduler is not None:
             self.scheduler.stop(SCHEDULER_STOP_S)
         if self.world is not None:
@@ -362,11 +446,22 @@ class Bridge:
             specs = dict(self._specs)
         if self.delivery is not None:
             self.delivery.update_specs(specs)
+        self._track_sensors()
 
     def _clock_set(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
         if self.queue is not None:
             stamped = self.queue.resolve_timestamps(boot_id, wall_minus_monotonic_ms)
             log.info("system clock set: %d queued samples stamped with their wall-clock time", stamped)
+
+
+def clock_source(clock: SystemClock) -> str:
+    """How the bridge decides the clock is set (for the status): see `default_clock`."""
+    sync = clock.sync
+    if isinstance(sync, TrustedClock):
+        return "trusted (--trust-clock)"
+    if isinstance(sync, TimesyncFlag):
+        return f"flag file {sync.path}"
+    return "systemd-timesyncd or the kernel's NTP state"
 
 
 def with_state_dir(bridge: BridgeSettings, state_dir: Path | None, log_format: str | None) -> BridgeSettings:

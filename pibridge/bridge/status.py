@@ -538,6 +538,59 @@ class StatusTracker:
         with self._lock:
             self._restart_pending = tuple(keys)
 
+    # --- totals: the service's adapter sets running totals from its parts' own counters --------
+    def _mono_of(self, wall: float | None) -> float | None:
+        """A wall-clock time as this tracker's monotonic time (kept right across a clock step)."""
+        return None if wall is None else self._mono() - (self._clock() - wall)
+
+    def sensor_totals(self, sensor: str, *, state: str, taken: int, failed: int, skipped: int,
+                      pushed: int, dead_lettered: int, values: Mapping[str, Any],
+                      failing_since: float | None = None, last_error: str | None = None,
+                      last_sample_at: float | None = None) -> None:
+        """Set one sensor's counters to running totals (its scheduler's, its delivery's). Times
+        are wall-clock seconds; ``last_sample_at`` None keeps the last known one."""
+        failing_mono = self._mono_of(failing_since)
+        now = self._mono()
+        with self._lock:
+            c = self._sensors.get(sensor)
+            if c is None:
+                return
+            if state == FAILING and last_error and (c.state != FAILING or c.last_error != last_error):
+                self._errors.append((now, sensor, last_error))
+            c.state = state if state in SENSOR_STATES else STARTING
+            c.taken, c.failed, c.skipped = taken, failed, skipped
+            c.pushed, c.dead_lettered = pushed, dead_lettered
+            c.values = dict(values)
+            c.failing_since = failing_mono if state == FAILING else None
+            c.last_error = last_error if state == FAILING else None
+            if last_sample_at is not None:
+                c.last_sample_at, c.last_sample_wall = last_sample_at, True
+
+    def agent_totals(self, *, connected: bool, host: str, port: int, since: float | None,
+                     client_id: str | None, last_ack_at: float | None, error: str | None) -> None:
+        """The agent connection as the delivery reports it (times wall-clock seconds; ``since``
+        None while not connected: then the moment it was last seen going down is kept)."""
+        since_mono, ack_mono = self._mono_of(since), self._mono_of(last_ack_at)
+        now = self._mono()
+        with self._lock:
+            agent = self._agent
+            if error and not connected and error != agent.last_error:
+                self._errors.append((now, "", f"agent: {error}"))
+            if connected:
+                agent.since = since_mono
+            elif agent.connected or agent.since is None:
+                agent.since = now if agent.connected else self._started
+            agent.host, agent.port, agent.connected = host, port, connected
+            agent.client_id = client_id or agent.client_id
+            agent.last_ack_at = ack_mono if ack_mono is not None else agent.last_ack_at
+            agent.last_error = None if connected else (error or None)
+
+    def queue_totals(self, *, depth: int, oldest_sample_at: float | None, unstamped: int, dropped: int,
+                     dead_letters: int) -> None:
+        """The queue's running totals (`QueueStatus`'s fields)."""
+        with self._lock:
+            self._queue = QueueStatus(depth, oldest_sample_at, unstamped, dropped, dead_letters)
+
     def snapshot(self) -> BridgeStatus:
         """The snapshot, every time on the wall clock of this moment."""
         with self._lock:
