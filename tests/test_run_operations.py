@@ -144,18 +144,20 @@ def next_message(sock: socket.socket, timeout: float = LINE_WAIT_S) -> dict[str,
 
 
 def status_json(runtime_dir: Path) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run([sys.executable, "-m", "pibridge", "status", "--json", "--runtime-dir", str(runtime_dir)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "pibridge", "status", "--json", "--runtime-dir",
+                           str(runtime_dir)], capture_output=True, text=True, timeout=60)
     return done.returncode, json.loads(done.stdout)
 
 
 def test_systemd_hears_ready_watchdog_and_stopping_and_the_status_file_follows(
-        tmp_path: Path, notify_socket: tuple[socket.socket, str], children: list[subprocess.Popen[Any]]) -> None:
+        tmp_path: Path, notify_socket: tuple[socket.socket, str],
+        children: list[subprocess.Popen[Any]]) -> None:
     sock, address = notify_socket
     profile = tmp_path / "bridge.toml"
     profile.write_text(AWAY_PROFILE.format(port=free_port()))    # no agent: READY must not wait for one
     runtime = tmp_path / "run"
-    bridge = Running(run_command(profile), bridge_env(runtime, NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000"))
+    env = bridge_env(runtime, NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000")
+    bridge = Running(run_command(profile), env)
     children.append(bridge.proc)
 
     ready = next_message(sock)
@@ -333,7 +335,8 @@ def test_sighup_reloads_without_losing_a_queued_sample_or_touching_an_unchanged_
 
     write(NEW)                                        # Gone removed, New added, Steady unchanged
     bridge.proc.send_signal(signal.SIGHUP)
-    bridge.wait_line(lambda line: "reloaded: sensors: 1 added (New), 1 removed (Gone), 1 unchanged" in line)
+    bridge.wait_line(lambda line: "reloaded: sensors: 1 added (New), 1 removed (Gone), 1 unchanged"
+                     in line)
     bridge.wait_samples("New", 2)
     bridge.wait_samples("Steady", 1)
     gone = bridge.samples("Gone")
