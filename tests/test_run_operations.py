@@ -298,7 +298,8 @@ def held_timestamps(emulator: EmulatorProcess) -> dict[str, set[int]]:
     return {s["name"]: {v["timestamp"] for m in s["metrics"] for v in m["values"]} for s in client["sensors"]}
 
 
-def wait_held(emulator: EmulatorProcess, expected: dict[str, list[int]], timeout: float = DRAIN_WAIT_S) -> None:
+def wait_held(emulator: EmulatorProcess, expected: dict[str, list[int]],
+              timeout: float = DRAIN_WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while True:
         held = held_timestamps(emulator) if emulator.running else {}
