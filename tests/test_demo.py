@@ -1,27 +1,69 @@
-"""The README's demo command stays true: the demo script runs end to end against a real emulator
-and leaves one value per metric of every profile sensor in the emulated agent."""
+"""The README's demo command stays true: `scripts/demo.py` starts the emulator the profile names,
+runs `pibridge run --simulate` for a bounded time, and every sensor of the demo profile reaches
+the emulated agent; a second run on what the first left in its state folder works too and
+creates nothing twice.
 
-import json
+The profile is `profiles/demo.toml` with free ports (other test runs may hold the fixed ones),
+its state beside it in a temp folder, and 3 s intervals (the demo's are up to 30 s; a DHT22 needs 2.1 s)."""
+
+from __future__ import annotations
+
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from pibridge.emulator.process import free_port
+from pibridge.emulator.store import DB_NAME, dump
 from pibridge.profile import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
+DEMO_PROFILE = ROOT / "profiles" / "demo.toml"
+FIRST_RUN_S, SECOND_RUN_S = "12", "6"
+DEMO_TIMEOUT_S = 120
 
 
-def test_demo_pushes_every_greenhouse_sensor(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--rounds", "1", "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    dump = json.loads(subprocess.run(
-        [sys.executable, "-m", "pibridge", "emulator", "dump", "--state-dir", str(tmp_path / "emulator")],
-        check=True, capture_output=True, text=True).stdout)
-    (client,) = dump["clients"]
-    names = {s["name"] for s in client["sensors"]}
-    assert names == {s.name for s in load_profile(ROOT / "profiles" / "greenhouse.toml").sensors}
+def demo_profile(tmp_path: Path) -> Path:
+    text = DEMO_PROFILE.read_text()
+    port, provision_port = free_port(), free_port()
+    while provision_port == port:
+        provision_port = free_port()
+    text = text.replace("port = 28884", f"port = {port}").replace("provision_port = 28883",
+                                                                  f"provision_port = {provision_port}")
+    text = re.sub(r'(?m)^interval = "\d+s"$', 'interval = "3s"', text)
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    path = folder / "demo.toml"                 # "../.demo/…" in it: tmp_path/.demo
+    path.write_text(text)
+    return path
+
+
+def run_demo(profile: Path, seconds: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--profile", str(profile),
+                           "--seconds", seconds], capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
+
+
+def test_the_demo_delivers_every_sensor_and_runs_again_on_its_own_leftovers(tmp_path: Path) -> None:
+    profile = demo_profile(tmp_path)
+    sensors = load_profile(profile).sensors
+    first = run_demo(profile, FIRST_RUN_S)
+    assert first.returncode == 0, first.stdout + first.stderr
+    held = dump(tmp_path / ".demo" / "emulator" / DB_NAME)
+    (client,) = held["clients"]
+    assert {s["name"] for s in client["sensors"]} == {s.name for s in sensors}
     for sensor in client["sensors"]:
         for metric in sensor["metrics"]:
-            assert len(metric["values"]) == 1, (sensor["name"], metric)
+            assert metric["values"], (sensor["name"], metric["name"])
+    # the summary names every sensor with its count and last value
+    for sensor in sensors:
+        assert f"  {sensor.name}\n" in first.stdout, first.stdout
+    assert re.search(r"Canopy temperature\s+\d+ values?, last [-\d.]+ °C", first.stdout), first.stdout
+    assert "Traceback" not in first.stderr
+
+    counts = {s["name"]: len(s["metrics"][0]["values"]) for s in client["sensors"]}
+    second = run_demo(profile, SECOND_RUN_S)
+    assert second.returncode == 0, second.stdout + second.stderr
+    (again,) = dump(tmp_path / ".demo" / "emulator" / DB_NAME)["clients"]
+    assert again["clientId"] == client["clientId"]
+    assert [s["sensorId"] for s in again["sensors"]] == [s["sensorId"] for s in client["sensors"]]
+    assert sum(len(s["metrics"][0]["values"]) for s in again["sensors"]) > sum(counts.values())
