@@ -120,7 +120,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     changed=yes
 fi
 mkdir -p "$PREFIX/docs"
-[ -f "$SOURCE/docs/operating.md" ] && install -m 0644 "$SOURCE/docs/operating.md" "$PREFIX/docs/operating.md"
+install -m 0644 "$SOURCE/README.md" "$PREFIX/docs/README.md"   # its "Operating pibridge on a Pi"
 
 # --- 3. the profile ----------------------------------------------------------------------------
 install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
