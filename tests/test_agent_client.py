@@ -143,6 +143,9 @@ def test_livedata_subscription_follows_listeners_across_reconnects(settings: Age
         assert heard.get(timeout=WAIT_S).values == {ids["1"]: 2.0}
         remove()  # the last listener: unsubscribed
         client.push(sid, {ids["1"]: 3.0}, TIMESTAMP_MS + 2)
+        # the emulator publishes a push's livedata right after its answer; one more round trip
+        # through the same core makes sure that livedata was routed (to nobody) before we listen
+        client.list_sensors()
         client.on_livedata(heard.put)  # subscribed again before it returns
         client.push(sid, {ids["1"]: 4.0}, TIMESTAMP_MS + 3)
         assert heard.get(timeout=WAIT_S).values == {ids["1"]: 4.0}

@@ -101,18 +101,16 @@ ROWS: list[ParameterSet] = [
     row("deprovision {agent} --cert-folder {fresh}", "run `pibridge provision` first"),
     # -- emulator
     row("emulator", "required: COMMAND"),
-    row("emulator serve --port abc", "invalid int value"),
+    row("emulator serve --port abc", "expected a port number"),
     row("emulator serve --inject-error 9:0.5", "can be injected"),
     row("emulator serve --inject-error 1:2", "SHARE must lie in 0..1"),
-    row("emulator serve --state-dir {state} --port 70000 --provision-port {free}", owned_by="emulator"),
-    row("emulator serve --state-dir {a_file} --port {free} --provision-port {free2}", owned_by="emulator"),
-    row("emulator serve --state-dir ~nosuchuser/state --port {free} --provision-port {free2}",
-        owned_by="emulator"),
-    row("emulator serve --state-dir {garbage_ca_state} --port {free} --provision-port {free2}",
-        owned_by="emulator"),
+    row("emulator serve --state-dir {state} --port 70000 --provision-port {free}", "70000"),
+    row("emulator serve --state-dir {a_file} --port {free} --provision-port {free2}", "not a directory"),
+    row("emulator serve --state-dir ~nosuchuser/state --port {free} --provision-port {free2}", "nosuchuser"),
+    row("emulator serve --state-dir {garbage_ca_state} --port {free} --provision-port {free2}", "ca."),
     row("emulator dump --state-dir {missing}", "no emulator state"),
-    row("emulator dump --state-dir {garbage_db_state}", owned_by="emulator"),
-    row("emulator wipe --state-dir {a_file}", owned_by="emulator"),
+    row("emulator dump --state-dir {garbage_db_state}", "emulator.db"),
+    row("emulator wipe --state-dir {a_file}", "not a directory"),
     row("emulator wipe --bogus", "unrecognized arguments"),
     # -- drivers
     row("drivers --bogus", "unrecognized arguments"),
@@ -126,6 +124,22 @@ ROWS: list[ParameterSet] = [
     row("read cpu_temperature --option sensor_file={fifo}", "no data within", guard_s=HANG_GUARD_S),
     row("read cpu_temperature --option sensor_file=/dev/zero", "not a thermal zone file"),
     row("scan extra", "unrecognized arguments"),
+    # -- profiles
+    row("check", "required: --profile"),
+    row("check --profile {missing}", "cannot read the profile"),
+    row("check --profile {garbage}", "TOML syntax error"),
+    row("check --profile {a_file}", "TOML syntax error"),
+    row("check --profile /dev/zero", "larger than 32 MiB"),
+    row("profile", "required: SUBCOMMAND"),
+    row("profile list extra", "unrecognized arguments"),
+    row("profile example orchard", "no example profile 'orchard'"),
+    row("profile example greenhouse --output {a_file}", "exists"),
+    row("profile example greenhouse --output {missing}/deeper/p.toml", "cannot write"),
+    # -- the bridge
+    row("run", "required: --profile"),
+    row("status --runtime-dir {a_file}", "not running"),
+    row("status --profile {missing}", "cannot read the profile"),
+    row("status --stale-after abc", "invalid float value"),
 ]
 
 

@@ -32,9 +32,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
-        count = len(exc.problems)
-        print(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run",
-              file=sys.stderr)
+        count = len(exc.problems)  # the verdict, like the summary, on stdout; the problems on stderr
+        print(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run")
         return 1
     print_summary(profile, sys.stdout)
     return 0

@@ -99,8 +99,11 @@ def _dump(args: argparse.Namespace) -> int:
 def _wipe(args: argparse.Namespace) -> int:
     from pibridge.emulator.server import ServeError, wipe
 
+    state_dir = _state_dir(args)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CliError(f"the state directory {state_dir} is not a directory")
     try:
-        wipe(_state_dir(args))
+        wipe(state_dir)
     except ServeError as exc:
         raise CliError(str(exc)) from None
     return 0
