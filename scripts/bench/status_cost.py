@@ -70,6 +70,40 @@ def _median_us(action: Callable[[], object], rounds: int) -> float:
     return statistics.median(samples)
 
 
+def _feed_us(rounds: int, queued: int = 10_000) -> float:
+    """`feed_status` as the service calls it (at most once per frame on a terminal, once per
+    status write without one): the scheduler's stats, the delivery's status with the queue's
+    statistics query on a real SQLite queue holding ``queued`` samples."""
+    from pibridge.agent.settings import AgentSettings
+    from pibridge.bridge.delivery import Delivery
+    from pibridge.bridge.model import TakenSample
+    from pibridge.bridge.operations import feed_status
+    from pibridge.bridge.queue import SampleQueue
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+    from pibridge.drivers.base import Driver
+    from pibridge.profile import BridgeSettings
+
+    def never_built() -> Driver:    # the scheduler is not started: its stats are what is measured
+        raise RuntimeError("not started in this benchmark")
+
+    tracker = _tracker()
+    with tempfile.TemporaryDirectory() as directory:
+        queue = SampleQueue(Path(directory), boot_id="bench")
+        try:
+            now_ms = int(time.time() * 1000)
+            queue.put_many(TakenSample(GREENHOUSE[i % len(GREENHOUSE)].name, {"temperature": 21.5},
+                                       now_ms + i, float(i), "bench") for i in range(queued))
+            delivery = Delivery(AgentSettings(), BridgeSettings(state_dir=Path(directory)), queue, specs={})
+            scheduler = Scheduler([SensorPlan(s.name, s.interval_s, never_built) for s in GREENHOUSE], queue)
+
+            def feed() -> None:
+                feed_status(tracker, scheduler.stats(), delivery.status(), host="localhost", port=18884,
+                            clock_synchronised=True, clock_source="timesyncd")
+            return _median_us(feed, rounds)
+        finally:
+            queue.close()
+
+
 def _import_rss_kb(modules: str, pycache: str) -> int:
     """Resident memory (VmRSS, kB) of a fresh interpreter after importing ``modules``, from
     byte-compiled modules as an installed package has them (a first run compiles into
@@ -109,7 +143,9 @@ def main() -> int:
             sink.recv(64)
         ping_us = _median_us(ping, args.rounds)
         notifier.close()
-    cpu_share = (write_us / WRITE_EVERY_S + redraw_us / FRAME_EVERY_S + ping_us / WATCHDOG_EVERY_S) / 1e6
+    feed_us = _feed_us(max(1, args.rounds // 4))
+    cpu_share = (write_us / WRITE_EVERY_S + (redraw_us + feed_us) / FRAME_EVERY_S
+                 + ping_us / WATCHDOG_EVERY_S) / 1e6
     with tempfile.TemporaryDirectory() as pycache:
         baseline_kb = _import_rss_kb(BRIDGE_IMPORTS, pycache)
         ours_kb = _import_rss_kb(f"{BRIDGE_IMPORTS}, pibridge.bridge.status, pibridge.bridge.liveview, "
@@ -122,7 +158,9 @@ def main() -> int:
     print(f"live-view frame (render only):    {frame_us:8.1f} µs")
     print(f"live-view redraw (snapshot+draw): {redraw_us:8.1f} µs")
     print(f"watchdog ping (send + receive):   {ping_us:8.1f} µs")
-    rates = f"write/{WRITE_EVERY_S:g} s, frame/{FRAME_EVERY_S:g} s, ping/{WATCHDOG_EVERY_S:g} s"
+    print(f"feed_status (10,000 queued):      {feed_us:8.1f} µs  (scheduler stats + delivery/queue status)")
+    rates = (f"write/{WRITE_EVERY_S:g} s, frame + feed/{FRAME_EVERY_S:g} s (a terminal; without one "
+             f"the feed runs with the write), ping/{WATCHDOG_EVERY_S:g} s")
     print(f"CPU at their rates ({rates}): {cpu_share * 100:.4f} % of one core"
           f"   (target ≤ {TARGET_CPU_SHARE * 100:g} %)")
     print(f"import RSS: {ours_kb - baseline_kb} kB over what the bridge imports anyway ({BRIDGE_IMPORTS}) "
