@@ -22,3 +22,11 @@ def mock_factory() -> Iterator[object]:
     yield factory
     factory.close()
     assert Device.pin_factory is previous, "gpiozero's global pin factory was initialised"
+
+
+@pytest.fixture(autouse=True)
+def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bridge a test starts (in process or as a child, which inherits the variable) writes
+    its status file in a temp folder of its own, as under systemd's ``RuntimeDirectory=``: the
+    suite never touches ``/run/pibridge`` or a real bridge's status, even when run as root."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
