@@ -309,7 +309,7 @@ def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterato
 
 def test_every_command_has_rows() -> None:
     commands = set(_leaf_commands(build_parser()))
-    covered = {" ".join(command for command in str(param.values[0]).split()[:2] if not command.startswith("-"))
+    covered = {" ".join(word for word in str(param.values[0]).split()[:2] if not word.startswith("-"))
                for param in ROWS}
     covered |= {words.split()[0] for words in covered if words}
     missing = sorted(command for command in commands if command not in covered)
