@@ -288,6 +288,8 @@ class Bridge:
         self._configs: tuple[SensorConfig, ...] = profile.sensors
         self._specs: dict[str, SensorSpec] = {}
         self._specs_lock = threading.Lock()
+        #: sensor → error text not yet reported (no connection when it started failing)
+        self._unreported: dict[str, str] = {}
 
     def run(self, stop: threading.Event) -> int:
         configs = self.profile.sensors
@@ -345,6 +347,7 @@ class Bridge:
             self.ops.started(f"sampling {len(configs)} sensors", refresh=self.feed_status)
             while not stop.wait(MAIN_TICK_S):
                 self.ops.tick(alive=self.alive, on_reload=self.apply_reload, refresh=self.feed_status)
+                self._report_waiting_errors()
                 if self.on_tick is not None:
                     self.on_tick(self)
         finally:
@@ -435,8 +438,31 @@ class Bridge:
 
     # -- scheduler hooks (outbox thread) ---------------------------------------------------------
     def _sensor_error(self, name: str, text: str) -> None:
-        if self.delivery is not None:
-            self.delivery.report_sensor_error(name, text)
+        sent = self.delivery is not None and self.delivery.report_sensor_error(name, text)
+        with self._specs_lock:
+            if sent:
+                self._unreported.pop(name, None)
+            else:
+                self._unreported[name] = text
+
+    def _report_waiting_errors(self) -> None:
+        """(Main loop.) A sensor that started failing while the agent was not connected (at boot,
+        during an outage) is reported once it is, if it still fails; never queued on disk."""
+        if not self._unreported or self.delivery is None or self.scheduler is None:
+            return
+        client = self.delivery.client
+        if client is None or not client.connected:
+            return
+        states = self.scheduler.stats()
+        with self._specs_lock:
+            waiting = dict(self._unreported)
+        for name, text in waiting.items():
+            still_failing = states.get(name, {}).get("state") == "failing"
+            if still_failing and not self.delivery.report_sensor_error(name, text):
+                continue
+            with self._specs_lock:
+                if self._unreported.get(name) == text:
+                    del self._unreported[name]
 
     def _driver_ready(self, name: str, spec: SensorSpec) -> None:
         with self._specs_lock:

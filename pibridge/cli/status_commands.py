@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -48,11 +49,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "$XDG_RUNTIME_DIR/pibridge, then /tmp/pibridge-UID)")
     p.add_argument("--profile", type=Path, metavar="FILE",
                    help="the bridge running this profile (its state_dir names the status file)")
-    p.add_argument("--agent-grace", type=float, default=AGENT_AWAY_GRACE_S, metavar="S",
+    p.add_argument("--agent-grace", type=_positive_seconds, default=AGENT_AWAY_GRACE_S, metavar="S",
                    help=f"agent away longer than this is degraded (default {AGENT_AWAY_GRACE_S:g} s)")
-    p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, metavar="S",
+    p.add_argument("--stale-after", type=_positive_seconds, default=STALE_AFTER_S, metavar="S",
                    help=f"a status file older than this is stale (default {STALE_AFTER_S:g} s)")
     p.set_defaults(handler=cmd_status)
+
+
+def _positive_seconds(text: str) -> float:
+    """A duration flag: a finite number of seconds above 0 (NaN would make every file fresh)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
 
 
 def _status_files(args: argparse.Namespace) -> tuple[list[Path], str]:
