@@ -13,15 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pibridge.agent.settings import AgentSettings
 from pibridge.bridge.clock import SystemClock
-from pibridge.bridge.model import SensorSpec, TakenSample
+from pibridge.bridge.queue import SampleQueue
 from pibridge.bridge.service import (
     LOCAL_RECONNECT_CAP_S,
     BridgeError,
@@ -30,9 +30,9 @@ from pibridge.bridge.service import (
     StateDirLock,
     configure_logging,
     reconnect_cap_s,
-    sensor_configs,
 )
 from pibridge.bridge.service import Bridge as BridgeService
+from pibridge.emulator.process import free_port
 from pibridge.profile import BridgeSettings, Profile, SensorConfig, load_profile
 
 LINE_WAIT_S = 30.0
@@ -176,8 +176,8 @@ def test_json_log_format_gives_one_object_per_line(
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--profile", "{tmp}/missing.toml"], "missing.toml: cannot read the profile"),
-    (["--profile", "{tmp}/bad.toml"], "bad.toml, line 3: TOML syntax error"),
-    (["--profile", "{tmp}/unknown-driver.toml"], "unknown driver 'no_such_chip'"),
+    (["--profile", "{tmp}/bad.toml"], "bad.toml:3: TOML syntax error"),
+    (["--profile", "{tmp}/unknown-driver.toml"], 'unknown driver "no_such_chip"'),
     (["--profile", "{tmp}/bridge.toml", "--state-dir", "/proc/pibridge-state"],
      "cannot create the state directory"),
 ])
@@ -185,7 +185,7 @@ def test_bad_input_is_one_line_and_status_1(
         profile: Path, tmp_path: Path, args: list[str], expected: str) -> None:
     (tmp_path / "bad.toml").write_text('[agent]\nhost = "x"\nport = = 3\n')
     (tmp_path / "unknown-driver.toml").write_text(
-        '[[sensor]]\nname = "x"\ndriver = "no_such_chip"\ninterval = 5\n')
+        '[[sensor]]\nname = "Xylo"\ndriver = "no_such_chip"\ninterval = 5\n')
     command = [sys.executable, "-m", "pibridge", "run", "--simulate",
                *(a.replace("{tmp}", str(tmp_path)) for a in args)]
     if "--state-dir" not in args:
@@ -252,14 +252,16 @@ def test_a_local_agent_gets_a_short_reconnect_cap() -> None:
 
 
 def test_sensor_configs_from_the_profile(profile: Path) -> None:
-    configs = sensor_configs(load_profile(profile))
+    configs = load_profile(profile).sensors
     assert [(c.name, c.driver, c.interval_s) for c in configs] == [
         ("Pi SoC", "cpu_temperature", 1.0), ("Door", "digital_input", 1.0)]
     assert configs[1].options["pin"] == 17
 
 
-# -- the glue, in process: a recording store and delivery behind their contract -------------------
+# -- the glue, in process: the real queue and delivery (no agent reachable) ----------------------
 class Flag:
+    """An injectable sync source: the clock is "set" once ``value`` is True."""
+
     def __init__(self, value: bool) -> None:
         self.value = value
 
@@ -267,96 +269,59 @@ class Flag:
         return self.value
 
 
-class RecordingStore:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.cond = threading.Condition()
-
-    def _record(self, kind: str, item: Any) -> None:
-        with self.cond:
-            self.events.append((kind, item))
-            self.cond.notify_all()
-
-    def put(self, sample: TakenSample) -> None:
-        self._record("put", sample)
-
-    def resolve_timestamps(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
-        self._record("resolve", (boot_id, wall_minus_monotonic_ms))
-
-    def close(self) -> None:
-        self._record("close", None)
-
-    def wait(self, predicate: Callable[[list[tuple[str, Any]]], bool]) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: predicate(self.events), LINE_WAIT_S), self.events
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = LINE_WAIT_S) -> None:
+    event = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        event.wait(0.05)
 
 
-class RecordingDelivery:
-    def __init__(self, store: RecordingStore, specs: Mapping[str, SensorSpec]) -> None:
-        self.store, self.specs = store, dict(specs)
-        self.calls: list[str] = []
-
-    def start(self) -> None:
-        self.calls.append("start")
-        self.store._record("delivery started", None)
-
-    def stop(self, timeout: float) -> None:
-        assert timeout > 0
-        self.calls.append("stop")
-
-    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None:
-        self.specs = dict(specs)
-
-    def report_sensor_error(self, sensor_name: str, text: str) -> None:
-        self.store._record("error", (sensor_name, text))
-
-
-def test_the_service_wires_samples_clock_and_errors_to_queue_and_delivery(tmp_path: Path) -> None:
+def test_the_service_wires_samples_clock_and_errors_to_the_real_queue(tmp_path: Path) -> None:
     zone = tmp_path / "temp"
     zone.write_text("45000\n")
     sensors = (SensorConfig("SoC", "cpu_temperature", 0.05, {"sensor_file": str(zone)}),)
-    profile = Profile(tmp_path / "p.toml", AgentSettings(), sensors=sensors)
-    store = RecordingStore()
-    deliveries: list[RecordingDelivery] = []
-
-    def delivery_factory(agent: AgentSettings, bridge: BridgeSettings, given: Any,
-                         specs: Mapping[str, SensorSpec]) -> RecordingDelivery:
-        assert given is store and bridge.state_dir == tmp_path / "state"
-        deliveries.append(RecordingDelivery(store, specs))
-        return deliveries[-1]
-
+    agent = AgentSettings(host="127.0.0.1", port=free_port(), ca_file=tmp_path / "missing-ca.crt",
+                          cert_folder=tmp_path / "certs")
+    profile = Profile(tmp_path / "p.toml", agent, sensors=sensors)
     sync = Flag(False)
-    bridge = BridgeService(profile, AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path / "state"),
-                           clock=SystemClock(sync, boot_id="boot-1", floor_s=0.0),
-                           store_factory=lambda settings: store, delivery_factory=delivery_factory)
+    bridge = BridgeService(profile, agent, bridge=BridgeSettings(state_dir=tmp_path / "state"),
+                           clock=SystemClock(sync, boot_id="boot-1", floor_s=0.0))
     stop = threading.Event()
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(bridge.run(stop)))
     runner.start()
     try:
-        store.wait(lambda ev: sum(k == "put" for k, _ in ev) >= 2 and ("delivery started", None) in ev)
-        assert deliveries[0].calls == ["start"]
-        assert [m.key for m in deliveries[0].specs["SoC"].metrics] == ["temperature"]
-        first = next(item for kind, item in store.events if kind == "put")
-        assert first.sensor == "SoC" and first.values == {"temperature": 45.0}
-        assert first.timestamp_ms is None and first.boot_id == "boot-1"
+        wait_for(lambda: bridge.queue is not None and bridge.delivery is not None
+                 and bridge.queue.stats().unstamped >= 2, "unstamped samples in the queue")
+        assert bridge.queue is not None and bridge.scheduler is not None
+        assert bridge.queue.fetch(0, 100) == []  # nothing stamped, nothing deliverable
+        assert bridge.queue.boot_id == "boot-1"
         sync.value = True
-        store.wait(lambda ev: any(k == "resolve" for k, _ in ev))
-        kinds = [kind for kind, item in store.events if kind == "resolve" or
-                 (kind == "put" and item.timestamp_ms is None)]
-        assert kinds[-1] == "resolve"  # every unstamped sample was put before the queue stamps them
+        wait_for(lambda: bridge.queue is not None and bridge.queue.stats().unstamped == 0
+                 and len(bridge.queue.fetch(0, 1000)) >= 3, "the queue stamped them")
+        rows = bridge.queue.fetch(0, 1000)
+        assert all(row.values == {"temperature": 45.0} for row in rows)
+        stamps = [row.timestamp_ms for row in rows]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        assert abs(stamps[-1] - time.time() * 1000) < 60_000
         zone.unlink()
-        store.wait(lambda ev: any(k == "error" for k, _ in ev))
-        error = next(item for kind, item in store.events if kind == "error")
-        assert error[0] == "SoC" and "does not exist" in error[1]
+        wait_for(lambda: bridge.scheduler is not None
+                 and bridge.scheduler.stats()["SoC"]["state"] == "failing", "the sensor failing")
+        assert "does not exist" in str(bridge.scheduler.stats()["SoC"]["last_error"])
         zone.write_text("46000\n")
-        store.wait(lambda ev: any(k == "put" and item.values == {"temperature": 46.0} for k, item in ev))
+        wait_for(lambda: any(row.values == {"temperature": 46.0}
+                             for row in bridge.queue.fetch(0, 100_000)) if bridge.queue else False,
+                 "the sensor recovered")
+        status = bridge.delivery.status() if bridge.delivery else None
+        assert status is not None and not status.connected and status.queue_depth > 0
     finally:
         stop.set()
         runner.join(LINE_WAIT_S)
     assert result == [0]
-    assert deliveries[0].calls == ["start", "stop"] and store.events[-1] == ("close", None)
     StateDirLock(tmp_path / "state").acquire()  # released
+    with SampleQueue(tmp_path / "state", boot_id="boot-1") as reopened:  # nothing acknowledged: all kept
+        assert reopened.stats().depth >= len(rows)
 
 
 # -- the benchmarks stay runnable (their figures are not asserted) ------------------------------

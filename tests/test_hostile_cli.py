@@ -28,6 +28,7 @@ import pytest
 from _pytest.mark.structures import ParameterSet
 
 from pibridge.agent import AgentSettings, CredentialFiles, provision
+from pibridge.bridge.service import StateDirLock
 from pibridge.cli import build_parser
 from pibridge.testing import Emulator, free_port
 
@@ -135,11 +136,30 @@ ROWS: list[ParameterSet] = [
     row("profile example orchard", "no example profile 'orchard'"),
     row("profile example greenhouse --output {a_file}", "exists"),
     row("profile example greenhouse --output {missing}/deeper/p.toml", "cannot write"),
-    # -- the bridge
-    row("run", "required: --profile"),
+    # -- status
     row("status --runtime-dir {a_file}", "not running"),
     row("status --profile {missing}", "cannot read the profile"),
     row("status --stale-after abc", "invalid float value"),
+    # -- run
+    row("run", "required: --profile"),
+    row("run --simulate --profile {missing}", "cannot read the profile"),
+    row("run --simulate --profile {garbage}", "TOML syntax error"),
+    row("run --simulate --profile {unknown_driver_profile}", 'unknown driver "no_such_chip"'),
+    row("run --simulate --profile {bad_client_profile}", "client_name"),
+    row("run --simulate --profile ~nosuchuser/greenhouse.toml", "no such user"),
+    row("run --simulate --profile {run_profile} --port 0", "port must be a TCP port number"),
+    row("run --simulate --profile {run_profile} --port abc", "invalid int value"),
+    row("run --simulate --profile {run_profile} --client-name ../../tmp/evil", "cannot contain '/'"),
+    row("run --simulate --profile {run_profile} --log-format xml", "invalid choice"),
+    row("run --simulate --profile {run_profile} --provisioning override", "invalid choice"),
+    row("run --simulate --profile {run_profile} --trust-clock --clock-sync-file {missing}",
+        "not allowed with"),
+    row("run --simulate --profile {run_profile} --state-dir ~nosuchuser/state", "no such user"),
+    row("run --simulate --profile {run_profile} --timeout 3", "unrecognized arguments"),
+    row("run --simulate --profile {run_profile} --state-dir {a_file}", "cannot create the state directory"),
+    row("run --simulate --profile {run_profile} --state-dir {locked_state}", "another bridge (PID"),
+    row("run --simulate --profile {run_profile} --state-dir {garbage_queue_state}",
+        "cannot open the sample queue"),
 ]
 
 
@@ -165,6 +185,10 @@ class World:
     garbage_ca_state: Path  # a state folder whose ca.crt and ca.key are garbage
     garbage_db_state: Path  # a state folder whose database is garbage
     bad_client_profile: Path  # a profile whose [agent] client_name escapes the cert folder
+    run_profile: Path  # a good profile with one simulated sensor
+    unknown_driver_profile: Path  # a profile whose one sensor names a driver nobody has
+    locked_state: Path  # a bridge state directory whose lock this test process holds
+    garbage_queue_state: Path  # a bridge state directory whose queue database is garbage
 
     def fill(self, command: str) -> list[str]:
         values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
@@ -176,9 +200,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("hostile-cli")
     emulator = Emulator(base / "emulator")
     emulator.start()
+    lock = StateDirLock(base / "locked-state")  # as a running bridge holds it
     try:
-        yield _make_world(base, emulator)
+        world = _make_world(base, emulator)
+        world.locked_state.mkdir()
+        lock.acquire()
+        yield world
     finally:
+        lock.release()
         emulator.stop()
 
 
@@ -213,6 +242,13 @@ def _make_world(base: Path, emulator: Emulator) -> World:
     (garbage_db_state / "emulator.db").write_bytes(b"garbage, not SQLite\n" * 64)
     profile = base / "bad-client.toml"
     profile.write_text('[agent]\nclient_name = "../../tmp/evil"\n')
+    run_profile = base / "run.toml"
+    run_profile.write_text('[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\ninterval = 5\n')
+    unknown_driver_profile = base / "unknown-driver.toml"
+    unknown_driver_profile.write_text('[[sensor]]\nname = "Xylo"\ndriver = "no_such_chip"\ninterval = 5\n')
+    garbage_queue_state = base / "garbage-queue-state"
+    garbage_queue_state.mkdir()
+    (garbage_queue_state / "queue.sqlite3").write_bytes(b"garbage, not SQLite\n" * 64)
     free = free_port()
     free2 = free_port()
     while free2 == free:
@@ -224,7 +260,9 @@ def _make_world(base: Path, emulator: Emulator) -> World:
         certs=certs.folder, fresh=base / "fresh" / "certs",
         broken_key=broken.folder, mismatch=mismatch.folder, cert_is_a_folder=folder_cert.folder,
         a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
-        garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile)
+        garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile,
+        run_profile=run_profile, unknown_driver_profile=unknown_driver_profile,
+        locked_state=base / "locked-state", garbage_queue_state=garbage_queue_state)
 
 
 @dataclass(frozen=True)
@@ -284,7 +322,7 @@ def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterato
 
 def test_every_command_has_rows() -> None:
     commands = set(_leaf_commands(build_parser()))
-    covered = {" ".join(command for command in param.values[0].split()[:2] if not command.startswith("-"))
+    covered = {" ".join(word for word in str(param.values[0]).split()[:2] if not word.startswith("-"))
                for param in ROWS}
     covered |= {words.split()[0] for words in covered if words}
     missing = sorted(command for command in commands if command not in covered)

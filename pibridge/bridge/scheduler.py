@@ -538,6 +538,7 @@ class Scheduler:
             s.busy = True
             drivers.append(s.driver)
         tokens = [s.token for s in members]
+        log.debug("one %s.start_group for %s", cls.__name__, ", ".join(s.name for s in members))
         start_group: Callable[[Sequence[Driver]], float] = cls.start_group  # type: ignore[attr-defined]
 
         def job() -> None:

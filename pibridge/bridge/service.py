@@ -15,9 +15,8 @@ connected or gone, the clock set). Under systemd (``JOURNAL_STREAM`` set) each t
 with its syslog priority (``<4>``) so journald files it at the right level and adds its own
 timestamp; ``log_format = "json"`` gives one JSON object per line.
 
-The queue and delivery come from `pibridge.bridge.queue` / `pibridge.bridge.delivery` (built
-beside this module). `open_store` and `make_delivery` are the only places that know their
-constructors.
+``--simulate`` builds every driver in one `SimulatedWorld` (one greenhouse, one shared 1-Wire
+bus); ``$PIBRIDGE_SIMULATION`` may tune its `Environment` (see `simulated_environment`).
 """
 
 from __future__ import annotations
@@ -34,25 +33,32 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from pibridge.agent.settings import AgentSettings
-from pibridge.bridge.clock import SystemClock, TrustedClock
+from pibridge.bridge.clock import SystemClock, TimesyncFlag, TrustedClock
+from pibridge.bridge.delivery import CONNECT_BACKOFF, RETRY_BACKOFF, Delivery
 from pibridge.bridge.model import SensorSpec, TakenSample
 from pibridge.bridge.processing import sensor_spec
-from pibridge.bridge.scheduler import SampleSink, Scheduler, SchedulerHooks, SensorPlan
+from pibridge.bridge.queue import QueueOpenError, SampleQueue
+from pibridge.bridge.scheduler import Scheduler, SchedulerHooks, SensorPlan
 from pibridge.drivers import registry
 from pibridge.drivers.base import Driver
 from pibridge.drivers.errors import ConfigurationError
+from pibridge.drivers.simulation import Environment, SimulatedWorld
+from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings, Profile, SensorConfig
 
 log = logging.getLogger("pibridge.bridge")
 
 LOCK_FILE = "pibridge.lock"
-QUEUE_FILE = "queue.sqlite3"
+#: ``--simulate``: a JSON object of `Environment` fields (see `simulated_environment`).
+SIMULATION_ENV = "PIBRIDGE_SIMULATION"
 #: `pibridge run` stops within this (SIGTERM → exit), split between its parts.
 STOP_TIMEOUT_S = 5.0
 SCHEDULER_STOP_S = 2.0
+#: Kept back from the delivery's share of the stop budget for closing the queue (last commit).
+QUEUE_CLOSE_S = 0.5
 #: A local agent (same Pi) is back within seconds of a restart: reconnect often.
 LOCAL_RECONNECT_CAP_S = 3.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -142,52 +148,31 @@ def configure_logging(log_format: str, level: int, stream: IO[str] | None = None
     root.setLevel(level)
 
 
-# -- sensors -----------------------------------------------------------------------------------
-def sensor_configs(profile: Profile) -> tuple[SensorConfig, ...]:
-    """The profile's checked sensors. INTERIM (until the profiles branch parses ``[[sensor]]``
-    into `Profile.sensors`): raw ``[[sensor]]`` tables, options checked by their driver."""
-    if profile.sensors or not profile.document.get("sensor"):
-        return profile.sensors
-    configs = []
-    for index, table in enumerate(profile.document["sensor"]):
-        try:
-            cls = registry.get(str(table["driver"]))
-            options = cls.check_options(table.get("options", {}))
-            configs.append(SensorConfig(str(table["name"]), cls.name, float(table["interval"]), options))
-        except (KeyError, TypeError, ValueError, ConfigurationError) as exc:
-            raise profile.error(f"sensor {index + 1}: {exc}", "sensor", index=index) from None
-    return tuple(configs)
+# -- sensors ---------------------------------------------------------------------------------
+def simulated_environment() -> Environment:
+    """The greenhouse behind ``--simulate``: `Environment` defaults, or the fields given as a JSON
+    object in ``$PIBRIDGE_SIMULATION`` (e.g. ``{"door_period_s": 2, "door_open_s": 1,
+    "door_open_probability": 1, "seed": 7}`` for a door that opens every 2 s; tests and demos)."""
+    text = os.environ.get(SIMULATION_ENV, "").strip()
+    if not text:
+        return Environment()
+    try:
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise TypeError("not a JSON object")
+        return Environment(**fields)
+    except (ValueError, TypeError) as exc:
+        raise BridgeError(f"${SIMULATION_ENV}: {exc} (a JSON object of Environment fields)") from None
 
 
-class SimulatedHardware:
-    """``--simulate``: one simulated world for the whole run (shared 1-Wire bus, one greenhouse).
-    Uses the drivers' `SimulatedWorld` where it exists, else each driver's ``simulated()`` fed
-    by one shared `Environment`."""
-
-    def __init__(self) -> None:
-        from pibridge.drivers import simulation
-
-        # simulated drivers that build gpiozero devices (software SPI) must not claim real pins
-        os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
-
-        world_class = getattr(simulation, "SimulatedWorld", None)
-        self._world: Any = world_class() if world_class is not None else None
-        self._environment = simulation.Environment() if self._world is None else None
-
-    def build(self, driver: str, options: Mapping[str, Any]) -> Driver:
-        if self._world is not None:
-            built: Driver = self._world.build(driver, dict(options))
-            return built
-        return registry.get(driver).simulated(self._environment, **options)
-
-
-def sensor_plans(configs: Sequence[SensorConfig], simulated: SimulatedHardware | None) -> list[SensorPlan]:
-    """What the scheduler samples: one plan per sensor, building real or simulated drivers."""
+def sensor_plans(configs: Sequence[SensorConfig], world: SimulatedWorld | None) -> list[SensorPlan]:
+    """What the scheduler samples: one plan per sensor, building real drivers, or simulated ones
+    on ``world``'s fake hardware."""
     plans = []
     for config in configs:
         def build(config: SensorConfig = config) -> Driver:
-            if simulated is not None:
-                return simulated.build(config.driver, config.options)
+            if world is not None:
+                return world.build(config.driver, config.options)
             return registry.get(config.driver)(**config.options)
         plans.append(SensorPlan(config.name, config.interval_s, build, config.metrics))
     return plans
@@ -207,83 +192,44 @@ def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
     return specs
 
 
-# -- the queue and delivery (their contract) ----------------------------------------------------
-class Store(SampleSink, Protocol):
-    def close(self) -> None: ...
-
-
-class DeliveryLike(Protocol):
-    def start(self) -> None: ...
-    def stop(self, timeout: float) -> None: ...
-    def update_specs(self, specs: Mapping[str, SensorSpec]) -> None: ...
-    def report_sensor_error(self, sensor_name: str, text: str) -> None: ...
-
-
-class UnstoredSamples:
-    """INTERIM, until `pibridge.bridge.queue` is merged: samples are taken and logged (debug),
-    not stored; the bridge says so once at start."""
-
-    def put(self, sample: TakenSample) -> None:
-        del sample
-
-    def close(self) -> None:
-        pass
-
-    def resolve_timestamps(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
-        del boot_id, wall_minus_monotonic_ms
-
-
-def open_store(bridge: BridgeSettings) -> Store:
-    """The on-disk queue in the state directory."""
+# -- the queue and delivery ----------------------------------------------------------------------
+def open_queue(bridge: BridgeSettings, boot_id: str) -> SampleQueue:
+    """The on-disk queue in the state directory; ``boot_id``: the clock's, so unstamped rows and
+    `SampleQueue.resolve_timestamps` agree on which boot they belong to."""
     try:
-        from pibridge.bridge.queue import SampleQueue  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "pibridge.bridge.queue":
-            raise
-        log.warning("this build has no store-and-forward queue (pibridge.bridge.queue): samples are "
-                    "taken but not stored or delivered")
-        return UnstoredSamples()
-    store: Store = SampleQueue(bridge.state_dir / QUEUE_FILE, durability=bridge.durability,
-                               max_samples=bridge.queue_max_samples, max_age_s=bridge.queue_max_age_s)
-    return store
+        return SampleQueue(bridge.state_dir, durability=bridge.durability,
+                           max_samples=bridge.queue_max_samples, max_age_s=bridge.queue_max_age_s,
+                           boot_id=boot_id)
+    except (QueueOpenError, ValueError) as exc:
+        raise BridgeError(str(exc)) from None
 
 
 def reconnect_cap_s(agent: AgentSettings) -> float | None:
-    """A short reconnect backoff cap for an agent on this machine; None: the client's default."""
+    """A short reconnect backoff cap for an agent on this machine; None: delivery's default."""
     return LOCAL_RECONNECT_CAP_S if agent.host in LOCAL_HOSTS else None
 
 
-def make_delivery(agent: AgentSettings, bridge: BridgeSettings, store: Store,
-                  specs: Mapping[str, SensorSpec]) -> DeliveryLike | None:
-    """Delivery (provisioning, connecting, reconciling, draining in the background, once
-    started); None in a build without it."""
-    try:
-        from pibridge.bridge.delivery import Delivery  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "pibridge.bridge.delivery":
-            raise
-        log.warning("this build has no delivery (pibridge.bridge.delivery): nothing is sent to the agent")
-        return None
-    from pibridge.mqtt import Backoff
-
+def make_delivery(agent: AgentSettings, bridge: BridgeSettings, queue: SampleQueue,
+                  specs: Mapping[str, SensorSpec], clock: SystemClock) -> Delivery:
+    """Delivery (provisioning, connecting, reconciling, draining in the background once started)."""
     cap = reconnect_cap_s(agent)
-    backoff = Backoff(cap=cap) if cap is not None else None
-    delivery: DeliveryLike = Delivery(agent, bridge, store, specs=dict(specs), backoff=backoff)
-    return delivery
-
-
-DeliveryFactory = Callable[[AgentSettings, BridgeSettings, Store, Mapping[str, SensorSpec]],
-                           DeliveryLike | None]
+    connect, retry = CONNECT_BACKOFF, RETRY_BACKOFF
+    if cap is not None:
+        connect = Backoff(initial=min(connect.initial, cap), cap=cap)
+        retry = Backoff(initial=min(retry.initial, cap), cap=cap)
+    return Delivery(agent, bridge, queue, specs=dict(specs), clock_ready=clock.is_set,
+                    connect_backoff=connect, retry_backoff=retry)
 
 
 class LoggedSink:
-    """Every sample through to the store, and one debug line per sample (``-v``)."""
+    """Every sample through to the queue, and one debug line per sample (``-v``): ``sample NAME
+    at TIMESTAMP_MS[ (edge)]: {values}`` (``mono S`` while the clock is not set)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, queue: SampleQueue) -> None:
+        self.queue = queue
 
     def put(self, sample: TakenSample) -> None:
-        self.store.put(sample)
+        self.queue.put(sample)
         if log.isEnabledFor(logging.DEBUG):
             when = (sample.timestamp_ms if sample.timestamp_ms is not None
                     else f"mono {sample.monotonic_s:.3f}")
@@ -298,33 +244,51 @@ class RunOptions:
 
     simulate: bool = False
     trust_clock: bool = False
+    #: The clock counts as synchronised once this file exists (instead of timesyncd's flag and
+    #: adjtimex): another NTP client's flag, or a test declaring the clock set.
+    clock_sync_file: Path | None = None
+
+
+def default_clock(options: RunOptions) -> SystemClock:
+    """The system clock under the rule of `pibridge.bridge.clock`, with the sync source the
+    options name: ``--trust-clock``, ``--clock-sync-file``, or timesyncd's flag + adjtimex."""
+    if options.trust_clock:
+        return SystemClock(TrustedClock())
+    if options.clock_sync_file is not None:
+        return SystemClock(TimesyncFlag(options.clock_sync_file))
+    return SystemClock()
 
 
 class Bridge:
     """One running bridge. `run` blocks until ``stop`` is set, then stops everything in
-    `STOP_TIMEOUT_S` and returns the exit status."""
+    `STOP_TIMEOUT_S` and returns the exit status.
+
+    ``clock``: injectable (tests unset it with their own sync source); by default the system's
+    rule, or `TrustedClock` with ``--trust-clock``. After `run` started: ``scheduler``, ``queue``,
+    ``delivery`` and ``world`` (``--simulate``) are the running parts (for ``on_tick``)."""
 
     def __init__(self, profile: Profile, agent: AgentSettings, options: RunOptions = RunOptions(), *,
                  bridge: BridgeSettings | None = None, clock: SystemClock | None = None,
-                 on_tick: Callable[[Bridge], None] | None = None,
-                 store_factory: Callable[[BridgeSettings], Store] = open_store,
-                 delivery_factory: DeliveryFactory = make_delivery) -> None:
+                 on_tick: Callable[[Bridge], None] | None = None) -> None:
         self.profile = profile
         self.agent = agent
         self.options = options
         self.settings = bridge or profile.bridge
-        self.clock = clock or (SystemClock(TrustedClock()) if options.trust_clock else SystemClock())
+        self.clock = clock or default_clock(options)
         self.on_tick = on_tick
-        self.store_factory = store_factory
-        self.delivery_factory = delivery_factory
         self.scheduler: Scheduler | None = None
-        self.delivery: DeliveryLike | None = None
-        self.store: Store | None = None
+        self.delivery: Delivery | None = None
+        self.queue: SampleQueue | None = None
+        self.world: SimulatedWorld | None = None
         self._specs: dict[str, SensorSpec] = {}
         self._specs_lock = threading.Lock()
+        #: sensor → error text not yet reported (no connection when it started failing)
+        self._unreported: dict[str, str] = {}
 
     def run(self, stop: threading.Event) -> int:
-        configs = sensor_configs(self.profile)
+        configs = self.profile.sensors
+        specs = sensor_specs(configs)
+        environment = simulated_environment() if self.options.simulate else None
         state_dir = self.settings.state_dir
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -334,58 +298,87 @@ class Bridge:
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
-            self._run_locked(configs, stop)
+            self._run_locked(configs, specs, environment, stop)
         finally:
             lock.release()
         return 0
 
-    def _run_locked(self, configs: Sequence[SensorConfig], stop: threading.Event) -> None:
-        self._specs = sensor_specs(configs)
-        simulated = SimulatedHardware() if self.options.simulate else None
-        try:
-            self.store = self.store_factory(self.settings)
-        except Exception as exc:  # whatever the queue raises: one line, not a traceback
-            raise BridgeError(f"cannot open the queue in {self.settings.state_dir}: {exc}") from exc
+    def _run_locked(self, configs: Sequence[SensorConfig], specs: dict[str, SensorSpec],
+                    environment: Environment | None, stop: threading.Event) -> None:
+        self._specs = specs
+        self.queue = open_queue(self.settings, self.clock.boot_id)
         try:
             # created before sampling starts (so no spec update can miss it), started after
-            self.delivery = self.delivery_factory(self.agent, self.settings, self.store, dict(self._specs))
+            self.delivery = make_delivery(self.agent, self.settings, self.queue, self._specs, self.clock)
+            if environment is not None:
+                self.world = SimulatedWorld(environment)
             hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
                                    clock_set=self._clock_set)
-            self.scheduler = Scheduler(sensor_plans(configs, simulated), LoggedSink(self.store),
+            self.scheduler = Scheduler(sensor_plans(configs, self.world), LoggedSink(self.queue),
                                        clock=self.clock, hooks=hooks)
             self.scheduler.start()
             log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
-                     " (simulated hardware)" if simulated else "", self.settings.state_dir,
+                     " (simulated hardware)" if self.world is not None else "", self.settings.state_dir,
                      self.agent.api_address, os.getpid())
             if not self.clock.poll():
                 log.warning("system clock not known to be set (no NTP sync yet): samples keep their "
                             "monotonic time until it is%s",
                             "" if self.options.trust_clock else
                             " (a Pi with a battery-backed RTC and no network time: --trust-clock)")
-            if self.delivery is not None:
-                self.delivery.start()
+            self.delivery.start()
             while not stop.wait(MAIN_TICK_S):
+                self._report_waiting_errors()
                 if self.on_tick is not None:
                     self.on_tick(self)
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        """Sampling stops first (what was taken is committed), then delivery (what is not
+        acknowledged stays queued), then the queue; all within `STOP_TIMEOUT_S`."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         log.info("stopping")
         if self.scheduler is not None:
             self.scheduler.stop(SCHEDULER_STOP_S)
-        if self.delivery is not None:
-            self.delivery.stop(max(0.1, deadline - time.monotonic() - 0.5))
-        if self.store is not None:
+        if self.world is not None:
             with contextlib.suppress(Exception):
-                self.store.close()
+                self.world.close()
+        if self.delivery is not None:
+            self.delivery.stop(max(0.1, deadline - time.monotonic() - QUEUE_CLOSE_S))
+        if self.queue is not None:
+            try:
+                self.queue.close()
+            except Exception as exc:  # a full or failing disk: say so, exit as asked
+                log.error("closing the sample queue failed: %s", exc)
         log.info("stopped")
 
     # -- scheduler hooks (outbox thread) ---------------------------------------------------------
     def _sensor_error(self, name: str, text: str) -> None:
-        if self.delivery is not None:
-            self.delivery.report_sensor_error(name, text)
+        sent = self.delivery is not None and self.delivery.report_sensor_error(name, text)
+        with self._specs_lock:
+            if sent:
+                self._unreported.pop(name, None)
+            else:
+                self._unreported[name] = text
+
+    def _report_waiting_errors(self) -> None:
+        """(Main loop.) A sensor that started failing while the agent was not connected (at boot,
+        during an outage) is reported once it is, if it still fails; never queued on disk."""
+        if not self._unreported or self.delivery is None or self.scheduler is None:
+            return
+        client = self.delivery.client
+        if client is None or not client.connected:
+            return
+        states = self.scheduler.stats()
+        with self._specs_lock:
+            waiting = dict(self._unreported)
+        for name, text in waiting.items():
+            still_failing = states.get(name, {}).get("state") == "failing"
+            if still_failing and not self.delivery.report_sensor_error(name, text):
+                continue
+            with self._specs_lock:
+                if self._unreported.get(name) == text:
+                    del self._unreported[name]
 
     def _driver_ready(self, name: str, spec: SensorSpec) -> None:
         with self._specs_lock:
@@ -397,9 +390,9 @@ class Bridge:
             self.delivery.update_specs(specs)
 
     def _clock_set(self, boot_id: str, wall_minus_monotonic_ms: int) -> None:
-        resolve = getattr(self.store, "resolve_timestamps", None)
-        if resolve is not None:
-            resolve(boot_id, wall_minus_monotonic_ms)
+        if self.queue is not None:
+            stamped = self.queue.resolve_timestamps(boot_id, wall_minus_monotonic_ms)
+            log.info("system clock set: %d queued samples stamped with their wall-clock time", stamped)
 
 
 def with_state_dir(bridge: BridgeSettings, state_dir: Path | None, log_format: str | None) -> BridgeSettings:

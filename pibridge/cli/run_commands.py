@@ -10,11 +10,11 @@ import argparse
 import logging
 import signal
 import threading
-from pathlib import Path
 from types import FrameType
 
 from pibridge.agent.settings import CONFIGURABLE_MODES
 from pibridge.cli import CliError
+from pibridge.cli.agent_commands import _user_path
 from pibridge.profile import ProfileError, load_profile
 
 LOG_FORMATS = ("text", "json")
@@ -22,22 +22,27 @@ LOG_FORMATS = ("text", "json")
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="run the bridge: sample every sensor, deliver to the agent")
-    parser.add_argument("--profile", type=Path, metavar="FILE", required=True, help="TOML profile")
+    parser.add_argument("--profile", type=_user_path, metavar="FILE", required=True, help="TOML profile")
     parser.add_argument("--simulate", action="store_true",
                         help="simulated hardware (a greenhouse model behind each driver's fake bus)")
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="debug log: one line per sample")
-    parser.add_argument("--trust-clock", action="store_true",
+    clock = parser.add_mutually_exclusive_group()
+    clock.add_argument("--trust-clock", action="store_true",
                         help="trust the system clock without NTP (a Pi with a battery-backed RTC)")
-    parser.add_argument("--state-dir", type=Path, help="where the queue and the lock live (profile [bridge])")
+    clock.add_argument("--clock-sync-file", type=_user_path, metavar="FILE",
+                        help="the clock counts as set once FILE exists (instead of systemd-timesyncd's "
+                             "flag and the kernel's NTP state)")
+    parser.add_argument("--state-dir", type=_user_path,
+                        help="where the queue and the lock live (profile [bridge])")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
                         help="text (default) or json: one object per line")
     group = parser.add_argument_group("agent settings (override the profile's [agent] table)")
     group.add_argument("--host", help="agent host (default localhost)")
     group.add_argument("--port", type=int, help="agent API port (default 18884)")
     group.add_argument("--provision-port", type=int, help="agent provisioning port (default 18883)")
-    group.add_argument("--ca-file", type=Path, help="CA certificate of the agent")
-    group.add_argument("--cert-folder", type=Path, help="where the client's key and certificate live")
+    group.add_argument("--ca-file", type=_user_path, help="CA certificate of the agent")
+    group.add_argument("--cert-folder", type=_user_path, help="where the client's key and certificate live")
     group.add_argument("--client-name", help="names the credential files (default pibridge)")
     group.add_argument("--provisioning", choices=[str(m) for m in CONFIGURABLE_MODES],
                        help="keep: reuse stored credentials; smart: re-provision if the agent rejects them")
@@ -65,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock),
+    bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock,
+                                                clock_sync_file=args.clock_sync_file),
                     bridge=bridge_settings)
     try:
         return bridge.run(stop)

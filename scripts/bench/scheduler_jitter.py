@@ -29,17 +29,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pibridge.bridge.clock import SystemClock, TrustedClock
 from pibridge.bridge.model import TakenSample
 from pibridge.bridge.scheduler import Scheduler, SensorPlan
-from pibridge.drivers import registry
 from pibridge.drivers.base import Driver, Metric, Sample
-from pibridge.drivers.simulation import Environment
+from pibridge.drivers.simulation import Environment, SimulatedWorld
 
 INTERVAL_S = 1.0
 HANG_S = 2.0
 TARGET_P99_MS = 5.0
 MS = 1000.0
-#: built-in drivers that can be read every second on simulated hardware (the DHT needs 2 s); one
-#: MCP3008 only (its simulated software SPI claims the SPI pins of the process's pin factory)
-SIMULATED = (("bme280", {}), ("bh1750", {}), ("ds18b20", {}), ("cpu_temperature", {}), ("digital_input", {}))
+#: built-in drivers that can be read every second on simulated hardware (the DHT needs 2 s), in
+#: turn; one MCP3008 only. They share one `SimulatedWorld`, so each instance gets its own bus,
+#: pin or probe (`options_for`).
+SIMULATED = ("bme280", "bh1750", "ds18b20", "cpu_temperature", "digital_input")
+#: free GPIOs for the simulated door contacts (not I2C, SPI or 1-Wire pins)
+DOOR_PINS = (5, 6, 12, 13, 16, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27)
+
+
+def options_for(name: str, index: int) -> dict[str, Any]:
+    """Options that give sensor ``index`` hardware of its own in the shared world."""
+    if name in ("bme280", "bh1750"):
+        return {"i2c_bus": 10 + index}
+    if name == "ds18b20":
+        return {"device_id": f"28-{index:012x}"}
+    if name == "digital_input":
+        return {"pin": DOOR_PINS[index % len(DOOR_PINS)]}
+    return {}
 
 
 class Hanging(Driver):
@@ -63,13 +76,14 @@ class Collector:
             self.samples.append(sample)
 
 
-def plans(count: int, environment: Environment) -> list[SensorPlan]:
+def plans(count: int, world: SimulatedWorld) -> list[SensorPlan]:
     out = [SensorPlan("hanging", INTERVAL_S, Hanging)]
     for i in range(count - 1):
-        name, options = ("mcp3008", {}) if i == 0 else SIMULATED[i % len(SIMULATED)]
+        name = "mcp3008" if i == 0 else SIMULATED[i % len(SIMULATED)]
+        options = options_for(name, i)
 
         def build(name: str = name, options: dict[str, Any] = options) -> Driver:
-            return registry.get(name).simulated(environment, **options)
+            return world.build(name, options)
         out.append(SensorPlan(f"{name}-{i}", INTERVAL_S, build))
     return out
 
@@ -85,9 +99,9 @@ def main() -> int:
     parser.add_argument("--sensors", type=int, default=20)
     args = parser.parse_args()
 
-    os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")  # simulated SPI off a Pi
     collector = Collector()
-    scheduler = Scheduler(plans(args.sensors, Environment(seed=0)), collector,
+    world = SimulatedWorld(Environment(seed=0))
+    scheduler = Scheduler(plans(args.sensors, world), collector,
                           clock=SystemClock(TrustedClock()))
     offset = time.time() - time.monotonic()
     cpu0 = time.process_time()
@@ -95,6 +109,7 @@ def main() -> int:
     time.sleep(args.seconds)
     workers = scheduler.pool.size
     scheduler.stop(5.0)
+    world.close()
     cpu_s = time.process_time() - cpu0
     stats = scheduler.stats()
 
