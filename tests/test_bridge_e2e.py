@@ -74,12 +74,13 @@ class BridgeRun:
     thread into `messages` and `taken`."""
 
     def __init__(self, profile: Path, state_dir: Path, emulator: EmulatorProcess, cert_folder: Path, *,
-                 clock: tuple[str, ...] = ("--trust-clock",), env: dict[str, str] | None = None) -> None:
+                 clock: tuple[str, ...] = ("--trust-clock",), env: dict[str, str] | None = None,
+                 ca_file: Path | None = None) -> None:
         command = [sys.executable, "-m", "pibridge", "-v", "run", "--profile", str(profile), "--simulate",
                    "--state-dir", str(state_dir), "--log-format", "json", *clock,
                    "--host", emulator.host, "--port", str(emulator.port),
-                   "--provision-port", str(emulator.provision_port), "--ca-file", str(emulator.ca_file),
-                   "--cert-folder", str(cert_folder)]
+                   "--provision-port", str(emulator.provision_port),
+                   "--ca-file", str(ca_file or emulator.ca_file), "--cert-folder", str(cert_folder)]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      env=env)
         self.messages: list[str] = []
@@ -663,3 +664,20 @@ def test_clock_not_set_samples_wait_unstamped_and_arrive_stamped_from_their_mono
     assert early[-1] < min(t.timestamp_ms for t in later if t.timestamp_ms is not None)
     assert abs(offsets[0] - (time.time() - time.monotonic()) * 1000) < 5_000
     assert missing(AgentView.of(emulator), later, names) == []
+
+
+# -- 7. booted before the agent: no agent, no CA file yet — no sample lost ---------------------------
+def test_a_bridge_started_before_the_agent_and_its_ca_file_loses_no_sample(
+        tmp_path: Path, emulator: EmulatorProcess, bridges: list[BridgeRun]) -> None:
+    profile = write_profile(tmp_path / "p.toml", CLOCK)
+    names = metric_names(profile)
+    emulator.stop()  # the agent is not up yet at boot …
+    ca_file = tmp_path / "agent-ca.crt"  # … and its CA file not installed yet
+    run = BridgeRun(profile, tmp_path / "state", emulator, tmp_path / "certs", ca_file=ca_file)
+    bridges.append(run)
+    wait_until(lambda: len(run.samples()) >= 3, "samples taken with neither agent nor CA file")
+    shutil.copyfile(emulator.ca_file, ca_file)
+    emulator.start()
+    taken = settled(emulator, run, names, "every sample since boot at the agent", minimum=4)
+    assert taken[0] == run.samples()[0]
+    assert run.stop() == 0

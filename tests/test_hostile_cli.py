@@ -136,7 +136,18 @@ ROWS: list[ParameterSet] = [
     row("profile example orchard", "no example profile 'orchard'"),
     row("profile example greenhouse --output {a_file}", "exists"),
     row("profile example greenhouse --output {missing}/deeper/p.toml", "cannot write"),
-    # -- the bridge
+    # -- status
+    row("status --runtime-dir {a_file}", "not running"),
+    row("status --profile {missing}", "cannot read the profile"),
+    row("status --stale-after abc", "not a number of seconds"),
+    row("status --stale-after nan", "finite number of seconds above 0"),
+    row("status --agent-grace -5", "finite number of seconds above 0"),
+    row("status --agent-grace inf", "finite number of seconds above 0"),
+    row("status --runtime-dir {missing}", "not running"),
+    row("status --profile {garbage}", "TOML syntax error"),
+    row("status --profile {bad_client_profile}", "client_name"),
+    row("status --bogus", "unrecognized arguments"),
+    # -- run
     row("run", "required: --profile"),
     row("run --simulate --profile {missing}", "cannot read the profile"),
     row("run --simulate --profile {garbage}", "TOML syntax error"),
@@ -156,16 +167,6 @@ ROWS: list[ParameterSet] = [
     row("run --simulate --profile {run_profile} --state-dir {locked_state}", "another bridge (PID"),
     row("run --simulate --profile {run_profile} --state-dir {garbage_queue_state}",
         "cannot open the sample queue"),
-    row("status --runtime-dir {a_file}", "not running"),
-    row("status --profile {missing}", "cannot read the profile"),
-    row("status --stale-after abc", "not a number of seconds"),
-    row("status --stale-after nan", "finite number of seconds above 0"),
-    row("status --agent-grace -5", "finite number of seconds above 0"),
-    row("status --agent-grace inf", "finite number of seconds above 0"),
-    row("status --runtime-dir {missing}", "not running"),
-    row("status --profile {garbage}", "TOML syntax error"),
-    row("status --profile {bad_client_profile}", "client_name"),
-    row("status --bogus", "unrecognized arguments"),
 ]
 
 

@@ -52,12 +52,9 @@ def _user_path(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this group's subcommands to the top-level parser."""
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("agent settings (override the profile's [agent] table)")
-    group.add_argument("--profile", type=_user_path, metavar="FILE",
-                       help="TOML profile with an [agent] table")
+def add_agent_flags(group: argparse._ArgumentGroup) -> None:
+    """The flags that override a profile's ``[agent]`` table (`settings_from_args` reads them):
+    every agent command and ``pibridge run`` take the same ones."""
     group.add_argument("--host", help="agent host (default localhost)")
     group.add_argument("--port", type=int, help="agent API port (default 18884)")
     group.add_argument("--provision-port", type=int, help="agent provisioning port (default 18883)")
@@ -66,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--client-name", help="names the credential files (default pibridge)")
     group.add_argument("--provisioning", choices=[str(m) for m in CONFIGURABLE_MODES],
                        help="keep: reuse stored credentials; smart: re-provision if the agent rejects them")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's subcommands to the top-level parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("agent settings (override the profile's [agent] table)")
+    group.add_argument("--profile", type=_user_path, metavar="FILE",
+                       help="TOML profile with an [agent] table")
+    add_agent_flags(group)
     group.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
                        help=f"seconds to wait for the agent (default {DEFAULT_TIMEOUT_S:g})")
 

@@ -12,9 +12,8 @@ import signal
 import threading
 from types import FrameType
 
-from pibridge.agent.settings import CONFIGURABLE_MODES
 from pibridge.cli import CliError
-from pibridge.cli.agent_commands import _user_path
+from pibridge.cli.agent_commands import _user_path, add_agent_flags
 from pibridge.profile import ProfileError, load_profile
 
 LOG_FORMATS = ("text", "json")
@@ -37,15 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="where the queue and the lock live (profile [bridge])")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
                         help="text (default) or json: one object per line")
-    group = parser.add_argument_group("agent settings (override the profile's [agent] table)")
-    group.add_argument("--host", help="agent host (default localhost)")
-    group.add_argument("--port", type=int, help="agent API port (default 18884)")
-    group.add_argument("--provision-port", type=int, help="agent provisioning port (default 18883)")
-    group.add_argument("--ca-file", type=_user_path, help="CA certificate of the agent")
-    group.add_argument("--cert-folder", type=_user_path, help="where the client's key and certificate live")
-    group.add_argument("--client-name", help="names the credential files (default pibridge)")
-    group.add_argument("--provisioning", choices=[str(m) for m in CONFIGURABLE_MODES],
-                       help="keep: reuse stored credentials; smart: re-provision if the agent rejects them")
+    add_agent_flags(parser.add_argument_group("agent settings (override the profile's [agent] table)"))
     parser.set_defaults(handler=cmd_run)
 
 
