@@ -7,7 +7,8 @@ A driver subclass declares, as class attributes:
 - ``options``: a tuple of `Option` (typed, with default and allowed range), checked by
   `Driver.check_options` before any hardware is touched;
 - ``read_time_s`` (from ``start()`` until ``collect()`` may run, bus time included),
-  ``min_interval_s`` (minimum spacing between two reads, which the *caller* honours),
+  ``min_interval_s`` (minimum spacing between the starts of two samples, which the *caller*
+  honours),
   ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing): the class
   *defaults*; an instance's own values are ``self.timing``, computed by `Driver.timing_for`
   from its configuration (override that when timing follows the options);
@@ -191,8 +192,9 @@ class Timing:
     """The timing of one configured driver, in seconds.
 
     ``read_time_s``: from ``start()`` until ``collect()`` may run (the conversion, datasheet
-    maximum), bus time included; ``min_interval_s``: the shortest spacing between two reads the
-    chip tolerates (a DHT refuses a read within 2 s of the last); ``retry``: the caller's retries."""
+    maximum), bus time included; ``min_interval_s``: the shortest spacing between the starts of two
+    samples the chip tolerates (a DHT refuses a read within 2 s of the last; with ``read_twice``
+    one sample is two reads); ``retry``: the caller's retries."""
 
     read_time_s: float = 0.0
     min_interval_s: float = 0.0

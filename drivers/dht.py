@@ -7,9 +7,14 @@ after every attempt, failed or not, and then hands back stale values or ``None``
 therefore enforces its own spacing (injectable monotonic clock) and raises `NotReadyError`
 instead of ever returning them.
 
+Spacing is counted like the library counts it: from the *start* of one attempt to the start of
+the next (the library stamps ``_last_called`` before it captures), which is also how the scheduler
+spaces samples (from one ``start()`` to the next).
+
 ``read_twice`` (the sensor answers with the measurement it took at the *previous* request) is
-two phases: ``start()`` makes the discarded attempt and returns the 2.1 s spacing, ``collect()``
-the attempt that counts. The driver never sleeps.
+two phases: ``start()`` makes the discarded attempt and returns what is left of the 2.1 s
+spacing, ``collect()`` the attempt that counts. One sample therefore holds two attempts, and two
+samples need 2 × 2.1 s between their starts. The driver never sleeps.
 
 Error mapping (the library raises plain ``RuntimeError``):
 
@@ -161,10 +166,11 @@ class _DHTBase(Driver):
 
     @classmethod
     def timing_for(cls, config: Mapping[str, Any]) -> Timing:
-        """With ``read_twice`` the wait between start (the discarded attempt) and collect is the
-        sensor's 2.1 s spacing, plus the second capture."""
+        """With ``read_twice`` one sample is two attempts 2.1 s apart (start to start) and ends
+        with the second capture: 2.1 + 0.25 s from start to the end of collect; the next sample's
+        first attempt must then come 2.1 s after the second, so starts are 2 × 2.1 s apart."""
         if config.get("read_twice"):
-            return Timing(MIN_SPACING_S + CAPTURE_S, cls.min_interval_s, cls.retry)
+            return Timing(MIN_SPACING_S + CAPTURE_S, 2 * MIN_SPACING_S, cls.retry)
         return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
 
     def __init__(self, sensor: DHTSensor | None = None, *, clock: Callable[[], float] = time.monotonic,
@@ -198,21 +204,21 @@ class _DHTBase(Driver):
     def _attempt(self) -> tuple[float, float]:
         now = self._clock()
         if self._last_attempt is not None and now - self._last_attempt < MIN_SPACING_S - SPACING_TOLERANCE_S:
-            raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt; "
-                                f"the sensor needs {MIN_SPACING_S} s")
+            raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt "
+                                f"began; the sensor needs {MIN_SPACING_S} s")
         sensor = self._hardware()
+        self._last_attempt = now  # stamped before the capture, as the library stamps its own
         try:
             temperature = sensor.temperature
             humidity = sensor.humidity  # cached from the same frame
         except Exception as exc:  # RuntimeError by design; TypeError/NameError off a working platform
             raise map_library_error(exc) from exc
-        finally:
-            self._last_attempt = self._clock()
         return check_plausible(temperature, humidity, self.t_range_c)
 
     def start(self) -> float:
         """With ``read_twice``: the discarded attempt (its failure does not matter, the second
-        still follows); returns the spacing before `collect`. Otherwise nothing to start."""
+        still follows); returns what is left of the spacing before `collect` (the capture has
+        already used part of it). Otherwise nothing to start."""
         if not self.config["read_twice"]:
             return 0.0
         try:
@@ -221,7 +227,9 @@ class _DHTBase(Driver):
             raise
         except SensorError as exc:
             log.debug("%s: first of two reads failed (%s); the second still follows", self.name, exc)
-        return MIN_SPACING_S
+        if self._last_attempt is None:  # the library could not be set up: collect tries again
+            return 0.0
+        return max(0.0, MIN_SPACING_S - (self._clock() - self._last_attempt))
 
     def collect(self) -> Sample:
         """One attempt: °C and %RH."""

@@ -213,7 +213,7 @@ def test_read_twice_is_two_phases_and_the_driver_never_sleeps() -> None:
     driver, fake, clock = make([Measurement(10.0, 30.0), Measurement(11.5, 31.0)], read_twice=True)
     t0 = clock.monotonic()
     wait = driver.start()  # the discarded attempt
-    assert fake.attempts == 1 and wait == pytest.approx(2.1)
+    assert fake.attempts == 1 and wait == pytest.approx(2.1 - 0.25)  # the capture used 0.25 s
     assert clock.monotonic() - t0 == pytest.approx(0.25)  # only the fake's capture, no spacing
     with pytest.raises(NotReadyError, match=r"needs 2\.1 s"):
         driver.collect()  # too early: the driver refuses, the library would hand back its cache
@@ -269,6 +269,26 @@ def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
     for _ in range(30):
         clock.sleep(DHT22.min_interval_s)
         assert set(driver.read()) == {"temperature", "humidity"}
+
+
+@pytest.mark.parametrize("read_twice", [False, True])
+def test_samples_started_exactly_min_interval_apart_all_succeed(read_twice: bool) -> None:
+    """The scheduler spaces samples from one ``start()`` to the next and waits what ``start``
+    returned before ``collect``: at exactly ``min_interval_s`` every sample succeeds (with
+    ``read_twice`` the old 2.1 s made every other sample a NotReadyError)."""
+    clock = VirtualClock()
+    fake = FakeDHT(clock=clock)
+    driver = DHT22(sensor=fake, clock=clock, pin=4, read_twice=read_twice)
+    timing = driver.timing
+    assert timing.min_interval_s == pytest.approx(4.2 if read_twice else 2.1)
+    assert timing.read_time_s == pytest.approx(2.35 if read_twice else 0.25)
+    for n in range(20):
+        slot = clock.monotonic()
+        clock.sleep(driver.start())
+        assert set(driver.collect()) == {"temperature", "humidity"}
+        assert clock.monotonic() - slot <= timing.read_time_s + 1e-9
+        clock.now = slot + timing.min_interval_s
+    assert fake.attempts == 20 * (2 if read_twice else 1)
 
 
 @pytest.mark.parametrize("library", ["board", "adafruit_dht"])
