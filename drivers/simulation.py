@@ -244,7 +244,9 @@ class SimulatedWorld:
         if self._closed:
             raise RuntimeError("this simulated world is closed")
         cls = registry.get(driver) if isinstance(driver, str) else driver
-        built = simulator_for(cls)(self, cls, dict(options or {}))
+        options = dict(options or {})
+        cls.check_options(options)  # declared options only: a simulator adds its own fake handles
+        built = simulator_for(cls)(self, cls, options)
         with self._lock:
             self._drivers.append(built)
         return built

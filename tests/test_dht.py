@@ -252,7 +252,7 @@ def test_simulated() -> None:
     env = Environment(seed=1, noise=0.0, clock=lambda: 10 * 3600.0)
     clock = VirtualClock()
     with SimulatedWorld(env, clock=clock) as world:
-        driver = world.build("dht22", {"read_twice": True})
+        driver = world.build("dht22", {"pin": 17, "read_twice": True})
         sample = check_sample(driver, driver.read(clock.sleep))
         fake = driver._sensor
         assert isinstance(fake, FakeDHT) and fake.attempts == 2

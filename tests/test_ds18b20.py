@@ -370,7 +370,7 @@ def test_simulated_follows_environment() -> None:
     env = Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0)
     clock = VirtualClock()
     with SimulatedWorld(env, clock=clock) as world:
-        driver = world.build("ds18b20")
+        driver = world.build("ds18b20", {"device_id": "28-0000075e3a1c"})
         value = check_sample(driver, driver.read(clock.sleep))["temperature"]
         assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
 

@@ -134,6 +134,9 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
         raise CliError(f"driver {args.driver!r} cannot be loaded: {exc}") from None
     world = None
     try:
+        # the options are checked as data first: only declared option names reach the
+        # constructor, never its hardware handles (sensor=, clock=, read_text=, bus=, …)
+        cls.check_options(options)
         if args.simulate:
             from pibridge.drivers.simulation import SimulatedWorld
 
