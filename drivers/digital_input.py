@@ -69,7 +69,7 @@ class DigitalInput(Driver):
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
         """A pull-down cannot work against the Pi's fixed pull-ups on GPIO 2 and 3; the
-        annotation is as short as a profile's metric annotation."""
+        annotation is as short as a profile's metric annotation, and printable."""
         problems = []
         if config["pin"] in HARDWIRED_PULL_UP_PINS and config["pull"] == "down":
             problems.append(OptionProblem("pull", f"option pull: GPIO{config['pin']} has a fixed 1.8 kΩ "
@@ -78,6 +78,9 @@ class DigitalInput(Driver):
         if len(config["annotation"]) > ANNOTATION_MAX_LEN:
             problems.append(OptionProblem("annotation", f"option annotation: at most {ANNOTATION_MAX_LEN} "
                                           f"characters, not {len(config['annotation'])}"))
+        elif not config["annotation"].isprintable():  # it reaches the agent and every terminal
+            problems.append(OptionProblem("annotation", "option annotation: printable characters only, "
+                                          f"not {config['annotation']!r}"))
         return problems
 
     @classmethod

@@ -34,7 +34,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["1: sensor #1: name is missing (the sensor's name at the agent)",
       f"1: sensor #1: driver is missing (known drivers: {KNOWN_DRIVERS})"]),
     ("name too short", '[[sensor]]\nname = "A"\ndriver = "cpu_temperature"\n',
-     ['2: sensor #1 → name: must be 2 to 64 characters of text, not "A"']),
+     ['2: sensor #1 → name: must be 2 to 64 printable characters, not "A"']),
     ("unknown driver", '[[sensor]]\nname = "Air"\ndriver = "bme2800"\n',
      [f'3: sensor "Air" → driver: unknown driver "bme2800"; did you mean bme280? (known: {KNOWN_DRIVERS})']),
     ("wrong interval type", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = true\n',
@@ -305,10 +305,12 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("bridge", "w1_gpio", '"4"', '2: bridge.w1_gpio: must be a whole number, not "4"'),
     ("bridge", "log_format", "1", '2: bridge.log_format: must be "text" or "json", not 1'),
     ("bridge", "durability", "true", '2: bridge.durability: must be "process" or "power", not true'),
-    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 characters of text, not 5"),
+    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 printable characters, not 5"),
     ("sensor", "name", TOO_LONG,
-     f'2: sensor #1 → name: must be 2 to 64 characters of text, not "{"x" * 38}…'),
-    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 characters of text, not "  "'),
+     f'2: sensor #1 → name: must be 2 to 64 printable characters, not "{"x" * 38}…'),
+    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 printable characters, not "  "'),
+    ("sensor", "name", r'"Canopy\u001b[2J\nfake.toml:1: ok"',
+     r'2: sensor #1 → name: must be 2 to 64 printable characters, not "Canopy\u001b[2J\u000afake.toml:1: ok"'),
     ("sensor", "driver", "5", '3: sensor "Air" → driver: must be a driver\'s name, not 5'),
     ("sensor", "driver", '""', f'3: sensor "Air" → driver: unknown driver "" (known: {KNOWN_DRIVERS})'),
     ("sensor", "interval", '"1x"', f'4: sensor "Air" → interval: {DURATION_FORMS}, not "1x"'),
@@ -319,8 +321,10 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
      '4: sensor "Air" → metrics: must be a table of [sensor.metrics.KEY] tables, not 5'),
     ("sensor", "metrics.temperature", "5",
      '4: sensor "Air" → metrics.temperature: must be a table ([sensor.metrics.temperature]), not 5'),
-    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 characters of text, '
+    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 printable characters, '
                              'not ""'),
+    ("metric", "name", r'"Air\ttemperature"',
+     f'5: {M}.name: must be 2 to 64 printable characters, not "Air\\u0009temperature"'),
     ("metric", "enabled", '"yes"', f'5: {M}.enabled: must be true or false, not "yes"'),
     ("metric", "offset", '"1"', f'5: {M}.offset: must be a number, not "1"'),
     ("metric", "offset", "inf", f'5: {M}.offset: must be a number, not inf'),
@@ -357,11 +361,26 @@ def test_every_key_with_a_bad_value(tmp_path: Path, table: str, key: str, value:
     assert list(caught.value.lines) == [f"{path}:{expected}"]
 
 
-@pytest.mark.parametrize("value", ["5", TOO_LONG])
+@pytest.mark.parametrize("value", ["5", TOO_LONG, r'"open\u001b[2J"'])
 def test_annotation_must_be_short_text(tmp_path: Path, value: str) -> None:
     path = _write(tmp_path, '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
                             f'type = "double"\nannotation = {value}\n')
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
     (line,) = caught.value.lines
-    assert line.startswith(f"{path}:6: {M}.annotation: must be text of at most 64 characters, not ")
+    assert line.startswith(f"{path}:6: {M}.annotation: must be at most 64 printable characters, not ")
+
+
+def test_control_characters_in_keys_and_options_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    """No escape sequence and no forged line: whatever text the profile holds, each problem is one
+    line with its non-printable characters spelled out."""
+    path = _write(tmp_path, '[[sensor]]\nname = "Door"\ndriver = "digital_input"\n'
+                            '"x\\u001b[2J\\nfake.toml:1: ok" = 1\n[sensor.options]\npin = 17\n'
+                            'annotation = "open\\r"\n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    lines = caught.value.lines
+    assert all(line.isprintable() for line in lines)
+    assert lines[0].startswith(f'{path}:4: sensor "Door" → "x\\u001b[2J\\u000afake.toml:1: ok": unknown key')
+    assert lines[1] == (f'{path}:7: sensor "Door" → options.annotation: '
+                        "printable characters only, not 'open\\r'")

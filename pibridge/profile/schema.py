@@ -285,7 +285,7 @@ class _Checker:
             scope.report((), "name is missing (the sensor's name at the agent)")
         elif not _is_sensor_name(name):
             scope.report(("name",), f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} "
-                                    f"characters of text, not {shown(name)}")
+                                    f"printable characters, not {shown(name)}")
         interval = scope.convert(("interval",), v.duration, entry.get("interval", DEFAULT_INTERVAL_S))
         options = entry.get("options", {})
         if not isinstance(options, dict):
@@ -608,20 +608,22 @@ def _at_least(minimum_s: float) -> Callable[[Any], float]:
 
 
 def _is_sensor_name(value: Any) -> bool:
+    """2–64 printable characters, not all blank: names reach the agent and every terminal that
+    shows them, so no control character (escape sequences, line breaks) is accepted."""
     return isinstance(value, str) and protocol.NAME_MIN_LEN <= len(value) <= protocol.NAME_MAX_LEN \
-        and bool(value.strip())
+        and bool(value.strip()) and value.isprintable()
 
 
 def _metric_name(value: Any) -> str:
     if not _is_sensor_name(value):
-        raise ValueError(f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} characters of text, "
+        raise ValueError(f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} printable characters, "
                          f"not {shown(value)}")
     return str(value)
 
 
 def _annotation(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > protocol.NAME_MAX_LEN:
-        raise ValueError(f"must be text of at most {protocol.NAME_MAX_LEN} characters, not {shown(value)}")
+    if not isinstance(value, str) or len(value) > protocol.NAME_MAX_LEN or not value.isprintable():
+        raise ValueError(f"must be at most {protocol.NAME_MAX_LEN} printable characters, not {shown(value)}")
     return value
 
 
