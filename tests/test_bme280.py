@@ -129,7 +129,7 @@ def test_read_vector_a_through_the_registers() -> None:
 def test_no_io_at_construction_and_one_burst_per_sample() -> None:
     bus, _chip, clock = rig()
     driver = driver_on(bus, clock)
-    assert bus.transfers == []
+    assert not bus.transfers
     driver.read(clock.sleep)
     bus.transfers.clear()
     driver.read(clock.sleep)
