@@ -35,7 +35,7 @@ sensor "Soil moisture bed 1": mcp3008, every 5m
   fraction: disabled (not sent)
 sensor "Light": bh1750, every 1m
   illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m
-sensor "Door": digital_input, every 10s
+sensor "Door": digital_input, every 5m
   state → "Door" in bool [open]
 sensor "Pi temperature": cpu_temperature, every 5m
   temperature → "CPU temperature" in SI.Temperature.CELSIUS
