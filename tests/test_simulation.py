@@ -88,7 +88,7 @@ def test_helpers_map_errors_like_the_bus() -> None:
     assert info.value.retryable
     driver.write_bytes(b"\x01\x02")
     driver.write_register(0x10, 0x20)
-    assert [t[0] for t in bus.transfers[-2:]] == ["i2c_rdwr.write", "write_byte_data"]
+    assert [t[0] for t in list(bus.transfers)[-2:]] == ["i2c_rdwr.write", "write_byte_data"]
 
 
 def test_i2c_declarations() -> None:
