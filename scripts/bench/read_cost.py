@@ -100,7 +100,8 @@ def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
         for i in range(n):
             device_id = f"28-{0x0000075e0000 + i:012x}"
             bus.add_probe(device_id, temperature=20.0 + i / 16)
-            probes.append(DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root)))
+            probes.append(DS18B20(files=bus, clock=bus.clock.monotonic, device_id=device_id,
+                                  w1_root=str(bus.root)))
         for mode in ("single", "bulk"):
             conversions, v0, c0 = bus.conversions, bus.clock.monotonic(), time.process_time()
             results: dict[str, Any] = {}
