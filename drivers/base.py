@@ -240,6 +240,10 @@ class Driver:
     min_interval_s: ClassVar[float] = 0.0
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     simulator: ClassVar[str] = ""
+    #: A valid option set to build the driver with where no user gave one (benchmarks, examples):
+    #: its required options filled in. Never a default: a profile, ``pibridge read`` and
+    #: ``--simulate`` use the user's options only, so a missing required option fails everywhere.
+    example_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)

@@ -161,6 +161,7 @@ class _DHTBase(Driver):
     min_interval_s = MIN_SPACING_S
     retry = RetryPolicy(attempts=2, spacing_s=MIN_SPACING_S)
     simulator = "pibridge.drivers.fakes.dht:simulate"
+    example_options: ClassVar[Mapping[str, Any]] = {"pin": 17}
     t_range_c: ClassVar[tuple[float, float]] = DHT22_RANGE_C
     library_class: ClassVar[str] = "DHT22"
 

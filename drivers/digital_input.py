@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pibridge.protocol import NAME_MAX_LEN, ValueType
 
@@ -65,6 +65,7 @@ class DigitalInput(Driver):
     read_time_s = 0.0
     retry = RetryPolicy(attempts=1, spacing_s=0.0)
     simulator = "pibridge.drivers.fakes.gpio:simulate_digital_input"
+    example_options: ClassVar[Mapping[str, Any]] = {"pin": 27, "annotation": "open"}
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:

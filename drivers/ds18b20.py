@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .base import Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample
 from .crc import crc8_maxim
@@ -264,6 +264,7 @@ class DS18B20(Driver):
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
     simulator = "pibridge.drivers.fakes.w1:simulate"
+    example_options: ClassVar[Mapping[str, Any]] = {"device_id": "28-000005abb69d"}
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:

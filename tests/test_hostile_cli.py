@@ -124,6 +124,8 @@ ROWS: list[ParameterSet] = [
     row("read cpu_temperature --option sensor_file={fifo}", "no data within", guard_s=HANG_GUARD_S),
     row("read cpu_temperature --option sensor_file=/dev/zero", "not a thermal zone file"),
     row("read cpu_temperature --option read_text=x", "unknown option read_text"),
+    row("read dht22 --simulate", "option pin is required"),
+    row("read ds18b20 --simulate", "option device_id is required"),
     row("read cpu_temperature --simulate --option read_text=x", "unknown option read_text"),
     row("read dht22 --option pin=17 --option clock=1", "unknown option clock"),
     row("read dht22 --option pin=17 --option sensor=1", "unknown option sensor"),

@@ -213,3 +213,40 @@ def test_environment_door_timeline_is_deterministic_and_queryable() -> None:
     assert len(always.door_edges(0.0, 10.0)) == 20
     with pytest.raises(ValueError):
         Environment(door_period_s=0)
+
+
+@pytest.mark.parametrize("name", ["dht22", "dht11", "digital_input", "ds18b20"])
+def test_a_simulator_fills_in_no_required_option(name: str) -> None:
+    """--simulate validates as on a Pi: a missing required option is the same ConfigurationError
+    the real constructor raises, and the world builds nothing."""
+    from pibridge.drivers import ConfigurationError, registry
+
+    cls = registry.get(name)
+    with pytest.raises(ConfigurationError) as on_a_pi:
+        cls()
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world, \
+            pytest.raises(ConfigurationError) as simulated:
+        world.build(name, {})
+    assert "is required" in str(simulated.value) and str(simulated.value) == str(on_a_pi.value)
+
+
+def test_every_builtin_driver_builds_from_its_example_options() -> None:
+    """What read_cost and the guide build with: a valid configuration of every built-in driver."""
+    from pibridge.drivers import registry
+
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world:
+        for name in registry.builtin():
+            cls = registry.get(name)
+            checked = cls.check_options(cls.example_options)
+            built = world.build(name, cls.example_options)
+            assert all(built.config[key] == checked[key] for key in cls.example_options)
+
+
+def test_a_simulated_door_reports_the_annotation_a_real_one_would() -> None:
+    """The simulator adds no annotation of its own: the metric is what the options say."""
+    from pibridge.drivers.digital_input import DigitalInput
+
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world:
+        door = world.build("digital_input", {"pin": 22})
+        expected = DigitalInput.metrics_for(DigitalInput.check_options({"pin": 22}))
+        assert door.active_metrics() == expected and expected[0].annotation == "active"

@@ -384,16 +384,13 @@ class FakeW1Bus:
         return f"{kernel_t(rom, probe.family)}\n"
 
 
-#: The probe ``--simulate`` adds when no device_id is given.
-SIMULATED_DEVICE_ID = "28-0000075e3a1c"
 SOIL_OFFSET_C = -4.0  #: a soil probe: a few degrees below the air
 
 
 def simulate(world: SimulatedWorld, cls: type[DS18B20], options: dict[str, Any]) -> DS18B20:
     """A DS18B20 driver on the world's one fake w1 tree (one master: every simulated probe shares
     it, so a bulk conversion covers them all), its probe following the soil temperature."""
-    options = dict(options)
-    options.setdefault("device_id", SIMULATED_DEVICE_ID)
+    options = dict(options)  # the user's options only: a missing device_id fails as on a Pi
     config = cls.check_options(options)
     bus = world.shared("w1", lambda: FakeW1Bus(world.scratch_dir("w1"), clock=world.clock))
     device_id = config["device_id"].strip().lower()
