@@ -14,9 +14,9 @@ process's trigger runs: the kernel returns nothing, `NotReadyError`). w1_therm's
 ``trigger_bulk_read`` sleeps the conversion time (``msleep_interruptible(t_conv)``) before the
 write returns, in both power modes (parasite power: holding the bus with the strong pull-up;
 external power: after releasing the bus), so the write itself blocks for the conversion; start
-times it on its clock and returns ``max(0, read_time_s − elapsed)``. Probes on one master share that trigger: they return the same
-`DS18B20.group_key` and `DS18B20.start_group` triggers once for all of them, one conversion time
-for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start
+times it on its clock and returns ``max(0, read_time_s − elapsed)``. Probes on one master share
+that trigger: they return the same `DS18B20.group_key` and `DS18B20.start_group` triggers once
+for all of them, one conversion time for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start
 does nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
 conversion time), and this is logged once per master.
 

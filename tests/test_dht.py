@@ -282,7 +282,7 @@ def test_samples_started_exactly_min_interval_apart_all_succeed(read_twice: bool
     timing = driver.timing
     assert timing.min_interval_s == pytest.approx(4.2 if read_twice else 2.1)
     assert timing.read_time_s == pytest.approx(2.35 if read_twice else 0.25)
-    for n in range(20):
+    for _ in range(20):
         slot = clock.monotonic()
         clock.sleep(driver.start())
         assert set(driver.collect()) == {"temperature", "humidity"}

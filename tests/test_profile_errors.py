@@ -310,7 +310,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
      f'2: sensor #1 → name: must be 2 to 64 printable characters, not "{"x" * 38}…'),
     ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 printable characters, not "  "'),
     ("sensor", "name", r'"Canopy\u001b[2J\nfake.toml:1: ok"',
-     r'2: sensor #1 → name: must be 2 to 64 printable characters, not "Canopy\u001b[2J\u000afake.toml:1: ok"'),
+     r'2: sensor #1 → name: must be 2 to 64 printable characters, '
+     r'not "Canopy\u001b[2J\u000afake.toml:1: ok"'),
     ("sensor", "driver", "5", '3: sensor "Air" → driver: must be a driver\'s name, not 5'),
     ("sensor", "driver", '""', f'3: sensor "Air" → driver: unknown driver "" (known: {KNOWN_DRIVERS})'),
     ("sensor", "interval", '"1x"', f'4: sensor "Air" → interval: {DURATION_FORMS}, not "1x"'),
