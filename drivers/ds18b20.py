@@ -7,17 +7,17 @@ cross-checks the kernel's ``t=``. All file access goes through a small injectabl
 code runs against real sysfs, a scripted fake tree and ``--simulate``.
 
 Two phases (the caller owns the wait): ``start()`` writes ``trigger`` to the master's
-``therm_bulk_read`` (SKIP ROM + CONVERT T: every probe on that master converts at once) and
-returns what is left of the conversion time; ``collect()`` reads ``w1_slave``, which then returns
-the converted scratchpad without a new conversion (collected too early, e.g. while another
-process's trigger runs: the kernel returns nothing, `NotReadyError`). w1_therm's
-``trigger_bulk_read`` sleeps the conversion time (``msleep_interruptible(t_conv)``) before the
-write returns, in both power modes (parasite power: holding the bus with the strong pull-up;
-external power: after releasing the bus), so the write itself blocks for the conversion; start
-times it on its clock and returns ``max(0, read_time_s − elapsed)``. Probes on one master share
-that trigger: they return the same `DS18B20.group_key` and `DS18B20.start_group` triggers once
-for all of them, one conversion time for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start
-does nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
+``therm_bulk_read`` (SKIP ROM + CONVERT T: every probe on that master converts at once) and returns
+what is left of the conversion time; ``collect()`` reads ``w1_slave``, which then returns the
+converted scratchpad without a new conversion (collected too early, e.g. while another process's
+trigger runs: the kernel returns nothing, `NotReadyError`). w1_therm's ``trigger_bulk_read`` sleeps
+the conversion time (``msleep_interruptible(t_conv)``) before the write returns, in both power
+modes (parasite power: holding the bus with the strong pull-up; external power: after releasing the
+bus), so the write itself blocks for the conversion; start times it on its clock and returns
+``max(0, read_time_s − elapsed)``. Probes on one master share that trigger: they return the same
+`DS18B20.group_key` and `DS18B20.start_group` triggers once for all of them, one conversion time
+for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start does
+nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
 conversion time), and this is logged once per master.
 
 All file access goes through ``files`` (`W1Files`); the real one reads at most
