@@ -30,11 +30,9 @@ any other RuntimeError / OSError               BusError
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample, Timing
@@ -107,29 +105,12 @@ def check_plausible(temperature: float | None, humidity: float | None,
     return float(temperature), float(humidity)
 
 
-BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
-
-
-@contextlib.contextmanager
-def _no_blinka_install_prompt() -> Iterator[None]:
-    """While ``board`` is imported, and only then: Blinka checks its platform dependencies at
-    import and, on a terminal, offers to pip-install them into the running environment. The
-    variable is restored right after, so nothing else in the process sees it."""
-    before = os.environ.get(BLINKA_SKIP_CHECK_ENV)
-    os.environ[BLINKA_SKIP_CHECK_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(BLINKA_SKIP_CHECK_ENV, None)
-        else:
-            os.environ[BLINKA_SKIP_CHECK_ENV] = before
-
-
 def _board_pin(pin: int) -> Any:
+    # Blinka checks its platform dependencies when ``board`` is imported and, on a terminal, offers
+    # to pip-install them into the running environment: `pibridge.cli.main` (and the systemd unit)
+    # set BLINKA_SKIP_DEPENDENCY_CHECK once, before any thread starts; a driver sets no variable.
     try:
-        with _no_blinka_install_prompt():
-            import board
+        import board
     except ModuleNotFoundError as exc:
         if exc.name == "board":  # not Blinka missing one of its own modules (gpiod on a Pi)
             raise missing_library("Adafruit Blinka (board)", "a DHT sensor", extra="dht") from exc

@@ -302,4 +302,19 @@ def test_missing_hardware_library_names_the_dht_extra(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigurationError, match=r"pip install 'pibridge\[dht\]'") as info:
         DHT22(pin=4).read(lambda s: None)
     assert "\n" not in str(info.value) and not info.value.retryable
-    assert dict(os.environ) == before  # Blinka's variable is set only around its own import
+    assert dict(os.environ) == before  # a driver sets no environment variable (the CLI does, once)
+
+
+def test_the_cli_turns_off_blinkas_install_prompt_once_before_any_thread() -> None:
+    """`pibridge.cli.main` sets BLINKA_SKIP_DEPENDENCY_CHECK first thing (a user's own value stays)."""
+    import os
+
+    code = ("import os, threading; from pibridge.cli import main; "
+            "assert threading.active_count() == 1; main(['drivers']); "
+            "print('BLINKA', os.environ.get('BLINKA_SKIP_DEPENDENCY_CHECK'))")
+    env = {k: v for k, v in os.environ.items() if k != "BLINKA_SKIP_DEPENDENCY_CHECK"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.splitlines()[-1] == "BLINKA 1"
+    env["BLINKA_SKIP_DEPENDENCY_CHECK"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.splitlines()[-1] == "BLINKA 0"
