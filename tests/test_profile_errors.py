@@ -385,3 +385,40 @@ def test_control_characters_in_keys_and_options_reach_the_terminal_escaped(tmp_p
     assert lines[0].startswith(f'{path}:4: sensor "Door" → "x\\u001b[2J\\u000afake.toml:1: ok": unknown key')
     assert lines[1] == (f'{path}:7: sensor "Door" → options.annotation: '
                         "printable characters only, not 'open\\r'")
+
+
+DOOR = '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions.pin = 27\n[sensor.metrics.state]\n'
+AIR = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+D = 'sensor "Door" → metrics.state'
+
+#: a type or unit override against the values the driver reports: (profile, expected lines)
+TYPE_OVERRIDES: list[tuple[str, list[str]]] = [
+    (AIR + 'type = "bool"\noffset = 1\n',
+     [f'5: {M}.type: temperature reports numbers: its type can be "double", not "bool"',
+      f"6: {M}.offset: temperature is a bool metric: offset applies to numbers"]),
+    (AIR + 'type = "string"\nannotation = "x"\ndeadband = 0.5\n',
+     [f'5: {M}.type: temperature reports numbers: its type can be "double", not "string"',
+      f"7: {M}.deadband: temperature is a string metric: deadband applies to numbers"]),
+    (AIR + 'type = "integer"\n',
+     [f'5: {M}.type: temperature reports fractional numbers: "integer" would round them (use "double")']),
+    (DOOR + 'type = "double"\n',
+     [f'6: {D}.type: state reports bool values: its type can only be "bool", not "double"']),
+    (DOOR + 'type = "string"\n',
+     [f'6: {D}.type: state reports bool values: its type can only be "bool", not "string"']),
+    (DOOR + 'unit = "NoSI.Dimensionless.PERCENT"\n',
+     [f"6: {D}.unit: state reports bool values: a unit applies to numbers"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TYPE_OVERRIDES)
+def test_a_type_override_must_fit_the_driver_s_values(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{line}" for line in expected]
+
+
+@pytest.mark.parametrize("text", [AIR + 'type = "double"\nannotation = "C"\ndeadband = 0.1\n',
+                                  DOOR + 'type = "bool"\nannotation = "shut"\n'])
+def test_a_fitting_type_override_passes(tmp_path: Path, text: str) -> None:
+    load_profile(_write(tmp_path, text))
