@@ -27,8 +27,8 @@ reproducible with a seed.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
+import logging
 import math
 import random
 import shutil
@@ -45,6 +45,8 @@ from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .fakes.i2c import FakeI2CDevice, FakeSMBus
+
+log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400.0
 #: Hour of the daily temperature maximum / minimum (local solar time).
@@ -348,11 +350,18 @@ class SimulatedWorld:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        # each one on its own: one that fails (logged) must not leave the others, the shared fakes
+        # or the temporary tree behind
         for driver in reversed(self._drivers):
-            driver.close()
+            try:
+                driver.close()
+            except Exception:
+                log.exception("simulated world: closing driver %s failed", driver.name)
         for close in reversed(self._closers):
-            with contextlib.suppress(Exception):
+            try:
                 close()
+            except Exception:
+                log.exception("simulated world: closing a shared fake failed")
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 

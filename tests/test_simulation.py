@@ -250,3 +250,49 @@ def test_a_simulated_door_reports_the_annotation_a_real_one_would() -> None:
         door = world.build("digital_input", {"pin": 22})
         expected = DigitalInput.metrics_for(DigitalInput.check_options({"pin": 22}))
         assert door.active_metrics() == expected and expected[0].annotation == "active"
+
+
+def test_closing_the_world_survives_a_driver_whose_close_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """One failing close is logged; the other drivers, the shared fakes and the temp tree still go."""
+    world = SimulatedWorld(clock=VirtualClock(), door_timer=False)
+    first = world.build("ds18b20", {"device_id": "28-000000000001"})
+    broken = world.build("cpu_temperature")
+    last = world.build("bh1750")
+    shared_closed: list[bool] = []
+    world.on_close(lambda: shared_closed.append(True))
+    scratch = world.scratch_dir("w1")
+
+    def fail() -> None:
+        raise OSError("stuck")
+
+    broken.close = fail  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="pibridge.drivers.simulation"):
+        world.close()
+    assert first._closed and last._closed and shared_closed == [True]
+    assert not scratch.exists()
+    assert any("closing driver cpu_temperature failed" in r.getMessage() for r in caplog.records)
+
+
+def test_pibridge_read_closes_the_world_whatever_the_simulator_raises(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulator's bug (not a SensorError) still stops the world and its door thread."""
+    import argparse
+
+    from pibridge.cli.driver_commands import cmd_read
+
+    closed: list[SimulatedWorld] = []
+    real_close = SimulatedWorld.close
+
+    def build(self: SimulatedWorld, driver: object, options: object = None) -> Driver:
+        raise RuntimeError("simulator bug")
+
+    def close(self: SimulatedWorld) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(SimulatedWorld, "build", build)
+    monkeypatch.setattr(SimulatedWorld, "close", close)
+    args = argparse.Namespace(driver="cpu_temperature", option=[], simulate=True, json=False)
+    with pytest.raises(RuntimeError, match="simulator bug"):
+        cmd_read(args, sleep=lambda s: None)
+    assert len(closed) == 1

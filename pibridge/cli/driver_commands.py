@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import re
@@ -132,32 +133,26 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
         raise CliError(str(exc)) from None
     except (ImportError, AttributeError) as exc:
         raise CliError(f"driver {args.driver!r} cannot be loaded: {exc}") from None
-    world = None
     try:
         # the options are checked as data first: only declared option names reach the
         # constructor, never its hardware handles (sensor=, clock=, read_text=, bus=, …)
         cls.check_options(options)
-        if args.simulate:
-            from pibridge.drivers.simulation import SimulatedWorld
+    except SensorError as exc:
+        raise CliError(_error_line(args.driver, exc)) from None
+    with contextlib.ExitStack() as stack:  # closes the driver, then the world, whatever is raised
+        try:
+            if args.simulate:
+                from pibridge.drivers.simulation import SimulatedWorld
 
-            world = SimulatedWorld()
-            driver = world.build(cls, options)
-        else:
-            driver = cls(**options)
-    except SensorError as exc:
-        if world is not None:
-            world.close()
-        raise CliError(_error_line(args.driver, exc)) from None
-    try:
-        sample = read_with_retries(driver, sleep)
-        metrics = {m.key: m for m in driver.active_metrics()}
-        timing = driver.timing
-    except SensorError as exc:
-        raise CliError(_error_line(args.driver, exc)) from None
-    finally:
-        driver.close()
-        if world is not None:
-            world.close()
+                world = stack.enter_context(SimulatedWorld())
+                driver = world.build(cls, options)
+            else:
+                driver = stack.enter_context(cls(**options))
+            sample = read_with_retries(driver, sleep)
+            metrics = {m.key: m for m in driver.active_metrics()}
+            timing = driver.timing
+        except SensorError as exc:
+            raise CliError(_error_line(args.driver, exc)) from None
 
     if args.json:
         print(json.dumps({
