@@ -310,22 +310,11 @@ class Driver:
         """The pins and bus slots a configuration claims; by default its `GpioPin` options."""
         return Resources(gpio=tuple(v for v in config.values() if isinstance(v, GpioPin)))
 
-    @classmethod
-    def metric(cls, key: str) -> Metric:
-        for m in cls.metrics:
-            if m.key == key:
-                return m
-        raise KeyError(key)
-
     def active_metrics(self) -> tuple[Metric, ...]:
         """The metrics this instance will report: `metrics_for` its configuration (worked out
         once, in ``__init__``). A driver whose chip decides (BME280 vs BMP280) narrows this
         further after detection, never widens it."""
         return self._configured_metrics
-
-    def gpio_pins(self) -> tuple[GpioPin, ...]:
-        """Every GPIO this instance uses, for pin-conflict checks."""
-        return tuple(v for v in self.config.values() if isinstance(v, GpioPin))
 
     # -- the hardware contract -----------------------------------------------------------------
     def start(self) -> float:

@@ -235,7 +235,7 @@ def test_read_twice_ignores_a_failed_first_read() -> None:
 
 def test_pin_is_a_gpio_option() -> None:
     driver, _, _ = make()
-    assert driver.gpio_pins() == (4,)
+    assert DHT22.resources(driver.config).gpio == (4,)
 
 
 def test_driver_modules_import_no_hardware_library() -> None:

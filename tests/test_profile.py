@@ -367,7 +367,7 @@ def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from pibridge.drivers import registry
 
-    monkeypatch.setitem(registry.BUILTIN, "broken", "pibridge_no_such_module:Broken")
+    monkeypatch.setitem(registry.builtin(), "broken", "pibridge_no_such_module:Broken")
     path = _write(tmp_path, '[[sensor]]\nname = "Pump"\ndriver = "broken"\n[[sensor]]\nname = "Fan"\n'
                             'driver = "broken"\n')
     cannot = "cannot be loaded: ModuleNotFoundError: No module named 'pibridge_no_such_module'"
