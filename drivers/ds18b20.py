@@ -64,7 +64,11 @@ BULK_CONVERTING = -1
 FAMILIES: dict[str, str] = {
     "10": "DS18S20", "22": "DS1822", "28": "DS18B20", "3b": "DS1825", "42": "DS28EA00"}
 FAMILY_DS18S20 = "10"
-DEVICE_ID_RE = re.compile(r"^(10|22|28|3b|42)-[0-9a-f]{12}$")
+#: a w1 slave's name (any family): family code, "-", 48-bit serial in 12 lowercase hex digits
+W1_SLAVE_NAME = r"([0-9a-f]{2})-[0-9a-f]{12}"
+W1_SLAVE_RE = re.compile(f"^{W1_SLAVE_NAME}$")
+#: a temperature probe's device id: a w1 slave name of one of `FAMILIES`
+DEVICE_ID_RE = re.compile(f"^(?=(?:{'|'.join(FAMILIES)})-){W1_SLAVE_NAME}$")
 
 SCRATCHPAD_LEN = 9
 CRC_LEN = 8  # the CRC covers bytes 0..7 and is byte 8

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import errno
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +23,7 @@ from pibridge.cli import CliError
 from pibridge.drivers import registry
 from pibridge.drivers.base import Driver, Option, default_timing, describe_timing, read_with_retries
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
+from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
 from pibridge.drivers.i2c import I2CDriver
 
@@ -32,8 +32,6 @@ I2C_DEV_ROOT = Path("/dev")
 W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
-#: a slave entry: family code, "-", 48-bit serial in 12 lowercase hex digits
-W1_SLAVE_RE = re.compile(r"^([0-9a-f]{2})-[0-9a-f]{12}$")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
