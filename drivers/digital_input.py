@@ -7,9 +7,9 @@ against the pull's natural level inverts the reported state. Besides the periodi
 ``on_change(callback)`` reports every edge at once with a timestamp.
 
 The hardware handle is a gpiozero pin factory (``pin_factory=``): a ``MockFactory`` in tests and
-``--simulate``, the bridge's shared real factory, or, when none is given, one built by
-`pibridge.drivers.gpio.hardware_pin_factory` and closed with the driver. gpiozero's global
-factory is never used.
+``--simulate`` (the simulated world's), or, when none is given (``pibridge run`` and ``pibridge
+read`` on a Pi), the driver's own, built by `pibridge.drivers.gpio.hardware_pin_factory` and
+closed with the driver. gpiozero's global factory is never used.
 """
 
 from __future__ import annotations

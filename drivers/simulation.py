@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SECONDS_PER_DAY = 86_400.0
-#: Hour of the daily temperature maximum / minimum (local solar time).
+#: Hours of the simulated day (UTC: the clock's epoch seconds modulo a day, the same whatever the
+#: machine's time zone, so tests are reproducible; away from UTC the simulated sun is shifted):
+#: the daily temperature maximum, sunrise and sunset.
 WARMEST_HOUR = 14.0
 SUNRISE_HOUR = 6.0
 SUNSET_HOUR = 20.0
@@ -95,13 +97,14 @@ class Environment:
             raise ValueError("door_period_s and door_open_s must be positive")
 
     def _hour(self, t: float) -> float:
+        """The UTC hour (0–24, fractional) of epoch seconds ``t``."""
         return (t % SECONDS_PER_DAY) / 3600.0
 
     def _jitter(self, scale: float) -> float:
         return self._rng.gauss(0.0, scale * self.noise)
 
     def air_temperature(self, offset_c: float = 0.0) -> float:
-        """°C: a cosine peaking at WARMEST_HOUR, ± daily_swing/2, with 0.1 °C noise."""
+        """°C: a cosine peaking at WARMEST_HOUR (UTC), ± daily_swing/2, with 0.1 °C noise."""
         hour = self._hour(self.clock())
         phase = 2 * math.pi * (hour - WARMEST_HOUR) / 24.0
         swing = self.daily_swing_c / 2 * math.cos(phase)
@@ -119,7 +122,8 @@ class Environment:
         return self.pressure_pa + 300 * math.sin(2 * math.pi * t / (3 * SECONDS_PER_DAY)) + self._jitter(5)
 
     def illuminance(self) -> float:
-        """lx: a half-sine between sunrise and sunset, dark at night, with cloud noise."""
+        """lx: a half-sine between SUNRISE_HOUR and SUNSET_HOUR (UTC), dark at night, with cloud
+        noise."""
         hour = self._hour(self.clock())
         if not SUNRISE_HOUR <= hour <= SUNSET_HOUR:
             return 0.0
