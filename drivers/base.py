@@ -7,7 +7,8 @@ A driver subclass declares, as class attributes:
 - ``options``: a tuple of `Option` (typed, with default and allowed range), checked by
   `Driver.check_options` before any hardware is touched;
 - ``read_time_s`` (from ``start()`` until ``collect()`` may run, bus time included),
-  ``min_interval_s`` (minimum spacing between two reads, which the *caller* honours),
+  ``min_interval_s`` (minimum spacing between the starts of two samples, which the *caller*
+  honours),
   ``retry`` (a `RetryPolicy`: extra attempts within one sample and their spacing): the class
   *defaults*; an instance's own values are ``self.timing``, computed by `Driver.timing_for`
   from its configuration (override that when timing follows the options);
@@ -191,8 +192,9 @@ class Timing:
     """The timing of one configured driver, in seconds.
 
     ``read_time_s``: from ``start()`` until ``collect()`` may run (the conversion, datasheet
-    maximum), bus time included; ``min_interval_s``: the shortest spacing between two reads the
-    chip tolerates (a DHT refuses a read within 2 s of the last); ``retry``: the caller's retries."""
+    maximum), bus time included; ``min_interval_s``: the shortest spacing between the starts of two
+    samples the chip tolerates (a DHT refuses a read within 2 s of the last; with ``read_twice``
+    one sample is two reads); ``retry``: the caller's retries."""
 
     read_time_s: float = 0.0
     min_interval_s: float = 0.0
@@ -238,6 +240,10 @@ class Driver:
     min_interval_s: ClassVar[float] = 0.0
     retry: ClassVar[RetryPolicy] = RetryPolicy()
     simulator: ClassVar[str] = ""
+    #: A valid option set to build the driver with where no user gave one (benchmarks, examples):
+    #: its required options filled in. Never a default: a profile, ``pibridge read`` and
+    #: ``--simulate`` use the user's options only, so a missing required option fails everywhere.
+    example_options: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)
@@ -304,22 +310,11 @@ class Driver:
         """The pins and bus slots a configuration claims; by default its `GpioPin` options."""
         return Resources(gpio=tuple(v for v in config.values() if isinstance(v, GpioPin)))
 
-    @classmethod
-    def metric(cls, key: str) -> Metric:
-        for m in cls.metrics:
-            if m.key == key:
-                return m
-        raise KeyError(key)
-
     def active_metrics(self) -> tuple[Metric, ...]:
         """The metrics this instance will report: `metrics_for` its configuration (worked out
         once, in ``__init__``). A driver whose chip decides (BME280 vs BMP280) narrows this
         further after detection, never widens it."""
         return self._configured_metrics
-
-    def gpio_pins(self) -> tuple[GpioPin, ...]:
-        """Every GPIO this instance uses, for pin-conflict checks."""
-        return tuple(v for v in self.config.values() if isinstance(v, GpioPin))
 
     # -- the hardware contract -----------------------------------------------------------------
     def start(self) -> float:

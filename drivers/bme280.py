@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +212,16 @@ def measurement_time_s(os_t: int, os_p: int, os_h: int, *, maximum: bool = True)
     return ms / 1000.0
 
 
+def converted_oversampling(config: Mapping[str, Any], wanted: Collection[str],
+                           has_humidity: bool = True) -> tuple[int, int, int]:
+    """(osrs_t, osrs_p, osrs_h) one forced conversion uses: the configured factors, 0 for a channel
+    not wanted (and for humidity on a chip without it). Temperature is always converted (P and H
+    need it)."""
+    os_p = config["osrs_p"] if "pressure" in wanted else 0
+    os_h = config["osrs_h"] if "humidity" in wanted and has_humidity else 0
+    return config["osrs_t"], os_p, os_h
+
+
 def chip_name(chip_id: int) -> str:
     """"BME280" / "BMP280" for a chip id; DeviceNotFoundError for anything else."""
     if chip_id == CHIP_ID_BME280:
@@ -258,8 +268,8 @@ class BME280(I2CDriver):
         Option("metrics", str, "", "comma-separated subset of temperature,humidity,pressure "
                "(empty = all the chip has)"),
     )
-    #: all channels x1: 9.3 ms max conversion plus four short bus transfers
-    read_time_s = 0.0093 + BUS_TIME_S
+    #: all channels x1 (9.3 ms max conversion) plus four short bus transfers
+    read_time_s = measurement_time_s(1, 1, 1) + BUS_TIME_S
     min_interval_s = 0.1
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
     simulator = "pibridge.drivers.fakes.bme280:simulate"
@@ -273,9 +283,7 @@ class BME280(I2CDriver):
         """The conversion time follows the oversampling of the channels measured (datasheet
         maximum, as for a BME280; a BMP280 found later only converts faster)."""
         wanted = {m.key for m in cls.metrics_for(config)}
-        os_p = config["osrs_p"] if "pressure" in wanted else 0
-        os_h = config["osrs_h"] if "humidity" in wanted else 0
-        return Timing(measurement_time_s(config["osrs_t"], os_p, os_h) + BUS_TIME_S,
+        return Timing(measurement_time_s(*converted_oversampling(config, wanted)) + BUS_TIME_S,
                       cls.min_interval_s, cls.retry)
 
     @classmethod
@@ -340,9 +348,11 @@ class BME280(I2CDriver):
     @property
     def conversion_time_s(self) -> float:
         """Datasheet maximum measurement time for the configured oversampling, in seconds."""
-        os_p = self.config["osrs_p"] if "pressure" in self._wanted else 0
-        os_h = self.config["osrs_h"] if self._measures_humidity() else 0
-        return measurement_time_s(self.config["osrs_t"], os_p, os_h)
+        return measurement_time_s(*self._oversampling())
+
+    def _oversampling(self) -> tuple[int, int, int]:
+        """(osrs_t, osrs_p, osrs_h) of this instance's conversions (no humidity on a BMP280)."""
+        return converted_oversampling(self.config, self._wanted, has_humidity=self.chip != "BMP280")
 
     # -- bus handling ------------------------------------------------------------------------
     def _transfer_failed(self) -> None:
@@ -394,10 +404,9 @@ class BME280(I2CDriver):
             ctrl_hum  0xF2: [7:3 -] [2:0 osrs_h]
             ctrl_meas 0xF4: [7:5 osrs_t] [4:2 osrs_p] [1:0 mode = 01 forced]
         """
-        os_p = self.config["osrs_p"] if "pressure" in self._wanted else 0
-        os_h = self.config["osrs_h"] if self._measures_humidity() else 0
+        os_t, os_p, os_h = self._oversampling()
         ctrl_hum = OVERSAMPLING_CODES[os_h]
-        ctrl_meas = ((OVERSAMPLING_CODES[self.config["osrs_t"]] << CTRL_MEAS_OSRS_T_SHIFT)
+        ctrl_meas = ((OVERSAMPLING_CODES[os_t] << CTRL_MEAS_OSRS_T_SHIFT)
                      | (OVERSAMPLING_CODES[os_p] << CTRL_MEAS_OSRS_P_SHIFT) | MODE_FORCED)
         return ctrl_hum, ctrl_meas
 

@@ -7,9 +7,14 @@ after every attempt, failed or not, and then hands back stale values or ``None``
 therefore enforces its own spacing (injectable monotonic clock) and raises `NotReadyError`
 instead of ever returning them.
 
+Spacing is counted like the library counts it: from the *start* of one attempt to the start of
+the next (the library stamps ``_last_called`` before it captures), which is also how the scheduler
+spaces samples (from one ``start()`` to the next).
+
 ``read_twice`` (the sensor answers with the measurement it took at the *previous* request) is
-two phases: ``start()`` makes the discarded attempt and returns the 2.1 s spacing, ``collect()``
-the attempt that counts. The driver never sleeps.
+two phases: ``start()`` makes the discarded attempt and returns what is left of the 2.1 s
+spacing, ``collect()`` the attempt that counts. One sample therefore holds two attempts, and two
+samples need 2 × 2.1 s between their starts. The driver never sleeps.
 
 Error mapping (the library raises plain ``RuntimeError``):
 
@@ -25,11 +30,9 @@ any other RuntimeError / OSError               BusError
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from .base import Driver, GpioPin, Metric, Option, RetryPolicy, Sample, Timing
@@ -102,29 +105,12 @@ def check_plausible(temperature: float | None, humidity: float | None,
     return float(temperature), float(humidity)
 
 
-BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
-
-
-@contextlib.contextmanager
-def _no_blinka_install_prompt() -> Iterator[None]:
-    """While ``board`` is imported, and only then: Blinka checks its platform dependencies at
-    import and, on a terminal, offers to pip-install them into the running environment. The
-    variable is restored right after, so nothing else in the process sees it."""
-    before = os.environ.get(BLINKA_SKIP_CHECK_ENV)
-    os.environ[BLINKA_SKIP_CHECK_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(BLINKA_SKIP_CHECK_ENV, None)
-        else:
-            os.environ[BLINKA_SKIP_CHECK_ENV] = before
-
-
 def _board_pin(pin: int) -> Any:
+    # Blinka checks its platform dependencies when ``board`` is imported and, on a terminal, offers
+    # to pip-install them into the running environment: `pibridge.cli.main` (and the systemd unit)
+    # set BLINKA_SKIP_DEPENDENCY_CHECK once, before any thread starts; a driver sets no variable.
     try:
-        with _no_blinka_install_prompt():
-            import board
+        import board
     except ModuleNotFoundError as exc:
         if exc.name == "board":  # not Blinka missing one of its own modules (gpiod on a Pi)
             raise missing_library("Adafruit Blinka (board)", "a DHT sensor", extra="dht") from exc
@@ -156,15 +142,17 @@ class _DHTBase(Driver):
     min_interval_s = MIN_SPACING_S
     retry = RetryPolicy(attempts=2, spacing_s=MIN_SPACING_S)
     simulator = "pibridge.drivers.fakes.dht:simulate"
+    example_options: ClassVar[Mapping[str, Any]] = {"pin": 17}
     t_range_c: ClassVar[tuple[float, float]] = DHT22_RANGE_C
     library_class: ClassVar[str] = "DHT22"
 
     @classmethod
     def timing_for(cls, config: Mapping[str, Any]) -> Timing:
-        """With ``read_twice`` the wait between start (the discarded attempt) and collect is the
-        sensor's 2.1 s spacing, plus the second capture."""
+        """With ``read_twice`` one sample is two attempts 2.1 s apart (start to start) and ends
+        with the second capture: 2.1 + 0.25 s from start to the end of collect; the next sample's
+        first attempt must then come 2.1 s after the second, so starts are 2 × 2.1 s apart."""
         if config.get("read_twice"):
-            return Timing(MIN_SPACING_S + CAPTURE_S, cls.min_interval_s, cls.retry)
+            return Timing(MIN_SPACING_S + CAPTURE_S, 2 * MIN_SPACING_S, cls.retry)
         return Timing(cls.read_time_s, cls.min_interval_s, cls.retry)
 
     def __init__(self, sensor: DHTSensor | None = None, *, clock: Callable[[], float] = time.monotonic,
@@ -198,21 +186,21 @@ class _DHTBase(Driver):
     def _attempt(self) -> tuple[float, float]:
         now = self._clock()
         if self._last_attempt is not None and now - self._last_attempt < MIN_SPACING_S - SPACING_TOLERANCE_S:
-            raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt; "
-                                f"the sensor needs {MIN_SPACING_S} s")
+            raise NotReadyError(f"{self.name}: {now - self._last_attempt:.2f} s since the last attempt "
+                                f"began; the sensor needs {MIN_SPACING_S} s")
         sensor = self._hardware()
+        self._last_attempt = now  # stamped before the capture, as the library stamps its own
         try:
             temperature = sensor.temperature
             humidity = sensor.humidity  # cached from the same frame
         except Exception as exc:  # RuntimeError by design; TypeError/NameError off a working platform
             raise map_library_error(exc) from exc
-        finally:
-            self._last_attempt = self._clock()
         return check_plausible(temperature, humidity, self.t_range_c)
 
     def start(self) -> float:
         """With ``read_twice``: the discarded attempt (its failure does not matter, the second
-        still follows); returns the spacing before `collect`. Otherwise nothing to start."""
+        still follows); returns what is left of the spacing before `collect` (the capture has
+        already used part of it). Otherwise nothing to start."""
         if not self.config["read_twice"]:
             return 0.0
         try:
@@ -221,7 +209,9 @@ class _DHTBase(Driver):
             raise
         except SensorError as exc:
             log.debug("%s: first of two reads failed (%s); the second still follows", self.name, exc)
-        return MIN_SPACING_S
+        if self._last_attempt is None:  # the library could not be set up: collect tries again
+            return 0.0
+        return max(0.0, MIN_SPACING_S - (self._clock() - self._last_attempt))
 
     def collect(self) -> Sample:
         """One attempt: °C and %RH."""

@@ -7,9 +7,9 @@ against the pull's natural level inverts the reported state. Besides the periodi
 ``on_change(callback)`` reports every edge at once with a timestamp.
 
 The hardware handle is a gpiozero pin factory (``pin_factory=``): a ``MockFactory`` in tests and
-``--simulate``, the bridge's shared real factory, or, when none is given, one built by
-`pibridge.drivers.gpio.hardware_pin_factory` and closed with the driver. gpiozero's global
-factory is never used.
+``--simulate`` (the simulated world's), or, when none is given (``pibridge run`` and ``pibridge
+read`` on a Pi), the driver's own, built by `pibridge.drivers.gpio.hardware_pin_factory` and
+closed with the driver. gpiozero's global factory is never used.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pibridge.protocol import NAME_MAX_LEN, ValueType
 
@@ -65,11 +65,12 @@ class DigitalInput(Driver):
     read_time_s = 0.0
     retry = RetryPolicy(attempts=1, spacing_s=0.0)
     simulator = "pibridge.drivers.fakes.gpio:simulate_digital_input"
+    example_options: ClassVar[Mapping[str, Any]] = {"pin": 27, "annotation": "open"}
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
         """A pull-down cannot work against the Pi's fixed pull-ups on GPIO 2 and 3; the
-        annotation is as short as a profile's metric annotation."""
+        annotation is as short as a profile's metric annotation, and printable."""
         problems = []
         if config["pin"] in HARDWIRED_PULL_UP_PINS and config["pull"] == "down":
             problems.append(OptionProblem("pull", f"option pull: GPIO{config['pin']} has a fixed 1.8 kΩ "
@@ -78,6 +79,9 @@ class DigitalInput(Driver):
         if len(config["annotation"]) > ANNOTATION_MAX_LEN:
             problems.append(OptionProblem("annotation", f"option annotation: at most {ANNOTATION_MAX_LEN} "
                                           f"characters, not {len(config['annotation'])}"))
+        elif not config["annotation"].isprintable():  # it reaches the agent and every terminal
+            problems.append(OptionProblem("annotation", "option annotation: printable characters only, "
+                                          f"not {config['annotation']!r}"))
         return problems
 
     @classmethod

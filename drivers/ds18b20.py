@@ -7,13 +7,17 @@ cross-checks the kernel's ``t=``. All file access goes through a small injectabl
 code runs against real sysfs, a scripted fake tree and ``--simulate``.
 
 Two phases (the caller owns the wait): ``start()`` writes ``trigger`` to the master's
-``therm_bulk_read`` (SKIP ROM + CONVERT T: every probe on that master converts at once) and
-returns the conversion time; ``collect()`` reads ``w1_slave``, which then returns the converted
-scratchpad without a new conversion (collected too early: the kernel returns nothing while the
-conversion runs, `NotReadyError`). Probes on one master share that trigger: they return the same
+``therm_bulk_read`` (SKIP ROM + CONVERT T: every probe on that master converts at once) and returns
+what is left of the conversion time; ``collect()`` reads ``w1_slave``, which then returns the
+converted scratchpad without a new conversion (collected too early, e.g. while another process's
+trigger runs: the kernel returns nothing, `NotReadyError`). w1_therm's ``trigger_bulk_read`` sleeps
+the conversion time (``msleep_interruptible(t_conv)``) before the write returns, in both power
+modes (parasite power: holding the bus with the strong pull-up; external power: after releasing the
+bus), so the write itself blocks for the conversion; start times it on its clock and returns
+``max(0, read_time_s − elapsed)``. Probes on one master share that trigger: they return the same
 `DS18B20.group_key` and `DS18B20.start_group` triggers once for all of them, one conversion time
-for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start
-does nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
+for N probes. Where ``therm_bulk_read`` is not writable (the kernel makes it root-only), start does
+nothing, each ``collect()`` converts on its own read (the kernel blocks that read for the
 conversion time), and this is logged once per master.
 
 All file access goes through ``files`` (`W1Files`); the real one reads at most
@@ -27,10 +31,11 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Hashable, Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .base import Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample
 from .crc import crc8_maxim
@@ -59,7 +64,11 @@ BULK_CONVERTING = -1
 FAMILIES: dict[str, str] = {
     "10": "DS18S20", "22": "DS1822", "28": "DS18B20", "3b": "DS1825", "42": "DS28EA00"}
 FAMILY_DS18S20 = "10"
-DEVICE_ID_RE = re.compile(r"^(10|22|28|3b|42)-[0-9a-f]{12}$")
+#: a w1 slave's name (any family): family code, "-", 48-bit serial in 12 lowercase hex digits
+W1_SLAVE_NAME = r"([0-9a-f]{2})-[0-9a-f]{12}"
+W1_SLAVE_RE = re.compile(f"^{W1_SLAVE_NAME}$")
+#: a temperature probe's device id: a w1 slave name of one of `FAMILIES`
+DEVICE_ID_RE = re.compile(f"^(?=(?:{'|'.join(FAMILIES)})-){W1_SLAVE_NAME}$")
 
 SCRATCHPAD_LEN = 9
 CRC_LEN = 8  # the CRC covers bytes 0..7 and is byte 8
@@ -259,6 +268,7 @@ class DS18B20(Driver):
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=2, spacing_s=0.1)
     simulator = "pibridge.drivers.fakes.w1:simulate"
+    example_options: ClassVar[Mapping[str, Any]] = {"device_id": "28-000005abb69d"}
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
@@ -273,8 +283,12 @@ class DS18B20(Driver):
         """The probe's device id on the 1-Wire master."""
         return Resources(w1=(config["device_id"].strip().lower(),))
 
-    def __init__(self, files: W1Files | None = None, **options: Any) -> None:
+    def __init__(self, files: W1Files | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 **options: Any) -> None:
+        """``files``: the file access (real sysfs by default); ``clock``: monotonic seconds, to time
+        the bulk trigger's write (the kernel blocks it for the conversion)."""
         super().__init__(**options)
+        self.clock = clock
         device_id = self.config["device_id"].strip().lower()
         self.device_id = device_id
         self.family = device_id[:2]
@@ -303,9 +317,10 @@ class DS18B20(Driver):
 
     @classmethod
     def start_group(cls, drivers: Sequence[Driver]) -> float:
-        """One ``therm_bulk_read`` trigger per master of ``drivers``; returns the conversion
-        time, or 0 when no master could be triggered (each probe's collect then converts on its
-        own, blocking in the kernel; logged once per master)."""
+        """One ``therm_bulk_read`` trigger per master of ``drivers``; returns what is left of the
+        conversion time once every write has returned (the kernel blocks each write for its
+        conversion), or 0 when no master could be triggered (each probe's collect then converts
+        on its own, blocking in the kernel; logged once per master)."""
         by_master: dict[Path, DS18B20] = {}
         for driver in drivers:
             if not isinstance(driver, DS18B20):
@@ -313,11 +328,13 @@ class DS18B20(Driver):
             master = driver.master_dir()
             if master is not None:
                 by_master.setdefault(master, driver)
-        wait = 0.0
+        triggered: list[tuple[DS18B20, float]] = []  # (first probe of a master, when its write began)
         for master, first in by_master.items():
+            began = first.clock()
             if _trigger_bulk(master, first.files):
-                wait = max(wait, first.timing.read_time_s)
-        return wait
+                triggered.append((first, began))
+        return max((max(0.0, first.timing.read_time_s - (first.clock() - began))
+                    for first, began in triggered), default=0.0)
 
     def collect(self) -> Sample:
         """One ``w1_slave`` read (the bulk-converted value, or a conversion of its own): °C."""

@@ -52,12 +52,6 @@ def builtin() -> dict[str, str]:
     return found
 
 
-def __getattr__(name: str) -> dict[str, str]:
-    if name == "BUILTIN":  # the name older code used for the built-in table
-        return builtin()
-    raise AttributeError(name)
-
-
 @functools.cache
 def installed() -> tuple[tuple[str, str], ...]:
     """(name, ``"module:Class"``) of every driver installed through the entry-point group

@@ -27,8 +27,8 @@ reproducible with a seed.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
+import logging
 import math
 import random
 import shutil
@@ -46,8 +46,12 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .fakes.i2c import FakeI2CDevice, FakeSMBus
 
+log = logging.getLogger(__name__)
+
 SECONDS_PER_DAY = 86_400.0
-#: Hour of the daily temperature maximum / minimum (local solar time).
+#: Hours of the simulated day (UTC: the clock's epoch seconds modulo a day, the same whatever the
+#: machine's time zone, so tests are reproducible; away from UTC the simulated sun is shifted):
+#: the daily temperature maximum, sunrise and sunset.
 WARMEST_HOUR = 14.0
 SUNRISE_HOUR = 6.0
 SUNSET_HOUR = 20.0
@@ -93,13 +97,14 @@ class Environment:
             raise ValueError("door_period_s and door_open_s must be positive")
 
     def _hour(self, t: float) -> float:
+        """The UTC hour (0–24, fractional) of epoch seconds ``t``."""
         return (t % SECONDS_PER_DAY) / 3600.0
 
     def _jitter(self, scale: float) -> float:
         return self._rng.gauss(0.0, scale * self.noise)
 
     def air_temperature(self, offset_c: float = 0.0) -> float:
-        """°C: a cosine peaking at WARMEST_HOUR, ± daily_swing/2, with 0.1 °C noise."""
+        """°C: a cosine peaking at WARMEST_HOUR (UTC), ± daily_swing/2, with 0.1 °C noise."""
         hour = self._hour(self.clock())
         phase = 2 * math.pi * (hour - WARMEST_HOUR) / 24.0
         swing = self.daily_swing_c / 2 * math.cos(phase)
@@ -117,7 +122,8 @@ class Environment:
         return self.pressure_pa + 300 * math.sin(2 * math.pi * t / (3 * SECONDS_PER_DAY)) + self._jitter(5)
 
     def illuminance(self) -> float:
-        """lx: a half-sine between sunrise and sunset, dark at night, with cloud noise."""
+        """lx: a half-sine between SUNRISE_HOUR and SUNSET_HOUR (UTC), dark at night, with cloud
+        noise."""
         hour = self._hour(self.clock())
         if not SUNRISE_HOUR <= hour <= SUNSET_HOUR:
             return 0.0
@@ -244,7 +250,9 @@ class SimulatedWorld:
         if self._closed:
             raise RuntimeError("this simulated world is closed")
         cls = registry.get(driver) if isinstance(driver, str) else driver
-        built = simulator_for(cls)(self, cls, dict(options or {}))
+        options = dict(options or {})
+        cls.check_options(options)  # declared options only: a simulator adds its own fake handles
+        built = simulator_for(cls)(self, cls, options)
         with self._lock:
             self._drivers.append(built)
         return built
@@ -346,11 +354,18 @@ class SimulatedWorld:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        # each one on its own: one that fails (logged) must not leave the others, the shared fakes
+        # or the temporary tree behind
         for driver in reversed(self._drivers):
-            driver.close()
+            try:
+                driver.close()
+            except Exception:
+                log.exception("simulated world: closing driver %s failed", driver.name)
         for close in reversed(self._closers):
-            with contextlib.suppress(Exception):
+            try:
                 close()
+            except Exception:
+                log.exception("simulated world: closing a shared fake failed")
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 

@@ -3,14 +3,8 @@
 A driver talks to an *SPI interface*: any object with gpiozero's ``transfer(words) -> words``
 (8-bit words, mode 0, MSB first) and ``close()``. `open_spi` gets gpiozero's interface for a
 port and chip select from the factory the caller gives (lgpio's drives the hardware SPI
-controller); `SoftwareSPIBus` bit-bangs the same protocol on any pins of a factory.
-
-Why our own software SPI: gpiozero 2.0.1's ``SPISoftwareBus`` calls ``Device.__init__()``
-without the pin factory it was given, so building it initialises gpiozero's *global* default
-factory (``BadPinFactory`` on a PC unless ``GPIOZERO_PIN_FACTORY`` is set), and it is shared
-between all factories by pin number. `SoftwareSPIBus` claims its four pins through the given factory
-only, so a ``MockFactory`` per simulated world works with nothing set process-wide
-(``SoftwareSPIBus(factory).device(8)`` is the interface of the chip on CE0).
+controller). Simulation bit-bangs the same protocol on a mock factory's pins
+(`pibridge.drivers.fakes.softspi`).
 """
 
 from __future__ import annotations
@@ -20,78 +14,8 @@ from typing import Any
 #: SPI0 on the Pi header (BCM): SCLK, MOSI, MISO, and the chip selects CE0/CE1.
 SPI0_SCLK, SPI0_MOSI, SPI0_MISO = 11, 10, 9
 SPI0_CHIP_SELECTS = (8, 7)
-WORD_BITS = 8
 
 
 def open_spi(pin_factory: Any, port: int, device: int) -> Any:
     """gpiozero's SPI interface for ``/dev/spidevPORT.DEVICE`` from ``pin_factory``."""
     return pin_factory.spi(port=port, device=device)
-
-
-class SoftwareSPIBus:
-    """Bit-banged SPI bus (mode 0, MSB first): clock, MOSI and MISO claimed on ``pin_factory``.
-    `device` gives one chip select's interface; several share the bus."""
-
-    def __init__(self, pin_factory: Any, clock_pin: int = SPI0_SCLK, mosi_pin: int = SPI0_MOSI,
-                 miso_pin: int = SPI0_MISO) -> None:
-        from gpiozero import InputDevice, OutputDevice
-
-        self.pin_factory = pin_factory
-        self._devices: list[Any] = []
-        try:
-            self._clock = self._claim(OutputDevice(clock_pin, initial_value=False, pin_factory=pin_factory))
-            self._mosi = self._claim(OutputDevice(mosi_pin, initial_value=False, pin_factory=pin_factory))
-            self._miso = self._claim(InputDevice(miso_pin, pin_factory=pin_factory))
-        except Exception:
-            self.close()
-            raise
-
-    def _claim(self, device: Any) -> Any:
-        self._devices.append(device)
-        return device
-
-    def device(self, select_pin: int = SPI0_CHIP_SELECTS[0]) -> SoftwareSPI:
-        """The interface of the chip on ``select_pin`` (active low)."""
-        return SoftwareSPI(self, select_pin)
-
-    def exchange(self, data: list[int]) -> list[int]:
-        """Clock out ``data`` (8-bit words), reading MISO on each rising edge."""
-        result = []
-        for word in data:
-            read = 0
-            for bit in range(WORD_BITS - 1, -1, -1):
-                self._mosi.value = bool(word >> bit & 1)
-                self._clock.on()
-                if self._miso.value:
-                    read |= 1 << bit
-                self._clock.off()
-            result.append(read)
-        return result
-
-    def close(self) -> None:
-        for device in reversed(self._devices):
-            device.close()
-        self._devices.clear()
-
-
-class SoftwareSPI:
-    """One chip select on a `SoftwareSPIBus`: gpiozero's SPI interface API (``transfer``,
-    ``close``; closing releases the select pin, not the bus)."""
-
-    def __init__(self, bus: SoftwareSPIBus, select_pin: int) -> None:
-        from gpiozero import OutputDevice
-
-        self._bus = bus
-        self._select = OutputDevice(select_pin, active_high=False, initial_value=False,
-                                    pin_factory=bus.pin_factory)
-
-    def transfer(self, data: list[int]) -> list[int]:
-        """One transaction: select held low while ``data`` is exchanged."""
-        self._select.on()
-        try:
-            return self._bus.exchange(data)
-        finally:
-            self._select.off()
-
-    def close(self) -> None:
-        self._select.close()

@@ -8,7 +8,7 @@
 # What it does, each step skipped when already done:
 #   1. groups gpio, i2c, spi (Pi OS has them) and the system user `pibridge` in them
 #   2. a virtualenv in /opt/pibridge/venv with pibridge from this checkout (the `pi` extra on a
-#      Pi); not editable: the service must not depend on a checkout under /home (ProtectHome=)
+#      Pi, and `dht` on a 64-bit one: the profile has a DHT22); not editable: the service must not depend on a checkout under /home (ProtectHome=)
 #   3. /etc/pibridge/greenhouse.toml from profiles/greenhouse.toml if there is none
 #   4. read access for `pibridge` to the agent's CA (an ACL on the file, a default ACL on its
 #      folder so a CA the agent re-creates stays readable; search access on the folders above)
@@ -101,6 +101,13 @@ fi
 extras=""
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then
     extras="[pi]"    # lgpio: gpiozero's pin factory on every Pi, the Pi 5 included
+    # the profile installed below has a DHT22: its library installs from wheels on a 64-bit userland
+    if "$VENV/bin/python" -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)'; then
+        extras="[pi,dht]"
+    else
+        say "DHT support not installed (32-bit: Blinka's sysv_ipc has no PyPI wheel); for DHT sensors:" \
+            "sudo apt install python3-libgpiod && sudo $VENV/bin/pip install --prefer-binary '${SOURCE}[pi,dht]'"
+    fi
 fi
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/pibridge/__init__.py")
 stamp="$VENV/.pibridge-source"

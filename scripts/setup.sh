@@ -82,3 +82,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/pi32-constr
     fi
     echo "$route $extras" > "$stamp"
 fi
+if [ "$route" = apt32 ] && ! .venv/bin/python -c 'import adafruit_dht' >/dev/null 2>&1; then
+    echo "setup: DHT support not installed (Blinka's sysv_ipc has no 32-bit wheel on PyPI); for DHT" \
+         "sensors: sudo apt install python3-libgpiod && .venv/bin/pip install --prefer-binary -e '.[$extras,dht]'"
+fi

@@ -55,7 +55,7 @@ def test_conversion_time_scales_with_mtreg() -> None:
 def test_one_time_high_read_and_wire_protocol() -> None:
     bus, chip, clock = rig(lux=1000.0)
     driver = BH1750(bus=bus)
-    assert bus.transfers == []  # nothing at construction
+    assert not bus.transfers  # nothing at construction
     sample = check_sample(driver, driver.read(clock.sleep))
     assert sample == {"illuminance": pytest.approx(1000.0)}
     methods = [t[0] for t in bus.transfers]

@@ -129,7 +129,7 @@ def test_read_vector_a_through_the_registers() -> None:
 def test_no_io_at_construction_and_one_burst_per_sample() -> None:
     bus, _chip, clock = rig()
     driver = driver_on(bus, clock)
-    assert bus.transfers == []
+    assert not bus.transfers
     driver.read(clock.sleep)
     bus.transfers.clear()
     driver.read(clock.sleep)
@@ -424,3 +424,14 @@ def test_timing_follows_oversampling_per_instance() -> None:
     config = BME280.check_options({"osrs_t": 16, "osrs_p": 0, "osrs_h": 0})
     assert BME280.timing_for(config).read_time_s == pytest.approx(
         measurement_time_s(16, 0, 0) + bme280.BUS_TIME_S)
+
+
+def test_one_oversampling_rule_for_timing_and_control_registers() -> None:
+    """timing_for, conversion_time_s and the ctrl registers all use `converted_oversampling`."""
+    from pibridge.drivers.bme280 import BUS_TIME_S, converted_oversampling, measurement_time_s
+
+    config = BME280.check_options({"osrs_t": 2, "osrs_p": 4, "osrs_h": 8, "metrics": "temperature,humidity"})
+    assert converted_oversampling(config, {"temperature", "humidity"}) == (2, 0, 8)
+    assert converted_oversampling(config, {"temperature", "humidity"}, has_humidity=False) == (2, 0, 0)
+    assert BME280.timing_for(config).read_time_s == measurement_time_s(2, 0, 8) + BUS_TIME_S
+    assert BME280.read_time_s == measurement_time_s(1, 1, 1) + BUS_TIME_S

@@ -35,7 +35,7 @@ sensor "Soil moisture bed 1": mcp3008, every 5m
   fraction: disabled (not sent)
 sensor "Light": bh1750, every 1m
   illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m
-sensor "Door": digital_input, every 10s
+sensor "Door": digital_input, every 5m
   state → "Door" in bool [open]
 sensor "Pi temperature": cpu_temperature, every 5m
   temperature → "CPU temperature" in SI.Temperature.CELSIUS
@@ -76,6 +76,24 @@ def test_summary_shows_the_metrics_the_options_leave(tmp_path: Path,
         '  pressure → "Roof pressure" in SI.Pressure.PASCAL',
     ]
     assert err == ""
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The reviewer's forged name is refused (escaped in its problem line); text the profile may
+    hold (a state directory's path) is printed escaped in the summary."""
+    path = tmp_path / "forged.toml"
+    path.write_text('[[sensor]]\nname = "Canopy\\u001b[2J\\nfake.toml:1: all good"\n'
+                    'driver = "cpu_temperature"\n')
+    assert main(["check", "--profile", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert "\x1b" not in err and len(err.splitlines()) == 1 and "Canopy\\u001b[2J\\u000a" in err
+    path.write_text('[bridge]\nstate_dir = "st\\u001b[2J\\nfake"\n'
+                    '[[sensor]]\nname = "CPU"\ndriver = "cpu_temperature"\n')
+    assert main(["check", "--profile", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert all(line.isprintable() for line in out.splitlines())
+    assert 'st\\u001b[2J\\u000afake' in out
 
 
 def test_demo_profile_passes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -213,7 +213,7 @@ def test_read_twice_is_two_phases_and_the_driver_never_sleeps() -> None:
     driver, fake, clock = make([Measurement(10.0, 30.0), Measurement(11.5, 31.0)], read_twice=True)
     t0 = clock.monotonic()
     wait = driver.start()  # the discarded attempt
-    assert fake.attempts == 1 and wait == pytest.approx(2.1)
+    assert fake.attempts == 1 and wait == pytest.approx(2.1 - 0.25)  # the capture used 0.25 s
     assert clock.monotonic() - t0 == pytest.approx(0.25)  # only the fake's capture, no spacing
     with pytest.raises(NotReadyError, match=r"needs 2\.1 s"):
         driver.collect()  # too early: the driver refuses, the library would hand back its cache
@@ -235,7 +235,7 @@ def test_read_twice_ignores_a_failed_first_read() -> None:
 
 def test_pin_is_a_gpio_option() -> None:
     driver, _, _ = make()
-    assert driver.gpio_pins() == (4,)
+    assert DHT22.resources(driver.config).gpio == (4,)
 
 
 def test_driver_modules_import_no_hardware_library() -> None:
@@ -252,7 +252,7 @@ def test_simulated() -> None:
     env = Environment(seed=1, noise=0.0, clock=lambda: 10 * 3600.0)
     clock = VirtualClock()
     with SimulatedWorld(env, clock=clock) as world:
-        driver = world.build("dht22", {"read_twice": True})
+        driver = world.build("dht22", {"pin": 17, "read_twice": True})
         sample = check_sample(driver, driver.read(clock.sleep))
         fake = driver._sensor
         assert isinstance(fake, FakeDHT) and fake.attempts == 2
@@ -271,6 +271,26 @@ def test_reads_spaced_by_exactly_the_declared_interval_all_succeed() -> None:
         assert set(driver.read()) == {"temperature", "humidity"}
 
 
+@pytest.mark.parametrize("read_twice", [False, True])
+def test_samples_started_exactly_min_interval_apart_all_succeed(read_twice: bool) -> None:
+    """The scheduler spaces samples from one ``start()`` to the next and waits what ``start``
+    returned before ``collect``: at exactly ``min_interval_s`` every sample succeeds (with
+    ``read_twice`` the old 2.1 s made every other sample a NotReadyError)."""
+    clock = VirtualClock()
+    fake = FakeDHT(clock=clock)
+    driver = DHT22(sensor=fake, clock=clock, pin=4, read_twice=read_twice)
+    timing = driver.timing
+    assert timing.min_interval_s == pytest.approx(4.2 if read_twice else 2.1)
+    assert timing.read_time_s == pytest.approx(2.35 if read_twice else 0.25)
+    for _ in range(20):
+        slot = clock.monotonic()
+        clock.sleep(driver.start())
+        assert set(driver.collect()) == {"temperature", "humidity"}
+        assert clock.monotonic() - slot <= timing.read_time_s + 1e-9
+        clock.now = slot + timing.min_interval_s
+    assert fake.attempts == 20 * (2 if read_twice else 1)
+
+
 @pytest.mark.parametrize("library", ["board", "adafruit_dht"])
 def test_missing_hardware_library_names_the_dht_extra(monkeypatch: pytest.MonkeyPatch, library: str) -> None:
     import os
@@ -282,4 +302,19 @@ def test_missing_hardware_library_names_the_dht_extra(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigurationError, match=r"pip install 'pibridge\[dht\]'") as info:
         DHT22(pin=4).read(lambda s: None)
     assert "\n" not in str(info.value) and not info.value.retryable
-    assert dict(os.environ) == before  # Blinka's variable is set only around its own import
+    assert dict(os.environ) == before  # a driver sets no environment variable (the CLI does, once)
+
+
+def test_the_cli_turns_off_blinkas_install_prompt_once_before_any_thread() -> None:
+    """`pibridge.cli.main` sets BLINKA_SKIP_DEPENDENCY_CHECK first thing (a user's own value stays)."""
+    import os
+
+    code = ("import os, threading; from pibridge.cli import main; "
+            "assert threading.active_count() == 1; main(['drivers']); "
+            "print('BLINKA', os.environ.get('BLINKA_SKIP_DEPENDENCY_CHECK'))")
+    env = {k: v for k, v in os.environ.items() if k != "BLINKA_SKIP_DEPENDENCY_CHECK"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.splitlines()[-1] == "BLINKA 1"
+    env["BLINKA_SKIP_DEPENDENCY_CHECK"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.splitlines()[-1] == "BLINKA 0"

@@ -156,7 +156,7 @@ def test_simulated_door_follows_the_environment_timeline() -> None:
     expected = env.door_edges(1_000.0, 1_200.0)
     assert len(expected) >= 10 and [e[1] for e in expected[:2]] == [True, False]
     with SimulatedWorld(env, door_timer=False) as world:
-        door = world.build("digital_input")
+        door = world.build("digital_input", {"pin": 17})
         assert door.read() == {"state": env.door_open_at(1_000.0)}
         events: list[tuple[bool, float]] = []
         door.on_change(lambda state, when: events.append((state, when)))

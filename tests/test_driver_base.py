@@ -132,7 +132,7 @@ def test_check_options_required_and_defaults() -> None:
 
 def test_gpio_pins_and_close_idempotent() -> None:
     with Thing(pin=4) as thing:
-        assert thing.gpio_pins() == (4,)
+        assert Thing.resources(thing.config).gpio == (4,)
     thing.close()
     assert thing.released == 1
 

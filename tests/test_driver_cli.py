@@ -63,7 +63,7 @@ def test_drivers_lists_metrics_units_and_options(capsys: pytest.CaptureFixture[s
 
 def test_drivers_survives_a_broken_module(monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(registry.BUILTIN, "zz_broken", "pibridge.drivers.does_not_exist:Nope")
+    monkeypatch.setitem(registry.builtin(), "zz_broken", "pibridge.drivers.does_not_exist:Nope")
     assert main(["drivers"]) == 0
     out = capsys.readouterr().out
     assert "zz_broken: not available (ModuleNotFoundError" in out and "bme280:" in out
@@ -295,7 +295,7 @@ def test_scan_table_comes_from_the_drivers_declarations(monkeypatch: pytest.Monk
     module = types.ModuleType("zz_chip_module")
     module.FakeChipDriver = FakeChipDriver  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "zz_chip_module", module)
-    monkeypatch.setitem(registry.BUILTIN, "zz_chip", "zz_chip_module:FakeChipDriver")
+    monkeypatch.setitem(registry.builtin(), "zz_chip", "zz_chip_module:FakeChipDriver")
 
     from pibridge.drivers.fakes.i2c import FakeI2CDevice
 

@@ -37,7 +37,7 @@ def bus(tmp_path: Path) -> FakeW1Bus:
 
 
 def probe_driver(bus: FakeW1Bus, device_id: str = PROBE) -> DS18B20:
-    return DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root))
+    return DS18B20(files=bus, clock=bus.clock.monotonic, device_id=device_id, w1_root=str(bus.root))
 
 
 def read_with_retries(driver: DS18B20, bus: FakeW1Bus) -> tuple[dict, list[SensorError]]:
@@ -265,8 +265,8 @@ def test_bulk_one_trigger_serves_all(bus: FakeW1Bus) -> None:
     probes = make_probes(bus, 4)
     assert len({p.group_key() for p in probes}) == 1
     t0 = bus.clock.monotonic()
-    wait = DS18B20.start_group(probes)
-    assert wait == pytest.approx(DS18B20.read_time_s)
+    wait = DS18B20.start_group(probes)  # blocks for the conversion, returns the rest
+    assert bus.clock.monotonic() - t0 + wait == pytest.approx(DS18B20.read_time_s)
     bus.clock.sleep(wait)
     results = collect_all(probes)
     elapsed = bus.clock.monotonic() - t0
@@ -276,42 +276,41 @@ def test_bulk_one_trigger_serves_all(bus: FakeW1Bus) -> None:
     assert all(p.conversions == 1 for p in bus.probes.values())
 
 
-def test_start_does_not_wait_and_trigger_states(bus: FakeW1Bus) -> None:
+def test_the_trigger_blocks_for_the_conversion_like_the_kernel(bus: FakeW1Bus) -> None:
+    """w1_therm's trigger_bulk_read sleeps t_conv before the write returns (either power mode):
+    start_group times the write and returns only what is left of read_time_s (the bus time)."""
     probes = make_probes(bus, 2)
-    master = probes[0].master_dir()
-    assert probes[0].group_key() == master
     t0 = bus.clock.monotonic()
     wait = DS18B20.start_group(probes)
-    assert bus.clock.monotonic() - t0 < 0.01  # the trigger returns at once (external power)
-    assert bus.read_text(master / "therm_bulk_read") == "-1\n"  # converting
-    bus.clock.sleep(wait)
+    blocked = bus.clock.monotonic() - t0
+    assert blocked >= 0.75  # the 12-bit conversion, inside the write
+    assert wait == pytest.approx(max(0.0, DS18B20.read_time_s - blocked))
+    assert bus.clock.monotonic() - t0 + wait == pytest.approx(max(blocked, DS18B20.read_time_s))
+    master = probes[0].master_dir()
+    assert master is not None
     assert bus.read_text(master / "therm_bulk_read") == "1\n"  # converted, unread
-    probes[0].collect()
-    assert bus.read_text(master / "therm_bulk_read") == "1\n"
-    probes[1].collect()
+    assert collect_all(probes) == {probes[0].device_id: {"temperature": 15.0},
+                                   probes[1].device_id: {"temperature": 16.0}}
     assert bus.read_text(master / "therm_bulk_read") == "0\n"
     assert bus.conversions == 1
 
 
-def test_collect_too_early_is_not_ready(bus: FakeW1Bus) -> None:
-    """As the kernel: while the bulk conversion runs, w1_slave reads are empty."""
+def test_trigger_states_seen_while_the_writer_sleeps(bus: FakeW1Bus) -> None:
+    """What another reader sees during a trigger's sleep: -1 and empty w1_slave reads."""
     probes = make_probes(bus, 2)
-    wait = probes[0].start()
-    assert bus.read_text(bus.root / "w1_bus_master1" / "therm_bulk_read") == "-1\n"
+    master = probes[0].master_dir()
+    assert probes[0].group_key() == master is not None
+    t_conv = bus.start_bulk_conversion()
+    assert bus.read_text(master / "therm_bulk_read") == "-1\n"  # converting
     with pytest.raises(NotReadyError, match="in progress"):
         probes[0].collect()
-    bus.clock.sleep(wait)
+    bus.clock.sleep(t_conv)
+    assert bus.read_text(master / "therm_bulk_read") == "1\n"  # converted, unread
     assert probes[0].collect() == {"temperature": 15.0}
-
-
-def test_parasite_power_trigger_blocks_like_the_kernel(tmp_path: Path) -> None:
-    bus = FakeW1Bus(tmp_path / "devices", strong_pullup=True)
-    probes = make_probes(bus, 2)
-    t0 = bus.clock.monotonic()
-    DS18B20.start_group(probes)
-    assert bus.clock.monotonic() - t0 >= 0.75
-    assert collect_all(probes) == {probes[0].device_id: {"temperature": 15.0},
-                                   probes[1].device_id: {"temperature": 16.0}}
+    assert bus.read_text(master / "therm_bulk_read") == "1\n"
+    probes[1].collect()
+    assert bus.read_text(master / "therm_bulk_read") == "0\n"
+    assert bus.conversions == 1
 
 
 def test_bulk_fallback_when_not_writable(bus: FakeW1Bus, caplog: pytest.LogCaptureFixture) -> None:
@@ -370,7 +369,7 @@ def test_simulated_follows_environment() -> None:
     env = Environment(seed=3, noise=0.0, clock=lambda: 14 * 3600.0)
     clock = VirtualClock()
     with SimulatedWorld(env, clock=clock) as world:
-        driver = world.build("ds18b20")
+        driver = world.build("ds18b20", {"device_id": "28-0000075e3a1c"})
         value = check_sample(driver, driver.read(clock.sleep))["temperature"]
         assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
 

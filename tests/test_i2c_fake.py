@@ -305,3 +305,15 @@ def test_generic_bus_knows_no_chip() -> None:
     assert not any(name and ("bme280" in name or "bh1750" in name) for name in imported)
     assert all(alias.name not in ("bme280", "bh1750") for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom) for alias in node.names)
+
+
+
+def test_the_transfer_log_is_bounded(bus_chip: tuple[FakeSMBus, FakeBME280]) -> None:
+    """A simulated run lasts months: the log keeps only the newest `TRANSFER_LOG_MAX` calls."""
+    from pibridge.drivers.fakes.i2c import TRANSFER_LOG_MAX
+
+    bus, _chip = bus_chip
+    for n in range(TRANSFER_LOG_MAX + 10):
+        bus.write_byte_data(ADDR, 0xF5, n & 0xE0)
+    assert len(bus.transfers) == TRANSFER_LOG_MAX
+    assert bus.transfers[-1] == ("write_byte_data", ADDR, 0xF5, (TRANSFER_LOG_MAX + 9) & 0xE0)

@@ -8,10 +8,10 @@ import pytest
 from pibridge.drivers.base import check_sample
 from pibridge.drivers.errors import BusError, ConfigurationError
 from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.softspi import SoftwareSPIBus
 from pibridge.drivers.fakes.spi import FakeMCP3008
 from pibridge.drivers.mcp3008 import MCP3008, code_to_values, command_frame, parse_reply
 from pibridge.drivers.simulation import Environment, SimulatedWorld
-from pibridge.drivers.spi import SoftwareSPIBus
 
 
 @pytest.fixture

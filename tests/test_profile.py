@@ -367,7 +367,7 @@ def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from pibridge.drivers import registry
 
-    monkeypatch.setitem(registry.BUILTIN, "broken", "pibridge_no_such_module:Broken")
+    monkeypatch.setitem(registry.builtin(), "broken", "pibridge_no_such_module:Broken")
     path = _write(tmp_path, '[[sensor]]\nname = "Pump"\ndriver = "broken"\n[[sensor]]\nname = "Fan"\n'
                             'driver = "broken"\n')
     cannot = "cannot be loaded: ModuleNotFoundError: No module named 'pibridge_no_such_module'"
@@ -429,3 +429,17 @@ def test_agent_settings_own_rules_name_their_key(tmp_path: Path) -> None:
                             'driver = "cpu_temperature"\n')
     assert _problems(path) == [f"{path}:3: agent.client_name: names files in the cert folder, so it cannot "
                                "contain '/', '\\' or '..': '../../tmp/evil'"]
+
+
+def test_greenhouse_queue_comment_is_the_profile_s_own_arithmetic() -> None:
+    """The comment beside queue_max_samples says how many days it holds: computed, not guessed."""
+    import re
+
+    path = ROOT / "profiles" / "greenhouse.toml"
+    profile = load_profile(path)
+    per_day = sum(86_400 / s.interval_s for s in profile.sensors)
+    line = next(x for x in path.read_text().splitlines() if x.startswith("queue_max_samples"))
+    days = re.search(r"~(\d+) days of these sensors \((\d+) samples a day", line)
+    assert days is not None, line
+    assert int(days[2]) == round(per_day)
+    assert int(days[1]) == round(profile.bridge.queue_max_samples / per_day)

@@ -34,7 +34,7 @@ CASES: list[tuple[str, str, list[str]]] = [
      ["1: sensor #1: name is missing (the sensor's name at the agent)",
       f"1: sensor #1: driver is missing (known drivers: {KNOWN_DRIVERS})"]),
     ("name too short", '[[sensor]]\nname = "A"\ndriver = "cpu_temperature"\n',
-     ['2: sensor #1 → name: must be 2 to 64 characters of text, not "A"']),
+     ['2: sensor #1 → name: must be 2 to 64 printable characters, not "A"']),
     ("unknown driver", '[[sensor]]\nname = "Air"\ndriver = "bme2800"\n',
      [f'3: sensor "Air" → driver: unknown driver "bme2800"; did you mean bme280? (known: {KNOWN_DRIVERS})']),
     ("wrong interval type", '[[sensor]]\nname = "Air"\ndriver = "bme280"\ninterval = true\n',
@@ -305,10 +305,13 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("bridge", "w1_gpio", '"4"', '2: bridge.w1_gpio: must be a whole number, not "4"'),
     ("bridge", "log_format", "1", '2: bridge.log_format: must be "text" or "json", not 1'),
     ("bridge", "durability", "true", '2: bridge.durability: must be "process" or "power", not true'),
-    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 characters of text, not 5"),
+    ("sensor", "name", "5", "2: sensor #1 → name: must be 2 to 64 printable characters, not 5"),
     ("sensor", "name", TOO_LONG,
-     f'2: sensor #1 → name: must be 2 to 64 characters of text, not "{"x" * 38}…'),
-    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 characters of text, not "  "'),
+     f'2: sensor #1 → name: must be 2 to 64 printable characters, not "{"x" * 38}…'),
+    ("sensor", "name", '"  "', '2: sensor #1 → name: must be 2 to 64 printable characters, not "  "'),
+    ("sensor", "name", r'"Canopy\u001b[2J\nfake.toml:1: ok"',
+     r'2: sensor #1 → name: must be 2 to 64 printable characters, '
+     r'not "Canopy\u001b[2J\u000afake.toml:1: ok"'),
     ("sensor", "driver", "5", '3: sensor "Air" → driver: must be a driver\'s name, not 5'),
     ("sensor", "driver", '""', f'3: sensor "Air" → driver: unknown driver "" (known: {KNOWN_DRIVERS})'),
     ("sensor", "interval", '"1x"', f'4: sensor "Air" → interval: {DURATION_FORMS}, not "1x"'),
@@ -319,8 +322,10 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
      '4: sensor "Air" → metrics: must be a table of [sensor.metrics.KEY] tables, not 5'),
     ("sensor", "metrics.temperature", "5",
      '4: sensor "Air" → metrics.temperature: must be a table ([sensor.metrics.temperature]), not 5'),
-    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 characters of text, '
+    ("metric", "name", '""', f'5: {M}.name: must be 2 to 64 printable characters, '
                              'not ""'),
+    ("metric", "name", r'"Air\ttemperature"',
+     f'5: {M}.name: must be 2 to 64 printable characters, not "Air\\u0009temperature"'),
     ("metric", "enabled", '"yes"', f'5: {M}.enabled: must be true or false, not "yes"'),
     ("metric", "offset", '"1"', f'5: {M}.offset: must be a number, not "1"'),
     ("metric", "offset", "inf", f'5: {M}.offset: must be a number, not inf'),
@@ -357,11 +362,63 @@ def test_every_key_with_a_bad_value(tmp_path: Path, table: str, key: str, value:
     assert list(caught.value.lines) == [f"{path}:{expected}"]
 
 
-@pytest.mark.parametrize("value", ["5", TOO_LONG])
+@pytest.mark.parametrize("value", ["5", TOO_LONG, r'"open\u001b[2J"'])
 def test_annotation_must_be_short_text(tmp_path: Path, value: str) -> None:
     path = _write(tmp_path, '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
                             f'type = "double"\nannotation = {value}\n')
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
     (line,) = caught.value.lines
-    assert line.startswith(f"{path}:6: {M}.annotation: must be text of at most 64 characters, not ")
+    assert line.startswith(f"{path}:6: {M}.annotation: must be at most 64 printable characters, not ")
+
+
+def test_control_characters_in_keys_and_options_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    """No escape sequence and no forged line: whatever text the profile holds, each problem is one
+    line with its non-printable characters spelled out."""
+    path = _write(tmp_path, '[[sensor]]\nname = "Door"\ndriver = "digital_input"\n'
+                            '"x\\u001b[2J\\nfake.toml:1: ok" = 1\n[sensor.options]\npin = 17\n'
+                            'annotation = "open\\r"\n')
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    lines = caught.value.lines
+    assert all(line.isprintable() for line in lines)
+    assert lines[0].startswith(f'{path}:4: sensor "Door" → "x\\u001b[2J\\u000afake.toml:1: ok": unknown key')
+    assert lines[1] == (f'{path}:7: sensor "Door" → options.annotation: '
+                        "printable characters only, not 'open\\r'")
+
+
+DOOR = '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions.pin = 27\n[sensor.metrics.state]\n'
+AIR = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n[sensor.metrics.temperature]\n'
+D = 'sensor "Door" → metrics.state'
+
+#: a type or unit override against the values the driver reports: (profile, expected lines)
+TYPE_OVERRIDES: list[tuple[str, list[str]]] = [
+    (AIR + 'type = "bool"\noffset = 1\n',
+     [f'5: {M}.type: temperature reports numbers: its type can be "double", not "bool"',
+      f"6: {M}.offset: temperature is a bool metric: offset applies to numbers"]),
+    (AIR + 'type = "string"\nannotation = "x"\ndeadband = 0.5\n',
+     [f'5: {M}.type: temperature reports numbers: its type can be "double", not "string"',
+      f"7: {M}.deadband: temperature is a string metric: deadband applies to numbers"]),
+    (AIR + 'type = "integer"\n',
+     [f'5: {M}.type: temperature reports fractional numbers: "integer" would round them (use "double")']),
+    (DOOR + 'type = "double"\n',
+     [f'6: {D}.type: state reports bool values: its type can only be "bool", not "double"']),
+    (DOOR + 'type = "string"\n',
+     [f'6: {D}.type: state reports bool values: its type can only be "bool", not "string"']),
+    (DOOR + 'unit = "NoSI.Dimensionless.PERCENT"\n',
+     [f"6: {D}.unit: state reports bool values: a unit applies to numbers"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), TYPE_OVERRIDES)
+def test_a_type_override_must_fit_the_driver_s_values(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{line}" for line in expected]
+
+
+@pytest.mark.parametrize("text", [AIR + 'type = "double"\nannotation = "C"\ndeadband = 0.1\n',
+                                  DOOR + 'type = "bool"\nannotation = "shut"\n'])
+def test_a_fitting_type_override_passes(tmp_path: Path, text: str) -> None:
+    load_profile(_write(tmp_path, text))

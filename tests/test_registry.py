@@ -22,7 +22,7 @@ EXAMPLE_PKG = Path(__file__).resolve().parent / "data" / "example_driver_pkg"
 
 
 def test_builtin_names_and_classes() -> None:
-    assert set(registry.BUILTIN) <= set(registry.names())
+    assert set(registry.builtin()) <= set(registry.names())
     assert registry.names() == sorted(registry.names())
     assert registry.get("bme280") is BME280
     assert registry.get("bh1750") is BH1750
@@ -36,13 +36,13 @@ def test_unknown_name_lists_the_known_ones() -> None:
         registry.get("bme680")
     message = str(info.value)
     assert "unknown driver 'bme680'" in message
-    for name in registry.BUILTIN:
+    for name in registry.builtin():
         assert name in message
     assert not info.value.retryable
 
 
 def test_target_that_is_not_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry.BUILTIN, "bogus", "pibridge.drivers.errors:SensorError")
+    monkeypatch.setitem(registry.builtin(), "bogus", "pibridge.drivers.errors:SensorError")
     with pytest.raises(registry.UnknownDriverError, match=r"not a pibridge\.drivers\.Driver subclass"):
         registry.get("bogus")
 

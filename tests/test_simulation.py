@@ -88,7 +88,7 @@ def test_helpers_map_errors_like_the_bus() -> None:
     assert info.value.retryable
     driver.write_bytes(b"\x01\x02")
     driver.write_register(0x10, 0x20)
-    assert [t[0] for t in bus.transfers[-2:]] == ["i2c_rdwr.write", "write_byte_data"]
+    assert [t[0] for t in list(bus.transfers)[-2:]] == ["i2c_rdwr.write", "write_byte_data"]
 
 
 def test_i2c_declarations() -> None:
@@ -213,3 +213,86 @@ def test_environment_door_timeline_is_deterministic_and_queryable() -> None:
     assert len(always.door_edges(0.0, 10.0)) == 20
     with pytest.raises(ValueError):
         Environment(door_period_s=0)
+
+
+@pytest.mark.parametrize("name", ["dht22", "dht11", "digital_input", "ds18b20"])
+def test_a_simulator_fills_in_no_required_option(name: str) -> None:
+    """--simulate validates as on a Pi: a missing required option is the same ConfigurationError
+    the real constructor raises, and the world builds nothing."""
+    from pibridge.drivers import ConfigurationError, registry
+
+    cls = registry.get(name)
+    with pytest.raises(ConfigurationError) as on_a_pi:
+        cls()
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world, \
+            pytest.raises(ConfigurationError) as simulated:
+        world.build(name, {})
+    assert "is required" in str(simulated.value) and str(simulated.value) == str(on_a_pi.value)
+
+
+def test_every_builtin_driver_builds_from_its_example_options() -> None:
+    """What read_cost and the guide build with: a valid configuration of every built-in driver."""
+    from pibridge.drivers import registry
+
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world:
+        for name in registry.builtin():
+            cls = registry.get(name)
+            checked = cls.check_options(cls.example_options)
+            built = world.build(name, cls.example_options)
+            assert all(built.config[key] == checked[key] for key in cls.example_options)
+
+
+def test_a_simulated_door_reports_the_annotation_a_real_one_would() -> None:
+    """The simulator adds no annotation of its own: the metric is what the options say."""
+    from pibridge.drivers.digital_input import DigitalInput
+
+    with SimulatedWorld(clock=VirtualClock(), door_timer=False) as world:
+        door = world.build("digital_input", {"pin": 22})
+        expected = DigitalInput.metrics_for(DigitalInput.check_options({"pin": 22}))
+        assert door.active_metrics() == expected and expected[0].annotation == "active"
+
+
+def test_closing_the_world_survives_a_driver_whose_close_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """One failing close is logged; the other drivers, the shared fakes and the temp tree still go."""
+    world = SimulatedWorld(clock=VirtualClock(), door_timer=False)
+    first = world.build("ds18b20", {"device_id": "28-000000000001"})
+    broken = world.build("cpu_temperature")
+    last = world.build("bh1750")
+    shared_closed: list[bool] = []
+    world.on_close(lambda: shared_closed.append(True))
+    scratch = world.scratch_dir("w1")
+
+    def fail() -> None:
+        raise OSError("stuck")
+
+    broken.close = fail  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="pibridge.drivers.simulation"):
+        world.close()
+    assert first._closed and last._closed and shared_closed == [True]
+    assert not scratch.exists()
+    assert any("closing driver cpu_temperature failed" in r.getMessage() for r in caplog.records)
+
+
+def test_pibridge_read_closes_the_world_whatever_the_simulator_raises(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulator's bug (not a SensorError) still stops the world and its door thread."""
+    import argparse
+
+    from pibridge.cli.driver_commands import cmd_read
+
+    closed: list[SimulatedWorld] = []
+    real_close = SimulatedWorld.close
+
+    def build(self: SimulatedWorld, driver: object, options: object = None) -> Driver:
+        raise RuntimeError("simulator bug")
+
+    def close(self: SimulatedWorld) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(SimulatedWorld, "build", build)
+    monkeypatch.setattr(SimulatedWorld, "close", close)
+    args = argparse.Namespace(driver="cpu_temperature", option=[], simulate=True, json=False)
+    with pytest.raises(RuntimeError, match="simulator bug"):
+        cmd_read(args, sleep=lambda s: None)
+    assert len(closed) == 1

@@ -9,7 +9,8 @@ The building blocks, importable from here:
 - `FakeDHT` (`.dht`): an object behaving like adafruit_dht's sensor class;
 - `VirtualClock`, `WallClock` (`.clock`): time that moves only when something sleeps on it;
   real time whose inner waits cost nothing;
-- `FakeMCP3008` (`.spi`, imports gpiozero: loaded on first use).
+- `FakeMCP3008` (`.spi`, imports gpiozero: loaded on first use), on `SoftwareSPIBus`
+  (`.softspi`): SPI bit-banged over a mock factory's pins.
 
 One module per chip holds its fake and its simulator: `.bme280`, `.bh1750`, `.w1` (DS18B20),
 `.dht`, `.spi` (MCP3008), `.gpio` (digital input), `.thermal` (CPU temperature). Fakes model

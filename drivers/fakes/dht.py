@@ -200,14 +200,10 @@ class FakeDHT:
         return self._humidity
 
 
-SIMULATED_PIN = 4  #: the pin ``--simulate`` uses when none is given
-
-
 def simulate(world: SimulatedWorld, cls: type[_DHTBase], options: dict[str, Any]) -> _DHTBase:
     """A DHT22/DHT11 driver on a `FakeDHT` fed by the environment's air temperature and humidity;
-    the driver's spacing and the fake's cache run on the world's clock, as in production."""
-    options = dict(options)
-    options.setdefault("pin", SIMULATED_PIN)
+    the driver's spacing and the fake's cache run on the world's clock, as in production. The
+    user's options only: a missing pin fails here as it does on a Pi."""
     env = world.environment
     fake = FakeDHT(dht11=cls.library_class == "DHT11", clock=world.clock,
                    source=lambda: (env.air_temperature(), env.relative_humidity()))

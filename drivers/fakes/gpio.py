@@ -13,17 +13,11 @@ if TYPE_CHECKING:
     from ..digital_input import DigitalInput
     from ..simulation import SimulatedWorld
 
-SIMULATED_PIN = 17  #: the door contact's pin when none is given
-
-
 def simulate_digital_input(world: SimulatedWorld, cls: type[DigitalInput],
                            options: dict[str, Any]) -> DigitalInput:
-    """A door contact (pull up, annotation "open": the line goes low while the door is open) on
-    the world's mock pins, following ``environment.door_open_at(t)``."""
-    options = dict(options)
-    options.setdefault("pin", SIMULATED_PIN)
-    options.setdefault("annotation", "open")
-    options.setdefault("pull", "up")
+    """The input, configured by the user's options only (as on a Pi: same pin, pull, level and
+    annotation), on the world's mock pins; the pin is driven to the level that means "active"
+    while ``environment.door_open_at(t)`` (the environment's door timeline)."""
     factory = world.pin_factory()
     driver = cls(pin_factory=factory, clock=world.environment.clock, **options)
     world.add_door(factory.pin(driver.config["pin"]), active_high=not driver.active_low)

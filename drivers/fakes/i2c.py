@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,17 +88,22 @@ class FakeI2CDevice:
         raise NotImplementedError
 
 
+#: calls `FakeSMBus.transfers` remembers (the newest): enough for any test, bounded for long runs
+TRANSFER_LOG_MAX = 1024
+
+
 class FakeSMBus:
     """Duck-typed ``smbus2.SMBus`` holding fake chips by 7-bit address.
 
     ``transfers`` logs each call as ``(method, address, register-or-None, payload)`` so tests can
-    check what went over the wire (e.g. one burst read per sample).
+    check what went over the wire (e.g. one burst read per sample). It keeps the last
+    `TRANSFER_LOG_MAX` calls only: a simulated run lasts months (~52k transfers a day).
     """
 
     def __init__(self, bus: int | None = None, devices: dict[int, FakeI2CDevice] | None = None) -> None:
         self.bus = bus
         self.devices: dict[int, FakeI2CDevice] = dict(devices or {})
-        self.transfers: list[tuple[str, int, int | None, Any]] = []
+        self.transfers: deque[tuple[str, int, int | None, Any]] = deque(maxlen=TRANSFER_LOG_MAX)
         self.closed = False
 
     # -- wiring ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from gpiozero.pins.mock import MockFactory, MockSPIDevice
 
 from ..errors import ConfigurationError
-from ..spi import SPI0_CHIP_SELECTS, SPI0_MISO, SPI0_MOSI, SPI0_SCLK, SoftwareSPIBus
+from ..spi import SPI0_CHIP_SELECTS, SPI0_MISO, SPI0_MOSI, SPI0_SCLK
+from .softspi import SoftwareSPIBus
 
 if TYPE_CHECKING:
     from ..mcp3008 import MCP3008

@@ -10,11 +10,12 @@ Tree (``root`` stands for ``/sys/bus/w1/devices``)::
 Every ``w1_slave`` / ``temperature`` read is generated on the spot in the kernel's exact text
 (and also written to the file, so the tree shows the last read). A read costs the conversion
 time on a `VirtualClock` (nothing really sleeps); writing ``trigger`` to ``therm_bulk_read``
-starts one conversion for all probes and returns at once (externally powered probes; with
-``strong_pullup=True``, parasite power, the write blocks for the conversion like the kernel's
-msleep). While it runs, ``w1_slave`` reads are empty and ``therm_bulk_read`` reads -1; once the
-conversion time has passed each probe's next read returns the converted scratchpad without a
-new conversion.
+starts one conversion for all probes and blocks the writer for the conversion time, as the
+kernel's ``trigger_bulk_read`` does with ``msleep_interruptible(t_conv)`` in both power modes
+(parasite power holds the bus meanwhile, external power releases it: the same to one caller).
+While it runs (`FakeW1Bus.start_bulk_conversion`: what another reader sees while the writer
+sleeps), ``w1_slave`` reads are empty and ``therm_bulk_read`` reads -1; once the conversion time
+has passed each probe's next read returns the converted scratchpad without a new conversion.
 
 Faults are scripted per probe as a queue of `Outcome` values consumed one per conversion.
 This module implements the kernel's side on its own (table CRC, C integer maths) rather than
@@ -193,11 +194,9 @@ class FakeW1Bus:
     resolve) a `pibridge.drivers.ds18b20.DS18B20` is given. ``bulk_writable=False`` models the kernel's
     root-only ``therm_bulk_read``."""
 
-    def __init__(self, root: Path, clock: Any = None, bulk_writable: bool = True,
-                 strong_pullup: bool = False) -> None:
+    def __init__(self, root: Path, clock: Any = None, bulk_writable: bool = True) -> None:
         self.root = Path(root)
         self.clock = clock or VirtualClock()
-        self.strong_pullup = strong_pullup
         self.probes: dict[str, FakeProbe] = {}
         self.conversions = 0
         self.bulk_triggers = 0
@@ -318,8 +317,7 @@ class FakeW1Bus:
 
     def _trigger_bulk(self, master: str) -> None:
         t_conv = self.start_bulk_conversion(master)
-        if self.strong_pullup:
-            self.clock.sleep(t_conv)  # the writer blocks like the kernel's msleep(t_conv)
+        self.clock.sleep(t_conv)  # the writer blocks like the kernel's msleep(t_conv), either power mode
 
     def _convert(self, probe: FakeProbe) -> Outcome:
         """One CONVERT T on the probe: updates its scratchpad per the scripted outcome."""
@@ -386,20 +384,17 @@ class FakeW1Bus:
         return f"{kernel_t(rom, probe.family)}\n"
 
 
-#: The probe ``--simulate`` adds when no device_id is given.
-SIMULATED_DEVICE_ID = "28-0000075e3a1c"
 SOIL_OFFSET_C = -4.0  #: a soil probe: a few degrees below the air
 
 
 def simulate(world: SimulatedWorld, cls: type[DS18B20], options: dict[str, Any]) -> DS18B20:
     """A DS18B20 driver on the world's one fake w1 tree (one master: every simulated probe shares
     it, so a bulk conversion covers them all), its probe following the soil temperature."""
-    options = dict(options)
-    options.setdefault("device_id", SIMULATED_DEVICE_ID)
+    options = dict(options)  # the user's options only: a missing device_id fails as on a Pi
     config = cls.check_options(options)
     bus = world.shared("w1", lambda: FakeW1Bus(world.scratch_dir("w1"), clock=world.clock))
     device_id = config["device_id"].strip().lower()
     if device_id not in bus.probes:
         bus.add_probe(device_id, temperature=lambda: world.environment.air_temperature(SOIL_OFFSET_C))
     options["w1_root"] = str(bus.root)
-    return cls(files=bus, **options)
+    return cls(files=bus, clock=world.clock.monotonic, **options)

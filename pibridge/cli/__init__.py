@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -22,6 +23,11 @@ EPILOG = ("Start with `pibridge drivers` and `pibridge read DRIVER --simulate`; 
           "`pibridge provision`, then `pibridge ping`. `pibridge COMMAND --help` for each command.")
 #: Exit status of a usage error (argparse's convention).
 USAGE_ERROR = 2
+#: Adafruit Blinka (the DHT library's ``board``) checks its platform dependencies at import and, on
+#: a terminal, offers to pip-install them into the running environment; this variable turns that
+#: off. Set once in `main` before any thread starts (writing the environment while other threads
+#: may read it is undefined in glibc); the systemd unit sets it too.
+BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
 
 
 class CliError(Exception):
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault(BLINKA_SKIP_CHECK_ENV, "1")  # first: no thread runs yet
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -17,6 +17,7 @@ from typing import TextIO
 from pibridge.drivers import registry
 from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
+from pibridge.profile.errors import printable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         count = len(exc.problems)  # the verdict, like the summary, on stdout; the problems on stderr
-        print(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run")
+        print(printable(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run"))
         return 1
     print_summary(profile, sys.stdout)
     return 0
@@ -43,25 +44,30 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     """What `pibridge run` would do with ``profile`` (checked: every driver name is known)."""
     agent, bridge = profile.agent, profile.bridge
     count = len(profile.sensors)
-    print(f"{profile.path}: no problems; {count} sensor{'s' if count != 1 else ''}", file=out)
-    print(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
-          f"\"{agent.client_name}\", provisioning {agent.provisioning}", file=out)
-    print(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", file=out)
-    print(f"state:  {bridge.state_dir}", file=out)
-    print(f"queue:  at most {bridge.queue_max_samples} samples and {format_duration(bridge.queue_max_age_s)}"
-          f", durability {bridge.durability}; inventory checked every "
-          f"{format_duration(bridge.inventory_check_s)}; logs as {bridge.log_format}", file=out)
+    _say(f"{profile.path}: no problems; {count} sensor{'s' if count != 1 else ''}", out)
+    _say(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
+         f"\"{agent.client_name}\", provisioning {agent.provisioning}", out)
+    _say(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", out)
+    _say(f"state:  {bridge.state_dir}", out)
+    _say(f"queue:  at most {bridge.queue_max_samples} samples and {format_duration(bridge.queue_max_age_s)}"
+         f", durability {bridge.durability}; inventory checked every "
+         f"{format_duration(bridge.inventory_check_s)}; logs as {bridge.log_format}", out)
     resources: list[tuple[SensorConfig, Resources]] = []
     for sensor in profile.sensors:
         driver = registry.get(sensor.driver)
         resources.append((sensor, driver.resources(sensor.options)))
-        print(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}",
-              file=out)
+        _say(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}", out)
         for metric in driver.metrics_for(sensor.options):   # what this configuration reports
-            print(f"  {_metric_line(metric, sensor.metrics.get(metric.key))}", file=out)
-    print("pins and buses:", file=out)
+            _say(f"  {_metric_line(metric, sensor.metrics.get(metric.key))}", out)
+    _say("pins and buses:", out)
     for line in _pin_lines(resources, bridge.w1_gpio):
-        print(f"  {line}", file=out)
+        _say(f"  {line}", out)
+
+
+def _say(text: str, out: TextIO) -> None:
+    """One line of the summary, the profile's own text in it (names, host, paths) with its
+    non-printable characters escaped: nothing in a profile moves the cursor or forges a line."""
+    print(printable(text), file=out)
 
 
 def _metric_line(metric: Metric, config: MetricConfig | None) -> str:

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +23,7 @@ from pibridge.cli import CliError
 from pibridge.drivers import registry
 from pibridge.drivers.base import Driver, Option, default_timing, describe_timing, read_with_retries
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
+from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
 from pibridge.drivers.i2c import I2CDriver
 
@@ -31,8 +32,6 @@ I2C_DEV_ROOT = Path("/dev")
 W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
-#: a slave entry: family code, "-", 48-bit serial in 12 lowercase hex digits
-W1_SLAVE_RE = re.compile(r"^([0-9a-f]{2})-[0-9a-f]{12}$")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,29 +131,26 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
         raise CliError(str(exc)) from None
     except (ImportError, AttributeError) as exc:
         raise CliError(f"driver {args.driver!r} cannot be loaded: {exc}") from None
-    world = None
     try:
-        if args.simulate:
-            from pibridge.drivers.simulation import SimulatedWorld
+        # the options are checked as data first: only declared option names reach the
+        # constructor, never its hardware handles (sensor=, clock=, read_text=, bus=, …)
+        cls.check_options(options)
+    except SensorError as exc:
+        raise CliError(_error_line(args.driver, exc)) from None
+    with contextlib.ExitStack() as stack:  # closes the driver, then the world, whatever is raised
+        try:
+            if args.simulate:
+                from pibridge.drivers.simulation import SimulatedWorld
 
-            world = SimulatedWorld()
-            driver = world.build(cls, options)
-        else:
-            driver = cls(**options)
-    except SensorError as exc:
-        if world is not None:
-            world.close()
-        raise CliError(_error_line(args.driver, exc)) from None
-    try:
-        sample = read_with_retries(driver, sleep)
-        metrics = {m.key: m for m in driver.active_metrics()}
-        timing = driver.timing
-    except SensorError as exc:
-        raise CliError(_error_line(args.driver, exc)) from None
-    finally:
-        driver.close()
-        if world is not None:
-            world.close()
+                world = stack.enter_context(SimulatedWorld())
+                driver = world.build(cls, options)
+            else:
+                driver = stack.enter_context(cls(**options))
+            sample = read_with_retries(driver, sleep)
+            metrics = {m.key: m for m in driver.active_metrics()}
+            timing = driver.timing
+        except SensorError as exc:
+            raise CliError(_error_line(args.driver, exc)) from None
 
     if args.json:
         print(json.dumps({

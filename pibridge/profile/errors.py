@@ -25,7 +25,8 @@ class Problem:
         """``greenhouse.toml:23: sensor "Canopy" → options.pin: GPIO 4 is the 1-Wire pin``"""
         where = f"{path}:{self.line}" if self.line else f"{path}"
         subject = " → ".join(part for part in (self.sensor, self.key) if part)
-        return f"{where}: {subject}: {self.message}" if subject else f"{where}: {self.message}"
+        # one line on the terminal whatever the profile holds: no escape sequence, no forged line
+        return printable(f"{where}: {subject}: {self.message}" if subject else f"{where}: {self.message}")
 
 
 class ProfileError(Exception):
@@ -43,12 +44,23 @@ class ProfileError(Exception):
         super().__init__("\n".join(self.lines))
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (control characters, line breaks, escape
+    sequences' ESC) spelled as ``\\u001b``, so a profile's text cannot move the cursor or start a
+    new line on the terminal that shows a message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else
+                   (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}") for c in text)
+
+
 def shown(value: object) -> str:
-    """``repr`` of a value or key for a message, cut to `SHOWN_MAX` characters."""
+    """``repr`` of a value or key for a message (non-printable characters escaped), cut to
+    `SHOWN_MAX` characters."""
     if isinstance(value, bool):
         text = "true" if value else "false"   # as TOML spells it
     elif isinstance(value, str):
-        text = f'"{value}"'
+        text = f'"{printable(value)}"'
     else:
         text = repr(value)
     return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 1] + "…"

@@ -285,7 +285,7 @@ class _Checker:
             scope.report((), "name is missing (the sensor's name at the agent)")
         elif not _is_sensor_name(name):
             scope.report(("name",), f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} "
-                                    f"characters of text, not {shown(name)}")
+                                    f"printable characters, not {shown(name)}")
         interval = scope.convert(("interval",), v.duration, entry.get("interval", DEFAULT_INTERVAL_S))
         options = entry.get("options", {})
         if not isinstance(options, dict):
@@ -515,11 +515,14 @@ class _MetricChecker:
             if given not in self.KEYS:
                 self.scope.unknown((*self.keys, given), list(self.KEYS))
                 self.valid = False
-        if self.metric is not None and self.metric.value_type in ("bool", "string"):
+        kind = _driver_kind(self.metric) if self.metric is not None else None
+        effective = _effective_type(kind, table)
+        if kind is not None:
+            self._check_type_override(key, kind, table)
+        if effective in ("bool", "string"):
             for given in self.NUMERIC_ONLY:
                 if given in table:
-                    self.report(given, f"{key} is a {self.metric.value_type} metric: "
-                                       f"{given} applies to numbers")
+                    self.report(given, f"{key} is a {effective} metric: {given} applies to numbers")
         name = self.get(table, "name", _metric_name)
         enabled = self.get(table, "enabled", v.boolean)
         offset = self.get(table, "offset", v.number)
@@ -553,6 +556,24 @@ class _MetricChecker:
                             median if median is not None else 1, valid_range, deadband, max_silence,
                             unit, value_type, annotation)
 
+    def _check_type_override(self, key: str, kind: str, table: dict[str, Any]) -> None:
+        """A ``type`` or ``unit`` must fit the values the driver reports: a number stays a number
+        (``integer`` only where the driver reports integers: no silent rounding of a double), a
+        bool stays a bool, a string a string."""
+        wanted = table.get("type")
+        if "unit" in table and kind in ("bool", "string"):
+            self.report("unit", f"{key} reports {kind} values: a unit applies to numbers")
+        if not isinstance(wanted, str) or wanted not in VALUE_TYPES or wanted == kind:
+            return
+        if kind in ("bool", "string"):
+            self.report("type", f'{key} reports {kind} values: its type can only be "{kind}", not "{wanted}"')
+        elif wanted in ("bool", "string"):
+            allowed = '"double"' if kind == "double" else '"double" or "integer"'
+            self.report("type", f'{key} reports numbers: its type can be {allowed}, not "{wanted}"')
+        elif wanted == "integer":  # kind == "double"
+            self.report("type", f'{key} reports fractional numbers: "integer" would round them '
+                                '(use "double")')
+
     def _points(self, table: dict[str, Any]) -> tuple[tuple[float, float], ...] | None:
         """[[raw, true], …]: at least two pairs, raw strictly monotonic (either way; kept sorted
         by raw)."""
@@ -577,6 +598,27 @@ class _MetricChecker:
                                          f"{pairs[bad][0]:g} after {pairs[bad - 1][0]:g}")
             return None
         return tuple(sorted(pairs))
+
+
+#: Value types that carry numbers (the only ones calibration, filters and deadband apply to).
+NUMERIC_TYPES = ("double", "integer")
+VALUE_TYPES = tuple(str(t) for t in protocol.ValueType)
+
+
+def _driver_kind(metric: Metric) -> str:
+    """What the driver reports for ``metric``: its value type, or "double" for a unit metric."""
+    return str(metric.value_type) if metric.value_type is not None else "double"
+
+
+def _effective_type(kind: str | None, table: dict[str, Any]) -> str | None:
+    """The metric's type as configured: ``type`` if given, a number if a ``unit`` is given, else
+    the driver's own (None when the driver is unknown)."""
+    wanted = table.get("type")
+    if isinstance(wanted, str) and wanted in VALUE_TYPES:
+        return wanted
+    if "unit" in table:
+        return "double"
+    return kind
 
 
 # --- converters ---------------------------------------------------------------------------------
@@ -608,20 +650,22 @@ def _at_least(minimum_s: float) -> Callable[[Any], float]:
 
 
 def _is_sensor_name(value: Any) -> bool:
+    """2–64 printable characters, not all blank: names reach the agent and every terminal that
+    shows them, so no control character (escape sequences, line breaks) is accepted."""
     return isinstance(value, str) and protocol.NAME_MIN_LEN <= len(value) <= protocol.NAME_MAX_LEN \
-        and bool(value.strip())
+        and bool(value.strip()) and value.isprintable()
 
 
 def _metric_name(value: Any) -> str:
     if not _is_sensor_name(value):
-        raise ValueError(f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} characters of text, "
+        raise ValueError(f"must be {protocol.NAME_MIN_LEN} to {protocol.NAME_MAX_LEN} printable characters, "
                          f"not {shown(value)}")
     return str(value)
 
 
 def _annotation(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > protocol.NAME_MAX_LEN:
-        raise ValueError(f"must be text of at most {protocol.NAME_MAX_LEN} characters, not {shown(value)}")
+    if not isinstance(value, str) or len(value) > protocol.NAME_MAX_LEN or not value.isprintable():
+        raise ValueError(f"must be at most {protocol.NAME_MAX_LEN} printable characters, not {shown(value)}")
     return value
 
 

@@ -3,7 +3,8 @@
 Usage: ``python scripts/bench/read_cost.py [--reads N] [--budget SECONDS]``
 
 "simulated" rows: every driver the registry finds, built by ``SimulatedWorld.build`` (the same
-path as ``pibridge read --simulate``) in one world on a `VirtualClock`. A read is one attempt in
+path as ``pibridge read --simulate``) with the driver's declared ``example_options`` (its
+required options filled in) in one world on a `VirtualClock`. A read is one attempt in
 two phases, ``start()``, the caller's wait, ``collect()``; the wait is a virtual-clock sleep, and
 before each read the clock is stepped by the instance's ``min_interval_s`` (the DHT's 2.1 s), so
 every read is a real one and nothing really sleeps. The figure that matters is CPU time
@@ -100,7 +101,8 @@ def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
         for i in range(n):
             device_id = f"28-{0x0000075e0000 + i:012x}"
             bus.add_probe(device_id, temperature=20.0 + i / 16)
-            probes.append(DS18B20(files=bus, device_id=device_id, w1_root=str(bus.root)))
+            probes.append(DS18B20(files=bus, clock=bus.clock.monotonic, device_id=device_id,
+                                  w1_root=str(bus.root)))
         for mode in ("single", "bulk"):
             conversions, v0, c0 = bus.conversions, bus.clock.monotonic(), time.process_time()
             results: dict[str, Any] = {}
@@ -148,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     clock = VirtualClock()
     with SimulatedWorld(Environment(seed=0), clock=clock, door_timer=False) as world:
         for name in registry.builtin():
-            try:
-                driver = world.build(name)
+            try:  # the driver's own example options: simulators fill in nothing
+                driver = world.build(name, registry.get(name).example_options)
             except (ImportError, AttributeError, SensorError) as exc:
                 print(f"{name + ' (simulated)':<28} skipped: {type(exc).__name__}: {exc}")
                 continue
