@@ -21,6 +21,7 @@ from pibridge.agent import (
     AgentConnectionError,
     AgentSettings,
     ConnectionErrorKind,
+    CredentialFiles,
     ProtocolError,
     RequestTimeout,
     provision,
@@ -491,3 +492,25 @@ def test_a_sensor_added_by_a_profile_reload_is_registered_and_delivered(
     bridge.drained()
     assert len(bridge.held()["Door"][0]["metrics"][0]["values"]) == 3
     assert bridge.queue is not None and bridge.queue.dead_letters() == []
+
+
+def test_credentials_removed_while_the_agent_is_down_are_provisioned_anew(
+        make_bridge: Callable[..., Bridge], emulator: Emulator) -> None:
+    """A reconnect attempt that fails for good (credentials gone: the link stops without a "down"
+    event, it was down already) is noticed: the bridge provisions again and delivers."""
+    bridge = make_bridge(provisioning="smart")
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    emulator.stop()
+    assert delivery.wait_until(lambda: delivery.client is None or not delivery.client.connected, WAIT_S)
+    CredentialFiles(bridge.settings.cert_folder, bridge.settings.client_name).remove()
+    # the link's next attempt cannot load the credentials: a fatal failure, no event
+    assert delivery.wait_until(lambda: delivery.client is None or delivery.client.fatal_error is not None,
+                               WAIT_S)
+    emulator.start()
+    bridge.put([air(1)])
+    bridge.drained()
+    assert delivery.client is not None
+    held = {c["clientId"]: c for c in emulator.dump()["clients"]}
+    assert values_of(held[delivery.client.client_id]["sensors"][0], "Temperature") == [(T0_MS + 1000, 20.1)]

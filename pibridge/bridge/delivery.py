@@ -77,6 +77,13 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: Seconds between two attempts while the agent refuses this client (18 with "keep", or a
 #: rejected certificate): the credentials may be replaced on disk meanwhile.
 FORBIDDEN_RETRY_S = 30.0
+#: Seconds between two looks at a client whose link is down: a reconnect attempt that fails for
+#: good (credentials gone, certificate rejected) stops the link without an event, since the
+#: client reports "down" only once per drop.
+FATAL_CHECK_S = 1.0
+#: Connection failures that stop the client's link for good (`AgentClient.fatal_error`).
+FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CERTIFICATE_REJECTED,
+                         ConnectionErrorKind.SERVER_NOT_TRUSTED, ConnectionErrorKind.CERTIFICATE_REQUIRED})
 #: Seconds a re-provisioning child process may take.
 PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
@@ -360,6 +367,8 @@ class Delivery:
         wake = [now + 60.0]
         if self._client is None or self._forbidden_until:
             wake.append(max(self._connect_at, self._forbidden_until))
+        elif not self._up:
+            wake.append(now + FATAL_CHECK_S)
         if self._retry_at > now:
             wake.append(self._retry_at)
         if self._need_reconcile and self._up and not self._forbidden_until:
@@ -387,6 +396,10 @@ class Delivery:
 
     def _step(self) -> None:
         changes = self._queue_changes
+        client = self._client
+        fatal = client.fatal_error if client is not None and not self._up else None
+        if client is not None and fatal is not None:
+            self._on_fatal(client, fatal)  # a failed reconnect stopped the link without an event
         now = time.monotonic()
         if self._forbidden_until and now >= self._forbidden_until:
             self._forbidden_until = 0.0
@@ -465,15 +478,28 @@ class Delivery:
         self._connected_since = None
         self._resolved = None
         self._need_reconcile = True
-        if event.error is not None and event.error.kind in (ConnectionErrorKind.CERTIFICATE_REJECTED,
-                                                            ConnectionErrorKind.SERVER_NOT_TRUSTED):
-            self._set_problem(str(event.error))
-            self._client = None
-            client.close()
-            if event.error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
-                self._rejected(str(event.error))
-            else:
-                self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
+        if event.error is not None and event.error.kind in FATAL_KINDS:
+            self._on_fatal(client, event.error)
+
+    def _on_fatal(self, client: AgentClient, error: AgentConnectionError) -> None:
+        """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): drop the client.
+        A rejected certificate re-provisions (smart) or waits for new credentials (keep); missing
+        or unloadable credentials reconnect after backoff, where `_connect` provisions when none
+        are stored; an untrusted server or a port that wants a certificate is retried slowly."""
+        self._set_problem(str(error))
+        self._client = None
+        with self._gate_lock:
+            self._up = False
+        client.close()
+        self._connected_since = None
+        self._resolved = None
+        self._need_reconcile = True
+        if error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
+            self._rejected(str(error))
+        elif error.kind is ConnectionErrorKind.CREDENTIALS:
+            self._connect_at = time.monotonic() + next(self._connect_delays)
+        else:
+            self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
 
     def _rejected(self, why: str) -> None:
         """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
