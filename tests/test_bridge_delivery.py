@@ -28,6 +28,7 @@ from pibridge.agent import (
     reply_error,
 )
 from pibridge.bridge.delivery import Delivery, Outcome, classify
+from pibridge.bridge.inventory import mapping_path
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import SampleQueue
 from pibridge.mqtt import Backoff
@@ -514,3 +515,19 @@ def test_credentials_removed_while_the_agent_is_down_are_provisioned_anew(
     assert delivery.client is not None
     held = {c["clientId"]: c for c in emulator.dump()["clients"]}
     assert values_of(held[delivery.client.client_id]["sensors"][0], "Temperature") == [(T0_MS + 1000, 20.1)]
+
+
+def test_a_mapping_that_cannot_be_written_is_retried_and_the_thread_survives(
+        make_bridge: Callable[..., Bridge]) -> None:
+    bridge = make_bridge()
+    client_id = provision(bridge.settings).client_id
+    blocked = mapping_path(bridge.bridge_settings.state_dir, client_id)
+    blocked.mkdir(parents=True)  # the mapping cannot be replaced: as on a full or read-only disk
+    delivery = bridge.start()
+    bridge.put([air(0)])
+    assert delivery.wait_until(lambda: "inventory mapping not written" in delivery.status().problem, WAIT_S)
+    assert delivery._thread is not None and delivery._thread.is_alive()
+    blocked.rmdir()  # space is back
+    bridge.drained()
+    assert delivery.status().problem == ""
+    assert len(values_of(bridge.held()["Air"][0], "Temperature")) == 1

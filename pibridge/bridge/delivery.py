@@ -95,6 +95,9 @@ SENSOR_ERROR_CODE = int(ErrorCode.UnknownError)
 TRANSIENT_CODES = frozenset({0, 1, 2, 3})
 VALUE_REFUSED = "value refused by the client"
 NO_ID = "no agent id after reconciliation"
+#: Problems `_reconcile_failed` sets (cleared by the next successful reconciliation).
+RECONCILE_PROBLEM_PREFIXES = ("the agent refused a request of the inventory reconciliation",
+                              "inventory mapping not written")
 UNKNOWN_ID_CODES = frozenset({int(ErrorCode.UnknownSensorId), int(ErrorCode.UnknownMetricId)})
 
 Provisioner = Callable[[AgentSettings], str]
@@ -219,6 +222,9 @@ class Delivery:
         self._forbidden_until = 0.0
         self._forbidden_logged = False
         self._problem = ""
+        self._step_delays = retry_backoff.delays()
+        self._step_retry_at = 0.0
+        self._step_error = ""
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._progress = threading.Condition()
@@ -354,13 +360,35 @@ class Delivery:
                         break
                 if self._stopping.is_set():
                     break
-                self._step()
+                self._safe_step()
                 with self._progress:
                     self._progress.notify_all()
         except Exception:
             log.exception("delivery failed; samples stay queued")
         finally:
             self._shutdown()
+
+    def _safe_step(self) -> None:
+        """`_step`, where an unforeseen error costs a pause, never the thread (samples stay
+        queued); logged once per kind of error until a step succeeds."""
+        if self._step_error and time.monotonic() < self._step_retry_at:
+            return
+        try:
+            self._step()
+        except Exception as exc:
+            delay = next(self._step_delays)
+            self._step_retry_at = time.monotonic() + delay
+            what = f"{type(exc).__name__}: {exc}"
+            if what != self._step_error:
+                self._step_error = what
+                log.error("delivery step failed (%s); samples stay queued, retried in %.1f s",
+                          what, delay, exc_info=True)
+            self._drained.clear()
+            return
+        if self._step_error:
+            log.info("delivery recovered")
+            self._step_error = ""
+        self._step_delays = self._retry_backoff.delays()
 
     def _next_message(self) -> tuple[Any, ...]:
         now = time.monotonic()
@@ -377,6 +405,8 @@ class Delivery:
             wake.append(self._next_check)
         if self._acked:
             wake.append(now + 0.5)
+        if self._step_error:
+            wake.append(self._step_retry_at)
         try:
             return self._inbox.get(timeout=max(0.0, min(wake) - now))
         except queue_module.Empty:
@@ -578,7 +608,11 @@ class Delivery:
                 self._need_reconcile = True
                 self._rejected(f"agent error 18 while reconciling: {exc.agent_message}")
                 return
-            raise
+            self._reconcile_failed(f"the agent refused a request of the inventory reconciliation: {exc}")
+            return
+        except OSError as exc:  # the mapping cannot be written: full disk, read-only state dir
+            self._reconcile_failed(f"inventory mapping not written: {exc}")
+            return
         with self._gate_lock:
             accepted = self._up and self._generation == generation and self._downs == downs
         if not accepted:
@@ -587,9 +621,19 @@ class Delivery:
             return
         self.reconciliations += 1
         self._reconcile_delays = self._retry_backoff.delays()
+        if self._problem.startswith(RECONCILE_PROBLEM_PREFIXES):
+            self._set_problem("")
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
         self._rewind()
+
+    def _reconcile_failed(self, why: str) -> None:
+        """A reconciliation failed in a way waiting may cure (an agent that refuses a request,
+        a mapping that cannot be written): said once, retried later with backoff."""
+        delay = next(self._reconcile_delays)
+        self._set_problem(f"{why}; retried in {delay:.1f} s and further")
+        self._need_reconcile = True
+        self._reconcile_at = time.monotonic() + delay
 
     def _queued_identities(self) -> dict[str, set[tuple[str, str]]]:
         """Metric identities of queued samples that the current specs do not have (removed
