@@ -22,6 +22,7 @@ from pibridge.bridge.queue import (
     QueueOpenError,
     SampleQueue,
     read_queued_sensors,
+    wall_timestamp_ms,
 )
 
 BOOT = "boot-a"
@@ -195,6 +196,39 @@ def test_clock_not_set_rows_are_stamped_once_and_never_restamped(tmp_path: Path)
         assert queue.resolve_timestamps(BOOT, offset + 5000) == 0  # nothing restamped
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset,
                                                                102_000 + offset]
+
+
+def test_a_put_racing_with_the_clock_resolution_is_stamped(tmp_path: Path) -> None:
+    """A put handed over after the owner took the group that holds `resolve_timestamps`, but
+    built before the offset was known, is stamped by its own commit (else: never stamped)."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0, stamped=False))
+        racer: list[threading.Thread] = []
+
+        def land_a_put_in_the_window() -> None:
+            queue.before_commit = None  # once: this iteration holds the resolve
+            thread = threading.Thread(target=queue.put, args=(sample(1, stamped=False),))
+            racer.append(thread)
+            thread.start()
+            with queue._lock:  # the put has built its row (unstamped: no offset yet)
+                assert queue._lock.wait_for(lambda: bool(queue._rows), 10.0)
+
+        queue.before_commit = land_a_put_in_the_window
+        offset = 1_699_000_000_000
+        assert queue.resolve_timestamps(BOOT, offset) == 1
+        racer[0].join(10.0)
+        assert not racer[0].is_alive()
+        assert queue.stats().unstamped == 0
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset]
+
+
+def test_stamping_rounds_one_way_on_every_path(tmp_path: Path) -> None:
+    """Half a millisecond rounds alike whether a row is stamped at put or by the resolution."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(TakenSample("Air", {"t": 1.0}, None, 0.0025, BOOT))  # stamped by resolve
+        queue.resolve_timestamps(BOOT, 0)
+        queue.put(TakenSample("Air", {"t": 1.0}, None, 0.0025, BOOT))  # stamped at put
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [wall_timestamp_ms(0.0025, 0)] * 2
 
 
 def test_rows_of_an_earlier_boot_without_wall_time_go_to_dead_letters(tmp_path: Path) -> None:

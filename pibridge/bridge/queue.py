@@ -143,6 +143,14 @@ def _new_group() -> _Group:
     return _Group()
 
 
+def wall_timestamp_ms(monotonic_s: float, offset_ms: int) -> int:
+    """The wall-clock timestamp (ms) of a sample taken at ``monotonic_s`` once the clock's offset
+    (ms to add to monotonic ms) is known. The one formula for every path that stamps a row, so
+    a row stamped at put, at commit or by `SampleQueue.resolve_timestamps` gets the same value
+    (Python's round, half to even: SQLite's ROUND rounds half away from zero)."""
+    return round(monotonic_s * MS_PER_S) + offset_ms
+
+
 def _identity_key(identity: tuple[str, str]) -> list[str]:
     return [identity[0], identity[1]]
 
@@ -190,6 +198,9 @@ class SampleQueue:
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        #: Called on the owner thread after it took a group of puts and operations, before it
+        #: commits them (tests land a put in that window); None in production.
+        self.before_commit: Callable[[], None] | None = None
         opened: Future[None] = Future()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,16 +233,19 @@ class SampleQueue:
 
     def resolve_timestamps(self, boot_id: str, offset_ms: int) -> int:
         """The clock is set: stamp every row of ``boot_id`` waiting for it with
-        ``round(monotonic_s · 1000) + offset_ms`` (stored once, before any send), and move rows of
-        earlier boots that never got a wall time to the dead letters. Returns the rows stamped."""
+        `wall_timestamp_ms` (stored once, before any send), and move rows of earlier boots that
+        never got a wall time to the dead letters. Returns the rows stamped. A put racing with
+        this is stamped too: at put time, or by the group commit that inserts it."""
         def resolve() -> int:
             self._wall_clock_known = True
             with self._lock:
                 self._offsets[boot_id] = int(offset_ms)
+            waiting = self._db.execute("SELECT id, monotonic_s FROM samples WHERE timestamp_ms IS NULL "
+                                       "AND boot_id = ?", (boot_id,)).fetchall()
             with self._db:
-                stamped = self._db.execute(
-                    "UPDATE samples SET timestamp_ms = CAST(ROUND(monotonic_s * 1000) AS INTEGER) + ? "
-                    "WHERE timestamp_ms IS NULL AND boot_id = ?", (int(offset_ms), boot_id)).rowcount
+                stamped = self._db.executemany(
+                    "UPDATE samples SET timestamp_ms = ? WHERE id = ? AND timestamp_ms IS NULL",
+                    [(wall_timestamp_ms(mono, int(offset_ms)), row_id) for row_id, mono in waiting]).rowcount
             self._unstamped -= stamped
             self._dead_letter_earlier_boots()
             if stamped:
@@ -287,7 +301,7 @@ class SampleQueue:
         """The row of ``sample`` (called with the lock held: reads the offsets and layouts)."""
         timestamp = sample.timestamp_ms
         if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
-            timestamp = round(sample.monotonic_s * MS_PER_S) + self._offsets[sample.boot_id]
+            timestamp = wall_timestamp_ms(sample.monotonic_s, self._offsets[sample.boot_id])
         values = json.dumps(sample.values, separators=(",", ":"))
         return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
                 sample.boot_id, int(sample.event))
@@ -396,6 +410,8 @@ class SampleQueue:
                     ops, self._ops = self._ops, []
                     acks, self._acks = self._acks, []
                     closing = self._closing
+                if self.before_commit is not None:
+                    self.before_commit()
                 self._commit_group(rows, group, acks)
                 for fn, future in ops:
                     try:
@@ -438,6 +454,7 @@ class SampleQueue:
         if not rows and not acks:
             group.set()
             return
+        rows = self._stamp_late(rows)
         try:
             with self._db:
                 if rows:
@@ -463,6 +480,15 @@ class SampleQueue:
         if rows:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
+
+    def _stamp_late(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Stamp unstamped rows whose boot got its clock offset after `_row` built them (a put
+        between this group's hand-over and `resolve_timestamps`, whose UPDATE cannot see them)."""
+        offsets = self._offsets  # written only on this (the owner) thread
+        if not offsets:
+            return rows
+        return [row if row[3] is not None or row[5] not in offsets else
+                (*row[:3], wall_timestamp_ms(row[4], offsets[row[5]]), *row[4:]) for row in rows]
 
     def _enforce_count(self, added: int) -> int:
         excess = self._count + added - self.max_samples
