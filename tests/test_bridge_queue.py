@@ -20,6 +20,7 @@ from pibridge.bridge.queue import (
     QUEUE_FILE,
     QueueClosed,
     QueueOpenError,
+    QueueWriteError,
     SampleQueue,
     read_queued_sensors,
     wall_timestamp_ms,
@@ -294,3 +295,24 @@ def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path, make: str) -> 
         (tmp_path / QUEUE_FILE).write_bytes(b"garbage, not SQLite " * 200)
     with pytest.raises(QueueOpenError, match="cannot open the sample queue"):
         SampleQueue(where, boot_id=BOOT)
+
+
+def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full database (SQLite's own page limit: as a full disk) fails the puts of that group
+    with an error, logs once, and the queue stores again once there is room."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0))
+        pages = queue._call(lambda: queue._db.execute("PRAGMA page_count").fetchone()[0])
+        queue._call(lambda: queue._db.execute(f"PRAGMA max_page_count = {pages}"))
+        big = TakenSample("Air", {"t": 1.0, "note": "x" * 100_000}, T0_MS + 5000, 105.0, BOOT)
+        with caplog.at_level(logging.ERROR, logger="pibridge.bridge.queue"):
+            for _ in range(3):
+                with pytest.raises(QueueWriteError, match="full"):
+                    queue.put(big)
+        assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+        queue._call(lambda: queue._db.execute("PRAGMA max_page_count = 1073741823"))
+        queue.put(sample(1))
+        queue.put(big)
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, T0_MS + 1000, T0_MS + 5000]
+        assert queue.depth == 3

@@ -81,6 +81,11 @@ class QueueClosed(RuntimeError):
     """The queue is closed (or its owner thread failed): the sample was not stored."""
 
 
+class QueueWriteError(RuntimeError):
+    """The group this sample was in could not be committed (disk full, I/O error): the sample
+    was not stored; the queue stays open and later puts are stored once the disk recovers."""
+
+
 def current_boot_id() -> str:
     """This boot's id (``/proc/sys/kernel/random/boot_id``); "" where the kernel has none."""
     try:
@@ -194,6 +199,7 @@ class SampleQueue:
         self._count = 0
         self._unstamped = 0
         self._dropping = False
+        self._write_failing = False  # a commit failed and none succeeded since (logged once)
         self.dropped = 0
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
@@ -224,7 +230,7 @@ class SampleQueue:
                 self._lock.notify()
         group.wait()
         if group.error is not None:
-            raise QueueClosed(f"sample of {sample.sensor} not stored: {group.error}") from group.error
+            raise _group_failure(group.error, f"sample of {sample.sensor}")
 
     def set_specs(self, specs: Mapping[str, SensorSpec]) -> None:
         """Record the metric identities samples of each sensor are taken with from now on."""
@@ -295,7 +301,7 @@ class SampleQueue:
             self._lock.notify()
         group.wait()
         if group.error is not None:
-            raise QueueClosed(f"samples not stored: {group.error}") from group.error
+            raise _group_failure(group.error, "samples")
 
     def _row(self, sample: TakenSample) -> tuple[Any, ...]:
         """The row of ``sample`` (called with the lock held: reads the offsets and layouts)."""
@@ -425,7 +431,10 @@ class SampleQueue:
                         if future is not None:
                             future.set_result(result)
                 if self._monotonic() >= next_maintenance:
-                    self._enforce_age()
+                    try:
+                        self._enforce_age()
+                    except sqlite3.OperationalError as exc:  # disk full, I/O: tried again next time
+                        self._write_failed(exc, "old samples not dropped")
                     next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
                 if closing:
                     break
@@ -466,10 +475,21 @@ class SampleQueue:
                     deleted = self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?",
                                                    _runs(acks)).rowcount
                 dropped = self._enforce_count(len(rows) - deleted)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: this group only
+            if self._db.in_transaction:  # a failed COMMIT may leave it open
+                self._db.rollback()
+            group.error = exc
+            group.set()
+            lost_acks = f", {len(acks)} acknowledgements not recorded (sent again)" if acks else ""
+            self._write_failed(exc, f"{len(rows)} samples not stored{lost_acks}")
+            return
         except BaseException as exc:
             group.error = exc
             group.set()
             raise
+        if self._write_failing:
+            self._write_failing = False
+            log.info("sample queue %s: storing again", self.path)
         self._count += len(rows) - deleted - dropped
         self._unstamped += sum(1 for row in rows if row[3] is None)
         if dropped:
@@ -489,6 +509,13 @@ class SampleQueue:
             return rows
         return [row if row[3] is not None or row[5] not in offsets else
                 (*row[:3], wall_timestamp_ms(row[4], offsets[row[5]]), *row[4:]) for row in rows]
+
+    def _write_failed(self, exc: sqlite3.OperationalError, what: str) -> None:
+        """A write failed in a way the disk may recover from: logged once per episode."""
+        if not self._write_failing:
+            self._write_failing = True
+            log.error("sample queue %s: cannot write (%s): %s; further failures are not logged until "
+                      "a write succeeds", self.path, exc, what)
 
     def _enforce_count(self, added: int) -> int:
         excess = self._count + added - self.max_samples
@@ -585,6 +612,16 @@ class SampleQueue:
         if ids:
             self._dead_letter([(i, EARLIER_BOOT_REASON, EARLIER_BOOT_KIND) for i in ids])
             self._unstamped -= len(ids)
+
+
+def _group_failure(error: BaseException, what: str) -> Exception:
+    """What a put raises when its group was not committed."""
+    if isinstance(error, sqlite3.OperationalError):
+        failure: Exception = QueueWriteError(f"{what} not stored: {error}")
+    else:
+        failure = QueueClosed(f"{what} not stored: {error}")
+    failure.__cause__ = error
+    return failure
 
 
 def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:
