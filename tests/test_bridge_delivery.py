@@ -531,3 +531,31 @@ def test_a_mapping_that_cannot_be_written_is_retried_and_the_thread_survives(
     bridge.drained()
     assert delivery.status().problem == ""
     assert len(values_of(bridge.held()["Air"][0], "Temperature")) == 1
+
+
+def test_smart_provisioning_that_keeps_the_certificate_does_not_spin(
+        make_bridge: Callable[..., Bridge], emulator: Emulator) -> None:
+    """The agent refuses the client, but the provisioning keeps its certificate (as the child
+    does when the agent accepts it over TLS): the same clientId → wait, said once; no loop of
+    provisionings."""
+    bridge = make_bridge(provisioning="smart")
+    client_id = provision(bridge.settings).client_id
+    calls: list[str] = []
+
+    def keeps_the_certificate(settings: AgentSettings) -> str:
+        calls.append(settings.client_name)
+        return "Client is already provisioned."
+
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    delivery = bridge.delivery = Delivery(
+        bridge.settings, bridge.bridge_settings, bridge.queue, specs=bridge.specs,
+        provisioner=keeps_the_certificate, request_timeout=REQUEST_TIMEOUT_S, retry_backoff=FAST,
+        connect_backoff=FAST)
+    _deprovision_behind_its_back(emulator, bridge.settings, client_id)  # its certificate is revoked
+    delivery.start()
+    bridge.put([air(0)])
+    assert delivery.wait_until(lambda: "provisioning kept it" in delivery.status().problem, WAIT_S), \
+        (calls, delivery.status())
+    assert len(calls) == 1
+    assert delivery._forbidden_until > 0  # waits FORBIDDEN_RETRY_S before trying again
+    assert bridge.queue.stats().depth == 1

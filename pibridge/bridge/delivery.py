@@ -84,6 +84,9 @@ FATAL_CHECK_S = 1.0
 #: Connection failures that stop the client's link for good (`AgentClient.fatal_error`).
 FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CERTIFICATE_REJECTED,
                          ConnectionErrorKind.SERVER_NOT_TRUSTED, ConnectionErrorKind.CERTIFICATE_REQUIRED})
+#: Delays between consecutive re-provisionings (reset by an acknowledged push): an agent that
+#: rejects every new certificate as well gets a new client at most this often, not per loop.
+REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
 #: Seconds a re-provisioning child process may take.
 PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
@@ -222,6 +225,9 @@ class Delivery:
         self._forbidden_until = 0.0
         self._forbidden_logged = False
         self._problem = ""
+        self._reprovision_delays = REPROVISION_BACKOFF.delays()
+        self._reprovision_at = 0.0
+        self._kept_logged = False
         self._step_delays = retry_backoff.delays()
         self._step_retry_at = 0.0
         self._step_error = ""
@@ -534,17 +540,43 @@ class Delivery:
     def _rejected(self, why: str) -> None:
         """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
         else wait for new credentials."""
-        self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+        now = time.monotonic()
+        self._forbidden_until = now + FORBIDDEN_RETRY_S
         if self.settings.provisioning is ProvisioningMode.SMART:
-            if self._provision(why):
-                self._forbidden_until = 0.0
-                self._restart_client()
+            if now < self._reprovision_at:  # re-provisioned a moment ago: back off
+                self._forbidden_until = self._reprovision_at
+                return
+            before = self._stored_client_id()
+            provisioned = self._provision(why)
+            self._reprovision_at = time.monotonic() + next(self._reprovision_delays)
+            if not provisioned:
+                return
+            if self._stored_client_id() == before:
+                # the agent accepts the stored certificate, so smart provisioning kept it: a new
+                # connection would meet the same refusal
+                self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+                self._problem = (f"the agent refuses this client ({why}) but accepts its certificate, "
+                                 f"so provisioning kept it; samples stay queued, tried again in "
+                                 f"{FORBIDDEN_RETRY_S:g} s and later")
+                if not self._kept_logged:
+                    self._kept_logged = True
+                    log.error("%s", self._problem)
+                return
+            self._forbidden_until = 0.0
+            self._restart_client()
             return
         self._problem = (f"the agent refuses this client ({why}); samples stay queued: run `pibridge "
                          "provision --override` (or set provisioning = \"smart\") to register a new client")
         if not self._forbidden_logged:  # once, until a provisioning or a connection succeeds
             self._forbidden_logged = True
             log.error("%s", self._problem)
+
+    def _stored_client_id(self) -> str:
+        """The clientId of the credentials on disk ("" if none or unreadable)."""
+        try:
+            return CredentialFiles(self.settings.cert_folder, self.settings.client_name).client_id()
+        except (AgentError, OSError, ValueError):
+            return ""
 
     def _provision(self, why: str) -> bool:
         log.warning("provisioning (%s)", why)
@@ -749,6 +781,10 @@ class Delivery:
         if error is None:
             self._acked.append(sample_id)
             self._unknown_id_hits.pop(sample_id, None)
+            if self._reprovision_at:  # this client works: the next rejection re-provisions at once
+                self._reprovision_at = 0.0
+                self._reprovision_delays = REPROVISION_BACKOFF.delays()
+                self._kept_logged = False
             self.pushed += 1
             self._last_ack = time.time()
             self._retry_delays = self._retry_backoff.delays()
