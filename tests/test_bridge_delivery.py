@@ -395,9 +395,8 @@ def test_stop_is_quick_and_leaves_unacknowledged_samples_queued(make_bridge: Cal
     emulator.pause_core()
     try:
         bridge.put([air(i) for i in range(1, 30)])
-        started = time.monotonic()
         delivery.stop(5.0)
-        assert time.monotonic() - started < 5.5
+        assert delivery._thread is not None and not delivery._thread.is_alive()
         assert bridge.queue is not None and bridge.queue.stats().depth == 29
     finally:
         emulator.resume_core()
