@@ -27,6 +27,7 @@ from pibridge.agent import (
     provision,
     reply_error,
 )
+from pibridge.agent.credentials import CLIENT_ID_FILE
 from pibridge.bridge.delivery import Delivery, Outcome, classify
 from pibridge.bridge.inventory import mapping_path
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
@@ -420,6 +421,10 @@ def test_classification(error: BaseException, outcome: Outcome) -> None:
 def test_the_bridge_process_never_imports_cryptography(emulator: Emulator, tmp_path: Path) -> None:
     settings = settings_for(emulator, tmp_path / "certs")
     provision(settings)  # here, in the test process; the bridge only reads the stored files
+    caches = list(settings.cert_folder.rglob(CLIENT_ID_FILE))
+    assert caches
+    for cache in caches:  # as an SDK-provisioned or read-only folder: no client-id cache
+        cache.unlink()
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
