@@ -18,6 +18,7 @@ import pytest
 from agent_helpers import core_spy, raw_session, settings_for
 
 from pibridge.agent import (
+    AgentClient,
     AgentConnectionError,
     AgentSettings,
     ConnectionErrorKind,
@@ -29,7 +30,7 @@ from pibridge.agent import (
 )
 from pibridge.agent.credentials import CLIENT_ID_FILE
 from pibridge.bridge.delivery import Delivery, Outcome, classify
-from pibridge.bridge.inventory import mapping_path
+from pibridge.bridge.inventory import InventoryMapping, mapping_path
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import SampleQueue
 from pibridge.mqtt import Backoff
@@ -563,3 +564,29 @@ def test_smart_provisioning_that_keeps_the_certificate_does_not_spin(
     assert len(calls) == 1
     assert delivery._forbidden_until > 0  # waits FORBIDDEN_RETRY_S before trying again
     assert bridge.queue.stats().depth == 1
+
+
+def test_a_reconciliation_never_writes_into_the_previous_clients_mapping(
+        make_bridge: Callable[..., Bridge]) -> None:
+    """The client reconnected under another clientId but its "up" has not reached the delivery
+    thread yet: the reconciliation follows the client's id, not the mapping it still holds."""
+    bridge = make_bridge()
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
+                                          specs=bridge.specs, request_timeout=REQUEST_TIMEOUT_S)
+    provision(bridge.settings)
+    client = AgentClient(bridge.settings, request_timeout=REQUEST_TIMEOUT_S)
+    try:
+        client.connect(WAIT_S)
+        old_id = "0" * 32
+        delivery._mapping = InventoryMapping(bridge.bridge_settings.state_dir, old_id)
+        delivery._client = client
+        delivery._up = True  # as the network thread sets it, before the "up" message is handled
+        delivery._reconcile()
+        assert delivery._mapping is not None and delivery._mapping.client_id == client.client_id
+        assert not mapping_path(bridge.bridge_settings.state_dir, old_id).exists()
+        assert mapping_path(bridge.bridge_settings.state_dir, client.client_id).exists()
+        assert delivery.reconciliations == 1
+    finally:
+        delivery._client = None
+        client.close()

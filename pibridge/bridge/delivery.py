@@ -503,12 +503,7 @@ class Delivery:
             self._connected_since = time.time()
             self._set_problem("")
             self._forbidden_logged = False
-            client_id = client.client_id  # read on every up: re-provisioning changes it
-            if self._mapping is None or self._mapping.client_id != client_id:
-                if self._mapping is not None:
-                    log.warning("client id changed from %s to %s: reconciling everything under the new "
-                                "client", self._mapping.client_id, client_id)
-                self._mapping = InventoryMapping(self.bridge.state_dir, client_id)
+            self._mapping_for(client.client_id)  # read on every up: re-provisioning changes it
             self._need_reconcile = True
             return
         self._connected_since = None
@@ -516,6 +511,15 @@ class Delivery:
         self._need_reconcile = True
         if event.error is not None and event.error.kind in FATAL_KINDS:
             self._on_fatal(client, event.error)
+
+    def _mapping_for(self, client_id: str) -> InventoryMapping:
+        """The mapping of ``client_id``, switched to when the client changed."""
+        if self._mapping is None or self._mapping.client_id != client_id:
+            if self._mapping is not None:
+                log.warning("client id changed from %s to %s: reconciling everything under the new "
+                            "client", self._mapping.client_id, client_id)
+            self._mapping = InventoryMapping(self.bridge.state_dir, client_id)
+        return self._mapping
 
     def _on_fatal(self, client: AgentClient, error: AgentConnectionError) -> None:
         """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): drop the client.
@@ -620,11 +624,18 @@ class Delivery:
 
     # -- inventory ------------------------------------------------------------------------------
     def _reconcile(self) -> None:
-        client, mapping = self._client, self._mapping
-        if client is None or mapping is None:
+        client = self._client
+        if client is None or self._mapping is None:
             return
         with self._gate_lock:
             generation, downs = self._generation, self._downs
+        # the client's id, not the last "up" message's: a reconnect under new credentials bumps
+        # the generation before its "up" reaches the inbox, and ids of the new client must never
+        # go into the old client's mapping
+        client_id = client.client_id
+        if not client_id:
+            return
+        mapping = self._mapping_for(client_id)
         self._need_reconcile = False
         try:
             queued = self._queued_identities()
