@@ -30,7 +30,7 @@ from pibridge.agent import (
 )
 from pibridge.agent.credentials import CLIENT_ID_FILE
 from pibridge.bridge.delivery import Delivery, Outcome, classify
-from pibridge.bridge.inventory import InventoryMapping, mapping_path
+from pibridge.bridge.inventory import InventoryMapping, ResolvedInventory, mapping_path
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import SampleQueue
 from pibridge.mqtt import Backoff
@@ -587,6 +587,48 @@ def test_a_reconciliation_never_writes_into_the_previous_clients_mapping(
         assert not mapping_path(bridge.bridge_settings.state_dir, old_id).exists()
         assert mapping_path(bridge.bridge_settings.state_dir, client.client_id).exists()
         assert delivery.reconciliations == 1
+    finally:
+        delivery._client = None
+        client.close()
+
+
+def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
+        make_bridge: Callable[..., Bridge]) -> None:
+    """A sample whose ids were missing and then found, and one dead-lettered for another reason
+    after meeting 15/16, leave nothing behind in the delivery's per-sample tables."""
+    bridge = make_bridge()
+    first = bridge.start()
+    bridge.put([air(0), door(0)])
+    bridge.drained()
+    full = first._resolved
+    assert full is not None
+    first.stop(5.0)
+    queue = bridge.queue
+    assert queue is not None
+    delivery = Delivery(bridge.settings, bridge.bridge_settings, queue, specs=bridge.specs,
+                        request_timeout=REQUEST_TIMEOUT_S)
+    client = AgentClient(bridge.settings, request_timeout=REQUEST_TIMEOUT_S)
+    try:
+        client.connect(WAIT_S)
+        delivery._client = client
+        queue.put(door(1))
+        without_door = ResolvedInventory(full.client_id, full.generation, dict(full.sensors),
+                                         {k: v for k, v in full.metrics.items() if k[0] != "Door"})
+        delivery._send(without_door)  # the inventory is older than the sample: no id yet
+        assert len(delivery._missing_id_at) == 1
+        delivery._send(full)  # found after the next reconciliation: pushed
+        assert delivery._missing_id_at == {}
+        while delivery._in_flight:
+            delivery._handle(delivery._inbox.get(timeout=WAIT_S))
+        assert delivery.pushed == 1
+        queue.put(TakenSample("Air", {"temperature": math.nan, "humidity": 1.0}, T0_MS + 9000, 9.0, BOOT))
+        (row,) = [r for r in queue.fetch(0, 100) if r.timestamp_ms == T0_MS + 9000]
+        delivery._unknown_id_hits[row.id] = 1  # it met a 15 before
+        delivery._rewind()
+        delivery._send(full)  # the client refuses NaN: dead letter
+        delivery._flush()
+        assert delivery._unknown_id_hits == {} and delivery._missing_id_at == {}
+        assert [d["kind"] for d in queue.dead_letters()] == ["value refused by the client"]
     finally:
         delivery._client = None
         client.close()

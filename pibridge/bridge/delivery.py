@@ -732,6 +732,8 @@ class Delivery:
                 heapq.heappush(self._retry, _Retry(sample.id, sample))
                 self._need_reconcile = True
                 return False
+            if self._missing_id_at:
+                self._missing_id_at.pop(sample.id, None)  # its ids are known now
             sensor_id, values = target
             try:
                 future = client.push_async(sensor_id, values, sample.timestamp_ms)
@@ -844,8 +846,10 @@ class Delivery:
     def _flush(self) -> None:
         if self._dead:
             dead, self._dead = self._dead, []
-            for _, _, kind in dead:
+            for sample_id, _, kind in dead:
                 self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
+                self._unknown_id_hits.pop(sample_id, None)
+                self._missing_id_at.pop(sample_id, None)
             self.queue.dead_letter(dead)
         if self._acked and (len(self._acked) >= ACK_BATCH or not self._in_flight or self._stopping.is_set()):
             acked, self._acked = self._acked, []
