@@ -4,7 +4,9 @@ adopting a mismatched definition, a lost create, updates only when different, an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -172,6 +174,48 @@ def test_a_unit_change_keeps_the_old_metric_for_queued_samples(client: AgentClie
     assert after.metrics[("Air", *old_identity)] == before.metrics[("Air", *old_identity)]
     assert ("Air", "temperature", "type:double") in after.metrics
     assert len(held(emulator, client)[0]["metrics"]) == 3
+
+
+def test_concurrent_mapping_writers_never_tear_the_file(tmp_path: Path) -> None:
+    """The bridge and ``inventory --prune`` save one mapping at once: every read sees a whole
+    file, no writer fails, no temporary file stays behind."""
+    client_id = "c" * 32
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def writer(name: str) -> None:
+        mapping = InventoryMapping(tmp_path, client_id)
+        try:
+            start.wait(WAIT_S)
+            for i in range(150):
+                mapping.set_sensor(name, f"{name}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("bridge", "prune")]
+    for thread in threads:
+        thread.start()
+    start.wait(WAIT_S)
+    reads = 0
+    while any(t.is_alive() for t in threads):
+        with contextlib.suppress(FileNotFoundError):
+            document = json.loads(mapping_path(tmp_path, client_id).read_text())
+            assert document["clientId"] == client_id
+            reads += 1
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads(mapping_path(tmp_path, client_id).read_text())["clientId"] == client_id
+    assert [p.name for p in tmp_path.iterdir()] == [mapping_path(tmp_path, client_id).name]
+
+
+def test_a_stale_temporary_does_not_block_saving(tmp_path: Path) -> None:
+    client_id = "d" * 32
+    path = mapping_path(tmp_path, client_id)
+    path.with_name(path.name + ".new").mkdir()  # left by an older version, or anything else
+    mapping = InventoryMapping(tmp_path, client_id)
+    mapping.set_sensor("Air", "s1")
+    assert InventoryMapping(tmp_path, client_id).sensor_id("Air") == "s1"
 
 
 def test_prune_candidates_are_unmapped_sensors_not_in_the_profile(tmp_path: Path) -> None:
