@@ -157,7 +157,9 @@ def test_max_samples_drops_the_oldest_counts_and_logs_once(tmp_path: Path,
     assert len(dropped) == 1 and dropped[0].startswith("1 samples dropped: queue full")
 
 
-def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path) -> None:
+def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "pibridge.bridge.queue")
     now = FakeTime()
     queue = SampleQueue(tmp_path, boot_id=BOOT, max_age_s=3600, clock=lambda: now.wall,
                         monotonic=lambda: now.mono)
@@ -173,6 +175,8 @@ def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path) -> No
         assert queue.stats().depth == 2 and queue.stats().dropped == 2
     finally:
         queue.close()
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped and all(m.startswith("1 samples dropped: too old (older than") for m in dropped)
 
 
 def test_stamped_rows_are_not_aged_before_the_clock_is_known_set(tmp_path: Path) -> None:

@@ -55,6 +55,9 @@ CLOSE_TIMEOUT_S = 5.0
 EARLIER_BOOT_KIND = "no wall-clock time"
 EARLIER_BOOT_REASON = "taken during an earlier boot before the system clock was set: no wall-clock timestamp"
 MS_PER_S = 1000
+#: Why rows were dropped (the log line says which bound).
+DROP_FULL = "queue full"
+DROP_TOO_OLD = "too old"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layouts (
@@ -198,7 +201,7 @@ class SampleQueue:
         self._wall_clock_known = False
         self._count = 0
         self._unstamped = 0
-        self._dropping = False
+        self._dropping: set[str] = set()  # reasons of the current drop episodes (logged once each)
         self._write_failing = False  # a commit failed and none succeeded since (logged once)
         self.dropped = 0
         self.dead_lettered = 0
@@ -520,11 +523,11 @@ class SampleQueue:
     def _enforce_count(self, added: int) -> int:
         excess = self._count + added - self.max_samples
         if excess <= 0:
-            self._dropping = False
+            self._dropping.discard(DROP_FULL)
             return 0
         self._db.execute("DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
                          (excess,))
-        self._note_dropped(excess, f"more than {self.max_samples} samples waiting")
+        self._note_dropped(excess, DROP_FULL, f"more than {self.max_samples} samples waiting")
         return excess
 
     def _enforce_age(self) -> None:
@@ -551,9 +554,9 @@ class SampleQueue:
             self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             self._unstamped = self._db.execute(
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
-            self._note_dropped(total, f"older than {self.max_age_s:g} s")
-        elif self._count < self.max_samples:
-            self._dropping = False
+            self._note_dropped(total, DROP_TOO_OLD, f"older than queue_max_age, {self.max_age_s:g} s")
+        else:
+            self._dropping.discard(DROP_TOO_OLD)
 
     def _too_old(self, row: tuple[Any, ...], now_ms: int, now_mono: float, limit_ms: float) -> bool:
         timestamp, monotonic_s, boot_id = row[4], row[5], row[6]
@@ -561,12 +564,13 @@ class SampleQueue:
             return self._wall_clock_known and now_ms - timestamp > limit_ms
         return bool(boot_id == self.boot_id and (now_mono - monotonic_s) * MS_PER_S > limit_ms)
 
-    def _note_dropped(self, count: int, why: str) -> None:
+    def _note_dropped(self, count: int, reason: str, detail: str) -> None:
+        """Count a drop; log the first of an episode of ``reason`` (`DROP_FULL`, `DROP_TOO_OLD`)."""
         self.dropped += count
-        if not self._dropping:
-            self._dropping = True
-            log.warning("%d samples dropped: queue full (%s; further drops are counted, not logged)",
-                        count, why)
+        if reason not in self._dropping:
+            self._dropping.add(reason)
+            log.warning("%d samples dropped: %s (%s; further drops are counted, not logged)",
+                        count, reason, detail)
 
     def _store_layouts(self, layouts: dict[str, tuple[tuple[str, str], ...]]) -> None:
         found: dict[str, int] = {}
