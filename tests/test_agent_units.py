@@ -34,6 +34,7 @@ from pibridge.agent.pending import (
     PendingTable,
     RequestState,
 )
+from pibridge.agent.settings import check_client_name
 from pibridge.protocol import OPERATIONS, Op
 
 CID = "0123456789abcdef0123456789abcdef"
@@ -256,3 +257,16 @@ def test_help_says_what_pibridge_is(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert " ".join(DESCRIPTION.split()) in out and "argparse" not in out
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "../../tmp/evil", "a/b", "", "   ", "bell\a"])
+def test_every_csr_follows_the_one_client_name_rule(name: str) -> None:
+    """make_key_and_csr refuses what check_client_name refuses (cryptography < 42 would sign a
+    CN over 64 characters), so no path builds a CSR the rule does not allow."""
+    from pibridge.agent.x509 import make_key_and_csr
+
+    with pytest.raises(ValueError) as refused:
+        make_key_and_csr(name)
+    with pytest.raises(ValueError) as rule:
+        check_client_name(name)
+    assert str(refused.value) == str(rule.value)
