@@ -109,7 +109,12 @@ def test_take_all_fails_only_waiting_requests() -> None:
 def test_watcher_wakes_for_an_earlier_deadline() -> None:
     table = PendingTable()
     fired = threading.Event()
-    watcher = DeadlineWatcher(table, lambda r: (fired.set(), RequestTimeout("t"))[1])
+
+    def expire(request: object) -> RequestTimeout:
+        fired.set()
+        return RequestTimeout("t")
+
+    watcher = DeadlineWatcher(table, expire)
     watcher.start()
     try:
         _request(table, (Op.PING, "", ""), timeout_s=3600)
@@ -223,9 +228,11 @@ def _self_signed(key_pem: bytes, common_name: str) -> bytes:
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
     key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())

@@ -451,7 +451,7 @@ def test_tvcmi_refuses_what_cannot_be_sent(emulator: Emulator, tmp_path: Path) -
         body = {"metrics": [{"metricId": "m1", "value": 1.0}]}
         for timestamp in (math.inf, -math.inf, math.nan, "now", True):
             with pytest.raises(InputError, match="timestamp"):
-                client.push_metrics("s1", body, timestamp=timestamp)
+                client.push_metrics("s1", body, timestamp=timestamp)  # type: ignore[arg-type]
         for value in ({1, 2}, object(), b"bytes", math.nan):
             with pytest.raises(InputError, match="metric_data"):
                 client.push_metrics("s1", {"metrics": [{"metricId": "m1", "value": value}]})
@@ -460,7 +460,7 @@ def test_tvcmi_refuses_what_cannot_be_sent(emulator: Emulator, tmp_path: Path) -
                 client.sensor_error("broken", "s1", code)  # type: ignore[arg-type]
             with pytest.raises(InputError, match="error_code"):
                 client.client_error("broken", code)  # type: ignore[arg-type]
-        client.sensor_error("broken", "s1", "7")  # a numeric string is a number
+        client.sensor_error("broken", "s1", "7")  # type: ignore[arg-type]  # a numeric string is a number
         client.push_metrics("s1", body, timestamp=1.7e12)
         assert responses.get(timeout=WAIT_S)["msg"] == b"Sensor was updated."
     finally:
