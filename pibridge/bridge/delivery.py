@@ -228,6 +228,7 @@ class Delivery:
         self._reprovision_delays = REPROVISION_BACKOFF.delays()
         self._reprovision_at = 0.0
         self._kept_logged = False
+        self._provisioning_for = ""  # why the last provisioning that failed was run
         self._step_delays = retry_backoff.delays()
         self._step_retry_at = 0.0
         self._step_error = ""
@@ -583,13 +584,16 @@ class Delivery:
             return ""
 
     def _provision(self, why: str) -> bool:
-        log.warning("provisioning (%s)", why)
+        # said once per reason: a retry every few seconds while the agent is away logs nothing new
+        (log.warning if why != self._provisioning_for else log.debug)("provisioning (%s)", why)
+        self._provisioning_for = why
         try:
             output = self._provisioner(self.settings) if self._provisioner else self._provision_child()
         except (AgentError, OSError) as exc:
             self._set_problem(f"provisioning failed: {exc}")
             self._connect_at = time.monotonic() + next(self._connect_delays)
             return False
+        self._provisioning_for = ""
         log.info("%s", output)
         self._forbidden_logged = False
         return True
