@@ -34,6 +34,7 @@ from pibridge.agent.pending import (
     PendingTable,
     RequestState,
 )
+from pibridge.agent.settings import check_client_name
 from pibridge.protocol import OPERATIONS, Op
 
 CID = "0123456789abcdef0123456789abcdef"
@@ -108,7 +109,12 @@ def test_take_all_fails_only_waiting_requests() -> None:
 def test_watcher_wakes_for_an_earlier_deadline() -> None:
     table = PendingTable()
     fired = threading.Event()
-    watcher = DeadlineWatcher(table, lambda r: (fired.set(), RequestTimeout("t"))[1])
+
+    def expire(request: object) -> RequestTimeout:
+        fired.set()
+        return RequestTimeout("t")
+
+    watcher = DeadlineWatcher(table, expire)
     watcher.start()
     try:
         _request(table, (Op.PING, "", ""), timeout_s=3600)
@@ -222,9 +228,11 @@ def _self_signed(key_pem: bytes, common_name: str) -> bytes:
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
     key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -256,3 +264,16 @@ def test_help_says_what_pibridge_is(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert " ".join(DESCRIPTION.split()) in out and "argparse" not in out
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "../../tmp/evil", "a/b", "", "   ", "bell\a"])
+def test_every_csr_follows_the_one_client_name_rule(name: str) -> None:
+    """make_key_and_csr refuses what check_client_name refuses (cryptography < 42 would sign a
+    CN over 64 characters), so no path builds a CSR the rule does not allow."""
+    from pibridge.agent.x509 import make_key_and_csr
+
+    with pytest.raises(ValueError) as refused:
+        make_key_and_csr(name)
+    with pytest.raises(ValueError) as rule:
+        check_client_name(name)
+    assert str(refused.value) == str(rule.value)

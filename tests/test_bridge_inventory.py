@@ -4,7 +4,11 @@ adopting a mismatched definition, a lost create, updates only when different, an
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -23,8 +27,7 @@ from pibridge.bridge.inventory import (
 )
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
 from pibridge.bridge.queue import SampleQueue
-from pibridge.cli import main, prune_command
-from pibridge.profile import BridgeSettings, Profile, SensorConfig
+from pibridge.cli import main
 from pibridge.testing import Emulator
 
 WAIT_S = 20.0
@@ -174,6 +177,48 @@ def test_a_unit_change_keeps_the_old_metric_for_queued_samples(client: AgentClie
     assert len(held(emulator, client)[0]["metrics"]) == 3
 
 
+def test_concurrent_mapping_writers_never_tear_the_file(tmp_path: Path) -> None:
+    """The bridge and ``inventory --prune`` save one mapping at once: every read sees a whole
+    file, no writer fails, no temporary file stays behind."""
+    client_id = "c" * 32
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def writer(name: str) -> None:
+        mapping = InventoryMapping(tmp_path, client_id)
+        try:
+            start.wait(WAIT_S)
+            for i in range(150):
+                mapping.set_sensor(name, f"{name}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("bridge", "prune")]
+    for thread in threads:
+        thread.start()
+    start.wait(WAIT_S)
+    reads = 0
+    while any(t.is_alive() for t in threads):
+        with contextlib.suppress(FileNotFoundError):
+            document = json.loads(mapping_path(tmp_path, client_id).read_text())
+            assert document["clientId"] == client_id
+            reads += 1
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads(mapping_path(tmp_path, client_id).read_text())["clientId"] == client_id
+    assert [p.name for p in tmp_path.iterdir()] == [mapping_path(tmp_path, client_id).name]
+
+
+def test_a_stale_temporary_does_not_block_saving(tmp_path: Path) -> None:
+    client_id = "d" * 32
+    path = mapping_path(tmp_path, client_id)
+    path.with_name(path.name + ".new").mkdir()  # left by an older version, or anything else
+    mapping = InventoryMapping(tmp_path, client_id)
+    mapping.set_sensor("Air", "s1")
+    assert InventoryMapping(tmp_path, client_id).sensor_id("Air") == "s1"
+
+
 def test_prune_candidates_are_unmapped_sensors_not_in_the_profile(tmp_path: Path) -> None:
     mapping = InventoryMapping(tmp_path, "c")
     mapping.set_sensor("Air", "s1")
@@ -182,12 +227,12 @@ def test_prune_candidates_are_unmapped_sensors_not_in_the_profile(tmp_path: Path
     assert prune_candidates(listing, mapping, ["Air", "Soil"]) == [("s2", "Door")]
 
 
-def _profile_with(monkeypatch: pytest.MonkeyPatch, settings: AgentSettings, state_dir: Path,
-                  names: list[str]) -> None:
-    """The profile `--prune` reads: its [[sensor]] names and [bridge] state_dir."""
-    profile = Profile(Path("greenhouse.toml"), settings, bridge=BridgeSettings(state_dir=state_dir),
-                      sensors=tuple(SensorConfig(name, "cpu_temperature", 60.0) for name in names))
-    monkeypatch.setattr(prune_command, "load_profile", lambda path: profile)
+def _profile_with(path: Path, state_dir: Path, names: list[str]) -> Path:
+    """A real profile file, as `--prune` reads it: its [[sensor]] names and [bridge] state_dir."""
+    sensors = "".join(f'\n[[sensor]]\nname = "{name}"\ndriver = "cpu_temperature"\ninterval = "1m"\n'
+                      for name in names)
+    path.write_text(f'[agent]\nclient_name = "pibridge"\n\n[bridge]\nstate_dir = "{state_dir}"\n{sensors}')
+    return path
 
 
 def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, emulator: Emulator,
@@ -201,9 +246,7 @@ def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, 
         cid = client.client_id
     with SampleQueue(state) as queue:
         queue.put(TakenSample("Door", {"open": True}, 1_700_000_000_000, 0.0, queue.boot_id))
-    profile_file = tmp_path / "greenhouse.toml"
-    profile_file.write_text('[agent]\nclient_name = "pibridge"\n')
-    _profile_with(monkeypatch, settings, state, ["Air"])
+    profile_file = _profile_with(tmp_path / "greenhouse.toml", state, ["Air"])
     flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
              settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
     assert main(["inventory", "--prune", "--yes", *flags]) == 1
@@ -212,6 +255,10 @@ def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, 
         queue.ack([r.id for r in queue.fetch(0, 10)])
     assert main(["inventory", "--prune", *flags]) == 1  # no terminal and no --yes
     assert "pass --yes" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _Terminal(""))  # Ctrl-D at the prompt
+    assert main(["inventory", "--prune", *flags]) == 1
+    out = capsys.readouterr()
+    assert "nothing deleted" in out.out and "Traceback" not in out.err
     assert main(["inventory", "--prune", "--yes", *flags]) == 0
     assert "deleted sensor 'Door'" in capsys.readouterr().out
     sensors = next(c for c in emulator.dump()["clients"] if c["clientId"] == cid)["sensors"]
@@ -219,6 +266,13 @@ def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, 
     assert InventoryMapping(state, cid).sensor_names() == ["Air"]
     assert main(["inventory", "--prune", "--yes", *flags]) == 0
     assert "nothing to prune" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    """stdin as a terminal the user types ``text`` into."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def test_prune_needs_a_profile(settings: AgentSettings, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,9 +287,7 @@ def test_prune_refuses_when_the_queue_cannot_be_read(settings: AgentSettings, tm
     with AgentClient(settings, request_timeout=WAIT_S) as client:
         Reconciler(client, InventoryMapping(state, client.client_id)).reconcile(SPECS, {}, 1)
     (state / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
-    profile_file = tmp_path / "greenhouse.toml"
-    profile_file.write_text("[agent]\n")
-    _profile_with(monkeypatch, settings, state, [])
+    profile_file = _profile_with(tmp_path / "greenhouse.toml", state, [])
     flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
              settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
     assert main(["inventory", "--prune", "--yes", *flags]) == 1

@@ -20,8 +20,10 @@ from pibridge.bridge.queue import (
     QUEUE_FILE,
     QueueClosed,
     QueueOpenError,
+    QueueWriteError,
     SampleQueue,
     read_queued_sensors,
+    wall_timestamp_ms,
 )
 
 BOOT = "boot-a"
@@ -155,7 +157,9 @@ def test_max_samples_drops_the_oldest_counts_and_logs_once(tmp_path: Path,
     assert len(dropped) == 1 and dropped[0].startswith("1 samples dropped: queue full")
 
 
-def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path) -> None:
+def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "pibridge.bridge.queue")
     now = FakeTime()
     queue = SampleQueue(tmp_path, boot_id=BOOT, max_age_s=3600, clock=lambda: now.wall,
                         monotonic=lambda: now.mono)
@@ -171,6 +175,8 @@ def test_max_age_drops_old_rows_stamped_and_monotonic_only(tmp_path: Path) -> No
         assert queue.stats().depth == 2 and queue.stats().dropped == 2
     finally:
         queue.close()
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped and all(m.startswith("1 samples dropped: too old (older than") for m in dropped)
 
 
 def test_stamped_rows_are_not_aged_before_the_clock_is_known_set(tmp_path: Path) -> None:
@@ -195,6 +201,39 @@ def test_clock_not_set_rows_are_stamped_once_and_never_restamped(tmp_path: Path)
         assert queue.resolve_timestamps(BOOT, offset + 5000) == 0  # nothing restamped
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset,
                                                                102_000 + offset]
+
+
+def test_a_put_racing_with_the_clock_resolution_is_stamped(tmp_path: Path) -> None:
+    """A put handed over after the owner took the group that holds `resolve_timestamps`, but
+    built before the offset was known, is stamped by its own commit (else: never stamped)."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0, stamped=False))
+        racer: list[threading.Thread] = []
+
+        def land_a_put_in_the_window() -> None:
+            queue.before_commit = None  # once: this iteration holds the resolve
+            thread = threading.Thread(target=queue.put, args=(sample(1, stamped=False),))
+            racer.append(thread)
+            thread.start()
+            with queue._lock:  # the put has built its row (unstamped: no offset yet)
+                assert queue._lock.wait_for(lambda: bool(queue._rows), 10.0)
+
+        queue.before_commit = land_a_put_in_the_window
+        offset = 1_699_000_000_000
+        assert queue.resolve_timestamps(BOOT, offset) == 1
+        racer[0].join(10.0)
+        assert not racer[0].is_alive()
+        assert queue.stats().unstamped == 0
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [100_000 + offset, 101_000 + offset]
+
+
+def test_stamping_rounds_one_way_on_every_path(tmp_path: Path) -> None:
+    """Half a millisecond rounds alike whether a row is stamped at put or by the resolution."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(TakenSample("Air", {"t": 1.0}, None, 0.0025, BOOT))  # stamped by resolve
+        queue.resolve_timestamps(BOOT, 0)
+        queue.put(TakenSample("Air", {"t": 1.0}, None, 0.0025, BOOT))  # stamped at put
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [wall_timestamp_ms(0.0025, 0)] * 2
 
 
 def test_rows_of_an_earlier_boot_without_wall_time_go_to_dead_letters(tmp_path: Path) -> None:
@@ -260,3 +299,24 @@ def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path, make: str) -> 
         (tmp_path / QUEUE_FILE).write_bytes(b"garbage, not SQLite " * 200)
     with pytest.raises(QueueOpenError, match="cannot open the sample queue"):
         SampleQueue(where, boot_id=BOOT)
+
+
+def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full database (SQLite's own page limit: as a full disk) fails the puts of that group
+    with an error, logs once, and the queue stores again once there is room."""
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put(sample(0))
+        pages = queue._call(lambda: queue._db.execute("PRAGMA page_count").fetchone()[0])
+        queue._call(lambda: queue._db.execute(f"PRAGMA max_page_count = {pages}"))
+        big = TakenSample("Air", {"t": 1.0, "note": "x" * 100_000}, T0_MS + 5000, 105.0, BOOT)
+        with caplog.at_level(logging.ERROR, logger="pibridge.bridge.queue"):
+            for _ in range(3):
+                with pytest.raises(QueueWriteError, match="full"):
+                    queue.put(big)
+        assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+        queue._call(lambda: queue._db.execute("PRAGMA max_page_count = 1073741823"))
+        queue.put(sample(1))
+        queue.put(big)
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, T0_MS + 1000, T0_MS + 5000]
+        assert queue.depth == 3

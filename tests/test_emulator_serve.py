@@ -112,6 +112,35 @@ def test_dump_and_wipe_cli(tmp_path: Path) -> None:
     assert len(emu.dump()["clients"]) == 1
 
 
+def test_dump_reads_a_read_only_state_dir(tmp_path: Path) -> None:
+    """`emulator dump` only reads: it works on a read-only state dir (a real read-only tmpfs)."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        emu = Emulator(where / "state")
+        emu.start()
+        try:
+            cid = emu.issue_client_certificate(tmp_path / "c")[0]
+        finally:
+            assert emu.stop() == 0
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(where)], capture_output=True, text=True)
+        assert remount.returncode == 0, remount.stderr
+        before = sorted(p.name for p in emu.state_dir.iterdir())
+        dumped = subprocess.run([*CLI, "dump", "--state-dir", str(emu.state_dir)], capture_output=True,
+                                text=True, timeout=30)
+        assert dumped.returncode == 0, dumped.stderr
+        assert [c["clientId"] for c in json.loads(dumped.stdout)["clients"]] == [cid]
+        assert emu.error_reports() == []
+        assert sorted(p.name for p in emu.state_dir.iterdir()) == before
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
 def test_core_cost_benchmark_runs() -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench" / "core_cost.py"
     result = subprocess.run([sys.executable, str(script), "--batches", "1"], capture_output=True, text=True,

@@ -193,15 +193,19 @@ def test_concurrent_overrides_never_pair_a_key_with_another_certificate(emulator
     provision(settings_for(emulator, folder))
     stop = threading.Event()
     seen: list[tuple[str, bool]] = []
+    crashes: list[BaseException] = []
 
     def read_while_they_write() -> None:
-        while not stop.is_set():
-            credentials = files.snapshot()
-            try:
-                matches = _pair_matches(credentials.key_file, credentials.cert_file)
-            except FileNotFoundError:  # collected after two more switches: read again
-                continue
-            seen.append((credentials.client_id, matches))
+        try:
+            while not stop.is_set():
+                credentials = files.snapshot()
+                try:
+                    matches = _pair_matches(credentials.key_file, credentials.cert_file)
+                except FileNotFoundError:  # collected after two more switches: read again
+                    continue
+                seen.append((credentials.client_id, matches))
+        except BaseException as exc:  # a reader that crashed would otherwise pass silently
+            crashes.append(exc)
 
     reader = threading.Thread(target=read_while_they_write)
     reader.start()
@@ -211,6 +215,8 @@ def test_concurrent_overrides_never_pair_a_key_with_another_certificate(emulator
     finally:
         stop.set()
         reader.join(WAIT_S)
+    assert not reader.is_alive()
+    assert crashes == []
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
     issued = {re.search(r"clientId ([0-9a-f]{32})", out).group(1) for out, _ in outputs}  # type: ignore[union-attr]
     assert len(issued) == 4
@@ -445,7 +451,7 @@ def test_tvcmi_refuses_what_cannot_be_sent(emulator: Emulator, tmp_path: Path) -
         body = {"metrics": [{"metricId": "m1", "value": 1.0}]}
         for timestamp in (math.inf, -math.inf, math.nan, "now", True):
             with pytest.raises(InputError, match="timestamp"):
-                client.push_metrics("s1", body, timestamp=timestamp)
+                client.push_metrics("s1", body, timestamp=timestamp)  # type: ignore[arg-type]
         for value in ({1, 2}, object(), b"bytes", math.nan):
             with pytest.raises(InputError, match="metric_data"):
                 client.push_metrics("s1", {"metrics": [{"metricId": "m1", "value": value}]})
@@ -454,7 +460,7 @@ def test_tvcmi_refuses_what_cannot_be_sent(emulator: Emulator, tmp_path: Path) -
                 client.sensor_error("broken", "s1", code)  # type: ignore[arg-type]
             with pytest.raises(InputError, match="error_code"):
                 client.client_error("broken", code)  # type: ignore[arg-type]
-        client.sensor_error("broken", "s1", "7")  # a numeric string is a number
+        client.sensor_error("broken", "s1", "7")  # type: ignore[arg-type]  # a numeric string is a number
         client.push_metrics("s1", body, timestamp=1.7e12)
         assert responses.get(timeout=WAIT_S)["msg"] == b"Sensor was updated."
     finally:

@@ -184,7 +184,11 @@ def _client_state(emulator: EmulatorProcess, cid: str) -> list[dict[str, Any]]:
 
 class Pusher:
     """The well-behaved client: pipelines pushes of distinct timestamps to one metric and records
-    which ones were acknowledged (answers of one sensor come in request order)."""
+    which ones were acknowledged (answers of one sensor come in request order).
+
+    Interleaving, shown rather than hoped for: ``first_ack`` is set once a push was acknowledged
+    (the hostile table waits for it), and the last window is sent only once ``last_window`` is
+    set (after the hostile table's last answer)."""
 
     def __init__(self, client: ApiClient, count: int, first_ts: int = TS) -> None:
         self.client = client
@@ -195,6 +199,8 @@ class Pusher:
         self.acknowledged: list[int] = []  # timestamps
         self.failed: list[tuple[int, bytes]] = []
         self.error: BaseException | None = None
+        self.first_ack = threading.Event()
+        self.last_window = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pusher", daemon=True)
 
     def start(self) -> None:
@@ -208,6 +214,10 @@ class Pusher:
             sent = answered = 0
             while answered < self.count:
                 while sent < self.count and sent - answered < PUSH_WINDOW:
+                    if sent == self.count - PUSH_WINDOW and not self.last_window.is_set():
+                        if answered < sent:
+                            break  # collect the answers in flight while the hostile table runs
+                        assert self.last_window.wait(DRAIN_TIMEOUT_S), "the hostile table did not finish"
                     payload = {"metrics": [{"metricId": self.mid, "value": sent}],
                                "timestamp": self.first_ts + sent}
                     self.client.session.publish(push, json.dumps(payload).encode(), qos=1)
@@ -215,6 +225,7 @@ class Pusher:
                 topic, body = self.client.next(timeout=DRAIN_TIMEOUT_S)
                 if topic == ok_topic:
                     self.acknowledged.append(self.first_ts + answered)
+                    self.first_ack.set()
                 elif topic == error_topic:
                     self.failed.append((self.first_ts + answered, body))
                 else:
@@ -250,14 +261,20 @@ def _run_hostile_against_pusher(emulator: EmulatorProcess, hostile: ApiClient, s
                                 rounds: int, pushes: int) -> tuple[int, Pusher]:
     ids = _setup_hostile(hostile)
     before = _client_state(emulator, hostile.cid)
+    assert pushes > PUSH_WINDOW
     pusher = Pusher(steady, pushes)
     pusher.start()
+    assert pusher.first_ack.wait(DRAIN_TIMEOUT_S), pusher.error
     sent = 0
     for _ in range(rounds):
         for case in HOSTILE:
             assert _send_hostile(hostile, ids, case) == case.code, case.name
             sent += 1
+    acknowledged_meanwhile = len(pusher.acknowledged)
+    pusher.last_window.set()
     pusher.join()
+    # the hostile requests ran between good pushes: some acknowledged before, the last window after
+    assert 0 < acknowledged_meanwhile <= pushes - PUSH_WINDOW
     # nothing half written, and memory agrees with the database: list/describe answer what is stored
     assert _client_state(emulator, hostile.cid) == before
     listing = json.loads(ok(hostile, Op.LIST_SENSORS, t(hostile, Op.LIST_SENSORS), {}))

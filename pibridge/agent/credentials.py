@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pibridge.agent.certificate_name import subject_common_name
 from pibridge.agent.errors import ProvisioningError
 from pibridge.protocol import CLIENT_ID_RE
 
@@ -223,9 +224,7 @@ class CredentialFiles:
                 return Credentials(key, cert, cached_id, digest)
         except (OSError, ValueError):
             pass
-        from pibridge.agent.x509 import client_id_from_certificate  # imports cryptography
-
-        client_id = client_id_from_certificate(cert_pem, source=f"certificate {self.cert}")
+        client_id = _client_id_of(cert_pem, source=f"certificate {self.cert}")
         _write_cache(cache, client_id, digest)
         return Credentials(key, cert, client_id, digest)
 
@@ -462,6 +461,20 @@ def _lock_exclusively(path: Path) -> int:
         if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
             return fd
         os.close(fd)
+
+
+def _client_id_of(cert_pem: bytes, source: str) -> str:
+    """The clientId (subject CN) of ``cert_pem``, read without ``cryptography`` (see
+    `pibridge.agent.certificate_name`): the running bridge reads SDK-provisioned or read-only
+    folders, which have no client-id cache, on every connect."""
+    try:
+        client_id = subject_common_name(cert_pem)
+    except ValueError as exc:
+        raise ProvisioningError(f"{source} is not a PEM certificate ({exc}): "
+                                "run `pibridge provision --override`") from exc
+    if not CLIENT_ID_RE.match(client_id):
+        raise ProvisioningError(f"{source} has CN {client_id!r}, not a clientId (32 lowercase hex)")
+    return client_id
 
 
 def _write_cache(path: Path, client_id: str, cert_digest: str) -> None:

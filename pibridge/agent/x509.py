@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pibridge.agent.errors import ProvisioningError
+from pibridge.agent.settings import check_client_name
 from pibridge.protocol import CLIENT_ID_RE
 
 if TYPE_CHECKING:
@@ -16,7 +17,11 @@ RSA_PUBLIC_EXPONENT = 65537
 
 
 def make_key_and_csr(common_name: str) -> tuple[bytes, bytes]:
-    """A new RSA-2048 key (PEM, PKCS#8, unencrypted) and a SHA-256-signed CSR (PEM) for it."""
+    """A new RSA-2048 key (PEM, PKCS#8, unencrypted) and a SHA-256-signed CSR (PEM) for it.
+
+    ``common_name`` is the client name: ValueError unless `check_client_name` accepts it (the one
+    rule; cryptography < 42 would sign a CN beyond X.509's 64 characters without a word)."""
+    check_client_name(common_name)
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa

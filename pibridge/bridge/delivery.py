@@ -77,6 +77,16 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: Seconds between two attempts while the agent refuses this client (18 with "keep", or a
 #: rejected certificate): the credentials may be replaced on disk meanwhile.
 FORBIDDEN_RETRY_S = 30.0
+#: Seconds between two looks at a client whose link is down: a reconnect attempt that fails for
+#: good (credentials gone, certificate rejected) stops the link without an event, since the
+#: client reports "down" only once per drop.
+FATAL_CHECK_S = 1.0
+#: Connection failures that stop the client's link for good (`AgentClient.fatal_error`).
+FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CERTIFICATE_REJECTED,
+                         ConnectionErrorKind.SERVER_NOT_TRUSTED, ConnectionErrorKind.CERTIFICATE_REQUIRED})
+#: Delays between consecutive re-provisionings (reset by an acknowledged push): an agent that
+#: rejects every new certificate as well gets a new client at most this often, not per loop.
+REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
 #: Seconds a re-provisioning child process may take.
 PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
@@ -88,6 +98,9 @@ SENSOR_ERROR_CODE = int(ErrorCode.UnknownError)
 TRANSIENT_CODES = frozenset({0, 1, 2, 3})
 VALUE_REFUSED = "value refused by the client"
 NO_ID = "no agent id after reconciliation"
+#: Problems `_reconcile_failed` sets (cleared by the next successful reconciliation).
+RECONCILE_PROBLEM_PREFIXES = ("the agent refused a request of the inventory reconciliation",
+                              "inventory mapping not written")
 UNKNOWN_ID_CODES = frozenset({int(ErrorCode.UnknownSensorId), int(ErrorCode.UnknownMetricId)})
 
 Provisioner = Callable[[AgentSettings], str]
@@ -215,6 +228,13 @@ class Delivery:
         self._forbidden_until = 0.0
         self._forbidden_logged = False
         self._problem = ""
+        self._reprovision_delays = REPROVISION_BACKOFF.delays()
+        self._reprovision_at = 0.0
+        self._kept_logged = False
+        self._provisioning_for = ""  # why the last provisioning that failed was run
+        self._step_delays = retry_backoff.delays()
+        self._step_retry_at = 0.0
+        self._step_error = ""
         self._child_lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._progress = threading.Condition()
@@ -358,7 +378,7 @@ class Delivery:
                         break
                 if self._stopping.is_set():
                     break
-                self._step()
+                self._safe_step()
                 with self._progress:
                     self._progress.notify_all()
         except Exception:
@@ -366,11 +386,35 @@ class Delivery:
         finally:
             self._shutdown()
 
+    def _safe_step(self) -> None:
+        """`_step`, where an unforeseen error costs a pause, never the thread (samples stay
+        queued); logged once per kind of error until a step succeeds."""
+        if self._step_error and time.monotonic() < self._step_retry_at:
+            return
+        try:
+            self._step()
+        except Exception as exc:
+            delay = next(self._step_delays)
+            self._step_retry_at = time.monotonic() + delay
+            what = f"{type(exc).__name__}: {exc}"
+            if what != self._step_error:
+                self._step_error = what
+                log.error("delivery step failed (%s); samples stay queued, retried in %.1f s",
+                          what, delay, exc_info=True)
+            self._drained.clear()
+            return
+        if self._step_error:
+            log.info("delivery recovered")
+            self._step_error = ""
+        self._step_delays = self._retry_backoff.delays()
+
     def _next_message(self) -> tuple[Any, ...]:
         now = time.monotonic()
         wake = [now + 60.0]
         if self._client is None or self._forbidden_until:
             wake.append(max(self._connect_at, self._forbidden_until))
+        elif not self._up:
+            wake.append(now + FATAL_CHECK_S)
         if self._retry_at > now:
             wake.append(self._retry_at)
         if self._need_reconcile and self._up and not self._forbidden_until:
@@ -379,6 +423,8 @@ class Delivery:
             wake.append(self._next_check)
         if self._acked:
             wake.append(now + 0.5)
+        if self._step_error:
+            wake.append(self._step_retry_at)
         try:
             return self._inbox.get(timeout=max(0.0, min(wake) - now))
         except queue_module.Empty:
@@ -398,6 +444,10 @@ class Delivery:
 
     def _step(self) -> None:
         changes = self._queue_changes
+        client = self._client
+        fatal = client.fatal_error if client is not None and not self._up else None
+        if client is not None and fatal is not None:
+            self._on_fatal(client, fatal)  # a failed reconnect stopped the link without an event
         now = time.monotonic()
         if self._forbidden_until and now >= self._forbidden_until:
             self._forbidden_until = 0.0
@@ -465,35 +515,71 @@ class Delivery:
             self._connected_since = time.time()
             self._set_problem("")
             self._forbidden_logged = False
-            client_id = client.client_id  # read on every up: re-provisioning changes it
-            if self._mapping is None or self._mapping.client_id != client_id:
-                if self._mapping is not None:
-                    log.warning("client id changed from %s to %s: reconciling everything under the new "
-                                "client", self._mapping.client_id, client_id)
-                self._mapping = InventoryMapping(self.bridge.state_dir, client_id)
+            self._mapping_for(client.client_id)  # read on every up: re-provisioning changes it
             self._need_reconcile = True
             return
         self._connected_since = None
         self._resolved = None
         self._need_reconcile = True
-        if event.error is not None and event.error.kind in (ConnectionErrorKind.CERTIFICATE_REJECTED,
-                                                            ConnectionErrorKind.SERVER_NOT_TRUSTED):
-            self._set_problem(str(event.error))
-            self._client = None
-            client.close()
-            if event.error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
-                self._rejected(str(event.error))
-            else:
-                self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
+        if event.error is not None and event.error.kind in FATAL_KINDS:
+            self._on_fatal(client, event.error)
+
+    def _mapping_for(self, client_id: str) -> InventoryMapping:
+        """The mapping of ``client_id``, switched to when the client changed."""
+        if self._mapping is None or self._mapping.client_id != client_id:
+            if self._mapping is not None:
+                log.warning("client id changed from %s to %s: reconciling everything under the new "
+                            "client", self._mapping.client_id, client_id)
+            self._mapping = InventoryMapping(self.bridge.state_dir, client_id)
+        return self._mapping
+
+    def _on_fatal(self, client: AgentClient, error: AgentConnectionError) -> None:
+        """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): drop the client.
+        A rejected certificate re-provisions (smart) or waits for new credentials (keep); missing
+        or unloadable credentials reconnect after backoff, where `_connect` provisions when none
+        are stored; an untrusted server or a port that wants a certificate is retried slowly."""
+        self._set_problem(str(error))
+        self._client = None
+        with self._gate_lock:
+            self._up = False
+        client.close()
+        self._connected_since = None
+        self._resolved = None
+        self._need_reconcile = True
+        if error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
+            self._rejected(str(error))
+        elif error.kind is ConnectionErrorKind.CREDENTIALS:
+            self._connect_at = time.monotonic() + next(self._connect_delays)
+        else:
+            self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
 
     def _rejected(self, why: str) -> None:
         """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
         else wait for new credentials."""
-        self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+        now = time.monotonic()
+        self._forbidden_until = now + FORBIDDEN_RETRY_S
         if self.settings.provisioning is ProvisioningMode.SMART:
-            if self._provision(why):
-                self._forbidden_until = 0.0
-                self._restart_client()
+            if now < self._reprovision_at:  # re-provisioned a moment ago: back off
+                self._forbidden_until = self._reprovision_at
+                return
+            before = self._stored_client_id()
+            provisioned = self._provision(why)
+            self._reprovision_at = time.monotonic() + next(self._reprovision_delays)
+            if not provisioned:
+                return
+            if self._stored_client_id() == before:
+                # the agent accepts the stored certificate, so smart provisioning kept it: a new
+                # connection would meet the same refusal
+                self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
+                self._problem = (f"the agent refuses this client ({why}) but accepts its certificate, "
+                                 f"so provisioning kept it; samples stay queued, tried again in "
+                                 f"{FORBIDDEN_RETRY_S:g} s and later")
+                if not self._kept_logged:
+                    self._kept_logged = True
+                    log.error("%s", self._problem)
+                return
+            self._forbidden_until = 0.0
+            self._restart_client()
             return
         self._problem = (f"the agent refuses this client ({why}); samples stay queued: run `pibridge "
                          "provision --override` (or set provisioning = \"smart\") to register a new client")
@@ -501,14 +587,24 @@ class Delivery:
             self._forbidden_logged = True
             log.error("%s", self._problem)
 
+    def _stored_client_id(self) -> str:
+        """The clientId of the credentials on disk ("" if none or unreadable)."""
+        try:
+            return CredentialFiles(self.settings.cert_folder, self.settings.client_name).client_id()
+        except (AgentError, OSError, ValueError):
+            return ""
+
     def _provision(self, why: str) -> bool:
-        log.warning("provisioning (%s)", why)
+        # said once per reason: a retry every few seconds while the agent is away logs nothing new
+        (log.warning if why != self._provisioning_for else log.debug)("provisioning (%s)", why)
+        self._provisioning_for = why
         try:
             output = self._provisioner(self.settings) if self._provisioner else self._provision_child()
         except (AgentError, OSError) as exc:
             self._set_problem(f"provisioning failed: {exc}")
             self._connect_at = time.monotonic() + next(self._connect_delays)
             return False
+        self._provisioning_for = ""
         log.info("%s", output)
         self._forbidden_logged = False
         return True
@@ -543,11 +639,18 @@ class Delivery:
 
     # -- inventory ------------------------------------------------------------------------------
     def _reconcile(self) -> None:
-        client, mapping = self._client, self._mapping
-        if client is None or mapping is None:
+        client = self._client
+        if client is None or self._mapping is None:
             return
         with self._gate_lock:
             generation, downs = self._generation, self._downs
+        # the client's id, not the last "up" message's: a reconnect under new credentials bumps
+        # the generation before its "up" reaches the inbox, and ids of the new client must never
+        # go into the old client's mapping
+        client_id = client.client_id
+        if not client_id:
+            return
+        mapping = self._mapping_for(client_id)
         self._need_reconcile = False
         try:
             queued = self._queued_identities()
@@ -563,7 +666,11 @@ class Delivery:
                 self._need_reconcile = True
                 self._rejected(f"agent error 18 while reconciling: {exc.agent_message}")
                 return
-            raise
+            self._reconcile_failed(f"the agent refused a request of the inventory reconciliation: {exc}")
+            return
+        except OSError as exc:  # the mapping cannot be written: full disk, read-only state dir
+            self._reconcile_failed(f"inventory mapping not written: {exc}")
+            return
         with self._gate_lock:
             accepted = self._up and self._generation == generation and self._downs == downs
         if not accepted:
@@ -572,9 +679,19 @@ class Delivery:
             return
         self.reconciliations += 1
         self._reconcile_delays = self._retry_backoff.delays()
+        if self._problem.startswith(RECONCILE_PROBLEM_PREFIXES):
+            self._set_problem("")
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
         self._rewind()
+
+    def _reconcile_failed(self, why: str) -> None:
+        """A reconciliation failed in a way waiting may cure (an agent that refuses a request,
+        a mapping that cannot be written): said once, retried later with backoff."""
+        delay = next(self._reconcile_delays)
+        self._set_problem(f"{why}; retried in {delay:.1f} s and further")
+        self._need_reconcile = True
+        self._reconcile_at = time.monotonic() + delay
 
     def _queued_identities(self) -> dict[str, set[tuple[str, str]]]:
         """Metric identities of queued samples that the current specs do not have (removed
@@ -630,6 +747,8 @@ class Delivery:
                 heapq.heappush(self._retry, _Retry(sample.id, sample))
                 self._need_reconcile = True
                 return False
+            if self._missing_id_at:
+                self._missing_id_at.pop(sample.id, None)  # its ids are known now
             sensor_id, values = target
             try:
                 future = client.push_async(sensor_id, values, sample.timestamp_ms)
@@ -690,6 +809,10 @@ class Delivery:
         if error is None:
             self._acked.append(sample_id)
             self._unknown_id_hits.pop(sample_id, None)
+            if self._reprovision_at:  # this client works: the next rejection re-provisions at once
+                self._reprovision_at = 0.0
+                self._reprovision_delays = REPROVISION_BACKOFF.delays()
+                self._kept_logged = False
             self.pushed += 1
             self.pushed_by_sensor[sample.sensor] = self.pushed_by_sensor.get(sample.sensor, 0) + 1
             self._last_ack = time.time()
@@ -744,8 +867,10 @@ class Delivery:
     def _flush(self) -> None:
         if self._dead:
             dead, self._dead = self._dead, []
-            for _, _, kind in dead:
+            for sample_id, _, kind in dead:
                 self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
+                self._unknown_id_hits.pop(sample_id, None)
+                self._missing_id_at.pop(sample_id, None)
             self.queue.dead_letter(dead)
         if self._acked and (len(self._acked) >= ACK_BATCH or not self._in_flight or self._stopping.is_set()):
             acked, self._acked = self._acked, []

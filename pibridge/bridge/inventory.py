@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from pibridge.bridge.model import MetricSpec, SensorSpec
 log = logging.getLogger(__name__)
 
 MAPPING_PREFIX = "inventory-"
+#: File mode of a mapping (it holds ids only, nothing secret).
+MAPPING_MODE = 0o644
 #: Seconds a reconciliation waits for one answer beyond the client's request timeout.
 ANSWER_GRACE_S = 5.0
 
@@ -57,6 +60,14 @@ class ReconcileAborted(Exception):
 
 def mapping_path(state_dir: Path, client_id: str) -> Path:
     return Path(state_dir) / f"{MAPPING_PREFIX}{client_id}.json"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class InventoryMapping:
@@ -121,15 +132,27 @@ class InventoryMapping:
             self.save()
 
     def save(self) -> None:
-        """Atomic replace (temporary file, fsync, rename): a crash leaves the old or the new one."""
+        """Atomic replace: a temporary file of this process and thread (the bridge and ``pibridge
+        inventory --prune`` may write at once; O_EXCL never reuses a stale one), fsync, rename,
+        fsync of the directory (the rename itself survives a power cut). A crash leaves the old
+        or the new file; concurrent writers: the last rename wins, whole."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".new")
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.new")
         data = json.dumps({"clientId": self.client_id, "sensors": self._sensors}, indent=1, sort_keys=True)
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()  # left by a crash of an earlier process with this pid
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, MAPPING_MODE)
+            with open(fd, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+        _fsync_directory(self.path.parent)
 
 
 @dataclass(frozen=True)

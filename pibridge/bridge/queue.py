@@ -55,6 +55,9 @@ CLOSE_TIMEOUT_S = 5.0
 EARLIER_BOOT_KIND = "no wall-clock time"
 EARLIER_BOOT_REASON = "taken during an earlier boot before the system clock was set: no wall-clock timestamp"
 MS_PER_S = 1000
+#: Why rows were dropped (the log line says which bound).
+DROP_FULL = "queue full"
+DROP_TOO_OLD = "too old"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layouts (
@@ -79,6 +82,11 @@ class QueueOpenError(RuntimeError):
 
 class QueueClosed(RuntimeError):
     """The queue is closed (or its owner thread failed): the sample was not stored."""
+
+
+class QueueWriteError(RuntimeError):
+    """The group this sample was in could not be committed (disk full, I/O error): the sample
+    was not stored; the queue stays open and later puts are stored once the disk recovers."""
 
 
 def current_boot_id() -> str:
@@ -143,6 +151,14 @@ def _new_group() -> _Group:
     return _Group()
 
 
+def wall_timestamp_ms(monotonic_s: float, offset_ms: int) -> int:
+    """The wall-clock timestamp (ms) of a sample taken at ``monotonic_s`` once the clock's offset
+    (ms to add to monotonic ms) is known. The one formula for every path that stamps a row, so
+    a row stamped at put, at commit or by `SampleQueue.resolve_timestamps` gets the same value
+    (Python's round, half to even: SQLite's ROUND rounds half away from zero)."""
+    return round(monotonic_s * MS_PER_S) + offset_ms
+
+
 def _identity_key(identity: tuple[str, str]) -> list[str]:
     return [identity[0], identity[1]]
 
@@ -185,11 +201,15 @@ class SampleQueue:
         self._wall_clock_known = False
         self._count = 0
         self._unstamped = 0
-        self._dropping = False
+        self._dropping: set[str] = set()  # reasons of the current drop episodes (logged once each)
+        self._write_failing = False  # a commit failed and none succeeded since (logged once)
         self.dropped = 0
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        #: Called on the owner thread after it took a group of puts and operations, before it
+        #: commits them (tests land a put in that window); None in production.
+        self.before_commit: Callable[[], None] | None = None
         opened: Future[None] = Future()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +233,7 @@ class SampleQueue:
                 self._lock.notify()
         group.wait()
         if group.error is not None:
-            raise QueueClosed(f"sample of {sample.sensor} not stored: {group.error}") from group.error
+            raise _group_failure(group.error, f"sample of {sample.sensor}")
 
     def set_specs(self, specs: Mapping[str, SensorSpec]) -> None:
         """Record the metric identities samples of each sensor are taken with from now on."""
@@ -222,16 +242,19 @@ class SampleQueue:
 
     def resolve_timestamps(self, boot_id: str, offset_ms: int) -> int:
         """The clock is set: stamp every row of ``boot_id`` waiting for it with
-        ``round(monotonic_s · 1000) + offset_ms`` (stored once, before any send), and move rows of
-        earlier boots that never got a wall time to the dead letters. Returns the rows stamped."""
+        `wall_timestamp_ms` (stored once, before any send), and move rows of earlier boots that
+        never got a wall time to the dead letters. Returns the rows stamped. A put racing with
+        this is stamped too: at put time, or by the group commit that inserts it."""
         def resolve() -> int:
             self._wall_clock_known = True
             with self._lock:
                 self._offsets[boot_id] = int(offset_ms)
+            waiting = self._db.execute("SELECT id, monotonic_s FROM samples WHERE timestamp_ms IS NULL "
+                                       "AND boot_id = ?", (boot_id,)).fetchall()
             with self._db:
-                stamped = self._db.execute(
-                    "UPDATE samples SET timestamp_ms = CAST(ROUND(monotonic_s * 1000) AS INTEGER) + ? "
-                    "WHERE timestamp_ms IS NULL AND boot_id = ?", (int(offset_ms), boot_id)).rowcount
+                stamped = self._db.executemany(
+                    "UPDATE samples SET timestamp_ms = ? WHERE id = ? AND timestamp_ms IS NULL",
+                    [(wall_timestamp_ms(mono, int(offset_ms)), row_id) for row_id, mono in waiting]).rowcount
             self._unstamped -= stamped
             self._dead_letter_earlier_boots()
             if stamped:
@@ -281,13 +304,13 @@ class SampleQueue:
             self._lock.notify()
         group.wait()
         if group.error is not None:
-            raise QueueClosed(f"samples not stored: {group.error}") from group.error
+            raise _group_failure(group.error, "samples")
 
     def _row(self, sample: TakenSample) -> tuple[Any, ...]:
         """The row of ``sample`` (called with the lock held: reads the offsets and layouts)."""
         timestamp = sample.timestamp_ms
         if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
-            timestamp = round(sample.monotonic_s * MS_PER_S) + self._offsets[sample.boot_id]
+            timestamp = wall_timestamp_ms(sample.monotonic_s, self._offsets[sample.boot_id])
         values = json.dumps(sample.values, separators=(",", ":"))
         return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
                 sample.boot_id, int(sample.event))
@@ -396,6 +419,8 @@ class SampleQueue:
                     ops, self._ops = self._ops, []
                     acks, self._acks = self._acks, []
                     closing = self._closing
+                if self.before_commit is not None:
+                    self.before_commit()
                 self._commit_group(rows, group, acks)
                 for fn, future in ops:
                     try:
@@ -409,7 +434,10 @@ class SampleQueue:
                         if future is not None:
                             future.set_result(result)
                 if self._monotonic() >= next_maintenance:
-                    self._enforce_age()
+                    try:
+                        self._enforce_age()
+                    except sqlite3.OperationalError as exc:  # disk full, I/O: tried again next time
+                        self._write_failed(exc, "old samples not dropped")
                     next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
                 if closing:
                     break
@@ -438,6 +466,7 @@ class SampleQueue:
         if not rows and not acks:
             group.set()
             return
+        rows = self._stamp_late(rows)
         try:
             with self._db:
                 if rows:
@@ -449,10 +478,21 @@ class SampleQueue:
                     deleted = self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?",
                                                    _runs(acks)).rowcount
                 dropped = self._enforce_count(len(rows) - deleted)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: this group only
+            if self._db.in_transaction:  # a failed COMMIT may leave it open
+                self._db.rollback()
+            group.error = exc
+            group.set()
+            lost_acks = f", {len(acks)} acknowledgements not recorded (sent again)" if acks else ""
+            self._write_failed(exc, f"{len(rows)} samples not stored{lost_acks}")
+            return
         except BaseException as exc:
             group.error = exc
             group.set()
             raise
+        if self._write_failing:
+            self._write_failing = False
+            log.info("sample queue %s: storing again", self.path)
         self._count += len(rows) - deleted - dropped
         self._unstamped += sum(1 for row in rows if row[3] is None)
         if dropped:
@@ -464,14 +504,30 @@ class SampleQueue:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
 
+    def _stamp_late(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Stamp unstamped rows whose boot got its clock offset after `_row` built them (a put
+        between this group's hand-over and `resolve_timestamps`, whose UPDATE cannot see them)."""
+        offsets = self._offsets  # written only on this (the owner) thread
+        if not offsets:
+            return rows
+        return [row if row[3] is not None or row[5] not in offsets else
+                (*row[:3], wall_timestamp_ms(row[4], offsets[row[5]]), *row[4:]) for row in rows]
+
+    def _write_failed(self, exc: sqlite3.OperationalError, what: str) -> None:
+        """A write failed in a way the disk may recover from: logged once per episode."""
+        if not self._write_failing:
+            self._write_failing = True
+            log.error("sample queue %s: cannot write (%s): %s; further failures are not logged until "
+                      "a write succeeds", self.path, exc, what)
+
     def _enforce_count(self, added: int) -> int:
         excess = self._count + added - self.max_samples
         if excess <= 0:
-            self._dropping = False
+            self._dropping.discard(DROP_FULL)
             return 0
         self._db.execute("DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
                          (excess,))
-        self._note_dropped(excess, f"more than {self.max_samples} samples waiting")
+        self._note_dropped(excess, DROP_FULL, f"more than {self.max_samples} samples waiting")
         return excess
 
     def _enforce_age(self) -> None:
@@ -498,9 +554,9 @@ class SampleQueue:
             self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             self._unstamped = self._db.execute(
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
-            self._note_dropped(total, f"older than {self.max_age_s:g} s")
-        elif self._count < self.max_samples:
-            self._dropping = False
+            self._note_dropped(total, DROP_TOO_OLD, f"older than queue_max_age, {self.max_age_s:g} s")
+        else:
+            self._dropping.discard(DROP_TOO_OLD)
 
     def _too_old(self, row: tuple[Any, ...], now_ms: int, now_mono: float, limit_ms: float) -> bool:
         timestamp, monotonic_s, boot_id = row[4], row[5], row[6]
@@ -508,12 +564,13 @@ class SampleQueue:
             return self._wall_clock_known and now_ms - timestamp > limit_ms
         return bool(boot_id == self.boot_id and (now_mono - monotonic_s) * MS_PER_S > limit_ms)
 
-    def _note_dropped(self, count: int, why: str) -> None:
+    def _note_dropped(self, count: int, reason: str, detail: str) -> None:
+        """Count a drop; log the first of an episode of ``reason`` (`DROP_FULL`, `DROP_TOO_OLD`)."""
         self.dropped += count
-        if not self._dropping:
-            self._dropping = True
-            log.warning("%d samples dropped: queue full (%s; further drops are counted, not logged)",
-                        count, why)
+        if reason not in self._dropping:
+            self._dropping.add(reason)
+            log.warning("%d samples dropped: %s (%s; further drops are counted, not logged)",
+                        count, reason, detail)
 
     def _store_layouts(self, layouts: dict[str, tuple[tuple[str, str], ...]]) -> None:
         found: dict[str, int] = {}
@@ -559,6 +616,16 @@ class SampleQueue:
         if ids:
             self._dead_letter([(i, EARLIER_BOOT_REASON, EARLIER_BOOT_KIND) for i in ids])
             self._unstamped -= len(ids)
+
+
+def _group_failure(error: BaseException, what: str) -> Exception:
+    """What a put raises when its group was not committed."""
+    if isinstance(error, sqlite3.OperationalError):
+        failure: Exception = QueueWriteError(f"{what} not stored: {error}")
+    else:
+        failure = QueueClosed(f"{what} not stored: {error}")
+    failure.__cause__ = error
+    return failure
 
 
 def _runs(ids: Iterable[int]) -> list[tuple[int, int]]:

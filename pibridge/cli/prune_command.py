@@ -55,7 +55,11 @@ def cmd_prune(args: argparse.Namespace, settings: AgentSettings) -> int:
             if not args.yes:
                 if not sys.stdin.isatty():
                     raise CliError("not deleting without confirmation: pass --yes (no terminal to ask on)")
-                answer = input(f"delete these {len(candidates)} sensors and all their values? [y/N] ")
+                try:
+                    answer = input(f"delete these {len(candidates)} sensors and all their values? [y/N] ")
+                except EOFError:  # Ctrl-D: no answer is no
+                    answer = ""
+                    print()
                 if answer.strip().lower() not in ("y", "yes"):
                     print("nothing deleted")
                     return 1

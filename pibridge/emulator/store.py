@@ -99,6 +99,28 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``): for ``emulator dump`` and the error reports, which
+    must not write — not even the WAL switch or the schema — on a read-only or full state dir.
+
+    SQLite cannot open a WAL database read-only where its ``-shm`` file is missing and cannot be
+    created (a read-only directory, the emulator stopped): then, if no ``-wal`` file holds
+    anything either, the database file is all there is and is opened ``immutable``."""
+    uri = Path(path).resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                               isolation_level=None)
+    return conn
+
+
 class BatchLost(Exception):
     """Writing the value rows of earlier requests failed: nothing of the batch can be committed
     (raised instead of the sqlite3 error so no single request is blamed for it)."""
@@ -317,7 +339,7 @@ def _serial(cid: str, serial: object) -> int:
 
 def error_reports(path: Path) -> list[dict[str, Any]]:
     """Stored error reports, oldest first (for tests and diagnostics)."""
-    conn = connect(path)
+    conn = connect_read_only(path)
     try:
         conn.execute("BEGIN")  # one snapshot while the emulator writes
         return [{"clientId": cid, "sensorId": sid, "metricId": mid, "receivedMs": ms, "payload": bytes(p)}
@@ -329,7 +351,7 @@ def error_reports(path: Path) -> list[dict[str, Any]]:
 
 def dump(path: Path) -> dict[str, Any]:
     """Everything of the live (not deprovisioned) clients, in the ``emulator dump`` format."""
-    conn = connect(path)
+    conn = connect_read_only(path)
     try:
         conn.execute("BEGIN")  # one snapshot while the emulator writes
         out: list[dict[str, Any]] = []

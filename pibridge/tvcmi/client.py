@@ -69,6 +69,7 @@ from pibridge.agent import (
     ProvisionResult,
     Reply,
     RequestTimeout,
+    check_client_name,
     provision_async,
 )
 from pibridge.mqtt import TlsFiles, tls_context
@@ -87,8 +88,6 @@ from pibridge.tvcmi.errors import (
 
 log = logging.getLogger(__name__)
 
-#: RFC 5280 ub-common-name: the longest CN a CSR may carry.
-CSR_COMMON_NAME_MAX_CHARS = 64
 CONNECTION_SUCCESSFUL = 0
 CONNACK_SERVER_UNAVAILABLE = 3
 MQTT_ERR_NO_CONN = 4
@@ -578,9 +577,7 @@ class TVCMI_client:
         from cryptography.x509.oid import NameOID
 
         try:
-            # checked here: cryptography < 42 accepts a longer CN without a word
-            if not 1 <= len(self._params.client_name) <= CSR_COMMON_NAME_MAX_CHARS:
-                raise ValueError(f"a common name has 1 to {CSR_COMMON_NAME_MAX_CHARS} characters")
+            check_client_name(self._params.client_name)  # the one rule (length: cryptography < 42 has none)
             x509.NameAttribute(NameOID.COMMON_NAME, self._params.client_name)
         except ValueError as exc:
             raise KeyGenerationError(f"ClientName {self._params.client_name!r} cannot be the common name of "
