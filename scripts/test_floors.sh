@@ -23,4 +23,4 @@ if [ ! -f "$stamp" ] || ! cmp -s "$venv/floors.txt" "$stamp" || [ pyproject.toml
     cp "$venv/floors.txt" "$stamp"
 fi
 "$venv/bin/python" -m pip check
-exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -n "${PIBRIDGE_TEST_WORKERS:-4}" "$@"
