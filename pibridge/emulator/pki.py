@@ -28,13 +28,16 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:  # added in cryptography 40; the floor (Debian bookworm's) is 38.0.4
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 CA_DAYS = 20 * 365
 SERVER_DAYS = 10 * 365
