@@ -294,6 +294,28 @@ def test_a_driver_that_cannot_be_built_is_rebuilt_with_backoff(run: Any) -> None
     assert [m.key for m in ready[0].metrics] == ["a", "b"]
 
 
+def test_a_driver_whose_declarations_fail_after_construction_is_a_failed_build(run: Any) -> None:
+    """active_metrics() raising on a freshly built driver must not leave the sensor built but
+    never scheduled (silently stalled while everything reports ok): it is a build failure,
+    closed, counted and rebuilt."""
+    built: list[Probe] = []
+
+    class Moody(Probe):
+        def active_metrics(self) -> tuple[Metric, ...]:
+            if len(built) <= 2:
+                raise RuntimeError("detection bug")
+            return super().active_metrics()
+
+    def build() -> Driver:
+        built.append(Moody())
+        return built[-1]
+
+    scheduler, rec = run([SensorPlan("moody", CALM_S, build)])
+    rec.wait(lambda: len(rec.of("moody")) >= 1)
+    stats = scheduler.stats()["moody"]
+    assert stats["build_failures"] == 2 and [p.closed for p in built[:2]] == [1, 1]
+
+
 def test_any_exception_from_a_driver_is_caught_counted_and_others_carry_on(run: Any) -> None:
     broken = Probe(lambda n: ZeroDivisionError("bug"))
     nonsense = Probe(lambda n: (lambda: {"a": 1.0}))  # collect returns a callable result → not a sample

@@ -51,6 +51,7 @@ continues its timeline (timestamps strictly increasing, counters kept).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -841,10 +842,19 @@ class Scheduler:
         if not self._running:
             driver.close()
             return
+        try:  # the driver's own declarations can still fail: that is a failed build, rebuilt later
+            spec = sensor_spec(s.name, driver.active_metrics(), s.plan.metric_configs)
+            processor = SampleProcessor(spec, s.plan.metric_configs)
+            _ = driver.timing  # read once here, so a broken property fails the build
+        except Exception as exc:
+            s.counters.driver_exceptions += 1
+            with contextlib.suppress(Exception):
+                driver.close()
+            self._built(s, False, exc)
+            return
         s.driver = driver
         s.rebuild_delay = self.rebuild_first_s
-        spec = sensor_spec(s.name, driver.active_metrics(), s.plan.metric_configs)
-        s.processor = SampleProcessor(spec, s.plan.metric_configs)
+        s.processor = processor
         self._outbox.put(("hook", "driver_ready", s.name, spec))
         on_change = getattr(driver, "on_change", None)
         if callable(on_change):
