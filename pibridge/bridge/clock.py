@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,7 @@ class KernelSync:
 
     def __init__(self) -> None:
         self._adjtimex: Callable[[ctypes.Array[ctypes.c_char]], int] | None = None
+        self._refused = False
         name = ctypes.util.find_library("c")
         try:
             self._adjtimex = ctypes.CDLL(name, use_errno=True).adjtimex if name else None
@@ -86,6 +88,10 @@ class KernelSync:
         if self._adjtimex is None:
             return False
         state = self._adjtimex(ctypes.create_string_buffer(TIMEX_BUFFER_BYTES))
+        if state < 0 and not self._refused:  # e.g. a seccomp filter without adjtimex: say so once
+            self._refused = True
+            log.warning("cannot ask the kernel whether the clock is synchronised (adjtimex: %s); "
+                        "only systemd-timesyncd's flag file counts", os.strerror(ctypes.get_errno()))
         return state >= 0 and state != TIME_ERROR
 
 
