@@ -324,6 +324,34 @@ def test_the_service_wires_samples_clock_and_errors_to_the_real_queue(tmp_path: 
         assert reopened.stats().depth >= len(rows)
 
 
+def test_a_part_whose_thread_died_stops_the_bridge_with_status_1(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """No part dies silently: the main loop names it, stops feeding the watchdog and exits 1
+    (under systemd: restarted); what was queued stays on disk."""
+    zone = tmp_path / "temp"
+    zone.write_text("45000\n")
+    sensors = (SensorConfig("SoC", "cpu_temperature", 0.05, {"sensor_file": str(zone)}),)
+    agent = AgentSettings(host="127.0.0.1", port=free_port(), ca_file=tmp_path / "missing-ca.crt",
+                          cert_folder=tmp_path / "certs")
+    profile = Profile(tmp_path / "p.toml", agent, sensors=sensors)
+    bridge = BridgeService(profile, agent, bridge=BridgeSettings(state_dir=tmp_path / "state"),
+                           clock=SystemClock(Flag(True), boot_id="boot-1", floor_s=0.0))
+    stop = threading.Event()
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(bridge.run(stop)))
+    runner.start()
+    try:
+        wait_for(lambda: bridge.delivery is not None and bridge.alive, "the bridge running")
+        assert bridge.delivery is not None
+        bridge.delivery.stop(5.0)  # its thread ends as if it had died
+        runner.join(LINE_WAIT_S)
+    finally:
+        stop.set()
+        runner.join(LINE_WAIT_S)
+    assert result == [1] and bridge.dead_part == "delivery"
+    assert "the delivery thread died" in caplog.text
+
+
 # -- the benchmarks stay runnable (their figures are not asserted) ------------------------------
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
 

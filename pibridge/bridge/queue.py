@@ -361,6 +361,11 @@ class SampleQueue:
         """Rows waiting (in-memory count kept by the owner thread; no query)."""
         return self._count
 
+    @property
+    def alive(self) -> bool:
+        """The owner thread runs and has met no unrecoverable error (for the watchdog)."""
+        return self._thread.is_alive() and self._failed is None
+
     def close(self) -> None:
         """Commit what was handed over, then close the database (idempotent)."""
         with self._lock:

@@ -282,6 +282,7 @@ class Bridge:
         self.scheduler: Scheduler | None = None
         self.delivery: Delivery | None = None
         self.queue: SampleQueue | None = None
+        self.dead_part: str | None = None  #: the part whose thread died (the bridge then exits 1)
         self.world: SimulatedWorld | None = None
         self.tracker = StatusTracker(profile.path, self.settings.state_dir)
         self.ops: Operations | None = None
@@ -307,7 +308,7 @@ class Bridge:
             self._run_locked(configs, specs, environment, stop)
         finally:
             lock.release()
-        return 0
+        return 1 if self.dead_part is not None else 0
 
     def _run_locked(self, configs: Sequence[SensorConfig], specs: dict[str, SensorSpec],
                     environment: Environment | None, stop: threading.Event) -> None:
@@ -346,7 +347,12 @@ class Bridge:
             # READY=1: the queue is open and sampling has started (the agent may answer later)
             self.ops.started(f"sampling {len(configs)} sensors", refresh=self.feed_status)
             while not stop.wait(MAIN_TICK_S):
-                self.ops.tick(alive=self.alive, on_reload=self.apply_reload, refresh=self.feed_status)
+                self.dead_part = self._dead_part()
+                if self.dead_part is not None:  # stop the watchdog at once and exit 1: systemd restarts
+                    log.error("the %s thread died; stopping so that the service is restarted "
+                              "(what is queued stays on disk)", self.dead_part)
+                    break
+                self.ops.tick(alive=True, on_reload=self.apply_reload, refresh=self.feed_status)
                 self._report_waiting_errors()
                 if self.on_tick is not None:
                     self.on_tick(self)
@@ -356,9 +362,18 @@ class Bridge:
     # -- operations: watchdog, status, reload ----------------------------------------------------
     @property
     def alive(self) -> bool:
-        """The scheduler's threads and the delivery thread all run (only then the watchdog is fed)."""
-        return (self.scheduler is not None and self.scheduler.alive and self.delivery is not None
-                and self.delivery.alive)
+        """The scheduler's threads, the delivery thread and the queue's thread all run (only then
+        the watchdog is fed)."""
+        return self._dead_part() is None
+
+    def _dead_part(self) -> str | None:
+        if self.scheduler is None or not self.scheduler.alive:
+            return "scheduler"
+        if self.delivery is None or not self.delivery.alive:
+            return "delivery"
+        if self.queue is None or not self.queue.alive:
+            return "sample queue"
+        return None
 
     def feed_status(self) -> None:
         """The status snapshot from the scheduler's, the delivery's and the queue's own counters."""
