@@ -23,4 +23,7 @@ if [ ! -f "$stamp" ] || ! cmp -s "$venv/floors.txt" "$stamp" || [ pyproject.toml
     cp "$venv/floors.txt" "$stamp"
 fi
 "$venv/bin/python" -m pip check
-exec "$venv/bin/python" -m pytest -p no:cacheprovider -n "${PIBRIDGE_TEST_WORKERS:-4}" "$@"
+# The type check is left out here: it checks our code against the newest libraries' type hints
+# (the main run does it); the floors are about what runs.
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -n "${PIBRIDGE_TEST_WORKERS:-4}" \
+    --deselect tests/test_types.py::test_mypy_finds_no_error "$@"

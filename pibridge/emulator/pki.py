@@ -28,12 +28,12 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:  # added in cryptography 40; the floor (Debian bookworm's) is 38.0.4
@@ -113,6 +113,29 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def same_public_key(cert: x509.Certificate, key: Any) -> bool:
+    """Does the private ``key`` belong to ``cert``? Compared as DER SubjectPublicKeyInfo: key objects compare
+    equal only from cryptography 41 on, and the floor (Debian bookworm's) is 38.0.4."""
+    return bool(cert.public_key().public_bytes(*_SPKI) == key.public_key().public_bytes(*_SPKI))
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Is ``cert`` signed by ``ca``'s (RSA) key under ``ca``'s name? (What cryptography 40's
+    ``verify_directly_issued_by`` checks, for the 38 floor.) InvalidSignature when the
+    signature does not verify."""
+    if cert.issuer != ca.subject or cert.signature_hash_algorithm is None:
+        return False
+    ca_key = ca.public_key()
+    if not isinstance(ca_key, rsa.RSAPublicKey):
+        return False
+    ca_key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                  cert.signature_hash_algorithm)
+    return True
+
+
 class Authority:
     """The CA of one state dir: creates missing files on construction, signs CSRs, writes the CRL.
     ``allow_new_ca=False``: refuse (PkiError) instead of creating a CA where none exists."""
@@ -122,7 +145,7 @@ class Authority:
         new_ca = self._ensure_ca(allow_new_ca)
         self._key = self._load_ca_key()
         self._cert = self._load_ca_cert()
-        if self._cert.public_key() != self._key.public_key():
+        if not same_public_key(self._cert, self._key):
             raise PkiError(f"{self.paths.ca_key} does not belong to {self.paths.ca_cert}; restore the "
                            "matching pair (a new CA would orphan every provisioned client)")
         # a new CA (first start) signs a new server certificate and revocation list: ones signed by
@@ -174,10 +197,10 @@ class Authority:
         try:
             cert = x509.load_pem_x509_certificate(self.paths.server_cert.read_bytes())
             key = serialization.load_pem_private_key(self.paths.server_key.read_bytes(), None)
-            cert.verify_directly_issued_by(self._cert)
+            issued = issued_by(cert, self._cert)
         except (OSError, ValueError, TypeError, InvalidSignature):
             return False
-        return cert.public_key() == key.public_key()
+        return issued and same_public_key(cert, key)
 
     def _create_ca(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
