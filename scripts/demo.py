@@ -66,11 +66,14 @@ def run_bridge(profile: Path, seconds: float) -> int:
         pass
     if bridge.poll() is None:
         bridge.send_signal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the bridge is stopping
     try:
         return bridge.wait(BRIDGE_STOP_S)
     except subprocess.TimeoutExpired:
         bridge.kill()
         return bridge.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _shown(value: Any, unit: str) -> str:
@@ -127,4 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C while the emulator starts or the summary prints
+        sys.exit(130)

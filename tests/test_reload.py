@@ -142,6 +142,18 @@ def test_an_unexpected_loader_error_does_not_escape(tmp_path: Path) -> None:
     assert not result.applied and "registry exploded" in result.problems[0]
 
 
+def test_a_reload_that_could_not_be_applied_is_rolled_back(tmp_path: Path) -> None:
+    """After a failed apply the next reload is compared with what really runs, so it starts the
+    sensor the failed one did not."""
+    running = _profile(tmp_path / "p.toml", AIR)
+    wanted = _profile(tmp_path / "p.toml", AIR, DOOR)
+    reloader = ProfileReloader(running, loader=lambda p: wanted)
+    assert reloader.reload().change.sensors.added == ("Door",)
+    reloader.rollback()                      # the service could not start Door
+    assert reloader.reload().change.sensors.added == ("Door",)
+    assert reloader.reload().change.sensors.added == ()  # applied this time: nothing new
+
+
 def test_sighup_sets_the_flag_once() -> None:
     woken = []
     reload_signal = ReloadSignal(wake=lambda: woken.append(1))

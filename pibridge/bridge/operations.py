@@ -145,9 +145,14 @@ class Operations:
         if on_reload is not None:
             try:
                 on_reload(result)
-            except Exception:       # applying must not kill the loop; the service logs its own detail
-                log.exception("applying the reloaded profile failed")
+            except Exception as exc:  # applying must not kill the loop; the next reload starts over
+                self.reloader.rollback()
+                log.error("applying the reloaded profile failed: %s: %s; the next reload tries again",
+                          type(exc).__name__, exc)
+                log.debug("applying the reloaded profile failed", exc_info=True)
                 self.tracker.error("applying the reloaded profile failed (see the log)")
+                self.notifier.ready("profile not applied; the running configuration stays in force")
+                return result
         self.notifier.ready("profile reloaded")
         return result
 

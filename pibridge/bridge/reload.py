@@ -162,6 +162,7 @@ class ProfileReloader:
         self._loader = loader
         self._log = logger or log
         self._pending: tuple[str, ...] = ()
+        self._before_last: tuple[Profile, tuple[str, ...]] | None = None
 
     @property
     def current(self) -> Profile:
@@ -188,6 +189,7 @@ class ProfileReloader:
             if key not in self._pending:
                 self._log.warning("profile %s: %s changed; it applies at the next restart (%s)",
                                   path, key, RESTART_HINT)
+        self._before_last = (self._current, self._pending)
         self._current, self._pending = effective, pending
         if change:
             live = f"; {', '.join(change.live)} applied" if change.live else ""
@@ -195,6 +197,13 @@ class ProfileReloader:
         else:
             self._log.info("profile %s reloaded: nothing changed", path)
         return ReloadResult(True, effective, change, (), pending)
+
+    def rollback(self) -> None:
+        """The last reload could not be applied: the running configuration is the one before it,
+        so the next reload is compared with that (and starts what this one failed to start)."""
+        if self._before_last is not None:
+            self._current, self._pending = self._before_last
+            self._before_last = None
 
     def _refuse(self, path: Path, problems: tuple[str, ...]) -> ReloadResult:
         self._log.error("profile %s refused (%d problem%s); the running configuration stays in force:",

@@ -44,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pibridge.bridge.service import Bridge, BridgeError, RunOptions, configure_logging, with_state_dir
     from pibridge.cli.agent_commands import settings_from_args
 
+    # a `systemctl reload` while the bridge starts must not kill it (SIGHUP's default action): the
+    # profile being loaded now is the newest anyway; the reload handler takes over once running
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     agent = settings_from_args(args)
     try:
         profile = load_profile(args.profile)
