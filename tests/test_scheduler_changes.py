@@ -97,6 +97,8 @@ def test_replacing_a_sensor_in_a_read_waits_for_the_read_before_building_again(r
     scheduler, rec = run([SensorPlan("s", 2.0, Counted(events, "old", script=slow, read_time_s=0.5))])
     assert entered.wait(WAIT_S)
     scheduler.replace(SensorPlan("s", 2.0, Counted(events, "new")))
+    assert scheduler.barrier(WAIT_S)          # the replacement is applied while the read still hangs
+    assert "build new" not in events          # … and waits for it
     release.set()
     rec.wait(lambda: "build new" in events and len(rec.of("s")) >= 1)
     scheduler.stop()
