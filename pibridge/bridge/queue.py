@@ -366,12 +366,13 @@ class SampleQueue:
         """The owner thread runs and has met no unrecoverable error (for the watchdog)."""
         return self._thread.is_alive() and self._failed is None
 
-    def close(self) -> None:
-        """Commit what was handed over, then close the database (idempotent)."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Commit what was handed over, then close the database (idempotent); waits at most
+        ``timeout`` seconds for the owner thread."""
         with self._lock:
             self._closing = True
             self._lock.notify()
-        self._thread.join(CLOSE_TIMEOUT_S)
+        self._thread.join(timeout)
 
     def __enter__(self) -> SampleQueue:
         return self

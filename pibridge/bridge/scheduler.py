@@ -94,8 +94,6 @@ REBUILD_MAX_S = 300.0
 ERROR_REPEAT_S = 600.0
 #: How many of a sensor's latest timestamps an edge sample is kept apart from.
 RECENT_STAMPS = 16
-#: How long `stop` waits for the outbox to hand over what was already taken.
-OUTBOX_DRAIN_S = 3.0
 
 
 class SampleSink(Protocol):
@@ -342,17 +340,23 @@ class Scheduler:
         self._timer_thread = threading.Thread(target=self._loop, name="pibridge-scheduler", daemon=True)
         self._timer_thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> int:
         """Stop sampling: calls in flight are abandoned (their results discarded), what was taken
-        is handed to the sink, drivers not stuck in a call are closed."""
+        is handed to the sink, drivers not stuck in a call are closed. Returns how many outbox items
+        (samples, hook calls) were still not handed over when ``timeout`` ran out (a sink stuck on
+        a slow disk), 0 normally."""
         deadline = time.monotonic() + timeout
         self._inbox.put(("stop",))
         if self._timer_thread is not None:
             self._timer_thread.join(max(0.0, deadline - time.monotonic()))
         self._outbox.put(None)
         if self._outbox_thread is not None:
-            self._outbox_thread.join(max(0.0, min(OUTBOX_DRAIN_S, deadline - time.monotonic())))
+            self._outbox_thread.join(max(0.0, deadline - time.monotonic()))
         self.pool.close()
+        if self._outbox_thread is not None and self._outbox_thread.is_alive():
+            # the item being handed over now, and what waits behind it (less the stop marker)
+            return max(1, self._outbox.qsize())
+        return 0
 
     # -- changing sensors while running (a profile reload) --------------------------------------
     def add(self, plan: SensorPlan) -> None:

@@ -59,9 +59,12 @@ LOCK_FILE = "pibridge.lock"
 SIMULATION_ENV = "PIBRIDGE_SIMULATION"
 #: `pibridge run` stops within this (SIGTERM → exit), split between its parts.
 STOP_TIMEOUT_S = 5.0
-SCHEDULER_STOP_S = 2.0
+#: How long a reload waits for samples taken under the old configuration to be stored.
+SCHEDULER_BARRIER_S = 2.0
 #: Kept back from the delivery's share of the stop budget for closing the queue (last commit).
 QUEUE_CLOSE_S = 0.5
+#: What a stop leaves the delivery at least (in-flight pushes get their answers or stay queued).
+DELIVERY_STOP_MIN_S = 1.0
 #: A local agent (same Pi) is back within seconds of a restart: reconnect often.
 LOCAL_RECONNECT_CAP_S = 3.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -409,7 +412,7 @@ class Bridge:
             scheduler.replace(sensor_plans([configs[name]], self.world)[0])
         for name in diff.added:
             scheduler.add(sensor_plans([configs[name]], self.world)[0])
-        if diff and not scheduler.barrier(SCHEDULER_STOP_S):
+        if diff and not scheduler.barrier(SCHEDULER_BARRIER_S):
             log.warning("reload: samples of changed sensors still on their way to the queue")
         with self._specs_lock:
             for name in diff.unchanged:       # keep what the built driver narrowed
@@ -437,8 +440,13 @@ class Bridge:
         log.info("stopping")
         if self.ops is not None:
             self.ops.stopping()
-        if self.scheduler is not None:
-            self.scheduler.stop(SCHEDULER_STOP_S)
+        if self.scheduler is not None:  # most of the budget: what was taken must reach the disk
+            unstored = self.scheduler.stop(max(0.1, deadline - time.monotonic() - DELIVERY_STOP_MIN_S
+                                               - QUEUE_CLOSE_S))
+            if unstored:
+                self.dead_part = self.dead_part or "scheduler's outbox"
+                log.error("%d samples or reports taken were not stored before the stop deadline "
+                          "(a slow disk?)", unstored)
         if self.world is not None:
             with contextlib.suppress(Exception):
                 self.world.close()
@@ -446,7 +454,7 @@ class Bridge:
             self.delivery.stop(max(0.1, deadline - time.monotonic() - QUEUE_CLOSE_S))
         if self.queue is not None:
             try:
-                self.queue.close()
+                self.queue.close(max(QUEUE_CLOSE_S, deadline - time.monotonic()))
             except Exception as exc:  # a full or failing disk: say so, exit as asked
                 log.error("closing the sample queue failed: %s", exc)
         log.info("stopped")
