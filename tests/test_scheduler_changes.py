@@ -61,6 +61,35 @@ def test_add_and_remove_leave_the_other_sensor_alone(run: Any) -> None:
     assert slots[-1] - slots[0] + 1 <= len(samples) + scheduler.stats()["steady"]["skipped"]
 
 
+def test_after_taken_runs_after_the_removed_sensors_last_sample_and_before_a_new_drivers_spec(
+        run: Any) -> None:
+    """What a reload switches (the queue's metric layouts) happens in order with the samples: every
+    sample the removed sensor took is stored before, the added sensor's driver_ready comes after."""
+    order: list[str] = []
+    ready = threading.Event()
+
+    def driver_ready(name: str, spec: Any) -> None:
+        order.append(f"ready {name}")
+        if name == "new":
+            ready.set()
+
+    hooks = base.SchedulerHooks(driver_ready=driver_ready)
+    scheduler, rec = run([SensorPlan("old", base.FAST_S, Probe)], hooks=hooks)
+    rec.wait(lambda: len(rec.of("old")) >= 3)
+    scheduler.remove("old")
+    scheduler.add(SensorPlan("new", base.FAST_S, Probe))
+    seen: list[int] = []
+    ran_on: list[str] = []
+    scheduler.after_taken(lambda: (seen.append(len(rec.of("old"))), order.append("switch"),
+                                   ran_on.append(threading.current_thread().name)))
+    assert ready.wait(WAIT_S)
+    rec.wait(lambda: len(rec.of("new")) >= 2)
+    scheduler.stop()
+    assert seen == [len(rec.of("old"))]                 # no sample of "old" stored after the switch
+    assert order.index("switch") < order.index("ready new")
+    assert ran_on and ran_on[0] != threading.current_thread().name
+
+
 def test_replace_closes_the_old_driver_before_building_the_new_and_continues_the_timeline(run: Any) -> None:
     events: list[str] = []
     scheduler, rec = run([SensorPlan("s", CALM_S, Counted(events, "old")),

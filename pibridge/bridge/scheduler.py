@@ -397,6 +397,16 @@ class Scheduler:
         self._inbox.put(("barrier", passed))
         return passed.wait(timeout)
 
+    def after_taken(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the outbox thread once every change asked for so far is applied and every
+        sample taken before it was handed to the sink, and before anything a later change causes
+        (a rebuilt driver's ``driver_ready``): a reload switches the queue's metric layouts
+        there, in order with the samples, with no timeout to guess."""
+        if self._timer_thread is None or not self.alive:
+            fn()
+            return
+        self._inbox.put(("call", fn))
+
     @property
     def sensor_names(self) -> list[str]:
         """The sensors sampled now (after every add/remove/replace asked for so far)."""
@@ -501,7 +511,7 @@ class Scheduler:
                     break
                 if message[0] in ("add", "remove", "replace"):
                     self._guarded(self._apply_change, message)
-                elif message[0] == "barrier":
+                elif message[0] in ("barrier", "call"):
                     self._outbox.put(message)
                 else:
                     self._guarded(self._handle_message, message)
@@ -903,6 +913,11 @@ class Scheduler:
                 self._store(item[1], item[2])
             elif item[0] == "barrier":
                 item[1].set()
+            elif item[0] == "call":
+                try:
+                    item[1]()
+                except Exception:
+                    log.exception("scheduler: a call after the samples taken failed")
             else:
                 hook = getattr(self.hooks, item[1])
                 if hook is not None:

@@ -59,8 +59,6 @@ LOCK_FILE = "pibridge.lock"
 SIMULATION_ENV = "PIBRIDGE_SIMULATION"
 #: `pibridge run` stops within this (SIGTERM → exit), split between its parts.
 STOP_TIMEOUT_S = 5.0
-#: How long a reload waits for samples taken under the old configuration to be stored.
-SCHEDULER_BARRIER_S = 2.0
 #: Kept back from the delivery's share of the stop budget for closing the queue (last commit).
 QUEUE_CLOSE_S = 0.5
 #: What a stop leaves the delivery at least (in-flight pushes get their answers or stay queued).
@@ -412,17 +410,20 @@ class Bridge:
             scheduler.replace(sensor_plans([configs[name]], self.world)[0])
         for name in diff.added:
             scheduler.add(sensor_plans([configs[name]], self.world)[0])
-        if diff and not scheduler.barrier(SCHEDULER_BARRIER_S):
-            log.warning("reload: samples of changed sensors still on their way to the queue")
-        with self._specs_lock:
-            for name in diff.unchanged:       # keep what the built driver narrowed
-                specs[name] = self._specs.get(name, specs[name])
-            self._specs = specs
-            self._configs = new.sensors
-            current = dict(specs)
-        if diff:
-            delivery.update_specs(current)
-        self._track_sensors()
+
+        def switch_specs() -> None:
+            """On the outbox thread, after the old configuration's last samples were stored and
+            before a rebuilt driver's own (narrowed) spec arrives through `_driver_ready`."""
+            with self._specs_lock:
+                for name in diff.unchanged:       # keep what the built driver narrowed
+                    specs[name] = self._specs.get(name, specs[name])
+                self._specs = specs
+                self._configs = new.sensors
+                current = dict(specs)
+            if diff:
+                delivery.update_specs(current)
+            self._track_sensors()
+        scheduler.after_taken(switch_specs)
         live = {key.split(".", 1)[1]: getattr(new.bridge, key.split(".", 1)[1]) for key in change.live
                 if key.split(".", 1)[1] in LIVE_BRIDGE_KEYS}
         if live:
