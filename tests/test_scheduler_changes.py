@@ -90,6 +90,31 @@ def test_after_taken_runs_after_the_removed_sensors_last_sample_and_before_a_new
     assert ran_on and ran_on[0] != threading.current_thread().name
 
 
+def test_a_driver_call_hanging_on_the_timer_thread_makes_the_scheduler_not_alive() -> None:
+    """A removed sensor's close() that hangs freezes every sensor: the watchdog must see it."""
+    release = threading.Event()
+
+    class StuckOnClose(Probe):
+        def _release(self) -> None:
+            release.wait(WAIT_S)
+
+    rec = base.Recorder()
+    clock = base.SystemClock(base.Flag(True), boot_id=base.BOOT, floor_s=0.0)
+    scheduler = base.Scheduler([SensorPlan("stuck", CALM_S, StuckOnClose)], rec, clock=clock,
+                               rebuild_first_s=0.01, hung_after_s=0.5)
+    scheduler.start()
+    try:
+        rec.wait(lambda: len(rec.of("stuck")) >= 1)
+        assert scheduler.alive
+        scheduler.remove("stuck")
+        rec.wait(lambda: not scheduler.alive)      # re-checked every 50 ms until the guard
+        release.set()
+        rec.wait(lambda: scheduler.alive)          # turning again once the call returns
+    finally:
+        release.set()
+        scheduler.stop(5.0)
+
+
 def test_replace_closes_the_old_driver_before_building_the_new_and_continues_the_timeline(run: Any) -> None:
     events: list[str] = []
     scheduler, rec = run([SensorPlan("s", CALM_S, Counted(events, "old")),

@@ -86,6 +86,10 @@ READ_TIME_FACTOR = 2.0
 SAME_SLOT_S = 0.001
 #: How often the clock's "set" rule is polled until it holds.
 CLOCK_POLL_S = 1.0
+#: The timer loop turns at least this often (a heartbeat timer), and counts as hung (the
+#: watchdog stops) when it has not turned for `TIMER_HUNG_S`.
+HEARTBEAT_S = 5.0
+TIMER_HUNG_S = 30.0
 #: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
 REBUILD_FIRST_S = 2.0
 REBUILD_FACTOR = 2.0
@@ -303,7 +307,8 @@ class Scheduler:
 
     def __init__(self, plans: Sequence[SensorPlan], sink: SampleSink, *, clock: SystemClock | None = None,
                  hooks: SchedulerHooks | None = None, pool: WorkerPool | None = None,
-                 rebuild_first_s: float = REBUILD_FIRST_S) -> None:
+                 rebuild_first_s: float = REBUILD_FIRST_S, hung_after_s: float = TIMER_HUNG_S) -> None:
+        self.hung_after_s = hung_after_s
         names = [p.name for p in plans]
         if len(set(names)) != len(names):
             raise ValueError("sensor names must be unique")
@@ -324,6 +329,7 @@ class Scheduler:
         self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
         self._seq = itertools.count()
         self._anchor_offset = 0.0
+        self._turned_mono = time.monotonic()  #: the timer loop's last turn (a hung one stops the watchdog)
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
@@ -473,8 +479,10 @@ class Scheduler:
 
     @property
     def alive(self) -> bool:
-        """Both threads running (for a watchdog)."""
-        return all(t is not None and t.is_alive() for t in (self._timer_thread, self._outbox_thread))
+        """Both threads running and the timer loop turning (it turns at least every
+        `HEARTBEAT_S`; a driver call that hangs on it, e.g. a close, shows here): for a watchdog."""
+        return (all(t is not None and t.is_alive() for t in (self._timer_thread, self._outbox_thread))
+                and time.monotonic() - self._turned_mono < self.hung_after_s)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per sensor: counters, state, last error, last values (a copy)."""
@@ -493,9 +501,11 @@ class Scheduler:
         self._anchor_offset = self.clock.wall() - now
         self._poll_clock()
         self._at(now, "clock", None, 0)
+        self._at(now + HEARTBEAT_S, "heartbeat", None, 0)
         for s in self._sensors:
             self._at(now, "build", s, s.token)
         while True:
+            self._turned_mono = time.monotonic()
             timeout = None
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
@@ -550,6 +560,9 @@ class Scheduler:
             self._guarded(self._begin_slots, due_slots)
 
     def _fire(self, action: str, s: _Sensor | None, token: int) -> None:
+        if action == "heartbeat":  # the loop turns at least this often, whatever the intervals
+            self._at(self.clock.monotonic() + HEARTBEAT_S, "heartbeat", None, 0)
+            return
         if action == "clock":
             if not self._poll_clock():
                 self._at(self.clock.monotonic() + CLOCK_POLL_S, "clock", None, 0)
