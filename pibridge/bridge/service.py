@@ -289,6 +289,8 @@ class Bridge:
         self.ops: Operations | None = None
         self._configs: tuple[SensorConfig, ...] = profile.sensors
         self._specs: dict[str, SensorSpec] = {}
+        #: specs the drivers built since the last reload reported themselves (narrowed by the chip)
+        self._ready_specs: dict[str, SensorSpec] = {}
         self._specs_lock = threading.Lock()
         #: sensor → error text not yet reported (no connection when it started failing)
         self._unreported: dict[str, str] = {}
@@ -404,6 +406,9 @@ class Bridge:
         specs = sensor_specs(new.sensors)          # a driver that cannot load: refused (BridgeError)
         configs = {c.name: c for c in new.sensors}
         diff = change.sensors
+        with self._specs_lock:  # what a new driver reports from now on is the new configuration's
+            for name in (*diff.removed, *diff.changed, *diff.added):
+                self._ready_specs.pop(name, None)
         for name in diff.removed:
             scheduler.remove(name)
         for name in diff.changed:
@@ -417,6 +422,8 @@ class Bridge:
             with self._specs_lock:
                 for name in diff.unchanged:       # keep what the built driver narrowed
                     specs[name] = self._specs.get(name, specs[name])
+                for name in (*diff.changed, *diff.added):  # a new driver may have reported already
+                    specs[name] = self._ready_specs.get(name, specs[name])
                 self._specs = specs
                 self._configs = new.sensors
                 current = dict(specs)
@@ -490,6 +497,7 @@ class Bridge:
 
     def _driver_ready(self, name: str, spec: SensorSpec) -> None:
         with self._specs_lock:
+            self._ready_specs[name] = spec
             if self._specs.get(name) == spec:
                 return
             self._specs[name] = spec
