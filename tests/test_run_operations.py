@@ -350,5 +350,8 @@ def test_sighup_reloads_without_losing_a_queued_sample_or_touching_an_unchanged_
     assert bridge.samples("Gone") == gone             # removed: no sample after the reload
     assert not any("sensor Steady" in line for line in bridge.lines)  # never failing, never rebuilt
     steady = bridge.samples("Steady")
+    # on its 1 s grid throughout (each sample near the start of its own slot, one per slot); a slot
+    # a loaded machine skipped is counted by the bridge, not a moved grid, so gaps are not asserted
     slots = [math.floor(ts / 1000) for ts in steady]
-    assert slots == list(range(slots[0], slots[0] + len(slots))), "Steady's grid moved or had a gap"
+    assert slots == sorted(set(slots)), "Steady took two samples in one slot or went backwards"
+    assert all(ts - slot * 1000 < 500 for ts, slot in zip(steady, slots, strict=True)), "Steady left its grid"
