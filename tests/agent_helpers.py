@@ -7,6 +7,7 @@ import datetime
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pibridge import mqtt
 from pibridge.agent import AgentSettings, CredentialFiles
@@ -19,6 +20,11 @@ def settings_for(emulator: Emulator, cert_folder: Path, **changes: object) -> Ag
                                  "cert_folder": cert_folder}
     values.update(changes)
     return AgentSettings(**values)  # type: ignore[arg-type]
+
+
+def stored_sensors(emulator: Emulator, client_id: str) -> list[dict[str, Any]]:
+    """A client's sensors as the emulator stored them (its dump)."""
+    return next(c for c in emulator.dump()["clients"] if c["clientId"] == client_id)["sensors"]
 
 
 def raw_session(emulator: Emulator, settings: AgentSettings, *, client_id: str | None = None,

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from agent_helpers import settings_for
+
+from pibridge.agent import AgentClient, AgentSettings, provision
+from pibridge.testing import Emulator
 
 pytest_plugins = ["pibridge.testing"]
+
+#: Seconds the shared ``client`` fixture waits for the agent (a guard, not a timing assertion).
+AGENT_WAIT_S = 20.0
+
+
+@pytest.fixture
+def settings(emulator: Emulator, tmp_path: Path) -> AgentSettings:
+    """Settings of a client provisioned at ``emulator`` (credentials in tmp)."""
+    settings = settings_for(emulator, tmp_path / "certs")
+    provision(settings)
+    return settings
+
+
+@pytest.fixture
+def client(settings: AgentSettings) -> Iterator[AgentClient]:
+    """A connected `AgentClient` of the provisioned ``settings``, closed after the test."""
+    client = AgentClient(settings, request_timeout=AGENT_WAIT_S)
+    client.connect(AGENT_WAIT_S)
+    yield client
+    client.close()
 
 
 @pytest.fixture

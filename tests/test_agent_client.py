@@ -8,12 +8,12 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import raw_session, settings_for
+from agent_helpers import raw_session, settings_for, stored_sensors
 
 from pibridge import protocol
 from pibridge.agent import (
@@ -41,24 +41,9 @@ IN_FLIGHT = 64
 TIMESTAMP_MS = 1_700_000_000_000
 
 
-@pytest.fixture
-def settings(emulator: Emulator, tmp_path: Path) -> AgentSettings:
-    settings = settings_for(emulator, tmp_path / "certs")
-    provision(settings)
-    return settings
-
-
-@pytest.fixture
-def client(settings: AgentSettings) -> Iterator[AgentClient]:
-    client = AgentClient(settings, request_timeout=WAIT_S)
-    client.connect(WAIT_S)
-    yield client
-    client.close()
-
-
 def _stored_sensors(emulator: Emulator, client: AgentClient) -> list[dict[str, Any]]:
     """The client's sensors as the emulator stored them (its dump)."""
-    return next(c for c in emulator.dump()["clients"] if c["clientId"] == client.client_id)["sensors"]
+    return stored_sensors(emulator, client.client_id)
 
 
 def _sensor_with_metrics(client: AgentClient) -> tuple[str, dict[str, str]]:

@@ -9,15 +9,14 @@ import io
 import json
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import settings_for
+from agent_helpers import stored_sensors
 
-from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, Reply, provision
+from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, Reply
 from pibridge.bridge.inventory import (
     InventoryMapping,
     ReconcileAborted,
@@ -36,23 +35,8 @@ AIR = SensorSpec("Air", (MetricSpec("temperature", "Temperature", unit="SI.Tempe
 SPECS = {"Air": AIR}
 
 
-@pytest.fixture
-def settings(emulator: Emulator, tmp_path: Path) -> AgentSettings:
-    settings = settings_for(emulator, tmp_path / "certs")
-    provision(settings)
-    return settings
-
-
-@pytest.fixture
-def client(settings: AgentSettings) -> Iterator[AgentClient]:
-    client = AgentClient(settings, request_timeout=WAIT_S)
-    client.connect(WAIT_S)
-    yield client
-    client.close()
-
-
 def held(emulator: Emulator, client: AgentClient) -> list[dict[str, Any]]:
-    return next(c for c in emulator.dump()["clients"] if c["clientId"] == client.client_id)["sensors"]
+    return stored_sensors(emulator, client.client_id)
 
 
 def shape(sensors: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, str]]]]:
