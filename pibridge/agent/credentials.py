@@ -51,6 +51,7 @@ from pathlib import Path
 
 from pibridge.agent.certificate_name import subject_common_name
 from pibridge.agent.errors import ProvisioningError
+from pibridge.durable import fsync_directory
 from pibridge.protocol import CLIENT_ID_RE
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,6 @@ class Credentials:
     cert_file: Path
     client_id: str
     cert_sha256: str
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
@@ -379,12 +372,12 @@ class CredentialFiles:
         try:
             for name, (data, mode) in files.items():
                 _write_new(temporary / name, data, mode)
-            _fsync_dir(temporary)
+            fsync_directory(temporary)
             os.rename(temporary, self.generations / generation)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        _fsync_dir(self.generations)
+        fsync_directory(self.generations)
         return generation
 
     def _adopt_plain_files(self) -> str:
@@ -400,12 +393,12 @@ class CredentialFiles:
                     os.link(path, temporary / name)
                 except OSError:  # a file system without hard links: a copy, same mode
                     shutil.copy2(path, temporary / name)
-            _fsync_dir(temporary)
+            fsync_directory(temporary)
             os.rename(temporary, self.generations / generation)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        _fsync_dir(self.generations)
+        fsync_directory(self.generations)
         self._switch(generation)
         self._link_names(only=set(old))
         return generation
@@ -414,7 +407,7 @@ class CredentialFiles:
         """Point ``current`` at ``generation``: the one rename that changes the stored set."""
         _replace_with_symlink(self.generations / CURRENT_LINK, generation)
         try:
-            _fsync_dir(self.generations)
+            fsync_directory(self.generations)
         except OSError as exc:  # the rename happened; only its durability is in doubt
             log.warning("cannot flush %s to disk: %s", self.generations, exc)
 
@@ -430,7 +423,7 @@ class CredentialFiles:
             _replace_with_symlink(path, target)
             changed = True
         if changed:
-            _fsync_dir(self.folder)
+            fsync_directory(self.folder)
 
     def _collect(self, keep: set[str | None]) -> None:
         """Delete generations older than the previous one (a reader may still be in that)."""

@@ -38,6 +38,7 @@ from pibridge.agent import (
     RequestTimeout,
 )
 from pibridge.bridge.model import MetricSpec, SensorSpec
+from pibridge.durable import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ class ReconcileAborted(Exception):
 
 def mapping_path(state_dir: Path, client_id: str) -> Path:
     return Path(state_dir) / f"{MAPPING_PREFIX}{client_id}.json"
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class InventoryMapping:
@@ -152,7 +145,7 @@ class InventoryMapping:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
 
 @dataclass(frozen=True)

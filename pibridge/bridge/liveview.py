@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from pibridge.bridge.status import FAILING, OK, BridgeStatus, format_duration
+from pibridge.bridge.status import FAILING, OK, BridgeStatus, format_duration, format_value
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +88,6 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - display_width(text))
 
 
-def _value(value: Any, unit: str) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        shown = "on" if value else "off"
-    elif isinstance(value, float):
-        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    else:
-        shown = str(value)
-    return f"{shown} {unit}" if unit else shown
-
-
 def _clock(at: float) -> str:
     try:
         return time.strftime("%H:%M:%S", time.localtime(at))
@@ -130,7 +118,7 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
             detail = sensor.last_error or ""
         else:
             state, style = sensor.state, GREEN if sensor.state == OK else ""
-            detail = "  ".join(_value(v.value, v.unit) for v in sensor.values)
+            detail = "  ".join(format_value(v.value, v.unit) for v in sensor.values)
             if sensor.last_sample_at is not None:
                 detail += f"  ({format_duration(now - sensor.last_sample_at)} ago)"
         name = _pad(_cut(printable(sensor.name), NAME_WIDTH), NAME_WIDTH)

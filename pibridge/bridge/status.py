@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pibridge import __version__
+from pibridge.durable import fsync_directory
 
 if TYPE_CHECKING:
     from pibridge.bridge.model import SensorSpec
@@ -320,6 +321,20 @@ class Health:
     @property
     def label(self) -> str:
         return {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}[self.level]
+
+
+def format_value(value: Any, unit: str) -> str:
+    """A last value as people read it (the live view and ``pibridge status`` alike): "–" for
+    none, on/off for a bool, 4 significant digits for a float, then the unit."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    else:
+        shown = str(value)
+    return f"{shown} {unit}" if unit else shown
 
 
 def format_duration(seconds: float) -> str:
@@ -789,11 +804,7 @@ class StatusWriter:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(self.path.parent)
 
     def remove(self) -> None:
         try:

@@ -31,6 +31,7 @@ from pibridge.bridge.status import (
     assess,
     find_status_files,
     format_duration,
+    format_value,
     read_status,
     runtime_dir_candidates,
     status_path,
@@ -144,17 +145,6 @@ def _json_verdict(path: Path, reading: StatusReading | None, health: Health) -> 
 
 # --- the human-readable page ------------------------------------------------------------------------
 
-def _value_text(value: Any, unit: str) -> str:
-    if value is None:
-        shown = "–"
-    elif isinstance(value, bool):
-        shown = "on" if value else "off"
-    elif isinstance(value, float):
-        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    else:
-        shown = str(value)
-    return f"{shown} {unit}".rstrip() if value is not None else shown
-
 
 def _ago(status: BridgeStatus, at: float | None) -> str:
     return "never" if at is None else f"{format_duration(status.written_at - at)} ago"
@@ -202,7 +192,7 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
         state = sensor.state
         if sensor.failing_since is not None:
             state += f" {format_duration(status.written_at - sensor.failing_since)}"
-        values = "  ".join(_value_text(v.value, v.unit) for v in sensor.values)
+        values = "  ".join(format_value(v.value, v.unit) for v in sensor.values)
         if sensor.last_sample_at is not None:
             values += f"  ({_ago(status, sensor.last_sample_at)})"
         lines.append(f"{sensor.name[:24]:<24} {state:<16} {sensor.taken:>7} {sensor.pushed:>7} "
