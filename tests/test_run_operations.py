@@ -33,6 +33,8 @@ LINE_WAIT_S = 30.0
 EXIT_WAIT_S = 10.0
 #: the status file is rewritten every 5 s: two rounds and some
 STATUS_WAIT_S = 20.0
+#: How often `poll` looks again at another process's state.
+POLL_S = 0.2
 #: delivery after the emulator is back: its start, the bridge's reconnect backoff (≤ 3 s), the drain
 DRAIN_WAIT_S = 60.0
 SAMPLE = re.compile(r"sample (?P<sensor>.+?) at (?P<ts>\d+)(?P<edge> \(edge\))?: ")
@@ -143,6 +145,17 @@ def next_message(sock: socket.socket, timeout: float = LINE_WAIT_S) -> dict[str,
     return dict(line.split("=", 1) for line in data.split("\n") if line)
 
 
+def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``check()``'s first truthy result, asked every `POLL_S` until ``timeout``: for state kept
+    by another process (a file it rewrites, a database it fills), which sends no event."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: its wait is the pause between two looks
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(POLL_S)
+    return result
+
+
 def status_json(runtime_dir: Path) -> tuple[int, dict[str, Any]]:
     done = subprocess.run([sys.executable, "-m", "pibridge", "status", "--json", "--runtime-dir",
                            str(runtime_dir)], capture_output=True, text=True, timeout=60)
@@ -166,13 +179,10 @@ def test_systemd_hears_ready_watchdog_and_stopping_and_the_status_file_follows(
     assert next_message(sock) == {"WATCHDOG": "1"}
 
     path = status_path(runtime, tmp_path / "state")
-    deadline = time.monotonic() + STATUS_WAIT_S
-    while True:       # the file is rewritten every 5 s: wait until it shows both sensors sampled
+    def sampled() -> Any:  # the file is rewritten every 5 s: until it shows both sensors sampled
         status = read_status(path).status
-        if all(s.taken > 0 and s.values for s in status.sensors):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
+        return status if all(s.taken > 0 and s.values for s in status.sensors) else None
+    status = poll(sampled, STATUS_WAIT_S, "a status file showing both sensors sampled")
     soc = status.sensor("Pi SoC")
     assert soc.state == "ok" and soc.values[0].key == "temperature" and soc.values[0].unit == "°C"
     assert isinstance(soc.values[0].value, float) and soc.last_sample_at is not None
@@ -300,14 +310,10 @@ def held_timestamps(emulator: EmulatorProcess) -> dict[str, set[int]]:
 
 def wait_held(emulator: EmulatorProcess, expected: dict[str, list[int]],
               timeout: float = DRAIN_WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def delivered() -> bool:
         held = held_timestamps(emulator) if emulator.running else {}
-        missing = {name: sorted(set(stamps) - held.get(name, set())) for name, stamps in expected.items()}
-        if not any(missing.values()):
-            return
-        assert time.monotonic() < deadline, f"not delivered: {missing}"
-        time.sleep(0.2)
+        return all(set(stamps) <= held.get(name, set()) for name, stamps in expected.items())
+    poll(delivered, timeout, f"every taken sample at the agent: {expected}")
 
 
 def test_sighup_reloads_without_losing_a_queued_sample_or_touching_an_unchanged_grid(
