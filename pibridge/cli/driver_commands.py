@@ -25,7 +25,7 @@ from pibridge.drivers.base import Driver, Option, default_timing, describe_timin
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
 from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
-from pibridge.drivers.i2c import I2CDriver
+from pibridge.drivers.i2c import CommandId, I2CDriver
 
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
@@ -205,20 +205,32 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 
 
 def identify_i2c(bus: Any, address: int,
-                 table: dict[int, list[type[I2CDriver]]] | None = None) -> str:
-    """The probable chip at ``address``: by the chip-id register a driver declares, else by the
-    address alone."""
+                 table: dict[int, list[type[I2CDriver]]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> str:
+    """The probable chip at ``address``: by the identification a driver declares (a chip-id
+    register, or a command it answers: `CommandId`), else by the address alone. Where several
+    drivers share the address, a candidate that does not answer its own identification leaves
+    the word to the others."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
     by_address = []
+    silent = None
     for cls in candidates:
         if cls.chip_id is None:
             by_address.append(cls.chip_name or cls.name)
+            continue
+        if isinstance(cls.chip_id, CommandId):
+            named = cls.chip_id.identify(bus, address, sleep)
+            if named is not None:
+                return named
             continue
         register = cls.chip_id.register
         try:
             chip_id = bus.read_byte_data(address, register)
         except OSError:
-            return f"unknown (no answer at chip-id register 0x{register:02x})"
+            if len(candidates) == 1:
+                return f"unknown (no answer at chip-id register 0x{register:02x})"
+            silent = silent or f"unknown (no answer at chip-id register 0x{register:02x})"
+            continue
         name = cls.chip_id.name(chip_id)
         if name is not None:
             return f"{name} (chip id 0x{chip_id:02x})"
@@ -226,22 +238,39 @@ def identify_i2c(bus: Any, address: int,
             return f"unknown (chip id 0x{chip_id:02x})"
     if by_address:
         return f"{' or '.join(by_address)} (probable, by address)"
-    return "unknown"
+    return silent or "unknown"
 
 
-def scan_i2c_bus(bus: Any) -> list[tuple[int, str]]:
+def identify_by_command(bus: Any, address: int, table: dict[int, list[type[I2CDriver]]],
+                        sleep: Callable[[float], None]) -> str | None:
+    """The chip at an address that NACKed the plain read, named by a `CommandId` it answers
+    (Sensirion chips NACK a read while no result is pending), or None."""
+    for cls in table.get(address, []):
+        if isinstance(cls.chip_id, CommandId):
+            named = cls.chip_id.identify(bus, address, sleep)
+            if named is not None:
+                return named
+    return None
+
+
+def scan_i2c_bus(bus: Any, sleep: Callable[[float], None] = time.sleep) -> list[tuple[int, str]]:
     """(address, probable chip) for every address 0x03..0x77 that acknowledges a read_byte
-    (i2cdetect -r style: a read is harmless for the chips pibridge knows)."""
+    (i2cdetect -r style: a read is harmless for the chips pibridge knows), or, where a driver
+    declares a `CommandId`, that answers it (a chip without registers may NACK a bare read).
+    ``sleep`` waits between an identification command and its answer."""
     found = []
     table = i2c_drivers_by_address()
     for address in range(I2C_FIRST_ADDRESS, I2C_LAST_ADDRESS + 1):
         try:
             bus.read_byte(address)
         except OSError as exc:
-            if exc.errno in (errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT):
-                continue
-            raise
-        found.append((address, identify_i2c(bus, address, table)))
+            if exc.errno not in (errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT):
+                raise
+            named = identify_by_command(bus, address, table, sleep)
+            if named is not None:
+                found.append((address, named))
+            continue
+        found.append((address, identify_i2c(bus, address, table, sleep)))
     return found
 
 
