@@ -23,9 +23,10 @@ Error mapping and recovery:
 * NACK on the first transfer -> `DeviceNotFoundError`; NACK of the result read right after the
   command -> `NotReadyError` (still measuring: collected too early); other failures -> `BusError`.
 * a CRC mismatch -> `BadDataError`.
-* after a CRC error or a failed transfer the next ``start()`` sends a soft reset (0x94, the chip is
-  deaf for ~1 ms) instead of a measurement, logs one line, and its ``collect()`` says
-  `NotReadyError` ("measuring on the next attempt"); the caller's retry then measures. The chip
+* after a CRC error, a failed transfer or a result still missing on two attempts in a row, the
+  next ``start()`` sends a soft reset (0x94, the chip is deaf for ~1 ms) instead of a
+  measurement, logs one line, and its ``collect()`` says `NotReadyError` ("measuring on the next
+  attempt"); the caller's retry then measures. The chip
   keeps no configuration, so nothing else is lost in a power glitch.
 """
 
@@ -63,6 +64,7 @@ HEATER_OVERHEAD = 1.1        #: heater commands take up to 1.1 s / 0.11 s (datas
 SOFT_RESET_S = 0.001
 SERIAL_WAIT_S = 0.001
 BUS_TIME_S = 0.0005          #: a 1-byte write and a 6-byte read at 100 kHz, roughly
+STUCK_AFTER = 2              #: consecutive "not there yet" results before the chip is reset
 HEATER_MAX_DUTY = 0.1        #: datasheet: heater on at most 10 % of the time
 HEATER_COOLDOWN_S = 20.0     #: no measurement this long after a pulse (about 10 thermal time constants)
 HEATER_MIN_RH = 95.0         #: %RH: a reading this high means a wet (condensed) sensor worth drying
@@ -174,6 +176,7 @@ class SHT4x(I2CDriver):
         self._last_pulse: float | None = None
         self._heater_requested = False
         self._last_humidity: float | None = None
+        self._not_there = 0
 
     # -- heater --------------------------------------------------------------------------------
     def request_heater(self) -> None:
@@ -206,6 +209,7 @@ class SHT4x(I2CDriver):
             self.write_byte(CMD_SOFT_RESET, "soft reset")
             log.warning("%s: soft reset after %s", self.label, self._reset_reason)
             self._reset_reason = None
+            self._not_there = 0
             self._phase = "reset"
             return SOFT_RESET_S
         now = self.clock()
@@ -231,7 +235,15 @@ class SHT4x(I2CDriver):
             raise NotReadyError(f"{self.label}: collect() before start()")
         if phase == "reset":
             raise NotReadyError(f"{self.label}: soft reset done; measuring on the next attempt")
-        data = self.read_bytes(6)
+        try:
+            data = self.read_bytes(6)
+        except NotReadyError:   # busy NACK: not a failed transfer, unless it never ends
+            self._reset_reason = None
+            self._not_there += 1
+            if self._not_there >= STUCK_AFTER:
+                self._reset_reason = f"{self._not_there} measurements that never arrived"
+            raise
+        self._not_there = 0
         try:
             temperature, humidity = convert(data, self.label)
         except BadDataError:

@@ -299,3 +299,20 @@ def test_simulator_reads_the_environment() -> None:
 
 def test_fake_frame_packing_is_independent() -> None:
     assert pack_words(0x6666, 0x8000) == bytes.fromhex("66 66 93 80 00 A2")
+
+
+def test_a_result_that_never_arrives_gets_a_soft_reset(caplog: pytest.LogCaptureFixture) -> None:
+    bus, chip, clock = rig(celsius=15.0)
+    driver = SHT4x(bus=bus)
+    chip.stuck_busy = True
+    for _ in range(2):
+        with pytest.raises(NotReadyError, match="still running"):
+            driver.read(clock.sleep)
+    chip.stuck_busy = False
+    with caplog.at_level(logging.WARNING, logger="pibridge.drivers.sht4x"):
+        with pytest.raises(NotReadyError, match="soft reset done"):
+            driver.read(clock.sleep)
+        assert driver.read(clock.sleep)["temperature"] == pytest.approx(15.0, abs=0.003)
+    assert chip.commands[-2:] == [0x94, 0xFD]
+    assert [r.getMessage() for r in caplog.records] == [
+        "SHT4x at 0x44: soft reset after 2 measurements that never arrived"]
