@@ -109,6 +109,10 @@ RESOURCES = {
     "digital_input": ({"pin": 17}, {"gpio": (17,)}),
     "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "cpu_temperature": ({}, {}),
+    "sht4x": ({"address": 0x46}, {"i2c": ((1, 0x46),)}),
+    "sht3x": ({"i2c_bus": 3}, {"i2c": ((3, 0x44),)}),
+    "aht20": ({}, {"i2c": ((1, 0x38),)}),
+    "veml7700": ({"gain": "auto"}, {"i2c": ((1, 0x10),)}),
 }
 
 
