@@ -40,11 +40,11 @@ from .errors import (
     NotReadyError,
     SensorError,
 )
-from .i2c import ChipId, I2CDriver, i2c_address_option, i2c_bus_option
+from .i2c import ChipId, CommandId, I2CDriver, i2c_address_option, i2c_bus_option
 from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
-    "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId",
+    "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId", "CommandId",
     "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment", "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
     "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing", "Value", "ValueType",

@@ -316,3 +316,17 @@ def test_a_result_that_never_arrives_gets_a_soft_reset(caplog: pytest.LogCapture
     assert chip.commands[-2:] == [0x94, 0xFD]
     assert [r.getMessage() for r in caplog.records] == [
         "SHT4x at 0x44: soft reset after 2 measurements that never arrived"]
+
+
+def test_scan_names_a_chip_that_acks_the_bare_read_and_refuses_bad_serials() -> None:
+    """A pending result makes the bare read succeed: the chip is then named through
+    `identify_i2c`; a serial whose CRC fails is not an SHT4x's answer."""
+    bus, chip, clock = rig(serial=0x00C0FFEE)
+    chip.reread = "repeat"
+    bus.write_byte(ADDR, 0xFD)
+    clock.sleep(0.01)
+    assert driver_commands.scan_i2c_bus(bus, clock.sleep) == [(ADDR, "SHT4x (serial 0x00c0ffee)")]
+    from pibridge.drivers.sht4x import _name_serial
+
+    assert _name_serial(bytes.fromhex("00 C0 1F FF EE 00")) is None
+    assert _name_serial(pack_words(0x00C0, 0xFFEE)) == "SHT4x (serial 0x00c0ffee)"

@@ -44,8 +44,7 @@ class FakeSHT4x(FakeI2CDevice):
 
     Inputs: ``source()`` -> (°C, %RH), or the fixed ``celsius``/``humidity``. Faults (opt-in):
     ``nack``/`fail_next`; ``corrupt_crc`` (the next N frames carry a flipped CRC byte);
-    ``raw_ticks`` = (S_T, S_RH) sent instead of the source; ``heater_as_ambient`` (a heater frame
-    handed back for the next measure command too); ``stuck_busy`` (every read NACKed, as a
+    ``raw_ticks`` = (S_T, S_RH) sent instead of the source; ``stuck_busy`` (every read NACKed, as a
     chip that never finishes); `power_glitch` (the chip restarts: anything pending is lost);
     detaching it from the bus (gone).
     """
@@ -61,14 +60,12 @@ class FakeSHT4x(FakeI2CDevice):
         self.reread = "nack"
         self.corrupt_crc = 0
         self.raw_ticks: tuple[int, int] | None = None
-        self.heater_as_ambient = False
         self.stuck_busy = False
         self.commands: list[int] = []
         self.pulses: list[tuple[float, int, float]] = []   # (end time, mW, s)
         self._ready_at: float | None = None
         self._result = b""
         self._deaf_until = -math.inf
-        self._hot_frame: bytes | None = None
 
     def power_glitch(self) -> None:
         """Supply dip: the chip restarts (idle, nothing pending, deaf for its power-up time)."""
@@ -112,15 +109,12 @@ class FakeSHT4x(FakeI2CDevice):
         command = data[0]
         self.commands.append(command)
         if command in TYPICAL_S:
-            if self.heater_as_ambient and self._hot_frame is not None:
-                self._result = self._hot_frame
-            else:
-                self._result = self._frame(self.element_rise_c(now))
+            self._result = self._frame(self.element_rise_c(now))
             self._ready_at = now + TYPICAL_S[command]
         elif command in HEATERS:
             power, duration = HEATERS[command]
             self.pulses.append((now + duration, power, duration))
-            self._result = self._hot_frame = self._frame(self.element_rise_c(now + duration))
+            self._result = self._frame(self.element_rise_c(now + duration))
             self._ready_at = now + duration + TYPICAL_S[chip.CMD_MEASURE["high"]]
         elif command == chip.CMD_SERIAL:
             self._result = pack_words(self.serial >> 16, self.serial & 0xFFFF)
