@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pibridge.drivers import registry
 from pibridge.drivers.ds18b20 import DS18B20
 from pibridge.profile import ProfileError, load_profile
 
@@ -13,7 +14,7 @@ from pibridge.profile import ProfileError, load_profile
 DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": "28-000005abb69d"})
                                              ).read_time_s
 
-KNOWN_DRIVERS = "bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, mcp3008"
+KNOWN_DRIVERS = ", ".join(registry.names())  # every driver found, sorted (derived: chips get added)
 SENSOR_KEYS = "name, driver, interval, options, metrics"
 METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
                "type, annotation")
