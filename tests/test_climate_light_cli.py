@@ -95,3 +95,38 @@ def test_check_accepts_a_full_climate_and_light_profile(tmp_path: Path,
     assert main(["check", "--profile", str(path)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "no problems; 4 sensors" in out and '"Sun" at 0x10' in out
+
+
+def test_scan_asks_every_candidate_at_a_shared_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A register-id chip declared at 0x44 too (an INA219, say) whose id read the SHT4x refuses
+    does not hide the SHT4x: the candidates that answer their own identification win."""
+    import sys
+    import types
+
+    from pibridge.cli import driver_commands
+    from pibridge.drivers import ChipId, I2CDriver, Metric, i2c_address_option, i2c_bus_option, registry
+    from pibridge.drivers.fakes import FakeSMBus, VirtualClock
+    from pibridge.drivers.fakes.sht4x import FakeSHT4x
+
+    class RegisterChip(I2CDriver):
+        name = "aa_register_chip"
+        metrics = (Metric("v", "V", unit="SI.ElectricPotential.VOLT"),)
+        options = (i2c_address_option((0x40, 0x44), "address"), i2c_bus_option())
+        chip_id = ChipId(0x00, {0x39: "REG"})
+
+    module = types.ModuleType("aa_register_chip_module")
+    module.RegisterChip = RegisterChip  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aa_register_chip_module", module)
+    monkeypatch.setitem(registry.builtin(), "aa_register_chip", "aa_register_chip_module:RegisterChip")
+    clock = VirtualClock()
+    bus = FakeSMBus(1)
+    chip = bus.attach(0x44, FakeSHT4x(clock=clock, serial=0xABCDEF01))
+    chip.reread = "repeat"            # a pending result: the bare read is acknowledged
+    bus.write_byte(0x44, 0xFD)
+    clock.sleep(0.01)
+    table = driver_commands.i2c_drivers_by_address()
+    assert table[0x44][0].name == "aa_register_chip"   # asked first, refused by the SHT4x
+    assert driver_commands.identify_i2c(bus, 0x44, table, clock.sleep) == "SHT4x (serial 0xabcdef01)"
+    chip.nack = True                  # now nobody answers their identification
+    assert driver_commands.identify_i2c(bus, 0x44, table, clock.sleep) == (
+        "unknown (no answer at chip-id register 0x00)")
