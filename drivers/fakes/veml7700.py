@@ -6,6 +6,7 @@ driver on the simulated world's I2C bus, lit by the world's environment.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ def _reported(linear: float) -> float:
     return a4 * linear ** 4 + a3 * linear ** 3 + a2 * linear ** 2 + a1 * linear
 
 
+@functools.lru_cache(maxsize=256)   # a steady light is inverted once, not per integration
 def linear_illuminance(lux: float) -> float:
     """The illuminance the photodiode responds to linearly for a true ``lux``: the inverse of the
     app note's correction above 1000 lx (bisection: the correction is monotonic and >= its input),
