@@ -13,10 +13,13 @@ returns the datasheet's 80 ms; ``collect()`` reads the 7-byte frame in its own t
 The CRC is the Sensirion CRC-8 (0x31, init 0xFF) over bytes 0..5. Adafruit reads 6 bytes and
 never checks it; this driver checks it on an AHT20. The AHT10 sends no CRC.
 
-Initialisation: on the first ``start()`` the status byte is read; if the calibration bit is 0,
-the calibration command is sent (AHT20 ``BE 08 00``; an AHT10 NACKs it and gets ``E1 08 00``,
-also its only command at address 0x39) and ``collect()`` says `NotReadyError` ("measuring on the
-next attempt"). Errors and recovery:
+Initialisation: on the first ``start()`` the status byte is read, then, at 0x38, the part is told
+apart as Adafruit does: the AHT10's calibration command ``E1 08 00`` is NACKed by an AHT20
+(Adafruit issue #17) and taken by an AHT10 (at 0x39 it can only be an AHT10). If the calibration
+bit is 0, the calibration command is sent (AHT20 ``BE 08 00``). After a calibration command
+``collect()`` says `NotReadyError` ("measuring on the next attempt"). An AHT20 that took
+``E1`` would be read as an AHT10 (6 bytes, no CRC check): degraded, never wrong. Errors and
+recovery:
 
 * busy bit still set at ``collect()`` -> `NotReadyError`; twice in a row -> the next ``start()``
   sends the soft reset ``BA`` (≤ 20 ms) and re-initialises (one log line).
@@ -112,6 +115,7 @@ class AHT20(I2CDriver):
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)
         self.variant = "AHT10" if self.address == AHT10_ONLY_ADDRESS else "AHT20"
+        self._variant_known = self.address == AHT10_ONLY_ADDRESS
         self._ready = False                 # status read and calibration bit seen
         self._phase: str | None = None
         self._recovery: str | None = None   # why the next start resets / re-initialises
@@ -147,6 +151,16 @@ class AHT20(I2CDriver):
             return SOFT_RESET_S
         if not self._ready:
             status = self.read_bytes(STATUS_LEN, "status read")[0]
+            if not self._variant_known:
+                self._variant_known = True
+                try:   # the AHT10's calibration command: an AHT20 NACKs it
+                    self.write_bytes(CMD_INIT_AHT10, "AHT10 probe")
+                except BusError:
+                    self.variant = "AHT20"
+                else:
+                    self.variant = "AHT10"
+                    self._phase = "setup"
+                    return INIT_S
             if not status & STATUS_CALIBRATED:
                 self._calibrate()
                 if self._recovery == "calibration":

@@ -25,7 +25,7 @@ from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
 
 ADDR = 0x38
-INIT, TRIGGER = b"\xbe\x08\x00", b"\xac\x33\x00"
+INIT, TRIGGER, PROBE = b"\xbe\x08\x00", b"\xac\x33\x00", b"\xe1\x08\x00"
 
 
 def rig(address: int = ADDR, **fake: object) -> tuple[FakeSMBus, FakeAHT20, VirtualClock]:
@@ -69,24 +69,25 @@ def test_first_read_calibrates_then_measures() -> None:
     assert not bus.transfers
     with pytest.raises(NotReadyError, match="measuring on the next attempt"):
         driver.read(clock.sleep)
-    assert chip.calibrated and chip.writes == [INIT]
+    assert chip.calibrated and chip.writes == [PROBE, INIT]   # the AHT10's command NACKed: an AHT20
+    assert driver.variant == "AHT20"
     start = clock()
     sample = check_sample(driver, driver.read(clock.sleep))
     assert clock() - start == pytest.approx(0.081)
     assert sample == {"temperature": pytest.approx(28.266716, abs=1e-4),
                       "humidity": pytest.approx(15.079403, abs=1e-4)}
-    assert chip.writes == [INIT, TRIGGER]
-    assert [t[0] for t in bus.transfers] == ["i2c_rdwr.read", "i2c_rdwr.write", "i2c_rdwr.read",
-                                             "i2c_rdwr.write", "i2c_rdwr.read"]
+    assert chip.writes == [PROBE, INIT, TRIGGER]
+    assert [t[0] for t in bus.transfers] == ["i2c_rdwr.read", "i2c_rdwr.write", "i2c_rdwr.write",
+                                             "i2c_rdwr.read", "i2c_rdwr.write", "i2c_rdwr.read"]
     assert bus.transfers[-1][3] == 7   # status, 5 data bytes, CRC
     driver.read(clock.sleep)
-    assert chip.writes == [INIT, TRIGGER, TRIGGER]  # the status is checked once, not every read
+    assert chip.writes == [PROBE, INIT, TRIGGER, TRIGGER]  # the status is checked once, not every read
 
 
 def test_calibrated_at_power_on_measures_at_once() -> None:
     bus, chip, clock = rig(calibrated_at_power_on=True)
     assert AHT20(bus=bus).read(clock.sleep)["humidity"] == pytest.approx(50.0, abs=1e-4)
-    assert chip.writes == [TRIGGER]
+    assert chip.writes == [PROBE, TRIGGER]
 
 
 def test_too_early_is_busy() -> None:
@@ -98,9 +99,10 @@ def test_too_early_is_busy() -> None:
         driver.collect()
 
 
-@pytest.mark.parametrize("address", [0x38, 0x39])
-def test_aht10(address: int) -> None:
-    bus, chip, clock = rig(address, aht10=True, celsius=-12.5, humidity=80.0)
+@pytest.mark.parametrize("address, calibrated", [(0x38, False), (0x38, True), (0x39, False)])
+def test_aht10(address: int, calibrated: bool) -> None:
+    bus, chip, clock = rig(address, aht10=True, celsius=-12.5, humidity=80.0,
+                           calibrated_at_power_on=calibrated)
     driver = AHT20(bus=bus, address=address)
     sample = read_with_retries(driver, clock.sleep)
     assert sample == {"temperature": pytest.approx(-12.5, abs=1e-3),
