@@ -229,7 +229,8 @@ def test_chip_reset_by_rst_bit_restores_power_on_values() -> None:
 
 # --- options ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options, needle", [
-    ({"max_current": 5.0}, "option max_current: 5 A through 0.1 Ω is 500 mV, beyond the shunt input's ±320 mV"),
+    ({"max_current": 5.0},
+     "option max_current: 5 A through 0.1 Ω is 500 mV, beyond the shunt input's ±320 mV"),
     ({"shunt_ohms": 0.0}, "option shunt_ohms: 0 is below the minimum 0.0001"),
     ({"bus_range": 24}, "option bus_range: '24' is not one of 16, 32"),
     ({"address": 0x50}, "option address: 0x50 is not one of 0x40"),
