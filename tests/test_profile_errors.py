@@ -13,7 +13,8 @@ from pibridge.profile import ProfileError, load_profile
 DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": "28-000005abb69d"})
                                              ).read_time_s
 
-KNOWN_DRIVERS = "bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, mcp3008"
+KNOWN_DRIVERS = ("ads1015, ads1115, bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, "
+                 "ina219, mcp3008")
 SENSOR_KEYS = "name, driver, interval, options, metrics"
 METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
                "type, annotation")
@@ -164,6 +165,30 @@ CASES: list[tuple[str, str, list[str]]] = [
      '[[sensor]]\nname = "Soil 2"\ndriver = "ds18b20"\noptions.device_id = "28-000005ABB69D"\n',
      ['15: sensor "Soil 2" → options.device_id: 1-Wire probe 28-000005abb69d is already used by sensor '
       '"Soil 1"']),
+    ("ADS1x15 options: a range, a rate of the other chip, channel and pair at once",
+     '[[sensor]]\nname = "Soil"\ndriver = "ads1115"\n[sensor.options]\nfull_scale = 5\ndata_rate = 1600\n'
+     '[[sensor]]\nname = "Bridge"\ndriver = "ads1015"\n'
+     'options = { address = 0x49, channel = 1, differential = "0-1" }\n',
+     ['5: sensor "Soil" → options.full_scale: 5 is not one of 6.144, 4.096, 2.048, 1.024, 0.512, 0.256',
+      '6: sensor "Soil" → options.data_rate: 1600 is not one of 8, 16, 32, 64, 128, 250, 475, 860',
+      '10: sensor "Bridge" → options.differential: give either channel (single-ended) or differential '
+      '(a pair), not both']),
+    ("one ADS1115 read by several sensors: each input once, no other chip at its address",
+     '[[sensor]]\nname = "Soil 0"\ndriver = "ads1115"\n[[sensor]]\nname = "Soil 1"\ndriver = "ads1115"\n'
+     'options.channel = 1\n[[sensor]]\nname = "Load cell"\ndriver = "ads1115"\n'
+     'options.differential = "0-1"\n[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x48\n'
+     '[[sensor]]\nname = "Other ADC"\ndriver = "ads1015"\noptions = { address = 0x48, channel = 3 }\n'
+     '[[sensor]]\nname = "Pair A"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "0-3" }\n'
+     '[[sensor]]\nname = "Pair B"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "1-3" }\n',
+     ['11: sensor "Load cell" → options.differential: AIN0 of the chip at 0x48 on bus 1 is already read by '
+      'sensor "Soil 0"',
+      '11: sensor "Load cell" → options.differential: AIN1 of the chip at 0x48 on bus 1 is already read by '
+      'sensor "Soil 1"',
+      '15: sensor "Pump" → options.address: I2C address 0x48 on bus 1 is already used by sensor "Soil 0"',
+      '19: sensor "Other ADC" → options.address: I2C address 0x48 on bus 1 is already used by sensor '
+      '"Soil 0"',
+      '27: sensor "Pair B" → options.differential: AIN3 of the chip at 0x49 on bus 1 is already read by '
+      'sensor "Pair A"']),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
      ['2: bridge.state_dir: must be a non-empty string, not ""',
@@ -422,3 +447,15 @@ def test_a_type_override_must_fit_the_driver_s_values(tmp_path: Path, text: str,
                                   DOOR + 'type = "bool"\nannotation = "shut"\n'])
 def test_a_fitting_type_override_passes(tmp_path: Path, text: str) -> None:
     load_profile(_write(tmp_path, text))
+
+
+def test_four_soil_probes_on_one_ads1115_pass(tmp_path: Path) -> None:
+    """A grower's four probes on one chip (each its own channel and rate), and the same chip
+    family at another address read by a differential pair."""
+    sensors = "".join(f'[[sensor]]\nname = "Soil {n}"\ndriver = "ads1115"\n'
+                      f'options = {{ channel = {n}, data_rate = {8 << n} }}\n' for n in range(4))
+    sensors += ('[[sensor]]\nname = "Load cell"\ndriver = "ads1115"\n'
+                'options = { address = 0x49, differential = "0-1" }\n')
+    sensors += '[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x40\n'
+    profile = load_profile(_write(tmp_path, sensors))
+    assert [s.options.get("channel") for s in profile.sensors] == [0, 1, 2, 3, None, None]

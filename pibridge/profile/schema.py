@@ -446,6 +446,7 @@ class _Checker:
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
+        input_owner: dict[tuple[int, int, str], _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
@@ -458,13 +459,24 @@ class _Checker:
                     scope.report(keys, f"GPIO {pin} is the 1-Wire pin")
                 elif pin in bus_pins:
                     scope.report(keys, f"GPIO {pin} is {bus_pins[pin]}")
+            slot_clash = False
             for slot in resources.i2c:
                 keys = _named_option(sensor.config, "address")
-                if slot in i2c_owner:
-                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
-                                       f"{i2c_owner[slot].scope.label}")
-                else:
+                owner = i2c_owner.get(slot)
+                if owner is None:
                     i2c_owner[slot] = sensor
+                elif not resources.i2c_shared_by or resources.i2c_shared_by != owner.resources.i2c_shared_by:
+                    slot_clash = True
+                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
+                                       f"{owner.scope.label}")
+            for chip_input in () if slot_clash else resources.inputs:   # a shared chip: each input once
+                where = (chip_input.bus, chip_input.address, chip_input.name)
+                if where in input_owner:
+                    scope.report(_named_option(sensor.config, chip_input.option),
+                                 f"{chip_input.name} of the chip at {chip_input.address:#04x} on bus "
+                                 f"{chip_input.bus} is already read by {input_owner[where].scope.label}")
+                else:
+                    input_owner[where] = sensor
             for device_id in resources.w1:
                 keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:
