@@ -16,8 +16,8 @@ DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": 
 KNOWN_DRIVERS = ("ads1015, ads1115, bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, "
                  "ina219, mcp3008")
 SENSOR_KEYS = "name, driver, interval, options, metrics"
-METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
-               "type, annotation")
+METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, clamp, deadband, max_silence, "
+               "unit, type, annotation")
 
 #: (id, profile text, expected lines after "<path>:")
 CASES: list[tuple[str, str, list[str]]] = [
@@ -129,8 +129,9 @@ CASES: list[tuple[str, str, list[str]]] = [
       '8: sensor "Soil" → metrics.fraction.annotation: goes with type (a custom type\'s annotation); with '
       'unit or the driver\'s own type, leave it out']),
     ("filters on a bool metric", '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions = {pin = 27}\n'
-     'metrics.state.offset = 1\n',
-     ['5: sensor "Door" → metrics.state.offset: state is a bool metric: offset applies to numbers']),
+     'metrics.state.offset = 1\nmetrics.state.clamp = [0, 1]\n',
+     ['5: sensor "Door" → metrics.state.offset: state is a bool metric: offset applies to numbers',
+      '6: sensor "Door" → metrics.state.clamp: state is a bool metric: clamp applies to numbers']),
     ("max_silence without deadband", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n'
      'metrics.illuminance.max_silence = "10m"\n',
      ['4: sensor "Light" → metrics.illuminance.max_silence: has no effect without deadband (without one '
@@ -368,6 +369,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
                                      "highest] (two numbers), not [1]"),
     ("metric", "valid_range", '"0..1"', f'5: {M}.valid_range: must be [lowest, '
                                         'highest] (two numbers), not "0..1"'),
+    ("metric", "clamp", "[100, 0]", f'5: {M}.clamp: the lowest value 100 must be below the highest 0'),
+    ("metric", "clamp", '"0..100"', f'5: {M}.clamp: must be [lowest, highest] (two numbers), not "0..100"'),
     ("metric", "deadband", '"1"', f'5: {M}.deadband: must be a number, not "1"'),
     ("metric", "max_silence", '"soon"', f'5: {M}.max_silence: {DURATION_FORMS}, '
                                         'not "soon"'),

@@ -56,7 +56,7 @@ AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "clien
 BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
                "log_format")
 SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
-METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
+METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "clamp", "deadband",
                "max_silence", "unit", "type", "annotation")
 
 
@@ -503,7 +503,7 @@ class _MetricChecker:
     """One ``[sensor.metrics.KEY]`` table: names, calibration, filters, unit or type."""
 
     KEYS = METRIC_KEYS
-    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "deadband")
+    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "clamp", "deadband")
 
     def __init__(self, scope: _Scope, keys: KeyPath, metric: Metric | None) -> None:
         self.scope, self.keys, self.metric = scope, keys, metric
@@ -544,6 +544,7 @@ class _MetricChecker:
             self.report("points", "give either points or offset/scale, not both")
         median = self.get(table, "median", v.integer(1, MEDIAN_MAX))
         valid_range = self.get(table, "valid_range", _range)
+        clamp = self.get(table, "clamp", _range)
         deadband = self.get(table, "deadband", _non_negative)
         max_silence = self.get(table, "max_silence", v.duration)
         if max_silence is not None and "deadband" not in table:
@@ -566,7 +567,7 @@ class _MetricChecker:
                                       scale=scale if scale is not None else 1.0)
         return MetricConfig(key, enabled if enabled is not None else True, name, calibration,
                             median if median is not None else 1, valid_range, deadband, max_silence,
-                            unit, value_type, annotation)
+                            unit, value_type, annotation, clamp)
 
     def _check_type_override(self, key: str, kind: str, table: dict[str, Any]) -> None:
         """A ``type`` or ``unit`` must fit the values the driver reports: a number stays a number
