@@ -109,6 +109,9 @@ RESOURCES = {
     "digital_input": ({"pin": 17}, {"gpio": (17,)}),
     "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "cpu_temperature": ({}, {}),
+    "ads1115": ({"channel": 3}, {"i2c": ((1, 0x48),)}),
+    "ads1015": ({"address": "0x4b", "differential": "0-1"}, {"i2c": ((1, 0x4B),)}),
+    "ina219": ({"address": "0x45", "i2c_bus": 3}, {"i2c": ((3, 0x45),)}),
 }
 
 

@@ -5,7 +5,8 @@
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
   the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses and chip-id register), and which 1-Wire devices the kernel lists.
+  (their addresses, chip-id register or register signature), and which 1-Wire devices the kernel
+  lists.
 """
 
 from __future__ import annotations
@@ -206,12 +207,19 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 
 def identify_i2c(bus: Any, address: int,
                  table: dict[int, list[type[I2CDriver]]] | None = None) -> str:
-    """The probable chip at ``address``: by the chip-id register a driver declares, else by the
-    address alone."""
+    """The probable chip at ``address``: by the chip-id register a driver declares, or by the
+    register signature one without an id declares, else by the address alone."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
     by_address = []
     for cls in candidates:
         if cls.chip_id is None:
+            signature = cls.signature
+            if signature is not None:   # no id register: known register values name the part
+                try:
+                    if signature.matches(bus, address):
+                        return f"{signature.name} (register signature)"
+                except OSError:
+                    pass
             by_address.append(cls.chip_name or cls.name)
             continue
         register = cls.chip_id.register
