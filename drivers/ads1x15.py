@@ -286,3 +286,5 @@ class ADS1015(_ADS1x15):
     read_time_s = conversion_time_s(1600) + BUS_TIME_S
     retry = RetryPolicy(attempts=2, spacing_s=read_time_s)
     simulator = "pibridge.drivers.fakes.ads1x15:simulate"
+    #: beside the ADS1115's default 0x48 (benchmarks build every driver in one simulated world)
+    example_options = {"address": 0x49}

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import ads1x15 as chip
+from ..errors import ConfigurationError
 from .i2c import FakeI2CDevice
 
 if TYPE_CHECKING:
@@ -185,5 +186,10 @@ def simulate(world: SimulatedWorld, cls: type[chip._ADS1x15], options: dict[str,
         return FakeADS1x15(bits=cls.bits, clock=world.clock.monotonic,
                            inputs=(env.soil_volts, lambda: env.soil_volts(bed=1), rail, grounded))
 
-    world.attach_i2c(bus, config["address"], make)
+    chip_there = world.attach_i2c(bus, config["address"], make)
+    if not isinstance(chip_there, FakeADS1x15) or chip_there.bits != cls.bits:
+        what = f"an ADS1x15 of {chip_there.bits} bits" if isinstance(chip_there, FakeADS1x15) else \
+            type(chip_there).__name__
+        raise ConfigurationError(f"{cls.name}: the simulated chip at 0x{config['address']:02x} on bus "
+                                 f"{config['i2c_bus']} is {what}, not an {cls.chip_name}")
     return cls(bus=bus, **options)
