@@ -45,7 +45,7 @@ PR #109 fixed); this driver writes the config only to start a conversion.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import ChipInput, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample, Timing
 from .errors import NotReadyError
@@ -287,4 +287,4 @@ class ADS1015(_ADS1x15):
     retry = RetryPolicy(attempts=2, spacing_s=read_time_s)
     simulator = "pibridge.drivers.fakes.ads1x15:simulate"
     #: beside the ADS1115's default 0x48 (benchmarks build every driver in one simulated world)
-    example_options = {"address": 0x49}
+    example_options: ClassVar[Mapping[str, Any]] = {"address": 0x49}

@@ -288,7 +288,7 @@ def test_simulated_soil_dries_and_is_watered() -> None:
 def test_simulated_chip_of_the_other_kind_at_the_address_is_refused() -> None:
     with SimulatedWorld(Environment(seed=1), clock=VirtualClock()) as world:
         world.build("ads1115", {"channel": 0})
-        with pytest.raises(ConfigurationError, match="0x48 on bus 1 is an ADS1x15 of 16 bits, not an ADS1015"):
+        with pytest.raises(ConfigurationError, match="0x48 on bus 1 is an ADS1x15 of 16 bits, not an ADS10"):
             world.build("ads1015", {"channel": 1})
         world.build("ina219", {"address": 0x4A})
         with pytest.raises(ConfigurationError, match="is FakeINA219, not an ADS1115"):
