@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import threading
 from fractions import Fraction
 
 import pytest
@@ -293,3 +294,52 @@ def test_simulated_chip_of_the_other_kind_at_the_address_is_refused() -> None:
         world.build("ina219", {"address": 0x4A})
         with pytest.raises(ConfigurationError, match="is FakeINA219, not an ADS1115"):
             world.build("ads1115", {"address": 0x4A})
+
+
+# --- four probes on one chip under the scheduler ----------------------------------------------
+class _AlwaysSynced:
+    def synchronized(self) -> bool:
+        return True
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.samples: list = []
+        self.cond = threading.Condition()
+
+    def put(self, sample) -> None:
+        with self.cond:
+            self.samples.append(sample)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 15.0) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.samples), timeout), "timed out"
+
+
+def test_four_channels_of_one_chip_under_the_scheduler() -> None:
+    """Four sensors of one simulated ADS1115, due in the same slots: the scheduler takes their
+    conversions one at a time (they share the config register), so none fails and each reads
+    its own input. Without `exclusive_key` a config write in the middle of another channel's
+    conversion changes its input (the collect sees a config it did not write)."""
+    from pibridge.bridge.clock import SystemClock
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+
+    env = Environment(seed=9, noise=0.0)
+    world = SimulatedWorld(env)
+    inputs = {0: env.soil_volts, 1: lambda: env.soil_volts(bed=1), 2: lambda: 1.65, 3: lambda: 0.0}
+    plans = [SensorPlan(f"ch{n}", 0.5, lambda n=n: world.build("ads1115", {"channel": n, "data_rate": 64}))
+             for n in range(4)]
+    sink = _Sink()
+    scheduler = Scheduler(plans, sink, clock=SystemClock(_AlwaysSynced(), boot_id="t", floor_s=0.0))
+    scheduler.start()
+    try:
+        sink.wait_for(lambda samples: all(sum(s.sensor == f"ch{n}" for s in samples) >= 4 for n in range(4)))
+    finally:
+        scheduler.stop()
+        world.close()
+    stats = scheduler.stats()
+    assert all(stats[f"ch{n}"]["failed"] == 0 and stats[f"ch{n}"]["retries"] == 0 for n in range(4)), stats
+    for sample in sink.samples:
+        n = int(sample.sensor[2:])
+        assert sample.values["voltage"] == pytest.approx(inputs[n](), abs=0.01), sample
