@@ -343,3 +343,18 @@ def test_four_channels_of_one_chip_under_the_scheduler() -> None:
     for sample in sink.samples:
         n = int(sample.sensor[2:])
         assert sample.values["voltage"] == pytest.approx(inputs[n](), abs=0.01), sample
+
+
+def test_fake_power_on_values_and_continuous_mode() -> None:
+    """hardware.md §10.1/§10.8: reset values; continuous mode converts every 1/DR and ignores OS."""
+    clock = VirtualClock()
+    chip = FakeADS1x15(clock=clock, inputs=(1.0, 0.0, 0.0, 0.0))
+    bus = FakeSMBus(1)
+    bus.attach(ADDR, chip)
+    words = {reg: bus.read_i2c_block_data(ADDR, reg, 2) for reg in range(4)}
+    assert words == {0: [0x00, 0x00], 1: [0x85, 0x83], 2: [0x80, 0x00], 3: [0x7F, 0xFF]}
+    bus.write_i2c_block_data(ADDR, 0x01, [0xC2, 0x83])        # AIN0, ±4.096 V, continuous, 128 SPS
+    clock.sleep(1 / 128 * 3.5)
+    assert bus.read_i2c_block_data(ADDR, 0x00, 2) == [0x1F, 0x40]   # 1.0 V = 8000 codes
+    assert chip.conversions == 3
+    assert bus.read_i2c_block_data(ADDR, 0x01, 2)[0] & 0x80          # never "converting" in continuous mode

@@ -462,3 +462,14 @@ def test_four_soil_probes_on_one_ads1115_pass(tmp_path: Path) -> None:
     sensors += '[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x40\n'
     profile = load_profile(_write(tmp_path, sensors))
     assert [s.options.get("channel") for s in profile.sensors] == [0, 1, 2, 3, None, None]
+
+
+def test_the_soil_moisture_recipe_loads(tmp_path: Path) -> None:
+    """Volts to percent through two calibration points (dry air, water), clamped to 0–100."""
+    profile = load_profile(_write(tmp_path, (
+        '[[sensor]]\nname = "Bed 1"\ndriver = "ads1115"\noptions.channel = 0\n[sensor.metrics.voltage]\n'
+        'name = "Soil moisture"\npoints = [[2.80, 0], [1.30, 100]]\nvalid_range = [-30, 130]\n'
+        'clamp = [0, 100]\nunit = "NoSI.Dimensionless.PERCENT"\n')))
+    metric = profile.sensors[0].metrics["voltage"]
+    assert metric.clamp == (0.0, 100.0) and metric.unit == "NoSI.Dimensionless.PERCENT"
+    assert metric.calibration is not None and metric.calibration.points == ((1.3, 100.0), (2.8, 0.0))

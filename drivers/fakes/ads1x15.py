@@ -110,10 +110,11 @@ class FakeADS1x15(FakeI2CDevice):
             self.conversion = self.code_for(self.config)
             self.conversions += 1
         if self._next_continuous is not None and now >= self._next_continuous:
-            self.conversion = self.code_for(self.config)
-            self.conversions += 1
+            self.conversion = self.code_for(self.config)   # the newest of the periods that went by
             period = 1.0 / self.sps()
-            self._next_continuous += (math.floor((now - self._next_continuous) / period) + 1) * period
+            passed = math.floor((now - self._next_continuous) / period) + 1
+            self.conversions += passed
+            self._next_continuous += passed * period
 
     def _config_read(self) -> int:
         converting = self._busy_until is not None
