@@ -44,6 +44,7 @@ PR #109 fixed); this driver writes the config only to start a conversion.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
@@ -84,6 +85,13 @@ ADS1015_DATA_RATES = {128: 0b000, 250: 0b001, 490: 0b010, 920: 0b011, 1600: 0b10
                       3300: 0b110}     #: DR 111 is 3300 SPS too; 110 is written
 PICO_PER_MICRO = 10**6
 PICOVOLTS_PER_VOLT = 1e12
+
+#: an "ADS1115" whose codes stepped by 16 this many readings in a row is an ADS1015 (hardware.md
+#: §10.5: counterfeit boards, marking BRPI); a genuine part does that with probability 16^-8
+COARSE_READINGS_TO_WARN = 8
+LOW_NIBBLE = 0x000F
+
+log = logging.getLogger(__name__)
 
 # --- timing -----------------------------------------------------------------------------------
 OSCILLATOR_MARGIN = 1.10   #: the internal oscillator is ±10 % (datasheet §7.5): wait 1.1/DR
@@ -221,6 +229,7 @@ class _ADS1x15(I2CDriver):
         pga, _ = FULL_SCALES[self.config["full_scale"]]
         self.config_word = config_word(mux_of(self.config), pga, self.data_rates[self.config["data_rate"]])
         self._started = False
+        self._coarse_in_a_row = 0
 
     def exclusive_key(self) -> Hashable | None:
         """Every sensor of this chip shares its config register: one conversion at a time."""
@@ -257,7 +266,21 @@ class _ADS1x15(I2CDriver):
         data = self.read_registers(REG_CONVERSION, WORD_LEN, "conversion read")
         self._started = False
         code = conversion_code(data, self.bits)
+        self._check_resolution(code)
         return {"voltage": code_to_volts(code, self.config["full_scale"], self.bits)}
+
+
+    def _check_resolution(self, code: int) -> None:
+        """A 16-bit part whose non-zero codes keep a zero low nibble is a 12-bit ADS1015 sold as an
+        ADS1115: said once in the log (its voltages stay right, 16× coarser)."""
+        if self.bits != 16 or self._coarse_in_a_row > COARSE_READINGS_TO_WARN or code == 0:
+            return
+        self._coarse_in_a_row = self._coarse_in_a_row + 1 if code & LOW_NIBBLE == 0 else 0
+        if self._coarse_in_a_row == COARSE_READINGS_TO_WARN:
+            self._coarse_in_a_row += 1   # never again for this driver
+            log.warning("%s: %d readings in a row step by 16 codes: the chip is probably an ADS1015 sold "
+                        "as an ADS1115 (marking BRPI, not BOGI); use driver ads1015", self.label,
+                        COARSE_READINGS_TO_WARN)
 
 
 class ADS1115(_ADS1x15):

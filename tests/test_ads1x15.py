@@ -4,6 +4,7 @@ exact cross-check), the config word, the two phases on virtual time, faults, opt
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import re
 import threading
@@ -206,12 +207,23 @@ def test_conversion_never_ready_then_recovers() -> None:
     assert driver.read(clock.sleep)["voltage"] == pytest.approx(3.0)
 
 
-def test_ads1015_posing_as_ads1115_reads_coarse_but_right() -> None:
-    """hardware.md §10.5: the counterfeit's codes step by 16; the voltage is the same, 16× coarser."""
-    driver, _, chip, clock = rig(inputs=(1.2345, 0, 0, 0))
+def test_ads1015_posing_as_ads1115_reads_coarse_but_right_and_is_named_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """hardware.md §10.5: the counterfeit's codes step by 16; the voltage is the same, 16× coarser,
+    and after 8 such readings in a row the log says once what the chip is."""
+    volts = [1.2345]
+    driver, _, chip, clock = rig(inputs=(lambda: volts[0], 0, 0, 0))
+    genuine = [driver.read(clock.sleep)["voltage"] for _ in range(10)]
     chip.poses_as_ads1015 = True
-    value = driver.read(clock.sleep)["voltage"]
-    assert value == pytest.approx(1.2345, abs=0.001) and round(value / 125e-6) % 16 == 0
+    with caplog.at_level(logging.WARNING, logger="pibridge.drivers.ads1x15"):
+        for step in range(20):
+            volts[0] = 1.2345 + step * 0.0007
+            value = driver.read(clock.sleep)["voltage"]
+            assert value == pytest.approx(volts[0], abs=0.001) and round(value / 125e-6) % 16 == 0
+    assert genuine == [1.2345] * 10
+    assert [r.message for r in caplog.records].count(
+        "ADS1115 at 0x48: 8 readings in a row step by 16 codes: the chip is probably an ADS1015 sold as "
+        "an ADS1115 (marking BRPI, not BOGI); use driver ads1015") == 1
 
 
 # --- options ------------------------------------------------------------------------------------
