@@ -16,7 +16,9 @@ One attempt in two phases (the caller owns the wait):
   (`NotReadyError`); any other field that differs from what was written means the chip was reset
   between the two phases (power glitch: it reads its power-on 0x8583) and the result belongs to
   another input (`NotReadyError`; the next ``start()`` writes the whole register again). Then it
-  reads the conversion register and converts it.
+  reads the conversion register and converts it. A code at either end of the range (0x7FFF,
+  0x8000) is a clipped input, not a voltage: `ImplausibleValueError` naming a larger range
+  (a dry soil probe's 3 V reads as 2.0479 V at ±2.048 V otherwise).
 
 Registers are 16-bit **big-endian**, behind a pointer byte (smbus2's word calls are little-endian,
 so block calls are used)::
@@ -49,7 +51,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
 from .base import ChipInput, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample, Timing
-from .errors import NotReadyError
+from .errors import ImplausibleValueError, NotReadyError
 from .i2c import I2CDriver, RegisterSignature, i2c_address_option, i2c_bus_option
 
 # --- bus and registers (datasheet §9.5, §9.6) --------------------------------------------------
@@ -266,6 +268,11 @@ class _ADS1x15(I2CDriver):
         data = self.read_registers(REG_CONVERSION, WORD_LEN, "conversion read")
         self._started = False
         code = conversion_code(data, self.bits)
+        limit = 1 << (self.bits - 1)
+        if code in (limit - 1, -limit):
+            raise ImplausibleValueError(
+                f"{self.label}: {self.input_label} is at the end of the ±{self.config['full_scale']:g} V range "
+                f"(code {code}): the input is clipped; a larger full_scale reads it")
         self._check_resolution(code)
         return {"voltage": code_to_volts(code, self.config["full_scale"], self.bits)}
 

@@ -24,7 +24,13 @@ from pibridge.drivers.ads1x15 import (
     conversion_code,
 )
 from pibridge.drivers.base import ChipInput, check_sample, read_with_retries
-from pibridge.drivers.errors import BusError, ConfigurationError, DeviceNotFoundError, NotReadyError
+from pibridge.drivers.errors import (
+    BusError,
+    ConfigurationError,
+    DeviceNotFoundError,
+    ImplausibleValueError,
+    NotReadyError,
+)
 from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
 from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
@@ -112,10 +118,17 @@ def test_negative_and_saturated_inputs(cls: type[ads1x15._ADS1x15]) -> None:
     lsb = 4.096 / (2 ** (cls.bits - 1))
     driver, _, _, clock = rig(cls, inputs=(-3 * lsb, 5.0, 0, 0))
     assert driver.read(clock.sleep)["voltage"] == pytest.approx(-3 * lsb)   # never read as unsigned
-    over = cls(bus=driver._bus, channel=1)
-    assert over.read(clock.sleep)["voltage"] == 4.096 - lsb                 # 0x7FFF / 0x7FF0
-    under = cls(bus=driver._bus, differential="0-1")
-    assert under.read(clock.sleep)["voltage"] == -4.096                     # 0x8000
+    over = cls(bus=driver._bus, channel=1)                                   # 0x7FFF / 0x7FF0: clipped
+    with pytest.raises(ImplausibleValueError, match=r"AIN1 is at the end of the ±4.096 V range \(code "):
+        over.read(clock.sleep)
+    wide_lsb = 6.144 / 2 ** (cls.bits - 1)
+    wide = cls(bus=driver._bus, channel=1, full_scale=6.144)                # the larger range reads it
+    assert wide.read(clock.sleep)["voltage"] == pytest.approx(5.0, abs=wide_lsb / 2)
+    under = cls(bus=driver._bus, differential="0-1")                        # 0x8000: clipped too
+    with pytest.raises(ImplausibleValueError, match="clipped; a larger full_scale reads it"):
+        under.read(clock.sleep)
+    one_below = cls(bus=driver._bus, differential="0-1", full_scale=6.144)
+    assert one_below.read(clock.sleep)["voltage"] == pytest.approx(-3 * lsb - 5.0, abs=wide_lsb / 2)
 
 
 @pytest.mark.parametrize("pair, mux, expected", [("0-1", 0b000, 2.0), ("0-3", 0b001, 3.0),
