@@ -271,8 +271,9 @@ class _ADS1x15(I2CDriver):
         limit = 1 << (self.bits - 1)
         if code in (limit - 1, -limit):
             raise ImplausibleValueError(
-                f"{self.label}: {self.input_label} is at the end of the ±{self.config['full_scale']:g} V range "
-                f"(code {code}): the input is clipped; a larger full_scale reads it")
+                f"{self.label}: {self.input_label} is at the end of the "
+                f"±{self.config['full_scale']:g} V range (code {code}): the input is clipped; "
+                "a larger full_scale reads it")
         self._check_resolution(code)
         return {"voltage": code_to_volts(code, self.config["full_scale"], self.bits)}
 
