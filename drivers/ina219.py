@@ -21,12 +21,16 @@ Registers are 16-bit **big-endian** behind a pointer byte (like the ADS1115)::
 
 Calibration (datasheet §8.5, hardware.md §14.3): ``Current_LSB ≥ max_current / 2^15``, picked as
 the next round value (1-2-5 series, in whole nanoamps: 100 µA for the default 3.2 A),
-``Cal = trunc(0.04096 / (Current_LSB · R_shunt))`` worked out in exact fractions (in floats
-0.04096 / (0.0001 · 0.1) is 4095.9999…, which truncates to 4095), bit 0 cleared as the chip
-does; ``Current = CURRENT · Current_LSB``, ``Power = POWER · 20 · Current_LSB``. Adafruit's presets
-hard-code Cal 4096 for 0.1 Ω and report mA; this driver follows the datasheet for any shunt and
-reports A. The power register is unsigned, so ``power`` is never negative; the direction of the
-flow is the sign of ``current``.
+``Cal = trunc(0.04096 / (Current_LSB · R_shunt))`` worked out in exact fractions (floats can
+land a hair below a whole number and truncate one too low: for 1 µA on 10 Ω, Adafruit's 16V_4mA
+preset, ``0.04096 / (1000 * 1e-9 * 10.0)`` is 4095.999…), bit 0 cleared as the chip does;
+``Current = CURRENT · Current_LSB``, ``Power = POWER · 20 · Current_LSB``. Adafruit's presets
+hard-code their Cal values and report mA; this driver follows the datasheet for any shunt and
+reports A. Every value is an exact integer numerator over a power of ten, so the float is the
+datasheet value correctly rounded (hardware.md §14.5: Adafruit's float products give
+199.99999999999997 mA and 2.3999999999999995 W where this gives 0.2 A and 2.4 W). The power
+register is unsigned, so ``power`` is never negative; the direction of the flow is the sign of
+``current``.
 
 Faults: OVF set (the current or power maths overflowed: beyond ``max_current``) is an
 `ImplausibleValueError`; CNVR clear (no conversion since the last reading) a `NotReadyError`

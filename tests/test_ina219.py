@@ -50,7 +50,7 @@ def rig(volts: float = 12.0, amps: float = 0.2, shunt_ohms: float = 0.1, **optio
 def test_hardware_md_vectors() -> None:
     lsb = current_lsb_na(3.2, 0.1)
     assert lsb == 100_000                        # 0.1 mA: 3.2 A / 2^15 = 97.7 µA, rounded up
-    assert calibration_value(lsb, 0.1) == 4096   # written as 05 10 00 (float maths gives 4095)
+    assert calibration_value(lsb, 0.1) == 4096   # written as 05 10 00
     assert config_word(32) == 0x399F == ina219.CONFIG_RESET
     assert shunt_volts(0x07D0) == 0.02
     assert shunt_volts(0xF830) == -0.02
@@ -67,6 +67,7 @@ def test_hardware_md_vectors() -> None:
     (1.0, 0.1, 50_000, 8192), (0.5, 0.05, 20_000, 40960), (3.0, 0.1, 100_000, 4096),
     (0.03, 1.0, 1_000, 40960),
     (0.1, 0.33, 5_000, 24824),    # trunc(24824.24…): the datasheet truncates
+    (0.03, 10.0, 1_000, 4096),    # Adafruit's 16V_4mA preset: 0.04096 / (1000 * 1e-9 * 10.0) is 4095.999…
 ])
 def test_calibration_choice(max_current: float, shunt: float, lsb: int, cal: int) -> None:
     assert current_lsb_na(max_current, shunt) == lsb
