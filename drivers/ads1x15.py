@@ -88,7 +88,7 @@ ADS1015_DATA_RATES = {128: 0b000, 250: 0b001, 490: 0b010, 920: 0b011, 1600: 0b10
 PICO_PER_MICRO = 10**6
 PICOVOLTS_PER_VOLT = 1e12
 
-#: an "ADS1115" whose codes stepped by 16 this many readings in a row is an ADS1015 (hardware.md
+#: an "ADS1115" whose codes changed by steps of 16 this many readings in a row is an ADS1015 (hardware.md
 #: §10.5: counterfeit boards, marking BRPI); a genuine part does that with probability 16^-8
 COARSE_READINGS_TO_WARN = 8
 LOW_NIBBLE = 0x000F
@@ -232,6 +232,7 @@ class _ADS1x15(I2CDriver):
         self.config_word = config_word(mux_of(self.config), pga, self.data_rates[self.config["data_rate"]])
         self._started = False
         self._coarse_in_a_row = 0
+        self._last_code: int | None = None
 
     def exclusive_key(self) -> Hashable | None:
         """Every sensor of this chip shares its config register: one conversion at a time."""
@@ -279,9 +280,11 @@ class _ADS1x15(I2CDriver):
 
 
     def _check_resolution(self, code: int) -> None:
-        """A 16-bit part whose non-zero codes keep a zero low nibble is a 12-bit ADS1015 sold as an
-        ADS1115: said once in the log (its voltages stay right, 16× coarser)."""
-        if self.bits != 16 or self._coarse_in_a_row > COARSE_READINGS_TO_WARN or code == 0:
+        """A 16-bit part whose changing codes keep a zero low nibble is a 12-bit ADS1015 sold as an
+        ADS1115: said once in the log (its voltages stay right, 16× coarser). A code equal to the
+        last one proves nothing (a steady input on a quiet genuine part) and is not counted."""
+        last, self._last_code = self._last_code, code
+        if self.bits != 16 or self._coarse_in_a_row > COARSE_READINGS_TO_WARN or code == last:
             return
         self._coarse_in_a_row = self._coarse_in_a_row + 1 if code & LOW_NIBBLE == 0 else 0
         if self._coarse_in_a_row == COARSE_READINGS_TO_WARN:

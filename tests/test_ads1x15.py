@@ -227,10 +227,14 @@ def test_ads1015_posing_as_ads1115_reads_coarse_but_right_and_is_named_once(
     volts = [1.2345]
     driver, _, chip, clock = rig(inputs=(lambda: volts[0], 0, 0, 0))
     genuine = [driver.read(clock.sleep)["voltage"] for _ in range(10)]
+    volts[0] = 2.05                        # code 16400 = 0x4010: steady on a multiple of 16, says nothing
+    with caplog.at_level(logging.WARNING, logger="pibridge.drivers.ads1x15"):
+        steady = [driver.read(clock.sleep)["voltage"] for _ in range(20)]
+    assert steady == [2.05] * 20 and not caplog.records
     chip.poses_as_ads1015 = True
     with caplog.at_level(logging.WARNING, logger="pibridge.drivers.ads1x15"):
         for step in range(20):
-            volts[0] = 1.2345 + step * 0.0007
+            volts[0] = 1.2345 + step * 0.0025   # a new 12-bit code each time
             value = driver.read(clock.sleep)["voltage"]
             assert value == pytest.approx(volts[0], abs=0.001) and round(value / 125e-6) % 16 == 0
     assert genuine == [1.2345] * 10
