@@ -218,15 +218,33 @@ W1_DEFAULT_GPIO = 4  #: Raspberry Pi OS's dtoverlay=w1-gpio default pin
 
 
 @dataclass(frozen=True)
+class ChipInput:
+    """One input of a chip that several sensors share (AIN1 of the ADS1115 at 0x48 on bus 1):
+    no two sensors may read the same one. ``option`` is the option that chose it (where a
+    profile problem points)."""
+
+    bus: int
+    address: int
+    name: str
+    option: str
+
+
+@dataclass(frozen=True)
 class Resources:
     """The hardware one configured driver claims, so that two sensors cannot be configured onto
     the same thing: GPIO pins it drives or reads itself, ``(bus, address)`` I2C slots,
-    ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin)."""
+    ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin).
+
+    A chip with several inputs (an ADC) may be read by several sensors: its driver names a
+    family in ``i2c_shared_by`` (sensors of the same family share the ``i2c`` slots; any other
+    sensor there is still a clash) and claims the ``inputs`` it reads, each by one sensor only."""
 
     gpio: tuple[int, ...] = ()
     i2c: tuple[tuple[int, int], ...] = ()
     spi: tuple[tuple[int, int], ...] = ()
     w1: tuple[str, ...] = ()
+    i2c_shared_by: str = ""
+    inputs: tuple[ChipInput, ...] = ()
 
 
 class Driver:
@@ -339,6 +357,12 @@ class Driver:
     def group_key(self) -> Hashable | None:
         """Sensors whose drivers return the same non-None key and are due together may share one
         `start_group` (DS18B20 probes on one 1-Wire master: one bulk conversion)."""
+        return None
+
+    def exclusive_key(self) -> Hashable | None:
+        """Sensors whose drivers return the same non-None key never run attempts at the same time
+        (the scheduler starts the next one's ``start()`` after the last one's ``collect()``): the
+        channels of one ADC share its config register."""
         return None
 
     @classmethod

@@ -87,6 +87,25 @@ class CommandId:
         return self.decode(bytes(reply))
 
 
+@dataclass(frozen=True)
+class RegisterSignature:
+    """For chips without an id register: 16-bit registers (read big-endian: pointer, then two
+    bytes) whose values name the part. ``pibridge scan`` names the chip ``name`` when every
+    register in ``words`` reads one of its values; otherwise the chip stays "probable, by
+    address"."""
+
+    name: str
+    words: Mapping[int, tuple[int, ...]]
+
+    def matches(self, bus: Any, address: int) -> bool:
+        """Whether the chip at ``address`` shows this signature (OSError: a failed read)."""
+        for register, accepted in self.words.items():
+            data = bus.read_i2c_block_data(address, register, 2)
+            if (data[0] << 8) | data[1] not in accepted:
+                return False
+        return True
+
+
 class I2CDriver(Driver):
     """Base class of I2C chip drivers. Subclasses declare an ``address`` option
     (`i2c_address_option`, its choices are the chip's addresses) and `i2c_bus_option()` among
@@ -95,6 +114,7 @@ class I2CDriver(Driver):
 
     chip_name: ClassVar[str] = ""  #: for messages and ``pibridge scan``; defaults to the registry name
     chip_id: ClassVar[ChipId | CommandId | None] = None
+    signature: ClassVar[RegisterSignature | None] = None  #: when there is no chip id (scan)
 
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(**options)

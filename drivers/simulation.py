@@ -55,6 +55,9 @@ SECONDS_PER_DAY = 86_400.0
 WARMEST_HOUR = 14.0
 SUNRISE_HOUR = 6.0
 SUNSET_HOUR = 20.0
+#: the simulated daily watering (UTC hour) of soil bed 0; bed n is watered n steps later
+WATERING_HOUR = 7.0
+BED_WATERING_STEP_H = 5.0
 #: how far the door timer looks for the next edge before just waking up to look again
 MAX_DOOR_SLOTS_AHEAD = 1000
 
@@ -62,7 +65,8 @@ MAX_DOOR_SLOTS_AHEAD = 1000
 @dataclass
 class Environment:
     """A greenhouse: day/night temperature curve with noise, humidity anti-correlated with it,
-    light following the sun, a door that opens now and then.
+    light following the sun, soil beds watered once a day and drying in between, a door that
+    opens now and then.
 
     ``clock`` returns seconds since the epoch (inject a fake clock in tests); ``seed`` makes the
     noise and the door's timeline reproducible. Units: °C, %RH, Pa, lx, volts, seconds.
@@ -82,6 +86,9 @@ class Environment:
     peak_lux: float = 60_000.0
     soil_volts_dry: float = 2.8
     soil_volts_wet: float = 1.2
+    soil_watered_pct: float = 85.0
+    soil_driest_pct: float = 15.0
+    soil_drying_h: float = 30.0
     door_open_probability: float = 0.05
     door_period_s: float = 600.0
     door_open_s: float = 45.0
@@ -130,12 +137,28 @@ class Environment:
         daylight = math.sin(math.pi * (hour - SUNRISE_HOUR) / (SUNSET_HOUR - SUNRISE_HOUR))
         return max(0.0, self.peak_lux * daylight * (1 + self._jitter(0.05)))
 
-    def soil_volts(self) -> float:
-        """V from a capacitive soil probe: drier (higher volts) as the afternoon heats up."""
-        deviation = self.air_temperature() - self.mean_temperature_c
+    def jitter(self, scale: float) -> float:
+        """Gaussian noise of standard deviation ``scale`` (× ``noise``), from the seeded generator:
+        for simulators that add their own small signals."""
+        return self._jitter(scale)
+
+    def soil_moisture(self, bed: int = 0) -> float:
+        """% volumetric-ish soil moisture of bed ``bed``: watered once a day (bed 0 at
+        WATERING_HOUR UTC, each further bed `BED_WATERING_STEP_H` later) up to
+        ``soil_watered_pct``, then drying exponentially towards ``soil_driest_pct`` with time
+        constant ``soil_drying_h``, faster in the warm afternoon."""
+        hour = self._hour(self.clock() - (WATERING_HOUR + bed * BED_WATERING_STEP_H) * 3600.0)
+        dry_warm = 1.0 + 0.03 * (self.air_temperature() - self.mean_temperature_c)
+        left = math.exp(-hour * dry_warm / self.soil_drying_h)
+        pct = self.soil_driest_pct + (self.soil_watered_pct - self.soil_driest_pct) * left
+        return min(100.0, max(0.0, pct + self._jitter(0.3)))
+
+    def soil_volts(self, bed: int = 0) -> float:
+        """V from a capacitive soil probe (hardware.md §10.7) in bed ``bed``: ``soil_volts_dry``
+        in dry air (0 %), ``soil_volts_wet`` in water (100 %), falling linearly as
+        `soil_moisture` rises."""
         span = self.soil_volts_dry - self.soil_volts_wet
-        wetness = min(1.0, max(0.0, 0.6 - 0.04 * deviation + self._jitter(0.01)))
-        return self.soil_volts_dry - wetness * span
+        return self.soil_volts_dry - self.soil_moisture(bed) / 100.0 * span
 
     def _door_slot(self, slot: int) -> tuple[float, float] | None:
         """(open time, close time) of the door in ``slot``, or None if it stays shut."""

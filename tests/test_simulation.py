@@ -113,6 +113,9 @@ RESOURCES = {
     "sht3x": ({"i2c_bus": 3}, {"i2c": ((3, 0x44),)}),
     "aht20": ({}, {"i2c": ((1, 0x38),)}),
     "veml7700": ({"gain": "auto"}, {"i2c": ((1, 0x10),)}),
+    "ads1115": ({"channel": 3}, {"i2c": ((1, 0x48),)}),
+    "ads1015": ({"address": "0x4b", "differential": "0-1"}, {"i2c": ((1, 0x4B),)}),
+    "ina219": ({"address": "0x45", "i2c_bus": 3}, {"i2c": ((3, 0x45),)}),
 }
 
 

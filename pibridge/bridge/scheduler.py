@@ -37,8 +37,15 @@ sensor skips slots until its worker returns. A cycle that runs into later slots 
 
 Sensors with the same ``group_key()`` due in the same slot start together through their class's
 ``start_group`` (DS18B20 probes on one master: one conversion), then collect and retry one by
-one. A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its
-own sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
+one. Sensors with the same ``exclusive_key()`` (the channels of one ADC, which share its config
+register) take their attempts one at a time: an attempt that finds the key held waits, without a
+deadline of its own, until the holder's attempt ends (its collect, a failure, its deadline, its
+removal), then starts if that still leaves its read time before its next slot (else the slot is
+skipped). The retry spacing frees the chip for the others. (Exclusive keys apply to single
+starts; a driver uses either them or ``start_group``.)
+
+A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its own
+sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
 moves 1 ms on). A driver that cannot be built is rebuilt with backoff. Every exception from a
 driver is caught, counted and reported; a failing sensor is logged once per change of state.
 
@@ -279,6 +286,8 @@ class _Sensor:
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
         self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
+        self.holds: Hashable | None = None      # the exclusive key its attempt holds now
+        self.waits_for: Hashable | None = None  # the exclusive key it waits for (no attempt yet)
 
     def continue_from(self, old: _Sensor) -> None:
         """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
@@ -336,6 +345,8 @@ class Scheduler:
         self._outbox_thread: threading.Thread | None = None
         self.clock_steps = 0
         self._store_failing = False
+        self._exclusive_holder: dict[Hashable, _Sensor] = {}
+        self._exclusive_waiting: dict[Hashable, deque[_Sensor]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -455,6 +466,7 @@ class Scheduler:
         self._sensors = [x for x in self._sensors if x is not s]
         s.removed = True
         s.token += 1           # every timer of it is stale now
+        self._release_exclusive(s)   # (a sensor waiting for a key is skipped when its turn comes)
         if s.cycle is not None:   # a hung call is given up at its attempt's deadline
             s.release_by = s.cycle.deadline_mono
         s.cycle, s.slot_k = None, None
@@ -674,12 +686,55 @@ class Scheduler:
 
     def _start_attempt(self, s: _Sensor) -> None:
         assert s.driver is not None and s.cycle is not None
+        if not self._take_exclusive(s):
+            return   # another sensor's attempt holds the chip: started when it ends
         s.token += 1
         cycle = s.cycle
         cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
                                   cycle.next_slot_mono)
         self._at(cycle.deadline_mono, "deadline", s, s.token)
         self._submit(s, "start", s.driver.start, stamp=True)
+
+    # -- exclusive keys: one attempt at a time per chip ------------------------------------------
+    def _take_exclusive(self, s: _Sensor) -> bool:
+        """Take ``s``'s exclusive key for one attempt; False (and ``s`` queued) while another
+        sensor's attempt holds it."""
+        assert s.driver is not None
+        ok, key = _call_driver(s.driver.exclusive_key)
+        if not ok or key is None:
+            return True
+        holder = self._exclusive_holder.get(key)
+        if holder is not None and holder is not s:
+            s.waits_for = key
+            self._exclusive_waiting.setdefault(key, deque()).append(s)
+            return False
+        self._exclusive_holder[key] = s
+        s.holds = key
+        return True
+
+    def _release_exclusive(self, s: _Sensor) -> None:
+        """``s``'s attempt is over: free its key and start the first sensor waiting for it that
+        is still due (one whose next slot came too close skips this slot)."""
+        key, s.holds = s.holds, None
+        if key is None:
+            return
+        if self._exclusive_holder.get(key) is s:
+            del self._exclusive_holder[key]
+        waiting = self._exclusive_waiting.get(key)
+        now = self.clock.monotonic()
+        while waiting:
+            w = waiting.popleft()
+            if w.removed or w.cycle is None or w.driver is None or w.waits_for != key:
+                continue
+            w.waits_for = None
+            if now + w.driver.timing.read_time_s > w.cycle.next_slot_mono:
+                w.counters.skipped += 1   # the chip was busy for the whole of its slot
+                self._end_cycle(w)
+                continue
+            self._start_attempt(w)
+            break
+        if not waiting:
+            self._exclusive_waiting.pop(key, None)
 
     def _start_group(self, cls: type, members: list[_Sensor]) -> None:
         now = self.clock.monotonic()
@@ -766,6 +821,7 @@ class Scheduler:
 
     def _attempt_failed(self, s: _Sensor, exc: BaseException, ended: float) -> None:
         assert s.cycle is not None and s.driver is not None
+        self._release_exclusive(s)   # the retry spacing frees the chip for the others
         cycle = s.cycle
         if isinstance(exc, SensorError):
             retryable = exc.retryable
@@ -800,6 +856,7 @@ class Scheduler:
 
     def _end_cycle(self, s: _Sensor) -> None:
         assert s.cycle is not None
+        self._release_exclusive(s)
         k = s.cycle.slot_k
         s.cycle = None
         self._schedule_slot(s, self.clock.monotonic(), after=k)

@@ -101,6 +101,8 @@ def _processing(config: MetricConfig) -> list[str]:
     if config.valid_range is not None:
         low, high = config.valid_range
         steps.append(f"valid {low:g} to {high:g} (else left out)")
+    if config.clamp is not None:
+        steps.append(f"clamped to {config.clamp[0]:g}…{config.clamp[1]:g}")
     if config.deadband is not None:
         silence = f", at least every {format_duration(config.max_silence_s)}" if config.max_silence_s else ""
         steps.append(f"sent when it moved by {config.deadband:g}{silence}")

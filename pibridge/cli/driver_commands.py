@@ -5,7 +5,8 @@
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
   the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses and chip-id register), and which 1-Wire devices the kernel lists.
+  (their addresses, chip-id register or register signature), and which 1-Wire devices the kernel
+  lists.
 """
 
 from __future__ import annotations
@@ -210,12 +211,20 @@ def identify_i2c(bus: Any, address: int,
     """The probable chip at ``address``: by the identification a driver declares (a chip-id
     register, or a command it answers: `CommandId`), else by the address alone. Where several
     drivers share the address, a candidate that does not answer its own identification leaves
-    the word to the others."""
+    the word to the others. A driver without an id register may declare a register signature
+    (`RegisterSignature`: power-on register values that name the part)."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
     by_address = []
     silent = None
     for cls in candidates:
         if cls.chip_id is None:
+            signature = cls.signature
+            if signature is not None:   # no id register: known register values name the part
+                try:
+                    if signature.matches(bus, address):
+                        return f"{signature.name} (register signature)"
+                except OSError:
+                    pass
             by_address.append(cls.chip_name or cls.name)
             continue
         if isinstance(cls.chip_id, CommandId):

@@ -55,6 +55,7 @@ class MetricConfig:
     unit: str | None = None                          #: an agent valueUnit …
     value_type: str | None = None                    #: … or a valueType + annotation
     annotation: str | None = None
+    clamp: tuple[float, float] | None = None         #: outside: set to the nearer bound (after valid_range)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "clien
 BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
                "log_format")
 SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
-METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
+METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "clamp", "deadband",
                "max_silence", "unit", "type", "annotation")
 
 
@@ -446,6 +446,7 @@ class _Checker:
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
+        input_owner: dict[tuple[int, int, str], _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
@@ -458,13 +459,24 @@ class _Checker:
                     scope.report(keys, f"GPIO {pin} is the 1-Wire pin")
                 elif pin in bus_pins:
                     scope.report(keys, f"GPIO {pin} is {bus_pins[pin]}")
+            slot_clash = False
             for slot in resources.i2c:
                 keys = _named_option(sensor.config, "address")
-                if slot in i2c_owner:
-                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
-                                       f"{i2c_owner[slot].scope.label}")
-                else:
+                owner = i2c_owner.get(slot)
+                if owner is None:
                     i2c_owner[slot] = sensor
+                elif not resources.i2c_shared_by or resources.i2c_shared_by != owner.resources.i2c_shared_by:
+                    slot_clash = True
+                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
+                                       f"{owner.scope.label}")
+            for chip_input in () if slot_clash else resources.inputs:   # a shared chip: each input once
+                where = (chip_input.bus, chip_input.address, chip_input.name)
+                if where in input_owner:
+                    scope.report(_named_option(sensor.config, chip_input.option),
+                                 f"{chip_input.name} of the chip at {chip_input.address:#04x} on bus "
+                                 f"{chip_input.bus} is already read by {input_owner[where].scope.label}")
+                else:
+                    input_owner[where] = sensor
             for device_id in resources.w1:
                 keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:
@@ -491,7 +503,7 @@ class _MetricChecker:
     """One ``[sensor.metrics.KEY]`` table: names, calibration, filters, unit or type."""
 
     KEYS = METRIC_KEYS
-    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "deadband")
+    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "clamp", "deadband")
 
     def __init__(self, scope: _Scope, keys: KeyPath, metric: Metric | None) -> None:
         self.scope, self.keys, self.metric = scope, keys, metric
@@ -532,6 +544,7 @@ class _MetricChecker:
             self.report("points", "give either points or offset/scale, not both")
         median = self.get(table, "median", v.integer(1, MEDIAN_MAX))
         valid_range = self.get(table, "valid_range", _range)
+        clamp = self.get(table, "clamp", _range)
         deadband = self.get(table, "deadband", _non_negative)
         max_silence = self.get(table, "max_silence", v.duration)
         if max_silence is not None and "deadband" not in table:
@@ -554,7 +567,7 @@ class _MetricChecker:
                                       scale=scale if scale is not None else 1.0)
         return MetricConfig(key, enabled if enabled is not None else True, name, calibration,
                             median if median is not None else 1, valid_range, deadband, max_silence,
-                            unit, value_type, annotation)
+                            unit, value_type, annotation, clamp)
 
     def _check_type_override(self, key: str, kind: str, table: dict[str, Any]) -> None:
         """A ``type`` or ``unit`` must fit the values the driver reports: a number stays a number

@@ -85,6 +85,7 @@ def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
     rigs.update(climate_and_light_rigs(clock))
     for cls in (DHT22, DHT11):
         rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
+    rigs.update(adc_and_power_rigs(bus, clock))
     return rigs
 
 
@@ -108,6 +109,18 @@ def climate_and_light_rigs(clock: VirtualClock) -> dict[str, Driver]:
     buses[3].attach(0x10, FakeVEML7700(lux=5000.0, clock=clock))
     return {"sht4x": SHT4x(bus=buses[0], clock=clock), "sht3x": SHT3x(bus=buses[1]),
             "aht20": AHT20(bus=buses[2]), "veml7700": VEML7700(bus=buses[3])}
+def adc_and_power_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
+    """ADS1115, ADS1015 (one input each) and INA219 on fixed inputs, on ``bus``."""
+    from pibridge.drivers.ads1x15 import ADS1015, ADS1115
+    from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
+    from pibridge.drivers.fakes.ina219 import FakeINA219
+    from pibridge.drivers.ina219 import INA219
+
+    bus.attach(0x48, FakeADS1x15(bits=16, clock=clock, inputs=(2.05, 1.4, 1.65, -0.0002)))
+    bus.attach(0x49, FakeADS1x15(bits=12, clock=clock, inputs=(2.05, 1.4, 1.65, -0.0002)))
+    bus.attach(0x40, FakeINA219(clock=clock, source=lambda: (12.0, -0.75)))
+    return {"ads1115": ADS1115(bus=bus, channel=0), "ads1015": ADS1015(bus=bus, address=0x49, channel=0),
+            "ina219": INA219(bus=bus)}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
