@@ -67,7 +67,7 @@ from typing import Any, Protocol
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
-from pibridge.drivers.base import Driver, check_sample
+from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
 from pibridge.profile import MetricConfig
 
@@ -750,6 +750,10 @@ class Scheduler:
         # collect
         if not ok:
             self._attempt_failed(s, result, ended)
+            return
+        if isinstance(result, CollectAgain):  # one more step of a multi-step reading (same attempt)
+            wait = result.wait_s if math.isfinite(result.wait_s) else 0.0
+            self._at(ended + max(0.0, wait), "collect", s, s.token)
             return
         assert s.driver is not None
         try:
