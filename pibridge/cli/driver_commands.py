@@ -205,12 +205,22 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 
 
 def identify_i2c(bus: Any, address: int,
-                 table: dict[int, list[type[I2CDriver]]] | None = None) -> str:
-    """The probable chip at ``address``: by the chip-id register a driver declares, else by the
-    address alone."""
+                 table: dict[int, list[type[I2CDriver]]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> str:
+    """The probable chip at ``address``: by the driver's own ``identify(bus, address, sleep)``
+    (chips without an id register: a command they answer harmlessly, e.g. the SCD30's firmware
+    version), by the chip-id register a driver declares, else by the address alone."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
-    by_address = []
+    by_address: list[str] = []
+    refused: list[str] = []
     for cls in candidates:
+        identify = getattr(cls, "identify", None)
+        if callable(identify):
+            name = identify(bus, address, sleep)
+            if name is not None:
+                return str(name)
+            refused.append(cls.chip_name or cls.name)
+            continue
         if cls.chip_id is None:
             by_address.append(cls.chip_name or cls.name)
             continue
@@ -226,6 +236,8 @@ def identify_i2c(bus: Any, address: int,
             return f"unknown (chip id 0x{chip_id:02x})"
     if by_address:
         return f"{' or '.join(by_address)} (probable, by address)"
+    if refused:
+        return f"unknown (does not answer as an {' or '.join(refused)})"
     return "unknown"
 
 
