@@ -109,6 +109,8 @@ RESOURCES = {
     "digital_input": ({"pin": 17}, {"gpio": (17,)}),
     "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "cpu_temperature": ({}, {}),
+    "scd4x": ({}, {"i2c": ((1, 0x62),)}),
+    "scd30": ({"i2c_bus": 3}, {"i2c": ((3, 0x61),)}),
 }
 
 
