@@ -84,7 +84,25 @@ def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
     rigs: dict[str, Driver] = {"bme280": BME280(bus=bus), "bh1750": BH1750(bus=bus)}
     for cls in (DHT22, DHT11):
         rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
+    rigs.update(co2_rigs(bus, clock))
     return rigs
+
+
+def co2_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
+    """SCD4x and SCD30 on their fakes (fixed CO₂, T, RH; the SCD30's CO₂ steps by 1/64 ppm per
+    measurement, since its driver refuses a frame identical to the last as a stuck data-ready
+    flag). A read is get-data-ready + read-measurement: two command/wait/read steps."""
+    from itertools import count
+
+    from pibridge.drivers.fakes.scd4x import FakeSCD4x
+    from pibridge.drivers.fakes.scd30 import FakeSCD30
+    from pibridge.drivers.scd4x import SCD4x
+    from pibridge.drivers.scd30 import SCD30
+
+    steps = count()
+    bus.attach(0x62, FakeSCD4x(source=lambda: (612.0, 21.5, 48.0), clock=clock))
+    bus.attach(0x61, FakeSCD30(source=lambda: (612.0 + next(steps) / 64, 21.5, 48.0), clock=clock))
+    return {"scd4x": SCD4x(bus=bus, clock=clock), "scd30": SCD30(bus=bus, clock=clock)}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
