@@ -302,7 +302,8 @@ def test_a_power_cycle_keeps_the_settings_and_the_reading_resumes() -> None:
     with pytest.raises(BusError):        # booting: deaf for 2 s
         read(driver, clock)
     clock.sleep(7.0)
-    assert read(driver, clock)["co2"] == pytest.approx(CO2, abs=1) and (chip.interval_s, chip.altitude) == (5, 100)
+    assert read(driver, clock)["co2"] == pytest.approx(CO2, abs=1)
+    assert (chip.interval_s, chip.altitude) == (5, 100)
 
 
 def test_stuck_data_ready_never_sends_the_same_frame_twice(caplog: pytest.LogCaptureFixture) -> None:
@@ -362,7 +363,7 @@ def test_fault_table_typed_error_then_recovery(fault: str) -> None:
 def test_scan_names_the_firmware() -> None:
     from pibridge.cli.driver_commands import identify_i2c
 
-    bus, chip, clock, driver = running()
+    bus, _chip, clock, driver = running()
     assert identify_i2c(bus, ADDR, sleep=clock.sleep) == "SCD30 (CO2, firmware 3.66)"
     assert read(driver, clock)["co2"] == pytest.approx(CO2, abs=1)
 
@@ -381,7 +382,8 @@ def test_scan_of_something_else_at_0x61() -> None:
 
 def test_simulated_reads_the_greenhouse_co2() -> None:
     clock = VirtualClock()
-    with SimulatedWorld(Environment(seed=3, clock=lambda: 15 * 3600.0), clock=clock, door_timer=False) as world:
+    afternoon = Environment(seed=3, clock=lambda: 15 * 3600.0)
+    with SimulatedWorld(afternoon, clock=clock, door_timer=False) as world:
         driver = world.build("scd30", {"measurement_interval": 5})
         with pytest.raises(NotReadyError):
             read_once(driver, clock.sleep)

@@ -195,3 +195,19 @@ def test_simulated_bme280_pressure_reaches_the_scd41_chip(run: Any, monkeypatch:
         assert any(abs(chip.pressure_hpa * 100 - p) <= 150 for p in air)  # type: ignore[attr-defined]
         co2 = [s.values["co2"] for s in recorder.of("CO2")]
         assert all(400 <= v <= 1250 for v in co2)
+
+
+def test_read_once_follows_the_steps_and_stops_an_endless_reading() -> None:
+    from pibridge.drivers.base import read_once
+    from pibridge.drivers.errors import SensorError
+
+    waited: list[float] = []
+    assert read_once(Stepper(), waited.append) == {"co2": 400.0}
+    assert waited == [0.001, 0.002, 0.002]
+
+    class Endless(Stepper):
+        def collect(self) -> CollectAgain:  # type: ignore[override]
+            return CollectAgain(0.0)
+
+    with pytest.raises(SensorError, match="more than 64 collect steps"):
+        read_once(Endless(), waited.append)
