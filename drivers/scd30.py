@@ -52,7 +52,7 @@ from pibridge.protocol import ValueType
 
 from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Sample, Timing
 from .crc import crc8_sensirion
-from .errors import BadDataError, NotReadyError, SensorError
+from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ ALTITUDE_MAX_M = 3000
 PRESSURE_MIN_PA = 70_000      #: 700 mbar
 PRESSURE_MAX_PA = 140_000     #: 1400 mbar
 PA_PER_MBAR = 100
+FRC_MIN_PPM = 400
+FRC_MAX_PPM = 2000
 PRESSURE_STEP_PA = 100.0      #: a handed-in pressure is sent again when it moved this much
 NO_COMPENSATION = 0
 #: the Pi clock-stretching symptom: this many CRC errors among the last CRC_WINDOW transfers
@@ -358,6 +360,17 @@ class SCD30(I2CDriver):
         self._last_fresh = self.clock()
         if self.setups > 1:
             log.info("%s: continuous measurement started again", self.label)
+
+    # -- explicit commands (never part of a reading) ----------------------------------------------
+    def forced_recalibration(self, target_ppm: int) -> None:
+        """Forced recalibration: after ≥ 2 minutes of continuous measurement at a known, steady
+        CO₂ level, tell the module that level (400–2000 ppm). An explicit command, never part of
+        a reading; the module keeps measuring."""
+        if not FRC_MIN_PPM <= target_ppm <= FRC_MAX_PPM:
+            raise ConfigurationError(f"{self.label}: forced recalibration target {target_ppm} ppm is "
+                                     f"outside {FRC_MIN_PPM}–{FRC_MAX_PPM} ppm")
+        self.write_bytes(command_bytes(CMD_FORCED_RECALIBRATION, target_ppm), "forced recalibration")
+        log.info("%s: forced recalibration to %d ppm", self.label, target_ppm)
 
     def _pressure_moved(self) -> bool:
         wanted, sent = self._pressure_wanted, self._pressure_sent

@@ -464,6 +464,27 @@ class SCD4x(I2CDriver):
         self._send(CMD_PERSIST_SETTINGS, "persist_settings")
         sleep(PERSIST_S)
 
+    def forced_recalibration(self, target_ppm: int, sleep: Callable[[float], None]) -> int:
+        """Forced recalibration (§11.3): after ≥ 3 minutes of measuring at a known, steady CO₂
+        level ``target_ppm``, stop, wait 500 ms, send the target, wait 400 ms, read the
+        correction (ppm) the chip applied. A failed FRC (the chip had not been measuring) is a
+        `SensorError`; Adafruit reads the reply signed and never sees that failure (§11.5).
+        An explicit command, never part of a reading; the next reading sets the chip up again."""
+        self._send(CMD_STOP_PERIODIC, "stop_periodic_measurement")
+        self._set_up = False
+        sleep(STOP_S)
+        self._write(CMD_PERFORM_FRC, target_ppm, "forced recalibration")
+        sleep(FRC_S)
+        data = self.read_bytes(FRAME_BYTES, "forced recalibration reply")
+        (word,) = words_from_frame(data, 1)
+        correction = frc_correction(word)
+        if correction is None:
+            raise SensorError(f"{self.label}: forced recalibration failed (reply 0xFFFF): measure for "
+                              "at least 3 minutes at the target level first")
+        log.info("%s: forced recalibration to %d ppm: correction %+d ppm", self.label, target_ppm,
+                 correction)
+        return correction
+
     # -- transfers ---------------------------------------------------------------------------------
     def _send(self, command: int, doing: str) -> None:
         self.write_bytes(command_bytes(command), doing)

@@ -394,3 +394,13 @@ def test_simulated_reads_the_greenhouse_co2() -> None:
 
 def test_struct_decoding_is_big_endian() -> None:
     assert struct.unpack(">f", bytes.fromhex("43DB8C2E"))[0] == pytest.approx(439.09515)
+
+
+def test_forced_recalibration_is_an_explicit_checked_command() -> None:
+    _bus, chip, clock, driver = running()
+    driver.forced_recalibration(450)
+    assert chip.frc_ppm == 450 and chip.commands[-1] == 0x5204 and chip.measuring
+    with pytest.raises(ConfigurationError, match="outside 400–2000 ppm"):
+        driver.forced_recalibration(3000)
+    clock.sleep(2.0)
+    assert read(driver, clock)["co2"] == pytest.approx(CO2, abs=1)

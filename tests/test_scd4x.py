@@ -482,3 +482,23 @@ def test_environment_co2_follows_the_day() -> None:
     assert 1100 <= dawn <= 1200 and 400 <= afternoon <= 500
     values = [Environment(seed=1, clock=lambda h=h: h * hour).co2() for h in range(24)]
     assert min(values) >= 400 and max(values) <= 1200
+
+
+# --- explicit commands -----------------------------------------------------------------------------
+def test_forced_recalibration_after_three_minutes_and_its_failure() -> None:
+    bus, chip, clock, driver = running()
+    with pytest.raises(SensorError, match="forced recalibration failed"):   # only 5 s of measuring
+        driver.forced_recalibration(400, clock.sleep)
+    assert chip.mode == "idle"
+    with pytest.raises(NotReadyError, match="started"):   # the next reading starts it again
+        read(driver, clock)
+    clock.sleep(185.0)
+    assert driver.forced_recalibration(400, clock.sleep) == 400 - 612   # target − what it read
+    assert ("i2c_rdwr.write", ADDR, None, list(bytes.fromhex("362F01904C"))) in bus.transfers
+
+
+def test_persist_settings_is_explicit() -> None:
+    _bus, chip, clock, driver = running()
+    chip.commands.clear()
+    driver.persist_settings(clock.sleep)
+    assert chip.commands == [CMD_STOP_PERIODIC, 0x3615]

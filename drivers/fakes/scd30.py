@@ -83,6 +83,7 @@ class FakeSCD30(FakeI2CDevice):
         self.temperature_offset = 0
         self.measuring = measuring
         self.pressure_mbar = 0
+        self.frc_ppm = 400
         self._boot(self.clock() - SCD30_BOOT_S)
 
     def _boot(self, at: float) -> None:
@@ -169,6 +170,13 @@ class FakeSCD30(FakeI2CDevice):
             else:
                 self.temperature_offset = argument
                 self.flash_writes += 1
+        elif command == chip.CMD_FORCED_RECALIBRATION:
+            if argument is None:
+                self.reply = encode_words([self.frc_ppm])
+            elif SCD30_FRC_RANGE_PPM[0] <= argument <= SCD30_FRC_RANGE_PPM[1]:
+                self.frc_ppm = argument
+            else:
+                self.ignored_writes += 1
         elif command == chip.CMD_GET_DATA_READY:
             self.reply = encode_words([1 if self.new_data or self.stuck_data_ready else 0])
         elif command == chip.CMD_READ_MEASUREMENT:

@@ -37,6 +37,7 @@ SCD4X_DEFAULT_OFFSET_WORD = 1498      #: 4 °C · 65535 / 175, rounded
 SCD4X_DEFAULT_PRESSURE_HPA = 1013
 SCD4X_STATUS_READY = 0x8006           #: the datasheet's example status words
 SCD4X_STATUS_NOT_READY = 0x8000
+SCD4X_FRC_MEASURED_S = 180.0         #: FRC fails (0xFFFF) unless it measured this long before
 SCD4X_POLY = 0x31
 SCD4X_CRC_INIT = 0xFF
 
@@ -111,6 +112,9 @@ class FakeSCD4x(FakeI2CDevice):
         self.pressure_hpa = SCD4X_DEFAULT_PRESSURE_HPA
         self.asc_enabled = 1
         self.buffer: list[int] | None = None
+        self.last_co2: int | None = None
+        self.periodic_since: float | None = None
+        self.measured_for = 0.0            # how long the last periodic run lasted (FRC needs 3 min)
         self.next_measurement_at: float | None = None
         self.single_shot_at: float | None = None
         self.reply: bytes | None = None
@@ -135,6 +139,7 @@ class FakeSCD4x(FakeI2CDevice):
     def _measure(self) -> None:
         self.measurements += 1
         self.buffer = measurement_words(*self.source())
+        self.last_co2 = self.buffer[0]
 
     # -- the wire ---------------------------------------------------------------------------------
     def i2c_write(self, data: bytes) -> None:
@@ -162,11 +167,14 @@ class FakeSCD4x(FakeI2CDevice):
 
     def _execute(self, command: int, argument: int | None, now: float) -> None:
         if command == chip.CMD_STOP_PERIODIC:
-            self.mode = "idle"
+            if self.periodic_since is not None:
+                self.measured_for = now - self.periodic_since
+            self.mode, self.periodic_since = "idle", None
             self.next_measurement_at = None
         elif command in (chip.CMD_START_PERIODIC, chip.CMD_START_LOW_POWER_PERIODIC):
             self.mode = "periodic" if command == chip.CMD_START_PERIODIC else "low_power"
             self.next_measurement_at = now + chip.PERIOD_S[self.mode]
+            self.periodic_since = now
         elif command == chip.CMD_MEASURE_SINGLE_SHOT:
             if self.variant == "SCD40":
                 self.busy_until = now   # an SCD40 does not know it: nothing happens
@@ -187,6 +195,11 @@ class FakeSCD4x(FakeI2CDevice):
         elif command == chip.CMD_REINIT:
             self.temperature_offset, self.altitude = SCD4X_DEFAULT_OFFSET_WORD, 0
             self.asc_enabled, self.stuck_data_ready = 1, False   # reinit clears a stuck flag
+        elif command == chip.CMD_PERFORM_FRC and argument is not None:
+            ok = self.measured_for >= SCD4X_FRC_MEASURED_S and self.last_co2 is not None
+            self.reply = encode_words([chip.FRC_OFFSET + argument - self.last_co2 if ok and self.last_co2
+                                       is not None else chip.FRC_FAILED])
+            self.measured_for = 0.0
         elif argument is not None:
             if command == chip.CMD_SET_TEMPERATURE_OFFSET:
                 self.temperature_offset = argument
