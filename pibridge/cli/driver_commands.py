@@ -60,6 +60,8 @@ def _option_line(option: Option) -> str:
     parts = [f"{option.key} ({option.kind_label})"]
     if option.required:
         parts.append("required")
+    elif option.default is None:
+        parts.append("optional, no default")
     else:
         shown = option.show(option.default) if option.hex else repr(option.default)
         parts.append(f"default {shown}")
