@@ -253,7 +253,8 @@ class SCD4x(I2CDriver):
         Option("self_calibration", bool, True, "automatic self-calibration (needs a week with "
                "fresh air daily; off in a greenhouse that never sees 400 ppm)"),
     )
-    read_time_s = STOP_S + 8 * EXEC_S + BUS_TIME_S   #: the set-up reading is the longest
+    #: the set-up reading is the longest: stop, reinit (after a stuck flag), 6 commands, 2 reads
+    read_time_s = STOP_S + REINIT_S + 8 * EXEC_S + BUS_TIME_S
     min_interval_s = PERIOD_S["periodic"]
     retry = RetryPolicy(attempts=1, spacing_s=PERIOD_S["periodic"])
     simulator = "pibridge.drivers.fakes.scd4x:simulate"
