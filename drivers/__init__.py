@@ -17,6 +17,7 @@ from .base import (
     SPI_BUS_PINS,
     W1_DEFAULT_GPIO,
     ChipInput,
+    CollectAgain,
     Driver,
     GpioPin,
     Metric,
@@ -46,8 +47,8 @@ from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
     "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId", "ChipInput",
-    "CommandId",
-    "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment", "GpioPin", "I2CDriver",
+    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment",
+    "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
     "RegisterSignature", "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing",
     "Value", "ValueType",

@@ -202,6 +202,22 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class CollectAgain:
+    """What `Driver.collect` returns when one reading takes more than one command-wait-read step
+    on the chip (a Sensirion SCD4x/SCD30: ask "data ready?", wait its execution time, read it,
+    then ask for the measurement, wait again, read it): the step's command was sent, its reply is
+    due in ``wait_s`` seconds, so the caller waits that long (the caller owns time: the driver
+    never sleeps) and calls `Driver.collect` again. The steps of one reading count as one attempt
+    (its budget is the driver's ``read_time_s``)."""
+
+    wait_s: float
+
+
+#: A reading needing more steps than this is a driver bug (`read_once` stops it).
+MAX_COLLECT_STEPS = 64
+
+
+@dataclass(frozen=True)
 class OptionProblem:
     """One problem with a driver configuration: ``key`` is the option ("" for the set as a
     whole), ``message`` one line that names the option but not the driver (the caller adds
@@ -343,8 +359,9 @@ class Driver:
     def collect(self) -> Sample:
         """Fetch and convert the measurement `start` began: exactly one attempt, one coherent
         sample, or a `SensorError`. Collecting before the returned time has passed gets what the
-        chip gives then (a stale value, or `NotReadyError`). Default: a driver that implements
-        only ``read()`` (single phase) is read here."""
+        chip gives then (a stale value, or `NotReadyError`). A reading of several command/wait/read
+        steps returns `CollectAgain` (wait, then collect again) between its steps. Default: a
+        driver that implements only ``read()`` (single phase) is read here."""
         if type(self).read is Driver.read:
             raise NotImplementedError(f"{type(self).__name__} must implement collect() or read()")
         return self.read()
@@ -417,11 +434,17 @@ def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
 
 
 def read_once(driver: Driver, sleep: Callable[[float], None]) -> Sample:
-    """One attempt of any driver: `Driver.start`, ``sleep`` for the time it returns, `Driver.collect`."""
+    """One attempt of any driver: `Driver.start`, ``sleep`` for the time it returns, `Driver.collect`
+    (again after each `CollectAgain` wait, for a multi-step reading)."""
     wait = driver.start()
-    if wait > 0:
-        sleep(wait)
-    return driver.collect()
+    for _ in range(MAX_COLLECT_STEPS):
+        if wait > 0:
+            sleep(wait)
+        result = driver.collect()
+        if not isinstance(result, CollectAgain):
+            return result
+        wait = result.wait_s
+    raise SensorError(f"{driver.name}: more than {MAX_COLLECT_STEPS} collect steps in one reading")
 
 
 def read_with_retries(driver: Driver, sleep: Callable[[float], None] = time.sleep) -> Sample:

@@ -58,6 +58,11 @@ SUNSET_HOUR = 20.0
 #: the simulated daily watering (UTC hour) of soil bed 0; bed n is watered n steps later
 WATERING_HOUR = 7.0
 BED_WATERING_STEP_H = 5.0
+#: CO₂ in a closed greenhouse: highest before dawn (a night of respiration), lowest mid-afternoon
+#: (plants draw it down in daylight); ppm.
+CO2_HIGHEST_HOUR = 4.0
+CO2_MEAN_PPM = 800.0
+CO2_DAILY_SWING_PPM = 700.0
 #: how far the door timer looks for the next edge before just waking up to look again
 MAX_DOOR_SLOTS_AHEAD = 1000
 
@@ -136,6 +141,14 @@ class Environment:
             return 0.0
         daylight = math.sin(math.pi * (hour - SUNRISE_HOUR) / (SUNSET_HOUR - SUNRISE_HOUR))
         return max(0.0, self.peak_lux * daylight * (1 + self._jitter(0.05)))
+
+    def co2(self) -> float:
+        """ppm: a daily curve, ~1150 before dawn (night respiration) down to ~450 in the
+        afternoon (photosynthesis), with 5 ppm noise; never below outdoor air's 400."""
+        hour = self._hour(self.clock())
+        phase = 2 * math.pi * (hour - CO2_HIGHEST_HOUR) / 24.0
+        ppm = CO2_MEAN_PPM + CO2_DAILY_SWING_PPM / 2 * math.cos(phase) + self._jitter(5.0)
+        return max(400.0, ppm)
 
     def jitter(self, scale: float) -> float:
         """Gaussian noise of standard deviation ``scale`` (× ``noise``), from the seeded generator:

@@ -15,9 +15,12 @@ DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": 
                                              ).read_time_s
 
 KNOWN_DRIVERS = ", ".join(registry.names())  # every driver found, sorted (derived: chips get added)
-SENSOR_KEYS = "name, driver, interval, options, metrics"
+SENSOR_KEYS = "name, driver, interval, options, metrics, pressure_from"
 METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, clamp, deadband, max_silence, "
                "unit, type, annotation")
+
+#: a BME280 named Air: the pressure source of the pressure_from cases
+AIR = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
 
 #: (id, profile text, expected lines after "<path>:")
 CASES: list[tuple[str, str, list[str]]] = [
@@ -208,6 +211,45 @@ CASES: list[tuple[str, str, list[str]]] = [
       'cert_folder, client_name, provisioning)',
       '4: agent.provisioning: "override" is not a profile setting (it is an action: run `pibridge provision '
       '--override`); use "keep" or "smart"']),
+    # -- CO₂ sensors and pressure_from (a CO₂ sensor's pressure taken from another sensor) --
+    ("pressure_from names no sensor", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = "Ar"\n',
+     ['8: sensor "CO2" → pressure_from: no sensor named "Ar" in this profile; did you mean "Air"? '
+      '(sensors: "Air", "CO2")']),
+    ("pressure_from itself", '[[sensor]]\nname = "CO2"\ndriver = "scd30"\npressure_from = "CO2"\n',
+     ['4: sensor "CO2" → pressure_from: a sensor cannot take its pressure from itself']),
+    ("pressure_from a sensor without pressure", AIR + 'options = { osrs_p = 0 }\n[[sensor]]\n'
+     'name = "Canopy"\ndriver = "dht22"\noptions = { pin = 17 }\n[[sensor]]\nname = "CO2"\ndriver = "scd4x"\n'
+     'interval = 30\n'
+     'pressure_from = "Air"\n[[sensor]]\nname = "CO2 bench"\ndriver = "scd30"\npressure_from = "Canopy"\n',
+     ['13: sensor "CO2" → pressure_from: sensor "Air" (bme280) does not report pressure in Pa with its '
+      'options (it reports temperature, humidity)',
+      '17: sensor "CO2 bench" → pressure_from: sensor "Canopy" (dht22) does not report pressure in Pa with '
+      'its options (it reports temperature, humidity)']),
+    ("pressure_from and ambient_pressure", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = "Air"\noptions = { ambient_pressure = 98000 }\n',
+     ['8: sensor "CO2" → pressure_from: give pressure_from or options.ambient_pressure, not both']),
+    ("pressure_from on a driver that takes none", AIR + '[[sensor]]\nname = "Soil"\ndriver = "bme280"\n'
+     'options = { address = 0x77 }\npressure_from = "Air"\n',
+     ['8: sensor "Soil" → pressure_from: a bme280 takes no ambient pressure (pressure_from is for drivers '
+      'that compensate with it: scd30, scd4x)']),
+    ("pressure_from not a name", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = ["Air"]\n',
+     ['8: sensor "CO2" → pressure_from: must be the name of another sensor of this profile (one that '
+      "reports pressure in Pa), not ['Air']"]),
+    ("CO2 options: altitude with ambient pressure, interval range, mode", '[[sensor]]\nname = "CO2"\n'
+     'driver = "scd4x"\ninterval = 30\noptions = { altitude = 300, ambient_pressure = 98000 }\n[[sensor]]\n'
+     'name = "CO3"\ndriver = "scd30"\noptions = { measurement_interval = 1801, i2c_bus = 3 }\n[[sensor]]\n'
+     'name = "CO4"\ndriver = "scd4x"\ninterval = 60\noptions = { mode = "single-shot", i2c_bus = 4 }\n',
+     ['5: sensor "CO2" → options.ambient_pressure: give altitude or ambient_pressure, not both (the chip '
+      'uses the last one set)',
+      '9: sensor "CO3" → options.measurement_interval: 1801 is above the maximum 1800',
+      "14: sensor \"CO4\" → options.mode: 'single-shot' is not one of 'periodic', 'low_power', "
+      "'single_shot'"]),
+    ("CO2 interval below the chip's period", '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 2\n'
+     '[[sensor]]\nname = "CO3"\ndriver = "scd30"\ninterval = 10\noptions = { measurement_interval = 30 }\n',
+     ['4: sensor "CO2" → interval: 2 s is below the 5 s a scd4x needs between two readings',
+      '8: sensor "CO3" → interval: 10 s is below the 30 s a scd30 needs between two readings']),
 ]
 
 

@@ -116,6 +116,8 @@ RESOURCES = {
     "ads1115": ({"channel": 3}, {"i2c": ((1, 0x48),)}),
     "ads1015": ({"address": "0x4b", "differential": "0-1"}, {"i2c": ((1, 0x4B),)}),
     "ina219": ({"address": "0x45", "i2c_bus": 3}, {"i2c": ((3, 0x45),)}),
+    "scd4x": ({}, {"i2c": ((1, 0x62),)}),
+    "scd30": ({"i2c_bus": 3}, {"i2c": ((3, 0x61),)}),
 }
 
 

@@ -59,6 +59,7 @@ continues its timeline (timestamps strictly increasing, counters kept).
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -74,7 +75,7 @@ from typing import Any, Protocol
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
-from pibridge.drivers.base import Driver, check_sample
+from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
 from pibridge.profile import MetricConfig
 
@@ -117,12 +118,21 @@ class SampleSink(Protocol):
 @dataclass(frozen=True)
 class SensorPlan:
     """One sensor to sample: its profile name, interval (s), how to build its driver (real or
-    simulated hardware; may raise), and the profile's per-metric configuration."""
+    simulated hardware; may raise), and the profile's per-metric configuration.
+
+    ``inputs``: values this sensor's driver takes from other sensors, as driver method ->
+    (source sensor, source metric key), e.g. ``{"set_ambient_pressure": ("Air", "pressure")}`` for
+    a profile's ``pressure_from = "Air"``. Before each attempt of this sensor, on the timer
+    thread and while none of its calls is out, the scheduler calls the method with the newest
+    value of that metric the source took (the driver's own value, before processing: in the
+    driver's unit), when it differs from the one handed last. The method only records it (no
+    bus traffic); the driver sends it during its own reading."""
 
     name: str
     interval_s: float
     build: Callable[[], Driver]
     metric_configs: Mapping[str, MetricConfig] = field(default_factory=dict)
+    inputs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -282,6 +292,8 @@ class _Sensor:
         self.rebuild_delay = REBUILD_FIRST_S
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
+        self.raw_values: dict[str, Value] = {}   # the driver's newest values (what inputs hand on)
+        self.handed: dict[str, Value] = {}       # input method -> value handed to this driver last
         self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
@@ -296,6 +308,7 @@ class _Sensor:
                                                                     old.last_mono_ms)
         self.recent_ms.extend(old.recent_ms)
         self.counters, self.last_values = old.counters, old.last_values
+        self.raw_values = old.raw_values
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -693,6 +706,7 @@ class Scheduler:
         cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
                                   cycle.next_slot_mono)
         self._at(cycle.deadline_mono, "deadline", s, s.token)
+        self._hand_inputs(s)
         self._submit(s, "start", s.driver.start, stamp=True)
 
     # -- exclusive keys: one attempt at a time per chip ------------------------------------------
@@ -745,6 +759,7 @@ class Scheduler:
             s.cycle.deadline_mono = min(now + attempt_budget(s.driver.timing.read_time_s),
                                         s.cycle.next_slot_mono)
             self._at(s.cycle.deadline_mono, "deadline", s, s.token)
+            self._hand_inputs(s)
             s.busy = True
             drivers.append(s.driver)
         tokens = [s.token for s in members]
@@ -759,6 +774,27 @@ class Scheduler:
                 self._inbox.put(("done", s, token, "start", ok, result, started_mono, started_wall,
                                  was_set, ended))
         self.pool.submit(job)
+
+    def _hand_inputs(self, s: _Sensor) -> None:
+        """Hand ``s``'s driver the newest value of each of its inputs (`SensorPlan.inputs`) that
+        changed since it was handed last; a source not sampled (yet) hands nothing."""
+        if not s.plan.inputs or s.driver is None:
+            return
+        for method, (source_name, key) in s.plan.inputs.items():
+            source = next((x for x in self._sensors if x.name == source_name), None)
+            value = source.raw_values.get(key) if source is not None else None
+            if value is None or s.handed.get(method) == value:
+                continue
+            setter = getattr(s.driver, method, None)
+            if not callable(setter):
+                continue
+            ok, exc = _call_driver(functools.partial(setter, value))
+            if ok:
+                s.handed[method] = value
+            else:
+                s.counters.driver_exceptions += 1
+                log.warning("sensor %s: %s(%r) from sensor %s failed: %s", s.name, method, value,
+                            source_name, _describe(exc))
 
     def _stamp_now(self) -> tuple[float, float, bool]:
         was_set = self.clock.is_set()
@@ -805,6 +841,10 @@ class Scheduler:
         # collect
         if not ok:
             self._attempt_failed(s, result, ended)
+            return
+        if isinstance(result, CollectAgain):  # one more step of a multi-step reading (same attempt)
+            wait = result.wait_s if math.isfinite(result.wait_s) else 0.0
+            self._at(ended + max(0.0, wait), "collect", s, s.token)
             return
         assert s.driver is not None
         try:
@@ -865,6 +905,8 @@ class Scheduler:
     def _emit(self, s: _Sensor, raw: Mapping[str, Value], started_mono: float, started_wall: float,
               clock_was_set: bool, *, event: bool) -> None:
         assert s.processor is not None
+        if not event:
+            s.raw_values.update(raw)
         values = s.processor.process(raw, started_mono, always=event)
         counters = s.processor.counters
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband

@@ -56,7 +56,9 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     for sensor in profile.sensors:
         driver = registry.get(sensor.driver)
         resources.append((sensor, driver.resources(sensor.options)))
-        _say(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}", out)
+        source = f", pressure from \"{sensor.pressure_from}\"" if sensor.pressure_from else ""
+        _say(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}{source}",
+             out)
         for metric in driver.metrics_for(sensor.options):   # what this configuration reports
             _say(f"  {_metric_line(metric, sensor.metrics.get(metric.key))}", out)
     _say("pins and buses:", out)

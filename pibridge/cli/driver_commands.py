@@ -61,6 +61,8 @@ def _option_line(option: Option) -> str:
     parts = [f"{option.key} ({option.kind_label})"]
     if option.required:
         parts.append("required")
+    elif option.default is None:
+        parts.append("optional, no default")
     else:
         shown = option.show(option.default) if option.hex else repr(option.default)
         parts.append(f"default {shown}")
@@ -208,15 +210,24 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 def identify_i2c(bus: Any, address: int,
                  table: dict[int, list[type[I2CDriver]]] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> str:
-    """The probable chip at ``address``: by the identification a driver declares (a chip-id
-    register, or a command it answers: `CommandId`), else by the address alone. Where several
-    drivers share the address, a candidate that does not answer its own identification leaves
-    the word to the others. A driver without an id register may declare a register signature
-    (`RegisterSignature`: power-on register values that name the part)."""
+    """The probable chip at ``address``, by what its driver declares: its own
+    ``identify(bus, address, sleep)`` classmethod (a command the chip answers harmlessly, e.g. the
+    SCD30's firmware version), a chip-id register (`ChipId`), an identification command
+    (`CommandId`: a Sensirion serial number), or power-on register values (`RegisterSignature`);
+    else by the address alone. Where several drivers share the address, a candidate that does not
+    answer its own identification leaves the word to the others."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
-    by_address = []
+    by_address: list[str] = []
+    refused: list[str] = []
     silent = None
     for cls in candidates:
+        identify = getattr(cls, "identify", None)
+        if callable(identify):
+            name = identify(bus, address, sleep)
+            if name is not None:
+                return str(name)
+            refused.append(cls.chip_name or cls.name)
+            continue
         if cls.chip_id is None:
             signature = cls.signature
             if signature is not None:   # no id register: known register values name the part
@@ -247,7 +258,11 @@ def identify_i2c(bus: Any, address: int,
             return f"unknown (chip id 0x{chip_id:02x})"
     if by_address:
         return f"{' or '.join(by_address)} (probable, by address)"
-    return silent or "unknown"
+    if silent:
+        return silent
+    if refused:
+        return f"unknown (does not answer as an {' or '.join(refused)})"
+    return "unknown"
 
 
 def identify_by_command(bus: Any, address: int, table: dict[int, list[type[I2CDriver]]],

@@ -12,6 +12,11 @@ from .errors import ProfileError
 from .locator import KeyLocator
 
 DEFAULT_STATE_DIR = Path("/var/lib/pibridge")
+#: ``pressure_from = "NAME"``: NAME's metric that is handed on (in Pa), and the method of the
+#: consumer's driver that takes it (SCD4x, SCD30: pressure compensation)
+PRESSURE_FROM_METRIC = "pressure"
+PRESSURE_FROM_UNIT = "SI.Pressure.PASCAL"
+PRESSURE_FROM_SETTER = "set_ambient_pressure"
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -70,6 +75,9 @@ class SensorConfig:
     options: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, MetricConfig] = field(default_factory=dict)
     line: int | None = None                          #: the ``[[sensor]]`` header's line
+    #: ``pressure_from``: the name of another sensor whose ``pressure`` (Pa) this sensor's driver
+    #: compensates with (its ``set_ambient_pressure``), or None
+    pressure_from: str | None = None
 
 
 @dataclass(frozen=True)

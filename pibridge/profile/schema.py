@@ -6,7 +6,8 @@ The schema (README's "Profile reference" lists every key with its type and defau
 
     [agent]      where the agent is (pibridge.agent.AgentSettings)
     [bridge]     state directory, queue bounds, durability, inventory check, 1-Wire pin, logs
-    [[sensor]]   name, driver, interval, [sensor.options] (the driver's), [sensor.metrics.KEY]
+    [[sensor]]   name, driver, interval, [sensor.options] (the driver's), [sensor.metrics.KEY],
+                 pressure_from (another sensor whose pressure the driver compensates with)
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ from pibridge.drivers.base import (
 from . import values as v
 from .errors import SHOWN_MAX, Problem, ProfileError, shown
 from .locator import KeyLocator, KeyPath
-from .model import BridgeSettings, Calibration, MetricConfig, Profile, SensorConfig
+from .model import (
+    PRESSURE_FROM_METRIC,
+    PRESSURE_FROM_SETTER,
+    PRESSURE_FROM_UNIT,
+    BridgeSettings,
+    Calibration,
+    MetricConfig,
+    Profile,
+    SensorConfig,
+)
 
 Sections = Literal["all", "agent"]
 AGENT_TABLE, BRIDGE_TABLE, SENSOR_TABLE = "agent", "bridge", "sensor"
@@ -55,7 +65,7 @@ _SYNTAX_POSITION = " (at line "
 AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
 BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
                "log_format")
-SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
+SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics", "pressure_from")
 METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "clamp", "deadband",
                "max_silence", "unit", "type", "annotation")
 
@@ -152,6 +162,15 @@ class _Scope:
 
 
 @dataclass
+class _PressureLink:
+    """``pressure_from`` of one sensor, checked against the profile's other sensors at the end."""
+
+    scope: _Scope
+    sensor: str | None
+    source: str
+
+
+@dataclass
 class _Checked:
     """One sensor after its own checks, waiting for the checks across sensors (pins, names)."""
 
@@ -166,6 +185,9 @@ class _Checker:
         self.problems: list[Problem] = []
         #: driver name -> class, or the problem with that name (looked up once per name)
         self._drivers: dict[str, type[Driver] | str] = {}
+        #: sensor name -> (driver, what its configuration reports or None when unknown)
+        self._reported: dict[str, tuple[type[Driver] | None, dict[str, Metric] | None]] = {}
+        self._pressure_links: list[_PressureLink] = []
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -272,6 +294,7 @@ class _Checker:
             if sensor is not None:
                 configs.append(sensor)
         self._resources(checked, bridge)
+        self._pressure_sources()
         return tuple(configs)
 
     def _sensor(self, scope: _Scope, entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
@@ -315,15 +338,67 @@ class _Checker:
         reported = (self._reported_metrics(scope, driver, config)
                     if driver is not None and config is not None else None)
         metric_configs = self._metrics(scope, driver, reported, metrics)
+        if isinstance(name, str) and _is_sensor_name(name):
+            self._reported.setdefault(name, (driver, reported))
+        pressure_from, pressure_ok = self._pressure_from(scope, entry, name, driver, config)
 
         one = _Checked(scope, config, resources) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
-                or interval is None or metric_configs is None):
+                or interval is None or metric_configs is None or not pressure_ok):
             return None, one
         assert isinstance(name, str) and isinstance(driver_name, str)
         sensor = SensorConfig(name, driver_name, interval, config, metric_configs,
-                              self.locator.line(scope.prefix))
+                              self.locator.line(scope.prefix), pressure_from)
         return sensor, one
+
+    # -- pressure_from --------------------------------------------------------------------------
+    def _pressure_from(self, scope: _Scope, entry: dict[str, Any], name: Any, driver: type[Driver] | None,
+                       config: dict[str, Any] | None) -> tuple[str | None, bool]:
+        """The sensor's own ``pressure_from`` checks: (the source's name or None, valid?). Whether
+        the source exists and reports pressure is checked once every sensor is known."""
+        if "pressure_from" not in entry:
+            return None, True
+        source = entry["pressure_from"]
+        if not _is_sensor_name(source):
+            scope.report(("pressure_from",), "must be the name of another sensor of this profile "
+                                             f"(one that reports pressure in Pa), not {shown(source)}")
+            return None, False
+        valid = True
+        if driver is not None and not callable(getattr(driver, PRESSURE_FROM_SETTER, None)):
+            takers = ", ".join(_pressure_takers()) or "none"
+            scope.report(("pressure_from",), f"a {driver.name} takes no ambient pressure (pressure_from is "
+                                             f"for drivers that compensate with it: {takers})")
+            valid = False
+        if config is not None and config.get("ambient_pressure") is not None:
+            scope.report(("pressure_from",), "give pressure_from or options.ambient_pressure, not both")
+            valid = False
+        self._pressure_links.append(_PressureLink(scope, name if isinstance(name, str) else None, source))
+        return source, valid
+
+    def _pressure_sources(self) -> None:
+        """Each ``pressure_from`` names another sensor of the profile that reports pressure in Pa."""
+        known = list(self._reported)
+        for link in self._pressure_links:
+            keys: KeyPath = ("pressure_from",)
+            if link.source == link.sensor:
+                link.scope.report(keys, "a sensor cannot take its pressure from itself")
+                continue
+            if link.source not in self._reported:
+                close = v.suggestion(link.source, known)
+                hint = f"; did you mean {shown(close)}?" if close else ""
+                listed = ", ".join(shown(n) for n in known)
+                link.scope.report(keys, f"no sensor named {shown(link.source)} in this profile{hint} "
+                                        f"(sensors: {listed})")
+                continue
+            driver, reported = self._reported[link.source]
+            if driver is None or reported is None:
+                continue  # the source's own problems are reported on its lines
+            metric = reported.get(PRESSURE_FROM_METRIC)
+            if metric is None or metric.unit != PRESSURE_FROM_UNIT:
+                listed = ", ".join(reported) or "nothing"
+                link.scope.report(keys, f"sensor {shown(link.source)} ({driver.name}) does not report "
+                                        f"{PRESSURE_FROM_METRIC} in Pa with its options "
+                                        f"(it reports {listed})")
 
     def _driver(self, scope: _Scope, name: str) -> type[Driver] | None:
         if name not in self._drivers:
@@ -484,6 +559,19 @@ class _Checker:
                                        f"{w1_owner[device_id].scope.label}")
                 else:
                     w1_owner[device_id] = sensor
+
+
+def _pressure_takers() -> list[str]:
+    """The built-in drivers that take an ambient pressure (for the message that lists them)."""
+    takers = []
+    for name in registry.builtin():
+        try:
+            cls = registry.get(name)
+        except Exception:  # a broken driver is reported where it is used
+            continue
+        if callable(getattr(cls, PRESSURE_FROM_SETTER, None)):
+            takers.append(name)
+    return sorted(takers)
 
 
 def _look_up_driver(name: str) -> type[Driver] | str:

@@ -86,6 +86,7 @@ def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
     for cls in (DHT22, DHT11):
         rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
     rigs.update(adc_and_power_rigs(bus, clock))
+    rigs.update(co2_rigs(bus, clock))
     return rigs
 
 
@@ -109,6 +110,8 @@ def climate_and_light_rigs(clock: VirtualClock) -> dict[str, Driver]:
     buses[3].attach(0x10, FakeVEML7700(lux=5000.0, clock=clock))
     return {"sht4x": SHT4x(bus=buses[0], clock=clock), "sht3x": SHT3x(bus=buses[1]),
             "aht20": AHT20(bus=buses[2]), "veml7700": VEML7700(bus=buses[3])}
+
+
 def adc_and_power_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
     """ADS1115, ADS1015 (one input each) and INA219 on fixed inputs, on ``bus``."""
     from pibridge.drivers.ads1x15 import ADS1015, ADS1115
@@ -121,6 +124,23 @@ def adc_and_power_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
     bus.attach(0x40, FakeINA219(clock=clock, source=lambda: (12.0, -0.75)))
     return {"ads1115": ADS1115(bus=bus, channel=0), "ads1015": ADS1015(bus=bus, address=0x49, channel=0),
             "ina219": INA219(bus=bus)}
+
+
+def co2_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
+    """SCD4x and SCD30 on their fakes (fixed CO₂, T, RH; the SCD30's CO₂ steps by 1/64 ppm per
+    measurement, since its driver refuses a frame identical to the last as a stuck data-ready
+    flag). A read is get-data-ready + read-measurement: two command/wait/read steps."""
+    from itertools import count
+
+    from pibridge.drivers.fakes.scd4x import FakeSCD4x
+    from pibridge.drivers.fakes.scd30 import FakeSCD30
+    from pibridge.drivers.scd4x import SCD4x
+    from pibridge.drivers.scd30 import SCD30
+
+    steps = count()
+    bus.attach(0x62, FakeSCD4x(source=lambda: (612.0, 21.5, 48.0), clock=clock))
+    bus.attach(0x61, FakeSCD30(source=lambda: (612.0 + next(steps) / 64, 21.5, 48.0), clock=clock))
+    return {"scd4x": SCD4x(bus=bus, clock=clock), "scd30": SCD30(bus=bus, clock=clock)}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
