@@ -83,8 +83,9 @@ class SensorConfig:
 @dataclass(frozen=True)
 class Profile:
     """A loaded profile: its agent settings, the bridge's settings and sensors, and the whole
-    parsed document. ``sections`` says what was checked: "all", or "agent" (then ``bridge`` is
-    the default and ``sensors`` is empty)."""
+    parsed document. ``sections`` says what was checked: "all", "agent" (then ``bridge`` is
+    the default and ``sensors`` is empty) or "bridge" (then ``agent`` is the default and
+    ``sensors`` is empty)."""
 
     path: Path
     agent: AgentSettings

@@ -46,7 +46,7 @@ from .model import (
     SensorConfig,
 )
 
-Sections = Literal["all", "agent"]
+Sections = Literal["all", "agent", "bridge"]
 AGENT_TABLE, BRIDGE_TABLE, SENSOR_TABLE = "agent", "bridge", "sensor"
 TOP_LEVEL = {AGENT_TABLE: "[agent]", BRIDGE_TABLE: "[bridge]", SENSOR_TABLE: "[[sensor]]"}
 PORT_MIN, PORT_MAX = 1, 65535
@@ -76,13 +76,21 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
 
     ``sections="agent"``: only ``[agent]`` (and unknown top-level tables, which may be a
     misspelt ``[agent]``) is checked; ``[bridge]`` and ``[[sensor]]`` are ignored, so a broken
-    sensor does not stop ``pibridge ping``. The TOML must parse either way."""
-    if sections not in ("all", "agent"):
-        raise ValueError(f"sections must be 'all' or 'agent', not {sections!r}")
+    sensor does not stop ``pibridge ping``. ``sections="bridge"``: only ``[bridge]``, which
+    locates a running bridge (its state directory names the status file), so ``pibridge status``
+    and ``pibridge reload`` find a bridge whose profile was just broken. The TOML must parse
+    either way."""
+    if sections not in ("all", "agent", "bridge"):
+        raise ValueError(f"sections must be 'all', 'agent' or 'bridge', not {sections!r}")
     path = Path(path)
     text = _read(path)
     document = _parse(path, text)
     checker = _Checker(path, KeyLocator(text))
+    if sections == "bridge":
+        located = checker.bridge(document.get(BRIDGE_TABLE, {}))
+        checker.raise_problems()
+        assert located is not None  # else a problem was raised
+        return Profile(path, AgentSettings(), document, checker.locator, located, sections="bridge")
     checker.top_level(document)
     agent = checker.agent(document.get(AGENT_TABLE, {}))
     if sections == "agent":
