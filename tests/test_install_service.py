@@ -185,6 +185,7 @@ def test_without_systemd_it_refuses_and_changes_nothing(root: Root, tmp_path: Pa
     assert_nothing_installed(root)
 
 
+@pytest.mark.timeout(900)   # two virtualenvs built with pip, a container booted: minutes on a loaded machine
 def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root, tmp_path: Path) -> None:
     emulator = EmulatorProcess(tmp_path / "agent")
     emulator.start()

@@ -234,8 +234,9 @@ def identify_i2c(bus: Any, address: int,
                 try:
                     if signature.matches(bus, address):
                         return f"{signature.name} (register signature)"
-                except OSError:
-                    pass
+                except OSError:         # no answer to a register read: not this chip
+                    silent = silent or f"unknown (no answer at register 0x{min(signature.words):02x})"
+                    continue
             by_address.append(cls.chip_name or cls.name)
             continue
         if isinstance(cls.chip_id, CommandId):
