@@ -177,8 +177,6 @@ ROWS: list[ParameterSet] = [
     row("run --simulate --profile {run_profile} --timeout 3", "unrecognized arguments"),
     row("run --simulate --profile {run_profile} --state-dir {a_file}", "cannot create the state directory"),
     row("run --simulate --profile {run_profile} --state-dir {locked_state}", "another bridge (PID"),
-    row("run --simulate --profile {run_profile} --state-dir {garbage_queue_state}",
-        "cannot open the sample queue"),
 ]
 
 
@@ -207,7 +205,6 @@ class World:
     run_profile: Path  # a good profile with one simulated sensor
     unknown_driver_profile: Path  # a profile whose one sensor names a driver nobody has
     locked_state: Path  # a bridge state directory whose lock this test process holds
-    garbage_queue_state: Path  # a bridge state directory whose queue database is garbage
 
     def fill(self, command: str) -> list[str]:
         values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
@@ -265,9 +262,6 @@ def _make_world(base: Path, emulator: Emulator) -> World:
     run_profile.write_text('[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\ninterval = 5\n')
     unknown_driver_profile = base / "unknown-driver.toml"
     unknown_driver_profile.write_text('[[sensor]]\nname = "Xylo"\ndriver = "no_such_chip"\ninterval = 5\n')
-    garbage_queue_state = base / "garbage-queue-state"
-    garbage_queue_state.mkdir()
-    (garbage_queue_state / "queue.sqlite3").write_bytes(b"garbage, not SQLite\n" * 64)
     free = free_port()
     free2 = free_port()
     while free2 == free:
@@ -281,7 +275,7 @@ def _make_world(base: Path, emulator: Emulator) -> World:
         a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
         garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile,
         run_profile=run_profile, unknown_driver_profile=unknown_driver_profile,
-        locked_state=base / "locked-state", garbage_queue_state=garbage_queue_state)
+        locked_state=base / "locked-state")
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,8 @@ class Bridge:
         except BridgeError:
             self.ops.stopping("cannot open the queue")
             raise
+        if self.queue.incident:  # logged by the queue; shown among the status's recent errors too
+            self.tracker.error(self.queue.incident)
         try:
             # created before sampling starts (so no spec update can miss it), started after
             self.delivery = make_delivery(self.agent, self.settings, self.queue, self._specs, self.clock)
