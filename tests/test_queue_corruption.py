@@ -67,8 +67,8 @@ def corrupt(path: Path) -> None:
     db = sqlite3.connect(path)
     with db:
         for vals, sensor, timestamp, _ in CORRUPT_ROWS:
-            db.execute(f"INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, event) "
-                       f"VALUES ({sensor}, NULL, {vals}, {timestamp}, 1.0, '{BOOT}', 0)")
+            db.execute("INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
+                       f"event) VALUES ({sensor}, NULL, {vals}, {timestamp}, 1.0, '{BOOT}', 0)")
     db.close()
 
 

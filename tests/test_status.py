@@ -293,8 +293,8 @@ def test_cli_profile_selects_the_bridge_of_its_state_dir(tmp_path: Path) -> None
 def test_cli_unreadable_status_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "status-0123456789ab.json").write_text("{half a file")
     result = _pibridge_status("--runtime-dir", tmp_path)
-    assert result.returncode == NOT_RUNNING and "not JSON" in result.stdout
-    assert "Traceback" not in result.stderr
+    assert result.returncode == NOT_RUNNING and "not JSON" in result.stderr
+    assert result.stderr.startswith("pibridge: status unreadable (") and len(result.stderr.splitlines()) == 1
 
 
 def test_status_cost_benchmark_runs() -> None:
@@ -349,7 +349,7 @@ def test_cli_hostile_status_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     code = HEALTHY if expected == "healthy" or expected.startswith("xxx") else NOT_RUNNING
     assert main(["status", "--runtime-dir", str(tmp_path)]) == code
     out = capsys.readouterr()
-    assert expected in out.out and "Traceback" not in out.err
+    assert expected in out.out + out.err and "Traceback" not in out.err
     assert main(["status", "--runtime-dir", str(tmp_path), "--json"]) == code
     assert json.loads(capsys.readouterr().out)["exit"] == code
 

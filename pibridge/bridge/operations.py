@@ -140,6 +140,11 @@ class Operations:
         if not result.applied:
             first = result.problems[0] if result.problems else "no details"
             self.tracker.error(f"profile refused: {first}")
+            count = len(result.problems)
+            plural = "s" if count != 1 else ""
+            self.tracker.reload_refused(
+                f"profile reload refused: {result.profile.path} has {count} problem{plural} "
+                f"(first: {first}); running the previous profile until a reload succeeds")
             self.notifier.ready("profile refused; the running configuration stays in force")
             return result
         if on_reload is not None:
@@ -151,8 +156,11 @@ class Operations:
                           type(exc).__name__, exc)
                 log.debug("applying the reloaded profile failed", exc_info=True)
                 self.tracker.error("applying the reloaded profile failed (see the log)")
+                self.tracker.reload_refused(f"profile reload not applied ({type(exc).__name__}: {exc}); "
+                                            "running the previous profile until a reload succeeds")
                 self.notifier.ready("profile not applied; the running configuration stays in force")
                 return result
+        self.tracker.reload_refused(None)
         self.notifier.ready("profile reloaded")
         return result
 
@@ -173,12 +181,17 @@ MS_PER_S = 1000.0
 
 
 def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]], delivery: DeliveryStatus,
-                *, host: str, port: int, clock_synchronised: bool, clock_source: str) -> None:
+                *, host: str, port: int, clock_synchronised: bool, clock_source: str,
+                queue_dead_letters: int | None = None, store_error: str | None = None,
+                delivery_error: str | None = None) -> None:
     """The running parts' counters into ``tracker``, in one place: ``sensors`` is
     `Scheduler.stats` (taken, failed, skipped, state, failing_since, last_error, last_values,
     last_timestamp_ms per sensor), ``delivery`` is `Delivery.status` (pushed and dead-lettered
     per sensor; the connection; the queue's depth, oldest sample, dropped and unstamped rows, from
-    the queue's ``stats()``), the agent's ``host``/``port``, and the clock's state."""
+    the queue's ``stats()``), the agent's ``host``/``port``, and the clock's state;
+    ``queue_dead_letters`` the queue's own total (it includes rows it could not decode, which
+    delivery never saw), ``store_error`` why samples cannot be stored (`SampleQueue.write_error`),
+    ``delivery_error`` a failing delivery step (`Delivery.step_error`)."""
     for name, counts in sensors.items():
         last_ms = counts.get("last_timestamp_ms")
         tracker.sensor_totals(
@@ -194,7 +207,9 @@ def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]]
     oldest = delivery.oldest_timestamp_ms
     tracker.queue_totals(depth=delivery.queue_depth, oldest_sample_at=oldest / MS_PER_S if oldest is not None
                          else None, unstamped=delivery.waiting_for_clock, dropped=delivery.dropped,
-                         dead_letters=sum(delivery.dead_lettered.values()))
+                         dead_letters=max(sum(delivery.dead_lettered.values()), queue_dead_letters or 0))
+    tracker.store_state(store_error)
+    tracker.delivery_state(delivery_error)
     tracker.clock_state(clock_synchronised, clock_source)
 
 

@@ -230,6 +230,7 @@ class SampleQueue:
         self._unstamped = 0
         self._dropping: set[str] = set()  # reasons of the current drop episodes (logged once each)
         self._write_failing = False  # a commit failed and none succeeded since (logged once)
+        self._write_error: str | None = None
         self.dropped = 0
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
@@ -398,6 +399,12 @@ class SampleQueue:
     def depth(self) -> int:
         """Rows waiting (in-memory count kept by the owner thread; no query)."""
         return self._count
+
+    @property
+    def write_error(self) -> str | None:
+        """Why samples cannot be stored right now (disk full, I/O error: the last failed
+        commit's error), None while commits succeed (for the status)."""
+        return self._write_error
 
     @property
     def alive(self) -> bool:
@@ -590,6 +597,7 @@ class SampleQueue:
             raise
         if self._write_failing:
             self._write_failing = False
+            self._write_error = None
             log.info("sample queue %s: storing again", self.path)
         self._count += len(rows) - deleted - dropped
         self._unstamped += sum(1 for row in rows if row[3] is None)
@@ -615,6 +623,7 @@ class SampleQueue:
 
     def _write_failed(self, exc: sqlite3.OperationalError, what: str) -> None:
         """A write failed in a way the disk may recover from: logged once per episode."""
+        self._write_error = str(exc)
         if not self._write_failing:
             self._write_failing = True
             log.error("sample queue %s: cannot write (%s): %s; further failures are not logged until "

@@ -128,7 +128,8 @@ def queue_id_of(db: sqlite3.Connection) -> str | None:
 def new_queue_id(db: sqlite3.Connection) -> str:
     queue_id = uuid.uuid4().hex
     with db:
-        db.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)", (QUEUE_ID_KEY, queue_id))
+        db.execute(f"INSERT OR REPLACE INTO {META_TABLE} (key, value) VALUES (?, ?)",
+                   (QUEUE_ID_KEY, queue_id))
     return queue_id
 
 
@@ -238,7 +239,7 @@ def decode_row(sensor: Any, vals: Any, timestamp_ms: Any) -> tuple[str, dict[str
     when the row cannot be decoded. Text arrives as the connection's ``text_factory`` makes it
     (UTF-8 with surrogate escapes: a byte that is not UTF-8 becomes a lone surrogate, found here
     instead of failing the whole fetch)."""
-    if isinstance(sensor, bytes) or isinstance(sensor, str) and not _utf8(sensor):
+    if isinstance(sensor, bytes) or (isinstance(sensor, str) and not _utf8(sensor)):
         return Undecodable("sensor name is not UTF-8 text", NOT_UTF8)
     if not isinstance(sensor, str):
         return Undecodable(f"sensor name is {type(sensor).__name__}, not text", BAD_COLUMN)
@@ -252,7 +253,8 @@ def decode_row(sensor: Any, vals: Any, timestamp_ms: Any) -> tuple[str, dict[str
         except UnicodeDecodeError:
             return Undecodable(f"values of {sensor!r} are not UTF-8 (bytes {_short(vals)})", NOT_UTF8)
     if not isinstance(vals, str):
-        return Undecodable(f"values of {sensor!r} are {type(vals).__name__} {_short(vals)}, not JSON text", NOT_JSON)
+        return Undecodable(f"values of {sensor!r} are {type(vals).__name__} {_short(vals)}, not JSON text",
+                           NOT_JSON)
     if not _utf8(vals):
         return Undecodable(f"values of {sensor!r} are not UTF-8 ({_short(vals)})", NOT_UTF8)
     try:
@@ -264,7 +266,8 @@ def decode_row(sensor: Any, vals: Any, timestamp_ms: Any) -> tuple[str, dict[str
         return Undecodable(f"values of {sensor!r} are {shown}, not a JSON object: {_short(vals)}", NOT_OBJECT)
     for key, value in values.items():
         if isinstance(value, dict | list) or value is None:
-            return Undecodable(f"value {key!r} of {sensor!r} is {_short(value)}, not a number, boolean or string", BAD_VALUE)
+            return Undecodable(f"value {key!r} of {sensor!r} is {_short(value)}, not a number, boolean or "
+                               "string", BAD_VALUE)
     return sensor, values, timestamp_ms
 
 

@@ -382,11 +382,12 @@ class Bridge:
 
     def feed_status(self) -> None:
         """The status snapshot from the scheduler's, the delivery's and the queue's own counters."""
-        if self.scheduler is None or self.delivery is None:
+        if self.scheduler is None or self.delivery is None or self.queue is None:
             return
         feed_status(self.tracker, self.scheduler.stats(), self.delivery.status(), host=self.agent.host,
                     port=self.agent.port, clock_synchronised=self.clock.is_set(),
-                    clock_source=clock_source(self.clock))
+                    clock_source=clock_source(self.clock), queue_dead_letters=self.queue.dead_lettered,
+                    store_error=self.queue.write_error, delivery_error=self.delivery.step_error or None)
 
     def _track_sensors(self) -> None:
         with self._specs_lock:

@@ -11,6 +11,7 @@ The schema (README's "Profile reference" lists every key with its type and defau
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import tomllib
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 from pibridge import protocol
 from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode
+from pibridge.bounded import read_bounded
 from pibridge.drivers import registry
 from pibridge.drivers.base import (
     I2C_BUS_PINS,
@@ -88,15 +90,15 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
 
 def _read(path: Path) -> str:
     """The profile's text, read up to `MAX_PROFILE_BYTES` (``--profile /dev/zero`` is refused,
-    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end)."""
+    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end, within
+    `pibridge.bounded.PIPE_WAIT_S`: a FIFO nobody writes is refused, not waited on)."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_PROFILE_BYTES + 1)
+        data = read_bounded(path, MAX_PROFILE_BYTES)  # a FIFO nobody writes: refused after a few s
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
+                                     "(a profile is a few kilobytes)") from None
         raise ProfileError(path, f"cannot read the profile: {exc.strerror or exc}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
-                                 "(a profile is a few kilobytes)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
