@@ -408,7 +408,7 @@ def test_non_finite_values_are_written_and_read_back() -> None:
     """``scale = 1e308`` gives inf: the file stays writable (it was "stale … hung?" before)."""
     clock = [10_000.0]
     tracker = _tracker(clock)
-    tracker.sample_taken("Air (BME280)", {"temperature": float("inf"), "pressure": float("-inf")}, at=clock[0])
+    tracker.sample_taken("Air (BME280)", {"temperature": math.inf, "pressure": -math.inf}, at=clock[0])
     tracker.sample_taken("Soil", {"moisture": float("nan")}, at=clock[0])
     snapshot = tracker.snapshot()
     text = snapshot.to_json()

@@ -119,8 +119,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         verdicts.append((path, reading, health, ""))
     leftovers: list[tuple[Path, StatusReading]] = []
     if any(reading is not None and reading.fresh for _, reading, _, _ in verdicts):
-        leftovers = [(path, reading) for path, reading, _, _ in verdicts if _leftover(reading)]
-        verdicts = [verdict for verdict in verdicts if not _leftover(verdict[1])]
+        leftovers = [(path, reading) for path, reading, _, _ in verdicts
+                     if reading is not None and reading.writer_gone]
+        verdicts = [v for v in verdicts if v[1] is None or not v[1].writer_gone]
     worst = max(health.level for _, _, health, _ in verdicts)
     if args.json:
         print(json.dumps({"exit": worst, "health": LABELS[worst], "bridges": [
@@ -140,10 +141,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"(ignored: {path}, left by a bridge that is not running: {reading.stale_reason})")
     return worst
 
-
-def _leftover(reading: StatusReading | None) -> bool:
-    """A status file whose writer is gone (killed, or an earlier boot): not a bridge that hangs."""
-    return reading is not None and reading.writer_gone
 
 
 def _report_error(args: argparse.Namespace, message: str) -> int:
