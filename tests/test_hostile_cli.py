@@ -175,8 +175,53 @@ ROWS: list[ParameterSet] = [
         "not allowed with"),
     row("run --simulate --profile {run_profile} --state-dir ~nosuchuser/state", "no such user"),
     row("run --simulate --profile {run_profile} --timeout 3", "unrecognized arguments"),
-    row("run --simulate --profile {run_profile} --state-dir {a_file}", "cannot create the state directory"),
+    row("run --simulate --profile {run_profile} --state-dir {a_file}", "is not a directory (a regular file)"),
     row("run --simulate --profile {run_profile} --state-dir {locked_state}", "another bridge (PID"),
+    # -- issue 20 §5: bad input at the edges (state directories, FIFOs, NUL bytes, host names)
+    *(row(f"run --simulate --profile {{run_profile}} --state-dir {state}", expect)
+      for state, expect in (
+          ("{loop}", "a loop of symbolic links"),
+          ("{dangling}", "dangling symbolic link (to"),
+          ("/proc/self", "cannot write in the state directory /proc/self"),
+          ("''", "--state-dir: must not be empty"),
+          ("{long_path}", "a path may have at most 4095"),
+          ("{long_name}", "a file name may have at most 255"),
+          ("{non_utf8}", "must be UTF-8 text"),
+      )),
+    row("run --simulate --profile {nul_state_profile}", "bridge.state_dir: must not contain a NUL byte"),
+    row("run --simulate --profile {fifo}", "no data within"),
+    row("check --profile {fifo}", "no data within"),
+    row("status --profile {fifo}", "no data within"),
+    row("status --runtime-dir {fifo_runtime}", "status unreadable"),
+    row("status --runtime-dir {nested_runtime}", "status unreadable"),
+    row("check --profile {nul_state_profile}", "bridge.state_dir: must not contain a NUL byte"),
+    row("check --profile {nul_host_profile}", "agent.host: must be a host name or address"),
+    row("check --profile {bad_host_profile}", "is not a valid host name"),
+    row("check --profile {nul_ca_profile}", "agent.ca_file: must not contain a NUL byte"),
+    row("check --profile {nul_cert_profile}", "agent.cert_folder: must not contain a NUL byte"),
+    *(row(f"{command} {{agent}} --cert-folder {{certs}} --profile {profile}", expect)
+      for command in AGENT_COMMANDS for profile, expect in (
+          ("{nul_host_profile}", "agent.host: must be a host name or address"),
+          ("{nul_ca_profile}", "agent.ca_file: must not contain a NUL byte"),
+          ("{nul_cert_profile}", "agent.cert_folder: must not contain a NUL byte"),
+      )),
+    *(row(f"{command} {{agent}} --cert-folder {{certs}} --host {host}", expect)
+      for command in AGENT_COMMANDS for host, expect in (
+          ("a..b", "is not a valid host name"),
+          ("x" * 64 + ".example", "is not a valid host name"),
+      )),
+    *(row(f"emulator {command} --state-dir {state}" + (" --port {free} --provision-port {free2}"
+                                                        if command == "serve" else ""), expect)
+      for command in ("serve", "dump", "wipe") for state, expect in (
+          ("''", "--state-dir must not be empty"),
+          ("{loop}", "a loop of symbolic links"),
+          ("{dangling}", "dangling symbolic link (to"),
+          ("{long_path}", "a path may have at most 4095"),
+          ("{long_name}", "a file name may have at most 255"),
+          ("{non_utf8}", "must be UTF-8 text"),
+      )),
+    row("emulator serve --state-dir /proc/self --port {free} --provision-port {free2}",
+        "cannot write in the state directory /proc/self"),
 ]
 
 
@@ -205,6 +250,18 @@ class World:
     run_profile: Path  # a good profile with one simulated sensor
     unknown_driver_profile: Path  # a profile whose one sensor names a driver nobody has
     locked_state: Path  # a bridge state directory whose lock this test process holds
+    loop: Path  # a symbolic link to a symbolic link to it
+    dangling: Path  # a symbolic link to nothing
+    long_path: str  # a path of 6,029 bytes (a path may have 4,095)
+    long_name: str  # a name of 300 bytes (a name may have 255)
+    non_utf8: str  # a name with a byte that is not UTF-8 (as a shell passes it)
+    nul_state_profile: Path  # [bridge] state_dir with a NUL byte
+    nul_host_profile: Path  # [agent] host with a NUL byte
+    bad_host_profile: Path  # [agent] host "a..b" (IDNA cannot encode it)
+    nul_ca_profile: Path  # [agent] ca_file with a NUL byte
+    nul_cert_profile: Path  # [agent] cert_folder with a NUL byte
+    fifo_runtime: Path  # a runtime directory whose status file is a FIFO
+    nested_runtime: Path  # a runtime directory whose status file is 10 MB of "["
 
     def fill(self, command: str) -> list[str]:
         values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
@@ -275,7 +332,33 @@ def _make_world(base: Path, emulator: Emulator) -> World:
         a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
         garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile,
         run_profile=run_profile, unknown_driver_profile=unknown_driver_profile,
-        locked_state=base / "locked-state")
+        locked_state=base / "locked-state", **_edge_cases(base, fifo))
+
+
+def _edge_cases(base: Path, fifo: Path) -> dict[str, object]:
+    """The fields of issue 20 §5's rows (state directories, FIFOs, NUL bytes, host names)."""
+    loop = base / "loop"
+    os.symlink(base / "loop-2", loop)
+    os.symlink(loop, base / "loop-2")
+    dangling = base / "dangling"
+    os.symlink(base / "nowhere", dangling)
+    profiles = {}
+    for name, text in (("nul_state_profile", '[bridge]\nstate_dir = "state\\u0000x"\n'),
+                       ("nul_host_profile", '[agent]\nhost = "local\\u0000host"\n'),
+                       ("bad_host_profile", '[agent]\nhost = "a..b"\n'),
+                       ("nul_ca_profile", '[agent]\nca_file = "ca\\u0000.crt"\n'),
+                       ("nul_cert_profile", '[agent]\ncert_folder = "certs\\u0000x"\n')):
+        profiles[name] = base / f"{name}.toml"
+        profiles[name].write_text(text + '[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\n')
+    fifo_runtime = base / "fifo-runtime"
+    fifo_runtime.mkdir()
+    os.mkfifo(fifo_runtime / "status-0123456789ab.json")
+    nested_runtime = base / "nested-runtime"
+    nested_runtime.mkdir()
+    (nested_runtime / "status-0123456789ab.json").write_text("[" * 10_000_000)
+    return dict(loop=loop, dangling=dangling, long_path="/".join([str(base), *["d" * 200] * 30]),
+                long_name=str(base / ("x" * 300)), non_utf8=str(base) + "/na\udcffme",
+                fifo_runtime=fifo_runtime, nested_runtime=nested_runtime, **profiles)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.queue_integrity import (
     BAD_COLUMN,
     META_SCHEMA,
+    SQLITE_FULL,
     NotAQueue,
     QueueRecord,
     Undecodable,
@@ -252,8 +253,9 @@ class SampleQueue:
             self._thread.start()
             opened.result()
         except (OSError, sqlite3.Error) as exc:
-            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} (is state_dir "
-                                 "writable by this user, and the file a queue database?)") from exc
+            full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL
+            hint = "free some space on its file system" if full else "is state_dir writable by this user?"
+            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} ({hint})") from exc
 
     # -- the scheduler's side ------------------------------------------------------------------
     def put(self, sample: TakenSample) -> None:

@@ -48,8 +48,8 @@ from pibridge.durable import fsync_directory
 RECORD_SUFFIX = ".record"
 #: A sidecar larger than this is not ours (read with a bound).
 RECORD_MAX_BYTES = 4096
-#: SQLite's primary result codes for a file that is not a database / a corrupt image.
-SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+#: SQLite's primary result codes: a corrupt image, a full disk, a file that is not a database.
+SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 11, 13, 26
 #: The tables of the queue and the columns each must have (extra tables are allowed: a newer
 #: pibridge may add some).
 QUEUE_TABLES: Mapping[str, tuple[str, ...]] = {

@@ -50,6 +50,7 @@ from pibridge.drivers.base import Driver
 from pibridge.drivers.errors import ConfigurationError
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 from pibridge.mqtt import Backoff
+from pibridge.paths import DirectoryError, check_path, prepare_directory, reason
 from pibridge.profile import BridgeSettings, Profile, SensorConfig
 
 log = logging.getLogger("pibridge.bridge")
@@ -87,7 +88,10 @@ class StateDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 (held for the bridge's lifetime)
+        try:
+            handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 (held for the bridge's lifetime)
+        except OSError as exc:
+            raise BridgeError(f"cannot create the lock {self.path}: {reason(exc)}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -98,10 +102,15 @@ class StateDirLock:
                 raise BridgeError(f"another bridge (PID {holder}) is running on state directory "
                                   f"{self.path.parent} (lock {self.path})") from None
             raise BridgeError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as exc:  # a full file system at the first start
+            with contextlib.suppress(OSError):  # closing flushes the write that failed again
+                handle.close()
+            raise BridgeError(f"cannot write the lock {self.path}: {reason(exc)}") from None
         self._file = handle
 
     def release(self) -> None:
@@ -301,10 +310,12 @@ class Bridge:
         environment = simulated_environment() if self.options.simulate else None
         state_dir = self.settings.state_dir
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BridgeError(f"cannot create the state directory {state_dir}: "
-                              f"{exc.strerror or exc}") from None
+            check_path(state_dir)
+            prepare_directory(state_dir, "state directory")
+        except ValueError as exc:
+            raise BridgeError(f"state directory {exc}") from None
+        except DirectoryError as exc:
+            raise BridgeError(str(exc)) from None
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
