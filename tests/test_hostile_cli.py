@@ -432,3 +432,67 @@ def test_bad_client_name_writes_nothing_outside_the_cert_folder(world: World, tm
                       tmp_path / "run", GUARD_S)
     assert outcome.returncode == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["run"]
+
+
+#: Rows that need file systems of their own (a read-only one, a full one): issue 20 §5.
+MOUNTED_ROWS = [
+    pytest.param("run --simulate --profile {run_profile} --state-dir {ro}", "a read-only file system",
+                 id="run-ro"),
+    pytest.param("run --simulate --profile {run_profile} --state-dir {full}", "no space left on the device",
+                 id="run-full"),
+    pytest.param("run --simulate --profile {run_profile} --state-dir {nearly_full}",
+                 "database or disk is full", id="run-nearly-full"),
+    pytest.param("emulator serve --state-dir {ro} --port {free} --provision-port {free2}",
+                 "a read-only file system", id="serve-ro"),
+    pytest.param("emulator serve --state-dir {full} --port {free} --provision-port {free2}",
+                 "No space left on device", id="serve-full"),
+]
+
+
+@pytest.fixture(scope="module")
+def mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Three 64 KiB tmpfs: read-only, full, and full but for two pages (room for a lock file,
+    not for a database). Skipped where this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    base = tmp_path_factory.mktemp("mounts")
+    mounted: list[Path] = []
+    try:
+        for name, options in (("ro", "ro,size=64k"), ("full", "size=64k"), ("nearly_full", "size=64k")):
+            target = base / name
+            target.mkdir()
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the read-only and full "
+                            "file-system rows need one")
+            mounted.append(target)
+            if name != "ro":
+                filler = target / "filler"
+                fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+                try:
+                    while os.write(fd, b"\0" * 4096):
+                        pass
+                except OSError:  # full
+                    pass
+                finally:
+                    os.close(fd)
+                if name == "nearly_full":
+                    os.truncate(filler, filler.stat().st_size - 2 * 4096)
+        yield {"ro": mounted[0], "full": mounted[1], "nearly_full": mounted[2]}
+    finally:
+        for target in mounted:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize(("command", "expect"), MOUNTED_ROWS)
+def test_state_dirs_on_read_only_and_full_file_systems(command: str, expect: str, world: World,
+                                                       mounts: dict[str, Path], tmp_path: Path) -> None:
+    marks = {"{ro}": "RO", "{full}": "FULL", "{nearly_full}": "NEARLY"}
+    for placeholder, mark in marks.items():
+        command = command.replace(placeholder, mark)
+    paths = {"RO": mounts["ro"], "FULL": mounts["full"], "NEARLY": mounts["nearly_full"]}
+    argv = [str(paths[word]) if word in paths else word for word in world.fill(command)]
+    outcome = run_cli(argv, tmp_path, GUARD_S)
+    assert outcome.returncode not in (None, 0), outcome.stdout
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1 and expect in lines[0], outcome.stderr
