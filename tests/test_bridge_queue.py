@@ -311,8 +311,10 @@ def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
                 with pytest.raises(QueueWriteError, match="full"):
                     queue.put(big)
         assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+        assert queue.write_error is not None and "full" in queue.write_error  # for the status
         queue._call(lambda: queue._db.execute("PRAGMA max_page_count = 1073741823"))
         queue.put(sample(1))
+        assert queue.write_error is None
         queue.put(big)
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, T0_MS + 1000, T0_MS + 5000]
         assert queue.depth == 3
