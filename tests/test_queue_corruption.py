@@ -21,7 +21,7 @@ from test_bridge_run import Bridge as BridgeProcess
 
 from pibridge.bridge.delivery import Delivery
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
-from pibridge.bridge.queue import QUEUE_FILE, SampleQueue
+from pibridge.bridge.queue import QUEUE_FILE, SampleQueue, read_queued_sensors
 from pibridge.bridge.queue_integrity import (
     BAD_COLUMN,
     BAD_VALUE,
@@ -306,3 +306,12 @@ def test_a_bridge_starts_on_a_garbage_queue(tmp_path: Path) -> None:
             bridge.proc.kill()
             bridge.proc.wait()
     assert not any("Traceback" in line for line in bridge.lines)
+
+
+def test_read_queued_sensors_counts_around_a_damaged_sensor_name(tmp_path: Path) -> None:
+    """``inventory --prune`` asks which sensors have rows waiting: one damaged name must not make
+    the answer "none" (it would prune sensors whose samples still wait)."""
+    filled_queue(tmp_path, 3)
+    corrupt(tmp_path / QUEUE_FILE)
+    counts = read_queued_sensors(tmp_path)
+    assert counts["Air"] == 3 + len(CORRUPT_ROWS) - 1 and len(counts) == 2

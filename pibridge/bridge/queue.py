@@ -797,6 +797,7 @@ def read_queued_sensors(state_dir: Path) -> dict[str, int]:
     if not path.exists():
         return {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.text_factory = _TEXT_FACTORY  # a damaged sensor name must not hide the others' rows
     try:
         return dict(db.execute("SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall())
     except sqlite3.OperationalError:  # no table yet
