@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_bridge_run import Bridge as BridgeProcess
 
 STATUS_WAIT_S = 30.0  # the status file is rewritten every 5 s (at once after a reload)
@@ -97,4 +98,48 @@ def test_an_infinite_value_and_a_refused_reload_through_a_running_bridge(tmp_pat
         if bridge.proc.poll() is None:
             bridge.proc.kill()
             bridge.proc.wait()
+    assert not any("Traceback" in line for line in bridge.lines), "\n".join(bridge.lines)
+
+
+def test_a_disk_that_fills_up_under_a_running_bridge_is_degraded_until_it_has_room(tmp_path: Path) -> None:
+    """The state directory on a 1 MiB tmpfs: filled while the bridge runs, `pibridge status` says
+    "cannot store samples"; emptied again, it is healthy. Skipped where mounting is not allowed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): a full disk needs one")
+    profile = tmp_path / "bridge.toml"
+    profile.write_text(PROFILE.format(interval=1, state_dir=state).replace("scale = 1e308", "scale = 1"))
+    bridge = BridgeProcess(profile, state)
+    filler = state / "filler"
+    try:
+        bridge.wait_line(lambda line: "sample Pi SoC" in line)
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:  # full
+            pass
+        finally:
+            os.close(fd)
+        bridge.wait_line(lambda line: "cannot write" in line)
+
+        def full() -> tuple[int, dict[str, Any]] | None:
+            code, data = status(profile)
+            return (code, data) if code == 1 else None
+        _, data = poll(full, "degraded while the disk is full")
+        assert any(reason.startswith("cannot store samples: database or disk is full")
+                   for reason in data["bridges"][0]["reasons"]), data["bridges"][0]["reasons"]
+
+        filler.unlink()
+        bridge.wait_line(lambda line: "storing again" in line)
+        poll(lambda: status(profile)[0] == 0, "healthy once samples are stored again")
+        assert bridge.stop() == 0
+    finally:
+        if bridge.proc.poll() is None:
+            bridge.proc.kill()
+            bridge.proc.wait()
+        subprocess.run(["umount", "-l", str(state)], check=False)
     assert not any("Traceback" in line for line in bridge.lines), "\n".join(bridge.lines)
