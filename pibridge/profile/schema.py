@@ -158,6 +158,7 @@ class _Checked:
     scope: _Scope
     config: dict[str, Any]
     resources: Resources = field(default_factory=Resources)
+    driver: type[Driver] | None = None
 
 
 class _Checker:
@@ -316,7 +317,7 @@ class _Checker:
                     if driver is not None and config is not None else None)
         metric_configs = self._metrics(scope, driver, reported, metrics)
 
-        one = _Checked(scope, config, resources) if config is not None else None
+        one = _Checked(scope, config, resources, driver) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
                 or interval is None or metric_configs is None):
             return None, one
@@ -446,6 +447,7 @@ class _Checker:
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
+        spi_owner: dict[tuple[int, int], _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
@@ -465,6 +467,14 @@ class _Checker:
                                        f"{i2c_owner[slot].scope.label}")
                 else:
                     i2c_owner[slot] = sensor
+            for slot in resources.spi:
+                # one chip per chip select: sensors of one driver that declares it shares its
+                # chip (the MCP3008's channels) may share it, any other pair clashes
+                owner = spi_owner.setdefault(slot, sensor)
+                if owner is not sensor and (owner.driver is not sensor.driver
+                                            or not getattr(sensor.driver, "shares_chip_select", False)):
+                    scope.report(_named_option(sensor.config, "spi_device"),
+                                 f"SPI{slot[0]} CE{slot[1]} is already used by {owner.scope.label}")
             for device_id in resources.w1:
                 keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:
