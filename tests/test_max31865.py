@@ -168,7 +168,7 @@ def test_mode_0_garbles_the_frames(rtd, clock) -> None:
             return spi.transfer(data)
 
     driver = MAX31865(spi=Mode0())
-    with pytest.raises(BusError):  # the thresholds and config land shifted: the chip never converts
+    with pytest.raises((BusError, RtdFaultError)):  # frames land shifted: nothing sensible comes back
         driver.read(sleep=clock.sleep)
     assert chip.registers[3:7] != [0xEE, 0x24, 0x05, 0xF4]
 
