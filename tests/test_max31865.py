@@ -168,9 +168,8 @@ def test_mode_0_garbles_the_frames(rtd, clock) -> None:
             return spi.transfer(data)
 
     driver = MAX31865(spi=Mode0())
-    with pytest.raises((BusError, RtdFaultError)):  # frames land shifted: nothing sensible comes back
+    with pytest.raises((BusError, RtdFaultError)):  # writes land, reads come back one bit late
         driver.read(sleep=clock.sleep)
-    assert chip.registers[3:7] != [0xEE, 0x24, 0x05, 0xF4]
 
 
 def test_three_wire_and_filter_bits(rtd, clock) -> None:
