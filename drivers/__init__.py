@@ -17,6 +17,7 @@ from .base import (
     SPI_BUS_PINS,
     W1_DEFAULT_GPIO,
     Driver,
+    Duration,
     GpioPin,
     Metric,
     Option,
@@ -45,7 +46,7 @@ from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
     "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId",
-    "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment", "GpioPin", "I2CDriver",
+    "ConfigurationError", "DeviceNotFoundError", "Driver", "Duration", "Environment", "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
     "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing", "Value", "ValueType",
     "check_sample", "crc8_maxim", "crc8_sensirion", "errors", "i2c_address_option", "i2c_bus_option",

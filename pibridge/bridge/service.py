@@ -336,7 +336,7 @@ class Bridge:
             hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
                                    clock_set=self._clock_set)
             self.scheduler = Scheduler(sensor_plans(configs, self.world), LoggedSink(self.queue),
-                                       clock=self.clock, hooks=hooks)
+                                       clock=self.clock, hooks=hooks, resume=self.queue.resume_values())
             self.scheduler.start()
             log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
                      " (simulated hardware)" if self.world is not None else "", self.settings.state_dir,
