@@ -13,7 +13,8 @@ from pibridge.profile import ProfileError, load_profile
 DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": "28-000005abb69d"})
                                              ).read_time_s
 
-KNOWN_DRIVERS = "bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, mcp3008"
+KNOWN_DRIVERS = ("bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, max31865, mcp3008, "
+                 "pulse_counter")
 SENSOR_KEYS = "name, driver, interval, options, metrics"
 METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
                "type, annotation")

@@ -109,6 +109,8 @@ RESOURCES = {
     "digital_input": ({"pin": 17}, {"gpio": (17,)}),
     "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "cpu_temperature": ({}, {}),
+    "max31865": ({"spi_device": 1}, {"spi": ((0, 1),)}),
+    "pulse_counter": ({"pin": 6, "per_pulse": 0.2794, "unit": "mm"}, {"gpio": (6,)}),
 }
 
 
