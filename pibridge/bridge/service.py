@@ -183,7 +183,8 @@ def sensor_plans(configs: Sequence[SensorConfig], world: SimulatedWorld | None) 
 
 
 def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
-    """The agent's view of every sensor from its driver class (a built driver may narrow it).
+    """The agent's view of every sensor from its driver's configuration (`Driver.metrics_for`; a built
+    driver may narrow it).
     A driver that cannot be loaded is a `BridgeError` naming the sensor."""
     specs = {}
     for config in configs:
@@ -192,7 +193,11 @@ def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
         except (ImportError, AttributeError, ConfigurationError) as exc:
             raise BridgeError(f"sensor {config.name!r}: driver {config.driver!r} cannot be loaded: "
                               f"{exc}") from None
-        specs[config.name] = sensor_spec(config.name, cls.metrics, config.metrics)
+        try:  # the configuration's metrics (a pulse counter's units and gust follow its options)
+            metrics = cls.metrics_for(config.options)
+        except Exception:  # a third-party driver's broken declaration: the class's list
+            metrics = cls.metrics
+        specs[config.name] = sensor_spec(config.name, metrics, config.metrics)
     return specs
 
 
