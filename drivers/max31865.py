@@ -42,6 +42,7 @@ fault; the next sample tries again. The driver programs the thresholds to 10 % a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -350,8 +351,6 @@ class MAX31865(Driver):
 
     def _release(self) -> None:
         if self._started:  # leave the probe unbiased
-            try:
+            with contextlib.suppress(SensorError):
                 self.write_registers(REG_CONFIG, [self._base], "switching the bias off")
-            except SensorError:
-                pass
         self._close_owned()

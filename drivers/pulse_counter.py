@@ -31,10 +31,10 @@ read. It is computed as ``base + per_pulse × pulses`` (one multiplication, no f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -128,7 +128,8 @@ class PulseCounter(Driver):
             elif len(text) > UNIT_MAX_LEN:
                 problems.append(OptionProblem(unit, f"option {unit}: at most {UNIT_MAX_LEN} characters"))
             elif not text.isprintable():
-                problems.append(OptionProblem(unit, f"option {unit}: printable characters only, not {text!r}"))
+                problems.append(OptionProblem(unit, f"option {unit}: printable characters only, "
+                                              f"not {text!r}"))
         if config["gust_window"] > 0 and config["rate_factor"] is None:
             problems.append(OptionProblem("gust_window", "option gust_window: needs rate_factor "
                                           "(a gust is a rate)"))
@@ -247,10 +248,8 @@ class PulseCounter(Driver):
         return best / window_s * self.config["rate_factor"]
 
     def _release(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a pin already gone: nothing left to detach
             self._device.pin.when_changed = None
-        except Exception:  # a pin already gone: nothing left to detach
-            pass
         self._device.close()
         if self._own_factory:
             self._factory.close()

@@ -148,7 +148,7 @@ def test_bias_is_on_only_during_a_sample(rtd, clock) -> None:
 
 
 def test_collecting_before_the_bias_settled_reads_wrong_and_before_start_is_not_ready(rtd, clock) -> None:
-    chip, spi = rtd
+    _chip, spi = rtd
     driver = make(spi)
     with pytest.raises(NotReadyError):
         driver.collect()
@@ -161,7 +161,7 @@ def test_collecting_before_the_bias_settled_reads_wrong_and_before_start_is_not_
 
 def test_mode_0_garbles_the_frames(rtd, clock) -> None:
     """The chip does SPI modes 1/3 only: an interface left in mode 0 reads shifted bits."""
-    chip, spi = rtd
+    _chip, spi = rtd
 
     class Mode0:
         def transfer(self, data):
@@ -204,7 +204,8 @@ def test_fault_status_bits_are_typed_errors(status: int, kind: type, text: str) 
     assert text in str(error)
 
 
-@pytest.mark.parametrize(("status", "kind"), [(FAULT_REFIN_HIGH, RtdOpenError), (FAULT_RTDIN_LOW, RtdOpenError),
+@pytest.mark.parametrize(("status", "kind"), [(FAULT_REFIN_HIGH, RtdOpenError),
+                                              (FAULT_RTDIN_LOW, RtdOpenError),
                                               (FAULT_VOLTAGE, RtdVoltageError)])
 def test_a_glitch_is_reported_cleared_and_the_next_read_works(rtd, clock, status, kind) -> None:
     chip, spi = rtd

@@ -79,7 +79,8 @@ def test_flow_vector(mock_factory, clock, pin) -> None:
     pulses(pin, [clock.now + i * 60 / 225 for i in range(225)])
     clock.sleep(60.0)
     sample = driver.collect()
-    assert sample == {"rate": pytest.approx(0.5, abs=1e-12), "count": 225, "total": pytest.approx(0.5, abs=1e-12)}
+    assert sample == {"rate": pytest.approx(0.5, abs=1e-12), "count": 225,
+                      "total": pytest.approx(0.5, abs=1e-12)}
 
 
 # -- counting --------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def test_a_rain_shower_an_anemometer_and_an_irrigation_run() -> None:
             timer.advance()
         r, w, f = rain.collect(), wind.collect(), flow.collect()
         assert r["total"] == pytest.approx(expected_mm, abs=3 * 0.2794)
-        assert 0 < w["count"] and w["gust"] >= w["rate"] * 0  # wind blows
+        assert w["count"] > 0 and w["gust"] >= w["rate"] * 0  # wind blows
         assert f["total"] == pytest.approx(2 * env.irrigation_l_min, rel=0.1)
 
 
@@ -249,7 +250,8 @@ def test_pulse_train_bounces_and_jitter_stay_per_pulse() -> None:
 
 # -- the queue keeps the newest total; reset-total forgets it ----------------------------------------------
 def sample(total: float, ts: int) -> TakenSample:
-    return TakenSample("Rain", {"rate": 0.0, "count": 1, "total": total}, ts, 1.0, "boot", resume={"total": total})
+    return TakenSample("Rain", {"rate": 0.0, "count": 1, "total": total}, ts, 1.0, "boot",
+                       resume={"total": total})
 
 
 def test_resume_table_survives_acknowledgement_and_reopening(tmp_path: Path) -> None:
@@ -320,10 +322,11 @@ def test_reset_total_command(tmp_path: Path) -> None:
 
 def test_profile_pin_clash_and_bad_duration(tmp_path: Path) -> None:
     profile = tmp_path / "p.toml"
-    profile.write_text(PROFILE.format(state=tmp_path) + '\n[[sensor]]\nname = "Door"\ndriver = "digital_input"\n'
-                       '[sensor.options]\npin = 6\n')
+    profile.write_text(PROFILE.format(state=tmp_path)
+                       + '\n[[sensor]]\nname = "Door"\ndriver = "digital_input"\n[sensor.options]\npin = 6\n')
     with pytest.raises(ProfileError, match="GPIO 6 is already used"):
         load_profile(profile)
     profile.write_text(PROFILE.format(state=tmp_path).replace('"50ms"', '"50 furlongs"'))
-    with pytest.raises(ProfileError, match=r"p.toml:11: sensor \"Rain\" → options.debounce: '50 furlongs' is not a valid duration"):
+    with pytest.raises(ProfileError, match=r"p.toml:11: sensor \"Rain\" → options.debounce: "
+                                           r"'50 furlongs' is not a valid duration"):
         load_profile(profile)

@@ -14,6 +14,7 @@ itself is never lost or double-counted: it is committed with each sample and res
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -121,9 +122,10 @@ def test_sigkill_between_two_pulse_samples_loses_only_that_interval(
     assert stored_ms >= before[-1].timestamp_ms  # type: ignore[operator]
     # the first bridge's own counts are exact: its totals are the running sum of its counts
     running = 0
-    for previous, sample in zip(before, before[1:], strict=False):
+    for previous, sample in itertools.pairwise(before):
         assert previous.timestamp_ms is not None and sample.timestamp_ms is not None
-        assert sample.values["count"] == pulses_between(previous.timestamp_ms / 1000, sample.timestamp_ms / 1000)
+        assert sample.values["count"] == pulses_between(previous.timestamp_ms / 1000,
+                                                        sample.timestamp_ms / 1000)
     for sample in before:
         running += sample.values["count"]
         assert sample.values["total"] == 0.0 + running * PER_PULSE

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 REGISTERS = 8
 POWER_ON = [0x00, 0x00, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00]
 READ_ONLY = (0x01, 0x02, 0x07)
+BYTE_BITS = 8
 WRITE_FLAG = 0x80
 ADDRESS_MASK = 0x07
 
@@ -87,6 +88,7 @@ class FakeMAX31865(MockSPIDevice):
         self._auto_since: float | None = None
         self._one_shot_at: float | None = None
         self._address: int | None = None
+        self.rx_buf: list[int] = []
         self._write = False
         self._pending_config: int | None = None
 
@@ -106,7 +108,7 @@ class FakeMAX31865(MockSPIDevice):
         self._address, self._write, self._pending_config = None, False, None
 
     def on_bit(self) -> None:
-        if len(self.rx_buf) < 8:
+        if len(self.rx_buf) < BYTE_BITS:
             return
         byte = self.rx_word()
         self.rx_buf = []
@@ -115,14 +117,14 @@ class FakeMAX31865(MockSPIDevice):
             self._address = byte & ADDRESS_MASK
             if not self._write:
                 self._update(self.clock())
-                self.tx_word(self.registers[self._address], 8)
+                self.tx_word(self.registers[self._address], BYTE_BITS)
             return
         if self._write:
             self._write_register(self._address, byte)
             self._address = (self._address + 1) & ADDRESS_MASK
         else:
             self._address = (self._address + 1) & ADDRESS_MASK
-            self.tx_word(self.registers[self._address], 8)
+            self.tx_word(self.registers[self._address], BYTE_BITS)
 
     def _write_register(self, address: int, value: int) -> None:
         if address == 0:

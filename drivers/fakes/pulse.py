@@ -49,6 +49,7 @@ class PulsePin(MockPin):
 
     def __init__(self, factory: Any, info: Any) -> None:
         self._stamp: float | None = None
+        self._state: bool = False
         super().__init__(factory, info)
 
     def drive_at(self, level: bool, ticks: float) -> None:

@@ -503,8 +503,9 @@ class SampleQueue:
                         "INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
                         "event) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                 if resume:
-                    self._db.executemany(_UPSERT_RESUME, [(sensor, metric, value, timestamp) for
-                                                          (sensor, metric), (value, timestamp) in resume.items()])
+                    self._db.executemany(_UPSERT_RESUME, [
+                        (sensor, metric, value, timestamp)
+                        for (sensor, metric), (value, timestamp) in resume.items()])
                 deleted = 0
                 if acks:
                     deleted = self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?",

@@ -99,7 +99,8 @@ def cmd_reset_total(args: argparse.Namespace) -> int:
     sensors = {sensor.name: sensor for sensor in profile.sensors}
     sensor = sensors.get(args.sensor)
     if sensor is None:
-        raise CliError(f"no sensor {args.sensor!r} in {args.profile} (sensors: {', '.join(sensors) or 'none'})")
+        raise CliError(f"no sensor {args.sensor!r} in {args.profile} "
+                       f"(sensors: {', '.join(sensors) or 'none'})")
     if not registry.get(sensor.driver).resumable_metrics:
         raise CliError(f"sensor {args.sensor!r} ({sensor.driver}) keeps no running total")
     state_dir = with_state_dir(profile.bridge, args.state_dir, None).state_dir

@@ -24,10 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gpiozero.pins.mock import MockFactory  # noqa: E402
+from gpiozero.pins.mock import MockFactory
 
-from pibridge.drivers.fakes.pulse import PulsePin, PulseTimer, PulseTrain  # noqa: E402
-from pibridge.drivers.pulse_counter import PulseCounter  # noqa: E402
+from pibridge.drivers.fakes.pulse import PulsePin, PulseTimer, PulseTrain
+from pibridge.drivers.pulse_counter import PulseCounter
 
 PIN = 6
 MICRO = 1e6

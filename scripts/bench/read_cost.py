@@ -105,7 +105,8 @@ def gpio_rigs(clock: VirtualClock) -> dict[str, Driver]:
     spi = SoftwareSPIBus(factory).device(8)
     factory.pin(6, pin_class=PulsePin)
     return {"max31865": MAX31865(spi=spi),
-            "pulse_counter": PulseCounter(pin_factory=factory, clock=clock, pin=6, per_pulse=0.2794, unit="mm")}
+            "pulse_counter": PulseCounter(pin_factory=factory, clock=clock, pin=6, per_pulse=0.2794,
+                                          unit="mm")}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
