@@ -330,3 +330,61 @@ def test_profile_pin_clash_and_bad_duration(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"p.toml:11: sensor \"Rain\" → options.debounce: "
                                            r"'50 furlongs' is not a valid duration"):
         load_profile(profile)
+
+
+# -- the scheduler hands the stored total back before the first read, and keeps the newest ------------
+class Sink:
+    def __init__(self) -> None:
+        self.samples: list[TakenSample] = []
+        self.cond = threading.Condition()
+
+    def put(self, sample: TakenSample) -> None:
+        with self.cond:
+            self.samples.append(sample)
+            self.cond.notify_all()
+
+    def wait_for(self, count: int) -> list[TakenSample]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.samples) >= count, timeout=15.0)
+            return list(self.samples)
+
+
+def test_scheduler_resumes_from_the_stored_total_and_a_rebuilt_driver_continues(mock_factory) -> None:
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+    from pibridge.profile import Calibration, MetricConfig
+
+    pin = mock_factory.pin(PIN, pin_class=PulsePin)
+    built: list[PulseCounter] = []
+
+    def build() -> PulseCounter:
+        if built:
+            built[-1].close()
+        built.append(PulseCounter(pin_factory=mock_factory, **RAIN))
+        return built[-1]
+
+    # a calibration on the total (mm → inches) changes what is sent, not what is resumed from
+    configs = {"total": MetricConfig("total", calibration=Calibration(scale=1 / 25.4))}
+    sink = Sink()
+    scheduler = Scheduler([SensorPlan("Rain", 0.05, build, configs)], sink,
+                          resume={"Rain": {"total": 100.0}, "Gone": {"total": 1.0}})
+    scheduler.start()
+    try:
+        first = sink.wait_for(1)[0]
+        assert first.resume is not None and first.resume["total"] >= 100.0
+        assert first.values["total"] == pytest.approx(first.resume["total"] / 25.4)
+        pulses(pin, [5.0, 6.0, 7.0])
+        later = sink.wait_for(len(sink.samples) + 2)[-1]
+        assert later.resume == {"total": 100.0 + 3 * 0.2794}
+        scheduler.replace(SensorPlan("Rain", 0.05, build, configs))  # a reload: a new driver
+        count = len(sink.samples)
+        resumed = sink.wait_for(count + 3)[-1]
+        assert len(built) == 2 and resumed.resume == {"total": 100.0 + 3 * 0.2794}
+    finally:
+        scheduler.stop()
+
+
+def test_weather_profile_passes_check() -> None:
+    from pibridge.cli import main
+
+    assert main(["check", "--profile", str(Path(__file__).resolve().parent.parent / "profiles"
+                                             / "weather.toml")]) == 0
