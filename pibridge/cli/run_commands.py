@@ -104,6 +104,8 @@ def cmd_reset_total(args: argparse.Namespace) -> int:
     if not registry.get(sensor.driver).resumable_metrics:
         raise CliError(f"sensor {args.sensor!r} ({sensor.driver}) keeps no running total")
     state_dir = with_state_dir(profile.bridge, args.state_dir, None).state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CliError(f"state directory {state_dir} is not a directory")
     if not state_dir.is_dir():
         print(f"nothing stored for {args.sensor!r}: no state directory {state_dir}")
         return 0
