@@ -108,6 +108,10 @@ class Environment:
         self._door_seed = self.seed if self.seed is not None else random.randrange(1 << 32)
         if self.door_period_s <= 0 or self.door_open_s <= 0:
             raise ValueError("door_period_s and door_open_s must be positive")
+        if min(self.shower_period_s, self.shower_s, self.irrigation_period_s, self.irrigation_s) <= 0:
+            raise ValueError("shower_period_s, shower_s, irrigation_period_s and irrigation_s must be positive")
+        if self.steady_pulse_hz < 0:
+            raise ValueError("steady_pulse_hz must not be negative")
 
     def _hour(self, t: float) -> float:
         """The UTC hour (0–24, fractional) of epoch seconds ``t``."""
