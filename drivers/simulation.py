@@ -109,7 +109,8 @@ class Environment:
         if self.door_period_s <= 0 or self.door_open_s <= 0:
             raise ValueError("door_period_s and door_open_s must be positive")
         if min(self.shower_period_s, self.shower_s, self.irrigation_period_s, self.irrigation_s) <= 0:
-            raise ValueError("shower_period_s, shower_s, irrigation_period_s and irrigation_s must be positive")
+            raise ValueError("shower_period_s, shower_s, irrigation_period_s and irrigation_s must be "
+                             "positive")
         if self.steady_pulse_hz < 0:
             raise ValueError("steady_pulse_hz must not be negative")
 
