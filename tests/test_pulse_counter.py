@@ -388,3 +388,17 @@ def test_weather_profile_passes_check() -> None:
 
     assert main(["check", "--profile", str(Path(__file__).resolve().parent.parent / "profiles"
                                              / "weather.toml")]) == 0
+
+
+def test_a_damaged_resume_row_starts_that_metric_afresh(tmp_path: Path) -> None:
+    import sqlite3
+
+    with SampleQueue(tmp_path, boot_id="boot") as queue:
+        queue.put(sample(3.5, 1000))
+        queue.put(TakenSample("Flow", {"total": 2.0}, 1000, 1.0, "boot", resume={"total": 2.0}))
+    db = sqlite3.connect(tmp_path / "queue.sqlite3")
+    with db:
+        db.execute("UPDATE resume SET value = 'not json{' WHERE sensor = 'Rain'")
+    db.close()
+    with SampleQueue(tmp_path, boot_id="boot") as queue:
+        assert queue.resume_values() == {"Flow": {"total": 2.0}}
