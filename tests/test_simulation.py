@@ -118,6 +118,8 @@ RESOURCES = {
     "ina219": ({"address": "0x45", "i2c_bus": 3}, {"i2c": ((3, 0x45),)}),
     "scd4x": ({}, {"i2c": ((1, 0x62),)}),
     "scd30": ({"i2c_bus": 3}, {"i2c": ((3, 0x61),)}),
+    "max31865": ({"spi_device": 1}, {"spi": ((0, 1),)}),
+    "pulse_counter": ({"pin": 6, "per_pulse": 0.2794, "unit": "mm"}, {"gpio": (6,)}),
 }
 
 
