@@ -175,8 +175,8 @@ def ads_options(data_rates: Mapping[int, int], default_rate: int) -> tuple[Optio
         i2c_bus_option(),
         Option("channel", int, None, "single-ended input AIN0–AIN3 against GND (0 when neither "
                "this nor differential is given)", minimum=0, maximum=CHANNELS - 1),
-        Option("differential", str, "", "a differential pair instead of channel (AINp − AINn; "
-               "none by default)", choices=tuple(DIFFERENTIAL_MUX)),
+        Option("differential", str, None, "a differential pair instead of channel (AINp − AINn)",
+               choices=tuple(DIFFERENTIAL_MUX)),   # None, not "": a checked config checks again
         Option("full_scale", float, DEFAULT_FULL_SCALE, "full-scale range ±volts (the PGA); no "
                "input may exceed VDD + 0.3 V whatever the range", choices=tuple(FULL_SCALES)),
         Option("data_rate", int, default_rate, "samples per second (a conversion takes "

@@ -527,7 +527,7 @@ def test_differential_pairs_sharing_ain3_pass(tmp_path: Path) -> None:
                       f'options.differential = "{n}-3"\n' for n in range(3))
     sensors += '[[sensor]]\nname = "Soil"\ndriver = "ads1115"\noptions = { address = 0x49, channel = 3 }\n'
     profile = load_profile(_write(tmp_path, sensors))
-    assert [s.options["differential"] for s in profile.sensors] == ["0-3", "1-3", "2-3", ""]
+    assert [s.options["differential"] for s in profile.sensors] == ["0-3", "1-3", "2-3", None]
 
 
 def test_the_soil_moisture_recipe_loads(tmp_path: Path) -> None:

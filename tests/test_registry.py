@@ -31,6 +31,16 @@ def test_builtin_names_and_classes() -> None:
         assert cls.name == name and issubclass(cls, Driver)
 
 
+@pytest.mark.parametrize("name", sorted(registry.builtin()))
+def test_a_checked_configuration_checks_again(name: str) -> None:
+    """`pibridge run` builds each driver from the options its profile check filled in (defaults
+    included): those must pass the driver's own check again, unchanged (an ADS1x15 default of ""
+    outside its choices once failed every ADS sensor at set-up while `pibridge check` passed)."""
+    cls = registry.get(name)
+    config = cls.check_options(dict(cls.example_options))
+    assert cls.check_options(config) == config
+
+
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(registry.UnknownDriverError) as info:
         registry.get("bme680")
