@@ -198,14 +198,15 @@ CASES: list[tuple[str, str, list[str]]] = [
      '[[sensor]]\nname = "Tank"\ndriver = "ads1015"\noptions = { address = 0x4a, differential = "1-3" }\n'
      '[[sensor]]\nname = "Bridge 2"\ndriver = "ads1015"\noptions = { address = 0x4a, differential = "0-1" }\n'
      '[[sensor]]\nname = "Probe B3"\ndriver = "ads1115"\noptions = { address = 0x4b, channel = 3 }\n'
-     '[[sensor]]\nname = "Late pair"\ndriver = "ads1115"\noptions = { address = 0x4b, differential = "2-3" }\n',
+     '[[sensor]]\nname = "Late pair"\ndriver = "ads1115"\n'
+     'options = { address = 0x4b, differential = "2-3" }\n',
      ['16: sensor "Probe 3" → options.channel: AIN3 of the chip at 0x49 on bus 1 is already read by sensor '
       '"Pair A" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
       '24: sensor "Tank" → options.differential: AIN1 of the chip at 0x4a on bus 1 is already read by sensor '
       '"Bridge" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
       '28: sensor "Bridge 2" → options.differential: AIN0 of the chip at 0x4a on bus 1 is already read by '
       'sensor "Bridge"',
-      '36: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
+      '37: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
       'sensor "Probe B3" (a pair\'s negative input is shared only with other pairs\' negative inputs)']),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
