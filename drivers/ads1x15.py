@@ -224,6 +224,7 @@ class _ADS1x15(I2CDriver):
         negative input, which other pairs may share (AIN3 is the common negative of 0-3, 1-3
         and 2-3; it is still exclusive against single-ended use and a positive input)."""
         slot = (config["i2c_bus"], config["address"])
+        inputs: tuple[ChipInput, ...]
         if config.get("differential"):
             positive, negative = inputs_of(config)    # pairs may share a negative input (0-3, 1-3, 2-3)
             inputs = (ChipInput(slot[0], slot[1], positive, "differential"),

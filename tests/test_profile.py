@@ -267,8 +267,8 @@ def test_ping_reads_only_the_agent_table(tmp_path: Path) -> None:
 def test_shipped_profiles_pass(path: Path) -> None:
     profile = load_profile(path)
     assert len(profile.sensors) == 9
-    assert {s.driver for s in profile.sensors} == {"bme280", "sht4x", "scd4x", "ds18b20", "ads1115", "veml7700",
-                                                   "digital_input", "cpu_temperature"}
+    assert {s.driver for s in profile.sensors} == {"bme280", "sht4x", "scd4x", "ds18b20", "ads1115",
+                                                   "veml7700", "digital_input", "cpu_temperature"}
     co2 = next(s for s in profile.sensors if s.driver == "scd4x")
     assert co2.pressure_from == "Air" and not co2.options["self_calibration"]
     soil = next(s for s in profile.sensors if s.driver == "ads1115").metrics["voltage"]

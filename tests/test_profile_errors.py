@@ -206,7 +206,7 @@ CASES: list[tuple[str, str, list[str]]] = [
       '"Bridge" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
       '28: sensor "Bridge 2" → options.differential: AIN0 of the chip at 0x4a on bus 1 is already read by '
       'sensor "Bridge"',
-      '37: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
+      '36: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
       'sensor "Probe B3" (a pair\'s negative input is shared only with other pairs\' negative inputs)']),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
