@@ -175,8 +175,8 @@ def ads_options(data_rates: Mapping[int, int], default_rate: int) -> tuple[Optio
         i2c_bus_option(),
         Option("channel", int, None, "single-ended input AIN0–AIN3 against GND (0 when neither "
                "this nor differential is given)", minimum=0, maximum=CHANNELS - 1),
-        Option("differential", str, "", "a differential pair instead of channel (AINp − AINn; "
-               "none by default)", choices=tuple(DIFFERENTIAL_MUX)),
+        Option("differential", str, None, "a differential pair instead of channel (AINp − AINn)",
+               choices=tuple(DIFFERENTIAL_MUX)),   # None, not "": a checked config checks again
         Option("full_scale", float, DEFAULT_FULL_SCALE, "full-scale range ±volts (the PGA); no "
                "input may exceed VDD + 0.3 V whatever the range", choices=tuple(FULL_SCALES)),
         Option("data_rate", int, default_rate, "samples per second (a conversion takes "
@@ -220,11 +220,18 @@ class _ADS1x15(I2CDriver):
     @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:
         """The chip's (bus, address) slot, shared with the other sensors of this chip (same
-        driver), and the AIN pins this configuration reads, each its own."""
+        driver), and the AIN pins this configuration reads, each its own but for a pair's
+        negative input, which other pairs may share (AIN3 is the common negative of 0-3, 1-3
+        and 2-3; it is still exclusive against single-ended use and a positive input)."""
         slot = (config["i2c_bus"], config["address"])
-        option = "differential" if config.get("differential") else "channel"
-        return Resources(i2c=(slot,), i2c_shared_by=cls.name,
-                         inputs=tuple(ChipInput(slot[0], slot[1], pin, option) for pin in inputs_of(config)))
+        inputs: tuple[ChipInput, ...]
+        if config.get("differential"):
+            positive, negative = inputs_of(config)    # pairs may share a negative input (0-3, 1-3, 2-3)
+            inputs = (ChipInput(slot[0], slot[1], positive, "differential"),
+                      ChipInput(slot[0], slot[1], negative, "differential", common=True))
+        else:
+            inputs = tuple(ChipInput(slot[0], slot[1], pin, "channel") for pin in inputs_of(config))
+        return Resources(i2c=(slot,), i2c_shared_by=cls.name, inputs=inputs)
 
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)

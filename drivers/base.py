@@ -262,12 +262,15 @@ W1_DEFAULT_GPIO = 4  #: Raspberry Pi OS's dtoverlay=w1-gpio default pin
 class ChipInput:
     """One input of a chip that several sensors share (AIN1 of the ADS1115 at 0x48 on bus 1):
     no two sensors may read the same one. ``option`` is the option that chose it (where a
-    profile problem points)."""
+    profile problem points). ``common`` marks the negative input of a differential pair, which
+    other pairs may use as their negative input too (the ADS1x15's 0-3, 1-3 and 2-3 share AIN3):
+    it is shared only between ``common`` claims, never with a positive or single-ended one."""
 
     bus: int
     address: int
     name: str
     option: str
+    common: bool = False
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,7 @@ def test_resources_share_the_chip_and_claim_inputs() -> None:
     assert single.inputs == (ChipInput(1, 0x49, "AIN2", "channel"),)
     pair = ADS1015.resources(ADS1015.check_options({"differential": "1-3"}))
     assert pair.inputs == (ChipInput(1, 0x48, "AIN1", "differential"),
-                           ChipInput(1, 0x48, "AIN3", "differential"))
+                           ChipInput(1, 0x48, "AIN3", "differential", common=True))
     assert pair.i2c_shared_by == "ads1015"
     default = ADS1115.resources(ADS1115.check_options({}))
     assert default.inputs == (ChipInput(1, 0x48, "AIN0", "channel"),)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GREENHOUSE = ROOT / "profiles" / "greenhouse.toml"
 
 GREENHOUSE_SUMMARY = f"""\
-{GREENHOUSE}: no problems; 8 sensors
+{GREENHOUSE}: no problems; 9 sensors
 agent:  localhost:18884 (provisioning localhost:18883), client "greenhouse", provisioning smart
         CA /var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt, credentials in /var/lib/pibridge/certs
 state:  /var/lib/pibridge
@@ -23,27 +23,30 @@ sensor "Air": bme280, every 1m
   temperature → "Air temperature" in SI.Temperature.CELSIUS; offset -0.4, valid -40 to 85 (else left out)
   humidity → "Air humidity" in NoSI.Dimensionless.PERCENT
   pressure → "Air pressure" in SI.Pressure.PASCAL; sent when it moved by 20, at least every 15m
-sensor "Canopy": dht22, every 30s
-  temperature → "Canopy temperature" in SI.Temperature.CELSIUS; median of 3
-  humidity → "Canopy humidity" in NoSI.Dimensionless.PERCENT; median of 3
+sensor "Canopy": sht4x, every 1m
+  temperature → "Canopy temperature" in SI.Temperature.CELSIUS
+  humidity → "Canopy humidity" in NoSI.Dimensionless.PERCENT
+sensor "CO2": scd4x, every 1m, pressure from "Air"
+  co2 → "CO2" in double [ppm]; sent when it moved by 5, at least every 10m
+  temperature → "Temperature" in SI.Temperature.CELSIUS
+  humidity → "Relative humidity" in NoSI.Dimensionless.PERCENT
 sensor "Soil temperature bed 1": ds18b20, every 2m
   temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
 sensor "Soil temperature bed 2": ds18b20, every 2m
   temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
-sensor "Soil moisture bed 1": mcp3008, every 5m
-  voltage → "Soil moisture" in NoSI.Dimensionless.PERCENT; calibrated through 1.2 → 100, 2.8 → 0, median of 3
-  fraction: disabled (not sent)
-sensor "Light": bh1750, every 1m
+sensor "Soil moisture bed 1": ads1115, every 5m
+  voltage → "Soil moisture" in NoSI.Dimensionless.PERCENT; calibrated through 1.3 → 100, 2.8 → 0, \
+valid -30 to 130 (else left out), clamped to 0…100, sent when it moved by 0.5, at least every 1h
+sensor "Light": veml7700, every 1m
   illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m
 sensor "Door": digital_input, every 5m
   state → "Door" in bool [open]
 sensor "Pi temperature": cpu_temperature, every 5m
   temperature → "CPU temperature" in SI.Temperature.CELSIUS
 pins and buses:
-  I2C bus 1 (GPIO 2, 3): "Air" at 0x76, "Light" at 0x23
+  I2C bus 1 (GPIO 2, 3): "Air" at 0x76, "Canopy" at 0x44, "CO2" at 0x62,\
+ "Soil moisture bed 1" at 0x48, "Light" at 0x10
   1-Wire on GPIO 4: "Soil temperature bed 1" (28-000005abb69d), "Soil temperature bed 2" (28-000005abc1f2)
-  SPI0 (GPIO 7–11): "Soil moisture bed 1" on CE0
-  GPIO 17: "Canopy"
   GPIO 27: "Door"
 """
 
@@ -98,7 +101,7 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path,
 
 def test_demo_profile_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--profile", str(ROOT / "profiles" / "demo.toml")]) == 0
-    assert "no problems; 8 sensors" in capsys.readouterr().out
+    assert "no problems; 9 sensors" in capsys.readouterr().out
 
 
 def test_every_problem_then_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

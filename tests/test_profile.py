@@ -269,9 +269,13 @@ def test_shipped_profiles_pass(path: Path) -> None:
     if path.name == "weather.toml":  # rain gauge, anemometer, air (a PMS5003 joins with its driver)
         assert [s.driver for s in profile.sensors] == ["pulse_counter", "pulse_counter", "bme280"]
         return
-    assert len(profile.sensors) == 8
-    assert {s.driver for s in profile.sensors} == {"bme280", "dht22", "ds18b20", "mcp3008", "bh1750",
-                                                   "digital_input", "cpu_temperature"}
+    assert len(profile.sensors) == 9
+    assert {s.driver for s in profile.sensors} == {"bme280", "sht4x", "scd4x", "ds18b20", "ads1115",
+                                                   "veml7700", "digital_input", "cpu_temperature"}
+    co2 = next(s for s in profile.sensors if s.driver == "scd4x")
+    assert co2.pressure_from == "Air" and not co2.options["self_calibration"]
+    soil = next(s for s in profile.sensors if s.driver == "ads1115").metrics["voltage"]
+    assert (soil.clamp, soil.unit) == ((0.0, 100.0), "NoSI.Dimensionless.PERCENT")
 
 
 def test_demo_profile_is_the_greenhouse_on_the_demo_emulator() -> None:
@@ -290,13 +294,26 @@ def test_demo_profile_is_the_greenhouse_on_the_demo_emulator() -> None:
         assert path.resolve().is_relative_to(demo_dir)
 
 
-def test_greenhouse_light_sensor_does_not_saturate_in_full_sun() -> None:
-    from pibridge.drivers.bh1750 import raw_to_lux
+@pytest.mark.parametrize("lux", [0.01, 110_000.0])
+def test_greenhouse_light_sensor_reads_a_dark_night_and_full_sun(lux: float) -> None:
+    """The profile's VEML7700, on its wire-level fake, ranges itself to a night and to a sunlit
+    greenhouse (about 100 klx) and reads both without saturating."""
+    from pibridge.drivers import read_with_retries
+    from pibridge.drivers.fakes.clock import VirtualClock
+    from pibridge.drivers.fakes.i2c import FakeSMBus
+    from pibridge.drivers.fakes.veml7700 import FakeVEML7700
+    from pibridge.drivers.veml7700 import VEML7700, resolution
 
     sensors = load_profile(ROOT / "profiles" / "greenhouse.toml").sensors
-    light = next(s for s in sensors if s.driver == "bh1750")
-    full_scale = raw_to_lux(0xFFFF, light.options["mtreg"], light.options["resolution"])
-    assert full_scale > 110_000  # sunlit greenhouse: about 100 klx
+    light = next(s for s in sensors if s.driver == "veml7700")
+    clock, bus = VirtualClock(), FakeSMBus(light.options["i2c_bus"])
+    bus.attach(light.options["address"], FakeVEML7700(lux=lux, clock=clock))
+    driver = VEML7700(bus=bus, **light.options)
+    value = 0.0
+    for _ in range(3):          # the first reads pick the range (the ladder moves across reads)
+        clock.sleep(driver.timing.min_interval_s)
+        value = read_with_retries(driver, clock.sleep)["illuminance"]
+    assert value == pytest.approx(lux, abs=2 * resolution(*driver.setting), rel=2e-3)
 
 
 CHECK_WITHOUT_HARDWARE = """

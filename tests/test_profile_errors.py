@@ -181,18 +181,33 @@ CASES: list[tuple[str, str, list[str]]] = [
      '[[sensor]]\nname = "Soil 0"\ndriver = "ads1115"\n[[sensor]]\nname = "Soil 1"\ndriver = "ads1115"\n'
      'options.channel = 1\n[[sensor]]\nname = "Load cell"\ndriver = "ads1115"\n'
      'options.differential = "0-1"\n[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x48\n'
-     '[[sensor]]\nname = "Other ADC"\ndriver = "ads1015"\noptions = { address = 0x48, channel = 3 }\n'
-     '[[sensor]]\nname = "Pair A"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "0-3" }\n'
-     '[[sensor]]\nname = "Pair B"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "1-3" }\n',
+     '[[sensor]]\nname = "Other ADC"\ndriver = "ads1015"\noptions = { address = 0x48, channel = 3 }\n',
      ['11: sensor "Load cell" → options.differential: AIN0 of the chip at 0x48 on bus 1 is already read by '
       'sensor "Soil 0"',
       '11: sensor "Load cell" → options.differential: AIN1 of the chip at 0x48 on bus 1 is already read by '
-      'sensor "Soil 1"',
+      'sensor "Soil 1" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
       '15: sensor "Pump" → options.address: I2C address 0x48 on bus 1 is already used by sensor "Soil 0"',
       '19: sensor "Other ADC" → options.address: I2C address 0x48 on bus 1 is already used by sensor '
-      '"Soil 0"',
-      '27: sensor "Pair B" → options.differential: AIN3 of the chip at 0x49 on bus 1 is already read by '
-      'sensor "Pair A"']),
+      '"Soil 0"']),
+    ("ADS1x15 pairs share their negative input (AIN3 of 0-3, 1-3, 2-3), nothing else",
+     '[[sensor]]\nname = "Pair A"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "0-3" }\n'
+     '[[sensor]]\nname = "Pair B"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "1-3" }\n'
+     '[[sensor]]\nname = "Pair C"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "2-3" }\n'
+     '[[sensor]]\nname = "Probe 3"\ndriver = "ads1115"\noptions = { address = 0x49, channel = 3 }\n'
+     '[[sensor]]\nname = "Bridge"\ndriver = "ads1015"\noptions = { address = 0x4a, differential = "0-1" }\n'
+     '[[sensor]]\nname = "Tank"\ndriver = "ads1015"\noptions = { address = 0x4a, differential = "1-3" }\n'
+     '[[sensor]]\nname = "Bridge 2"\ndriver = "ads1015"\noptions = { address = 0x4a, differential = "0-1" }\n'
+     '[[sensor]]\nname = "Probe B3"\ndriver = "ads1115"\noptions = { address = 0x4b, channel = 3 }\n'
+     '[[sensor]]\nname = "Late pair"\ndriver = "ads1115"\n'
+     'options = { address = 0x4b, differential = "2-3" }\n',
+     ['16: sensor "Probe 3" → options.channel: AIN3 of the chip at 0x49 on bus 1 is already read by sensor '
+      '"Pair A" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
+      '24: sensor "Tank" → options.differential: AIN1 of the chip at 0x4a on bus 1 is already read by sensor '
+      '"Bridge" (a pair\'s negative input is shared only with other pairs\' negative inputs)',
+      '28: sensor "Bridge 2" → options.differential: AIN0 of the chip at 0x4a on bus 1 is already read by '
+      'sensor "Bridge"',
+      '36: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
+      'sensor "Probe B3" (a pair\'s negative input is shared only with other pairs\' negative inputs)']),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
      ['2: bridge.state_dir: must be a non-empty string, not ""',
@@ -520,6 +535,16 @@ def test_four_soil_probes_on_one_ads1115_pass(tmp_path: Path) -> None:
     sensors += '[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x40\n'
     profile = load_profile(_write(tmp_path, sensors))
     assert [s.options.get("channel") for s in profile.sensors] == [0, 1, 2, 3, None, None]
+
+
+def test_differential_pairs_sharing_ain3_pass(tmp_path: Path) -> None:
+    """0-3, 1-3 and 2-3 exist so AIN3 can be a common negative input (a reference voltage or a
+    bridge's midpoint): three pairs on one chip, and single-ended AIN0 of another chip beside them."""
+    sensors = "".join(f'[[sensor]]\nname = "Pair {n}-3"\ndriver = "ads1115"\n'
+                      f'options.differential = "{n}-3"\n' for n in range(3))
+    sensors += '[[sensor]]\nname = "Soil"\ndriver = "ads1115"\noptions = { address = 0x49, channel = 3 }\n'
+    profile = load_profile(_write(tmp_path, sensors))
+    assert [s.options["differential"] for s in profile.sensors] == ["0-3", "1-3", "2-3", None]
 
 
 def test_the_soil_moisture_recipe_loads(tmp_path: Path) -> None:

@@ -31,6 +31,31 @@ def test_builtin_names_and_classes() -> None:
         assert cls.name == name and issubclass(cls, Driver)
 
 
+@pytest.mark.parametrize("name", sorted(registry.builtin()))
+def test_a_checked_configuration_checks_again(name: str) -> None:
+    """`pibridge run` builds each driver from the options its profile check filled in (defaults
+    included): those must pass the driver's own check again, unchanged (an ADS1x15 default of ""
+    outside its choices once failed every ADS sensor at set-up while `pibridge check` passed)."""
+    cls = registry.get(name)
+    config = cls.check_options(dict(cls.example_options))
+    assert cls.check_options(config) == config
+
+
+def test_readme_lists_every_builtin_driver_as_pibridge_drivers_does() -> None:
+    """The README's driver table is `pibridge drivers` in short: every built-in driver in name
+    order, its description and metric keys (a new chip that misses its row fails here, with the row
+    to add)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Drivers\n", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    expected = []
+    for name in sorted(registry.builtin()):
+        cls = registry.get(name)
+        metrics = ", ".join(f"`{m.key}`" for m in cls.metrics)
+        expected.append(f"| `{name}` | {cls.description} | {metrics} |")
+    assert rows == expected, "\n".join(expected)
+
+
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(registry.UnknownDriverError) as info:
         registry.get("bme680")

@@ -548,7 +548,7 @@ class _Checker:
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
-        input_owner: dict[tuple[int, int, str], _Checked] = {}
+        input_owner: dict[tuple[int, int, str], tuple[_Checked, bool]] = {}   # -> (first reader, common)
         spi_owner: dict[tuple[int, int], _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
@@ -574,12 +574,15 @@ class _Checker:
                                        f"{owner.scope.label}")
             for chip_input in () if slot_clash else resources.inputs:   # a shared chip: each input once
                 where = (chip_input.bus, chip_input.address, chip_input.name)
-                if where in input_owner:
+                claim = input_owner.get(where)
+                if claim is None:
+                    input_owner[where] = (sensor, chip_input.common)
+                elif not (chip_input.common and claim[1]):    # only pairs' negative inputs are shared
+                    hint = (" (a pair's negative input is shared only with other pairs' negative inputs)"
+                            if chip_input.common or claim[1] else "")
                     scope.report(_named_option(sensor.config, chip_input.option),
                                  f"{chip_input.name} of the chip at {chip_input.address:#04x} on bus "
-                                 f"{chip_input.bus} is already read by {input_owner[where].scope.label}")
-                else:
-                    input_owner[where] = sensor
+                                 f"{chip_input.bus} is already read by {claim[0].scope.label}{hint}")
             for slot in resources.spi:
                 # one chip per chip select: sensors of one driver that declares it shares its
                 # chip (the MCP3008's channels) may share it, any other pair clashes
