@@ -275,6 +275,8 @@ class _Sensor:
         self.rebuild_delay = REBUILD_FIRST_S
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
+        self.last_read_wall: float | None = None  # wall seconds of the last successful read (shown
+        #                                           beside the last value: a deadband holds values back)
         self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
@@ -287,6 +289,7 @@ class _Sensor:
                                                                     old.last_mono_ms)
         self.recent_ms.extend(old.recent_ms)
         self.counters, self.last_values = old.counters, old.last_values
+        self.last_read_wall = old.last_read_wall
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -488,8 +491,10 @@ class Scheduler:
         """Per sensor: counters, state, last error, last values (a copy)."""
         out: dict[str, dict[str, Any]] = {}
         for s in self._sensors:
+            # "ok" from the first reading on; until then (driver built or not) "building"
             out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
-                           ("ok" if s.driver is not None else "building"),
+                           ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
+                           "last_read_at": s.last_read_wall,
                            "failing_since": s.failing_since, "last_error": s.last_error,
                            "last_values": dict(s.last_values), "interval_s": s.interval,
                            "last_timestamp_ms": s.last_ts_ms}
@@ -808,6 +813,7 @@ class Scheduler:
     def _emit(self, s: _Sensor, raw: Mapping[str, Value], started_mono: float, started_wall: float,
               clock_was_set: bool, *, event: bool) -> None:
         assert s.processor is not None
+        s.last_read_wall = started_wall
         values = s.processor.process(raw, started_mono, always=event)
         counters = s.processor.counters
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband
