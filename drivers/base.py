@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pibridge.durations import parse_seconds
 from pibridge.protocol import VALUE_UNITS, ValueType
 
 from .errors import ConfigurationError, SensorError
@@ -84,6 +85,8 @@ class Option:
     """One typed driver option. ``kind`` is ``int``, ``float``, ``bool``, ``str`` or `GpioPin`.
 
     ``choices`` restricts to a set; ``minimum``/``maximum`` bound numbers (inclusive).
+    ``duration``: a ``float`` option that is a time in seconds; it also takes ``"50ms"``,
+    ``"2s"``, ``"5m"`` (as a profile's ``interval`` does, `pibridge.durations`).
     """
 
     key: str
@@ -95,6 +98,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     required: bool = False
     hex: bool = False  #: show integer values in hex (I2C addresses), in messages and listings
+    duration: bool = False  #: a float of seconds that also takes "50ms", "2s", "5m"
 
     def convert(self, raw: Any) -> Any:
         """Coerce a value (from TOML or a ``KEY=VALUE`` string) to ``kind`` and range-check it."""
@@ -153,7 +157,7 @@ class Option:
             if kind is float:
                 if isinstance(raw, bool):
                     raise ValueError
-                value = float(raw)
+                value = parse_seconds(raw) if self.duration else float(raw)
                 if not math.isfinite(value):
                     raise ValueError
                 return value
@@ -171,6 +175,8 @@ class Option:
 
     @property
     def kind_label(self) -> str:
+        if self.duration:
+            return 'duration: seconds or "50ms", "2s"'
         return "GPIO pin (BCM)" if self.kind is GpioPin else self.kind.__name__
 
 

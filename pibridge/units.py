@@ -96,6 +96,8 @@ OPPOSITES: Mapping[str, str] = {
     "occupied": "free", "alarm": "normal", "running": "stopped", "full": "not full", "empty": "not empty",
     "yes": "no", "no": "yes", "true": "false", "leak": "dry", "raining": "dry",
 }
+UNIT_FORMS = (' (a unit such as "°C", "%", "hPa", "ppm", "lx", an agent unit name, or type = "double" '
+              'with annotation = "…" for any other)')
 STATE_SEPARATOR = "/"          #: an annotation "closed/open" names both states (false/true)
 
 
@@ -193,9 +195,9 @@ def profile_unit(text: str, agent_units: frozenset[str] | set[str]) -> ProfileUn
     if close is None and len(text) <= 64:
         matches = difflib.get_close_matches(text, [*known, *sorted(agent_units)], n=1, cutoff=0.6)
         close = matches[0] if matches else None
-    raise ValueError(f"unknown unit {text!r}" + (f"; did you mean {close!r}?" if close else "")
-                     + ' (a unit such as "°C", "%", "hPa", "ppm", "lx", an agent unit name, or '
-                       'type = "double" with annotation = "…" for any other)')
+    raise ValueError(f"{text!r} is not one of the agent's units nor a unit pibridge knows"
+                     + (f"; did you mean {close}?" if close else "")
+                     + UNIT_FORMS)
 
 
 def conversion_factor(source: str, target: str) -> float | None:

@@ -115,7 +115,7 @@ ROWS: list[ParameterSet] = [
     row("emulator wipe --bogus", "unrecognized arguments"),
     # -- drivers
     row("drivers --bogus", "unrecognized arguments"),
-    row("read", "required: driver"),
+    row("read", "name a driver"),
     row("read nosuch", "unknown driver"),
     row("read bme280 --option address=0x99", "address"),
     row("read bme280 --option nokey", "KEY=VALUE"),

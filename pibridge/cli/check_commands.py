@@ -17,13 +17,16 @@ from typing import TextIO
 from pibridge.drivers import registry
 from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
-from pibridge.profile.errors import printable
+from pibridge.profile.errors import PROBLEMS_SHOWN_MAX, printable
+from pibridge.units import symbol_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``check`` to the top-level parser."""
     parser = sub.add_parser("check", help="check a profile: every problem, or a summary of what would run")
     parser.add_argument("--profile", type=Path, metavar="FILE", required=True, help="the TOML profile")
+    parser.add_argument("--all", action="store_true",
+                        help=f"list every problem (default: the first {PROBLEMS_SHOWN_MAX}, then a count)")
     parser.set_defaults(handler=cmd_check)
 
 
@@ -31,10 +34,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.profile)
     except ProfileError as exc:
-        for line in exc.lines:
+        for line in exc.lines if args.all else exc.capped():
             print(line, file=sys.stderr)
         count = len(exc.problems)  # the verdict, like the summary, on stdout; the problems on stderr
-        print(printable(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run"))
+        print(printable(f"{args.profile}: {plural(count, 'problem')}; nothing would run"))
         return 1
     print_summary(profile, sys.stdout)
     return 0
@@ -44,7 +47,7 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     """What `pibridge run` would do with ``profile`` (checked: every driver name is known)."""
     agent, bridge = profile.agent, profile.bridge
     count = len(profile.sensors)
-    _say(f"{profile.path}: no problems; {count} sensor{'s' if count != 1 else ''}", out)
+    _say(f"{profile.path}: no problems; {plural(count, 'sensor')}", out)
     _say(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
          f"\"{agent.client_name}\", provisioning {agent.provisioning}", out)
     _say(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", out)
@@ -64,6 +67,11 @@ def print_summary(profile: Profile, out: TextIO) -> None:
         _say(f"  {line}", out)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 sensor``, ``2 sensors``, ``0 problems``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _say(text: str, out: TextIO) -> None:
     """One line of the summary, the profile's own text in it (names, host, paths) with its
     non-printable characters escaped: nothing in a profile moves the cursor or forges a line."""
@@ -75,9 +83,11 @@ def _metric_line(metric: Metric, config: MetricConfig | None) -> str:
         return f"{metric.key}: disabled (not sent)"
     name = config.name if config is not None and config.name else metric.name
     if config is not None and config.unit:
-        unit = config.unit
+        unit = f"{symbol_of(config.unit, None)} ({config.unit})"
     elif config is not None and config.value_type:
         unit = f"{config.value_type} [{config.annotation}]" if config.annotation else config.value_type
+    elif metric.unit is not None:
+        unit = f"{symbol_of(metric.unit, None)} ({metric.unit})"
     else:
         unit = metric.unit_label
     steps = _processing(config) if config is not None else []
