@@ -20,25 +20,25 @@ agent:  localhost:18884 (provisioning localhost:18883), client "greenhouse", pro
 state:  /var/lib/pibridge
 queue:  at most 500000 samples and 30d, durability process; inventory checked every 1h; logs as text
 sensor "Air": bme280, every 1m
-  temperature → "Air temperature" in °C (SI.Temperature.CELSIUS); offset -0.4, valid -40 to 85 (else left out)
-  humidity → "Air humidity" in % (NoSI.Dimensionless.PERCENT)
-  pressure → "Air pressure" in Pa (SI.Pressure.PASCAL); sent when it moved by 20, at least every 15m
+  temperature → "Air temperature" in °C; offset -0.4, valid -40 to 85 (else left out)
+  humidity → "Air humidity" in %
+  pressure → "Air pressure" in Pa; sent when it moved by 20, at least every 15m
 sensor "Canopy": dht22, every 30s
-  temperature → "Canopy temperature" in °C (SI.Temperature.CELSIUS); median of 3
-  humidity → "Canopy humidity" in % (NoSI.Dimensionless.PERCENT); median of 3
+  temperature → "Canopy temperature" in °C; median of 3
+  humidity → "Canopy humidity" in %; median of 3
 sensor "Soil temperature bed 1": ds18b20, every 2m
-  temperature → "Temperature" in °C (SI.Temperature.CELSIUS); valid -20 to 60 (else left out)
+  temperature → "Temperature" in °C; valid -20 to 60 (else left out)
 sensor "Soil temperature bed 2": ds18b20, every 2m
-  temperature → "Temperature" in °C (SI.Temperature.CELSIUS); valid -20 to 60 (else left out)
+  temperature → "Temperature" in °C; valid -20 to 60 (else left out)
 sensor "Soil moisture bed 1": mcp3008, every 5m
-  voltage → "Soil moisture" in % (NoSI.Dimensionless.PERCENT); calibrated through 1.2 → 100, 2.8 → 0, median of 3
+  voltage → "Soil moisture" in %; calibrated through 1.2 → 100, 2.8 → 0, median of 3
   fraction: disabled (not sent)
 sensor "Light": bh1750, every 1m
   illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m
 sensor "Door": digital_input, every 5m
   state → "Door" in bool [open]
 sensor "Pi temperature": cpu_temperature, every 5m
-  temperature → "CPU temperature" in °C (SI.Temperature.CELSIUS)
+  temperature → "CPU temperature" in °C
 pins and buses:
   I2C bus 1 (GPIO 2, 3): "Air" at 0x76, "Light" at 0x23
   1-Wire on GPIO 4: "Soil temperature bed 1" (28-000005abb69d), "Soil temperature bed 2" (28-000005abc1f2)
@@ -68,12 +68,12 @@ def test_summary_shows_the_metrics_the_options_leave(tmp_path: Path,
     sensors = out[out.index('sensor "Air"'):out.index("pins and buses:")]
     assert sensors.splitlines() == [
         'sensor "Air": bme280, every 1m',
-        '  temperature → "Temperature" in °C (SI.Temperature.CELSIUS)',
-        '  humidity → "Relative humidity" in % (NoSI.Dimensionless.PERCENT)',
+        '  temperature → "Temperature" in °C',
+        '  humidity → "Relative humidity" in %',
         'sensor "Shed door": digital_input, every 1m',
         '  state → "State" in bool [open]',
         'sensor "Roof": bme280, every 1m',
-        '  pressure → "Roof pressure" in Pa (SI.Pressure.PASCAL)',
+        '  pressure → "Roof pressure" in Pa',
     ]
     assert err == ""
 

@@ -98,7 +98,8 @@ def test_read_real_without_bus_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["read", "bme280", "-o", "i2c_bus=7"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("pibridge: bme280 at 0x76: cannot open I2C bus /dev/i2c-7")   # the problem, not the class
+    # the problem, not the exception's class
+    assert err.startswith("pibridge: bme280 at 0x76: cannot open I2C bus /dev/i2c-7")
 
 
 def test_read_real_on_a_fake_bus(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

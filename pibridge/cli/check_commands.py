@@ -83,11 +83,11 @@ def _metric_line(metric: Metric, config: MetricConfig | None) -> str:
         return f"{metric.key}: disabled (not sent)"
     name = config.name if config is not None and config.name else metric.name
     if config is not None and config.unit:
-        unit = f"{symbol_of(config.unit, None)} ({config.unit})"
+        unit = symbol_of(config.unit, None)
     elif config is not None and config.value_type:
         unit = f"{config.value_type} [{config.annotation}]" if config.annotation else config.value_type
     elif metric.unit is not None:
-        unit = f"{symbol_of(metric.unit, None)} ({metric.unit})"
+        unit = symbol_of(metric.unit, None)
     else:
         unit = metric.unit_label
     steps = _processing(config) if config is not None else []
