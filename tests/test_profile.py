@@ -391,7 +391,7 @@ def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
     monkeypatch.setitem(registry.builtin(), "broken", "pibridge_no_such_module:Broken")
     path = _write(tmp_path, '[[sensor]]\nname = "Pump"\ndriver = "broken"\n[[sensor]]\nname = "Fan"\n'
                             'driver = "broken"\n')
-    cannot = "cannot be loaded: ModuleNotFoundError: No module named 'pibridge_no_such_module'"
+    cannot = "cannot be loaded: No module named 'pibridge_no_such_module'"
     assert _problems(path) == [f'{path}:3: sensor "Pump" → driver: driver "broken" {cannot}',
                                f'{path}:6: sensor "Fan" → driver: driver "broken" {cannot}']
 

@@ -305,3 +305,41 @@ def test_readme_links_point_nowhere_into_a_checkout() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)#]+)\)", text):
         assert target.startswith(("http://", "https://")), target
+
+
+# --- driver authors -------------------------------------------------------------------------------
+def test_the_crc_helpers_work_on_any_length() -> None:
+    """What their docstrings promise: the catalogue's 9-byte check values, and nothing at all."""
+    from pibridge.drivers.crc import crc8_maxim, crc8_sensirion
+
+    assert crc8_maxim(b"123456789") == 0xA1 and crc8_sensirion(b"123456789") == 0xF7
+    assert crc8_sensirion(b"\xbe\xef") == 0x92 and crc8_sensirion(b"") == 0xFF and crc8_maxim(b"") == 0x00
+    assert "any number of bytes" in (crc8_sensirion.__doc__ or "")
+
+
+def test_a_shadowed_plugin_is_reported_once_and_listed_names_are_the_profiles(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pibridge.drivers import registry
+
+    info = tmp_path / "pibridge_shadow_test-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pibridge_shadow_test\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pibridge.drivers]\nBME280 = pibridge.drivers.bh1750:BH1750\n"
+                                           "zz_light = pibridge.drivers.bh1750:BH1750\n")
+    sys.path.insert(0, str(tmp_path))
+    registry.reset()
+    try:
+        with caplog.at_level("WARNING", logger="pibridge.drivers.registry"):
+            registry.names()
+            registry.names()
+            registry.get("bme280")
+        warned = [r for r in caplog.records if "not used" in r.getMessage()]
+        assert len(warned) == 1 and "'BME280'" in warned[0].getMessage()
+        assert registry.shadowed() == [
+            "installed driver 'BME280' (pibridge.drivers.bh1750:BH1750) is not used: "
+            "a built-in driver has that name; rename its entry point"]
+        listing = "\n".join(driver_commands.describe_driver(registry.get("zz_light"), "zz_light"))
+        assert listing.startswith("zz_light: ") and "profiles use 'zz_light'" in listing
+    finally:
+        sys.path.remove(str(tmp_path))
+        registry.reset()

@@ -106,6 +106,11 @@ COMMAND_ORDER = ("profile", "check", "read", "run", "status", "scan", "drivers")
 BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
 
 
+def counted(count: int, noun: str) -> str:
+    """A count as people write it: ``1 sensor``, ``2 sensors``, ``0 problems``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 class CliError(Exception):
     """A failure the user can act on: printed as one line (what, which file/port, what to do)."""
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from pibridge.cli import counted
 from pibridge.drivers import registry
 from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
@@ -37,7 +38,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for line in exc.lines if args.all else exc.capped():
             print(line, file=sys.stderr)
         count = len(exc.problems)  # the verdict, like the summary, on stdout; the problems on stderr
-        print(printable(f"{args.profile}: {plural(count, 'problem')}; nothing would run"))
+        print(printable(f"{args.profile}: {counted(count, 'problem')}; nothing would run"))
         return 1
     print_summary(profile, sys.stdout)
     return 0
@@ -47,7 +48,7 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     """What `pibridge run` would do with ``profile`` (checked: every driver name is known)."""
     agent, bridge = profile.agent, profile.bridge
     count = len(profile.sensors)
-    _say(f"{profile.path}: no problems; {plural(count, 'sensor')}", out)
+    _say(f"{profile.path}: no problems; {counted(count, 'sensor')}", out)
     _say(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
          f"\"{agent.client_name}\", provisioning {agent.provisioning}", out)
     _say(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", out)
@@ -65,11 +66,6 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     _say("pins and buses:", out)
     for line in _pin_lines(resources, bridge.w1_gpio):
         _say(f"  {line}", out)
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 sensor``, ``2 sensors``, ``0 problems``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _say(text: str, out: TextIO) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pibridge.cli import CliError
+from pibridge.cli import CliError, counted
 from pibridge.cli.scan_profile import Found, starting_profile
 from pibridge.drivers import registry
 from pibridge.drivers.base import (
@@ -450,7 +450,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
     count = len(found.sensors)
-    print(f"\nwrote {target}: {count} sensor{'' if count == 1 else 's'} found"
+    print(f"\nwrote {target}: {counted(count, 'sensor')} found"
           + ("" if count else " (none: it holds the Pi's own CPU temperature to start from)")
           + f"; next: `pibridge check --profile {target}`")
     return 0

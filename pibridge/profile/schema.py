@@ -31,6 +31,7 @@ from pibridge.drivers.base import (
     Resources,
     Timing,
 )
+from pibridge.drivers.errors import SensorError
 from pibridge.units import UNIT_FORMS, ProfileUnit, conversion_factor, profile_unit, symbol_of
 
 from . import values as v
@@ -364,8 +365,7 @@ class _Checker:
         try:
             config, problems = driver.validate({k: raw for k, raw in options.items() if k in known})
         except Exception as exc:  # a driver's own check that raises instead of reporting
-            scope.report(("options",), f"{driver.name} could not check its options: "
-                                       f"{type(exc).__name__}: {exc}")
+            scope.report(("options",), f"{driver.name} could not check its options: {_problem(exc)}")
             return None, False
         for problem in problems:
             keys: KeyPath = ("options", problem.key) if problem.key else ("options",)
@@ -381,7 +381,7 @@ class _Checker:
             resources = driver.resources(config)
         except Exception as exc:
             scope.report(("options",), f"{driver.name} could not work out its timing or pins: "
-                                       f"{type(exc).__name__}: {exc}")
+                                       f"{_problem(exc)}")
             return None
         if interval is not None:
             self._interval(scope, driver, timing, interval)
@@ -405,8 +405,7 @@ class _Checker:
         try:
             return {m.key: m for m in driver.metrics_for(config)}
         except Exception as exc:  # a third-party driver's own code: one line, not a traceback
-            scope.report(("options",), f"{driver.name} could not work out its metrics: "
-                                       f"{type(exc).__name__}: {exc}")
+            scope.report(("options",), f"{driver.name} could not work out its metrics: {_problem(exc)}")
             return None
 
     def _metrics(self, scope: _Scope, driver: type[Driver] | None, reported: dict[str, Metric] | None,
@@ -523,7 +522,17 @@ def _look_up_driver(name: str) -> type[Driver] | str:
         return (f"unknown driver {shown(name)}" + (f"; did you mean {close}?" if close else "")
                 + f" (known: {', '.join(known)})")
     except Exception as exc:  # a third-party driver that fails to import: one line, not a traceback
-        return f"driver {shown(name)} cannot be loaded: {type(exc).__name__}: {exc}"
+        return f"driver {shown(name)} cannot be loaded: {_problem(exc)}"
+
+
+def _problem(exc: Exception) -> str:
+    """What went wrong in a driver's own code, in words: a typed error (`SensorError`, an
+    `ImportError`) by its message; anything else is a bug, and its class says what broke
+    (``KeyError: 'pin'``)."""
+    text = str(exc).strip()
+    if isinstance(exc, SensorError | ImportError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _MetricChecker:
