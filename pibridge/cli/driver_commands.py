@@ -245,10 +245,10 @@ def read_profile(path: Path, *, simulate: bool, as_json: bool,
 
     try:
         profile = load_profile(path)
-    except ProfileError as exc:
-        for line in exc.capped():
-            print(line, file=sys.stderr)
-        raise CliError(f"{path}: the profile has problems (`pibridge check --profile {path}`)") from None
+    except ProfileError as exc:     # one line: the first problem; `check` lists them all
+        more = len(exc.lines) - 1
+        raise CliError(exc.lines[0] + (f" (and {counted(more, 'more problem')}: `pibridge check --profile "
+                                       f"{printable(str(path))}`)" if more else "")) from None
     failed = 0
     results: list[dict[str, Any]] = []
     width = max(len(sensor.name) for sensor in profile.sensors)
