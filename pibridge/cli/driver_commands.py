@@ -182,10 +182,11 @@ def _error_line(name: str, exc: BaseException) -> str:
 
 
 def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sleep) -> int:
-    if args.profile is not None:
+    profile = getattr(args, "profile", None)     # callers may build the Namespace by hand
+    if profile is not None:
         if args.driver is not None or args.option:
             raise CliError("give either a driver (with --option) or --profile, not both")
-        return read_profile(args.profile, simulate=args.simulate, as_json=args.json, sleep=sleep)
+        return read_profile(profile, simulate=args.simulate, as_json=args.json, sleep=sleep)
     if args.driver is None:
         raise CliError("name a driver (`pibridge read bme280`) or a profile "
                        "(`pibridge read --profile my.toml`)")

@@ -172,6 +172,7 @@ class _Checker:
         self.problems: list[Problem] = []
         #: driver name -> class, or the problem with that name (looked up once per name)
         self._drivers: dict[str, type[Driver] | str] = {}
+        self._canonical: dict[str, str] = {}   #: driver name as written -> the registry's spelling
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -316,7 +317,9 @@ class _Checker:
             scope.report(("driver",), f"must be a driver's name, not {shown(driver_name)}")
         else:
             driver = self._driver(scope, driver_name)
-            driver_name = registry.canonical(driver_name) or driver_name   # "BME280" is bme280
+            if driver is not None:                  # "BME280" is bme280 (looked up once per name)
+                driver_name = self._canonical.setdefault(driver_name,
+                                                         registry.canonical(driver_name) or driver_name)
 
         if interval is not None and interval < MIN_INTERVAL_S:
             scope.report(("interval",), f"{_seconds(interval)} is below {_seconds(MIN_INTERVAL_S)}, the "
