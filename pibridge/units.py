@@ -71,7 +71,7 @@ CUSTOM_UNITS = ("hPa", "kPa", "mbar", "bar", "lx", "ppm", "ppb", "µg/m³", "mg/
 
 #: How people type a unit on a keyboard -> its symbol (annotations and ``unit = "…"`` alike).
 SPELLINGS: Mapping[str, str] = {
-    "degc": "°C", "deg c": "°C", "celsius": "°C", "c": "°C", "ºc": "°C", "℃": "°C",
+    "degc": "°C", "deg c": "°C", "celsius": "°C", "ºc": "°C", "℃": "°C",
     "degf": "°F", "fahrenheit": "°F", "percent": "%", "pct": "%", "%rh": "%", "rh": "%",
     "pascal": "Pa", "hectopascal": "hPa", "millibar": "mbar", "lux": "lx", "ohm": "Ω", "ohms": "Ω",
     "kohm": "kΩ", "ug/m3": "µg/m³", "µg/m3": "µg/m³", "ug/m³": "µg/m³", "mg/m3": "mg/m³",
@@ -171,8 +171,8 @@ class ProfileUnit:
 
     @property
     def symbol(self) -> str:
-        return display_unit(self.agent_unit, self.annotation)[0] if self.agent_unit is None \
-            else _agent_symbol(self.agent_unit)
+        """The unit's symbol as values are sent (pascals are "Pa" here, not the display's hPa)."""
+        return symbol_of(self.agent_unit, self.annotation)
 
 
 def _agent_symbol(agent_unit: str) -> str:

@@ -53,7 +53,8 @@ def print_summary(profile: Profile, out: TextIO) -> None:
          f"\"{agent.client_name}\", provisioning {agent.provisioning}", out)
     _say(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", out)
     _say(f"state:  {bridge.state_dir}", out)
-    _say(f"queue:  at most {bridge.queue_max_samples} samples and {format_duration(bridge.queue_max_age_s)}"
+    _say(f"queue:  at most {counted(bridge.queue_max_samples, 'sample')} and "
+         f"{format_duration(bridge.queue_max_age_s)}"
          f", durability {bridge.durability}; inventory checked every "
          f"{format_duration(bridge.inventory_check_s)}; logs as {bridge.log_format}", out)
     resources: list[tuple[SensorConfig, Resources]] = []

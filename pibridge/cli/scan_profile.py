@@ -72,6 +72,20 @@ class Found:
         self.add(f"Probe {device_id}", DS18B20, options, f"1-Wire probe {device_id}")
 
 
+def _registry_name(driver: type[Driver]) -> str:
+    """The name a profile uses for ``driver``: the registry's (an installed driver's entry-point
+    name, which may differ from its class's ``name``)."""
+    from pibridge.drivers import registry
+
+    for name in registry.names():
+        try:
+            if registry.get(name) is driver:
+                return name
+        except Exception:      # a broken installed driver: not this one
+            continue
+    return driver.name
+
+
 def _default(driver: type[Driver], key: str) -> Any:
     return next((o.default for o in driver.options if o.key == key), None)
 
@@ -114,7 +128,7 @@ def starting_profile(found: Found) -> str:
     for sensor in sensors:
         lines += [f"# {sensor.comment}", "[[sensor]]",
                   f"name = {json.dumps(sensor.name, ensure_ascii=False)}",
-                  f'driver = "{sensor.driver.name}"',
+                  f'driver = "{_registry_name(sensor.driver)}"',
                   f'interval = "{_interval(sensor.driver, sensor.options)}"']
         if sensor.options:
             lines.append("[sensor.options]")
