@@ -283,7 +283,8 @@ def test_cli_stale_when_not_updated(tmp_path: Path) -> None:
 def test_cli_profile_selects_the_bridge_of_its_state_dir(tmp_path: Path) -> None:
     _write_live(tmp_path, _tracker([time.time()]))
     profile = tmp_path / "other.toml"
-    profile.write_text('[agent]\nhost = "localhost"\n')   # default state dir: not the running one
+    profile.write_text('[agent]\nhost = "localhost"\n'    # default state dir: not the running one
+                       '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n')
     result = _pibridge_status("--runtime-dir", tmp_path, "--profile", profile)
     assert result.returncode == NOT_RUNNING and "not running (no status file in" in result.stderr
     broken = tmp_path / "broken.toml"
