@@ -144,7 +144,10 @@ def _every_command() -> list[tuple[str, ...]]:
 
 def test_every_command_has_a_description_an_example_and_exit_codes() -> None:
     commands = _every_command()
-    assert {" ".join(words) for words in commands} == set(COMMAND_HELP), "a command without COMMAND_HELP"
+    named = {" ".join(words) for words in commands}
+    missing = sorted(named - set(COMMAND_HELP))
+    assert not missing, f"add to pibridge.cli.COMMAND_HELP: {missing}"
+    assert not set(COMMAND_HELP) - named, f"no such command: {sorted(set(COMMAND_HELP) - named)}"
     for words in commands:
         with pytest.raises(SystemExit) as done:
             build_parser().parse_args([*words, "--help"])
