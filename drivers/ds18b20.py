@@ -243,7 +243,7 @@ _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
 #: Without the w1-gpio overlay there is no w1 bus directory at all (not a probe gone: none was
 #: ever there); the same words as `pibridge scan`.
 W1_NOT_ENABLED = ("1-Wire is not enabled ({root} not found): add dtoverlay=w1-gpio to "
-                  "/boot/firmware/config.txt (or `sudo raspi-config nonint do_onewire 0`) and reboot")
+                  "/boot/firmware/config.txt and reboot")
 
 
 def _map_os_error(exc: OSError, what: str) -> SensorError:

@@ -13,7 +13,7 @@ import pytest
 
 from pibridge import units
 from pibridge.bridge.clock import SystemClock
-from pibridge.bridge.liveview import render, shorten_middle, wrap
+from pibridge.bridge.liveview import render, shorten_error, shorten_middle, wrap
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
 from pibridge.bridge.operations import feed_status
 from pibridge.bridge.scheduler import Scheduler, SensorPlan
@@ -210,7 +210,23 @@ def test_a_long_error_wraps_keeps_its_end_and_shows_once() -> None:
 
 def test_shorten_and_wrap() -> None:
     assert shorten_middle("abcdefghij", 5) == "ab…ij"
+    # the advice after the last ": " stays whole; the start gives way
+    error = "28-000005abb69d: 1-Wire is not enabled (/sys/bus/w1/devices not found): add dtoverlay=w1-gpio"
+    assert shorten_error(error, 60) == "28-000005abb69d: 1…devices not found): add dtoverlay=w1-gpio"
+    assert len(shorten_error(error, 60)) <= 60 and shorten_error("short", 10) == "short"
     assert shorten_middle("short", 10) == "short"
     assert wrap("one two three", 7, 2) == ["one two", "three"]
     lines = wrap("start " + "m" * 100 + " end", 10, 2)
     assert len(lines) <= 2 and lines[0].startswith("start") and lines[-1].endswith("end")
+
+
+def test_the_advice_of_an_error_survives_whole_on_an_ordinary_terminal() -> None:
+    clock = [T0]
+    tracker = _tracker(clock)
+    advice = "add dtoverlay=w1-gpio to /boot/firmware/config.txt and reboot"
+    tracker.read_failed("Soil", f"28-000005abb69d: 1-Wire is not enabled ({'/very/long/path' * 8} "
+                                f"not found): {advice}")
+    lines = render(tracker.snapshot(), 79, now=T0)
+    start = next(i for i, line in enumerate(lines) if line.startswith("Soil"))
+    words = " ".join(line.strip() for line in lines[start:start + 3]).split("FAILING 0 s", 1)[1].strip()
+    assert words.startswith("28-000005abb69d: 1-Wire") and words.endswith(advice), lines

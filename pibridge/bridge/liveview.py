@@ -113,17 +113,34 @@ def shorten_middle(text: str, width: int) -> str:
     return "".join(head) + ELLIPSIS + "".join(reversed(tail))
 
 
+ADVICE_SEPARATOR = ": "        #: errors read "what: why: what to do"; the last part is kept whole
+HEAD_MIN = 12                  #: columns the start of an error keeps at least (which sensor, what)
+
+
+def shorten_error(text: str, width: int) -> str:
+    """An error in at most ``width`` columns: what follows its last ": " (what to do: "add
+    dtoverlay=w1-gpio … and reboot") is kept whole where it fits, and the start is shortened
+    from its middle; else the whole text is (`shorten_middle`)."""
+    if display_width(text) <= width:
+        return text
+    head, separator, advice = text.rpartition(ADVICE_SEPARATOR)
+    room = width - display_width(advice) - len(separator)
+    if separator and room >= HEAD_MIN:
+        return shorten_middle(head, room) + separator + advice
+    return shorten_middle(text, width)
+
+
 def wrap(text: str, width: int, max_lines: int) -> list[str]:
     """``text`` wrapped at spaces into lines of at most ``width`` columns, at most ``max_lines``
-    of them: a longer text is first shortened from the middle (`shorten_middle`) so that its
-    end, which usually says what to do, is never cut off."""
+    of them: a longer text is first shortened (`shorten_error`) so that its end, which usually
+    says what to do, is never cut off."""
     width = max(1, width)
     lines = _wrap_words(text, width)
     if len(lines) <= max_lines:
         return lines
     budget = width * max_lines
     while budget > 1:
-        lines = _wrap_words(shorten_middle(text, budget), width)
+        lines = _wrap_words(shorten_error(text, budget), width)
         if len(lines) <= max_lines:
             return lines
         budget -= max(1, width // 4)      # word breaks waste room: give some back
@@ -212,12 +229,12 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
         for e in errors:
             prefix = f"  {_clock(e.at)} "
             text = printable((f"{e.sensor}: " if e.sensor else "") + e.message)
-            lines.append((prefix + shorten_middle(text, width - display_width(prefix)), ""))
+            lines.append((prefix + shorten_error(text, width - display_width(prefix)), ""))
     shown_messages = [message for _, message in shown_errors if message]
     log_lines = [line for line in log_lines if not any(m in line for m in shown_messages)]
     if log_lines:
         lines.append(("log:", DIM))
-        lines += [("  " + shorten_middle(printable(line), width - 2), "") for line in log_lines]
+        lines += [("  " + shorten_error(printable(line), width - 2), "") for line in log_lines]
     if height is not None and len(lines) > height:
         lines = [*lines[:max(0, height - 1)], (f"… {len(lines) - height + 1} more lines", DIM)]
     out = []
