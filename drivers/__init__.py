@@ -19,7 +19,6 @@ from .base import (
     ChipInput,
     CollectAgain,
     Driver,
-    Duration,
     GpioPin,
     Metric,
     Option,
@@ -48,7 +47,7 @@ from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
     "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId", "ChipInput",
-    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver", "Duration",
+    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver",
     "Environment", "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
     "RegisterSignature", "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing",

@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pibridge.durations import parse_seconds
 from pibridge.protocol import VALUE_UNITS, ValueType
 
 from .errors import ConfigurationError, SensorError
@@ -79,16 +80,13 @@ class GpioPin(int):
     BCM_MAX = 27
 
 
-class Duration(float):
-    """A duration option in seconds. Accepts what a profile's durations accept (a number of
-    seconds, or ``"5ms"``, ``"2s"``, ``"1m"`` …: `pibridge.profile.values.DURATION_RE`), and 0."""
-
-
 @dataclass(frozen=True)
 class Option:
     """One typed driver option. ``kind`` is ``int``, ``float``, ``bool``, ``str`` or `GpioPin`.
 
     ``choices`` restricts to a set; ``minimum``/``maximum`` bound numbers (inclusive).
+    ``duration``: a ``float`` option that is a time in seconds; it also takes ``"50ms"``,
+    ``"2s"``, ``"5m"`` (as a profile's ``interval`` does, `pibridge.durations`).
     """
 
     key: str
@@ -100,6 +98,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     required: bool = False
     hex: bool = False  #: show integer values in hex (I2C addresses), in messages and listings
+    duration: bool = False  #: a float of seconds that also takes "50ms", "2s", "5m"
 
     def convert(self, raw: Any) -> Any:
         """Coerce a value (from TOML or a ``KEY=VALUE`` string) to ``kind`` and range-check it."""
@@ -155,12 +154,10 @@ class Option:
                 if isinstance(raw, float) and not raw.is_integer():
                     raise ValueError
                 return int(raw)
-            if kind is Duration:
-                return Duration(_duration_seconds(raw))
             if kind is float:
                 if isinstance(raw, bool):
                     raise ValueError
-                value = float(raw)
+                value = parse_seconds(raw) if self.duration else float(raw)
                 if not math.isfinite(value):
                     raise ValueError
                 return value
@@ -178,25 +175,9 @@ class Option:
 
     @property
     def kind_label(self) -> str:
-        if self.kind is Duration:
-            return 'duration (seconds, or "5ms", "2s")'
+        if self.duration:
+            return 'duration: seconds or "50ms", "2s"'
         return "GPIO pin (BCM)" if self.kind is GpioPin else self.kind.__name__
-
-
-def _duration_seconds(raw: Any) -> float:
-    """Seconds from a number or a duration string (`Duration`); `ValueError` otherwise."""
-    from pibridge.profile.values import DURATION_RE, DURATION_UNITS  # one grammar with the profile
-
-    if isinstance(raw, bool):
-        raise ValueError
-    if isinstance(raw, str):
-        match = DURATION_RE.match(raw)
-        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else float(raw)
-    else:
-        seconds = float(raw)
-    if not math.isfinite(seconds):
-        raise ValueError
-    return seconds
 
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})

@@ -58,8 +58,8 @@ class DigitalInput(Driver):
         Option("pull", str, "up", "internal pull resistor: up, down, none/floating", choices=PULLS),
         Option("active_low", bool, None,
                "report True when the line is low (default: yes with pull up, no otherwise)"),
-        Option("debounce", float, None, "bounce time in seconds (gpiozero bounce_time)",
-               minimum=0.0, maximum=MAX_DEBOUNCE_S),
+        Option("debounce", float, None, "bounce time (gpiozero bounce_time), e.g. \"50ms\"",
+               minimum=0.0, maximum=MAX_DEBOUNCE_S, duration=True),
         Option("annotation", str, "active", "what True means, shown as the metric's annotation"),
     )
     read_time_s = 0.0

@@ -240,6 +240,10 @@ class SysfsFiles:
 
 
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
+#: Without the w1-gpio overlay there is no w1 bus directory at all (not a probe gone: none was
+#: ever there); the same words as `pibridge scan`.
+W1_NOT_ENABLED = ("1-Wire is not enabled ({root} not found): add dtoverlay=w1-gpio to "
+                  "/boot/firmware/config.txt and reboot")
 
 
 def _map_os_error(exc: OSError, what: str) -> SensorError:
@@ -341,6 +345,9 @@ class DS18B20(Driver):
         try:
             text = self.files.read_text(self.slave_dir / W1_SLAVE_FILE)
         except OSError as exc:
+            if exc.errno in _GONE_ERRNOS and not self.files.exists(self.w1_root):
+                raise DeviceNotFoundError(f"{self.device_id}: {W1_NOT_ENABLED.format(root=self.w1_root)}"
+                                          ) from exc
             raise _map_os_error(exc, self.device_id) from exc
         if not text.strip() and self._bulk_state() == BULK_CONVERTING:
             raise NotReadyError(f"{self.device_id}: bulk conversion still in progress (collected "

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from pibridge.protocol import NAME_MAX_LEN, ValueType
 
-from .base import Driver, Duration, GpioPin, Metric, Option, OptionProblem, RetryPolicy, Sample, Value
+from .base import Driver, GpioPin, Metric, Option, OptionProblem, RetryPolicy, Sample, Value
 from .errors import BusError
 from .gpio import hardware_pin_factory, missing_library
 
@@ -93,18 +93,18 @@ class PulseCounter(Driver):
         Option("edge", str, "falling", "the edge that is one pulse: falling (a switch to GND with "
                "pull=up) or rising", choices=EDGES),
         Option("pull", str, "up", "internal pull resistor: up, down or none", choices=PULLS),
-        Option("debounce", Duration, Duration(0.0), "ignore edges closer than this to the last one "
+        Option("debounce", float, 0.0, "ignore edges closer than this to the last one "
                "counted (reed switches bounce ~1 ms: rain 50ms, wind ≤ 5ms, Hall flow 0)",
-               minimum=0.0, maximum=MAX_DEBOUNCE_S),
+               minimum=0.0, maximum=MAX_DEBOUNCE_S, duration=True),
         Option("per_pulse", float, None, "the amount one pulse means, in unit (0.2794 mm of rain; "
                "0.0022222 L of a YF-S201)", minimum=1e-12),
         Option("unit", str, "", "unit of per_pulse and the total (mm, L, m …)"),
         Option("rate_factor", float, None, "the rate per Hz of pulses, in rate_unit (2.4 km/h per Hz "
                "of wind; 0.13333 L/min per Hz of a YF-S201)", minimum=1e-12),
         Option("rate_unit", str, "", "unit of the rate_factor's rate (km/h, m/s, L/min …)"),
-        Option("gust_window", Duration, Duration(0.0), "report the highest rate over windows this long "
+        Option("gust_window", float, 0.0, "report the highest rate over windows this long "
                "(3s, as weather services report gusts; 0: no gust metric); needs rate_factor",
-               minimum=0.0, maximum=MAX_GUST_WINDOW_S),
+               minimum=0.0, maximum=MAX_GUST_WINDOW_S, duration=True),
     )
     read_time_s = 0.0
     retry = RetryPolicy(attempts=0, spacing_s=0.0)

@@ -10,7 +10,10 @@ none of them touches hardware or imports a hardware library when imported.
 Both tables are read once per process: the entry-point scan reads every installed distribution's
 metadata (about 1 ms each time, most of a ``pibridge check``), so it is not repeated per lookup.
 A package installed into a running process is found after `reset`. A built-in name wins over an
-installed driver of the same name.
+installed driver of the same name; such a shadowed driver is not dropped silently: `shadowed`
+lists it and it is logged once per process. Names are matched case-insensitively (``BME280`` is
+``bme280``); a profile and ``pibridge drivers`` use the registry's name, which for an installed
+driver is its entry-point name.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 import pkgutil
 from importlib.metadata import entry_points
 
 from .base import Driver
 from .errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "pibridge.drivers"
 PACKAGE = "pibridge.drivers"
@@ -64,15 +70,52 @@ def reset() -> None:
     packages again (for a process that installs a driver package while it runs, e.g. a test)."""
     builtin.cache_clear()
     installed.cache_clear()
+    _logged_shadowed.clear()
+
+
+#: shadowed installed drivers already logged (each is logged once per process)
+_logged_shadowed: set[tuple[str, str]] = set()
+
+
+def _table() -> tuple[dict[str, str], tuple[tuple[str, str, str], ...]]:
+    """(name -> target, the shadowed installed drivers as (name, target, what won)). Built-in
+    drivers first, then the installed ones whose name is not taken (case-insensitively); each
+    shadowed one is logged once."""
+    targets = dict(builtin())
+    taken = {name.casefold(): name for name in targets}
+    shadowed: list[tuple[str, str, str]] = []
+    for name, target in installed():
+        winner = taken.get(name.casefold())
+        if winner is not None:
+            what = "a built-in driver" if winner in builtin() else f"the installed {targets[winner]}"
+            shadowed.append((name, target, what))
+            if (name, target) not in _logged_shadowed:
+                _logged_shadowed.add((name, target))
+                log.warning("installed driver %r (%s) is not used: %s has that name", name, target, what)
+            continue
+        targets[name] = target
+        taken[name.casefold()] = name
+    return targets, tuple(shadowed)
 
 
 def _targets() -> dict[str, str]:
-    """name -> target: the built-in drivers, then the installed ones whose name is not taken
-    (a built-in name wins on a clash; among installed ones, the first found)."""
-    targets = dict(builtin())
-    for name, target in installed():
-        targets.setdefault(name, target)
-    return targets
+    return _table()[0]
+
+
+def shadowed() -> list[str]:
+    """One line per installed driver that is not used because its name is taken (by a built-in
+    driver or an earlier installed one), for ``pibridge drivers``."""
+    return [f"installed driver {name!r} ({target}) is not used: {what} has that name; "
+            "rename its entry point" for name, target, what in _table()[1]]
+
+
+def canonical(name: str) -> str | None:
+    """The registry's spelling of ``name`` (``"BME280"`` -> ``"bme280"``), None if unknown."""
+    targets = _targets()
+    if name in targets:
+        return name
+    folded = name.casefold()
+    return next((known for known in targets if known.casefold() == folded), None)
 
 
 def names() -> list[str]:
@@ -83,7 +126,8 @@ def names() -> list[str]:
 def get(name: str) -> type[Driver]:
     """The driver class registered as ``name``; `UnknownDriverError` lists the known names."""
     targets = _targets()
-    target = targets.get(name)
+    found = canonical(name)
+    target = targets.get(found) if found is not None else None
     if target is None:
         raise UnknownDriverError(f"unknown driver {name!r}; known drivers: {', '.join(sorted(targets))}")
     module_name, _, attr = target.partition(":")

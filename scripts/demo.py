@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pibridge.bridge.status import unit_symbol
 from pibridge.emulator.process import EmulatorError, EmulatorProcess
 from pibridge.profile import ProfileError, load_profile
+from pibridge.units import display
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = ROOT / "profiles" / "demo.toml"
@@ -76,17 +76,6 @@ def run_bridge(profile: Path, seconds: float) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def _shown(value: Any, unit: str) -> str:
-    """A value as a person reads it: ``24.4 °C``, ``101125 Pa``, ``on (open)`` for a flag."""
-    if isinstance(value, bool):
-        return f"{'on' if value else 'off'} ({unit})" if unit else ("on" if value else "off")
-    if isinstance(value, float):
-        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    else:
-        shown = str(value)
-    return f"{shown} {unit}" if unit else shown
-
-
 def summary(dump: dict[str, Any]) -> list[str]:
     """What the agent holds, one line per metric: sensor, metric, count of values, the last one."""
     lines = []
@@ -96,8 +85,10 @@ def summary(dump: dict[str, Any]) -> list[str]:
             lines.append(f"  {sensor['name']}")
             for metric in sensor["metrics"]:
                 values = metric["values"]
-                unit = unit_symbol(metric.get("valueUnit"), metric.get("valueAnnotation"))
-                last = f"last {_shown(values[-1]['value'], unit)}" if values else "no value yet"
+                # as every screen shows it: 24.4 °C, 1011 hPa, closed (`pibridge.units`)
+                shown = (display(values[-1]["value"], metric.get("valueUnit"), metric.get("valueAnnotation"))
+                         if values else "")
+                last = f"last {shown}" if values else "no value yet"
                 count = f"{len(values)} value" + ("" if len(values) == 1 else "s")
                 lines.append(f"    {metric['name']:<28} {count:>11}, {last}")
     return lines

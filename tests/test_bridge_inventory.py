@@ -234,7 +234,7 @@ def test_prune_refuses_while_samples_wait_then_deletes(settings: AgentSettings, 
     flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
              settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
     assert main(["inventory", "--prune", "--yes", *flags]) == 1
-    assert "refusing to prune: 1 samples of sensor 'Door'" in capsys.readouterr().err
+    assert "refusing to prune: 1 sample of sensor 'Door'" in capsys.readouterr().err
     with SampleQueue(state) as queue:
         queue.ack([r.id for r in queue.fetch(0, 10)])
     assert main(["inventory", "--prune", *flags]) == 1  # no terminal and no --yes
@@ -271,7 +271,7 @@ def test_prune_refuses_when_the_queue_cannot_be_read(settings: AgentSettings, tm
     with AgentClient(settings, request_timeout=WAIT_S) as client:
         Reconciler(client, InventoryMapping(state, client.client_id)).reconcile(SPECS, {}, 1)
     (state / "queue.sqlite3").write_bytes(b"this is not a database" * 100)
-    profile_file = _profile_with(tmp_path / "greenhouse.toml", state, [])
+    profile_file = _profile_with(tmp_path / "greenhouse.toml", state, ["Soil"])  # a profile needs a sensor
     flags = ["--profile", str(profile_file), "--cert-folder", str(settings.cert_folder), "--host",
              settings.host, "--port", str(settings.port), "--ca-file", str(settings.ca_file)]
     assert main(["inventory", "--prune", "--yes", *flags]) == 1

@@ -31,7 +31,7 @@ sensor "CO2": scd4x, every 1m, pressure from "Air"
   temperature → "Temperature" in SI.Temperature.CELSIUS
   humidity → "Relative humidity" in NoSI.Dimensionless.PERCENT
 sensor "Soil temperature bed 1": ds18b20, every 2m
-  temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
+  temperature → "Temperature" in °C; valid -20 to 60 (else left out)
 sensor "Soil temperature bed 2": ds18b20, every 2m
   temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
 sensor "Soil moisture bed 1": ads1115, every 5m
@@ -42,7 +42,7 @@ sensor "Light": veml7700, every 1m
 sensor "Door": digital_input, every 5m
   state → "Door" in bool [open]
 sensor "Pi temperature": cpu_temperature, every 5m
-  temperature → "CPU temperature" in SI.Temperature.CELSIUS
+  temperature → "CPU temperature" in °C
 pins and buses:
   I2C bus 1 (GPIO 2, 3): "Air" at 0x76, "Canopy" at 0x44, "CO2" at 0x62,\
  "Soil moisture bed 1" at 0x48, "Light" at 0x10
@@ -71,12 +71,12 @@ def test_summary_shows_the_metrics_the_options_leave(tmp_path: Path,
     sensors = out[out.index('sensor "Air"'):out.index("pins and buses:")]
     assert sensors.splitlines() == [
         'sensor "Air": bme280, every 1m',
-        '  temperature → "Temperature" in SI.Temperature.CELSIUS',
-        '  humidity → "Relative humidity" in NoSI.Dimensionless.PERCENT',
+        '  temperature → "Temperature" in °C',
+        '  humidity → "Relative humidity" in %',
         'sensor "Shed door": digital_input, every 1m',
         '  state → "State" in bool [open]',
         'sensor "Roof": bme280, every 1m',
-        '  pressure → "Roof pressure" in SI.Pressure.PASCAL',
+        '  pressure → "Roof pressure" in Pa',
     ]
     assert err == ""
 

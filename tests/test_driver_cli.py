@@ -55,10 +55,10 @@ def test_drivers_lists_metrics_units_and_options(capsys: pytest.CaptureFixture[s
     assert main(["drivers"]) == 0
     out = capsys.readouterr().out
     assert "bme280: Bosch BME280/BMP280" in out
-    assert "pressure: Air pressure [SI.Pressure.PASCAL]" in out
+    assert "pressure: Air pressure [hPa; values in Pa]" in out
     assert "address (int), default 0x76, one of 0x76, 0x77" in out
     assert "mtreg (int), default 69, range 31..254" in out
-    assert "illuminance: Illuminance [double [lx]]" in out
+    assert "illuminance: Illuminance [double, lx]" in out
     for name in registry.names():
         assert f"\n{name}: " in "\n" + out
 
@@ -68,7 +68,7 @@ def test_drivers_survives_a_broken_module(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(registry.builtin(), "zz_broken", "pibridge.drivers.does_not_exist:Nope")
     assert main(["drivers"]) == 0
     out = capsys.readouterr().out
-    assert "zz_broken: not available (ModuleNotFoundError" in out and "bme280:" in out
+    assert "zz_broken: not available (No module named" in out and "bme280:" in out
 
 
 # --- read ------------------------------------------------------------------------------------------
@@ -77,8 +77,8 @@ def test_read_simulated_text(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[:-1]] == ["temperature", "pressure", "humidity"]
     assert lines[-1] == f"({describe_timing(BME280.timing_for(BME280.check_options({'osrs_p': 16})))})"
-    assert lines[1].endswith("SI.Pressure.PASCAL")
-    assert 90_000 < float(lines[1].split()[1]) < 110_000
+    assert lines[1].endswith(" hPa")          # a person reads pascals as hPa
+    assert 900 < float(lines[1].split()[1]) < 1100
 
 
 def test_read_simulated_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +100,8 @@ def test_read_real_without_bus_is_one_line(monkeypatch: pytest.MonkeyPatch,
     assert main(["read", "bme280", "-o", "i2c_bus=7"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("pibridge: DeviceNotFoundError: bme280 at 0x76: cannot open I2C bus /dev/i2c-7")
+    # the problem, not the exception's class
+    assert err.startswith("pibridge: bme280 at 0x76: cannot open I2C bus /dev/i2c-7")
 
 
 def test_read_real_on_a_fake_bus(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -166,7 +167,7 @@ def test_read_command_retries_and_closes(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(registry, "get", lambda name: Once)
     assert main(["read", "flaky"]) == 0
-    assert capsys.readouterr().out == ("v  1.0 SI.ElectricPotential.VOLT\n"
+    assert capsys.readouterr().out == ("v  1 V\n"
                                        "(read time 0 ms, min interval 0 s, retries 1 x 0 s)\n")
     assert made[0].calls == 2 and made[0].closed_count == 1
 
@@ -262,7 +263,7 @@ def test_scan_bus_that_cannot_be_opened(tmp_path: Path) -> None:
     (["read", "mcp3008"], "pibridge[pi]"),
     (["read", "cpu_temperature", "--option", "sensor_file=/dev/zero"], "not a thermal zone file"),
     (["read", "ds18b20", "--option", "device_id=28-000000000000", "--option", "w1_root=/nonexistent"],
-     "device gone"),
+     "dtoverlay=w1-gpio"),                 # no w1 bus at all: 1-Wire is not enabled
 ])
 def test_real_reads_off_a_pi_are_one_line_without_warnings(argv: list[str], needle: str) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if k != "GPIOZERO_PIN_FACTORY"}

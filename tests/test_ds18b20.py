@@ -401,3 +401,13 @@ def test_real_files_are_read_bounded(tmp_path: Path) -> None:
     driver = DS18B20(device_id="28-000005abb69d", w1_root=str(tmp_path))
     with pytest.raises(BadDataError, match="more than"):
         driver.collect()
+
+
+def test_without_the_w1_overlay_it_says_so_and_names_it(tmp_path: Path) -> None:
+    """No /sys/bus/w1/devices at all: 1-Wire is not enabled (not "device gone"), and the fix
+    is named as `pibridge scan` names it."""
+    driver = DS18B20(device_id="28-000005abb69d", w1_root=str(tmp_path / "w1" / "devices"))
+    with pytest.raises(DeviceNotFoundError) as info:
+        driver.collect()
+    assert "1-Wire is not enabled" in str(info.value) and "dtoverlay=w1-gpio" in str(info.value)
+    assert "gone" not in str(info.value)

@@ -52,7 +52,8 @@ def test_profile_example_writes_a_new_file_and_never_overwrites(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "mine.toml"
     assert main(["profile", "example", "--output", str(target)]) == 0
-    assert target.read_text() == (ROOT / "profiles" / "greenhouse.toml").read_text()
+    # the example under a header that names the file and what to run first
+    assert target.read_text().endswith("#\n" + (ROOT / "profiles" / "greenhouse.toml").read_text())
     target.write_text("# my edits\n")
     assert main(["profile", "example", "-o", str(target)]) == 1
     assert target.read_text() == "# my edits\n"

@@ -216,7 +216,8 @@ def test_as_systemd_sees_it(tmp_path: Path, notify_socket: tuple[socket.socket, 
 
     sock, address = notify_socket
     profile = tmp_path / "greenhouse.toml"
-    profile.write_text('[agent]\nhost = "localhost"\n')
+    sensor = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'          # a profile needs a sensor
+    profile.write_text('[agent]\nhost = "localhost"\n' + sensor)
     runtime = tmp_path / "run"
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(profile), str(runtime)], env=env,
@@ -229,13 +230,13 @@ def test_as_systemd_sees_it(tmp_path: Path, notify_socket: tuple[socket.socket, 
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and "20 °C" in status.stdout, status.stdout
 
-        profile.write_text('[agent]\nhost = "10.0.0.7"\n')
+        profile.write_text('[agent]\nhost = "10.0.0.7"\n' + sensor)
         child.send_signal(signal.SIGHUP)
         seen = _receive(sock, {"READY": "1"})
         assert any(m.get("RELOADING") == "1" for m in seen)
         assert seen[-1]["STATUS"] == "profile reloaded"
 
-        profile.write_text('[agent]\nport = "eighteen"\n')
+        profile.write_text('[agent]\nport = "eighteen"\n' + sensor)
         child.send_signal(signal.SIGHUP)
         assert _receive(sock, {"READY": "1"})[-1]["STATUS"] == (
             "profile refused; the running configuration stays in force")

@@ -34,6 +34,10 @@ def _write(tmp_path: Path, text: str, name: str = "profile.toml") -> Path:
     return path
 
 
+#: a valid sensor, for cases about [agent] or [bridge] (a profile needs at least one sensor)
+ONE_SENSOR = '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n'
+
+
 def _problems(path: Path) -> list[str]:
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
@@ -46,28 +50,44 @@ def test_agent_table_with_paths_relative_to_the_profile(tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = _write(tmp_path, '[agent]\nhost = "127.0.0.1"\nport = 28884\nprovision_port = 28883\n'
                             'ca_file = "~/ca.crt"\ncert_folder = "certs"\nclient_name = "green house"\n'
-                            'provisioning = "smart"\n')
+                            'provisioning = "smart"\n' + ONE_SENSOR)
     profile = load_profile(path)
     assert profile.agent == AgentSettings(host="127.0.0.1", port=28884, provision_port=28883,
                                           ca_file=tmp_path / "home" / "ca.crt",
                                           cert_folder=tmp_path / "certs",
                                           client_name="green house", provisioning=ProvisioningMode.SMART)
-    assert profile.bridge == BridgeSettings() and profile.sensors == ()
+    assert profile.bridge == BridgeSettings() and [s.name for s in profile.sensors] == ["SoC"]
 
 
-def test_empty_profile_gives_the_real_agents_defaults(tmp_path: Path) -> None:
-    profile = load_profile(_write(tmp_path, "# nothing yet\n"))
+def test_profile_without_tables_gives_the_real_agents_defaults(tmp_path: Path) -> None:
+    profile = load_profile(_write(tmp_path, "# a sensor, nothing else\n" + ONE_SENSOR))
     assert profile.agent == AgentSettings() and profile.bridge == BridgeSettings()
+
+
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"# nothing yet\n", b"[agent]\n[bridge]\n",
+                                     b"sensor = []\n"], ids=["0 bytes", "BOM only", "comment", "tables",
+                                                             "empty list"])
+def test_a_profile_without_sensors_is_a_problem(tmp_path: Path, content: bytes) -> None:
+    """An empty profile (or one emptied before a SIGHUP) would run, or reload to, nothing at all."""
+    path = tmp_path / "empty.toml"
+    path.write_bytes(content)
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}: no [[sensor]]: a profile needs at least one sensor")
+
+
+def test_dev_null_is_a_problem() -> None:
+    (problem,) = _problems(Path("/dev/null"))
+    assert "no [[sensor]]" in problem
 
 
 def test_bridge_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = _write(tmp_path, '[bridge]\nstate_dir = "../state"\nqueue_max_samples = 1000\n'
                             'queue_max_age = "2d"\ndurability = "power"\ninventory_check = 90\n'
-                            'w1_gpio = 22\nlog_format = "json"\n')
+                            'w1_gpio = 22\nlog_format = "json"\n' + ONE_SENSOR)
     assert load_profile(path).bridge == BridgeSettings(tmp_path / ".." / "state", 1000, 2 * 86400.0, "power",
                                                        90.0, 22, "json")
-    path = _write(tmp_path, '[bridge]\nstate_dir = "~/pibridge"\n')
+    path = _write(tmp_path, '[bridge]\nstate_dir = "~/pibridge"\n' + ONE_SENSOR)
     assert load_profile(path).bridge.state_dir == tmp_path / "home" / "pibridge"
 
 
@@ -183,7 +203,7 @@ def test_nesting_tomllib_accepts_is_reported_in_one_short_line(tmp_path: Path) -
 
 def test_unknown_user_in_a_path_is_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, '[agent]\ncert_folder = "~nosuchuser-pibridge/certs"\n[bridge]\n'
-                            'state_dir = "~nosuchuser-pibridge"\n')
+                            'state_dir = "~nosuchuser-pibridge"\n' + ONE_SENSOR)
     assert _problems(path) == [
         f'{path}:2: agent.cert_folder: cannot expand "~nosuchuser-pibridge/certs": no user '
         '"nosuchuser-pibridge" on this machine',
@@ -210,16 +230,17 @@ def test_ten_megabyte_key_and_value_are_reported_in_short_lines(tmp_path: Path) 
 
 
 def test_unknown_top_level_table_suggests_agent(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[agnet]\nhost = "h"\n')
+    path = _write(tmp_path, '[agnet]\nhost = "h"\n' + ONE_SENSOR)
     assert _problems(path) == [f"{path}:1: agnet: unknown table; did you mean [agent]? "
                                "(a profile has [agent], [bridge], [[sensor]])"]
 
 
 def test_utf8_bom_is_accepted_and_lines_stay_right(tmp_path: Path) -> None:
     path = tmp_path / "bom.toml"
-    path.write_bytes(b"\xef\xbb\xbf[agent]\nport = 0\n")
+    sensor = ONE_SENSOR.encode()
+    path.write_bytes(b"\xef\xbb\xbf[agent]\nport = 0\n" + sensor)
     assert _problems(path) == [f"{path}:2: agent.port: must be a port number between 1 and 65535, not 0"]
-    path.write_bytes(b'\xef\xbb\xbf[agent]\nhost = "pi"\n')
+    path.write_bytes(b'\xef\xbb\xbf[agent]\nhost = "pi"\n' + sensor)
     assert load_profile(path).agent.host == "pi"
 
 
@@ -391,7 +412,7 @@ def test_a_driver_that_cannot_be_imported_is_one_line(tmp_path: Path,
     monkeypatch.setitem(registry.builtin(), "broken", "pibridge_no_such_module:Broken")
     path = _write(tmp_path, '[[sensor]]\nname = "Pump"\ndriver = "broken"\n[[sensor]]\nname = "Fan"\n'
                             'driver = "broken"\n')
-    cannot = "cannot be loaded: ModuleNotFoundError: No module named 'pibridge_no_such_module'"
+    cannot = "cannot be loaded: No module named 'pibridge_no_such_module'"
     assert _problems(path) == [f'{path}:3: sensor "Pump" → driver: driver "broken" {cannot}',
                                f'{path}:6: sensor "Fan" → driver: driver "broken" {cannot}']
 

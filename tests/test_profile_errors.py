@@ -22,13 +22,17 @@ METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, clamp
 #: a BME280 named Air: the pressure source of the pressure_from cases
 AIR = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
 
+#: a valid sensor, appended where a case is about [agent] or [bridge] (a profile needs a sensor)
+ONE_SENSOR = '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n'
+
+
 #: (id, profile text, expected lines after "<path>:")
 CASES: list[tuple[str, str, list[str]]] = [
     ("syntax error", '[agent]\nhost = "h"\nport = = 3\n',
      ["3: TOML syntax error: Invalid value (column 8)"]),
-    ("unknown top-level table", '[agnet]\nhost = "h"\n',
+    ("unknown top-level table", '[agnet]\nhost = "h"\n' + ONE_SENSOR,
      ["1: agnet: unknown table; did you mean [agent]? (a profile has [agent], [bridge], [[sensor]])"]),
-    ("unknown top-level key", 'interval = 5\n',
+    ("unknown top-level key", 'interval = 5\n' + ONE_SENSOR,
      ["1: interval: unknown key (a profile has [agent], [bridge], [[sensor]])"]),
     ("[sensor] instead of [[sensor]]", '[sensor]\nname = "Air"\n',
      ["1: sensor: [sensor] must be [[sensor]] (double brackets: one table per sensor)"]),
@@ -122,7 +126,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("unit not the agent's", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n[sensor.metrics.voltage]\n'
      'unit = "NoSI.Dimensionless.PERCENTS"\n',
      ['5: sensor "Soil" → metrics.voltage.unit: "NoSI.Dimensionless.PERCENTS" is not one of the agent\'s '
-      'units; did you mean NoSI.Dimensionless.PERCENT?']),
+      'units nor a unit pibridge knows; did you mean NoSI.Dimensionless.PERCENT? (a unit such as "°C", "%", '
+      '"hPa", "ppm", "lx", an agent unit name, or type = "double" with annotation = "…" for any other)']),
     ("unit and type, annotation alone", '[[sensor]]\nname = "Soil"\ndriver = "mcp3008"\n'
      '[sensor.metrics.voltage]\nunit = "SI.ElectricPotential.VOLT"\ntype = "boolean"\n'
      '[sensor.metrics.fraction]\nannotation = "%"\n',
@@ -209,7 +214,8 @@ CASES: list[tuple[str, str, list[str]]] = [
       '36: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
       'sensor "Probe B3" (a pair\'s negative input is shared only with other pairs\' negative inputs)']),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
-     'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
+     'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n'
+     + ONE_SENSOR,
      ['2: bridge.state_dir: must be a non-empty string, not ""',
       '3: bridge.queue_max_samples: must be between 1 and 100000000, not 0',
       '4: bridge.queue_max_age: must be seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", '
@@ -220,7 +226,7 @@ CASES: list[tuple[str, str, list[str]]] = [
       '8: bridge.log_format: must be "text" or "json", not "xml"',
       '9: bridge.log_level: unknown key (known: state_dir, queue_max_samples, queue_max_age, durability, '
       'inventory_check, w1_gpio, log_format)']),
-    ("agent values", '[agent]\nport = "18884"\nhots = "h"\nprovisioning = "override"\n',
+    ("agent values", '[agent]\nport = "18884"\nhots = "h"\nprovisioning = "override"\n' + ONE_SENSOR,
      ['2: agent.port: must be a port number (integer), not "18884"',
       '3: agent.hots: unknown key; did you mean host? (known: host, port, provision_port, ca_file, '
       'cert_folder, client_name, provisioning)',
@@ -360,7 +366,7 @@ def _profile_with(table: str, key: str, value: str) -> str:
     if table == "sensor":
         fields = {"name": '"Air"', "driver": '"bme280"', key: value}
         return "[[sensor]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
-    return f"[{table}]\n{key} = {value}\n"
+    return f"[{table}]\n{key} = {value}\n{ONE_SENSOR}"
 
 
 DURATION_FORMS = 'must be seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", "1h", "1d"'
@@ -447,8 +453,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("metric", "deadband", '"1"', f'5: {M}.deadband: must be a number, not "1"'),
     ("metric", "max_silence", '"soon"', f'5: {M}.max_silence: {DURATION_FORMS}, '
                                         'not "soon"'),
-    ("metric", "unit", "5", f'5: {M}.unit: 5 is not one of the agent\'s units '
-                            "(the README's profile reference lists them; or use type + annotation)"),
+    ("metric", "unit", "5", f'5: {M}.unit: 5 is not a unit (a unit such as "°C", "%", "hPa", "ppm", "lx", '
+                            'an agent unit name, or type = "double" with annotation = "…" for any other)'),
     ("metric", "type", "5", f'5: {M}.type: must be "bool" or "string" or "double" '
                             'or "integer", not 5'),
 ]

@@ -18,7 +18,7 @@ from pibridge.drivers.bh1750 import BH1750
 from pibridge.drivers.bme280 import BME280
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_PKG = Path(__file__).resolve().parent / "data" / "example_driver_pkg"
+EXAMPLE_PKG = Path(__file__).resolve().parents[1] / "drivers" / "example_driver_pkg"
 
 
 def test_builtin_names_and_classes() -> None:
@@ -140,7 +140,7 @@ def test_entry_point_driver_is_listed(example_env: dict[str, str]) -> None:
     result = run_pibridge(example_env, "drivers")
     assert result.returncode == 0, result.stderr
     assert "example_counter: Example third-party driver" in result.stdout
-    assert "count: Pulse count [integer [pulses]]" in result.stdout
+    assert "count: Pulse count [integer, pulses]" in result.stdout
     assert "bme280:" in result.stdout
 
 
@@ -165,4 +165,4 @@ def test_entry_point_driver_real_read_error_is_one_line(example_env: dict[str, s
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
     (tmp_path / "count").write_text("42\n")
     result = run_pibridge(example_env, "read", "example_counter", "--option", f"path={tmp_path / 'count'}")
-    assert result.returncode == 0 and "count  42 integer [pulses]" in result.stdout
+    assert result.returncode == 0 and "count  42 pulses" in result.stdout

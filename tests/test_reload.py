@@ -118,17 +118,22 @@ def test_reloader_refuses_a_broken_profile_logging_every_problem(
 
 def test_reloader_with_the_real_loader(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    path.write_text('[agent]\nhost = "localhost"\n')
+    sensor = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
+    path.write_text('[agent]\nhost = "localhost"\n' + sensor)
     from pibridge.profile import load_profile
 
     reloader = ProfileReloader(load_profile(path))
-    path.write_text('[agent]\nhost = "localhost"\nport = "eighteen"\n')
+    path.write_text('[agent]\nhost = "localhost"\nport = "eighteen"\n' + sensor)
     result = reloader.reload()
     assert not result.applied and result.problems[0].startswith(f"{path}:3: agent.port:")
-    path.write_text('[agent]\nhost = "10.0.0.9"\n')
+    path.write_text('[agent]\nhost = "10.0.0.9"\n' + sensor)
     result = reloader.reload()
     assert result.applied and result.restart_pending == ("agent.host",)
     assert result.profile.agent.host == "localhost"
+    path.write_bytes(b"")                                      # emptied before a SIGHUP: not "no sensors"
+    emptied = reloader.reload()
+    assert not emptied.applied and "no [[sensor]]" in emptied.problems[0]
+    assert [s.name for s in reloader.current.sensors] == ["Air"]
     path.unlink()
     assert not reloader.reload().applied                       # a vanished file is refused too
 

@@ -211,12 +211,12 @@ def test_scan_tells_sht3x_from_sht4x() -> None:
     bus = FakeSMBus(1)
     bus.attach(0x44, FakeSHT4x(clock=clock, serial=0x11112222))
     bus.attach(0x45, FakeSHT3x(clock=clock, serial=0x33334444))
-    assert driver_commands.scan_i2c_bus(bus, clock.sleep) == [(0x44, "SHT4x (serial 0x11112222)"),
+    assert driver_commands.scan_i2c_bus(bus, sleep=clock.sleep) == [(0x44, "SHT4x (serial 0x11112222)"),
                                                               (0x45, "SHT3x (serial 0x33334444)")]
     swapped = FakeSMBus(1)
     swapped.attach(0x44, FakeSHT3x(clock=clock, serial=0x55556666))
     swapped.attach(0x45, FakeSHT4x(clock=clock, serial=0x77778888))
-    assert driver_commands.scan_i2c_bus(swapped, clock.sleep) == [(0x44, "SHT3x (serial 0x55556666)"),
+    assert driver_commands.scan_i2c_bus(swapped, sleep=clock.sleep) == [(0x44, "SHT3x (serial 0x55556666)"),
                                                                   (0x45, "SHT4x (serial 0x77778888)")]
 
 

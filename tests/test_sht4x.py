@@ -170,7 +170,7 @@ def test_raw_corners_through_the_driver() -> None:
 
 def test_serial_number_and_scan() -> None:
     bus, _chip, clock = rig(serial=0x0ABCDEF1)
-    assert driver_commands.scan_i2c_bus(bus, clock.sleep) == [(ADDR, "SHT4x (serial 0x0abcdef1)")]
+    assert driver_commands.scan_i2c_bus(bus, sleep=clock.sleep) == [(ADDR, "SHT4x (serial 0x0abcdef1)")]
 
 
 # --- heater ---------------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_scan_names_a_chip_that_acks_the_bare_read_and_refuses_bad_serials() -> 
     chip.reread = "repeat"
     bus.write_byte(ADDR, 0xFD)
     clock.sleep(0.01)
-    assert driver_commands.scan_i2c_bus(bus, clock.sleep) == [(ADDR, "SHT4x (serial 0x00c0ffee)")]
+    assert driver_commands.scan_i2c_bus(bus, sleep=clock.sleep) == [(ADDR, "SHT4x (serial 0x00c0ffee)")]
     from pibridge.drivers.sht4x import _name_serial
 
     assert _name_serial(bytes.fromhex("00 C0 1F FF EE 00")) is None

@@ -74,9 +74,12 @@ def test_round_trip_keeps_every_field_and_type() -> None:
     back = BridgeStatus.from_json(snapshot.to_json())
     assert back == snapshot
     air = back.sensor("Air (BME280)")
-    assert [(v.key, v.value, v.unit) for v in air.values] == [("temperature", 21.25, "°C"),
-                                                              ("pressure", 101_325, "Pa")]
-    assert back.sensor("Soil").values[0].unit == "% vol" and back.sensor("Door").values[0].unit == ""
+    # the agent's unit names in the file (and in --json); the symbols only on screens
+    assert [(v.key, v.value, v.unit) for v in air.values] == [
+        ("temperature", 21.25, "SI.Temperature.CELSIUS"), ("pressure", 101_325, "SI.Pressure.PASCAL")]
+    assert [v.shown for v in air.values] == ["21.25 °C", "1013 hPa"]
+    soil = back.sensor("Soil").values[0]
+    assert (soil.unit, soil.annotation) == ("", "% vol") and back.sensor("Door").values[0].unit == ""
     assert type(air.values[1].value) is int and type(back.sensor("Door").values[0].value) is bool
     assert (air.taken, air.pushed, air.dead_lettered) == (1, 1, 1)
     assert back.sensor("Door").skipped == 2
@@ -228,7 +231,7 @@ def test_cli_healthy(tmp_path: Path) -> None:
     result = _pibridge_status("--runtime-dir", tmp_path)
     assert result.returncode == HEALTHY, result.stderr
     assert result.stdout.startswith("pibridge: healthy — /etc/pibridge/greenhouse.toml")
-    assert "21.25 °C  101325 Pa" in result.stdout and "localhost:18884 connected" in result.stdout
+    assert "21.25 °C  1013 hPa" in result.stdout and "localhost:18884 connected" in result.stdout
     result = _pibridge_status("--runtime-dir", tmp_path, "--json")
     data = json.loads(result.stdout)
     assert result.returncode == 0 and data["exit"] == 0 and data["health"] == "healthy"
@@ -281,7 +284,8 @@ def test_cli_stale_when_not_updated(tmp_path: Path) -> None:
 def test_cli_profile_selects_the_bridge_of_its_state_dir(tmp_path: Path) -> None:
     _write_live(tmp_path, _tracker([time.time()]))
     profile = tmp_path / "other.toml"
-    profile.write_text('[agent]\nhost = "localhost"\n')   # default state dir: not the running one
+    profile.write_text('[agent]\nhost = "localhost"\n'    # default state dir: not the running one
+                       '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n')
     result = _pibridge_status("--runtime-dir", tmp_path, "--profile", profile)
     assert result.returncode == NOT_RUNNING and "not running (no status file in" in result.stderr
     broken = tmp_path / "broken.toml"

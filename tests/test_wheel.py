@@ -135,7 +135,9 @@ def test_example_profiles_ship_in_the_wheel(venv: Path) -> None:
     assert _pibridge(venv, "profile", "example") == (ROOT / "profiles" / "greenhouse.toml").read_text()
     written = venv / "mine.toml"
     _pibridge(venv, "profile", "example", "greenhouse", "--output", str(written))
-    assert written.read_text() == (ROOT / "profiles" / "greenhouse.toml").read_text()
+    # the example, under a header naming the file written and what to run first
+    assert written.read_text().endswith("#\n" + (ROOT / "profiles" / "greenhouse.toml").read_text())
+    assert written.read_text().startswith(f"# {written}: written by `pibridge profile example greenhouse")
 
 
 def _free_port() -> int:
@@ -148,6 +150,24 @@ def _lines_of(stream: IO[str], into: queue.SimpleQueue[str]) -> None:
     for line in stream:
         into.put(line)
     into.put("")  # end of output
+
+
+def test_the_driver_guide_and_its_example_package_ship_in_the_wheel(venv: Path) -> None:
+    """A driver author who installed with pip reads the guide and copies the worked example
+    package from the installation: both are package data, read through importlib.resources."""
+    found = json.loads(_python(venv, (
+        "import json\nfrom importlib import resources\n"
+        "root = resources.files('pibridge.drivers')\n"
+        "example = root / 'example_driver_pkg'\n"
+        "print(json.dumps({'guide': (root / 'README.md').read_text(encoding='utf-8'),\n"
+        "                  'example': {e.name: e.read_text(encoding='utf-8') for e in example.iterdir()\n"
+        "                              if e.name.endswith(('.py', '.toml'))}}))")))
+    assert found["guide"] == (ROOT / "drivers" / "README.md").read_text(encoding="utf-8")
+    shipped = ROOT / "drivers" / "example_driver_pkg"
+    assert found["example"] == {f.name: f.read_text(encoding="utf-8") for f in shipped.iterdir()
+                                if f.suffix in (".py", ".toml")}
+    printed = _pibridge(venv, "drivers", "--guide")
+    assert printed.startswith(found["guide"].rstrip()) and str(venv) in printed
 
 
 def test_the_emulator_starts_and_stops(venv: Path, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from pibridge.bridge.status import FAILING, OK, BridgeStatus, format_duration, format_value
+from pibridge.bridge.status import FAILING, OK, BridgeStatus, SensorStatus, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ BOLD, RED, GREEN, DIM, RESET = CSI + "1m", CSI + "31m", CSI + "32m", CSI + "2m",
 REDRAW_INTERVAL_S = 1.0        #: at most one frame per second
 LOG_LINES_KEPT = 5             #: log lines shown under the frame
 ERRORS_SHOWN = 3               #: snapshot's recent errors shown
+ERROR_LINES_MAX = 3            #: a failing sensor's error wraps onto at most this many lines
+ELLIPSIS = "…"
+#: a deadband holds unchanged values back: the last read is shown beside the last value's age
+#: once it is this much later than the last sample
+READ_AFTER_SAMPLE_S = 1.0
 NAME_WIDTH = 22
 STATE_WIDTH = 14
 FALLBACK_SIZE = os.terminal_size((80, 24))
@@ -84,6 +89,94 @@ def _cut(text: str, width: int) -> str:
     return "".join(out) + "…"
 
 
+def shorten_middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns, cut from the middle: the start says what failed,
+    the end what to do about it, and both stay."""
+    if display_width(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head_width = (width - 1) // 2
+    tail_width = width - 1 - head_width
+    head, used = [], 0
+    for ch in text:
+        if used + _char_width(ch) > head_width:
+            break
+        head.append(ch)
+        used += _char_width(ch)
+    tail, used = [], 0
+    for ch in reversed(text):
+        if used + _char_width(ch) > tail_width:
+            break
+        tail.append(ch)
+        used += _char_width(ch)
+    return "".join(head) + ELLIPSIS + "".join(reversed(tail))
+
+
+ADVICE_SEPARATOR = ": "        #: errors read "what: why: what to do"; the last part is kept whole
+HEAD_MIN = 12                  #: columns the start of an error keeps at least (which sensor, what)
+
+
+def shorten_error(text: str, width: int) -> str:
+    """An error in at most ``width`` columns: what follows its last ": " (what to do: "add
+    dtoverlay=w1-gpio … and reboot") is kept whole where it fits, and the start is shortened
+    from its middle; else the whole text is (`shorten_middle`)."""
+    if display_width(text) <= width:
+        return text
+    head, separator, advice = text.rpartition(ADVICE_SEPARATOR)
+    room = width - display_width(advice) - len(separator)
+    if separator and room >= HEAD_MIN:
+        return shorten_middle(head, room) + separator + advice
+    return shorten_middle(text, width)
+
+
+def wrap(text: str, width: int, max_lines: int) -> list[str]:
+    """``text`` wrapped at spaces into lines of at most ``width`` columns, at most ``max_lines``
+    of them: a longer text is first shortened (`shorten_error`) so that its end, which usually
+    says what to do, is never cut off."""
+    width = max(1, width)
+    lines = _wrap_words(text, width)
+    if len(lines) <= max_lines:
+        return lines
+    budget = width * max_lines
+    while budget > 1:
+        lines = _wrap_words(shorten_error(text, budget), width)
+        if len(lines) <= max_lines:
+            return lines
+        budget -= max(1, width // 4)      # word breaks waste room: give some back
+    return [shorten_middle(text, width)]
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if display_width(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while display_width(word) > width:       # a word longer than a line: split it
+            cut = _cut(word, width + 1)[:-1] or word[:1]
+            lines.append(cut)
+            word = word[len(cut):]
+        line = word
+    lines.append(line)
+    return lines
+
+
+def _freshness(sensor: SensorStatus, now: float) -> str:
+    """``(2 min ago)``; with a deadband holding values back: ``(read 5 s ago, changed 2 min ago)``."""
+    if sensor.last_sample_at is None:
+        return ""
+    changed = format_duration(now - sensor.last_sample_at)
+    read = sensor.last_read_at
+    if read is not None and read - sensor.last_sample_at >= READ_AFTER_SAMPLE_S:
+        return f"(read {format_duration(now - read)} ago, changed {changed} ago)"
+    return f"({changed} ago)"
+
+
 def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - display_width(text))
 
@@ -119,26 +212,37 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
     elif reload.count and reload.at is not None:
         lines.append((f"profile reloaded {_clock(reload.at)}"
                       + ("" if reload.applied else " but not applied (see the log)"), DIM))
+    indent = " " * (NAME_WIDTH + 1 + STATE_WIDTH + 1)
+    shown_errors: set[tuple[str, str]] = set()     # (sensor, message) already on a sensor's line
     for sensor in status.sensors:
+        name = _pad(_cut(printable(sensor.name), NAME_WIDTH), NAME_WIDTH)
         if sensor.state == FAILING:
             since = format_duration(now - sensor.failing_since) if sensor.failing_since is not None else ""
-            state, style = f"FAILING {since}".strip(), RED
-            detail = sensor.last_error or ""
-        else:
-            state, style = sensor.state, GREEN if sensor.state == OK else ""
-            detail = "  ".join(format_value(v.value, v.unit) for v in sensor.values)
-            if sensor.last_sample_at is not None:
-                detail += f"  ({format_duration(now - sensor.last_sample_at)} ago)"
-        name = _pad(_cut(printable(sensor.name), NAME_WIDTH), NAME_WIDTH)
-        lines.append((f"{name} {state:<{STATE_WIDTH}} {detail}", style))
-    errors = status.recent_errors[-ERRORS_SHOWN:]
+            state = f"FAILING {since}".strip()
+            error = printable(sensor.last_error or "")
+            shown_errors.add((sensor.name, sensor.last_error or ""))
+            parts = wrap(error, width - len(indent), ERROR_LINES_MAX) if error else [""]
+            lines.append((f"{name} {state:<{STATE_WIDTH}} {parts[0]}", RED))
+            lines += [(indent + part, RED) for part in parts[1:]]
+            continue
+        style = GREEN if sensor.state == OK else ""
+        detail = "  ".join(v.shown for v in sensor.values)
+        fresh = _freshness(sensor, now)
+        detail = f"{detail}  {fresh}" if detail and fresh else detail or fresh
+        lines.append((f"{name} {sensor.state:<{STATE_WIDTH}} {detail}", style))
+    # an error already on its sensor's line is not repeated below it, nor its log line
+    errors = [e for e in status.recent_errors if (e.sensor, e.message) not in shown_errors][-ERRORS_SHOWN:]
     if errors:
         lines.append(("recent errors:", DIM))
-        lines += [(f"  {_clock(e.at)} " + (f"{e.sensor}: " if e.sensor else "") + e.message, "")
-                  for e in errors]
+        for e in errors:
+            prefix = f"  {_clock(e.at)} "
+            text = printable((f"{e.sensor}: " if e.sensor else "") + e.message)
+            lines.append((prefix + shorten_error(text, width - display_width(prefix)), ""))
+    shown_messages = [message for _, message in shown_errors if message]
+    log_lines = [line for line in log_lines if not any(m in line for m in shown_messages)]
     if log_lines:
         lines.append(("log:", DIM))
-        lines += [(f"  {line}", "") for line in log_lines]
+        lines += [("  " + shorten_error(printable(line), width - 2), "") for line in log_lines]
     if height is not None and len(lines) > height:
         lines = [*lines[:max(0, height - 1)], (f"… {len(lines) - height + 1} more lines", DIM)]
     out = []

@@ -214,7 +214,8 @@ def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]]
             skipped=int(counts.get("skipped", 0)), pushed=delivery.pushed_by_sensor.get(name, 0),
             dead_lettered=delivery.dead_by_sensor.get(name, 0), values=counts.get("last_values", {}),
             failing_since=counts.get("failing_since"), last_error=counts.get("last_error") or None,
-            last_sample_at=last_ms / MS_PER_S if last_ms is not None else None)
+            last_sample_at=last_ms / MS_PER_S if last_ms is not None else None,
+            last_read_at=counts.get("last_read_at"))
     tracker.agent_totals(connected=delivery.connected, host=host, port=port, since=delivery.connected_since,
                          client_id=delivery.client_id or None, last_ack_at=delivery.last_ack,
                          error=delivery.problem or None)

@@ -300,6 +300,8 @@ class _Sensor:
         self.last_values: dict[str, Value] = {}
         self.raw_values: dict[str, Value] = {}   # the driver's newest values (what inputs hand on)
         self.handed: dict[str, Value] = {}       # input method -> value handed to this driver last
+        self.last_read_wall: float | None = None  # wall seconds of the last successful read (shown
+        #                                           beside the last value: a deadband holds values back)
         self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
@@ -317,6 +319,7 @@ class _Sensor:
         self.counters, self.last_values = old.counters, old.last_values
         self.raw_values = old.raw_values
         self.resume = old.resume
+        self.last_read_wall = old.last_read_wall
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -524,8 +527,10 @@ class Scheduler:
         """Per sensor: counters, state, last error, last values (a copy)."""
         out: dict[str, dict[str, Any]] = {}
         for s in self._sensors:
+            # "ok" from the first reading on; until then (driver built or not) "building"
             out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
-                           ("ok" if s.driver is not None else "building"),
+                           ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
+                           "last_read_at": s.last_read_wall,
                            "failing_since": s.failing_since, "last_error": s.last_error,
                            "last_values": dict(s.last_values), "interval_s": s.interval,
                            "last_timestamp_ms": s.last_ts_ms}
@@ -922,6 +927,7 @@ class Scheduler:
         resume = {key: raw[key] for key in keys if key in raw} or None
         if resume:
             s.resume = resume
+        s.last_read_wall = started_wall
         values = s.processor.process(raw, started_mono, always=event)
         counters = s.processor.counters
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from pibridge import __version__
 from pibridge.bounded import read_bounded
 from pibridge.durable import fsync_directory
+from pibridge.units import display, display_unit
 
 if TYPE_CHECKING:
     from pibridge.bridge.model import SensorSpec
@@ -74,26 +75,10 @@ SENSOR_STATES = (STARTING, OK, FAILING)
 # health levels: also `pibridge status`'s exit codes
 HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
 
-#: the agent's valueUnits (pibridge.protocol.VALUE_UNITS) as a person reads them
-UNIT_SYMBOLS: Mapping[str, str] = {
-    "SI.ElectricCurrent.AMPERE": "A", "SI.DataAmount.BIT": "bit", "SI.Temperature.CELSIUS": "°C",
-    "SI.ElectricCapacitance.FARAD": "F", "SI.Mass.GRAM": "g", "SI.Mass.KILOGRAM": "kg",
-    "SI.Energy.JOULE": "J", "SI.Frequency.HERTZ": "Hz", "SI.Length.METER": "m",
-    "SI.Velocity.METERS_PER_SECOND": "m/s", "SI.AmountOfSubstance.MOLE": "mol",
-    "SI.Force.NEWTON": "N", "SI.ElectricResistance.OHM": "Ω", "SI.Pressure.PASCAL": "Pa",
-    "SI.Angle.RADIAN": "rad", "SI.Duration.SECOND": "s", "SI.Area.SQUARE_METRE": "m²",
-    "SI.ElectricPotential.VOLT": "V", "SI.Power.WATT": "W", "SI.LuminousIntensity.CANDELA": "cd",
-    "SI.Acceleration.METERS_PER_SQUARE_SECOND": "m/s²", "NoSI.Dimensionless.PERCENT": "%",
-    "NoSI.Dimensionless.DECIBEL": "dB", "NoSI.Location.LATITUDE": "°", "NoSI.Location.LONGITUDE": "°",
-}
-
-
 def unit_symbol(unit: str | None, annotation: str | None = None) -> str:
     """What to print after a value: the symbol of an agent valueUnit, else the custom metric's
-    annotation, else ""."""
-    if unit:
-        return UNIT_SYMBOLS.get(unit, unit.rsplit(".", 1)[-1].lower())
-    return annotation or ""
+    annotation, else "" (`pibridge.units.display_unit`, the one mapping every screen uses)."""
+    return display_unit(unit, annotation)[0]
 
 
 class StatusFileError(Exception):
@@ -108,12 +93,21 @@ class StatusFileError(Exception):
 class MetricReading:
     """The last value of one metric: ``key`` (the driver's metric key), ``name`` (the agent
     metric's name), ``value`` (after calibration and filters; None if the last sample left it
-    out), ``unit`` (what to print after it: "°C", "%", a custom annotation, or "")."""
+    out), ``unit`` the agent's unit name (``SI.Temperature.CELSIUS``; "" for a custom metric),
+    ``annotation`` the custom metric's annotation (what a bool's true means: "open"). What a
+    person reads is `pibridge.units.display` of the three (`MetricReading.shown`); a status file
+    of an older pibridge holds a symbol ("°C") in ``unit``, which reads the same."""
 
     key: str
     name: str
     value: float | int | bool | str | None
     unit: str = ""
+    annotation: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The value as a person reads it: "21.4 °C", "1013 hPa", "closed"."""
+        return display(self.value, self.unit or None, self.annotation or None)
 
 
 @dataclass(frozen=True)
@@ -140,6 +134,9 @@ class SensorStatus:
     skipped: int = 0
     dead_lettered: int = 0
     values: tuple[MetricReading, ...] = ()
+    #: the last successful read (wall-clock): later than ``last_sample_at`` while a deadband
+    #: leaves unchanged values out; None before the first read (or from an older pibridge)
+    last_read_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -374,18 +371,11 @@ class Health:
         return {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}[self.level]
 
 
-def format_value(value: Any, unit: str) -> str:
+def format_value(value: Any, unit: str, annotation: str = "") -> str:
     """A last value as people read it (the live view and ``pibridge status`` alike): "–" for
-    none, on/off for a bool, 4 significant digits for a float, then the unit."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        shown = "on" if value else "off"
-    elif isinstance(value, float):
-        shown = f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    else:
-        shown = str(value)
-    return f"{shown} {unit}" if unit else shown
+    none, a bool as its states ("open" / "closed"), 4 significant digits for a float, then the
+    unit in display form (`pibridge.units.display`)."""
+    return display(value, unit or None, annotation or None)
 
 
 def format_duration(seconds: float) -> str:
@@ -471,19 +461,20 @@ def _losses(status: BridgeStatus, ack_grace_s: float) -> list[str]:
 @dataclass(frozen=True)
 class TrackedSensor:
     """A sensor as the status shows it: its name, driver and interval (s), and its metrics as
-    (key, agent metric name, unit symbol — see `unit_symbol`), in the driver's order."""
+    (key, agent metric name, agent unit name[, annotation]), in the driver's order (a unit may
+    also be a symbol: `pibridge.units.display_unit` reads both)."""
 
     name: str
     driver: str
     interval_s: float
-    metrics: tuple[tuple[str, str, str], ...] = ()
+    metrics: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def from_spec(cls, config: SensorConfig, spec: SensorSpec) -> TrackedSensor:
         """From the profile's sensor and what the agent gets for it (names and units after the
         profile's overrides)."""
         return cls(config.name, config.driver, config.interval_s,
-                   tuple((m.key, m.name, unit_symbol(m.unit, m.annotation)) for m in spec.metrics))
+                   tuple((m.key, m.name, m.unit or "", m.annotation or "") for m in spec.metrics))
 
 
 @dataclass
@@ -494,7 +485,7 @@ class _SensorCounters:
     name: str
     driver: str
     interval_s: float
-    units: dict[str, tuple[str, str]] = field(default_factory=dict)   # key -> (agent name, symbol)
+    units: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # key -> (name, unit, annotation)
     state: str = STARTING
     failing_since: float | None = None
     last_error: str | None = None
@@ -506,6 +497,7 @@ class _SensorCounters:
     skipped: int = 0
     dead_lettered: int = 0
     values: dict[str, Any] = field(default_factory=dict)
+    last_read_at: float | None = None    # monotonic
 
 
 @dataclass
@@ -560,7 +552,9 @@ class StatusTracker:
                 counters = previous.get(sensor.name) or _SensorCounters(sensor.name, sensor.driver,
                                                                          sensor.interval_s)
                 counters.driver, counters.interval_s = sensor.driver, sensor.interval_s
-                counters.units = {key: (metric_name, symbol) for key, metric_name, symbol in sensor.metrics}
+                counters.units = {metric[0]: (metric[1], metric[2] if len(metric) > 2 else "",
+                                              metric[3] if len(metric) > 3 else "")
+                              for metric in sensor.metrics}
                 self._sensors[sensor.name] = counters
 
     def sample_taken(self, sensor: str, values: Mapping[str, Any], at: float | None = None) -> None:
@@ -575,6 +569,7 @@ class StatusTracker:
             counters.last_sample_at, counters.last_sample_wall = (
                 (at, True) if at is not None else (self._mono(), False))
             counters.state, counters.failing_since, counters.last_error = OK, None, None
+            counters.last_read_at = self._mono()
 
     def read_failed(self, sensor: str, error: str) -> None:
         """A read failed after the driver's retries (or the driver could not be built)."""
@@ -715,9 +710,10 @@ class StatusTracker:
     def sensor_totals(self, sensor: str, *, state: str, taken: int, failed: int, skipped: int,
                       pushed: int, dead_lettered: int, values: Mapping[str, Any],
                       failing_since: float | None = None, last_error: str | None = None,
-                      last_sample_at: float | None = None) -> None:
+                      last_sample_at: float | None = None, last_read_at: float | None = None) -> None:
         """Set one sensor's counters to running totals (its scheduler's, its delivery's). Times
-        are wall-clock seconds; ``last_sample_at`` None keeps the last known one."""
+        are wall-clock seconds; ``last_sample_at`` / ``last_read_at`` None keep the last known one."""
+        read_mono = self._mono_of(last_read_at)
         failing_mono = self._mono_of(failing_since)
         now = self._mono()
         with self._lock:
@@ -734,6 +730,8 @@ class StatusTracker:
             c.last_error = last_error if state == FAILING else None
             if last_sample_at is not None:
                 c.last_sample_at, c.last_sample_wall = last_sample_at, True
+            if read_mono is not None:
+                c.last_read_at = read_mono
 
     def agent_totals(self, *, connected: bool, host: str, port: int, since: float | None,
                      client_id: str | None, last_ack_at: float | None, error: str | None) -> None:
@@ -772,13 +770,12 @@ class StatusTracker:
 
             sensors = []
             for c in self._sensors.values():
-                readings = tuple(MetricReading(key, c.units.get(key, (key, ""))[0], value,
-                                               c.units.get(key, (key, ""))[1])
+                readings = tuple(MetricReading(key, *_named(c.units.get(key), key, value))
                                  for key, value in c.values.items())
                 last = c.last_sample_at if c.last_sample_wall else wall(c.last_sample_at)
                 sensors.append(SensorStatus(c.name, c.driver, c.interval_s, c.state, wall(c.failing_since),
                                             c.last_error, last, c.taken, c.pushed, c.failed, c.skipped,
-                                            c.dead_lettered, readings))
+                                            c.dead_lettered, readings, wall(c.last_read_at)))
             a = self._agent
             failing = self._delivery_error
             agent = AgentStatus(a.host, a.port, a.connected, wall(a.since), a.client_id, wall(a.last_ack_at),
@@ -792,6 +789,12 @@ class StatusTracker:
             return BridgeStatus(self._profile, self._state_dir, now_wall - (now_mono - self._started),
                                 tuple(sensors), queue, agent, clock, errors, self._restart_pending,
                                 self._reload)
+
+
+def _named(unit: tuple[str, str, str] | None, key: str, value: Any) -> tuple[str, Any, str, str]:
+    """(agent name, value, unit, annotation) of one metric of a snapshot."""
+    name, agent_unit, annotation = unit or (key, "", "")
+    return name, value, agent_unit, annotation
 
 
 # ================================================================================================

@@ -14,16 +14,20 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TextIO
 
+from pibridge.cli import counted
 from pibridge.drivers import registry
 from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
-from pibridge.profile.errors import printable
+from pibridge.profile.errors import PROBLEMS_SHOWN_MAX, printable
+from pibridge.units import symbol_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``check`` to the top-level parser."""
     parser = sub.add_parser("check", help="check a profile: every problem, or a summary of what would run")
     parser.add_argument("--profile", type=Path, metavar="FILE", required=True, help="the TOML profile")
+    parser.add_argument("--all", action="store_true",
+                        help=f"list every problem (default: the first {PROBLEMS_SHOWN_MAX}, then a count)")
     parser.set_defaults(handler=cmd_check)
 
 
@@ -31,10 +35,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.profile)
     except ProfileError as exc:
-        for line in exc.lines:
+        for line in exc.lines if args.all else exc.capped():
             print(line, file=sys.stderr)
         count = len(exc.problems)  # the verdict, like the summary, on stdout; the problems on stderr
-        print(printable(f"{args.profile}: {count} problem{'s' if count != 1 else ''}; nothing would run"))
+        print(printable(f"{args.profile}: {counted(count, 'problem')}; nothing would run"))
         return 1
     print_summary(profile, sys.stdout)
     return 0
@@ -44,12 +48,13 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     """What `pibridge run` would do with ``profile`` (checked: every driver name is known)."""
     agent, bridge = profile.agent, profile.bridge
     count = len(profile.sensors)
-    _say(f"{profile.path}: no problems; {count} sensor{'s' if count != 1 else ''}", out)
+    _say(f"{profile.path}: no problems; {counted(count, 'sensor')}", out)
     _say(f"agent:  {agent.api_address} (provisioning {agent.provision_address}), client "
          f"\"{agent.client_name}\", provisioning {agent.provisioning}", out)
     _say(f"        CA {agent.ca_file}, credentials in {agent.cert_folder}", out)
     _say(f"state:  {bridge.state_dir}", out)
-    _say(f"queue:  at most {bridge.queue_max_samples} samples and {format_duration(bridge.queue_max_age_s)}"
+    _say(f"queue:  at most {counted(bridge.queue_max_samples, 'sample')} and "
+         f"{format_duration(bridge.queue_max_age_s)}"
          f", durability {bridge.durability}; inventory checked every "
          f"{format_duration(bridge.inventory_check_s)}; logs as {bridge.log_format}", out)
     resources: list[tuple[SensorConfig, Resources]] = []
@@ -77,9 +82,11 @@ def _metric_line(metric: Metric, config: MetricConfig | None) -> str:
         return f"{metric.key}: disabled (not sent)"
     name = config.name if config is not None and config.name else metric.name
     if config is not None and config.unit:
-        unit = config.unit
+        unit = symbol_of(config.unit, None)
     elif config is not None and config.value_type:
         unit = f"{config.value_type} [{config.annotation}]" if config.annotation else config.value_type
+    elif metric.unit is not None:
+        unit = symbol_of(metric.unit, None)
     else:
         unit = metric.unit_label
     steps = _processing(config) if config is not None else []

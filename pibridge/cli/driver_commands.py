@@ -4,9 +4,14 @@
   metrics, units and options.
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
   the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
+  ``read --profile P [--simulate] [--json]``: every sensor of a profile once, processed as
+  ``run`` would (calibration, unit), in display units: the dry run before the first ``run``.
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses, chip-id register or register signature), and which 1-Wire devices the kernel
-  lists.
+  (their addresses, chip-id register or register signature), and which 1-Wire devices the kernel lists;
+  ``--profile-out FILE`` writes a starting profile for them (`starting_profile`).
+
+Values a person reads go through `pibridge.units` (°C, %, hPa); ``--json`` keeps the agent's
+unit names.
 """
 
 from __future__ import annotations
@@ -15,18 +20,30 @@ import argparse
 import contextlib
 import errno
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pibridge.cli import CliError
+from pibridge.cli import CliError, counted
+from pibridge.cli.scan_profile import Found, starting_profile
 from pibridge.drivers import registry
-from pibridge.drivers.base import Driver, Option, default_timing, describe_timing, read_with_retries
+from pibridge.drivers.base import (
+    Driver,
+    Metric,
+    Option,
+    default_timing,
+    describe_timing,
+    read_with_retries,
+)
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
 from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
 from pibridge.drivers.i2c import CommandId, I2CDriver
+from pibridge.guide import guide_files
+from pibridge.profile.errors import printable
+from pibridge.units import display, display_unit, state_words, symbol_of
 
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
@@ -38,10 +55,14 @@ I2C_LAST_ADDRESS = 0x77
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the top-level parser."""
     p = sub.add_parser("drivers", help="list the sensor drivers, their metrics and options")
+    p.add_argument("--guide", action="store_true",
+                   help="print the driver guide (how to write a driver; it ships with the package)")
     p.set_defaults(handler=cmd_drivers)
 
-    p = sub.add_parser("read", help="take one reading from a sensor")
-    p.add_argument("driver", help="driver name (see `pibridge drivers`)")
+    p = sub.add_parser("read", help="read a sensor once, or every sensor of a profile (a dry run)")
+    p.add_argument("driver", nargs="?", help="driver name (see `pibridge drivers`); or --profile")
+    p.add_argument("--profile", type=Path, metavar="FILE",
+                   help="read every sensor of this profile once, as `run` would process it")
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="driver option (repeatable), e.g. --option address=0x77")
     p.add_argument("--simulate", action="store_true",
@@ -50,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_read)
 
     p = sub.add_parser("scan", help="list I2C chips and 1-Wire devices found on this machine")
+    p.add_argument("--profile-out", type=Path, metavar="FILE",
+                   help="write a starting profile for what was found to FILE (never overwrites)")
     p.set_defaults(handler=cmd_scan)
 
 
@@ -76,10 +99,25 @@ def _option_line(option: Option) -> str:
     return f"    {', '.join(parts)}: {option.help}"
 
 
-def describe_driver(cls: type[Driver]) -> list[str]:
-    """The lines `pibridge drivers` prints for one driver class."""
-    lines = [f"{cls.name}: {cls.description}", "  metrics:"]
-    lines += [f"    {m.key}: {m.name} [{m.unit_label}]" for m in cls.metrics]
+def metric_unit(metric: Metric) -> str:
+    """A driver metric's unit as a person reads it: "°C", "hPa", "bool: active / not active"."""
+    if metric.value_type is not None and str(metric.value_type) == "bool":
+        false, true = state_words(metric.annotation)
+        return f"{true} / {false}"
+    shown, factor = display_unit(metric.unit, metric.annotation)
+    if metric.unit is None:
+        return f"{metric.value_type}{f', {shown}' if shown else ''}"
+    # pascals: shown as hPa, but a profile's valid_range and deadband work on the values sent
+    return shown if factor == 1 else f"{shown}; values in {symbol_of(metric.unit, None)}"
+
+
+def describe_driver(cls: type[Driver], name: str | None = None) -> list[str]:
+    """The lines `pibridge drivers` prints for one driver class, under ``name`` (the registry's:
+    what a profile writes; an installed driver's entry-point name)."""
+    name = name or cls.name
+    alias = f" (its class calls itself {cls.name!r}; profiles use {name!r})" if cls.name != name else ""
+    lines = [f"{name}: {cls.description}{alias}", "  metrics:"]
+    lines += [f"    {m.key}: {m.name} [{metric_unit(m)}]" for m in cls.metrics]
     lines.append("  options:" if cls.options else "  options: none")
     lines += [_option_line(o) for o in cls.options]
     lines.append(f"  {describe_timing(default_timing(cls))} (defaults; `pibridge read` shows an "
@@ -88,15 +126,32 @@ def describe_driver(cls: type[Driver]) -> list[str]:
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
+    if args.guide:
+        return print_guide()
     blocks = []
     for name in registry.names():
         try:
             cls = registry.get(name)
         except (ImportError, AttributeError, SensorError) as exc:
-            blocks.append([f"{name}: not available ({type(exc).__name__}: {exc})"])
+            blocks.append([f"{name}: not available ({problem_text(exc)})"])
             continue
-        blocks.append(describe_driver(cls))
+        blocks.append(describe_driver(cls, name))
+    shadowed = registry.shadowed()
+    if shadowed:
+        blocks.append(["not used:", *(f"  {line}" for line in shadowed)])
+    blocks.append(["Writing a driver: `pibridge drivers --guide` (the guide and a worked example package "
+                   "ship with pibridge)."])
     print("\n\n".join("\n".join(b) for b in blocks))
+    return 0
+
+
+def print_guide() -> int:
+    """The driver guide (drivers/README.md, package data) and where the worked example package
+    lies in this installation."""
+    guide = guide_files()
+    print(guide.readme.read_text(encoding="utf-8").rstrip())
+    print(f"\n---\nThis guide: {guide.readme}\nThe worked example package (copy it to start a "
+          f"driver package of your own): {guide.example}")
     return 0
 
 
@@ -115,18 +170,28 @@ def parse_options(pairs: Iterable[str]) -> dict[str, str]:
     return options
 
 
-def _format_value(value: Any) -> str:
-    return str(round(value, 4)) if isinstance(value, float) else str(value)
+def problem_text(exc: BaseException) -> str:
+    """What went wrong, in words: the exception's message (a typed error's class name is for
+    code, not for the reader); the class name only when there is no message at all."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
 
 
-def _error_line(name: str, exc: SensorError) -> str:
-    """One line naming the driver once and the error type."""
-    text = str(exc)
-    kind = type(exc).__name__
-    return f"{kind}: {text}" if text.startswith(name) else f"{name}: {kind}: {text}"
+def _error_line(name: str, exc: BaseException) -> str:
+    """One line naming the driver once and what went wrong."""
+    text = problem_text(exc)
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sleep) -> int:
+    profile = getattr(args, "profile", None)     # callers may build the Namespace by hand
+    if profile is not None:
+        if args.driver is not None or args.option:
+            raise CliError("give either a driver (with --option) or --profile, not both")
+        return read_profile(profile, simulate=args.simulate, as_json=args.json, sleep=sleep)
+    if args.driver is None:
+        raise CliError("name a driver (`pibridge read bme280`) or a profile "
+                       "(`pibridge read --profile my.toml`)")
     options = parse_options(args.option)
     try:
         cls = registry.get(args.driver)
@@ -167,9 +232,66 @@ def cmd_read(args: argparse.Namespace, sleep: Callable[[float], None] = time.sle
     else:
         width = max(len(k) for k in sample)
         for key, value in sample.items():
-            print(f"{key:<{width}}  {_format_value(value)} {metrics[key].unit_label}")
+            metric = metrics[key]
+            print(f"{key:<{width}}  {display(value, metric.unit, metric.annotation)}")
         print(f"({describe_timing(timing)})")
     return 0
+
+
+def read_profile(path: Path, *, simulate: bool, as_json: bool,
+                 sleep: Callable[[float], None] = time.sleep) -> int:
+    """``pibridge read --profile P``: every sensor once, processed as ``run`` processes it
+    (calibration, unit, names), one line per sensor; a failing sensor is one line and the
+    others still print. Exit 1 if any failed (or the profile has problems)."""
+    from pibridge.bridge.processing import SampleProcessor, sensor_spec
+    from pibridge.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(path)
+    except ProfileError as exc:     # one line: the first problem; `check` lists them all
+        more = len(exc.lines) - 1
+        raise CliError(exc.lines[0] + (f" (and {counted(more, 'more problem')}: `pibridge check --profile "
+                                       f"{printable(str(path))}`)" if more else "")) from None
+    failed = 0
+    results: list[dict[str, Any]] = []
+    width = max(len(sensor.name) for sensor in profile.sensors)
+    with contextlib.ExitStack() as stack:
+        world = None
+        if simulate:
+            from pibridge.drivers.simulation import SimulatedWorld
+
+            world = stack.enter_context(SimulatedWorld())
+        for sensor in profile.sensors:
+            try:
+                cls = registry.get(sensor.driver)
+                driver = (world.build(cls, sensor.options) if world is not None
+                          else stack.enter_context(cls(**sensor.options)))
+                raw = read_with_retries(driver, sleep)
+                spec = sensor_spec(sensor.name, driver.active_metrics(), sensor.metrics)
+                values = SampleProcessor(spec, sensor.metrics).process(raw, time.monotonic(), always=True)
+            except Exception as exc:  # one failing sensor (a driver's bug included) is one line
+                failed += 1
+                results.append({"sensor": sensor.name, "driver": sensor.driver, "error": problem_text(exc)})
+                if not as_json:
+                    print(printable(f"{sensor.name:<{width}}  FAILED: {_error_line(sensor.driver, exc)}"))
+                continue
+            shown = []
+            for metric in spec.metrics:
+                value = values.get(metric.key)
+                text = display(value, metric.unit, metric.annotation) if metric.key in values \
+                    else "left out (outside valid_range)"
+                shown.append(f"{metric.name} {text}")
+            results.append({"sensor": sensor.name, "driver": sensor.driver, "values": {
+                m.name: values.get(m.key) for m in spec.metrics},
+                "units": {m.name: m.unit or m.annotation or "" for m in spec.metrics}})
+            if not as_json:
+                print(printable(f"{sensor.name:<{width}}  " + ", ".join(shown)))
+    if as_json:
+        print(json.dumps({"profile": str(path), "simulated": simulate, "sensors": results,
+                          "failed": failed}, ensure_ascii=False))
+    elif failed:
+        print(f"{failed} of {len(profile.sensors)} sensors failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ================================================================================================
@@ -210,14 +332,22 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 def identify_i2c(bus: Any, address: int,
                  table: dict[int, list[type[I2CDriver]]] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> str:
-    """The probable chip at ``address``, by what its driver declares: its own
-    ``identify(bus, address, sleep)`` classmethod (a command the chip answers harmlessly, e.g. the
-    SCD30's firmware version), a chip-id register (`ChipId`), an identification command
-    (`CommandId`: a Sensirion serial number), or power-on register values (`RegisterSignature`);
-    else by the address alone. Where several drivers share the address, a candidate that does not
-    answer its own identification leaves the word to the others."""
+    """The probable chip at ``address`` (what scan prints); see `_identify`."""
+    return _identify(bus, address, table, sleep)[0]
+
+
+def _identify(bus: Any, address: int, table: dict[int, list[type[I2CDriver]]] | None,
+              sleep: Callable[[float], None] = time.sleep) -> tuple[str, type[I2CDriver] | None, str]:
+    """(what scan says, the driver that reads the chip or None, the chip's name), by what the
+    address's drivers declare: their own ``identify(bus, address, sleep)`` classmethod (a command
+    the chip answers harmlessly, e.g. the SCD30's firmware version), a chip-id register
+    (`ChipId`), an identification command (`CommandId`: a Sensirion serial number), or power-on
+    register values (`RegisterSignature`); else by the address alone. Where several drivers share
+    the address, a candidate that does not answer its own identification leaves the word to the
+    others. A driver is named only where it is sure: by what the chip answered, or as the one
+    driver of that address."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
-    by_address: list[str] = []
+    by_address: list[type[I2CDriver]] = []
     refused: list[str] = []
     silent = None
     for cls in candidates:
@@ -225,7 +355,7 @@ def identify_i2c(bus: Any, address: int,
         if callable(identify):
             name = identify(bus, address, sleep)
             if name is not None:
-                return str(name)
+                return str(name), cls, cls.chip_name or cls.name
             refused.append(cls.chip_name or cls.name)
             continue
         if cls.chip_id is None:
@@ -233,57 +363,62 @@ def identify_i2c(bus: Any, address: int,
             if signature is not None:   # no id register: known register values name the part
                 try:
                     if signature.matches(bus, address):
-                        return f"{signature.name} (register signature)"
+                        return f"{signature.name} (register signature)", cls, signature.name
                 except OSError:         # no answer to a register read: not this chip
                     silent = silent or f"unknown (no answer at register 0x{min(signature.words):02x})"
                     continue
-            by_address.append(cls.chip_name or cls.name)
+            by_address.append(cls)
             continue
         if isinstance(cls.chip_id, CommandId):
             named = cls.chip_id.identify(bus, address, sleep)
             if named is not None:
-                return named
+                return named, cls, cls.chip_name or cls.name
             continue
         register = cls.chip_id.register
         try:
             chip_id = bus.read_byte_data(address, register)
         except OSError:
             if len(candidates) == 1:
-                return f"unknown (no answer at chip-id register 0x{register:02x})"
+                return f"unknown (no answer at chip-id register 0x{register:02x})", None, ""
             silent = silent or f"unknown (no answer at chip-id register 0x{register:02x})"
             continue
         name = cls.chip_id.name(chip_id)
         if name is not None:
-            return f"{name} (chip id 0x{chip_id:02x})"
+            readable = chip_id in cls.chip_id.chips
+            return f"{name} (chip id 0x{chip_id:02x})", cls if readable else None, name
         if len(candidates) == 1:
-            return f"unknown (chip id 0x{chip_id:02x})"
+            return f"unknown (chip id 0x{chip_id:02x})", None, ""
     if by_address:
-        return f"{' or '.join(by_address)} (probable, by address)"
+        names = " or ".join(cls.chip_name or cls.name for cls in by_address)
+        only = by_address[0] if len(by_address) == 1 else None
+        return f"{names} (probable, by address)", only, names
     if silent:
-        return silent
+        return silent, None, ""
     if refused:
-        return f"unknown (does not answer as an {' or '.join(refused)})"
-    return "unknown"
+        return f"unknown (does not answer as an {' or '.join(refused)})", None, ""
+    return "unknown", None, ""
 
 
 def identify_by_command(bus: Any, address: int, table: dict[int, list[type[I2CDriver]]],
-                        sleep: Callable[[float], None]) -> str | None:
+                        sleep: Callable[[float], None]) -> tuple[str, type[I2CDriver]] | None:
     """The chip at an address that NACKed the plain read, named by a `CommandId` it answers
-    (Sensirion chips NACK a read while no result is pending), or None."""
+    (Sensirion chips NACK a read while no result is pending): (its name, its driver), or None."""
     for cls in table.get(address, []):
         if isinstance(cls.chip_id, CommandId):
             named = cls.chip_id.identify(bus, address, sleep)
             if named is not None:
-                return named
+                return named, cls
     return None
 
 
-def scan_i2c_bus(bus: Any, sleep: Callable[[float], None] = time.sleep) -> list[tuple[int, str]]:
+def scan_i2c_bus(bus: Any, number: int = 1, found: Found | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> list[tuple[int, str]]:
     """(address, probable chip) for every address 0x03..0x77 that acknowledges a read_byte
     (i2cdetect -r style: a read is harmless for the chips pibridge knows), or, where a driver
-    declares a `CommandId`, that answers it (a chip without registers may NACK a bare read).
-    ``sleep`` waits between an identification command and its answer."""
-    found = []
+    declares a `CommandId`, that answers it (a chip without registers may NACK a bare read); each
+    chip a driver reads is added to ``found`` (bus ``number``). ``sleep`` waits between an
+    identification command and its answer."""
+    out = []
     table = i2c_drivers_by_address()
     for address in range(I2C_FIRST_ADDRESS, I2C_LAST_ADDRESS + 1):
         try:
@@ -293,10 +428,15 @@ def scan_i2c_bus(bus: Any, sleep: Callable[[float], None] = time.sleep) -> list[
                 raise
             named = identify_by_command(bus, address, table, sleep)
             if named is not None:
-                found.append((address, named))
+                out.append((address, named[0]))
+                if found is not None:
+                    found.add_i2c(named[1], number, address, named[1].chip_name or named[1].name)
             continue
-        found.append((address, identify_i2c(bus, address, table, sleep)))
-    return found
+        text, cls, chip = _identify(bus, address, table, sleep)
+        out.append((address, text))
+        if found is not None and cls is not None:
+            found.add_i2c(cls, number, address, chip)
+    return out
 
 
 def w1_devices(root: Path = W1_DEVICES_ROOT) -> list[tuple[str, str]]:
@@ -314,8 +454,8 @@ def w1_devices(root: Path = W1_DEVICES_ROOT) -> list[tuple[str, str]]:
 
 
 def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
-         opener: Callable[[int], Any] = open_smbus) -> list[str]:
-    """The report lines of `pibridge scan`."""
+         opener: Callable[[int], Any] = open_smbus, found: Found | None = None) -> list[str]:
+    """The report lines of `pibridge scan`; what a driver reads is added to ``found``."""
     lines = []
     buses = i2c_bus_numbers(dev_root)
     if not buses:
@@ -327,15 +467,15 @@ def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
             lines.append(f"I2C bus {number}: cannot open {dev_root}/i2c-{number}: {exc.strerror or exc}")
             continue
         try:
-            found = scan_i2c_bus(bus)
+            answered = scan_i2c_bus(bus, number, found)
         except OSError as exc:
             lines.append(f"I2C bus {number}: scan failed: {exc.strerror or exc}")
             continue
         finally:
             bus.close()
-        if not found:
+        if not answered:
             lines.append(f"I2C bus {number}: no devices")
-        for address, chip in found:
+        for address, chip in answered:
             lines.append(f"I2C bus {number} 0x{address:02x}: {chip}")
     if not w1_root.is_dir():
         lines.append(f"1-Wire: no bus ({w1_root} not found; enable dtoverlay=w1-gpio)")
@@ -344,9 +484,31 @@ def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
         if not devices:
             lines.append("1-Wire: no devices")
         lines += [f"1-Wire {name}: {family}" for name, family in devices]
+        if found is not None:
+            for name, _ in devices:
+                if name[:2] in W1_FAMILIES:
+                    found.add_w1(name, w1_root)
+    # serial ports: their scan adds its lines here and its sensors with `Found.add`
     return lines
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus)))  # looked up now: patchable
+    if args.profile_out is None:
+        print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus)))  # looked up now: patchable
+        return 0
+    found = Found()
+    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus, found)))
+    text = starting_profile(found)
+    target: Path = args.profile_out
+    try:
+        with target.open("x", encoding="utf-8") as out:      # never overwrite a user's profile
+            out.write(text)
+    except FileExistsError:
+        raise CliError(f"{target} exists: choose another file or delete it first") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    count = len(found.sensors)
+    print(f"\nwrote {target}: {counted(count, 'sensor')} found"
+          + ("" if count else " (none: it holds the Pi's own CPU temperature to start from)")
+          + f"; next: `pibridge check --profile {target}`")
     return 0

@@ -8,6 +8,7 @@ A pip user has no checkout and no ``profiles/`` folder: the examples travel as p
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -69,14 +70,28 @@ def cmd_example(args: argparse.Namespace) -> int:
     target = Path(args.output)
     try:
         with target.open("x", encoding="utf-8") as out:  # never overwrite a user's profile
-            out.write(text)
+            out.write(written_header(target, args.name) + text)
     except FileExistsError:
         raise CliError(f"{target} exists: choose another file or delete it first") from None
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    print(f"wrote {target}: edit its [agent] table and [[sensor]] entries, then "
-          f"`pibridge ping --profile {target}`")
+    print(f"wrote {target}: edit its [[sensor]] entries (and [agent] if the agent is elsewhere), then\n"
+          f"  pibridge check --profile {target}              every problem at once\n"
+          f"  pibridge read --profile {target} --simulate    a dry run without hardware\n"
+          f"  pibridge run --profile {target}")
     return 0
+
+
+def written_header(target: Path, name: str) -> str:
+    """The comment that opens a profile written with ``-o``: which file this is, where it came
+    from and what to run first (a shell-safe path as the user gave it)."""
+    shown = shlex.quote(str(target))
+    example = name.removesuffix(PROFILE_SUFFIX)
+    return (f"# {target}: written by `pibridge profile example {example} -o {shown}`.\n"
+            f"# First `pibridge check --profile {shown}` (every problem at once), then\n"
+            f"# `pibridge read --profile {shown}` (every sensor once), then\n"
+            f"# `pibridge run --profile {shown}`.\n"
+            "#\n")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ import sys
 from pibridge.agent import AgentClient, AgentError, AgentSettings
 from pibridge.bridge.inventory import InventoryMapping, forget_sensors, prune_candidates
 from pibridge.bridge.queue import read_queued_sensors
-from pibridge.cli import CliError
+from pibridge.cli import CliError, counted
 from pibridge.profile import ProfileError, load_profile
 
 
@@ -47,8 +47,10 @@ def cmd_prune(args: argparse.Namespace, settings: AgentSettings) -> int:
                 aliases = {name} | {n for n in mapping.sensor_names() if mapping.sensor_id(n) == sensor_id}
                 waiting = sum(queued.get(alias, 0) for alias in aliases)
                 if waiting:
-                    raise CliError(f"refusing to prune: {waiting} samples of sensor {name!r} ({sensor_id}) "
-                                   f"still wait in the queue in {state_dir}: deliver them first")
+                    raise CliError(f"refusing to prune: {counted(waiting, 'sample')} "
+                                   f"of sensor {name!r} ({sensor_id}) "
+                                   f"{'still waits' if waiting == 1 else 'still wait'} in the queue in "
+                                   f"{state_dir}: deliver {'it' if waiting == 1 else 'them'} first")
             print(f"sensors of client {client.client_id} that {args.profile} no longer has:")
             for sensor_id, name in candidates:
                 print(f"  {sensor_id}  {name}")
@@ -56,7 +58,8 @@ def cmd_prune(args: argparse.Namespace, settings: AgentSettings) -> int:
                 if not sys.stdin.isatty():
                     raise CliError("not deleting without confirmation: pass --yes (no terminal to ask on)")
                 try:
-                    answer = input(f"delete these {len(candidates)} sensors and all their values? [y/N] ")
+                    answer = input(f"delete {'this' if len(candidates) == 1 else 'these'} "
+                                   f"{counted(len(candidates), 'sensor')} and all their values? [y/N] ")
                 except EOFError:  # Ctrl-D: no answer is no
                     answer = ""
                     print()

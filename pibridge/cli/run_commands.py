@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="simulated hardware (a greenhouse model behind each driver's fake bus)")
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="debug log: one line per sample")
+                        help="more log output (run logs at info; -v: debug, one line per sample)")
     clock = parser.add_mutually_exclusive_group()
     clock.add_argument("--trust-clock", action="store_true",
                         help="trust the system clock without NTP (a Pi with a battery-backed RTC)")
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent = settings_from_args(args)
     try:
         profile = load_profile(args.profile)
-    except ProfileError as exc:
+    except ProfileError as exc:     # str(): at most PROBLEMS_SHOWN_MAX problems, then a count
         raise CliError(str(exc)) from None
     bridge_settings = with_state_dir(profile.bridge, args.state_dir, args.log_format)
     level = logging.DEBUG if args.verbose else logging.INFO

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pibridge.bridge.liveview import printable
+from pibridge.bridge.liveview import READ_AFTER_SAMPLE_S, printable
 from pibridge.bridge.status import (
     ACK_GRACE_S,
     AGENT_AWAY_GRACE_S,
@@ -39,7 +39,6 @@ from pibridge.bridge.status import (
     assess,
     find_status_files,
     format_duration,
-    format_value,
     read_status,
     runtime_dir_candidates,
     status_path,
@@ -341,9 +340,13 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
         state = sensor.state
         if sensor.failing_since is not None:
             state += f" {format_duration(status.written_at - sensor.failing_since)}"
-        values = "  ".join(format_value(v.value, v.unit) for v in sensor.values)
+        values = "  ".join(v.shown for v in sensor.values)
         if sensor.last_sample_at is not None:
-            values += f"  ({_ago(status, sensor.last_sample_at)})"
+            read = sensor.last_read_at   # a deadband holds unchanged values back: say it was read
+            fresh = (f"read {_ago(status, read)}, changed {_ago(status, sensor.last_sample_at)}"
+                     if read is not None and read - sensor.last_sample_at >= READ_AFTER_SAMPLE_S
+                     else _ago(status, sensor.last_sample_at))
+            values += f"  ({fresh})"
         lines.append(f"{sensor.name[:24]:<24} {state:<16} {sensor.taken:>7} {sensor.pushed:>7} "
                      f"{sensor.failed:>6} {sensor.skipped:>7} {sensor.dead_lettered:>5}  {values}")
         if sensor.last_error and sensor.state != "ok":

@@ -8,6 +8,10 @@ from pathlib import Path
 
 #: Keys and values quoted in messages are cut to this many characters (a 10 MB key is one line).
 SHOWN_MAX = 40
+#: A message (``pibridge run``, a refused reload's log) lists at most this many problems, then
+#: how many more there are: a pathological profile has 200,000 (``pibridge check`` lists them all
+#: with ``--all``).
+PROBLEMS_SHOWN_MAX = 50
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class Problem:
 
 class ProfileError(Exception):
     """A broken profile: ``problems`` (every one found, in file order), one rendered line each.
-    ``line``, ``key`` and ``problem`` are the first problem's, for callers that show one."""
+    ``line``, ``key`` and ``problem`` are the first problem's, for callers that show one.
+    ``str()`` lists the first `PROBLEMS_SHOWN_MAX` and counts the rest (`capped`)."""
 
     def __init__(self, path: Path | str, problem: str | Sequence[Problem], *, line: int | None = None,
                  key: str = "") -> None:
@@ -41,7 +46,16 @@ class ProfileError(Exception):
         first = self.problems[0]
         self.line, self.key, self.problem = first.line, first.key, first.message
         self.lines = tuple(p.render(path) for p in self.problems)
-        super().__init__("\n".join(self.lines))
+        super().__init__("\n".join(self.capped()))
+
+    def capped(self, limit: int = PROBLEMS_SHOWN_MAX) -> list[str]:
+        """The first ``limit`` problem lines, then one line counting the rest (if any)."""
+        if len(self.lines) <= limit:
+            return list(self.lines)
+        rest = len(self.lines) - limit
+        return [*self.lines[:limit], f"{printable(str(self.path))}: … and {rest} more "
+                                     f"problem{'s' if rest != 1 else ''} (`pibridge check --all --profile "
+                                     f"{printable(str(self.path))}` lists every one)"]
 
 
 def printable(text: str) -> str:

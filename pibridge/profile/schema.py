@@ -32,11 +32,14 @@ from pibridge.drivers.base import (
     GpioPin,
     Metric,
     Resources,
+    Timing,
 )
+from pibridge.drivers.errors import SensorError
 from pibridge.paths import check_path
+from pibridge.units import UNIT_FORMS, ProfileUnit, conversion_factor, profile_unit, symbol_of
 
 from . import values as v
-from .errors import SHOWN_MAX, Problem, ProfileError, shown
+from .errors import SHOWN_MAX, Problem, ProfileError, printable, shown
 from .locator import KeyLocator, KeyPath
 from .model import (
     PRESSURE_FROM_METRIC,
@@ -54,6 +57,9 @@ AGENT_TABLE, BRIDGE_TABLE, SENSOR_TABLE = "agent", "bridge", "sensor"
 TOP_LEVEL = {AGENT_TABLE: "[agent]", BRIDGE_TABLE: "[bridge]", SENSOR_TABLE: "[[sensor]]"}
 PORT_MIN, PORT_MAX = 1, 65535
 DEFAULT_INTERVAL_S = 60.0
+#: No sensor is sampled more often than this, whatever its driver allows: below it the bridge
+#: spends its time scheduling (``interval = 1e-9`` took 95 % of a core and sent nothing).
+MIN_INTERVAL_S = 0.1
 MEDIAN_MAX = 100            #: readings a sliding median may span
 QUEUE_MAX_SAMPLES_LIMIT = 100_000_000
 INVENTORY_CHECK_MIN_S = 10.0
@@ -215,6 +221,7 @@ class _Checker:
         #: sensor name -> (driver, what its configuration reports or None when unknown)
         self._reported: dict[str, tuple[type[Driver] | None, dict[str, Metric] | None]] = {}
         self._pressure_links: list[_PressureLink] = []
+        self._canonical: dict[str, str] = {}   #: driver name as written -> the registry's spelling
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -291,6 +298,11 @@ class _Checker:
 
     # -- [[sensor]] -----------------------------------------------------------------------------
     def sensors(self, entries: Any, bridge: BridgeSettings | None) -> tuple[SensorConfig, ...]:
+        if isinstance(entries, list) and not entries:
+            _Scope(self, ()).report((), "no [[sensor]]: a profile needs at least one sensor "
+                                        "(`pibridge profile example` shows how; `pibridge scan --profile-out "
+                                        "FILE` starts one from what is connected)")
+            return ()
         if isinstance(entries, dict):
             _Scope(self, (SENSOR_TABLE,)).report(
                 (), "[sensor] must be [[sensor]] (double brackets: one table per sensor)")
@@ -355,13 +367,24 @@ class _Checker:
             scope.report(("driver",), f"must be a driver's name, not {shown(driver_name)}")
         else:
             driver = self._driver(scope, driver_name)
+            if driver is not None:                  # "BME280" is bme280 (looked up once per name)
+                driver_name = self._canonical.setdefault(driver_name,
+                                                         registry.canonical(driver_name) or driver_name)
 
+        if interval is not None and interval < MIN_INTERVAL_S:
+            scope.report(("interval",), f"{_seconds(interval)} is below {_seconds(MIN_INTERVAL_S)}, the "
+                                        "shortest interval pibridge samples any sensor at")
+            interval = None
         config, options_ok = None, False
         if driver is not None and options is not None:
             config, options_ok = self._options(scope, driver, options)
         resources = Resources()
         if driver is not None and config is not None:
             resources = self._timing_and_resources(scope, driver, config, interval) or resources
+        elif driver is not None and interval is not None:
+            # options invalid: the interval is still checked, against the driver's own timing with
+            # its defaults (one `check` shows both problems, not the second after the first is fixed)
+            self._interval(scope, driver, _default_timing(driver, options or {}), interval)
         reported = (self._reported_metrics(scope, driver, config)
                     if driver is not None and config is not None else None)
         metric_configs = self._metrics(scope, driver, reported, metrics)
@@ -447,8 +470,7 @@ class _Checker:
         try:
             config, problems = driver.validate({k: raw for k, raw in options.items() if k in known})
         except Exception as exc:  # a driver's own check that raises instead of reporting
-            scope.report(("options",), f"{driver.name} could not check its options: "
-                                       f"{type(exc).__name__}: {exc}")
+            scope.report(("options",), f"{driver.name} could not check its options: {_problem(exc)}")
             return None, False
         for problem in problems:
             keys: KeyPath = ("options", problem.key) if problem.key else ("options",)
@@ -464,17 +486,21 @@ class _Checker:
             resources = driver.resources(config)
         except Exception as exc:
             scope.report(("options",), f"{driver.name} could not work out its timing or pins: "
-                                       f"{type(exc).__name__}: {exc}")
+                                       f"{_problem(exc)}")
             return None
         if interval is not None:
-            if interval < timing.min_interval_s:
-                scope.report(("interval",), f"{_seconds(interval)} is below the "
-                                            f"{_seconds(timing.min_interval_s)} a {driver.name} needs "
-                                            "between two readings")
-            elif interval < timing.read_time_s:
-                scope.report(("interval",), f"{_seconds(interval)} is shorter than one {driver.name} reading "
-                                            f"({_seconds(timing.read_time_s)})")
+            self._interval(scope, driver, timing, interval)
         return resources
+
+    @staticmethod
+    def _interval(scope: _Scope, driver: type[Driver], timing: Timing, interval: float) -> None:
+        if interval < timing.min_interval_s:
+            scope.report(("interval",), f"{_seconds(interval)} is below the "
+                                        f"{_seconds(timing.min_interval_s)} a {driver.name} needs "
+                                        "between two readings")
+        elif interval < timing.read_time_s:
+            scope.report(("interval",), f"{_seconds(interval)} is shorter than one {driver.name} reading "
+                                        f"({_seconds(timing.read_time_s)})")
 
     # -- [sensor.metrics.KEY] -------------------------------------------------------------------
     def _reported_metrics(self, scope: _Scope, driver: type[Driver],
@@ -484,8 +510,7 @@ class _Checker:
         try:
             return {m.key: m for m in driver.metrics_for(config)}
         except Exception as exc:  # a third-party driver's own code: one line, not a traceback
-            scope.report(("options",), f"{driver.name} could not work out its metrics: "
-                                       f"{type(exc).__name__}: {exc}")
+            scope.report(("options",), f"{driver.name} could not work out its metrics: {_problem(exc)}")
             return None
 
     def _metrics(self, scope: _Scope, driver: type[Driver] | None, reported: dict[str, Metric] | None,
@@ -613,6 +638,22 @@ def _pressure_takers() -> list[str]:
     return sorted(takers)
 
 
+def _default_timing(driver: type[Driver], given: Mapping[str, Any]) -> Timing:
+    """The timing of ``driver`` with the valid ones of ``given`` and defaults for the rest (the
+    class's declared timing when even that cannot be worked out)."""
+    config: dict[str, Any] = {}
+    for option in driver.options:
+        try:
+            config[option.key] = option.convert(given[option.key]) if given.get(option.key) is not None \
+                else option.default
+        except Exception:     # the option's own problem is reported already
+            config[option.key] = option.default
+    try:
+        return driver.timing_for(config)
+    except Exception:
+        return Timing(driver.read_time_s, driver.min_interval_s, driver.retry)
+
+
 def _look_up_driver(name: str) -> type[Driver] | str:
     """The driver class registered as ``name``, or the problem to report."""
     try:
@@ -623,7 +664,17 @@ def _look_up_driver(name: str) -> type[Driver] | str:
         return (f"unknown driver {shown(name)}" + (f"; did you mean {close}?" if close else "")
                 + f" (known: {', '.join(known)})")
     except Exception as exc:  # a third-party driver that fails to import: one line, not a traceback
-        return f"driver {shown(name)} cannot be loaded: {type(exc).__name__}: {exc}"
+        return f"driver {shown(name)} cannot be loaded: {_problem(exc)}"
+
+
+def _problem(exc: Exception) -> str:
+    """What went wrong in a driver's own code, in words: a typed error (`SensorError`, an
+    `ImportError`) by its message; anything else is a bug, and its class says what broke
+    (``KeyError: 'pin'``)."""
+    text = str(exc).strip()
+    if isinstance(exc, SensorError | ImportError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _MetricChecker:
@@ -676,9 +727,16 @@ class _MetricChecker:
         max_silence = self.get(table, "max_silence", v.duration)
         if max_silence is not None and "deadband" not in table:
             self.report("max_silence", "has no effect without deadband (without one every reading is sent)")
-        unit = self.get(table, "unit", _unit)
+        stated = self.get(table, "unit", _unit)
         value_type = self.get(table, "type", v.choice(*(str(t) for t in protocol.ValueType)))
         annotation = self.get(table, "annotation", _annotation)
+        both = "points" in table and ("offset" in table or "scale" in table)   # reported already
+        converted = [k for k, value in (("points", points), ("scale", scale if scale != 1 else None))
+                     if value is not None and not both]
+        self._check_conversion(key, table, stated, converted)
+        unit = stated.agent_unit if stated is not None else None
+        if stated is not None and stated.annotation is not None:   # "hPa": a custom metric
+            value_type, annotation = str(protocol.ValueType.DOUBLE), stated.annotation
         if "unit" in table and "type" in table:
             self.report("type", "give either unit or type (+ annotation), not both")
         if "annotation" in table and "type" not in table:
@@ -695,6 +753,26 @@ class _MetricChecker:
         return MetricConfig(key, enabled if enabled is not None else True, name, calibration,
                             median if median is not None else 1, valid_range, deadband, max_silence,
                             unit, value_type, annotation, clamp)
+
+    def _check_conversion(self, key: str, table: dict[str, Any], stated: ProfileUnit | None,
+                          converted: list[str]) -> None:
+        """A converted value carries the unit it now has: a conversion (``scale``, ``points``)
+        needs its result's unit stated (``scale = 0.01`` on pascals sent as "Pa" is wrong), and a
+        unit of the same quantity in another size needs the scale that gets there. An ``offset``
+        alone corrects a reading in its own unit (a sensor 0.4 °C warm) and needs no unit."""
+        if self.metric is None or _driver_kind(self.metric) in ("bool", "string"):
+            return
+        source = symbol_of(self.metric.unit, self.metric.annotation)
+        if converted and "unit" not in table and "type" not in table:
+            example = f'unit = "{source}" if it is still in {source}' if source else 'unit = "%"'
+            self.report(converted[0], f"converts {key} ({', '.join(converted)}): say which unit the result "
+                                      f"is in ({example}; a converted value sent as "
+                                      f"{shown(source or 'the driver unit')} would be wrong)")
+        elif stated is not None and not converted and "offset" not in table:
+            factor = conversion_factor(source, stated.symbol) if source else None
+            if factor is not None:
+                self.report("unit", f"{key} is measured in {source}: to send {stated.symbol} add "
+                                    f"scale = {factor:g}")
 
     def _check_type_override(self, key: str, kind: str, table: dict[str, Any]) -> None:
         """A ``type`` or ``unit`` must fit the values the driver reports: a number stays a number
@@ -833,13 +911,15 @@ def _range(value: Any) -> tuple[float, float]:
     return low, high
 
 
-def _unit(value: Any) -> str:
-    if not isinstance(value, str) or value not in protocol.VALUE_UNITS:
-        close = v.suggestion(value, protocol.VALUE_UNITS) if isinstance(value, str) else None
-        raise ValueError(f"{shown(value)} is not one of the agent's units"
-                         + (f"; did you mean {close}?" if close else
-                            " (the README's profile reference lists them; or use type + annotation)"))
-    return value
+def _unit(value: Any) -> ProfileUnit:
+    """An agent unit name, its symbol ("°C", "%", "Pa": the agent's unit) or a unit the agent has
+    no name for ("hPa", "ppm", "lx": sent as a custom metric, type double with that annotation)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{shown(value)} is not a unit" + UNIT_FORMS)
+    try:
+        return profile_unit(value, protocol.VALUE_UNITS)
+    except ValueError as exc:
+        raise ValueError(printable(str(exc)).replace(repr(value), shown(value), 1)) from None
 
 
 # --- message helpers ----------------------------------------------------------------------------

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pibridge.durations import DURATION_FORMS, DURATION_RE, DURATION_UNITS
+
 from .errors import shown
 
-#: Seconds per unit of a duration string ("500ms", "30s", "5m", "1h", "1d").
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 MAX_DURATION_S = 3650 * DURATION_UNITS["d"]   #: ten years: anything longer is a typo
 #: Keys longer than this get no "did you mean" (difflib is quadratic in the key's length).
 SUGGEST_MAX_LEN = 64
-DURATION_FORMS = 'seconds (30, 0.5) or a duration such as "500ms", "30s", "5m", "1h", "1d"'
 
 Converter = Callable[[Any], Any]
 
