@@ -339,17 +339,18 @@ class SerialDriver(Driver):
 # the Pi's serial console, the ports present
 # ================================================================================================
 
-def console_devices(cmdline_files: tuple[Path, ...] | None = None) -> list[str] | None:
-    """The serial consoles the kernel command line names (``console=serial0,115200`` ->
-    ``/dev/serial0``; virtual terminals ``tty1`` are not serial), or None when no cmdline.txt
-    can be read (not a Pi, or not visible)."""
+def console_devices(cmdline_files: tuple[Path, ...] | None = None) -> tuple[Path, list[str]] | None:
+    """The first readable cmdline.txt and the serial consoles it names (``console=serial0,115200``
+    -> ``/dev/serial0``; virtual terminals such as ``tty1`` are not serial), or None when none
+    can be read (not a Pi, or not visible). ``cmdline_files``: default `CMDLINE_FILES`."""
     for path in (CMDLINE_FILES if cmdline_files is None else cmdline_files):
         try:
             with open(path, "rb") as file:
                 text = file.read(CMDLINE_MAX_BYTES).decode("utf-8", "replace")
         except OSError:
             continue
-        return [f"/dev/{name}" for name in CONSOLE_RE.findall(text) if not VIRTUAL_TERMINAL_RE.match(name)]
+        return path, [f"/dev/{name}" for name in CONSOLE_RE.findall(text)
+                      if not VIRTUAL_TERMINAL_RE.match(name)]
     return None
 
 
@@ -361,13 +362,28 @@ def same_device(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
 
 
-def holds_console(port: str, cmdline_files: tuple[Path, ...] | None = None) -> str | None:
-    """The console entry (``/dev/serial0``) that is ``port``, or None (also when cmdline.txt
-    cannot be seen)."""
-    for console in console_devices(cmdline_files) or ():
+def holds_console(port: str, cmdline_files: tuple[Path, ...] | None = None) -> tuple[str, Path] | None:
+    """(the console entry, the cmdline.txt naming it) when ``port`` is the Pi's serial console,
+    else None (also when no cmdline.txt can be seen)."""
+    found = console_devices(cmdline_files)
+    if found is None:
+        return None
+    path, consoles = found
+    for console in consoles:
         if same_device(port, console):
-            return console
+            return console, path
     return None
+
+
+def console_problem(port: str, cmdline_files: tuple[Path, ...] | None = None) -> str | None:
+    """One line when ``port`` is the serial console (the kernel and a login shell talk on it),
+    else None."""
+    held = holds_console(port, cmdline_files)
+    if held is None:
+        return None
+    console, path = held
+    return (f"{port} is the serial console ({console.removeprefix('/dev/')} in {path}): free it with "
+            "sudo raspi-config nonint do_serial_cons 1, then reboot")
 
 
 def _is_real_uart(name: str, sys_tty: Path) -> bool:

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from pibridge import protocol
 from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode
-from pibridge.drivers import registry
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.base import (
     I2C_BUS_PINS,
+    SERIAL_PORT_PINS,
     SPI_BUS_PINS,
     Driver,
     GpioPin,
@@ -440,12 +441,19 @@ class _Checker:
                 for pin in spi_pins:
                     bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(spi_pins)}–{max(spi_pins)}), "
                                              f"which {sensor.scope.label} uses")
+            for port in sensor.resources.serial:
+                uart_pins = SERIAL_PORT_PINS.get(port, ())
+                for pin in uart_pins:
+                    bus_pins.setdefault(pin, f"a pin of the serial port {port} (GPIO "
+                                             f"{' and '.join(map(str, uart_pins))}), which "
+                                             f"{sensor.scope.label} uses")
         if w1_user is not None and w1_gpio in bus_pins:
             _Scope(self, (BRIDGE_TABLE,)).report(("w1_gpio",), f"GPIO {w1_gpio} is {bus_pins[w1_gpio]}")
 
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
+        serial_owner: dict[str, _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
@@ -465,6 +473,18 @@ class _Checker:
                                        f"{i2c_owner[slot].scope.label}")
                 else:
                     i2c_owner[slot] = sensor
+            for port in resources.serial:
+                keys = _named_option(sensor.config, "port")
+                owner = next((owner for known, owner in serial_owner.items()
+                              if serialport.same_device(known, port)), None)
+                if owner is not None:
+                    scope.report(keys, f"serial port {port} is already used by {owner.scope.label} "
+                                       "(one sensor per port)")
+                    continue
+                serial_owner[port] = sensor
+                console = serialport.console_problem(port)
+                if console is not None:
+                    scope.report(keys, console)
             for device_id in resources.w1:
                 keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:
