@@ -57,6 +57,7 @@ RANGE_HIGH_BYTE = 6            #: 0x99 carries the range in bytes 6–7 (see `ra
 SENSOR_LATENCY_S = 0.03        #: allowance for the sensor's own reply delay (not in the manual)
 #: start() -> collect(): the request and the reply on the wire plus the sensor's latency
 READ_TIME_S = 2 * FRAME_LEN * byte_time_s(DEFAULT_BAUDRATE) + SENSOR_LATENCY_S
+TEMPERATURE_OFFSET = 40        #: TT = °C + 40 (undocumented)
 MIN_INTERVAL_S = 1.0           #: it measures continuously; faster reads only repeat the value
 
 
@@ -103,6 +104,12 @@ def reply_problem(frame: bytes) -> str | None:
 def parse_co2(frame: bytes) -> int:
     """CO₂ in ppm from a checked 0x86 reply: ``HH·256 + LL`` (bytes 2, 3)."""
     return (frame[2] << 8) | frame[3]
+
+
+def internal_temperature_c(frame: bytes) -> int:
+    """The undocumented TT byte of a 0x86 reply as °C (TT − 40): the sensor's own temperature,
+    diagnostic only (hardware.md §15.3), never the air's."""
+    return frame[4] - TEMPERATURE_OFFSET
 
 
 def reply_scanner() -> FrameScanner:

@@ -5,7 +5,8 @@
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
   the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses and chip-id register), and which 1-Wire devices the kernel lists.
+  (their addresses and chip-id register), which 1-Wire devices the kernel lists, and which serial
+  ports exist (and whether the Pi's serial console holds one).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import argparse
 import contextlib
 import errno
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pibridge.cli import CliError
-from pibridge.drivers import registry
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.base import Driver, Option, default_timing, describe_timing, read_with_retries
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
 from pibridge.drivers.ds18b20 import W1_SLAVE_RE
@@ -30,6 +32,7 @@ from pibridge.drivers.i2c import I2CDriver
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
 W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
+SYS_TTY_ROOT = serialport.SYS_TTY_CLASS   #: where ttyS* show whether a real UART is behind them
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
 
@@ -48,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_read)
 
-    p = sub.add_parser("scan", help="list I2C chips and 1-Wire devices found on this machine")
+    p = sub.add_parser("scan", help="list I2C chips, 1-Wire devices and serial ports found on this machine")
     p.set_defaults(handler=cmd_scan)
 
 
@@ -259,8 +262,30 @@ def w1_devices(root: Path = W1_DEVICES_ROOT) -> list[tuple[str, str]]:
     return found
 
 
+def serial_lines(dev_root: Path = I2C_DEV_ROOT, sys_tty: Path = SYS_TTY_ROOT,
+                 cmdline_files: tuple[Path, ...] | None = None) -> list[str]:
+    """One line per serial port (``/dev/serial0 -> ttyS0``), marking the one the serial console
+    holds (per cmdline.txt, when it can be seen)."""
+    ports = serialport.serial_ports(dev_root, sys_tty)
+    if not ports:
+        return [f"Serial: no ports ({dev_root}/serial0, ttyAMA*, ttyUSB*, ttyACM* not found; on a Pi "
+                "enable the UART: sudo raspi-config nonint do_serial_hw 0)"]
+    consoles = serialport.console_devices(cmdline_files)
+    lines = []
+    for port in ports:
+        line = f"Serial {port}"
+        if os.path.islink(port):
+            line += f" -> {os.path.basename(os.path.realpath(port))}"
+        held = consoles is not None and any(
+            serialport.same_device(port, str(dev_root / Path(console).name)) for console in consoles[1])
+        if held:
+            line += " (the serial console: sudo raspi-config nonint do_serial_cons 1, then reboot)"
+        lines.append(line)
+    return lines
+
+
 def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
-         opener: Callable[[int], Any] = open_smbus) -> list[str]:
+         opener: Callable[[int], Any] = open_smbus, sys_tty: Path = SYS_TTY_ROOT) -> list[str]:
     """The report lines of `pibridge scan`."""
     lines = []
     buses = i2c_bus_numbers(dev_root)
@@ -290,9 +315,10 @@ def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
         if not devices:
             lines.append("1-Wire: no devices")
         lines += [f"1-Wire {name}: {family}" for name, family in devices]
-    return lines
+    return lines + serial_lines(dev_root, sys_tty)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus)))  # looked up now: patchable
+    # the module's names are looked up now, so tests can patch them
+    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus, SYS_TTY_ROOT)))
     return 0
