@@ -112,7 +112,7 @@ def test_a_value_above_the_range_is_implausible(fake: FakeMHZ19) -> None:
         driver.read(no_sleep)
 
 
-REPLY_800 = bytes.fromhex("ff 86 03 20 41 40 00 00 17")
+REPLY_800 = bytes.fromhex("ff 86 03 20 41 40 00 00 d6")
 
 
 #: (id, fault set on the fake before one read, expected error or None (the read succeeds))
