@@ -78,6 +78,7 @@ SENSOR_LATENCY_S = 0.1         #: allowance for the sensor's own delays (not in 
 FRAME_TIME_S = DATA_FRAME_LEN * byte_time_s(DEFAULT_BAUDRATE)
 ACTIVE_READ_TIME_S = FRAME_PERIOD_S + FRAME_TIME_S + SENSOR_LATENCY_S
 PASSIVE_READ_TIME_S = WARMUP_S + FRAME_TIME_S + SENSOR_LATENCY_S
+MAX_ACKS_SKIPPED = 3           #: mode, sleep, wake acks in flight before a data frame
 
 
 def command(cmd: int, data: int = 0) -> bytes:
@@ -217,12 +218,11 @@ class PMS5003(SerialDriver):
         self._awake_since = None
 
     def _configure(self) -> None:
-        """Awake (a former passive run may have left it asleep), then the mode; passive mode
-        then sleeps until the first sample."""
+        """Awake (a former passive run may have left it asleep), then the mode. The fan stays on
+        until the first sample is read (dropping SET right after the command could put it to
+        sleep before it has taken the command in); passive mode sleeps after each sample."""
         self._wake()
         self.link.send(PASSIVE_MODE if self.passive else ACTIVE_MODE, "setting the mode")
-        if self.passive:
-            self._sleep()
         self._configured = True
 
     def _port_failed(self) -> None:
@@ -288,7 +288,7 @@ class PMS5003(SerialDriver):
 
     def _data_frame(self) -> bytes:
         """A data frame from the port (acks skipped): the newest in active mode."""
-        for _ in range(2):  # an ack may come first; each search is bounded by the scanner
+        for _ in range(MAX_ACKS_SKIPPED + 1):  # acks of earlier commands may still arrive first
             frame = read_frame(self.link, self._scanner, DATA_FRAME_LEN, "frame", newest=not self.passive)
             if len(frame) == DATA_FRAME_LEN:
                 return frame

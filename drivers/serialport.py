@@ -88,6 +88,7 @@ class SerialLink:
         self.timeout_s = timeout_s
         self._serial: Any = None
         self.opened = 0   #: how many times the port was opened (a reopen after a vanished port counts)
+        self.sent_bytes = 0  #: bytes written since the port was last opened
 
     @property
     def is_open(self) -> bool:
@@ -109,6 +110,7 @@ class SerialLink:
         except (OSError, ValueError, serial.SerialException) as exc:
             raise SerialPortGoneError(f"{self.label}: cannot open: {_describe(exc)}") from None
         self.opened += 1
+        self.sent_bytes = 0
 
     def close(self) -> None:
         """Close the port (idempotent)."""
@@ -127,6 +129,7 @@ class SerialLink:
         try:
             self._serial.reset_input_buffer()
             self._serial.write(data)
+            self.sent_bytes += len(data)
         except Exception as exc:  # SerialException, SerialTimeoutException, OSError
             raise self._failed(doing, exc) from None
 

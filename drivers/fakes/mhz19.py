@@ -115,7 +115,7 @@ def simulate(world: SimulatedWorld, cls: type[chip.MHZ19], options: dict[str, An
     the fake's thread stops when the driver closes (and with the world, at the latest)."""
     env = world.environment
     fake = FakeMHZ19(source=env.indoor_co2_ppm, clock=world.clock.monotonic)
-    world.on_close(fake.close)
+    world.shared(("serial-chip", fake.device), lambda: fake)  # found by its pty's name; closed with the world
     try:
         return cls(fake.device, release=fake.close, **options)
     except BaseException:

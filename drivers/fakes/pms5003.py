@@ -86,6 +86,9 @@ class FakePMS5003(FakeSerialChip):
         self._follow_set_pin()
         return not self.sleeping
 
+    def poll(self) -> None:
+        self._follow_set_pin()
+
     def _follow_set_pin(self) -> None:
         if self.set_level is None:
             return
@@ -199,7 +202,7 @@ def simulate(world: SimulatedWorld, cls: type[chip.PMS5003], options: dict[str, 
         pin = factory.pin(config["set_pin"])
         set_level = lambda: bool(pin.state)  # noqa: E731
     fake = FakePMS5003(source=env.particulates_ugm3, set_level=set_level, clock=world.clock.monotonic)
-    world.on_close(fake.close)
+    world.shared(("serial-chip", fake.device), lambda: fake)  # found by its pty's name; closed with the world
     extra: dict[str, Any] = {"pin_factory": factory} if factory is not None else {}
     try:
         return cls(fake.device, release=fake.close, clock=world.clock.monotonic, **extra, **options)

@@ -49,6 +49,7 @@ class FakeSerialChip:
         self.split_next = False
         self.received = bytearray()      #: every byte the driver sent (bounded: last 64 KiB)
         self.sent_frames = 0             #: replies/frames written (injected bytes not counted)
+        self.received_total = 0          #: bytes received and handled so far
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)          # until pyserial configures it: no echo, no line editing
         self.device = os.ttyname(self._slave)
@@ -65,6 +66,10 @@ class FakeSerialChip:
     # -- what a chip implements ------------------------------------------------------------------
     def receive(self, byte: int) -> None:
         """One byte from the driver."""
+
+    def poll(self) -> None:
+        """Called on every turn of the thread (at least every `POLL_S`): follow inputs that are
+        not bytes (a SET pin)."""
 
     def tick(self, now: float) -> float | None:
         """The chip's own schedule: act at ``now``; returns the clock time it wants to run
@@ -108,8 +113,13 @@ class FakeSerialChip:
 
     def wait_sent(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until `sent_frames` reaches ``count`` (tests wait on this, never on sleeps)."""
+        return self.wait_until(lambda: self.sent_frames >= count, timeout)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait until ``condition()`` holds; checked after every frame sent and every chunk of
+        bytes received (``lambda: len(fake.commands) >= 3``)."""
         with self._sent:
-            return self._sent.wait_for(lambda: self.sent_frames >= count, timeout)
+            return self._sent.wait_for(condition, timeout)
 
     def poke(self) -> None:
         """Wake the thread to run `tick` now (after a virtual clock moved)."""
@@ -143,6 +153,10 @@ class FakeSerialChip:
                     self.receive(byte)
                 if len(self.received) > 65536:
                     del self.received[:-65536]
+                self.received_total += len(data)
+                with self._sent:
+                    self._sent.notify_all()
+            self.poll()
             now = self.clock()
             if (next_tick is not None and now >= next_tick) or self._wake_r in ready:
                 next_tick = self.tick(now)
