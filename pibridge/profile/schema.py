@@ -441,10 +441,10 @@ class _Checker:
                 for pin in spi_pins:
                     bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(spi_pins)}–{max(spi_pins)}), "
                                              f"which {sensor.scope.label} uses")
-            for port in sensor.resources.serial:
-                uart_pins = SERIAL_PORT_PINS.get(port, ())
+            for device in sensor.resources.serial:
+                uart_pins = SERIAL_PORT_PINS.get(device, ())
                 for pin in uart_pins:
-                    bus_pins.setdefault(pin, f"a pin of the serial port {port} (GPIO "
+                    bus_pins.setdefault(pin, f"a pin of the serial port {device} (GPIO "
                                              f"{' and '.join(map(str, uart_pins))}), which "
                                              f"{sensor.scope.label} uses")
         if w1_user is not None and w1_gpio in bus_pins:
@@ -473,16 +473,16 @@ class _Checker:
                                        f"{i2c_owner[slot].scope.label}")
                 else:
                     i2c_owner[slot] = sensor
-            for port in resources.serial:
+            for device in resources.serial:
                 keys = _named_option(sensor.config, "port")
                 owner = next((owner for known, owner in serial_owner.items()
-                              if serialport.same_device(known, port)), None)
+                              if serialport.same_device(known, device)), None)
                 if owner is not None:
-                    scope.report(keys, f"serial port {port} is already used by {owner.scope.label} "
+                    scope.report(keys, f"serial port {device} is already used by {owner.scope.label} "
                                        "(one sensor per port)")
                     continue
-                serial_owner[port] = sensor
-                console = serialport.console_problem(port)
+                serial_owner[device] = sensor
+                console = serialport.console_problem(device)
                 if console is not None:
                     scope.report(keys, console)
             for device_id in resources.w1:
