@@ -266,32 +266,31 @@ class FrameScanner:
 
 def read_frame(link: SerialLink, scanner: FrameScanner, first: int, what: str,
                newest: bool = False) -> bytes:
-    """Read from ``link`` until ``scanner`` yields a valid frame: ``first`` bytes (blocking up to
-    the timeout), then what a pending candidate still misses. ``newest``: read what has arrived
-    as well and return the newest valid frame (a sensor streaming frames). Bounded by
-    ``scanner.max_buffer`` bytes and each read's timeout; typed errors otherwise."""
+    """Read from ``link`` until ``scanner`` yields a valid frame: frames already buffered first,
+    then ``first`` bytes (blocking up to the timeout), or what a pending candidate still misses.
+    ``newest``: read what has arrived as well and return the newest valid frame (a sensor
+    streaming frames). Bounded by ``scanner.max_buffer`` bytes and each read's timeout; typed
+    errors otherwise."""
     received = 0
-    want = first
     found: bytes | None = None
-    while received <= scanner.max_buffer:
-        data = link.read(want, f"reading a {what}")
-        if newest:
-            data += link.read_available(f"reading a {what}")
-        received += len(data)
-        scanner.feed(data)
+    timed_out = False
+    while True:
         for frame in scanner.frames():
             found = frame
             if not newest:
                 return frame
         missing = scanner.missing()
-        if found is not None and not missing:
+        if found is not None and (not missing or timed_out):
             return found
-        if len(data) < want:  # the timeout passed: nothing more is coming now
-            break
+        if timed_out or received > scanner.max_buffer:
+            raise scanner.failure(link.label, what, received)
         want = missing or first
-    if found is not None:
-        return found
-    raise scanner.failure(link.label, what, received)
+        data = link.read(want, f"reading a {what}")
+        timed_out = len(data) < want  # nothing more is coming now
+        if newest and not timed_out:
+            data += link.read_available(f"reading a {what}")
+        received += len(data)
+        scanner.feed(data)
 
 
 # ================================================================================================

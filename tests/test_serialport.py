@@ -191,3 +191,35 @@ def test_serial_ports_lists_only_real_uarts(tmp_path: Path) -> None:
     dev, sys_tty = make_tty_tree(tmp_path)
     assert sp.serial_ports(dev, sys_tty) == [str(dev / name) for name in (
         "serial0", "ttyAMA0", "ttyAMA10", "ttyS0", "ttyUSB0", "ttyACM0")]
+
+
+class RecordingLink(sp.SerialLink):
+    """A real link that notes how many bytes each blocking read asked for."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.wants: list[int] = []
+
+    def read(self, size: int, doing: str) -> bytes:
+        self.wants.append(size)
+        return super().read(size, doing)
+
+
+def test_a_frame_behind_an_ack_is_completed_with_the_missing_bytes_only(chip: FakeSerialChip) -> None:
+    """An ack and a data frame arrive together: the second search asks for the 8 bytes still
+    missing, not a whole frame more (which would wait out the timeout)."""
+    from pibridge.drivers import pms5003
+
+    vector = bytes.fromhex("42 4D 00 1C 00 28 00 3E 00 47 00 1F 00 2D 00 3A 1D 4C 08 98 01 E0 00 28 00 06 "
+                           "00 02 97 00 04 8F")
+    ack = bytes.fromhex("42 4d 00 04 e4 00 01 77")
+    link = RecordingLink(chip.device, timeout_s=30.0, label="pms")
+    link.open()
+    try:
+        chip.inject(ack + vector)
+        scan = pms5003.frame_scanner()
+        assert sp.read_frame(link, scan, 32, "frame") == ack
+        assert sp.read_frame(link, scan, 32, "frame") == vector
+        assert link.wants == [32, 8]
+    finally:
+        link.close()

@@ -109,6 +109,8 @@ RESOURCES = {
     "digital_input": ({"pin": 17}, {"gpio": (17,)}),
     "mcp3008": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "cpu_temperature": ({}, {}),
+    "mhz19": ({}, {"serial": ("/dev/serial0",)}),
+    "pms5003": ({"port": "/dev/ttyUSB0", "set_pin": 27}, {"gpio": (27,), "serial": ("/dev/ttyUSB0",)}),
 }
 
 
@@ -117,7 +119,7 @@ def test_resources_of_every_builtin_driver(name: str) -> None:
     options, claimed = RESOURCES[name]
     cls = registry.get(name)
     resources = cls.resources(cls.check_options(options))
-    for field in ("gpio", "i2c", "spi", "w1"):
+    for field in ("gpio", "i2c", "spi", "w1", "serial"):
         assert getattr(resources, field) == claimed.get(field, ()), field
 
 

@@ -58,9 +58,9 @@ class FakeMHZ19(FakeSerialChip):
         self.garbage_before_next = b""
         self.stuck_ppm: int | None = None
         self._request = bytearray()
+        self.preheat_s = preheat_s
         super().__init__(**kwargs)
         self.powered_at = self.clock()
-        self.preheat_s = preheat_s
 
     def receive(self, byte: int) -> None:
         """Collect 9-byte requests, resynchronising on 0xFF."""

@@ -15,6 +15,7 @@ implementations.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class FakePMS5003(FakeSerialChip):
     def __init__(self, *, pm: tuple[float, float, float] = (8.0, 12.0, 15.0),
                  source: Callable[[], tuple[float, float, float]] | None = None,
                  set_level: Callable[[], bool] | None = None, cadence_s: float = PMS_DEFAULT_CADENCE_S,
-                 **kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
         self.pm = pm
         self.source = source
         self.set_level = set_level
@@ -77,8 +78,8 @@ class FakePMS5003(FakeSerialChip):
         self._command = bytearray()
         self._was_set_high = True
         self._next_frame: float | None = None
-        super().__init__(**kwargs)
-        self.woke_at = self.clock() - chip.WARMUP_S   # powered for a while before we look
+        self.woke_at = clock() - chip.WARMUP_S   # powered for a while before we look
+        super().__init__(clock=clock, **kwargs)
 
     # -- power -----------------------------------------------------------------------------------
     @property

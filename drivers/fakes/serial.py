@@ -27,6 +27,7 @@ from collections.abc import Callable
 from ..serialport import DEFAULT_BAUDRATE, byte_time_s
 
 POLL_S = 0.05          #: the thread's longest wait while idle (ticks and stop are checked after it)
+MIN_WAIT_S = 0.001     #: the shortest wait for a tick that is already due (never a busy loop)
 READ_CHUNK = 256
 SPLIT_PAUSE_S = 0.02   #: pause between the two parts of a split reply (far below the read timeout)
 
@@ -134,8 +135,9 @@ class FakeSerialChip:
                 self._close_pty()
                 self._stop.wait(POLL_S)
                 continue
+            wait = POLL_S if next_tick is None else min(POLL_S, max(MIN_WAIT_S, next_tick - self.clock()))
             try:
-                ready, _, _ = select.select([self._master, self._wake_r], [], [], POLL_S)
+                ready, _, _ = select.select([self._master, self._wake_r], [], [], wait)
             except (OSError, ValueError):
                 return
             if self._stop.is_set():
