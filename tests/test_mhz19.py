@@ -244,3 +244,26 @@ def test_simulation_refuses_bad_options_before_making_a_fake() -> None:
     with SimulatedWorld(clock=VirtualClock()) as world, pytest.raises(SensorError, match="range"):
         world.build("mhz19", {"range": 3000})
     assert fake_threads() == before
+
+
+def test_preheat_values_and_real_baud_timing() -> None:
+    """The fake answers a fixed 500 ppm during its 3-minute preheat (the driver cannot tell: the
+    reply has no documented status) and, paced at 9600 baud, still within the driver's read."""
+    clock = VirtualClock()
+    fake = FakeMHZ19(ppm=650, preheat_s=180.0, clock=clock, realtime=True)
+    try:
+        with driver_on(fake) as driver:
+            assert driver.read(no_sleep) == {"co2": 500.0}
+            clock.sleep(180.0)
+            assert driver.read(no_sleep) == {"co2": 650.0}
+    finally:
+        fake.close()
+
+
+def test_a_stuck_sensor_repeats_its_value(fake: FakeMHZ19) -> None:
+    fake.stuck_ppm = 1000
+    with driver_on(fake) as driver:
+        values = {driver.read(no_sleep)["co2"] for _ in range(3)}
+        fake.ppm = 400
+        values.add(driver.read(no_sleep)["co2"])
+    assert values == {1000.0}
