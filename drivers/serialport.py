@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Driver, Option, Resources
+from .base import Driver, Option, OptionProblem, Resources
 from .errors import BadDataError, BusError, DeviceNotFoundError
 
 DEFAULT_PORT = "/dev/serial0"          #: Raspberry Pi OS's link to the primary UART (GPIO 14/15)
@@ -36,6 +36,7 @@ DEFAULT_BAUDRATE = 9600
 DEFAULT_TIMEOUT_S = 0.2                #: a read waits at most this long for missing bytes
 WRITE_TIMEOUT_S = 0.5
 BITS_PER_BYTE_8N1 = 10                 #: start bit + 8 data bits + stop bit
+PORT_MAX_CHARS = 200                   #: a device path longer than this is a mistake
 MAX_SCAN_BYTES = 256                   #: bytes a frame search looks through before giving up
 
 #: Where Raspberry Pi OS keeps the kernel command line: bookworm, then older releases. A module
@@ -323,6 +324,16 @@ class SerialDriver(Driver):
         self.link = SerialLink(device or self.port, baudrate=self.baudrate, timeout_s=timeout_s,
                                label=self.label)
         self._release_hook = release
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        """The port is an absolute device path (``/dev/serial0``, ``/dev/serial/by-id/…``)."""
+        port = config["port"]
+        if not port.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in port) \
+                or len(port) > PORT_MAX_CHARS:
+            return [OptionProblem("port", f"option port: must be a device path such as /dev/serial0 or "
+                                          f"/dev/ttyUSB0, not {port[:PORT_MAX_CHARS]!r}")]
+        return []
 
     @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:

@@ -185,12 +185,15 @@ CASES: list[tuple[str, str, list[str]]] = [
       '9: sensor "Door" → options.pin: GPIO 22 is already used by sensor "Dust"']),
     ("serial option values", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[sensor.options]\n'
      'range = 3000\nself_calibration = "sometimes"\nport = 0\n[[sensor]]\nname = "Dust"\n'
-     'driver = "pms5003"\noptions = { mode = "sleepy", counts = 1.5 }\n',
+     'driver = "pms5003"\noptions = { mode = "sleepy", counts = 1.5 }\n[[sensor]]\nname = "Dust 2"\n'
+     'driver = "pms5003"\noptions.port = "ttyUSB0"\n',
      ['5: sensor "CO2" → options.range: 3000 is not one of 2000, 5000, 10000',
       "6: sensor \"CO2\" → options.self_calibration: 'sometimes' is not a valid bool",
       '7: sensor "CO2" → options.port: 0 is not a valid str',
       "11: sensor \"Dust\" → options.mode: 'sleepy' is not one of 'active', 'passive'",
-      '11: sensor "Dust" → options.counts: 1.5 is not a valid bool']),
+      '11: sensor "Dust" → options.counts: 1.5 is not a valid bool',
+      "15: sensor \"Dust 2\" → options.port: must be a device path such as /dev/serial0 or /dev/ttyUSB0, "
+      "not 'ttyUSB0'"]),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n',
      ['2: bridge.state_dir: must be a non-empty string, not ""',

@@ -223,3 +223,21 @@ def test_a_frame_behind_an_ack_is_completed_with_the_missing_bytes_only(chip: Fa
         assert link.wants == [32, 8]
     finally:
         link.close()
+
+
+@pytest.mark.parametrize("port", ["", "serial0", "ttyUSB0", "/dev/tty\nS0", "/dev/\x7f", "/" + "x" * 300])
+def test_a_port_that_is_not_a_device_path_is_refused_before_any_io(port: str) -> None:
+    for cls in (MHZ19, PMS5003):
+        _, problems = cls.validate({"port": port})
+        assert [p.key for p in problems] == ["port"]
+        assert problems[0].message.startswith("option port: must be a device path such as /dev/serial0")
+        assert "\n" not in problems[0].message
+
+
+def test_a_path_that_is_not_a_tty_fails_to_open_in_one_line(tmp_path: Path) -> None:
+    plain = tmp_path / "not-a-tty"
+    plain.write_bytes(b"")
+    with pytest.raises(sp.SerialPortGoneError) as caught:
+        MHZ19(port=str(plain))
+    assert str(caught.value).startswith(f"MH-Z19 on {plain}: cannot open: ")
+    assert "\n" not in str(caught.value)

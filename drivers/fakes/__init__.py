@@ -14,9 +14,9 @@ The building blocks, importable from here:
 
 One module per chip holds its fake and its simulator: `.bme280`, `.bh1750`, `.w1` (DS18B20),
 `.dht`, `.spi` (MCP3008), `.gpio` (digital input), `.thermal` (CPU temperature), `.mhz19` and
-`.pms5003` (UART chips on `.serial`'s `FakeSerialChip`: a real pseudo-terminal served by a thread). Fakes model
-register files, opcodes, sysfs text and SPI frames, never a driver's own methods, and inject
-faults only when asked.
+`.pms5003` (UART chips on `.serial`'s `FakeSerialChip`: a real pseudo-terminal served by a
+thread). Fakes model register files, opcodes, sysfs text, SPI frames and UART bytes, never a
+driver's own methods, and inject faults only when asked.
 """
 
 from typing import Any
