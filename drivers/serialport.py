@@ -281,7 +281,7 @@ def read_frame(link: SerialLink, scanner: FrameScanner, first: int, what: str,
             if not newest:
                 return frame
         missing = scanner.missing()
-        if found is not None and (not missing or timed_out):
+        if found is not None and (not missing or timed_out or received > scanner.max_buffer):
             return found
         if timed_out or received > scanner.max_buffer:
             raise scanner.failure(link.label, what, received)
