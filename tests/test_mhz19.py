@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,7 +165,8 @@ def test_an_injected_late_reply_is_discarded_before_the_next_request(fake: FakeM
         driver.read(no_sleep)
         fake.inject(REPLY_800)          # an old reply still in the buffer when the next read starts
         fake.ppm = 444
-        fake.wait_sent(0)
+        port = driver.link._serial      # the pty delivers asynchronously: wait until it is there
+        assert select.select([port.fileno()], [], [], 5.0)[0] and port.in_waiting == len(REPLY_800)
         assert driver.read(no_sleep) == {"co2": 444.0}
 
 

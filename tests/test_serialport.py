@@ -4,6 +4,7 @@ a real pseudo-terminal, the Pi's serial console from cmdline.txt, and the ports 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -112,8 +113,9 @@ def test_silence_is_a_bus_error_after_one_timeout(chip: FakeSerialChip) -> None:
 def test_the_link_sends_and_reads_through_pyserial_on_the_pty(chip: FakeSerialChip) -> None:
     link = sp.SerialLink(chip.device, timeout_s=2.0)
     try:
+        link.open()
         chip.inject(b"stale")
-        assert chip.wait_until(lambda: True)
+        assert select.select([link._serial.fileno()], [], [], 5.0)[0]   # delivered: now unread input
         link.send(b"hello", "greeting")            # unread input is discarded first
         assert chip.wait_until(lambda: bytes(chip.received) == b"hello")
         chip.inject(GOOD)

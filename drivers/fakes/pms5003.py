@@ -117,8 +117,8 @@ class FakePMS5003(FakeSerialChip):
         if int.from_bytes(command[5:7], "big") != pms_sum(command[:5]):
             return  # a bad checksum is ignored
         cmd, data = command[2], int.from_bytes(command[3:5], "big")
-        self.commands.append((cmd, data))
         self.handle(cmd, data)
+        self.commands.append((cmd, data))  # after its effect: a test that sees it sees the state
 
     def handle(self, cmd: int, data: int) -> None:
         if cmd == chip.CMD_SLEEP:
