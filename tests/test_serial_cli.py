@@ -90,7 +90,9 @@ def test_check_accepts_a_profile_with_both(tmp_path: Path, monkeypatch: pytest.M
     profile.write_text(PROFILE)
     assert main(["check", "--profile", str(profile)]) == 0
     out = capsys.readouterr().out
-    assert "Dust" in out and "CO2" in out
+    pins = out[out.index("pins and buses:"):].splitlines()[1:]
+    assert pins == ['  serial /dev/serial0 (GPIO 14, 15): "CO2"', '  serial /dev/ttyUSB0: "Dust"',
+                    '  GPIO 22: "Dust"']
 
 
 def test_scan_lists_serial_ports_and_the_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

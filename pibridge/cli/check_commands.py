@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pibridge.drivers import registry
-from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
+from pibridge.drivers.base import I2C_BUS_PINS, SERIAL_PORT_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
 from pibridge.profile.errors import printable
 
@@ -112,7 +112,9 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
     by_i2c: dict[int, list[str]] = defaultdict(list)
     by_spi: dict[int, list[str]] = defaultdict(list)
     w1: list[str] = []
+    serial: list[tuple[str, str]] = []
     for sensor, claimed in resources:
+        serial.extend((port, f"\"{sensor.name}\"") for port in claimed.serial)
         for pin in claimed.gpio:
             by_gpio[pin].append(f"\"{sensor.name}\"")
         for bus, address in claimed.i2c:
@@ -130,6 +132,10 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
         pins = SPI_BUS_PINS.get(port, ())
         span = f" (GPIO {min(pins)}–{max(pins)})" if pins else ""
         lines.append(f"SPI{port}{span}: {', '.join(users)}")
+    for port, user in sorted(serial):
+        pins = SERIAL_PORT_PINS.get(port, ())
+        span = f" (GPIO {', '.join(str(p) for p in pins)})" if pins else ""
+        lines.append(f"serial {port}{span}: {user}")
     for pin, users in sorted(by_gpio.items()):
         lines.append(f"GPIO {pin}: {', '.join(users)}")
     return lines or ["none"]
