@@ -132,10 +132,10 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
         pins = SPI_BUS_PINS.get(port, ())
         span = f" (GPIO {min(pins)}–{max(pins)})" if pins else ""
         lines.append(f"SPI{port}{span}: {', '.join(users)}")
-    for port, user in sorted(serial):
-        pins = SERIAL_PORT_PINS.get(port, ())
-        span = f" (GPIO {', '.join(str(p) for p in pins)})" if pins else ""
-        lines.append(f"serial {port}{span}: {user}")
+    for device, user in sorted(serial):
+        uart_pins = SERIAL_PORT_PINS.get(device, ())
+        span = f" (GPIO {', '.join(str(p) for p in uart_pins)})" if uart_pins else ""
+        lines.append(f"serial {device}{span}: {user}")
     for pin, users in sorted(by_gpio.items()):
         lines.append(f"GPIO {pin}: {', '.join(users)}")
     return lines or ["none"]
