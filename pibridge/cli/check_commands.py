@@ -114,7 +114,7 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
     w1: list[str] = []
     serial: list[tuple[str, str]] = []
     for sensor, claimed in resources:
-        serial.extend((port, f"\"{sensor.name}\"") for port in claimed.serial)
+        serial.extend((path, f"\"{sensor.name}\"") for path in claimed.serial)
         for pin in claimed.gpio:
             by_gpio[pin].append(f"\"{sensor.name}\"")
         for bus, address in claimed.i2c:
@@ -132,10 +132,10 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
         pins = SPI_BUS_PINS.get(port, ())
         span = f" (GPIO {min(pins)}–{max(pins)})" if pins else ""
         lines.append(f"SPI{port}{span}: {', '.join(users)}")
-    for device, user in sorted(serial):
-        uart_pins = SERIAL_PORT_PINS.get(device, ())
+    for path, user in sorted(serial):
+        uart_pins = SERIAL_PORT_PINS.get(path, ())
         span = f" (GPIO {', '.join(str(p) for p in uart_pins)})" if uart_pins else ""
-        lines.append(f"serial {device}{span}: {user}")
+        lines.append(f"serial {path}{span}: {user}")
     for pin, users in sorted(by_gpio.items()):
         lines.append(f"GPIO {pin}: {', '.join(users)}")
     return lines or ["none"]
