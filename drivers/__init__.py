@@ -16,6 +16,8 @@ from .base import (
     I2C_BUS_PINS,
     SPI_BUS_PINS,
     W1_DEFAULT_GPIO,
+    ChipInput,
+    CollectAgain,
     Driver,
     GpioPin,
     Metric,
@@ -40,14 +42,16 @@ from .errors import (
     NotReadyError,
     SensorError,
 )
-from .i2c import ChipId, I2CDriver, i2c_address_option, i2c_bus_option
+from .i2c import ChipId, CommandId, I2CDriver, RegisterSignature, i2c_address_option, i2c_bus_option
 from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
-    "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId",
-    "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment", "GpioPin", "I2CDriver",
+    "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId", "ChipInput",
+    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment",
+    "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
-    "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing", "Value", "ValueType",
+    "RegisterSignature", "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing",
+    "Value", "ValueType",
     "check_sample", "crc8_maxim", "crc8_sensirion", "errors", "i2c_address_option", "i2c_bus_option",
     "read_once", "read_with_retries",
 ]

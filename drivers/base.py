@@ -202,6 +202,22 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class CollectAgain:
+    """What `Driver.collect` returns when one reading takes more than one command-wait-read step
+    on the chip (a Sensirion SCD4x/SCD30: ask "data ready?", wait its execution time, read it,
+    then ask for the measurement, wait again, read it): the step's command was sent, its reply is
+    due in ``wait_s`` seconds, so the caller waits that long (the caller owns time: the driver
+    never sleeps) and calls `Driver.collect` again. The steps of one reading count as one attempt
+    (its budget is the driver's ``read_time_s``)."""
+
+    wait_s: float
+
+
+#: A reading needing more steps than this is a driver bug (`read_once` stops it).
+MAX_COLLECT_STEPS = 64
+
+
+@dataclass(frozen=True)
 class OptionProblem:
     """One problem with a driver configuration: ``key`` is the option ("" for the set as a
     whole), ``message`` one line that names the option but not the driver (the caller adds
@@ -220,16 +236,34 @@ SERIAL_PORT_PINS: dict[str, tuple[int, ...]] = {"/dev/serial0": (14, 15)}
 
 
 @dataclass(frozen=True)
+class ChipInput:
+    """One input of a chip that several sensors share (AIN1 of the ADS1115 at 0x48 on bus 1):
+    no two sensors may read the same one. ``option`` is the option that chose it (where a
+    profile problem points)."""
+
+    bus: int
+    address: int
+    name: str
+    option: str
+
+
+@dataclass(frozen=True)
 class Resources:
     """The hardware one configured driver claims, so that two sensors cannot be configured onto
     the same thing: GPIO pins it drives or reads itself, ``(bus, address)`` I2C slots,
     ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin),
-    serial ports (``/dev/serial0``: one sensor per port)."""
+    serial ports (``/dev/serial0``: one sensor per port).
+
+    A chip with several inputs (an ADC) may be read by several sensors: its driver names a
+    family in ``i2c_shared_by`` (sensors of the same family share the ``i2c`` slots; any other
+    sensor there is still a clash) and claims the ``inputs`` it reads, each by one sensor only."""
 
     gpio: tuple[int, ...] = ()
     i2c: tuple[tuple[int, int], ...] = ()
     spi: tuple[tuple[int, int], ...] = ()
     w1: tuple[str, ...] = ()
+    i2c_shared_by: str = ""
+    inputs: tuple[ChipInput, ...] = ()
     serial: tuple[str, ...] = ()
 
 
@@ -329,8 +363,9 @@ class Driver:
     def collect(self) -> Sample:
         """Fetch and convert the measurement `start` began: exactly one attempt, one coherent
         sample, or a `SensorError`. Collecting before the returned time has passed gets what the
-        chip gives then (a stale value, or `NotReadyError`). Default: a driver that implements
-        only ``read()`` (single phase) is read here."""
+        chip gives then (a stale value, or `NotReadyError`). A reading of several command/wait/read
+        steps returns `CollectAgain` (wait, then collect again) between its steps. Default: a
+        driver that implements only ``read()`` (single phase) is read here."""
         if type(self).read is Driver.read:
             raise NotImplementedError(f"{type(self).__name__} must implement collect() or read()")
         return self.read()
@@ -343,6 +378,12 @@ class Driver:
     def group_key(self) -> Hashable | None:
         """Sensors whose drivers return the same non-None key and are due together may share one
         `start_group` (DS18B20 probes on one 1-Wire master: one bulk conversion)."""
+        return None
+
+    def exclusive_key(self) -> Hashable | None:
+        """Sensors whose drivers return the same non-None key never run attempts at the same time
+        (the scheduler starts the next one's ``start()`` after the last one's ``collect()``): the
+        channels of one ADC share its config register."""
         return None
 
     @classmethod
@@ -397,11 +438,17 @@ def check_sample(driver: Driver, sample: Mapping[str, Value]) -> Sample:
 
 
 def read_once(driver: Driver, sleep: Callable[[float], None]) -> Sample:
-    """One attempt of any driver: `Driver.start`, ``sleep`` for the time it returns, `Driver.collect`."""
+    """One attempt of any driver: `Driver.start`, ``sleep`` for the time it returns, `Driver.collect`
+    (again after each `CollectAgain` wait, for a multi-step reading)."""
     wait = driver.start()
-    if wait > 0:
-        sleep(wait)
-    return driver.collect()
+    for _ in range(MAX_COLLECT_STEPS):
+        if wait > 0:
+            sleep(wait)
+        result = driver.collect()
+        if not isinstance(result, CollectAgain):
+            return result
+        wait = result.wait_s
+    raise SensorError(f"{driver.name}: more than {MAX_COLLECT_STEPS} collect steps in one reading")
 
 
 def read_with_retries(driver: Driver, sleep: Callable[[float], None] = time.sleep) -> Sample:

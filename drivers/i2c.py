@@ -19,7 +19,7 @@ any other failure once the chip has answered                `BusError` (retryabl
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,13 +56,65 @@ class ChipId:
         return self.chips.get(chip_id) or self.others.get(chip_id)
 
 
+@dataclass(frozen=True)
+class CommandId:
+    """Identification of a chip without registers that answers a command (a Sensirion serial
+    number): ``pibridge scan`` writes ``command`` in its own transaction, waits ``wait_s``, does a
+    plain read of ``length`` bytes, and ``decode`` names the part from them, or returns None when
+    they are not this chip's answer (CRCs that do not hold). Another kind of chip NACKs the
+    command or the read (nothing pending): also "not this chip". Two chips that share an
+    address (SHT3x and SHT4x at 0x44) are told apart this way, by how they answer::
+
+        S addr+W command... P   (wait_s)   S addr+R b0 .. b[length-1] P
+    """
+
+    command: bytes
+    length: int
+    wait_s: float
+    decode: Callable[[bytes], str | None]
+
+    def identify(self, bus: Any, address: int, sleep: Callable[[float], None]) -> str | None:
+        """The part's name with its serial, or None (no answer, or not this chip)."""
+        from smbus2 import i2c_msg
+
+        try:
+            bus.i2c_rdwr(i2c_msg.write(address, self.command))
+            sleep(self.wait_s)
+            reply = i2c_msg.read(address, self.length)
+            bus.i2c_rdwr(reply)
+        except OSError:
+            return None
+        return self.decode(bytes(reply))
+
+
+@dataclass(frozen=True)
+class RegisterSignature:
+    """For chips without an id register: 16-bit registers (read big-endian: pointer, then two
+    bytes) whose values name the part. ``pibridge scan`` names the chip ``name`` when every
+    register in ``words`` reads one of its values; otherwise the chip stays "probable, by
+    address"."""
+
+    name: str
+    words: Mapping[int, tuple[int, ...]]
+
+    def matches(self, bus: Any, address: int) -> bool:
+        """Whether the chip at ``address`` shows this signature (OSError: a failed read)."""
+        for register, accepted in self.words.items():
+            data = bus.read_i2c_block_data(address, register, 2)
+            if (data[0] << 8) | data[1] not in accepted:
+                return False
+        return True
+
+
 class I2CDriver(Driver):
     """Base class of I2C chip drivers. Subclasses declare an ``address`` option
     (`i2c_address_option`, its choices are the chip's addresses) and `i2c_bus_option()` among
-    their ``options``, and optionally ``chip_id`` (a `ChipId`) and ``chip_name``."""
+    their ``options``, and optionally ``chip_id`` (a `ChipId` register, or a `CommandId` for a
+    chip that answers an identification command) and ``chip_name``."""
 
     chip_name: ClassVar[str] = ""  #: for messages and ``pibridge scan``; defaults to the registry name
-    chip_id: ClassVar[ChipId | None] = None
+    chip_id: ClassVar[ChipId | CommandId | None] = None
+    signature: ClassVar[RegisterSignature | None] = None  #: when there is no chip id (scan)
 
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(**options)

@@ -55,6 +55,14 @@ SECONDS_PER_DAY = 86_400.0
 WARMEST_HOUR = 14.0
 SUNRISE_HOUR = 6.0
 SUNSET_HOUR = 20.0
+#: the simulated daily watering (UTC hour) of soil bed 0; bed n is watered n steps later
+WATERING_HOUR = 7.0
+BED_WATERING_STEP_H = 5.0
+#: CO₂ in a closed greenhouse: highest before dawn (a night of respiration), lowest mid-afternoon
+#: (plants draw it down in daylight); ppm.
+CO2_HIGHEST_HOUR = 4.0
+CO2_MEAN_PPM = 800.0
+CO2_DAILY_SWING_PPM = 700.0
 #: how far the door timer looks for the next edge before just waking up to look again
 MAX_DOOR_SLOTS_AHEAD = 1000
 
@@ -62,7 +70,8 @@ MAX_DOOR_SLOTS_AHEAD = 1000
 @dataclass
 class Environment:
     """A greenhouse: day/night temperature curve with noise, humidity anti-correlated with it,
-    light following the sun, a door that opens now and then.
+    light following the sun, soil beds watered once a day and drying in between, a door that
+    opens now and then.
 
     ``clock`` returns seconds since the epoch (inject a fake clock in tests); ``seed`` makes the
     noise and the door's timeline reproducible. Units: °C, %RH, Pa, lx, volts, seconds.
@@ -82,6 +91,9 @@ class Environment:
     peak_lux: float = 60_000.0
     soil_volts_dry: float = 2.8
     soil_volts_wet: float = 1.2
+    soil_watered_pct: float = 85.0
+    soil_driest_pct: float = 15.0
+    soil_drying_h: float = 30.0
     door_open_probability: float = 0.05
     door_period_s: float = 600.0
     door_open_s: float = 45.0
@@ -130,12 +142,36 @@ class Environment:
         daylight = math.sin(math.pi * (hour - SUNRISE_HOUR) / (SUNSET_HOUR - SUNRISE_HOUR))
         return max(0.0, self.peak_lux * daylight * (1 + self._jitter(0.05)))
 
-    def soil_volts(self) -> float:
-        """V from a capacitive soil probe: drier (higher volts) as the afternoon heats up."""
-        deviation = self.air_temperature() - self.mean_temperature_c
+    def co2(self) -> float:
+        """ppm: a daily curve, ~1150 before dawn (night respiration) down to ~450 in the
+        afternoon (photosynthesis), with 5 ppm noise; never below outdoor air's 400."""
+        hour = self._hour(self.clock())
+        phase = 2 * math.pi * (hour - CO2_HIGHEST_HOUR) / 24.0
+        ppm = CO2_MEAN_PPM + CO2_DAILY_SWING_PPM / 2 * math.cos(phase) + self._jitter(5.0)
+        return max(400.0, ppm)
+
+    def jitter(self, scale: float) -> float:
+        """Gaussian noise of standard deviation ``scale`` (× ``noise``), from the seeded generator:
+        for simulators that add their own small signals."""
+        return self._jitter(scale)
+
+    def soil_moisture(self, bed: int = 0) -> float:
+        """% volumetric-ish soil moisture of bed ``bed``: watered once a day (bed 0 at
+        WATERING_HOUR UTC, each further bed `BED_WATERING_STEP_H` later) up to
+        ``soil_watered_pct``, then drying exponentially towards ``soil_driest_pct`` with time
+        constant ``soil_drying_h``, faster in the warm afternoon."""
+        hour = self._hour(self.clock() - (WATERING_HOUR + bed * BED_WATERING_STEP_H) * 3600.0)
+        dry_warm = 1.0 + 0.03 * (self.air_temperature() - self.mean_temperature_c)
+        left = math.exp(-hour * dry_warm / self.soil_drying_h)
+        pct = self.soil_driest_pct + (self.soil_watered_pct - self.soil_driest_pct) * left
+        return min(100.0, max(0.0, pct + self._jitter(0.3)))
+
+    def soil_volts(self, bed: int = 0) -> float:
+        """V from a capacitive soil probe (hardware.md §10.7) in bed ``bed``: ``soil_volts_dry``
+        in dry air (0 %), ``soil_volts_wet`` in water (100 %), falling linearly as
+        `soil_moisture` rises."""
         span = self.soil_volts_dry - self.soil_volts_wet
-        wetness = min(1.0, max(0.0, 0.6 - 0.04 * deviation + self._jitter(0.01)))
-        return self.soil_volts_dry - wetness * span
+        return self.soil_volts_dry - self.soil_moisture(bed) / 100.0 * span
 
     def _door_slot(self, slot: int) -> tuple[float, float] | None:
         """(open time, close time) of the door in ``slot``, or None if it stays shut."""
@@ -182,14 +218,7 @@ class Environment:
         """°C of the Pi's SoC: some 20 °C above the air."""
         return self.air_temperature() + 20.0 + self._jitter(0.5)
 
-    # -- air quality for the serial sensors (MH-Z19, PMS5003): self-contained, no fields -----------
-    def indoor_co2_ppm(self) -> float:
-        """ppm: a closed room's CO₂, near outdoor 420 ppm at dawn, rising through the working
-        day (people, no enrichment) to ~900 ppm at 16:00 UTC, with 5 ppm noise."""
-        hour = self._hour(self.clock())
-        day = max(0.0, math.sin(math.pi * (hour - 6.0) / 14.0)) if 6.0 <= hour <= 20.0 else 0.0
-        return 420.0 + 480.0 * day + self._jitter(5.0)
-
+    # -- particulates for the PMS5003 (self-contained, no fields; the MH-Z19 reads co2()) ---------
     def particulates_ugm3(self) -> tuple[float, float, float]:
         """(PM1.0, PM2.5, PM10) µg/m³: a clean-air baseline with an evening peak (heating, traffic)
         around 19:00 UTC; PM1 ⊂ PM2.5 ⊂ PM10, so each is at least the smaller one."""

@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Install pibridge as a systemd service on a Raspberry Pi (Raspberry Pi OS Bookworm), from this
-# checkout. Idempotent: run it again after `git pull` to update; it changes only what differs and
-# never overwrites your profile. Usage (as root):
+# checkout, with YOUR profile. Usage (as root):
 #
-#   sudo bash scripts/install-service.sh [--no-start]
+#   sudo bash scripts/install-service.sh --profile my-greenhouse.toml [--no-start]
+#   sudo bash scripts/install-service.sh                  # again later (after `git pull`): update
+#   sudo bash scripts/install-service.sh --uninstall [--purge]
 #
-# What it does, each step skipped when already done:
+# Before it creates anything it checks every prerequisite and stops, changing nothing, at the
+# first one missing: root; systemd running as PID 1; a Python >= 3.11 with venv that an
+# unprivileged user can run; setfacl; the profile (given, or installed by an earlier run; never
+# the unedited example); the agent's CA file the profile names (the TeamViewer IoT Agent must be
+# installed first). Then it builds the virtualenv and runs `pibridge check` on the profile: any
+# problem is printed and the install stops, removing the virtualenv it just made. Only then:
 #   1. groups gpio, i2c, spi (Pi OS has them) and the system user `pibridge` in them
 #   2. a virtualenv in /opt/pibridge/venv with pibridge from this checkout (the `pi` extra on a
-#      Pi, and `dht` on a 64-bit one: the profile has a DHT22); not editable: the service must not depend on a checkout under /home (ProtectHome=)
-#   3. /etc/pibridge/greenhouse.toml from profiles/greenhouse.toml if there is none
+#      Pi, and `dht` on a 64-bit one); not editable: the service must not depend on a checkout
+#      under /home (ProtectHome=); `pibridge` on the PATH: /usr/local/bin/pibridge → the venv's
+#   3. the profile as /etc/pibridge/greenhouse.toml (root:pibridge 0640)
 #   4. read access for `pibridge` to the agent's CA (an ACL on the file, a default ACL on its
 #      folder so a CA the agent re-creates stays readable; search access on the folders above)
 #   5. the udev rule for 1-Wire bulk conversion (/etc/udev/rules.d/99-pibridge-w1.rules)
 #   6. the unit (/etc/systemd/system/pibridge.service), then `systemctl enable --now pibridge`
-#      (a restart when it runs and something changed) — skipped, with a message, when systemd is not
-#      running (a container, a chroot, a CI machine)
+#      (a restart when it runs and something changed)
+# Idempotent: a second run changes only what differs and says so. It ends with the list of what
+# it created. --uninstall stops and removes the service, the code, the link and the udev rule and
+# keeps the queue, the client certificate, the profile and the user (samples not yet delivered
+# wait there for a reinstall); --uninstall --purge removes those too.
 #
 # The paths below are the ones scripts/pibridge.service names; change both together.
 # PYTHON=/path/to/python3 picks the interpreter the venv is built on (default: python3 on PATH,
@@ -28,82 +38,184 @@ DEVICE_GROUPS=(gpio i2c spi dialout)  # dialout: serial ports (/dev/serial0, /de
 PREFIX=/opt/pibridge
 VENV=$PREFIX/venv
 ETC_DIR=/etc/pibridge
+MANIFEST=$ETC_DIR/created-by-install   # what this script created (groups, user, CA access): for uninstall
 PROFILE=$ETC_DIR/greenhouse.toml
 UNIT_DIR=/etc/systemd/system
 RULES_DIR=/etc/udev/rules.d
 STATE_DIR=/var/lib/pibridge
+PATH_LINK=/usr/local/bin/pibridge
+EXAMPLE=$SOURCE/profiles/greenhouse.toml
 PYTHON=${PYTHON:-python3}
 start=yes
-changed=no     # the installed code or unit changed: a running service is restarted
+uninstall=no
+purge=no
+given_profile=""
 
-for arg in "$@"; do
-    case $arg in
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --profile) [ $# -ge 2 ] || { echo "install-service: --profile needs a file" >&2; exit 2; }
+                   given_profile=$2; shift ;;
+        --profile=*) given_profile=${1#--profile=} ;;
         --no-start) start=no ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "install-service: unknown argument $arg (see --help)" >&2; exit 2 ;;
+        --uninstall) uninstall=yes ;;
+        --purge) purge=yes ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install-service: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
+    shift
 done
 
 say() { echo "install-service: $*"; }
+refuse() { echo "install-service: $* — nothing was changed" >&2; exit 1; }
+created=()                        # what this run created or changed, said at the end
+note() { created+=("$*"); say "$*"; }
+
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-service: run as root: sudo bash $0 $*" >&2
     exit 1
 fi
+if [ "$purge" = yes ] && [ "$uninstall" = no ]; then
+    echo "install-service: --purge goes with --uninstall" >&2
+    exit 2
+fi
+systemd_runs() { [ -d /run/systemd/system ]; }   # sd_booted(): systemd is PID 1
 
-# --- 1. groups and user ------------------------------------------------------------------------
-for group in "${DEVICE_GROUPS[@]}"; do
-    if ! getent group "$group" >/dev/null; then
-        say "creating group $group (not a Raspberry Pi OS image?)"
-        groupadd --system "$group"
+# ================================================================================================
+# uninstall
+# ================================================================================================
+if [ "$uninstall" = yes ]; then
+    removed=()
+    if systemd_runs && [ -e "$UNIT_DIR/pibridge.service" ]; then
+        systemctl disable --now pibridge >/dev/null 2>&1 || true
+        removed+=("the pibridge service (stopped, disabled)")
     fi
-done
-if ! getent passwd "$SERVICE_USER" >/dev/null; then
-    say "creating system user $SERVICE_USER"
-    useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home \
-        --shell /usr/sbin/nologin --comment "pibridge sensor bridge" "$SERVICE_USER"
-fi
-missing=()
-for group in "${DEVICE_GROUPS[@]}"; do
-    id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx "$group" || missing+=("$group")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "adding $SERVICE_USER to ${missing[*]}"
-    usermod -a -G "$(IFS=,; echo "${missing[*]}")" "$SERVICE_USER"
+    if [ -e "$UNIT_DIR/pibridge.service" ]; then
+        rm -f "$UNIT_DIR/pibridge.service"
+        systemd_runs && systemctl daemon-reload
+        removed+=("$UNIT_DIR/pibridge.service")
+    fi
+    if [ -e "$RULES_DIR/99-pibridge-w1.rules" ]; then
+        rm -f "$RULES_DIR/99-pibridge-w1.rules"
+        removed+=("$RULES_DIR/99-pibridge-w1.rules")
+    fi
+    if [ -L "$PATH_LINK" ] && [ "$(readlink "$PATH_LINK")" = "$VENV/bin/pibridge" ]; then
+        rm -f "$PATH_LINK"
+        removed+=("$PATH_LINK")
+    fi
+    made_groups=(); made_user=no
+    if [ -f "$MANIFEST" ]; then
+        while read -r kind name; do
+            case $kind in
+                group) made_groups+=("$name") ;;
+                user) made_user=yes ;;
+                ca) if command -v setfacl >/dev/null && [ -e "$name" ]; then
+                        setfacl -x "u:$SERVICE_USER" "$name" 2>/dev/null || true
+                        setfacl -d -x "u:$SERVICE_USER" "$(dirname "$name")" 2>/dev/null || true
+                        removed+=("$SERVICE_USER's read access to $name")
+                    fi ;;
+            esac
+        done < "$MANIFEST"
+    fi
+    if [ -d "$PREFIX" ]; then
+        rm -rf "$PREFIX"
+        removed+=("$PREFIX (the virtualenv)")
+    fi
+    kept=()
+    if [ "$purge" = yes ]; then
+        for path in "$STATE_DIR" "$ETC_DIR"; do
+            if [ -e "$path" ]; then rm -rf "$path"; removed+=("$path"); fi
+        done
+        if [ "$made_user" = yes ] && getent passwd "$SERVICE_USER" >/dev/null; then
+            userdel "$SERVICE_USER" >/dev/null 2>&1 && removed+=("user $SERVICE_USER")
+        fi
+        for group in ${made_groups[@]+"${made_groups[@]}"}; do
+            getent group "$group" >/dev/null && groupdel "$group" >/dev/null 2>&1 && removed+=("group $group")
+        done
+    else
+        [ -e "$STATE_DIR" ] && kept+=("$STATE_DIR (the queue of samples not yet delivered, the client certificate)")
+        [ -e "$ETC_DIR" ] && kept+=("$ETC_DIR (your profile)")
+        getent passwd "$SERVICE_USER" >/dev/null && kept+=("user $SERVICE_USER")
+    fi
+    if [ ${#removed[@]} -eq 0 ]; then
+        say "pibridge is not installed: nothing to remove"
+    else
+        say "removed:"; printf '  %s\n' "${removed[@]}"
+    fi
+    if [ ${#kept[@]} -gt 0 ]; then
+        say "kept (--uninstall --purge removes them):"; printf '  %s\n' "${kept[@]}"
+    fi
+    exit 0
 fi
 
-# --- 2. the virtualenv -------------------------------------------------------------------------
-if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    say "installing python3-venv"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-fi
-as_service() { runuser -u "$SERVICE_USER" -- "$@"; }
+# ================================================================================================
+# prerequisites: all of them before anything is created
+# ================================================================================================
+systemd_runs || refuse "systemd is not running as PID 1 here (PID 1 is $(ps -p 1 -o comm= 2>/dev/null \
+    || echo unknown)): the service needs it. On a Raspberry Pi OS it is; in a container or chroot run" \
+    "pibridge by hand instead (pibridge run --profile …)"
 if ! PYTHON=$(command -v "$PYTHON"); then
-    echo "install-service: no python3 found (sudo apt install python3)" >&2
-    exit 1
+    refuse "no python3 found (sudo apt install python3)"
 fi
-if ! as_service "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    echo "install-service: $SERVICE_USER cannot run $PYTHON as Python >= 3.11 (an interpreter under" \
-         "/root or /home?); run with PYTHON=/usr/bin/python3" >&2
-    exit 1
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || refuse "$PYTHON is $("$PYTHON" -V 2>&1); pibridge needs Python 3.11 or newer (Raspberry Pi OS bookworm)"
+"$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+    || refuse "$PYTHON cannot make a virtualenv: sudo apt install python3-venv"
+runuser -u nobody -- "$PYTHON" -c pass 2>/dev/null \
+    || refuse "an unprivileged user cannot run $PYTHON (an interpreter under /root or /home?);" \
+              "run with PYTHON=/usr/bin/python3"
+command -v setfacl >/dev/null || refuse "setfacl is missing (it lets the service read the agent's CA):" \
+                                        "sudo apt install acl"
+if [ -n "$given_profile" ]; then
+    [ -f "$given_profile" ] && [ -r "$given_profile" ] || refuse "no readable profile $given_profile"
+    source_profile=$(cd "$(dirname "$given_profile")" && pwd)/$(basename "$given_profile")
+elif [ -e "$PROFILE" ]; then
+    source_profile=$PROFILE            # an update: the installed profile stays
+else
+    refuse "which profile? sudo bash $0 --profile my-greenhouse.toml (start from" \
+           "\`pibridge profile example -o my-greenhouse.toml\`, edit it, \`pibridge check\` it)"
 fi
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1 \
-        || ! as_service "$VENV/bin/python" -c pass 2>/dev/null; then
+if cmp -s "$source_profile" "$EXAMPLE"; then
+    refuse "$source_profile is the unedited example profile: edit it for this Pi first (addresses, pins," \
+           "probe ids, the agent), then \`pibridge check --profile $source_profile\`"
+fi
+# the agent's CA, as the profile names it (stdlib only: pibridge is not installed yet)
+ca_file=$("$PYTHON" - "$source_profile" <<'PY'
+import os, sys, tomllib
+path = sys.argv[1]
+try:
+    with open(path, "rb") as f:
+        agent = tomllib.load(f).get("agent", {})
+except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+    agent = {}                      # pibridge check names the problem below
+ca = agent.get("ca_file", "/var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt")
+ca = os.path.expanduser(ca) if isinstance(ca, str) else ""
+print(ca if os.path.isabs(ca) or not ca else os.path.join(os.path.dirname(path), ca))
+PY
+)
+if [ -n "$ca_file" ] && [ ! -e "$ca_file" ]; then
+    refuse "the agent's CA $ca_file is not there: install the TeamViewer IoT Agent first (README.md," \
+           "\"Running on a Pi\"), or point [agent] ca_file in the profile at it"
+fi
+
+# ================================================================================================
+# the code, and the profile checked by it
+# ================================================================================================
+venv_is_new=no
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    [ -d "$PREFIX" ] || venv_is_new=yes
     say "creating $VENV (with $PYTHON)"
     rm -rf "$VENV"
     mkdir -p "$PREFIX"
     "$PYTHON" -m venv "$VENV"
+    chmod 0755 "$PREFIX"
 fi
-if ! as_service "$VENV/bin/python" -c pass 2>/dev/null; then
-    echo "install-service: $SERVICE_USER cannot run $VENV/bin/python (built on $PYTHON)" >&2
-    exit 1
-fi
+undo_venv() { [ "$venv_is_new" = yes ] && rm -rf "$PREFIX"; return 0; }
 extras=""
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then
     extras="[pi]"    # lgpio: gpiozero's pin factory on every Pi, the Pi 5 included
-    # the profile installed below has a DHT22: its library installs from wheels on a 64-bit userland
     if "$VENV/bin/python" -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)'; then
-        extras="[pi,dht]"
+        extras="[pi,dht]"   # DHT sensors: the library installs from wheels on a 64-bit userland
     else
         say "DHT support not installed (32-bit: Blinka's sysv_ipc has no PyPI wheel); for DHT sensors:" \
             "sudo apt install python3-libgpiod && sudo $VENV/bin/pip install --prefer-binary '${SOURCE}[pi,dht]'"
@@ -113,6 +225,7 @@ version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/pibridge/__init__.py"
 stamp="$VENV/.pibridge-source"
 want="$version $extras $(cd "$SOURCE" && git rev-parse HEAD 2>/dev/null || echo unknown) \
 $(cd "$SOURCE" && git status --porcelain 2>/dev/null | sha256sum | cut -c1-12)"
+changed=no     # the installed code or unit changed: a running service is restarted
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing pibridge $version$extras from $SOURCE into $VENV"
     # build from a copy: a build writes pibridge.egg-info, which root must not leave in your checkout
@@ -120,97 +233,126 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     trap 'rm -rf "$build"' EXIT
     tar -C "$SOURCE" --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclude=__pycache__ \
         -cf - . | tar -C "$build" -xf -
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "$build$extras"                      # dependencies
-    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$build"  # this version, always
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
+           && "$VENV/bin/python" -m pip install -q "$build$extras" \
+           && "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$build"; }; then
+        undo_venv
+        echo "install-service: installing pibridge into $VENV failed (above)" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
     changed=yes
+    [ "$venv_is_new" = yes ] && note "created $VENV (pibridge $version$extras)" \
+                             || note "updated $VENV to pibridge $version$extras"
+fi
+if ! "$VENV/bin/pibridge" check --profile "$source_profile" >/dev/null; then
+    undo_venv
+    echo "install-service: $source_profile has problems (above); fix them and run this again —" \
+         "nothing was installed" >&2
+    exit 1
 fi
 mkdir -p "$PREFIX/docs"
 install -m 0644 "$SOURCE/README.md" "$PREFIX/docs/README.md"   # its "Operating pibridge on a Pi"
-
-# --- 3. the profile ----------------------------------------------------------------------------
-install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
-if [ ! -e "$PROFILE" ]; then
-    say "installing the example profile as $PROFILE (edit it: sensors, pins, the agent)"
-    install -m 0640 -o root -g "$SERVICE_USER" "$SOURCE/profiles/greenhouse.toml" "$PROFILE"
-else
-    say "keeping your profile $PROFILE"
-fi
-
-# --- 4. the agent's CA -------------------------------------------------------------------------
-ca_file=$("$VENV/bin/python" - "$PROFILE" <<'PY' 2>/dev/null || true
-import sys
-from pibridge.profile import load_profile
-print(load_profile(sys.argv[1]).agent.ca_file)
-PY
-)
-if [ -z "$ca_file" ]; then
-    say "WARNING: $PROFILE does not load; fix it (pibridge check --profile $PROFILE), then run this again"
-elif [ ! -e "$ca_file" ]; then
-    say "the agent's CA $ca_file is not there (TeamViewer IoT Agent not installed yet?):" \
-        "run this again after installing the agent"
-else
-    if ! command -v setfacl >/dev/null; then
-        say "installing acl (setfacl)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq acl >/dev/null
-    fi
-    ca_dir=$(dirname "$ca_file")
-    setfacl -m "u:$SERVICE_USER:r" "$ca_file"
-    setfacl -d -m "u:$SERVICE_USER:r" "$ca_dir"       # a re-created CA file inherits it
-    dir=$ca_dir
-    while [ "$dir" != "/" ]; do                       # search (x) on each folder down to it
-        if ! as_service test -x "$dir"; then
-            setfacl -m "u:$SERVICE_USER:x" "$dir"
-        fi
-        dir=$(dirname "$dir")
-    done
-    if as_service test -r "$ca_file"; then
-        say "$SERVICE_USER can read the agent's CA $ca_file"
+if [ ! -L "$PATH_LINK" ] || [ "$(readlink "$PATH_LINK")" != "$VENV/bin/pibridge" ]; then
+    if [ -e "$PATH_LINK" ] && [ ! -L "$PATH_LINK" ]; then
+        say "WARNING: $PATH_LINK exists and is not ours: left alone (use $VENV/bin/pibridge)"
     else
-        say "WARNING: $SERVICE_USER still cannot read $ca_file (a file system without ACLs?)"
+        mkdir -p "$(dirname "$PATH_LINK")"
+        ln -sfn "$VENV/bin/pibridge" "$PATH_LINK"
+        note "linked $PATH_LINK → $VENV/bin/pibridge"
     fi
 fi
 
-# --- 5. udev rule ------------------------------------------------------------------------------
+# ================================================================================================
+# the user, the profile, the CA, udev, the unit
+# ================================================================================================
+[ -d "$ETC_DIR" ] || install -d -m 0755 "$ETC_DIR"
+touch "$MANIFEST"
+for group in "${DEVICE_GROUPS[@]}"; do
+    if ! getent group "$group" >/dev/null; then
+        groupadd --system "$group"
+        echo "group $group" >> "$MANIFEST"
+        note "created group $group (not a Raspberry Pi OS image?)"
+    fi
+done
+if ! getent passwd "$SERVICE_USER" >/dev/null; then
+    useradd --system --user-group --home-dir "$STATE_DIR" --no-create-home \
+        --shell /usr/sbin/nologin --comment "pibridge sensor bridge" "$SERVICE_USER"
+    echo "user $SERVICE_USER" >> "$MANIFEST"
+    note "created system user $SERVICE_USER"
+fi
+missing=()
+for group in "${DEVICE_GROUPS[@]}"; do
+    id -nG "$SERVICE_USER" | tr ' ' '\n' | grep -qx "$group" || missing+=("$group")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    usermod -a -G "$(IFS=,; echo "${missing[*]}")" "$SERVICE_USER"
+    note "added $SERVICE_USER to ${missing[*]}"
+fi
+as_service() { runuser -u "$SERVICE_USER" -- "$@"; }
+as_service "$VENV/bin/python" -c pass 2>/dev/null \
+    || { echo "install-service: $SERVICE_USER cannot run $VENV/bin/python (built on $PYTHON)" >&2; exit 1; }
+
+install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC_DIR"
+if [ "$source_profile" != "$PROFILE" ] && ! cmp -s "$source_profile" "$PROFILE"; then
+    [ -e "$PROFILE" ] && changed=yes
+    install -m 0640 -o root -g "$SERVICE_USER" "$source_profile" "$PROFILE"
+    note "installed $source_profile as $PROFILE"
+fi
+
+if [ -n "$ca_file" ]; then
+    ca_dir=$(dirname "$ca_file")
+    if ! as_service test -r "$ca_file"; then
+        setfacl -m "u:$SERVICE_USER:r" "$ca_file"
+        setfacl -d -m "u:$SERVICE_USER:r" "$ca_dir"       # a re-created CA file inherits it
+        dir=$ca_dir
+        while [ "$dir" != "/" ]; do                       # search (x) on each folder down to it
+            as_service test -x "$dir" || setfacl -m "u:$SERVICE_USER:x" "$dir"
+            dir=$(dirname "$dir")
+        done
+        grep -qxF "ca $ca_file" "$MANIFEST" || echo "ca $ca_file" >> "$MANIFEST"
+        note "gave $SERVICE_USER read access to the agent's CA $ca_file (ACL)"
+    fi
+    as_service test -r "$ca_file" \
+        || say "WARNING: $SERVICE_USER still cannot read $ca_file (a file system without ACLs?)"
+fi
+
 mkdir -p "$RULES_DIR"
 if ! cmp -s "$SOURCE/scripts/99-pibridge-w1.rules" "$RULES_DIR/99-pibridge-w1.rules"; then
-    say "installing $RULES_DIR/99-pibridge-w1.rules"
     install -m 0644 "$SOURCE/scripts/99-pibridge-w1.rules" "$RULES_DIR/99-pibridge-w1.rules"
+    note "installed $RULES_DIR/99-pibridge-w1.rules"
     if command -v udevadm >/dev/null && [ -d /run/udev ]; then
         udevadm control --reload
         udevadm trigger --subsystem-match=w1 --action=add    # probes already attached
     fi
 fi
 
-# --- 6. the unit -------------------------------------------------------------------------------
 mkdir -p "$UNIT_DIR"
-unit_changed=no
 if ! cmp -s "$SOURCE/scripts/pibridge.service" "$UNIT_DIR/pibridge.service"; then
-    say "installing $UNIT_DIR/pibridge.service"
     install -m 0644 "$SOURCE/scripts/pibridge.service" "$UNIT_DIR/pibridge.service"
-    unit_changed=yes
+    note "installed $UNIT_DIR/pibridge.service"
+    systemctl daemon-reload
     changed=yes
 fi
-if [ ! -d /run/systemd/system ]; then
-    say "systemd is not running here (PID 1 is $(ps -p 1 -o comm= 2>/dev/null || echo unknown)):" \
-        "installed, not started. On the Pi: sudo systemctl enable --now pibridge"
-    exit 0
-fi
-[ "$unit_changed" = yes ] && systemctl daemon-reload
 if [ "$start" = no ]; then
-    systemctl enable pibridge
+    systemctl enable --quiet pibridge
     say "enabled, not started (--no-start): sudo systemctl start pibridge"
 elif systemctl is-active --quiet pibridge; then
-    systemctl enable pibridge
+    systemctl enable --quiet pibridge
     if [ "$changed" = yes ]; then
         systemctl restart pibridge
-        say "restarted pibridge: it runs what was just installed"
-    else
-        say "pibridge runs and nothing changed"
+        note "restarted pibridge: it runs what was just installed"
     fi
 else
-    systemctl enable --now pibridge
-    say "started: systemctl status pibridge; pibridge status; journalctl -u pibridge -f"
+    if ! systemctl enable --quiet --now pibridge; then
+        echo "install-service: pibridge did not start: journalctl -u pibridge -n 30" >&2
+        exit 1
+    fi
+    note "started pibridge (systemctl status pibridge; pibridge status; journalctl -u pibridge -f)"
+fi
+
+if [ ${#created[@]} -eq 0 ]; then
+    say "nothing to do: pibridge is installed, up to date and running as it should"
+else
+    say "done; this run:"; printf '  %s\n' "${created[@]}"
 fi

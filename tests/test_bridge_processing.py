@@ -43,6 +43,37 @@ def test_valid_range_is_checked_on_the_calibrated_value_and_counted() -> None:
     assert p.counters.out_of_range == 1
 
 
+VOLT = Metric("voltage", "Voltage", unit="SI.ElectricPotential.VOLT")
+#: hardware.md §10.7: a capacitive probe reads 2.80 V in dry air (0 %) and 1.30 V in water (100 %)
+SOIL = MetricConfig("voltage", calibration=Calibration(points=((1.30, 100.0), (2.80, 0.0))),
+                    valid_range=(-50.0, 150.0), clamp=(0.0, 100.0), unit="NoSI.Dimensionless.PERCENT")
+
+
+@pytest.mark.parametrize(("volts", "percent"), [
+    (2.05, 50.0),     # hardware.md §10.7's vector
+    (2.80, 0.0), (1.30, 100.0),
+    (2.95, 0.0),      # drier than the dry-air point: -10 % clamped, not left out
+    (1.20, 100.0),    # wetter than the water point: 106.7 % clamped
+])
+def test_soil_moisture_recipe_points_and_clamp(volts: float, percent: float) -> None:
+    p = processor(VOLT, voltage=SOIL)
+    assert p.process({"voltage": volts}, 0.0) == {"voltage": pytest.approx(percent)}
+    assert p.counters.out_of_range == 0
+
+
+def test_clamp_comes_after_valid_range_and_before_the_median() -> None:
+    p = processor(VOLT, voltage=MetricConfig("voltage", calibration=SOIL.calibration,
+                                             valid_range=(-50.0, 150.0), clamp=(0.0, 100.0), median=3))
+    # 0.05 V (a broken wire): 183 % is beyond valid_range: left out, counted, not clamped to 100
+    assert p.process({"voltage": 0.05}, 0.0) == {}
+    assert p.counters.out_of_range == 1
+    outputs = [p.process({"voltage": v}, float(i))["voltage"] for i, v in enumerate([2.95, 2.05, 1.0])]
+    # clamped values enter the median: 0 | median(0, 50) = 25 | median(0, 50, 100) = 50
+    assert outputs == [0.0, pytest.approx(25.0), pytest.approx(50.0)]
+    rounded = processor(COUNT, count=MetricConfig("count", clamp=(0.0, 10.0)))
+    assert rounded.process({"count": 12}, 0.0) == {"count": 10}
+
+
 def test_median_of_the_last_n_valid_values() -> None:
     p = processor(TEMP, temperature=MetricConfig("temperature", median=3, valid_range=(0.0, 100.0)))
     outputs = [p.process({"temperature": v}, float(i)).get("temperature")

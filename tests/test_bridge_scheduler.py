@@ -7,6 +7,7 @@ step) is checked on a scheduler whose clock the test sets.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -233,6 +234,52 @@ def test_sensors_of_one_group_due_together_share_one_start_then_retry_alone(run:
     assert first.starts == []            # never started alone
     assert len(second.starts) == 1       # its one retry started it alone
     assert scheduler.stats()["g2"]["retries"] == 1
+
+
+class ChannelProbe(Probe):
+    """One input of a shared ADC: attempts of one chip must never overlap (they share its config
+    register). Records each attempt's [start, end of collect] on the chip's common log."""
+
+    def __init__(self, log: list[tuple[float, float, str]], name: str, chip: str = "ads@0x48",
+                 **kwargs: Any) -> None:
+        super().__init__(read_time_s=0.02, **kwargs)
+        self.log, self.label, self.chip = log, name, chip
+        self.began: float | None = None
+
+    def exclusive_key(self) -> str:
+        return self.chip
+
+    def start(self) -> float:
+        self.began = time.monotonic()
+        return super().start()
+
+    def collect(self) -> Sample:
+        try:
+            return super().collect()
+        finally:
+            assert self.began is not None
+            self.log.append((self.began, time.monotonic(), self.label))
+            self.began = None
+
+
+def test_sensors_of_one_exclusive_key_take_turns_and_each_keeps_its_slots(run: Any) -> None:
+    log: list[tuple[float, float, str]] = []
+    flaky = ChannelProbe(log, "c1", script=lambda n: BadDataError("torn") if n % 3 == 1 else float(n))
+    drivers = [ChannelProbe(log, "c0"), flaky, ChannelProbe(log, "c2"), ChannelProbe(log, "c3")]
+    other = ChannelProbe(log, "x0", chip="ads@0x49")
+    plans = [SensorPlan(d.label, CALM_S, lambda d=d: d) for d in [*drivers, other]]
+    scheduler, rec = run(plans)
+    rec.wait(lambda: all(len(rec.of(name)) >= 4 for name in ("c0", "c1", "c2", "c3", "x0")))
+    scheduler.stop()
+    chip = sorted((a, b) for a, b, name in log if name != "x0")
+    assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(chip)), chip
+    overlapping_other = [(a, b) for a, b, name in log if name == "x0"
+                         and any(s < b and a < e for s, e in chip)]
+    assert overlapping_other, "another chip's sensor is not held up by this chip"
+    assert scheduler.stats()["c1"]["retries"] >= 1
+    for name in ("c0", "c2", "c3"):
+        slots = [slot_of(t, CALM_S) for t in rec.of(name)]
+        assert slots == sorted(set(slots)) and scheduler.stats()[name]["failed"] == 0
 
 
 class Door(Probe):

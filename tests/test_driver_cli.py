@@ -14,10 +14,12 @@ from pibridge.drivers import registry
 from pibridge.drivers.base import Driver, Metric, RetryPolicy, describe_timing, read_with_retries
 from pibridge.drivers.bme280 import BME280
 from pibridge.drivers.errors import BusError, DeviceNotFoundError
+from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
 from pibridge.drivers.fakes.bh1750 import FakeBH1750
 from pibridge.drivers.fakes.bme280 import VECTOR_A_CALIBRATION, FakeBME280
 from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.i2c import FakeSMBus
+from pibridge.drivers.fakes.ina219 import FakeINA219
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +117,7 @@ def test_read_real_on_a_fake_bus(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["read", "nope"], "unknown driver 'nope'; known drivers: bh1750, bme280"),
+    (["read", "nope"], "unknown driver 'nope'; known drivers: "),  # every name, sorted
     (["read", "bme280", "--simulate", "-o", "colour=red"], "unknown option colour"),
     (["read", "bme280", "--simulate", "-o", "osrs_p=3"], "option osrs_p: '3' is not one of"),
     (["read", "bme280", "-o", "address"], "expected KEY=VALUE"),
@@ -202,6 +204,11 @@ def test_scan_names_chips_and_w1_devices(tmp_path: Path, monkeypatch: pytest.Mon
             bus.attach(0x77, FakeBME280(clock=clock, variant="BMP280"))
             bus.attach(0x23, FakeBH1750(clock=clock))
             bus.attach(0x48, FakeBH1750(clock=clock))
+            bus.attach(0x49, FakeADS1x15(clock=clock))
+            bus.attach(0x40, FakeINA219(clock=clock))
+            configured = bus.attach(0x41, FakeINA219(clock=clock))
+            configured.i2c_write(bytes([0x00, 0x3F, 0xFF]))    # 128-sample averaging (ESPHome's)
+            bus.attach(0x4A, FakeINA219(clock=clock))          # an INA219 at an ADS1x15 address
         buses[number] = bus
         return bus
 
@@ -211,7 +218,11 @@ def test_scan_names_chips_and_w1_devices(tmp_path: Path, monkeypatch: pytest.Mon
     assert main(["scan"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "I2C bus 1 0x23: BH1750 (probable, by address)",
-        "I2C bus 1 0x48: unknown",
+        "I2C bus 1 0x40: INA219 (register signature)",
+        "I2C bus 1 0x41: INA219 (probable, by address)",
+        "I2C bus 1 0x48: ADS1015 or ADS1115 or INA219 (probable, by address)",
+        "I2C bus 1 0x49: ADS1115 or ADS1015 (register signature)",
+        "I2C bus 1 0x4a: INA219 (register signature)",
         "I2C bus 1 0x76: BME280 (chip id 0x60)",
         "I2C bus 1 0x77: BMP280 (chip id 0x58)",
         "I2C bus 20: no devices",

@@ -157,8 +157,17 @@ ROWS: list[ParameterSet] = [
     row("status --agent-grace inf", "finite number of seconds above 0"),
     row("status --runtime-dir {missing}", "not running"),
     row("status --profile {garbage}", "TOML syntax error"),
-    row("status --profile {bad_client_profile}", "client_name"),
+    # status reads only [bridge] (a profile broken elsewhere still names its running bridge)
+    row("status --profile {bad_client_profile}", "not running"),
     row("status --bogus", "unrecognized arguments"),
+    row("reload --runtime-dir {missing}", "no running bridge found"),
+    row("reload --pid 1 --runtime-dir {a_file}", "no running bridge with pid 1 found"),
+    row("reload --profile {missing}", "cannot read the profile"),
+    row("reload --profile {garbage}", "TOML syntax error"),
+    row("reload --pid abc", "invalid int value"),
+    row("reload --pid 1 --profile {missing}", "not allowed with argument"),
+    row("reload --timeout 0", "finite number of seconds above 0"),
+    row("reload --timeout nan", "finite number of seconds above 0"),
     # -- run
     row("run", "required: --profile"),
     row("run --simulate --profile {missing}", "cannot read the profile"),

@@ -21,7 +21,15 @@ from pibridge.bridge.liveview import LogLinesView, TerminalView
 from pibridge.bridge.notify import SystemdNotifier
 from pibridge.bridge.operations import Operations
 from pibridge.bridge.reload import ProfileReloader, ReloadResult, ReloadSignal
-from pibridge.bridge.status import BridgeStatus, StatusTracker, StatusWriter, TrackedSensor, read_status
+from pibridge.bridge.status import (
+    HEALTHY,
+    BridgeStatus,
+    StatusTracker,
+    StatusWriter,
+    TrackedSensor,
+    assess,
+    read_status,
+)
 from pibridge.profile import BridgeSettings, Profile, ProfileError, SensorConfig
 
 AIR = SensorConfig("Air", "bme280", 60.0, {"address": 0x76})
@@ -245,3 +253,51 @@ def test_as_systemd_sees_it(tmp_path: Path, notify_socket: tuple[socket.socket, 
     status = subprocess.run([sys.executable, "-m", "pibridge", "status", "--runtime-dir", str(runtime)],
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 2 and "not running" in status.stderr
+
+
+def test_a_refused_reload_degrades_until_a_reload_succeeds_or_the_file_is_fixed_back(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text("as running\n")
+    running = Profile(path, AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path), sensors=(AIR,))
+    on_disk: list[Profile | ProfileError] = [ProfileError(path, "unknown driver 'bme290'", line=3)]
+
+    def loader(p: Path) -> Profile:
+        if isinstance(on_disk[0], ProfileError):
+            raise on_disk[0]
+        return on_disk[0]
+
+    now = [time.monotonic()]
+    tracker = StatusTracker(path, tmp_path)
+    writer = StatusWriter(tmp_path / "status-x.json", monotonic=lambda: now[0])
+    reload_signal = ReloadSignal()
+    ops = Operations(tracker, SystemdNotifier(None), writer, LogLinesView(),
+                     ProfileReloader(running, loader=loader), reload_signal)
+    reload_signal.event.set()
+    ops.tick(alive=True)
+    snapshot = tracker.snapshot()
+    assert snapshot.reload.refused and snapshot.reload.problem_count == 1 and snapshot.reload.count == 1
+    assert any("running an older profile" in r for r in assess(snapshot).reasons)
+
+    now[0] += 6.0
+    ops.tick(alive=True)                     # the file did not change: still degraded, not re-read
+    assert tracker.reload_refused
+    on_disk[0] = running                     # fixed back: the same as what runs
+    path.write_text("as running again\n")   # (a changed file is what makes it look again)
+    now[0] += 6.0
+    ops.tick(alive=True)
+    snapshot = tracker.snapshot()
+    assert not snapshot.reload.refused and assess(snapshot).level == HEALTHY
+    assert not any(e.message.startswith("profile refused") for e in snapshot.recent_errors)
+
+    on_disk[0] = ProfileError(path, "unknown driver 'bme290'", line=3)
+    reload_signal.event.set()
+    ops.tick(alive=True)
+    assert tracker.reload_refused
+    on_disk[0] = dataclasses.replace(running, sensors=(dataclasses.replace(AIR, interval_s=5.0),))
+    reload_signal.event.set()
+    result = ops.tick(alive=True)
+    assert result is not None and result.applied
+    snapshot = tracker.snapshot()
+    assert snapshot.reload.count == 3 and snapshot.reload.applied and not snapshot.reload.refused
+    assert assess(snapshot).level == HEALTHY
+    ops.stopping()

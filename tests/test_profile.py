@@ -204,7 +204,8 @@ def test_ten_megabyte_key_and_value_are_reported_in_short_lines(tmp_path: Path) 
     assert lines == [
         f'{path}:2: agent."{"k" * 38}…: unknown key (known: host, port, provision_port, ca_file, '
         "cert_folder, client_name, provisioning)",
-        f'{path}:6: sensor "Air" → note: unknown key (known: name, driver, interval, options, metrics)',
+        f'{path}:6: sensor "Air" → note: unknown key (known: name, driver, interval, options, metrics, '
+        'pressure_from)',
     ]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pibridge.drivers import serialport
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.ds18b20 import DS18B20
 from pibridge.profile import ProfileError, load_profile
 
@@ -14,11 +14,13 @@ from pibridge.profile import ProfileError, load_profile
 DS18B20_READ_MS = 1000 * DS18B20.timing_for(DS18B20.check_options({"device_id": "28-000005abb69d"})
                                              ).read_time_s
 
-KNOWN_DRIVERS = ("bh1750, bme280, cpu_temperature, dht11, dht22, digital_input, ds18b20, mcp3008, mhz19, "
-                 "pms5003")
-SENSOR_KEYS = "name, driver, interval, options, metrics"
-METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, deadband, max_silence, unit, "
-               "type, annotation")
+KNOWN_DRIVERS = ", ".join(registry.names())  # every driver found, sorted (derived: chips get added)
+SENSOR_KEYS = "name, driver, interval, options, metrics, pressure_from"
+METRIC_KEYS = ("name, enabled, offset, scale, points, median, valid_range, clamp, deadband, max_silence, "
+               "unit, type, annotation")
+
+#: a BME280 named Air: the pressure source of the pressure_from cases
+AIR = '[[sensor]]\nname = "Air"\ndriver = "bme280"\n'
 
 #: (id, profile text, expected lines after "<path>:")
 CASES: list[tuple[str, str, list[str]]] = [
@@ -130,8 +132,9 @@ CASES: list[tuple[str, str, list[str]]] = [
       '8: sensor "Soil" → metrics.fraction.annotation: goes with type (a custom type\'s annotation); with '
       'unit or the driver\'s own type, leave it out']),
     ("filters on a bool metric", '[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions = {pin = 27}\n'
-     'metrics.state.offset = 1\n',
-     ['5: sensor "Door" → metrics.state.offset: state is a bool metric: offset applies to numbers']),
+     'metrics.state.offset = 1\nmetrics.state.clamp = [0, 1]\n',
+     ['5: sensor "Door" → metrics.state.offset: state is a bool metric: offset applies to numbers',
+      '6: sensor "Door" → metrics.state.clamp: state is a bool metric: clamp applies to numbers']),
     ("max_silence without deadband", '[[sensor]]\nname = "Light"\ndriver = "bh1750"\n'
      'metrics.illuminance.max_silence = "10m"\n',
      ['4: sensor "Light" → metrics.illuminance.max_silence: has no effect without deadband (without one '
@@ -166,6 +169,30 @@ CASES: list[tuple[str, str, list[str]]] = [
      '[[sensor]]\nname = "Soil 2"\ndriver = "ds18b20"\noptions.device_id = "28-000005ABB69D"\n',
      ['15: sensor "Soil 2" → options.device_id: 1-Wire probe 28-000005abb69d is already used by sensor '
       '"Soil 1"']),
+    ("ADS1x15 options: a range, a rate of the other chip, channel and pair at once",
+     '[[sensor]]\nname = "Soil"\ndriver = "ads1115"\n[sensor.options]\nfull_scale = 5\ndata_rate = 1600\n'
+     '[[sensor]]\nname = "Bridge"\ndriver = "ads1015"\n'
+     'options = { address = 0x49, channel = 1, differential = "0-1" }\n',
+     ['5: sensor "Soil" → options.full_scale: 5 is not one of 6.144, 4.096, 2.048, 1.024, 0.512, 0.256',
+      '6: sensor "Soil" → options.data_rate: 1600 is not one of 8, 16, 32, 64, 128, 250, 475, 860',
+      '10: sensor "Bridge" → options.differential: give either channel (single-ended) or differential '
+      '(a pair), not both']),
+    ("one ADS1115 read by several sensors: each input once, no other chip at its address",
+     '[[sensor]]\nname = "Soil 0"\ndriver = "ads1115"\n[[sensor]]\nname = "Soil 1"\ndriver = "ads1115"\n'
+     'options.channel = 1\n[[sensor]]\nname = "Load cell"\ndriver = "ads1115"\n'
+     'options.differential = "0-1"\n[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x48\n'
+     '[[sensor]]\nname = "Other ADC"\ndriver = "ads1015"\noptions = { address = 0x48, channel = 3 }\n'
+     '[[sensor]]\nname = "Pair A"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "0-3" }\n'
+     '[[sensor]]\nname = "Pair B"\ndriver = "ads1115"\noptions = { address = 0x49, differential = "1-3" }\n',
+     ['11: sensor "Load cell" → options.differential: AIN0 of the chip at 0x48 on bus 1 is already read by '
+      'sensor "Soil 0"',
+      '11: sensor "Load cell" → options.differential: AIN1 of the chip at 0x48 on bus 1 is already read by '
+      'sensor "Soil 1"',
+      '15: sensor "Pump" → options.address: I2C address 0x48 on bus 1 is already used by sensor "Soil 0"',
+      '19: sensor "Other ADC" → options.address: I2C address 0x48 on bus 1 is already used by sensor '
+      '"Soil 0"',
+      '27: sensor "Pair B" → options.differential: AIN3 of the chip at 0x49 on bus 1 is already read by '
+      'sensor "Pair A"']),
     ("two sensors on one serial port", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[[sensor]]\n'
      'name = "Dust"\ndriver = "pms5003"\noptions.port = "/dev/serial0"\n[[sensor]]\nname = "Dust 2"\n'
      'driver = "pms5003"\noptions.port = "/dev/ttyUSB0"\n[[sensor]]\nname = "CO2 2"\ndriver = "mhz19"\n'
@@ -212,6 +239,45 @@ CASES: list[tuple[str, str, list[str]]] = [
       'cert_folder, client_name, provisioning)',
       '4: agent.provisioning: "override" is not a profile setting (it is an action: run `pibridge provision '
       '--override`); use "keep" or "smart"']),
+    # -- CO₂ sensors and pressure_from (a CO₂ sensor's pressure taken from another sensor) --
+    ("pressure_from names no sensor", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = "Ar"\n',
+     ['8: sensor "CO2" → pressure_from: no sensor named "Ar" in this profile; did you mean "Air"? '
+      '(sensors: "Air", "CO2")']),
+    ("pressure_from itself", '[[sensor]]\nname = "CO2"\ndriver = "scd30"\npressure_from = "CO2"\n',
+     ['4: sensor "CO2" → pressure_from: a sensor cannot take its pressure from itself']),
+    ("pressure_from a sensor without pressure", AIR + 'options = { osrs_p = 0 }\n[[sensor]]\n'
+     'name = "Canopy"\ndriver = "dht22"\noptions = { pin = 17 }\n[[sensor]]\nname = "CO2"\ndriver = "scd4x"\n'
+     'interval = 30\n'
+     'pressure_from = "Air"\n[[sensor]]\nname = "CO2 bench"\ndriver = "scd30"\npressure_from = "Canopy"\n',
+     ['13: sensor "CO2" → pressure_from: sensor "Air" (bme280) does not report pressure in Pa with its '
+      'options (it reports temperature, humidity)',
+      '17: sensor "CO2 bench" → pressure_from: sensor "Canopy" (dht22) does not report pressure in Pa with '
+      'its options (it reports temperature, humidity)']),
+    ("pressure_from and ambient_pressure", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = "Air"\noptions = { ambient_pressure = 98000 }\n',
+     ['8: sensor "CO2" → pressure_from: give pressure_from or options.ambient_pressure, not both']),
+    ("pressure_from on a driver that takes none", AIR + '[[sensor]]\nname = "Soil"\ndriver = "bme280"\n'
+     'options = { address = 0x77 }\npressure_from = "Air"\n',
+     ['8: sensor "Soil" → pressure_from: a bme280 takes no ambient pressure (pressure_from is for drivers '
+      'that compensate with it: scd30, scd4x)']),
+    ("pressure_from not a name", AIR + '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 30\n'
+     'pressure_from = ["Air"]\n',
+     ['8: sensor "CO2" → pressure_from: must be the name of another sensor of this profile (one that '
+      "reports pressure in Pa), not ['Air']"]),
+    ("CO2 options: altitude with ambient pressure, interval range, mode", '[[sensor]]\nname = "CO2"\n'
+     'driver = "scd4x"\ninterval = 30\noptions = { altitude = 300, ambient_pressure = 98000 }\n[[sensor]]\n'
+     'name = "CO3"\ndriver = "scd30"\noptions = { measurement_interval = 1801, i2c_bus = 3 }\n[[sensor]]\n'
+     'name = "CO4"\ndriver = "scd4x"\ninterval = 60\noptions = { mode = "single-shot", i2c_bus = 4 }\n',
+     ['5: sensor "CO2" → options.ambient_pressure: give altitude or ambient_pressure, not both (the chip '
+      'uses the last one set)',
+      '9: sensor "CO3" → options.measurement_interval: 1801 is above the maximum 1800',
+      "14: sensor \"CO4\" → options.mode: 'single-shot' is not one of 'periodic', 'low_power', "
+      "'single_shot'"]),
+    ("CO2 interval below the chip's period", '[[sensor]]\nname = "CO2"\ndriver = "scd4x"\ninterval = 2\n'
+     '[[sensor]]\nname = "CO3"\ndriver = "scd30"\ninterval = 10\noptions = { measurement_interval = 30 }\n',
+     ['4: sensor "CO2" → interval: 2 s is below the 5 s a scd4x needs between two readings',
+      '8: sensor "CO3" → interval: 10 s is below the 30 s a scd30 needs between two readings']),
 ]
 
 
@@ -383,6 +449,8 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
                                      "highest] (two numbers), not [1]"),
     ("metric", "valid_range", '"0..1"', f'5: {M}.valid_range: must be [lowest, '
                                         'highest] (two numbers), not "0..1"'),
+    ("metric", "clamp", "[100, 0]", f'5: {M}.clamp: the lowest value 100 must be below the highest 0'),
+    ("metric", "clamp", '"0..100"', f'5: {M}.clamp: must be [lowest, highest] (two numbers), not "0..100"'),
     ("metric", "deadband", '"1"', f'5: {M}.deadband: must be a number, not "1"'),
     ("metric", "max_silence", '"soon"', f'5: {M}.max_silence: {DURATION_FORMS}, '
                                         'not "soon"'),
@@ -462,6 +530,29 @@ def test_a_type_override_must_fit_the_driver_s_values(tmp_path: Path, text: str,
                                   DOOR + 'type = "bool"\nannotation = "shut"\n'])
 def test_a_fitting_type_override_passes(tmp_path: Path, text: str) -> None:
     load_profile(_write(tmp_path, text))
+
+
+def test_four_soil_probes_on_one_ads1115_pass(tmp_path: Path) -> None:
+    """A grower's four probes on one chip (each its own channel and rate), and the same chip
+    family at another address read by a differential pair."""
+    sensors = "".join(f'[[sensor]]\nname = "Soil {n}"\ndriver = "ads1115"\n'
+                      f'options = {{ channel = {n}, data_rate = {8 << n} }}\n' for n in range(4))
+    sensors += ('[[sensor]]\nname = "Load cell"\ndriver = "ads1115"\n'
+                'options = { address = 0x49, differential = "0-1" }\n')
+    sensors += '[[sensor]]\nname = "Pump"\ndriver = "ina219"\noptions.address = 0x40\n'
+    profile = load_profile(_write(tmp_path, sensors))
+    assert [s.options.get("channel") for s in profile.sensors] == [0, 1, 2, 3, None, None]
+
+
+def test_the_soil_moisture_recipe_loads(tmp_path: Path) -> None:
+    """Volts to percent through two calibration points (dry air, water), clamped to 0–100."""
+    profile = load_profile(_write(tmp_path, (
+        '[[sensor]]\nname = "Bed 1"\ndriver = "ads1115"\noptions.channel = 0\n[sensor.metrics.voltage]\n'
+        'name = "Soil moisture"\npoints = [[2.80, 0], [1.30, 100]]\nvalid_range = [-30, 130]\n'
+        'clamp = [0, 100]\nunit = "NoSI.Dimensionless.PERCENT"\n')))
+    metric = profile.sensors[0].metrics["voltage"]
+    assert metric.clamp == (0.0, 100.0) and metric.unit == "NoSI.Dimensionless.PERCENT"
+    assert metric.calibration is not None and metric.calibration.points == ((1.3, 100.0), (2.8, 0.0))
 
 
 SERIAL0_CONSOLE = ('1: sensor "CO2" → options.port: /dev/serial0 is the serial console (serial0 in {path}): '

@@ -361,3 +361,59 @@ def test_sighup_reloads_without_losing_a_queued_sample_or_touching_an_unchanged_
     slots = [math.floor(ts / 1000) for ts in steady]
     assert slots == sorted(set(slots)), "Steady took two samples in one slot or went backwards"
     assert all(ts - slot * 1000 < 500 for ts, slot in zip(steady, slots, strict=True)), "Steady left its grid"
+
+
+# -- pibridge reload: the verdict, and a status that tells the truth about it -------------------
+def reload_command(profile: Path, runtime: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pibridge", "reload", "--profile", str(profile),
+                           "--runtime-dir", str(runtime), "--timeout", "30"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def status_of(profile: Path, runtime: Path) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "pibridge", "status", "--json", "--profile", str(profile),
+                           "--runtime-dir", str(runtime)], capture_output=True, text=True, timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_reload_command_fails_on_a_refused_profile_and_status_stays_degraded_until_fixed(
+        tmp_path: Path, children: list[subprocess.Popen[Any]]) -> None:
+    profile = tmp_path / "bridge.toml"
+    good = AWAY_PROFILE.format(port=free_port())
+    profile.write_text(good)
+    runtime = tmp_path / "run"
+    bridge = Running(run_command(profile), bridge_env(runtime))
+    children.append(bridge.proc)
+    path = status_path(runtime, tmp_path / "state")
+    poll(lambda: path.exists(), STATUS_WAIT_S, "the status file")
+
+    broken = good.replace('driver = "cpu_temperature"', 'driver = "cpu_temprature"')
+    profile.write_text(broken)
+    refused = reload_command(profile, runtime)
+    assert refused.returncode == 1, refused.stderr
+    assert "refused (1 problem)" in refused.stderr and "cpu_temprature" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # status finds the bridge through the broken profile's [bridge] alone, and says degraded
+    code, shown = status_of(profile, runtime)
+    assert code == 1, shown
+    assert any("running an older profile" in reason for reason in shown["bridges"][0]["reasons"])
+    assert shown["bridges"][0]["status"]["reload"]["problem_count"] == 1
+
+    profile.write_text(good)          # put back as it was, without a reload: no longer degraded
+    poll(lambda: status_of(profile, runtime)[0] == 0, STATUS_WAIT_S, "the fixed-back file noticed")
+
+    profile.write_text(broken)
+    assert reload_command(profile, runtime).returncode == 1
+    profile.write_text(good.replace("interval = 1", "interval = 2", 1))   # a valid change
+    applied = reload_command(profile, runtime)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied" in applied.stdout
+    code, shown = status_of(profile, runtime)
+    assert code == 0, shown
+    reload = shown["bridges"][0]["status"]["reload"]
+    assert reload["applied"] and not reload["refused"] and reload["count"] == 3
+    assert not any(e["message"].startswith("profile refused")
+                   for e in shown["bridges"][0]["status"]["recent_errors"])
+    assert bridge.stop() == 0
+    gone = reload_command(profile, runtime)
+    assert gone.returncode == 2 and "no running bridge" in gone.stderr

@@ -61,7 +61,8 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mutation", [
     ("WatchdogSec=30", "WatchdogSec=thirty"),          # a bad value: only a warning, still caught
     ("ProtectHome=yes", "ProtectHom=yes"),              # a misspelt directive
-    ("ExecReload=/bin/kill -HUP $MAINPID", "ExecReload=kill -HUP $MAINPID"),   # not an absolute path
+    ("ExecReload=/opt/pibridge/venv/bin/pibridge reload --pid $MAINPID",
+     "ExecReload=pibridge reload --pid $MAINPID"),                             # not an absolute path
 ])
 def test_the_check_catches_a_broken_unit(tmp_path: Path, mutation: tuple[str, str]) -> None:
     text = UNIT.read_text()
@@ -74,7 +75,8 @@ def test_unit_has_what_the_issue_asks_for() -> None:
     directives = _directives(UNIT.read_text())
     expected = {
         "Type": ["notify"], "NotifyAccess": ["main"], "Restart": ["on-failure"],
-        "ExecReload": ["/bin/kill -HUP $MAINPID"], "StateDirectory": ["pibridge"],
+        "ExecReload": ["/opt/pibridge/venv/bin/pibridge reload --pid $MAINPID"],
+        "StateDirectory": ["pibridge"],
         "RuntimeDirectory": ["pibridge"], "User": ["pibridge"], "ProtectSystem": ["strict"],
     }
     for key, value in expected.items():

@@ -111,10 +111,11 @@ class FakeMHZ19(FakeSerialChip):
 
 
 def simulate(world: SimulatedWorld, cls: type[chip.MHZ19], options: dict[str, Any]) -> chip.MHZ19:
-    """An MH-Z19 driver on its own fake chip behind a pseudo-terminal, reading the world's CO₂;
+    """An MH-Z19 driver on its own fake chip behind a pseudo-terminal, reading the world's CO₂
+    (``environment.co2()``, the daily curve the other CO₂ sensors read too);
     the fake's thread stops when the driver closes (and with the world, at the latest)."""
     env = world.environment
-    fake = FakeMHZ19(source=env.indoor_co2_ppm, clock=world.clock.monotonic)
+    fake = FakeMHZ19(source=env.co2, clock=world.clock.monotonic)
     world.shared(("serial-chip", fake.device), lambda: fake)  # found by its pty's name; closed with the world
     try:
         return cls(fake.device, release=fake.close, **options)

@@ -111,6 +111,14 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
     clock = "clock ok" if status.clock.synchronised else "clock NOT SET"
     header = f"pibridge  {_clock(now)}  agent {agent.host}:{agent.port} {connection}  {queue}  {clock}"
     lines: list[tuple[str, str]] = [(header, BOLD)]
+    reload = status.reload
+    if reload.refused:
+        lines.append((f"profile REFUSED {_clock(reload.at or now)} ({reload.problem_count} problem"
+                      f"{'' if reload.problem_count == 1 else 's'}): running the previous one; "
+                      "`pibridge check` lists them", RED))
+    elif reload.count and reload.at is not None:
+        lines.append((f"profile reloaded {_clock(reload.at)}"
+                      + ("" if reload.applied else " but not applied (see the log)"), DIM))
     for sensor in status.sensors:
         if sensor.state == FAILING:
             since = format_duration(now - sensor.failing_since) if sensor.failing_since is not None else ""

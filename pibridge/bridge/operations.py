@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -53,6 +54,7 @@ class Operations:
         self.view, self.reloader, self.reload_signal = view, reloader, reload_signal
         self._captured: list[tuple[logging.Logger, logging.Handler]] = []
         self._view_handler: logging.Handler | None = None
+        self._refused_file: tuple[int, int, int] | None = None   # the refused profile's stat
 
     @classmethod
     def for_service(cls, profile: Profile, tracker: StatusTracker, *, runtime_dir: str | Path | None = None,
@@ -128,20 +130,26 @@ class Operations:
         result = None
         if self.reload_signal.take():
             result = self._reload(on_reload)
+        elif self._refused_file is not None and self.writer.due():
+            self._check_fixed_back()
         self._refresh(refresh, force=result is not None)
         self.writer.publish(self.tracker.snapshot, force=result is not None)
         self.view.update(self.tracker.snapshot)
         return result
 
     def _reload(self, on_reload: Callable[[ReloadResult], None] | None) -> ReloadResult:
+        """Reload and record the verdict in the snapshot (`pibridge reload` waits for it there)."""
+        taken_at = time.time()
         self.notifier.reloading("reloading the profile")
         result = self.reloader.reload()
         self.tracker.restart_pending(result.restart_pending)
         if not result.applied:
-            first = result.problems[0] if result.problems else "no details"
-            self.tracker.error(f"profile refused: {first}")
+            self.tracker.reload_handled(applied=False, problems=result.problems or ("no details",),
+                                        at=taken_at)
+            self._refused_file = _file_identity(self.reloader.current.path)
             self.notifier.ready("profile refused; the running configuration stays in force")
             return result
+        self._refused_file = None
         if on_reload is not None:
             try:
                 on_reload(result)
@@ -150,11 +158,25 @@ class Operations:
                 log.error("applying the reloaded profile failed: %s: %s; the next reload tries again",
                           type(exc).__name__, exc)
                 log.debug("applying the reloaded profile failed", exc_info=True)
-                self.tracker.error("applying the reloaded profile failed (see the log)")
+                self.tracker.reload_handled(applied=False, at=taken_at)
                 self.notifier.ready("profile not applied; the running configuration stays in force")
                 return result
+        self.tracker.reload_handled(applied=True, at=taken_at)
         self.notifier.ready("profile reloaded")
         return result
+
+    def _check_fixed_back(self) -> None:
+        """After a refused reload: once the file changed, is it back to what runs? Then the
+        bridge is no longer degraded by the refusal (a stat per status write; a parse only when
+        the file changed)."""
+        identity = _file_identity(self.reloader.current.path)
+        if identity == self._refused_file:
+            return
+        self._refused_file = identity
+        if self.reloader.file_matches_running():
+            log.info("profile %s matches the running configuration again", self.reloader.current.path)
+            self.tracker.reload_problems_gone()
+            self._refused_file = None
 
     def stopping(self, status: str = "stopping") -> None:
         """STOPPING=1; the status file removed (no file means "not running"); the terminal and
@@ -196,6 +218,15 @@ def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]]
                          else None, unstamped=delivery.waiting_for_clock, dropped=delivery.dropped,
                          dead_letters=sum(delivery.dead_lettered.values()))
     tracker.clock_state(clock_synchronised, clock_source)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    """What tells a changed file: (inode, size, mtime in ns); zeros if it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _same_terminal(a: TextIO, b: TextIO) -> bool:

@@ -7,8 +7,11 @@ For each metric, in this order (`MetricProcessor.process`):
    extrapolated from the end segments) or ``raw × scale + offset``;
 3. ``valid_range = [low, high]`` (on the calibrated value, inclusive) → outside: left out of this
    sample, counted (and it does not enter the median window);
-4. ``median = N`` → the median of the last N valid values (fewer while the window fills);
-5. ``deadband`` → left out while it moved less than this from the last value *sent*, but sent at
+4. ``clamp = [low, high]`` → outside: the nearer bound (a soil probe wetter than its "in water"
+   calibration point is 100 %, not 104 %); after ``valid_range``, so a wider ``valid_range`` can
+   still leave out what no probe reads (a broken wire);
+5. ``median = N`` → the median of the last N valid values (fewer while the window fills);
+6. ``deadband`` → left out while it moved less than this from the last value *sent*, but sent at
    least every ``max_silence_s`` (monotonic seconds).
 
 Only numbers are calibrated, range-checked and median-filtered; booleans and strings pass through,
@@ -81,6 +84,8 @@ class MetricProcessor:
                 if not low <= number <= high:
                     counters.out_of_range += 1
                     return None
+            if config.clamp is not None:
+                number = min(max(number, config.clamp[0]), config.clamp[1])
             self._window.append(number)
             if len(self._window) > 1:
                 number = (statistics.median_low(self._window) if self.integer

@@ -198,6 +198,17 @@ class ProfileReloader:
             self._log.info("profile %s reloaded: nothing changed", path)
         return ReloadResult(True, effective, change, (), pending)
 
+    def file_matches_running(self) -> bool:
+        """Whether the profile file, as it is now, would change nothing if reloaded (it loads
+        and every key equals the running one): after a refused reload, a file fixed back. Never
+        raises, logs nothing."""
+        try:
+            loaded = self._loader(self._current.path)
+        except Exception:
+            return False
+        effective = _keep_running_values(self._started, loaded)
+        return not diff_profiles(self._current, effective)
+
     def rollback(self) -> None:
         """The last reload could not be applied: the running configuration is the one before it,
         so the next reload is compared with that (and starts what this one failed to start)."""

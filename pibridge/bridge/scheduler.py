@@ -37,8 +37,15 @@ sensor skips slots until its worker returns. A cycle that runs into later slots 
 
 Sensors with the same ``group_key()`` due in the same slot start together through their class's
 ``start_group`` (DS18B20 probes on one master: one conversion), then collect and retry one by
-one. A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its
-own sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
+one. Sensors with the same ``exclusive_key()`` (the channels of one ADC, which share its config
+register) take their attempts one at a time: an attempt that finds the key held waits, without a
+deadline of its own, until the holder's attempt ends (its collect, a failure, its deadline, its
+removal), then starts if that still leaves its read time before its next slot (else the slot is
+skipped). The retry spacing frees the chip for the others. (Exclusive keys apply to single
+starts; a driver uses either them or ``start_group``.)
+
+A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its own
+sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
 moves 1 ms on). A driver that cannot be built is rebuilt with backoff. Every exception from a
 driver is caught, counted and reported; a failing sensor is logged once per change of state.
 
@@ -52,6 +59,7 @@ continues its timeline (timestamps strictly increasing, counters kept).
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -67,7 +75,7 @@ from typing import Any, Protocol
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
-from pibridge.drivers.base import Driver, check_sample
+from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
 from pibridge.profile import MetricConfig
 
@@ -110,12 +118,21 @@ class SampleSink(Protocol):
 @dataclass(frozen=True)
 class SensorPlan:
     """One sensor to sample: its profile name, interval (s), how to build its driver (real or
-    simulated hardware; may raise), and the profile's per-metric configuration."""
+    simulated hardware; may raise), and the profile's per-metric configuration.
+
+    ``inputs``: values this sensor's driver takes from other sensors, as driver method ->
+    (source sensor, source metric key), e.g. ``{"set_ambient_pressure": ("Air", "pressure")}`` for
+    a profile's ``pressure_from = "Air"``. Before each attempt of this sensor, on the timer
+    thread and while none of its calls is out, the scheduler calls the method with the newest
+    value of that metric the source took (the driver's own value, before processing: in the
+    driver's unit), when it differs from the one handed last. The method only records it (no
+    bus traffic); the driver sends it during its own reading."""
 
     name: str
     interval_s: float
     build: Callable[[], Driver]
     metric_configs: Mapping[str, MetricConfig] = field(default_factory=dict)
+    inputs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,10 +292,14 @@ class _Sensor:
         self.rebuild_delay = REBUILD_FIRST_S
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
+        self.raw_values: dict[str, Value] = {}   # the driver's newest values (what inputs hand on)
+        self.handed: dict[str, Value] = {}       # input method -> value handed to this driver last
         self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
         self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
+        self.holds: Hashable | None = None      # the exclusive key its attempt holds now
+        self.waits_for: Hashable | None = None  # the exclusive key it waits for (no attempt yet)
 
     def continue_from(self, old: _Sensor) -> None:
         """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
@@ -287,6 +308,7 @@ class _Sensor:
                                                                     old.last_mono_ms)
         self.recent_ms.extend(old.recent_ms)
         self.counters, self.last_values = old.counters, old.last_values
+        self.raw_values = old.raw_values
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -336,6 +358,8 @@ class Scheduler:
         self._outbox_thread: threading.Thread | None = None
         self.clock_steps = 0
         self._store_failing = False
+        self._exclusive_holder: dict[Hashable, _Sensor] = {}
+        self._exclusive_waiting: dict[Hashable, deque[_Sensor]] = {}
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -455,6 +479,7 @@ class Scheduler:
         self._sensors = [x for x in self._sensors if x is not s]
         s.removed = True
         s.token += 1           # every timer of it is stale now
+        self._release_exclusive(s)   # (a sensor waiting for a key is skipped when its turn comes)
         if s.cycle is not None:   # a hung call is given up at its attempt's deadline
             s.release_by = s.cycle.deadline_mono
         s.cycle, s.slot_k = None, None
@@ -674,12 +699,56 @@ class Scheduler:
 
     def _start_attempt(self, s: _Sensor) -> None:
         assert s.driver is not None and s.cycle is not None
+        if not self._take_exclusive(s):
+            return   # another sensor's attempt holds the chip: started when it ends
         s.token += 1
         cycle = s.cycle
         cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
                                   cycle.next_slot_mono)
         self._at(cycle.deadline_mono, "deadline", s, s.token)
+        self._hand_inputs(s)
         self._submit(s, "start", s.driver.start, stamp=True)
+
+    # -- exclusive keys: one attempt at a time per chip ------------------------------------------
+    def _take_exclusive(self, s: _Sensor) -> bool:
+        """Take ``s``'s exclusive key for one attempt; False (and ``s`` queued) while another
+        sensor's attempt holds it."""
+        assert s.driver is not None
+        ok, key = _call_driver(s.driver.exclusive_key)
+        if not ok or key is None:
+            return True
+        holder = self._exclusive_holder.get(key)
+        if holder is not None and holder is not s:
+            s.waits_for = key
+            self._exclusive_waiting.setdefault(key, deque()).append(s)
+            return False
+        self._exclusive_holder[key] = s
+        s.holds = key
+        return True
+
+    def _release_exclusive(self, s: _Sensor) -> None:
+        """``s``'s attempt is over: free its key and start the first sensor waiting for it that
+        is still due (one whose next slot came too close skips this slot)."""
+        key, s.holds = s.holds, None
+        if key is None:
+            return
+        if self._exclusive_holder.get(key) is s:
+            del self._exclusive_holder[key]
+        waiting = self._exclusive_waiting.get(key)
+        now = self.clock.monotonic()
+        while waiting:
+            w = waiting.popleft()
+            if w.removed or w.cycle is None or w.driver is None or w.waits_for != key:
+                continue
+            w.waits_for = None
+            if now + w.driver.timing.read_time_s > w.cycle.next_slot_mono:
+                w.counters.skipped += 1   # the chip was busy for the whole of its slot
+                self._end_cycle(w)
+                continue
+            self._start_attempt(w)
+            break
+        if not waiting:
+            self._exclusive_waiting.pop(key, None)
 
     def _start_group(self, cls: type, members: list[_Sensor]) -> None:
         now = self.clock.monotonic()
@@ -690,6 +759,7 @@ class Scheduler:
             s.cycle.deadline_mono = min(now + attempt_budget(s.driver.timing.read_time_s),
                                         s.cycle.next_slot_mono)
             self._at(s.cycle.deadline_mono, "deadline", s, s.token)
+            self._hand_inputs(s)
             s.busy = True
             drivers.append(s.driver)
         tokens = [s.token for s in members]
@@ -704,6 +774,27 @@ class Scheduler:
                 self._inbox.put(("done", s, token, "start", ok, result, started_mono, started_wall,
                                  was_set, ended))
         self.pool.submit(job)
+
+    def _hand_inputs(self, s: _Sensor) -> None:
+        """Hand ``s``'s driver the newest value of each of its inputs (`SensorPlan.inputs`) that
+        changed since it was handed last; a source not sampled (yet) hands nothing."""
+        if not s.plan.inputs or s.driver is None:
+            return
+        for method, (source_name, key) in s.plan.inputs.items():
+            source = next((x for x in self._sensors if x.name == source_name), None)
+            value = source.raw_values.get(key) if source is not None else None
+            if value is None or s.handed.get(method) == value:
+                continue
+            setter = getattr(s.driver, method, None)
+            if not callable(setter):
+                continue
+            ok, exc = _call_driver(functools.partial(setter, value))
+            if ok:
+                s.handed[method] = value
+            else:
+                s.counters.driver_exceptions += 1
+                log.warning("sensor %s: %s(%r) from sensor %s failed: %s", s.name, method, value,
+                            source_name, _describe(exc))
 
     def _stamp_now(self) -> tuple[float, float, bool]:
         was_set = self.clock.is_set()
@@ -751,6 +842,10 @@ class Scheduler:
         if not ok:
             self._attempt_failed(s, result, ended)
             return
+        if isinstance(result, CollectAgain):  # one more step of a multi-step reading (same attempt)
+            wait = result.wait_s if math.isfinite(result.wait_s) else 0.0
+            self._at(ended + max(0.0, wait), "collect", s, s.token)
+            return
         assert s.driver is not None
         try:
             sample = check_sample(s.driver, result)
@@ -766,6 +861,7 @@ class Scheduler:
 
     def _attempt_failed(self, s: _Sensor, exc: BaseException, ended: float) -> None:
         assert s.cycle is not None and s.driver is not None
+        self._release_exclusive(s)   # the retry spacing frees the chip for the others
         cycle = s.cycle
         if isinstance(exc, SensorError):
             retryable = exc.retryable
@@ -800,6 +896,7 @@ class Scheduler:
 
     def _end_cycle(self, s: _Sensor) -> None:
         assert s.cycle is not None
+        self._release_exclusive(s)
         k = s.cycle.slot_k
         s.cycle = None
         self._schedule_slot(s, self.clock.monotonic(), after=k)
@@ -808,6 +905,8 @@ class Scheduler:
     def _emit(self, s: _Sensor, raw: Mapping[str, Value], started_mono: float, started_wall: float,
               clock_was_set: bool, *, event: bool) -> None:
         assert s.processor is not None
+        if not event:
+            s.raw_values.update(raw)
         values = s.processor.process(raw, started_mono, always=event)
         counters = s.processor.counters
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband

@@ -51,6 +51,7 @@ from pibridge.drivers.errors import ConfigurationError
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings, Profile, SensorConfig
+from pibridge.profile.model import PRESSURE_FROM_METRIC, PRESSURE_FROM_SETTER
 
 log = logging.getLogger("pibridge.bridge")
 
@@ -178,7 +179,9 @@ def sensor_plans(configs: Sequence[SensorConfig], world: SimulatedWorld | None) 
             if world is not None:
                 return world.build(config.driver, config.options)
             return registry.get(config.driver)(**config.options)
-        plans.append(SensorPlan(config.name, config.interval_s, build, config.metrics))
+        inputs = ({PRESSURE_FROM_SETTER: (config.pressure_from, PRESSURE_FROM_METRIC)}
+                  if config.pressure_from is not None else {})
+        plans.append(SensorPlan(config.name, config.interval_s, build, config.metrics, inputs))
     return plans
 
 

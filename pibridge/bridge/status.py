@@ -31,7 +31,7 @@ import time
 import types
 import typing
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -50,6 +50,7 @@ WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this 
 STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
 AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
 RECENT_ERRORS_MAX = 10             #: error events kept in the snapshot
+RELOAD_PROBLEMS_KEPT = 20          #: problems of a refused reload kept in the snapshot
 STATUS_FILE_MODE = 0o644           #: readable by any local user (`pibridge status` as `pi`)
 STATUS_FILE_PREFIX = "status-"
 STATUS_FILE_SUFFIX = ".json"
@@ -174,6 +175,23 @@ class ClockStatus:
 
 
 @dataclass(frozen=True)
+class ReloadStatus:
+    """Profile reloads since the bridge started (SIGHUP, `pibridge reload`): ``count`` handled,
+    the last one's ``at`` (when the bridge took it up), whether it was ``applied``, and if it was
+    refused, its ``problems`` (the first `RELOAD_PROBLEMS_KEPT` lines) and ``problem_count``.
+    ``refused`` stays true while the bridge runs an older profile than its file because the
+    last reload was refused: until a reload succeeds or the file is fixed back to the running
+    profile."""
+
+    count: int = 0
+    at: float | None = None
+    applied: bool = True
+    refused: bool = False
+    problems: tuple[str, ...] = ()
+    problem_count: int = 0
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     """One recent problem: when, which sensor ("" for the bridge or the agent), what."""
 
@@ -201,6 +219,7 @@ class BridgeStatus:
     clock: ClockStatus = field(default_factory=ClockStatus)
     recent_errors: tuple[ErrorEvent, ...] = ()
     restart_pending: tuple[str, ...] = ()
+    reload: ReloadStatus = field(default_factory=ReloadStatus)
     version: str = __version__
     pid: int = 0
     pid_start: int | None = None
@@ -350,8 +369,9 @@ def format_duration(seconds: float) -> str:
 
 
 def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -> Health:
-    """Degraded if a sensor is failing, or the agent has been away (or the clock unsynchronised)
-    for longer than ``agent_grace_s``; else healthy. Ages are measured against ``written_at``."""
+    """Degraded if a sensor is failing, the last profile reload was refused (an older profile
+    runs), or the agent has been away (or the clock unsynchronised) for longer than
+    ``agent_grace_s``; else healthy. Ages are measured against ``written_at``."""
     reasons = []
     for sensor in status.sensors:
         if sensor.state == FAILING:
@@ -364,6 +384,10 @@ def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -
         reasons.append(f"agent {agent.host}:{agent.port} not connected for "
                        f"{format_duration(status.written_at - away_since)}"
                        + (f": {agent.last_error}" if agent.last_error else ""))
+    if status.reload.refused:
+        count = status.reload.problem_count
+        reasons.append(f"running an older profile: the last reload was refused ({status.profile} has "
+                       f"{count} problem{'' if count == 1 else 's'}); fix it, then `pibridge reload`")
     clock = status.clock
     unsynced_since = clock.since if clock.since is not None else status.started_at
     if not clock.synchronised and status.written_at - unsynced_since > agent_grace_s:
@@ -453,6 +477,8 @@ class StatusTracker:
         self._synchronised, self._sync_source, self._sync_since = False, "", self._started
         self._errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS_MAX)
         self._restart_pending: tuple[str, ...] = ()
+        self._reload = ReloadStatus()
+        self._reload_error: tuple[float, str, str] | None = None   # the refusal among the errors
 
     # --- sensors ---------------------------------------------------------------------------------
     def set_sensors(self, sensors: Iterable[TrackedSensor]) -> None:
@@ -553,6 +579,41 @@ class StatusTracker:
         with self._lock:
             self._restart_pending = tuple(keys)
 
+    def reload_handled(self, *, applied: bool, problems: Sequence[str] = (), at: float | None = None) -> None:
+        """A reload was handled (``at``: wall-clock time it was taken up, default now). A
+        refused one (``applied`` False with ``problems``) shows among the recent errors and
+        keeps the bridge degraded; an applied one clears that. (A reload that was valid but
+        could not be applied has no problems of the file: the next reload retries it.)"""
+        with self._lock:
+            now = self._mono()
+            self._forget_reload_error()
+            refused = not applied and bool(problems)
+            if refused:
+                self._reload_error = (now, "", f"profile refused: {problems[0]}")
+                self._errors.append(self._reload_error)
+            elif not applied:
+                self._errors.append((now, "", "applying the reloaded profile failed (see the log)"))
+            self._reload = ReloadStatus(self._reload.count + 1, self._clock() if at is None else at,
+                                        applied, refused, tuple(problems[:RELOAD_PROBLEMS_KEPT]),
+                                        len(problems))
+
+    def reload_problems_gone(self) -> None:
+        """The profile file was fixed back to what runs: no longer degraded by the refusal."""
+        with self._lock:
+            self._forget_reload_error()
+            self._reload = dataclasses.replace(self._reload, refused=False)
+
+    def _forget_reload_error(self) -> None:
+        """Take the refused reload's event out of the recent errors (lock held)."""
+        if self._reload_error is not None and self._reload_error in self._errors:
+            self._errors.remove(self._reload_error)
+        self._reload_error = None
+
+    @property
+    def reload_refused(self) -> bool:
+        with self._lock:
+            return self._reload.refused
+
     # --- totals: the service's adapter sets running totals from its parts' own counters --------
     def _mono_of(self, wall: float | None) -> float | None:
         """A wall-clock time as this tracker's monotonic time (kept right across a clock step)."""
@@ -630,7 +691,8 @@ class StatusTracker:
             errors = tuple(ErrorEvent(now_wall - (now_mono - at), sensor, message)
                            for at, sensor, message in self._errors)
             return BridgeStatus(self._profile, self._state_dir, now_wall - (now_mono - self._started),
-                                tuple(sensors), self._queue, agent, clock, errors, self._restart_pending)
+                                tuple(sensors), self._queue, agent, clock, errors, self._restart_pending,
+                                self._reload)
 
 
 # ================================================================================================

@@ -56,7 +56,9 @@ def print_summary(profile: Profile, out: TextIO) -> None:
     for sensor in profile.sensors:
         driver = registry.get(sensor.driver)
         resources.append((sensor, driver.resources(sensor.options)))
-        _say(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}", out)
+        source = f", pressure from \"{sensor.pressure_from}\"" if sensor.pressure_from else ""
+        _say(f"sensor \"{sensor.name}\": {sensor.driver}, every {format_duration(sensor.interval_s)}{source}",
+             out)
         for metric in driver.metrics_for(sensor.options):   # what this configuration reports
             _say(f"  {_metric_line(metric, sensor.metrics.get(metric.key))}", out)
     _say("pins and buses:", out)
@@ -101,6 +103,8 @@ def _processing(config: MetricConfig) -> list[str]:
     if config.valid_range is not None:
         low, high = config.valid_range
         steps.append(f"valid {low:g} to {high:g} (else left out)")
+    if config.clamp is not None:
+        steps.append(f"clamped to {config.clamp[0]:g}…{config.clamp[1]:g}")
     if config.deadband is not None:
         silence = f", at least every {format_duration(config.max_silence_s)}" if config.max_silence_s else ""
         steps.append(f"sent when it moved by {config.deadband:g}{silence}")

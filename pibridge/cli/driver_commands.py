@@ -5,8 +5,8 @@
 * ``read DRIVER [--option KEY=VALUE ...] [--simulate] [--json]``: one sample, with the retries
   the instance's own `Timing` allows (``--simulate``: built in a `SimulatedWorld`).
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses and chip-id register), which 1-Wire devices the kernel lists, and which serial
-  ports exist (and whether the Pi's serial console holds one).
+  (their addresses, chip-id register or register signature), which 1-Wire devices the kernel
+  lists, and which serial ports exist (and whether the Pi's serial console holds one).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pibridge.drivers.base import Driver, Option, default_timing, describe_timin
 from pibridge.drivers.ds18b20 import FAMILIES as W1_FAMILIES
 from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
-from pibridge.drivers.i2c import I2CDriver
+from pibridge.drivers.i2c import CommandId, I2CDriver
 
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
@@ -63,6 +63,8 @@ def _option_line(option: Option) -> str:
     parts = [f"{option.key} ({option.kind_label})"]
     if option.required:
         parts.append("required")
+    elif option.default is None:
+        parts.append("optional, no default")
     else:
         shown = option.show(option.default) if option.hex else repr(option.default)
         parts.append(f"default {shown}")
@@ -208,20 +210,50 @@ def i2c_drivers_by_address() -> dict[int, list[type[I2CDriver]]]:
 
 
 def identify_i2c(bus: Any, address: int,
-                 table: dict[int, list[type[I2CDriver]]] | None = None) -> str:
-    """The probable chip at ``address``: by the chip-id register a driver declares, else by the
-    address alone."""
+                 table: dict[int, list[type[I2CDriver]]] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> str:
+    """The probable chip at ``address``, by what its driver declares: its own
+    ``identify(bus, address, sleep)`` classmethod (a command the chip answers harmlessly, e.g. the
+    SCD30's firmware version), a chip-id register (`ChipId`), an identification command
+    (`CommandId`: a Sensirion serial number), or power-on register values (`RegisterSignature`);
+    else by the address alone. Where several drivers share the address, a candidate that does not
+    answer its own identification leaves the word to the others."""
     candidates = (i2c_drivers_by_address() if table is None else table).get(address, [])
-    by_address = []
+    by_address: list[str] = []
+    refused: list[str] = []
+    silent = None
     for cls in candidates:
+        identify = getattr(cls, "identify", None)
+        if callable(identify):
+            name = identify(bus, address, sleep)
+            if name is not None:
+                return str(name)
+            refused.append(cls.chip_name or cls.name)
+            continue
         if cls.chip_id is None:
+            signature = cls.signature
+            if signature is not None:   # no id register: known register values name the part
+                try:
+                    if signature.matches(bus, address):
+                        return f"{signature.name} (register signature)"
+                except OSError:         # no answer to a register read: not this chip
+                    silent = silent or f"unknown (no answer at register 0x{min(signature.words):02x})"
+                    continue
             by_address.append(cls.chip_name or cls.name)
+            continue
+        if isinstance(cls.chip_id, CommandId):
+            named = cls.chip_id.identify(bus, address, sleep)
+            if named is not None:
+                return named
             continue
         register = cls.chip_id.register
         try:
             chip_id = bus.read_byte_data(address, register)
         except OSError:
-            return f"unknown (no answer at chip-id register 0x{register:02x})"
+            if len(candidates) == 1:
+                return f"unknown (no answer at chip-id register 0x{register:02x})"
+            silent = silent or f"unknown (no answer at chip-id register 0x{register:02x})"
+            continue
         name = cls.chip_id.name(chip_id)
         if name is not None:
             return f"{name} (chip id 0x{chip_id:02x})"
@@ -229,22 +261,43 @@ def identify_i2c(bus: Any, address: int,
             return f"unknown (chip id 0x{chip_id:02x})"
     if by_address:
         return f"{' or '.join(by_address)} (probable, by address)"
+    if silent:
+        return silent
+    if refused:
+        return f"unknown (does not answer as an {' or '.join(refused)})"
     return "unknown"
 
 
-def scan_i2c_bus(bus: Any) -> list[tuple[int, str]]:
+def identify_by_command(bus: Any, address: int, table: dict[int, list[type[I2CDriver]]],
+                        sleep: Callable[[float], None]) -> str | None:
+    """The chip at an address that NACKed the plain read, named by a `CommandId` it answers
+    (Sensirion chips NACK a read while no result is pending), or None."""
+    for cls in table.get(address, []):
+        if isinstance(cls.chip_id, CommandId):
+            named = cls.chip_id.identify(bus, address, sleep)
+            if named is not None:
+                return named
+    return None
+
+
+def scan_i2c_bus(bus: Any, sleep: Callable[[float], None] = time.sleep) -> list[tuple[int, str]]:
     """(address, probable chip) for every address 0x03..0x77 that acknowledges a read_byte
-    (i2cdetect -r style: a read is harmless for the chips pibridge knows)."""
+    (i2cdetect -r style: a read is harmless for the chips pibridge knows), or, where a driver
+    declares a `CommandId`, that answers it (a chip without registers may NACK a bare read).
+    ``sleep`` waits between an identification command and its answer."""
     found = []
     table = i2c_drivers_by_address()
     for address in range(I2C_FIRST_ADDRESS, I2C_LAST_ADDRESS + 1):
         try:
             bus.read_byte(address)
         except OSError as exc:
-            if exc.errno in (errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT):
-                continue
-            raise
-        found.append((address, identify_i2c(bus, address, table)))
+            if exc.errno not in (errno.EREMOTEIO, errno.ENXIO, errno.EIO, errno.ETIMEDOUT):
+                raise
+            named = identify_by_command(bus, address, table, sleep)
+            if named is not None:
+                found.append((address, named))
+            continue
+        found.append((address, identify_i2c(bus, address, table, sleep)))
     return found
 
 

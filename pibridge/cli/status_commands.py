@@ -1,5 +1,7 @@
 """`pibridge status [--json] [--runtime-dir DIR] [--profile P]`: the running bridge's health,
-read from its status file (`pibridge.bridge.status`), for people and for monitoring.
+read from its status file (`pibridge.bridge.status`), for people and for monitoring; and
+`pibridge reload`, which asks the running bridge to re-read its profile and waits for the verdict
+it records in that file.
 
 Exit status: 0 healthy; 1 degraded (a sensor failing, the agent away or the clock unsynchronised
 for longer than ``--agent-grace``); 2 not running, stale status file, or the status cannot be
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,6 +42,8 @@ from pibridge.bridge.status import (
 )
 
 LABELS = {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}
+RELOAD_TIMEOUT_S = 60.0     #: `pibridge reload` waits this long for the verdict (stopping sensors takes time)
+RELOAD_POLL_S = 0.05        #: how often it looks at the status file meanwhile (written at once on a reload)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +61,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stale-after", type=_positive_seconds, default=STALE_AFTER_S, metavar="S",
                    help=f"a status file older than this is stale (default {STALE_AFTER_S:g} s)")
     p.set_defaults(handler=cmd_status)
+
+    r = sub.add_parser(
+        "reload", help="make the running bridge re-read its profile and wait for its verdict",
+        description="Ask the running bridge to re-read its profile (SIGHUP) and wait until it has "
+                    "applied or refused it. A refused profile's problems are printed; the bridge keeps "
+                    "running its last valid profile (and `pibridge status` says degraded until a "
+                    "reload succeeds). systemd's `systemctl reload pibridge` runs this.",
+        epilog="example: pibridge reload --profile /etc/pibridge/greenhouse.toml\n"
+               "exit status: 0 applied; 1 refused or not applied (the problems are printed); "
+               "2 no running bridge found, or no verdict within --timeout",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = r.add_mutually_exclusive_group()
+    which.add_argument("--profile", type=Path, metavar="FILE",
+                       help="the bridge running this profile (only its [bridge] table is read)")
+    which.add_argument("--pid", type=int, metavar="PID", help="the bridge with this process id "
+                       "(systemd: $MAINPID)")
+    r.add_argument("--runtime-dir", type=Path, metavar="DIR",
+                   help="where the bridge writes its status (default: as `pibridge status`)")
+    r.add_argument("--timeout", type=_positive_seconds, default=RELOAD_TIMEOUT_S, metavar="S",
+                   help=f"wait at most this long for the verdict (default {RELOAD_TIMEOUT_S:g} s)")
+    r.set_defaults(handler=cmd_reload)
 
 
 def _positive_seconds(text: str) -> float:
@@ -75,7 +102,8 @@ def _status_files(args: argparse.Namespace) -> tuple[list[Path], str]:
         from pibridge.profile import ProfileError, load_profile
 
         try:
-            state_dir = load_profile(args.profile).bridge.state_dir
+            # only [bridge]: a profile just broken in its sensors still names the running bridge
+            state_dir = load_profile(args.profile, sections="bridge").bridge.state_dir
         except ProfileError as exc:
             raise _Unreadable(str(exc).splitlines()[0]) from None
         candidates = [status_path(d, state_dir) for d in directories]
@@ -86,6 +114,101 @@ def _status_files(args: argparse.Namespace) -> tuple[list[Path], str]:
 
 class _Unreadable(Exception):
     pass
+
+
+# --- pibridge reload -------------------------------------------------------------------------------
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP the running bridge, then read its status file until the reload it took up after our
+    signal is recorded there (`ReloadStatus`): the status file is rewritten at once after every
+    reload, so the verdict is there within one main-loop turn of the reload's end."""
+    try:
+        reading = _running_bridge(args)
+    except _Unreadable as exc:
+        print(f"pibridge reload: {exc}", file=sys.stderr)
+        return NOT_RUNNING
+    before = reading.status.reload.count
+    asked_at = time.time()
+    try:
+        os.kill(reading.status.pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"pibridge reload: the bridge (pid {reading.status.pid}) has just stopped", file=sys.stderr)
+        return NOT_RUNNING
+    except PermissionError:
+        print(f"pibridge reload: not allowed to signal the bridge (pid {reading.status.pid}, another "
+              "user's): run it as that user or with sudo", file=sys.stderr)
+        return NOT_RUNNING
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(RELOAD_POLL_S)
+        try:
+            status = read_status(reading.path).status
+        except FileNotFoundError:
+            print("pibridge reload: the bridge stopped before it answered", file=sys.stderr)
+            return NOT_RUNNING
+        except StatusFileError:
+            continue                     # mid-rename on an odd filesystem: read again
+        verdict = status.reload
+        # a reload counts if it was taken up after our signal: one that was already under way
+        # when we signalled read the file before the edit we are asked about
+        if verdict.count > before and verdict.at is not None and verdict.at >= asked_at - CLOCK_SLACK_S:
+            return _print_verdict(status)
+        if verdict.count > before:
+            before = verdict.count       # an earlier reload finished; ours is next
+    print(f"pibridge reload: no verdict from the bridge (pid {reading.status.pid}) within "
+          f"{args.timeout:g} s; see its log", file=sys.stderr)
+    return NOT_RUNNING
+
+
+#: a reload taken up this much "before" the signal still counts (wall clocks of two processes)
+CLOCK_SLACK_S = 0.5
+
+
+def _print_verdict(status: BridgeStatus) -> int:
+    verdict = status.reload
+    if verdict.applied:
+        pending = (f"; restart needed for: {', '.join(status.restart_pending)}"
+                   if status.restart_pending else "")
+        print(f"pibridge reload: {status.profile} applied{pending}")
+        return HEALTHY
+    if not verdict.problems:
+        print(f"pibridge reload: {status.profile} is valid but could not be applied (see the log); "
+              "the running configuration stays in force", file=sys.stderr)
+        return DEGRADED
+    count = verdict.problem_count
+    print(f"pibridge reload: {status.profile} refused ({count} problem{'' if count == 1 else 's'}); "
+          "the running configuration stays in force:", file=sys.stderr)
+    for line in verdict.problems:
+        print(f"  {printable(line)}", file=sys.stderr)
+    if count > len(verdict.problems):
+        print(f"  … and {count - len(verdict.problems)} more (pibridge check --profile {status.profile})",
+              file=sys.stderr)
+    return DEGRADED
+
+
+def _running_bridge(args: argparse.Namespace) -> StatusReading:
+    """The one running bridge ``args`` point at (``--pid``, ``--profile``, or the only one)."""
+    directories = [args.runtime_dir] if args.runtime_dir else runtime_dir_candidates()
+    if args.profile is not None:
+        files, looked = _status_files(args)
+    else:
+        files, looked = find_status_files(directories), ", ".join(str(d) for d in directories)
+    running: list[StatusReading] = []
+    for path in files:
+        try:
+            reading = read_status(path)
+        except (FileNotFoundError, StatusFileError):
+            continue
+        if reading.fresh and (args.pid is None or reading.status.pid == args.pid):
+            running.append(reading)
+    if not running:
+        which = f" with pid {args.pid}" if args.pid is not None else ""
+        raise _Unreadable(f"no running bridge{which} found (status files looked for in {looked})")
+    if len(running) > 1:
+        profiles = ", ".join(r.status.profile for r in running)
+        raise _Unreadable(f"{len(running)} bridges are running ({profiles}): "
+                          "name one with --profile or --pid")
+    return running[0]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -185,6 +308,15 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
                  + f"; dropped {queue.dropped}; dead letters {queue.dead_letters}")
     if status.restart_pending:
         lines.append("restart needed for: " + ", ".join(status.restart_pending))
+    reload = status.reload
+    if reload.refused:
+        lines.append(f"profile {status.profile} refused at {_clock_text(reload.at or 0)} "
+                     f"({reload.problem_count} problem{'' if reload.problem_count == 1 else 's'}); "
+                     "running the previous one:")
+        lines += [f"  {problem}" for problem in reload.problems]
+    elif reload.count:
+        lines.append(f"profile reloaded {_ago(status, reload.at)}"
+                     + ("" if reload.applied else " but not applied (see the log)"))
     lines.append("")
     lines.append(f"{'sensor':<24} {'state':<16} {'taken':>7} {'pushed':>7} {'failed':>6} {'skipped':>7} "
                  f"{'dead':>5}  last values")

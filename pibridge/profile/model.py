@@ -12,6 +12,11 @@ from .errors import ProfileError
 from .locator import KeyLocator
 
 DEFAULT_STATE_DIR = Path("/var/lib/pibridge")
+#: ``pressure_from = "NAME"``: NAME's metric that is handed on (in Pa), and the method of the
+#: consumer's driver that takes it (SCD4x, SCD30: pressure compensation)
+PRESSURE_FROM_METRIC = "pressure"
+PRESSURE_FROM_UNIT = "SI.Pressure.PASCAL"
+PRESSURE_FROM_SETTER = "set_ambient_pressure"
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -55,6 +60,7 @@ class MetricConfig:
     unit: str | None = None                          #: an agent valueUnit …
     value_type: str | None = None                    #: … or a valueType + annotation
     annotation: str | None = None
+    clamp: tuple[float, float] | None = None         #: outside: set to the nearer bound (after valid_range)
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,17 @@ class SensorConfig:
     options: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, MetricConfig] = field(default_factory=dict)
     line: int | None = None                          #: the ``[[sensor]]`` header's line
+    #: ``pressure_from``: the name of another sensor whose ``pressure`` (Pa) this sensor's driver
+    #: compensates with (its ``set_ambient_pressure``), or None
+    pressure_from: str | None = None
 
 
 @dataclass(frozen=True)
 class Profile:
     """A loaded profile: its agent settings, the bridge's settings and sensors, and the whole
-    parsed document. ``sections`` says what was checked: "all", or "agent" (then ``bridge`` is
-    the default and ``sensors`` is empty)."""
+    parsed document. ``sections`` says what was checked: "all", "agent" (then ``bridge`` is
+    the default and ``sensors`` is empty) or "bridge" (then ``agent`` is the default and
+    ``sensors`` is empty)."""
 
     path: Path
     agent: AgentSettings

@@ -6,7 +6,8 @@ The schema (README's "Profile reference" lists every key with its type and defau
 
     [agent]      where the agent is (pibridge.agent.AgentSettings)
     [bridge]     state directory, queue bounds, durability, inventory check, 1-Wire pin, logs
-    [[sensor]]   name, driver, interval, [sensor.options] (the driver's), [sensor.metrics.KEY]
+    [[sensor]]   name, driver, interval, [sensor.options] (the driver's), [sensor.metrics.KEY],
+                 pressure_from (another sensor whose pressure the driver compensates with)
 """
 
 from __future__ import annotations
@@ -35,9 +36,18 @@ from pibridge.drivers.base import (
 from . import values as v
 from .errors import SHOWN_MAX, Problem, ProfileError, shown
 from .locator import KeyLocator, KeyPath
-from .model import BridgeSettings, Calibration, MetricConfig, Profile, SensorConfig
+from .model import (
+    PRESSURE_FROM_METRIC,
+    PRESSURE_FROM_SETTER,
+    PRESSURE_FROM_UNIT,
+    BridgeSettings,
+    Calibration,
+    MetricConfig,
+    Profile,
+    SensorConfig,
+)
 
-Sections = Literal["all", "agent"]
+Sections = Literal["all", "agent", "bridge"]
 AGENT_TABLE, BRIDGE_TABLE, SENSOR_TABLE = "agent", "bridge", "sensor"
 TOP_LEVEL = {AGENT_TABLE: "[agent]", BRIDGE_TABLE: "[bridge]", SENSOR_TABLE: "[[sensor]]"}
 PORT_MIN, PORT_MAX = 1, 65535
@@ -56,8 +66,8 @@ _SYNTAX_POSITION = " (at line "
 AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
 BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
                "log_format")
-SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics")
-METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "deadband",
+SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics", "pressure_from")
+METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "clamp", "deadband",
                "max_silence", "unit", "type", "annotation")
 
 
@@ -67,13 +77,21 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
 
     ``sections="agent"``: only ``[agent]`` (and unknown top-level tables, which may be a
     misspelt ``[agent]``) is checked; ``[bridge]`` and ``[[sensor]]`` are ignored, so a broken
-    sensor does not stop ``pibridge ping``. The TOML must parse either way."""
-    if sections not in ("all", "agent"):
-        raise ValueError(f"sections must be 'all' or 'agent', not {sections!r}")
+    sensor does not stop ``pibridge ping``. ``sections="bridge"``: only ``[bridge]``, which
+    locates a running bridge (its state directory names the status file), so ``pibridge status``
+    and ``pibridge reload`` find a bridge whose profile was just broken. The TOML must parse
+    either way."""
+    if sections not in ("all", "agent", "bridge"):
+        raise ValueError(f"sections must be 'all', 'agent' or 'bridge', not {sections!r}")
     path = Path(path)
     text = _read(path)
     document = _parse(path, text)
     checker = _Checker(path, KeyLocator(text))
+    if sections == "bridge":
+        located = checker.bridge(document.get(BRIDGE_TABLE, {}))
+        checker.raise_problems()
+        assert located is not None  # else a problem was raised
+        return Profile(path, AgentSettings(), document, checker.locator, located, sections="bridge")
     checker.top_level(document)
     agent = checker.agent(document.get(AGENT_TABLE, {}))
     if sections == "agent":
@@ -153,6 +171,15 @@ class _Scope:
 
 
 @dataclass
+class _PressureLink:
+    """``pressure_from`` of one sensor, checked against the profile's other sensors at the end."""
+
+    scope: _Scope
+    sensor: str | None
+    source: str
+
+
+@dataclass
 class _Checked:
     """One sensor after its own checks, waiting for the checks across sensors (pins, names)."""
 
@@ -167,6 +194,9 @@ class _Checker:
         self.problems: list[Problem] = []
         #: driver name -> class, or the problem with that name (looked up once per name)
         self._drivers: dict[str, type[Driver] | str] = {}
+        #: sensor name -> (driver, what its configuration reports or None when unknown)
+        self._reported: dict[str, tuple[type[Driver] | None, dict[str, Metric] | None]] = {}
+        self._pressure_links: list[_PressureLink] = []
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -273,6 +303,7 @@ class _Checker:
             if sensor is not None:
                 configs.append(sensor)
         self._resources(checked, bridge)
+        self._pressure_sources()
         return tuple(configs)
 
     def _sensor(self, scope: _Scope, entry: dict[str, Any]) -> tuple[SensorConfig | None, _Checked | None]:
@@ -316,15 +347,67 @@ class _Checker:
         reported = (self._reported_metrics(scope, driver, config)
                     if driver is not None and config is not None else None)
         metric_configs = self._metrics(scope, driver, reported, metrics)
+        if isinstance(name, str) and _is_sensor_name(name):
+            self._reported.setdefault(name, (driver, reported))
+        pressure_from, pressure_ok = self._pressure_from(scope, entry, name, driver, config)
 
         one = _Checked(scope, config, resources) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
-                or interval is None or metric_configs is None):
+                or interval is None or metric_configs is None or not pressure_ok):
             return None, one
         assert isinstance(name, str) and isinstance(driver_name, str)
         sensor = SensorConfig(name, driver_name, interval, config, metric_configs,
-                              self.locator.line(scope.prefix))
+                              self.locator.line(scope.prefix), pressure_from)
         return sensor, one
+
+    # -- pressure_from --------------------------------------------------------------------------
+    def _pressure_from(self, scope: _Scope, entry: dict[str, Any], name: Any, driver: type[Driver] | None,
+                       config: dict[str, Any] | None) -> tuple[str | None, bool]:
+        """The sensor's own ``pressure_from`` checks: (the source's name or None, valid?). Whether
+        the source exists and reports pressure is checked once every sensor is known."""
+        if "pressure_from" not in entry:
+            return None, True
+        source = entry["pressure_from"]
+        if not _is_sensor_name(source):
+            scope.report(("pressure_from",), "must be the name of another sensor of this profile "
+                                             f"(one that reports pressure in Pa), not {shown(source)}")
+            return None, False
+        valid = True
+        if driver is not None and not callable(getattr(driver, PRESSURE_FROM_SETTER, None)):
+            takers = ", ".join(_pressure_takers()) or "none"
+            scope.report(("pressure_from",), f"a {driver.name} takes no ambient pressure (pressure_from is "
+                                             f"for drivers that compensate with it: {takers})")
+            valid = False
+        if config is not None and config.get("ambient_pressure") is not None:
+            scope.report(("pressure_from",), "give pressure_from or options.ambient_pressure, not both")
+            valid = False
+        self._pressure_links.append(_PressureLink(scope, name if isinstance(name, str) else None, source))
+        return source, valid
+
+    def _pressure_sources(self) -> None:
+        """Each ``pressure_from`` names another sensor of the profile that reports pressure in Pa."""
+        known = list(self._reported)
+        for link in self._pressure_links:
+            keys: KeyPath = ("pressure_from",)
+            if link.source == link.sensor:
+                link.scope.report(keys, "a sensor cannot take its pressure from itself")
+                continue
+            if link.source not in self._reported:
+                close = v.suggestion(link.source, known)
+                hint = f"; did you mean {shown(close)}?" if close else ""
+                listed = ", ".join(shown(n) for n in known)
+                link.scope.report(keys, f"no sensor named {shown(link.source)} in this profile{hint} "
+                                        f"(sensors: {listed})")
+                continue
+            driver, reported = self._reported[link.source]
+            if driver is None or reported is None:
+                continue  # the source's own problems are reported on its lines
+            metric = reported.get(PRESSURE_FROM_METRIC)
+            if metric is None or metric.unit != PRESSURE_FROM_UNIT:
+                listed = ", ".join(reported) or "nothing"
+                link.scope.report(keys, f"sensor {shown(link.source)} ({driver.name}) does not report "
+                                        f"{PRESSURE_FROM_METRIC} in Pa with its options "
+                                        f"(it reports {listed})")
 
     def _driver(self, scope: _Scope, name: str) -> type[Driver] | None:
         if name not in self._drivers:
@@ -453,6 +536,7 @@ class _Checker:
         gpio_owner: dict[int, _Checked] = {}
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
+        input_owner: dict[tuple[int, int, str], _Checked] = {}
         serial_owner: dict[str, _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
@@ -466,16 +550,27 @@ class _Checker:
                     scope.report(keys, f"GPIO {pin} is the 1-Wire pin")
                 elif pin in bus_pins:
                     scope.report(keys, f"GPIO {pin} is {bus_pins[pin]}")
+            slot_clash = False
             for slot in resources.i2c:
                 keys = _named_option(sensor.config, "address")
-                if slot in i2c_owner:
-                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
-                                       f"{i2c_owner[slot].scope.label}")
-                else:
+                owner = i2c_owner.get(slot)
+                if owner is None:
                     i2c_owner[slot] = sensor
+                elif not resources.i2c_shared_by or resources.i2c_shared_by != owner.resources.i2c_shared_by:
+                    slot_clash = True
+                    scope.report(keys, f"I2C address {slot[1]:#04x} on bus {slot[0]} is already used by "
+                                       f"{owner.scope.label}")
+            for chip_input in () if slot_clash else resources.inputs:   # a shared chip: each input once
+                where = (chip_input.bus, chip_input.address, chip_input.name)
+                if where in input_owner:
+                    scope.report(_named_option(sensor.config, chip_input.option),
+                                 f"{chip_input.name} of the chip at {chip_input.address:#04x} on bus "
+                                 f"{chip_input.bus} is already read by {input_owner[where].scope.label}")
+                else:
+                    input_owner[where] = sensor
             for device in resources.serial:
                 keys = _named_option(sensor.config, "port")
-                owner = next((owner for known, owner in serial_owner.items()
+                owner = next((holder for known, holder in serial_owner.items()
                               if serialport.same_device(known, device)), None)
                 if owner is not None:
                     scope.report(keys, f"serial port {device} is already used by {owner.scope.label} "
@@ -492,6 +587,19 @@ class _Checker:
                                        f"{w1_owner[device_id].scope.label}")
                 else:
                     w1_owner[device_id] = sensor
+
+
+def _pressure_takers() -> list[str]:
+    """The built-in drivers that take an ambient pressure (for the message that lists them)."""
+    takers = []
+    for name in registry.builtin():
+        try:
+            cls = registry.get(name)
+        except Exception:  # a broken driver is reported where it is used
+            continue
+        if callable(getattr(cls, PRESSURE_FROM_SETTER, None)):
+            takers.append(name)
+    return sorted(takers)
 
 
 def _look_up_driver(name: str) -> type[Driver] | str:
@@ -511,7 +619,7 @@ class _MetricChecker:
     """One ``[sensor.metrics.KEY]`` table: names, calibration, filters, unit or type."""
 
     KEYS = METRIC_KEYS
-    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "deadband")
+    NUMERIC_ONLY = ("offset", "scale", "points", "median", "valid_range", "clamp", "deadband")
 
     def __init__(self, scope: _Scope, keys: KeyPath, metric: Metric | None) -> None:
         self.scope, self.keys, self.metric = scope, keys, metric
@@ -552,6 +660,7 @@ class _MetricChecker:
             self.report("points", "give either points or offset/scale, not both")
         median = self.get(table, "median", v.integer(1, MEDIAN_MAX))
         valid_range = self.get(table, "valid_range", _range)
+        clamp = self.get(table, "clamp", _range)
         deadband = self.get(table, "deadband", _non_negative)
         max_silence = self.get(table, "max_silence", v.duration)
         if max_silence is not None and "deadband" not in table:
@@ -574,7 +683,7 @@ class _MetricChecker:
                                       scale=scale if scale is not None else 1.0)
         return MetricConfig(key, enabled if enabled is not None else True, name, calibration,
                             median if median is not None else 1, valid_range, deadband, max_silence,
-                            unit, value_type, annotation)
+                            unit, value_type, annotation, clamp)
 
     def _check_type_override(self, key: str, kind: str, table: dict[str, Any]) -> None:
         """A ``type`` or ``unit`` must fit the values the driver reports: a number stays a number

@@ -4,7 +4,7 @@ Usage: ``python scripts/bench/read_cost.py [--reads N] [--budget SECONDS]``
 
 "simulated" rows: every driver the registry finds, built by ``SimulatedWorld.build`` (the same
 path as ``pibridge read --simulate``) with the driver's declared ``example_options`` (its
-required options filled in) in one world on a `VirtualClock`. A read is one attempt in
+required options filled in), each in its own world on one `VirtualClock`. A read is one attempt in
 two phases, ``start()``, the caller's wait, ``collect()``; the wait is a virtual-clock sleep, and
 before each read the clock is stepped by the instance's ``min_interval_s`` (the DHT's 2.1 s), so
 every read is a real one and nothing really sleeps. The figure that matters is CPU time
@@ -86,9 +86,65 @@ def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
     bus.attach(0x76, FakeBME280(clock=clock))
     bus.attach(0x23, FakeBH1750(lux=500.0, clock=clock))
     rigs: dict[str, Driver] = {"bme280": BME280(bus=bus), "bh1750": BH1750(bus=bus)}
+    rigs.update(climate_and_light_rigs(clock))
     for cls in (DHT22, DHT11):
         rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
+    rigs.update(adc_and_power_rigs(bus, clock))
+    rigs.update(co2_rigs(bus, clock))
     return rigs
+
+
+def climate_and_light_rigs(clock: VirtualClock) -> dict[str, Driver]:
+    """SHT4x, SHT3x, AHT20 and VEML7700 on their fakes with fixed values (each on its own bus:
+    the SHT3x and SHT4x share 0x44)."""
+    from pibridge.drivers.aht20 import AHT20
+    from pibridge.drivers.fakes import FakeSMBus
+    from pibridge.drivers.fakes.aht20 import FakeAHT20
+    from pibridge.drivers.fakes.sht3x import FakeSHT3x
+    from pibridge.drivers.fakes.sht4x import FakeSHT4x
+    from pibridge.drivers.fakes.veml7700 import FakeVEML7700
+    from pibridge.drivers.sht3x import SHT3x
+    from pibridge.drivers.sht4x import SHT4x
+    from pibridge.drivers.veml7700 import VEML7700
+
+    buses = [FakeSMBus(n) for n in range(4)]
+    buses[0].attach(0x44, FakeSHT4x(celsius=21.0, humidity=55.0, clock=clock))
+    buses[1].attach(0x44, FakeSHT3x(celsius=21.0, humidity=55.0, clock=clock))
+    buses[2].attach(0x38, FakeAHT20(celsius=21.0, humidity=55.0, clock=clock, calibrated_at_power_on=True))
+    buses[3].attach(0x10, FakeVEML7700(lux=5000.0, clock=clock))
+    return {"sht4x": SHT4x(bus=buses[0], clock=clock), "sht3x": SHT3x(bus=buses[1]),
+            "aht20": AHT20(bus=buses[2]), "veml7700": VEML7700(bus=buses[3])}
+
+
+def adc_and_power_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
+    """ADS1115, ADS1015 (one input each) and INA219 on fixed inputs, on ``bus``."""
+    from pibridge.drivers.ads1x15 import ADS1015, ADS1115
+    from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
+    from pibridge.drivers.fakes.ina219 import FakeINA219
+    from pibridge.drivers.ina219 import INA219
+
+    bus.attach(0x48, FakeADS1x15(bits=16, clock=clock, inputs=(2.05, 1.4, 1.65, -0.0002)))
+    bus.attach(0x49, FakeADS1x15(bits=12, clock=clock, inputs=(2.05, 1.4, 1.65, -0.0002)))
+    bus.attach(0x40, FakeINA219(clock=clock, source=lambda: (12.0, -0.75)))
+    return {"ads1115": ADS1115(bus=bus, channel=0), "ads1015": ADS1015(bus=bus, address=0x49, channel=0),
+            "ina219": INA219(bus=bus)}
+
+
+def co2_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
+    """SCD4x and SCD30 on their fakes (fixed CO₂, T, RH; the SCD30's CO₂ steps by 1/64 ppm per
+    measurement, since its driver refuses a frame identical to the last as a stuck data-ready
+    flag). A read is get-data-ready + read-measurement: two command/wait/read steps."""
+    from itertools import count
+
+    from pibridge.drivers.fakes.scd4x import FakeSCD4x
+    from pibridge.drivers.fakes.scd30 import FakeSCD30
+    from pibridge.drivers.scd4x import SCD4x
+    from pibridge.drivers.scd30 import SCD30
+
+    steps = count()
+    bus.attach(0x62, FakeSCD4x(source=lambda: (612.0, 21.5, 48.0), clock=clock))
+    bus.attach(0x61, FakeSCD30(source=lambda: (612.0 + next(steps) / 64, 21.5, 48.0), clock=clock))
+    return {"scd4x": SCD4x(bus=bus, clock=clock), "scd30": SCD30(bus=bus, clock=clock)}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
@@ -186,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'driver':<28} {'reads':>6} {'failed':>6} {'CPU µs/read':>12} {'wall µs/read':>13}  note")
     clock = VirtualClock()
-    with SimulatedWorld(Environment(seed=0), clock=clock, door_timer=False) as world:
-        for name in registry.builtin():
+    for name in registry.builtin():
+        # one world per driver: chips that share a default address (SHT3x/SHT4x at 0x44) would
+        # otherwise answer for each other on the one simulated bus
+        with SimulatedWorld(Environment(seed=0), clock=clock, door_timer=False) as world:
             try:  # the driver's own example options: simulators fill in nothing
                 driver = world.build(name, registry.get(name).example_options)
             except (ImportError, AttributeError, SensorError) as exc:
