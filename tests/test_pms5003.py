@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,17 @@ def fake(clock: VirtualClock) -> Iterator[FakePMS5003]:
     chip_ = FakePMS5003(pm=PM, clock=clock)
     yield chip_
     chip_.close()
+
+
+def input_arrives(driver: chip.PMS5003, count: int) -> bool:
+    """Wait until ``count`` bytes are readable at the driver's port: a pty hands written bytes
+    over asynchronously, so "sent" at the fake is not yet "arrived" at the driver."""
+    port = driver.link._serial
+    for _ in range(10_000):
+        if port.in_waiting >= count:
+            return True
+        select.select([port.fileno()], [], [], 0.01)   # returns at once while bytes are waiting
+    return False
 
 
 def commands_are(fake: FakePMS5003, expected: list[tuple[int, int]]) -> bool:
@@ -183,6 +195,7 @@ def test_active_mode_takes_the_newest_frame_after_the_start(fake: FakePMS5003, c
         fake.wait_sent(1)                            # the mode's ack
         fake.pm = (1.0, 2.0, 3.0)
         fake.send_frame()                            # buffered before start(): discarded
+        assert input_arrives(driver, chip.ACK_FRAME_LEN + chip.DATA_FRAME_LEN)
         wait = driver.start()
         assert wait == pytest.approx(chip.ACTIVE_READ_TIME_S)
         fake.pm = (5.0, 6.0, 7.0)
@@ -192,6 +205,7 @@ def test_active_mode_takes_the_newest_frame_after_the_start(fake: FakePMS5003, c
         clock.sleep(wait)                            # the chip's own cadence sends the next frame
         fake.poke()
         assert fake.wait_sent(sent + 1)
+        assert input_arrives(driver, 2 * chip.DATA_FRAME_LEN)
         assert driver.collect() == EXPECTED
     assert fake.commands == [WAKE, ACTIVE]           # nothing is sent per read in active mode
 
