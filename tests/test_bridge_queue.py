@@ -285,20 +285,16 @@ def test_no_write_beyond_the_queue_files(tmp_path: Path) -> None:
     with SampleQueue(tmp_path, boot_id=BOOT) as queue:
         queue.put_many([sample(i) for i in range(100)])
         queue.ack([r.id for r in queue.fetch(0, 50)])
-    assert {p.name for p in tmp_path.iterdir()} <= {QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm"}
+    assert {p.name for p in tmp_path.iterdir()} <= {QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm",
+                                                 f"{QUEUE_FILE}.record"}
 
 
-@pytest.mark.parametrize("make", ["file-as-state-dir", "not-a-database"])
-def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path, make: str) -> None:
-    if make == "file-as-state-dir":
-        target = tmp_path / "state"
-        target.write_text("a file, not a directory")
-        where = target
-    else:
-        where = tmp_path
-        (tmp_path / QUEUE_FILE).write_bytes(b"garbage, not SQLite " * 200)
+def test_an_unusable_state_dir_is_one_clear_error(tmp_path: Path) -> None:
+    """(A queue file that is not a database is moved aside instead: tests/test_queue_corruption.py.)"""
+    target = tmp_path / "state"
+    target.write_text("a file, not a directory")
     with pytest.raises(QueueOpenError, match="cannot open the sample queue"):
-        SampleQueue(where, boot_id=BOOT)
+        SampleQueue(target, boot_id=BOOT)
 
 
 def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
@@ -315,8 +311,10 @@ def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
                 with pytest.raises(QueueWriteError, match="full"):
                     queue.put(big)
         assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
+        assert queue.write_error is not None and "full" in queue.write_error  # for the status
         queue._call(lambda: queue._db.execute("PRAGMA max_page_count = 1073741823"))
         queue.put(sample(1))
+        assert queue.write_error is None
         queue.put(big)
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, T0_MS + 1000, T0_MS + 5000]
         assert queue.depth == 3

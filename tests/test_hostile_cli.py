@@ -184,10 +184,53 @@ ROWS: list[ParameterSet] = [
         "not allowed with"),
     row("run --simulate --profile {run_profile} --state-dir ~nosuchuser/state", "no such user"),
     row("run --simulate --profile {run_profile} --timeout 3", "unrecognized arguments"),
-    row("run --simulate --profile {run_profile} --state-dir {a_file}", "cannot create the state directory"),
+    row("run --simulate --profile {run_profile} --state-dir {a_file}", "is not a directory (a regular file)"),
     row("run --simulate --profile {run_profile} --state-dir {locked_state}", "another bridge (PID"),
-    row("run --simulate --profile {run_profile} --state-dir {garbage_queue_state}",
-        "cannot open the sample queue"),
+    # -- issue 20 §5: bad input at the edges (state directories, FIFOs, NUL bytes, host names)
+    *(row(f"run --simulate --profile {{run_profile}} --state-dir {state}", expect)
+      for state, expect in (
+          ("{loop}", "a loop of symbolic links"),
+          ("{dangling}", "dangling symbolic link (to"),
+          ("/proc/self", "cannot write in the state directory /proc/self"),
+          ("''", "--state-dir: must not be empty"),
+          ("{long_path}", "a path may have at most 4095"),
+          ("{long_name}", "a file name may have at most 255"),
+          ("{non_utf8}", "must be UTF-8 text"),
+      )),
+    row("run --simulate --profile {nul_state_profile}", "bridge.state_dir: must not contain a NUL byte"),
+    row("run --simulate --profile {fifo}", "no data within"),
+    row("check --profile {fifo}", "no data within"),
+    row("status --profile {fifo}", "no data within"),
+    row("status --runtime-dir {fifo_runtime}", "status unreadable"),
+    row("status --runtime-dir {nested_runtime}", "status unreadable"),
+    row("check --profile {nul_state_profile}", "bridge.state_dir: must not contain a NUL byte"),
+    row("check --profile {nul_host_profile}", "agent.host: must be a host name or address"),
+    row("check --profile {bad_host_profile}", "is not a valid host name"),
+    row("check --profile {nul_ca_profile}", "agent.ca_file: must not contain a NUL byte"),
+    row("check --profile {nul_cert_profile}", "agent.cert_folder: must not contain a NUL byte"),
+    *(row(f"{command} {{agent}} --cert-folder {{certs}} --profile {profile}", expect)
+      for command in AGENT_COMMANDS for profile, expect in (
+          ("{nul_host_profile}", "agent.host: must be a host name or address"),
+          ("{nul_ca_profile}", "agent.ca_file: must not contain a NUL byte"),
+          ("{nul_cert_profile}", "agent.cert_folder: must not contain a NUL byte"),
+      )),
+    *(row(f"{command} {{agent}} --cert-folder {{certs}} --host {host}", expect)
+      for command in AGENT_COMMANDS for host, expect in (
+          ("a..b", "is not a valid host name"),
+          ("x" * 64 + ".example", "is not a valid host name"),
+      )),
+    *(row(f"emulator {command} --state-dir {state}" + (" --port {free} --provision-port {free2}"
+                                                        if command == "serve" else ""), expect)
+      for command in ("serve", "dump", "wipe") for state, expect in (
+          ("''", "--state-dir must not be empty"),
+          ("{loop}", "a loop of symbolic links"),
+          ("{dangling}", "dangling symbolic link (to"),
+          ("{long_path}", "a path may have at most 4095"),
+          ("{long_name}", "a file name may have at most 255"),
+          ("{non_utf8}", "must be UTF-8 text"),
+      )),
+    row("emulator serve --state-dir /proc/self --port {free} --provision-port {free2}",
+        "cannot write in the state directory /proc/self"),
 ]
 
 
@@ -216,7 +259,18 @@ class World:
     run_profile: Path  # a good profile with one simulated sensor
     unknown_driver_profile: Path  # a profile whose one sensor names a driver nobody has
     locked_state: Path  # a bridge state directory whose lock this test process holds
-    garbage_queue_state: Path  # a bridge state directory whose queue database is garbage
+    loop: Path  # a symbolic link to a symbolic link to it
+    dangling: Path  # a symbolic link to nothing
+    long_path: str  # a path of 6,029 bytes (a path may have 4,095)
+    long_name: str  # a name of 300 bytes (a name may have 255)
+    non_utf8: str  # a name with a byte that is not UTF-8 (as a shell passes it)
+    nul_state_profile: Path  # [bridge] state_dir with a NUL byte
+    nul_host_profile: Path  # [agent] host with a NUL byte
+    bad_host_profile: Path  # [agent] host "a..b" (IDNA cannot encode it)
+    nul_ca_profile: Path  # [agent] ca_file with a NUL byte
+    nul_cert_profile: Path  # [agent] cert_folder with a NUL byte
+    fifo_runtime: Path  # a runtime directory whose status file is a FIFO
+    nested_runtime: Path  # a runtime directory whose status file is 10 MB of "["
 
     def fill(self, command: str) -> list[str]:
         values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
@@ -274,9 +328,6 @@ def _make_world(base: Path, emulator: Emulator) -> World:
     run_profile.write_text('[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\ninterval = 5\n')
     unknown_driver_profile = base / "unknown-driver.toml"
     unknown_driver_profile.write_text('[[sensor]]\nname = "Xylo"\ndriver = "no_such_chip"\ninterval = 5\n')
-    garbage_queue_state = base / "garbage-queue-state"
-    garbage_queue_state.mkdir()
-    (garbage_queue_state / "queue.sqlite3").write_bytes(b"garbage, not SQLite\n" * 64)
     free = free_port()
     free2 = free_port()
     while free2 == free:
@@ -290,7 +341,33 @@ def _make_world(base: Path, emulator: Emulator) -> World:
         a_file=a_file, garbage=garbage, missing=base / "missing", fifo=fifo, state=base / "state",
         garbage_ca_state=garbage_ca_state, garbage_db_state=garbage_db_state, bad_client_profile=profile,
         run_profile=run_profile, unknown_driver_profile=unknown_driver_profile,
-        locked_state=base / "locked-state", garbage_queue_state=garbage_queue_state)
+        locked_state=base / "locked-state", **_edge_cases(base, fifo))
+
+
+def _edge_cases(base: Path, fifo: Path) -> dict[str, object]:
+    """The fields of issue 20 §5's rows (state directories, FIFOs, NUL bytes, host names)."""
+    loop = base / "loop"
+    os.symlink(base / "loop-2", loop)
+    os.symlink(loop, base / "loop-2")
+    dangling = base / "dangling"
+    os.symlink(base / "nowhere", dangling)
+    profiles = {}
+    for name, text in (("nul_state_profile", '[bridge]\nstate_dir = "state\\u0000x"\n'),
+                       ("nul_host_profile", '[agent]\nhost = "local\\u0000host"\n'),
+                       ("bad_host_profile", '[agent]\nhost = "a..b"\n'),
+                       ("nul_ca_profile", '[agent]\nca_file = "ca\\u0000.crt"\n'),
+                       ("nul_cert_profile", '[agent]\ncert_folder = "certs\\u0000x"\n')):
+        profiles[name] = base / f"{name}.toml"
+        profiles[name].write_text(text + '[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\n')
+    fifo_runtime = base / "fifo-runtime"
+    fifo_runtime.mkdir()
+    os.mkfifo(fifo_runtime / "status-0123456789ab.json")
+    nested_runtime = base / "nested-runtime"
+    nested_runtime.mkdir()
+    (nested_runtime / "status-0123456789ab.json").write_text("[" * 10_000_000)
+    return dict(loop=loop, dangling=dangling, long_path="/".join([str(base), *["d" * 200] * 30]),
+                long_name=str(base / ("x" * 300)), non_utf8=str(base) + "/na\udcffme",
+                fifo_runtime=fifo_runtime, nested_runtime=nested_runtime, **profiles)
 
 
 @dataclass(frozen=True)
@@ -364,3 +441,67 @@ def test_bad_client_name_writes_nothing_outside_the_cert_folder(world: World, tm
                       tmp_path / "run", GUARD_S)
     assert outcome.returncode == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["run"]
+
+
+#: Rows that need file systems of their own (a read-only one, a full one): issue 20 §5.
+MOUNTED_ROWS = [
+    pytest.param("run --simulate --profile {run_profile} --state-dir {ro}", "a read-only file system",
+                 id="run-ro"),
+    pytest.param("run --simulate --profile {run_profile} --state-dir {full}", "no space left on the device",
+                 id="run-full"),
+    pytest.param("run --simulate --profile {run_profile} --state-dir {nearly_full}",
+                 "database or disk is full", id="run-nearly-full"),
+    pytest.param("emulator serve --state-dir {ro} --port {free} --provision-port {free2}",
+                 "a read-only file system", id="serve-ro"),
+    pytest.param("emulator serve --state-dir {full} --port {free} --provision-port {free2}",
+                 "No space left on device", id="serve-full"),
+]
+
+
+@pytest.fixture(scope="module")
+def mounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Three 64 KiB tmpfs: read-only, full, and full but for two pages (room for a lock file,
+    not for a database). Skipped where this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    base = tmp_path_factory.mktemp("mounts")
+    mounted: list[Path] = []
+    try:
+        for name, options in (("ro", "ro,size=64k"), ("full", "size=64k"), ("nearly_full", "size=64k")):
+            target = base / name
+            target.mkdir()
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the read-only and full "
+                            "file-system rows need one")
+            mounted.append(target)
+            if name != "ro":
+                filler = target / "filler"
+                fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+                try:
+                    while os.write(fd, b"\0" * 4096):
+                        pass
+                except OSError:  # full
+                    pass
+                finally:
+                    os.close(fd)
+                if name == "nearly_full":
+                    os.truncate(filler, filler.stat().st_size - 2 * 4096)
+        yield {"ro": mounted[0], "full": mounted[1], "nearly_full": mounted[2]}
+    finally:
+        for target in mounted:
+            subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize(("command", "expect"), MOUNTED_ROWS)
+def test_state_dirs_on_read_only_and_full_file_systems(command: str, expect: str, world: World,
+                                                       mounts: dict[str, Path], tmp_path: Path) -> None:
+    marks = {"{ro}": "RO", "{full}": "FULL", "{nearly_full}": "NEARLY"}
+    for placeholder, mark in marks.items():
+        command = command.replace(placeholder, mark)
+    paths = {"RO": mounts["ro"], "FULL": mounts["full"], "NEARLY": mounts["nearly_full"]}
+    argv = [str(paths[word]) if word in paths else word for word in world.fill(command)]
+    outcome = run_cli(argv, tmp_path, GUARD_S)
+    assert outcome.returncode not in (None, 0), outcome.stdout
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1 and expect in lines[0], outcome.stderr

@@ -404,6 +404,22 @@ BAD_VALUES: list[tuple[str, str, str, str]] = [
     ("agent", "client_name", "5", "2: agent.client_name: must be a non-empty string, not 5"),
     ("agent", "provisioning", "1", '2: agent.provisioning: must be "keep" or "smart", not 1'),
     ("bridge", "state_dir", "5", "2: bridge.state_dir: must be a non-empty string, not 5"),
+    # issue 20 §5: what only failed later (every delivery step, a RecursionError, "idna codec failed")
+    ("agent", "host", r'"local\u0000host"',
+     "2: agent.host: must be a host name or address, not 'local\\x00host' (a NUL or control character)"),
+    ("agent", "host", '"a..b"', "2: agent.host: must be a host name or address: 'a..b' is not a valid host "
+                                "name (labels of 1–63 characters between dots)"),
+    ("agent", "host", '"' + "x" * 64 + '.example"', "2: agent.host: must be a host name or address: '"
+     + "x" * 64 + ".example' is not a valid host name (labels of 1–63 characters between dots)"),
+    ("agent", "ca_file", r'"ca\u0000.crt"', "2: agent.ca_file: must not contain a NUL byte: 'ca\\x00.crt'"),
+    ("agent", "cert_folder", r'"certs\u0000"',
+     "2: agent.cert_folder: must not contain a NUL byte: 'certs\\x00'"),
+    ("bridge", "state_dir", r'"state\u0000"',
+     "2: bridge.state_dir: must not contain a NUL byte: 'state\\x00'"),
+    ("bridge", "state_dir", '"' + "d/" * 2100 + '"',
+     "2: bridge.state_dir: is 4200 bytes long; a path may have at most 4095: '" + "d/" * 39 + "d'…"),
+    ("bridge", "state_dir", '"' + "n" * 256 + '"',
+     "2: bridge.state_dir: has a name of 256 bytes; a file name may have at most 255: '" + "n" * 79 + "'…"),
     ("bridge", "queue_max_samples", "1e9",
      "2: bridge.queue_max_samples: must be a whole number, not 1000000000.0"),
     ("bridge", "queue_max_age", '"0s"', '2: bridge.queue_max_age: must be longer than zero, not "0s"'),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -293,8 +294,8 @@ def test_cli_profile_selects_the_bridge_of_its_state_dir(tmp_path: Path) -> None
 def test_cli_unreadable_status_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "status-0123456789ab.json").write_text("{half a file")
     result = _pibridge_status("--runtime-dir", tmp_path)
-    assert result.returncode == NOT_RUNNING and "not JSON" in result.stdout
-    assert "Traceback" not in result.stderr
+    assert result.returncode == NOT_RUNNING and "not JSON" in result.stderr
+    assert result.stderr.startswith("pibridge: status unreadable (") and len(result.stderr.splitlines()) == 1
 
 
 def test_status_cost_benchmark_runs() -> None:
@@ -349,7 +350,7 @@ def test_cli_hostile_status_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     code = HEALTHY if expected == "healthy" or expected.startswith("xxx") else NOT_RUNNING
     assert main(["status", "--runtime-dir", str(tmp_path)]) == code
     out = capsys.readouterr()
-    assert expected in out.out and "Traceback" not in out.err
+    assert expected in out.out + out.err and "Traceback" not in out.err
     assert main(["status", "--runtime-dir", str(tmp_path), "--json"]) == code
     assert json.loads(capsys.readouterr().out)["exit"] == code
 
@@ -395,3 +396,166 @@ def test_a_clock_step_does_not_stretch_durations() -> None:
     assert snapshot.recent_errors[0].at == 1_700_000_000.0
     health = assess(snapshot)
     assert health.reasons == ("sensor 'Door' failing for 60 s: GPIO17 busy",)
+
+
+# --- issue 20 §4: the status tells the truth ------------------------------------------------------
+
+def _fresh(tracker: StatusTracker, at: float) -> BridgeStatus:
+    return _written(tracker.snapshot(), at)
+
+
+def test_non_finite_values_are_written_and_read_back() -> None:
+    """``scale = 1e308`` gives inf: the file stays writable (it was "stale … hung?" before)."""
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    tracker.sample_taken("Air (BME280)", {"temperature": math.inf, "pressure": -math.inf}, at=clock[0])
+    tracker.sample_taken("Soil", {"moisture": float("nan")}, at=clock[0])
+    snapshot = tracker.snapshot()
+    text = snapshot.to_json()
+    assert "Infinity" not in text and "NaN" not in text          # strict JSON for any reader
+    back = BridgeStatus.from_json(text)
+    assert [v.value for v in back.sensor("Air (BME280)").values] == [float("inf"), float("-inf")]
+    assert math.isnan(back.sensor("Soil").values[0].value)  # type: ignore[arg-type]
+    assert back.sensor("Door").values[0].value is False
+    data = json.loads(text)
+    data["sensors"][0]["values"][0]["value"] = {"$float": "lots"}  # not one of ours: refused
+    with pytest.raises(StatusFileError, match="value"):
+        BridgeStatus.from_dict(data)
+
+
+def test_writer_writes_an_infinite_value(tmp_path: Path) -> None:
+    tracker = _tracker([time.time()])
+    tracker.sample_taken("Air (BME280)", {"temperature": float("inf"), "pressure": 1.0}, at=time.time())
+    writer = StatusWriter(tmp_path / "status-a.json")
+    assert writer.publish(tracker.snapshot, force=True)
+    assert read_status(writer.path).fresh
+
+
+def test_samples_that_cannot_be_stored_are_degraded_until_they_can() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    tracker.store_state("database or disk is full")
+    health = assess(_fresh(tracker, clock[0]))
+    assert health.level == DEGRADED and health.reasons == ("cannot store samples: database or disk is full",)
+    tracker.store_state(None)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+
+
+def test_nothing_acknowledged_while_samples_wait_is_degraded_after_the_ack_grace() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)                      # connected, one push acknowledged at 10 000
+    clock[0] += 200
+    tracker.queue_totals(depth=40, oldest_sample_at=10_001.0, unstamped=0, dropped=0, dead_letters=0)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+    clock[0] += 102                                # 302 s without an acknowledgement
+    health = assess(_fresh(tracker, clock[0]))
+    assert health.level == DEGRADED
+    assert health.reasons == ("samples not delivered: 40 waiting, the oldest for 5 min; last acknowledgement "
+                              "5 min ago (--ack-grace 300 s)",)
+    assert assess(_fresh(tracker, clock[0]), ack_grace_s=600).level == HEALTHY
+    tracker.samples_pushed("Air (BME280)")         # delivery moves again
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+
+
+def test_a_delivery_step_failing_repeatedly_is_degraded() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    tracker.delivery_state("OSError: [Errno 28] No space left on device")
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY         # once: retried at once
+    clock[0] += 31
+    tracker.delivery_state("OSError: [Errno 28] No space left on device")
+    health = assess(_fresh(tracker, clock[0]))
+    assert health.level == DEGRADED
+    assert health.reasons == ("delivery failing for 31 s: OSError: [Errno 28] No space left on device",)
+    tracker.delivery_state(None)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+
+
+def test_dead_letters_or_drops_growing_are_degraded_for_an_hour() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=0, dead_letters=0)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=0, dead_letters=3)
+    clock[0] += 60
+    health = assess(_fresh(tracker, clock[0]))
+    assert health.level == DEGRADED
+    assert health.reasons == ("samples lost: 3 moved to the dead letters and 0 dropped since the start, the "
+                              "last 60 s ago",)
+    clock[0] += 3600
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=0, dead_letters=3)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY          # not growing any more
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=7, dead_letters=3)
+    assert "7 dropped" in assess(_fresh(tracker, clock[0])).reasons[0]
+
+
+def test_a_refused_reload_is_degraded_until_a_reload_succeeds() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    tracker.reload_handled(applied=False, problems=("p.toml:3: x", "p.toml:4: y"))
+    snapshot = BridgeStatus.from_json(_fresh(tracker, clock[0]).to_json())
+    health = assess(snapshot)
+    assert health.level == DEGRADED and health.reasons[0].startswith(
+        f"profile reload refused: {snapshot.profile} has 2 problems (first: p.toml:3: x)")
+    tracker.reload_handled(applied=True)
+    assert assess(_fresh(tracker, clock[0])).level == HEALTHY
+
+
+def _leftover(runtime_dir: Path, state_dir: str) -> Path:
+    """A status file written by a process that then died (kill -9 leaves it behind)."""
+    script = textwrap.dedent(f"""
+        import time
+        from pibridge.bridge.status import BridgeStatus, StatusWriter
+        StatusWriter.for_bridge({state_dir!r}, {str(runtime_dir)!r}).publish(
+            BridgeStatus("/etc/pibridge/old.toml", {state_dir!r}, time.time()), force=True)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    return status_path(runtime_dir, state_dir)
+
+
+def test_a_leftover_status_file_never_hides_a_live_bridge(tmp_path: Path) -> None:
+    _leftover(tmp_path, "/var/lib/pibridge-killed")
+    _write_live(tmp_path, _tracker([time.time()]))
+    result = _pibridge_status("--runtime-dir", tmp_path)
+    assert result.returncode == HEALTHY, result.stdout
+    assert "pibridge: healthy" in result.stdout and "(ignored: " in result.stdout
+    # alone, the leftover is what there is: not running
+    (status_path(tmp_path, STATE_DIR)).unlink()
+    assert _pibridge_status("--runtime-dir", tmp_path).returncode == NOT_RUNNING
+
+
+def test_a_stale_file_in_another_runtime_dir_never_hides_the_live_one(tmp_path: Path) -> None:
+    """Same state directory, two runtime directories (a bridge killed under a login session, the
+    service now under systemd): ``--profile`` reports the live one, whichever is found first."""
+    first, second = tmp_path / "run", tmp_path / "xdg"
+    (second / "pibridge").mkdir(parents=True)
+    first.mkdir()
+    _leftover(first, STATE_DIR)
+    _write_live(second / "pibridge", _tracker([time.time()]))
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'[bridge]\nstate_dir = "{STATE_DIR}"\n')
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(first), "XDG_RUNTIME_DIR": str(second)}
+    result = subprocess.run([sys.executable, "-m", "pibridge", "status", "--profile", str(profile)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == HEALTHY, result.stdout + result.stderr
+    assert "pibridge: healthy" in result.stdout
+
+
+@pytest.mark.parametrize("make, expected", [
+    ("fifo", "a FIFO, not a regular file"),
+    ("nested", "larger than 8 MiB"),
+    ("nested-small", "nested too deeply"),
+])
+def test_unreadable_status_files_are_one_line_exit_2_never_a_hang(tmp_path: Path, make: str,
+                                                                   expected: str) -> None:
+    path = tmp_path / "status-0123456789ab.json"
+    if make == "fifo":
+        os.mkfifo(path)
+    elif make == "nested":
+        path.write_text("[" * 10_000_000)
+    else:
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    result = _pibridge_status("--runtime-dir", tmp_path)
+    assert result.returncode == NOT_RUNNING
+    assert result.stderr.startswith("pibridge: status unreadable (") and expected in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr

@@ -53,13 +53,44 @@ def check_seconds(name: str, value: object) -> float:
 
 
 def expand_path(name: str, value: object) -> Path:
-    """``value`` as a Path with ``~`` / ``~user`` expanded; ValueError for an unknown user."""
+    """``value`` as a Path with ``~`` / ``~user`` expanded; ValueError for an unknown user or a
+    path no file system takes (`pibridge.paths.check_path`: a NUL byte, too long, …)."""
+    from pibridge.paths import check_path
+
     path = Path(value)  # type: ignore[arg-type]  # str or PathLike; TypeError for anything else
+    try:
+        check_path(path)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
     try:
         return path.expanduser()
     except RuntimeError:  # Path.expanduser: "Could not determine home directory."
         user = path.parts[0]
         raise ValueError(f"{name} {str(path)!r}: cannot expand {user!r}: no such user") from None
+
+
+def check_host(value: object) -> str:
+    """``value`` if it can be the agent's host: an IP address, or a host name IDNA can encode
+    (no NUL or control character, labels of 1–63 characters); else ValueError saying why. The
+    one rule for profiles, flags and settings (a bad name used to fail only when connecting)."""
+    import ipaddress
+
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(f"host must be a host name or address, not {value!r}")
+    shown = value if len(value) <= 80 else value[:79] + "…"
+    if not value.isprintable():
+        raise ValueError(f"host must be a host name or address, not {shown!r} (a NUL or control character)")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        value.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"host must be a host name or address: {shown!r} is not a valid host name (labels "
+                         "of 1–63 characters between dots)") from None
+    return value
 
 
 def check_ca_file(ca_file: Path) -> None:
@@ -111,8 +142,7 @@ class AgentSettings:
 
     def __post_init__(self) -> None:
         """Every field checked (ValueError saying which and why); ``~`` expanded in paths."""
-        if not isinstance(self.host, str) or not self.host.strip() or any(c.isspace() for c in self.host):
-            raise ValueError(f"host must be a host name or address, not {self.host!r}")
+        check_host(self.host)
         object.__setattr__(self, "ca_file", expand_path("ca_file", self.ca_file))
         object.__setattr__(self, "cert_folder", expand_path("cert_folder", self.cert_folder))
         try:

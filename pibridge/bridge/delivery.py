@@ -332,6 +332,11 @@ class Delivery:
             dead_by_sensor=dict(self.dead_by_sensor))
 
     @property
+    def step_error(self) -> str:
+        """The error of the last delivery step while steps keep failing ("" once one works)."""
+        return self._step_error
+
+    @property
     def alive(self) -> bool:
         """The delivery thread runs (for the service's watchdog)."""
         return self._thread is not None and self._thread.is_alive()

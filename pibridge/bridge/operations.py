@@ -195,12 +195,17 @@ MS_PER_S = 1000.0
 
 
 def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]], delivery: DeliveryStatus,
-                *, host: str, port: int, clock_synchronised: bool, clock_source: str) -> None:
+                *, host: str, port: int, clock_synchronised: bool, clock_source: str,
+                queue_dead_letters: int | None = None, store_error: str | None = None,
+                delivery_error: str | None = None) -> None:
     """The running parts' counters into ``tracker``, in one place: ``sensors`` is
     `Scheduler.stats` (taken, failed, skipped, state, failing_since, last_error, last_values,
     last_timestamp_ms per sensor), ``delivery`` is `Delivery.status` (pushed and dead-lettered
     per sensor; the connection; the queue's depth, oldest sample, dropped and unstamped rows, from
-    the queue's ``stats()``), the agent's ``host``/``port``, and the clock's state."""
+    the queue's ``stats()``), the agent's ``host``/``port``, and the clock's state;
+    ``queue_dead_letters`` the queue's own total (it includes rows it could not decode, which
+    delivery never saw), ``store_error`` why samples cannot be stored (`SampleQueue.write_error`),
+    ``delivery_error`` a failing delivery step (`Delivery.step_error`)."""
     for name, counts in sensors.items():
         last_ms = counts.get("last_timestamp_ms")
         tracker.sensor_totals(
@@ -216,7 +221,9 @@ def feed_status(tracker: StatusTracker, sensors: Mapping[str, Mapping[str, Any]]
     oldest = delivery.oldest_timestamp_ms
     tracker.queue_totals(depth=delivery.queue_depth, oldest_sample_at=oldest / MS_PER_S if oldest is not None
                          else None, unstamped=delivery.waiting_for_clock, dropped=delivery.dropped,
-                         dead_letters=sum(delivery.dead_lettered.values()))
+                         dead_letters=max(sum(delivery.dead_lettered.values()), queue_dead_letters or 0))
+    tracker.store_state(store_error)
+    tracker.delivery_state(delivery_error)
     tracker.clock_state(clock_synchronised, clock_source)
 
 

@@ -20,6 +20,10 @@ Tables::
                   delivering its old samples to its old agent metric
     dead_letters  the row's columns + reason, kind, dead_at_ms: what can never be delivered
 
+Corruption (`pibridge.bridge.queue_integrity`): a row that cannot be decoded goes to the dead
+letters with its reason; a file that is not a queue is moved aside and a fresh queue starts; a
+queue that was replaced, truncated, deleted or rolled back is said once (``incident``).
+
 Bounds: beyond ``max_samples`` rows, or older than ``max_age_s`` (wall time for stamped rows once
 the clock is known set; monotonic time for rows of this boot that wait for it), the oldest rows
 are dropped, counted and logged once per episode.
@@ -27,8 +31,11 @@ are dropped, counted and logged once per episode.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -39,6 +46,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
+from pibridge.bridge.queue_integrity import (
+    BAD_COLUMN,
+    META_SCHEMA,
+    SQLITE_FULL,
+    NotAQueue,
+    QueueRecord,
+    Undecodable,
+    compare,
+    decode_row,
+    inspect_database,
+    is_malformed,
+    last_sample_id,
+    move_aside,
+    new_queue_id,
+    queue_id_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +72,8 @@ BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 MAINTENANCE_INTERVAL_S = 60.0
 #: Rows looked at per step of the age check (oldest first).
 AGE_SCAN_CHUNK = 1000
+#: The sidecar record is rewritten at most this often while samples are committed (seconds).
+RECORD_INTERVAL_S = 10.0
 #: How long `close` waits for the owner thread to finish (seconds).
 CLOSE_TIMEOUT_S = 5.0
 #: Reason and kind of the dead letters for rows of an earlier boot that never got a wall time.
@@ -58,6 +83,9 @@ MS_PER_S = 1000
 #: Why rows were dropped (the log line says which bound).
 DROP_FULL = "queue full"
 DROP_TOO_OLD = "too old"
+#: How the queue's connection turns TEXT into str: a byte that is not UTF-8 becomes a lone
+#: surrogate (found by `decode_row`) instead of failing the whole query.
+_TEXT_FACTORY = functools.partial(str, encoding="utf-8", errors="surrogateescape")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layouts (
@@ -203,10 +231,17 @@ class SampleQueue:
         self._unstamped = 0
         self._dropping: set[str] = set()  # reasons of the current drop episodes (logged once each)
         self._write_failing = False  # a commit failed and none succeeded since (logged once)
+        self._write_error: str | None = None
         self.dropped = 0
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        #: What was wrong with the queue's file when it was opened (one line, logged at error
+        #: level): moved aside, replaced, truncated, deleted, rolled back; None if nothing.
+        self.incident: str | None = None
+        self._queue_id = ""
+        self._recorded_last_id = -1
+        self._record_due = 0.0
         #: Called on the owner thread after it took a group of puts and operations, before it
         #: commits them (tests land a put in that window); None in production.
         self.before_commit: Callable[[], None] | None = None
@@ -218,8 +253,9 @@ class SampleQueue:
             self._thread.start()
             opened.result()
         except (OSError, sqlite3.Error) as exc:
-            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} (is state_dir "
-                                 "writable by this user, and the file a queue database?)") from exc
+            full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL
+            hint = "free some space on its file system" if full else "is state_dir writable by this user?"
+            raise QueueOpenError(f"cannot open the sample queue {self.path}: {exc} ({hint})") from exc
 
     # -- the scheduler's side ------------------------------------------------------------------
     def put(self, sample: TakenSample) -> None:
@@ -251,6 +287,11 @@ class SampleQueue:
                 self._offsets[boot_id] = int(offset_ms)
             waiting = self._db.execute("SELECT id, monotonic_s FROM samples WHERE timestamp_ms IS NULL "
                                        "AND boot_id = ?", (boot_id,)).fetchall()
+            corrupt = [(row_id, f"monotonic time {mono!r} is not a number", BAD_COLUMN)
+                       for row_id, mono in waiting if not _is_number(mono)]
+            if corrupt:
+                self._unstamped -= self._dead_letter(corrupt)
+                waiting = [(row_id, mono) for row_id, mono in waiting if _is_number(mono)]
             with self._db:
                 stamped = self._db.executemany(
                     "UPDATE samples SET timestamp_ms = ? WHERE id = ? AND timestamp_ms IS NULL",
@@ -362,6 +403,12 @@ class SampleQueue:
         return self._count
 
     @property
+    def write_error(self) -> str | None:
+        """Why samples cannot be stored right now (disk full, I/O error: the last failed
+        commit's error), None while commits succeed (for the status)."""
+        return self._write_error
+
+    @property
     def alive(self) -> bool:
         """The owner thread runs and has met no unrecoverable error (for the watchdog)."""
         return self._thread.is_alive() and self._failed is None
@@ -390,13 +437,62 @@ class SampleQueue:
             self._lock.notify()
         return future.result()
 
-    def _open(self) -> sqlite3.Connection:
+    def _connect(self) -> tuple[sqlite3.Connection, bool]:
+        """The database in WAL mode, checked (`inspect_database`); True if it has no tables yet."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={DURABILITY_SYNCHRONOUS[self.durability]}")
-        db.executescript(_SCHEMA)
+        try:
+            db.text_factory = _TEXT_FACTORY
+            db.execute("PRAGMA journal_mode=WAL")
+            return db, inspect_database(db)
+        except BaseException:
+            db.close()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        """Open (or create) the database; a file that is not a queue is moved aside and a fresh
+        one created; the database is compared with its sidecar record (`incident`)."""
+        existed = self.path.exists()
+        record = QueueRecord.read(self.path)
+        moved = None
+        try:
+            db, fresh = self._connect()
+        except (NotAQueue, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and not is_malformed(exc):
+                raise                                 # permissions, I/O: not the file's fault
+            moved = (move_aside(self.path), str(exc))
+            db, fresh = self._connect()
+        try:
+            db.execute(f"PRAGMA synchronous={DURABILITY_SYNCHRONOUS[self.durability]}")
+            queue_id = None if fresh else (queue_id_of(db) or "(none)")
+            db.executescript(_SCHEMA + META_SCHEMA)
+            self.incident = compare(self.path, record, queue_id=queue_id, last_id=last_sample_id(db),
+                                    existed=existed, moved=moved)
+            if queue_id is None or queue_id == "(none)":
+                queue_id = new_queue_id(db)
+            self._queue_id = queue_id
+        except BaseException:
+            db.close()
+            raise
+        if self.incident:
+            log.error("%s", self.incident)
         db.isolation_level = "DEFERRED"  # explicit transactions via `with db`
         return db
+
+    def _write_record(self, *, sync: bool) -> None:
+        """The sidecar (see `QueueRecord`): at open (``sync``), at most every
+        `RECORD_INTERVAL_S` while samples are committed, and at close. A failure is logged,
+        never raised."""
+        self._record_due = self._monotonic() + RECORD_INTERVAL_S
+        last_id = last_sample_id(self._db)
+        if not sync and last_id == self._recorded_last_id:
+            return
+        try:
+            QueueRecord(self._queue_id, last_id, self._count, self._clock()).write(self.path, sync=sync)
+        except OSError as exc:
+            log.warning("sample queue %s: cannot write its record %s: %s", self.path,
+                        QueueRecord.path_for(self.path), exc)
+            return
+        self._recorded_last_id = last_id
 
     def _run(self, opened: Future[None]) -> None:
         try:
@@ -404,9 +500,10 @@ class SampleQueue:
             self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             self._unstamped = self._db.execute(
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
-            self._layouts = {lid: tuple((k, i) for k, i in json.loads(metrics)) for lid, metrics in
-                             self._db.execute("SELECT id, metrics FROM layouts")}
+            self._layouts = _read_layouts(self._db)
             self._dead_letter_earlier_boots()
+            self._write_record(sync=True)
+            self._record_due = 0.0  # the first commit is recorded at once, then every RECORD_INTERVAL_S
         except BaseException as exc:
             opened.set_exception(exc)
             if hasattr(self, "_db"):
@@ -444,6 +541,7 @@ class SampleQueue:
                         self._enforce_age()
                     except sqlite3.OperationalError as exc:  # disk full, I/O: tried again next time
                         self._write_failed(exc, "old samples not dropped")
+                    self._write_record(sync=False)
                     next_maintenance = self._monotonic() + MAINTENANCE_INTERVAL_S
                 if closing:
                     break
@@ -466,6 +564,9 @@ class SampleQueue:
             for _, future in leftover:
                 if future is not None and not future.done():
                     future.set_exception(QueueClosed(f"sample queue {self.path} is closed"))
+            if self._failed is None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._write_record(sync=False)
             self._db.close()
 
     def _commit_group(self, rows: list[tuple[Any, ...]], group: _Group, acks: list[int]) -> None:
@@ -498,6 +599,7 @@ class SampleQueue:
             raise
         if self._write_failing:
             self._write_failing = False
+            self._write_error = None
             log.info("sample queue %s: storing again", self.path)
         self._count += len(rows) - deleted - dropped
         self._unstamped += sum(1 for row in rows if row[3] is None)
@@ -509,6 +611,8 @@ class SampleQueue:
         if rows:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
+        if rows and self._monotonic() >= self._record_due:
+            self._write_record(sync=False)
 
     def _stamp_late(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Stamp unstamped rows whose boot got its clock offset after `_row` built them (a put
@@ -521,6 +625,7 @@ class SampleQueue:
 
     def _write_failed(self, exc: sqlite3.OperationalError, what: str) -> None:
         """A write failed in a way the disk may recover from: logged once per episode."""
+        self._write_error = str(exc)
         if not self._write_failing:
             self._write_failing = True
             log.error("sample queue %s: cannot write (%s): %s; further failures are not logged until "
@@ -566,6 +671,8 @@ class SampleQueue:
 
     def _too_old(self, row: tuple[Any, ...], now_ms: int, now_mono: float, limit_ms: float) -> bool:
         timestamp, monotonic_s, boot_id = row[4], row[5], row[6]
+        if not _is_number(timestamp) or not _is_number(monotonic_s):
+            return False  # a corrupt row: `_fetch` moves it to the dead letters
         if timestamp is not None:
             return self._wall_clock_known and now_ms - timestamp > limit_ms
         return bool(boot_id == self.boot_id and (now_mono - monotonic_s) * MS_PER_S > limit_ms)
@@ -593,10 +700,26 @@ class SampleQueue:
             self._layout_of = found
 
     def _fetch(self, after_id: int, limit: int) -> list[QueuedSample]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM samples WHERE id > ? AND timestamp_ms IS NOT NULL "
-                                "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
-        return [QueuedSample(row[0], row[1], self._layouts.get(row[2], ()) if row[2] is not None else (),
-                             json.loads(row[3]), row[4], bool(row[7])) for row in rows]
+        """Rows that cannot be decoded (`decode_row`) go to the dead letters on the way: the
+        caller gets only good ones, and at least one if any good row is left."""
+        while True:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM samples WHERE id > ? AND timestamp_ms IS NOT "
+                                    "NULL ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+            good: list[QueuedSample] = []
+            bad: list[tuple[int, str, str]] = []
+            for row in rows:
+                decoded = decode_row(row[1], row[3], row[4])
+                if isinstance(decoded, Undecodable):
+                    bad.append((row[0], decoded.reason, decoded.kind))
+                    continue
+                sensor, values, timestamp = decoded
+                layout = self._layouts.get(row[2], ()) if isinstance(row[2], int) else ()
+                good.append(QueuedSample(row[0], sensor, layout, values, timestamp, bool(row[7])))
+            if bad:
+                self._dead_letter(bad)
+            if good or len(rows) < limit:
+                return good
+            after_id = rows[-1][0]
 
     def _dead_letter(self, items: Sequence[tuple[int, str, str]]) -> int:
         now_ms = round(self._clock() * MS_PER_S)
@@ -622,6 +745,27 @@ class SampleQueue:
         if ids:
             self._dead_letter([(i, EARLIER_BOOT_REASON, EARLIER_BOOT_KIND) for i in ids])
             self._unstamped -= len(ids)
+
+
+def _is_number(value: Any) -> bool:
+    """None (a column not set yet) or a finite int/float: what the age and stamping maths take."""
+    return value is None or (isinstance(value, int | float) and math.isfinite(value))
+
+
+def _read_layouts(db: sqlite3.Connection) -> dict[int, tuple[tuple[str, str], ...]]:
+    """Every stored layout; one that cannot be decoded is left out (with one line): rows taken
+    with it are delivered under their sensor's current spec."""
+    layouts: dict[int, tuple[tuple[str, str], ...]] = {}
+    skipped = 0
+    for lid, metrics in db.execute("SELECT id, metrics FROM layouts"):
+        try:
+            layouts[lid] = tuple((str(k), str(i)) for k, i in json.loads(metrics))
+        except (ValueError, TypeError):
+            skipped += 1
+    if skipped:
+        log.error("sample queue: %d metric layouts cannot be decoded; their samples are delivered "
+                  "under their sensor's current metrics", skipped)
+    return layouts
 
 
 def _group_failure(error: BaseException, what: str) -> Exception:
@@ -653,6 +797,7 @@ def read_queued_sensors(state_dir: Path) -> dict[str, int]:
     if not path.exists():
         return {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db.text_factory = _TEXT_FACTORY  # a damaged sensor name must not hide the others' rows
     try:
         return dict(db.execute("SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall())
     except sqlite3.OperationalError:  # no table yet

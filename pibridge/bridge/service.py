@@ -50,6 +50,7 @@ from pibridge.drivers.base import Driver
 from pibridge.drivers.errors import ConfigurationError
 from pibridge.drivers.simulation import Environment, SimulatedWorld
 from pibridge.mqtt import Backoff
+from pibridge.paths import DirectoryError, check_path, prepare_directory, reason
 from pibridge.profile import BridgeSettings, Profile, SensorConfig
 from pibridge.profile.model import PRESSURE_FROM_METRIC, PRESSURE_FROM_SETTER
 
@@ -88,7 +89,10 @@ class StateDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 (held for the bridge's lifetime)
+        try:
+            handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 (held for the bridge's lifetime)
+        except OSError as exc:
+            raise BridgeError(f"cannot create the lock {self.path}: {reason(exc)}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -99,10 +103,15 @@ class StateDirLock:
                 raise BridgeError(f"another bridge (PID {holder}) is running on state directory "
                                   f"{self.path.parent} (lock {self.path})") from None
             raise BridgeError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as exc:  # a full file system at the first start
+            with contextlib.suppress(OSError):  # closing flushes the write that failed again
+                handle.close()
+            raise BridgeError(f"cannot write the lock {self.path}: {reason(exc)}") from None
         self._file = handle
 
     def release(self) -> None:
@@ -304,10 +313,12 @@ class Bridge:
         environment = simulated_environment() if self.options.simulate else None
         state_dir = self.settings.state_dir
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BridgeError(f"cannot create the state directory {state_dir}: "
-                              f"{exc.strerror or exc}") from None
+            check_path(state_dir)
+            prepare_directory(state_dir, "state directory")
+        except ValueError as exc:
+            raise BridgeError(f"state directory {exc}") from None
+        except DirectoryError as exc:
+            raise BridgeError(str(exc)) from None
         lock = StateDirLock(state_dir)
         lock.acquire()
         try:
@@ -331,6 +342,8 @@ class Bridge:
         except BridgeError:
             self.ops.stopping("cannot open the queue")
             raise
+        if self.queue.incident:  # logged by the queue; shown among the status's recent errors too
+            self.tracker.error(self.queue.incident)
         try:
             # created before sampling starts (so no spec update can miss it), started after
             self.delivery = make_delivery(self.agent, self.settings, self.queue, self._specs, self.clock)
@@ -383,11 +396,12 @@ class Bridge:
 
     def feed_status(self) -> None:
         """The status snapshot from the scheduler's, the delivery's and the queue's own counters."""
-        if self.scheduler is None or self.delivery is None:
+        if self.scheduler is None or self.delivery is None or self.queue is None:
             return
         feed_status(self.tracker, self.scheduler.stats(), self.delivery.status(), host=self.agent.host,
                     port=self.agent.port, clock_synchronised=self.clock.is_set(),
-                    clock_source=clock_source(self.clock))
+                    clock_source=clock_source(self.clock), queue_dead_letters=self.queue.dead_lettered,
+                    store_error=self.queue.write_error, delivery_error=self.delivery.step_error or None)
 
     def _track_sensors(self) -> None:
         with self._specs_lock:

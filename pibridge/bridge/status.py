@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pibridge import __version__
+from pibridge.bounded import read_bounded
 from pibridge.durable import fsync_directory
 
 if TYPE_CHECKING:
@@ -49,6 +50,13 @@ SCHEMA_VERSION = 1                 #: the snapshot's schema; bumped only for inc
 WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this often
 STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
 AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
+ACK_GRACE_S = 300.0                #: samples waiting and nothing acknowledged for longer: degraded
+DELIVERY_FAILING_GRACE_S = 30.0    #: a delivery step failing for longer (retried meanwhile): degraded
+LOSS_RECENT_S = 3600.0             #: samples dropped or dead-lettered within this: degraded
+STATUS_FILE_MAX_BYTES = 8 * 1024 * 1024  #: a status file larger than this is not one (1,000 sensors: ~1 MiB)
+#: How a float that JSON cannot hold (inf, -inf, NaN: e.g. a metric scaled by 1e308) is written:
+#: ``{"$float": "inf"}`` (a plain string would be taken for a string value).
+NON_FINITE_KEY = "$float"
 RECENT_ERRORS_MAX = 10             #: error events kept in the snapshot
 RELOAD_PROBLEMS_KEPT = 20          #: problems of a refused reload kept in the snapshot
 STATUS_FILE_MODE = 0o644           #: readable by any local user (`pibridge status` as `pi`)
@@ -139,20 +147,24 @@ class QueueStatus:
     """The on-disk queue: ``depth`` samples waiting, the oldest one's timestamp
     (``oldest_sample_at``; None when empty or only unstamped samples wait), ``unstamped`` samples
     waiting for the clock to be set, ``dropped`` (queue full or too old) and ``dead_letters`` since
-    the bridge started."""
+    the bridge started; ``last_loss_at`` when either last grew; ``store_error`` why samples
+    cannot be stored right now (disk full, I/O error), None while they can."""
 
     depth: int = 0
     oldest_sample_at: float | None = None
     unstamped: int = 0
     dropped: int = 0
     dead_letters: int = 0
+    last_loss_at: float | None = None
+    store_error: str | None = None
 
 
 @dataclass(frozen=True)
 class AgentStatus:
     """The agent connection: ``connected`` and since when (``since``: the last change either way;
     None before the first attempt ended), ``host`` and ``port``, ``client_id`` once provisioned,
-    ``last_ack_at`` (the last acknowledged push), ``last_error`` (why it is not connected)."""
+    ``last_ack_at`` (the last acknowledged push), ``last_error`` (why it is not connected),
+    ``delivery_error`` (a delivery step fails, retried with backoff) since ``delivery_error_since``."""
 
     host: str = ""
     port: int = 0
@@ -161,6 +173,8 @@ class AgentStatus:
     client_id: str | None = None
     last_ack_at: float | None = None
     last_error: str | None = None
+    delivery_error: str | None = None
+    delivery_error_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +220,9 @@ class BridgeStatus:
     ``written_at`` and ``written_monotonic``; the service fills the rest (`StatusTracker` does
     it from counters). ``profile`` and ``state_dir`` are paths as strings; ``started_at`` when the
     bridge started; ``restart_pending`` lists profile keys changed by a reload that apply only at
-    the next restart; ``recent_errors`` the last `RECENT_ERRORS_MAX`, oldest first."""
+    the next restart; ``recent_errors`` the last `RECENT_ERRORS_MAX`, oldest first; ``reload``
+    the profile reloads (`ReloadStatus`: while a refused one leaves an older profile running, the
+    bridge is degraded)."""
 
     SCHEMA: ClassVar[int] = SCHEMA_VERSION
 
@@ -259,7 +275,12 @@ class BridgeStatus:
             data = json.loads(text)
         except ValueError as exc:
             raise StatusFileError(f"not JSON: {exc}") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise StatusFileError("not a status file: nested too deeply") from None
+        try:
+            return cls.from_dict(data)
+        except RecursionError:
+            raise StatusFileError("not a status file: nested too deeply") from None
 
 
 def _to_plain(value: Any) -> Any:
@@ -267,7 +288,16 @@ def _to_plain(value: Any) -> Any:
         return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
         return [_to_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return {NON_FINITE_KEY: repr(value)}          # "inf", "-inf", "nan"
     return value
+
+
+def _non_finite(value: Any) -> float | None:
+    """The float of a ``{"$float": "inf"}`` object (see `NON_FINITE_KEY`), else None."""
+    if isinstance(value, dict) and len(value) == 1 and value.get(NON_FINITE_KEY) in ("inf", "-inf", "nan"):
+        return float(value[NON_FINITE_KEY])
+    return None
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -317,6 +347,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
+        if (special := _non_finite(value)) is not None:
+            return special
     elif hint in (int, str, bool):
         if type(value) is hint:
             return value
@@ -368,11 +400,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 86_400:.1f} d"
 
 
-def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -> Health:
-    """Degraded if a sensor is failing, the last profile reload was refused (an older profile
-    runs), or the agent has been away (or the clock unsynchronised) for longer than
-    ``agent_grace_s``; else healthy. Ages are measured against ``written_at``."""
-    reasons = []
+def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S,
+           ack_grace_s: float = ACK_GRACE_S) -> Health:
+    """Degraded if a sensor is failing, or the agent has been away (or the clock unsynchronised)
+    for longer than ``agent_grace_s``, or samples are being lost or not delivered, or an older
+    profile runs because the last reload was refused (see `_losses`); else healthy. Ages are
+    measured against ``written_at``."""
+    reasons = _losses(status, ack_grace_s)
     for sensor in status.sensors:
         if sensor.state == FAILING:
             since = (f" for {format_duration(status.written_at - sensor.failing_since)}"
@@ -384,10 +418,6 @@ def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -
         reasons.append(f"agent {agent.host}:{agent.port} not connected for "
                        f"{format_duration(status.written_at - away_since)}"
                        + (f": {agent.last_error}" if agent.last_error else ""))
-    if status.reload.refused:
-        count = status.reload.problem_count
-        reasons.append(f"running an older profile: the last reload was refused ({status.profile} has "
-                       f"{count} problem{'' if count == 1 else 's'}); fix it, then `pibridge reload`")
     clock = status.clock
     unsynced_since = clock.since if clock.since is not None else status.started_at
     if not clock.synchronised and status.written_at - unsynced_since > agent_grace_s:
@@ -395,6 +425,43 @@ def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S) -
         reasons.append(f"system clock not synchronised for {unsynced_for}"
                        f" ({status.queue.unstamped} samples wait for a timestamp)")
     return Health(DEGRADED if reasons else HEALTHY, tuple(reasons))
+
+
+def _losses(status: BridgeStatus, ack_grace_s: float) -> list[str]:
+    """Samples lost or not delivered: they cannot be stored (disk full); samples older than
+    ``ack_grace_s`` wait and nothing was acknowledged for as long; a delivery step has failed for
+    longer than `DELIVERY_FAILING_GRACE_S`; samples were dropped or dead-lettered within
+    `LOSS_RECENT_S`; the last profile reload was refused (the bridge runs the previous one)."""
+    reasons = []
+    now, queue, agent = status.written_at, status.queue, status.agent
+    if queue.store_error:
+        reasons.append(f"cannot store samples: {queue.store_error}")
+    if queue.depth and queue.oldest_sample_at is not None:
+        waiting_for = now - queue.oldest_sample_at
+        quiet_for = now - max(agent.last_ack_at or status.started_at, status.started_at)
+        if waiting_for > ack_grace_s and quiet_for > ack_grace_s:
+            last = (f"last acknowledgement {format_duration(now - agent.last_ack_at)} ago"
+                    if agent.last_ack_at is not None else "nothing acknowledged since the start")
+            reasons.append(f"samples not delivered: {queue.depth} waiting, the oldest for "
+                           f"{format_duration(waiting_for)}; {last} (--ack-grace {ack_grace_s:g} s)")
+    if agent.delivery_error:
+        since = agent.delivery_error_since if agent.delivery_error_since is not None else now
+        if now - since > DELIVERY_FAILING_GRACE_S:
+            reasons.append(f"delivery failing for {format_duration(now - since)}: {agent.delivery_error}")
+    if queue.last_loss_at is not None and now - queue.last_loss_at <= LOSS_RECENT_S:
+        reasons.append(f"samples lost: {queue.dead_letters} moved to the dead letters and {queue.dropped} "
+                       f"dropped since the start, the last {format_duration(now - queue.last_loss_at)} ago")
+    reload = status.reload
+    if reload.refused and reload.problem_count:
+        plural = "" if reload.problem_count == 1 else "s"
+        first = reload.problems[0] if reload.problems else "?"
+        reasons.append(f"profile reload refused: {status.profile} has {reload.problem_count} problem{plural}"
+                       f" (first: {first}); running an older profile until a reload succeeds or the file "
+                       "is put back (`pibridge reload`)")
+    elif reload.refused:
+        reasons.append("profile reload not applied (see the log); running an older profile until a reload "
+                       "succeeds")
+    return reasons
 
 
 # ================================================================================================
@@ -479,6 +546,9 @@ class StatusTracker:
         self._restart_pending: tuple[str, ...] = ()
         self._reload = ReloadStatus()
         self._reload_error: tuple[float, str, str] | None = None   # the refusal among the errors
+        self._last_loss: float | None = None           # monotonic
+        self._store_error: str | None = None
+        self._delivery_error: tuple[str, float] | None = None  # (error, monotonic since)
 
     # --- sensors ---------------------------------------------------------------------------------
     def set_sensors(self, sensors: Iterable[TrackedSensor]) -> None:
@@ -538,6 +608,7 @@ class StatusTracker:
             if sensor in self._sensors:
                 self._sensors[sensor].dead_lettered += count
             self._queue = dataclasses.replace(self._queue, dead_letters=self._queue.dead_letters + count)
+            self._last_loss = self._mono()
             self._errors.append((self._mono(), sensor, f"dead letter: {reason}"))
 
     # --- queue, agent, clock, errors ---------------------------------------------------------------
@@ -546,6 +617,8 @@ class StatusTracker:
         """The queue's depth and oldest sample's wall-clock timestamp (from the queue's thread);
         ``dropped``: the running total, if it changed."""
         with self._lock:
+            if dropped is not None and dropped > self._queue.dropped:
+                self._last_loss = self._mono()
             self._queue = dataclasses.replace(
                 self._queue, depth=depth, oldest_sample_at=oldest_sample_at, unstamped=unstamped,
                 dropped=self._queue.dropped if dropped is None else dropped)
@@ -581,14 +654,14 @@ class StatusTracker:
 
     def reload_handled(self, *, applied: bool, problems: Sequence[str] = (), at: float | None = None) -> None:
         """A reload was handled (``at``: wall-clock time it was taken up, default now). A
-        refused one (``applied`` False with ``problems``) shows among the recent errors and
-        keeps the bridge degraded; an applied one clears that. (A reload that was valid but
-        could not be applied has no problems of the file: the next reload retries it.)"""
+        refused one (``applied`` False with the file's ``problems``) shows among the recent errors;
+        it, and a valid one that could not be applied (no ``problems``: the next reload retries
+        it), keep the bridge degraded; an applied one clears that."""
         with self._lock:
             now = self._mono()
             self._forget_reload_error()
-            refused = not applied and bool(problems)
-            if refused:
+            refused = not applied        # an older profile runs until a reload succeeds
+            if problems:
                 self._reload_error = (now, "", f"profile refused: {problems[0]}")
                 self._errors.append(self._reload_error)
             elif not applied:
@@ -613,6 +686,26 @@ class StatusTracker:
     def reload_refused(self) -> bool:
         with self._lock:
             return self._reload.refused
+
+    def delivery_state(self, error: str | None) -> None:
+        """A delivery step fails (``error``), or None: it works again. ``since`` stays at the
+        first failure of a run of failures."""
+        now = self._mono()
+        with self._lock:
+            if not error:
+                self._delivery_error = None
+            elif self._delivery_error is None:
+                self._delivery_error = (error, now)
+                self._errors.append((now, "", f"delivery: {error}"))
+            else:
+                self._delivery_error = (error, self._delivery_error[1])
+
+    def store_state(self, error: str | None) -> None:
+        """Samples cannot be stored (``error``: disk full, I/O error) or, None, they can again."""
+        with self._lock:
+            if error and error != self._store_error:
+                self._errors.append((self._mono(), "", f"cannot store samples: {error}"))
+            self._store_error = error or None
 
     # --- totals: the service's adapter sets running totals from its parts' own counters --------
     def _mono_of(self, wall: float | None) -> float | None:
@@ -663,8 +756,10 @@ class StatusTracker:
 
     def queue_totals(self, *, depth: int, oldest_sample_at: float | None, unstamped: int, dropped: int,
                      dead_letters: int) -> None:
-        """The queue's running totals (`QueueStatus`'s fields)."""
+        """The queue's running totals (`QueueStatus`'s fields); a total that grew marks a loss."""
         with self._lock:
+            if dropped > self._queue.dropped or dead_letters > self._queue.dead_letters:
+                self._last_loss = self._mono()
             self._queue = QueueStatus(depth, oldest_sample_at, unstamped, dropped, dead_letters)
 
     def snapshot(self) -> BridgeStatus:
@@ -685,13 +780,17 @@ class StatusTracker:
                                             c.last_error, last, c.taken, c.pushed, c.failed, c.skipped,
                                             c.dead_lettered, readings))
             a = self._agent
+            failing = self._delivery_error
             agent = AgentStatus(a.host, a.port, a.connected, wall(a.since), a.client_id, wall(a.last_ack_at),
-                                a.last_error)
+                                a.last_error, failing[0] if failing else None,
+                                wall(failing[1]) if failing else None)
+            queue = dataclasses.replace(self._queue, last_loss_at=wall(self._last_loss),
+                                        store_error=self._store_error)
             clock = ClockStatus(self._synchronised, self._sync_source, wall(self._sync_since))
             errors = tuple(ErrorEvent(now_wall - (now_mono - at), sensor, message)
                            for at, sensor, message in self._errors)
             return BridgeStatus(self._profile, self._state_dir, now_wall - (now_mono - self._started),
-                                tuple(sensors), self._queue, agent, clock, errors, self._restart_pending,
+                                tuple(sensors), queue, agent, clock, errors, self._restart_pending,
                                 self._reload)
 
 
@@ -878,13 +977,15 @@ class StatusWriter:
 @dataclass(frozen=True)
 class StatusReading:
     """A status file read back: the snapshot, ``fresh`` (its writer is alive and wrote it lately),
-    ``age_s`` (seconds since written), and if stale, ``stale_reason``."""
+    ``age_s`` (seconds since written), and if stale, ``stale_reason``; ``writer_gone``: its
+    writer is not running any more (killed, or an earlier boot), as opposed to one that hangs."""
 
     path: Path
     status: BridgeStatus
     fresh: bool
     age_s: float
     stale_reason: str = ""
+    writer_gone: bool = False
 
 
 def read_status(path: str | Path, *, stale_after_s: float = STALE_AFTER_S,
@@ -894,7 +995,7 @@ def read_status(path: str | Path, *, stale_after_s: float = STALE_AFTER_S,
     if it is unreadable or does not match the schema."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, STATUS_FILE_MAX_BYTES, regular_only=True).decode("utf-8")
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
@@ -906,10 +1007,13 @@ def read_status(path: str | Path, *, stale_after_s: float = STALE_AFTER_S,
     same_boot = bool(status.boot_id) and status.boot_id == boot_id()
     age = monotonic() - status.written_monotonic if same_boot else clock() - status.written_at
     reason = ""
+    gone = True
     if not same_boot:
         reason = "written during an earlier boot"
     elif not process_alive(status.pid, status.pid_start):
         reason = f"its bridge (pid {status.pid}) is not running"
-    elif age > stale_after_s:
-        reason = f"not updated for {format_duration(age)} (pid {status.pid} hung?)"
-    return StatusReading(path, status, not reason, age, reason)
+    else:
+        gone = False
+        if age > stale_after_s:
+            reason = f"not updated for {format_duration(age)} (pid {status.pid} hung?)"
+    return StatusReading(path, status, not reason, age, reason, gone)

@@ -27,15 +27,36 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _state_dir(args: argparse.Namespace) -> Path:
     """--state-dir with ``~`` / ``~user`` expanded (a shell leaves ``--state-dir=~/x`` alone), or the
-    default; an unknown user or home is one line."""
+    default; an unknown user or home is one line. ``--state-dir ''`` is refused: it used to mean
+    the default, and ``wipe --state-dir ''`` wiped the default emulator."""
     from pibridge.emulator.server import default_state_dir
+    from pibridge.paths import check_path
 
+    if args.state_dir is not None:
+        try:
+            check_path(args.state_dir)
+        except ValueError as exc:
+            raise CliError(f"--state-dir {exc} (leave the flag out for the default "
+                           "~/.local/state/pibridge/emulator)") from None
     try:
-        return Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+        return Path(args.state_dir).expanduser() if args.state_dir is not None else default_state_dir()
     except RuntimeError:  # ~nosuchuser, or no home directory at all
         given = args.state_dir or "the default state directory (~/.local/state/pibridge/emulator)"
         raise CliError(f"cannot expand {given}: no such user or no home directory; give a "
                        "--state-dir without ~") from None
+
+
+def _existing_state_dir(args: argparse.Namespace) -> Path:
+    """`_state_dir`, which must be a directory if anything is there (``dump`` and ``wipe``
+    create nothing): a loop of links, a dangling link or a file in its place is one line."""
+    from pibridge.paths import DirectoryError, existing_directory
+
+    state_dir = _state_dir(args)
+    try:
+        existing_directory(state_dir, "state directory")
+    except DirectoryError as exc:
+        raise CliError(str(exc)) from None
+    return state_dir
 
 
 def _port(text: str) -> int:
@@ -83,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _dump(args: argparse.Namespace) -> int:
     from pibridge.emulator.store import DB_NAME, dump
 
-    path = _state_dir(args) / DB_NAME
+    path = _existing_state_dir(args) / DB_NAME
     if not path.is_file():
         raise CliError(f"no emulator state in {path.parent} (run 'pibridge emulator serve' first)")
     try:
@@ -99,9 +120,7 @@ def _dump(args: argparse.Namespace) -> int:
 def _wipe(args: argparse.Namespace) -> int:
     from pibridge.emulator.server import ServeError, wipe
 
-    state_dir = _state_dir(args)
-    if state_dir.exists() and not state_dir.is_dir():
-        raise CliError(f"the state directory {state_dir} is not a directory")
+    state_dir = _existing_state_dir(args)
     try:
         wipe(state_dir)
     except ServeError as exc:

@@ -10,10 +10,12 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 from pibridge.cli import CliError
 from pibridge.cli.agent_commands import _user_path, add_agent_flags
+from pibridge.paths import check_path
 from pibridge.profile import ProfileError, load_profile
 
 LOG_FORMATS = ("text", "json")
@@ -32,12 +34,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     clock.add_argument("--clock-sync-file", type=_user_path, metavar="FILE",
                         help="the clock counts as set once FILE exists (instead of systemd-timesyncd's "
                              "flag and the kernel's NTP state)")
-    parser.add_argument("--state-dir", type=_user_path,
+    parser.add_argument("--state-dir", type=_state_dir,
                         help="where the queue and the lock live (profile [bridge])")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
                         help="text (default) or json: one object per line")
     add_agent_flags(parser.add_argument_group("agent settings (override the profile's [agent] table)"))
     parser.set_defaults(handler=cmd_run)
+
+
+def _state_dir(text: str) -> Path:
+    """--state-dir: a path a file system takes (`pibridge.paths.check_path`; '' is refused, not
+    taken for the current directory), ``~`` expanded."""
+    try:
+        check_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _user_path(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

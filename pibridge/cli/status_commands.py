@@ -4,9 +4,12 @@ read from its status file (`pibridge.bridge.status`), for people and for monitor
 it records in that file.
 
 Exit status: 0 healthy; 1 degraded (a sensor failing, the agent away or the clock unsynchronised
-for longer than ``--agent-grace``); 2 not running, stale status file, or the status cannot be
-read. With several bridges found (several state directories), each is shown and the worst
-status wins.
+for longer than ``--agent-grace``; samples lost or not delivered: they cannot be stored, nothing
+acknowledged for longer than ``--ack-grace`` while samples wait, a delivery step failing, samples
+dropped or dead-lettered within the last hour, a refused profile reload); 2 not running, stale
+status file, or the status file is unreadable. With several bridges found (several state
+directories), each is shown and the worst status wins — except that a leftover file of a bridge
+that is not running any more is only noted while a live bridge reports (it never hides one).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from pibridge.bridge.liveview import printable
 from pibridge.bridge.status import (
+    ACK_GRACE_S,
     AGENT_AWAY_GRACE_S,
     DEGRADED,
     HEALTHY,
@@ -58,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the bridge running this profile (its state_dir names the status file)")
     p.add_argument("--agent-grace", type=_positive_seconds, default=AGENT_AWAY_GRACE_S, metavar="S",
                    help=f"agent away longer than this is degraded (default {AGENT_AWAY_GRACE_S:g} s)")
+    p.add_argument("--ack-grace", type=_positive_seconds, default=ACK_GRACE_S, metavar="S",
+                   help="samples waiting and nothing acknowledged for longer than this is degraded "
+                        f"(default {ACK_GRACE_S:g} s)")
     p.add_argument("--stale-after", type=_positive_seconds, default=STALE_AFTER_S, metavar="S",
                    help=f"a status file older than this is stale (default {STALE_AFTER_S:g} s)")
     p.set_defaults(handler=cmd_status)
@@ -107,8 +114,8 @@ def _status_files(args: argparse.Namespace) -> tuple[list[Path], str]:
         except ProfileError as exc:
             raise _Unreadable(str(exc).splitlines()[0]) from None
         candidates = [status_path(d, state_dir) for d in directories]
-        found = [p for p in candidates if p.exists()]
-        return found[:1], ", ".join(str(p) for p in candidates)
+        found = [p for p in candidates if p.exists()]   # all: a stale one must not hide a live one
+        return found, ", ".join(str(p) for p in candidates)
     return find_status_files(directories), ", ".join(str(d) for d in directories)
 
 
@@ -226,13 +233,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             verdicts.append((path, None, Health(NOT_RUNNING, ("stopped",)), "stopped"))
             continue
         except StatusFileError as exc:
-            verdicts.append((path, None, Health(NOT_RUNNING, (str(exc),)), str(exc)))
+            verdicts.append((path, None, Health(NOT_RUNNING, (f"unreadable: {exc}",)), str(exc)))
             continue
         if not reading.fresh:
             health = Health(NOT_RUNNING, (f"stale status file: {reading.stale_reason}",))
         else:
-            health = assess(reading.status, agent_grace_s=args.agent_grace)
+            health = assess(reading.status, agent_grace_s=args.agent_grace, ack_grace_s=args.ack_grace)
         verdicts.append((path, reading, health, ""))
+    leftovers: list[tuple[Path, StatusReading]] = []
+    if any(reading is not None and reading.fresh for _, reading, _, _ in verdicts):
+        leftovers = [(path, reading) for path, reading, _, _ in verdicts
+                     if reading is not None and reading.writer_gone]
+        verdicts = [v for v in verdicts if v[1] is None or not v[1].writer_gone]
     worst = max(health.level for _, _, health, _ in verdicts)
     if args.json:
         print(json.dumps({"exit": worst, "health": LABELS[worst], "bridges": [
@@ -242,11 +254,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         for index, (path, shown, health, error) in enumerate(verdicts):
             if index:
                 print()
-            if shown is None:
-                print(f"pibridge: not running ({path}: {error})")
+            if shown is None and error:
+                print(f"pibridge: status unreadable ({error})", file=sys.stderr)
+            elif shown is None:
+                print(f"pibridge: not running ({path}: stopped)")
             else:
                 print("\n".join(render_text(shown, health)))
+        for path, reading in leftovers:
+            print(f"(ignored: {path}, left by a bridge that is not running: {reading.stale_reason})")
     return worst
+
 
 
 def _report_error(args: argparse.Namespace, message: str) -> int:

@@ -38,6 +38,7 @@ from pibridge.emulator.channel import CoreChannel
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.pki import Authority, PkiError
 from pibridge.emulator.store import DB_NAME, Store, StoreCorrupt
+from pibridge.paths import DirectoryError, prepare_directory
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,10 @@ def serve(options: Options) -> int:
     except BrokerError as exc:
         raise ServeError(str(exc)) from None
     state_dir = options.state_dir
-    if state_dir.exists() and not state_dir.is_dir():
-        raise ServeError(f"the state directory {state_dir} is not a directory")
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ServeError(f"cannot use {state_dir} as the state directory ({_reason(exc)})") from None
+        prepare_directory(state_dir, "state directory")
+    except DirectoryError as exc:
+        raise ServeError(str(exc)) from None
     lock = StateLock(state_dir)
     try:
         locked = lock.acquire()

@@ -12,6 +12,7 @@ The schema (README's "Profile reference" lists every key with its type and defau
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import tomllib
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pibridge import protocol
-from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode
+from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode, check_host
+from pibridge.bounded import read_bounded
 from pibridge.drivers import registry, serialport
 from pibridge.drivers.base import (
     I2C_BUS_PINS,
@@ -32,6 +34,7 @@ from pibridge.drivers.base import (
     Metric,
     Resources,
 )
+from pibridge.paths import check_path
 
 from . import values as v
 from .errors import SHOWN_MAX, Problem, ProfileError, shown
@@ -107,15 +110,15 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
 
 def _read(path: Path) -> str:
     """The profile's text, read up to `MAX_PROFILE_BYTES` (``--profile /dev/zero`` is refused,
-    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end)."""
+    not read until memory runs out; a pipe, e.g. ``<(…)``, is read to its end, within
+    `pibridge.bounded.PIPE_WAIT_S`: a FIFO nobody writes is refused, not waited on)."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_PROFILE_BYTES + 1)
+        data = read_bounded(path, MAX_PROFILE_BYTES)  # a FIFO nobody writes: refused after a few s
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
+                                     "(a profile is a few kilobytes)") from None
         raise ProfileError(path, f"cannot read the profile: {exc.strerror or exc}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise ProfileError(path, f"larger than {MAX_PROFILE_BYTES // MIB} MiB: not a profile "
-                                 "(a profile is a few kilobytes)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,6 +126,21 @@ def _read(path: Path) -> str:
         column = exc.start - data.rfind(b"\n", 0, exc.start)
         raise ProfileError(path, f"not UTF-8 text: {exc.reason} (column {column})", line=line) from None
     return text.removeprefix(UTF8_BOM)  # editors on Windows write one; TOML does not allow it
+
+
+def _host(raw: Any) -> str:
+    """[agent] host: `check_host`'s rule (an IP address or a host name IDNA encodes)."""
+    try:
+        return check_host(v.text(raw))
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("host ")) from None
+
+
+def _path_text(raw: Any) -> str:
+    """A path key's text: `pibridge.paths.check_path`'s rule (no NUL byte, not too long)."""
+    text = v.text(raw)
+    check_path(text)
+    return text
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -219,8 +237,8 @@ class _Checker:
             scope.report((), "must be a table ([agent])")
             return None
         converters: dict[str, Callable[[Any], Any]] = {
-            "host": v.text, "port": _port, "provision_port": _port, "ca_file": v.text,
-            "cert_folder": v.text, "client_name": v.text, "provisioning": _mode,
+            "host": _host, "port": _port, "provision_port": _port, "ca_file": _path_text,
+            "cert_folder": _path_text, "client_name": v.text, "provisioning": _mode,
         }
         assert tuple(converters) == AGENT_KEYS
         settings: dict[str, Any] = {}
@@ -250,7 +268,7 @@ class _Checker:
             scope.report((), "must be a table ([bridge])")
             return None
         converters: dict[str, tuple[str, Callable[[Any], Any]]] = {
-            "state_dir": ("state_dir", lambda raw: v.resolve_path(v.text(raw), self.path.parent)),
+            "state_dir": ("state_dir", lambda raw: v.resolve_path(_path_text(raw), self.path.parent)),
             "queue_max_samples": ("queue_max_samples", v.integer(1, QUEUE_MAX_SAMPLES_LIMIT)),
             "queue_max_age": ("queue_max_age_s", v.duration),
             "durability": ("durability", v.choice("process", "power")),
