@@ -255,8 +255,9 @@ class FrameScanner:
     def failure(self, label: str, what: str, received: int) -> BadDataError | BusError:
         """The typed error for a search that found no valid frame: a checksum or header problem
         or a truncated frame (`BadDataError`, retryable), or silence (`BusError`)."""
-        if self.problems:
-            return BadDataError(f"{label}: {self.problems[-1]} ({what})")
+        if self.problems:  # a checksum failure says most (a stray start byte in garbage or data, less)
+            chosen = next((p for p in self.problems if p.startswith("checksum")), self.problems[0])
+            return BadDataError(f"{label}: {chosen} ({what})")
         if self.buffer and self.missing():
             return BadDataError(f"{label}: truncated {what}: {len(self.buffer)} bytes, then silence")
         if received:

@@ -319,3 +319,22 @@ def test_simulated_passive_driver_on_the_worlds_air_with_a_set_pin() -> None:
         driver.close()
         assert fake_threads() == before                     # its fake chip's thread ended with it
     assert fake_threads() == before
+
+
+def test_a_stray_bm_inside_the_data_neither_confuses_a_good_frame_nor_a_bad_one(
+        fake: FakePMS5003, clock: VirtualClock) -> None:
+    """0x424D ("BM") as a value puts a start sequence inside the data (§16.6's stray 0x42): a
+    good frame parses from its real header; after a corrupted one the scan tries the stray start,
+    rejects it, and the next frame reads cleanly."""
+    stray = (float(0x424D), float(0x424D), float(0x424D))
+    fake.pm = stray
+    with passive_driver(fake, clock) as driver:
+        start_and_wait(driver, fake, clock)
+        assert driver.collect() == dict(zip(chip.PM_KEYS, stray, strict=True))
+        fake.corrupt_next = True
+        start_and_wait(driver, fake, clock)
+        with pytest.raises(BadDataError, match="checksum"):
+            driver.collect()
+        fake.pm = PM
+        start_and_wait(driver, fake, clock)
+        assert driver.collect() == EXPECTED
