@@ -19,6 +19,7 @@ from .base import (
     ChipInput,
     CollectAgain,
     Driver,
+    Duration,
     GpioPin,
     Metric,
     Option,
@@ -47,8 +48,8 @@ from .simulation import Environment, NoSimulationError, SimulatedWorld
 
 __all__ = [
     "I2C_BUS_PINS", "SPI_BUS_PINS", "W1_DEFAULT_GPIO", "BadDataError", "BusError", "ChipId", "ChipInput",
-    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver", "Environment",
-    "GpioPin", "I2CDriver",
+    "CollectAgain", "CommandId", "ConfigurationError", "DeviceNotFoundError", "Driver", "Duration",
+    "Environment", "GpioPin", "I2CDriver",
     "ImplausibleValueError", "Metric", "NoSimulationError", "NotReadyError", "Option", "OptionProblem",
     "RegisterSignature", "Resources", "RetryPolicy", "Sample", "SensorError", "SimulatedWorld", "Timing",
     "Value", "ValueType",

@@ -79,6 +79,11 @@ class GpioPin(int):
     BCM_MAX = 27
 
 
+class Duration(float):
+    """A duration option in seconds. Accepts what a profile's durations accept (a number of
+    seconds, or ``"5ms"``, ``"2s"``, ``"1m"`` …: `pibridge.profile.values.DURATION_RE`), and 0."""
+
+
 @dataclass(frozen=True)
 class Option:
     """One typed driver option. ``kind`` is ``int``, ``float``, ``bool``, ``str`` or `GpioPin`.
@@ -150,6 +155,8 @@ class Option:
                 if isinstance(raw, float) and not raw.is_integer():
                     raise ValueError
                 return int(raw)
+            if kind is Duration:
+                return Duration(_duration_seconds(raw))
             if kind is float:
                 if isinstance(raw, bool):
                     raise ValueError
@@ -171,7 +178,25 @@ class Option:
 
     @property
     def kind_label(self) -> str:
+        if self.kind is Duration:
+            return 'duration (seconds, or "5ms", "2s")'
         return "GPIO pin (BCM)" if self.kind is GpioPin else self.kind.__name__
+
+
+def _duration_seconds(raw: Any) -> float:
+    """Seconds from a number or a duration string (`Duration`); `ValueError` otherwise."""
+    from pibridge.profile.values import DURATION_RE, DURATION_UNITS  # one grammar with the profile
+
+    if isinstance(raw, bool):
+        raise ValueError
+    if isinstance(raw, str):
+        match = DURATION_RE.match(raw)
+        seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else float(raw)
+    else:
+        seconds = float(raw)
+    if not math.isfinite(seconds):
+        raise ValueError
+    return seconds
 
 
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
@@ -282,6 +307,9 @@ class Driver:
     #: its required options filled in. Never a default: a profile, ``pibridge read`` and
     #: ``--simulate`` use the user's options only, so a missing required option fails everywhere.
     example_options: ClassVar[Mapping[str, Any]] = {}
+    #: Metrics whose newest value the bridge keeps across restarts and hands back through
+    #: `resume` before the first read (a pulse counter's running ``total``). Empty: none.
+    resumable_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.config: dict[str, Any] = self.check_options(options)
@@ -353,6 +381,12 @@ class Driver:
         once, in ``__init__``). A driver whose chip decides (BME280 vs BMP280) narrows this
         further after detection, never widens it."""
         return self._configured_metrics
+
+    def resume(self, values: Mapping[str, Value]) -> None:
+        """Continue from stored values of `resumable_metrics` (the newest the bridge stored,
+        raw as `collect` returned them; only the keys it has). Called once after construction,
+        before the first `start`/`collect`, by the caller that keeps them (the scheduler, from
+        the queue's resume table). Default: nothing to resume."""
 
     # -- the hardware contract -----------------------------------------------------------------
     def start(self) -> float:

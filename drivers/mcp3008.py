@@ -85,6 +85,8 @@ class MCP3008(Driver):
     read_time_s = READ_TIME_S
     retry = RetryPolicy(attempts=1, spacing_s=0.01)
     simulator = "pibridge.drivers.fakes.spi:simulate"
+    #: several sensors (one per channel) read the one chip on a chip select (`pibridge check`)
+    shares_chip_select = True
 
     @classmethod
     def resources(cls, config: Mapping[str, Any]) -> Resources:

@@ -97,6 +97,19 @@ class Environment:
     door_open_probability: float = 0.05
     door_period_s: float = 600.0
     door_open_s: float = 45.0
+    #: weather for pulse counters (rain gauge, anemometer, flow meter; see `rain_rate_mm_h` …)
+    shower_period_s: float = 3600.0
+    shower_probability: float = 0.5
+    shower_s: float = 1200.0
+    shower_peak_mm_h: float = 12.0
+    wind_mean_m_s: float = 3.0
+    wind_gustiness: float = 0.4
+    irrigation_period_s: float = 1800.0
+    irrigation_s: float = 300.0
+    irrigation_l_min: float = 6.0
+    #: tests: every simulated pulse source ticks at exactly this rate instead (pulse k at
+    #: (k + 0.5) / rate seconds of the clock; no jitter, no bounce); 0: the weather above
+    steady_pulse_hz: float = 0.0
     noise: float = 1.0
     seed: int | None = None
     clock: Callable[[], float] = time.time
@@ -107,6 +120,11 @@ class Environment:
         self._door_seed = self.seed if self.seed is not None else random.randrange(1 << 32)
         if self.door_period_s <= 0 or self.door_open_s <= 0:
             raise ValueError("door_period_s and door_open_s must be positive")
+        if min(self.shower_period_s, self.shower_s, self.irrigation_period_s, self.irrigation_s) <= 0:
+            raise ValueError("shower_period_s, shower_s, irrigation_period_s and irrigation_s must be "
+                             "positive")
+        if self.steady_pulse_hz < 0:
+            raise ValueError("steady_pulse_hz must not be negative")
 
     def _hour(self, t: float) -> float:
         """The UTC hour (0–24, fractional) of epoch seconds ``t``."""
@@ -213,6 +231,43 @@ class Environment:
                     if t > after:
                         return t
         return after + MAX_DOOR_SLOTS_AHEAD * self.door_period_s
+
+    # -- weather for pulse counters: pure functions of time and the seed ---------------------------
+    def _slot_window(self, what: str, slot: int, period: float, length: float,
+                     probability: float) -> tuple[float, float] | None:
+        """(start, end) of ``what``'s one event in ``slot`` (like the door's), or None."""
+        rng = random.Random(f"{self._door_seed}:{what}:{slot}")
+        if rng.random() >= probability:
+            return None
+        length = min(length, period)
+        start = slot * period + rng.uniform(0.0, period - length)
+        return start, start + length
+
+    def rain_rate_mm_h(self, t: float) -> float:
+        """mm/h at time ``t``: showers (one per ``shower_period_s`` slot with
+        ``shower_probability``), each rising and falling as a half-sine up to ``shower_peak_mm_h``."""
+        slot = math.floor(t / self.shower_period_s)
+        window = self._slot_window("shower", slot, self.shower_period_s, self.shower_s,
+                                   self.shower_probability)
+        if window is None or not window[0] <= t < window[1]:
+            return 0.0
+        return self.shower_peak_mm_h * math.sin(math.pi * (t - window[0]) / (window[1] - window[0]))
+
+    def wind_speed_m_s(self, t: float) -> float:
+        """m/s at time ``t``: windier in the afternoon (UTC), with gusts (three seeded sines of
+        7, 19 and 53 s) of ``wind_gustiness`` × the mean."""
+        mean = self.wind_mean_m_s * (1 + 0.6 * math.cos(2 * math.pi * (self._hour(t) - 15.0) / 24.0))
+        rng = random.Random(f"{self._door_seed}:wind")
+        gust = sum(math.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi)) for period in (7, 19, 53))
+        return max(0.0, mean * (1 + self.wind_gustiness * gust / 3))
+
+    def water_flow_l_min(self, t: float) -> float:
+        """L/min at time ``t``: an irrigation run of ``irrigation_s`` per ``irrigation_period_s``."""
+        slot = math.floor(t / self.irrigation_period_s)
+        window = self._slot_window("irrigation", slot, self.irrigation_period_s, self.irrigation_s, 1.0)
+        if window is None or not window[0] <= t < window[1]:
+            return 0.0
+        return self.irrigation_l_min * (1 + 0.03 * math.sin(2 * math.pi * t / 11.0))
 
     def cpu_temperature(self) -> float:
         """°C of the Pi's SoC: some 20 °C above the air."""
@@ -346,6 +401,12 @@ class SimulatedWorld:
             if device is None:
                 device = bus.attach(address, make())
             return device
+
+    @property
+    def runs_timers(self) -> bool:
+        """Whether this world drives its fakes' timelines from threads (doors, pulse trains);
+        off, tests move them with `advance_events` / the fake's own ``advance``."""
+        return self._door_timer
 
     def pin_factory(self) -> Any:
         """This world's gpiozero ``MockFactory`` (never gpiozero's global factory)."""

@@ -35,6 +35,8 @@ from pibridge.testing import Emulator, free_port
 #: Seconds a row may run before it counts as hanging (a guard, not a timing assertion: a healthy
 #: row takes well under a second; the ones that reach the emulator a few).
 GUARD_S = 60.0
+#: The shipped weather profile, for `reset-total` rows.
+WEATHER = shlex.quote(str(Path(__file__).resolve().parent.parent / "profiles" / "weather.toml"))
 #: The guard of rows expected to block today (xfailed): short, so the suite stays fast.
 HANG_GUARD_S = 5.0
 
@@ -231,6 +233,15 @@ ROWS: list[ParameterSet] = [
       )),
     row("emulator serve --state-dir /proc/self --port {free} --provision-port {free2}",
         "cannot write in the state directory /proc/self"),
+    # -- reset-total (the shipped weather profile: "Rain" keeps a total, "Air" does not)
+    row("reset-total", "required: sensor, --profile"),
+    row("reset-total Rain --profile {missing}", "cannot read the profile"),
+    row("reset-total Rain --profile {garbage}", "TOML syntax error"),
+    row(f"reset-total Nope --profile {WEATHER}", "no sensor 'Nope'"),
+    row(f"reset-total Air --profile {WEATHER}", "keeps no running total"),
+    row(f"reset-total Rain --profile {WEATHER} --state-dir {{locked_state}}",
+        "not resetting while the bridge runs"),
+    row(f"reset-total Rain --profile {WEATHER} --state-dir {{a_file}}", "not a directory"),
 ]
 
 

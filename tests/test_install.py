@@ -60,7 +60,8 @@ def test_profile_example_writes_a_new_file_and_never_overwrites(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["profile", "example", "orchard"], "no example profile 'orchard'; the examples are: demo, greenhouse"),
+    (["profile", "example", "orchard"],
+     "no example profile 'orchard'; the examples are: demo, greenhouse, weather"),
     (["profile", "example", ""], "no example profile ''"),
     (["profile", "example", "../pyproject"], "no example profile '../pyproject'"),
     (["profile", "example", "-o", "/nonexistent-dir/x.toml"], "cannot write /nonexistent-dir/x.toml"),

@@ -118,6 +118,8 @@ RESOURCES = {
     "ina219": ({"address": "0x45", "i2c_bus": 3}, {"i2c": ((3, 0x45),)}),
     "scd4x": ({}, {"i2c": ((1, 0x62),)}),
     "scd30": ({"i2c_bus": 3}, {"i2c": ((3, 0x61),)}),
+    "max31865": ({"spi_device": 1}, {"spi": ((0, 1),)}),
+    "pulse_counter": ({"pin": 6, "per_pulse": 0.2794, "unit": "mm"}, {"gpio": (6,)}),
     "mhz19": ({}, {"serial": ("/dev/serial0",)}),
     "pms5003": ({"port": "/dev/ttyUSB0", "set_pin": 27}, {"gpio": (27,), "serial": ("/dev/ttyUSB0",)}),
 }

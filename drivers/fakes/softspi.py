@@ -20,8 +20,8 @@ WORD_BITS = 8
 
 
 class SoftwareSPIBus:
-    """Bit-banged SPI bus (mode 0, MSB first): clock, MOSI and MISO claimed on ``pin_factory``.
-    `device` gives one chip select's interface; several share the bus."""
+    """Bit-banged SPI bus (mode 0 or 1, MSB first): clock, MOSI and MISO claimed on
+    ``pin_factory``. `device` gives one chip select's interface; several share the bus."""
 
     def __init__(self, pin_factory: Any, clock_pin: int = SPI0_SCLK, mosi_pin: int = SPI0_MOSI,
                  miso_pin: int = SPI0_MISO) -> None:
@@ -45,17 +45,21 @@ class SoftwareSPIBus:
         """The interface of the chip on ``select_pin`` (active low)."""
         return SoftwareSPI(self, select_pin)
 
-    def exchange(self, data: list[int]) -> list[int]:
-        """Clock out ``data`` (8-bit words), reading MISO on each rising edge."""
+    def exchange(self, data: list[int], clock_mode: int = 0) -> list[int]:
+        """Clock out ``data`` (8-bit words). Mode 0 (CPHA 0) reads MISO on each rising edge;
+        mode 1 (CPHA 1: the MAX31865) on each falling edge."""
+        sample_on_falling = clock_mode == 1
         result = []
         for word in data:
             read = 0
             for bit in range(WORD_BITS - 1, -1, -1):
                 self._mosi.value = bool(word >> bit & 1)
                 self._clock.on()
-                if self._miso.value:
+                if not sample_on_falling and self._miso.value:
                     read |= 1 << bit
                 self._clock.off()
+                if sample_on_falling and self._miso.value:
+                    read |= 1 << bit
             result.append(read)
         return result
 
@@ -67,12 +71,15 @@ class SoftwareSPIBus:
 
 class SoftwareSPI:
     """One chip select on a `SoftwareSPIBus`: gpiozero's SPI interface API (``transfer``,
-    ``close``; closing releases the select pin, not the bus)."""
+    ``clock_mode`` 0 or 1, ``close``; closing releases the select pin, not the bus)."""
+
+    SUPPORTED_MODES = (0, 1)
 
     def __init__(self, bus: SoftwareSPIBus, select_pin: int) -> None:
         from gpiozero import OutputDevice
 
         self._bus = bus
+        self._clock_mode = 0
         self._select = OutputDevice(select_pin, active_high=False, initial_value=False,
                                     pin_factory=bus.pin_factory)
 
@@ -80,9 +87,20 @@ class SoftwareSPI:
         """One transaction: select held low while ``data`` is exchanged."""
         self._select.on()
         try:
-            return self._bus.exchange(data)
+            return self._bus.exchange(data, self._clock_mode)
         finally:
             self._select.off()
+
+    @property
+    def clock_mode(self) -> int:
+        """SPI mode (gpiozero's name): 0 (CPOL 0, CPHA 0) or 1 (CPOL 0, CPHA 1)."""
+        return self._clock_mode
+
+    @clock_mode.setter
+    def clock_mode(self, value: int) -> None:
+        if value not in self.SUPPORTED_MODES:
+            raise ValueError(f"software SPI supports modes 0 and 1, not {value}")
+        self._clock_mode = value
 
     def close(self) -> None:
         self._select.close()

@@ -49,7 +49,9 @@ class TakenSample:
     ``timestamp_ms``: wall-clock ms since the epoch at the moment the measurement started, or
     None while the system clock is not known to be set; then ``monotonic_s`` (time.monotonic at
     the start) and ``boot_id`` (/proc/sys/kernel/random/boot_id) let the queue stamp it once the
-    clock is set. ``event``: taken on an edge (a door contact), not on the grid."""
+    clock is set. ``event``: taken on an edge (a door contact), not on the grid. ``resume``: the
+    driver's raw values of its `resumable_metrics` (a pulse counter's running total, before any
+    processing), which the queue keeps as the newest per metric for the next start."""
 
     sensor: str
     values: dict[str, Value]
@@ -57,3 +59,4 @@ class TakenSample:
     monotonic_s: float
     boot_id: str
     event: bool = False
+    resume: dict[str, Value] | None = None

@@ -19,6 +19,12 @@ Tables::
                   identities a row was taken with, so a metric whose unit changed keeps
                   delivering its old samples to its old agent metric
     dead_letters  the row's columns + reason, kind, dead_at_ms: what can never be delivered
+    resume        sensor, metric, value (JSON), timestamp_ms: the newest value of each metric a
+                  driver resumes from at start-up (`Driver.resumable_metrics`: a pulse counter's
+                  running total). Upserted in the transaction that inserts the sample carrying
+                  it (no extra transaction or fsync), and kept after the sample is acknowledged
+                  and deleted; read once at start-up (`SampleQueue.resume_values`). Reset only on
+                  request (`reset_resume`, ``pibridge reset-total``).
 
 Corruption (`pibridge.bridge.queue_integrity`): a row that cannot be decoded goes to the dead
 letters with its reason; a file that is not a queue is moved aside and a fresh queue starts; a
@@ -98,7 +104,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY, sample_id INTEGER NOT NULL, sensor TEXT NOT NULL, layout INTEGER,
     vals TEXT NOT NULL, timestamp_ms INTEGER, monotonic_s REAL NOT NULL, boot_id TEXT NOT NULL,
     event INTEGER NOT NULL, reason TEXT NOT NULL, kind TEXT NOT NULL, dead_at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS resume (
+    sensor TEXT NOT NULL, metric TEXT NOT NULL, value TEXT NOT NULL, timestamp_ms INTEGER,
+    PRIMARY KEY (sensor, metric));
 """
+_UPSERT_RESUME = ("INSERT INTO resume (sensor, metric, value, timestamp_ms) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT (sensor, metric) DO UPDATE SET value = excluded.value, "
+                  "timestamp_ms = excluded.timestamp_ms")
 _COLUMNS = "id, sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, event"
 
 T = TypeVar("T")
@@ -221,6 +233,8 @@ class SampleQueue:
         self._group = _new_group()
         self._ops: list[tuple[Callable[[], Any], Future[Any] | None]] = []
         self._acks: list[int] = []
+        #: (sensor, metric) → (JSON value, timestamp_ms) of the puts not yet committed: the newest wins
+        self._resume: dict[tuple[str, str], tuple[str, int | None]] = {}
         self._closing = False
         self._failed: BaseException | None = None
         self._layout_of: dict[str, int] = {}      # sensor → layout id of its current spec
@@ -353,6 +367,8 @@ class SampleQueue:
         if timestamp is None and sample.boot_id in self._offsets:  # clock set meanwhile
             timestamp = wall_timestamp_ms(sample.monotonic_s, self._offsets[sample.boot_id])
         values = json.dumps(sample.values, separators=(",", ":"))
+        for metric, value in (sample.resume or {}).items():
+            self._resume[(sample.sensor, metric)] = (json.dumps(value), timestamp)
         return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
                 sample.boot_id, int(sample.event))
 
@@ -366,6 +382,11 @@ class SampleQueue:
                     out[sensor].append(self._layouts[layout])
             return out
         return self._call(read)
+
+    def resume_values(self) -> dict[str, dict[str, Value]]:
+        """``{sensor: {metric: newest stored value}}`` of the resume table (what drivers resume
+        from at start-up: `pibridge.drivers.base.Driver.resume`)."""
+        return self._call(lambda: _read_resume(self._db))
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first (for status and tests)."""
@@ -521,10 +542,11 @@ class SampleQueue:
                     group, self._group = self._group, _new_group()
                     ops, self._ops = self._ops, []
                     acks, self._acks = self._acks, []
+                    resume, self._resume = self._resume, {}
                     closing = self._closing
                 if self.before_commit is not None:
                     self.before_commit()
-                self._commit_group(rows, group, acks)
+                self._commit_group(rows, group, acks, resume)
                 for fn, future in ops:
                     try:
                         result = fn()
@@ -569,8 +591,9 @@ class SampleQueue:
                     self._write_record(sync=False)
             self._db.close()
 
-    def _commit_group(self, rows: list[tuple[Any, ...]], group: _Group, acks: list[int]) -> None:
-        if not rows and not acks:
+    def _commit_group(self, rows: list[tuple[Any, ...]], group: _Group, acks: list[int],
+                      resume: Mapping[tuple[str, str], tuple[str, int | None]] | None = None) -> None:
+        if not rows and not acks and not resume:
             group.set()
             return
         rows = self._stamp_late(rows)
@@ -580,6 +603,10 @@ class SampleQueue:
                     self._db.executemany(
                         "INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
                         "event) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                if resume:
+                    self._db.executemany(_UPSERT_RESUME, [
+                        (sensor, metric, value, timestamp)
+                        for (sensor, metric), (value, timestamp) in resume.items()])
                 deleted = 0
                 if acks:
                     deleted = self._db.executemany("DELETE FROM samples WHERE id BETWEEN ? AND ?",
@@ -802,5 +829,48 @@ def read_queued_sensors(state_dir: Path) -> dict[str, int]:
         return dict(db.execute("SELECT sensor, COUNT(*) FROM samples GROUP BY sensor").fetchall())
     except sqlite3.OperationalError:  # no table yet
         return {}
+    finally:
+        db.close()
+
+
+def _read_resume(db: sqlite3.Connection) -> dict[str, dict[str, Value]]:
+    out: dict[str, dict[str, Value]] = {}
+    for sensor, metric, value in db.execute("SELECT sensor, metric, value FROM resume"):
+        try:
+            out.setdefault(sensor, {})[metric] = json.loads(value)
+        except ValueError:  # a damaged row: that metric starts afresh
+            log.warning("queue: the stored %s of %s is not readable; it starts afresh", metric, sensor)
+    return out
+
+
+def read_resume_values(state_dir: Path) -> dict[str, dict[str, Value]]:
+    """``{sensor: {metric: value}}`` of the resume table, read-only (tests, ``pibridge
+    reset-total``); empty when there is no queue or no table yet."""
+    path = Path(state_dir) / QUEUE_FILE
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return _read_resume(db)
+    except sqlite3.OperationalError:  # no table yet
+        return {}
+    finally:
+        db.close()
+
+
+def reset_resume(state_dir: Path, sensor: str) -> dict[str, Value]:
+    """Forget the stored resume values of ``sensor`` (its pulse total starts at 0 at the next
+    start); returns what was forgotten. The caller holds the state-dir lock (no bridge runs)."""
+    path = Path(state_dir) / QUEUE_FILE
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(_SCHEMA)
+        forgotten = _read_resume(db).get(sensor, {})
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM resume WHERE sensor = ?", (sensor,))
+        return forgotten
     finally:
         db.close()

@@ -46,7 +46,13 @@ starts; a driver uses either them or ``start_group``.)
 
 A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its own
 sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
-moves 1 ms on). A driver that cannot be built is rebuilt with backoff. Every exception from a
+moves 1 ms on). A driver that cannot be built is rebuilt with backoff.
+
+Resume. A driver that declares `Driver.resumable_metrics` (a pulse counter's running total) gets
+`Driver.resume(values)` once it is built, before its first read: the newest raw values this
+scheduler emitted for the sensor (a rebuilt or replaced driver continues), else the ones the
+bridge stored before (``resume=``, from the queue's resume table at start-up). Every sample
+carries its raw resumable values (`TakenSample.resume`) for the queue to keep. Every exception from a
 driver is caught, counted and reported; a failing sensor is logged once per change of state.
 
 A profile reload changes single sensors of a running scheduler: `Scheduler.add`, `remove` and
@@ -300,6 +306,7 @@ class _Sensor:
         self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
         self.holds: Hashable | None = None      # the exclusive key its attempt holds now
         self.waits_for: Hashable | None = None  # the exclusive key it waits for (no attempt yet)
+        self.resume: dict[str, Value] = {}  # newest raw values of the driver's resumable metrics
 
     def continue_from(self, old: _Sensor) -> None:
         """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
@@ -309,6 +316,7 @@ class _Sensor:
         self.recent_ms.extend(old.recent_ms)
         self.counters, self.last_values = old.counters, old.last_values
         self.raw_values = old.raw_values
+        self.resume = old.resume
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -329,8 +337,11 @@ class Scheduler:
 
     def __init__(self, plans: Sequence[SensorPlan], sink: SampleSink, *, clock: SystemClock | None = None,
                  hooks: SchedulerHooks | None = None, pool: WorkerPool | None = None,
-                 rebuild_first_s: float = REBUILD_FIRST_S, hung_after_s: float = TIMER_HUNG_S) -> None:
+                 rebuild_first_s: float = REBUILD_FIRST_S, hung_after_s: float = TIMER_HUNG_S,
+                 resume: Mapping[str, Mapping[str, Value]] | None = None) -> None:
         self.hung_after_s = hung_after_s
+        #: sensor → the values its driver resumes from when nothing newer was taken in this run
+        self._stored_resume = {name: dict(values) for name, values in (resume or {}).items()}
         names = [p.name for p in plans]
         if len(set(names)) != len(names):
             raise ValueError("sensor names must be unique")
@@ -907,6 +918,10 @@ class Scheduler:
         assert s.processor is not None
         if not event:
             s.raw_values.update(raw)
+        keys = getattr(s.driver, "resumable_metrics", ())
+        resume = {key: raw[key] for key in keys if key in raw} or None
+        if resume:
+            s.resume = resume
         values = s.processor.process(raw, started_mono, always=event)
         counters = s.processor.counters
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband
@@ -939,7 +954,8 @@ class Scheduler:
                 mono = mono_ms / MS_PER_S
             s.recent_ms.append(-mono_ms)
             s.last_mono_ms = max(s.last_mono_ms or mono_ms, mono_ms)
-        sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event)
+        sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event,
+                             resume=resume)
         self._outbox.put(("sample", s, sample))
 
     def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
@@ -981,6 +997,7 @@ class Scheduler:
         s.driver = driver
         s.rebuild_delay = self.rebuild_first_s
         s.processor = processor
+        self._resume(s, driver)
         self._outbox.put(("hook", "driver_ready", s.name, spec))
         on_change = getattr(driver, "on_change", None)
         if callable(on_change):
@@ -994,6 +1011,18 @@ class Scheduler:
         if s.failing is not None and s.failing.startswith("Build:"):
             self._recovered(s)
         self._schedule_slot(s, now, after=None)
+
+    def _resume(self, s: _Sensor, driver: Driver) -> None:
+        keys = getattr(driver, "resumable_metrics", ())
+        if not keys:
+            return
+        known = s.resume or self._stored_resume.get(s.name, {})
+        values = {key: known[key] for key in keys if key in known}
+        if values:
+            ok, exc = _call_driver(lambda: driver.resume(values))
+            if not ok:
+                s.counters.driver_exceptions += 1
+                log.error("sensor %s: cannot resume from %s: %s", s.name, values, _describe(exc))
 
     # -- state changes ---------------------------------------------------------------------------
     def _failing(self, s: _Sensor, kind: str, text: str) -> None:

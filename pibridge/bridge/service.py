@@ -195,7 +195,8 @@ def sensor_plans(configs: Sequence[SensorConfig], world: SimulatedWorld | None) 
 
 
 def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
-    """The agent's view of every sensor from its driver class (a built driver may narrow it).
+    """The agent's view of every sensor from its driver's configuration (`Driver.metrics_for`; a built
+    driver may narrow it).
     A driver that cannot be loaded is a `BridgeError` naming the sensor."""
     specs = {}
     for config in configs:
@@ -204,7 +205,11 @@ def sensor_specs(configs: Sequence[SensorConfig]) -> dict[str, SensorSpec]:
         except (ImportError, AttributeError, ConfigurationError) as exc:
             raise BridgeError(f"sensor {config.name!r}: driver {config.driver!r} cannot be loaded: "
                               f"{exc}") from None
-        specs[config.name] = sensor_spec(config.name, cls.metrics, config.metrics)
+        try:  # the configuration's metrics (a pulse counter's units and gust follow its options)
+            metrics = cls.metrics_for(config.options)
+        except Exception:  # a third-party driver's broken declaration: the class's list
+            metrics = cls.metrics
+        specs[config.name] = sensor_spec(config.name, metrics, config.metrics)
     return specs
 
 
@@ -352,7 +357,7 @@ class Bridge:
             hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
                                    clock_set=self._clock_set)
             self.scheduler = Scheduler(sensor_plans(configs, self.world), LoggedSink(self.queue),
-                                       clock=self.clock, hooks=hooks)
+                                       clock=self.clock, hooks=hooks, resume=self.queue.resume_values())
             self.scheduler.start()
             log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
                      " (simulated hardware)" if self.world is not None else "", self.settings.state_dir,

@@ -2,6 +2,11 @@
 
 Agent settings come from the profile's ``[agent]`` table, overridden by the same flags the agent
 commands have; ``--state-dir`` and ``--log-format`` override the profile's ``[bridge]``.
+
+`pibridge reset-total SENSOR --profile P [--state-dir D]`: a pulse counter's running total starts
+at 0 at the bridge's next start (the stored total is forgotten). Only while no bridge runs on the
+state directory: it takes the bridge's own lock, so a running bridge makes it refuse with one
+line (stop the bridge, reset, start it again); never a side effect of anything else.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="text (default) or json: one object per line")
     add_agent_flags(parser.add_argument_group("agent settings (override the profile's [agent] table)"))
     parser.set_defaults(handler=cmd_run)
+
+    reset = sub.add_parser("reset-total", help="start a pulse counter's running total again at 0 "
+                                               "(while the bridge is stopped)")
+    reset.add_argument("sensor", help="the sensor's name in the profile")
+    reset.add_argument("--profile", type=_user_path, metavar="FILE", required=True, help="TOML profile")
+    reset.add_argument("--state-dir", type=_user_path, help="where the queue lives (profile [bridge])")
+    reset.set_defaults(handler=cmd_reset_total)
 
 
 def _state_dir(text: str) -> Path:
@@ -83,6 +95,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         return bridge.run(stop)
     except (BridgeError, ProfileError) as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_reset_total(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from pibridge.bridge.queue import reset_resume
+    from pibridge.bridge.service import BridgeError, StateDirLock, with_state_dir
+    from pibridge.drivers import registry
+
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        raise CliError(str(exc)) from None
+    sensors = {sensor.name: sensor for sensor in profile.sensors}
+    sensor = sensors.get(args.sensor)
+    if sensor is None:
+        raise CliError(f"no sensor {args.sensor!r} in {args.profile} "
+                       f"(sensors: {', '.join(sensors) or 'none'})")
+    if not registry.get(sensor.driver).resumable_metrics:
+        raise CliError(f"sensor {args.sensor!r} ({sensor.driver}) keeps no running total")
+    state_dir = with_state_dir(profile.bridge, args.state_dir, None).state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CliError(f"state directory {state_dir} is not a directory")
+    if not state_dir.is_dir():
+        print(f"nothing stored for {args.sensor!r}: no state directory {state_dir}")
+        return 0
+    lock = StateDirLock(state_dir)
+    try:
+        lock.acquire()
+    except BridgeError as exc:
+        raise CliError(f"not resetting while the bridge runs: {exc}; stop it first") from None
+    try:
+        forgotten = reset_resume(state_dir, args.sensor)
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot reset the total in {state_dir}: {exc}") from None
+    finally:
+        lock.release()
+    if not forgotten:
+        print(f"nothing stored for {args.sensor!r}: its total starts at 0 anyway")
+    else:
+        shown = ", ".join(f"{key} {value}" for key, value in sorted(forgotten.items()))
+        print(f"reset {args.sensor!r}: forgot {shown}; it starts at 0 at the bridge's next start")
+    return 0
 
 
 __all__ = ["register"]

@@ -204,6 +204,7 @@ class _Checked:
     scope: _Scope
     config: dict[str, Any]
     resources: Resources = field(default_factory=Resources)
+    driver: type[Driver] | None = None
 
 
 class _Checker:
@@ -369,7 +370,7 @@ class _Checker:
             self._reported.setdefault(name, (driver, reported))
         pressure_from, pressure_ok = self._pressure_from(scope, entry, name, driver, config)
 
-        one = _Checked(scope, config, resources) if config is not None else None
+        one = _Checked(scope, config, resources, driver) if config is not None else None
         if (not _is_sensor_name(name) or driver is None or config is None or not options_ok
                 or interval is None or metric_configs is None or not pressure_ok):
             return None, one
@@ -555,6 +556,7 @@ class _Checker:
         i2c_owner: dict[tuple[int, int], _Checked] = {}
         w1_owner: dict[str, _Checked] = {}
         input_owner: dict[tuple[int, int, str], _Checked] = {}
+        spi_owner: dict[tuple[int, int], _Checked] = {}
         serial_owner: dict[str, _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
@@ -586,6 +588,14 @@ class _Checker:
                                  f"{chip_input.bus} is already read by {input_owner[where].scope.label}")
                 else:
                     input_owner[where] = sensor
+            for slot in resources.spi:
+                # one chip per chip select: sensors of one driver that declares it shares its
+                # chip (the MCP3008's channels) may share it, any other pair clashes
+                owner = spi_owner.setdefault(slot, sensor)
+                if owner is not sensor and (owner.driver is not sensor.driver
+                                            or not getattr(sensor.driver, "shares_chip_select", False)):
+                    scope.report(_named_option(sensor.config, "spi_device"),
+                                 f"SPI{slot[0]} CE{slot[1]} is already used by {owner.scope.label}")
             for device in resources.serial:
                 keys = _named_option(sensor.config, "port")
                 owner = next((holder for known, holder in serial_owner.items()

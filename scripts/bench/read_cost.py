@@ -91,6 +91,7 @@ def driver_only_rigs(clock: VirtualClock) -> dict[str, Driver]:
         rigs[cls.name] = cls(sensor=FakeDHT(dht11=cls is DHT11, clock=clock), clock=clock, pin=4)
     rigs.update(adc_and_power_rigs(bus, clock))
     rigs.update(co2_rigs(bus, clock))
+    rigs.update(gpio_rigs(clock))
     return rigs
 
 
@@ -145,6 +146,27 @@ def co2_rigs(bus: Any, clock: VirtualClock) -> dict[str, Driver]:
     bus.attach(0x62, FakeSCD4x(source=lambda: (612.0, 21.5, 48.0), clock=clock))
     bus.attach(0x61, FakeSCD30(source=lambda: (612.0 + next(steps) / 64, 21.5, 48.0), clock=clock))
     return {"scd4x": SCD4x(bus=bus, clock=clock), "scd30": SCD30(bus=bus, clock=clock)}
+
+
+def gpio_rigs(clock: VirtualClock) -> dict[str, Driver]:
+    """The MAX31865 (fixed 110 Ω; the fake's bit-banged SPI over mock pins is most of its cost,
+    a Pi's hardware SPI is one ioctl per frame) and the pulse counter's ``collect`` (the edges'
+    own cost: ``scripts/bench/pulse_cost.py``) on a mock pin factory."""
+    from gpiozero.pins.mock import MockFactory
+
+    from pibridge.drivers.fakes.max31865 import FakeMAX31865
+    from pibridge.drivers.fakes.pulse import PulsePin
+    from pibridge.drivers.fakes.softspi import SoftwareSPIBus
+    from pibridge.drivers.max31865 import MAX31865
+    from pibridge.drivers.pulse_counter import PulseCounter
+
+    factory = MockFactory()
+    FakeMAX31865(factory, ohms=lambda: 110.0, clock=clock)
+    spi = SoftwareSPIBus(factory).device(8)
+    factory.pin(6, pin_class=PulsePin)
+    return {"max31865": MAX31865(spi=spi),
+            "pulse_counter": PulseCounter(pin_factory=factory, clock=clock, pin=6, per_pulse=0.2794,
+                                          unit="mm")}
 
 
 def bench_bulk_vs_single(n: int = 10) -> dict[str, Any]:
