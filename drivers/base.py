@@ -237,6 +237,8 @@ class OptionProblem:
 I2C_BUS_PINS: dict[int, tuple[int, ...]] = {1: (2, 3), 0: (0, 1)}  #: /dev/i2c-1 SDA/SCL; i2c-0 ID EEPROM
 SPI_BUS_PINS: dict[int, tuple[int, ...]] = {0: (7, 8, 9, 10, 11)}   #: SPI0 CE1, CE0, MISO, MOSI, SCLK
 W1_DEFAULT_GPIO = 4  #: Raspberry Pi OS's dtoverlay=w1-gpio default pin
+#: The header UART's TXD/RXD (GPIO 14/15) behind Raspberry Pi OS's /dev/serial0 link.
+SERIAL_PORT_PINS: dict[str, tuple[int, ...]] = {"/dev/serial0": (14, 15)}
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,8 @@ class ChipInput:
 class Resources:
     """The hardware one configured driver claims, so that two sensors cannot be configured onto
     the same thing: GPIO pins it drives or reads itself, ``(bus, address)`` I2C slots,
-    ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin).
+    ``(port, device)`` SPI chip selects, 1-Wire device ids (they sit on the w1 master's pin),
+    serial ports (``/dev/serial0``: one sensor per port).
 
     A chip with several inputs (an ADC) may be read by several sensors: its driver names a
     family in ``i2c_shared_by`` (sensors of the same family share the ``i2c`` slots; any other
@@ -270,6 +273,7 @@ class Resources:
     w1: tuple[str, ...] = ()
     i2c_shared_by: str = ""
     inputs: tuple[ChipInput, ...] = ()
+    serial: tuple[str, ...] = ()
 
 
 class Driver:

@@ -273,6 +273,17 @@ class Environment:
         """°C of the Pi's SoC: some 20 °C above the air."""
         return self.air_temperature() + 20.0 + self._jitter(0.5)
 
+    # -- particulates for the PMS5003 (self-contained, no fields; the MH-Z19 reads co2()) ---------
+    def particulates_ugm3(self) -> tuple[float, float, float]:
+        """(PM1.0, PM2.5, PM10) µg/m³: a clean-air baseline with an evening peak (heating, traffic)
+        around 19:00 UTC; PM1 ⊂ PM2.5 ⊂ PM10, so each is at least the smaller one."""
+        hour = self._hour(self.clock())
+        evening = math.exp(-((hour - 19.0) ** 2) / 8.0)
+        pm25 = max(0.0, 6.0 + 24.0 * evening + self._jitter(1.0))
+        pm1 = max(0.0, 0.7 * pm25 + self._jitter(0.5))
+        pm10 = max(pm25, 1.3 * pm25 + abs(self._jitter(1.0)))
+        return min(pm1, pm25), pm25, pm10
+
 
 # ================================================================================================
 # the simulated world

@@ -34,7 +34,7 @@ set -euo pipefail
 
 SOURCE=$(cd "$(dirname "$0")/.." && pwd)
 SERVICE_USER=pibridge
-DEVICE_GROUPS=(gpio i2c spi)
+DEVICE_GROUPS=(gpio i2c spi dialout)  # dialout: serial ports (/dev/serial0, /dev/ttyUSB*)
 PREFIX=/opt/pibridge
 VENV=$PREFIX/venv
 ETC_DIR=/etc/pibridge

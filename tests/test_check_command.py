@@ -20,22 +20,22 @@ agent:  localhost:18884 (provisioning localhost:18883), client "greenhouse", pro
 state:  /var/lib/pibridge
 queue:  at most 500000 samples and 30d, durability process; inventory checked every 1h; logs as text
 sensor "Air": bme280, every 1m
-  temperature → "Air temperature" in SI.Temperature.CELSIUS; offset -0.4, valid -40 to 85 (else left out)
-  humidity → "Air humidity" in NoSI.Dimensionless.PERCENT
-  pressure → "Air pressure" in SI.Pressure.PASCAL; sent when it moved by 20, at least every 15m
+  temperature → "Air temperature" in °C; offset -0.4, valid -40 to 85 (else left out)
+  humidity → "Air humidity" in %
+  pressure → "Air pressure" in Pa; sent when it moved by 20, at least every 15m
 sensor "Canopy": sht4x, every 1m
-  temperature → "Canopy temperature" in SI.Temperature.CELSIUS
-  humidity → "Canopy humidity" in NoSI.Dimensionless.PERCENT
+  temperature → "Canopy temperature" in °C
+  humidity → "Canopy humidity" in %
 sensor "CO2": scd4x, every 1m, pressure from "Air"
   co2 → "CO2" in double [ppm]; sent when it moved by 5, at least every 10m
-  temperature → "Temperature" in SI.Temperature.CELSIUS
-  humidity → "Relative humidity" in NoSI.Dimensionless.PERCENT
+  temperature → "Temperature" in °C
+  humidity → "Relative humidity" in %
 sensor "Soil temperature bed 1": ds18b20, every 2m
   temperature → "Temperature" in °C; valid -20 to 60 (else left out)
 sensor "Soil temperature bed 2": ds18b20, every 2m
-  temperature → "Temperature" in SI.Temperature.CELSIUS; valid -20 to 60 (else left out)
+  temperature → "Temperature" in °C; valid -20 to 60 (else left out)
 sensor "Soil moisture bed 1": ads1115, every 5m
-  voltage → "Soil moisture" in NoSI.Dimensionless.PERCENT; calibrated through 1.3 → 100, 2.8 → 0, \
+  voltage → "Soil moisture" in %; calibrated through 1.3 → 100, 2.8 → 0, \
 valid -30 to 130 (else left out), clamped to 0…100, sent when it moved by 0.5, at least every 1h
 sensor "Light": veml7700, every 1m
   illuminance → "Illuminance" in double [lx]; sent when it moved by 100, at least every 10m

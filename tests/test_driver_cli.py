@@ -231,6 +231,8 @@ def test_scan_names_chips_and_w1_devices(tmp_path: Path, monkeypatch: pytest.Mon
         "1-Wire 28-000005abb69d: DS18B20",
         "1-Wire 3b-0000001a2b3c: DS1825",
         "1-Wire ee-000000000001: unknown family 0xee",
+        f"Serial: no ports ({dev}/serial0, ttyAMA*, ttyUSB*, ttyACM* not found; on a Pi enable the UART: "
+        "sudo raspi-config nonint do_serial_hw 0)",
     ]
     assert buses[1].closed and buses[20].closed
     probed = {t[1] for t in buses[20].transfers}

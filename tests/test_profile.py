@@ -287,8 +287,8 @@ def test_ping_reads_only_the_agent_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_profiles_pass(path: Path) -> None:
     profile = load_profile(path)
-    if path.name == "weather.toml":  # rain gauge, anemometer, air (a PMS5003 joins with its driver)
-        assert [s.driver for s in profile.sensors] == ["pulse_counter", "pulse_counter", "bme280"]
+    if path.name == "weather.toml":  # rain gauge, anemometer, air, particulates
+        assert [s.driver for s in profile.sensors] == ["pulse_counter", "pulse_counter", "bme280", "pms5003"]
         return
     assert len(profile.sensors) == 9
     assert {s.driver for s in profile.sensors} == {"bme280", "sht4x", "scd4x", "ds18b20", "ads1115",

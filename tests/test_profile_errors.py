@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pibridge.drivers import registry
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.ds18b20 import DS18B20
 from pibridge.profile import ProfileError, load_profile
 
@@ -213,6 +213,34 @@ CASES: list[tuple[str, str, list[str]]] = [
       'sensor "Bridge"',
       '36: sensor "Late pair" → options.differential: AIN3 of the chip at 0x4b on bus 1 is already read by '
       'sensor "Probe B3" (a pair\'s negative input is shared only with other pairs\' negative inputs)']),
+    ("two sensors on one serial port", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[[sensor]]\n'
+     'name = "Dust"\ndriver = "pms5003"\noptions.port = "/dev/serial0"\n[[sensor]]\nname = "Dust 2"\n'
+     'driver = "pms5003"\noptions.port = "/dev/ttyUSB0"\n[[sensor]]\nname = "CO2 2"\ndriver = "mhz19"\n'
+     'options.port = "/dev/./ttyUSB0"\n',
+     ['7: sensor "Dust" → options.port: serial port /dev/serial0 is already used by sensor "CO2" '
+      '(one sensor per port)',
+      '15: sensor "CO2 2" → options.port: serial port /dev/./ttyUSB0 is already used by sensor "Dust 2" '
+      '(one sensor per port)']),
+    ("GPIO sensor on the header UART's pins", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[[sensor]]\n'
+     'name = "Door"\ndriver = "digital_input"\noptions.pin = 15\n',
+     ['7: sensor "Door" → options.pin: GPIO 15 is a pin of the serial port /dev/serial0 (GPIO 14 and 15), '
+      'which sensor "CO2" uses']),
+    ("PMS5003 SET pin shared, passive interval below the fan's warm-up", '[[sensor]]\nname = "Dust"\n'
+     'driver = "pms5003"\ninterval = "10s"\noptions = { mode = "passive", set_pin = 22 }\n[[sensor]]\n'
+     'name = "Door"\ndriver = "digital_input"\noptions.pin = 22\n',
+     ['4: sensor "Dust" → interval: 10 s is below the 30.1333 s a pms5003 needs between two readings',
+      '9: sensor "Door" → options.pin: GPIO 22 is already used by sensor "Dust"']),
+    ("serial option values", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[sensor.options]\n'
+     'range = 3000\nself_calibration = "sometimes"\nport = 0\n[[sensor]]\nname = "Dust"\n'
+     'driver = "pms5003"\noptions = { mode = "sleepy", counts = 1.5 }\n[[sensor]]\nname = "Dust 2"\n'
+     'driver = "pms5003"\noptions.port = "ttyUSB0"\n',
+     ['5: sensor "CO2" → options.range: 3000 is not one of 2000, 5000, 10000',
+      "6: sensor \"CO2\" → options.self_calibration: 'sometimes' is not a valid bool",
+      '7: sensor "CO2" → options.port: 0 is not a valid str',
+      "11: sensor \"Dust\" → options.mode: 'sleepy' is not one of 'active', 'passive'",
+      '11: sensor "Dust" → options.counts: 1.5 is not a valid bool',
+      "15: sensor \"Dust 2\" → options.port: must be a device path such as /dev/serial0 or /dev/ttyUSB0, "
+      "not 'ttyUSB0'"]),
     ("bridge values", '[bridge]\nstate_dir = ""\nqueue_max_samples = 0\nqueue_max_age = "-1d"\n'
      'durability = "disk"\ninventory_check = "1s"\nw1_gpio = 28\nlog_format = "xml"\nlog_level = 1\n'
      + ONE_SENSOR,
@@ -272,6 +300,16 @@ CASES: list[tuple[str, str, list[str]]] = [
      ['4: sensor "CO2" → interval: 2 s is below the 5 s a scd4x needs between two readings',
       '8: sensor "CO3" → interval: 10 s is below the 30 s a scd30 needs between two readings']),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_serial_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The console check reads this machine's cmdline.txt: point it at one without a serial
+    console, so the table means the same on a Pi (`test_a_port_that_is_the_serial_console` sets
+    its own)."""
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text("console=tty1 root=PARTUUID=0-02 rootwait\n")
+    monkeypatch.setattr(serialport, "CMDLINE_FILES", (cmdline,))
 
 
 def _write(tmp_path: Path, text: str, name: str = "greenhouse.toml") -> Path:
@@ -562,3 +600,45 @@ def test_the_soil_moisture_recipe_loads(tmp_path: Path) -> None:
     metric = profile.sensors[0].metrics["voltage"]
     assert metric.clamp == (0.0, 100.0) and metric.unit == "NoSI.Dimensionless.PERCENT"
     assert metric.calibration is not None and metric.calibration.points == ((1.3, 100.0), (2.8, 0.0))
+
+
+SERIAL0_CONSOLE = ('1: sensor "CO2" → options.port: /dev/serial0 is the serial console (serial0 in {path}): '
+                   'free it with sudo raspi-config nonint do_serial_cons 1, then reboot')
+CONSOLE_PROFILE = ('[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[[sensor]]\nname = "Dust"\n'
+                   'driver = "pms5003"\noptions.port = "{port}"\n')
+
+
+@pytest.mark.parametrize(("cmdline", "port", "expected"), [
+    ("console=serial0,115200 console=tty1 root=PARTUUID=1-02 rootfstype=ext4 fsck.repair=yes rootwait",
+     "/dev/ttyUSB0",
+     [SERIAL0_CONSOLE]),
+    ("console=ttyAMA0,115200 console=tty1", "/dev/ttyAMA0",
+     ['7: sensor "Dust" → options.port: /dev/ttyAMA0 is the serial console (ttyAMA0 in {path}): free it '
+      'with sudo raspi-config nonint do_serial_cons 1, then reboot']),
+    ("console=ttyS0,115200", "/dev/ttyS0",
+     ['7: sensor "Dust" → options.port: /dev/ttyS0 is the serial console (ttyS0 in {path}): free it '
+      'with sudo raspi-config nonint do_serial_cons 1, then reboot']),
+    ("console=tty1 root=/dev/mmcblk0p2", "/dev/ttyAMA0", []),
+    ("console=serial0,115200", "/dev/ttyUSB0", None),  # the fallback path (/boot/cmdline.txt)
+    (None, "/dev/ttyAMA0", []),                          # no cmdline.txt visible (not a Pi)
+], ids=["serial0", "ttyAMA0", "ttyS0", "screen only", "older release's path", "not a Pi"])
+def test_a_port_that_is_the_serial_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           cmdline: str | None, port: str,
+                                           expected: list[str] | None) -> None:
+    firmware, boot = tmp_path / "firmware-cmdline.txt", tmp_path / "boot-cmdline.txt"
+    if expected is None:  # only the older path exists
+        boot.write_text(cmdline or "")
+        expected = [SERIAL0_CONSOLE]
+        shown = boot
+    else:
+        if cmdline is not None:
+            firmware.write_text(cmdline + "\n")
+        shown = firmware
+    monkeypatch.setattr(serialport, "CMDLINE_FILES", (firmware, boot))
+    path = _write(tmp_path, CONSOLE_PROFILE.format(port=port))
+    if not expected:
+        load_profile(path)
+        return
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:{line.format(path=shown)}" for line in expected]

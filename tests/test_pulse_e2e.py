@@ -50,17 +50,21 @@ def pulses_between(start_s: float, end_s: float, hz: float = PULSE_HZ) -> int:
 
 def test_weather_profile_runs_simulated_and_every_metric_arrives(
         tmp_path: Path, emulator: EmulatorProcess, bridges: list[BridgeRun]) -> None:  # noqa: F811
-    text = WEATHER.read_text().replace('interval = "1m"', "interval = 1")
+    # the PMS5003 in active mode (its fan on) every 3 s: passive mode's 30 s warm-up would
+    # hold its first sample back half a minute
+    text = (WEATHER.read_text().replace('interval = "1m"', "interval = 1")
+            .replace('interval = "5m"', "interval = 3").replace('mode = "passive"', 'mode = "active"'))
     profile = tmp_path / "weather.toml"
     profile.write_text(text)
     names = metric_names(profile)
-    assert set(names) == {"Rain", "Wind", "Air"}
+    assert set(names) == {"Rain", "Wind", "Air", "Particulates"}
     # a shower and wind all the time, so every rate is non-zero
     env = {**os.environ, "PIBRIDGE_SIMULATION": json.dumps({
         "seed": 4, "shower_probability": 1.0, "shower_period_s": 60, "shower_s": 60,
         "shower_peak_mm_h": 200.0, "wind_mean_m_s": 8.0})}
     run = BridgeRun(profile, tmp_path / "state", emulator, tmp_path / "certs", env=env)
     bridges.append(run)
+    wait_until(lambda: {t.sensor for t in run.samples()} == set(names), "a sample of every sensor")
     taken = settled(emulator, run, names, "every metric of the weather profile",
                     minimum=12)
     for sensor, metrics in names.items():

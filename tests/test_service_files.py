@@ -89,7 +89,7 @@ def test_unit_has_what_the_issue_asks_for() -> None:
         assert forbidden not in directives, forbidden
     # the service user is the one install-service.sh creates, in the groups the devices belong to
     script = INSTALL.read_text()
-    assert "SERVICE_USER=pibridge" in script and "DEVICE_GROUPS=(gpio i2c spi)" in script
+    assert "SERVICE_USER=pibridge" in script and "DEVICE_GROUPS=(gpio i2c spi dialout)" in script
     assert directives["ExecStart"][0].startswith("/opt/pibridge/venv/bin/pibridge run --profile "
                                                  "/etc/pibridge/greenhouse.toml")
     assert "VENV=$PREFIX/venv" in script and "PREFIX=/opt/pibridge" in script

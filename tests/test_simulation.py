@@ -120,6 +120,8 @@ RESOURCES = {
     "scd30": ({"i2c_bus": 3}, {"i2c": ((3, 0x61),)}),
     "max31865": ({"spi_device": 1}, {"spi": ((0, 1),)}),
     "pulse_counter": ({"pin": 6, "per_pulse": 0.2794, "unit": "mm"}, {"gpio": (6,)}),
+    "mhz19": ({}, {"serial": ("/dev/serial0",)}),
+    "pms5003": ({"port": "/dev/ttyUSB0", "set_pin": 27}, {"gpio": (27,), "serial": ("/dev/ttyUSB0",)}),
 }
 
 
@@ -128,7 +130,7 @@ def test_resources_of_every_builtin_driver(name: str) -> None:
     options, claimed = RESOURCES[name]
     cls = registry.get(name)
     resources = cls.resources(cls.check_options(options))
-    for field in ("gpio", "i2c", "spi", "w1"):
+    for field in ("gpio", "i2c", "spi", "w1", "serial"):
         assert getattr(resources, field) == claimed.get(field, ()), field
 
 

@@ -32,7 +32,7 @@ PIP_TIMEOUT_S = 120
 COMMAND_TIMEOUT_S = 60
 EMULATOR_READY_TIMEOUT_S = 60  # first start makes two RSA keys
 #: What `pip install pibridge` may pull on a PC; lgpio is the `pi` extra, the DHT library and Blinka `dht`.
-CORE_REQUIREMENTS = {"paho-mqtt", "cryptography", "gpiozero", "smbus2"}
+CORE_REQUIREMENTS = {"paho-mqtt", "cryptography", "gpiozero", "smbus2", "pyserial"}
 PI_ONLY = {"adafruit-circuitpython-dht", "adafruit-blinka", "lgpio", "rpi-gpio", "sysv-ipc", "pyftdi"}
 
 

@@ -15,9 +15,9 @@ The building blocks, importable from here:
 One module per chip holds its fake and its simulator: `.bme280`, `.bh1750`, `.w1` (DS18B20),
 `.dht`, `.spi` (MCP3008), `.gpio` (digital input), `.thermal` (CPU temperature), `.sht4x`,
 `.sht3x`, `.aht20`, `.veml7700`; `.sensirion` is the Sensirion word framing and CRC-8 written
-again for the fakes. Fakes model
-register files, opcodes, sysfs text and SPI frames, never a driver's own methods, and inject
-faults only when asked.
+again for the fakes; `.mhz19` and `.pms5003` are UART chips on `.serial`'s `FakeSerialChip` (a
+real pseudo-terminal served by a thread). Fakes model register files, opcodes, sysfs text, SPI
+frames and UART bytes, never a driver's own methods, and inject faults only when asked.
 """
 
 from typing import Any

@@ -73,11 +73,21 @@ COMMAND_HELP: dict[str, CommandHelp] = {
     "status": CommandHelp("Health of the running bridge, for people and monitoring.",
                           "pibridge status --profile /etc/pibridge/my.toml",
                           "0 healthy; 1 degraded (the reasons are listed); 2 not running or unreadable"),
+    "reload": CommandHelp("Make the running bridge re-read its profile and wait for its verdict (what "
+                          "`systemctl reload pibridge` runs).",
+                          "pibridge reload --profile /etc/pibridge/my.toml",
+                          "0 applied; 1 refused (the problems are printed) or not applied; 2 no running "
+                          "bridge found, or no verdict in time"),
+    "reset-total": CommandHelp("Start a pulse counter's running total (rain, water) at 0 again; the bridge "
+                               "must be stopped.", "pibridge reset-total Rain --profile weather.toml",
+                               "0 reset; 1 no such sensor, no total, the bridge runs, or the queue cannot be "
+                               "opened; 2 usage error"),
     "drivers": CommandHelp("List the sensor drivers with their metrics (in display units) and options.",
                            "pibridge drivers   |   pibridge drivers --guide",
                            "0 listed; 2 usage error"),
-    "scan": CommandHelp("List the I2C chips and 1-Wire probes found on this Pi; --profile-out writes a "
-                        "starting profile for them.", "pibridge scan --profile-out my.toml",
+    "scan": CommandHelp("List the I2C chips, 1-Wire probes and serial ports found on this Pi; "
+                        "--profile-out writes a starting profile for the chips and probes.",
+                        "pibridge scan --profile-out my.toml",
                         "0 scanned (and the profile written); 1 FILE exists or cannot be written; "
                         "2 usage error"),
     "provision": CommandHelp("Get a client certificate from the agent (the first step against a real agent).",

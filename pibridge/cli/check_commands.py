@@ -16,7 +16,7 @@ from typing import TextIO
 
 from pibridge.cli import counted
 from pibridge.drivers import registry
-from pibridge.drivers.base import I2C_BUS_PINS, SPI_BUS_PINS, Metric, Resources
+from pibridge.drivers.base import I2C_BUS_PINS, SERIAL_PORT_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
 from pibridge.profile.errors import PROBLEMS_SHOWN_MAX, printable
 from pibridge.units import symbol_of
@@ -123,7 +123,9 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
     by_i2c: dict[int, list[str]] = defaultdict(list)
     by_spi: dict[int, list[str]] = defaultdict(list)
     w1: list[str] = []
+    serial: list[tuple[str, str]] = []
     for sensor, claimed in resources:
+        serial.extend((path, f"\"{sensor.name}\"") for path in claimed.serial)
         for pin in claimed.gpio:
             by_gpio[pin].append(f"\"{sensor.name}\"")
         for bus, address in claimed.i2c:
@@ -141,6 +143,10 @@ def _pin_lines(resources: list[tuple[SensorConfig, Resources]], w1_gpio: int) ->
         pins = SPI_BUS_PINS.get(port, ())
         span = f" (GPIO {min(pins)}–{max(pins)})" if pins else ""
         lines.append(f"SPI{port}{span}: {', '.join(users)}")
+    for path, user in sorted(serial):
+        uart_pins = SERIAL_PORT_PINS.get(path, ())
+        span = f" (GPIO {', '.join(str(p) for p in uart_pins)})" if uart_pins else ""
+        lines.append(f"serial {path}{span}: {user}")
     for pin, users in sorted(by_gpio.items()):
         lines.append(f"GPIO {pin}: {', '.join(users)}")
     return lines or ["none"]

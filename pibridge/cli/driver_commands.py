@@ -7,8 +7,9 @@
   ``read --profile P [--simulate] [--json]``: every sensor of a profile once, processed as
   ``run`` would (calibration, unit), in display units: the dry run before the first ``run``.
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
-  (their addresses, chip-id register or register signature), and which 1-Wire devices the kernel lists;
-  ``--profile-out FILE`` writes a starting profile for them (`starting_profile`).
+  (their addresses, chip-id register or register signature), which 1-Wire devices the kernel
+  lists, and which serial ports exist (and whether the Pi's serial console holds one);
+  ``--profile-out FILE`` writes a starting profile for the chips and probes (`starting_profile`).
 
 Values a person reads go through `pibridge.units` (°C, %, hPa); ``--json`` keeps the agent's
 unit names.
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +30,7 @@ from typing import Any
 
 from pibridge.cli import CliError, counted
 from pibridge.cli.scan_profile import Found, starting_profile
-from pibridge.drivers import registry
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.base import (
     Driver,
     Metric,
@@ -48,6 +50,7 @@ from pibridge.units import display, display_unit, state_words, symbol_of
 # --- scan constants -----------------------------------------------------------------------------
 I2C_DEV_ROOT = Path("/dev")
 W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
+SYS_TTY_ROOT = serialport.SYS_TTY_CLASS   #: where ttyS* show whether a real UART is behind them
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
 
@@ -70,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_read)
 
-    p = sub.add_parser("scan", help="list I2C chips and 1-Wire devices found on this machine")
+    p = sub.add_parser("scan", help="list I2C chips, 1-Wire devices and serial ports found on this machine")
     p.add_argument("--profile-out", type=Path, metavar="FILE",
                    help="write a starting profile for what was found to FILE (never overwrites)")
     p.set_defaults(handler=cmd_scan)
@@ -453,8 +456,31 @@ def w1_devices(root: Path = W1_DEVICES_ROOT) -> list[tuple[str, str]]:
     return found
 
 
+def serial_lines(dev_root: Path = I2C_DEV_ROOT, sys_tty: Path = SYS_TTY_ROOT,
+                 cmdline_files: tuple[Path, ...] | None = None) -> list[str]:
+    """One line per serial port (``/dev/serial0 -> ttyS0``), marking the one the serial console
+    holds (per cmdline.txt, when it can be seen)."""
+    ports = serialport.serial_ports(dev_root, sys_tty)
+    if not ports:
+        return [f"Serial: no ports ({dev_root}/serial0, ttyAMA*, ttyUSB*, ttyACM* not found; on a Pi "
+                "enable the UART: sudo raspi-config nonint do_serial_hw 0)"]
+    consoles = serialport.console_devices(cmdline_files)
+    lines = []
+    for port in ports:
+        line = f"Serial {port}"
+        if os.path.islink(port):
+            line += f" -> {os.path.basename(os.path.realpath(port))}"
+        held = consoles is not None and any(
+            serialport.same_device(port, str(dev_root / Path(console).name)) for console in consoles[1])
+        if held:
+            line += " (the serial console: sudo raspi-config nonint do_serial_cons 1, then reboot)"
+        lines.append(line)
+    return lines
+
+
 def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
-         opener: Callable[[int], Any] = open_smbus, found: Found | None = None) -> list[str]:
+         opener: Callable[[int], Any] = open_smbus, found: Found | None = None,
+         sys_tty: Path = SYS_TTY_ROOT) -> list[str]:
     """The report lines of `pibridge scan`; what a driver reads is added to ``found``."""
     lines = []
     buses = i2c_bus_numbers(dev_root)
@@ -488,16 +514,18 @@ def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
             for name, _ in devices:
                 if name[:2] in W1_FAMILIES:
                     found.add_w1(name, w1_root)
-    # serial ports: their scan adds its lines here and its sensors with `Found.add`
-    return lines
+    # serial ports are listed; which chip is on a port cannot be told without asking it, so the
+    # starting profile leaves them out (`Found.add` takes one a later scan can name)
+    return lines + serial_lines(dev_root, sys_tty)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     if args.profile_out is None:
-        print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus)))  # looked up now: patchable
+        # the module's names are looked up now, so tests can patch them
+        print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus, sys_tty=SYS_TTY_ROOT)))
         return 0
     found = Found()
-    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus, found)))
+    print("\n".join(scan(I2C_DEV_ROOT, W1_DEVICES_ROOT, open_smbus, found, SYS_TTY_ROOT)))
     text = starting_profile(found)
     target: Path = args.profile_out
     try:

@@ -24,9 +24,10 @@ from typing import Any, Literal
 from pibridge import protocol
 from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode, check_host
 from pibridge.bounded import read_bounded
-from pibridge.drivers import registry
+from pibridge.drivers import registry, serialport
 from pibridge.drivers.base import (
     I2C_BUS_PINS,
+    SERIAL_PORT_PINS,
     SPI_BUS_PINS,
     Driver,
     GpioPin,
@@ -567,6 +568,12 @@ class _Checker:
                 for pin in spi_pins:
                     bus_pins.setdefault(pin, f"a pin of SPI{port} (GPIO {min(spi_pins)}–{max(spi_pins)}), "
                                              f"which {sensor.scope.label} uses")
+            for device in sensor.resources.serial:
+                uart_pins = SERIAL_PORT_PINS.get(device, ())
+                for pin in uart_pins:
+                    bus_pins.setdefault(pin, f"a pin of the serial port {device} (GPIO "
+                                             f"{' and '.join(map(str, uart_pins))}), which "
+                                             f"{sensor.scope.label} uses")
         if w1_user is not None and w1_gpio in bus_pins:
             _Scope(self, (BRIDGE_TABLE,)).report(("w1_gpio",), f"GPIO {w1_gpio} is {bus_pins[w1_gpio]}")
 
@@ -575,6 +582,7 @@ class _Checker:
         w1_owner: dict[str, _Checked] = {}
         input_owner: dict[tuple[int, int, str], tuple[_Checked, bool]] = {}   # -> (first reader, common)
         spi_owner: dict[tuple[int, int], _Checked] = {}
+        serial_owner: dict[str, _Checked] = {}
         for sensor in sensors:
             scope, resources = sensor.scope, sensor.resources
             for pin in resources.gpio:
@@ -616,6 +624,18 @@ class _Checker:
                                             or not getattr(sensor.driver, "shares_chip_select", False)):
                     scope.report(_named_option(sensor.config, "spi_device"),
                                  f"SPI{slot[0]} CE{slot[1]} is already used by {owner.scope.label}")
+            for device in resources.serial:
+                keys = _named_option(sensor.config, "port")
+                owner = next((holder for known, holder in serial_owner.items()
+                              if serialport.same_device(known, device)), None)
+                if owner is not None:
+                    scope.report(keys, f"serial port {device} is already used by {owner.scope.label} "
+                                       "(one sensor per port)")
+                    continue
+                serial_owner[device] = sensor
+                console = serialport.console_problem(device)
+                if console is not None:
+                    scope.report(keys, console)
             for device_id in resources.w1:
                 keys = _named_option(sensor.config, "device_id")
                 if device_id in w1_owner:

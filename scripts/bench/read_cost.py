@@ -13,7 +13,9 @@ every read is a real one and nothing really sleeps. The figure that matters is C
 "simulated" rows include the fake's own work (for the BME280: inverting the compensation by
 bisection to turn °C/Pa/%RH into ADC counts). The "driver only" rows use fakes with fixed values,
 so they measure pibridge's own work per read (bus calls through the fake + maths); the issue's
-target for the BME280 is <= 200 µs.
+target for the BME280 is <= 200 µs. The serial drivers (MH-Z19, PMS5003) read fake chips behind
+real pseudo-terminals, whose threads also use the process's CPU: their own section shows the
+reading thread's CPU (``time.thread_time``) beside the whole process's.
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ DEFAULT_BUDGET_S = 1.0  #: wall-clock cap per driver, so slow simulations stay b
 MICRO = 1e6
 
 
-def measure(read: Callable[[], Any], reads: int, budget_s: float) -> tuple[int, int, float, float, str]:
+def measure(read: Callable[[], Any], reads: int, budget_s: float,
+            cpu_clock: Callable[[], float] = time.process_time) -> tuple[int, int, float, float, str]:
     """(reads done, failures, CPU µs/read, wall µs/read, last error type) over up to ``reads``
-    calls after one warm-up read (detection, calibration, first-time configuration)."""
+    calls after one warm-up read (detection, calibration, first-time configuration).
+    ``cpu_clock``: the process's CPU (default) or `time.thread_time` (the reading thread's own)."""
     failures = 0
     last_error = ""
     with contextlib.suppress(SensorError):
         read()
     done = 0
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0 = cpu_clock(), time.perf_counter()
     while done < reads and (done == 0 or time.perf_counter() - wall0 < budget_s):
         try:
             read()
@@ -53,7 +57,7 @@ def measure(read: Callable[[], Any], reads: int, budget_s: float) -> tuple[int, 
             failures += 1
             last_error = type(exc).__name__
         done += 1
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    cpu, wall = cpu_clock() - cpu0, time.perf_counter() - wall0
     return done, failures, cpu / done * MICRO, wall / done * MICRO, last_error
 
 
@@ -218,6 +222,40 @@ def ds18b20_bulk_section() -> None:
         print(f"  {mode:<6} {details}")
 
 
+def serial_section(reads: int, budget_s: float) -> None:
+    """The UART drivers on their fake chips behind real pseudo-terminals, fixed values, virtual
+    time: "own CPU" is the reading thread's (``time.thread_time``: pyserial's syscalls, the frame
+    scan, the maths), "+ fake" adds the fake chip's thread (process CPU)."""
+    from pibridge.drivers.fakes.mhz19 import FakeMHZ19
+    from pibridge.drivers.fakes.pms5003 import FakePMS5003
+    from pibridge.drivers.mhz19 import MHZ19
+    from pibridge.drivers.pms5003 import PMS5003
+
+    print("\nserial drivers on a pty (driver only: fixed values, virtual time):")
+    print(f"  {'driver':<26} {'reads':>6} {'failed':>6} {'own CPU µs':>11} {'+ fake µs':>10} {'wall µs':>10}")
+    clock = VirtualClock()
+    rigs: list[tuple[str, Callable[[], Any]]] = [
+        ("mhz19", lambda: FakeMHZ19(ppm=800, clock=clock)),
+        ("pms5003 passive", lambda: FakePMS5003(clock=clock)),
+        ("pms5003 active", lambda: FakePMS5003(clock=clock, cadence_s=0.001)),
+    ]
+    for label, make in rigs:
+        fake = make()
+        try:
+            if label == "mhz19":
+                driver: Driver = MHZ19(fake.device, timeout_s=1.0)
+            else:
+                driver = PMS5003(fake.device, timeout_s=1.0, clock=clock, mode=label.split()[1])
+            with driver:
+                own = measure(paced(driver, clock), reads, budget_s, time.thread_time)
+                whole = measure(paced(driver, clock), reads, budget_s)
+        finally:
+            fake.close()
+        done, failed, cpu_us, wall_us, error = own
+        print(f"  {label:<26} {done:>6} {failed:>6} {cpu_us:>11.1f} {whole[2]:>10.1f} {wall_us:>10.1f}"
+              + (f"  failures are {error}" if failed else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=DEFAULT_READS, help="reads per driver (max)")
@@ -247,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
               "fixed values, waits on virtual time")
 
     ds18b20_bulk_section()
+    serial_section(args.reads, args.budget)
     return 0
 
 
