@@ -132,7 +132,8 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def serve(token: str | None = None, *, head_timeout_s: float = 10.0, max_connections: int = 64) -> Iterator[Served]:
+def serve(token: str | None = None, *, head_timeout_s: float = 10.0,
+          max_connections: int = 64) -> Iterator[Served]:
     history = MetricHistory({"Air": 5.0})
     history.add("Air", time.time() - 5, {"temperature": 19.0, "pressure": 101300.0})
     page = BridgePage(make_tracker(), history, lambda: UNITS, TokenCheck(token))

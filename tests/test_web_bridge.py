@@ -38,7 +38,8 @@ def _profile(tmp_path: Path, extra: str = "") -> Path:
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=WAIT_S) as answer:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=WAIT_S) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -146,7 +147,8 @@ def test_a_missing_token_file_is_one_line(tmp_path: Path) -> None:
     done = _refused(tmp_path, profile_extra=f'http = "0.0.0.0:{free_port()}"\nhttp_token_file = "nope"\n')
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(tmp_path / "nope") in lines[0] and "does not exist" in lines[0], done.stderr
+    assert len(lines) == 1 and str(tmp_path / "nope") in lines[0], done.stderr
+    assert "does not exist" in lines[0]
 
 
 def test_a_taken_port_is_one_line(tmp_path: Path) -> None:

@@ -93,9 +93,12 @@ def test_the_bridge_page_is_live_and_comes_back_after_a_restart(tmp_path: Path, 
     try:
         bridge.wait_line(lambda line: "web page at" in line)
         browser.get(url)
-        shown = wait_until(lambda: (c := cards(browser)) and all(
-            c.get(s, {}).get("values") and "–" not in "".join(c[s]["values"].values()) for s in sensors) and c,
-            "every sensor with its values")
+        def every_sensor_with_values() -> dict[str, dict[str, Any]] | None:
+            shown = cards(browser)
+            complete = all(shown.get(s, {}).get("values") and "–" not in "".join(shown[s]["values"].values())
+                           for s in sensors)
+            return shown if complete else None
+        shown = wait_until(every_sensor_with_values, "every sensor with its values")
         assert list(shown) == sensors                       # every sensor, in the profile's order
         for sensor, card in shown.items():
             assert card["state"] == "ok" and not card["failing"], (sensor, card)

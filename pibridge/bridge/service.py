@@ -409,7 +409,8 @@ class Bridge:
             problem = check_exposure(address, token_file)
             if problem:
                 raise BridgeError(f"--http {problem}")
-            web = BridgeWeb(parse_address(address), self.tracker, self._describe, self._intervals(), token_file)
+            web = BridgeWeb(parse_address(address), self.tracker, self._describe, self._intervals(),
+                            token_file)
         except (AddressError, TokenError) as exc:
             raise BridgeError(f"web page: {exc}") from None
         except OSError as exc:

@@ -129,7 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="answer SHARE (0..1) of the API requests with error CODE (1 or 3); repeatable")
     serve.add_argument("--seed", type=int, default=None, help="seed of the error-injection random generator")
     serve.add_argument("--http", metavar="HOST:PORT",
-                       help="serve the dashboard here (what the emulated agent holds, live), e.g. 127.0.0.1:8081")
+                       help="serve the dashboard here (what the emulated agent holds, live), "
+                            "e.g. 127.0.0.1:8081")
     serve.set_defaults(handler=_serve)
 
     dump = commands.add_parser("dump", parents=[state], help="print clients, inventory and values as JSON")

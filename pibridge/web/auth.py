@@ -29,7 +29,8 @@ def read_token(path: Path) -> str:
     except FileNotFoundError:
         raise TokenError(f"the token file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokenError(f"cannot read the token file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        reason = getattr(exc, 'strerror', None) or exc
+        raise TokenError(f"cannot read the token file {path}: {reason}") from None
     if len(token) < MIN_TOKEN_CHARS or not all(33 <= ord(ch) < 127 for ch in token):
         raise TokenError(f"the token file {path} must hold at least {MIN_TOKEN_CHARS} printable ASCII "
                          "characters without spaces")
@@ -49,7 +50,8 @@ class TokenCheck:
     def allowed(self, request: Request) -> bool:
         if self._token is None:
             return True
-        given = _bearer(request.headers.get("authorization", "")) or _cookie(request.headers.get("cookie", ""))
+        headers = request.headers
+        given = _bearer(headers.get("authorization", "")) or _cookie(headers.get("cookie", ""))
         return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), self._token)
 
     @staticmethod

@@ -91,7 +91,8 @@ class BridgePage:
 
     def _units(self) -> dict[tuple[str, str], tuple[str, str | None, str | None]]:
         return {(sensor, key): (name, unit, annotation)
-                for sensor, metric_list in self.describe().items() for key, name, unit, annotation in metric_list}
+                for sensor, metric_list in self.describe().items()
+                for key, name, unit, annotation in metric_list}
 
     def event(self, first: bool) -> bytes:
         """A ``state`` event: ``status`` (as /api/status), ``shown`` (sensor → key → text, number,
@@ -103,7 +104,8 @@ class BridgePage:
         for sensor in status.sensors:
             shown_values = display[sensor.name] = {}
             for reading in sensor.values:
-                name, unit, annotation = units.get((sensor.name, reading.key), (reading.name, None, reading.unit))
+                fallback = (reading.name, None, reading.unit)
+                name, unit, annotation = units.get((sensor.name, reading.key), fallback)
                 number, symbol = shown(reading.value, unit, annotation)
                 shown_values[reading.key] = {"text": shown_text(reading.value, unit, annotation),
                                              "number": number, "symbol": symbol, "name": name}
@@ -141,7 +143,8 @@ class BridgePage:
                 units = self._units()
                 body = metrics.render(self.snapshot(), self._clock(),
                                       lambda s, k: units.get((s, k), ("", None, None))[1:])
-                return Response(HTTPStatus.OK, body.encode(), metrics.CONTENT_TYPE, {"Cache-Control": "no-store"})
+                return Response(HTTPStatus.OK, body.encode(), metrics.CONTENT_TYPE,
+                                {"Cache-Control": "no-store"})
         return text(HTTPStatus.NOT_FOUND, "not found")
 
     def history_response(self, request: Request) -> Response:

@@ -85,7 +85,8 @@ class StoreReader:
                                                (cid,)).fetchall():
                 metrics = []
                 for mrow, mid, mname, unit, vtype, annotation in db.execute(
-                        "SELECT id, mid, name, unit, vtype, annotation FROM metrics WHERE sensor = ? ORDER BY id",
+                        "SELECT id, mid, name, unit, vtype, annotation FROM metrics WHERE sensor = ? "
+                        "ORDER BY id",
                         (srow,)).fetchall():
                     # two primary-key seeks (no count: that would read every value of the metric)
                     first = db.execute("SELECT MIN(ts) FROM vals WHERE metric = ?", (mrow,)).fetchone()[0]
@@ -112,7 +113,7 @@ class StoreReader:
             row = db.execute("SELECT unit, vtype, annotation FROM metrics WHERE id = ?", (metric,)).fetchone()
             if row is None:
                 raise BadRequest(HTTPStatus.NOT_FOUND, "no such metric")
-            unit, vtype, annotation = row
+            unit, _, annotation = row
             start = -(2**62) if range_s is None else int((now - range_s) * MS)
             numeric = "typeof(value) IN ('integer', 'real')"
             count, first, last = db.execute(
@@ -183,7 +184,8 @@ class Dashboard:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, "metric must be a metric's row number")
             if range_name not in RANGES_S:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, f"range must be one of {', '.join(RANGES_S)}")
-            return json_response(_dumps(self.reader.values(int(metric_text), RANGES_S[range_name], self._clock())))
+            values = self.reader.values(int(metric_text), RANGES_S[range_name], self._clock())
+            return json_response(_dumps(values))
         if path == "/api/events":
             return Stream(self.broadcaster.subscribe)
         return text(HTTPStatus.NOT_FOUND, "not found")

@@ -118,8 +118,7 @@ class Broadcaster:
                         return
                     pending = [data for seq, data in self._events if seq > position]
                     position = self._seq
-                for data in pending:
-                    yield data
+                yield from pending
         finally:
             with self._cond:
                 self._clients -= 1

@@ -59,7 +59,8 @@ def numeric(value: Any) -> float | None:
 class MetricHistory:
     """See the module docstring. ``intervals``: each sensor's grid interval (s), for gaps."""
 
-    def __init__(self, intervals: Mapping[str, float] | None = None, *, bound: int = POINTS_PER_METRIC) -> None:
+    def __init__(self, intervals: Mapping[str, float] | None = None, *,
+                 bound: int = POINTS_PER_METRIC) -> None:
         self.bound = bound
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], Series] = {}
@@ -91,7 +92,8 @@ class MetricHistory:
                     previous = series.ts[-1]
                     if ts < previous:        # an older sample (clock step): not drawn out of order
                         continue
-                    if interval and ts - previous > GAP_FACTOR * interval and not math.isnan(series.values[-1]):
+                    missed = interval and ts - previous > GAP_FACTOR * interval
+                    if missed and not math.isnan(series.values[-1]):
                         series.append(previous + interval, math.nan, self.bound)
                 series.append(ts, value, self.bound)
             self.version += 1

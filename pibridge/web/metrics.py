@@ -82,7 +82,8 @@ def render(status: BridgeStatus, now: float,
             if isinstance(number, int | float) and (isinstance(number, bool) or math.isfinite(number)):
                 last.sample(number, sensor=sensor.name, metric=reading.key, unit=symbol)
     queue = status.queue
-    _Family(lines, "pibridge_queue_depth", "gauge", "Samples waiting in the on-disk queue.").sample(queue.depth)
+    _Family(lines, "pibridge_queue_depth", "gauge",
+            "Samples waiting in the on-disk queue.").sample(queue.depth)
     oldest = _Family(lines, "pibridge_queue_oldest_age_seconds", "gauge",
                      "Age of the oldest stamped sample waiting (0 when none waits).")
     oldest.sample(round(now - queue.oldest_sample_at, 3) if queue.oldest_sample_at is not None else 0)
@@ -93,7 +94,8 @@ def render(status: BridgeStatus, now: float,
     _Family(lines, "pibridge_dead_letters_total", "counter",
             "Samples dead-lettered since the bridge started.").sample(queue.dead_letters)
     agent = status.agent
-    _Family(lines, "pibridge_agent_connected", "gauge", "1 while connected to the agent.").sample(agent.connected)
+    _Family(lines, "pibridge_agent_connected", "gauge",
+            "1 while connected to the agent.").sample(agent.connected)
     ack = _Family(lines, "pibridge_agent_last_ack_age_seconds", "gauge",
                   "Seconds since the agent last acknowledged a push (absent before the first).")
     if agent.last_ack_at is not None:

@@ -75,8 +75,7 @@ const PB = (() => {
     const width = () => Math.max(240, container.clientWidth || 300);
     const opts = {
       width: width(), height: 160, legend: {show: false}, cursor: {drag: {x: false, y: false}},
-      // one point alone: a minute around it (not years)
-      scales: {x: {time: true, range: (u, min, max) => min === max ? [min - 30, max + 30] : [min, max]}},
+      scales: {x: {time: true}},
       axes: [{}, {label: unit || "", size: 72, labelSize: 16}],
       series: [{}, {label: label, stroke: "#1f6f43", width: 2, spanGaps: false,
                      value: (u, v) => v === null ? "–" : v + (unit ? " " + unit : "")}],
@@ -84,15 +83,23 @@ const PB = (() => {
     const plot = new uPlot(opts, [[], []], container);
     const data = {ts: [], values: []};
     new ResizeObserver(() => plot.setSize({width: width(), height: 160})).observe(container);
+    function draw() {
+      plot.setData([data.ts, data.values]);
+      const real = data.values.filter((v) => v !== null).length;
+      if (data.ts.length && (real <= 1 || data.ts[0] === data.ts[data.ts.length - 1])) {
+        // one point alone: a minute around it, not an axis of years
+        plot.setScale("x", {min: data.ts[0] - 30, max: data.ts[data.ts.length - 1] + 30});
+      }
+    }
     return {
-      set(ts, values) { data.ts = ts.slice(); data.values = values.slice(); plot.setData([data.ts, data.values]); },
+      set(ts, values) { data.ts = ts.slice(); data.values = values.slice(); draw(); },
       append(ts, values) {
         const last = data.ts.length ? data.ts[data.ts.length - 1] : -Infinity;
         let added = false;
         for (let i = 0; i < ts.length; i++) {
           if (ts[i] > last) { data.ts.push(ts[i]); data.values.push(values[i]); added = true; }
         }
-        if (added) plot.setData([data.ts, data.values]);
+        if (added) draw();
       },
       trim(maxPoints) {
         if (data.ts.length > maxPoints) { data.ts.splice(0, data.ts.length - maxPoints); data.values.splice(0, data.values.length - maxPoints); }
