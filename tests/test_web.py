@@ -9,6 +9,7 @@ import json
 import math
 import re
 import socket
+import statistics
 import threading
 import time
 import urllib.error
@@ -107,7 +108,8 @@ def make_tracker() -> StatusTracker:
 
 
 class Served:
-    def __init__(self, page: BridgePage, server: WebServer) -> None:
+    def __init__(self, page: Any, server: WebServer) -> None:
+        """``page``: the `BridgePage` served (None for the dashboard)."""
         self.page, self.server = page, server
         self.host, self.port = server.address
 
@@ -369,3 +371,80 @@ def test_event_json_never_holds_nan() -> None:
     page = BridgePage(make_tracker(), history, lambda: UNITS)
     data: Any = json.loads(page.event(False).split(b"data: ", 1)[1])
     assert data["points"]["Air"]["temperature"] == [[1.0], [1.0]]
+
+
+# --- the profile keys ----------------------------------------------------------------------------------
+def test_a_profile_with_a_page_for_other_machines_and_its_token(tmp_path: Path) -> None:
+    from pibridge.profile import load_profile
+
+    path = tmp_path / "p.toml"
+    path.write_text('[bridge]\nhttp = "0.0.0.0:8080"\nhttp_token_file = "web-token"\n')
+    bridge = load_profile(path).bridge
+    assert bridge.http == "0.0.0.0:8080" and bridge.http_token_file == tmp_path / "web-token"
+
+
+# --- the emulator's dashboard on a real store --------------------------------------------------------
+@pytest.fixture
+def dashboard(tmp_path: Path) -> Iterator[tuple[Served, dict[str, int], float]]:
+    """A store with one client: "Air" (temperature, 5000 values a second apart ending now; pressure
+    in Pa) and "Door" (a flag), its dashboard served read-only."""
+    from pibridge.emulator.store import DB_NAME, Store
+    from pibridge.web.dashboard import Dashboard
+
+    store = Store(tmp_path / DB_NAME)
+    now = time.time()
+    store.begin()
+    store.add_client("c1", 1, int(now * 1000))
+    air, door = store.add_sensor("c1", "s1", "Air"), store.add_sensor("c1", "s2", "Door")
+    temperature = store.add_metric(air, "m1", "Air temperature", "SI.Temperature.CELSIUS", None, None)
+    pressure = store.add_metric(air, "m2", "Air pressure", "SI.Pressure.PASCAL", None, None)
+    flag = store.add_metric(door, "m3", "Door", None, "bool", "open")
+    end_ms = int(now * 1000)
+    store.put_values((temperature.row, end_ms - i * 1000, 20.0 + (i % 2)) for i in range(5000))
+    store.put_values([(pressure.row, end_ms, 101325.0), (flag.row, end_ms, 1)])
+    store.commit()
+    board = Dashboard(("127.0.0.1", 0), tmp_path / DB_NAME, clock=lambda: now)
+    board.start()
+    rows = {"temperature": temperature.row, "pressure": pressure.row, "flag": flag.row}
+    try:
+        yield Served(None, board.server), rows, now
+    finally:
+        board.stop()
+        store.close()
+
+
+def test_the_dashboard_lists_what_the_agent_holds(dashboard: tuple[Served, dict[str, int], float]) -> None:
+    served, _, now = dashboard
+    code, body, _ = served.get("/api/inventory")
+    (client,) = json.loads(body)["clients"]
+    metrics_by_name = {m["name"]: m for s in client["sensors"] for m in s["metrics"]}
+    assert code == 200 and [s["name"] for s in client["sensors"]] == ["Air", "Door"]
+    assert metrics_by_name["Air pressure"]["last_text"] == "1013 hPa"
+    assert metrics_by_name["Door"]["last_text"] == "on open"
+    assert metrics_by_name["Door"]["valueType"] == "bool"
+    assert metrics_by_name["Air temperature"]["first_ts"] == pytest.approx(int(now * 1000) / 1000 - 4999)
+
+
+@pytest.mark.parametrize(("range_name", "count", "downsampled"),
+                         [("15m", 900, False), ("1h", 3600, True), ("all", 5000, True)])
+def test_ranges_are_range_queries_and_large_ones_averaged(
+        dashboard: tuple[Served, dict[str, int], float], range_name: str, count: int,
+        downsampled: bool) -> None:
+    served, rows, _ = dashboard
+    code, body, _ = served.get(f"/api/values?metric={rows['temperature']}&range={range_name}")
+    data = json.loads(body)
+    assert code == 200 and data["unit"] == "°C" and data["downsampled"] is downsampled
+    assert data["count"] in (count, count + 1)            # the range's start may catch one more
+    assert len(data["ts"]) == len(data["values"]) <= 1000 and data["ts"] == sorted(data["ts"])
+    if downsampled:                                        # 20, 21, 20, … averaged
+        assert all(20.0 <= v <= 21.0 for v in data["values"])
+        assert 20.2 < statistics.mean(data["values"]) < 20.8
+
+
+@pytest.mark.parametrize(("query", "code"), [("metric=abc&range=1h", 400), ("metric=1&range=1y", 400),
+                                             ("metric=999&range=1h", 404), ("range=1h", 400)])
+def test_bad_dashboard_queries_are_one_line(dashboard: tuple[Served, dict[str, int], float], query: str,
+                                            code: int) -> None:
+    served, _, _ = dashboard
+    answer = served.get(f"/api/values?{query}")
+    assert answer[0] == code and answer[1].count(b"\n") == 1
