@@ -113,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a profile whose [agent] is the emulator to start (default profiles/demo.toml)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
                         help=f"how long the bridge runs (default {DEFAULT_SECONDS:g}; Ctrl-C ends it early)")
+    parser.add_argument("--dashboard", default=DASHBOARD_ADDRESS, metavar="HOST:PORT",
+                        help=f"the emulator's dashboard (default {DASHBOARD_ADDRESS})")
     args = parser.parse_args(argv)
     if not args.seconds > 0:
         parser.error("--seconds must be more than 0")
     try:
-        emulator = start_emulator(args.profile)
+        emulator = start_emulator(args.profile, args.dashboard)
     except ProfileError as exc:
         raise SystemExit(str(exc)) from None
     print(f"1. the emulated agent: {emulator.ready_line} (state in {emulator.state_dir})", flush=True)
