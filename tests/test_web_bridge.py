@@ -191,3 +191,21 @@ def test_http_flag_overrides_the_profile_and_status_matches(tmp_path: Path) -> N
         assert status["sensors"][0]["values"][0]["unit"] == "°C"
     finally:
         assert bridge.stop() == 0
+
+
+@pytest.mark.parametrize(("address", "problem"), [("taken", "cannot serve the dashboard"),
+                                                  ("8081", "--http: must be HOST:PORT")])
+def test_the_dashboard_address_is_checked_before_the_emulator_starts(tmp_path: Path, address: str,
+                                                                     problem: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if address == "taken":
+            address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run([sys.executable, "-m", "pibridge", "emulator", "serve", "--state-dir",
+                               str(tmp_path / "emulator"), "--port", str(free_port()), "--provision-port",
+                               str(free_port()), "--http", address],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "ready" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0], done.stderr
