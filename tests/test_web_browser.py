@@ -242,3 +242,31 @@ def _timestamps(emulator: EmulatorProcess) -> list[int]:
 
 def _stored(emulator: EmulatorProcess) -> int:
     return len(_timestamps(emulator))
+
+
+def test_with_a_token_the_page_asks_once_and_keeps_it(tmp_path: Path, browser: Any) -> None:
+    token = "browser-token-0123456789"
+    (tmp_path / "token").write_text(token + "\n")
+    http = free_port()
+    zone = tmp_path / "temp"
+    zone.write_text("45000\n")
+    profile = tmp_path / "p.toml"
+    text = FAILING_PROFILE.format(port=free_port(), http=http, zone=zone)
+    profile.write_text(text.replace("[bridge]\n", '[bridge]\nhttp_token_file = "token"\n'))
+    bridge = Running(run_command(profile), bridge_env(tmp_path / "run"))
+    try:
+        bridge.wait_line(lambda line: "web page at" in line)
+        browser.get(f"http://127.0.0.1:{http}/")
+        form = wait_until(lambda: (f := browser.find_element("id", "login")).is_displayed() and f,
+                          "the token form")
+        assert cards(browser) == {}                                    # nothing shown without it
+        browser.find_element("id", "token").send_keys(token)
+        form.submit()
+        wait_until(lambda: cards(browser).get("Pi SoC", {}).get("values"), "the page with the token")
+        browser.refresh()                                              # kept: not asked again
+        wait_until(lambda: cards(browser).get("Pi SoC", {}).get("values"), "the page after a reload")
+        assert not browser.find_element("id", "login").is_displayed()
+        errors = console_errors(browser)
+        assert all("401" in error for error in errors), errors         # only the first, refused ask
+    finally:
+        bridge.stop()

@@ -67,8 +67,7 @@
       fetch("/api/history?" + query, {cache: "no-store"}).then((r) => r.ok ? r.json() : null).then((h) => {
         if (!h) return;
         bound = h.bound;
-        const pending = block.plot.points ? null : true;
-        if (pending) block.plot.set(h.ts, h.values); else block.plot.append(h.ts, h.values);
+        block.plot.merge(h.ts, h.values);
       });
     }
     return block;

@@ -93,6 +93,14 @@ const PB = (() => {
     }
     return {
       set(ts, values) { data.ts = ts.slice(); data.values = values.slice(); draw(); },
+      /* a window fetched while events already added points: the window, then the newer ones */
+      merge(ts, values) {
+        const last = ts.length ? ts[ts.length - 1] : -Infinity;
+        const keep = data.ts.map((t, i) => [t, data.values[i]]).filter(([t]) => t > last);
+        data.ts = ts.concat(keep.map(([t]) => t));
+        data.values = values.concat(keep.map(([, v]) => v));
+        draw();
+      },
       append(ts, values) {
         const last = data.ts.length ? data.ts[data.ts.length - 1] : -Infinity;
         let added = false;
