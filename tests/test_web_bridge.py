@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_run_operations import AWAY_PROFILE, Running, bridge_env, run_command
+from test_run_operations import AWAY_PROFILE, Running, bridge_env, poll, run_command, status_json
 
-from pibridge.emulator.process import free_port
+from pibridge.emulator.process import EmulatorProcess, free_port
 
 WAIT_S = 30.0
 TOKEN = "tok-0123456789abcdef"
@@ -45,12 +45,27 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+AGENT = """\
+[agent]
+host = "127.0.0.1"
+port = {port}
+provision_port = {provision_port}
+ca_file = "{ca_file}"
+cert_folder = "certs"
+provisioning = "smart"
+"""
+
+
 @pytest.fixture
-def guarded_bridge(tmp_path: Path) -> Iterator[tuple[Running, str]]:
-    """A bridge serving its page with a token (Pi SoC and Door every second, no agent)."""
+def guarded_bridge(tmp_path: Path, emulator: EmulatorProcess) -> Iterator[tuple[Running, str]]:
+    """A bridge serving its page with a token (Pi SoC and Door every second), delivering to the
+    emulator."""
     (tmp_path / "token").write_text(f"{TOKEN}\n")
     port = free_port()
     profile = _profile(tmp_path, f'http = "127.0.0.1:{port}"\nhttp_token_file = "token"\n')
+    text = profile.read_text()
+    agent = AGENT.format(port=emulator.port, provision_port=emulator.provision_port, ca_file=emulator.ca_file)
+    profile.write_text(agent + text[text.index("[bridge]"):])
     bridge = Running(run_command(profile), bridge_env(tmp_path / "run"))
     try:
         line = bridge.wait_line(lambda text: WEB_LINE in text)
@@ -74,10 +89,16 @@ def _hold(port: int, data: bytes, results: list[bytes]) -> None:
         results.append(repr(exc).encode())
 
 
-def test_hostile_clients_never_stall_sampling(guarded_bridge: tuple[Running, str]) -> None:
+def pushed(url: str, sensor: str) -> int:
+    status = status_of(url, {"Authorization": f"Bearer {TOKEN}"})
+    return int(next(s for s in status["sensors"] if s["name"] == sensor)["pushed"])
+
+
+def test_hostile_clients_never_stall_sampling_or_delivery(guarded_bridge: tuple[Running, str]) -> None:
     bridge, url = guarded_bridge
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     bearer = {"Authorization": f"Bearer {TOKEN}"}
+    pushed_before = poll(lambda: pushed(url, "Pi SoC"), WAIT_S, "the first acknowledged push")
     assert get(url + "api/status")[0] == 401
     assert get(url + "api/status", {"Authorization": "Bearer tok-0123456789abcdeX"})[0] == 401
     assert get(url)[0] == 200                                 # the page itself asks for the token
@@ -106,6 +127,8 @@ def test_hostile_clients_never_stall_sampling(guarded_bridge: tuple[Running, str
     status = json.loads(body)["bridges"][0]["status"]
     soc = next(s for s in status["sensors"] if s["name"] == "Pi SoC")
     assert soc["state"] == "ok" and soc["taken"] >= taken_before + 3
+    # delivery went on too: what was taken during the attack reaches the agent
+    poll(lambda: pushed(url, "Pi SoC") >= pushed_before + 3, WAIT_S, "pushes after the attack")
     assert not any("Traceback" in line for line in bridge.lines)
 
 
@@ -121,8 +144,15 @@ def test_metrics_of_the_running_bridge_parse(guarded_bridge: tuple[Running, str]
     values = [s for s in families["pibridge_metric_value"].samples if s.labels["sensor"] == "Pi SoC"]
     assert values and values[0].labels == {"sensor": "Pi SoC", "metric": "temperature", "unit": "°C"}
     assert families["pibridge_clock_synchronised"].samples[0].value == 1
-    assert families["pibridge_agent_connected"].samples[0].value == 0
-    assert families["pibridge_queue_depth"].samples[0].value >= 1
+    connected = poll(lambda: _families(url)["pibridge_agent_connected"].samples[0].value == 1, WAIT_S,
+                     "the agent connected")
+    assert connected
+
+
+def _families(url: str) -> dict[str, Any]:
+    code, body = get(url + "metrics", {"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}
 
 
 def _refused(tmp_path: Path, *extra: str, profile_extra: str = "") -> subprocess.CompletedProcess[str]:
@@ -189,6 +219,14 @@ def test_http_flag_overrides_the_profile_and_status_matches(tmp_path: Path) -> N
             assert time.monotonic() < deadline
             threading.Event().wait(0.2)
         assert status["sensors"][0]["values"][0]["unit"] == "°C"
+        # the same document `pibridge status --json` prints from the status file
+        served = json.loads(get(f"http://127.0.0.1:{port}/api/status")[1])
+        _, printed = poll(lambda: (r := status_json(tmp_path / "run"))[1]["bridges"] and r, WAIT_S,
+                          "pibridge status --json")
+        assert served.keys() == printed.keys() and served["health"] == printed["health"]
+        assert served["bridges"][0].keys() == printed["bridges"][0].keys()
+        assert served["bridges"][0]["status"].keys() == printed["bridges"][0]["status"].keys()
+        assert [s["name"] for s in served["bridges"][0]["status"]["sensors"]] == ["Pi SoC", "Door"]
     finally:
         assert bridge.stop() == 0
 
