@@ -7,9 +7,11 @@ A thin caller of pibridge's real parts (no hardware needed):
 1. starts the agent emulator (``EmulatorProcess``: mosquitto, real TLS, a real CA) on the ports
    and with the state directory the profile's ``[agent]`` table names (``profiles/demo.toml``:
    28884/28883, state in ``.demo/emulator``);
+   with its dashboard on ``DASHBOARD_ADDRESS`` (http://127.0.0.1:8081/);
 2. runs ``pibridge run --profile PROFILE --simulate --trust-clock`` for ``--seconds`` (or until
    Ctrl-C): it provisions, registers every sensor and pushes one timestamped message per sample,
-   showing the live view on a terminal (plain log lines otherwise);
+   showing the live view on a terminal (plain log lines otherwise) and serving its live page at the
+   profile's ``[bridge] http`` (http://127.0.0.1:8080/); both addresses are printed at the start;
 3. prints what the agent holds (each sensor, its metrics, how many values, the last one) and stops
    the emulator.
 
@@ -38,14 +40,16 @@ READY_TIMEOUT_S = 30.0
 #: `pibridge run` stops within 5 s of SIGTERM; more is a hang worth killing
 BRIDGE_STOP_S = 15.0
 LOCAL_HOSTS = {"localhost": "127.0.0.1"}
+#: the emulator's dashboard (the bridge's own page is the profile's [bridge] http)
+DASHBOARD_ADDRESS = "127.0.0.1:8081"
 
 
-def start_emulator(profile_path: Path) -> EmulatorProcess:
+def start_emulator(profile_path: Path, dashboard: str | None = DASHBOARD_ADDRESS) -> EmulatorProcess:
     """The emulator the profile's ``[agent]`` points at: its ports, its CA's folder as state."""
     profile = load_profile(profile_path)
     agent = profile.agent
     emulator = EmulatorProcess(Path(agent.ca_file).parent, host=LOCAL_HOSTS.get(agent.host, agent.host),
-                               port=agent.port, provision_port=agent.provision_port)
+                               port=agent.port, provision_port=agent.provision_port, http=dashboard)
     try:
         emulator.start(timeout=READY_TIMEOUT_S)
     except EmulatorError as exc:
@@ -100,14 +104,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="a profile whose [agent] is the emulator to start (default profiles/demo.toml)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
                         help=f"how long the bridge runs (default {DEFAULT_SECONDS:g}; Ctrl-C ends it early)")
+    parser.add_argument("--dashboard", default=DASHBOARD_ADDRESS, metavar="HOST:PORT",
+                        help=f"the emulator's dashboard (default {DASHBOARD_ADDRESS})")
     args = parser.parse_args(argv)
     if not args.seconds > 0:
         parser.error("--seconds must be more than 0")
     try:
-        emulator = start_emulator(args.profile)
+        emulator = start_emulator(args.profile, args.dashboard)
     except ProfileError as exc:
         raise SystemExit(str(exc)) from None
     print(f"1. the emulated agent: {emulator.ready_line} (state in {emulator.state_dir})", flush=True)
+    bridge_page = load_profile(args.profile).bridge.http
+    print(f"   the agent's dashboard:  {emulator.dashboard_url}", flush=True)
+    if bridge_page:
+        print(f"   the bridge's live page: http://{bridge_page}/ (open both while the demo runs)", flush=True)
     try:
         print(f"2. pibridge run --profile {args.profile} --simulate --trust-clock, for {args.seconds:g} s "
               "(Ctrl-C ends it early)", flush=True)

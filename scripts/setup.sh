@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepare this checkout on a Debian / Raspberry Pi OS machine: mosquitto (the emulator's broker)
 # from Debian's packages when missing, a virtualenv in .venv, and pibridge with its test extras.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--browser]
+# --browser: also Debian's chromium and chromium-driver (the browser tests of the web pages; CI and
+# development machines only, never needed on a Pi).
 #
 # Two routes (README.md, "Running on a Pi"):
 # - 64-bit userland (x86_64 PCs, aarch64 Pis): a plain venv, everything from pip (all wheels).
@@ -11,6 +13,14 @@
 #   from wheels only (--only-binary): nothing is compiled, a missing wheel fails at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+want_browser=false
+for argument in "$@"; do
+    case "$argument" in
+        --browser) want_browser=true ;;
+        *) echo "setup: unknown option $argument (usage: bash scripts/setup.sh [--browser])" >&2; exit 2 ;;
+    esac
+done
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -36,6 +46,10 @@ for package in "${apt_python[@]}"; do
 done
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if $want_browser; then
+    [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+    [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} from Debian's packages"
     as_root apt-get update -qq

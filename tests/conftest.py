@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,18 @@ def private_runtime_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     its status file in a temp folder of its own, as under systemd's ``RuntimeDirectory=``: the
     suite never touches ``/run/pibridge`` or a real bridge's status, even when run as root."""
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path_factory.mktemp("run")))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.browser``: skipped where no Chromium is installed (a Pi), a failure when
+    ``CI=true`` (CI installs it: a missing browser there is a broken setup, not a reason to skip)."""
+    if item.get_closest_marker("browser") is None:
+        return
+    from pibridge.web.browser import chromium_missing
+
+    missing = chromium_missing()
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {missing}", pytrace=False)
+    pytest.skip(missing)

@@ -9,11 +9,15 @@ driver's own spacing where it needs more (an SCD4x measures every 5 s)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+from test_run_operations import poll
 
 from pibridge.drivers import registry
 from pibridge.emulator.process import free_port
@@ -37,6 +41,7 @@ def demo_profile(tmp_path: Path) -> Path:
     text = text.replace("port = 28884", f"port = {port}").replace("provision_port = 28883",
                                                                   f"provision_port = {provision_port}")
     text = "[[sensor]]".join(_faster(block) for block in text.split("[[sensor]]"))
+    text = text.replace('http = "127.0.0.1:8080"', f'http = "127.0.0.1:{free_port()}"')
     folder = tmp_path / "profiles"
     folder.mkdir()
     path = folder / "demo.toml"                 # "../.demo/…" in it: tmp_path/.demo
@@ -53,15 +58,49 @@ def _faster(block: str) -> str:
     return re.sub(r'(?m)^interval = "\d+s"', f'interval = "{spacing}s"', block)
 
 
+def demo_command(profile: Path, seconds: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "demo.py"), "--profile", str(profile), "--seconds",
+            seconds, "--dashboard", f"127.0.0.1:{free_port()}"]
+
+
 def run_demo(profile: Path, seconds: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--profile", str(profile),
-                           "--seconds", seconds], capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
+    return subprocess.run(demo_command(profile, seconds), capture_output=True, text=True,
+                          timeout=DEMO_TIMEOUT_S)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200 and bool(json.load(answer))
+    except OSError:
+        return False
+
+
+def run_demo_reading_its_pages(profile: Path, seconds: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                     list[str]]:
+    """The demo, with both pages it prints fetched while it runs (each answers its own API; the
+    bridge's once the bridge is up)."""
+    proc = subprocess.Popen(demo_command(profile, seconds), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    head, pages = [], []
+    for line in proc.stdout:
+        head.append(line)
+        if found := re.search(r"(dashboard|live page): +(http://\S+/)", line):
+            pages.append(found[2])
+        if len(pages) == 2:
+            break
+    for url, api in zip(pages, ("api/inventory", "api/status"), strict=True):
+        poll(lambda url=url, api=api: _answers(url + api), DEMO_TIMEOUT_S, f"{url}{api} while the demo runs")
+    out, err = proc.communicate(timeout=DEMO_TIMEOUT_S)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(head) + out, err), pages
 
 
 def test_the_demo_delivers_every_sensor_and_runs_again_on_its_own_leftovers(tmp_path: Path) -> None:
     profile = demo_profile(tmp_path)
     sensors = load_profile(profile).sensors
-    first = run_demo(profile, FIRST_RUN_S)
+    first, pages = run_demo_reading_its_pages(profile, FIRST_RUN_S)
+    assert len(pages) == 2
     assert first.returncode == 0, first.stdout + first.stderr
     held = dump(tmp_path / ".demo" / "emulator" / DB_NAME)
     (client,) = held["clients"]

@@ -253,7 +253,19 @@ CASES: list[tuple[str, str, list[str]]] = [
       '7: bridge.w1_gpio: must be between 0 and 27, not 28',
       '8: bridge.log_format: must be "text" or "json", not "xml"',
       '9: bridge.log_level: unknown key (known: state_dir, queue_max_samples, queue_max_age, durability, '
-      'inventory_check, w1_gpio, log_format)']),
+      'inventory_check, w1_gpio, log_format, http, http_token_file)']),
+    ("web page address not HOST:PORT", '[bridge]\nhttp = "8080"\n' + ONE_SENSOR,
+     ['2: bridge.http: must be HOST:PORT such as "127.0.0.1:8080", not "8080"']),
+    ("web page port out of range",
+     '[bridge]\nhttp = "127.0.0.1:80800"\nhttp_token_file = 7\n' + ONE_SENSOR,
+     ['2: bridge.http: the port must be a number 0..65535, not "127.0.0.1:80800"',
+      '3: bridge.http_token_file: must be a non-empty string, not 7']),
+    ("web page for other machines without a token",
+     '[bridge]\nstate_dir = "s"\nhttp = "0.0.0.0:8080"\n' + ONE_SENSOR,
+     ['3: bridge.http: 0.0.0.0:8080 is reachable from other machines: set [bridge] http_token_file (a file '
+      'holding the token every client must show), or bind to 127.0.0.1']),
+    ("web page address not text", '[bridge]\nhttp = 8080\n' + ONE_SENSOR,
+     ['2: bridge.http: must be a non-empty string, not 8080']),
     ("agent values", '[agent]\nport = "18884"\nhots = "h"\nprovisioning = "override"\n' + ONE_SENSOR,
      ['2: agent.port: must be a port number (integer), not "18884"',
       '3: agent.hots: unknown key; did you mean host? (known: host, port, provision_port, ca_file, '

@@ -10,6 +10,7 @@ pibridge stays invisible and every ``pibridge`` import below comes from the inst
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import shutil
@@ -138,6 +139,19 @@ def test_example_profiles_ship_in_the_wheel(venv: Path) -> None:
     # the example, under a header naming the file written and what to run first
     assert written.read_text().endswith("#\n" + (ROOT / "profiles" / "greenhouse.toml").read_text())
     assert written.read_text().startswith(f"# {written}: written by `pibridge profile example greenhouse")
+
+
+def test_the_web_pages_files_ship_in_the_wheel(venv: Path) -> None:
+    """Every front-end file is package data, read through importlib.resources (no CDN, no checkout)."""
+    shipped = json.loads(_python(venv, (
+        "import hashlib, json\nfrom importlib import resources\n"
+        "static = resources.files('pibridge.web') / 'static'\n"
+        "print(json.dumps({e.name: hashlib.sha256(e.read_bytes()).hexdigest() for e in static.iterdir()}))")))
+    source = ROOT / "pibridge" / "web" / "static"
+    expected = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in source.iterdir()}
+    assert shipped == expected
+    assert {"bridge.html", "dashboard.html", "uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE",
+            "favicon.svg"} <= set(shipped)
 
 
 def _free_port() -> int:

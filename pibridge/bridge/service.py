@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pibridge.agent.settings import AgentSettings
 from pibridge.bridge.clock import SystemClock, TimesyncFlag, TrustedClock
@@ -53,6 +53,9 @@ from pibridge.mqtt import Backoff
 from pibridge.paths import DirectoryError, check_path, prepare_directory, reason
 from pibridge.profile import BridgeSettings, Profile, SensorConfig
 from pibridge.profile.model import PRESSURE_FROM_METRIC, PRESSURE_FROM_SETTER
+
+if TYPE_CHECKING:
+    from pibridge.web.bridge_page import BridgeWeb
 
 log = logging.getLogger("pibridge.bridge")
 
@@ -246,11 +249,14 @@ class LoggedSink:
     """Every sample through to the queue, and one debug line per sample (``-v``): ``sample NAME
     at TIMESTAMP_MS[ (edge)]: {values}`` (``mono S`` while the clock is not set)."""
 
-    def __init__(self, queue: SampleQueue) -> None:
+    def __init__(self, queue: SampleQueue, stored: Callable[[TakenSample], None] | None = None) -> None:
         self.queue = queue
+        self.stored = stored   #: told of every committed sample (the web page's charts), if set
 
     def put(self, sample: TakenSample) -> None:
         self.queue.put(sample)
+        if self.stored is not None:
+            self.stored(sample)
         if log.isEnabledFor(logging.DEBUG):
             when = (sample.timestamp_ms if sample.timestamp_ms is not None
                     else f"mono {sample.monotonic_s:.3f}")
@@ -268,6 +274,8 @@ class RunOptions:
     #: The clock counts as synchronised once this file exists (instead of timesyncd's flag and
     #: adjtimex): another NTP client's flag, or a test declaring the clock set.
     clock_sync_file: Path | None = None
+    #: ``--http HOST:PORT``: the web page's address instead of the profile's ``[bridge] http``
+    http: str | None = None
 
 
 def default_clock(options: RunOptions) -> SystemClock:
@@ -311,6 +319,7 @@ class Bridge:
         self._specs_lock = threading.Lock()
         #: sensor → error text not yet reported (no connection when it started failing)
         self._unreported: dict[str, str] = {}
+        self.web: BridgeWeb | None = None  #: the web page, when an address is set
 
     def run(self, stop: threading.Event) -> int:
         configs = self.profile.sensors
@@ -337,6 +346,7 @@ class Bridge:
         self._specs = specs
         self._configs = tuple(configs)
         self._track_sensors()
+        self.web = self._open_web()          # bound before anything starts: a taken port stops here
         # SIGHUP is caught from here on (a reload before READY waits for the first tick)
         self.ops = Operations.for_service(
             self.profile, self.tracker, state_dir=self.settings.state_dir,
@@ -356,7 +366,8 @@ class Bridge:
                 self.world = SimulatedWorld(environment)
             hooks = SchedulerHooks(sensor_error=self._sensor_error, driver_ready=self._driver_ready,
                                    clock_set=self._clock_set)
-            self.scheduler = Scheduler(sensor_plans(configs, self.world), LoggedSink(self.queue),
+            self.scheduler = Scheduler(sensor_plans(configs, self.world),
+                                       LoggedSink(self.queue, self.web.sample_stored if self.web else None),
                                        clock=self.clock, hooks=hooks, resume=self.queue.resume_values())
             self.scheduler.start()
             log.info("bridge running: %d sensors%s, state in %s, agent at %s (PID %d)", len(configs),
@@ -370,6 +381,9 @@ class Bridge:
             self.delivery.start()
             # READY=1: the queue is open and sampling has started (the agent may answer later)
             self.ops.started(f"sampling {len(configs)} sensors", refresh=self.feed_status)
+            if self.web is not None:
+                self.web.start()
+                log.info("web page at %s", self.web.url)
             while not stop.wait(MAIN_TICK_S):
                 self.dead_part = self._dead_part()
                 if self.dead_part is not None:  # stop the watchdog at once and exit 1: systemd restarts
@@ -377,6 +391,9 @@ class Bridge:
                               "(what is queued stays on disk)", self.dead_part)
                     break
                 self.ops.tick(alive=True, on_reload=self.apply_reload, refresh=self.feed_status)
+                if self.web is not None:   # the page is live: the snapshot is fed every tick
+                    self.feed_status()
+                    self.web.refreshed(self._intervals())
                 self._report_waiting_errors()
                 if self.on_tick is not None:
                     self.on_tick(self)
@@ -398,6 +415,39 @@ class Bridge:
         if self.queue is None or not self.queue.alive:
             return "sample queue"
         return None
+
+    def _open_web(self) -> BridgeWeb | None:
+        """The web page when ``--http`` or ``[bridge] http`` asks for one (imported only then)."""
+        address = self.options.http or self.settings.http
+        if not address:
+            return None
+        from pibridge.web.address import AddressError, check_exposure, parse_address
+        from pibridge.web.auth import TokenError
+        from pibridge.web.bridge_page import BridgeWeb
+
+        token_file = self.settings.http_token_file
+        try:
+            problem = check_exposure(address, token_file)
+            if problem:
+                raise BridgeError(f"--http {problem}")
+            web = BridgeWeb(parse_address(address), self.tracker, self._describe, self._intervals(),
+                            token_file)
+        except (AddressError, TokenError) as exc:
+            raise BridgeError(f"web page: {exc}") from None
+        except OSError as exc:
+            raise BridgeError(f"cannot serve the web page on {address}: {exc.strerror or exc}") from None
+        return web
+
+    def _describe(self) -> dict[str, list[tuple[str, str, str | None, str | None]]]:
+        """(Web threads.) Each sensor's metrics as the agent gets them: key, name, unit, annotation."""
+        with self._specs_lock:
+            specs = dict(self._specs)
+            order = [c.name for c in self._configs]
+        return {name: [(m.key, m.name, m.unit, m.annotation or None) for m in specs[name].metrics]
+                for name in order if name in specs}
+
+    def _intervals(self) -> dict[str, float]:
+        return {c.name: c.interval_s for c in self._configs}
 
     def feed_status(self) -> None:
         """The status snapshot from the scheduler's, the delivery's and the queue's own counters."""
@@ -468,6 +518,8 @@ class Bridge:
         acknowledged stays queued), then the queue; all within `STOP_TIMEOUT_S`."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         log.info("stopping")
+        if self.web is not None:
+            self.web.stop()
         if self.ops is not None:
             self.ops.stopping()
         if self.scheduler is not None:  # most of the budget: what was taken must reach the disk

@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
     if sum(i.share for i in injections) > 1.0:
         raise CliError("the shares of --inject-error add up to more than 1")
     options = Options(_state_dir(args), args.host, args.port, args.provision_port, args.strict_ids,
-                      injections, args.seed)
+                      injections, args.seed, args.http)
     try:
         with profile_threads(os.environ.get(CPROFILE_ENV)):  # performance work only
             return serve(options)
@@ -147,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--inject-error", action="append", type=_injection, metavar="CODE:SHARE",
                        help="answer SHARE (0..1) of the API requests with error CODE (1 or 3); repeatable")
     serve.add_argument("--seed", type=int, default=None, help="seed of the error-injection random generator")
+    serve.add_argument("--http", metavar="HOST:PORT",
+                       help="serve the dashboard here (what the emulated agent holds, live), "
+                            "e.g. 127.0.0.1:8081")
     serve.set_defaults(handler=_serve)
 
     dump = commands.add_parser("dump", parents=[state], help="print clients, inventory and values as JSON")

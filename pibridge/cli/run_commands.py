@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "flag and the kernel's NTP state)")
     parser.add_argument("--state-dir", type=_state_dir,
                         help="where the queue and the lock live (profile [bridge])")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="serve the live web page here (profile [bridge] http; e.g. 127.0.0.1:8080)")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
                         help="text (default) or json: one object per line")
     add_agent_flags(parser.add_argument_group("agent settings (override the profile's [agent] table)"))
@@ -89,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     bridge = Bridge(profile, agent, RunOptions(simulate=args.simulate, trust_clock=args.trust_clock,
-                                                clock_sync_file=args.clock_sync_file),
+                                                clock_sync_file=args.clock_sync_file, http=args.http),
                     bridge=bridge_settings)
     try:
         return bridge.run(stop)

@@ -76,7 +76,7 @@ class EmulatorProcess:
 
     def __init__(self, state_dir: Path, *, host: str = "127.0.0.1", port: int = 0, provision_port: int = 0,
                  strict_ids: bool = False, inject_errors: Sequence[tuple[int, float]] = (),
-                 seed: int | None = None, output_file: Path | None = None) -> None:
+                 seed: int | None = None, output_file: Path | None = None, http: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
@@ -86,6 +86,8 @@ class EmulatorProcess:
         self.seed = seed
         self.output_file = Path(output_file) if output_file else self.state_dir / SERVE_LOG_NAME
         self.ready_line = ""
+        self.http = http               #: ``--http``: serve the dashboard here (its URL: ``dashboard_url``)
+        self.dashboard_url = ""
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._paused = False
@@ -121,6 +123,8 @@ class EmulatorProcess:
             cmd += ["--inject-error", f"{int(code)}:{share}"]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        if self.http:
+            cmd += ["--http", self.http]
         return cmd
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -154,6 +158,8 @@ class EmulatorProcess:
         self._paused = False
         try:
             self.ready_line = self._expect("ready", timeout)
+            if self.http:
+                self.dashboard_url = self._expect("dashboard", timeout).split()[1]
         except EmulatorError:
             self._terminate()
             raise

@@ -24,6 +24,7 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pibridge import mqtt
 from pibridge.emulator.broker import (
@@ -39,6 +40,9 @@ from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.pki import Authority, PkiError
 from pibridge.emulator.store import DB_NAME, Store, StoreCorrupt
 from pibridge.paths import DirectoryError, prepare_directory
+
+if TYPE_CHECKING:
+    from pibridge.web.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class Options:
     strict_ids: bool = False
     injections: list[Injection] = field(default_factory=list)
     seed: int | None = None
+    #: ``--http HOST:PORT``: the dashboard's address (None: no web server, nothing of it imported)
+    http: str | None = None
 
 
 class StateLock:
@@ -200,6 +206,9 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
         except sqlite3.DatabaseError as exc:
             raise ServeError(f"the state database {db_path} is unusable ({exc}); move it away to start "
                              "afresh") from None
+        dashboard = _open_dashboard(options, db_path)
+        if dashboard is not None:
+            cleanup.callback(dashboard.stop)
         socket_path, socket_tmp = _core_socket(state_dir)
         if socket_tmp is not None:
             cleanup.callback(shutil.rmtree, socket_tmp, ignore_errors=True)
@@ -230,6 +239,9 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
 
         try:
             start_broker()
+            if dashboard is not None:
+                dashboard.start()
+                print(f"dashboard {dashboard.url}", flush=True)
             while True:
                 try:
                     signum = events.get(timeout=WATCH_INTERVAL_S)
@@ -250,6 +262,27 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
             return 0
         except BrokerError as exc:
             raise ServeError(str(exc)) from exc
+
+
+def _open_dashboard(options: Options, db_path: Path) -> Dashboard | None:
+    """The dashboard, bound now (a taken port is a reason not to start); read-only on the
+    database through its own connection, on its own threads: the core never waits on it."""
+    if not options.http:
+        return None
+    from pibridge.web.address import AddressError, parse_address
+    from pibridge.web.dashboard import Dashboard
+
+    try:
+        host, port = parse_address(options.http)
+        from pibridge.web.address import is_loopback
+
+        if not is_loopback(host):
+            log.warning("the dashboard on %s is readable by anyone who reaches it (no token)", options.http)
+        return Dashboard((host, port), db_path)
+    except AddressError as exc:
+        raise ServeError(f"--http: {exc}") from None
+    except OSError as exc:
+        raise ServeError(f"cannot serve the dashboard on {options.http}: {exc.strerror or exc}") from None
 
 
 def wipe(state_dir: Path) -> None:

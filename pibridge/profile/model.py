@@ -32,6 +32,8 @@ class BridgeSettings:
     inventory_check_s: float = 3600.0    #: how often the agent's inventory is verified
     w1_gpio: int = 4                     #: the 1-Wire overlay's pin (BCM)
     log_format: str = "text"             #: "text" or "json"
+    http: str | None = None              #: the web page's HOST:PORT (None: no web server at all)
+    http_token_file: Path | None = None  #: a file holding the token every web client must show
 
 
 @dataclass(frozen=True)

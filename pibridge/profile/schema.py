@@ -74,7 +74,7 @@ _SYNTAX_POSITION = " (at line "
 #: Every key of each table, in the README's order (a test holds the README's tables to these).
 AGENT_KEYS = ("host", "port", "provision_port", "ca_file", "cert_folder", "client_name", "provisioning")
 BRIDGE_KEYS = ("state_dir", "queue_max_samples", "queue_max_age", "durability", "inventory_check", "w1_gpio",
-               "log_format")
+               "log_format", "http", "http_token_file")
 SENSOR_KEYS = ("name", "driver", "interval", "options", "metrics", "pressure_from")
 METRIC_KEYS = ("name", "enabled", "offset", "scale", "points", "median", "valid_range", "clamp", "deadband",
                "max_silence", "unit", "type", "annotation")
@@ -283,6 +283,8 @@ class _Checker:
             "inventory_check": ("inventory_check_s", _at_least(INVENTORY_CHECK_MIN_S)),
             "w1_gpio": ("w1_gpio", v.integer(0, GpioPin.BCM_MAX)),
             "log_format": ("log_format", v.choice("text", "json")),
+            "http": ("http", _http_address),
+            "http_token_file": ("http_token_file", lambda raw: v.resolve_path(v.text(raw), self.path.parent)),
         }
         assert tuple(converters) == BRIDGE_KEYS
         settings: dict[str, Any] = {}
@@ -295,6 +297,13 @@ class _Checker:
             value = scope.convert((key,), convert, raw)
             valid = valid and value is not None
             settings[attribute] = value
+        if settings.get("http") and "http_token_file" not in settings:
+            from pibridge.web.address import check_exposure  # only a profile with `http` loads it
+
+            problem = check_exposure(settings["http"], None)
+            if problem:
+                scope.report(("http",), problem)
+                valid = False
         return BridgeSettings(**settings) if valid else None
 
     # -- [[sensor]] -----------------------------------------------------------------------------
@@ -876,6 +885,14 @@ def _mode(value: Any) -> ProvisioningMode:
     if value not in CONFIGURABLE_MODES:
         raise ValueError(f"must be {allowed}, not {shown(value)}")
     return ProvisioningMode(value)
+
+
+def _http_address(value: Any) -> str:
+    """``[bridge] http``: ``HOST:PORT`` (pibridge.web.address, imported only for this key)."""
+    from pibridge.web.address import parse_address
+
+    parse_address(v.text(value))
+    return str(value)
 
 
 def _at_least(minimum_s: float) -> Callable[[Any], float]:
