@@ -218,7 +218,7 @@ def test_http_flag_overrides_the_profile_and_status_matches(tmp_path: Path) -> N
         while not (status := status_of(f"http://127.0.0.1:{port}/"))["sensors"][0]["values"]:
             assert time.monotonic() < deadline
             threading.Event().wait(0.2)
-        assert status["sensors"][0]["values"][0]["unit"] == "SI.Temperature.CELSIUS"   # JSON: the wire's units
+        assert status["sensors"][0]["values"][0]["unit"] == "SI.Temperature.CELSIUS"  # the wire's unit
         # the same document `pibridge status --json` prints from the status file
         served = json.loads(get(f"http://127.0.0.1:{port}/api/status")[1])
         _, printed = poll(lambda: (r := status_json(tmp_path / "run"))[1]["bridges"] and r, WAIT_S,
