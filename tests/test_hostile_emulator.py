@@ -509,7 +509,7 @@ BAD_COMMANDS = [
                "add up"),
     BadCommand("seed not a number", _serve("--seed", "x"), "--seed", 2),
     BadCommand("state dir is a file", _serve_in(_as_file), "not a directory"),
-    BadCommand("state dir under a file", _serve_in(_under_file), "Not a directory"),
+    BadCommand("state dir under a file", _serve_in(_under_file), "a part of the path is not a directory"),
     BadCommand("state dir of an unknown user", lambda s, t: ["serve", "--state-dir", "~nosuchuser-xyz/state"],
                "no such user"),
     BadCommand("garbage ca.key", _serve(), "ca.key is not a usable PEM private key",
@@ -567,7 +567,7 @@ def test_unwritable_state_dir_is_one_line(kind: str, tmp_path: Path) -> None:
         result = subprocess.run([*CLI, "serve", "--state-dir", str(disk / "state"),
                                  "--port", str(free_port()), "--provision-port", str(free_port())],
                                 capture_output=True, text=True, timeout=60)
-    _assert_one_line(result, "Read-only file system" if kind == "read-only" else "No space left", 1)
+    _assert_one_line(result, "a read-only file system" if kind == "read-only" else "No space left", 1)
 
 
 def test_port_zero_fails_at_once_in_the_library_too(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ driver = "cpu_temperature"
 interval = {interval}
 [sensor.metrics.temperature]
 scale = 1e308
+unit = "°C"
 """
 
 
