@@ -55,7 +55,8 @@ CORRUPT_ROWS = [
     ("'{\"t\": null}'", "'Air'", T0_MS + 110, BAD_VALUE),
     ("'{\"t\": 1.0}'", "CAST(X'41FF' AS TEXT)", T0_MS + 111, NOT_UTF8),  # sensor name not UTF-8
     ("'{\"t\": 1.0}'", "'Air'", "'yesterday'", BAD_COLUMN),           # timestamp not a number
-]
+    ("'{\"t\": ' || replace(hex(zeroblob(50000)), '00', '[')", "'Air'", T0_MS + 112, NOT_JSON),  # deeper than
+]                                                                   # the parser goes: RecursionError
 
 
 def air(i: int) -> TakenSample:

@@ -261,6 +261,9 @@ def decode_row(sensor: Any, vals: Any, timestamp_ms: Any) -> tuple[str, dict[str
         values = json.loads(vals)
     except ValueError as exc:
         return Undecodable(f"values of {sensor!r} are not JSON ({exc}): {_short(vals)}", NOT_JSON)
+    except RecursionError:          # "[[[[…": nested deeper than the parser goes
+        return Undecodable(f"values of {sensor!r} are nested too deeply to be a sample: {_short(vals)}",
+                           NOT_JSON)
     if not isinstance(values, dict):
         shown = "null" if values is None else type(values).__name__
         return Undecodable(f"values of {sensor!r} are {shown}, not a JSON object: {_short(vals)}", NOT_OBJECT)
