@@ -282,6 +282,46 @@ def test_sensors_of_one_exclusive_key_take_turns_and_each_keeps_its_slots(run: A
         assert slots == sorted(set(slots)) and scheduler.stats()[name]["failed"] == 0
 
 
+class HangingChannel(ChannelProbe):
+    """A channel whose first collect hangs past its attempt's budget, until ``release`` is set."""
+
+    def __init__(self, log: list[tuple[float, float, str]], release: threading.Event) -> None:
+        super().__init__(log, "hung")
+        self.release, self.hung_once = release, False
+
+    def collect(self) -> Sample:
+        if not self.hung_once:
+            self.hung_once = True
+            self.release.wait(WAIT_S)     # still talking to the chip after it was abandoned
+        return super().collect()
+
+
+def test_an_abandoned_call_keeps_its_chip_until_it_returns(run: Any) -> None:
+    """The scheduler gives up on a hung attempt at its deadline, but the call is still using the
+    chip (an ADC's shared config register): another channel of that chip waits until it returns."""
+    log: list[tuple[float, float, str]] = []
+    release = threading.Event()
+    hung, other = HangingChannel(log, release), ChannelProbe(log, "c1")
+    scheduler, rec = run([SensorPlan("hung", CALM_S, lambda: hung), SensorPlan("c1", CALM_S, lambda: other)])
+    deadline = time.monotonic() + WAIT_S
+    while scheduler.stats()["hung"]["abandoned"] < 1:
+        assert time.monotonic() < deadline, "the hung attempt was never abandoned"
+        threading.Event().wait(0.02)
+    before = len(rec.of("c1"))
+
+    def c1_waits_for_the_chip() -> bool:
+        return any(w.name == "c1" for w in scheduler._exclusive_waiting.get("ads@0x48", ()))
+    while not (c1_waits_for_the_chip() or len(rec.of("c1")) > before):
+        assert time.monotonic() < deadline, "c1 never asked for the chip"
+        threading.Event().wait(0.02)
+    assert len(rec.of("c1")) == before and c1_waits_for_the_chip()   # held while the call runs
+    release.set()
+    rec.wait(lambda: len(rec.of("c1")) >= before + 2)           # the chip is free once the call returns
+    scheduler.stop()
+    hung_span = next((a, b) for a, b, name in log if name == "hung")
+    assert not [(a, b) for a, b, name in log if name == "c1" and a < hung_span[1] and hung_span[0] < b], log
+
+
 class Door(Probe):
     """A driver with edges (``on_change``), like the door contact."""
 

@@ -402,3 +402,69 @@ def test_a_damaged_resume_row_starts_that_metric_afresh(tmp_path: Path) -> None:
     db.close()
     with SampleQueue(tmp_path, boot_id="boot") as queue:
         assert queue.resume_values() == {"Flow": {"total": 2.0}}
+
+
+def test_a_sample_without_values_keeps_its_total_and_stores_no_row(tmp_path: Path) -> None:
+    """Every value held back by processing (a deadband): the total still travels to the queue."""
+    with SampleQueue(tmp_path, boot_id="boot") as queue:
+        queue.put(sample(1.0, 1000))
+        queue.put(TakenSample("Rain", {}, None, 2.0, "boot", resume={"total": 7.5}))
+        assert queue.depth == 1 and queue.resume_values() == {"Rain": {"total": 7.5}}
+    assert read_resume_values(tmp_path) == {"Rain": {"total": 7.5}}
+
+
+def test_the_total_is_kept_while_a_deadband_holds_every_value_back(mock_factory) -> None:
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+    from pibridge.profile import MetricConfig
+
+    pin = mock_factory.pin(PIN, pin_class=PulsePin)
+    counter = PulseCounter(pin_factory=mock_factory, **RAIN)
+    held = {key: MetricConfig(key, deadband=1e9) for key in ("rate", "count", "total")}
+    sink = Sink()
+    scheduler = Scheduler([SensorPlan("Rain", 0.05, lambda: counter, held)], sink,
+                          resume={"Rain": {"total": 10.0}})
+    scheduler.start()
+    try:
+        first = sink.wait_for(1)[0]
+        assert first.values and first.resume == {"total": 10.0}       # the first one is sent
+        pulses(pin, [5.0, 6.0])
+        with sink.cond:
+            assert sink.cond.wait_for(lambda: any(s.resume == {"total": 10.0 + 2 * 0.2794}
+                                                  for s in sink.samples), timeout=15.0)
+            kept = next(s for s in sink.samples if s.resume == {"total": 10.0 + 2 * 0.2794})
+        assert kept.values == {}                                       # held back, total kept
+    finally:
+        scheduler.stop()
+
+
+def test_a_counter_removed_and_added_again_continues_its_total(mock_factory) -> None:
+    """A reload that drops a pulse counter and a later one that brings it back: it continues from
+    what it counted, not from the total stored when the bridge started."""
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+
+    pin = mock_factory.pin(PIN, pin_class=PulsePin)
+    built: list[PulseCounter] = []
+
+    def build() -> PulseCounter:
+        if built:
+            built[-1].close()
+        built.append(PulseCounter(pin_factory=mock_factory, **RAIN))
+        return built[-1]
+
+    sink = Sink()
+    scheduler = Scheduler([SensorPlan("Rain", 0.05, build)], sink, resume={"Rain": {"total": 100.0}})
+    scheduler.start()
+    try:
+        sink.wait_for(1)
+        pulses(pin, [5.0, 6.0, 7.0])
+        counted = 100.0 + 3 * 0.2794
+        with sink.cond:
+            assert sink.cond.wait_for(lambda: any(s.resume == {"total": counted} for s in sink.samples),
+                                      timeout=15.0)
+        scheduler.remove("Rain")
+        scheduler.add(SensorPlan("Rain", 0.05, build))
+        count = len(sink.samples)
+        again = sink.wait_for(count + 1)[-1]
+        assert again.resume == {"total": counted}
+    finally:
+        scheduler.stop()

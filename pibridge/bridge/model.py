@@ -51,7 +51,10 @@ class TakenSample:
     the start) and ``boot_id`` (/proc/sys/kernel/random/boot_id) let the queue stamp it once the
     clock is set. ``event``: taken on an edge (a door contact), not on the grid. ``resume``: the
     driver's raw values of its `resumable_metrics` (a pulse counter's running total, before any
-    processing), which the queue keeps as the newest per metric for the next start."""
+    processing), which the queue keeps as the newest per metric for the next start. A sample
+    whose every value processing held back (deadband, valid_range) is still handed over when it
+    has ``resume`` values, with empty ``values``: the queue keeps its resume values and stores
+    no row."""
 
     sensor: str
     values: dict[str, Value]

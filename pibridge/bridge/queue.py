@@ -277,9 +277,11 @@ class SampleQueue:
         with self._lock:
             if self._closing or self._failed is not None:
                 raise QueueClosed(f"sample queue {self.path} is closed: sample of {sample.sensor} not stored")
-            self._rows.append(self._row(sample))
+            row = self._row(sample)
+            if sample.values:       # none: only its resume values are kept (every value held back)
+                self._rows.append(row)
             group = self._group
-            if len(self._rows) == 1:
+            if len(self._rows) <= 1:
                 self._lock.notify()
         group.wait()
         if group.error is not None:
@@ -354,7 +356,9 @@ class SampleQueue:
             if self._closing or self._failed is not None:
                 raise QueueClosed(f"sample queue {self.path} is closed: samples not stored")
             for sample in samples:
-                self._rows.append(self._row(sample))
+                row = self._row(sample)
+                if sample.values:   # none: only its resume values are kept
+                    self._rows.append(row)
             group = self._group
             self._lock.notify()
         group.wait()
@@ -535,7 +539,7 @@ class SampleQueue:
         try:
             while True:
                 with self._lock:
-                    while not (self._rows or self._ops or self._acks or self._closing):
+                    while not (self._rows or self._ops or self._acks or self._resume or self._closing):
                         if not self._lock.wait(max(0.0, next_maintenance - self._monotonic())):
                             break
                     rows, self._rows = self._rows, []

@@ -307,6 +307,7 @@ class _Sensor:
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
         self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
         self.holds: Hashable | None = None      # the exclusive key its attempt holds now
+        self.release_when_idle = False          # its attempt ended; the key goes when its call returns
         self.waits_for: Hashable | None = None  # the exclusive key it waits for (no attempt yet)
         self.resume: dict[str, Value] = {}  # newest raw values of the driver's resumable metrics
 
@@ -491,6 +492,8 @@ class Scheduler:
             return None
         s = found[0]
         self._sensors = [x for x in self._sensors if x is not s]
+        if s.resume:              # added again later (a reload): it continues from here
+            self._stored_resume[s.name] = dict(s.resume)
         s.removed = True
         s.token += 1           # every timer of it is stale now
         self._release_exclusive(s)   # (a sensor waiting for a key is skipped when its turn comes)
@@ -744,7 +747,13 @@ class Scheduler:
 
     def _release_exclusive(self, s: _Sensor) -> None:
         """``s``'s attempt is over: free its key and start the first sensor waiting for it that
-        is still due (one whose next slot came too close skips this slot)."""
+        is still due (one whose next slot came too close skips this slot). While ``s``'s call is
+        still running (an abandoned or removed attempt) the chip is still in use: the key is
+        freed when that call returns (`_handle_message`)."""
+        if s.busy and s.holds is not None:
+            s.release_when_idle = True
+            return
+        s.release_when_idle = False
         key, s.holds = s.holds, None
         if key is None:
             return
@@ -833,6 +842,8 @@ class Scheduler:
             return
         _, s, token, kind, ok, result, started_mono, started_wall, was_set, ended = message
         s.busy = False
+        if s.release_when_idle:   # its attempt ended while this call still used the chip
+            self._release_exclusive(s)
         if s.removed:     # its call came back after `remove`: close what it holds, free its successor
             if kind == "build" and ok and s.driver is None:
                 s.driver = result
@@ -933,6 +944,9 @@ class Scheduler:
         s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband
         if not values:
             s.counters.empty += 1
+            if resume:   # every value held back (deadband, range): its running total is still kept
+                kept = TakenSample(s.name, {}, None, started_mono, self.clock.boot_id, resume=resume)
+                self._outbox.put(("sample", s, kept))
             return
         s.last_values.update(values)
         timestamp_ms: int | None
@@ -1085,7 +1099,8 @@ class Scheduler:
         if self._store_failing:
             self._store_failing = False
             log.info("storing samples again")
-        s.counters.taken += 1
+        if sample.values:          # (a sample without values only carries a running total to keep)
+            s.counters.taken += 1
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:

@@ -255,6 +255,8 @@ class LoggedSink:
 
     def put(self, sample: TakenSample) -> None:
         self.queue.put(sample)
+        if not sample.values:       # only a running total to keep (every value held back)
+            return
         if self.stored is not None:
             self.stored(sample)
         if log.isEnabledFor(logging.DEBUG):
