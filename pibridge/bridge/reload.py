@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,13 +224,13 @@ class ProfileReloader:
 
 
 class ReloadSignal:
-    """SIGHUP → a flag. `install` from the main thread; the main loop calls `take` each turn (or
-    waits on ``event``). ``wake`` (optional) is called from the handler too, e.g. to interrupt the
-    main loop's wait; it must be signal-safe (setting an Event is)."""
+    """SIGHUP → a flag. `install` from the main thread; the main loop calls `take` each turn
+    (at least once a second). The handler only sets a plain attribute: a Python signal handler
+    runs in the main thread between two bytecodes, so one that took a lock (``Event.set``) could
+    deadlock the main thread while it held that same lock (in ``Event.clear``)."""
 
-    def __init__(self, wake: Callable[[], None] | None = None) -> None:
-        self.event = threading.Event()
-        self._wake = wake
+    def __init__(self) -> None:
+        self._pending = False
         self._previous: Any = None
 
     def install(self) -> None:
@@ -243,13 +242,20 @@ class ReloadSignal:
             self._previous = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
-        if self._wake is not None:
-            self._wake()
+        self._pending = True
+
+    def request(self) -> None:
+        """A reload asked from code (what SIGHUP does)."""
+        self._pending = True
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
 
     def take(self) -> bool:
-        """True once per SIGHUP received (several before a take count as one reload)."""
-        if self.event.is_set():
-            self.event.clear()
+        """True once per SIGHUP received (several before a take count as one reload: the reload
+        reads the file as it is then)."""
+        if self._pending:
+            self._pending = False
             return True
         return False
