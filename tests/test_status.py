@@ -461,6 +461,22 @@ def test_nothing_acknowledged_while_samples_wait_is_degraded_after_the_ack_grace
     assert assess(_fresh(tracker, clock[0])).level == HEALTHY
 
 
+def test_one_sensor_stuck_behind_while_others_are_acknowledged_is_degraded() -> None:
+    clock = [10_000.0]
+    tracker = _tracker(clock)
+    oldest = clock[0]
+    for _ in range(30):                          # acknowledgements all along, for other sensors
+        clock[0] += 30
+        tracker.samples_pushed("Air (BME280)")
+        tracker.queue_totals(depth=5, oldest_sample_at=oldest, unstamped=0, dropped=0, dead_letters=0)
+    assert clock[0] - oldest == 900 and assess(_fresh(tracker, clock[0])).level == HEALTHY   # 3 graces
+    clock[0] += 30
+    tracker.samples_pushed("Air (BME280)")
+    health = assess(_fresh(tracker, clock[0]))
+    assert health.level == DEGRADED
+    assert health.reasons[0].startswith("samples not delivered: the oldest of 5 waiting has waited 16 min")
+
+
 def test_a_delivery_step_failing_repeatedly_is_degraded() -> None:
     clock = [10_000.0]
     tracker = _tracker(clock)

@@ -52,6 +52,7 @@ WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this 
 STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
 AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
 ACK_GRACE_S = 300.0                #: samples waiting and nothing acknowledged for longer: degraded
+STUCK_AFTER_GRACES = 3             #: the oldest sample waiting this many ack graces: degraded anyway
 DELIVERY_FAILING_GRACE_S = 30.0    #: a delivery step failing for longer (retried meanwhile): degraded
 LOSS_RECENT_S = 3600.0             #: samples dropped or dead-lettered within this: degraded
 STATUS_FILE_MAX_BYTES = 8 * 1024 * 1024  #: a status file larger than this is not one (1,000 sensors: ~1 MiB)
@@ -419,9 +420,11 @@ def assess(status: BridgeStatus, *, agent_grace_s: float = AGENT_AWAY_GRACE_S,
 
 def _losses(status: BridgeStatus, ack_grace_s: float) -> list[str]:
     """Samples lost or not delivered: they cannot be stored (disk full); samples older than
-    ``ack_grace_s`` wait and nothing was acknowledged for as long; a delivery step has failed for
-    longer than `DELIVERY_FAILING_GRACE_S`; samples were dropped or dead-lettered within
-    `LOSS_RECENT_S`; the last profile reload was refused (the bridge runs the previous one)."""
+    ``ack_grace_s`` wait and nothing was acknowledged for as long, or the oldest waits
+    `STUCK_AFTER_GRACES` times as long while others are acknowledged (one sensor stuck); a
+    delivery step has failed for longer than `DELIVERY_FAILING_GRACE_S`; samples were dropped or
+    dead-lettered within `LOSS_RECENT_S`; the last profile reload was refused (the bridge runs
+    the previous one)."""
     reasons = []
     now, queue, agent = status.written_at, status.queue, status.agent
     if queue.store_error:
@@ -434,6 +437,11 @@ def _losses(status: BridgeStatus, ack_grace_s: float) -> list[str]:
                     if agent.last_ack_at is not None else "nothing acknowledged since the start")
             reasons.append(f"samples not delivered: {queue.depth} waiting, the oldest for "
                            f"{format_duration(waiting_for)}; {last} (--ack-grace {ack_grace_s:g} s)")
+        elif waiting_for > STUCK_AFTER_GRACES * ack_grace_s:
+            # others are acknowledged, but one sample (one sensor's) stays behind: stuck, not slow
+            reasons.append(f"samples not delivered: the oldest of {queue.depth} waiting has waited "
+                           f"{format_duration(waiting_for)} while others were acknowledged "
+                           f"(more than {STUCK_AFTER_GRACES} × --ack-grace {ack_grace_s:g} s)")
     if agent.delivery_error:
         since = agent.delivery_error_since if agent.delivery_error_since is not None else now
         if now - since > DELIVERY_FAILING_GRACE_S:
