@@ -262,6 +262,20 @@ def test_dead_letters_are_moved_counted_and_logged_once_per_kind(tmp_path: Path,
     assert len(logged) == 2 and "kind A" in logged[0] and "kind B" in logged[1]
 
 
+def test_the_dead_letters_table_keeps_only_the_newest(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from pibridge.bridge import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "DEAD_LETTERS_KEPT", 3)
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(5)])
+        ids = [r.id for r in queue.fetch(0, 10)]
+        assert queue.dead_letter([(i, f"bad {i}", "kind A") for i in ids]) == 5
+        stats = queue.stats()
+        assert stats.dead_lettered == 5 and stats.dead_letters_stored == 3      # counted, not all kept
+        assert [d["sample_id"] for d in queue.dead_letters()] == ids[2:]
+
+
 def test_layouts_record_the_identities_a_sample_was_taken_with(tmp_path: Path) -> None:
     with SampleQueue(tmp_path, boot_id=BOOT) as queue:
         queue.put(sample(0))  # no spec known yet

@@ -116,6 +116,11 @@ _COLUMNS = "id, sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, event"
 T = TypeVar("T")
 
 
+#: The newest dead letters kept in the table (older ones are deleted; their count stays in the
+#: status): a sample the agent refuses for good, again and again, must not fill the SD card.
+DEAD_LETTERS_KEPT = 10_000
+
+
 class QueueOpenError(RuntimeError):
     """The queue's database cannot be opened or created; the message names the file and why."""
 
@@ -766,6 +771,9 @@ class SampleQueue:
                     self._dead_kinds_logged.add(kind)
                     log.warning("sample moved to the dead letters (%s): %s; further ones of this kind "
                                 "are counted, not logged", kind, reason)
+            if moved:   # kept for inspection, bounded: a refusal that never ends must not fill the card
+                self._db.execute("DELETE FROM dead_letters WHERE id <= "
+                                 "(SELECT MAX(id) FROM dead_letters) - ?", (DEAD_LETTERS_KEPT,))
         self._count -= moved
         self.dead_lettered += moved
         return moved
