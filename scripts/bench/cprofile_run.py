@@ -38,7 +38,9 @@ PARTS = (
 )
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 FAKES = re.compile(r"/drivers/fakes/|/gpiozero/")
-NOT_STEADY = ("<module>", "simulate")
+#: importing the fakes and building them (a simulator: ``simulate``, ``simulate_digital_input``…)
+#: is start-up, not what a read costs
+NOT_STEADY = re.compile(r"^(<module>|simulate\w*)$")
 
 
 def part_of(function: tuple[str, int, str]) -> str:
@@ -60,11 +62,11 @@ def shares(stats: pstats.Stats) -> dict[str, float]:
 def fake_inclusive(stats: pstats.Stats) -> float:
     """Seconds spent inside the fake hardware, inclusive: the time of every call from outside
     drivers/fakes/ and gpiozero (mock pins) into them (what a driver's bus call, or the
-    simulation's door timer, costs). Importing them and building the fakes (``simulate``) are
+    simulation's door timer, costs). Importing them and building the fakes (`NOT_STEADY`) are
     start-up, not counted."""
     seconds = 0.0
     for function, (_, _, _, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if FAKES.search(function[0]) and function[2] not in NOT_STEADY:
+        if FAKES.search(function[0]) and not NOT_STEADY.match(function[2]):
             seconds += sum(ct for caller, (_, _, _, ct) in callers.items() if not FAKES.search(caller[0]))
     return seconds
 
