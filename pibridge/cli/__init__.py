@@ -1,5 +1,7 @@
 """``pibridge`` command line: one argparse tree; each command group lives in its own module and
-adds its subcommands through ``register(subparsers)``.
+adds its subcommands through ``register(subparsers)``. `main` imports only the module of the
+command it runs (`COMMAND_MODULES`; all of them for ``--help``, a usage error or no command):
+``pibridge run`` keeps in memory for months what it imports.
 
 Every command returns an exit status; `CliError` becomes one line on stderr and status 1, a
 usage error one line and status 2 — never a traceback.
@@ -8,6 +10,7 @@ usage error one line and status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -28,6 +31,17 @@ USAGE_ERROR = 2
 #: off. Set once in `main` before any thread starts (writing the environment while other threads
 #: may read it is undefined in glibc); the systemd unit sets it too.
 BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
+#: The command modules of `pibridge.cli`, in the order their commands appear in ``--help``.
+COMMAND_GROUPS = ("agent_commands", "emulator_commands", "driver_commands", "check_commands",
+                  "profile_commands", "run_commands", "status_commands")
+#: Which module registers each top-level command (tests check it against what they register).
+COMMAND_MODULES = {
+    "provision": "agent_commands", "deprovision": "agent_commands", "ping": "agent_commands",
+    "inventory": "agent_commands", "emulator": "emulator_commands", "drivers": "driver_commands",
+    "read": "driver_commands", "scan": "driver_commands", "check": "check_commands",
+    "profile": "profile_commands", "run": "run_commands", "status": "status_commands",
+    "reload": "status_commands",
+}
 
 
 class CliError(Exception):
@@ -42,38 +56,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from pibridge.cli import (
-        agent_commands,
-        check_commands,
-        driver_commands,
-        emulator_commands,
-        profile_commands,
-        run_commands,
-        status_commands,
-    )
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole tree; with a known ``command``, only the commands of its module (the same
+    parser for that command: same prog, options, help and errors)."""
+    groups = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMAND_GROUPS
     parser = OneLineParser(prog="pibridge", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"pibridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (
-        agent_commands,
-        emulator_commands,
-        driver_commands,
-        check_commands,
-        profile_commands,
-        run_commands,
-        status_commands,
-    ):
-        module.register(sub)
+    for group in groups:
+        importlib.import_module(f"pibridge.cli.{group}").register(sub)
     return parser
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: its first word that is not an option (the top-level options
+    take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(BLINKA_SKIP_CHECK_ENV, "1")  # first: no thread runs yet
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_in(words))
+    args = parser.parse_args(words)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
