@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from importlib.metadata import entry_points
 from typing import Any
 
 from .errors import ConfigurationError, DeviceNotFoundError
@@ -40,6 +39,8 @@ def hardware_pin_factory() -> Any:
         warnings.simplefilter("ignore")
         try:
             if chosen:
+                from importlib.metadata import entry_points  # here: it pulls in email, csv…
+
                 matches = [ep for ep in entry_points(group=GPIOZERO_FACTORY_GROUP)
                            if ep.name in (chosen, chosen.lower())]
                 if not matches:

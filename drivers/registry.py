@@ -14,16 +14,23 @@ installed driver of the same name; such a shadowed driver is not dropped silentl
 lists it and it is logged once per process. Names are matched case-insensitively (``BME280`` is
 ``bme280``); a profile and ``pibridge drivers`` use the registry's name, which for an installed
 driver is its entry-point name.
+
+`get` imports only what it needs (a long-running bridge keeps every module it imports in
+memory): a built-in driver is first looked for in the module named like it (``bme280`` in
+``bme280.py``, ``dht22`` in ``dht.py``: the name without its trailing digits), and only when that
+fails are all chip modules imported, then the installed packages' metadata scanned
+(``importlib.metadata``, which brings ``email`` and ``csv`` along).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import logging
 import pkgutil
-from importlib.metadata import entry_points
+from types import ModuleType
 
 from .base import Driver
 from .errors import ConfigurationError
@@ -50,18 +57,38 @@ def builtin() -> dict[str, str]:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.ispkg or info.name in NOT_DRIVER_MODULES or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{PACKAGE}.{info.name}")
-        for attr, value in vars(module).items():
-            if (inspect.isclass(value) and issubclass(value, Driver) and value.__module__ == module.__name__
-                    and value.name and not attr.startswith("_")):
-                found[value.name] = f"{module.__name__}:{attr}"
+        for name, target in _drivers_in(importlib.import_module(f"{PACKAGE}.{info.name}")):
+            found[name] = target
     return found
+
+
+def _drivers_in(module: ModuleType) -> list[tuple[str, str]]:
+    """(name, ``"module:Class"``) of every driver class ``module`` defines."""
+    return [(value.name, f"{module.__name__}:{attr}") for attr, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, Driver) and value.__module__ == module.__name__
+            and value.name and not attr.startswith("_")]
+
+
+def _builtin_target(name: str) -> str | None:
+    """The built-in ``name``'s target, looked for in its namesake module first (``dht22`` in
+    ``dht``), else in every chip module (`builtin`)."""
+    for module_name in dict.fromkeys((name, name.rstrip("0123456789"))):
+        if (not module_name.isidentifier() or module_name in NOT_DRIVER_MODULES
+                or module_name.startswith("_")
+                or importlib.util.find_spec(f"{PACKAGE}.{module_name}") is None):
+            continue
+        for found, target in _drivers_in(importlib.import_module(f"{PACKAGE}.{module_name}")):
+            if found == name:
+                return target
+    return builtin().get(name)
 
 
 @functools.cache
 def installed() -> tuple[tuple[str, str], ...]:
     """(name, ``"module:Class"``) of every driver installed through the entry-point group
     ``pibridge.drivers``, in the order the scan finds them; scanned once per process."""
+    from importlib.metadata import entry_points
+
     return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
@@ -125,11 +152,14 @@ def names() -> list[str]:
 
 def get(name: str) -> type[Driver]:
     """The driver class registered as ``name``; `UnknownDriverError` lists the known names."""
-    targets = _targets()
-    found = canonical(name)
-    target = targets.get(found) if found is not None else None
+    target = _builtin_target(name)   # the common case: imports only that driver's module
+    if target is None:               # another spelling (BME280) or an installed driver
+        found = canonical(name)
+        target = _targets().get(found) if found is not None else None
     if target is None:
-        raise UnknownDriverError(f"unknown driver {name!r}; known drivers: {', '.join(sorted(targets))}")
+        target = next((found for installed_name, found in installed() if installed_name == name), None)
+    if target is None:
+        raise UnknownDriverError(f"unknown driver {name!r}; known drivers: {', '.join(names())}")
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Driver)):

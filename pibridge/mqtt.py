@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import pibridge.lazy_urllib  # noqa: F401  (first: paho's urllib.request loads only if paho uses it)
+
+# isort: split
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 

@@ -435,3 +435,61 @@ def test_one_oversampling_rule_for_timing_and_control_registers() -> None:
     assert converted_oversampling(config, {"temperature", "humidity"}, has_humidity=False) == (2, 0, 0)
     assert BME280.timing_for(config).read_time_s == measurement_time_s(2, 0, 8) + BUS_TIME_S
     assert BME280.read_time_s == measurement_time_s(1, 1, 1) + BUS_TIME_S
+
+
+def _bisection_reference(f, target: float, lo: int, hi: int) -> int:
+    """The plain bisection the fake used before its interpolation search: the answer to match."""
+    a, b = lo, hi
+    while a < b:
+        mid = (a + b) // 2
+        if f(mid) >= target:
+            b = mid
+        else:
+            a = mid + 1
+    if a > lo and abs(f(a - 1) - target) < abs(f(a) - target):
+        return a - 1
+    return a
+
+
+def test_fake_inversion_is_exactly_the_bisections_answer() -> None:
+    """The fake's secant search finds the same ADC counts as bisection on all three compensation
+    curves (targets across and beyond the chip's range; from no hint, from the previous answer
+    as the fake does, and from a wild hint), in fewer evaluations."""
+    import random
+
+    from pibridge.drivers.fakes.bme280 import (
+        ADC_16BIT_MAX,
+        ADC_20BIT_MAX,
+        VECTOR_A_CALIBRATION,
+        VECTOR_A_RAW,
+        _smallest_at_least,
+    )
+
+    rng = random.Random(280)
+    calib = VECTOR_A_CALIBRATION
+    t_fine = bme280.compensate_temperature(VECTOR_A_RAW[0], calib)[0]
+    curves = [
+        (lambda a: bme280.compensate_temperature(a, calib)[0], lambda: rng.uniform(-60, 100) * 5120.0,
+         ADC_20BIT_MAX),
+        (lambda a: -bme280.compensate_pressure(a, t_fine, calib), lambda: -rng.uniform(20_000, 130_000)
+         * bme280.PRESSURE_Q, ADC_20BIT_MAX),
+        (lambda a: bme280.compensate_humidity(a, t_fine, calib),
+         lambda: rng.uniform(-5, 105) * bme280.HUMIDITY_Q, ADC_16BIT_MAX),
+    ]
+    for f, draw, top in curves:
+        calls = 0
+
+        def counted(a: int, f=f) -> float:
+            nonlocal calls
+            calls += 1
+            return f(a)
+        previous = None
+        for _ in range(400):
+            target = draw()
+            expected = _bisection_reference(f, target, 0, top)
+            assert _smallest_at_least(counted, target, 0, top, hint=previous) == expected, target
+            assert _smallest_at_least(f, target, 0, top) == expected, target
+            wild = rng.randrange(-10, top + 10)
+            assert _smallest_at_least(f, target, 0, top, hint=wild) == expected, target
+            previous = expected
+        assert calls < 400 * 12  # bisection: 20 evaluations (16 for humidity) plus the neighbour check

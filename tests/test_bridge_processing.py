@@ -125,3 +125,17 @@ def test_metric_spec_overrides() -> None:
         == MetricSpec("humidity", "Humidity", value_type="double", annotation="%")
     assert metric_spec(DOOR, MetricConfig("state", annotation="ajar")) \
         == MetricSpec("state", "State", value_type="bool", annotation="ajar")
+
+
+def test_median_is_the_statistics_modules() -> None:
+    import random
+    import statistics
+
+    from pibridge.bridge.processing import median
+
+    rng = random.Random(3)
+    for n in range(1, 12):
+        for _ in range(50):
+            values = [rng.choice([rng.uniform(-100, 100), float(rng.randrange(-5, 5))]) for _ in range(n)]
+            assert median(values) == statistics.median(values)
+            assert median(values, low=True) == statistics.median_low(values)

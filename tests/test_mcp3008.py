@@ -165,3 +165,68 @@ def test_two_simulated_channels_and_two_worlds() -> None:
     from gpiozero import Device
 
     assert Device.pin_factory is None
+
+
+# -- the frame-level chip (what --simulate gives the driver) ---------------------------------------
+def test_frame_chip_answers_the_driver_like_the_datasheet() -> None:
+    from pibridge.drivers.fakes.spi import MCP3008Chip
+
+    chip = MCP3008Chip()
+    chip.set_voltage(0, 1.65)
+    chip.set_voltage(5, 3.3)
+    assert chip.transfer(command_frame(0, False)) == [0x00, 0b0000_0001, 0xFF]  # 511: null bit, R9 R8 = 0 1
+    assert parse_reply(chip.transfer(command_frame(5, False))) == 1023
+    assert MCP3008(spi=chip).read()["fraction"] == pytest.approx(0.49976, abs=5e-6)
+    assert chip.conversions == 3
+    chip.set_voltage(2, 2.0)
+    chip.set_voltage(3, 2.5)  # IN- above IN+: 0
+    assert parse_reply(chip.transfer(command_frame(2, True))) == 0
+    with pytest.raises(ValueError, match="8 bits"):
+        chip.transfer([0x100])
+    chip.close()
+    with pytest.raises(BusError, match="SPI transfer failed"):
+        MCP3008(spi=chip).read()
+
+
+def test_frame_chip_and_pin_chip_answer_every_frame_alike(mock_factory) -> None:
+    """Any frame (leading zeros, two conversions in one transaction, frames cut short, noise
+    after the reply): the frame-level chip answers what the bit-by-bit chip on mock pins does."""
+    import random
+
+    from pibridge.drivers.fakes.spi import MCP3008Chip
+
+    rng = random.Random(17)
+    pins = FakeMCP3008(mock_factory)
+    bus = SoftwareSPIBus(mock_factory)
+    frames = MCP3008Chip()
+    volts = [rng.uniform(-0.2, 3.5) for _ in range(8)]
+    for channel, v in enumerate(volts):
+        pins.set_voltage(channel, v)
+        frames.set_voltage(channel, v)
+    spi = bus.device(8)
+    try:
+        cases = [command_frame(c, d) for c in range(8) for d in (False, True)]
+        cases += [[0, 0, 0b0000_0001, 0b1010_0000, 0, 0],  # leading zeros
+                  [0b0000_0001, 0b1000_0000, 0, 0b0000_0001, 0b1110_0000, 0],  # two conversions
+                  [0b1100_0000], [], [0xFF, 0xFF, 0xFF, 0xFF]]
+        cases += [[rng.randrange(256) for _ in range(rng.randrange(1, 7))] for _ in range(300)]
+        for frame in cases:
+            assert frames.transfer(frame) == spi.transfer(list(frame)), frame
+        assert frames.conversions == pins.conversions > 300
+    finally:
+        spi.close()
+        bus.close()
+        pins.close()
+
+
+def test_simulated_mcp3008_needs_no_gpiozero() -> None:
+    """--simulate answers MCP3008 frames without pins: building and reading one imports no gpiozero."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pibridge.drivers.simulation import SimulatedWorld\n"
+            "with SimulatedWorld() as world:\n"
+            "    world.build('mcp3008', {'channel': 3}).read()\n"
+            "print('gpiozero' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

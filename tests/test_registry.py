@@ -166,3 +166,23 @@ def test_entry_point_driver_real_read_error_is_one_line(example_env: dict[str, s
     (tmp_path / "count").write_text("42\n")
     result = run_pibridge(example_env, "read", "example_counter", "--option", f"path={tmp_path / 'count'}")
     assert result.returncode == 0 and "count  42 pulses" in result.stdout
+
+
+def test_a_lookup_imports_only_its_drivers_module() -> None:
+    """A bridge keeps what it imports: looking up the greenhouse's drivers imports their modules
+    only (``dht22`` is found in ``dht.py``), not every chip module nor importlib.metadata; and
+    every built-in name resolves to the class the full scan finds."""
+    code = ("import sys\nfrom pibridge.drivers import registry\n"
+            "for name in ('bme280', 'dht22', 'ds18b20', 'mcp3008', 'bh1750', 'digital_input', "
+            "'cpu_temperature'):\n    registry.get(name)\n"
+            "print(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('pibridge.drivers.')))\n"
+            "print('importlib.metadata' in sys.modules, 'email' in sys.modules)\n"
+            "scan = registry.builtin()\n"
+            "wrong = [n for n, t in scan.items() if registry.get(n) is not getattr("
+            "sys.modules[t.split(':')[0]], t.split(':')[1])]\n"
+            "print(wrong)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules, metadata, wrong = out.stdout.splitlines()
+    assert "sht4x" not in modules and "scd30" not in modules and "dht" in modules, modules
+    assert metadata == "False False"
+    assert wrong == "[]"

@@ -9,8 +9,9 @@ The building blocks, importable from here:
 - `FakeDHT` (`.dht`): an object behaving like adafruit_dht's sensor class;
 - `VirtualClock`, `WallClock` (`.clock`): time that moves only when something sleeps on it;
   real time whose inner waits cost nothing;
-- `FakeMCP3008` (`.spi`, imports gpiozero: loaded on first use), on `SoftwareSPIBus`
-  (`.softspi`): SPI bit-banged over a mock factory's pins.
+- `MCP3008Chip` (`.spi`): an MCP3008 answering whole SPI frames (what ``--simulate`` uses);
+  `FakeMCP3008` (`.mockspi`, imports gpiozero: loaded on first use), the same chip on
+  `SoftwareSPIBus` (`.softspi`): SPI bit-banged over a mock factory's pins.
 
 One module per chip holds its fake and its simulator: `.bme280`, `.bh1750`, `.w1` (DS18B20),
 `.dht`, `.spi` (MCP3008), `.gpio` (digital input), `.thermal` (CPU temperature), `.sht4x`,
@@ -34,7 +35,7 @@ __all__ = ["FakeDHT", "FakeI2CDevice", "FakeMCP3008", "FakeProbe", "FakeSMBus", 
 
 def __getattr__(name: str) -> Any:
     if name == "FakeMCP3008":
-        from .spi import FakeMCP3008
+        from .mockspi import FakeMCP3008
 
         return FakeMCP3008
     raise AttributeError(name)

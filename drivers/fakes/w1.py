@@ -8,7 +8,9 @@ Tree (``root`` stands for ``/sys/bus/w1/devices``)::
     root/28-xxxx -> w1_bus_master1/28-xxxx          (symlink, as in sysfs)
 
 Every ``w1_slave`` / ``temperature`` read is generated on the spot in the kernel's exact text
-(and also written to the file, so the tree shows the last read). A read costs the conversion
+(and also written to the file when it differs from what the file holds, so the tree shows the
+last read without a disk write per read). Paths are resolved once (the tree's links change only
+through this object) and served from memory after. A read costs the conversion
 time on a `VirtualClock` (nothing really sleeps); writing ``trigger`` to ``therm_bulk_read``
 starts one conversion for all probes and blocks the writer for the conversion time, as the
 kernel's ``trigger_bulk_read`` does with ``msleep_interruptible(t_conv)`` in both power modes
@@ -200,6 +202,10 @@ class FakeW1Bus:
         self.probes: dict[str, FakeProbe] = {}
         self.conversions = 0
         self.bulk_triggers = 0
+        #: path -> real path; the links change only in add_probe/remove_probe, which clear it
+        self._resolved: dict[Path, Path] = {}
+        #: generated file -> the text last written to it (written again only when it changes)
+        self._shown: dict[Path, str] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         self._make_master(MASTER, bulk_writable)
 
@@ -231,6 +237,7 @@ class FakeW1Bus:
         link = self.root / device_id
         link.symlink_to(Path(master) / device_id)
         self._write_slave_list(master)
+        self._forget_paths()
         return probe
 
     def remove_probe(self, device_id: str) -> None:
@@ -243,6 +250,11 @@ class FakeW1Bus:
             f.unlink()
         d.rmdir()
         self._write_slave_list(probe.master)
+        self._forget_paths()
+
+    def _forget_paths(self) -> None:
+        self._resolved.clear()
+        self._shown.clear()
 
     def _write_slave_list(self, master: str) -> None:
         names = [p.device_id for p in self.probes.values() if p.master == master and p.present]
@@ -255,7 +267,10 @@ class FakeW1Bus:
         return os.path.exists(path)
 
     def resolve(self, path: Path) -> Path:
-        return Path(os.path.realpath(path))
+        real = self._resolved.get(path)
+        if real is None:
+            real = self._resolved[path] = Path(os.path.realpath(path))
+        return real
 
     def is_writable(self, path: Path) -> bool:
         return bool(os.stat(path).st_mode & stat.S_IWUSR)
@@ -268,8 +283,9 @@ class FakeW1Bus:
         if probe is None or real.name not in ("w1_slave", "temperature"):
             return real.read_text()  # static attribute, or ENOENT like the OS
         text = self._slave_show(probe) if real.name == "w1_slave" else self._temperature_show(probe)
-        if probe.present:
+        if probe.present and self._shown.get(real) != text:
             real.write_text(text)
+            self._shown[real] = text
         return text
 
     def write_text(self, path: Path, text: str) -> None:
@@ -279,6 +295,7 @@ class FakeW1Bus:
         if real.name == "therm_bulk_read" and text.strip() == "trigger":
             self._trigger_bulk(real.parent.name)
             return
+        self._shown.pop(real, None)
         real.write_text(text)
 
     # -- kernel behaviour ----------------------------------------------------------------------

@@ -23,7 +23,6 @@ not pushed (`SampleProcessor.process` returns an empty dict).
 from __future__ import annotations
 
 import bisect
-import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,17 @@ from pibridge.bridge.model import MetricSpec, SensorSpec, Value
 from pibridge.drivers.base import Metric
 from pibridge.profile import Calibration, MetricConfig
 from pibridge.protocol import ValueType
+
+
+def median(values: Iterable[float], low: bool = False) -> float:
+    """The median of ``values``: the middle one, or the mean of the middle two (``low``: the
+    lower of them), as `statistics.median` / `median_low` compute it (not imported: it brings
+    ``decimal`` and ``fractions``, most of a megabyte, into the bridge for three lines)."""
+    data = sorted(values)
+    middle = len(data) // 2
+    if len(data) % 2:
+        return data[middle]
+    return data[middle - 1] if low else (data[middle - 1] + data[middle]) / 2
 
 
 def calibrate(raw: float, calibration: Calibration) -> float:
@@ -88,8 +98,7 @@ class MetricProcessor:
                 number = min(max(number, config.clamp[0]), config.clamp[1])
             self._window.append(number)
             if len(self._window) > 1:
-                number = (statistics.median_low(self._window) if self.integer
-                          else statistics.median(self._window))
+                number = median(self._window, low=self.integer)
             value = round(number) if self.integer else number
         if not always and self._suppressed(value, now_s):
             counters.deadband += 1

@@ -1,5 +1,7 @@
 """``pibridge`` command line: one argparse tree; each command group lives in its own module and
-adds its subcommands through ``register(subparsers)``.
+adds its subcommands through ``register(subparsers)``. `main` imports only the module of the
+command it runs (`COMMAND_MODULES`; all of them for ``--help``, a usage error or no command):
+``pibridge run`` keeps in memory for months what it imports.
 
 Every command returns an exit status; `CliError` becomes one line on stderr and status 1, a
 usage error one line and status 2 — never a traceback. Each command's ``--help`` says what it
@@ -12,6 +14,7 @@ ends quietly.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -114,6 +117,17 @@ COMMAND_ORDER = ("profile", "check", "read", "run", "status", "scan", "drivers")
 #: off. Set once in `main` before any thread starts (writing the environment while other threads
 #: may read it is undefined in glibc); the systemd unit sets it too.
 BLINKA_SKIP_CHECK_ENV = "BLINKA_SKIP_DEPENDENCY_CHECK"
+#: The command modules of `pibridge.cli`, in the order their commands appear in ``--help``.
+COMMAND_GROUPS = ("profile_commands", "check_commands", "driver_commands", "run_commands", "status_commands",
+                  "agent_commands", "emulator_commands")
+#: Which module registers each top-level command (tests check it against what they register).
+COMMAND_MODULES = {
+    "provision": "agent_commands", "deprovision": "agent_commands", "ping": "agent_commands",
+    "inventory": "agent_commands", "emulator": "emulator_commands", "drivers": "driver_commands",
+    "read": "driver_commands", "scan": "driver_commands", "check": "check_commands",
+    "profile": "profile_commands", "run": "run_commands", "status": "status_commands",
+    "reload": "status_commands", "reset-total": "run_commands",
+}
 
 
 def counted(count: int, noun: str) -> str:
@@ -133,32 +147,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from pibridge.cli import (
-        agent_commands,
-        check_commands,
-        driver_commands,
-        emulator_commands,
-        profile_commands,
-        run_commands,
-        status_commands,
-    )
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole tree; with a known ``command``, only the commands of its module (the same
+    parser for that command: same prog, options, help and errors)."""
+    groups = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMAND_GROUPS
     parser = OneLineParser(prog="pibridge", description=DESCRIPTION, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pibridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (
-        profile_commands,
-        check_commands,
-        driver_commands,
-        run_commands,
-        status_commands,
-        agent_commands,
-        emulator_commands,
-    ):
-        module.register(sub)
+    for group in groups:
+        importlib.import_module(f"pibridge.cli.{group}").register(sub)
     _order(sub)
     _finish(parser, ())
     return parser
@@ -194,10 +193,17 @@ def _finish(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
         _finish(child, path)
 
 
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``: its first word that is not an option (the top-level options
+    take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault(BLINKA_SKIP_CHECK_ENV, "1")  # first: no thread runs yet
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_in(words))
+    args = parser.parse_args(words)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,51 @@
+"""What a command imports: `pibridge.cli.main` builds only the parser of the command it runs
+(``pibridge run`` keeps its imports in memory for months), and paho's ``urllib.request`` (with
+``http.client`` and ``email``) loads only when used (`pibridge.lazy_urllib`)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from pibridge.cli import COMMAND_GROUPS, COMMAND_MODULES, build_parser, command_in
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_the_command_table_is_what_the_modules_register() -> None:
+    assert set(COMMAND_MODULES.values()) == set(COMMAND_GROUPS)
+    full = _subparsers(build_parser())
+    assert set(full) == set(COMMAND_MODULES)
+    for command, group in COMMAND_MODULES.items():
+        alone = _subparsers(build_parser(command))
+        assert set(alone) == {c for c, g in COMMAND_MODULES.items() if g == group}, command
+        assert alone[command].format_help() == full[command].format_help(), command
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["run", "--profile", "p.toml"], "run"), (["-v", "-v", "status", "--json"], "status"),
+    (["--version"], None), ([], None), (["emulator", "serve"], "emulator"),
+])
+def test_command_in(argv: list[str], command: str | None) -> None:
+    assert command_in(argv) == command
+
+
+def test_run_imports_no_other_command_nor_http_and_email() -> None:
+    code = ("import sys\nfrom pibridge.cli import main\n"
+            "try:\n    main(['-v', 'run', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pibridge.cli.')))\n"
+            "print([m for m in ('http.client', 'email', 'importlib.metadata') if m in sys.modules])\n"
+            "import pibridge.mqtt, urllib.request\n"
+            "print(callable(urllib.request.getproxies), type(urllib.request).__name__, "
+            "sys.modules['urllib.request'] is urllib.request, 'http.client' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[-3] == "['pibridge.cli.agent_commands', 'pibridge.cli.run_commands']"
+    assert lines[-2] == "[]"
+    assert lines[-1] == "True module True True"  # used: the real module, loaded on first use
