@@ -100,7 +100,12 @@ class Container:
              "-D", str(root.merged), "--boot", "--", "systemd.unit=basic.target"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = _poll(self._init_pid, BOOT_WAIT_S, "the container's systemd")
-        done = self.run("systemctl", "is-system-running", "--wait", timeout=BOOT_WAIT_S)
+
+        def booted() -> subprocess.CompletedProcess[str] | None:
+            """systemd's answer once its socket is there (before: "Failed to connect to bus")."""
+            done = self.run("systemctl", "is-system-running", "--wait", timeout=BOOT_WAIT_S)
+            return None if "Failed to connect" in done.stderr else done
+        done = _poll(booted, BOOT_WAIT_S, "the container's systemd to listen")
         assert done.stdout.strip() in ("running", "degraded"), done.stdout + done.stderr
 
     def _init_pid(self) -> int | None:
