@@ -10,12 +10,12 @@ import os
 import signal
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_reload import wait_pending
 
 from pibridge.agent.settings import AgentSettings
 from pibridge.bridge.liveview import LogLinesView, TerminalView
@@ -303,14 +303,3 @@ def test_a_refused_reload_degrades_until_a_reload_succeeds_or_the_file_is_fixed_
     assert snapshot.reload.count == 3 and snapshot.reload.applied and not snapshot.reload.refused
     assert assess(snapshot).level == HEALTHY
     ops.stopping()
-
-
-def wait_pending(reload_signal: ReloadSignal, timeout: float = 5.0) -> bool:
-    """Whether the SIGHUP just sent was taken by the handler (Python runs it in the main thread at
-    the next bytecode boundary: at once, but asked again until ``timeout`` to be safe)."""
-    deadline = time.monotonic() + timeout
-    while not reload_signal.pending:
-        if time.monotonic() > deadline:
-            return False
-        threading.Event().wait(0.01)
-    return True
