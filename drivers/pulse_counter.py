@@ -149,10 +149,12 @@ class PulseCounter(Driver):
         return tuple(out)
 
     def __init__(self, pin_factory: Any = None, *, clock: Callable[[], float] = time.monotonic,
-                 **options: Any) -> None:
+                 release: Callable[[], None] | None = None, **options: Any) -> None:
         """``pin_factory``: gpiozero's (a ``MockFactory`` in tests and ``--simulate``; else the
-        Pi's own, closed with the driver); ``clock``: monotonic seconds for the rate's elapsed time."""
+        Pi's own, closed with the driver); ``clock``: monotonic seconds for the rate's elapsed time;
+        ``release``: called once when the driver closes (the simulation stops its pulse train)."""
         super().__init__(**options)
+        self._release_hook = release
         config = self.config
         self._clock = clock
         self._debounce = float(config["debounce"])
@@ -248,8 +250,13 @@ class PulseCounter(Driver):
         return best / window_s * self.config["rate_factor"]
 
     def _release(self) -> None:
-        with contextlib.suppress(Exception):  # a pin already gone: nothing left to detach
-            self._device.pin.when_changed = None
-        self._device.close()
-        if self._own_factory:
-            self._factory.close()
+        try:
+            with contextlib.suppress(Exception):  # a pin already gone: nothing left to detach
+                self._device.pin.when_changed = None
+            self._device.close()
+            if self._own_factory:
+                self._factory.close()
+        finally:
+            hook, self._release_hook = self._release_hook, None
+            if hook is not None:
+                hook()

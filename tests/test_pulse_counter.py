@@ -23,6 +23,7 @@ from pibridge.profile import ProfileError, load_profile
 
 PIN = 17
 RAIN = {"pin": PIN, "per_pulse": 0.2794, "unit": "mm", "debounce": "50ms"}
+RAIN_NO_DEBOUNCE = {**RAIN, "debounce": "0ms"}   #: every edge counts (a second train's too)
 WIND = {"pin": PIN, "rate_factor": 2.4, "rate_unit": "km/h", "debounce": "5ms"}
 FLOW = {"pin": PIN, "per_pulse": 1 / 450, "unit": "L", "rate_factor": 1 / 7.5, "rate_unit": "L/min"}
 
@@ -217,6 +218,29 @@ def test_steady_simulated_train_is_exact_and_timer_driven() -> None:
         now[0] += 10.0
         timer.advance()
         assert driver.collect()["count"] == 20  # pulses at .25 and .75 s of each second
+
+
+def test_a_rebuilt_driver_on_the_same_pin_gets_one_train_not_two() -> None:
+    """The scheduler rebuilds a failed sensor in the same world: the closed driver's train stops
+    with it and the new one counts 20 pulses per 10 s at 2 Hz, not 40."""
+    now = [1_700_000_000.0]
+    env = Environment(seed=5, clock=lambda: now[0], steady_pulse_hz=2.0)
+    with SimulatedWorld(env, clock=VirtualClock(), door_timer=False) as world:
+        first = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        timer = world.shared("pulse-timer", lambda: None)
+        assert isinstance(timer, PulseTimer)
+        first.close()
+        rebuilt = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        now[0] += 10.0
+        timer.advance()
+        assert rebuilt.collect()["count"] == 20
+        assert len(timer.pins) == 1
+        rebuilt.close()
+        assert timer.pins == []                                            # released with its driver
+        rebuilt = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        pin = timer.pins[0]
+        timer.add(pin, PulseTrain(lambda t: 2.0, seed="x", steady_hz=2.0))   # a second add replaces
+        assert timer.pins == [pin]
 
 
 def test_a_rain_shower_an_anemometer_and_an_irrigation_run() -> None:
