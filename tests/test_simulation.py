@@ -145,6 +145,7 @@ def test_the_table_covers_every_builtin_driver() -> None:
     ("digital_input", {"pin": 3, "pull": "down"}, "pull"),
     ("bh1750", {"address": 0x24}, "address"),
     ("dht22", {}, "pin"),
+    ("aht20", {"address": 0x39, "variant": "aht20"}, "variant"),
 ])
 def test_cross_option_checks_without_hardware(name: str, options: dict, key: str) -> None:
     _config, problems = registry.get(name).validate(options)
