@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..simulation import SimulatedWorld
 
 SCD30_BOOT_S = 2.0
-SCD30_SOFT_RESET_S = 0.1
+SCD30_SOFT_RESET_S = 2.0         #: deaf after a soft reset for as long as after power-on (Sensirion: 2 s)
 SCD30_FIRMWARE = 0x0342          #: 3.66
 SCD30_POLY = 0x31
 SCD30_CRC_INIT = 0xFF
@@ -70,6 +70,7 @@ class FakeSCD30(FakeI2CDevice):
         super().__init__()
         self.source, self.clock = source, clock
         self.commands: list[int] = []
+        self.soft_reset_s = SCD30_SOFT_RESET_S   #: how long a soft reset leaves it deaf
         self.corrupt_crc = 0
         self.stuck_data_ready = False
         self.early_reads = 0
@@ -185,7 +186,7 @@ class FakeSCD30(FakeI2CDevice):
         elif command == chip.CMD_FIRMWARE_VERSION:
             self.reply = encode_words([SCD30_FIRMWARE])
         elif command == chip.CMD_SOFT_RESET:
-            self._boot(now - SCD30_BOOT_S + SCD30_SOFT_RESET_S)
+            self._boot(now - SCD30_BOOT_S + self.soft_reset_s)
             self.stuck_data_ready = False
 
     def i2c_read(self, length: int) -> bytes:
