@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from pibridge.bridge.model import TakenSample
 from pibridge.bridge.queue import SampleQueue, read_resume_values, reset_resume
@@ -165,6 +166,36 @@ def test_gust_is_the_highest_3_s_rate(mock_factory, clock, pin) -> None:
     assert driver.collect()["gust"] == pytest.approx(2 / 3 * 2.4)
     clock.sleep(60.0)
     assert driver.collect()["gust"] == 0.0
+
+
+class WrappingTicksFactory(MockFactory):
+    """Ticks as pigpio gives them: integer microseconds that wrap at 2^32; ``ticks_diff`` is
+    modular, as gpiozero's pigpio factory's."""
+
+    @staticmethod
+    def ticks_diff(later: int, earlier: int) -> float:
+        return ((later - earlier) % (1 << 32)) / 1e6
+
+
+def test_gust_buckets_on_the_factorys_ticks_across_a_wrap(clock) -> None:
+    """Buckets are time since a reference through ``ticks_diff``, never raw ticks / seconds: with
+    µs ticks wrapping during a 10 Hz burst the gust is the same as with seconds."""
+    factory = WrappingTicksFactory()
+    try:
+        pin = factory.pin(PIN, pin_class=PulsePin)
+        driver = counter(factory, clock, **{**WIND, "gust_window": "3s"})
+        start = (1 << 32) - 31_000_000                              # 31 s before the wrap
+        seconds = sorted([float(i) for i in range(60)] + [30.05 + i * 0.1 for i in range(30)])
+        for t in seconds:
+            at = (start + round(t * 1e6)) % (1 << 32)
+            pin.drive_at(False, at)
+            pin.drive_at(True, (at + 10_000) % (1 << 32))
+        clock.sleep(60.0)
+        sample = driver.collect()
+        assert sample["gust"] == pytest.approx((30 + 3) / 3 * 2.4)
+        assert sample["count"] == 90
+    finally:
+        factory.close()
 
 
 # -- declarations -----------------------------------------------------------------------------------------
