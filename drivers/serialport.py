@@ -416,12 +416,31 @@ def console_devices(cmdline_files: tuple[Path, ...] | None = None) -> tuple[Path
     return None
 
 
+#: The names the Pi's header UART (GPIO 14/15) may have: the link and the two nodes it may point
+#: to (which one depends on the model and on Bluetooth), see `SERIAL_PORT_PINS`.
+HEADER_UART_PATHS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
+
+
+def device_exists(path: str) -> bool:
+    """Whether ``path`` exists here (a module function: tests check profiles "off a Pi")."""
+    return os.path.exists(path)
+
+
 def same_device(a: str, b: str) -> bool:
     """Whether two device paths are one port: equal, or the same once links resolve
     (``/dev/serial0`` -> ``/dev/ttyS0`` on a Pi 3/4, ``ttyAMA0`` on a Pi 5)."""
     if os.path.normpath(a) == os.path.normpath(b):
         return True
-    return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
+    return device_exists(a) and device_exists(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def may_be_one_header_uart(a: str, b: str) -> bool:
+    """Whether two different names may be the header UART both (``serial0``, ``ttyS0``,
+    ``ttyAMA0``) and this machine cannot tell (checked off a Pi: not both exist, so their links
+    cannot be resolved). On the Pi itself `same_device` decides."""
+    a, b = os.path.normpath(a), os.path.normpath(b)
+    return (a != b and a in HEADER_UART_PATHS and b in HEADER_UART_PATHS
+            and not (device_exists(a) and device_exists(b)))
 
 
 def holds_console(port: str, cmdline_files: tuple[Path, ...] | None = None) -> tuple[str, Path] | None:
