@@ -56,6 +56,7 @@ from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Samp
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
+from .sensirion import check_words
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +125,13 @@ def command_bytes(command: int, argument: int | None = None) -> bytes:
 
 
 def words_from_frame(data: bytes, count: int) -> list[int]:
-    """``count`` CRC-checked words: ``MSB LSB CRC`` each; `BadDataError` on the first mismatch."""
-    if len(data) < count * FRAME_BYTES:
-        raise BadDataError(f"reply of {len(data)} bytes, {count * FRAME_BYTES} expected")
-    words = []
-    for i in range(count):
-        at = i * FRAME_BYTES
-        word = data[at:at + WORD_BYTES]
-        if crc8_sensirion(word) != data[at + WORD_BYTES]:
-            raise BadDataError(f"CRC mismatch on word {i} ({word.hex()} CRC {data[at + WORD_BYTES]:02x}, "
-                               f"expected {crc8_sensirion(word):02x})")
-        words.append((word[0] << 8) | word[1])
-    return words
+    """``count`` words from a reply, each checked against the CRC byte behind it::
+
+        w0 MSB | w0 LSB | CRC | w1 MSB | w1 LSB | CRC | ...
+
+    (`sensirion.check_words`) `BadDataError` names the first word whose CRC does not match; the
+    caller adds what it was reading."""
+    return list(check_words(data, count))
 
 
 def decode_measurement(data: bytes) -> tuple[float, float, float]:

@@ -36,7 +36,14 @@ from typing import Any
 from .base import CollectAgain, Metric, Option, RetryPolicy, Sample, Timing
 from .errors import BadDataError, NotReadyError
 from .i2c import CommandId, I2CDriver, i2c_address_option, i2c_bus_option
-from .sensirion import SERIAL_FRAME_LEN, check_words, parse_serial
+from .sensirion import (
+    SERIAL_FRAME_LEN,
+    TICKS_FULL_SCALE,
+    SingleShotSteps,
+    check_words,
+    parse_serial,
+    ticks_to_celsius,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +92,13 @@ STATUS_WORDS = 1
 BUS_TIME_S = 0.0006          #: a 2-byte write and a 6-byte read at 100 kHz, roughly
 STUCK_AFTER = 2              #: consecutive "not there yet" results before the chip is reset
 
-# --- conversion (datasheet §4.13) -----------------------------------------------------------------
-TICKS_FULL_SCALE = 65535     #: 2^16 - 1
-T_OFFSET_C, T_SPAN_C = -45.0, 175.0
+# --- conversion (datasheet §4.13; the temperature formula is `sensirion.ticks_to_celsius`) --------
 RH_SPAN = 100.0
 
 
 def command_bytes(command: int) -> bytes:
     """A 16-bit command as sent, MSB first."""
     return bytes([command >> 8, command & 0xFF])
-
-
-def ticks_to_celsius(s_t: int) -> float:
-    """Datasheet: ``T = -45 + 175 · S_T / (2^16 - 1)`` °C."""
-    return T_OFFSET_C + T_SPAN_C * s_t / TICKS_FULL_SCALE
 
 
 def ticks_to_humidity(s_rh: int) -> float:
@@ -152,58 +152,40 @@ class SHT3x(I2CDriver):
         super().__init__(bus, **options)
         self.repeatability: str = self.config["repeatability"]
         self._command = command_bytes(CMD_SINGLE_SHOT[self.repeatability])
-        self._phase: str | None = None
-        self._reset_reason: str | None = None
-        self._not_there = 0
+        self._steps = SingleShotSteps(STUCK_AFTER)
 
     def _transfer_failed(self) -> None:
-        self._phase = None
-        self._reset_reason = self._reset_reason or "a failed transfer"
+        self._steps.transfer_failed()
 
     def start(self) -> float:
         """Send the single-shot command (or, after a failure, the break command that begins the
         recovery); returns the seconds until ``collect()`` may read."""
-        self._phase = None
-        if self._reset_reason is not None:
+        steps = self._steps
+        steps.phase = None
+        reason = steps.reset_due()
+        if reason is not None:
             self.write_bytes(command_bytes(CMD_BREAK), "break command")
-            log.warning("%s: break (stop periodic mode) after %s", self.label, self._reset_reason)
-            self._reset_reason = None
-            self._not_there = 0
-            self._phase = "break"
+            log.warning("%s: break (stop periodic mode) after %s", self.label, reason)
+            steps.phase = "break"
             return BREAK_S
         self.write_bytes(self._command, "measurement command")
-        self._phase = "measure"
+        steps.phase = "measure"
         return self.timing.read_time_s
 
     def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
         """The measurement ``start`` began: {temperature °C, humidity %RH}; during a recovery
         its next step (`CollectAgain`), and `NotReadyError` at its end."""
-        phase, self._phase = self._phase, None
-        if phase is None:
-            raise NotReadyError(f"{self.label}: collect() before start()")
+        phase = self._steps.take_phase(self.label)
         if phase != "measure":
             return self._recovery_step(phase)
-        try:
-            data = self.read_bytes(6)
-        except NotReadyError:   # busy NACK: not a failed transfer, unless it never ends
-            self._reset_reason = None
-            self._not_there += 1
-            if self._not_there >= STUCK_AFTER:
-                self._reset_reason = f"{self._not_there} measurements that never arrived"
-            raise
-        self._not_there = 0
-        try:
-            temperature, humidity = convert(data, self.label)
-        except BadDataError:
-            self._reset_reason = "a CRC error"
-            raise
-        return {"temperature": temperature, "humidity": humidity}
+        s_t, s_rh = self._steps.result(lambda: self.read_bytes(6), self.label)
+        return {"temperature": ticks_to_celsius(s_t), "humidity": ticks_to_humidity(s_rh)}
 
     def _recovery_step(self, phase: str) -> CollectAgain:
         """break (sent by ``start``) -> status read -> [heater off] -> soft reset -> done."""
         if phase == "break":
             self.write_bytes(command_bytes(CMD_READ_STATUS), "status command")
-            self._phase = "status"
+            self._steps.phase = "status"
             return CollectAgain(STATUS_WAIT_S)
         if phase == "status":
             try:
@@ -214,11 +196,11 @@ class SHT3x(I2CDriver):
             if status & STATUS_HEATER_ON:
                 self.write_bytes(command_bytes(CMD_HEATER_OFF), "heater-off command")
                 log.warning("%s: the heater was on (status 0x%04x): switched off", self.label, status)
-                self._phase = "heater off"
+                self._steps.phase = "heater off"
                 return CollectAgain(COMMAND_GAP_S)
             phase = "heater off"
         if phase == "heater off":
             self.write_bytes(command_bytes(CMD_SOFT_RESET), "soft reset")
-            self._phase = "soft reset"
+            self._steps.phase = "soft reset"
             return CollectAgain(SOFT_RESET_S)
         raise NotReadyError(f"{self.label}: break sent, then soft reset; measuring on the next attempt")

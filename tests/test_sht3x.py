@@ -67,6 +67,18 @@ def test_cross_check_against_exact_fractions() -> None:
     assert ticks_to_celsius(16851) < 0 < ticks_to_celsius(16852)
 
 
+def test_one_temperature_formula_for_the_sensirion_chips_correctly_rounded() -> None:
+    """SHT3x, SHT4x and SCD4x share ``T = -45 + 175·S/65535`` (`sensirion.ticks_to_celsius`):
+    every one of the 65536 words gives the float nearest the exact fraction."""
+    from pibridge.drivers import scd4x, sensirion, sht4x
+
+    assert ticks_to_celsius is sensirion.ticks_to_celsius is sht4x.ticks_to_celsius
+    for raw in range(0x10000):
+        exact = float(Fraction(-45) + Fraction(175 * raw, 65535))
+        assert sensirion.ticks_to_celsius(raw) == exact, raw
+        assert scd4x.convert_measurement(0, raw, 0)[1] == exact, raw
+
+
 def test_integer_form_is_within_its_known_bias() -> None:
     for raw in range(0, 0x10000, 89):
         assert 0 <= ticks_to_humidity(raw) * 1000 - ((12500 * raw) >> 13) < 100000 / 65536 + 1
