@@ -13,19 +13,21 @@ returns the datasheet's 80 ms; ``collect()`` reads the 7-byte frame in its own t
 The CRC is the Sensirion CRC-8 (0x31, init 0xFF) over bytes 0..5. Adafruit reads 6 bytes and
 never checks it; this driver checks it on an AHT20. The AHT10 sends no CRC.
 
-Initialisation: on the first ``start()`` the status byte is read, then, at 0x38, the part is told
-apart as Adafruit does: the AHT10's calibration command ``E1 08 00`` is NACKed by an AHT20
-(Adafruit issue #17) and taken by an AHT10 (at 0x39 it can only be an AHT10). If the calibration
-bit is 0, the calibration command is sent (AHT20 ``BE 08 00``). After a calibration command
-``collect()`` says `NotReadyError` ("measuring on the next attempt"). An AHT20 that took
-``E1`` would be read as an AHT10 (6 bytes, no CRC check): degraded, never wrong. Errors and
-recovery:
+Initialisation: on the first ``start()`` the status byte is read; if its calibration bit is 0,
+the variant's calibration command is sent (AHT20 ``BE 08 00``, AHT10 ``E1 08 00``; the AHT10's is
+sent on its first start whatever the bit, as ESPHome does). After a calibration command
+``collect()`` says `NotReadyError` ("measuring on the next attempt"). The variant is never guessed
+from how the chip answers ``E1``: hardware.md §9.6 says the NACK is variable (many AHT20s accept
+``E1``). Option ``variant``: ``auto`` (default) is an AHT20 at 0x38 and an AHT10 at 0x39 (only an
+AHT10 has that address); an AHT10 at 0x38 needs ``variant = "aht10"``. Errors and recovery:
 
+* the CRC (AHT20) is checked before anything in the frame is believed: a mismatch ->
+  `BadDataError` (a corrupted status byte is bad data, not "busy" or "calibration lost").
 * busy bit still set at ``collect()`` -> `NotReadyError`; twice in a row -> the next ``start()``
   sends the soft reset ``BA`` (≤ 20 ms) and re-initialises (one log line).
 * calibration bit cleared in a frame (a power glitch restarted the chip) -> `NotReadyError`; the
   next ``start()`` calibrates again (one log line).
-* CRC mismatch -> `BadDataError`; S_RH = 0 (ESPHome's failure signature: an all-zero humidity
+* S_RH = 0 (ESPHome's failure signature: an all-zero humidity
   field, 0 %RH is not a real reading) -> `ImplausibleValueError`.
 * a failed transfer -> `BusError` (`DeviceNotFoundError` before the chip ever answered); the next
   ``start()`` reads the status again.
@@ -34,17 +36,19 @@ recovery:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from .base import Metric, RetryPolicy, Sample
+from .base import Metric, Option, OptionProblem, RetryPolicy, Sample
 from .crc import crc8_sensirion
-from .errors import BadDataError, BusError, ImplausibleValueError, NotReadyError
+from .errors import BadDataError, ImplausibleValueError, NotReadyError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
 
 log = logging.getLogger(__name__)
 
 ADDRESSES = (0x38, 0x39)  #: AHT20 (and AHT10 ADR low); 0x39 only an AHT10 with ADR high
 AHT10_ONLY_ADDRESS = 0x39
+VARIANTS = ("auto", "aht20", "aht10")   #: auto: AHT20 at 0x38, AHT10 at 0x39
 
 CMD_TRIGGER = b"\xac\x33\x00"
 CMD_INIT_AHT20 = b"\xbe\x08\x00"
@@ -106,16 +110,29 @@ class AHT20(I2CDriver):
     options = (
         i2c_address_option(ADDRESSES, "I2C address (0x38; 0x39 is an AHT10 with ADR high)"),
         i2c_bus_option(),
+        Option("variant", str, "auto", "auto (an AHT20 at 0x38, an AHT10 at 0x39), aht20, or aht10 "
+               "(an AHT10 at 0x38: it sends no CRC)", choices=VARIANTS),
     )
     read_time_s = MEASUREMENT_S + BUS_TIME_S
     min_interval_s = 0.1
     retry = RetryPolicy(attempts=2, spacing_s=0.02)
     simulator = "pibridge.drivers.fakes.aht20:simulate"
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
+        """An AHT20 has one address, 0x38."""
+        if config["variant"] == "aht20" and config["address"] == AHT10_ONLY_ADDRESS:
+            return [OptionProblem("variant", "option variant: an AHT20 is always at 0x38; 0x39 is an "
+                                             "AHT10 (variant aht10 or auto)")]
+        return []
+
     def __init__(self, bus: Any = None, **options: Any) -> None:
         super().__init__(bus, **options)
-        self.variant = "AHT10" if self.address == AHT10_ONLY_ADDRESS else "AHT20"
-        self._variant_known = self.address == AHT10_ONLY_ADDRESS
+        chosen = self.config["variant"]
+        if chosen == "auto":
+            chosen = "aht10" if self.address == AHT10_ONLY_ADDRESS else "aht20"
+        self.variant = chosen.upper()
+        self._initialised = False           # the AHT10's init sent once (its first start)
         self._ready = False                 # status read and calibration bit seen
         self._phase: str | None = None
         self._recovery: str | None = None   # why the next start resets / re-initialises
@@ -130,14 +147,10 @@ class AHT20(I2CDriver):
         self._ready = False
 
     def _calibrate(self) -> None:
-        """The calibration command: AHT20's, or the AHT10's when the chip NACKs that."""
-        if self.variant == "AHT20":
-            try:
-                self.write_bytes(CMD_INIT_AHT20, "calibration command")
-                return
-            except BusError:
-                self.variant = "AHT10"   # an AHT10 refuses 0xBE; it takes 0xE1
-        self.write_bytes(CMD_INIT_AHT10, "calibration command")
+        """The variant's calibration command (an AHT20 that NACKs ``BE`` is a `BusError`)."""
+        self.write_bytes(CMD_INIT_AHT20 if self.variant == "AHT20" else CMD_INIT_AHT10,
+                         "calibration command")
+        self._initialised = True
 
     def start(self) -> float:
         """Trigger a measurement (or, first and after trouble, reset / calibrate); returns the
@@ -151,17 +164,7 @@ class AHT20(I2CDriver):
             return SOFT_RESET_S
         if not self._ready:
             status = self.read_bytes(STATUS_LEN, "status read")[0]
-            if not self._variant_known:
-                self._variant_known = True
-                try:   # the AHT10's calibration command: an AHT20 NACKs it
-                    self.write_bytes(CMD_INIT_AHT10, "AHT10 probe")
-                except BusError:
-                    self.variant = "AHT20"
-                else:
-                    self.variant = "AHT10"
-                    self._phase = "setup"
-                    return INIT_S
-            if not status & STATUS_CALIBRATED:
+            if not status & STATUS_CALIBRATED or (self.variant == "AHT10" and not self._initialised):
                 self._calibrate()
                 if self._recovery == "calibration":
                     log.warning("%s: calibration bit cleared (power glitch?); calibrated again", self.label)
@@ -181,6 +184,11 @@ class AHT20(I2CDriver):
         if phase == "setup":
             raise NotReadyError(f"{self.label}: reset/calibration sent; measuring on the next attempt")
         data = self.read_bytes(FRAME_LEN_AHT20 if self.variant == "AHT20" else FRAME_LEN_AHT10)
+        if self.variant == "AHT20" and not frame_crc_ok(data):  # before any byte is believed
+            hint = ("; an AHT10 sends no CRC: set variant = \"aht10\"" if self.config["variant"] == "auto"
+                    else "")
+            raise BadDataError(f"{self.label}: CRC mismatch ({data.hex(' ')}, expected CRC "
+                               f"0x{crc8_sensirion(data[:CRC_SPAN]):02x}){hint}")
         status, s_rh, s_t = parse_frame(data)
         if status & STATUS_BUSY:
             self._busy_frames += 1
@@ -193,9 +201,6 @@ class AHT20(I2CDriver):
             self._recovery = "calibration"
             raise NotReadyError(f"{self.label}: calibration bit cleared (status 0x{status:02x}); "
                                 "calibrating again on the next attempt")
-        if self.variant == "AHT20" and not frame_crc_ok(data):
-            raise BadDataError(f"{self.label}: CRC mismatch ({data.hex(' ')}, expected CRC "
-                               f"0x{crc8_sensirion(data[:CRC_SPAN]):02x})")
         if s_rh == 0:
             raise ImplausibleValueError(f"{self.label}: humidity field is all zero ({data.hex(' ')})")
         return {"temperature": ticks_to_celsius(s_t), "humidity": ticks_to_humidity(s_rh)}

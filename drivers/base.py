@@ -237,8 +237,11 @@ class OptionProblem:
 I2C_BUS_PINS: dict[int, tuple[int, ...]] = {1: (2, 3), 0: (0, 1)}  #: /dev/i2c-1 SDA/SCL; i2c-0 ID EEPROM
 SPI_BUS_PINS: dict[int, tuple[int, ...]] = {0: (7, 8, 9, 10, 11)}   #: SPI0 CE1, CE0, MISO, MOSI, SCLK
 W1_DEFAULT_GPIO = 4  #: Raspberry Pi OS's dtoverlay=w1-gpio default pin
-#: The header UART's TXD/RXD (GPIO 14/15) behind Raspberry Pi OS's /dev/serial0 link.
-SERIAL_PORT_PINS: dict[str, tuple[int, ...]] = {"/dev/serial0": (14, 15)}
+#: The header UART's TXD/RXD (GPIO 14/15): Raspberry Pi OS's /dev/serial0 link, and the two nodes
+#: it links to depending on the model (ttyS0, the mini UART, on a Pi 3/4/Zero W with Bluetooth;
+#: ttyAMA0, the PL011, on a Pi 1/2/Zero, a Pi 5, or with Bluetooth disabled).
+SERIAL_PORT_PINS: dict[str, tuple[int, ...]] = {"/dev/serial0": (14, 15), "/dev/ttyS0": (14, 15),
+                                                "/dev/ttyAMA0": (14, 15)}
 
 
 @dataclass(frozen=True)

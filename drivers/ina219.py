@@ -23,12 +23,17 @@ Calibration (datasheet §8.5, hardware.md §14.3): ``Current_LSB ≥ max_current
 the next round value (1-2-5 series, in whole nanoamps: 100 µA for the default 3.2 A),
 ``Cal = trunc(0.04096 / (Current_LSB · R_shunt))`` worked out in exact fractions (floats can
 land a hair below a whole number and truncate one too low: for 1 µA on 10 Ω, Adafruit's 16V_4mA
-preset, ``0.04096 / (1000 * 1e-9 * 10.0)`` is 4095.999…), bit 0 cleared as the chip does;
-``Current = CURRENT · Current_LSB``, ``Power = POWER · 20 · Current_LSB``. Adafruit's presets
-hard-code their Cal values and report mA; this driver follows the datasheet for any shunt and
-reports A. Every value is an exact integer numerator over a power of ten, so the float is the
-datasheet value correctly rounded (hardware.md §14.5: Adafruit's float products give
-199.99999999999997 mA and 2.3999999999999995 W where this gives 0.2 A and 2.4 W). The power
+preset, ``0.04096 / (1000 * 1e-9 * 10.0)`` is 4095.999…), bit 0 cleared as the chip does.
+
+The chip computes ``CURRENT = SHUNT · Cal / 4096`` with the Cal it holds, so the LSB it really
+uses is ``0.04096 / (Cal · R)``, not the round value Cal was derived from whenever the truncation
+or the cleared bit 0 moved Cal (0.015 Ω for 10 A: round LSB 0.5 mA, Cal 5461.33 → 5461 → 5460,
+so one count is 0.50012… mA; the round LSB would read 0.024 % low). The driver reports
+``Current = CURRENT · 0.04096 / (Cal · R)`` and ``Power = POWER · 20 · 0.04096 / (Cal · R)``, in
+exact fractions (`effective_current_lsb`), so each float is the exact value correctly rounded
+(hardware.md §14.5: Adafruit's float products give 199.99999999999997 mA and 2.3999999999999995 W
+where this gives 0.2 A and 2.4 W). Adafruit's presets hard-code their Cal values and report mA;
+this driver follows the datasheet for any shunt and reports A. The power
 register is unsigned, so ``power`` is never negative; the direction of the flow is the sign of
 ``current``.
 
@@ -122,6 +127,12 @@ def calibration_value(current_lsb_na: int, shunt_ohms: float) -> int:
     return raw & CAL_BIT0_MASK
 
 
+def effective_current_lsb(calibration: int, shunt_ohms: float) -> Fraction:
+    """Amperes per CURRENT count as the chip computes it with ``calibration`` written:
+    ``0.04096 / (Cal · R)`` (from ``CURRENT = SHUNT · Cal / 4096`` and 10 µV per SHUNT count)."""
+    return CAL_NUMERATOR / (calibration * exact(shunt_ohms))
+
+
 def current_lsb_na(max_current: float, shunt_ohms: float) -> int:
     """The current LSB in nanoamps: the smallest 1-2-5 round value ≥ max_current / 2^15 whose
     calibration fits the 16-bit register (a small ``max_current`` on a small shunt needs a
@@ -161,14 +172,15 @@ def bus_volts(bus_reg: int) -> float:
     return (bus_reg >> BUS_SHIFT) * BUS_LSB_MV / MILLI
 
 
-def current_amps(current_reg: int, lsb_na: int) -> float:
-    """CURRENT -> amperes: int16 × Current_LSB (negative: the flow runs from IN− to IN+)."""
-    return signed(current_reg) * lsb_na / NANO
+def current_amps(current_reg: int, lsb: Fraction) -> float:
+    """CURRENT -> amperes: int16 × ``lsb`` (A per count, `effective_current_lsb`; negative: the
+    flow runs from IN− to IN+), correctly rounded."""
+    return float(signed(current_reg) * lsb)
 
 
-def power_watts(power_reg: int, lsb_na: int) -> float:
-    """POWER -> watts: the *unsigned* register × 20 × Current_LSB (never negative)."""
-    return power_reg * POWER_LSB_FACTOR * lsb_na / NANO
+def power_watts(power_reg: int, lsb: Fraction) -> float:
+    """POWER -> watts: the *unsigned* register × 20 × ``lsb`` (never negative)."""
+    return float(power_reg * POWER_LSB_FACTOR * lsb)
 
 
 #: `pibridge scan`: the configuration register at its reset value (or at what this driver
@@ -220,6 +232,8 @@ class INA219(I2CDriver):
         super().__init__(bus, **options)
         self.current_lsb_na = current_lsb_na(self.config["max_current"], self.config["shunt_ohms"])
         self.calibration = calibration_value(self.current_lsb_na, self.config["shunt_ohms"])
+        #: A per CURRENT count with that Cal (the round LSB only when Cal came out whole and even)
+        self.current_lsb = effective_current_lsb(self.calibration, self.config["shunt_ohms"])
         self.config_word = config_word(self.config["bus_range"])
         self._configured = False
         self._started = False
@@ -270,5 +284,5 @@ class INA219(I2CDriver):
                 raise NotReadyError(f"{self.label}: calibration lost (reads 0x{calibration:04x}); "
                                     "sent again, the next reading is valid")
         return {"bus_voltage": bus_volts(bus), "shunt_voltage": shunt_volts(shunt),
-                "current": current_amps(current, self.current_lsb_na),
-                "power": power_watts(power, self.current_lsb_na)}
+                "current": current_amps(current, self.current_lsb),
+                "power": power_watts(power, self.current_lsb)}

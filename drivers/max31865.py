@@ -15,17 +15,13 @@ SPI frames (mode 1: the driver sets ``clock_mode = 1``; the address auto-increme
     read    Tx  0AAAAAAA  0x00  0x00   ...
             Rx  xxxxxxxx  R[A]  R[A+1] ...
 
-**The conversion within two phases.** The datasheet wants V_BIAS on for 10.5 input time
-constants (+1 ms; Adafruit waits 10 ms) *before* a conversion samples the RTD, and a 1-shot
-samples at the rising CS of the write that requests it. The driver contract has exactly one wait
-(``start()`` → wait → ``collect()``), so there is no moment between "bias on" and "1-shot" to
-trigger it in. Hence ``start()`` switches V_BIAS on together with the automatic conversion mode
-(continuous conversions every 16.7 / 20 ms, each filtered over the last 1-shot time), and the
-wait covers the settling, one full 1-shot conversion time (max) and one auto period, so the
-newest result's whole filter window began after the bias settled. ``collect()`` reads it and
-switches the chip back to normally-off with V_BIAS off (and clears the fault status), so the
-probe is biased only ~82–96 ms per sample (Adafruit: ~75 ms), never between samples
-(self-heating). This is `READ_TIME_S` per filter.
+**One 1-shot per sample, in three steps** (hardware.md §17.3; Adafruit's read, without its
+sleeps): ``start()`` clears the fault status and switches V_BIAS on (conversions normally off) and
+returns the bias settling time, 10.5 input time constants + 1 ms (`BIAS_SETTLE_S`, Adafruit's
+10 ms); the first ``collect()`` writes 1-shot (sampled at the rising CS of that write) and returns
+`CollectAgain` for the filter's maximum conversion time (66 ms at 50 Hz, 55 ms at 60 Hz); the
+last ``collect()`` reads the result and switches V_BIAS off, so the probe is biased only for
+those two waits, never between samples (self-heating). `read_time_s` is their sum per filter.
 
 **Resistance** ``R = code · R_REF / 2^15`` (datasheet; ESPHome divides by 32767, +0.003 %).
 **Temperature** by Callendar–Van Dusen (IEC 60751), inverted exactly: the quadratic's closed form
@@ -47,7 +43,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample, Timing
+from .base import CollectAgain, Driver, Metric, Option, OptionProblem, Resources, RetryPolicy, Sample, Timing
 from .errors import BusError, DeviceNotFoundError, NotReadyError, SensorError
 from .gpio import hardware_pin_factory
 from .spi import open_spi
@@ -85,9 +81,10 @@ LOW_THRESHOLD_R0 = 0.10
 HIGH_THRESHOLD_R0 = 4.00
 
 # -- timing (datasheet §17.3, seconds) ----------------------------------------------------------
-BIAS_SETTLE_S = 0.010       #: V_BIAS on → a conversion may sample (Adafruit's 10 ms)
+#: V_BIAS on → a 1-shot may sample: 10.5 time constants of the board's input filter + 1 ms;
+#: Adafruit's board is settled well within its 10 ms, which we take.
+BIAS_SETTLE_S = 0.010
 ONE_SHOT_MAX_S = {50: 0.066, 60: 0.055}      #: one full filtered conversion, maximum
-AUTO_PERIOD_S = {50: 0.020, 60: 0.0167}      #: auto mode: a new result this often
 BUS_TIME_S = 0.001
 FILTERS = (50, 60)
 
@@ -215,21 +212,24 @@ class MAX31865(Driver):
                choices=FILTERS),
         Option("spi_device", int, 0, "chip select: 0 = CE0 (GPIO8), 1 = CE1 (GPIO7)", choices=SPI_DEVICES),
     )
-    read_time_s = BIAS_SETTLE_S + ONE_SHOT_MAX_S[50] + AUTO_PERIOD_S[50] + BUS_TIME_S
+    read_time_s = BIAS_SETTLE_S + ONE_SHOT_MAX_S[50] + BUS_TIME_S
     min_interval_s = 0.0
     retry = RetryPolicy(attempts=1, spacing_s=0.05)
     simulator = "pibridge.drivers.fakes.max31865:simulate"
 
     @classmethod
     def timing_for(cls, config: Mapping[str, Any]) -> Timing:
-        """Bias settling + one full conversion + one auto period of the chosen filter."""
+        """Bias settling + one full 1-shot conversion of the chosen filter (+ the bus)."""
         hz = config["mains_filter"]
-        return Timing(BIAS_SETTLE_S + ONE_SHOT_MAX_S[hz] + AUTO_PERIOD_S[hz] + BUS_TIME_S,
+        return Timing(BIAS_SETTLE_S + ONE_SHOT_MAX_S[hz] + BUS_TIME_S,
                       cls.min_interval_s, cls.retry)
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
-        """R_REF must exceed the largest resistance measured (the high threshold, 4·R0)."""
+        """R_REF must exceed R0: codes are ``R/R_REF · 2^15``, so a smaller R_REF cannot even
+        measure 0 °C. hardware.md §17.4 asks more: R_REF above the largest resistance measured,
+        which depends on the range (850 °C: 3.9·R0; the Adafruit board's 430 Ω is 4.3·R0), so
+        it is left to the user; above full scale the chip reports the high-threshold fault."""
         r0 = R0_OHMS[config["rtd"]]
         reference = config["reference_ohms"]
         if reference is not None and reference <= r0:
@@ -273,7 +273,8 @@ class MAX31865(Driver):
             self._owned.insert(0, spi)
         self._spi = spi
         self._configured = False
-        self._started = False
+        self._started = False      #: the bias may be on (set by start, cleared by the bias-off write)
+        self._converting = False   #: the 1-shot was written
 
     # -- transfers -------------------------------------------------------------------------------
     def _transfer(self, frame: list[int], doing: str) -> list[int]:
@@ -307,28 +308,35 @@ class MAX31865(Driver):
                              "writing the fault thresholds")
         self._configured = True
 
-    # -- the two phases --------------------------------------------------------------------------
+    # -- one reading: bias on, 1-shot, read ----------------------------------------------------
     def start(self) -> float:
-        """V_BIAS on in automatic conversion mode (fault status cleared); returns the wait until
-        a result filtered wholly after the bias settled (see the module docstring)."""
+        """Fault status cleared, V_BIAS on (conversions normally off); returns the settling time
+        before the 1-shot may be written."""
         if not self._configured:
             self._configure()
-        self.write_registers(REG_CONFIG, [self._base | CONFIG_BIAS | CONFIG_AUTO | CONFIG_FAULT_CLEAR],
+        self._started = True   # from here on the bias may be on: `_release` switches it off
+        self._converting = False
+        self.write_registers(REG_CONFIG, [self._base | CONFIG_BIAS | CONFIG_FAULT_CLEAR],
                              "switching the bias on")
-        self._started = True
-        return self.timing.read_time_s
+        return BIAS_SETTLE_S
 
-    def collect(self) -> Sample:
-        """Read the RTD word, switch the chip off (bias off, fault status cleared), convert."""
+    def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
+        """After the settling: write 1-shot, `CollectAgain` for the conversion time. After the
+        conversion: read the RTD word, switch the bias off (fault status cleared), convert."""
         if not self._started:
             raise NotReadyError(f"{self.label}: collect() before start()")
-        self._started = False
+        if not self._converting:
+            self.write_registers(REG_CONFIG, [self._base | CONFIG_BIAS | CONFIG_ONE_SHOT],
+                                 "starting a 1-shot conversion")
+            self._converting = True
+            return CollectAgain(ONE_SHOT_MAX_S[self.config["mains_filter"]] + BUS_TIME_S)
         msb, lsb = self.read_registers(REG_RTD_MSB, 2, "reading the RTD")
         word = (msb << 8) | lsb
         status = 0
         if word & RTD_FAULT_BIT:
             status = self.read_registers(REG_FAULT_STATUS, 1, "reading the fault status")[0]
         self.write_registers(REG_CONFIG, [self._base | CONFIG_FAULT_CLEAR], "switching the bias off")
+        self._started = self._converting = False   # only now is the bias off
         if word & RTD_FAULT_BIT:
             if word == 0xFFFF and status == 0xFF:
                 raise BusError(f"{self.label}: reads all FF: no chip answers (check MISO, CS and power)")
@@ -350,7 +358,7 @@ class MAX31865(Driver):
         self._owned.clear()
 
     def _release(self) -> None:
-        if self._started:  # leave the probe unbiased
+        if self._started:  # a reading was begun and its bias-off write not done: leave the probe unbiased
             with contextlib.suppress(SensorError):
                 self.write_registers(REG_CONFIG, [self._base], "switching the bias off")
         self._close_owned()

@@ -10,7 +10,8 @@ Configuration (measuring range 0x99, automatic baseline correction 0x79) has no 
 written when the driver is built and again after the port was reopened (the sensor may have been
 power-cycled with a USB adapter), never per read. One read: ``start()`` discards unread input and
 sends 0x86, returning the time the request and the reply take on the wire plus the sensor's
-latency; ``collect()`` reads the reply, resynchronising after garbage (the scan looks for
+latency; ``collect()`` takes the reply from the bytes already arrived (`CollectAgain` while it is
+incomplete: it never waits on the port), resynchronising after garbage (the scan looks for
 ``FF 86``, so a reply to anything else is skipped too). TT, SS, U1, U2 are undocumented
 (diagnostic only; TT − 40 is the sensor's internal temperature, not the air's) and not reported.
 
@@ -29,15 +30,14 @@ from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import Metric, Option, RetryPolicy, Sample, Timing
-from .errors import ImplausibleValueError, NotReadyError
+from .base import CollectAgain, Metric, Option, RetryPolicy, Sample, Timing
+from .errors import ImplausibleValueError, NotReadyError, SensorError
 from .serialport import (
     DEFAULT_BAUDRATE,
     FrameScanner,
     SerialDriver,
     SerialPortGoneError,
     byte_time_s,
-    read_frame,
     serial_port_option,
 )
 
@@ -175,20 +175,27 @@ class MHZ19(SerialDriver):
             self._configured = self._requested = False
             raise
         self._requested = True
-        self._scanner.reset()
+        self.new_search(self._scanner)
         return READ_TIME_S
 
-    def collect(self) -> Sample:
-        """The reply as {co2: ppm}."""
+    def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
+        """The reply as {co2: ppm}, from the bytes that have arrived: `CollectAgain` while it is
+        incomplete (bounded, see `poll_frame`); never waits on the port."""
         if not self._requested:
             raise NotReadyError(f"{self.label}: collect() before start()")
-        self._requested = False
         try:
-            frame = read_frame(self.link, self._scanner, FRAME_LEN, "0x86 reply")
+            found = self.poll_frame(self._scanner, "0x86 reply", frame_len=FRAME_LEN,
+                                    latency_s=SENSOR_LATENCY_S)
         except SerialPortGoneError:
-            self._configured = False
+            self._configured = self._requested = False
             raise
-        ppm = parse_co2(frame)
+        except SensorError:
+            self._requested = False
+            raise
+        if isinstance(found, CollectAgain):
+            return found
+        self._requested = False
+        ppm = parse_co2(found)
         if ppm > self.range_ppm:
             raise ImplausibleValueError(f"{self.label}: {ppm} ppm is above the configured range "
                                         f"of {self.range_ppm} ppm")

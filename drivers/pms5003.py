@@ -18,10 +18,14 @@ Modes (option ``mode``):
   ``collect()`` takes the newest valid frame that arrived. Any interval from 2.5 s.
 * ``passive``: the fan sleeps between samples (it wears out: Plantower rates it for years of
   use, not of sleep). ``start()`` wakes it (SET high with ``set_pin``, else the wake command) and
-  returns the **30 s** warm-up the manual asks for; ``collect()`` sends the read request, reads the
-  frame and puts the fan back to sleep. The timing of this mode therefore asks for at least
-  ~30 s between samples, so ``pibridge check`` refuses a shorter interval: use ``active`` for
-  short intervals (the fan then never sleeps).
+  returns the **30 s** warm-up the manual asks for; ``collect()`` sends the read request and
+  returns `CollectAgain` for the frame's time, then takes the frame and puts the fan back to
+  sleep. The timing of this mode therefore asks for at least ~30 s between samples, so
+  ``pibridge check`` refuses a shorter interval: use ``active`` for short intervals (the fan
+  then never sleeps).
+
+``collect()`` never waits on the port: it takes the bytes that have arrived, and `CollectAgain`
+asks for the time a frame still missing takes (a bounded number of times, then a typed error).
 
 Mode, wake and sleep are written at build time and when the port was reopened; per read only the
 read request (passive) goes out. ``set_pin``: GPIO driving the SET pin (high: working, low: sleep).
@@ -39,7 +43,7 @@ from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import GpioPin, Metric, Option, RetryPolicy, Sample, Timing
+from .base import CollectAgain, GpioPin, Metric, Option, RetryPolicy, Sample, Timing
 from .errors import BusError, NotReadyError
 from .gpio import hardware_pin_factory, missing_library
 from .serialport import (
@@ -48,7 +52,6 @@ from .serialport import (
     SerialDriver,
     SerialPortGoneError,
     byte_time_s,
-    read_frame,
     serial_port_option,
 )
 
@@ -78,7 +81,6 @@ SENSOR_LATENCY_S = 0.1         #: allowance for the sensor's own delays (not in 
 FRAME_TIME_S = DATA_FRAME_LEN * byte_time_s(DEFAULT_BAUDRATE)
 ACTIVE_READ_TIME_S = FRAME_PERIOD_S + FRAME_TIME_S + SENSOR_LATENCY_S
 PASSIVE_READ_TIME_S = WARMUP_S + FRAME_TIME_S + SENSOR_LATENCY_S
-MAX_ACKS_SKIPPED = 3           #: mode, sleep, wake acks in flight before a data frame
 
 
 def command(cmd: int, data: int = 0) -> bytes:
@@ -241,7 +243,7 @@ class PMS5003(SerialDriver):
         try:
             if not self._configured:
                 self._configure()
-            self._scanner.reset()
+            self.new_search(self._scanner)
             if not self.passive:
                 self.link.discard_input()
                 self._started = True
@@ -260,8 +262,10 @@ class PMS5003(SerialDriver):
             self._port_failed()
             raise
 
-    def collect(self) -> Sample:
-        """The newest data frame (active) or the requested one (passive), as µg/m³ (and counts)."""
+    def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
+        """The newest data frame (active) or the requested one (passive), as µg/m³ (and counts).
+        Never blocks: a read request still to send goes out here and `CollectAgain` asks for the
+        frame's time; a frame not yet complete is `CollectAgain` (bounded, see `poll_frame`)."""
         if not self._started:
             raise NotReadyError(f"{self.label}: collect() before start()")
         try:
@@ -270,29 +274,26 @@ class PMS5003(SerialDriver):
                 if left > 0:
                     raise NotReadyError(f"{self.label}: fan warming up, {left:.1f} s left")
                 if self._request_pending:  # woken in start(): the request goes out now
-                    self._scanner.reset()
+                    self.new_search(self._scanner)
                     self.link.send(READ_REQUEST, "sending the read request")
                     self._request_pending = False
-            frame = self._data_frame()
+                    return CollectAgain(FRAME_TIME_S + SENSOR_LATENCY_S)
+            found = self.poll_frame(self._scanner, "frame", frame_len=DATA_FRAME_LEN,
+                                    latency_s=SENSOR_LATENCY_S, newest=not self.passive,
+                                    wanted=lambda frame: len(frame) == DATA_FRAME_LEN)
+            if isinstance(found, CollectAgain):
+                return found
             self._started = False
             if self.passive:
                 self._sleep()
         except SerialPortGoneError:
             self._port_failed()
             raise
-        values = parse_frame(frame)
+        values = parse_frame(found)
         sample: Sample = {key: float(values[key]) for key in PM_KEYS}
         if self.counts:
             sample.update({key: values[key] for key in COUNT_KEYS})
         return sample
-
-    def _data_frame(self) -> bytes:
-        """A data frame from the port (acks skipped): the newest in active mode."""
-        for _ in range(MAX_ACKS_SKIPPED + 1):  # acks of earlier commands may still arrive first
-            frame = read_frame(self.link, self._scanner, DATA_FRAME_LEN, "frame", newest=not self.passive)
-            if len(frame) == DATA_FRAME_LEN:
-                return frame
-        raise NotReadyError(f"{self.label}: only command acks, no data frame yet")
 
     def _release(self) -> None:
         try:

@@ -149,16 +149,19 @@ class PulseCounter(Driver):
         return tuple(out)
 
     def __init__(self, pin_factory: Any = None, *, clock: Callable[[], float] = time.monotonic,
-                 **options: Any) -> None:
+                 release: Callable[[], None] | None = None, **options: Any) -> None:
         """``pin_factory``: gpiozero's (a ``MockFactory`` in tests and ``--simulate``; else the
-        Pi's own, closed with the driver); ``clock``: monotonic seconds for the rate's elapsed time."""
+        Pi's own, closed with the driver); ``clock``: monotonic seconds for the rate's elapsed time;
+        ``release``: called once when the driver closes (the simulation stops its pulse train)."""
         super().__init__(**options)
+        self._release_hook = release
         config = self.config
         self._clock = clock
         self._debounce = float(config["debounce"])
         self._lock = threading.Lock()
         self._count = 0                      # accepted edges since the last collect (under the lock)
         self._last_accepted: Any = None      # ticks of the last accepted edge (callback thread only)
+        self._edge_s = 0.0                   # gust: seconds from the first accepted edge to the last
         self._gust_width = GUST_BUCKETS_PER_WINDOW
         self._bucket_s = float(config["gust_window"]) / GUST_BUCKETS_PER_WINDOW
         self._buckets: dict[int, int] = {}   # gust: bucket index → pulses (under the lock)
@@ -188,12 +191,15 @@ class PulseCounter(Driver):
     # -- gpiozero's edge callback (its thread) -------------------------------------------------------
     def _edge(self, ticks: Any, state: Any) -> None:
         """One edge of the configured kind at ``ticks`` (gpiozero's timestamp)."""
-        if self._debounce > 0 and self._last_accepted is not None and \
-                self._ticks_diff(ticks, self._last_accepted) < self._debounce:
+        since_last = None if self._last_accepted is None else self._ticks_diff(ticks, self._last_accepted)
+        if self._debounce > 0 and since_last is not None and since_last < self._debounce:
             return
         self._last_accepted = ticks
         if self._bucket_s:
-            bucket = math.floor(ticks / self._bucket_s)
+            # seconds since the first edge, summed edge to edge with gpiozero's ticks_diff: raw
+            # ticks are the factory's own units (pigpio: µs that wrap after 2^32, 71.6 min)
+            self._edge_s = 0.0 if since_last is None else self._edge_s + since_last
+            bucket = math.floor(self._edge_s / self._bucket_s)
             with self._lock:
                 self._count += 1
                 self._buckets[bucket] = self._buckets.get(bucket, 0) + 1
@@ -248,8 +254,13 @@ class PulseCounter(Driver):
         return best / window_s * self.config["rate_factor"]
 
     def _release(self) -> None:
-        with contextlib.suppress(Exception):  # a pin already gone: nothing left to detach
-            self._device.pin.when_changed = None
-        self._device.close()
-        if self._own_factory:
-            self._factory.close()
+        try:
+            with contextlib.suppress(Exception):  # a pin already gone: nothing left to detach
+                self._device.pin.when_changed = None
+            self._device.close()
+            if self._own_factory:
+                self._factory.close()
+        finally:
+            hook, self._release_hook = self._release_hook, None
+            if hook is not None:
+                hook()

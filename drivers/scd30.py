@@ -36,7 +36,9 @@ Errors and recovery (each recovery is announced once, in one log line):
 * Data ready not set for `LOST_AFTER_PERIODS` intervals → `MeasurementStoppedError`; the next
   reading sets the module up and starts continuous measurement again.
 * Data ready set but the frame is the one already sent (byte for byte) → `DataReadyStuckError`;
-  the driver soft-resets the module at once and sets it up on the next reading.
+  the driver soft-resets the module at once and sets it up on the next reading; until
+  `SOFT_RESET_S` have passed (the module boots, deaf) a reading is `NotReadyError` without bus
+  traffic.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Samp
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
+from .sensirion import check_words
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ CMD_SOFT_RESET = 0xD304
 # --- timing (seconds) ----------------------------------------------------------------------------
 COMMAND_TO_READ_S = 0.003     #: ≥ 3 ms between a command and the read of its reply
 AFTER_WRITE_S = 0.005         #: before the next command after a write (Adafruit waits this much)
-SOFT_RESET_S = 2.0            #: Sensirion's driver waits 2 s after soft reset
+SOFT_RESET_S = 2.0            #: after soft reset the module boots (deaf); Sensirion's driver waits 2 s
 LOST_AFTER_PERIODS = 3
 
 # --- words and ranges ----------------------------------------------------------------------------
@@ -122,18 +125,13 @@ def command_bytes(command: int, argument: int | None = None) -> bytes:
 
 
 def words_from_frame(data: bytes, count: int) -> list[int]:
-    """``count`` CRC-checked words: ``MSB LSB CRC`` each; `BadDataError` on the first mismatch."""
-    if len(data) < count * FRAME_BYTES:
-        raise BadDataError(f"reply of {len(data)} bytes, {count * FRAME_BYTES} expected")
-    words = []
-    for i in range(count):
-        at = i * FRAME_BYTES
-        word = data[at:at + WORD_BYTES]
-        if crc8_sensirion(word) != data[at + WORD_BYTES]:
-            raise BadDataError(f"CRC mismatch on word {i} ({word.hex()} CRC {data[at + WORD_BYTES]:02x}, "
-                               f"expected {crc8_sensirion(word):02x})")
-        words.append((word[0] << 8) | word[1])
-    return words
+    """``count`` words from a reply, each checked against the CRC byte behind it::
+
+        w0 MSB | w0 LSB | CRC | w1 MSB | w1 LSB | CRC | ...
+
+    (`sensirion.check_words`) `BadDataError` names the first word whose CRC does not match; the
+    caller adds what it was reading."""
+    return list(check_words(data, count))
 
 
 def decode_measurement(data: bytes) -> tuple[float, float, float]:
@@ -238,6 +236,7 @@ class SCD30(I2CDriver):
         self._pressure_sent: float | None = None
         self._warned_pressure = False
         self._crc_history: deque[bool] = deque(maxlen=CRC_WINDOW)
+        self._reset_at: float | None = None   #: when the last soft reset was sent (clock)
         self.stretch_hint_given = False
         self.setups = 0
         self.writes = 0      #: settings written to the module's flash since construction
@@ -256,9 +255,16 @@ class SCD30(I2CDriver):
 
     # -- one reading, in steps --------------------------------------------------------------------
     def start(self) -> float:
-        """Begin one reading: its first command is sent; returns the seconds until `collect`."""
+        """Begin one reading: its first command is sent; returns the seconds until `collect`.
+        Within `SOFT_RESET_S` of a soft reset: `NotReadyError` (the module is still booting)."""
         if self._steps is not None:
             self._steps.close()
+            self._steps = None
+        if self._reset_at is not None:
+            left = self._reset_at + SOFT_RESET_S - self.clock()
+            if left > 0:
+                raise NotReadyError(f"{self.label}: soft reset sent; the module boots, ready in {left:.1f} s")
+            self._reset_at = None
         self._steps = self._reading()
         try:
             return next(self._steps)
@@ -304,6 +310,7 @@ class SCD30(I2CDriver):
         data = self.read_bytes(MEASUREMENT_WORDS * FRAME_BYTES, "measurement read")
         if data == self._last_frame:
             self._send(CMD_SOFT_RESET, "soft reset")
+            self._reset_at = self.clock()
             self._set_up = False
             log.warning("%s: data ready is set but the module repeats its last measurement (stuck "
                         "data-ready flag): soft-reset; set up again on the next reading", self.label)

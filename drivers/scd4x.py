@@ -55,6 +55,7 @@ from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Samp
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
+from .sensirion import check_words, ticks_to_celsius
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,6 @@ VARIANTS = {0x0000: "SCD40", 0x1000: "SCD41", 0x2000: "SCD42", 0x5000: "SCD43"}
 SINGLE_SHOT_VARIANTS = frozenset({"SCD41", "SCD43"})
 FRC_OFFSET = 0x8000
 FRC_FAILED = 0xFFFF
-T_OFFSET_C = -45             #: T = -45 + 175·word/(2^16 − 1)
 T_SPAN_C = 175
 RH_SPAN_PCT = 100
 WORD_FULL_SCALE = 0xFFFF     #: 2^16 − 1: the datasheet's divisor (ESPHome's 2^16 differs, §11.5)
@@ -154,18 +154,9 @@ def words_from_frame(data: bytes, count: int) -> list[int]:
 
         w0 MSB | w0 LSB | CRC | w1 MSB | w1 LSB | CRC | ...
 
-    `BadDataError` names the first word whose CRC does not match."""
-    if len(data) < count * FRAME_BYTES:
-        raise BadDataError(f"reply of {len(data)} bytes, {count * FRAME_BYTES} expected")
-    words = []
-    for i in range(count):
-        at = i * FRAME_BYTES
-        word = data[at:at + WORD_BYTES]
-        if crc8_sensirion(word) != data[at + WORD_BYTES]:
-            raise BadDataError(f"CRC mismatch on word {i} ({word.hex()} CRC {data[at + WORD_BYTES]:02x}, "
-                               f"expected {crc8_sensirion(word):02x})")
-        words.append((word[0] << 8) | word[1])
-    return words
+    (`sensirion.check_words`) `BadDataError` names the first word whose CRC does not match; the
+    caller adds what it was reading."""
+    return list(check_words(data, count))
 
 
 def convert_measurement(co2_word: int, t_word: int, rh_word: int) -> tuple[float, float, float]:
@@ -175,7 +166,7 @@ def convert_measurement(co2_word: int, t_word: int, rh_word: int) -> tuple[float
 
     Each is one rounding of the exact fraction (the numerator is an exact integer), so the result
     is the datasheet formula to the last bit of the float."""
-    temperature = (T_OFFSET_C * WORD_FULL_SCALE + T_SPAN_C * t_word) / WORD_FULL_SCALE
+    temperature = ticks_to_celsius(t_word)   # the same formula as the SHT3x/SHT4x
     humidity = RH_SPAN_PCT * rh_word / WORD_FULL_SCALE
     return float(co2_word), temperature, humidity
 

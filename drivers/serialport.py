@@ -14,7 +14,10 @@
   (``console=serial0,115200``), which must not share its port with a sensor.
 * `serial_ports`: the ports ``pibridge scan`` lists.
 
-Timeouts bound every read: a silent sensor costs one timeout, never a hang.
+Drivers never block on the port: `SerialDriver.poll_frame` takes only the bytes that have already
+arrived (``in_waiting``) and hands back `CollectAgain` while a frame is incomplete, a bounded number
+of times (`MAX_POLLS`), then a typed error. `read_frame` (blocking, bounded by the read timeout) is
+for one-off tools and tests, never for a driver's ``collect()``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Driver, Option, OptionProblem, Resources
-from .errors import BadDataError, BusError, DeviceNotFoundError
+from .base import CollectAgain, Driver, Option, OptionProblem, Resources
+from .errors import BadDataError, BusError, DeviceNotFoundError, NotReadyError
 
 DEFAULT_PORT = "/dev/serial0"          #: Raspberry Pi OS's link to the primary UART (GPIO 14/15)
 DEFAULT_BAUDRATE = 9600
@@ -38,6 +41,10 @@ WRITE_TIMEOUT_S = 0.5
 BITS_PER_BYTE_8N1 = 10                 #: start bit + 8 data bits + stop bit
 PORT_MAX_CHARS = 200                   #: a device path longer than this is a mistake
 MAX_SCAN_BYTES = 256                   #: bytes a frame search looks through before giving up
+#: ``collect()`` calls that may find the awaited frame still incomplete (each answered with
+#: `CollectAgain` for the bytes still missing) before the search fails: the first ``collect()``
+#: already comes after the whole frame's time, so these only absorb a late or slow sensor.
+MAX_POLLS = 4
 
 #: Where Raspberry Pi OS keeps the kernel command line: bookworm, then older releases. A module
 #: attribute so tests (and `holds_console`'s callers) can point elsewhere.
@@ -193,14 +200,17 @@ class FrameScanner:
     buffer: bytearray = field(default_factory=bytearray)
     problems: list[str] = field(default_factory=list)   #: what was dropped, in order
     skipped: int = 0                                     #: garbage bytes before frame starts
+    received: int = 0                                    #: bytes fed since the last reset
 
     def reset(self) -> None:
         self.buffer.clear()
         self.problems.clear()
         self.skipped = 0
+        self.received = 0
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
+        self.received += len(data)
         if len(self.buffer) > self.max_buffer:   # keep the newest bytes: the scan is bounded
             drop = len(self.buffer) - self.max_buffer
             self.skipped += drop
@@ -325,6 +335,8 @@ class SerialDriver(Driver):
         self.link = SerialLink(device or self.port, baudrate=self.baudrate, timeout_s=timeout_s,
                                label=self.label)
         self._release_hook = release
+        self._polls = 0            #: `poll_frame` calls in a row that found no frame
+        self._unwanted_frames = 0  #: frames `poll_frame` skipped in the current search
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> list[OptionProblem]:
@@ -341,6 +353,42 @@ class SerialDriver(Driver):
         """Its port (and any GPIO option, such as a SET pin)."""
         base = super().resources(config)
         return Resources(gpio=base.gpio, serial=(config["port"],))
+
+    def poll_frame(self, scanner: FrameScanner, what: str, *, frame_len: int, latency_s: float,
+                   wanted: Callable[[bytes], bool] = lambda frame: True,
+                   newest: bool = False) -> bytes | CollectAgain:
+        """One non-blocking step of a frame search, for ``collect()``: feed ``scanner`` with the
+        bytes that have already arrived (never waiting for more), then the first valid frame
+        ``wanted`` accepts (others, such as command acks, are skipped), or the newest with
+        ``newest`` (a sensor streaming frames). While none is complete: `CollectAgain` for the
+        time the missing bytes take on the wire plus ``latency_s``, at most `MAX_POLLS` times in
+        a row; then the scanner's typed error (`BusError` for silence, `BadDataError` for a bad
+        or truncated frame), or `NotReadyError` when only unwanted frames came."""
+        scanner.feed(self.link.read_available(f"reading a {what}"))
+        found: bytes | None = None
+        for frame in scanner.frames():
+            if not wanted(frame):
+                self._unwanted_frames += 1
+                continue
+            found = frame
+            if not newest:
+                break
+        if found is not None:
+            self._polls = 0
+            return found
+        if self._polls >= MAX_POLLS or scanner.received > scanner.max_buffer:
+            self._polls, unwanted, self._unwanted_frames = 0, self._unwanted_frames, 0
+            if unwanted and not scanner.problems and not scanner.missing():
+                raise NotReadyError(f"{self.label}: only {unwanted} other frame(s) (command acks), "
+                                    f"no {what} yet")
+            raise scanner.failure(self.label, what, scanner.received)
+        self._polls += 1
+        return CollectAgain((scanner.missing() or frame_len) * byte_time_s(self.baudrate) + latency_s)
+
+    def new_search(self, scanner: FrameScanner) -> None:
+        """Forget a former search's bytes and polls (a new request or a new reading)."""
+        scanner.reset()
+        self._polls = self._unwanted_frames = 0
 
     def _release(self) -> None:
         self.link.close()
@@ -368,12 +416,31 @@ def console_devices(cmdline_files: tuple[Path, ...] | None = None) -> tuple[Path
     return None
 
 
+#: The names the Pi's header UART (GPIO 14/15) may have: the link and the two nodes it may point
+#: to (which one depends on the model and on Bluetooth), see `SERIAL_PORT_PINS`.
+HEADER_UART_PATHS = ("/dev/serial0", "/dev/ttyS0", "/dev/ttyAMA0")
+
+
+def device_exists(path: str) -> bool:
+    """Whether ``path`` exists here (a module function: tests check profiles "off a Pi")."""
+    return os.path.exists(path)
+
+
 def same_device(a: str, b: str) -> bool:
     """Whether two device paths are one port: equal, or the same once links resolve
     (``/dev/serial0`` -> ``/dev/ttyS0`` on a Pi 3/4, ``ttyAMA0`` on a Pi 5)."""
     if os.path.normpath(a) == os.path.normpath(b):
         return True
-    return os.path.exists(a) and os.path.exists(b) and os.path.realpath(a) == os.path.realpath(b)
+    return device_exists(a) and device_exists(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def may_be_one_header_uart(a: str, b: str) -> bool:
+    """Whether two different names may be the header UART both (``serial0``, ``ttyS0``,
+    ``ttyAMA0``) and this machine cannot tell (checked off a Pi: not both exist, so their links
+    cannot be resolved). On the Pi itself `same_device` decides."""
+    a, b = os.path.normpath(a), os.path.normpath(b)
+    return (a != b and a in HEADER_UART_PATHS and b in HEADER_UART_PATHS
+            and not (device_exists(a) and device_exists(b)))
 
 
 def holds_console(port: str, cmdline_files: tuple[Path, ...] | None = None) -> tuple[str, Path] | None:

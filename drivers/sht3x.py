@@ -18,9 +18,13 @@ Error mapping and recovery:
   -> `NotReadyError`; other failures -> `BusError`; a CRC mismatch -> `BadDataError`.
 * after a CRC error, a failed transfer, or a result that is still not there on two attempts in a
   row (a chip stuck in periodic mode, left there by another program, refuses single-shot
-  commands), the next ``start()`` sends the break command (0x3093: stops periodic mode; harmless
-  otherwise), logs one line and its ``collect()`` says `NotReadyError`; the caller's retry
-  measures. Single-shot mode keeps no configuration, so a power glitch loses nothing else.
+  commands), the next reading recovers instead of measuring, in steps (the waits handed back as
+  `CollectAgain`): ``start()`` sends the break command (0x3093: stops periodic mode, in which a
+  soft reset is ignored; harmless otherwise) and logs one line; then the status register is read
+  and, if bit 13 says the heater is on (left on by another program: readings too warm), the
+  heater-off command 0x3066 is sent (one log line); then the soft reset 0x30A2 (1.5 ms); the last
+  ``collect()`` says `NotReadyError` and the caller's retry measures. Single-shot mode keeps no
+  configuration, so a power glitch loses nothing else.
 """
 
 from __future__ import annotations
@@ -29,10 +33,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Metric, Option, RetryPolicy, Sample, Timing
+from .base import CollectAgain, Metric, Option, RetryPolicy, Sample, Timing
 from .errors import BadDataError, NotReadyError
 from .i2c import CommandId, I2CDriver, i2c_address_option, i2c_bus_option
-from .sensirion import SERIAL_FRAME_LEN, check_words, parse_serial
+from .sensirion import (
+    SERIAL_FRAME_LEN,
+    TICKS_FULL_SCALE,
+    SingleShotSteps,
+    check_words,
+    parse_serial,
+    ticks_to_celsius,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +86,19 @@ MEASUREMENT_MAX_S = {"high": 0.0155, "medium": 0.006, "low": 0.004}
 BREAK_S = 0.001
 SOFT_RESET_S = 0.0015
 SERIAL_WAIT_S = 0.001
+STATUS_WAIT_S = 0.001        #: status command -> its reply (the chip answers at once; 1 ms margin)
+COMMAND_GAP_S = 0.001        #: between two commands (the datasheet's 1 ms idle time)
+STATUS_WORDS = 1
 BUS_TIME_S = 0.0006          #: a 2-byte write and a 6-byte read at 100 kHz, roughly
 STUCK_AFTER = 2              #: consecutive "not there yet" results before the chip is reset
 
-# --- conversion (datasheet §4.13) -----------------------------------------------------------------
-TICKS_FULL_SCALE = 65535     #: 2^16 - 1
-T_OFFSET_C, T_SPAN_C = -45.0, 175.0
+# --- conversion (datasheet §4.13; the temperature formula is `sensirion.ticks_to_celsius`) --------
 RH_SPAN = 100.0
 
 
 def command_bytes(command: int) -> bytes:
     """A 16-bit command as sent, MSB first."""
     return bytes([command >> 8, command & 0xFF])
-
-
-def ticks_to_celsius(s_t: int) -> float:
-    """Datasheet: ``T = -45 + 175 · S_T / (2^16 - 1)`` °C."""
-    return T_OFFSET_C + T_SPAN_C * s_t / TICKS_FULL_SCALE
 
 
 def ticks_to_humidity(s_rh: int) -> float:
@@ -145,48 +152,55 @@ class SHT3x(I2CDriver):
         super().__init__(bus, **options)
         self.repeatability: str = self.config["repeatability"]
         self._command = command_bytes(CMD_SINGLE_SHOT[self.repeatability])
-        self._phase: str | None = None
-        self._reset_reason: str | None = None
-        self._not_there = 0
+        self._steps = SingleShotSteps(STUCK_AFTER)
 
     def _transfer_failed(self) -> None:
-        self._phase = None
-        self._reset_reason = self._reset_reason or "a failed transfer"
+        self._steps.transfer_failed()
 
     def start(self) -> float:
-        """Send the single-shot command (or, after a failure, the break command); returns the
-        seconds until ``collect()`` may read."""
-        self._phase = None
-        if self._reset_reason is not None:
+        """Send the single-shot command (or, after a failure, the break command that begins the
+        recovery); returns the seconds until ``collect()`` may read."""
+        steps = self._steps
+        steps.phase = None
+        reason = steps.reset_due()
+        if reason is not None:
             self.write_bytes(command_bytes(CMD_BREAK), "break command")
-            log.warning("%s: break (stop periodic mode) after %s", self.label, self._reset_reason)
-            self._reset_reason = None
-            self._not_there = 0
-            self._phase = "reset"
+            log.warning("%s: break (stop periodic mode) after %s", self.label, reason)
+            steps.phase = "break"
             return BREAK_S
         self.write_bytes(self._command, "measurement command")
-        self._phase = "measure"
+        steps.phase = "measure"
         return self.timing.read_time_s
 
-    def collect(self) -> Sample:
-        """The measurement ``start`` began: {temperature °C, humidity %RH}."""
-        phase, self._phase = self._phase, None
-        if phase is None:
-            raise NotReadyError(f"{self.label}: collect() before start()")
-        if phase == "reset":
-            raise NotReadyError(f"{self.label}: break sent; measuring on the next attempt")
-        try:
-            data = self.read_bytes(6)
-        except NotReadyError:   # busy NACK: not a failed transfer, unless it never ends
-            self._reset_reason = None
-            self._not_there += 1
-            if self._not_there >= STUCK_AFTER:
-                self._reset_reason = f"{self._not_there} measurements that never arrived"
-            raise
-        self._not_there = 0
-        try:
-            temperature, humidity = convert(data, self.label)
-        except BadDataError:
-            self._reset_reason = "a CRC error"
-            raise
-        return {"temperature": temperature, "humidity": humidity}
+    def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
+        """The measurement ``start`` began: {temperature °C, humidity %RH}; during a recovery
+        its next step (`CollectAgain`), and `NotReadyError` at its end."""
+        phase = self._steps.take_phase(self.label)
+        if phase != "measure":
+            return self._recovery_step(phase)
+        s_t, s_rh = self._steps.result(lambda: self.read_bytes(6), self.label)
+        return {"temperature": ticks_to_celsius(s_t), "humidity": ticks_to_humidity(s_rh)}
+
+    def _recovery_step(self, phase: str) -> CollectAgain:
+        """break (sent by ``start``) -> status read -> [heater off] -> soft reset -> done."""
+        if phase == "break":
+            self.write_bytes(command_bytes(CMD_READ_STATUS), "status command")
+            self._steps.phase = "status"
+            return CollectAgain(STATUS_WAIT_S)
+        if phase == "status":
+            try:
+                (status,) = check_words(self.read_bytes(STATUS_WORDS * 3, "status read"), STATUS_WORDS,
+                                        self.label)
+            except BadDataError:
+                status = 0   # unknown: the soft reset switches the heater off as well
+            if status & STATUS_HEATER_ON:
+                self.write_bytes(command_bytes(CMD_HEATER_OFF), "heater-off command")
+                log.warning("%s: the heater was on (status 0x%04x): switched off", self.label, status)
+                self._steps.phase = "heater off"
+                return CollectAgain(COMMAND_GAP_S)
+            phase = "heater off"
+        if phase == "heater off":
+            self.write_bytes(command_bytes(CMD_SOFT_RESET), "soft reset")
+            self._steps.phase = "soft reset"
+            return CollectAgain(SOFT_RESET_S)
+        raise NotReadyError(f"{self.label}: break sent, then soft reset; measuring on the next attempt")

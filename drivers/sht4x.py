@@ -38,9 +38,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import Metric, Option, OptionProblem, RetryPolicy, Sample, Timing
-from .errors import BadDataError, NotReadyError
+from .errors import NotReadyError
 from .i2c import CommandId, I2CDriver, i2c_address_option, i2c_bus_option
-from .sensirion import SERIAL_FRAME_LEN, check_words, parse_serial
+from .sensirion import (
+    SERIAL_FRAME_LEN,
+    TICKS_FULL_SCALE,
+    SingleShotSteps,
+    check_words,
+    parse_serial,
+    ticks_to_celsius,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +78,9 @@ HEATER_MIN_RH = 95.0         #: %RH: a reading this high means a wet (condensed)
 HEATER_INTERVAL_DEFAULT_S = 3600
 HEATER_INTERVAL_MAX_S = 7 * 86400
 
-# --- conversion (datasheet §4.6) ------------------------------------------------------------------
-TICKS_FULL_SCALE = 65535     #: 2^16 - 1: the datasheet divides by this, not by 2^16
-T_OFFSET_C, T_SPAN_C = -45.0, 175.0
+# --- conversion (datasheet §4.6; the temperature formula is `sensirion.ticks_to_celsius`) ---------
 RH_OFFSET, RH_SPAN = -6.0, 125.0
 RH_MIN, RH_MAX = 0.0, 100.0
-
-
-def ticks_to_celsius(s_t: int) -> float:
-    """Datasheet: ``T = -45 + 175 · S_T / (2^16 - 1)`` °C."""
-    return T_OFFSET_C + T_SPAN_C * s_t / TICKS_FULL_SCALE
 
 
 def ticks_to_humidity(s_rh: int) -> float:
@@ -171,12 +171,10 @@ class SHT4x(I2CDriver):
         self.clock = clock
         self.precision: str = self.config["precision"]
         self._heater = HEATER_SETTINGS.get(self.config["heater"])
-        self._phase: str | None = None      # "measure", "heater", "reset" while a start is pending
-        self._reset_reason: str | None = None
+        self._steps = SingleShotSteps(STUCK_AFTER)   # phase: "measure", "heater", "reset"
         self._last_pulse: float | None = None
         self._heater_requested = False
         self._last_humidity: float | None = None
-        self._not_there = 0
 
     # -- heater --------------------------------------------------------------------------------
     def request_heater(self) -> None:
@@ -197,20 +195,19 @@ class SHT4x(I2CDriver):
 
     # -- recovery ------------------------------------------------------------------------------
     def _transfer_failed(self) -> None:
-        self._phase = None
-        self._reset_reason = self._reset_reason or "a failed transfer"
+        self._steps.transfer_failed()
 
     # -- one reading, in two phases -------------------------------------------------------------
     def start(self) -> float:
         """Send the measure command (or, after a failure, a soft reset; or a due heater pulse);
         returns the seconds until ``collect()`` may read."""
-        self._phase = None
-        if self._reset_reason is not None:
+        steps = self._steps
+        steps.phase = None
+        reason = steps.reset_due()
+        if reason is not None:
             self.write_byte(CMD_SOFT_RESET, "soft reset")
-            log.warning("%s: soft reset after %s", self.label, self._reset_reason)
-            self._reset_reason = None
-            self._not_there = 0
-            self._phase = "reset"
+            log.warning("%s: soft reset after %s", self.label, reason)
+            steps.phase = "reset"
             return SOFT_RESET_S
         now = self.clock()
         if self._last_pulse is not None and now - self._last_pulse < HEATER_COOLDOWN_S:
@@ -222,33 +219,19 @@ class SHT4x(I2CDriver):
             log.info("%s: heater pulse %d mW for %g s to dry the sensor", self.label, power, duration)
             self._last_pulse = now
             self._heater_requested = False
-            self._phase = "heater"
+            steps.phase = "heater"
             return duration * HEATER_OVERHEAD + BUS_TIME_S
         self.write_byte(CMD_MEASURE[self.precision], "measurement command")
-        self._phase = "measure"
+        steps.phase = "measure"
         return MEASUREMENT_MAX_S[self.precision] + BUS_TIME_S
 
     def collect(self) -> Sample:
         """The measurement ``start`` began: {temperature °C, humidity %RH}."""
-        phase, self._phase = self._phase, None
-        if phase is None:
-            raise NotReadyError(f"{self.label}: collect() before start()")
+        phase = self._steps.take_phase(self.label)
         if phase == "reset":
             raise NotReadyError(f"{self.label}: soft reset done; measuring on the next attempt")
-        try:
-            data = self.read_bytes(6)
-        except NotReadyError:   # busy NACK: not a failed transfer, unless it never ends
-            self._reset_reason = None
-            self._not_there += 1
-            if self._not_there >= STUCK_AFTER:
-                self._reset_reason = f"{self._not_there} measurements that never arrived"
-            raise
-        self._not_there = 0
-        try:
-            temperature, humidity = convert(data, self.label)
-        except BadDataError:
-            self._reset_reason = "a CRC error"
-            raise
+        s_t, s_rh = self._steps.result(lambda: self.read_bytes(6), self.label)
+        temperature, humidity = ticks_to_celsius(s_t), ticks_to_humidity(s_rh)
         if phase == "heater":
             raise NotReadyError(f"{self.label}: heater pulse done; its reading ({temperature:.1f} °C) is "
                                 "not ambient and is not sent")

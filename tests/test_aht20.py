@@ -15,6 +15,7 @@ from pibridge.drivers.base import check_sample
 from pibridge.drivers.errors import (
     BadDataError,
     BusError,
+    ConfigurationError,
     DeviceNotFoundError,
     ImplausibleValueError,
     NotReadyError,
@@ -69,25 +70,65 @@ def test_first_read_calibrates_then_measures() -> None:
     assert not bus.transfers
     with pytest.raises(NotReadyError, match="measuring on the next attempt"):
         driver.read(clock.sleep)
-    assert chip.calibrated and chip.writes == [PROBE, INIT]   # the AHT10's command NACKed: an AHT20
+    assert chip.calibrated and chip.writes == [INIT]   # at 0x38 an AHT20: its own command, no E1 probe
     assert driver.variant == "AHT20"
     start = clock()
     sample = check_sample(driver, driver.read(clock.sleep))
     assert clock() - start == pytest.approx(0.081)
     assert sample == {"temperature": pytest.approx(28.266716, abs=1e-4),
                       "humidity": pytest.approx(15.079403, abs=1e-4)}
-    assert chip.writes == [PROBE, INIT, TRIGGER]
-    assert [t[0] for t in bus.transfers] == ["i2c_rdwr.read", "i2c_rdwr.write", "i2c_rdwr.write",
+    assert chip.writes == [INIT, TRIGGER]
+    assert [t[0] for t in bus.transfers] == ["i2c_rdwr.read", "i2c_rdwr.write",
                                              "i2c_rdwr.read", "i2c_rdwr.write", "i2c_rdwr.read"]
     assert bus.transfers[-1][3] == 7   # status, 5 data bytes, CRC
     driver.read(clock.sleep)
-    assert chip.writes == [PROBE, INIT, TRIGGER, TRIGGER]  # the status is checked once, not every read
+    assert chip.writes == [INIT, TRIGGER, TRIGGER]  # the status is checked once, not every read
 
 
 def test_calibrated_at_power_on_measures_at_once() -> None:
     bus, chip, clock = rig(calibrated_at_power_on=True)
     assert AHT20(bus=bus).read(clock.sleep)["humidity"] == pytest.approx(50.0, abs=1e-4)
-    assert chip.writes == [PROBE, TRIGGER]
+    assert chip.writes == [TRIGGER]
+
+
+def test_an_aht20_that_accepts_e1_is_still_an_aht20() -> None:
+    """hardware.md §9.6: the NACK of E1 is variable; an AHT20 that takes it must not be read as
+    an AHT10 (6 bytes, no CRC check): at 0x38 the driver sends the AHT20's own command."""
+    bus, chip, clock = rig(accepts_e1=True, celsius=14.588356, humidity=57.685184)
+    driver = AHT20(bus=bus)
+    sample = read_with_retries(driver, clock.sleep)
+    assert driver.variant == "AHT20" and PROBE not in chip.writes and chip.writes[0] == INIT
+    assert bus.transfers[-1][3] == 7                                  # with its CRC byte
+    assert sample == {"temperature": pytest.approx(14.588356, abs=1e-4),
+                      "humidity": pytest.approx(57.685184, abs=1e-4)}
+
+
+def test_a_corrupted_status_byte_is_bad_data_not_busy() -> None:
+    """The CRC covers the status byte and is checked first: a flipped busy bit is `BadDataError`
+    (retried at once), not "still measuring" (which would count towards a soft reset)."""
+    bus, chip, clock = rig(calibrated_at_power_on=True)
+    driver = AHT20(bus=bus)
+    driver.read(clock.sleep)
+    for _ in range(2):
+        chip.corrupt_status = 1
+        with pytest.raises(BadDataError, match="CRC mismatch"):
+            driver.read(clock.sleep)
+    assert driver.read(clock.sleep)["humidity"] == pytest.approx(50.0, abs=1e-4)
+    assert b"\xba" not in chip.writes                                  # no soft reset
+
+
+def test_an_aht10_at_0x38_by_the_option_and_a_hint_without_it() -> None:
+    bus, _chip, clock = rig(aht10=True, calibrated_at_power_on=True)
+    with pytest.raises(BadDataError, match='an AHT10 sends no CRC: set variant = "aht10"'):
+        read_with_retries(AHT20(bus=bus), clock.sleep)       # auto: 0x38 is an AHT20
+    driver = AHT20(bus=bus, variant="aht10")
+    assert read_with_retries(driver, clock.sleep)["humidity"] == pytest.approx(50.0, abs=1e-4)
+    assert driver.variant == "AHT10"
+
+
+def test_an_aht20_at_0x39_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="an AHT20 is always at 0x38"):
+        AHT20(bus=FakeSMBus(1), address=0x39, variant="aht20")
 
 
 def test_too_early_is_busy() -> None:
@@ -103,7 +144,7 @@ def test_too_early_is_busy() -> None:
 def test_aht10(address: int, calibrated: bool) -> None:
     bus, chip, clock = rig(address, aht10=True, celsius=-12.5, humidity=80.0,
                            calibrated_at_power_on=calibrated)
-    driver = AHT20(bus=bus, address=address)
+    driver = AHT20(bus=bus, address=address, **({"variant": "aht10"} if address == 0x38 else {}))
     sample = read_with_retries(driver, clock.sleep)
     assert sample == {"temperature": pytest.approx(-12.5, abs=1e-3),
                       "humidity": pytest.approx(80.0, abs=1e-4)}

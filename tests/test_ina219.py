@@ -54,9 +54,9 @@ def test_hardware_md_vectors() -> None:
     assert config_word(32) == 0x399F == ina219.CONFIG_RESET
     assert shunt_volts(0x07D0) == 0.02
     assert shunt_volts(0xF830) == -0.02
-    assert current_amps(0x07D0, lsb) == 0.2
+    assert current_amps(0x07D0, Fraction(lsb, 10**9)) == 0.2
     assert bus_volts(0x5DC2) == 12.0             # 3000 × 4 mV, CNVR set
-    assert power_watts(0x04B0, lsb) == 2.4       # 1200 × 2 mW
+    assert power_watts(0x04B0, Fraction(lsb, 10**9)) == 2.4       # 1200 × 2 mW
     assert shunt_volts(0x7D00) == 0.32 and shunt_volts(0x8300) == -0.32
 
 
@@ -96,10 +96,28 @@ def test_cross_check_against_exact_fractions() -> None:
     for lsb in (100_000, 20_000, 500_000, 10_000, 5):
         for word in words:
             got = {"shunt_voltage": shunt_volts(word), "bus_voltage": bus_volts(word),
-                   "current": current_amps(word, lsb), "power": power_watts(word, lsb)}
+                   "current": current_amps(word, Fraction(lsb, 10**9)),
+                   "power": power_watts(word, Fraction(lsb, 10**9))}
             want = exact_reading(word, word, word, word, lsb)
             assert got == {k: float(v) for k, v in want.items()}, (lsb, hex(word))
             assert got["power"] >= 0
+
+
+def test_current_and_power_use_the_lsb_of_the_calibration_the_chip_holds() -> None:
+    """0.015 Ω for 10 A: round LSB 0.5 mA, Cal trunc(5461.33) = 5461, bit 0 cleared: 5460. The
+    chip's count is then 0.04096 / (5460 · 0.015) A, which the driver reports (the round 0.5 mA
+    would read 0.024 % low); checked against an independent exact computation."""
+    driver, _bus, chip, clock, _state = rig(volts=24.0, amps=9.5, shunt_ohms=0.015, max_current=10.0)
+    assert driver.current_lsb_na == 500_000 and driver.calibration == 5460
+    sample = driver.read(clock.sleep)
+    assert chip.calibration == 5460
+    lsb = Fraction(4096, 100_000) / (5460 * Fraction(15, 1000))        # A per count, by hand
+    current_reg, power_reg = chip.current, chip.power                  # the registers the driver read
+    assert current_reg > 0 and power_reg > 0
+    assert sample["current"] == float(current_reg * lsb)
+    assert sample["power"] == float(power_reg * 20 * lsb)
+    assert sample["current"] == pytest.approx(9.5, abs=float(lsb))   # what flows, to one count
+    assert sample["current"] != float(current_reg * Fraction(5, 10_000))
 
 
 # --- the driver on the fake -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pibridge.drivers.base import check_sample
+from pibridge.drivers.base import CollectAgain, check_sample
 from pibridge.drivers.errors import BusError, ConfigurationError, NotReadyError
 from pibridge.drivers.fakes.clock import VirtualClock
 from pibridge.drivers.fakes.max31865 import FakeMAX31865, pt_resistance
@@ -143,8 +143,9 @@ def test_bias_is_on_only_during_a_sample(rtd, clock) -> None:
         driver.read(sleep=clock.sleep)
         clock.sleep(10.0)
     assert chip.bias_on_s == pytest.approx(3 * driver.timing.read_time_s, abs=1e-9)
-    assert driver.timing.read_time_s == pytest.approx(0.010 + 0.055 + 0.0167 + 0.001)
-    assert make(spi).timing.read_time_s == pytest.approx(0.010 + 0.066 + 0.020 + 0.001)
+    assert driver.timing.read_time_s == pytest.approx(0.010 + 0.055 + 0.001)   # settle, 1-shot max, bus
+    assert make(spi).timing.read_time_s == pytest.approx(0.010 + 0.066 + 0.001)
+    assert chip.refused_one_shots == 0
 
 
 def test_collecting_before_the_bias_settled_reads_wrong_and_before_start_is_not_ready(rtd, clock) -> None:
@@ -153,10 +154,62 @@ def test_collecting_before_the_bias_settled_reads_wrong_and_before_start_is_not_
     with pytest.raises(NotReadyError):
         driver.collect()
     driver.start()
-    clock.sleep(0.0625)  # one conversion only: its window began with the bias still settling
-    early = driver.collect()
-    assert early["temperature"] < -100
+    assert driver.collect() == CollectAgain(0.066 + 0.001)  # the 1-shot at once: bias still settling
+    assert _chip.refused_one_shots == 1                       # refused: no conversion ran
+    clock.sleep(0.067)
+    with pytest.raises(BusError, match="all 00: no chip answers, or no conversion ran"):
+        driver.collect()
+    assert not _chip.bias_on                                  # switched off all the same
     assert driver.read(sleep=clock.sleep)["temperature"] == pytest.approx(21.5, abs=0.02)
+
+
+def test_one_shot_sequence_bias_first_then_one_shot_then_read_and_bias_off(rtd, clock) -> None:
+    """hardware.md §17.3: V_BIAS on and settled, then 1-shot, wait the conversion, read, bias off;
+    the fake refuses a 1-shot before the bias settled, so a driver that skipped the wait fails."""
+    chip, spi = rtd
+    driver = make(spi)
+    settle = driver.start()
+    assert settle == pytest.approx(0.010) and chip.bias_on and chip.registers[0] == 0x80 | 0x01
+    clock.sleep(settle)
+    step = driver.collect()
+    assert step == CollectAgain(0.066 + 0.001) and chip.bias_on
+    clock.sleep(step.wait_s)
+    assert driver.collect()["temperature"] == pytest.approx(21.5, abs=0.02)
+    assert not chip.bias_on and chip.refused_one_shots == 0
+    assert chip.bias_on_s == pytest.approx(0.010 + 0.067)
+
+
+def test_closing_mid_reading_switches_the_bias_off(rtd, clock) -> None:
+    chip, spi = rtd
+    driver = make(spi)
+    clock.sleep(driver.start())
+    driver.collect()                      # the 1-shot is running
+    driver.close()
+    assert not chip.bias_on
+
+
+def test_a_failed_bias_off_write_is_retried_when_the_driver_closes(rtd, clock) -> None:
+    chip, spi = rtd
+
+    class FailsTheBiasOff:
+        """Passes every transfer but the first bias-off config write (a glitch on the bus)."""
+
+        failed = False
+
+        def transfer(self, data):
+            if data[0] == 0x80 and not data[1] & 0x80 and chip.bias_on and not self.failed:
+                self.failed = True
+                raise OSError("glitch")
+            return spi.transfer(data)
+
+    driver = MAX31865(spi=FailsTheBiasOff())
+    clock.sleep(driver.start())
+    clock.sleep(driver.collect().wait_s)
+    with pytest.raises(BusError, match="switching the bias off"):
+        driver.collect()
+    assert chip.bias_on
+    driver.close()
+    assert not chip.bias_on
 
 
 def test_mode_0_garbles_the_frames(rtd, clock) -> None:
@@ -175,13 +228,16 @@ def test_mode_0_garbles_the_frames(rtd, clock) -> None:
 def test_three_wire_and_filter_bits(rtd, clock) -> None:
     chip, spi = rtd
     driver = make(spi, wires=3, mains_filter=60)
-    driver.start()
-    assert chip.registers[0] == 0x80 | 0x40 | 0x10  # bias, auto, 3-wire, 60 Hz; D1 self-cleared
-    clock.sleep(driver.timing.read_time_s)
+    clock.sleep(driver.start())
+    assert chip.registers[0] == 0x80 | 0x10  # bias, 3-wire, 60 Hz, normally off; D1 self-cleared
+    step = driver.collect()
+    assert isinstance(step, CollectAgain) and step.wait_s == pytest.approx(0.055 + 0.001)
+    assert chip.registers[0] == 0x80 | 0x10  # D5 (1-shot) self-cleared
+    clock.sleep(step.wait_s)
     driver.collect()
     assert chip.registers[0] == 0x10
     make(spi).start()
-    assert chip.registers[0] == 0x80 | 0x40 | 0x01
+    assert chip.registers[0] == 0x80 | 0x01
 
 
 # -- faults --------------------------------------------------------------------------------------------

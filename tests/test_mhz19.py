@@ -8,16 +8,17 @@ import os
 import random
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from pibridge.drivers import BadDataError, BusError, ImplausibleValueError, NotReadyError, SensorError
 from pibridge.drivers import mhz19 as chip
-from pibridge.drivers.base import read_with_retries
+from pibridge.drivers.base import MAX_COLLECT_STEPS, CollectAgain, Sample, read_with_retries
 from pibridge.drivers.fakes import VirtualClock
 from pibridge.drivers.fakes.mhz19 import FakeMHZ19, mhz19_checksum
+from pibridge.drivers.fakes.serial import input_waiter
 from pibridge.drivers.serialport import SerialPortGoneError
 from pibridge.drivers.simulation import SimulatedWorld
 
@@ -37,8 +38,10 @@ def driver_on(fake: FakeMHZ19, **options: object) -> chip.MHZ19:
     return chip.MHZ19(fake.device, timeout_s=TIMEOUT_S, **options)
 
 
-def no_sleep(seconds: float) -> None:
-    """The caller's wait: the reply is read with the port's timeout, nothing to wait for here."""
+def waits(driver: chip.MHZ19) -> Callable[[float], None]:
+    """The caller's wait: the driver never waits on the port, so the test waits what it asks for
+    and, beyond it, for the reply's bytes to arrive (at most `TIMEOUT_S`)."""
+    return input_waiter(driver.link, TIMEOUT_S)
 
 
 # --- the manual's vectors ---------------------------------------------------------------------------
@@ -78,26 +81,38 @@ def test_the_fakes_checksum_is_an_independent_implementation_that_agrees() -> No
 
 
 # --- through a pseudo-terminal ----------------------------------------------------------------------
+def read_once_started(driver: chip.MHZ19, wait: float = chip.READ_TIME_S) -> Sample:
+    """The rest of a reading `start` began: wait, collect, and again after each `CollectAgain`."""
+    sleep = waits(driver)
+    for _ in range(MAX_COLLECT_STEPS):
+        sleep(wait)
+        result = driver.collect()
+        if not isinstance(result, CollectAgain):
+            return result
+        wait = result.wait_s
+    raise AssertionError("no end to the collect steps")
+
+
 def test_a_read_over_the_pty(fake: FakeMHZ19) -> None:
     with driver_on(fake) as driver:
         assert driver.start() == pytest.approx(chip.READ_TIME_S)
-        assert driver.collect() == {"co2": 812.0}
+        assert read_once_started(driver) == {"co2": 812.0}
         fake.ppm = 1234
-        assert driver.read(no_sleep) == {"co2": 1234.0}
+        assert driver.read(waits(driver)) == {"co2": 1234.0}
     assert bytes(fake.received[-9:]) == chip.READ_CO2_REQUEST
 
 
 def test_configuration_is_written_once_not_per_read(fake: FakeMHZ19) -> None:
     with driver_on(fake, range=2000, self_calibration=False) as driver:
         for _ in range(5):
-            driver.read(no_sleep)
+            driver.read(waits(driver))
     assert fake.commands == [chip.CMD_RANGE, chip.CMD_ABC] + [chip.CMD_READ_CO2] * 5
     assert fake.range_ppm == 2000 and fake.abc is False
 
 
 def test_self_calibration_on_is_written(fake: FakeMHZ19) -> None:
     with driver_on(fake, range=10000, self_calibration=True) as driver:
-        driver.read(no_sleep)
+        driver.read(waits(driver))
     assert fake.range_ppm == 10000 and fake.abc is True
 
 
@@ -110,7 +125,7 @@ def test_a_value_above_the_range_is_implausible(fake: FakeMHZ19) -> None:
     fake.stuck_ppm = 2500
     driver = driver_on(fake, range=2000)
     with driver, pytest.raises(ImplausibleValueError, match="2500 ppm is above"):
-        driver.read(no_sleep)
+        driver.read(waits(driver))
 
 
 REPLY_800 = bytes.fromhex("ff 86 03 20 41 40 00 00 d6")
@@ -137,37 +152,37 @@ FAULTS: list[tuple[str, dict[str, object], type[SensorError] | None, str]] = [
 def test_wire_faults_are_typed_and_the_next_read_recovers(
         fake: FakeMHZ19, fault: dict[str, object], error: type[SensorError] | None, message: str) -> None:
     with driver_on(fake) as driver:
-        driver.read(no_sleep)
+        driver.read(waits(driver))
         for name, value in fault.items():
             setattr(fake, name, value)
         if error is None:
-            assert driver.read(no_sleep) == {"co2": 812.0}
+            assert driver.read(waits(driver)) == {"co2": 812.0}
         else:
             with pytest.raises(error) as caught:
-                driver.read(no_sleep)
+                driver.read(waits(driver))
             assert type(caught.value) is error and caught.value.retryable
             assert str(caught.value).startswith(f"MH-Z19 on {driver.port}: ") and message in str(caught.value)
             assert "\n" not in str(caught.value)
         fake.silent = False
-        assert driver.read(no_sleep) == {"co2": 812.0}  # the next frame is read as if nothing happened
+        assert driver.read(waits(driver)) == {"co2": 812.0}  # the next frame is read as if nothing happened
     assert fake.commands.count(chip.CMD_RANGE) == 1
 
 
 def test_a_glitch_is_retried_within_the_sample(fake: FakeMHZ19) -> None:
     with driver_on(fake) as driver:
         fake.corrupt_next = True
-        assert read_with_retries(driver, no_sleep) == {"co2": 812.0}
+        assert read_with_retries(driver, waits(driver)) == {"co2": 812.0}
 
 
 def test_an_injected_late_reply_is_discarded_before_the_next_request(fake: FakeMHZ19) -> None:
     assert chip.reply_problem(REPLY_800) is None and chip.parse_co2(REPLY_800) == 800
     with driver_on(fake) as driver:
-        driver.read(no_sleep)
+        driver.read(waits(driver))
         fake.inject(REPLY_800)          # an old reply still in the buffer when the next read starts
         fake.ppm = 444
         port = driver.link._serial      # the pty delivers asynchronously: wait until it is there
         assert select.select([port.fileno()], [], [], 5.0)[0] and port.in_waiting == len(REPLY_800)
-        assert driver.read(no_sleep) == {"co2": 444.0}
+        assert driver.read(waits(driver)) == {"co2": 444.0}
 
 
 @pytest.fixture
@@ -181,18 +196,18 @@ def test_a_vanished_port_is_a_typed_error_and_the_replugged_one_is_used_again(us
     os.symlink(first.device, usb_link)
     driver = chip.MHZ19(timeout_s=TIMEOUT_S, port=str(usb_link))
     try:
-        assert driver.read(no_sleep) == {"co2": 700.0}
+        assert driver.read(waits(driver)) == {"co2": 700.0}
         first.unplug()                                       # the adapter is pulled
         with pytest.raises(SerialPortGoneError, match=f"MH-Z19 on {usb_link}: .* failed, port closed"):
-            driver.read(no_sleep)
+            driver.read(waits(driver))
         with pytest.raises(SerialPortGoneError, match="cannot open: no such port") as caught:
-            driver.read(no_sleep)                            # still gone: the node is missing
+            driver.read(waits(driver))                            # still gone: the node is missing
         assert not caught.value.retryable and "\n" not in str(caught.value)
         second = FakeMHZ19(ppm=900)                          # plugged in again (a new pty behind the link)
         os.unlink(usb_link)
         os.symlink(second.device, usb_link)
         try:
-            assert driver.read(no_sleep) == {"co2": 900.0}
+            assert driver.read(waits(driver)) == {"co2": 900.0}
             assert second.commands == [chip.CMD_RANGE, chip.CMD_ABC, chip.CMD_READ_CO2]  # configured again
             assert driver.link.opened == 2
         finally:
@@ -233,7 +248,7 @@ def test_simulated_driver_reads_the_worlds_co2_and_its_fake_stops_with_it() -> N
     with SimulatedWorld(clock=VirtualClock()) as world:
         driver = world.build("mhz19", {"range": 2000})
         assert len(fake_threads()) == len(before) + 1
-        sample = read_with_retries(driver, no_sleep)
+        sample = read_with_retries(driver, waits(driver))
         assert 380 <= sample["co2"] <= 2000
         driver.close()                                   # the sensor closes: its fake chip's thread ends
         assert fake_threads() == before
@@ -255,9 +270,9 @@ def test_preheat_values_and_real_baud_timing() -> None:
     fake = FakeMHZ19(ppm=650, preheat_s=180.0, clock=clock, realtime=True)
     try:
         with driver_on(fake) as driver:
-            assert driver.read(no_sleep) == {"co2": 500.0}
+            assert driver.read(waits(driver)) == {"co2": 500.0}
             clock.sleep(180.0)
-            assert driver.read(no_sleep) == {"co2": 650.0}
+            assert driver.read(waits(driver)) == {"co2": 650.0}
     finally:
         fake.close()
 
@@ -265,7 +280,7 @@ def test_preheat_values_and_real_baud_timing() -> None:
 def test_a_stuck_sensor_repeats_its_value(fake: FakeMHZ19) -> None:
     fake.stuck_ppm = 1000
     with driver_on(fake) as driver:
-        values = {driver.read(no_sleep)["co2"] for _ in range(3)}
+        values = {driver.read(waits(driver))["co2"] for _ in range(3)}
         fake.ppm = 400
-        values.add(driver.read(no_sleep)["co2"])
+        values.add(driver.read(waits(driver))["co2"])
     assert values == {1000.0}

@@ -16,8 +16,10 @@ from gpiozero.pins.mock import MockFactory
 
 from pibridge.drivers import BadDataError, BusError, NotReadyError, SensorError
 from pibridge.drivers import pms5003 as chip
+from pibridge.drivers.base import MAX_COLLECT_STEPS, CollectAgain, Sample
 from pibridge.drivers.fakes import VirtualClock
 from pibridge.drivers.fakes.pms5003 import FakePMS5003, pms_sum
+from pibridge.drivers.fakes.serial import input_waiter
 from pibridge.drivers.serialport import SerialPortGoneError
 from pibridge.drivers.simulation import SimulatedWorld
 
@@ -114,6 +116,19 @@ def start_and_wait(driver: chip.PMS5003, fake: FakePMS5003, clock: VirtualClock)
     clock.sleep(wait)
 
 
+def finish(driver: chip.PMS5003, clock: VirtualClock) -> Sample:
+    """``collect()`` until the reading ends, waiting (virtual time for the fake's clock, and real
+    time until the bytes arrive: a pty delivers them asynchronously) after each `CollectAgain`."""
+    sleep = input_waiter(driver.link, TIMEOUT_S)
+    for _ in range(MAX_COLLECT_STEPS):
+        result = driver.collect()
+        if not isinstance(result, CollectAgain):
+            return result
+        clock.sleep(result.wait_s)
+        sleep(result.wait_s)
+    raise AssertionError("no end to the collect steps")
+
+
 def caught_up(fake: FakePMS5003, driver: chip.PMS5003) -> bool:
     """Wait until the fake has handled every byte the driver wrote to its current port."""
     return fake.wait_until(lambda: fake.received_total >= driver.link.sent_bytes)
@@ -128,12 +143,12 @@ def test_passive_read_waits_the_warm_up_reads_and_sleeps(fake: FakePMS5003, cloc
         assert commands_are(fake, [WAKE, PASSIVE]) and not fake.sleeping
         clock.sleep(10.0)
         with pytest.raises(NotReadyError, match=r"fan warming up, 20\.0 s left"):
-            driver.collect()
+            driver.collect()  # raised at once: nothing sent
         clock.sleep(wait - 10.0)
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
         assert commands_are(fake, [WAKE, PASSIVE, READ, SLEEP]) and fake.sleeping
         start_and_wait(driver, fake, clock)                     # the next sample wakes it again
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
         assert commands_are(fake, [WAKE, PASSIVE, READ, SLEEP, WAKE, READ, SLEEP])
     assert driver.timing.min_interval_s == pytest.approx(chip.PASSIVE_READ_TIME_S)
 
@@ -142,7 +157,7 @@ def test_configuration_is_written_once_not_per_read(fake: FakePMS5003, clock: Vi
     with passive_driver(fake, clock) as driver:
         for _ in range(4):
             start_and_wait(driver, fake, clock)
-            assert driver.collect() == EXPECTED
+            assert finish(driver, clock) == EXPECTED
     assert commands_are(fake, [WAKE, PASSIVE, READ, SLEEP] + [WAKE, READ, SLEEP] * 3)
 
 
@@ -151,9 +166,9 @@ def test_a_retry_while_awake_does_not_wait_the_warm_up_again(fake: FakePMS5003, 
         start_and_wait(driver, fake, clock)
         fake.corrupt_next = True
         with pytest.raises(BadDataError, match="checksum"):
-            driver.collect()
+            finish(driver, clock)
         assert driver.start() == pytest.approx(chip.FRAME_TIME_S + chip.SENSOR_LATENCY_S)
-        assert driver.collect() == EXPECTED         # stayed awake for the retry: no second wake
+        assert finish(driver, clock) == EXPECTED         # stayed awake for the retry: no second wake
         assert commands_are(fake, [WAKE, PASSIVE, READ, READ, SLEEP]) and fake.sleeping
 
 
@@ -161,7 +176,7 @@ def test_counts_option_adds_the_particle_counts(fake: FakePMS5003, clock: Virtua
     with passive_driver(fake, clock, counts=True) as driver:
         assert [m.key for m in driver.active_metrics()] == [*chip.PM_KEYS, *chip.COUNT_KEYS]
         start_and_wait(driver, fake, clock)
-        sample = driver.collect()
+        sample = finish(driver, clock)
     assert set(sample) == {*chip.PM_KEYS, *chip.COUNT_KEYS}
     assert all(isinstance(sample[k], int) for k in chip.COUNT_KEYS) and sample["particles_0_3"] > 0
 
@@ -175,11 +190,11 @@ def test_the_set_pin_sleeps_the_fan_instead_of_commands(clock: VirtualClock) -> 
                           set_pin=22) as driver:
             assert pin.state == 1 and commands_are(fake, [PASSIVE])
             start_and_wait(driver, fake, clock)
-            assert driver.collect() == EXPECTED
+            assert finish(driver, clock) == EXPECTED
             assert pin.state == 0 and fake.awake is False
             start_and_wait(driver, fake, clock)
             assert pin.state == 1
-            assert driver.collect() == EXPECTED
+            assert finish(driver, clock) == EXPECTED
             assert pin.state == 0
             assert commands_are(fake, [PASSIVE, READ, READ])        # no sleep/wake commands
         assert chip.PMS5003.resources(driver.config).gpio == (22,)
@@ -206,7 +221,7 @@ def test_active_mode_takes_the_newest_frame_after_the_start(fake: FakePMS5003, c
         fake.poke()
         assert fake.wait_sent(sent + 1)
         assert input_arrives(driver, 2 * chip.DATA_FRAME_LEN)
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
     assert fake.commands == [WAKE, ACTIVE]           # nothing is sent per read in active mode
 
 
@@ -217,7 +232,7 @@ def test_active_mode_with_garbage_and_a_split_frame(fake: FakePMS5003, clock: Vi
         fake.inject(b"\x42\x00BM\x00")
         fake.split_next = True
         fake.send_frame()
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
 
 
 def test_active_mode_silent_fan_is_a_bus_error(fake: FakePMS5003, clock: VirtualClock) -> None:
@@ -225,7 +240,7 @@ def test_active_mode_silent_fan_is_a_bus_error(fake: FakePMS5003, clock: Virtual
         fake.silent = True
         start_and_wait(driver, fake, clock)
         with pytest.raises(BusError, match="no frame: the sensor is silent"):
-            driver.collect()
+            finish(driver, clock)
 
 
 # --- the wire-fault table (passive: one frame per request) ---------------------------------------------
@@ -253,17 +268,17 @@ def test_wire_faults_are_typed_and_the_next_read_recovers(
         for name, value in fault.items():
             setattr(fake, name, value)
         if error is None:
-            assert driver.collect() == EXPECTED
+            assert finish(driver, clock) == EXPECTED
         else:
             with pytest.raises(error) as caught:
-                driver.collect()
+                finish(driver, clock)
             assert type(caught.value) is error and caught.value.retryable
             assert str(caught.value).startswith(f"PMS5003 on {driver.port}: ")
             assert message in str(caught.value)
             assert "\n" not in str(caught.value)
         fake.silent = False
         start_and_wait(driver, fake, clock)
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
     assert commands_are(fake, [WAKE, PASSIVE, READ] + ([READ] if error else [SLEEP, WAKE, READ]) + [SLEEP])
 
 
@@ -276,7 +291,7 @@ def test_a_vanished_port_is_typed_and_the_replugged_one_is_configured_again(tmp_
     second: FakePMS5003 | None = None
     try:
         start_and_wait(driver, first, clock)
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED
         first.unplug()
         with pytest.raises(SerialPortGoneError, match="failed, port closed"):
             driver.start()
@@ -286,7 +301,7 @@ def test_a_vanished_port_is_typed_and_the_replugged_one_is_configured_again(tmp_
         os.unlink(link)
         os.symlink(second.device, link)
         start_and_wait(driver, second, clock)
-        assert driver.collect() == {"pm1_0": 1.0, "pm2_5": 2.0, "pm10": 3.0}
+        assert finish(driver, clock) == {"pm1_0": 1.0, "pm2_5": 2.0, "pm10": 3.0}
         assert commands_are(second, [WAKE, PASSIVE, READ, SLEEP])
     finally:
         driver.close()
@@ -313,7 +328,7 @@ def test_simulated_passive_driver_on_the_worlds_air_with_a_set_pin() -> None:
         assert isinstance(fake, FakePMS5003) and caught_up(fake, driver)
         assert fake.wait_until(lambda: fake.awake)
         clock.sleep(wait)
-        sample = driver.collect()
+        sample = finish(driver, clock)
         assert 0 < sample["pm1_0"] <= sample["pm2_5"] <= sample["pm10"]
         assert world.pin_factory().pin(22).state == 0      # asleep again
         driver.close()
@@ -330,11 +345,11 @@ def test_a_stray_bm_inside_the_data_neither_confuses_a_good_frame_nor_a_bad_one(
     fake.pm = stray
     with passive_driver(fake, clock) as driver:
         start_and_wait(driver, fake, clock)
-        assert driver.collect() == dict(zip(chip.PM_KEYS, stray, strict=True))
+        assert finish(driver, clock) == dict(zip(chip.PM_KEYS, stray, strict=True))
         fake.corrupt_next = True
         start_and_wait(driver, fake, clock)
         with pytest.raises(BadDataError, match="checksum"):
-            driver.collect()
+            finish(driver, clock)
         fake.pm = PM
         start_and_wait(driver, fake, clock)
-        assert driver.collect() == EXPECTED
+        assert finish(driver, clock) == EXPECTED

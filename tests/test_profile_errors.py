@@ -221,6 +221,20 @@ CASES: list[tuple[str, str, list[str]]] = [
       '(one sensor per port)',
       '15: sensor "CO2 2" → options.port: serial port /dev/./ttyUSB0 is already used by sensor "Dust 2" '
       '(one sensor per port)']),
+    ("the header UART under its three names, checked off a Pi", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n'
+     '[[sensor]]\nname = "Dust"\ndriver = "pms5003"\noptions.port = "/dev/ttyS0"\n[[sensor]]\n'
+     'name = "CO2 2"\ndriver = "mhz19"\noptions.port = "/dev/ttyAMA0"\n[[sensor]]\nname = "Dust 2"\n'
+     'driver = "pms5003"\noptions.port = "/dev/ttyUSB0"\n',
+     ['7: sensor "Dust" → options.port: serial port /dev/ttyS0 may be the same header UART (GPIO 14/15) as '
+      '/dev/serial0, which sensor "CO2" uses (serial0 is ttyS0 or ttyAMA0, depending on the Pi; one sensor '
+      'per port)',
+      '11: sensor "CO2 2" → options.port: serial port /dev/ttyAMA0 may be the same header UART (GPIO 14/15) '
+      'as /dev/serial0, which sensor "CO2" uses (serial0 is ttyS0 or ttyAMA0, depending on the Pi; one '
+      'sensor per port)']),
+    ("GPIO sensors on the pins of ttyS0 and ttyAMA0", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n'
+     'options.port = "/dev/ttyAMA0"\n[[sensor]]\nname = "Door"\ndriver = "digital_input"\noptions.pin = 14\n',
+     ['8: sensor "Door" → options.pin: GPIO 14 is a pin of the serial port /dev/ttyAMA0 (GPIO 14 and 15), '
+      'which sensor "CO2" uses']),
     ("GPIO sensor on the header UART's pins", '[[sensor]]\nname = "CO2"\ndriver = "mhz19"\n[[sensor]]\n'
      'name = "Door"\ndriver = "digital_input"\noptions.pin = 15\n',
      ['7: sensor "Door" → options.pin: GPIO 15 is a pin of the serial port /dev/serial0 (GPIO 14 and 15), '
@@ -322,6 +336,9 @@ def _no_serial_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cmdline = tmp_path / "cmdline.txt"
     cmdline.write_text("console=tty1 root=PARTUUID=0-02 rootwait\n")
     monkeypatch.setattr(serialport, "CMDLINE_FILES", (cmdline,))
+    real_exists = serialport.device_exists   # and checked "off a Pi": the header UART's names do not resolve
+    monkeypatch.setattr(serialport, "device_exists",
+                        lambda path: path not in serialport.HEADER_UART_PATHS and real_exists(path))
 
 
 def _write(tmp_path: Path, text: str, name: str = "greenhouse.toml") -> Path:
@@ -647,6 +664,9 @@ def test_a_port_that_is_the_serial_console(tmp_path: Path, monkeypatch: pytest.M
             firmware.write_text(cmdline + "\n")
         shown = firmware
     monkeypatch.setattr(serialport, "CMDLINE_FILES", (firmware, boot))
+    # these rows are about the console; serial0 beside ttyS0/ttyAMA0 checked off a Pi (possibly
+    # one header UART) is a row of `test_broken_profile_reports_exactly`
+    monkeypatch.setattr(serialport, "may_be_one_header_uart", lambda a, b: False)
     path = _write(tmp_path, CONSOLE_PROFILE.format(port=port))
     if not expected:
         load_profile(path)

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from pibridge.bridge.model import TakenSample
 from pibridge.bridge.queue import SampleQueue, read_resume_values, reset_resume
@@ -23,6 +24,7 @@ from pibridge.profile import ProfileError, load_profile
 
 PIN = 17
 RAIN = {"pin": PIN, "per_pulse": 0.2794, "unit": "mm", "debounce": "50ms"}
+RAIN_NO_DEBOUNCE = {**RAIN, "debounce": "0ms"}   #: every edge counts (a second train's too)
 WIND = {"pin": PIN, "rate_factor": 2.4, "rate_unit": "km/h", "debounce": "5ms"}
 FLOW = {"pin": PIN, "per_pulse": 1 / 450, "unit": "L", "rate_factor": 1 / 7.5, "rate_unit": "L/min"}
 
@@ -166,6 +168,36 @@ def test_gust_is_the_highest_3_s_rate(mock_factory, clock, pin) -> None:
     assert driver.collect()["gust"] == 0.0
 
 
+class WrappingTicksFactory(MockFactory):
+    """Ticks as pigpio gives them: integer microseconds that wrap at 2^32; ``ticks_diff`` is
+    modular, as gpiozero's pigpio factory's."""
+
+    @staticmethod
+    def ticks_diff(later: int, earlier: int) -> float:
+        return ((later - earlier) % (1 << 32)) / 1e6
+
+
+def test_gust_buckets_on_the_factorys_ticks_across_a_wrap(clock) -> None:
+    """Buckets are time since a reference through ``ticks_diff``, never raw ticks / seconds: with
+    µs ticks wrapping during a 10 Hz burst the gust is the same as with seconds."""
+    factory = WrappingTicksFactory()
+    try:
+        pin = factory.pin(PIN, pin_class=PulsePin)
+        driver = counter(factory, clock, **{**WIND, "gust_window": "3s"})
+        start = (1 << 32) - 31_000_000                              # 31 s before the wrap
+        seconds = sorted([float(i) for i in range(60)] + [30.05 + i * 0.1 for i in range(30)])
+        for t in seconds:
+            at = (start + round(t * 1e6)) % (1 << 32)
+            pin.drive_at(False, at)
+            pin.drive_at(True, (at + 10_000) % (1 << 32))
+        clock.sleep(60.0)
+        sample = driver.collect()
+        assert sample["gust"] == pytest.approx((30 + 3) / 3 * 2.4)
+        assert sample["count"] == 90
+    finally:
+        factory.close()
+
+
 # -- declarations -----------------------------------------------------------------------------------------
 def test_metrics_follow_the_options() -> None:
     rain = PulseCounter.metrics_for(PulseCounter.check_options(RAIN))
@@ -217,6 +249,29 @@ def test_steady_simulated_train_is_exact_and_timer_driven() -> None:
         now[0] += 10.0
         timer.advance()
         assert driver.collect()["count"] == 20  # pulses at .25 and .75 s of each second
+
+
+def test_a_rebuilt_driver_on_the_same_pin_gets_one_train_not_two() -> None:
+    """The scheduler rebuilds a failed sensor in the same world: the closed driver's train stops
+    with it and the new one counts 20 pulses per 10 s at 2 Hz, not 40."""
+    now = [1_700_000_000.0]
+    env = Environment(seed=5, clock=lambda: now[0], steady_pulse_hz=2.0)
+    with SimulatedWorld(env, clock=VirtualClock(), door_timer=False) as world:
+        first = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        timer = world.shared("pulse-timer", lambda: None)
+        assert isinstance(timer, PulseTimer)
+        first.close()
+        rebuilt = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        now[0] += 10.0
+        timer.advance()
+        assert rebuilt.collect()["count"] == 20
+        assert len(timer.pins) == 1
+        rebuilt.close()
+        assert timer.pins == []                                            # released with its driver
+        rebuilt = world.build("pulse_counter", RAIN_NO_DEBOUNCE)
+        pin = timer.pins[0]
+        timer.add(pin, PulseTrain(lambda t: 2.0, seed="x", steady_hz=2.0))   # a second add replaces
+        assert timer.pins == [pin]
 
 
 def test_a_rain_shower_an_anemometer_and_an_irrigation_run() -> None:

@@ -321,6 +321,26 @@ def test_stuck_data_ready_never_sends_the_same_frame_twice(caplog: pytest.LogCap
     assert read(driver, clock)["co2"] > first["co2"]
 
 
+def test_after_a_soft_reset_the_driver_waits_the_boot_before_talking_to_the_module() -> None:
+    """The module is deaf for 2 s after 0xD304 (the fake too): a reading within them is
+    `NotReadyError` without bus traffic, not a NACK; after them it is set up again."""
+    _bus, chip, clock, driver = running()
+    read(driver, clock)
+    chip.stuck_data_ready = True
+    with pytest.raises(DataReadyStuckError):
+        read(driver, clock)
+    chip.stuck_data_ready = False
+    sent = len(chip.commands)
+    clock.sleep(0.1)                                        # a retry 0.1 s later
+    with pytest.raises(NotReadyError, match=r"soft reset sent; the module boots, ready in 1\.9 s") as caught:
+        read(driver, clock)
+    assert type(caught.value) is NotReadyError and len(chip.commands) == sent
+    clock.sleep(1.9)
+    with pytest.raises(NotReadyError, match="continuous measurement started"):
+        read(driver, clock)                                 # set up again: the module answers
+    assert chip.soft_reset_s == 2.0
+
+
 def test_nothing_at_the_address_is_device_not_found() -> None:
     clock = VirtualClock()
     with pytest.raises(DeviceNotFoundError):

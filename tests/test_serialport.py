@@ -7,15 +7,19 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pibridge.drivers import BadDataError, BusError
+from pibridge.drivers import BadDataError, BusError, SensorError
 from pibridge.drivers import serialport as sp
-from pibridge.drivers.base import Resources
-from pibridge.drivers.fakes.serial import FakeSerialChip
+from pibridge.drivers.base import MAX_COLLECT_STEPS, CollectAgain, Resources
+from pibridge.drivers.fakes import VirtualClock
+from pibridge.drivers.fakes.mhz19 import FakeMHZ19
+from pibridge.drivers.fakes.pms5003 import FakePMS5003
+from pibridge.drivers.fakes.serial import FakeSerialChip, input_waiter
 from pibridge.drivers.mhz19 import MHZ19
 from pibridge.drivers.pms5003 import PMS5003
 
@@ -243,3 +247,69 @@ def test_a_path_that_is_not_a_tty_fails_to_open_in_one_line(tmp_path: Path) -> N
         MHZ19(port=str(plain))
     assert str(caught.value).startswith(f"MH-Z19 on {plain}: cannot open: ")
     assert "\n" not in str(caught.value)
+
+
+# --- drivers never block in collect() -------------------------------------------------------------------
+#: A port timeout no collect() may sit out: a driver that reads blockingly would take this long.
+BLOCKING_TIMEOUT_S = 30.0
+#: Far above a non-blocking collect() on a loaded machine, far below `BLOCKING_TIMEOUT_S`.
+NEVER_BLOCKED_S = 2.0
+
+
+def timed_collects(driver: MHZ19 | PMS5003, first_wait: float,
+                   sleep: Callable[[float], None]) -> tuple[list[float], object]:
+    """Run one reading's collect() steps; each step's wall time, and how the reading ended."""
+    spent: list[float] = []
+    wait = first_wait
+    for _ in range(MAX_COLLECT_STEPS):
+        sleep(wait)
+        began = time.monotonic()
+        try:
+            result = driver.collect()
+        except SensorError as exc:
+            spent.append(time.monotonic() - began)
+            return spent, exc
+        spent.append(time.monotonic() - began)
+        if not isinstance(result, CollectAgain):
+            return spent, result
+        wait = result.wait_s
+    raise AssertionError("no end to the collect steps")
+
+
+def test_a_silent_sensor_never_blocks_collect_and_ends_in_a_bus_error_after_the_promised_waits() -> None:
+    """The PMS5003 woken in start() sends its read request in collect(), the MH-Z19's reply is
+    awaited in collect(): against silence each collect() returns at once (a blocking read would
+    sit out the 30 s timeout), a bounded number of `CollectAgain` steps, then `BusError`."""
+    clock = VirtualClock()
+    pms = FakePMS5003(pm=(1.0, 2.0, 3.0), clock=clock)
+    mhz = FakeMHZ19(ppm=600)
+    try:
+        with PMS5003(pms.device, timeout_s=BLOCKING_TIMEOUT_S, clock=clock, mode="passive") as driver:
+            pms.silent = True
+            wait = driver.start()                       # the warm-up: the request is still to send
+            clock.sleep(wait)
+            spent, ended = timed_collects(driver, 0.0, time.sleep)
+            assert max(spent) < NEVER_BLOCKED_S
+            assert isinstance(ended, BusError) and "the sensor is silent" in str(ended)
+            assert len(spent) == 1 + 1 + sp.MAX_POLLS   # request, polls, the failing poll
+        with MHZ19(mhz.device, timeout_s=BLOCKING_TIMEOUT_S) as co2:
+            mhz.silent = True
+            spent, ended = timed_collects(co2, co2.start(), time.sleep)
+            assert max(spent) < NEVER_BLOCKED_S
+            assert isinstance(ended, BusError) and "the sensor is silent" in str(ended)
+            assert len(spent) == 1 + sp.MAX_POLLS
+    finally:
+        pms.close()
+        mhz.close()
+
+
+def test_a_paced_reply_is_collected_in_steps_without_blocking() -> None:
+    """A fake paced at 9600 baud: the reply completes over several non-blocking collect() steps."""
+    mhz = FakeMHZ19(ppm=700, realtime=True)
+    try:
+        with MHZ19(mhz.device, timeout_s=BLOCKING_TIMEOUT_S) as co2:
+            for _ in range(3):
+                spent, ended = timed_collects(co2, co2.start(), input_waiter(co2.link, 0.5))
+                assert ended == {"co2": 700.0} and max(spent) < NEVER_BLOCKED_S
+    finally:
+        mhz.close()

@@ -13,7 +13,7 @@ from smbus2 import i2c_msg
 
 from pibridge.cli import driver_commands
 from pibridge.drivers import SimulatedWorld, read_with_retries
-from pibridge.drivers.base import check_sample
+from pibridge.drivers.base import CollectAgain, check_sample
 from pibridge.drivers.errors import (
     BadDataError,
     BusError,
@@ -65,6 +65,18 @@ def test_cross_check_against_exact_fractions() -> None:
         assert abs(ticks_to_celsius(raw) - float(exact_t)) < 1e-12, raw
         assert abs(ticks_to_humidity(raw) - float(exact_rh)) < 1e-12, raw
     assert ticks_to_celsius(16851) < 0 < ticks_to_celsius(16852)
+
+
+def test_one_temperature_formula_for_the_sensirion_chips_correctly_rounded() -> None:
+    """SHT3x, SHT4x and SCD4x share ``T = -45 + 175·S/65535`` (`sensirion.ticks_to_celsius`):
+    every one of the 65536 words gives the float nearest the exact fraction."""
+    from pibridge.drivers import scd4x, sensirion, sht4x
+
+    assert ticks_to_celsius is sensirion.ticks_to_celsius is sht4x.ticks_to_celsius
+    for raw in range(0x10000):
+        exact = float(Fraction(-45) + Fraction(175 * raw, 65535))
+        assert sensirion.ticks_to_celsius(raw) == exact, raw
+        assert scd4x.convert_measurement(0, raw, 0)[1] == exact, raw
 
 
 def test_integer_form_is_within_its_known_bias() -> None:
@@ -151,6 +163,47 @@ def test_chip_left_in_periodic_mode_is_stopped_by_the_driver(caplog: pytest.LogC
     assert chip.periodic_period_s is None and 0x3093 in chip.commands
     assert [r.getMessage() for r in caplog.records] == [
         "SHT3x at 0x44: break (stop periodic mode) after 2 measurements that never arrived"]
+
+
+def test_after_a_crc_error_break_then_soft_reset_with_its_wait() -> None:
+    bus, chip, clock = rig(celsius=18.0)
+    driver = SHT3x(bus=bus)
+    driver.read(clock.sleep)
+    chip.corrupt_crc = 1
+    with pytest.raises(BadDataError):
+        driver.read(clock.sleep)
+    sent = len(chip.commands)
+    clock.sleep(driver.start())                                   # the break
+    step = driver.collect()
+    assert step == CollectAgain(0.001)                            # the status command's reply
+    clock.sleep(step.wait_s)
+    step = driver.collect()
+    assert step == CollectAgain(0.0015)                           # the soft reset's 1.5 ms
+    assert chip.commands[sent:] == [0x3093, 0xF32D, 0x30A2]       # no heater-off: it was off
+    clock.sleep(step.wait_s)
+    with pytest.raises(NotReadyError, match="break sent, then soft reset"):
+        driver.collect()
+    assert driver.read(clock.sleep)["temperature"] == pytest.approx(18.0, abs=0.003)
+    assert chip.status == 0x8010                                  # the reset's power-on status
+
+
+def test_a_heater_left_on_is_switched_off_in_the_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    bus, chip, clock = rig()
+    bus.i2c_rdwr(i2c_msg.write(ADDR, [0x30, 0x6D]))              # another program: heater on
+    assert chip.status & 0x2000
+    driver = SHT3x(bus=bus)
+    chip.corrupt_crc = 1
+    with pytest.raises(BadDataError):
+        driver.read(clock.sleep)
+    with caplog.at_level(logging.WARNING, logger="pibridge.drivers.sht3x"), \
+            pytest.raises(NotReadyError, match="soft reset"):
+        driver.read(clock.sleep)
+    assert chip.commands[-4:] == [0x3093, 0xF32D, 0x3066, 0x30A2]
+    assert not chip.status & 0x2000
+    assert [r.getMessage() for r in caplog.records] == [
+        "SHT3x at 0x44: break (stop periodic mode) after a CRC error",
+        "SHT3x at 0x44: the heater was on (status 0xa010): switched off"]
+    assert read_with_retries(driver, clock.sleep)["humidity"] == pytest.approx(50.0, abs=0.001)
 
 
 # --- faults ---------------------------------------------------------------------------------------

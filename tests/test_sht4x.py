@@ -330,3 +330,34 @@ def test_scan_names_a_chip_that_acks_the_bare_read_and_refuses_bad_serials() -> 
 
     assert _name_serial(bytes.fromhex("00 C0 1F FF EE 00")) is None
     assert _name_serial(pack_words(0x00C0, 0xFFEE)) == "SHT4x (serial 0x00c0ffee)"
+
+
+def test_single_shot_steps_shared_by_sht3x_and_sht4x() -> None:
+    """`sensirion.SingleShotSteps`: the phase, the reset reason and the not-there count of both
+    single-shot drivers (one implementation)."""
+    from pibridge.drivers import sensirion
+    from pibridge.drivers.errors import NotReadyError as NotReady
+    from pibridge.drivers.sht3x import SHT3x
+
+    bus = FakeSMBus(1)
+    assert isinstance(SHT4x(bus=bus)._steps, sensirion.SingleShotSteps)
+    assert isinstance(SHT3x(bus=bus)._steps, sensirion.SingleShotSteps)
+    steps = sensirion.SingleShotSteps(stuck_after=2)
+    with pytest.raises(NotReady, match="x: collect\\(\\) before start\\(\\)"):
+        steps.take_phase("x")
+
+    def busy() -> bytes:
+        raise NotReady("busy")
+
+    for expected in (None, "2 measurements that never arrived"):
+        with pytest.raises(NotReady):
+            steps.result(busy, "x")
+        assert steps.reset_reason == expected
+    assert steps.reset_due() == "2 measurements that never arrived" and steps.not_there == 0
+    with pytest.raises(BadDataError, match="x: CRC mismatch on word 1"):
+        steps.result(lambda: bytes.fromhex("BEEF92 BEEF93"), "x")
+    assert steps.reset_due() == "a CRC error" and steps.reset_due() is None
+    assert steps.result(lambda: bytes.fromhex("BEEF92 BEEF92"), "x") == (0xBEEF, 0xBEEF)
+    steps.phase = "measure"
+    steps.transfer_failed()
+    assert steps.phase is None and steps.reset_due() == "a failed transfer"

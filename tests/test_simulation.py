@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +146,7 @@ def test_the_table_covers_every_builtin_driver() -> None:
     ("digital_input", {"pin": 3, "pull": "down"}, "pull"),
     ("bh1750", {"address": 0x24}, "address"),
     ("dht22", {}, "pin"),
+    ("aht20", {"address": 0x39, "variant": "aht20"}, "variant"),
 ])
 def test_cross_option_checks_without_hardware(name: str, options: dict, key: str) -> None:
     _config, problems = registry.get(name).validate(options)
@@ -165,6 +167,28 @@ def test_no_driver_module_imports_a_fake() -> None:
             "             if m.startswith('pibridge.drivers.fakes') or m == 'gpiozero'))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_fakes_frame_sensirion_words_with_one_crc_of_their_own() -> None:
+    """Every Sensirion-style fake (SHT3x, SHT4x, SCD4x, SCD30, AHT20) packs its words with
+    `fakes.sensirion` (one CRC, written apart from the drivers' so that tests compare two
+    implementations): no fake imports the drivers' CRC or word checks, none keeps its own copy."""
+    import random
+
+    from pibridge.drivers.crc import crc8_sensirion
+    from pibridge.drivers.fakes import sensirion as fake_sensirion
+
+    fakes = Path(fake_sensirion.__file__).parent
+    for name in ("sht3x", "sht4x", "scd4x", "scd30", "aht20"):
+        source = (fakes / f"{name}.py").read_text()
+        assert "from .sensirion import" in source, name
+        assert "crc8_sensirion" not in source and "from ..crc" not in source, name
+        assert "from ..sensirion" not in source, name
+        assert "def _crc" not in source and "0x31" not in source, name
+    rng = random.Random(31)
+    for _ in range(500):
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 7)))
+        assert fake_sensirion.crc8(data) == crc8_sensirion(data)
 
 
 # -- the world -----------------------------------------------------------------------------------

@@ -30,25 +30,29 @@ class FakeAHT20(FakeI2CDevice):
 
     * ``AC 33 00``: busy for ~75 ms; the data bytes keep the previous result until it ends.
     * ``BE 08 00``: sets the calibration bit (after ~5 ms). ``E1 08 00`` (the AHT10's) is NACKed
-      unless ``aht10`` (Adafruit issue #17: an AHT20 NACKs it); in AHT10 mode ``BE`` is NACKed
-      (an assumption: the sources do not say) and reads carry no CRC (0xFF after byte 5).
+      unless ``aht10`` (Adafruit issue #17: an AHT20 NACKs it) or ``accepts_e1`` (hardware.md
+      §9.6: the NACK is variable, many AHT20s take ``E1`` and calibrate); in AHT10 mode ``BE`` is
+      NACKed (an assumption: the sources do not say) and reads carry no CRC (0xFF after byte 5).
     * ``BA``: soft reset to the power-on state, busy for ~15 ms.
     * power-on: calibration bit 0 unless ``calibrated_at_power_on``.
 
     Inputs: ``source()`` -> (°C, %RH), or ``celsius``/``humidity``. Faults (opt-in): ``nack``/
-    `fail_next`; ``corrupt_crc`` (next N frames); ``zero_humidity`` (S_RH = 0); ``stuck_busy``;
-    `power_glitch` (calibration lost); detach (gone).
+    `fail_next`; ``corrupt_crc`` (next N frames); ``corrupt_status`` (next N frames: the status
+    byte's busy bit flipped on the wire after the CRC was computed); ``zero_humidity``
+    (S_RH = 0); ``stuck_busy``; `power_glitch` (calibration lost); detach (gone).
     """
 
     def __init__(self, *, celsius: float = 21.0, humidity: float = 50.0,
                  source: Callable[[], tuple[float, float]] | None = None,
                  clock: Callable[[], float] = time.monotonic, aht10: bool = False,
-                 calibrated_at_power_on: bool = False) -> None:
+                 calibrated_at_power_on: bool = False, accepts_e1: bool = False) -> None:
         super().__init__()
         self.celsius, self.humidity = celsius, humidity
         self.source = source
         self.clock = clock
         self.aht10 = aht10
+        self.accepts_e1 = accepts_e1
+        self.corrupt_status = 0
         self.calibrated_at_power_on = calibrated_at_power_on
         self.corrupt_crc = 0
         self.zero_humidity = False
@@ -95,7 +99,7 @@ class FakeAHT20(FakeI2CDevice):
             self._pending = self._sample()
             self._busy_until = now + MEASUREMENT_TYPICAL_S
         elif (command == chip.CMD_INIT_AHT20 and not self.aht10) or (
-                command == chip.CMD_INIT_AHT10 and self.aht10):
+                command == chip.CMD_INIT_AHT10 and (self.aht10 or self.accepts_e1)):
             self.calibrated = True
             self._busy_until = now + INIT_TYPICAL_S
         elif data and data[0] == chip.CMD_SOFT_RESET and len(data) == 1:
@@ -115,6 +119,9 @@ class FakeAHT20(FakeI2CDevice):
                 self.corrupt_crc -= 1
                 crc ^= 0x5A
             body += bytes([crc])
+        if self.corrupt_status > 0 and length > 1:
+            self.corrupt_status -= 1
+            body = bytes([body[0] ^ chip.STATUS_BUSY]) + body[1:]
         return (body + b"\xff" * length)[:length]
 
 

@@ -8,7 +8,10 @@ The chip's side of the wire, written on its own (not with the driver's helpers):
 
 What it models (hardware.md §17.7): the power-on register values; configuration actions taken
 when CS goes high (the datasheet triggers a 1-shot there); D5 (1-shot) and D1 (fault clear)
-self-clear; 1-shot results after the *typical* conversion time (52 / 62.5 ms), automatic mode
+self-clear; a 1-shot is refused (no conversion: the old result stays, counted in
+``refused_one_shots``) unless V_BIAS has been on for `BIAS_SETTLE_TYPICAL_S` (the datasheet asks
+for the bias to settle first, hardware.md §17.3); 1-shot results after the *typical* conversion
+time (52 / 62.5 ms), automatic mode
 results every 16.7 / 20 ms after the first full conversion, each filtered over the last 1-shot
 time: a result whose window began before V_BIAS had been on for `BIAS_SETTLE_TYPICAL_S` reads
 low (the input filter still charging) — a driver that does not let the bias settle gets wrong
@@ -69,7 +72,7 @@ class FakeMAX31865(MockSPIDevice):
     """A MAX31865 whose RTD has ``ohms()`` (a callable) and whose board has ``reference_ohms``.
 
     ``clock``: monotonic seconds (a `VirtualClock` in tests). ``transactions`` counts CS cycles;
-    ``bias_on_s`` adds up how long V_BIAS was on (self-heating)."""
+    ``bias_on_s`` adds up how long V_BIAS was on (self-heating); ``bias_on`` says whether it is."""
 
     def __init__(self, pin_factory: MockFactory, *, ohms: Source, reference_ohms: float = 430.0,
                  clock: Callable[[], float], select_pin: int = SPI0_CHIP_SELECTS[0]) -> None:
@@ -84,6 +87,7 @@ class FakeMAX31865(MockSPIDevice):
         self._glitch = 0
         self.transactions = 0
         self.bias_on_s = 0.0
+        self.refused_one_shots = 0   #: 1-shots written with V_BIAS off or not yet settled
         self._bias_since: float | None = None
         self._auto_since: float | None = None
         self._one_shot_at: float | None = None
@@ -91,6 +95,10 @@ class FakeMAX31865(MockSPIDevice):
         self.rx_buf: list[int] = []
         self._write = False
         self._pending_config: int | None = None
+
+    @property
+    def bias_on(self) -> bool:
+        return self._bias_since is not None
 
     # -- faults ------------------------------------------------------------------------------
     def fault_next(self, status: int) -> None:
@@ -153,7 +161,10 @@ class FakeMAX31865(MockSPIDevice):
         if not value & CFG_AUTO:
             self._auto_since = None
         if value & CFG_ONE_SHOT and not value & CFG_AUTO:
-            self._one_shot_at = now
+            if self._bias_since is not None and now >= self._bias_since + BIAS_SETTLE_TYPICAL_S:
+                self._one_shot_at = now
+            else:  # V_BIAS off or still settling: no conversion, the old result stays
+                self.refused_one_shots += 1
         # D5 (1-shot), D1 (clear) self-clear; the fault cycle (D3:D2) reads back 00 (done)
         self.registers[0] = value & ~(CFG_ONE_SHOT | CFG_CLEAR | CFG_FAULT_CYCLE)
 

@@ -134,9 +134,18 @@ class PulseTimer:
             self._thread.start()
 
     def add(self, pin: PulsePin, train: PulseTrain) -> None:
+        """Drive ``pin`` from ``train``, replacing the train it had (a rebuilt driver on the same
+        pin gets one train, never a second one on top)."""
         with self._lock:
+            self._sources = [(p, t) for p, t in self._sources if p is not pin]
             self._sources.append((pin, train))
             pin.drive_at(train.active_low, self._last)  # the idle level: high when a pulse pulls low
+
+    @property
+    def pins(self) -> list[PulsePin]:
+        """The pins driven now."""
+        with self._lock:
+            return [p for p, _ in self._sources]
 
     def remove(self, pin: PulsePin) -> None:
         with self._lock:
@@ -204,7 +213,7 @@ def simulate(world: SimulatedWorld, cls: type[PulseCounter], options: dict[str, 
     if env.steady_pulse_hz > 0:
         train.bounces, train.jitter = 0, 0.0
     timer = world.shared("pulse-timer", lambda: PulseTimer(env.clock, threaded=world.runs_timers))
-    driver = cls(pin_factory=factory, **options)
-    timer.add(pin, train)
+    driver = cls(pin_factory=factory, release=lambda: timer.remove(pin), **options)
+    timer.add(pin, train)       # released when the driver closes (a rebuilt one adds its own)
     world.on_close(lambda: timer.remove(pin))
     return driver

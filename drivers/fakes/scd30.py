@@ -24,34 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scd30 as chip
 from .i2c import FakeI2CDevice, nack_error
+from .sensirion import crc8, pack_words
 
 if TYPE_CHECKING:
     from ..simulation import SimulatedWorld
 
 SCD30_BOOT_S = 2.0
-SCD30_SOFT_RESET_S = 0.1
+SCD30_SOFT_RESET_S = 2.0         #: deaf after a soft reset for as long as after power-on (Sensirion: 2 s)
 SCD30_FIRMWARE = 0x0342          #: 3.66
-SCD30_POLY = 0x31
-SCD30_CRC_INIT = 0xFF
 SCD30_PRESSURE_RANGE_MBAR = (700, 1400)
 SCD30_FRC_RANGE_PPM = (400, 2000)
 
 
-def _crc(data: bytes) -> int:
-    crc = SCD30_CRC_INIT
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ SCD30_POLY) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
 def encode_words(words: list[int]) -> bytes:
-    out = bytearray()
-    for word in words:
-        pair = bytes(((word >> 8) & 0xFF, word & 0xFF))
-        out += pair + bytes((_crc(pair),))
-    return bytes(out)
+    """Words as the chip sends them: MSB, LSB, CRC each (`pack_words`, the fakes' own CRC)."""
+    return pack_words(*words)
 
 
 def measurement_frame(co2_ppm: float, celsius: float, percent: float) -> bytes:
@@ -70,6 +57,7 @@ class FakeSCD30(FakeI2CDevice):
         super().__init__()
         self.source, self.clock = source, clock
         self.commands: list[int] = []
+        self.soft_reset_s = SCD30_SOFT_RESET_S   #: how long a soft reset leaves it deaf
         self.corrupt_crc = 0
         self.stuck_data_ready = False
         self.early_reads = 0
@@ -116,7 +104,7 @@ class FakeSCD30(FakeI2CDevice):
         argument = None
         if len(data) >= 5:
             pair = bytes(data[2:4])
-            if _crc(pair) != data[4]:
+            if crc8(pair) != data[4]:
                 self.ignored_writes += 1
                 return
             argument = (pair[0] << 8) | pair[1]
@@ -185,7 +173,7 @@ class FakeSCD30(FakeI2CDevice):
         elif command == chip.CMD_FIRMWARE_VERSION:
             self.reply = encode_words([SCD30_FIRMWARE])
         elif command == chip.CMD_SOFT_RESET:
-            self._boot(now - SCD30_BOOT_S + SCD30_SOFT_RESET_S)
+            self._boot(now - SCD30_BOOT_S + self.soft_reset_s)
             self.stuck_data_ready = False
 
     def i2c_read(self, length: int) -> bytes:

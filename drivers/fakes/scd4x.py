@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scd4x as chip
 from .i2c import FakeI2CDevice, nack_error
+from .sensirion import crc8, pack_words
 
 if TYPE_CHECKING:
     from ..simulation import SimulatedWorld
@@ -38,8 +39,6 @@ SCD4X_DEFAULT_PRESSURE_HPA = 1013
 SCD4X_STATUS_READY = 0x8006           #: the datasheet's example status words
 SCD4X_STATUS_NOT_READY = 0x8000
 SCD4X_FRC_MEASURED_S = 180.0         #: FRC fails (0xFFFF) unless it measured this long before
-SCD4X_POLY = 0x31
-SCD4X_CRC_INIT = 0xFF
 
 #: execution time the fake models per command (the datasheet maximum; 0 = none)
 SCD4X_EXEC_S = {
@@ -56,23 +55,9 @@ SCD4X_WRITE_COMMANDS = frozenset({chip.CMD_SET_TEMPERATURE_OFFSET, chip.CMD_SET_
                                   chip.CMD_PERFORM_FRC})
 
 
-def _crc(data: bytes) -> int:
-    """Sensirion CRC-8 (0x31, init 0xFF), written again here so tests compare two implementations."""
-    crc = SCD4X_CRC_INIT
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ SCD4X_POLY) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
 def encode_words(words: list[int]) -> bytes:
-    """Words as the chip sends them: MSB, LSB, CRC each."""
-    out = bytearray()
-    for word in words:
-        pair = bytes(((word >> 8) & 0xFF, word & 0xFF))
-        out += pair + bytes((_crc(pair),))
-    return bytes(out)
+    """Words as the chip sends them: MSB, LSB, CRC each (`pack_words`, the fakes' own CRC)."""
+    return pack_words(*words)
 
 
 def measurement_words(co2_ppm: float, celsius: float, percent: float) -> list[int]:
@@ -155,7 +140,7 @@ class FakeSCD4x(FakeI2CDevice):
         argument: int | None = None
         if command in SCD4X_WRITE_COMMANDS and len(data) >= 5:
             pair = bytes(data[2:4])
-            if _crc(pair) != data[4]:
+            if crc8(pair) != data[4]:
                 self.ignored_writes += 1   # a bad CRC on a written word: the chip ignores the write
                 return
             argument = (pair[0] << 8) | pair[1]

@@ -24,7 +24,7 @@ import time
 import tty
 from collections.abc import Callable
 
-from ..serialport import DEFAULT_BAUDRATE, byte_time_s
+from ..serialport import DEFAULT_BAUDRATE, SerialLink, byte_time_s
 
 POLL_S = 0.05          #: the thread's longest wait while idle (ticks and stop are checked after it)
 MIN_WAIT_S = 0.001     #: the shortest wait for a tick that is already due (never a busy loop)
@@ -200,3 +200,20 @@ class FakeSerialChip:
         self._close_pty()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
+
+
+def input_waiter(link: SerialLink, at_least_s: float) -> Callable[[float], None]:
+    """A ``sleep`` for a driver's non-blocking reads in tests, as the scheduler waits: the
+    ``seconds`` the driver asked for (real time: the fake answers in real time), and beyond them,
+    up to ``at_least_s`` in all, until bytes are readable at ``link``'s port (an event: a pty
+    hands bytes over asynchronously, a loaded machine may run the fake late). Returns at once
+    when the port is closed."""
+    def wait(seconds: float) -> None:
+        deadline = time.monotonic() + max(0.0, seconds)
+        port = link._serial
+        if port is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                if port.in_waiting == 0:
+                    select.select([port.fileno()], [], [], max(seconds, at_least_s))
+        time.sleep(max(0.0, deadline - time.monotonic()))
+    return wait

@@ -641,6 +641,13 @@ class _Checker:
                     scope.report(keys, f"serial port {device} is already used by {owner.scope.label} "
                                        "(one sensor per port)")
                     continue
+                alias = next(((known, holder) for known, holder in serial_owner.items()
+                              if serialport.may_be_one_header_uart(known, device)), None)
+                if alias is not None:
+                    scope.report(keys, f"serial port {device} may be the same header UART (GPIO 14/15) "
+                                       f"as {alias[0]}, which {alias[1].scope.label} uses (serial0 is "
+                                       "ttyS0 or ttyAMA0, depending on the Pi; one sensor per port)")
+                    continue
                 serial_owner[device] = sensor
                 console = serialport.console_problem(device)
                 if console is not None:

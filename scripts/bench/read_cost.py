@@ -15,13 +15,15 @@ bisection to turn °C/Pa/%RH into ADC counts). The "driver only" rows use fakes 
 so they measure pibridge's own work per read (bus calls through the fake + maths); the issue's
 target for the BME280 is <= 200 µs. The serial drivers (MH-Z19, PMS5003) read fake chips behind
 real pseudo-terminals, whose threads also use the process's CPU: their own section shows the
-reading thread's CPU (``time.thread_time``) beside the whole process's.
+reading thread's CPU (``time.thread_time``) beside the whole process's. Their reads never wait on
+the port: each wait moves the virtual clock and then waits for the fake chip (`paced_serial`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import select
 import sys
 import tempfile
 import time
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pibridge.drivers import Driver, Environment, SensorError, SimulatedWorld, registry
 from pibridge.drivers.fakes import VirtualClock
+from pibridge.drivers.serialport import SerialDriver
 
 DEFAULT_READS = 2000
 DEFAULT_BUDGET_S = 1.0  #: wall-clock cap per driver, so slow simulations stay bounded
@@ -69,6 +72,40 @@ def paced(driver: Driver, clock: VirtualClock) -> Callable[[], Any]:
     def read() -> Any:
         clock.sleep(spacing)
         return driver.read(clock.sleep)
+
+    return read
+
+
+#: the longest a serial read's wait waits for the fake chip (real time; normally far less)
+SERIAL_ARRIVAL_S = 1.0
+#: the pty hands bytes the fake wrote to the driver's side asynchronously: this at most
+PTY_HANDOVER_S = 0.02
+
+
+def paced_serial(driver: Any, fake: Any, clock: VirtualClock) -> Callable[[], Any]:
+    """`paced` for a UART driver on ``fake``: its ``collect()`` never waits on the port, so each
+    wait moves the virtual clock and then waits (really) for the fake chip, as the scheduler's
+    wait does for the sensor on a Pi: until the fake has taken every byte the driver sent (its
+    reply, if any, is then written) or, streaming (active PMS5003), has sent its next frame; then
+    until the pty has handed the bytes over (`PTY_HANDOVER_S` at most)."""
+    spacing = driver.timing.min_interval_s
+    streaming = getattr(driver, "passive", True) is False
+
+    def wait(seconds: float) -> None:
+        frames = fake.sent_frames
+        clock.sleep(seconds)
+        if streaming:
+            fake.poke()
+            fake.wait_sent(frames + 1, SERIAL_ARRIVAL_S)
+        else:
+            fake.wait_until(lambda: fake.received_total >= driver.link.sent_bytes, SERIAL_ARRIVAL_S)
+        port = driver.link._serial
+        if port is not None and not port.in_waiting:
+            select.select([port.fileno()], [], [], PTY_HANDOVER_S)
+
+    def read() -> Any:
+        clock.sleep(spacing)
+        return driver.read(wait)
 
     return read
 
@@ -247,8 +284,8 @@ def serial_section(reads: int, budget_s: float) -> None:
             else:
                 driver = PMS5003(fake.device, timeout_s=1.0, clock=clock, mode=label.split()[1])
             with driver:
-                own = measure(paced(driver, clock), reads, budget_s, time.thread_time)
-                whole = measure(paced(driver, clock), reads, budget_s)
+                own = measure(paced_serial(driver, fake, clock), reads, budget_s, time.thread_time)
+                whole = measure(paced_serial(driver, fake, clock), reads, budget_s)
         finally:
             fake.close()
         done, failed, cpu_us, wall_us, error = own
@@ -273,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             except (ImportError, AttributeError, SensorError) as exc:
                 print(f"{name + ' (simulated)':<28} skipped: {type(exc).__name__}: {exc}")
                 continue
-            done, failed, cpu_us, wall_us, error = measure(paced(driver, clock), args.reads, args.budget)
+            reader = paced(driver, clock)
+            if isinstance(driver, SerialDriver):   # its fake chip answers on a real pty, in real time
+                reader = paced_serial(driver, world.shared(("serial-chip", driver.link.path), lambda: None),
+                                      clock)
+            done, failed, cpu_us, wall_us, error = measure(reader, args.reads, args.budget)
             note = "waits on virtual time" + (f"; failures are {error}" if failed else "")
             label = f"{name} (simulated)"
             print(f"{label:<28} {done:>6} {failed:>6} {cpu_us:>12.1f} {wall_us:>13.1f}  {note}")
