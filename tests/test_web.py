@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pibridge.bridge.status import BridgeStatus, StatusTracker, TrackedSensor
 from pibridge.web import metrics
-from pibridge.web.address import AddressError, check_exposure, parse_address
+from pibridge.web.address import AddressError, check_exposure, is_loopback, parse_address
 from pibridge.web.auth import COOKIE, TokenCheck, TokenError, read_token
 from pibridge.web.bridge_page import BridgePage
 from pibridge.web.display import shown, shown_text
@@ -52,6 +52,19 @@ def test_bad_addresses_are_one_line(text: str) -> None:
     with pytest.raises(AddressError) as caught:
         parse_address(text)
     assert "\n" not in str(caught.value) and text in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "LOCALHOST"])
+def test_loopback_addresses_and_localhost_are_loopback(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.attacker.example", "127.", "127.0.0.1.",
+                                  "0.0.0.0", "::", "192.168.1.10", "::ffff:127.0.0.1x", "localhost.example",
+                                  "pi.local", "1270.0.0.1"])
+def test_names_that_look_like_loopback_are_not(host: str) -> None:
+    assert not is_loopback(host)
+    assert check_exposure(f"{host}:8080" if ":" not in host else f"[{host}]:8080", None) is not None
 
 
 def test_only_loopback_goes_without_a_token() -> None:
