@@ -392,6 +392,7 @@ def test_a_profile_with_a_page_for_other_machines_and_its_token(tmp_path: Path) 
     from pibridge.profile import load_profile
 
     path = tmp_path / "p.toml"
+    (tmp_path / "web-token").write_text("0123456789abcdef-token\n")
     path.write_text('[bridge]\nhttp = "0.0.0.0:8080"\nhttp_token_file = "web-token"\n'
                     '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n')
     bridge = load_profile(path).bridge
