@@ -37,10 +37,11 @@ from pibridge.drivers.base import (
 )
 from pibridge.drivers.errors import SensorError
 from pibridge.paths import check_path
+from pibridge.terminal import printable
 from pibridge.units import UNIT_FORMS, ProfileUnit, conversion_factor, profile_unit, symbol_of
 
 from . import values as v
-from .errors import SHOWN_MAX, Problem, ProfileError, printable, shown
+from .errors import SHOWN_MAX, Problem, ProfileError, shown
 from .locator import KeyLocator, KeyPath
 from .model import (
     PRESSURE_FROM_METRIC,

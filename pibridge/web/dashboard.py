@@ -20,7 +20,6 @@ when another connection commits), polled by the one broadcaster thread.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 
 from .display import shown, shown_text
 from .events import Broadcaster, sse_event
-from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, json_response, text
+from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, dumps, json_response, text
 
 RANGES_S: dict[str, float | None] = {"15m": 15 * 60.0, "1h": 3600.0, "24h": 86_400.0, "all": None}
 MAX_POINTS = 1000
@@ -40,11 +39,6 @@ MS = 1000
 #: ``metric=``: a row number in ASCII digits, short enough for SQLite's 64-bit integers (``"²"``
 #: is a digit to `str.isdigit`, not to `int`; 10**30 overflows SQLite: both were a 500)
 METRIC_ROW = re.compile(r"[0-9]{1,18}")
-PAGES = {"/": "dashboard.html", "/index.html": "dashboard.html", "/favicon.ico": "favicon.svg"}
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class StoreReader:
@@ -167,7 +161,7 @@ class Dashboard:
             from pibridge.emulator.store import connect_read_only
             connect = connect_read_only
         self.reader = StoreReader(db_path, connect)
-        self.static = StaticFiles()
+        self.static = StaticFiles("dashboard.html")
         self._clock = clock
         self.broadcaster = Broadcaster(self.reader.data_version, self.event)
         self.server = WebServer(address, self.handle)
@@ -191,11 +185,11 @@ class Dashboard:
 
     def handle(self, request: Request) -> Response | Stream:
         path = request.path
-        if path in PAGES or path.startswith("/static/"):
-            found = self.static.response(PAGES.get(path) or path.removeprefix("/static/"))
-            return found or text(HTTPStatus.NOT_FOUND, "not found")
+        page = self.static.page(path)
+        if page is not None:
+            return page
         if path == "/api/inventory":
-            return json_response(_dumps(self.reader.inventory()))
+            return json_response(dumps(self.reader.inventory()))
         if path == "/api/values":
             metric_text, range_name = request.arg("metric") or "", request.arg("range") or "1h"
             if not METRIC_ROW.fullmatch(metric_text):
@@ -203,7 +197,7 @@ class Dashboard:
             if range_name not in RANGES_S:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, f"range must be one of {', '.join(RANGES_S)}")
             values = self.reader.values(int(metric_text), RANGES_S[range_name], self._clock())
-            return json_response(_dumps(values))
+            return json_response(dumps(values))
         if path == "/api/events":
             return Stream(self.broadcaster.subscribe)
         return text(HTTPStatus.NOT_FOUND, "not found")
