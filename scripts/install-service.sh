@@ -10,12 +10,17 @@
 # first one missing: root; systemd running as PID 1; a Python >= 3.11 with venv that an
 # unprivileged user can run; setfacl; the profile (given, or installed by an earlier run; never
 # the unedited example); the agent's CA file the profile names (the TeamViewer IoT Agent must be
-# installed first). Then it builds the virtualenv and runs `pibridge check` on the profile: any
-# problem is printed and the install stops, removing the virtualenv it just made. Only then:
-#   1. groups gpio, i2c, spi (Pi OS has them) and the system user `pibridge` in them
-#   2. a virtualenv in /opt/pibridge/venv with pibridge from this checkout (the `pi` extra on a
-#      Pi, and `dht` on a 64-bit one); not editable: the service must not depend on a checkout
-#      under /home (ProtectHome=); `pibridge` on the PATH: /usr/local/bin/pibridge → the venv's
+# installed first); the profile's paths as the service will read them (absolute, no `~`: the
+# profile is copied to /etc/pibridge and read by the user pibridge; state_dir and cert_folder
+# under /var/lib/pibridge, the one place the unit lets it write). Then it builds the code in a
+# staging virtualenv and runs its `pibridge check` on the profile: any problem is printed and the
+# install stops, removing the staging copy (an update leaves the installed code, and the running
+# service, as they were). Only then:
+#   1. groups gpio, i2c, spi, dialout (Pi OS has them) and the system user `pibridge` in them
+#   2. a virtualenv with pibridge from this checkout (the `pi` extra on a Pi, and `dht` on a
+#      64-bit one), swapped in as /opt/pibridge/venv (a link to /opt/pibridge/venv-XXXXXX); not
+#      editable: the service must not depend on a checkout under /home (ProtectHome=);
+#      `pibridge` on the PATH: /usr/local/bin/pibridge → the venv's
 #   3. the profile as /etc/pibridge/greenhouse.toml (root:pibridge 0640)
 #   4. read access for `pibridge` to the agent's CA (an ACL on the file, a default ACL on its
 #      folder so a CA the agent re-creates stays readable; search access on the folders above)
@@ -51,7 +56,7 @@ uninstall=no
 purge=no
 given_profile=""
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
         --profile) [ $# -ge 2 ] || { echo "install-service: --profile needs a file" >&2; exit 2; }
@@ -114,6 +119,10 @@ if [ "$uninstall" = yes ]; then
                         setfacl -d -x "u:$SERVICE_USER" "$(dirname "$name")" 2>/dev/null || true
                         removed+=("$SERVICE_USER's read access to $name")
                     fi ;;
+                search) if command -v setfacl >/dev/null && [ -d "$name" ]; then
+                            setfacl -x "u:$SERVICE_USER" "$name" 2>/dev/null || true
+                            removed+=("$SERVICE_USER's search access to $name")
+                        fi ;;
             esac
         done < "$MANIFEST"
     fi
@@ -179,20 +188,48 @@ if cmp -s "$source_profile" "$EXAMPLE"; then
     refuse "$source_profile is the unedited example profile: edit it for this Pi first (addresses, pins," \
            "probe ids, the agent), then \`pibridge check --profile $source_profile\`"
 fi
-# the agent's CA, as the profile names it (stdlib only: pibridge is not installed yet)
-ca_file=$("$PYTHON" - "$source_profile" <<'PY'
+# The profile's paths as the service reads them: the profile is copied to /etc/pibridge and read
+# by the user pibridge under the unit's sandbox, so a relative path or a `~` would name something
+# else there than in `pibridge check` here; and the unit lets the service write only in
+# /var/lib/pibridge (ProtectSystem=strict, StateDirectory=pibridge). One line per problem, before
+# anything is created. Prints the agent's CA (stdlib only: pibridge is not installed yet).
+if ! ca_file=$("$PYTHON" - "$source_profile" "$STATE_DIR" <<'PY'
 import os, sys, tomllib
-path = sys.argv[1]
+path, state_root = sys.argv[1], sys.argv[2]
 try:
     with open(path, "rb") as f:
-        agent = tomllib.load(f).get("agent", {})
+        document = tomllib.load(f)
 except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-    agent = {}                      # pibridge check names the problem below
-ca = agent.get("ca_file", "/var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt")
-ca = os.path.expanduser(ca) if isinstance(ca, str) else ""
-print(ca if os.path.isabs(ca) or not ca else os.path.join(os.path.dirname(path), ca))
+    document = {}                   # pibridge check names the problem below
+tables = {name: document.get(name) if isinstance(document.get(name), dict) else {}
+          for name in ("agent", "bridge")}
+problems = []
+for table, key, writable in (("agent", "ca_file", False), ("agent", "cert_folder", True),
+                             ("bridge", "state_dir", True), ("bridge", "http_token_file", False)):
+    value = tables[table].get(key)
+    if not isinstance(value, str) or not value:
+        continue                    # the default, or a type pibridge check names
+    if value.startswith("~"):
+        problems.append(f"{path}: [{table}] {key} = {value!r} starts with ~: the service runs as the user "
+                        "pibridge, whose ~ is another folder; write the absolute path")
+    elif not os.path.isabs(value):
+        problems.append(f"{path}: [{table}] {key} = {value!r} is a relative path: it would be relative to "
+                        "/etc/pibridge once the profile is installed there; write the absolute path")
+    elif writable and os.path.normpath(value) != state_root \
+            and not os.path.normpath(value).startswith(state_root + "/"):
+        problems.append(f"{path}: [{table}] {key} = {value!r} is outside {state_root}: the service may write "
+                        f"only there (ProtectSystem=strict, StateDirectory=pibridge); use {state_root} "
+                        "or a folder in it")
+for line in problems:
+    print(f"install-service: {line}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+ca = tables["agent"].get("ca_file", "/var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt")
+print(ca if isinstance(ca, str) else "")
 PY
-)
+); then
+    refuse "the profile's paths must mean the same for the service (above)"
+fi
 if [ -n "$ca_file" ] && [ ! -e "$ca_file" ]; then
     refuse "the agent's CA $ca_file is not there: install the TeamViewer IoT Agent first (README.md," \
            "\"Running on a Pi\"), or point [agent] ca_file in the profile at it"
@@ -201,55 +238,93 @@ fi
 # ================================================================================================
 # the code, and the profile checked by it
 # ================================================================================================
-venv_is_new=no
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-    [ -d "$PREFIX" ] || venv_is_new=yes
-    say "creating $VENV (with $PYTHON)"
-    rm -rf "$VENV"
-    mkdir -p "$PREFIX"
-    "$PYTHON" -m venv "$VENV"
-    chmod 0755 "$PREFIX"
-fi
-undo_venv() { [ "$venv_is_new" = yes ] && rm -rf "$PREFIX"; return 0; }
+# The code is built in a staging virtualenv beside the installed one (/opt/pibridge/venv-XXXXXX)
+# and checks the profile from there; only a profile that passes swaps it in (one rename of the
+# link /opt/pibridge/venv). A failing check removes the staging copy: on an update the installed
+# code, its stamp and the running service stay as they were.
+prefix_is_new=no
+[ -d "$PREFIX" ] || prefix_is_new=yes
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/pibridge/__init__.py")
 extras=""
 if grep -qs "Raspberry Pi" /proc/device-tree/model; then
     extras="[pi]"    # lgpio: gpiozero's pin factory on every Pi, the Pi 5 included
-    if "$VENV/bin/python" -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)'; then
+    if "$PYTHON" -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)'; then
         extras="[pi,dht]"   # DHT sensors: the library installs from wheels on a 64-bit userland
     else
         say "DHT support not installed (32-bit: Blinka's sysv_ipc has no PyPI wheel); for DHT sensors:" \
             "sudo apt install python3-libgpiod && sudo $VENV/bin/pip install --prefer-binary '${SOURCE}[pi,dht]'"
     fi
 fi
-version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/pibridge/__init__.py")
-stamp="$VENV/.pibridge-source"
+STAMP_NAME=.pibridge-source
 want="$version $extras $(cd "$SOURCE" && git rev-parse HEAD 2>/dev/null || echo unknown) \
 $(cd "$SOURCE" && git status --porcelain 2>/dev/null | sha256sum | cut -c1-12)"
+installed_ok=no
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    installed_ok=yes
+fi
+staging=""
+old_venv=""    # the code the service ran before a swap: removed on the way out, whatever happens
+cleanup() {
+    [ -n "$staging" ] && rm -rf "$staging"
+    [ -n "${build:-}" ] && rm -rf "$build"
+    [ -n "$old_venv" ] && [ "$old_venv" != "$(readlink -f "$VENV")" ] && rm -rf "$old_venv"
+    return 0
+}
+trap cleanup EXIT
+undo_prefix() { [ "$prefix_is_new" = yes ] && rm -rf "$PREFIX"; return 0; }
 changed=no     # the installed code or unit changed: a running service is restarted
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    say "installing pibridge $version$extras from $SOURCE into $VENV"
+if [ "$installed_ok" = no ] || [ "$(cat "$VENV/$STAMP_NAME" 2>/dev/null)" != "$want" ]; then
+    mkdir -p "$PREFIX"
+    chmod 0755 "$PREFIX"
+    staging=$(mktemp -d "$PREFIX/venv-XXXXXX")
+    chmod 0755 "$staging"
+    say "installing pibridge $version$extras from $SOURCE into $staging (with $PYTHON; swapped in as" \
+        "$VENV once the profile passes its check)"
     # build from a copy: a build writes pibridge.egg-info, which root must not leave in your checkout
     build=$(mktemp -d)
-    trap 'rm -rf "$build"' EXIT
     tar -C "$SOURCE" --exclude=./.venv --exclude=./.git --exclude='*.egg-info' --exclude=__pycache__ \
         -cf - . | tar -C "$build" -xf -
-    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
-           && "$VENV/bin/python" -m pip install -q "$build$extras" \
-           && "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$build"; }; then
-        undo_venv
-        echo "install-service: installing pibridge into $VENV failed (above)" >&2
+    if ! { "$PYTHON" -m venv "$staging" \
+           && "$staging/bin/python" -m pip install -q --upgrade pip \
+           && "$staging/bin/python" -m pip install -q "$build$extras" \
+           && "$staging/bin/python" -m pip install -q --force-reinstall --no-deps "$build"; }; then
+        cleanup; staging=""; undo_prefix
+        echo "install-service: installing pibridge into $PREFIX failed (above)" \
+             "$([ "$installed_ok" = yes ] && echo "— the installed code was left as it was")" >&2
         exit 1
     fi
-    echo "$want" > "$stamp"
-    changed=yes
-    [ "$venv_is_new" = yes ] && note "created $VENV (pibridge $version$extras)" \
-                             || note "updated $VENV to pibridge $version$extras"
+    echo "$want" > "$staging/$STAMP_NAME"   # installed only with the swap below
 fi
-if ! "$VENV/bin/pibridge" check --profile "$source_profile" >/dev/null; then
-    undo_venv
-    echo "install-service: $source_profile has problems (above); fix them and run this again —" \
-         "nothing was installed" >&2
+checker=${staging:-$VENV}
+if ! "$checker/bin/pibridge" check --profile "$source_profile" >/dev/null; then
+    cleanup; staging=""; undo_prefix
+    if [ "$installed_ok" = yes ] && [ "$checker" != "$VENV" ]; then
+        echo "install-service: $source_profile has problems (above) for the code of this checkout, which" \
+             "was not installed: $VENV and the running service stay as they were; fix the profile and run" \
+             "this again" >&2
+    elif [ "$installed_ok" = yes ]; then
+        echo "install-service: $source_profile has problems (above); fix them and run this again —" \
+             "nothing was changed" >&2
+    else
+        echo "install-service: $source_profile has problems (above); fix them and run this again —" \
+             "nothing was installed" >&2
+    fi
     exit 1
+fi
+if [ -n "$staging" ]; then
+    ln -sfn "$(basename "$staging")" "$PREFIX/venv.swap"
+    if [ -L "$VENV" ]; then
+        old_venv=$(readlink -f "$VENV")
+    elif [ -e "$VENV" ]; then                     # an install before staging: a folder, moved aside
+        old_venv=$PREFIX/venv-previous
+        rm -rf "$old_venv"
+        mv -T "$VENV" "$old_venv"
+    fi
+    mv -T "$PREFIX/venv.swap" "$VENV"              # one rename: the unit's path names the new code
+    staging=""
+    changed=yes
+    [ "$installed_ok" = yes ] && note "updated $VENV to pibridge $version$extras" \
+                              || note "created $VENV (pibridge $version$extras)"
 fi
 mkdir -p "$PREFIX/docs"
 install -m 0644 "$SOURCE/README.md" "$PREFIX/docs/README.md"   # its "Operating pibridge on a Pi"
@@ -307,7 +382,10 @@ if [ -n "$ca_file" ]; then
         setfacl -d -m "u:$SERVICE_USER:r" "$ca_dir"       # a re-created CA file inherits it
         dir=$ca_dir
         while [ "$dir" != "/" ]; do                       # search (x) on each folder down to it
-            as_service test -x "$dir" || setfacl -m "u:$SERVICE_USER:x" "$dir"
+            if ! as_service test -x "$dir"; then
+                setfacl -m "u:$SERVICE_USER:x" "$dir"
+                grep -qxF "search $dir" "$MANIFEST" || echo "search $dir" >> "$MANIFEST"   # for uninstall
+            fi
             dir=$(dirname "$dir")
         done
         grep -qxF "ca $ca_file" "$MANIFEST" || echo "ca $ca_file" >> "$MANIFEST"

@@ -218,6 +218,17 @@ ROWS: list[ParameterSet] = [
     row("check --profile {bad_host_profile}", "is not a valid host name"),
     row("check --profile {nul_ca_profile}", "agent.ca_file: must not contain a NUL byte"),
     row("check --profile {nul_cert_profile}", "agent.cert_folder: must not contain a NUL byte"),
+    # [bridge] http_token_file: checked (bounded: a FIFO or /dev/zero is refused at once, not read)
+    *(row(f"{command} --profile {{{profile}}}", expect, guard_s=guard)
+      for command in ("check", "run --simulate") for profile, expect, guard in (
+          ("token_missing_profile", "missing-token does not exist", GUARD_S),
+          ("token_fifo_profile", "fifo: a FIFO, not a regular file", HANG_GUARD_S),
+          ("token_zero_profile", "http_token_file: cannot read the token file /dev/zero: a device, not a "
+                                 "regular file", HANG_GUARD_S),
+          ("token_dir_profile", ": is a directory", GUARD_S),
+          ("token_short_profile", "short-token must hold at least 16 printable", GUARD_S),
+          ("token_huge_profile", "huge-token is larger than 4096 bytes", GUARD_S),
+      )),
     *(row(f"{command} {{agent}} --cert-folder {{certs}} --profile {profile}", expect)
       for command in AGENT_COMMANDS for profile, expect in (
           ("{nul_host_profile}", "agent.host: must be a host name or address"),
@@ -290,6 +301,12 @@ class World:
     nul_cert_profile: Path  # [agent] cert_folder with a NUL byte
     fifo_runtime: Path  # a runtime directory whose status file is a FIFO
     nested_runtime: Path  # a runtime directory whose status file is 10 MB of "["
+    token_missing_profile: Path  # [bridge] http_token_file names nothing
+    token_fifo_profile: Path  # ... a FIFO nobody writes
+    token_zero_profile: Path  # ... /dev/zero
+    token_dir_profile: Path  # ... a directory
+    token_short_profile: Path  # ... a file of 5 characters
+    token_huge_profile: Path  # ... a file of 1 MB
 
     def fill(self, command: str) -> list[str]:
         values = {name: shlex.quote(str(value)) for name, value in vars(self).items() if name != "agent"}
@@ -378,6 +395,15 @@ def _edge_cases(base: Path, fifo: Path) -> dict[str, object]:
                        ("nul_cert_profile", '[agent]\ncert_folder = "certs\\u0000x"\n')):
         profiles[name] = base / f"{name}.toml"
         profiles[name].write_text(text + '[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\n')
+    (base / "short-token").write_text("short\n")
+    (base / "huge-token").write_text("x" * 1_000_000)
+    for name, token_file in (("token_missing_profile", base / "missing-token"), ("token_fifo_profile", fifo),
+                             ("token_zero_profile", "/dev/zero"), ("token_dir_profile", base),
+                             ("token_short_profile", base / "short-token"),
+                             ("token_huge_profile", base / "huge-token")):
+        profiles[name] = base / f"{name}.toml"
+        profiles[name].write_text(f'[bridge]\nhttp_token_file = "{token_file}"\n'
+                                  '[[sensor]]\nname = "Pi SoC"\ndriver = "cpu_temperature"\n')
     fifo_runtime = base / "fifo-runtime"
     fifo_runtime.mkdir()
     os.mkfifo(fifo_runtime / "status-0123456789ab.json")

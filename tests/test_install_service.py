@@ -6,10 +6,14 @@ service, which really provisions itself at an emulated agent on the host and del
 (the container shares the host's network); `systemctl reload` really runs `pibridge reload`.
 
 Cases: without systemd (nspawn running the script as PID 1) it refuses and changes nothing;
-without a profile, with the unedited example, with a missing agent CA, with a profile that has
-problems it refuses and leaves nothing behind; a good profile installs and runs; a second run
-changes nothing; a refused reload fails `systemctl reload` and degrades `pibridge status`;
-uninstall keeps the queue, `--purge` removes it.
+without a profile, with the unedited example, with paths that would mean something else for the
+service (relative, ``~``, state outside /var/lib/pibridge), with a missing agent CA, with a profile
+that has problems it refuses and leaves nothing behind; a good profile installs and runs; the
+README's trial by hand runs beside it; agent folders closed to others get a search ACL that the
+manifest records and uninstall removes; a second run changes nothing; an update whose code
+refuses the installed profile leaves the installed code, its stamp and the running service as
+they were; a refused reload fails `systemctl reload` and degrades `pibridge status`; uninstall
+keeps the queue, `--purge` removes it.
 
 Needs root, overlayfs and systemd-nspawn (Debian's systemd-container, installed by .ci/run):
 skipped without them, except in CI (CI=true), where missing tools are a failure.
@@ -40,6 +44,7 @@ VALUES_WAIT_S = 90.0
 POLL_S = 0.5
 
 IN_CI = os.environ.get("CI") == "true"
+TRIAL_UNIT = "pibridge-trial"                   # the by-hand trial, run in the background
 
 
 def _missing() -> str:
@@ -140,6 +145,25 @@ class Container:
     def install(self, *args: str, timeout: float = INSTALL_WAIT_S) -> subprocess.CompletedProcess[str]:
         return self.run("bash", str(INSTALL), *args, timeout=timeout)
 
+    def start_as(self, user: str, unit: str, command: str) -> None:
+        """``bash -c COMMAND`` as ``user`` in the background, as transient unit ``unit`` (its exit
+        status stays readable: `exit_status`); a shell's Ctrl-C is ``systemctl kill -s INT``."""
+        done = self.run("systemd-run", "--quiet", f"--unit={unit}", f"--uid={user}", "--remain-after-exit",
+                        "-p", "Environment=PATH=/usr/local/bin:/usr/bin:/bin", "bash", "-c", command)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def exit_status(self, unit: str) -> str | None:
+        """``CODE/STATUS`` of ``unit``'s main process once it exited (``exited/0``: exit 0), else None."""
+        shown = dict(line.split("=", 1) for line in self.run(
+            "systemctl", "show", "-p", "ExecMainCode,ExecMainStatus,ExecMainExitTimestampMonotonic",
+            unit).stdout.split())
+        if shown.get("ExecMainExitTimestampMonotonic", "0") == "0":
+            return None
+        return f"{'exited' if shown['ExecMainCode'] == '1' else 'killed'}/{shown['ExecMainStatus']}"
+
+    def main_pid(self) -> str:
+        return self.run("systemctl", "show", "-p", "MainPID", "--value", "pibridge").stdout.strip()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -203,6 +227,12 @@ def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root
         root.path("/root/broken.toml").write_text(good.replace("cpu_temperature", "cpu_temprature"))
 
         # refusals before anything is created: no profile, the unedited example, no agent CA
+        root.path("/root/relative.toml").write_text(good.replace(
+            "[agent]\n", '[agent]\nca_file = "ca.crt"\ncert_folder = "~/certs"\n').replace(
+            "[[sensor]]", '[bridge]\nstate_dir = "state"\nhttp_token_file = "~pi/web-token"\n\n[[sensor]]'))
+        root.path("/root/outside.toml").write_text(good.replace(
+            "[agent]\n", '[agent]\ncert_folder = "/var/lib/pibridge/../certs"\n').replace(
+            "[[sensor]]", '[bridge]\nstate_dir = "/srv/pibridge"\n\n[[sensor]]'))
         refusals: list[tuple[tuple[str, ...], str]] = [
             ((), "which profile?"),
             (("--profile", "/root/example.toml"), "unedited example"),
@@ -212,16 +242,35 @@ def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root
             assert done.returncode == 1 and expect in done.stderr, done.stdout + done.stderr
             assert "nothing was changed" in done.stderr
             assert_nothing_installed(root)
+        # paths that would mean something else once copied to /etc/pibridge and run as pibridge in
+        # the unit's sandbox: one line each, before anything is created (the CA is not even looked for)
+        paths = container.install("--profile", "/root/relative.toml")
+        lines = paths.stderr.strip().splitlines()
+        assert paths.returncode == 1 and len(lines) == 5, paths.stdout + paths.stderr
+        for key, why in (("[agent] ca_file", "is a relative path"), ("[agent] cert_folder", "starts with ~"),
+                         ("[bridge] state_dir", "is a relative path"),
+                         ("[bridge] http_token_file", "starts with ~")):
+            assert any(f"/root/relative.toml: {key} = " in line and why in line for line in lines), lines
+        assert "nothing was changed" in lines[-1]
+        outside = container.install("--profile", "/root/outside.toml")
+        lines = outside.stderr.strip().splitlines()
+        assert outside.returncode == 1 and len(lines) == 3, outside.stdout + outside.stderr
+        assert "[agent] cert_folder = '/var/lib/pibridge/../certs' is outside /var/lib/pibridge" in lines[0]
+        assert "[bridge] state_dir = '/srv/pibridge' is outside /var/lib/pibridge" in lines[1]
+        assert_nothing_installed(root)
         ca = root.path(CA_IN_ROOT)
         ca.parent.mkdir(parents=True)
         shutil.copy(emulator.ca_file, ca)
         ca.chmod(0o600)                                   # root's only, as the agent leaves it
+        agent_dir = root.path("/var/lib/teamviewer-iot-agent")
+        agent_dir.chmod(0o700)                            # closed to others: the service needs search (x)
 
         # a profile with problems: pibridge check names them; the virtualenv it built is gone again
         done = container.install("--profile", "/root/broken.toml")
         assert done.returncode == 1, done.stdout + done.stderr
         assert "cpu_temprature" in done.stdout + done.stderr and "nothing was installed" in done.stderr
         assert_nothing_installed(root)
+        assert "pibridge" not in container.run("getfacl", "-p", "/var/lib/teamviewer-iot-agent").stdout
 
         # a good profile: installed, started by systemd, values arrive at the agent
         container.run("mkdir", "-p", "/run/systemd/timesync")
@@ -233,6 +282,10 @@ def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root
                      "linked /usr/local/bin/pibridge", "read access to the agent's CA", "started pibridge"):
             assert said in done.stdout, done.stdout
         assert container.run("systemctl", "is-active", "pibridge").stdout.strip() == "active"
+        manifest = root.path("/etc/pibridge/created-by-install").read_text().splitlines()
+        assert "search /var/lib/teamviewer-iot-agent" in manifest, manifest
+        assert "user:pibridge:--x" in container.run("getfacl", "-p", "/var/lib/teamviewer-iot-agent").stdout
+        assert root.path("/opt/pibridge/venv").is_symlink()
 
         def delivered() -> bool:
             sensors = {s["name"]: s for c in emulator.dump().get("clients", []) for s in c.get("sensors", [])}
@@ -250,24 +303,59 @@ def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root
                    "pibridge run --profile my-greenhouse.toml --state-dir ~/pibridge-try "
                    "--cert-folder ~/pibridge-try/certs")
         assert container.run(*by_hand[0].split()[1:]).returncode == 0              # sudo: we are root
-        trial = container.run("runuser", "-u", "pi", "--", "bash", "-c",
-                              f"cd ~ && timeout --preserve-status -s INT 12 {by_hand[1]}", timeout=60)
-        assert trial.returncode == 0, trial.stdout + trial.stderr
-        assert "Traceback" not in trial.stderr
-        clients = emulator.dump()["clients"]
-        assert len(clients) == 2 and all(c["sensors"] for c in clients)        # the service's and the trial's
+        # pi needs search access to the agent's folder we closed above (the service has its ACL)
+        assert container.run("setfacl", "-m", "u:pi:x", "/var/lib/teamviewer-iot-agent").returncode == 0
+        container.start_as("pi", TRIAL_UNIT, f"cd ~ && exec {by_hand[1]}")
+        trial_log = ("journalctl", "-q", "-o", "cat", "-u", TRIAL_UNIT)
+
+        def both_deliver() -> bool:          # the service's client and the trial's, each with values
+            assert container.exit_status(TRIAL_UNIT) is None, container.run(*trial_log).stdout
+            clients = emulator.dump().get("clients", [])
+            return len(clients) == 2 and all(
+                any(m.get("values") for s in c.get("sensors", []) for m in s.get("metrics", []))
+                for c in clients)
+        _poll(both_deliver, VALUES_WAIT_S, "the trial's values at the agent")
+        assert container.run("systemctl", "kill", "-s", "INT", TRIAL_UNIT).returncode == 0   # Ctrl-C
+        trial_end = _poll(lambda: container.exit_status(TRIAL_UNIT), VALUES_WAIT_S, "the trial to stop")
+        log = container.run(*trial_log).stdout
+        assert trial_end == "exited/0", log
+        assert "Traceback" not in log
+        container.run("systemctl", "stop", TRIAL_UNIT)
         removed = container.run("runuser", "-u", "pi", "--", "bash", "-c",
                                 "cd ~ && pibridge deprovision --profile my-greenhouse.toml "
                                 "--cert-folder ~/pibridge-try/certs")
         assert removed.returncode == 0, removed.stdout + removed.stderr
         assert len(emulator.dump()["clients"]) == 1
 
+        # README step 8: the installed profile is root's and pibridge's: `pibridge check` needs sudo
+        as_pi = container.run("runuser", "-u", "pi", "--", "pibridge", "check", "--profile",
+                              "/etc/pibridge/greenhouse.toml")
+        assert as_pi.returncode != 0 and "Permission denied" in as_pi.stderr, as_pi.stdout + as_pi.stderr
+        as_root = container.run("pibridge", "check", "--profile", "/etc/pibridge/greenhouse.toml")  # sudo …
+        assert as_root.returncode == 0, as_root.stdout + as_root.stderr
+
         # a second run: nothing to do
         again = container.install()
         assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
 
-        # reload: refused → systemctl reload fails, status degraded; fixed → succeeds
+        # an update whose code refuses the installed profile: built in a staging copy, checked
+        # there, thrown away; the installed code, its stamp and the running service stay
         installed = root.path("/etc/pibridge/greenhouse.toml")
+        stamp = root.path("/opt/pibridge/venv/.pibridge-source")
+        stamp.write_text("an older checkout\n")          # the checkout moved on: an update
+        code_before, pid_before = os.readlink(root.path("/opt/pibridge/venv")), container.main_pid()
+        installed.write_text(good.replace("cpu_temperature", "cpu_temprature"))
+        update = container.install(timeout=INSTALL_WAIT_S)
+        assert update.returncode == 1 and "cpu_temprature" in update.stdout + update.stderr, update.stderr
+        assert "the running service stay as they were" in update.stderr, update.stderr
+        assert os.readlink(root.path("/opt/pibridge/venv")) == code_before
+        assert stamp.read_text() == "an older checkout\n"
+        assert sorted(p.name for p in root.path("/opt/pibridge").iterdir()) == sorted(
+            ["docs", "venv", code_before])                # no staging copy left behind
+        assert container.main_pid() == pid_before
+        assert container.run("systemctl", "is-active", "pibridge").stdout.strip() == "active"
+
+        # reload: refused → systemctl reload fails, status degraded; fixed → succeeds
         installed.write_text(good.replace("cpu_temperature", "cpu_temprature"))
         refused = container.run("systemctl", "reload", "pibridge")
         assert refused.returncode != 0, refused.stdout + refused.stderr
@@ -286,6 +374,8 @@ def test_install_run_reload_update_and_uninstall_under_a_real_systemd(root: Root
         assert not root.path("/usr/local/bin/pibridge").is_symlink()
         assert root.path("/var/lib/pibridge").is_dir() and root.path("/etc/pibridge/greenhouse.toml").exists()
         assert "kept" in gone.stdout
+        for acl_of in ("/var/lib/teamviewer-iot-agent", str(CA_IN_ROOT.parent), "/" + str(CA_IN_ROOT)):
+            assert "user:pibridge" not in container.run("getfacl", "-p", acl_of).stdout, acl_of
         purged = container.install("--uninstall", "--purge")
         assert purged.returncode == 0, purged.stdout + purged.stderr
         assert not root.path("/var/lib/pibridge").exists() and not root.path("/etc/pibridge").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -674,3 +675,77 @@ def test_a_port_that_is_the_serial_console(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
     assert list(caught.value.lines) == [f"{path}:{line.format(path=shown)}" for line in expected]
+
+
+# -- [bridge] http_token_file: the file itself, read bounded (a FIFO must not hang `pibridge check`) --
+GOOD_TOKEN = "0123456789abcdef-token"
+TOKEN_TEXT = "must hold at least 16 printable ASCII characters without spaces"
+
+
+def _token_file(tmp_path: Path, kind: str) -> str:
+    """The ``http_token_file`` value for ``kind`` (made in ``tmp_path`` where it is a file)."""
+    target = tmp_path / "web-token"
+    if kind == "missing":
+        return "web-token"                                   # relative: the profile's folder
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.mkdir()
+    elif kind == "unreadable":
+        target.write_text(GOOD_TOKEN)
+        target.chmod(0)
+    elif kind == "short":
+        target.write_text("  short-token \n")
+    elif kind == "spaces":
+        target.write_text("a token with spaces in it\n")
+    elif kind == "binary":
+        target.write_bytes(b"\xff\xfe" + b"\x00" * 40)
+    elif kind == "empty":
+        target.write_text("\n\n")
+    elif kind == "huge":
+        target.write_text("x" * 5000)
+    else:
+        return kind                                          # a device path as it is
+    return "web-token"
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("missing", "the token file {file} does not exist"),
+    ("fifo", "cannot read the token file {file}: a FIFO, not a regular file"),
+    ("directory", "cannot read the token file {file}: is a directory"),
+    ("unreadable", "cannot read the token file {file}: Permission denied"),
+    ("short", f"the token file {{file}} {TOKEN_TEXT}"),
+    ("spaces", f"the token file {{file}} {TOKEN_TEXT}"),
+    ("binary", f"the token file {{file}} {TOKEN_TEXT}"),
+    ("empty", f"the token file {{file}} {TOKEN_TEXT}"),
+    ("huge", "the token file {file} is larger than 4096 bytes: not a token file"),
+    ("/dev/zero", "cannot read the token file {file}: a device, not a regular file"),
+    ("/dev/null", "cannot read the token file {file}: a device, not a regular file"),
+])
+def test_an_unusable_token_file_is_one_line_naming_file_line_and_key(tmp_path: Path, kind: str,
+                                                                      expected: str) -> None:
+    if kind == "unreadable" and os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000")
+    value = _token_file(tmp_path, kind)
+    path = _write(tmp_path, f'[bridge]\nhttp = "127.0.0.1:8080"\nhttp_token_file = "{value}"\n' + ONE_SENSOR)
+    file = value if value.startswith("/") else tmp_path / value
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert list(caught.value.lines) == [f"{path}:3: bridge.http_token_file: {expected.format(file=file)}"]
+
+
+def test_a_token_file_is_checked_without_http_too_and_a_good_one_passes(tmp_path: Path) -> None:
+    """``--http`` may serve the page with the profile's token file: the file is checked whenever
+    the key is set; a good one (whitespace around it) passes."""
+    path = _write(tmp_path, '[bridge]\nhttp_token_file = "web-token"\n' + ONE_SENSOR)
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(path)
+    (tmp_path / "web-token").write_text(f"\n  {GOOD_TOKEN}\n")
+    assert load_profile(path).bridge.http_token_file == tmp_path / "web-token"
+
+
+def test_status_locating_a_bridge_does_not_read_the_token_file(tmp_path: Path) -> None:
+    """``pibridge status`` reads only ``[bridge]`` to find the status file; a token file it cannot
+    read (it is the service's) does not stop it."""
+    path = _write(tmp_path, '[bridge]\nstate_dir = "s"\nhttp_token_file = "web-token"\n' + ONE_SENSOR)
+    assert load_profile(path, sections="bridge").bridge.state_dir == tmp_path / "s"

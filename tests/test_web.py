@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import socket
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pibridge.bridge.status import BridgeStatus, StatusTracker, TrackedSensor
 from pibridge.web import metrics
-from pibridge.web.address import AddressError, check_exposure, parse_address
+from pibridge.web.address import AddressError, check_exposure, is_loopback, parse_address
 from pibridge.web.auth import COOKIE, TokenCheck, TokenError, read_token
 from pibridge.web.bridge_page import BridgePage
 from pibridge.web.display import shown, shown_text
@@ -52,6 +53,19 @@ def test_bad_addresses_are_one_line(text: str) -> None:
     with pytest.raises(AddressError) as caught:
         parse_address(text)
     assert "\n" not in str(caught.value) and text in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "LOCALHOST"])
+def test_loopback_addresses_and_localhost_are_loopback(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.attacker.example", "127.", "127.0.0.1.",
+                                  "0.0.0.0", "::", "192.168.1.10", "::ffff:127.0.0.1x", "localhost.example",
+                                  "pi.local", "1270.0.0.1"])
+def test_names_that_look_like_loopback_are_not(host: str) -> None:
+    assert not is_loopback(host)
+    assert check_exposure(f"{host}:8080" if ":" not in host else f"[{host}]:8080", None) is not None
 
 
 def test_only_loopback_goes_without_a_token() -> None:
@@ -378,6 +392,7 @@ def test_a_profile_with_a_page_for_other_machines_and_its_token(tmp_path: Path) 
     from pibridge.profile import load_profile
 
     path = tmp_path / "p.toml"
+    (tmp_path / "web-token").write_text("0123456789abcdef-token\n")
     path.write_text('[bridge]\nhttp = "0.0.0.0:8080"\nhttp_token_file = "web-token"\n'
                     '[[sensor]]\nname = "SoC"\ndriver = "cpu_temperature"\n')
     bridge = load_profile(path).bridge
@@ -442,10 +457,55 @@ def test_ranges_are_range_queries_and_large_ones_averaged(
         assert 20.2 < statistics.mean(data["values"]) < 20.8
 
 
-@pytest.mark.parametrize(("query", "code"), [("metric=abc&range=1h", 400), ("metric=1&range=1y", 400),
-                                             ("metric=999&range=1h", 404), ("range=1h", 400)])
+@pytest.mark.parametrize(("query", "code"), [
+    ("metric=abc&range=1h", 400), ("metric=1&range=1y", 400), ("metric=999&range=1h", 404), ("range=1h", 400),
+    ("metric=%C2%B2&range=1h", 400),                 # "²": a digit to str.isdigit, not to int
+    ("metric=%D9%A3&range=1h", 400),                 # Arabic-Indic three
+    ("metric=" + "9" * 30 + "&range=1h", 400),       # overflows SQLite's integers
+    ("metric=9223372036854775808&range=1h", 400),    # 2**63
+    ("metric=999999999999999999&range=1h", 404),     # 18 digits: a row number nobody has
+    ("metric=-1&range=1h", 400), ("metric=+1&range=1h", 400), ("metric=1_0&range=1h", 400),
+    ("metric=%201&range=1h", 400), ("metric=&range=1h", 400),
+])
 def test_bad_dashboard_queries_are_one_line(dashboard: tuple[Served, dict[str, int], float], query: str,
                                             code: int) -> None:
     served, _, _ = dashboard
     answer = served.get(f"/api/values?{query}")
     assert answer[0] == code and answer[1].count(b"\n") == 1
+    assert b"Traceback" not in answer[1]
+    assert served.get("/api/inventory")[0] == 200          # nobody else affected
+
+
+def test_bad_metric_rows_log_no_traceback(dashboard: tuple[Served, dict[str, int], float],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A 500 logged a traceback per request: a client could flood the log."""
+    served, _, _ = dashboard
+    with caplog.at_level(logging.DEBUG):
+        for query in ("metric=%C2%B2", "metric=" + "9" * 30):
+            assert served.get(f"/api/values?{query}&range=1h")[0] == 400
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_the_inventory_is_built_once_per_database_change(tmp_path: Path) -> None:
+    from pibridge.emulator.store import DB_NAME, Store, connect_read_only
+    from pibridge.web.dashboard import StoreReader
+
+    store = Store(tmp_path / DB_NAME)
+    store.begin()
+    store.add_client("c1", 1, 1000)
+    store.commit()
+    reader = StoreReader(tmp_path / DB_NAME, connect_read_only)
+    try:
+        first = reader.inventory()
+        assert reader.inventory() is first and reader.inventories_built == 1   # no change: the same
+        store.begin()
+        air = store.add_sensor("c1", "s1", "Air")
+        store.add_metric(air, "m1", "Air temperature", "SI.Temperature.CELSIUS", None, None)
+        store.commit()
+        (client,) = reader.inventory()["clients"]
+        assert reader.inventories_built == 2 and [s["name"] for s in client["sensors"]] == ["Air"]
+        assert reader.inventory()["clients"][0]["sensors"][0]["metrics"][0]["name"] == "Air temperature"
+        assert reader.inventories_built == 2
+    finally:
+        reader.close()
+        store.close()

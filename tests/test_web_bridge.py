@@ -6,6 +6,7 @@ taking samples."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -247,3 +248,33 @@ def test_the_dashboard_address_is_checked_before_the_emulator_starts(tmp_path: P
     assert done.returncode != 0 and "ready" not in done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0], done.stderr
+
+
+def test_a_failing_web_hook_costs_no_sample_and_logs_one_line(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The charts' hook runs after the queue took the sample: its failure is one rate-limited line,
+    never an exception to the scheduler (which counted the queued sample as lost)."""
+    from pibridge.bridge.model import TakenSample
+    from pibridge.bridge.queue import SampleQueue
+    from pibridge.bridge.service import HOOK_LOG_INTERVAL_S, LoggedSink
+
+    def broken_hook(sample: TakenSample) -> None:
+        raise RuntimeError("history is broken")
+
+    now = [100.0]
+    T0_MS = 1_700_000_000_000
+    with SampleQueue(tmp_path, boot_id="boot") as queue:
+        sink = LoggedSink(queue, broken_hook, monotonic=lambda: now[0])
+        with caplog.at_level(logging.WARNING, logger="pibridge.bridge"):
+            for i in range(5):
+                sink.put(TakenSample("Air", {"temperature": 20.0 + i}, T0_MS + i, float(i), "boot"))
+            assert len(caplog.records) == 1                     # five failures, one line
+            now[0] += HOOK_LOG_INTERVAL_S
+            sink.put(TakenSample("Air", {"temperature": 30.0}, T0_MS + 100, 10.0, "boot"))
+        stored = queue.fetch(0, 100)
+    assert [s.values["temperature"] for s in stored] == [20.0, 21.0, 22.0, 23.0, 24.0, 30.0]
+    assert sink.hook_failures == 6
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all("\n" not in line and "history is broken" in line for line in lines)
+    assert not any(r.exc_info for r in caplog.records)
+    assert "6 such failures" in lines[1]

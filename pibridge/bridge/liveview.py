@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pibridge.bridge.status import FAILING, OK, BridgeStatus, SensorStatus, format_duration
+from pibridge.terminal import REPLACEMENT, printable
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,7 @@ READ_AFTER_SAMPLE_S = 1.0
 NAME_WIDTH = 22
 STATE_WIDTH = 14
 FALLBACK_SIZE = os.terminal_size((80, 24))
-REPLACEMENT = "\ufffd"         #: shown for a control character
 WIDE = ("W", "F")              #: East Asian widths that take two columns
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (an escape sequence hidden in a sensor name or an error
-    message would rewrite the terminal) shown as U+FFFD."""
-    return "".join(ch if ch.isprintable() else REPLACEMENT for ch in text)
 
 
 def _char_width(ch: str) -> int:
@@ -215,11 +209,11 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
     indent = " " * (NAME_WIDTH + 1 + STATE_WIDTH + 1)
     shown_errors: set[tuple[str, str]] = set()     # (sensor, message) already on a sensor's line
     for sensor in status.sensors:
-        name = _pad(_cut(printable(sensor.name), NAME_WIDTH), NAME_WIDTH)
+        name = _pad(_cut(printable(sensor.name, REPLACEMENT), NAME_WIDTH), NAME_WIDTH)
         if sensor.state == FAILING:
             since = format_duration(now - sensor.failing_since) if sensor.failing_since is not None else ""
             state = f"FAILING {since}".strip()
-            error = printable(sensor.last_error or "")
+            error = printable(sensor.last_error or "", REPLACEMENT)
             shown_errors.add((sensor.name, sensor.last_error or ""))
             parts = wrap(error, width - len(indent), ERROR_LINES_MAX) if error else [""]
             lines.append((f"{name} {state:<{STATE_WIDTH}} {parts[0]}", RED))
@@ -236,18 +230,18 @@ def render(status: BridgeStatus, width: int = 80, height: int | None = None, *,
         lines.append(("recent errors:", DIM))
         for e in errors:
             prefix = f"  {_clock(e.at)} "
-            text = printable((f"{e.sensor}: " if e.sensor else "") + e.message)
+            text = printable((f"{e.sensor}: " if e.sensor else "") + e.message, REPLACEMENT)
             lines.append((prefix + shorten_error(text, width - display_width(prefix)), ""))
     shown_messages = [message for _, message in shown_errors if message]
     log_lines = [line for line in log_lines if not any(m in line for m in shown_messages)]
     if log_lines:
         lines.append(("log:", DIM))
-        lines += [("  " + shorten_error(printable(line), width - 2), "") for line in log_lines]
+        lines += [("  " + shorten_error(printable(line, REPLACEMENT), width - 2), "") for line in log_lines]
     if height is not None and len(lines) > height:
         lines = [*lines[:max(0, height - 1)], (f"… {len(lines) - height + 1} more lines", DIM)]
     out = []
     for text, style in lines:
-        text = _cut(printable(text).rstrip(), width)
+        text = _cut(printable(text, REPLACEMENT).rstrip(), width)
         out.append(f"{style}{text}{RESET}" if color and style else text)
     return out
 

@@ -71,6 +71,8 @@ DELIVERY_STOP_MIN_S = 1.0
 #: A local agent (same Pi) is back within seconds of a restart: reconnect often.
 LOCAL_RECONNECT_CAP_S = 3.0
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: A failing web history hook logs one line at most this often (it fails per sample otherwise)
+HOOK_LOG_INTERVAL_S = 60.0
 #: How often the main loop wakes (issue 11 sends watchdog keep-alives from it).
 MAIN_TICK_S = 1.0
 #: journald's syslog priority prefixes (sd-daemon(3)).
@@ -247,23 +249,44 @@ def make_delivery(agent: AgentSettings, bridge: BridgeSettings, queue: SampleQue
 
 class LoggedSink:
     """Every sample through to the queue, and one debug line per sample (``-v``): ``sample NAME
-    at TIMESTAMP_MS[ (edge)]: {values}`` (``mono S`` while the clock is not set)."""
+    at TIMESTAMP_MS[ (edge)]: {values}`` (``mono S`` while the clock is not set).
 
-    def __init__(self, queue: SampleQueue, stored: Callable[[TakenSample], None] | None = None) -> None:
+    The web hook (``stored``) runs after the queue took the sample: whatever it raises is its
+    own problem — logged as one line at most every `HOOK_LOG_INTERVAL_S`, never raised to the
+    scheduler (which would count a queued sample as lost)."""
+
+    def __init__(self, queue: SampleQueue, stored: Callable[[TakenSample], None] | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.queue = queue
         self.stored = stored   #: told of every committed sample (the web page's charts), if set
+        self._monotonic = monotonic
+        self._hook_logged_at: float | None = None
+        self.hook_failures = 0   #: samples the web hook failed on (all of them queued)
 
     def put(self, sample: TakenSample) -> None:
         self.queue.put(sample)
         if not sample.values:       # only a running total to keep (every value held back)
             return
         if self.stored is not None:
-            self.stored(sample)
+            self._tell_hook(self.stored, sample)
         if log.isEnabledFor(logging.DEBUG):
             when = (sample.timestamp_ms if sample.timestamp_ms is not None
                     else f"mono {sample.monotonic_s:.3f}")
             log.debug("sample %s at %s%s: %s", sample.sensor, when, " (edge)" if sample.event else "",
                       json.dumps(sample.values, sort_keys=True))
+
+    def _tell_hook(self, hook: Callable[[TakenSample], None], sample: TakenSample) -> None:
+        try:
+            hook(sample)
+        except Exception as exc:  # the web page's problem: the sample is queued whatever happens here
+            self.hook_failures += 1
+            now = self._monotonic()
+            if self._hook_logged_at is None or now - self._hook_logged_at >= HOOK_LOG_INTERVAL_S:
+                self._hook_logged_at = now
+                log.warning("web page: recording a sample of %s for the charts failed (%s: %s); the sample "
+                            "is queued as usual (%d such failure%s so far; next line in %g s at most)",
+                            sample.sensor, type(exc).__name__, exc, self.hook_failures,
+                            "" if self.hook_failures == 1 else "s", HOOK_LOG_INTERVAL_S)
 
 
 # -- the bridge --------------------------------------------------------------------------------

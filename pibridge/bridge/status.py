@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from pibridge import __version__
 from pibridge.bounded import read_bounded
 from pibridge.durable import fsync_directory
-from pibridge.units import display, display_unit
+from pibridge.units import display
 
 if TYPE_CHECKING:
     from pibridge.bridge.model import SensorSpec
@@ -75,12 +75,6 @@ SENSOR_STATES = (STARTING, OK, FAILING)
 
 # health levels: also `pibridge status`'s exit codes
 HEALTHY, DEGRADED, NOT_RUNNING = 0, 1, 2
-
-def unit_symbol(unit: str | None, annotation: str | None = None) -> str:
-    """What to print after a value: the symbol of an agent valueUnit, else the custom metric's
-    annotation, else "" (`pibridge.units.display_unit`, the one mapping every screen uses)."""
-    return display_unit(unit, annotation)[0]
-
 
 class StatusFileError(Exception):
     """A status file that cannot be read or does not match the schema (one line, names the file)."""
@@ -370,13 +364,6 @@ class Health:
     @property
     def label(self) -> str:
         return {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}[self.level]
-
-
-def format_value(value: Any, unit: str, annotation: str = "") -> str:
-    """A last value as people read it (the live view and ``pibridge status`` alike): "–" for
-    none, a bool as its states ("open" / "closed"), 4 significant digits for a float, then the
-    unit in display form (`pibridge.units.display`)."""
-    return display(value, unit or None, annotation or None)
 
 
 def format_duration(seconds: float) -> str:

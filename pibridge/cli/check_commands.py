@@ -18,7 +18,8 @@ from pibridge.cli import counted
 from pibridge.drivers import registry
 from pibridge.drivers.base import I2C_BUS_PINS, SERIAL_PORT_PINS, SPI_BUS_PINS, Metric, Resources
 from pibridge.profile import MetricConfig, Profile, ProfileError, SensorConfig, format_duration, load_profile
-from pibridge.profile.errors import PROBLEMS_SHOWN_MAX, printable
+from pibridge.profile.errors import PROBLEMS_SHOWN_MAX
+from pibridge.terminal import printable
 from pibridge.units import symbol_of
 
 

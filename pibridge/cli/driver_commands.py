@@ -44,7 +44,7 @@ from pibridge.drivers.ds18b20 import W1_SLAVE_RE
 from pibridge.drivers.errors import SensorError
 from pibridge.drivers.i2c import CommandId, I2CDriver
 from pibridge.guide import guide_files
-from pibridge.profile.errors import printable
+from pibridge.terminal import printable
 from pibridge.units import display, display_unit, state_words, symbol_of
 
 # --- scan constants -----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pibridge.bridge.liveview import READ_AFTER_SAMPLE_S, printable
+from pibridge.bridge.liveview import READ_AFTER_SAMPLE_S
 from pibridge.bridge.status import (
     ACK_GRACE_S,
     AGENT_AWAY_GRACE_S,
@@ -43,8 +43,8 @@ from pibridge.bridge.status import (
     runtime_dir_candidates,
     status_path,
 )
+from pibridge.terminal import REPLACEMENT, printable
 
-LABELS = {HEALTHY: "healthy", DEGRADED: "degraded", NOT_RUNNING: "not running"}
 RELOAD_TIMEOUT_S = 60.0     #: `pibridge reload` waits this long for the verdict (stopping sensors takes time)
 RELOAD_POLL_S = 0.05        #: how often it looks at the status file meanwhile (written at once on a reload)
 
@@ -185,7 +185,7 @@ def _print_verdict(status: BridgeStatus) -> int:
     print(f"pibridge reload: {status.profile} refused ({count} problem{'' if count == 1 else 's'}); "
           "the running configuration stays in force:", file=sys.stderr)
     for line in verdict.problems:
-        print(f"  {printable(line)}", file=sys.stderr)
+        print(f"  {printable(line, REPLACEMENT)}", file=sys.stderr)
     if count > len(verdict.problems):
         print(f"  … and {count - len(verdict.problems)} more (pibridge check --profile {status.profile})",
               file=sys.stderr)
@@ -246,7 +246,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         verdicts = [v for v in verdicts if v[1] is None or not v[1].writer_gone]
     worst = max(health.level for _, _, health, _ in verdicts)
     if args.json:
-        print(json.dumps({"exit": worst, "health": LABELS[worst], "bridges": [
+        print(json.dumps({"exit": worst, "health": Health(worst).label, "bridges": [
             _json_verdict(path, verdict, health) for path, verdict, health, _ in verdicts]},
             ensure_ascii=False, indent=2))
     else:
@@ -267,7 +267,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _report_error(args: argparse.Namespace, message: str) -> int:
     if args.json:
-        print(json.dumps({"exit": NOT_RUNNING, "health": LABELS[NOT_RUNNING], "error": message,
+        print(json.dumps({"exit": NOT_RUNNING, "health": Health(NOT_RUNNING).label, "error": message,
                           "bridges": []}))
     else:
         print(f"pibridge: {message}", file=sys.stderr)
@@ -275,7 +275,7 @@ def _report_error(args: argparse.Namespace, message: str) -> int:
 
 
 def _json_verdict(path: Path, reading: StatusReading | None, health: Health) -> dict[str, Any]:
-    return {"path": str(path), "health": LABELS[health.level], "exit": health.level,
+    return {"path": str(path), "health": health.label, "exit": health.level,
             "reasons": list(health.reasons),
             "fresh": reading.fresh if reading else False,
             "age_s": round(reading.age_s, 3) if reading else None,
@@ -357,4 +357,4 @@ def render_text(reading: StatusReading, health: Health) -> list[str]:
         for event in status.recent_errors:
             who = f"{event.sensor}: " if event.sensor else ""
             lines.append(f"  {_clock_text(event.at)}  {who}{event.message}")
-    return [printable(line).rstrip() for line in lines]
+    return [printable(line, REPLACEMENT).rstrip() for line in lines]

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pibridge.terminal import printable
+
 #: Keys and values quoted in messages are cut to this many characters (a 10 MB key is one line).
 SHOWN_MAX = 40
 #: A message (``pibridge run``, a refused reload's log) lists at most this many problems, then
@@ -56,16 +58,6 @@ class ProfileError(Exception):
         return [*self.lines[:limit], f"{printable(str(self.path))}: … and {rest} more "
                                      f"problem{'s' if rest != 1 else ''} (`pibridge check --all --profile "
                                      f"{printable(str(self.path))}` lists every one)"]
-
-
-def printable(text: str) -> str:
-    """``text`` with every non-printable character (control characters, line breaks, escape
-    sequences' ESC) spelled as ``\\u001b``, so a profile's text cannot move the cursor or start a
-    new line on the terminal that shows a message."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else
-                   (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}") for c in text)
 
 
 def shown(value: object) -> str:

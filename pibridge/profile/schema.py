@@ -37,10 +37,11 @@ from pibridge.drivers.base import (
 )
 from pibridge.drivers.errors import SensorError
 from pibridge.paths import check_path
+from pibridge.terminal import printable
 from pibridge.units import UNIT_FORMS, ProfileUnit, conversion_factor, profile_unit, symbol_of
 
 from . import values as v
-from .errors import SHOWN_MAX, Problem, ProfileError, printable, shown
+from .errors import SHOWN_MAX, Problem, ProfileError, shown
 from .locator import KeyLocator, KeyPath
 from .model import (
     PRESSURE_FROM_METRIC,
@@ -107,7 +108,7 @@ def load_profile(path: str | Path, sections: Sections = "all") -> Profile:
         checker.raise_problems()
         assert agent is not None  # else a problem was raised
         return Profile(path, agent, document, checker.locator, sections="agent")
-    bridge = checker.bridge(document.get(BRIDGE_TABLE, {}))
+    bridge = checker.bridge(document.get(BRIDGE_TABLE, {}), check_files=True)
     sensors = checker.sensors(document.get(SENSOR_TABLE, []), bridge)
     checker.raise_problems()
     assert agent is not None and bridge is not None
@@ -270,7 +271,9 @@ class _Checker:
             return None
 
     # -- [bridge] -------------------------------------------------------------------------------
-    def bridge(self, table: Any) -> BridgeSettings | None:
+    def bridge(self, table: Any, *, check_files: bool = False) -> BridgeSettings | None:
+        """``[bridge]``; ``check_files``: also read the files it names (the token file), as
+        `pibridge check` and `pibridge run` must — ``pibridge status`` locating a bridge does not."""
         scope = _Scope(self, (BRIDGE_TABLE,))
         if not isinstance(table, dict):
             scope.report((), "must be a table ([bridge])")
@@ -284,7 +287,8 @@ class _Checker:
             "w1_gpio": ("w1_gpio", v.integer(0, GpioPin.BCM_MAX)),
             "log_format": ("log_format", v.choice("text", "json")),
             "http": ("http", _http_address),
-            "http_token_file": ("http_token_file", lambda raw: v.resolve_path(v.text(raw), self.path.parent)),
+            "http_token_file": ("http_token_file",
+                                lambda raw: v.resolve_path(_path_text(raw), self.path.parent)),
         }
         assert tuple(converters) == BRIDGE_KEYS
         settings: dict[str, Any] = {}
@@ -297,6 +301,14 @@ class _Checker:
             value = scope.convert((key,), convert, raw)
             valid = valid and value is not None
             settings[attribute] = value
+        if check_files and settings.get("http_token_file") is not None:
+            from pibridge.web.token import TokenError, read_token  # only a profile with the key loads it
+
+            try:
+                read_token(settings["http_token_file"])
+            except TokenError as exc:
+                scope.report(("http_token_file",), str(exc))
+                valid = False
         if settings.get("http") and "http_token_file" not in settings:
             from pibridge.web.address import check_exposure  # only a profile with `http` loads it
 

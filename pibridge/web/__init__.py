@@ -7,6 +7,7 @@ uPlot charts). Imported only when an ``http`` address is configured: nothing her
 * `history`: each metric's recent values in a bounded ring (the charts).
 * `display`: the one place a value becomes what a person reads (unit, hPa).
 * `metrics`: ``/metrics`` in the Prometheus text format.
-* `auth`: the token (file, header, cookie).
+* `token`: the token file (read bounded; the profile checker uses it too).
+* `auth`: the token (header, cookie).
 * `bridge_page`: the bridge's page and its API; `dashboard`: the emulator's.
 """

@@ -3,7 +3,10 @@ library only: the profile checker imports this, and only when the key is there).
 
 from __future__ import annotations
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+import ipaddress
+
+#: The one host name taken as loopback without resolving it (RFC 6761 reserves it for loopback).
+LOOPBACK_NAME = "localhost"
 
 
 class AddressError(ValueError):
@@ -28,7 +31,15 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True for a loopback IP address (``127.0.0.0/8``, ``::1``) and the name ``localhost``; any
+    other name is not loopback, whatever it looks like (``127.0.0.1.evil.example`` resolves
+    anywhere its owner likes)."""
+    if host.lower() == LOOPBACK_NAME:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_exposure(address: str, token_file: object | None) -> str | None:

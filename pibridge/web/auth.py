@@ -8,33 +8,14 @@ from __future__ import annotations
 import hmac
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from pathlib import Path
 from urllib.parse import unquote
 
 from .server import Request, Response
+from .token import MIN_TOKEN_CHARS, TokenError, read_token
 
 COOKIE = "pibridge_token"
-MIN_TOKEN_CHARS = 16
 
-
-class TokenError(ValueError):
-    """The token file cannot be used (one line naming it)."""
-
-
-def read_token(path: Path) -> str:
-    """The token in ``path``: its text without surrounding whitespace; at least
-    `MIN_TOKEN_CHARS` printable ASCII characters."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise TokenError(f"the token file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, 'strerror', None) or exc
-        raise TokenError(f"cannot read the token file {path}: {reason}") from None
-    if len(token) < MIN_TOKEN_CHARS or not all(33 <= ord(ch) < 127 for ch in token):
-        raise TokenError(f"the token file {path} must hold at least {MIN_TOKEN_CHARS} printable ASCII "
-                         "characters without spaces")
-    return token
+__all__ = ["COOKIE", "MIN_TOKEN_CHARS", "TokenCheck", "TokenError", "read_token"]
 
 
 class TokenCheck:

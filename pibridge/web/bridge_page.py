@@ -14,7 +14,6 @@ Read-only: nothing here changes the bridge. Values leave through `pibridge.web.d
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -30,18 +29,13 @@ from .auth import TokenCheck, read_token
 from .display import shown, shown_text
 from .events import Broadcaster, sse_event
 from .history import MetricHistory
-from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, json_response, text
+from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, dumps, json_response, text
 
 if TYPE_CHECKING:
     from pibridge.bridge.model import TakenSample
 
 #: sensor → its metrics as (key, agent name, agent unit or None, annotation or None), in order
 Describe = Callable[[], Mapping[str, Sequence[tuple[str, str, str | None, str | None]]]]
-PAGES = {"/": "bridge.html", "/index.html": "bridge.html", "/favicon.ico": "favicon.svg"}
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class BridgePage:
@@ -52,7 +46,7 @@ class BridgePage:
                  token: TokenCheck | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.tracker, self.history, self.describe = tracker, history, describe
         self.token = token or TokenCheck(None)
-        self.static = StaticFiles()
+        self.static = StaticFiles("bridge.html")
         self._clock = clock
         self._refreshes = 0
         self._signature: tuple[Any, ...] = ()
@@ -127,14 +121,14 @@ class BridgePage:
     # --- requests --------------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response | Stream:
         path = request.path
-        if path in PAGES or path.startswith("/static/"):
-            found = self.static.response(PAGES.get(path) or path.removeprefix("/static/"))
-            return found or text(HTTPStatus.NOT_FOUND, "not found")
+        page = self.static.page(path)
+        if page is not None:
+            return page
         if path.startswith("/api/") or path == "/metrics":
             if not self.token.allowed(request):
                 return self.token.refusal()
             if path == "/api/status":
-                return json_response(_dumps(self.status_document(self.snapshot())))
+                return json_response(dumps(self.status_document(self.snapshot())))
             if path == "/api/events":
                 return Stream(self.broadcaster.subscribe)
             if path == "/api/history":
@@ -157,7 +151,7 @@ class BridgePage:
         name, unit, annotation = units[(sensor, key)]
         window = self.history.window(sensor, key) or ([], [])
         symbol = shown(0.0, unit, annotation)[1]
-        return json_response(_dumps({
+        return json_response(dumps({
             "sensor": sensor, "metric": key, "name": name, "unit": symbol, "bound": self.history.bound,
             "ts": window[0], "values": [self._convert(v, unit, annotation) for v in window[1]]}))
 

@@ -20,7 +20,7 @@ when another connection commits), polled by the one broadcaster thread.
 
 from __future__ import annotations
 
-import json
+import re
 import sqlite3
 import threading
 import time
@@ -31,16 +31,14 @@ from typing import Any
 
 from .display import shown, shown_text
 from .events import Broadcaster, sse_event
-from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, json_response, text
+from .server import BadRequest, Request, Response, StaticFiles, Stream, WebServer, dumps, json_response, text
 
 RANGES_S: dict[str, float | None] = {"15m": 15 * 60.0, "1h": 3600.0, "24h": 86_400.0, "all": None}
 MAX_POINTS = 1000
 MS = 1000
-PAGES = {"/": "dashboard.html", "/index.html": "dashboard.html", "/favicon.ico": "favicon.svg"}
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+#: ``metric=``: a row number in ASCII digits, short enough for SQLite's 64-bit integers (``"²"``
+#: is a digit to `str.isdigit`, not to `int`; 10**30 overflows SQLite: both were a 500)
+METRIC_ROW = re.compile(r"[0-9]{1,18}")
 
 
 class StoreReader:
@@ -51,6 +49,9 @@ class StoreReader:
         self._path, self._connect = path, connect
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        #: (data_version it was built at, inventory): rebuilt only when another connection committed
+        self._inventory_cache: tuple[int, dict[str, Any]] | None = None
+        self.inventories_built = 0
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -62,19 +63,30 @@ class StoreReader:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._inventory_cache = None
 
     def data_version(self) -> int:
         with self._lock:
             return int(self._db().execute("PRAGMA data_version").fetchone()[0])
 
     def inventory(self) -> dict[str, Any]:
+        """Clients → sensors → metrics; built once per ``PRAGMA data_version`` (every event and
+        every new browser between two commits of the emulator share one). The version is read
+        before the snapshot: a commit in between costs one more build, never a stale cache.
+        Callers must not change the dict."""
         with self._lock:
             db = self._db()
+            version = int(db.execute("PRAGMA data_version").fetchone()[0])
+            if self._inventory_cache is not None and self._inventory_cache[0] == version:
+                return self._inventory_cache[1]
             db.execute("BEGIN")
             try:
-                return self._inventory(db)
+                inventory = self._inventory(db)
             finally:
                 db.execute("COMMIT")
+            self._inventory_cache = (version, inventory)
+            self.inventories_built += 1
+            return inventory
 
     def _inventory(self, db: sqlite3.Connection) -> dict[str, Any]:
         clients = []
@@ -149,7 +161,7 @@ class Dashboard:
             from pibridge.emulator.store import connect_read_only
             connect = connect_read_only
         self.reader = StoreReader(db_path, connect)
-        self.static = StaticFiles()
+        self.static = StaticFiles("dashboard.html")
         self._clock = clock
         self.broadcaster = Broadcaster(self.reader.data_version, self.event)
         self.server = WebServer(address, self.handle)
@@ -173,19 +185,19 @@ class Dashboard:
 
     def handle(self, request: Request) -> Response | Stream:
         path = request.path
-        if path in PAGES or path.startswith("/static/"):
-            found = self.static.response(PAGES.get(path) or path.removeprefix("/static/"))
-            return found or text(HTTPStatus.NOT_FOUND, "not found")
+        page = self.static.page(path)
+        if page is not None:
+            return page
         if path == "/api/inventory":
-            return json_response(_dumps(self.reader.inventory()))
+            return json_response(dumps(self.reader.inventory()))
         if path == "/api/values":
             metric_text, range_name = request.arg("metric") or "", request.arg("range") or "1h"
-            if not metric_text.isdigit():
+            if not METRIC_ROW.fullmatch(metric_text):
                 raise BadRequest(HTTPStatus.BAD_REQUEST, "metric must be a metric's row number")
             if range_name not in RANGES_S:
                 raise BadRequest(HTTPStatus.BAD_REQUEST, f"range must be one of {', '.join(RANGES_S)}")
             values = self.reader.values(int(metric_text), RANGES_S[range_name], self._clock())
-            return json_response(_dumps(values))
+            return json_response(dumps(values))
         if path == "/api/events":
             return Stream(self.broadcaster.subscribe)
         return text(HTTPStatus.NOT_FOUND, "not found")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +104,6 @@ class MetricHistory:
             series = self._series.get((sensor, key))
             return None if series is None else series.last(len(series.ts))
 
-    def counts(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return {key: series.added for key, series in self._series.items()}
-
     def since(self, seen: Mapping[tuple[str, str], int]) -> tuple[
             dict[tuple[str, str], tuple[list[float], list[float | None]]], dict[tuple[str, str], int]]:
         """The points each series got after ``seen`` (its ``added`` count then), and the counts
@@ -119,7 +115,3 @@ class MetricHistory:
                 if count > 0:
                     new[key] = series.last(count)
             return new, {key: series.added for key, series in self._series.items()}
-
-    def keys(self) -> Iterable[tuple[str, str]]:
-        with self._lock:
-            return list(self._series)

@@ -28,6 +28,7 @@ stream needs no keep-alive, and it bounds what one connection holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import socketserver
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -284,11 +286,16 @@ class WebServer:
 
 
 # --- static files ----------------------------------------------------------------------------------
+STATIC_PREFIX = "/static/"
+
+
 class StaticFiles:
     """The package's ``pibridge/web/static`` files, read once through `importlib.resources` (they
-    ship as package data) and kept in memory (~60 kB)."""
+    ship as package data) and kept in memory (~60 kB). ``index``: the file ``/`` (and
+    ``/index.html``) serves; `page` answers those, ``/favicon.ico`` and ``/static/NAME``."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: str) -> None:
+        self._pages = {"/": index, "/index.html": index, "/favicon.ico": "favicon.svg"}
         self._files: dict[str, tuple[bytes, str]] = {}
         root = resources.files("pibridge.web") / "static"
         for entry in root.iterdir():
@@ -301,6 +308,19 @@ class StaticFiles:
         if found is None:
             return None
         return Response(HTTPStatus.OK, found[0], found[1], {"Cache-Control": "max-age=300"})
+
+    def page(self, path: str) -> Response | None:
+        """The answer to a page's or a static file's ``path`` (404 for a name not shipped); None
+        for any other path (the caller's API)."""
+        if path not in self._pages and not path.startswith(STATIC_PREFIX):
+            return None
+        found = self.response(self._pages.get(path) or path.removeprefix(STATIC_PREFIX))
+        return found or text(HTTPStatus.NOT_FOUND, "not found")
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (NaN refused: browsers' JSON.parse has none)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def json_response(body: bytes, status: HTTPStatus = HTTPStatus.OK) -> Response:
