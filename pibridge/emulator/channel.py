@@ -23,6 +23,7 @@ import queue
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from pibridge import mqtt
@@ -134,9 +135,13 @@ class CoreChannel:
             self.up_count += 1
             self.ups.notify_all()
         try:
+            wait = LOOP_TIMEOUT_S
             while True:
-                alive = session.loop(LOOP_TIMEOUT_S, wake=self._wake_r, max_messages=BATCH_MAX)
+                alive = session.loop(wait, wake=self._wake_r, max_messages=BATCH_MAX)
                 self._process()  # also after a drop: what arrived is stored (its answers are lost)
+                due = self.core.release_answers()  # answers an injected delay held (`faults`)
+                wait = LOOP_TIMEOUT_S if due is None else min(LOOP_TIMEOUT_S, due - time.monotonic())
+                wait = max(0.0, wait)
                 self._run_commands()
                 if not alive or self._stopping:
                     break

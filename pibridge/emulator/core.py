@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pibridge import protocol as p
+from pibridge.emulator.faults import AnswerFault, AnswerFaults
 from pibridge.emulator.pki import Authority, CsrRejected, CsrUnparsable
 from pibridge.emulator.store import BatchLost, Client, Metric, Sensor, Store, StoreCorrupt
 from pibridge.protocol import ErrorCode as E
@@ -390,6 +391,7 @@ class Core:
 
     def __init__(self, store: Store, authority: Authority, *, strict_ids: bool = False,
                  injections: Sequence[Injection] = (), seed: int | None = None,
+                 answer_faults: Sequence[AnswerFault] = (),
                  publish: Callable[[str, bytes, int], None] | None = None,
                  on_revoked: Callable[[], bool | None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -398,6 +400,10 @@ class Core:
         self.strict_ids = strict_ids
         self.injections = list(injections)
         self.rng = random.Random(seed)
+        self.answer_faults = AnswerFaults(answer_faults, self.rng) if answer_faults else None
+        #: Answers that could not be published (the core's connection was down or full): counted
+        #: here and logged (rate-limited), never dropped silently.
+        self.unpublished = 0
         self.publish = publish or (lambda topic, payload, qos: None)
         self.on_revoked = on_revoked or (lambda: None)
         self.clock = clock
@@ -587,11 +593,26 @@ class Core:
             client.sensors.clear()
 
     def _publish_all(self, out: Out) -> None:
+        if self.answer_faults is not None:
+            self.answer_faults.publish(out, self._publish_one)
+            return
         for topic, payload, qos in out:
-            try:
-                self.publish(topic, payload, qos)
-            except Exception as exc:  # broker down: the client's request times out
-                self.failures.log(log, "cannot publish to %s: %s", topic, exc)
+            self._publish_one(topic, payload, qos)
+
+    def _publish_one(self, topic: str, payload: bytes, qos: int) -> None:
+        try:
+            self.publish(topic, payload, qos)
+        except Exception as exc:  # broker down: the client's request times out
+            self.unpublished += 1
+            self.failures.log(log, "answer on %s not published (%d so far): %s", topic, self.unpublished, exc)
+
+    def release_answers(self) -> float | None:
+        """Publish answers an injected delay held whose time has come; returns when the next
+        held ones are due (monotonic seconds), None when nothing is held."""
+        if self.answer_faults is None:
+            return None
+        self.answer_faults.release(self._publish_one)
+        return self.answer_faults.next_release()
 
     # -- dispatch ------------------------------------------------------------------------------
     def now_ms(self) -> int:
