@@ -17,7 +17,7 @@ from test_bridge_delivery import AIR, DOOR, T0_MS, WAIT_S, Bridge, air, door, va
 from pibridge import protocol
 from pibridge.agent import AgentClient, AgentSettings, RequestTimeout, provision
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
-from pibridge.mqtt import Backoff
+from pibridge.mqtt import Backoff, NotConnected
 from pibridge.protocol import Op
 from pibridge.testing import Emulator
 
@@ -126,6 +126,7 @@ class Flooder:
         self.cid = CredentialFiles(settings.cert_folder, settings.client_name).client_id()
         self.session = raw_session(emulator, settings)
         self.pushes, self.pings = pushes, pings
+        self.refused = 0
         self.thread = threading.Thread(target=self._run, name="flooder", daemon=True)
 
     def _run(self) -> None:
@@ -133,10 +134,13 @@ class Flooder:
         ping = protocol.topic(protocol.OPERATIONS[Op.PING].request, self.cid)
         every = max(1, self.pushes // max(1, self.pings))
         for i in range(self.pushes):
-            self.session.publish(push, b'{"metrics":[{"metricId":"m","value":%d}],"timestamp":%d}'
-                                 % (i, T0_MS + i), qos=0)
-            if i % every == 0:
-                self.session.publish(ping, b'{"request":"flood"}', qos=1)
+            try:
+                self.session.publish(push, b'{"metrics":[{"metricId":"m","value":%d}],"timestamp":%d}'
+                                     % (i, T0_MS + i), qos=0)
+                if i % every == 0:
+                    self.session.publish(ping, b'{"request":"flood"}', qos=1)
+            except NotConnected:  # its own paho ran out of message ids: a flooder carries on
+                self.refused += 1
 
     def __enter__(self) -> Flooder:
         self.thread.start()
@@ -150,14 +154,19 @@ class Flooder:
 def test_injected_error_3_while_another_client_floods_acknowledges_only_what_was_stored(
         bridges: Callable[..., Bridge], emulator_factory: Callable[..., Emulator], tmp_path: Path) -> None:
     """The issue: 30 % error 3 while another client floods: 1,743 pushes reported acknowledged and
-    never stored. Every sample must end up stored, the retries notwithstanding."""
-    emulator = emulator_factory(inject_errors=[(3, 0.3)], seed=20)
+    never stored. The flood cost answers then ("Message queue full" in the core, fixed since: see
+    test_emulator_isolation); 1 % of the answers are dropped here to stand for them. Every sample
+    must end up stored, the retries notwithstanding."""
+    emulator = emulator_factory(inject_errors=[(3, 0.3)], inject_answer_faults=["drop:0.005"], seed=20)
     bridge = bridges(emulator)
-    bridge.start()
-    count = 1000
-    with Flooder(emulator, tmp_path / "flooder", pushes=40_000, pings=10_000):
+    delivery = bridge.start()
+    count = 500
+    with Flooder(emulator, tmp_path / "flooder", pushes=20_000, pings=5_000):
         bridge.put([air(i) for i in range(count)])
-        assert_every_air_sample_stored(bridge, count)
+        # a bound, not a timing assertion: each lost answer costs a timeout, a reconnection and
+        # a reconciliation, whose requests meet error 3 too
+        assert delivery.wait_drained(SOAK_DRAIN_S * 2), delivery.status()
+    assert_every_air_sample_stored(bridge, count)
 
 
 COUNTER = SensorSpec("Counter", (MetricSpec("count", "Count", value_type="integer", annotation="pulses"),))
@@ -196,3 +205,37 @@ def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_
           f"{status.pushed} acknowledged, {3 * per_sensor} stored, {status.resent} resent, "
           f"{client._pending.ignored} answers ignored (duplicates and late ones) on the last connection")
     assert status.pushed == 3 * per_sensor and status.dead_lettered == {}
+
+
+def test_a_live_wipe_is_noticed_by_the_probe_and_everything_is_registered_again(
+        emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20 §2: a wipe while the bridge runs made pushes land under implicitly created
+    nameless sensors for up to an hour. The probe (one list_sensors every `inventory_probe_s`)
+    notices, re-registers, and reports the samples exposed once."""
+    from pibridge.bridge.delivery import Delivery
+    from pibridge.bridge.queue import SampleQueue
+
+    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR})
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
+                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
+                                          connect_backoff=FAST, inventory_probe_s=0.5)
+    delivery.start()
+    try:
+        bridge.put([air(i) for i in range(10)])
+        bridge.drained()
+        reconciled = delivery.reconciliations
+        with caplog.at_level("WARNING", logger="pibridge.bridge.delivery"):
+            emulator.wipe()
+            bridge.put([air(i) for i in range(10, 20)])  # may go to the old ids: implicit creation
+            wait_for(lambda: delivery.reconciliations > reconciled, bridge)
+            bridge.put([air(i) for i in range(20, 30)])
+            bridge.drained()
+        [sensor] = bridge.held()["Air"]  # registered again under its name
+        assert {m["name"] for m in sensor["metrics"]} >= {"Temperature", "Humidity"}
+        after = [(T0_MS + i * 1000, 20.0 + i / 10) for i in range(20, 30)]
+        assert values_of(sensor, "Temperature")[-10:] == after
+        said = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
+        assert len(said) == 1 and "registering them again" in said[0] and "Air" in said[0], said
+    finally:
+        bridge.stop()

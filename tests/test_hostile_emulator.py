@@ -618,8 +618,10 @@ def test_a_request_failing_in_sqlite_is_undone_alone_within_its_batch(tmp_path: 
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages + 20}")  # ~80 KB more, then SQLITE_FULL
     published.clear()
-    core.process([(push, body("num", 1, TS + 1)), (push, body("txt", "x" * 2_000_000, TS + 2)),
-                  (push, body("later", 3, TS + 3))])
+    # ~200 KB of text, within the emulator's limits (256 KiB a request, 4096 characters a value)
+    too_big = _j({"metrics": [{"metricId": "txt", "value": "x" * 4000, "timestamp": TS + 2 + i}
+                              for i in range(50)]})
+    core.process([(push, body("num", 1, TS + 1)), (push, too_big), (push, body("later", 3, TS + 3))])
     answers = [(topic.rsplit("/", 2)[-2], json.loads(b)["errorcode"] if b.startswith(b"{") else b)
                for topic, b in published if not topic.endswith("/livedata")]
     assert answers == [("info", b"Sensor was updated."), ("error", 3), ("info", b"Sensor was updated.")]

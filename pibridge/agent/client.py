@@ -63,8 +63,12 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: one PUBACK per answer, which a Pi Zero feels. Requests are still published at QoS 1.
 REPLY_QOS = 0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-#: Extra seconds a blocking call waits beyond the request timeout (the deadline thread fires first).
+#: Extra seconds a blocking call waits beyond its bound (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
+#: A blocking call waits this many request timeouts: its request may wait for a barrier on the
+#: wire and the next one before it is published (`pibridge.agent.pending` R2), each bounded by
+#: the timeout (past it the connection drops and the request fails).
+_BLOCKING_TIMEOUTS = 3
 #: Bound of the topic → route cache (one entry per sensor/metric reply topic seen).
 _ROUTE_CACHE_MAX = 4096
 #: Largest payload MQTT can carry (its remaining-length field), checked before a request is queued.
@@ -703,7 +707,7 @@ class AgentClient:
 
     def _wait(self, future: Future[Reply], timeout: float | None) -> Reply:
         timeout = self.request_timeout if timeout is None else timeout
-        return future.result(timeout + _BLOCKING_GRACE_S)
+        return future.result(_BLOCKING_TIMEOUTS * timeout + _BLOCKING_GRACE_S)
 
     # -- operations (§4) -------------------------------------------------------------------------
     def ping_async(self, *, timeout: float | None = None) -> Future[Reply]:

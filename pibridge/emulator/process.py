@@ -155,7 +155,9 @@ class EmulatorProcess:
     def _launch(self, timeout: float) -> None:
         self._lines = queue.SimpleQueue()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.output_file, "a") as err:
+        from pibridge.emulator.broker import open_private
+
+        with open_private(self.output_file) as err:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                           stderr=err, text=True, env=env)
         threading.Thread(target=self._read, args=(self._proc, self._lines), name="emulator-stdout",
