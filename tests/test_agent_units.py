@@ -127,6 +127,17 @@ def test_a_ping_error_fails_the_oldest_ping_and_a_failed_barrier_is_sent_again()
     assert table.ping_answered("mine")[0] is user
 
 
+def test_error_18_releases_a_barrier_and_other_errors_are_counted() -> None:
+    table = _table()
+    _request(table, S1)
+    queued, _ = _request(table, S1)
+    table.answered(S1)
+    table.ping_answered(None)  # error 3: not released, counted, barrier 2 sent
+    assert table.barrier_errors == 1 and queued.state is RequestState.QUEUED
+    _, ready = table.ping_answered(None, refused=True)  # error 18: every answer will be an error
+    assert ready == [queued] and table.barrier_errors == 0
+
+
 def test_expired_requests_are_reported_and_take_all_fails_everything_outstanding() -> None:
     table = _table()
     watched: list[list[PendingRequest]] = []

@@ -32,6 +32,7 @@ from pibridge.agent.errors import (
     AgentReplyError,
     ConfigurationError,
     ConnectionErrorKind,
+    ErrorCode,
     ProtocolError,
     ProvisioningError,
     RequestTimeout,
@@ -75,6 +76,8 @@ _ROUTE_CACHE_MAX = 4096
 MQTT_MAX_PAYLOAD = 268_435_455 - 65_535
 #: Seconds between two looks at a connection whose session barrier is awaited (it may close).
 _BARRIER_POLL_S = 0.05
+#: Session barrier pings a new connection sends while they are answered with errors (e.g. 3).
+_BARRIER_ATTEMPTS = 10
 
 Value = bool | int | float | str
 JsonBody = Mapping[str, Any] | bytes | str
@@ -385,6 +388,14 @@ def _check_id(what: str, value: str) -> str:
     return value
 
 
+def _error_code(payload: bytes) -> int | None:
+    try:
+        code = json.loads(payload).get("errorcode")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def _echoed(payload: bytes) -> str | None:
     """The token a ping answer echoes; None when it has none (the oldest ping takes it: R3)."""
     try:
@@ -510,7 +521,12 @@ class AgentClient:
                     raise not_connected(self.settings, "client closed while connecting")
                 error = self._fatal or (None if persist else self._last_error)
                 remaining = deadline - time.monotonic()
-                if error is None and remaining <= 0:
+                if error is None and remaining <= 0 and self._wire is not None:
+                    error = AgentConnectionError(  # connected, but the session barrier is unanswered
+                        ConnectionErrorKind.TIMEOUT, self.settings.api_address,
+                        f"no answer from the agent at {self.settings.api_address} within {timeout:g} s: "
+                        "connected, but its ping is not answered (is the agent hanging?)")
+                elif error is None and remaining <= 0:
                     error = AgentConnectionError(
                         ConnectionErrorKind.TIMEOUT, self.settings.api_address,
                         f"could not connect to the agent at {self.settings.api_address} within {timeout:g} s"
@@ -869,9 +885,12 @@ class AgentClient:
         and are ignored. A barrier that times out drops this connection (the link then tries
         again after its backoff); raises `ConnectFailure` when the connection is gone."""
         with self._send_lock:
-            self._pending.take_all()  # nothing of an earlier connection may wait here
+            stale = self._pending.take_all()  # nothing of an earlier connection may wait here
             self._wire = session
-        while True:
+        for request in stale:
+            settle(request.future, error=not_connected(self.settings, "connection lost"))
+        reason: BaseException | None = None
+        for _ in range(_BARRIER_ATTEMPTS):
             with self._send_lock:
                 if self._wire is not session:
                     break
@@ -881,15 +900,22 @@ class AgentClient:
                 break
             while not barrier.future.done() and session.is_open:
                 session.wait_closed(_BARRIER_POLL_S)
-            if barrier.future.done() and barrier.future.exception() is None:
+            if not barrier.future.done():
+                break  # connection gone
+            reason = barrier.future.exception()
+            if reason is None:
                 return
-            if isinstance(barrier.future.exception() if barrier.future.done() else None, AgentReplyError):
-                continue  # an error answer (e.g. error 3): ping again, an echo is what counts
-            break
+            if isinstance(reason, AgentReplyError) and reason.code is ErrorCode.ForbiddendAccess:
+                # the agent refuses this client (deprovisioned, revoked): every request will meet
+                # 18, none a success, so nothing can be falsely acknowledged; its owner must see
+                # the 18 (and re-provision), so the connection is usable
+                return
+            if not isinstance(reason, AgentReplyError):
+                break  # timed out (the connection was dropped)
+            # an error answer (e.g. an injected 3): ping again, an echo is what counts
         with self._send_lock:
             if self._wire is session:
                 self._wire = None
-        reason = barrier.future.exception() if barrier.future.done() else None
         raise ConnectFailure(FailureKind.TIMEOUT if isinstance(reason, RequestTimeout) else FailureKind.LOST,
                              f"no answer to the session barrier ping ({reason or 'connection closed'})",
                              session.endpoint)
@@ -955,13 +981,19 @@ class AgentClient:
             self._dispatch_livedata(route.sensor_id, topic, payload)
             return
         key = (route.op, route.sensor_id, route.metric_id)
+        too_many_errors = False
         with self._send_lock:
             if route.op is Op.PING:
-                request, ready = self._pending.ping_answered(None if route.is_error else _echoed(payload))
+                refused = route.is_error and _error_code(payload) == ErrorCode.ForbiddendAccess
+                request, ready = self._pending.ping_answered(None if route.is_error else _echoed(payload),
+                                                             refused=refused)
+                too_many_errors = self._pending.barrier_errors >= _BARRIER_ATTEMPTS
             else:
                 request, ready = self._pending.answered(key)
             failed = self._publish(self._wire, ready)
         self._fail_unsent(failed)
+        if too_many_errors:
+            self._drop_connection(f"{_BARRIER_ATTEMPTS} barrier pings in a row answered with errors")
         if request is None:
             log.debug("answer on %s with no outstanding request ignored", topic)
             return
@@ -1002,17 +1034,22 @@ class AgentClient:
     def _timed_out(self, expired: list[PendingRequest]) -> None:
         """R4 of `pibridge.agent.pending`: after a timeout the matching cannot be trusted; drop the
         connection, fail everything outstanding, let the link connect afresh (after its backoff)."""
+        self._drop_connection(f"{expired[0].description}: no answer within {expired[0].timeout_s:g} s")
+
+    def _drop_connection(self, detail: str) -> None:
+        """Drop the connection requests go out on: everything outstanding fails with a connection
+        error; the link notices the close, waits its backoff and connects afresh."""
         with self._send_lock, self._state:
             session = self._wire
             self._wire = None
             was_up = self._session is session and session is not None
             if was_up:
                 self._session = None
-            detail = f"{expired[0].description}: no answer within {expired[0].timeout_s:g} s"
             error = AgentConnectionError(
                 ConnectionErrorKind.LOST, self.settings.api_address,
-                f"connection to the agent at {self.settings.api_address} dropped after a request timed "
-                f"out ({detail}); outstanding requests fail and are sent again on a new connection", detail)
+                f"connection to the agent at {self.settings.api_address} dropped ({detail}): answers can "
+                "no longer be matched; outstanding requests fail and are sent again on a new connection",
+                detail)
             if was_up:
                 self._last_error = error
                 self._state.notify_all()

@@ -143,6 +143,7 @@ class PendingTable:
         self._settled_in_heap = 0  # deadline entries of requests no longer waiting
         self._seq = itertools.count()
         self.ignored = 0  # answers with nothing on the wire for their key (R6)
+        self.barrier_errors = 0  # barriers answered with an error (not 18) in a row
         self.lock = threading.Lock()
         self.deadline_added = threading.Condition(self.lock)
 
@@ -215,11 +216,16 @@ class PendingTable:
             self._blocked.add(key)
             return request, self._ensure_barrier(now)
 
-    def ping_answered(self, token: str | None,
-                      now: float | None = None) -> tuple[PendingRequest | None, list[PendingRequest]]:
+    def ping_answered(self, token: str | None, now: float | None = None, *,
+                      refused: bool = False) -> tuple[PendingRequest | None, list[PendingRequest]]:
         """A ping answer: ``token`` echoed (success), or None (an error answer or an unreadable
         one: the oldest ping takes it, R3). Returns the ping it belongs to (None: ignore) and what
-        to publish now: requests a barrier's echo released, and the next barrier if needed."""
+        to publish now: requests a barrier's echo released, and the next barrier if needed.
+
+        ``refused``: the error is 18 (the agent refuses this client): it releases a barrier like an
+        echo, since every answer from now on is an error and none can be a false acknowledgement.
+        `barrier_errors` counts barriers answered with other errors in a row (the caller drops the
+        connection past a bound rather than ping for ever)."""
         now = time.monotonic() if now is None else now
         with self.lock:
             request = None
@@ -241,8 +247,11 @@ class PendingTable:
             if request.barrier:
                 if self._barrier is request:
                     self._barrier = None
-                if token is not None:
+                if token is not None or refused:
+                    self.barrier_errors = 0
                     out = self._release(request.barrier, now)
+                else:
+                    self.barrier_errors += 1
                 out += self._ensure_barrier(now)  # keys answered meanwhile, or this barrier failed
             return request, out
 
@@ -324,6 +333,7 @@ class PendingTable:
             self._fences.clear()
             self._blocked.clear()
             self._barrier = None
+            self.barrier_errors = 0
             self._deadlines.clear()
             self._settled_in_heap = 0
             return waiting
