@@ -91,3 +91,29 @@ def test_the_logs_that_name_client_ids_are_readable_by_the_owner_only(emulator: 
         mode = stat.S_IMODE((emulator.state_dir / name).stat().st_mode)
         assert mode == 0o600, f"{name}: {oct(mode)}"
     assert client.mqtt_client_id in (emulator.state_dir / "mosquitto.log").read_text()
+
+
+def test_the_core_serves_clients_round_robin_in_their_order_and_caps_a_flooders_queue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pibridge import mqtt
+    from pibridge.emulator import channel as channel_module
+    from pibridge.emulator.channel import FAIR_SHARE, CoreChannel
+
+    class Core:
+        publish = None
+
+    monkeypatch.setattr(channel_module, "CLIENT_QUEUE_MAX", 500)
+    channel = CoreChannel(Core(), mqtt.Endpoint(unix_socket="/nonexistent"), [], qos=0,  # type: ignore[arg-type]
+                          client_id="core", backoff=mqtt.Backoff(), connect_timeout=1.0)
+    flood = [("/v1.0/flooder/sensor/s/metric/pushValues", b'{"n":%d}' % i) for i in range(505)]
+    for topic, payload in flood:
+        channel._received(topic, payload)
+    quiet = ("/v1.0/quiet/ping", b'{"request":"q"}')
+    channel._received(*quiet)
+    assert channel.dropped == {"flooder": 5}  # beyond its cap: dropped (counted, logged)
+    first = channel._next_batch()
+    assert first[:FAIR_SHARE] == flood[:FAIR_SHARE] and first[FAIR_SHARE] == quiet
+    rest = first[FAIR_SHARE + 1:]
+    while channel._turns:
+        rest += channel._next_batch()
+    assert rest == flood[FAIR_SHARE:500]  # the flooder's own order kept

@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 
 #: Longest wait in the network loop (keepalive is handled between waits).
 LOOP_TIMEOUT_S = 1.0
-#: Requests one client may have waiting in the core; more are dropped (counted and logged).
+#: Requests one client may have waiting in the core, and their bytes; more are dropped (counted
+#: and logged).
 CLIENT_QUEUE_MAX = 20_000
+CLIENT_QUEUE_BYTES_MAX = 32 * 1024 * 1024
 #: Most messages read from the connection per turn (a turn handles one batch): reading runs
 #: ahead of handling, so a quiet client's request is queued, and served, without waiting for
 #: the handling of everything a flooder sent before it.
@@ -86,6 +88,7 @@ class CoreChannel:
         self._backoff = backoff
         self._connect_timeout = connect_timeout
         self._queues: dict[str, collections.deque[tuple[str, bytes]]] = {}  # per client, in order
+        self._queued_bytes: dict[str, int] = {}  # payload bytes waiting, per client
         self._turns: collections.deque[str] = collections.deque()  # clients with requests waiting
         #: requests dropped because their client had `CLIENT_QUEUE_MAX` waiting, per clientId
         self.dropped: dict[str, int] = {}
@@ -202,13 +205,15 @@ class CoreChannel:
         if waiting is None:
             waiting = self._queues[owner] = collections.deque()
             self._turns.append(owner)
-        if len(waiting) >= CLIENT_QUEUE_MAX:
+        size = self._queued_bytes.get(owner, 0)
+        if len(waiting) >= CLIENT_QUEUE_MAX or size + len(payload) > CLIENT_QUEUE_BYTES_MAX:
             dropped = self.dropped[owner] = self.dropped.get(owner, 0) + 1
-            self._drop_log.log(log, "client %s has %d requests waiting: request on %s dropped unanswered "
-                               "(%d so far); its requests time out, other clients are served",
-                               owner or "(provisioning)", CLIENT_QUEUE_MAX, topic, dropped)
+            self._drop_log.log(log, "client %s has %d requests (%d bytes) waiting: request on %s dropped "
+                               "unanswered (%d so far); its requests time out, other clients are served",
+                               owner or "(provisioning)", len(waiting), size, topic, dropped)
             return
         waiting.append((topic, payload))
+        self._queued_bytes[owner] = size + len(payload)
 
     def _next_batch(self) -> list[tuple[str, bytes]]:
         """Up to `BATCH_MAX` requests, `FAIR_SHARE` per client per turn, each client's in order."""
@@ -216,12 +221,17 @@ class CoreChannel:
         while self._turns and len(batch) < BATCH_MAX:
             owner = self._turns.popleft()
             waiting = self._queues[owner]
+            taken = 0
             for _ in range(min(FAIR_SHARE, len(waiting), BATCH_MAX - len(batch))):
-                batch.append(waiting.popleft())
+                message = waiting.popleft()
+                taken += len(message[1])
+                batch.append(message)
             if waiting:
                 self._turns.append(owner)
+                self._queued_bytes[owner] -= taken
             else:
                 del self._queues[owner]
+                self._queued_bytes.pop(owner, None)
         return batch
 
     def _flow_stopped(self) -> bool:
