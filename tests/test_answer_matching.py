@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from agent_helpers import raw_session, settings_for
-from test_bridge_delivery import AIR, DOOR, T0_MS, WAIT_S, Bridge, air, door, values_of
+from test_bridge_delivery import AIR, DOOR, T0_MS, WAIT_S, Bridge, air, values_of
 
 from pibridge import protocol
 from pibridge.agent import AgentClient, AgentSettings, RequestTimeout, provision
@@ -170,10 +171,16 @@ def test_injected_error_3_while_another_client_floods_acknowledges_only_what_was
 
 
 COUNTER = SensorSpec("Counter", (MetricSpec("count", "Count", value_type="integer", annotation="pulses"),))
+#: The soak's samples start an hour ago: a large soak spans hours of samples, and the queue drops
+#: samples older than its max age (30 days), which T0_MS is.
+SOAK_T0_MS = (int(time.time()) - 3600) * 1000
 
 
-def counter(i: int) -> TakenSample:
-    return TakenSample("Counter", {"count": i}, T0_MS + i * 1000 + 2, float(i), BOOT)
+def soak_samples(i: int) -> list[TakenSample]:
+    at = SOAK_T0_MS + i * 1000
+    return [TakenSample("Air", {"temperature": 20.0 + i / 10, "humidity": 40.0 + i % 7}, at, float(i), BOOT),
+            TakenSample("Door", {"open": i % 2 == 0}, at + 1, float(i), BOOT, event=True),
+            TakenSample("Counter", {"count": i}, at + 2, float(i), BOOT)]
 
 
 def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_sticks(
@@ -188,23 +195,25 @@ def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_
     per_sensor = SOAK_SAMPLES // 3
     for start in range(0, per_sensor, 500):  # as a scheduler would: in pieces, while delivering
         stop = min(per_sensor, start + 500)
-        bridge.put([s for i in range(start, stop) for s in (air(i), door(i), counter(i))])
+        bridge.put([s for i in range(start, stop) for s in soak_samples(i)])
     # a bound, not a timing assertion: every lost answer costs a timeout and a reconnection
     assert delivery.wait_drained(SOAK_DRAIN_S + SOAK_SAMPLES * 0.05), delivery.status()
     bridge.drained()
+    status = delivery.status()
+    assert bridge.queue is not None
+    assert status.dead_lettered == {} and status.dropped == 0, (status, bridge.queue.dead_letters()[:3])
     held = bridge.held()
     [air_sensor], [door_sensor], [counter_sensor] = held["Air"], held["Door"], held["Counter"]
     every = range(per_sensor)
-    assert values_of(air_sensor, "Temperature") == [(T0_MS + i * 1000, 20.0 + i / 10) for i in every]
-    assert values_of(door_sensor, "Door open") == [(T0_MS + i * 1000 + 1, i % 2 == 0) for i in every]
-    assert values_of(counter_sensor, "Count") == [(T0_MS + i * 1000 + 2, i) for i in every]
-    status = delivery.status()
+    assert values_of(air_sensor, "Temperature") == [(SOAK_T0_MS + i * 1000, 20.0 + i / 10) for i in every]
+    assert values_of(door_sensor, "Door open") == [(SOAK_T0_MS + i * 1000 + 1, i % 2 == 0) for i in every]
+    assert values_of(counter_sensor, "Count") == [(SOAK_T0_MS + i * 1000 + 2, i) for i in every]
     client = delivery.client
     assert client is not None
     print(f"\nanswer-fault soak: {3 * per_sensor} samples, faults {SOAK_FAULTS} + 5 % error 3: "
           f"{status.pushed} acknowledged, {3 * per_sensor} stored, {status.resent} resent, "
           f"{client._pending.ignored} answers ignored (duplicates and late ones) on the last connection")
-    assert status.pushed == 3 * per_sensor and status.dead_lettered == {}
+    assert status.pushed == 3 * per_sensor
 
 
 def test_a_live_wipe_is_noticed_by_the_probe_and_everything_is_registered_again(

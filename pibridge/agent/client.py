@@ -980,6 +980,12 @@ class AgentClient:
         if route.op is None:
             self._dispatch_livedata(route.sensor_id, topic, payload)
             return
+        wire = self._wire
+        if wire is None or not wire.in_network_thread():
+            # delivered by an earlier connection's network thread while it winds down: its answers
+            # must never reach requests of the current one (R5)
+            log.debug("answer on %s from a dropped connection ignored", topic)
+            return
         key = (route.op, route.sensor_id, route.metric_id)
         too_many_errors = False
         with self._send_lock:

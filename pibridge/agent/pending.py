@@ -18,7 +18,8 @@ The rules (one `PendingTable` per client; everything of a connection dies with i
     | R4 | A timeout means the matching can no longer be trusted: the CONNECTION is dropped,   |
     |    | every outstanding request fails (connection error) and is resent on a new one.      |
     | R5 | A new connection is usable only after its first barrier was echoed (the session     |
-    |    | barrier); answers arriving before it find nothing waiting and are ignored.          |
+    |    | barrier); answers arriving before it find nothing waiting and are ignored, and what |
+    |    | an earlier connection's thread still delivers is never looked at.                   |
     | R6 | An answer for a key with nothing on the wire is ignored (counted).                  |
     +----+-------------------------------------------------------------------------------------+
 
