@@ -24,7 +24,7 @@ from pibridge.testing import Emulator
 
 FAST = Backoff(initial=0.05, cap=0.5)
 #: The small soak of the suite; PIBRIDGE_SOAK_ANSWER_FAULTS=N runs N samples (the closing note's
-#: figure: N = 20000).
+#: figure: N = 15000, with ``--timeout 1800``).
 SOAK_SAMPLES = int(os.environ.get("PIBRIDGE_SOAK_ANSWER_FAULTS", "1500"))
 SOAK_DRAIN_S = 60.0
 SOAK_FAULTS = ("drop:0.003", "dup:0.03", "delay:0.002:1.5", "reorder:0.05")
@@ -187,8 +187,8 @@ def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_
         bridges: Callable[..., Bridge], emulator_factory: Callable[..., Emulator]) -> None:
     """Samples of three sensors under lost, late (the answer stream held 1.5 s, beyond the 1 s
     timeout), duplicated and reordered answers plus 5 % error 3: everything is delivered by
-    itself, and every acknowledged sample is stored. ``PIBRIDGE_SOAK_ANSWER_FAULTS=20000`` for
-    the closing note's figure (prints the counts with ``-s``)."""
+    itself, and every acknowledged sample is stored. ``PIBRIDGE_SOAK_ANSWER_FAULTS=15000`` (and
+    ``--timeout 1800``) for the closing note's figure (prints the counts with ``-s``)."""
     emulator = emulator_factory(inject_errors=[(3, 0.05)], inject_answer_faults=SOAK_FAULTS, seed=7)
     bridge = bridges(emulator, {"Air": AIR, "Door": DOOR, "Counter": COUNTER})
     delivery = bridge.start()
