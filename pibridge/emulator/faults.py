@@ -24,6 +24,7 @@ Faults are counted per kind (`AnswerFaults.counts`) and logged at most `LOG_BURS
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -57,13 +58,20 @@ class AnswerFault:
         if len(parts) not in (2, 3) or parts[0] not in KINDS or (len(parts) == 3 and parts[0] != "delay"):
             raise ValueError(f"expected KIND:SHARE (KIND one of {', '.join(KINDS)}) or delay:SHARE:SECONDS, "
                              f"got {text!r}")
-        share = float(parts[1])
+        share = _number(parts[1])
         if not 0.0 <= share <= 1.0:
-            raise ValueError(f"SHARE must lie in 0..1, got {parts[1]}")
-        seconds = float(parts[2]) if len(parts) == 3 else DELAY_S
+            raise ValueError(f"SHARE must lie in 0..1, got {parts[1]!r} in {text!r}")
+        seconds = _number(parts[2]) if len(parts) == 3 else DELAY_S
         if not 0.0 < seconds <= 3600.0:
-            raise ValueError(f"SECONDS must lie in (0, 3600], got {parts[2]}")
+            raise ValueError(f"SECONDS must lie in (0, 3600], got {parts[2]!r} in {text!r}")
         return cls(parts[0], share, seconds)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # refused by the range check, which names the text
 
 
 def is_answer(topic: str) -> bool:
