@@ -236,6 +236,8 @@ class MqttSession:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
+        self._client.on_publish = self._handle_publish
+        self._unacked: set[int] = set()  # message ids of our QoS>0 publishes not acknowledged yet
         # paho's logger interface, not on_log: on_log makes paho format a line for every packet
         self._client.enable_logger(_PahoLog(self))  # type: ignore[arg-type]
         self._client.on_socket_open = self._handle_socket_open
@@ -418,7 +420,14 @@ class MqttSession:
         info = self._client.publish(topic, payload, qos=qos)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise NotConnected(f"publish failed: {paho.error_string(info.rc)}")
+        if qos and not self._threaded:  # threaded: the PUBACK may be handled before this line
+            self._unacked.add(info.mid)
         return info
+
+    def unacknowledged(self) -> int:
+        """Our QoS>0 publishes not yet acknowledged by the broker (paho numbers them with 16 bits:
+        past 65535 it refuses more, "Message queue full"). Non-threaded sessions only (0 else)."""
+        return len(self._unacked)
 
     # -- paho callbacks (network thread) -------------------------------------------------------
     def _handle_connect(self, client: paho.Client, userdata: object, flags: object,
@@ -484,6 +493,10 @@ class MqttSession:
             self._on_message(message.topic, cast(bytes, message.payload))
         except Exception:  # a bad message or handler must never kill the network thread
             log.exception("message handler failed for topic %s", message.topic)
+
+    def _handle_publish(self, client: paho.Client, userdata: object, mid: int, reason: object,
+                        properties: object) -> None:
+        self._unacked.discard(mid)  # paho calls this for QoS 0 publishes too: their ids are not here
 
     def _handle_subscribe(self, client: paho.Client, userdata: object, mid: int,
                           reason_codes: object, properties: object) -> None:

@@ -179,14 +179,17 @@ def test_strict_ids_push_to_a_stale_sensor(emulator_factory: Callable[..., Emula
 def test_timeout_then_late_answer_does_not_shift_the_next(client: AgentClient, emulator: Emulator) -> None:
     emulator.pause_core()
     try:
+        late_sensor = client.create_sensor_async("Late", timeout=WAIT_S)
         with pytest.raises(RequestTimeout):
             client.ping(timeout=SHORT_TIMEOUT_S)
-        late_sensor = client.create_sensor_async("Late", timeout=SHORT_TIMEOUT_S)
-        with pytest.raises(RequestTimeout):
+        # a timeout drops the connection: everything outstanding fails with a connection error
+        with pytest.raises(AgentConnectionError) as caught:
             late_sensor.result(WAIT_S)
+        assert caught.value.kind is ConnectionErrorKind.LOST and "no answer within" in str(caught.value)
     finally:
         emulator.resume_core()
-    # the late answers arrive first and are discarded; the ping check verifies its own token
+    # the late answers arrive before the new connection's barrier echo and are discarded
+    assert client.wait_connected(WAIT_S)
     client.ping()
     assert client.create_sensor("OnTime").value["name"] == "OnTime"
 

@@ -61,53 +61,104 @@ def test_catching_by_class() -> None:
         raise reply_error(15, "Unknown sensor 'x'.")
 
 
-# --- FIFO matching ------------------------------------------------------------------------------
-def _request(table: PendingTable, key: tuple[Op, str, str], timeout_s: float = 60.0) -> PendingRequest:
-    request = PendingRequest(key, Future(), time.monotonic() + timeout_s, timeout_s, str(key))
-    with table.lock:
-        table.add(request)
-    return request
+# --- FIFO matching (the rules R1–R6 of pibridge.agent.pending) ---------------------------------
+def _barrier(number: int) -> PendingRequest:
+    return PendingRequest((Op.PING, "", ""), Future(), 60.0, f"barrier {number}", token=f"b{number}",
+                          barrier=number)
 
 
-def test_fifo_per_operation_and_object() -> None:
-    table = PendingTable()
-    first = _request(table, (Op.PUSH, "s1", ""))
-    other_sensor = _request(table, (Op.PUSH, "s2", ""))
-    second = _request(table, (Op.PUSH, "s1", ""))
-    assert table.pop((Op.PUSH, "s1", "")) is first
-    assert table.pop((Op.PUSH, "s2", "")) is other_sensor
-    assert table.pop((Op.PUSH, "s1", "")) is second
-    assert table.pop((Op.PUSH, "s1", "")) is None  # answer with nothing outstanding
+def _table() -> PendingTable:
+    return PendingTable(_barrier)
 
 
-def test_timed_out_request_keeps_its_place_and_its_late_answer_is_discarded() -> None:
-    table = PendingTable()
-    watcher = DeadlineWatcher(table, lambda r: RequestTimeout(r.description))
+def _request(table: PendingTable, key: tuple[Op, str, str], timeout_s: float = 60.0,
+             token: str = "") -> tuple[PendingRequest, list[PendingRequest]]:
+    request = PendingRequest(key, Future(), timeout_s, str(key), token=token)
+    return request, table.add(request)
+
+
+S1, S2 = (Op.PUSH, "s1", ""), (Op.PUSH, "s2", "")
+
+
+def test_one_request_per_key_on_the_wire_and_other_keys_pipeline() -> None:
+    table = _table()
+    first, sent = _request(table, S1)
+    assert sent == [first] and first.state is RequestState.WAITING
+    other, sent = _request(table, S2)
+    assert sent == [other]  # another key: on the wire at once
+    second, sent = _request(table, S1)
+    assert sent == [] and second.state is RequestState.QUEUED  # R1: waits for first's answer
+    owner, ready = table.answered(S1)
+    assert owner is first and [r.barrier for r in ready] == [1]  # R2: a barrier before `second`
+    assert table.answered(S1) == (None, [])  # a duplicate: nothing of s1 on the wire (R6)
+    owner, ready = table.ping_answered("b1")  # the barrier's echo releases s1
+    assert owner is not None and owner.barrier == 1 and ready == [second]
+    assert table.answered(S1)[0] is second and table.answered(S2)[0] is other
+    assert table.ignored == 1
+
+
+def test_a_barrier_sent_before_an_answer_does_not_release_its_key() -> None:
+    table = _table()
+    _request(table, S1)
+    _request(table, S2)
+    _request(table, S1)
+    _request(table, S2)
+    _, ready = table.answered(S1)  # s1 fenced, barrier 1 out
+    assert [r.barrier for r in ready] == [1]
+    _, ready = table.answered(S2)  # s2 answered while barrier 1 is on the wire: needs barrier 2
+    assert ready == []
+    _, ready = table.ping_answered("b1")
+    assert [r.key for r in ready if not r.barrier] == [S1] and [r.barrier for r in ready if r.barrier] == [2]
+    _, ready = table.ping_answered("b2")
+    assert [r.key for r in ready] == [S2]
+
+
+def test_a_ping_error_fails_the_oldest_ping_and_a_failed_barrier_is_sent_again() -> None:
+    table = _table()
+    _request(table, S1)
+    _request(table, S1)
+    _, ready = table.answered(S1)
+    [barrier] = ready
+    owner, ready = table.ping_answered(None)  # an error answer: the oldest ping, the barrier
+    assert owner is barrier and [r.barrier for r in ready] == [2]
+    user, sent = _request(table, (Op.PING, "", ""), token="mine")
+    assert sent == [user]
+    assert table.ping_answered("somebody else's") == (None, [])  # matched by token only (R3)
+    assert table.ping_answered("mine")[0] is user
+
+
+def test_error_18_releases_a_barrier_and_other_errors_are_counted() -> None:
+    table = _table()
+    _request(table, S1)
+    queued, _ = _request(table, S1)
+    table.answered(S1)
+    table.ping_answered(None)  # error 3: not released, counted, barrier 2 sent
+    assert table.barrier_errors == 1 and queued.state is RequestState.QUEUED
+    _, ready = table.ping_answered(None, refused=True)  # error 18: every answer will be an error
+    assert ready == [queued] and table.barrier_errors == 0
+
+
+def test_expired_requests_are_reported_and_take_all_fails_everything_outstanding() -> None:
+    table = _table()
+    watched: list[list[PendingRequest]] = []
+    done = threading.Event()
+    watcher = DeadlineWatcher(table, lambda r: RequestTimeout(r.description),
+                              lambda expired: (watched.append(expired), done.set()))
     watcher.start()
     try:
-        late = _request(table, (Op.PING, "", ""), timeout_s=0.05)
+        late, _ = _request(table, S1, timeout_s=0.05)
+        queued, _ = _request(table, S1)
         with pytest.raises(RequestTimeout):
             late.future.result(timeout=5)
-        nxt = _request(table, (Op.PING, "", ""))
-        owner = table.pop((Op.PING, "", ""))
-        assert owner is late and owner.state is RequestState.TIMED_OUT  # caller discards it
-        owner = table.pop((Op.PING, "", ""))
-        assert owner is nxt and owner.state is RequestState.ANSWERED
+        assert done.wait(5) and watched == [[late]]  # the client drops the connection (R4)
+        assert table.take_all() == [queued] and queued.state is RequestState.FAILED
+        assert table.outstanding() == 0 and table.answered(S1) == (None, [])
     finally:
         watcher.stop()
 
 
-def test_take_all_fails_only_waiting_requests() -> None:
-    table = PendingTable()
-    waiting = _request(table, (Op.LIST_SENSORS, "", ""))
-    answered = _request(table, (Op.LIST_SENSORS, "", ""))
-    table.pop((Op.LIST_SENSORS, "", ""))  # pops `waiting`
-    assert table.take_all() == [answered]
-    assert waiting.state is RequestState.ANSWERED and table.outstanding() == 0
-
-
 def test_watcher_wakes_for_an_earlier_deadline() -> None:
-    table = PendingTable()
+    table = _table()
     fired = threading.Event()
 
     def expire(request: object) -> RequestTimeout:
@@ -117,8 +168,8 @@ def test_watcher_wakes_for_an_earlier_deadline() -> None:
     watcher = DeadlineWatcher(table, expire)
     watcher.start()
     try:
-        _request(table, (Op.PING, "", ""), timeout_s=3600)
-        quick = _request(table, (Op.PING, "", ""), timeout_s=0.01)
+        _request(table, (Op.LIST_SENSORS, "", ""), timeout_s=3600)
+        quick, _ = _request(table, (Op.PING, "", ""), timeout_s=0.01)
         assert fired.wait(5)
         assert isinstance(quick.future.exception(timeout=5), RequestTimeout)
     finally:
@@ -128,12 +179,12 @@ def test_watcher_wakes_for_an_earlier_deadline() -> None:
 def test_answered_requests_do_not_pile_up_until_their_deadline() -> None:
     """Thousands of answered pushes with a long timeout: the deadline heap stays within a small
     multiple of what really waits, and a request still waiting keeps its deadline."""
-    table = PendingTable()
-    key = (Op.PUSH, "s1", "")
-    still_waiting = _request(table, (Op.PING, "", ""), timeout_s=0.0)
-    for _ in range(20 * COMPACT_MIN_SETTLED):
+    table = _table()
+    still_waiting, _ = _request(table, (Op.LIST_SENSORS, "", ""), timeout_s=0.0)
+    for index in range(20 * COMPACT_MIN_SETTLED):
+        key = (Op.PUSH, f"s{index}", "")  # a fresh key: on the wire at once
         _request(table, key)
-        table.pop(key)
+        assert table.answered(key)[0] is not None
         assert len(table._deadlines) <= 2 * COMPACT_MIN_SETTLED + 2
     with table.lock:
         expired, _ = table.expire(time.monotonic())

@@ -507,6 +507,16 @@ BAD_COMMANDS = [
     BadCommand("inject share nan", _serve("--inject-error", "1:nan"), "0..1", 2),
     BadCommand("inject shares over 1", _serve("--inject-error", "1:0.7", "--inject-error", "3:0.7"),
                "add up"),
+    BadCommand("answer fault of no kind", _serve("--inject-answer-fault", "lose:0.1"), "KIND:SHARE", 2),
+    BadCommand("answer fault without share", _serve("--inject-answer-fault", "drop"), "KIND:SHARE", 2),
+    BadCommand("answer fault share 2", _serve("--inject-answer-fault", "dup:2"), "0..1", 2),
+    BadCommand("answer fault share nan", _serve("--inject-answer-fault", "drop:nan"), "0..1", 2),
+    BadCommand("answer fault share text", _serve("--inject-answer-fault", "drop:x"), "drop:x", 2),
+    BadCommand("answer fault delay of 0 s", _serve("--inject-answer-fault", "delay:0.1:0"), "SECONDS", 2),
+    BadCommand("answer fault seconds on a drop", _serve("--inject-answer-fault", "drop:0.1:3"),
+               "KIND:SHARE", 2),
+    BadCommand("answer fault shares over 1",
+               _serve("--inject-answer-fault", "drop:0.7", "--inject-answer-fault", "dup:0.7"), "add up"),
     BadCommand("seed not a number", _serve("--seed", "x"), "--seed", 2),
     BadCommand("state dir is a file", _serve_in(_as_file), "not a directory"),
     BadCommand("state dir under a file", _serve_in(_under_file), "a part of the path is not a directory"),
@@ -618,8 +628,10 @@ def test_a_request_failing_in_sqlite_is_undone_alone_within_its_batch(tmp_path: 
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages + 20}")  # ~80 KB more, then SQLITE_FULL
     published.clear()
-    core.process([(push, body("num", 1, TS + 1)), (push, body("txt", "x" * 2_000_000, TS + 2)),
-                  (push, body("later", 3, TS + 3))])
+    # ~200 KB of text, within the emulator's limits (256 KiB a request, 4096 characters a value)
+    too_big = _j({"metrics": [{"metricId": "txt", "value": "x" * 4000, "timestamp": TS + 2 + i}
+                              for i in range(50)]})
+    core.process([(push, body("num", 1, TS + 1)), (push, too_big), (push, body("later", 3, TS + 3))])
     answers = [(topic.rsplit("/", 2)[-2], json.loads(b)["errorcode"] if b.startswith(b"{") else b)
                for topic, b in published if not topic.endswith("/livedata")]
     assert answers == [("info", b"Sensor was updated."), ("error", 3), ("info", b"Sensor was updated.")]

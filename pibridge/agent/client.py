@@ -4,8 +4,10 @@ agent-api.md §4 as a method, each in a blocking form and an ``*_async`` form re
 
 Threads: paho's network thread delivers replies and resolves futures (done-callbacks run there:
 keep them short and never block on another request inside one); the link's supervisor thread
-reconnects; a deadline thread fails requests that time out. Replies are matched by the FIFO
-rule of `pibridge.agent.pending`.
+reconnects; a deadline thread fails requests that time out and then drops the connection.
+Replies are matched by the rules of `pibridge.agent.pending` (read its docstring: why no answer
+is ever credited to the wrong request): one request per key on the wire, barrier pings, a timeout
+drops the connection, a new connection is usable once its session barrier was echoed.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ from pibridge.agent.credentials import CredentialFiles, Credentials
 from pibridge.agent.errors import (
     AgentConnectionError,
     AgentError,
+    AgentReplyError,
     ConfigurationError,
     ConnectionErrorKind,
+    ErrorCode,
     ProtocolError,
     ProvisioningError,
     RequestTimeout,
     reply_error,
 )
-from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, RequestState, settle
+from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, settle
 from pibridge.agent.settings import AgentSettings, check_seconds
 from pibridge.mqtt import (
     Backoff,
@@ -60,10 +64,20 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: one PUBACK per answer, which a Pi Zero feels. Requests are still published at QoS 1.
 REPLY_QOS = 0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-#: Extra seconds a blocking call waits beyond the request timeout (the deadline thread fires first).
+#: Extra seconds a blocking call waits beyond its bound (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
+#: A blocking call waits this many request timeouts: its request may wait for a barrier on the
+#: wire and the next one before it is published (`pibridge.agent.pending` R2), each bounded by
+#: the timeout (past it the connection drops and the request fails).
+_BLOCKING_TIMEOUTS = 3
 #: Bound of the topic → route cache (one entry per sensor/metric reply topic seen).
 _ROUTE_CACHE_MAX = 4096
+#: Largest payload MQTT can carry (its remaining-length field), checked before a request is queued.
+MQTT_MAX_PAYLOAD = 268_435_455 - 65_535
+#: Seconds between two looks at a connection whose session barrier is awaited (it may close).
+_BARRIER_POLL_S = 0.05
+#: Session barrier pings a new connection sends while they are answered with errors (e.g. 3).
+_BARRIER_ATTEMPTS = 10
 
 Value = bool | int | float | str
 JsonBody = Mapping[str, Any] | bytes | str
@@ -374,6 +388,23 @@ def _check_id(what: str, value: str) -> str:
     return value
 
 
+def _error_code(payload: bytes) -> int | None:
+    try:
+        code = json.loads(payload).get("errorcode")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def _echoed(payload: bytes) -> str | None:
+    """The token a ping answer echoes; None when it has none (the oldest ping takes it: R3)."""
+    try:
+        answer = json.loads(payload).get("answer")
+    except (ValueError, AttributeError):
+        return None
+    return answer if isinstance(answer, str) else None
+
+
 def _ping_check(token: str) -> Callable[[Reply], None]:
     def check(reply: Reply) -> None:
         if reply.value.get("answer") != token:
@@ -405,8 +436,9 @@ class AgentClient:
         self.request_timeout = check_seconds("request_timeout", request_timeout)
         self._backoff = backoff
         self._files = CredentialFiles(settings.cert_folder, settings.client_name)
-        self._pending = PendingTable()
-        self._send_lock = threading.Lock()  # serializes adding a request and publishing it
+        self._pending = PendingTable(self._new_barrier)
+        self._send_lock = threading.Lock()  # serializes the table's decisions and their publishing
+        self._wire: MqttSession | None = None  # where queued requests and barriers are published
         self._watcher: DeadlineWatcher | None = None
         self._link: MqttLink | None = None
         self._session: MqttSession | None = None
@@ -473,7 +505,7 @@ class AgentClient:
         self._follow(credentials)
         self._fatal = self._last_error = None
         self._persist = persist
-        self._watcher = DeadlineWatcher(self._pending, self._timeout_error)
+        self._watcher = DeadlineWatcher(self._pending, self._timeout_error, self._timed_out)
         self._watcher.start()
         self._link = MqttLink(self._endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
                               on_up=self._on_up, on_down=self._on_down, backoff=self._backoff,
@@ -489,7 +521,12 @@ class AgentClient:
                     raise not_connected(self.settings, "client closed while connecting")
                 error = self._fatal or (None if persist else self._last_error)
                 remaining = deadline - time.monotonic()
-                if error is None and remaining <= 0:
+                if error is None and remaining <= 0 and self._wire is not None:
+                    error = AgentConnectionError(  # connected, but the session barrier is unanswered
+                        ConnectionErrorKind.TIMEOUT, self.settings.api_address,
+                        f"no answer from the agent at {self.settings.api_address} within {timeout:g} s: "
+                        "connected, but its ping is not answered (is the agent hanging?)")
+                elif error is None and remaining <= 0:
                     error = AgentConnectionError(
                         ConnectionErrorKind.TIMEOUT, self.settings.api_address,
                         f"could not connect to the agent at {self.settings.api_address} within {timeout:g} s"
@@ -528,6 +565,10 @@ class AgentClient:
     def close(self) -> None:
         """Disconnect; outstanding requests fail with `AgentConnectionError` (idempotent)."""
         link, self._link = self._link, None
+        with self._send_lock, self._state:
+            self._session = self._wire = None
+        # fail before stopping the link: a session barrier awaited on the link's thread ends now
+        self._fail_outstanding(not_connected(self.settings, "client closed"))
         if link is not None:
             link.stop()
         with self._state:
@@ -604,6 +645,8 @@ class AgentClient:
             payload = body
         else:
             payload = body.encode() if isinstance(body, str) else _compact(body)
+        if len(payload) > MQTT_MAX_PAYLOAD:
+            raise ValueError(f"{op}: a payload of {len(payload)} bytes is more than MQTT can carry")
         timeout = self.request_timeout if timeout is None else check_seconds("timeout", timeout)
         key = (op, sensor_id, metric_id)
         addressing = self._addressing
@@ -611,12 +654,12 @@ class AgentClient:
         if topic is None:
             topic = self._request_topic(addressing, key)
         future: Future[Reply] = Future()
-        request = PendingRequest(key, future, time.monotonic() + timeout, timeout,
-                                 f"{op} {sensor_id}{'/' + metric_id if metric_id else ''}".strip(), check)
+        description = f"{op} {sensor_id}{'/' + metric_id if metric_id else ''}".strip()
+        token = str(body.get("request", "")) if op is Op.PING and isinstance(body, Mapping) else ""
         error: AgentError | None = None
-        # add + publish under the send lock, so FIFO order is wire order; the table's own lock is
-        # held only around the FIFO change, so the network thread popping answers never waits
-        # for a publish
+        failed: list[PendingRequest] = []
+        # decided and published under the send lock, so the table's order is the wire order (the
+        # network thread publishes requests whose turn came under the same lock)
         with self._send_lock:
             session = self._session
             if session is None:
@@ -624,21 +667,40 @@ class AgentClient:
             else:
                 if addressing is not self._addressing:  # the clientId changed since the lookup
                     topic = self._request_topic(self._addressing, key)
-                with self._pending.lock:
-                    self._pending.add(request)
-                try:
-                    session.publish(topic, payload, 1)
-                except NotConnected:
-                    with self._pending.lock:
-                        self._pending.discard(request)
-                    error = not_connected(self.settings, "connection lost")
-                except BaseException:  # e.g. paho's ValueError for an oversized payload: no ghost
-                    with self._pending.lock:  # request may stay in the FIFO to eat the next answer
-                        self._pending.discard(request)
-                    raise
+                request = PendingRequest(key, future, timeout, description, check, topic, payload,
+                                         token=token)
+                failed = self._publish(session, self._pending.add(request))
         if error is not None:
             settle(future, error=error)
+        self._fail_unsent(failed)
         return future
+
+    def _new_barrier(self, number: int) -> PendingRequest:
+        """Barrier ping ``number`` (`PendingTable` calls this): a unique token, the request timeout."""
+        token = f"pibridge-barrier-{secrets.token_hex(8)}"
+        topic = OPERATIONS[Op.PING].request.format(cid=self._addressing.client_id, sid="", mid="")
+        return PendingRequest((Op.PING, "", ""), Future(), self.request_timeout, f"barrier ping {number}",
+                              _ping_check(token), topic, _compact({"request": token}), token=token,
+                              barrier=number)
+
+    def _publish(self, session: MqttSession | None, requests: list[PendingRequest]) -> list[PendingRequest]:
+        """Publish ``requests`` in order (call with the send lock held). A publish that fails
+        means the connection is going: returns the requests not sent (taken back from the table;
+        fail them with `_fail_unsent` once the lock is released), the rest fail with the connection."""
+        for index, request in enumerate(requests):
+            try:
+                if session is None:
+                    raise NotConnected("no connection")
+                session.publish(request.topic, request.payload, 1)
+            except NotConnected:
+                failed = requests[index:]
+                self._pending.discard(failed)
+                return failed
+        return []
+
+    def _fail_unsent(self, failed: list[PendingRequest]) -> None:
+        for request in failed:
+            settle(request.future, error=not_connected(self.settings, "connection lost"))
 
     def _request_topic(self, addressing: _Addressing, key: tuple[Op, str, str]) -> str:
         op, sensor_id, metric_id = key
@@ -661,7 +723,7 @@ class AgentClient:
 
     def _wait(self, future: Future[Reply], timeout: float | None) -> Reply:
         timeout = self.request_timeout if timeout is None else timeout
-        return future.result(timeout + _BLOCKING_GRACE_S)
+        return future.result(_BLOCKING_TIMEOUTS * timeout + _BLOCKING_GRACE_S)
 
     # -- operations (§4) -------------------------------------------------------------------------
     def ping_async(self, *, timeout: float | None = None) -> Future[Reply]:
@@ -799,8 +861,10 @@ class AgentClient:
             livedata = bool(self._livedata_listeners)
             self._livedata_session = session if livedata else None
         session.subscribe(protocol.client_subscriptions(client_id, livedata=livedata), qos=REPLY_QOS)
-        with self._state:
-            if not session.is_open:  # dropped while subscribing: _on_down reports it, the link retries
+        self._session_barrier(session)
+        with self._send_lock, self._state:
+            if not session.is_open or self._wire is not session:
+                # dropped while subscribing or fencing: _on_down reports it, the link retries
                 return
             self._session = session
             self._last_error = None
@@ -814,6 +878,47 @@ class AgentClient:
                 previous, self._previous_client_id = self._previous_client_id, ""
                 self._notify_connection(ConnectionEvent(True, client_id=client_id,
                                                         previous_client_id=previous))
+
+    def _session_barrier(self, session: MqttSession) -> None:
+        """R5 of `pibridge.agent.pending`: publish barrier pings on the new connection until one is
+        echoed; answers arriving meanwhile (late ones of earlier connections) find nothing waiting
+        and are ignored. A barrier that times out drops this connection (the link then tries
+        again after its backoff); raises `ConnectFailure` when the connection is gone."""
+        with self._send_lock:
+            stale = self._pending.take_all()  # nothing of an earlier connection may wait here
+            self._wire = session
+        for request in stale:
+            settle(request.future, error=not_connected(self.settings, "connection lost"))
+        reason: BaseException | None = None
+        for _ in range(_BARRIER_ATTEMPTS):
+            with self._send_lock:
+                if self._wire is not session:
+                    break
+                barrier = self._pending.session_barrier()
+                failed = self._publish(session, [barrier])
+            if failed:
+                break
+            while not barrier.future.done() and session.is_open:
+                session.wait_closed(_BARRIER_POLL_S)
+            if not barrier.future.done():
+                break  # connection gone
+            reason = barrier.future.exception()
+            if reason is None:
+                return
+            if isinstance(reason, AgentReplyError) and reason.code is ErrorCode.ForbiddendAccess:
+                # the agent refuses this client (deprovisioned, revoked): every request will meet
+                # 18, none a success, so nothing can be falsely acknowledged; its owner must see
+                # the 18 (and re-provision), so the connection is usable
+                return
+            if not isinstance(reason, AgentReplyError):
+                break  # timed out (the connection was dropped)
+            # an error answer (e.g. an injected 3): ping again, an echo is what counts
+        with self._send_lock:
+            if self._wire is session:
+                self._wire = None
+        raise ConnectFailure(FailureKind.TIMEOUT if isinstance(reason, RequestTimeout) else FailureKind.LOST,
+                             f"no answer to the session barrier ping ({reason or 'connection closed'})",
+                             session.endpoint)
 
     def _sync_livedata(self) -> None:
         """(Un)subscribe livedata on the live session to match whether anyone listens.
@@ -847,8 +952,8 @@ class AgentClient:
 
     def _on_down(self, failure: ConnectFailure) -> None:
         error = connection_error(failure, self.settings)
-        with self._state:
-            self._session = None
+        with self._send_lock, self._state:
+            self._session = self._wire = None
             changed = self._last_error is None or self._last_error.kind is not error.kind
             self._last_error = error
             if failure.kind in _FATAL:
@@ -875,12 +980,28 @@ class AgentClient:
         if route.op is None:
             self._dispatch_livedata(route.sensor_id, topic, payload)
             return
-        request = self._pending.pop((route.op, route.sensor_id, route.metric_id))
+        wire = self._wire
+        if wire is None or not wire.in_network_thread():
+            # delivered by an earlier connection's network thread while it winds down: its answers
+            # must never reach requests of the current one (R5)
+            log.debug("answer on %s from a dropped connection ignored", topic)
+            return
+        key = (route.op, route.sensor_id, route.metric_id)
+        too_many_errors = False
+        with self._send_lock:
+            if route.op is Op.PING:
+                refused = route.is_error and _error_code(payload) == ErrorCode.ForbiddendAccess
+                request, ready = self._pending.ping_answered(None if route.is_error else _echoed(payload),
+                                                             refused=refused)
+                too_many_errors = self._pending.barrier_errors >= _BARRIER_ATTEMPTS
+            else:
+                request, ready = self._pending.answered(key)
+            failed = self._publish(self._wire, ready)
+        self._fail_unsent(failed)
+        if too_many_errors:
+            self._drop_connection(f"{_BARRIER_ATTEMPTS} barrier pings in a row answered with errors")
         if request is None:
             log.debug("answer on %s with no outstanding request ignored", topic)
-            return
-        if request.state is RequestState.TIMED_OUT:
-            log.debug("late answer on %s for timed-out %s discarded", topic, request.description)
             return
         try:
             reply = parse_reply(route.op, route, topic, payload)
@@ -915,6 +1036,38 @@ class AgentClient:
                 listener(event)
             except Exception:
                 log.exception("connection listener failed")
+
+    def _timed_out(self, expired: list[PendingRequest]) -> None:
+        """R4 of `pibridge.agent.pending`: after a timeout the matching cannot be trusted; drop the
+        connection, fail everything outstanding, let the link connect afresh (after its backoff)."""
+        self._drop_connection(f"{expired[0].description}: no answer within {expired[0].timeout_s:g} s")
+
+    def _drop_connection(self, detail: str) -> None:
+        """Drop the connection requests go out on: everything outstanding fails with a connection
+        error; the link notices the close, waits its backoff and connects afresh."""
+        with self._send_lock, self._state:
+            session = self._wire
+            self._wire = None
+            was_up = self._session is session and session is not None
+            if was_up:
+                self._session = None
+            error = AgentConnectionError(
+                ConnectionErrorKind.LOST, self.settings.api_address,
+                f"connection to the agent at {self.settings.api_address} dropped ({detail}): answers can "
+                "no longer be matched; outstanding requests fail and are sent again on a new connection",
+                detail)
+            if was_up:
+                self._last_error = error
+                self._state.notify_all()
+        if session is None:
+            return
+        log.warning("%s", error)
+        self._fail_outstanding(error)
+        with self._events_lock:
+            if was_up and self._was_up:
+                self._was_up = False
+                self._notify_connection(ConnectionEvent(False, error))
+        session.close()  # the link notices, waits its backoff and connects afresh
 
     def _fail_outstanding(self, error: AgentConnectionError) -> None:
         for request in self._pending.take_all():

@@ -1,20 +1,69 @@
-"""Outstanding requests and the per-operation-and-object FIFO rule (agent-api.md §1).
+"""Outstanding requests and how answers are matched to them (agent-api.md §1).
 
-The agent has no correlation ids: it answers each operation in order on fixed topics. So every
-request waits in the FIFO of its key ``(op, sensor id, metric id)``; the success and the error
-topic of that key pop the same FIFO. A request that times out keeps its place until its late
-answer arrives, which is then discarded. Outstanding requests die with their connection.
+The agent has no correlation ids: it answers on fixed topics derived from the request topic, in
+order per operation and object. A wrong match is a false acknowledgement, i.e. data loss, so the
+matching is built so that every ambiguity ends in a resend, never in crediting an answer to a
+request it does not belong to.
 
-A `DeadlineWatcher` thread fails requests whose deadline passed with `RequestTimeout`.
+The rules (one `PendingTable` per client; everything of a connection dies with it)::
+
+    +----+-------------------------------------------------------------------------------------+
+    | R1 | At most ONE request per key (operation, sensor id, metric id) is on the wire; later |
+    |    | ones wait in the key's queue (state QUEUED) and are published when it is their turn.|
+    | R2 | After an answer on a key, the key is FENCED: its next request is published only     |
+    |    | once a barrier (a ping with a unique token, published AFTER that answer arrived)    |
+    |    | has been echoed. One barrier serves every key fenced before it was sent.            |
+    | R3 | Pings are matched by their token (their answer echoes it), never by position; a     |
+    |    | ping error (no token) fails the oldest ping, which at worst costs a retry.          |
+    | R4 | A timeout means the matching can no longer be trusted: the CONNECTION is dropped,   |
+    |    | every outstanding request fails (connection error) and is resent on a new one.      |
+    | R5 | A new connection is usable only after its first barrier was echoed (the session     |
+    |    | barrier); answers arriving before it find nothing waiting and are ignored, and what |
+    |    | an earlier connection's thread still delivers is never looked at.                   |
+    | R6 | An answer for a key with nothing on the wire is ignored (counted).                  |
+    +----+-------------------------------------------------------------------------------------+
+
+What can happen to answers, and why no request is ever credited with another one's answer.
+Assumptions (the emulator holds them; they are what MQTT and agent-api.md §1 give): (a) the agent
+handles requests in the order it receives them and publishes each answer after the request
+took effect; (b) the broker delivers the agent's messages to one connection in the order they
+were published, each at most once (our subscriptions are QoS 0); (c) an answer the agent
+publishes twice (a QoS-1 re-send after its own reconnect) is re-published before answers to
+requests it received later. So on one connection, everything published in answer to requests
+that reached the agent before a ping arrives before that ping's echo.
+
+- LOST answer (or lost request): its key's request gets no answer (R1: nothing later on that key
+  can take it) → timeout → R4: resent on a new connection. Requests of other keys are unaffected
+  until the drop, then resent as well; values are keyed by (metric, timestamp), so a resend of a
+  stored sample replaces, never duplicates.
+- LATE answer (agent paused, answer delayed past the timeout): R4 dropped the connection at the
+  timeout; on the next one, R5: the late answer precedes the session barrier's echo (a), (b), so it
+  arrives while nothing is on the wire and is ignored (R6). If it is later still, the barrier
+  itself times out and the next connection tries again: delay costs reconnections, never a match.
+- DUPLICATED answer: the copy arrives before the echo of any barrier published after the
+  original arrived (c); until that echo the key has nothing on the wire (R2), so the copy is
+  ignored (R6). A copy of an answer of an earlier connection: as a late answer (R5).
+- REORDERED answers: across keys harmless (one FIFO per key, R1 keeps one answer due per key);
+  within a key there is only one answer due at a time (R1) and earlier answers of that key are
+  behind a barrier (R2); across connections: R5.
+- An answer nobody asked for (another process of the same client, garbage): with nothing on the
+  wire it is ignored; otherwise it answers the one request on the wire of that key, as the agent's
+  own answer would (a garbled one fails it with `ProtocolError`, retried by the caller).
+
+So a success is credited to a request only when it is the first answer on its key after that
+request was published with nothing else of that key outstanding and every earlier answer of
+that key fenced off: the agent's answer to THAT request. Everything ambiguous times out (R4) and
+is resent. The cost: one push per sensor at a time plus one barrier ping per round of answers
+(pipelining stays across keys); a timeout costs a reconnection (within the reconnect backoff).
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -35,23 +84,30 @@ FifoKey = tuple[Op, str, str]
 
 
 class RequestState(enum.Enum):
-    WAITING = "waiting"
+    QUEUED = "queued"  # waits for its key's turn (R1) or for a barrier (R2); not published yet
+    WAITING = "waiting"  # published, its answer is due
     ANSWERED = "answered"
-    TIMED_OUT = "timed out"  # still in its FIFO until its late answer comes
-    FAILED = "failed"  # connection gone
+    TIMED_OUT = "timed out"  # the connection is dropped (R4)
+    FAILED = "failed"  # connection gone, or the publish failed
 
 
 @dataclass(eq=False)
 class PendingRequest:
-    """One request waiting for its answer. ``check`` validates a success reply (e.g. ping echo)."""
+    """One request. ``topic``/``payload`` are published when its turn comes; ``check`` validates
+    a success reply (e.g. the ping echo); ``token`` is a ping's token; ``barrier`` > 0 marks the
+    client's own barrier ping number ``barrier`` (R2, R5)."""
 
     key: FifoKey
     future: Future[Any]
-    deadline: float  # time.monotonic() seconds
     timeout_s: float
     description: str
     check: Callable[[Any], None] | None = None
-    state: RequestState = RequestState.WAITING
+    topic: str = ""
+    payload: bytes = b""
+    token: str = ""
+    barrier: int = 0
+    state: RequestState = RequestState.QUEUED
+    deadline: float = math.inf  # time.monotonic() seconds, set when published
     seq: int = field(default=0)
 
 
@@ -66,39 +122,169 @@ def settle(future: Future[Any], result: Any = None, error: BaseException | None 
         log.debug("answer for a cancelled request dropped")
 
 
-class PendingTable:
-    """All outstanding requests of one connection, one FIFO per key. Thread-safe."""
+BarrierFactory = Callable[[int], PendingRequest]
+"""Makes barrier ping number n (a `PendingRequest` with ``barrier=n`` and a fresh token)."""
 
-    def __init__(self) -> None:
+
+class PendingTable:
+    """All outstanding requests of one connection under the rules of the module docstring.
+    Thread-safe. Methods return the requests to publish NOW, in that order (state WAITING,
+    deadline set); the caller publishes them holding a lock of its own that also covers the call,
+    so the wire order is the order decided here."""
+
+    def __init__(self, make_barrier: BarrierFactory) -> None:
+        self._make_barrier = make_barrier
         self._fifos: dict[FifoKey, deque[PendingRequest]] = {}
+        self._pings: deque[PendingRequest] = deque()
+        self._fences: dict[FifoKey, int] = {}  # key → barriers sent when its last answer came
+        self._blocked: set[FifoKey] = set()  # fenced keys with a request waiting for the barrier
+        self._barriers_sent = 0
+        self._barrier: PendingRequest | None = None  # the barrier on the wire (one at a time)
         self._deadlines: list[tuple[float, int, PendingRequest]] = []
         self._settled_in_heap = 0  # deadline entries of requests no longer waiting
         self._seq = itertools.count()
+        self.ignored = 0  # answers with nothing on the wire for their key (R6)
+        self.barrier_errors = 0  # barriers answered with an error (not 18) in a row
         self.lock = threading.Lock()
         self.deadline_added = threading.Condition(self.lock)
 
-    def add(self, request: PendingRequest) -> None:
-        """Queue ``request`` at the end of its FIFO. Call with `lock` held; the caller publishes
-        right after, serializing add + publish under a lock of its own, so the FIFO order is the
-        order on the wire (and answers can be popped meanwhile)."""
-        request.seq = next(self._seq)
-        fifo = self._fifos.get(request.key)
-        if fifo is None:
-            fifo = self._fifos[request.key] = deque()
-        fifo.append(request)
+    # -- adding ------------------------------------------------------------------------------------
+    def add(self, request: PendingRequest, now: float | None = None) -> list[PendingRequest]:
+        """Queue ``request``; returns what to publish now (``request`` itself when its key is free)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            request.seq = next(self._seq)
+            if request.key[0] is Op.PING:
+                self._pings.append(request)
+                return [self._sent(request, now)]
+            fifo = self._fifos.get(request.key)
+            if fifo is None:
+                fifo = self._fifos[request.key] = deque()
+            fifo.append(request)
+            if len(fifo) > 1:
+                return []  # R1: its turn comes with the answer of the one before
+            if request.key in self._fences:
+                self._blocked.add(request.key)  # R2
+                return self._ensure_barrier(now)
+            return [self._sent(request, now)]
+
+    def session_barrier(self, now: float | None = None) -> PendingRequest:
+        """Start a barrier now (R5: a new connection is usable once it is echoed); returns it
+        (already WAITING: publish it)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            return self._new_barrier(now)
+
+    def _sent(self, request: PendingRequest, now: float) -> PendingRequest:
+        request.state = RequestState.WAITING
+        request.deadline = now + request.timeout_s
         self._compact_deadlines()
         heapq.heappush(self._deadlines, (request.deadline, request.seq, request))
         if self._deadlines[0][2] is request:
             self.deadline_added.notify()
+        return request
 
-    def discard(self, request: PendingRequest) -> None:
-        """Take back a request whose publish failed. Call with `lock` held."""
-        fifo = self._fifos.get(request.key)
-        if fifo is not None:
-            with contextlib.suppress(ValueError):
-                fifo.remove(request)
-        request.state = RequestState.FAILED
+    def _new_barrier(self, now: float) -> PendingRequest:
+        self._barriers_sent += 1
+        barrier = self._make_barrier(self._barriers_sent)
+        barrier.seq = next(self._seq)
+        self._pings.append(barrier)
+        self._barrier = barrier
+        return self._sent(barrier, now)
+
+    def _ensure_barrier(self, now: float) -> list[PendingRequest]:
+        if self._barrier is not None or not self._blocked:
+            return []
+        return [self._new_barrier(now)]
+
+    # -- answers ---------------------------------------------------------------------------------
+    def answered(self, key: FifoKey,
+                 now: float | None = None) -> tuple[PendingRequest | None, list[PendingRequest]]:
+        """An answer (success or error) on ``key``: the request it belongs to (None: R6, ignore it)
+        and what to publish now (a barrier, when the key has more waiting)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            fifo = self._fifos.get(key)
+            if not fifo or fifo[0].state is not RequestState.WAITING:
+                self.ignored += 1
+                return None, []
+            request = fifo.popleft()
+            self._settle_one(request)
+            self._fences[key] = self._barriers_sent  # R2
+            if not fifo:
+                del self._fifos[key]
+                return request, []
+            self._blocked.add(key)
+            return request, self._ensure_barrier(now)
+
+    def ping_answered(self, token: str | None, now: float | None = None, *,
+                      refused: bool = False) -> tuple[PendingRequest | None, list[PendingRequest]]:
+        """A ping answer: ``token`` echoed (success), or None (an error answer or an unreadable
+        one: the oldest ping takes it, R3). Returns the ping it belongs to (None: ignore) and what
+        to publish now: requests a barrier's echo released, and the next barrier if needed.
+
+        ``refused``: the error is 18 (the agent refuses this client): it releases a barrier like an
+        echo, since every answer from now on is an error and none can be a false acknowledgement.
+        `barrier_errors` counts barriers answered with other errors in a row (the caller drops the
+        connection past a bound rather than ping for ever)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            request = None
+            if token is None:
+                if self._pings:
+                    request = self._pings.popleft()
+            else:
+                for candidate in self._pings:
+                    if candidate.token == token:
+                        request = candidate
+                        break
+                if request is not None:
+                    self._pings.remove(request)
+            if request is None:
+                self.ignored += 1
+                return None, []
+            self._settle_one(request)
+            out: list[PendingRequest] = []
+            if request.barrier:
+                if self._barrier is request:
+                    self._barrier = None
+                if token is not None or refused:
+                    self.barrier_errors = 0
+                    out = self._release(request.barrier, now)
+                else:
+                    self.barrier_errors += 1
+                out += self._ensure_barrier(now)  # keys answered meanwhile, or this barrier failed
+            return request, out
+
+    def _release(self, barrier: int, now: float) -> list[PendingRequest]:
+        """Barrier number ``barrier`` was echoed: every key answered before it was sent is free."""
+        out = []
+        for key in [k for k, fence in self._fences.items() if fence < barrier]:
+            del self._fences[key]
+            if key in self._blocked:
+                self._blocked.discard(key)
+                fifo = self._fifos.get(key)
+                if fifo and fifo[0].state is RequestState.QUEUED:
+                    out.append(self._sent(fifo[0], now))
+        return out
+
+    def _settle_one(self, request: PendingRequest) -> None:
+        request.state = RequestState.ANSWERED
         self._settled_in_heap += 1
+
+    # -- failures --------------------------------------------------------------------------------
+    def discard(self, requests: list[PendingRequest]) -> None:
+        """Take back requests whose publish failed (the connection is going: `take_all` follows)."""
+        with self.lock:
+            for request in requests:
+                fifo = self._pings if request.key[0] is Op.PING else self._fifos.get(request.key)
+                if fifo is not None and request in fifo:
+                    fifo.remove(request)
+                if self._barrier is request:
+                    self._barrier = None
+                if request.state is RequestState.WAITING:
+                    self._settled_in_heap += 1
+                request.state = RequestState.FAILED
 
     def _compact_deadlines(self) -> None:
         """Drop the deadline entries of settled requests once they are most of the heap.
@@ -115,32 +301,15 @@ class PendingTable:
         heapq.heapify(self._deadlines)
         self._settled_in_heap = 0
 
-    def pop(self, key: FifoKey) -> PendingRequest | None:
-        """The oldest request of ``key`` (answered now), or None when nothing is outstanding.
-
-        A returned request in state TIMED_OUT is a late answer's owner: the caller discards it.
-        """
-        with self.lock:
-            fifo = self._fifos.get(key)
-            if not fifo:
-                return None
-            request = fifo.popleft()
-            if not fifo:
-                del self._fifos[key]
-            if request.state is RequestState.WAITING:
-                request.state = RequestState.ANSWERED
-                self._settled_in_heap += 1
-            return request
-
     def outstanding(self) -> int:
+        """Requests queued or on the wire (barriers included)."""
         with self.lock:
-            return sum(len(fifo) for fifo in self._fifos.values())
+            return sum(len(fifo) for fifo in self._fifos.values()) + len(self._pings)
 
     def expire(self, now: float) -> tuple[list[PendingRequest], float | None]:
-        """Mark waiting requests past their deadline as timed out (they keep their FIFO place).
-
-        Returns them and the next deadline (None when nothing waits). Call with `lock` held.
-        """
+        """Mark requests on the wire past their deadline as timed out. Returns them and the next
+        deadline (None when nothing waits). Call with `lock` held. The caller drops the
+        connection (R4), which empties the table (`take_all`)."""
         expired: list[PendingRequest] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, request = heapq.heappop(self._deadlines)
@@ -152,12 +321,20 @@ class PendingTable:
         return expired, (self._deadlines[0][0] if self._deadlines else None)
 
     def take_all(self) -> list[PendingRequest]:
-        """Empty every FIFO (connection gone); returns the requests still waiting for an answer."""
+        """Empty the table (connection gone); returns the requests queued or still waiting for an
+        answer, in the order they were added."""
         with self.lock:
-            waiting = [r for fifo in self._fifos.values() for r in fifo if r.state is RequestState.WAITING]
+            waiting = [r for fifo in self._fifos.values() for r in fifo] + list(self._pings)
+            waiting = [r for r in waiting if r.state in (RequestState.WAITING, RequestState.QUEUED)]
+            waiting.sort(key=lambda r: r.seq)
             for request in waiting:
                 request.state = RequestState.FAILED
             self._fifos.clear()
+            self._pings.clear()
+            self._fences.clear()
+            self._blocked.clear()
+            self._barrier = None
+            self.barrier_errors = 0
             self._deadlines.clear()
             self._settled_in_heap = 0
             return waiting
@@ -165,11 +342,14 @@ class PendingTable:
 
 class DeadlineWatcher:
     """A daemon thread failing requests of a `PendingTable` with ``make_timeout(request)`` when
-    their deadline passes."""
+    their deadline passes, then calling ``on_expired(requests)`` (the client drops the connection:
+    R4)."""
 
-    def __init__(self, table: PendingTable, make_timeout: Callable[[PendingRequest], BaseException]) -> None:
+    def __init__(self, table: PendingTable, make_timeout: Callable[[PendingRequest], BaseException],
+                 on_expired: Callable[[list[PendingRequest]], None] | None = None) -> None:
         self._table = table
         self._make_timeout = make_timeout
+        self._on_expired = on_expired
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="agent-deadlines", daemon=True)
 
@@ -199,3 +379,8 @@ class DeadlineWatcher:
                     settle(request.future, error=self._make_timeout(request))
                 except Exception:  # a failing done-callback must not stop the watcher
                     log.exception("timeout handling failed for %s", request.description)
+            if self._on_expired is not None:
+                try:
+                    self._on_expired(expired)
+                except Exception:
+                    log.exception("dropping the connection after a timeout failed")

@@ -9,6 +9,14 @@ The push gate: a push goes only to ids a reconciliation saw in the agent's listi
 connection. Every "up" event starts a new generation; a "down" (or a connection error from a
 push) closes the gate; a reconciliation during which the connection went down is discarded.
 
+The inventory probe: the full reconciliation runs every ``inventory_check`` (1 h by default), but
+an agent whose inventory is lost while we run (a wipe, a reinstall) accepts pushes to our old ids
+and files them under sensors it creates implicitly, named by their ids. So every
+`INVENTORY_PROBE_S` one ``list_sensors`` is compared with the verified ids (each sensor listed,
+under its name, with its metrics): a mismatch closes the gate and reconciles at once, and the
+samples acknowledged since the last good probe are reported in one warning (they may sit under
+those nameless sensors). A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer.
+
 What happens to a push that was not acknowledged:
 
 | outcome                                             | what happens                                  |
@@ -91,6 +99,9 @@ REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
 PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
 MAX_UNKNOWN_ID_RETRIES = 3
+#: Seconds between two inventory probes (one list_sensors compared with the verified ids): the
+#: bound on how long a live wipe at the agent goes unnoticed.
+INVENTORY_PROBE_S = 30.0
 #: Seconds `stop` lets in-flight pushes finish (their acknowledgements delete rows).
 STOP_DRAIN_S = 1.5
 #: Error code of the reports `report_sensor_error` sends (the agent only stores them).
@@ -184,7 +195,8 @@ class Delivery:
                  specs: Mapping[str, SensorSpec], clock_ready: Callable[[], bool] | None = None,
                  provisioner: Provisioner | None = None, in_flight: int = IN_FLIGHT,
                  request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
-                 retry_backoff: Backoff = RETRY_BACKOFF, connect_backoff: Backoff = CONNECT_BACKOFF) -> None:
+                 retry_backoff: Backoff = RETRY_BACKOFF, connect_backoff: Backoff = CONNECT_BACKOFF,
+                 inventory_probe_s: float = INVENTORY_PROBE_S) -> None:
         self.settings = settings
         self.bridge = bridge
         self.queue = queue
@@ -195,6 +207,11 @@ class Delivery:
         self._request_timeout = request_timeout
         self._retry_backoff = retry_backoff
         self._connect_backoff = connect_backoff
+        self._probe_every = inventory_probe_s
+        self._probe_at = 0.0
+        self._probing: ResolvedInventory | None = None  # the inventory a probe in flight checks
+        self._acked_since_probe: dict[str, int] = {}  # sensor name → acknowledged since the last good probe
+        self._probe_ok_at = time.time()  # wall clock of the last good probe (for the warning)
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -426,6 +443,8 @@ class Delivery:
             wake.append(self._reconcile_at)
         if self._resolved is not None:
             wake.append(self._next_check)
+            if self._probing is None:
+                wake.append(self._probe_at)
         if self._acked:
             wake.append(now + 0.5)
         if self._step_error:
@@ -446,6 +465,8 @@ class Delivery:
             self._need_reconcile = True
         elif kind == "queue" and message[1] == "stamped":
             self._rewind()
+        elif kind == "probe":
+            self._on_probe(message[1], message[2], message[3])
 
     def _step(self) -> None:
         changes = self._queue_changes
@@ -464,6 +485,9 @@ class Delivery:
         if self._need_reconcile and self._up and not self._forbidden_until and now >= self._reconcile_at:
             self._reconcile()
         resolved = self._resolved
+        if (resolved is not None and self._probing is None and not self._need_reconcile
+                and time.monotonic() >= self._probe_at and self._gate_open(resolved)):
+            self._probe(resolved)
         exhausted = False
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
             exhausted = self._send(resolved)
@@ -688,7 +712,52 @@ class Delivery:
             self._set_problem("")
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
+        self._probe_at = time.monotonic() + self._probe_every  # the reconciliation just listed
         self._rewind()
+
+    def _probe(self, resolved: ResolvedInventory) -> None:
+        """Send one list_sensors to compare with ``resolved`` (the module docstring: the probe)."""
+        client = self._client
+        if client is None:
+            return
+        self._probe_at = time.monotonic() + self._probe_every
+        try:
+            future = client.list_sensors_async()
+        except AgentError as exc:
+            log.debug("inventory probe not sent: %s", exc)
+            return
+        self._probing = resolved
+        future.add_done_callback(lambda f: self._inbox.put(("probe", client, resolved, f)))
+
+    def _on_probe(self, client: AgentClient, resolved: ResolvedInventory, future: Future[Reply]) -> None:
+        self._probing = None
+        if client is not self._client or resolved is not self._resolved or future.exception() is not None:
+            return  # stale, or no answer (a timeout drops the connection; the next one reconciles)
+        listing = future.result().value
+        listed = {str(s.get("sensorId")): s for s in listing if isinstance(s, dict)}
+        lost = []
+        for name, sensor_id in resolved.sensors.items():
+            entry = listed.get(sensor_id)
+            metric_ids = {str(m.get("metricId")) for m in entry.get("metrics", []) if isinstance(m, dict)} \
+                if entry is not None else set()
+            ours = {mid for (sensor, _, _), mid in resolved.metrics.items() if sensor == name}
+            if entry is None or entry.get("name") != name or not ours <= metric_ids:
+                lost.append(name)
+        if not lost:
+            self._acked_since_probe = {}
+            self._probe_ok_at = time.time()
+            return
+        exposed = sum(self._acked_since_probe.get(name, 0) for name in lost)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._probe_ok_at))
+        log.warning("the agent no longer holds %d of our sensors as registered (%s; e.g. its inventory "
+                    "was wiped): registering them again; %d samples of them acknowledged since %s may "
+                    "have been filed under sensors the agent created implicitly under the old ids",
+                    len(lost), ", ".join(sorted(lost)), exposed, since)
+        self._acked_since_probe = {}
+        self._probe_ok_at = time.time()
+        self._resolved = None  # the gate closes until the inventory is reconciled again
+        self._need_reconcile = True
+        self._reconcile_at = 0.0
 
     def _reconcile_failed(self, why: str) -> None:
         """A reconciliation failed in a way waiting may cure (an agent that refuses a request,
@@ -820,6 +889,7 @@ class Delivery:
                 self._kept_logged = False
             self.pushed += 1
             self.pushed_by_sensor[sample.sensor] = self.pushed_by_sensor.get(sample.sensor, 0) + 1
+            self._acked_since_probe[sample.sensor] = self._acked_since_probe.get(sample.sensor, 0) + 1
             self._last_ack = time.time()
             self._retry_delays = self._retry_backoff.delays()
             return

@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 MAPPING_PREFIX = "inventory-"
 #: File mode of a mapping (it holds ids only, nothing secret).
 MAPPING_MODE = 0o644
-#: Seconds a reconciliation waits for one answer beyond the client's request timeout.
+#: Seconds a reconciliation waits for one answer beyond its bound.
 ANSWER_GRACE_S = 5.0
+#: Request timeouts a reconciliation waits for one answer: a request may wait for two barrier
+#: pings before it is published (`pibridge.agent.pending` R2), each bounded by the timeout.
+ANSWER_TIMEOUTS = 3
 
 Identity = tuple[str, str]  # (metric key, "unit:…" | "type:…")
 #: Agent error codes that abort a reconciliation for a later retry: transient (0–3) and an id
@@ -200,7 +203,7 @@ class Reconciler:
         connection lost, a garbled or transient answer, an id gone meanwhile); other agent
         errors raised as they are."""
         try:
-            return future.result(self.client.request_timeout + ANSWER_GRACE_S)
+            return future.result(ANSWER_TIMEOUTS * self.client.request_timeout + ANSWER_GRACE_S)
         except (AgentConnectionError, RequestTimeout, ProtocolError, TimeoutError) as exc:
             raise ReconcileAborted(str(exc)) from exc
         except AgentReplyError as exc:
@@ -269,7 +272,7 @@ class Reconciler:
             out[sid] = {}
             for mid, future in metrics.items():
                 try:
-                    reply = future.result(self.client.request_timeout + ANSWER_GRACE_S)
+                    reply = future.result(ANSWER_TIMEOUTS * self.client.request_timeout + ANSWER_GRACE_S)
                 except AgentReplyError as exc:
                     if exc.code in (ErrorCode.UnknownMetricId, ErrorCode.UnknownSensorId):
                         continue  # deleted since the listing: as if not listed

@@ -17,8 +17,10 @@ from typing import Any
 from pibridge import protocol
 from pibridge.agent import (
     AgentClient,
+    AgentConnectionError,
     AgentError,
     AgentSettings,
+    ConnectionErrorKind,
     CredentialFiles,
     ProvisioningMode,
     provision,
@@ -112,7 +114,9 @@ def _agent_failure(settings: AgentSettings, exc: Exception) -> CliError:
     asks for no client certificate was sent to another port (most likely the provisioning port:
     it accepts any TLS client and never answers API requests): said so."""
     message = str(exc)
-    if isinstance(exc, TimeoutError):  # RequestTimeout is one too
+    # RequestTimeout is a TimeoutError; a connection whose first ping goes unanswered fails connect()
+    unanswered = isinstance(exc, AgentConnectionError) and exc.kind is ConnectionErrorKind.TIMEOUT
+    if isinstance(exc, TimeoutError) or unanswered:
         endpoint = Endpoint(settings.host, settings.port, TlsFiles(settings.ca_file))
         if demands_client_certificate(endpoint, DEFAULT_TIMEOUT_S) is False:
             message += (f": {settings.api_address} asks for no client certificate, so it is not the agent's "

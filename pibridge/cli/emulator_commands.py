@@ -85,6 +85,15 @@ def _injection(text: str) -> object:
     return Injection(code, share)
 
 
+def _answer_fault(text: str) -> object:
+    from pibridge.emulator.faults import AnswerFault
+
+    try:
+        return AnswerFault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pibridge.emulator.server import Options, ServeError, serve
     from pibridge.profiling import CPROFILE_ENV, profile_threads
@@ -92,8 +101,11 @@ def _serve(args: argparse.Namespace) -> int:
     injections = list(args.inject_error or [])
     if sum(i.share for i in injections) > 1.0:
         raise CliError("the shares of --inject-error add up to more than 1")
+    answer_faults = list(args.inject_answer_fault or [])
+    if sum(f.share for f in answer_faults) > 1.0:
+        raise CliError("the shares of --inject-answer-fault add up to more than 1")
     options = Options(_state_dir(args), args.host, args.port, args.provision_port, args.strict_ids,
-                      injections, args.seed, args.http)
+                      injections, answer_faults=answer_faults, seed=args.seed, http=args.http)
     try:
         with profile_threads(os.environ.get(CPROFILE_ENV)):  # performance work only
             return serve(options)
@@ -146,6 +158,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="answer pushes to unknown sensor/metric ids with 15/16 instead of creating them")
     serve.add_argument("--inject-error", action="append", type=_injection, metavar="CODE:SHARE",
                        help="answer SHARE (0..1) of the API requests with error CODE (1 or 3); repeatable")
+    serve.add_argument("--inject-answer-fault", action="append", type=_answer_fault, metavar="KIND:SHARE",
+                       help="drop, dup(licate), delay or reorder SHARE (0..1) of the API answers "
+                            "(delay:SHARE:SECONDS holds the answer stream, default 2 s); repeatable; for "
+                            "client tests")
     serve.add_argument("--seed", type=int, default=None, help="seed of the error-injection random generator")
     serve.add_argument("--http", metavar="HOST:PORT",
                        help="serve the dashboard here (what the emulated agent holds, live), "

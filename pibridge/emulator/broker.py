@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from pibridge import protocol as p
 
@@ -52,6 +53,13 @@ FALLBACK_DIRS = ("/usr/sbin", "/usr/local/sbin")
 MOSQUITTO_ENV = "PIBRIDGE_MOSQUITTO"
 #: Messages mosquitto queues per client beyond those in flight (see module notes: not 0).
 MAX_QUEUED_MESSAGES = 1_000_000
+#: Largest MQTT packet mosquitto accepts (bytes, ``max_packet_size``; the core's own answers too,
+#: so it leaves room for a listing of thousands of sensors): a 60 MB request never reaches the
+#: core; up to `core.MAX_REQUEST_BYTES` requests are answered, larger ones 19 before parsing.
+MAX_PACKET_BYTES = 16 * 1024 * 1024
+#: Mode of mosquitto's log: it names every client's MQTT client id, which must stay private
+#: (whoever knows an id can connect with it and disconnect its owner).
+LOG_MODE = 0o600
 #: Seconds to wait for mosquitto to exit on SIGTERM before SIGKILL.
 STOP_TIMEOUT_S = 5.0
 #: Longest Unix socket path we use (sun_path holds 108 bytes including the NUL).
@@ -74,6 +82,17 @@ _TIMESTAMP = re.compile(rb"^\d+: ")
 _ROOT_WARNING = b"should not be run as root"
 #: Usable TCP ports (0 is not one: mosquitto's ``listener 0`` opens a Unix socket).
 PORT_MIN, PORT_MAX = 1, 65535
+
+
+def open_private(path: Path) -> BinaryIO:
+    """``path`` for appending, readable by the owner only (`LOG_MODE`, also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    try:
+        os.fchmod(fd, LOG_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 class BrokerError(Exception):
@@ -150,6 +169,8 @@ class BrokerConfig:
             "log_type information",  # for the reload line (`RELOAD_LINE`)
             "connection_messages true",
             "set_tcp_nodelay true",  # else Nagle + delayed ACK add ~40 ms to every answer
+            # a client sending a larger packet is disconnected (the core answers 19 above 256 KiB)
+            f"max_packet_size {MAX_PACKET_BYTES}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto', which cannot read our files
@@ -244,8 +265,8 @@ class Broker:
                         self._reload_count += 1
                         self._reloads.notify_all()
                 try:
-                    if out is None:
-                        out = open(self.config.log_file, "ab", buffering=0)  # noqa: SIM115 (reopened after a failure)
+                    if out is None:  # reopened after a failure
+                        out = open_private(self.config.log_file)
                     out.write(line)
                 except OSError as exc:
                     if writing:

@@ -10,6 +10,17 @@ subscribes again; `up_count` counts successful (re)subscriptions. Other threads 
 core's thread with `call` (the wipe): it wakes the loop through a socket pair and runs between
 two batches, connected or not.
 
+Fairness and flow control (one client never costs another its answers): received requests wait
+in one queue per client (the clientId of the topic; provisioning has its own), at most
+`CLIENT_QUEUE_MAX` each; beyond it that client's requests are dropped, counted and logged
+(rate-limited): a flooding client meets its own timeouts, nobody else. Batches are filled
+round-robin, `FAIR_SHARE` requests per client per turn, each client's requests in their order
+(which is all the agent's answering order promises, and what a client's barrier pings rely on).
+While mosquitto has not acknowledged `UNACKED_MAX` of the core's QoS-1 answers, no further
+request is handled (the connection is still served, so acknowledgements come in): paho numbers
+messages with one 16-bit counter and refuses a publish whose number is still in use ("Message
+queue full"), which dropped answers of every client.
+
 A deprovision blocks this thread until mosquitto logged that it reloaded the CRL
 (`Broker.reload`); mosquitto's log is read by the broker's own reader thread, which needs nothing
 from this one.
@@ -17,21 +28,51 @@ from this one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from pibridge import mqtt
-from pibridge.emulator.core import BATCH_MAX, Core
+from pibridge import protocol as p
+from pibridge.emulator.core import BATCH_MAX, Core, LogLimiter
 
 log = logging.getLogger(__name__)
 
 #: Longest wait in the network loop (keepalive is handled between waits).
 LOOP_TIMEOUT_S = 1.0
+#: Requests one client may have waiting in the core, and their bytes; more are dropped (counted
+#: and logged).
+CLIENT_QUEUE_MAX = 20_000
+CLIENT_QUEUE_BYTES_MAX = 32 * 1024 * 1024
+#: Most messages read from the connection per turn (a turn handles one batch): reading runs
+#: ahead of handling, so a quiet client's request is queued, and served, without waiting for
+#: the handling of everything a flooder sent before it.
+READ_AHEAD = 10 * BATCH_MAX
+#: Requests taken from one client per turn while a batch is filled round-robin.
+FAIR_SHARE = 64
+#: Unacknowledged QoS-1 answers beyond which no request is handled until acknowledgements come.
+#: paho draws the ids of QoS-0 and QoS-1 publishes from one 16-bit counter and refuses a QoS-1
+#: publish whose id is still unacknowledged; mosquitto acknowledges in order, so the ids in use
+#: span at most (unacknowledged QoS 1 + the QoS-0 livedata published meanwhile, one per answer)
+#: ≤ 2 × (UNACKED_MAX + 2 answers × BATCH_MAX) = 56,000 < 65,535.
+UNACKED_MAX = 20_000
+#: The queue of requests on topics without a clientId (provisioning).
+_NO_CLIENT = ""
+
+
+def request_owner(topic: str) -> str:
+    """The clientId a request topic names (``/v1.0/<cid>/…``), `_NO_CLIENT` for provisioning."""
+    prefix = p.API_PREFIX + "/"
+    if not topic.startswith(prefix):
+        return _NO_CLIENT
+    end = topic.find("/", len(prefix))
+    return topic[len(prefix):end] if end > 0 else _NO_CLIENT
 
 
 class CoreChannel:
@@ -46,7 +87,12 @@ class CoreChannel:
         self._client_id = client_id
         self._backoff = backoff
         self._connect_timeout = connect_timeout
-        self._inbox: list[tuple[str, bytes]] = []
+        self._queues: dict[str, collections.deque[tuple[str, bytes]]] = {}  # per client, in order
+        self._queued_bytes: dict[str, int] = {}  # payload bytes waiting, per client
+        self._turns: collections.deque[str] = collections.deque()  # clients with requests waiting
+        #: requests dropped because their client had `CLIENT_QUEUE_MAX` waiting, per clientId
+        self.dropped: dict[str, int] = {}
+        self._drop_log = LogLimiter()
         self._session: mqtt.MqttSession | None = None
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -134,22 +180,73 @@ class CoreChannel:
             self.up_count += 1
             self.ups.notify_all()
         try:
+            wait = LOOP_TIMEOUT_S
             while True:
-                alive = session.loop(LOOP_TIMEOUT_S, wake=self._wake_r, max_messages=BATCH_MAX)
-                self._process()  # also after a drop: what arrived is stored (its answers are lost)
-                self._run_commands()
+                # read ahead of handling (every client's requests reach its queue), one batch a turn
+                alive = session.loop(wait, wake=self._wake_r, max_messages=READ_AHEAD)
                 if not alive or self._stopping:
+                    self._process()  # what arrived is stored (answers of a dropped connection are lost)
+                    self._run_commands()
                     break
+                self._process(batches=1)
+                due = self.core.release_answers()  # answers an injected delay held (`faults`)
+                wait = LOOP_TIMEOUT_S if due is None else min(LOOP_TIMEOUT_S, due - time.monotonic())
+                if self._turns and not self._flow_stopped():
+                    wait = 0.0
+                wait = max(0.0, wait)
+                self._run_commands()
         finally:
             self._session = None
             session.close()
 
     def _received(self, topic: str, payload: bytes) -> None:
-        self._inbox.append((topic, payload))
+        owner = request_owner(topic)
+        waiting = self._queues.get(owner)
+        if waiting is None:
+            waiting = self._queues[owner] = collections.deque()
+            self._turns.append(owner)
+        size = self._queued_bytes.get(owner, 0)
+        if len(waiting) >= CLIENT_QUEUE_MAX or size + len(payload) > CLIENT_QUEUE_BYTES_MAX:
+            dropped = self.dropped[owner] = self.dropped.get(owner, 0) + 1
+            self._drop_log.log(log, "client %s has %d requests (%d bytes) waiting: request on %s dropped "
+                               "unanswered (%d so far); its requests time out, other clients are served",
+                               owner or "(provisioning)", len(waiting), size, topic, dropped)
+            return
+        waiting.append((topic, payload))
+        self._queued_bytes[owner] = size + len(payload)
 
-    def _process(self) -> None:
-        while self._inbox:
-            batch, self._inbox = self._inbox[:BATCH_MAX], self._inbox[BATCH_MAX:]
+    def _next_batch(self) -> list[tuple[str, bytes]]:
+        """Up to `BATCH_MAX` requests, `FAIR_SHARE` per client per turn, each client's in order."""
+        batch: list[tuple[str, bytes]] = []
+        while self._turns and len(batch) < BATCH_MAX:
+            owner = self._turns.popleft()
+            waiting = self._queues[owner]
+            taken = 0
+            for _ in range(min(FAIR_SHARE, len(waiting), BATCH_MAX - len(batch))):
+                message = waiting.popleft()
+                taken += len(message[1])
+                batch.append(message)
+            if waiting:
+                self._turns.append(owner)
+                self._queued_bytes[owner] -= taken
+            else:
+                del self._queues[owner]
+                self._queued_bytes.pop(owner, None)
+        return batch
+
+    def _flow_stopped(self) -> bool:
+        """Too many answers unacknowledged: serve the connection until mosquitto acknowledged more."""
+        session = self._session
+        return session is not None and session.is_open and session.unacknowledged() > UNACKED_MAX
+
+    def _process(self, batches: int = 0) -> None:
+        """Handle waiting requests: ``batches`` batches (0: all), unless flow control stops it."""
+        done = 0
+        while self._turns and not (batches and done >= batches):
+            if self._flow_stopped():
+                return
+            done += 1
+            batch = self._next_batch()
             try:
                 self.core.process(batch)
             except Exception as exc:  # never end the thread: the next batch may well succeed

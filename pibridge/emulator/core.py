@@ -19,9 +19,10 @@ Unexpected failures are logged as one line each, rate-limited (`LogLimiter`), ne
 per request (``-vv`` adds the traceback at debug level).
 
 Validation follows the [choice] order of §4; the first failure answers:
-18 → 4 → 5 → 6 → 7/8/9/10/11 (request fields) → 15 → 16 → 7/8/9/11 (pushed values) →
-12/13/14 → 19 → 17. Within a multi-item request every item passes one stage before any item
-is checked at the next (so a missing field anywhere wins over a wrong type anywhere).
+18 → 19 (request larger than `MAX_REQUEST_BYTES`) → 4 → 5 → 6 → 7/8/9/10/11 (request fields) →
+15 → 16 → 7/8/9/11 (pushed values) → 12/13/14 → 19 → 17. Within a multi-item request every item
+passes one stage before any item is checked at the next (so a missing field anywhere wins over a
+wrong type anywhere).
 
 Values the agent cannot keep ([choice], agent-api.md §4):
 
@@ -31,6 +32,15 @@ Values the agent cannot keep ([choice], agent-api.md §4):
     integer metric: a whole number outside -2**63 .. 2**63-1  19 OutOfRange (1e300 included)
     number metric: a number beyond a finite double            19 OutOfRange (a 400-digit literal)
     NaN / Infinity anywhere a number is stored                19 OutOfRange
+
+The emulator's own limits ([choice]: one client's huge request must not slow everyone; the agent
+documents none)::
+
+    limit                                                     value       beyond it
+    request payload (API and provisioning)                    256 KiB     19 OutOfRange, before parsing
+    MQTT packet (mosquitto ``max_packet_size``)               16 MiB      mosquitto disconnects the client
+    characters of one pushed string value                     4096        19 OutOfRange
+    values in one push                                        1000        19 OutOfRange
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pibridge import protocol as p
+from pibridge.emulator.faults import AnswerFault, AnswerFaults
 from pibridge.emulator.pki import Authority, CsrRejected, CsrUnparsable
 from pibridge.emulator.store import BatchLost, Client, Metric, Sensor, Store, StoreCorrupt
 from pibridge.protocol import ErrorCode as E
@@ -69,6 +80,12 @@ INT64_MAX = 2**63 - 1
 #: A text that may hold a lone surrogate: one written as an escape, or any non-ASCII byte (json
 #: decodes bytes with 'surrogatepass'). Pure-ASCII payloads without escapes skip the walk.
 _ESCAPE = b"\\u"
+#: Largest request payload handled (bytes); larger ones are answered 19 before parsing.
+MAX_REQUEST_BYTES = 256 * 1024
+#: Longest string value a push may store (characters).
+MAX_STRING_VALUE_CHARS = 4096
+#: Most values one push may carry.
+MAX_VALUES_PER_PUSH = 1000
 #: Answers (and certificates) go out at QoS 1 (agent-api.md §1).
 REPLY_QOS = 1
 #: Livedata is a notification the agent API fixes no QoS for: QoS 0 saves the acknowledgements.
@@ -390,6 +407,7 @@ class Core:
 
     def __init__(self, store: Store, authority: Authority, *, strict_ids: bool = False,
                  injections: Sequence[Injection] = (), seed: int | None = None,
+                 answer_faults: Sequence[AnswerFault] = (),
                  publish: Callable[[str, bytes, int], None] | None = None,
                  on_revoked: Callable[[], bool | None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -398,6 +416,10 @@ class Core:
         self.strict_ids = strict_ids
         self.injections = list(injections)
         self.rng = random.Random(seed)
+        self.answer_faults = AnswerFaults(answer_faults, self.rng) if answer_faults else None
+        #: Answers that could not be published (the core's connection was down or full): counted
+        #: here and logged (rate-limited), never dropped silently.
+        self.unpublished = 0
         self.publish = publish or (lambda topic, payload, qos: None)
         self.on_revoked = on_revoked or (lambda: None)
         self.clock = clock
@@ -587,11 +609,26 @@ class Core:
             client.sensors.clear()
 
     def _publish_all(self, out: Out) -> None:
+        if self.answer_faults is not None:
+            self.answer_faults.publish(out, self._publish_one)
+            return
         for topic, payload, qos in out:
-            try:
-                self.publish(topic, payload, qos)
-            except Exception as exc:  # broker down: the client's request times out
-                self.failures.log(log, "cannot publish to %s: %s", topic, exc)
+            self._publish_one(topic, payload, qos)
+
+    def _publish_one(self, topic: str, payload: bytes, qos: int) -> None:
+        try:
+            self.publish(topic, payload, qos)
+        except Exception as exc:  # broker down: the client's request times out
+            self.unpublished += 1
+            self.failures.log(log, "answer on %s not published (%d so far): %s", topic, self.unpublished, exc)
+
+    def release_answers(self) -> float | None:
+        """Publish answers an injected delay held whose time has come; returns when the next
+        held ones are due (monotonic seconds), None when nothing is held."""
+        if self.answer_faults is None:
+            return None
+        self.answer_faults.release(self._publish_one)
+        return self.answer_faults.next_release()
 
     # -- dispatch ------------------------------------------------------------------------------
     def now_ms(self) -> int:
@@ -616,6 +653,9 @@ class Core:
         try:
             if client is None or client.revoked:
                 raise ApiError(E.ForbiddendAccess, "Access forbidden: unknown or deprovisioned client.")
+            if len(payload) > MAX_REQUEST_BYTES:
+                raise ApiError(E.OutOfRange, f"Request of {len(payload)} bytes is larger than the "
+                               f"{MAX_REQUEST_BYTES} bytes accepted.")
             self._inject()
             if op is p.Op.PUSH:
                 body, extra = self._push(client, sid, payload)
@@ -645,6 +685,10 @@ class Core:
     # -- provisioning (§3) ---------------------------------------------------------------------
     def _provision(self, payload: bytes) -> Out:
         digest = hashlib.sha256(payload).hexdigest()
+        if len(payload) > MAX_REQUEST_BYTES:
+            return [(p.CERT_BACK_ERROR_TOPIC.format(hash=digest), encode(p.error_payload(
+                E.OutOfRange, f"Request of {len(payload)} bytes is larger than the {MAX_REQUEST_BYTES} "
+                "bytes accepted.")), REPLY_QOS)]
         try:
             cid, serial, pem = self.authority.sign_csr(payload)
         except (CsrUnparsable, CsrRejected) as exc:
@@ -830,6 +874,9 @@ class Core:
             else:
                 check_value(types[mid], e["value"], mid)
         # 19: ranges
+        if len(entries) > MAX_VALUES_PER_PUSH:
+            raise ApiError(E.OutOfRange, f"A push may carry at most {MAX_VALUES_PER_PUSH} values, "
+                           f"not {len(entries)}.")
         now = self.now_ms()
         top = obj.get("timestamp")
         rows_ts = []
@@ -841,7 +888,11 @@ class Core:
             elif not (is_finite(ts) and p.TIMESTAMP_MIN_MS <= ts <= now + p.TIMESTAMP_MAX_AHEAD_MS):
                 raise ApiError(E.OutOfRange, f"Timestamp {ts} is out of range.")
             mid = e["metricId"]
-            check_storable(new[mid] if mid in new else types[mid], e["value"], mid)
+            value = e["value"]
+            if isinstance(value, str) and len(value) > MAX_STRING_VALUE_CHARS:
+                raise ApiError(E.OutOfRange, f"Value of metric '{mid}' is longer than "
+                               f"{MAX_STRING_VALUE_CHARS} characters.")
+            check_storable(new[mid] if mid in new else types[mid], value, mid)
             rows_ts.append(int(ts))
         # accepted: create what is implicit, store, answer, livedata
         if sensor is None:

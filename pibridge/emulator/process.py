@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -57,6 +58,8 @@ PORT_RETRIES = 3
 LOG_TAIL_CHARS = 2000
 #: Default name of the serve process's log, in the state directory.
 SERVE_LOG_NAME = "serve.log"
+#: How mosquitto's log names the core's connection (its client id).
+_CORE_ID = re.compile(r" as (pibridge-emulator-core-[0-9a-f]+)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -76,6 +79,7 @@ class EmulatorProcess:
 
     def __init__(self, state_dir: Path, *, host: str = "127.0.0.1", port: int = 0, provision_port: int = 0,
                  strict_ids: bool = False, inject_errors: Sequence[tuple[int, float]] = (),
+                 inject_answer_faults: Sequence[str] = (),
                  seed: int | None = None, output_file: Path | None = None, http: str | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
@@ -83,6 +87,9 @@ class EmulatorProcess:
         self.provision_port = provision_port
         self.strict_ids = strict_ids
         self.inject_errors = list(inject_errors)
+        #: ``"drop:0.01"``, ``"dup:0.02"``, ``"delay:0.005:1.5"``, ``"reorder:0.05"`` (see
+        #: `pibridge.emulator.faults`); applied from the next `start` on
+        self.inject_answer_faults = list(inject_answer_faults)
         self.seed = seed
         self.output_file = Path(output_file) if output_file else self.state_dir / SERVE_LOG_NAME
         self.ready_line = ""
@@ -121,6 +128,8 @@ class EmulatorProcess:
             cmd.append("--strict-ids")
         for code, share in self.inject_errors:
             cmd += ["--inject-error", f"{int(code)}:{share}"]
+        for fault in self.inject_answer_faults:
+            cmd += ["--inject-answer-fault", fault]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         if self.http:
@@ -150,7 +159,9 @@ class EmulatorProcess:
     def _launch(self, timeout: float) -> None:
         self._lines = queue.SimpleQueue()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.output_file, "a") as err:
+        from pibridge.emulator.broker import open_private
+
+        with open_private(self.output_file) as err:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                           stderr=err, text=True, env=env)
         threading.Thread(target=self._read, args=(self._proc, self._lines), name="emulator-stdout",
@@ -272,6 +283,28 @@ class EmulatorProcess:
         finally:
             if self.running:
                 self.resume_core()
+
+    def core_client_id(self) -> str:
+        """The MQTT client id of the core's current connection (from mosquitto's log, which only
+        the owner may read)."""
+        try:
+            text = (self.state_dir / "mosquitto.log").read_text(errors="replace")
+        except OSError as exc:
+            raise EmulatorError(f"cannot read mosquitto's log: {exc}") from None
+        found = _CORE_ID.findall(text)
+        if not found:
+            raise EmulatorError("the core's client id is not in mosquitto's log")
+        return found[-1]
+
+    def drop_core_session(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        """The core's MQTT session ends for a moment while every client stays connected (as when
+        mosquitto's keepalive check drops a core that hung too long): a connection on the core's
+        socket takes over its client id, then leaves; the core reconnects by itself. Requests
+        routed to the core in between are lost (clean session). Works while the core is paused."""
+        endpoint = mqtt.Endpoint(unix_socket=str(self.state_dir.resolve() / "core.sock"))
+        session = mqtt.MqttSession(endpoint, client_id=self.core_client_id(), on_message=lambda t, m: None)
+        session.open(timeout)
+        session.close()
 
     def wipe(self) -> None:
         """Delete every sensor, metric and value; clients and CA stay."""

@@ -37,6 +37,7 @@ from pibridge.emulator.broker import (
 )
 from pibridge.emulator.channel import CoreChannel
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
+from pibridge.emulator.faults import AnswerFault
 from pibridge.emulator.pki import Authority, PkiError
 from pibridge.emulator.store import DB_NAME, Store, StoreCorrupt
 from pibridge.paths import DirectoryError, prepare_directory
@@ -79,6 +80,7 @@ class Options:
     provision_port: int = 18883
     strict_ids: bool = False
     injections: list[Injection] = field(default_factory=list)
+    answer_faults: list[AnswerFault] = field(default_factory=list)
     seed: int | None = None
     #: ``--http HOST:PORT``: the dashboard's address (None: no web server, nothing of it imported)
     http: str | None = None
@@ -197,6 +199,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
             # writing it, a lost file)
             authority.write_crl(store.revoked_serials())
             core = Core(store, authority, strict_ids=options.strict_ids, injections=options.injections,
+                        answer_faults=options.answer_faults,
                         seed=options.seed)
         except PkiError as exc:
             raise ServeError(str(exc)) from None
