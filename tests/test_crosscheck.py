@@ -1,0 +1,297 @@
+"""Cross-check pibridge's chip drivers against Adafruit's CircuitPython drivers on identical bytes.
+
+Both drivers talk to the *same* wire-level fake chip (``drivers/fakes``): Adafruit's through
+`BusioI2COnFake`, a ``busio.I2C`` look-alike that turns every ``writeto`` / ``readfrom_into`` /
+``writeto_then_readfrom`` into the fake's ``i2c_rdwr`` messages; pibridge's through the fake's own
+smbus2 surface. Both buses record every read phase, so each case also asserts that the two drivers
+decoded the same measurement bytes. Agreement is exact where both follow the datasheet with the same
+float expression; where /work/shared/hardware.md ("how references differ") says Adafruit deliberately
+differs, the documented difference is asserted exactly, so any other deviation still fails.
+
+Adafruit's libraries are the optional extra ``crosscheck`` (installed by scripts/setup.sh on the
+64-bit pip route): skipped where they are missing (a 32-bit Pi), a failure when ``CI=true``. Their
+``time.sleep`` is pointed at the fake's `VirtualClock`, so the module runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import struct
+from collections.abc import Callable
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+from smbus2 import i2c_msg
+
+from pibridge.drivers.fakes.clock import VirtualClock
+from pibridge.drivers.fakes.i2c import FakeI2CDevice, FakeSMBus
+
+#: PyPI distribution of each Adafruit module (the message of a skip / CI failure names it)
+DISTRIBUTIONS = {
+    "adafruit_sht4x": "adafruit-circuitpython-sht4x",
+    "adafruit_sht31d": "adafruit-circuitpython-sht31d",
+    "adafruit_ahtx0": "adafruit-circuitpython-ahtx0",
+    "adafruit_ads1x15": "adafruit-circuitpython-ads1x15",
+    "adafruit_ina219": "adafruit-circuitpython-ina219",
+    "adafruit_scd4x": "adafruit-circuitpython-scd4x",
+    "adafruit_scd30": "adafruit-circuitpython-scd30",
+    "adafruit_veml7700": "adafruit-circuitpython-veml7700",
+}
+
+I2C_STANDARD_HZ = 100_000  #: the shim's bus clock: each message advances the virtual clock accordingly
+
+
+def reference(module: str) -> ModuleType:
+    """Import an Adafruit module: skipped where it is not installed, a failure when ``CI=true``
+    (CI installs the ``crosscheck`` extra: a missing library there is a broken setup)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing = f"{module} not installed ({DISTRIBUTIONS[module]}, extra 'crosscheck'): {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {missing}", pytrace=False)
+        pytest.skip(missing)
+
+
+# --- the busio.I2C shim on the fake bus ------------------------------------------------------------
+class RecordingSMBus(FakeSMBus):
+    """The fake bus pibridge's driver gets, remembering each read phase's bytes (``reads``)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.reads: list[bytes] = []
+
+    def i2c_rdwr(self, *i2c_msgs: Any) -> None:
+        super().i2c_rdwr(*i2c_msgs)
+        self.reads.extend(bytes(list(msg)[: msg.len]) for msg in i2c_msgs if msg.flags & 1)
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int, force: bool | None = None
+                            ) -> list[int]:
+        data = super().read_i2c_block_data(i2c_addr, register, length, force)
+        self.reads.append(bytes(data))
+        return data
+
+    def read_word_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        word = super().read_word_data(i2c_addr, register, force)
+        self.reads.append(word.to_bytes(2, "little"))
+        return word
+
+    def read_byte_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        value = super().read_byte_data(i2c_addr, register, force)
+        self.reads.append(bytes([value]))
+        return value
+
+
+class BusioI2COnFake:
+    """``busio.I2C`` as adafruit_bus_device uses it, on a `FakeSMBus`.
+
+    ===================================  ======================================================
+    busio call                           on the fake bus
+    ===================================  ======================================================
+    ``writeto(a, buf)``                  ``i2c_rdwr(write(a, buf))``; an empty buf (the probe
+                                         of ``I2CDevice``) only asks the address for its ACK
+    ``readfrom_into(a, buf)``            ``i2c_rdwr(read(a, n))``
+    ``writeto_then_readfrom(a, o, i)``   ``i2c_rdwr(write(a, o), read(a, n))``: repeated START
+    ===================================  ======================================================
+
+    Each message takes its time on the wire (`wire_time`): Adafruit's ADS1x15 busy-polls the
+    conversion-done bit without sleeping, which on a virtual clock only ends because polls take time.
+    """
+
+    def __init__(self, bus: FakeSMBus, clock: VirtualClock) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.reads: list[bytes] = []   #: each read phase's bytes, as Adafruit's driver got them
+        self.writes: list[bytes] = []  #: each write phase's bytes
+        self.locked = False
+
+    def try_lock(self) -> bool:
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    def unlock(self) -> None:
+        self.locked = False
+
+    def scan(self) -> list[int]:
+        return sorted(self.bus.devices)
+
+    def _device(self, address: int) -> FakeI2CDevice:
+        device = self.bus.devices.get(address)
+        if device is None:
+            raise OSError(121, "Remote I/O error")
+        device.check_ack()
+        return device
+
+    def wire_time(self, *lengths: int) -> None:
+        """Advance the virtual clock by the messages' time on a 100 kHz bus (9 clocks a byte,
+        address byte included)."""
+        self.clock.sleep(sum(9 * (length + 1) for length in lengths) / I2C_STANDARD_HZ)
+
+    def writeto(self, address: int, buffer: Any, *, start: int = 0, end: int | None = None) -> None:
+        payload = bytes(buffer[start:end])
+        if not payload:  # address-only write: a probe, nothing reaches the chip's logic
+            self._device(address)
+            return
+        self.writes.append(payload)
+        self.wire_time(len(payload))
+        self.bus.i2c_rdwr(i2c_msg.write(address, payload))
+
+    def readfrom_into(self, address: int, buffer: Any, *, start: int = 0, end: int | None = None) -> None:
+        end = len(buffer) if end is None else end
+        message = i2c_msg.read(address, end - start)
+        self.wire_time(end - start)
+        self.bus.i2c_rdwr(message)
+        data = bytes(list(message)[: end - start])
+        self.reads.append(data)
+        buffer[start:end] = data
+
+    def writeto_then_readfrom(self, address: int, out_buffer: Any, in_buffer: Any, *, out_start: int = 0,
+                              out_end: int | None = None, in_start: int = 0, in_end: int | None = None
+                              ) -> None:
+        in_end = len(in_buffer) if in_end is None else in_end
+        payload = bytes(out_buffer[out_start:out_end])
+        self.writes.append(payload)
+        message = i2c_msg.read(address, in_end - in_start)
+        self.wire_time(len(payload), in_end - in_start)
+        self.bus.i2c_rdwr(i2c_msg.write(address, payload), message)
+        data = bytes(list(message)[: in_end - in_start])
+        self.reads.append(data)
+        in_buffer[in_start:in_end] = data
+
+
+class Rig:
+    """One fake chip on one bus, seen by pibridge (``bus``) and by Adafruit (``busio``)."""
+
+    def __init__(self, address: int, make_chip: Callable[[VirtualClock], FakeI2CDevice]) -> None:
+        self.clock = VirtualClock()
+        self.chip: Any = make_chip(self.clock)
+        self.bus = RecordingSMBus()
+        self.bus.attach(address, self.chip)
+        self.busio = BusioI2COnFake(self.bus, self.clock)
+
+    def virtual_time(self, monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> None:
+        """Point the Adafruit modules' ``time`` at the virtual clock (their waits cost nothing)."""
+        fake_time = SimpleNamespace(sleep=self.clock.sleep, monotonic=self.clock.monotonic,
+                                    time=self.clock.monotonic, monotonic_ns=lambda: int(self.clock() * 1e9))
+        for module in modules:
+            monkeypatch.setattr(module, "time", fake_time)
+
+
+def float_rounding_only(ours: float, theirs: float, scale: float) -> bool:
+    """Equal but for float rounding: pibridge divides once ((offset·65535 + span·S) / 65535, one
+    correctly rounded division); Adafruit's ``offset + span·S/65535`` rounds twice, so the two may
+    differ by an ulp of the largest intermediate (``scale``): ~3e-14 °C, eleven orders below an LSB."""
+    return abs(ours - theirs) <= 2 * math.ulp(scale)
+
+
+def last_frame(reads: list[bytes], length: int) -> bytes:
+    """The newest read phase of ``length`` bytes (the measurement frame)."""
+    return next(data for data in reversed(reads) if len(data) == length)
+
+
+# --- SHT4x ----------------------------------------------------------------------------------------
+#: (°C, %RH) corners: the range ends, negatives, 0 and 100 %RH, values past the RH formula's clamp
+SHT4X_CASES = [(-40.0, 0.0), (-45.0, 100.0), (-10.5, 5.0), (0.0, 50.0), (25.0, 56.5), (60.0, 99.9),
+               (125.0, 100.0), (130.0, 0.0), (21.37, 33.33)]
+
+
+@pytest.mark.parametrize("celsius, humidity", SHT4X_CASES)
+def test_sht4x(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    adafruit_sht4x = reference("adafruit_sht4x")
+    from pibridge.drivers.fakes.sht4x import FakeSHT4x
+    from pibridge.drivers.sht4x import SHT4x
+
+    rig = Rig(0x44, lambda clock: FakeSHT4x(clock=clock, celsius=celsius, humidity=humidity))
+    rig.virtual_time(monkeypatch, adafruit_sht4x)
+    theirs = adafruit_sht4x.SHT4x(rig.busio).measurements
+    ours = SHT4x(bus=rig.bus, clock=rig.clock).read(rig.clock.sleep)
+    assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 6)
+    # the same expression -45 + 175·S/65535: equal to the last bit. Adafruit clamps RH to the int
+    # 0 or 100 (hardware.md 7.3), pibridge to the float: equal in value, the type differs
+    assert float_rounding_only(ours["temperature"], theirs[0], 175.0)
+    assert float_rounding_only(ours["humidity"], theirs[1], 125.0)
+    assert isinstance(ours["humidity"], float)
+
+
+# --- SHT3x ----------------------------------------------------------------------------------------
+SHT3X_CASES = [(-40.0, 0.0), (-45.0, 100.0), (-0.01, 0.01), (25.0, 50.0), (85.0, 99.99),
+               (125.0, 100.0), (130.0, 0.0), (21.37, 33.33)]
+
+
+@pytest.mark.parametrize("celsius, humidity", SHT3X_CASES)
+def test_sht3x(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    adafruit_sht31d = reference("adafruit_sht31d")
+    from pibridge.drivers.fakes.sht3x import FakeSHT3x
+    from pibridge.drivers.sht3x import SHT3x
+
+    rig = Rig(0x44, lambda clock: FakeSHT3x(clock=clock, celsius=celsius, humidity=humidity))
+    rig.virtual_time(monkeypatch, adafruit_sht31d)
+    sensor = adafruit_sht31d.SHT31D(rig.busio)
+    theirs = (sensor.temperature, sensor.relative_humidity)   # two single shots, same fake values
+    ours = SHT3x(bus=rig.bus).read(rig.clock.sleep)
+    assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 6)
+    assert float_rounding_only(ours["temperature"], theirs[0], 175.0)
+    assert float_rounding_only(ours["humidity"], theirs[1], 100.0)
+
+
+# --- AHT20 ----------------------------------------------------------------------------------------
+AHT20_CASES = [(-50.0, 0.0001), (-40.0, 100.0), (-0.5, 0.5), (0.0, 50.0), (25.0, 45.0), (85.0, 99.0),
+               (149.9998, 100.0), (28.266716, 15.079403), (14.588356, 57.685184)]
+
+
+@pytest.mark.parametrize("celsius, humidity", AHT20_CASES)
+def test_aht20(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    adafruit_ahtx0 = reference("adafruit_ahtx0")
+    from pibridge.drivers.aht20 import AHT20
+    from pibridge.drivers.fakes.aht20 import FakeAHT20
+
+    rig = Rig(0x38, lambda clock: FakeAHT20(clock=clock, celsius=celsius, humidity=humidity))
+    rig.virtual_time(monkeypatch, adafruit_ahtx0)
+    sensor = adafruit_ahtx0.AHTx0(rig.busio)
+    theirs = (sensor.temperature, sensor._humidity)   # one measurement: .temperature fills both
+    ours = AHT20(bus=rig.bus).read(rig.clock.sleep)
+    # Adafruit reads 6 bytes and never checks the CRC (hardware.md 9.4); pibridge reads 7: the
+    # same six bytes, then the CRC
+    assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 7)[:6]
+    # S_T·200/2^20 − 50 and S_RH·100/2^20: powers of two, so both are exact in a float
+    assert ours["temperature"] == theirs[0]
+    assert ours["humidity"] == theirs[1]
+
+
+def test_aht20_crc_is_checked_by_pibridge_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented difference (hardware.md 9.4): a frame whose CRC is wrong is a value to
+    Adafruit and an error to pibridge."""
+    adafruit_ahtx0 = reference("adafruit_ahtx0")
+    from pibridge.drivers.aht20 import AHT20
+    from pibridge.drivers.errors import BadDataError
+    from pibridge.drivers.fakes.aht20 import FakeAHT20
+
+    rig = Rig(0x38, lambda clock: FakeAHT20(clock=clock, celsius=25.0, humidity=45.0))
+    rig.virtual_time(monkeypatch, adafruit_ahtx0)
+    sensor = adafruit_ahtx0.AHTx0(rig.busio)
+    rig.chip.corrupt_crc = 1
+    assert sensor.temperature == pytest.approx(25.0, abs=2e-4)
+    with pytest.raises(BadDataError, match="CRC"):
+        AHT20(bus=rig.bus).read(rig.clock.sleep)
+
+
+def test_aht20_all_zero_humidity_is_a_value_to_adafruit_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 %RH exactly (S_RH = 0) is the AHT20's known failure signature: pibridge (as ESPHome)
+    rejects it, Adafruit returns 0.0 (hardware.md 9.4); the temperature of the frame agrees."""
+    adafruit_ahtx0 = reference("adafruit_ahtx0")
+    from pibridge.drivers.aht20 import AHT20
+    from pibridge.drivers.errors import ImplausibleValueError
+    from pibridge.drivers.fakes.aht20 import FakeAHT20
+
+    rig = Rig(0x38, lambda clock: FakeAHT20(clock=clock, celsius=-50.0, humidity=0.0))
+    rig.virtual_time(monkeypatch, adafruit_ahtx0)
+    sensor = adafruit_ahtx0.AHTx0(rig.busio)
+    assert (sensor.temperature, sensor._humidity) == (-50.0, 0.0)
+    with pytest.raises(ImplausibleValueError, match="humidity field is all zero"):
+        AHT20(bus=rig.bus).read(rig.clock.sleep)
+    assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 7)[:6]
