@@ -295,3 +295,126 @@ def test_aht20_all_zero_humidity_is_a_value_to_adafruit_only(monkeypatch: pytest
     with pytest.raises(ImplausibleValueError, match="humidity field is all zero"):
         AHT20(bus=rig.bus).read(rig.clock.sleep)
     assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 7)[:6]
+
+
+# --- ADS1115 / ADS1015 ----------------------------------------------------------------------------
+#: pibridge's full_scale option -> Adafruit's gain
+ADAFRUIT_GAIN = {6.144: 2 / 3, 4.096: 1, 2.048: 2, 1.024: 4, 0.512: 8, 0.256: 16}
+#: (full scale V, input: AINn or "p-n", volts on AINp (the rest grounded)): every range, 0 V,
+#: negative single-ended codes (a grounded input's noise), one code inside either rail (both chips),
+#: single LSBs
+ADS_CASES = [(4.096, 0, 3.0), (4.096, 0, 0.0), (6.144, 1, 3.3), (2.048, 2, 1.65), (1.024, 3, 0.5),
+             (0.512, 0, 0.25), (0.256, 1, 0.1), (0.256, 3, -0.0003), (4.096, 2, -0.002),
+             (4.096, "0-1", -4.096 * (1 - 1 / 2048)), (4.096, "0-1", 4.096 * (1 - 2 / 2048)),
+             (0.256, "0-3", -0.256 * (1 - 1 / 2048)), (0.256, "0-3", 0.256 * (1 - 2 / 2048)),
+             (2.048, "1-3", -1.0), (6.144, "2-3", 0.0001), (6.144, 0, -0.003), (4.096, 0, 0.001)]
+#: inputs beyond the range: the code sticks at a rail
+ADS_CLIPPED = [(4.096, "0-1", -4.2), (4.096, "0-1", 4.2), (0.256, "0-3", -0.3), (6.144, 0, 6.2)]
+
+
+def ads_pins(channel: int | str) -> tuple[int, int | None]:
+    if isinstance(channel, str):
+        positive, negative = (int(n) for n in channel.split("-"))
+        return positive, negative
+    return channel, None
+
+
+@pytest.mark.parametrize("chip_name, bits", [("ads1115", 16), ("ads1015", 12)])
+@pytest.mark.parametrize("full_scale, channel, volts", ADS_CASES)
+def test_ads1x15(chip_name: str, bits: int, full_scale: float, channel: int | str, volts: float,
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+    reference("adafruit_ads1x15")
+    from adafruit_ads1x15 import ads1x15 as ads_base
+    from adafruit_ads1x15.analog_in import AnalogIn
+
+    from pibridge.drivers import ads1x15 as ours_module
+    from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
+
+    rig = Rig(0x48, lambda clock: FakeADS1x15(bits=bits, clock=clock))
+    rig.virtual_time(monkeypatch, ads_base)
+    positive, negative = ads_pins(channel)
+    rig.chip.set_input(positive, volts)
+    reference_class = importlib.import_module(f"adafruit_ads1x15.{chip_name}")
+    adc = getattr(reference_class, chip_name.upper())(rig.busio, gain=ADAFRUIT_GAIN[full_scale])
+    theirs = AnalogIn(adc, positive, negative).voltage
+    option = {"differential": channel} if negative is not None else {"channel": channel}
+    driver = getattr(ours_module, chip_name.upper())(bus=rig.bus, full_scale=full_scale, **option)
+    ours = driver.read(rig.clock.sleep)["voltage"]
+    frame = last_frame(rig.busio.reads, 2)
+    assert frame == last_frame(rig.bus.reads, 2)
+    # Adafruit: code · (FS / 2^(bits-1)) with FS a float; pibridge: code · exact pV LSB / 10^12,
+    # correctly rounded: the same value but for float rounding
+    assert float_rounding_only(ours, theirs, full_scale), (frame.hex(" "), ours, theirs)
+
+
+@pytest.mark.parametrize("chip_name, bits", [("ads1115", 16), ("ads1015", 12)])
+@pytest.mark.parametrize("full_scale, channel, volts", ADS_CLIPPED)
+def test_ads1x15_clipped_input_is_a_value_to_adafruit_only(
+        chip_name: str, bits: int, full_scale: float, channel: int | str, volts: float,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clipped code (0x7FFF / 0x8000, 0x7FF0 / 0x8000) is the rail voltage to Adafruit and an
+    ImplausibleValueError to pibridge (by design: a clipped input is no measurement)."""
+    reference("adafruit_ads1x15")
+    from adafruit_ads1x15 import ads1x15 as ads_base
+    from adafruit_ads1x15.analog_in import AnalogIn
+
+    from pibridge.drivers import ads1x15 as ours_module
+    from pibridge.drivers.errors import ImplausibleValueError
+    from pibridge.drivers.fakes.ads1x15 import FakeADS1x15
+
+    rig = Rig(0x48, lambda clock: FakeADS1x15(bits=bits, clock=clock))
+    rig.virtual_time(monkeypatch, ads_base)
+    positive, negative = ads_pins(channel)
+    rig.chip.set_input(positive, volts)
+    reference_class = importlib.import_module(f"adafruit_ads1x15.{chip_name}")
+    adc = getattr(reference_class, chip_name.upper())(rig.busio, gain=ADAFRUIT_GAIN[full_scale])
+    theirs = AnalogIn(adc, positive, negative).voltage
+    rail = full_scale if volts > 0 else -full_scale
+    lsb = full_scale / (1 << (bits - 1))
+    assert theirs == pytest.approx(rail - lsb if volts > 0 else rail, abs=1e-12)
+    option = {"differential": channel} if negative is not None else {"channel": channel}
+    driver = getattr(ours_module, chip_name.upper())(bus=rig.bus, full_scale=full_scale, **option)
+    with pytest.raises(ImplausibleValueError, match="clipped"):
+        driver.read(rig.clock.sleep)
+    assert last_frame(rig.busio.reads, 2) == last_frame(rig.bus.reads, 2)
+
+
+# --- INA219 ---------------------------------------------------------------------------------------
+#: Adafruit's preset -> (shunt Ω, pibridge's options that choose the same calibration register and
+#: bus range). Adafruit reports mA, pibridge A (hardware.md 14.4); both V and W otherwise.
+INA219_PRESETS = {
+    "set_calibration_32V_2A": (0.1, {"max_current": 3.2, "bus_range": 32}),     # Cal 4096, 100 µA
+    "set_calibration_16V_400mA": (0.1, {"max_current": 3.2, "bus_range": 16}),  # Cal 4096, PG /1
+    "set_calibration_16V_5A": (0.02, {"max_current": 16.0, "bus_range": 16}),   # Cal 4096, 500 µA
+}
+#: (bus V, A through the shunt): zero, negative currents (reverse flow), single LSBs, the largest
+#: current each preset's shunt range holds (Adafruit's PG /1 holds ±40 mV: 0.4 A on 0.1 Ω)
+INA219_CASES = [(12.0, 0.2), (12.0, -0.2), (0.0, 0.0), (15.996, 0.39999), (5.0, -0.39999),
+                (3.3, 0.0001), (0.004, -0.0001), (11.87, 0.1234), (14.2, -0.0577)]
+
+
+@pytest.mark.parametrize("preset", list(INA219_PRESETS))
+@pytest.mark.parametrize("volts, amps", INA219_CASES)
+def test_ina219(preset: str, volts: float, amps: float) -> None:
+    adafruit_ina219 = reference("adafruit_ina219")
+    from pibridge.drivers.fakes.ina219 import FakeINA219
+    from pibridge.drivers.ina219 import INA219
+
+    shunt_ohms, options = INA219_PRESETS[preset]
+    if preset == "set_calibration_16V_5A":
+        amps *= 5    # the same shunt voltages on the 0.02 Ω shunt
+    rig = Rig(0x40, lambda clock: FakeINA219(shunt_ohms=shunt_ohms, clock=clock, source=lambda: (volts, amps)))
+    sensor = adafruit_ina219.INA219(rig.busio)
+    getattr(sensor, preset)()
+    rig.clock.sleep(0.01)   # a few 532 µs conversions under the preset
+    theirs = {"shunt_voltage": sensor.shunt_voltage, "bus_voltage": sensor.bus_voltage,
+              "current_ma": sensor.current, "power": sensor.power}
+    raw_current = sensor.raw_current
+    driver = INA219(bus=rig.bus, shunt_ohms=shunt_ohms, **options)
+    assert driver.calibration == sensor.calibration
+    ours = driver.read(rig.clock.sleep)
+    assert rig.chip.current == raw_current   # the same register under pibridge's configuration
+    same = {key: math.isclose(ours[key], theirs[key], rel_tol=1e-15, abs_tol=0)
+            for key in ("shunt_voltage", "bus_voltage", "power")}
+    same["current"] = math.isclose(ours["current"] * 1000, theirs["current_ma"], rel_tol=1e-15, abs_tol=0)
+    assert all(same.values()), (raw_current, ours, theirs)
