@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import struct
+import sys
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -54,6 +54,18 @@ def reference(module: str) -> ModuleType:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {missing}", pytrace=False)
         pytest.skip(missing)
+
+
+@pytest.mark.parametrize("ci, outcome", [(None, pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_a_missing_reference_library_skips_here_and_fails_in_ci(
+        ci: str | None, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "adafruit_sht4x", None)   # import raises ImportError
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="adafruit-circuitpython-sht4x"):
+        reference("adafruit_sht4x")
 
 
 # --- the busio.I2C shim on the fake bus ------------------------------------------------------------
@@ -403,7 +415,8 @@ def test_ina219(preset: str, volts: float, amps: float) -> None:
     shunt_ohms, options = INA219_PRESETS[preset]
     if preset == "set_calibration_16V_5A":
         amps *= 5    # the same shunt voltages on the 0.02 Ω shunt
-    rig = Rig(0x40, lambda clock: FakeINA219(shunt_ohms=shunt_ohms, clock=clock, source=lambda: (volts, amps)))
+    rig = Rig(0x40, lambda clock: FakeINA219(shunt_ohms=shunt_ohms, clock=clock,
+                                             source=lambda: (volts, amps)))
     sensor = adafruit_ina219.INA219(rig.busio)
     getattr(sensor, preset)()
     rig.clock.sleep(0.01)   # a few 532 µs conversions under the preset
