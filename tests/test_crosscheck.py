@@ -39,6 +39,8 @@ DISTRIBUTIONS = {
     "adafruit_scd4x": "adafruit-circuitpython-scd4x",
     "adafruit_scd30": "adafruit-circuitpython-scd30",
     "adafruit_veml7700": "adafruit-circuitpython-veml7700",
+    "adafruit_max31865": "adafruit-circuitpython-max31865",
+    "adafruit_pm25": "adafruit-circuitpython-pm25",
 }
 
 I2C_STANDARD_HZ = 100_000  #: the shim's bus clock: each message advances the virtual clock accordingly
@@ -547,3 +549,127 @@ def test_veml7700(lux: float, gain: float, it_ms: int, monkeypatch: pytest.Monke
         assert ours > linear
     else:
         assert math.isclose(ours, linear, rel_tol=1e-15, abs_tol=0), (count, ours, linear)
+
+
+# --- MAX31865 (SPI) -------------------------------------------------------------------------------
+class BusioSPIOnSoftware:
+    """``busio.SPI`` as adafruit_bus_device's SPIDevice uses it, on the fakes' `SoftwareSPIBus`
+    (the bytes clocked bit by bit through the fake chip on gpiozero's mock pins). Chip select is
+    `ChipSelectPin`; ``configure(phase=1)`` is SPI mode 1, the MAX31865's."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.clock_mode = 0
+        self.reads: list[bytes] = []
+        self.locked = False
+
+    def try_lock(self) -> bool:
+        if self.locked:
+            return False
+        self.locked = True
+        return True
+
+    def unlock(self) -> None:
+        self.locked = False
+
+    def configure(self, *, baudrate: int = 100_000, polarity: int = 0, phase: int = 0, bits: int = 8) -> None:
+        assert polarity == 0 and bits == 8, "the software bus clocks CPOL 0, 8-bit words"
+        self.clock_mode = phase
+
+    def write(self, buffer: Any, *, start: int = 0, end: int | None = None) -> None:
+        self.bus.exchange(list(buffer[start:end]), self.clock_mode)
+
+    def readinto(self, buffer: Any, *, start: int = 0, end: int | None = None, write_value: int = 0) -> None:
+        end = len(buffer) if end is None else end
+        data = bytes(self.bus.exchange([write_value] * (end - start), self.clock_mode))
+        self.reads.append(data)
+        buffer[start:end] = data
+
+
+class ChipSelectPin:
+    """``digitalio.DigitalInOut`` for a chip select: ``value = False`` drives the pin low."""
+
+    def __init__(self, pin: int, pin_factory: Any) -> None:
+        from gpiozero import DigitalOutputDevice
+
+        self.device = DigitalOutputDevice(pin, initial_value=True, pin_factory=pin_factory)
+
+    def switch_to_output(self, value: bool = False, **_: Any) -> None:
+        self.value = value
+
+    @property
+    def value(self) -> bool:
+        return bool(self.device.value)
+
+    @value.setter
+    def value(self, level: bool) -> None:
+        self.device.value = level
+
+
+#: (°C, RTD, R_REF Ω, wires, mains Hz): hardware.md 17.6's vectors, the range ends, just either side
+#: of 0 °C (where Adafruit switches formula), a PT1000
+MAX31865_CASES = [(0.0, "pt100", 430.0, 2, 60), (100.0, "pt100", 430.0, 2, 60),
+                  (-50.0, "pt100", 430.0, 4, 60), (-200.0, "pt100", 430.0, 3, 50),
+                  (21.5, "pt100", 430.0, 4, 50), (850.0, "pt100", 430.0, 2, 60),
+                  (-0.05, "pt100", 430.0, 2, 60), (0.05, "pt100", 430.0, 2, 60),
+                  (-40.0, "pt1000", 4300.0, 2, 60), (300.0, "pt1000", 4300.0, 4, 50)]
+R0_OHMS = {"pt100": 100.0, "pt1000": 1000.0}
+AN709_MAX_DEVIATION_C = 0.0011   #: hardware.md 17.5: AN-709's polynomial vs exact CVD, −200…0 °C
+
+
+@pytest.mark.parametrize("celsius, rtd, reference_ohms, wires, mains", MAX31865_CASES)
+def test_max31865(celsius: float, rtd: str, reference_ohms: float, wires: int, mains: int,
+                  mock_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    adafruit_max31865 = reference("adafruit_max31865")
+    from pibridge.drivers.fakes.max31865 import FakeMAX31865, pt_resistance
+    from pibridge.drivers.fakes.softspi import SoftwareSPIBus
+    from pibridge.drivers.max31865 import MAX31865
+
+    clock = VirtualClock()
+    r0 = R0_OHMS[rtd]
+    chip = FakeMAX31865(mock_factory, ohms=lambda: pt_resistance(celsius, r0),
+                        reference_ohms=reference_ohms, clock=clock)
+    bus = SoftwareSPIBus(mock_factory)
+    busio = BusioSPIOnSoftware(bus)
+    monkeypatch.setattr(adafruit_max31865, "time", SimpleNamespace(sleep=clock.sleep, monotonic=clock))
+    select = ChipSelectPin(chip.select_gpio, mock_factory)
+    sensor = adafruit_max31865.MAX31865(busio, select, rtd_nominal=r0, ref_resistor=reference_ohms,
+                                        wires=wires, filter_frequency=mains)
+    theirs_ohms = sensor.resistance
+    theirs_frame = last_frame(busio.reads, 2)          # RTD MSB, LSB (bit 0: fault)
+    theirs_celsius = sensor.temperature
+    assert last_frame(busio.reads, 2) == theirs_frame  # both conversions gave the same code
+    select.device.close()
+    spi = bus.device(chip.select_gpio)
+    try:
+        recorded: list[bytes] = []
+
+        class RecordingSPI:
+            clock_mode = 0
+
+            def transfer(self, data: list[int]) -> list[int]:
+                spi.clock_mode = self.clock_mode
+                reply = spi.transfer(data)
+                recorded.append(bytes(reply))
+                return reply
+
+        ours = MAX31865(spi=RecordingSPI(), rtd=rtd, wires=wires, reference_ohms=reference_ohms,
+                        mains_filter=mains).read(clock.sleep)
+    finally:
+        spi.close()
+        bus.close()
+        chip.close()
+    # the RTD registers 0x01-0x02 as pibridge read them: the same bytes as Adafruit's
+    assert theirs_frame in [frame[1:] for frame in recorded if len(frame) == 3], \
+        (theirs_frame.hex(" "), [f.hex(" ") for f in recorded])
+    # R = code · R_REF / 2^15: the same (Adafruit divides, then multiplies: float rounding only)
+    assert float_rounding_only(ours["resistance"], theirs_ohms, reference_ohms)
+    if theirs_celsius >= 0:
+        # the closed-form CVD root (Adafruit's Z1..Z4): the same up to float rounding in sqrt
+        assert abs(ours["temperature"] - theirs_celsius) < 1e-9
+    else:
+        # below 0 °C Adafruit takes AN-709's polynomial, pibridge solves CVD exactly: the documented
+        # difference. pibridge's T put back into CVD gives the resistance Adafruit read; Adafruit's
+        # T is within the polynomial's 0.0011 °C of it
+        assert pt_resistance(ours["temperature"], r0) == pytest.approx(theirs_ohms, abs=1e-9)
+        assert abs(ours["temperature"] - theirs_celsius) <= AN709_MAX_DEVIATION_C
