@@ -673,3 +673,57 @@ def test_max31865(celsius: float, rtd: str, reference_ohms: float, wires: int, m
         # T is within the polynomial's 0.0011 °C of it
         assert pt_resistance(ours["temperature"], r0) == pytest.approx(theirs_ohms, abs=1e-9)
         assert abs(ours["temperature"] - theirs_celsius) <= AN709_MAX_DEVIATION_C
+
+
+# --- PMS5003 (UART) -------------------------------------------------------------------------------
+#: atmospheric (PM1.0, PM2.5, PM10) µg/m³: clean air, hardware.md 16.5's vector, above 30 µg/m³
+#: (where the fake's CF=1 values part from the atmospheric ones), a smoky room, the 16-bit end
+PMS5003_CASES = [(0.0, 0.0, 0.0), (1.0, 2.0, 3.0), (31.0, 45.0, 58.0), (250.0, 480.0, 999.0),
+                 (1000.0, 1500.0, 2000.0), (20000.0, 40000.0, 65535.0)]
+PMS_PORT_TIMEOUT_S = 5.0   #: a guard on the pty read (the frame is already sent), not a timing
+#: pibridge's keys -> Adafruit's (it calls CF=1 "standard" and atmospheric "env", hardware.md 16.4)
+PMS_KEYS = {"pm1_0": "pm10 env", "pm2_5": "pm25 env", "pm10": "pm100 env",
+            "particles_0_3": "particles 03um", "particles_0_5": "particles 05um",
+            "particles_1_0": "particles 10um", "particles_2_5": "particles 25um",
+            "particles_5_0": "particles 50um", "particles_10": "particles 100um"}
+
+
+@pytest.mark.parametrize("pm", PMS5003_CASES)
+def test_pms5003(pm: tuple[float, float, float]) -> None:
+    reference("adafruit_pm25")
+    import serial
+    from adafruit_pm25.uart import PM25_UART
+
+    from pibridge.drivers import pms5003 as chip
+    from pibridge.drivers.base import CollectAgain
+    from pibridge.drivers.fakes.pms5003 import FakePMS5003
+    from pibridge.drivers.fakes.serial import input_waiter
+
+    clock = VirtualClock()
+    fake = FakePMS5003(pm=pm, clock=clock)
+    try:
+        frame = fake.frame()
+        # Adafruit: its UART reader on the pty (pyserial is a busio.UART as far as it reads)
+        with serial.Serial(fake.device, 9600, timeout=PMS_PORT_TIMEOUT_S) as port:
+            port.reset_input_buffer()
+            fake.send_frame()                 # one active-mode frame
+            theirs = dict(PM25_UART(port).read())
+        # pibridge: passive mode, read on demand (E2), the whole sequence on the virtual clock
+        with chip.PMS5003(fake.device, clock=clock, mode="passive", counts=True) as driver:
+            clock.sleep(driver.start())
+            wait = input_waiter(driver.link, PMS_PORT_TIMEOUT_S)
+            for _ in range(20):
+                result = driver.collect()
+                if not isinstance(result, CollectAgain):
+                    break
+                clock.sleep(result.wait_s)
+                wait(result.wait_s)
+            else:
+                raise AssertionError("the pibridge read never finished")
+        assert fake.frame() == frame          # the chip's values did not move in between
+    finally:
+        fake.close()
+    assert isinstance(result, dict)
+    # the same twelve big-endian words: equal; pibridge reports atmospheric as Adafruit's "env"
+    assert {key: result[key] for key in PMS_KEYS} == {key: theirs[name] for key, name in PMS_KEYS.items()}
+    assert theirs["pm25 standard"] == int.from_bytes(frame[6:8], "big")   # CF=1: Adafruit only
