@@ -203,6 +203,21 @@ def float_rounding_only(ours: float, theirs: float, scale: float) -> bool:
     return abs(ours - theirs) <= 2 * math.ulp(scale)
 
 
+def written_since(bus: FakeSMBus, start: int) -> list[bytes]:
+    """The write phases on ``bus`` from its ``start``-th logged transfer on (pibridge's commands)."""
+    phases = []
+    for method, _address, register, payload in list(bus.transfers)[start:]:
+        if method == "write_byte":
+            phases.append(bytes([payload]))
+        elif method == "i2c_rdwr.write":
+            phases.append(bytes(payload))
+        elif method == "write_byte_data":
+            phases.append(bytes([register, payload]))
+        elif method == "write_i2c_block_data":
+            phases.append(bytes([register, *payload]))
+    return phases
+
+
 def last_frame(reads: list[bytes], length: int) -> bytes:
     """The newest read phase of ``length`` bytes (the measurement frame)."""
     return next(data for data in reversed(reads) if len(data) == length)
@@ -214,16 +229,25 @@ SHT4X_CASES = [(-40.0, 0.0), (-45.0, 100.0), (-10.5, 5.0), (0.0, 50.0), (25.0, 5
                (125.0, 100.0), (130.0, 0.0), (21.37, 33.33)]
 
 
+#: pibridge's precision -> Adafruit's mode (no heater)
+SHT4X_MODES = {"high": "NOHEAT_HIGHPRECISION", "medium": "NOHEAT_MEDPRECISION", "low": "NOHEAT_LOWPRECISION"}
+
+
+@pytest.mark.parametrize("precision", list(SHT4X_MODES))
 @pytest.mark.parametrize("celsius, humidity", SHT4X_CASES)
-def test_sht4x(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sht4x(celsius: float, humidity: float, precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
     adafruit_sht4x = reference("adafruit_sht4x")
     from pibridge.drivers.fakes.sht4x import FakeSHT4x
     from pibridge.drivers.sht4x import SHT4x
 
     rig = Rig(0x44, lambda clock: FakeSHT4x(clock=clock, celsius=celsius, humidity=humidity))
     rig.virtual_time(monkeypatch, adafruit_sht4x)
-    theirs = adafruit_sht4x.SHT4x(rig.busio).measurements
-    ours = SHT4x(bus=rig.bus, clock=rig.clock).read(rig.clock.sleep)
+    sensor = adafruit_sht4x.SHT4x(rig.busio)
+    sensor.mode = getattr(adafruit_sht4x.Mode, SHT4X_MODES[precision])
+    theirs = sensor.measurements
+    start = len(rig.bus.transfers)
+    ours = SHT4x(bus=rig.bus, clock=rig.clock, precision=precision).read(rig.clock.sleep)
+    assert written_since(rig.bus, start) == [rig.busio.writes[-1]]   # the same measure command
     assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 6)
     # the same expression -45 + 175·S/65535: equal to the last bit. Adafruit clamps RH to the int
     # 0 or 100 (hardware.md 7.3), pibridge to the float: equal in value, the type differs
@@ -237,8 +261,13 @@ SHT3X_CASES = [(-40.0, 0.0), (-45.0, 100.0), (-0.01, 0.01), (25.0, 50.0), (85.0,
                (125.0, 100.0), (130.0, 0.0), (21.37, 33.33)]
 
 
+#: pibridge's repeatability -> Adafruit's
+SHT3X_REPEATABILITY = {"high": "REP_HIGH", "medium": "REP_MED", "low": "REP_LOW"}
+
+
+@pytest.mark.parametrize("repeatability", list(SHT3X_REPEATABILITY))
 @pytest.mark.parametrize("celsius, humidity", SHT3X_CASES)
-def test_sht3x(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sht3x(celsius: float, humidity: float, repeatability: str, monkeypatch: pytest.MonkeyPatch) -> None:
     adafruit_sht31d = reference("adafruit_sht31d")
     from pibridge.drivers.fakes.sht3x import FakeSHT3x
     from pibridge.drivers.sht3x import SHT3x
@@ -246,8 +275,11 @@ def test_sht3x(celsius: float, humidity: float, monkeypatch: pytest.MonkeyPatch)
     rig = Rig(0x44, lambda clock: FakeSHT3x(clock=clock, celsius=celsius, humidity=humidity))
     rig.virtual_time(monkeypatch, adafruit_sht31d)
     sensor = adafruit_sht31d.SHT31D(rig.busio)
+    sensor.repeatability = getattr(adafruit_sht31d, SHT3X_REPEATABILITY[repeatability])
     theirs = (sensor.temperature, sensor.relative_humidity)   # two single shots, same fake values
-    ours = SHT3x(bus=rig.bus).read(rig.clock.sleep)
+    start = len(rig.bus.transfers)
+    ours = SHT3x(bus=rig.bus, repeatability=repeatability).read(rig.clock.sleep)
+    assert rig.busio.writes[-1] in written_since(rig.bus, start)   # the same single-shot command
     assert last_frame(rig.busio.reads, 6) == last_frame(rig.bus.reads, 6)
     assert float_rounding_only(ours["temperature"], theirs[0], 175.0)
     assert float_rounding_only(ours["humidity"], theirs[1], 100.0)
