@@ -759,3 +759,36 @@ def test_pms5003(pm: tuple[float, float, float]) -> None:
     # the same twelve big-endian words: equal; pibridge reports atmospheric as Adafruit's "env"
     assert {key: result[key] for key in PMS_KEYS} == {key: theirs[name] for key, name in PMS_KEYS.items()}
     assert theirs["pm25 standard"] == int.from_bytes(frame[6:8], "big")   # CF=1: Adafruit only
+
+
+#: °C offsets: 0, the chip's default 4, the datasheet's 5.4 example, values whose word has a
+#: fraction above and below one half
+SCD4X_OFFSETS = [0.0, 4.0, 5.4, 2.5, 1.0, 0.1, 7.77, 10.0, 20.0]
+SET_TEMPERATURE_OFFSET = bytes.fromhex("241D")
+
+
+@pytest.mark.parametrize("offset", SCD4X_OFFSETS)
+def test_scd4x_temperature_offset_word(offset: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """set_temperature_offset: Adafruit writes ``int(T·65535/175)`` (truncated), pibridge
+    ``round(T·65535/175)``: the same word, or pibridge's one higher where the fraction is ≥ ½
+    (pibridge's offset is the nearer to the one asked for). Both frames carry a valid CRC."""
+    adafruit_scd4x = reference("adafruit_scd4x")
+    from pibridge.drivers.fakes.scd4x import FakeSCD4x
+    from pibridge.drivers.scd4x import SCD4x
+
+    rig = Rig(0x62, lambda clock: FakeSCD4x(clock=clock))
+    rig.virtual_time(monkeypatch, adafruit_scd4x)
+    sensor = adafruit_scd4x.SCD4X(rig.busio)
+    sensor.temperature_offset = offset
+    theirs_frame = rig.busio.writes[-1]
+    theirs_readback = sensor.temperature_offset       # the chip took it
+    start = len(rig.bus.transfers)
+    pibridge_read(SCD4x(bus=rig.bus, clock=rig.clock, temperature_offset=offset), rig.clock)
+    ours_frame = next(w for w in written_since(rig.bus, start) if w[:2] == SET_TEMPERATURE_OFFSET)
+    assert theirs_frame[:2] == SET_TEMPERATURE_OFFSET and len(theirs_frame) == len(ours_frame) == 5
+    theirs_word = int.from_bytes(theirs_frame[2:4], "big")
+    ours_word = int.from_bytes(ours_frame[2:4], "big")
+    ticks = offset * 65535 / 175
+    assert theirs_word == math.floor(ticks)
+    assert ours_word - theirs_word == (1 if ticks - math.floor(ticks) >= 0.5 else 0), (ours_word, theirs_word)
+    assert abs(ours_word * 175 / 65535 - offset) <= abs(theirs_readback - offset)
