@@ -15,6 +15,7 @@ Adafruit's libraries are the optional extra ``crosscheck`` (installed by scripts
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -792,3 +793,51 @@ def test_scd4x_temperature_offset_word(offset: float, monkeypatch: pytest.Monkey
     assert theirs_word == math.floor(ticks)
     assert ours_word - theirs_word == (1 if ticks - math.floor(ticks) >= 0.5 else 0), (ours_word, theirs_word)
     assert abs(ours_word * 175 / 65535 - offset) <= abs(theirs_readback - offset)
+
+
+#: (pibridge's options, Adafruit's: constructor pressure mbar, altitude m, interval s)
+#: (pibridge writes altitude and interval only where the chip's differ, so none equals its defaults)
+SCD30_SETTINGS = [({"ambient_pressure": 98_765.0}, (987.65, None, None)),
+                  ({"ambient_pressure": 70_000.0, "measurement_interval": 5}, (700, None, 5)),
+                  ({"ambient_pressure": 140_000.0}, (1400, None, None)),
+                  ({"altitude": 350}, (0, 350, None)),
+                  ({"altitude": 1, "measurement_interval": 1800}, (0, 1, 1800)),
+                  ({"altitude": 2450, "measurement_interval": 3}, (0, 2450, 3))]
+SCD30_SETTING_COMMANDS = {bytes.fromhex("0010"): "start continuous (mbar)",
+                          bytes.fromhex("5102"): "altitude", bytes.fromhex("4600"): "measurement interval"}
+
+
+@pytest.mark.parametrize("options, theirs", SCD30_SETTINGS)
+def test_scd30_setting_frames(options: dict[str, Any], theirs: tuple[Any, Any, Any],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The argument frames (command, word, CRC) of pressure compensation, altitude and interval:
+    byte-identical to Adafruit's for the same settings (pibridge takes Pa, Adafruit mbar)."""
+    adafruit_scd30 = reference("adafruit_scd30")
+    from pibridge.drivers.fakes.scd30 import FakeSCD30
+    from pibridge.drivers.scd30 import SCD30
+
+    def make(clock: VirtualClock) -> FakeSCD30:
+        return FakeSCD30(clock=clock)
+
+    theirs_rig, ours_rig = Rig(0x61, make), Rig(0x61, make)
+    theirs_rig.virtual_time(monkeypatch, adafruit_scd30)
+    pressure_mbar, altitude, interval = theirs
+    sensor = adafruit_scd30.SCD30(theirs_rig.busio, ambient_pressure=pressure_mbar)
+    if altitude is not None:
+        sensor.altitude = altitude
+    if interval is not None:
+        sensor.measurement_interval = interval
+    from pibridge.drivers.base import read_once
+    from pibridge.drivers.errors import NotReadyError
+
+    with contextlib.suppress(NotReadyError):   # set up, first measurement not due yet: settings sent
+        read_once(SCD30(bus=ours_rig.bus, clock=ours_rig.clock, **options), ours_rig.clock.sleep)
+
+    def frames(writes: list[bytes]) -> dict[bytes, bytes]:
+        return {w[:2]: w for w in writes if w[:2] in SCD30_SETTING_COMMANDS and len(w) == 5}
+
+    ours, adafruits = frames(written_since(ours_rig.bus, 0)), frames(theirs_rig.busio.writes)
+    asked = {bytes.fromhex("0010")} | ({bytes.fromhex("5102")} if altitude is not None else set()) \
+        | ({bytes.fromhex("4600")} if interval is not None else set())
+    for command in asked:
+        assert ours.get(command) == adafruits[command], (SCD30_SETTING_COMMANDS[command], ours, adafruits)
