@@ -3,7 +3,8 @@
 For each Pi userland, resolve pibridge's dependencies as pip would there, asking PyPI for wheels
 only, and hold the result to the rule of its install route (scripts/setup.sh, README.md):
 
-* aarch64 (64-bit Pi OS): every package of the core and the `pi` and `dht` extras has a wheel.
+* aarch64 (64-bit Pi OS): every package of the core and the `pi`, `dht` and `crosscheck` extras has
+  a wheel.
 * armv7l, armv6l (32-bit Pi OS): every package has a wheel, except the ones the apt route provides
   (ROUTE_APT_PACKAGES: Debian's python3-cryptography and python3-cffi, Pi OS's python3-lgpio), and
   their apt versions meet pibridge's requirements. The `dht` extra (Adafruit Blinka's tree) is held
@@ -252,11 +253,13 @@ def check(verbose: bool) -> list[str]:
     groups = {"pibridge[pi]": core + optional["pi"], "pibridge[dht]": optional["dht"],
               "pibridge[test]": optional["test"]}
     problems: list[str] = []
+    # [crosscheck]: setup.sh installs it on the 64-bit pip route only (tests/test_crosscheck.py)
+    wheel_only = {"pibridge[crosscheck]": optional["crosscheck"]}
     for target in TARGETS:
-        for group, roots in groups.items():
+        for group, roots in (groups if target.apt_route else groups | wheel_only).items():
             found = resolve(roots, target)
             wheels = len(found.picked)
-            print(f"{target.machine:8} {group:14} {wheels} wheels"
+            print(f"{target.machine:8} {group:20} {wheels} wheels"
                   + (f"; from apt: {', '.join(found.from_apt.values())}" if found.from_apt else "")
                   + (f"; NO WHEEL: {', '.join(found.no_wheel)}" if found.no_wheel else ""))
             if verbose:

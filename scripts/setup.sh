@@ -80,7 +80,9 @@ if $is_pi; then
     extras=test,pi  # lgpio: gpiozero's pin factory for every Pi model, the Pi 5 included
 fi
 if [ "$route" = pip ]; then
-    extras=$extras,dht  # the DHT library (Blinka) installs from wheels only on 64-bit systems
+    # the DHT library (Blinka) installs from wheels only on 64-bit systems; so do Adafruit's chip
+    # drivers the tests cross-check pibridge's against (tests/test_crosscheck.py)
+    extras=$extras,dht,crosscheck
 fi
 pip_options=()
 [ "$route" = apt32 ] && pip_options=(--only-binary=:all: --constraint scripts/pi32-constraints.txt)

@@ -2,7 +2,8 @@
 # The test suite on the oldest versions pibridge accepts: every runtime dependency pinned to the
 # floor pyproject.toml declares (scripts/floor_constraints.py), in its own virtualenv .venv-floors.
 # Those floors are what Debian bookworm's packages meet on the 32-bit Pi route (cryptography
-# 38.0.4, cffi 1.15.1); this run keeps them true. The test tools are not pinned.
+# 38.0.4, cffi 1.15.1); this run keeps them true. The test tools are not pinned, nor are the
+# cross-check's reference libraries (the crosscheck extra: CI=true fails its tests where it is missing).
 # Extra arguments go to pytest. Usage: bash scripts/test_floors.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +18,9 @@ fi
 .venv/bin/python scripts/floor_constraints.py > "$venv/floors.txt"
 stamp=$venv/.pibridge-installed
 if [ ! -f "$stamp" ] || ! cmp -s "$venv/floors.txt" "$stamp" || [ pyproject.toml -nt "$stamp" ]; then
-    echo "test_floors: installing pibridge[test,dht] with $(paste -sd' ' "$venv/floors.txt")"
+    echo "test_floors: installing pibridge[test,dht,crosscheck] with $(paste -sd' ' "$venv/floors.txt")"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -c "$venv/floors.txt" -e ".[test,dht]"
+    "$venv/bin/python" -m pip install -q -c "$venv/floors.txt" -e ".[test,dht,crosscheck]"
     cp "$venv/floors.txt" "$stamp"
 fi
 "$venv/bin/python" -m pip check
