@@ -12,7 +12,9 @@
   resource (two sensors on ``/dev/serial0`` clash in ``pibridge check``), opening and re-opening.
 * `console_devices`, `holds_console`: the Pi's serial console per ``cmdline.txt``
   (``console=serial0,115200``), which must not share its port with a sensor.
-* `serial_ports`: the ports ``pibridge scan`` lists.
+* `serial_ports`: the ports ``pibridge scan`` lists; `foreign_line_discipline`: whether a
+  program has put another protocol on a port (Bluetooth's HCI on a Pi 3/4's ``ttyAMA0``), which
+  scan must not disturb.
 
 Drivers never block on the port: `SerialDriver.poll_frame` takes only the bytes that have already
 arrived (``in_waiting``) and hands back `CollectAgain` while a frame is incomplete, a bounded number
@@ -24,8 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
+import struct
+import termios
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +61,7 @@ VIRTUAL_TERMINAL_RE = re.compile(r"tty\d*$")   #: console=tty1: the screen, not 
 #: The ports `pibridge scan` looks for, in /dev (ttyS*: only those with a real UART behind them).
 SCAN_PATTERNS = ("serial0", "serial1", "ttyAMA*", "ttyS*", "ttyUSB*", "ttyACM*")
 SYS_TTY_CLASS = Path("/sys/class/tty")
+N_TTY = 0                              #: the ordinary terminal line discipline (linux/tty.h)
 
 
 def byte_time_s(baudrate: int = DEFAULT_BAUDRATE) -> float:
@@ -486,3 +492,24 @@ def serial_ports(dev_root: Path = Path("/dev"), sys_tty: Path = SYS_TTY_CLASS) -
             if str(path) not in found:
                 found.append(str(path))
     return found
+
+
+def foreign_line_discipline(path: str) -> str | None:
+    """Why ``path`` must not be opened as a plain serial port, or None: it is not a terminal, or
+    a program runs another line discipline on it (``hciattach``: Bluetooth HCI, ``pppd``: PPP),
+    which reconfiguring it to 9600 baud would break. Opens the node without touching its
+    settings (``O_NONBLOCK | O_NOCTTY``, no termios change) and asks ``TIOCGETD``."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        return f"cannot open: {_describe(exc)}"
+    try:
+        raw = fcntl.ioctl(fd, termios.TIOCGETD, struct.pack("i", 0))
+    except OSError as exc:
+        return "not a serial port" if exc.errno == errno.ENOTTY else f"cannot ask: {_describe(exc)}"
+    finally:
+        os.close(fd)
+    discipline = struct.unpack("i", raw)[0]
+    if discipline != N_TTY:
+        return f"in use by another program (line discipline {discipline}: Bluetooth, PPP?)"
+    return None

@@ -88,8 +88,10 @@ COMMAND_HELP: dict[str, CommandHelp] = {
     "drivers": CommandHelp("List the sensor drivers with their metrics (in display units) and options.",
                            "pibridge drivers   |   pibridge drivers --guide",
                            "0 listed; 2 usage error"),
-    "scan": CommandHelp("List the I2C chips, 1-Wire probes and serial ports found on this Pi; "
-                        "--profile-out writes a starting profile for the chips and probes.",
+    "scan": CommandHelp("List the I2C chips, 1-Wire probes and serial ports found on this Pi, asking "
+                        "each serial port the console does not hold whether an MH-Z19 or PMS5003 "
+                        "is on it (up to 2.5 s); --profile-out writes a starting profile for the "
+                        "chips, probes and serial sensors.",
                         "pibridge scan --profile-out my.toml",
                         "0 scanned (and the profile written); 1 FILE exists or cannot be written; "
                         "2 usage error"),

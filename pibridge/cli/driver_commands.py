@@ -8,8 +8,10 @@
   ``run`` would (calibration, unit), in display units: the dry run before the first ``run``.
 * ``scan``: what answers on each ``/dev/i2c-N``, named from the I2C drivers' own declarations
   (their addresses, chip-id register or register signature), which 1-Wire devices the kernel
-  lists, and which serial ports exist (and whether the Pi's serial console holds one);
-  ``--profile-out FILE`` writes a starting profile for the chips and probes (`starting_profile`).
+  lists, and which serial ports exist (and whether the Pi's serial console holds one), with the
+  sensor that answers on each port the console does not hold (`ask_serial_sensor`: MH-Z19,
+  PMS5003); ``--profile-out FILE`` writes a starting profile for the chips, probes and serial
+  sensors (`starting_profile`).
 
 Values a person reads go through `pibridge.units` (°C, %, hPa); ``--json`` keeps the agent's
 unit names.
@@ -25,12 +27,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pibridge.cli import CliError, counted
 from pibridge.cli.scan_profile import Found, starting_profile
-from pibridge.drivers import registry, serialport
+from pibridge.drivers import mhz19, pms5003, registry, serialport
 from pibridge.drivers.base import (
     Driver,
     Metric,
@@ -53,6 +57,22 @@ W1_DEVICES_ROOT = Path("/sys/bus/w1/devices")
 SYS_TTY_ROOT = serialport.SYS_TTY_CLASS   #: where ttyS* show whether a real UART is behind them
 I2C_FIRST_ADDRESS = 0x03   #: 0x00-0x02 and 0x78-0x7F are reserved (as i2cdetect)
 I2C_LAST_ADDRESS = 0x77
+#: How long scan listens on one serial port at most: one frame period of an active-mode PMS5003
+#: (it pushes a frame about every 2.3 s unasked) plus the frame's time on the wire and the
+#: sensor's latency (2.43 s). An MH-Z19 or a passive PMS5003 answers within ~50 ms and ends the
+#: wait then; only a port where nothing answers takes the whole time (all ports are asked at once).
+SERIAL_LISTEN_S = pms5003.ACTIVE_READ_TIME_S
+SERIAL_READ_TIMEOUT_S = 0.05   #: one read's wait while listening (the deadline is checked after it)
+SERIAL_READ_CHUNK = 64         #: bytes one read takes at most (two PMS5003 frames)
+#: What scan writes to a port, in this order (one write, nothing else is ever sent)::
+#:
+#:     FF 01 86 00 00 00 00 00 79    MH-Z19: read CO2 (answer: 9 bytes FF 86 HH LL .. CK)
+#:     42 4D E2 00 00 01 71          PMS5003: read in passive mode (answer: a 32-byte 42 4D frame)
+#:
+#: Neither changes a setting of either sensor; each ignores the other's bytes (an MH-Z19 takes
+#: only frames starting FF, a PMS5003 only 42 4D).
+SERIAL_QUESTION = mhz19.READ_CO2_REQUEST + pms5003.READ_REQUEST
+NO_SERIAL_SENSOR = "no known sensor answered"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -456,25 +476,98 @@ def w1_devices(root: Path = W1_DEVICES_ROOT) -> list[tuple[str, str]]:
     return found
 
 
+@dataclass(frozen=True)
+class SerialSensor:
+    """A sensor that answered on a serial port: what scan prints, its driver, and the options
+    beside ``port`` for its starting profile (none: the drivers' defaults fit)."""
+
+    chip: str
+    driver: type[Driver]
+    what_answered: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+MHZ19_FOUND = SerialSensor("MH-Z19 (CO2)", mhz19.MHZ19, "answered the 0x86 read with FF 86")
+#: mode: the driver's default (active), which it writes to the sensor when it starts, whichever
+#: mode the sensor is in now; ``mode = "passive"`` in the profile lets the fan sleep
+PMS5003_FOUND = SerialSensor("PMS5003 (particulates)", pms5003.PMS5003, "sent a 42 4D data frame")
+
+
+def ask_serial_sensor(path: str, listen_s: float = SERIAL_LISTEN_S) -> SerialSensor | str:
+    """Which sensor is on the serial port ``path``: opens it at 9600 8N1 (pyserial), discards
+    what is buffered, writes `SERIAL_QUESTION` once (the MH-Z19 read ``FF 01 86 … 79`` and the
+    PMS5003 passive read ``42 4D E2 00 00 01 71``; nothing that changes a setting), then listens
+    for at most ``listen_s`` for an MH-Z19 reply (``FF 86``, 9 bytes, valid checksum) or a
+    PMS5003 data frame (``42 4D``, 32 bytes, valid checksum: the answer of a passive one or the
+    unasked frame of an active one). The `SerialSensor` found, else one line saying why not
+    (`NO_SERIAL_SENSOR`, or "not asked: …" for a port that is not a plain serial port or cannot
+    be opened). Never call it on the serial console's port."""
+    why = serialport.foreign_line_discipline(path)
+    if why is not None:
+        return f"not asked: {why}"
+    link = serialport.SerialLink(path, timeout_s=SERIAL_READ_TIMEOUT_S)
+    co2_replies, dust_frames = mhz19.reply_scanner(), pms5003.frame_scanner()
+    try:
+        link.send(SERIAL_QUESTION, "asking which sensor is there")
+        deadline = time.monotonic() + listen_s
+        while time.monotonic() < deadline:
+            data = link.read(SERIAL_READ_CHUNK, "listening for an answer")
+            if not data:
+                continue
+            co2_replies.feed(data)
+            dust_frames.feed(data)
+            if next(co2_replies.frames(), None) is not None:
+                return MHZ19_FOUND
+            if any(len(frame) == pms5003.DATA_FRAME_LEN for frame in dust_frames.frames()):
+                return PMS5003_FOUND
+    except serialport.SerialPortGoneError as exc:
+        return f"not asked: {str(exc).removeprefix(f'{path}: ')}"
+    finally:
+        link.close()
+    return NO_SERIAL_SENSOR
+
+
 def serial_lines(dev_root: Path = I2C_DEV_ROOT, sys_tty: Path = SYS_TTY_ROOT,
-                 cmdline_files: tuple[Path, ...] | None = None) -> list[str]:
-    """One line per serial port (``/dev/serial0 -> ttyS0``), marking the one the serial console
-    holds (per cmdline.txt, when it can be seen)."""
+                 cmdline_files: tuple[Path, ...] | None = None, found: Found | None = None) -> list[str]:
+    """One line per serial port (``/dev/serial0 -> ttyS0: MH-Z19 (CO2)``): the one the serial
+    console holds (per cmdline.txt, when it can be seen) is marked and never asked; every other
+    device is asked once (`ask_serial_sensor`, all at once: a link and its target, such as
+    ``serial0`` and ``ttyS0``, are one device, asked and added to ``found`` under the first name
+    listed)."""
     ports = serialport.serial_ports(dev_root, sys_tty)
     if not ports:
         return [f"Serial: no ports ({dev_root}/serial0, ttyAMA*, ttyUSB*, ttyACM* not found; on a Pi "
                 "enable the UART: sudo raspi-config nonint do_serial_hw 0)"]
     consoles = serialport.console_devices(cmdline_files)
+    held = {port: consoles is not None and any(
+        serialport.same_device(port, str(dev_root / Path(console).name)) for console in consoles[1])
+        for port in ports}
+    first_names: dict[str, str] = {}     # device -> the first name listed for it
+    for port in ports:
+        if not held[port]:
+            first_names.setdefault(os.path.realpath(port), port)
+    with ThreadPoolExecutor(max_workers=max(1, len(first_names)),
+                            thread_name_prefix="pibridge-scan-serial") as pool:
+        answers = dict(zip(first_names, pool.map(ask_serial_sensor, first_names.values()), strict=True))
     lines = []
     for port in ports:
         line = f"Serial {port}"
         if os.path.islink(port):
             line += f" -> {os.path.basename(os.path.realpath(port))}"
-        held = consoles is not None and any(
-            serialport.same_device(port, str(dev_root / Path(console).name)) for console in consoles[1])
-        if held:
-            line += " (the serial console: sudo raspi-config nonint do_serial_cons 1, then reboot)"
-        lines.append(line)
+        if held[port]:
+            lines.append(f"{line} (the serial console: sudo raspi-config nonint do_serial_cons 1, "
+                         "then reboot)")
+            continue
+        device = os.path.realpath(port)
+        answer = answers[device]
+        if isinstance(answer, str):
+            lines.append(f"{line}: {answer}")
+            continue
+        lines.append(f"{line}: {answer.chip}")
+        if found is not None and first_names[device] == port:
+            found.add(f"{answer.chip.split(' (')[0]} {os.path.basename(port)}", answer.driver,
+                      {"port": port, **answer.options},
+                      f"serial port {port}: {answer.chip} {answer.what_answered}")
     return lines
 
 
@@ -514,9 +607,7 @@ def scan(dev_root: Path = I2C_DEV_ROOT, w1_root: Path = W1_DEVICES_ROOT,
             for name, _ in devices:
                 if name[:2] in W1_FAMILIES:
                     found.add_w1(name, w1_root)
-    # serial ports are listed; which chip is on a port cannot be told without asking it, so the
-    # starting profile leaves them out (`Found.add` takes one a later scan can name)
-    return lines + serial_lines(dev_root, sys_tty)
+    return lines + serial_lines(dev_root, sys_tty, found=found)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -1,11 +1,11 @@
 """A starting profile from what ``pibridge scan`` found (``pibridge scan --profile-out FILE``):
-one ``[[sensor]]`` per chip or probe a driver reads, with the options that find it again (bus,
-address, device id) and an interval the driver allows, so that it passes ``pibridge check``
+one ``[[sensor]]`` per chip, probe or serial sensor a driver reads, with the options that find it
+again (bus, address, device id, port) and an interval the driver allows, so that it passes ``pibridge check``
 as written.
 
 What a scan finds is collected in `Found`; each kind of bus adds to it (`Found.add_i2c`,
-`Found.add_w1`, and `Found.add` for any other: serial ports call it with their driver's
-options). `starting_profile` writes the TOML.
+`Found.add_w1`, and `Found.add` for any other: a serial sensor that answered scan is added with
+its driver and ``port``). `starting_profile` writes the TOML.
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def starting_profile(found: Found) -> str:
         from pibridge.drivers import registry
 
         sensors = [FoundSensor("Pi CPU temperature", registry.get(FALLBACK_DRIVER), {},
-                               "nothing found on I2C or 1-Wire: the Pi's own temperature to start from")]
+                               "nothing found on I2C, 1-Wire or serial ports: the Pi's own temperature "
+                               "to start from")]
     for sensor in sensors:
         lines += [f"# {sensor.comment}", "[[sensor]]",
                   f"name = {json.dumps(sensor.name, ensure_ascii=False)}",
