@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_read)
 
-    p = sub.add_parser("scan", help="list I2C chips, 1-Wire devices and serial ports found on this machine")
+    p = sub.add_parser("scan", help="list I2C chips, 1-Wire devices, serial ports and the sensors on them")
     p.add_argument("--profile-out", type=Path, metavar="FILE",
                    help="write a starting profile for what was found to FILE (never overwrites)")
     p.set_defaults(handler=cmd_scan)
