@@ -50,6 +50,17 @@ that reached the agent before a ping arrives before that ping's echo.
   wire it is ignored; otherwise it answers the one request on the wire of that key, as the agent's
   own answer would (a garbled one fails it with `ProtocolError`, retried by the caller).
 
+KNOWN GAP (review, not yet closed): assumption (c) orders a re-sent answer only before answers to
+requests the agent receives AFTER the re-send. An agent whose own connection drops after it
+published an answer A1 and a barrier's echo E, but before its broker acknowledged them, re-sends
+A1 and E when it reconnects; if E had already arrived, the barrier released the key and its next
+request R2 was published, so the re-sent A1 is credited to R2. The emulator never re-sends (each
+core connection is a fresh session), so the soak cannot show it. Closing it: credit a push only
+on the agent's livedata for it (published after every accepted push: it carries the sensor,
+values and timestamp, so no copy or late answer can forge it), or keep a success tentative until
+the echo of a barrier sent after it and revoke it when an already-used barrier token is echoed
+again (a replay).
+
 So a success is credited to a request only when it is the first answer on its key after that
 request was published with nothing else of that key outstanding and every earlier answer of
 that key fenced off: the agent's answer to THAT request. Everything ambiguous times out (R4) and
