@@ -35,7 +35,11 @@ import pytest
 from pibridge.emulator.process import EmulatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALL = REPO / "scripts" / "install-service.sh"
+#: The checkout inside the container, bound read-only (where it lies here may be hidden there: a
+#: booted container mounts its own /tmp)
+SOURCE_IN_ROOT = "/srv/pibridge-source"
+INSTALL = f"{SOURCE_IN_ROOT}/scripts/install-service.sh"
+BIND_SOURCE = f"--bind-ro={REPO}:{SOURCE_IN_ROOT}"
 CA_IN_ROOT = Path("var/lib/teamviewer-iot-agent/certs/TeamViewerAuthority.crt")
 SOC_FILE = "/etc/pibridge-test-soc-temp"        # the SoC thermal zone's text, at the sysfs boundary
 BOOT_WAIT_S = 60.0
@@ -101,7 +105,7 @@ class Container:
 
     def __init__(self, root: Root) -> None:
         self.proc = subprocess.Popen(
-            ["systemd-nspawn", "-q", "--keep-unit", "--register=no", "--link-journal=no",
+            ["systemd-nspawn", "-q", "--keep-unit", "--register=no", "--link-journal=no", BIND_SOURCE,
              "-D", str(root.merged), "--boot", "--", "systemd.unit=basic.target"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = _poll(self._init_pid, BOOT_WAIT_S, "the container's systemd")
@@ -143,7 +147,7 @@ class Container:
                         "-p", "ProtectProc=invisible", "/usr/local/bin/pibridge", "status")
 
     def install(self, *args: str, timeout: float = INSTALL_WAIT_S) -> subprocess.CompletedProcess[str]:
-        return self.run("bash", str(INSTALL), *args, timeout=timeout)
+        return self.run("bash", INSTALL, *args, timeout=timeout)
 
     def start_as(self, user: str, unit: str, command: str) -> None:
         """``bash -c COMMAND`` as ``user`` in the background, as transient unit ``unit`` (its exit
@@ -206,8 +210,9 @@ def test_without_systemd_it_refuses_and_changes_nothing(root: Root, tmp_path: Pa
     profile = root.path("/root/my.toml")
     profile.write_text(PROFILE.format(port=1, provision_port=2, soc=SOC_FILE))
     done = subprocess.run(["systemd-nspawn", "-q", "--keep-unit", "--register=no", "--link-journal=no",
+                           BIND_SOURCE,
                            "-D", str(root.merged), "--pipe",
-                           "bash", str(INSTALL), "--profile", "/root/my.toml"],
+                           "bash", INSTALL, "--profile", "/root/my.toml"],
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "systemd is not running as PID 1" in done.stderr and "nothing was changed" in done.stderr
