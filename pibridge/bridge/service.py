@@ -255,6 +255,15 @@ class LoggedSink:
 
     def put(self, sample: TakenSample) -> None:
         self.queue.put(sample)
+        self._stored(sample)
+
+    def put_many(self, samples: Sequence[TakenSample]) -> None:
+        """A slot's samples in one commit (`SampleQueue.put_many`)."""
+        self.queue.put_many(samples)
+        for sample in samples:
+            self._stored(sample)
+
+    def _stored(self, sample: TakenSample) -> None:
         if self.stored is not None:
             self.stored(sample)
         if log.isEnabledFor(logging.DEBUG):
