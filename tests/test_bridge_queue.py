@@ -395,3 +395,22 @@ def test_a_stamped_row_stores_no_boot_id_an_unstamped_one_does(tmp_path: Path) -
         assert rows == [(T0_MS, 0.0, ""), (None, 101.0, BOOT)]
         queue.resolve_timestamps(BOOT, 5)
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, wall_timestamp_ms(101.0, 5)]
+
+
+def test_stats_of_an_unchanged_queue_are_answered_without_the_owner_thread(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(3)])
+        first = queue.stats()
+        assert first.depth == 3 and first.oldest_timestamp_ms == T0_MS
+
+        def no_owner(*args: object, **kwargs: object) -> None:
+            raise AssertionError("stats went to the owner thread")
+        call = queue._call
+        queue._call = no_owner  # type: ignore[method-assign,assignment]
+        assert queue.stats() == first
+        queue._call = call  # type: ignore[method-assign]
+        queue.ack([queue.fetch(0, 1)[0].id])
+        after = queue.stats()                   # changed: read again
+        assert after.depth == 2 and after.oldest_timestamp_ms == T0_MS + 1000
+        queue.put(sample(5))
+        assert queue.stats().depth == 3

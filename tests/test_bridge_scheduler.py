@@ -228,8 +228,8 @@ def test_the_samples_of_one_slot_are_handed_over_as_one_batch(run: Any) -> None:
     # a read time: the slot's reads overlap, so the batch really waits for the last of them
     plans = [SensorPlan(name, CALM_S, lambda: Probe(read_time_s=0.02)) for name in names]
     _, rec = run(plans, recorder=BatchRecorder())
-    rec.wait(lambda: len(rec.batches) >= 3)  # type: ignore[attr-defined]
-    batches: list[list[TakenSample]] = rec.batches  # type: ignore[attr-defined]
+    rec.wait(lambda: len(rec.batches) >= 3)
+    batches: list[list[TakenSample]] = rec.batches
     full = [b for b in batches if sorted(s.sensor for s in b) == names]
     assert full, [[s.sensor for s in b] for b in batches]
     slots = [{round((s.timestamp_ms or 0) / (CALM_S * 1000)) for s in b} for b in full]

@@ -284,6 +284,10 @@ class SampleQueue:
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        #: bumped by the owner thread on every change of the rows (a commit, held acks, dead
+        #: letters, stamping, drops): `stats` answers from ``_stats_cache`` while it stays
+        self._version = 0
+        self._stats_cache: tuple[int, int | None, int] | None = None
         #: What was wrong with the queue's file when it was opened (one line, logged at error
         #: level): moved aside, replaced, truncated, deleted, rolled back; None if nothing.
         self.incident: str | None = None
@@ -439,14 +443,24 @@ class SampleQueue:
         return self._call(read)
 
     def stats(self) -> QueueStats:
+        """A snapshot; while nothing changed since the last one (the status asks every few
+        seconds, an idle queue changes once a sample) it is answered without waking the owner
+        thread or reading the database."""
+        cached = self._stats_cache
+        if cached is not None and cached[0] == self._version and not self._acks:
+            return QueueStats(self.depth, self._unstamped, cached[1], self.dropped, self.dead_lettered,
+                              cached[2])
+
         def read() -> QueueStats:
+            version = self._version
             held = self._held_acks
             oldest = next((timestamp for row_id, timestamp in self._db.execute(
                 "SELECT id, timestamp_ms FROM samples WHERE timestamp_ms IS NOT NULL ORDER BY id LIMIT ?",
                 (len(held) + 1,)) if row_id not in held), None)
-            stored = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            stored = int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+            self._stats_cache = (version, oldest, stored)
             return QueueStats(self.depth, self._unstamped, oldest, self.dropped,
-                              self.dead_lettered, int(stored))
+                              self.dead_lettered, stored)
         return self._call(read, exact=False)
 
     def add_listener(self, callback: Callable[[str], None]) -> None:
@@ -601,6 +615,8 @@ class SampleQueue:
                     while not (self._rows or self._ops or self._closing or self._acks_due()):
                         if self._acks and not self._held_acks:
                             self._held_since = self._acks_since
+                        if self._acks:
+                            self._version += 1
                         self._held_acks.update(self._acks)
                         self._acks = []
                         wake = next_maintenance
@@ -613,6 +629,8 @@ class SampleQueue:
                     ops, self._ops = self._ops, []
                     if self._acks and not self._held_acks:
                         self._held_since = self._acks_since
+                    if self._acks:
+                        self._version += 1
                     self._held_acks.update(self._acks)
                     self._acks = []
                     resume, self._resume = self._resume, {}
@@ -625,6 +643,7 @@ class SampleQueue:
                     self.before_commit()
                 self._commit_group(rows, group, acks, resume)
                 for fn, future in ops:
+                    self._version += 1   # an operation may change rows (cheap: stats reads again)
                     try:
                         result = fn()
                     except BaseException as exc:
@@ -720,6 +739,7 @@ class SampleQueue:
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
         if rows and any(row[3] is not None for row in rows):
             self._wall_clock_known = True  # the scheduler stamps rows only once the clock is set
+        self._version += 1
         if rows:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
@@ -774,6 +794,7 @@ class SampleQueue:
                 break
             last_id = chunk[-1][0]
         if total:
+            self._version += 1
             self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             self._unstamped = self._db.execute(
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]

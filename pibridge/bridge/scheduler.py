@@ -107,7 +107,8 @@ SAME_SLOT_S = 0.001
 CLOCK_POLL_S = 1.0
 #: The timer loop turns at least this often (a heartbeat timer), and counts as hung (the
 #: watchdog stops) when it has not turned for `TIMER_HUNG_S`.
-HEARTBEAT_S = 5.0
+#: (10 s: a third of `TIMER_HUNG_S`; an idle bridge wakes for nothing else on this thread.)
+HEARTBEAT_S = 10.0
 TIMER_HUNG_S = 30.0
 #: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
 REBUILD_FIRST_S = 2.0

@@ -72,7 +72,7 @@ def write_bytes(pid: int) -> int:
 
 def delivered_samples(emulator: Emulator) -> int:
     """Distinct (sensor, timestamp) pairs the emulator stored: one per delivered sample."""
-    pairs = set()
+    pairs: set[tuple[str, int]] = set()
     for client in emulator.dump()["clients"]:
         for sensor in client["sensors"]:
             for metric in sensor["metrics"]:
