@@ -21,6 +21,7 @@ from pibridge.bridge.queue import (
     PAGE_SIZE,
     QUEUE_FILE,
     QueueClosed,
+    QueuedSample,
     QueueOpenError,
     QueueWriteError,
     SampleQueue,
@@ -414,3 +415,17 @@ def test_stats_of_an_unchanged_queue_are_answered_without_the_owner_thread(tmp_p
         assert after.depth == 2 and after.oldest_timestamp_ms == T0_MS + 1000
         queue.put(sample(5))
         assert queue.stats().depth == 3
+
+
+def test_a_commit_hands_its_stamped_rows_over_as_fetch_would_return_them(tmp_path: Path) -> None:
+    handed: list[list[QueuedSample] | None] = []
+    with SampleQueue(tmp_path, boot_id=BOOT, max_samples=6) as queue:
+        queue.set_specs({"Air": AIR})
+        queue.add_batch_listener(handed.append)
+        queue.put_many([sample(0), sample(1, stamped=False), sample(2)])
+        queue.put(sample(3))
+        assert len(handed) == 2 and handed[0] is not None and handed[1] is not None
+        assert [r.timestamp_ms for r in handed[0]] == [T0_MS, T0_MS + 2000]   # the unstamped one: not
+        assert handed[0] + handed[1] == [r for r in queue.fetch(0, 10)]       # ids, layout, values, event
+        queue.put_many([sample(i) for i in range(4, 8)])                       # the bound drops two
+        assert handed[2] is None                                               # read the disk

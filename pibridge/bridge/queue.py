@@ -11,6 +11,10 @@ One thread (``sample-queue``) owns the database. Every other thread hands it wor
   (hidden from `fetch` and `stats`) and deleted as ranges inside the next group's transaction,
   or after `ACK_HOLD_S` / `ACK_HOLD_ROWS` when no samples come: no transaction per ack.
 
+After each commit the stamped rows it inserted are handed to `add_batch_listener` callbacks as
+`QueuedSample` rows (delivery sends them without reading them back; it reads the disk after a
+restart, a rewind or when it fell behind).
+
 Writes (an SD card lives on few of them): a new file has `PAGE_SIZE` pages; one transaction per
 group (the scheduler hands a slot's samples over with one `put_many`); acknowledged rows are
 deleted inside it; the sidecar record is rewritten at most every `RECORD_INTERVAL_S`.
@@ -284,6 +288,7 @@ class SampleQueue:
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        self._batch_listeners: list[Callable[[list[QueuedSample] | None], None]] = []
         #: bumped by the owner thread on every change of the rows (a commit, held acks, dead
         #: letters, stamping, drops): `stats` answers from ``_stats_cache`` while it stays
         self._version = 0
@@ -467,6 +472,30 @@ class SampleQueue:
         """``callback(what)`` on the owner thread after rows were added (``"added"``) or stamped
         (``"stamped"``): keep it short (hand over to another thread)."""
         self._listeners.append(callback)
+
+    def add_batch_listener(self, callback: Callable[[list[QueuedSample] | None], None]) -> None:
+        """``callback(samples)`` on the owner thread right after each commit that inserted rows,
+        before the ``"added"`` listeners and before any later `fetch` is answered: the stamped
+        rows it committed, in id order, as `fetch` would return them (delivery sends them without
+        reading them back), or None when some committed rows cannot be handed over (the queue
+        bound dropped rows in that commit): read from the disk then. Rows committed without a
+        wall time are never handed over (they come with ``"stamped"``). Keep it short."""
+        self._batch_listeners.append(callback)
+
+    def _hand_committed(self, rows: list[tuple[Any, ...]], last_id: int, dropped: int) -> None:
+        """AUTOINCREMENT ids of one connection's inserts in one transaction are consecutive: the
+        batch's rows are ``last_id - len(rows) + 1`` … ``last_id``."""
+        samples: list[QueuedSample] | None = None
+        if not dropped:
+            first = last_id - len(rows) + 1
+            samples = [QueuedSample(first + i, row[0], self._layouts.get(row[1], ()) if row[1] is not None
+                                    else (), json.loads(row[2]), row[3], bool(row[6]))
+                       for i, row in enumerate(rows) if row[3] is not None]
+        for callback in list(self._batch_listeners):
+            try:
+                callback(samples)
+            except Exception:
+                log.exception("queue listener failed")
 
     def _notify(self, what: str) -> None:
         for callback in list(self._listeners):
@@ -703,10 +732,12 @@ class SampleQueue:
         rows = self._stamp_late(rows)
         try:
             with self._db:
+                last_id = 0
                 if rows:
                     self._db.executemany(
                         "INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
                         "event) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    last_id = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
                 if resume:
                     self._db.executemany(_UPSERT_RESUME, [
                         (sensor, metric, value, timestamp)
@@ -740,6 +771,8 @@ class SampleQueue:
         if rows and any(row[3] is not None for row in rows):
             self._wall_clock_known = True  # the scheduler stamps rows only once the clock is set
         self._version += 1
+        if rows and self._batch_listeners:
+            self._hand_committed(rows, last_id, dropped)
         if rows:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
