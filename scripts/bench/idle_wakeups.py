@@ -89,6 +89,7 @@ def main() -> int:
             time.sleep(args.seconds)
             cpu_after, wake_after = cpu_seconds(bridge.pid), wakeups(bridge.pid)
             window = time.monotonic() - started
+            pid = bridge.pid
         finally:
             bridge.terminate()
             bridge.wait(30)
@@ -108,7 +109,7 @@ def main() -> int:
           f"{'met' if total / window <= TARGET_WAKEUPS_PER_S else 'NOT met'}")
     for tid, count in sorted(per_thread.items(), key=lambda item: -item[1]):
         if count:
-            print(f"  thread {tid}: {count / window:.2f}/s")
+            print(f"  thread {tid}{' (main)' if tid == pid else ''}: {count / window:.2f}/s")
     return 0
 
 
