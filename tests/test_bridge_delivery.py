@@ -32,7 +32,7 @@ from pibridge.agent.credentials import CLIENT_ID_FILE
 from pibridge.bridge.delivery import Delivery, Outcome, classify
 from pibridge.bridge.inventory import InventoryMapping, ResolvedInventory, mapping_path
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
-from pibridge.bridge.queue import SampleQueue
+from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
 from pibridge.testing import Emulator
@@ -632,3 +632,28 @@ def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
     finally:
         delivery._client = None
         client.close()
+
+
+def test_samples_committed_after_catching_up_are_sent_without_reading_the_disk(
+        make_bridge: Callable[..., Bridge]) -> None:
+    """The queue hands each commit to delivery in memory: once delivery found nothing more on
+    disk, it does not read back the rows it was just told about (issue 17)."""
+    bridge = make_bridge()
+    bridge.start()
+    bridge.put([air(0), door(0)])
+    bridge.drained()
+    assert bridge.queue is not None
+    fetches: list[int] = []
+    fetch = bridge.queue.fetch
+
+    def counted(after_id: int, limit: int) -> list[QueuedSample]:
+        fetches.append(after_id)
+        return fetch(after_id, limit)
+    bridge.queue.fetch = counted  # type: ignore[method-assign]
+    for i in range(1, 6):
+        bridge.queue.put_many([air(i), door(i)])
+        bridge.drained()
+    held = bridge.held()
+    assert [len(m["values"]) for m in held["Air"][0]["metrics"]] == [6, 6]
+    assert len(held["Door"][0]["metrics"][0]["values"]) == 6
+    assert fetches == []

@@ -16,9 +16,12 @@ import pytest
 
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample, Value
 from pibridge.bridge.queue import (
+    ACK_HOLD_S,
     EARLIER_BOOT_KIND,
+    PAGE_SIZE,
     QUEUE_FILE,
     QueueClosed,
+    QueuedSample,
     QueueOpenError,
     QueueWriteError,
     SampleQueue,
@@ -332,3 +335,111 @@ def test_a_failed_commit_fails_only_its_puts_and_the_queue_carries_on(
         queue.put(big)
         assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, T0_MS + 1000, T0_MS + 5000]
         assert queue.depth == 3
+
+
+# -- writes an SD card can live with -------------------------------------------------------------
+WAL_HEADER = 32
+WAL_FRAME_HEADER = 24
+
+
+def wal_commits(db_path: Path) -> list[list[int]]:
+    """The pages of each transaction in the WAL, in order (frame header: page number, then the
+    database size after a commit frame, 0 for the others; sqlite.org/fileformat2.html#walformat)."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    data = wal.read_bytes() if wal.exists() else b""
+    if len(data) < WAL_HEADER:
+        return []
+    page_size = int.from_bytes(data[8:12], "big")
+    commits: list[list[int]] = []
+    pages: list[int] = []
+    for offset in range(WAL_HEADER, len(data) - WAL_FRAME_HEADER + 1, WAL_FRAME_HEADER + page_size):
+        pages.append(int.from_bytes(data[offset:offset + 4], "big"))
+        if int.from_bytes(data[offset + 4:offset + 8], "big"):
+            commits.append(pages)
+            pages = []
+    return commits
+
+
+def test_a_batch_and_the_acks_before_it_are_one_small_transaction(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(20)])
+        before = len(wal_commits(queue.path))
+        queue.ack([r.id for r in queue.fetch(0, 100)])
+        assert queue.stats().depth == 0 and queue.fetch(0, 100) == []  # hidden at once…
+        assert len(wal_commits(queue.path)) == before  # …but no transaction of their own
+        queue.put_many([sample(i) for i in range(20, 40)])
+        commits = wal_commits(queue.path)
+        assert len(commits) == before + 1  # the 20 rows and the 20 deletes: one commit
+        page_size = sqlite3.connect(queue.path).execute("PRAGMA page_size").fetchone()[0]
+        assert page_size == PAGE_SIZE
+        assert len(commits[-1]) * (page_size + WAL_FRAME_HEADER) / 20 <= 512  # bytes per sample
+        assert [r.timestamp_ms for r in queue.fetch(0, 100)] == [T0_MS + i * 1000 for i in range(20, 40)]
+    with SampleQueue(tmp_path, boot_id=BOOT) as again:
+        assert again.depth == 20
+
+
+def test_held_acks_are_deleted_at_close_and_before_exact_reads(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i, sensor="Air" if i % 2 else "Soil") for i in range(6)])
+        rows = queue.fetch(0, 10)
+        queue.ack([r.id for r in rows if r.sensor == "Soil"])
+        assert queue.queued_sensors() == {"Air": 3}
+        assert read_queued_sensors(tmp_path) == {"Air": 3}   # deleted on disk for that read
+        queue.ack([r.id for r in rows if r.sensor == "Air"][:1])
+    assert read_queued_sensors(tmp_path) == {"Air": 2}       # and at close
+
+
+def test_acks_without_new_samples_are_deleted_after_the_hold(tmp_path: Path) -> None:
+    now = FakeTime()
+    with SampleQueue(tmp_path, boot_id=BOOT, monotonic=lambda: now.mono) as queue:
+        queue.put_many([sample(i) for i in range(3)])
+        queue.ack([r.id for r in queue.fetch(0, 10)])
+        assert read_queued_sensors(tmp_path) == {"Air": 3}   # held: not deleted yet
+        queue.fetch(0, 10)                                   # the owner turns: too early
+        assert read_queued_sensors(tmp_path) == {"Air": 3}
+        now.mono += ACK_HOLD_S
+        queue.fetch(0, 10)           # the owner's next turn (its timer, here a read) deletes them
+        assert read_queued_sensors(tmp_path) == {}
+
+
+def test_a_stamped_row_stores_no_boot_id_an_unstamped_one_does(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(0), sample(1, stamped=False)])
+        rows = sqlite3.connect(queue.path).execute(
+            "SELECT timestamp_ms, monotonic_s, boot_id FROM samples ORDER BY id").fetchall()
+        assert rows == [(T0_MS, 0.0, ""), (None, 101.0, BOOT)]
+        queue.resolve_timestamps(BOOT, 5)
+        assert [r.timestamp_ms for r in queue.fetch(0, 10)] == [T0_MS, wall_timestamp_ms(101.0, 5)]
+
+
+def test_stats_of_an_unchanged_queue_are_answered_without_the_owner_thread(tmp_path: Path) -> None:
+    with SampleQueue(tmp_path, boot_id=BOOT) as queue:
+        queue.put_many([sample(i) for i in range(3)])
+        first = queue.stats()
+        assert first.depth == 3 and first.oldest_timestamp_ms == T0_MS
+
+        def no_owner(*args: object, **kwargs: object) -> None:
+            raise AssertionError("stats went to the owner thread")
+        call = queue._call
+        queue._call = no_owner  # type: ignore[method-assign,assignment]
+        assert queue.stats() == first
+        queue._call = call  # type: ignore[method-assign]
+        queue.ack([queue.fetch(0, 1)[0].id])
+        after = queue.stats()                   # changed: read again
+        assert after.depth == 2 and after.oldest_timestamp_ms == T0_MS + 1000
+        queue.put(sample(5))
+        assert queue.stats().depth == 3
+
+
+def test_a_commit_hands_its_stamped_rows_over_as_fetch_would_return_them(tmp_path: Path) -> None:
+    handed: list[list[QueuedSample] | None] = []
+    with SampleQueue(tmp_path, boot_id=BOOT, max_samples=6) as queue:
+        queue.set_specs({"Air": AIR})
+        queue.add_batch_listener(handed.append)
+        queue.put_many([sample(0), sample(1, stamped=False), sample(2)])
+        queue.put(sample(3))
+        assert len(handed) == 2 and handed[0] is not None and handed[1] is not None
+        assert [r.timestamp_ms for r in handed[0]] == [T0_MS, T0_MS + 2000]   # the unstamped one: not
+        assert handed[0] + handed[1] == [r for r in queue.fetch(0, 10)]       # ids, layout, values, event
+        queue.put_many([sample(i) for i in range(4, 8)])                       # the bound drops two
+        assert handed[2] is None                                               # read the disk

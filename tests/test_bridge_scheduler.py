@@ -209,6 +209,45 @@ def test_a_hung_sensor_is_abandoned_and_delays_no_other(run: Any) -> None:
     rec.wait(lambda: scheduler.stats()["hung"]["state"] == "ok")
 
 
+class BatchRecorder(Recorder):
+    """A sink with the queue's ``put_many``: records each hand-over's samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[TakenSample]] = []
+
+    def put_many(self, samples: Sequence[TakenSample]) -> None:
+        with self.cond:
+            self.batches.append(list(samples))
+            self.samples.extend(samples)
+            self.cond.notify_all()
+
+
+def test_the_samples_of_one_slot_are_handed_over_as_one_batch(run: Any) -> None:
+    names = [f"s{i}" for i in range(5)]
+    # a read time: the slot's reads overlap, so the batch really waits for the last of them
+    plans = [SensorPlan(name, CALM_S, lambda: Probe(read_time_s=0.02)) for name in names]
+    _, rec = run(plans, recorder=BatchRecorder())
+    rec.wait(lambda: len(rec.batches) >= 3)
+    batches: list[list[TakenSample]] = rec.batches
+    full = [b for b in batches if sorted(s.sensor for s in b) == names]
+    assert full, [[s.sensor for s in b] for b in batches]
+    slots = [{round((s.timestamp_ms or 0) / (CALM_S * 1000)) for s in b} for b in full]
+    assert all(len(slot) == 1 for slot in slots)  # one slot per batch
+
+
+def test_a_hung_read_does_not_hold_back_the_batch_of_its_slot(run: Any) -> None:
+    release = threading.Event()
+    hung = Probe(lambda n: (lambda: release.wait(WAIT_S) and 7.0) if n == 1 else 8.0)
+    # at 1 s the hung read is abandoned 0.5 s after it began; the batch must not wait for that
+    scheduler, rec = run([SensorPlan("hung", 1.0, lambda: hung), SensorPlan("fine", 1.0, Probe)],
+                         recorder=BatchRecorder())
+    rec.wait(lambda: len(rec.of("fine")) >= 1 and hung.attempts >= 1)
+    # the fine sample of the hung one's slot came long before the hung read was abandoned
+    assert scheduler.stats()["hung"]["abandoned"] == 0
+    release.set()
+
+
 class GroupProbe(Probe):
     """Probes on one bus: ``start_group`` starts them all in one go (like a w1 bulk conversion)."""
 

@@ -303,3 +303,33 @@ def test_a_refused_reload_degrades_until_a_reload_succeeds_or_the_file_is_fixed_
     assert snapshot.reload.count == 3 and snapshot.reload.applied and not snapshot.reload.refused
     assert assess(snapshot).level == HEALTHY
     ops.stopping()
+
+
+def test_the_main_loop_sleeps_until_the_next_due_work(tmp_path: Path,
+                                                      notify_socket: tuple[socket.socket, str]) -> None:
+    """An idle bridge wakes when the watchdog, the status file or a frame is due, not every
+    second (issue 17: wake-ups of an idle bridge)."""
+    _, address = notify_socket
+    profile = Profile(tmp_path / "p.toml", AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path))
+    now = [1000.0]
+    tracker = StatusTracker(profile.path, tmp_path)
+    writer = StatusWriter(tmp_path / "status-x.json", min_interval_s=5.0, monotonic=lambda: now[0])
+    ops = Operations(tracker, SystemdNotifier(address, 20.0, monotonic=lambda: now[0]), writer,
+                     LogLinesView(), ProfileReloader(profile, loader=lambda p: profile), ReloadSignal())
+    assert ops.next_turn_in() == 0.0                     # nothing written, no keep-alive sent yet
+    ops.tick(alive=True)
+    assert ops.next_turn_in() == 5.0                     # the status file (the watchdog: 10 s)
+    now[0] += 4.0
+    assert ops.next_turn_in() == pytest.approx(1.0)
+    now[0] += 1.0
+    ops.tick(alive=True)
+    assert ops.next_turn_in() == pytest.approx(5.0)
+    no_watchdog = Operations(tracker, SystemdNotifier(None), StatusWriter(tmp_path / "status-y.json",
+                             min_interval_s=30.0, monotonic=lambda: now[0]), LogLinesView(),
+                             ProfileReloader(profile, loader=lambda p: profile), ReloadSignal())
+    no_watchdog.tick(alive=True)
+    assert no_watchdog.next_turn_in() == 30.0
+    view = TerminalView(io.StringIO(), min_interval_s=1.0, monotonic=lambda: now[0])
+    view.update(tracker.snapshot)
+    now[0] += 0.25
+    assert view.due_in() == pytest.approx(0.75)

@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 64
 #: Rows fetched from the queue per read.
 FETCH_BATCH = 512
+#: Batches handed over in memory that may wait for the delivery thread; beyond, it reads the disk.
+HANDED_MAX_BATCHES = 64
 #: Acknowledged rows handed to the queue for deletion at once (or when nothing is in flight).
 ACK_BATCH = 512
 #: Retry delays after a transient failure, and between connection attempts: a local agent, so
@@ -230,6 +232,10 @@ class Delivery:
         self._retry: list[_Retry] = []
         self._ready: deque[QueuedSample] = deque()
         self._cursor = 0
+        #: batches the queue committed, handed over in memory (`SampleQueue.add_batch_listener`;
+        #: None: read the disk); used once the disk has nothing more after the cursor
+        self._handed: deque[list[QueuedSample] | None] = deque()
+        self._from_memory = False
         self._acked: list[int] = []
         self._dead: list[tuple[int, str, str]] = []
         self._unknown_id_hits: dict[int, int] = {}
@@ -267,6 +273,7 @@ class Delivery:
         self._connected_since: float | None = None
         self._last_ack: float | None = None
         queue.set_specs(self._specs)
+        queue.add_batch_listener(self._on_committed)
         queue.add_listener(self._on_queue_change)
 
     # -- API for the service ---------------------------------------------------------------------
@@ -363,6 +370,13 @@ class Delivery:
         return self._client
 
     # -- callbacks (other threads): hand over only ---------------------------------------------
+    def _on_committed(self, samples: list[QueuedSample] | None) -> None:
+        # the queue's thread: keep the batch; too many waiting means we fell behind (the disk has them)
+        if len(self._handed) >= HANDED_MAX_BATCHES:
+            self._handed.clear()
+            samples = None
+        self._handed.append(samples)
+
     def _on_queue_change(self, what: str) -> None:
         # runs before the put returns: whoever put a sample never sees a stale "drained"
         self._queue_changes += 1
@@ -784,15 +798,33 @@ class Delivery:
         """Read the queue from its start again (rows stamped late have lower ids than the cursor)."""
         self._cursor = 0
         self._ready.clear()
+        self._from_memory = False
 
     def _next_sample(self) -> QueuedSample | None:
+        """The next sample to send: a retry, else the queue's rows after the cursor. Once a fetch
+        found nothing more on disk, every row committed later is handed over in memory
+        (`_on_committed`, in commit order, before the queue answers any later fetch): taken
+        from there (rows up to the cursor were read already) until a batch says "read the disk"
+        (None) or a rewind."""
         if self._retry:
             return heapq.heappop(self._retry).sample
         while True:
             if self._ready:
                 return self._ready.popleft()
+            if self._from_memory:
+                if not self._handed:
+                    return None
+                batch = self._handed.popleft()
+                if batch is None:
+                    self._from_memory = False
+                    continue
+                self._ready.extend(r for r in batch if r.id > self._cursor)
+                if batch:
+                    self._cursor = max(self._cursor, batch[-1].id)
+                continue
             rows = self.queue.fetch(self._cursor, FETCH_BATCH)
             if not rows:
+                self._from_memory = True   # caught up: what the queue commits from now on is handed over
                 return None
             self._cursor = rows[-1].id
             skip = set(self._in_flight) | set(self._acked) | {r.id for r in self._retry}

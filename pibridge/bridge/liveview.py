@@ -307,6 +307,12 @@ class TerminalView:
         """A frame is due (the service refreshes the snapshot only then)."""
         return self._last_draw is None or self._monotonic() - self._last_draw >= self.min_interval_s
 
+    def due_in(self) -> float:
+        """Seconds until the next frame is due (0 if it is)."""
+        if self._last_draw is None:
+            return 0.0
+        return max(0.0, self.min_interval_s - (self._monotonic() - self._last_draw))
+
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         """Redraw if due; True if a frame was written."""
         now = self._monotonic()

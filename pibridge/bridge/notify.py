@@ -22,6 +22,7 @@ never raised: telling systemd is never worth stopping the bridge for.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -124,6 +125,15 @@ class SystemdNotifier:
         if sent:
             self._last_ping = self._monotonic()
         return sent
+
+    def watchdog_due_in(self) -> float:
+        """Seconds until the next keep-alive is due (infinite without a watchdog)."""
+        interval = self.watchdog_interval_s
+        if interval is None:
+            return math.inf
+        if self._last_ping is None:
+            return 0.0
+        return max(0.0, interval - (self._monotonic() - self._last_ping))
 
     def watchdog_if_due(self) -> bool:
         """A keep-alive if the ping interval has passed since the last (call it every loop turn:

@@ -24,6 +24,7 @@ due, so the queue's statistics query runs at most once a second on a terminal an
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -117,6 +118,13 @@ class Operations:
             refresh()
         except Exception:    # the status is a window: a failing feed must not stop the bridge
             log.exception("updating the status failed")
+
+    def next_turn_in(self) -> float:
+        """Seconds until the next main-loop turn has work: the watchdog's keep-alive, the status
+        file, a live view's frame (a log summary follows the status file); infinite if none."""
+        view_due_in = getattr(self.view, "due_in", None)
+        return min(self.notifier.watchdog_due_in(), self.writer.due_in(),
+                   view_due_in() if view_due_in is not None else math.inf)
 
     def tick(self, *, alive: bool, on_reload: Callable[[ReloadResult], None] | None = None,
              refresh: Callable[[], None] | None = None) -> ReloadResult | None:

@@ -7,14 +7,25 @@ One thread (``sample-queue``) owns the database. Every other thread hands it wor
   that group's commit: many puts share one transaction (group commit), so the cost per sample
   stays low even with ``durability = "power"`` (``synchronous=FULL``: one fsync per group).
 - `fetch`, `ack`, `dead_letter`, `resolve_timestamps`, `stats` (the delivery thread) run on the
-  owner thread between two groups; `ack` does not wait, and acknowledged ids are deleted in
-  batches (one DELETE per group).
+  owner thread between two groups; `ack` does not wait, and acknowledged ids are held in memory
+  (hidden from `fetch` and `stats`) and deleted as ranges inside the next group's transaction,
+  or after `ACK_HOLD_S` / `ACK_HOLD_ROWS` when no samples come: no transaction per ack.
+
+After each commit the stamped rows it inserted are handed to `add_batch_listener` callbacks as
+`QueuedSample` rows (delivery sends them without reading them back; it reads the disk after a
+restart, a rewind or when it fell behind).
+
+Writes (an SD card lives on few of them): a new file has `PAGE_SIZE` pages; one transaction per
+group (the scheduler hands a slot's samples over with one `put_many`); acknowledged rows are
+deleted inside it; the sidecar record is rewritten at most every `RECORD_INTERVAL_S`.
 
 Tables::
 
     samples       id (AUTOINCREMENT: never reused, so a reader's cursor only moves forward)
                   sensor, layout → layouts.id, vals (JSON {metric key: value}),
-                  timestamp_ms (NULL until the clock is set), monotonic_s, boot_id, event
+                  timestamp_ms (NULL until the clock is set), monotonic_s, boot_id (both
+                  needed only while timestamp_ms is NULL: a row stamped at put has 0.0 and ""),
+                  event
     layouts       id, sensor, metrics (JSON [[key, "unit:…"|"type:…"], …]): the metric
                   identities a row was taken with, so a metric whose unit changed keeps
                   delivering its old samples to its old agent metric
@@ -78,8 +89,31 @@ BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 MAINTENANCE_INTERVAL_S = 60.0
 #: Rows looked at per step of the age check (oldest first).
 AGE_SCAN_CHUNK = 1000
-#: The sidecar record is rewritten at most this often while samples are committed (seconds).
-RECORD_INTERVAL_S = 10.0
+#: The sidecar record is rewritten at most this often while samples are committed (seconds):
+#: each rewrite is a file's worth of writes to the card (a 4 KiB block and its metadata).
+RECORD_INTERVAL_S = 60.0
+#: Page size of a new queue file (bytes; SQLite's default is 4096). Every commit appends each
+#: page it changed to the WAL as one frame (page + 24-byte header): a slot's rows and the
+#: emptied leaves of the rows acknowledged since, the table's root, the AUTOINCREMENT counter
+#: and the header page. Measured per sample (20 rows a commit, rows of ~130 B): 4096 B pages
+#: ~1.4 KB, 1024 B ~540 B, 512 B ~415 B. An existing file keeps its page size.
+PAGE_SIZE = 512
+#: Acknowledged rows are deleted in the transaction of the next insert (no transaction of their
+#: own); without inserts, when this many wait or the first of them waited `ACK_HOLD_S` seconds.
+#: Until then they are hidden from `fetch` and `stats`; a SIGKILL meanwhile sends them again
+#: (the agent keeps one value per metric and timestamp: harmless).
+ACK_HOLD_ROWS = 2000
+ACK_HOLD_S = 30.0
+#: What a row stamped with its wall time at put keeps as monotonic time and boot id: only
+#: unstamped rows are stamped (`resolve_timestamps`) or aged by them, and leaving out the 36
+#: characters of a boot id and 8 bytes of a REAL (0.0 is stored in no bytes) makes a row ~30 %
+#: smaller: fewer pages written per commit.
+STAMPED_MONOTONIC = 0.0
+STAMPED_BOOT_ID = ""
+#: ``PRAGMA secure_delete``: Debian's SQLite (Raspberry Pi OS's too) is built with it on, which
+#: zeroes every freed page with one more write; "FAST" zeroes deleted rows only within pages
+#: written anyway (readings are not secrets; the card's wear is what counts).
+SECURE_DELETE = "FAST"
 #: How long `close` waits for the owner thread to finish (seconds).
 CLOSE_TIMEOUT_S = 5.0
 #: Reason and kind of the dead letters for rows of an earlier boot that never got a wall time.
@@ -238,6 +272,10 @@ class SampleQueue:
         self._group = _new_group()
         self._ops: list[tuple[Callable[[], Any], Future[Any] | None]] = []
         self._acks: list[int] = []
+        self._acks_since = 0.0   # monotonic time the first ack of ``_acks`` was handed over
+        #: acknowledged ids taken from ``_acks`` by the owner thread, not deleted yet (owner only)
+        self._held_acks: set[int] = set()
+        self._held_since = 0.0
         #: (sensor, metric) → (JSON value, timestamp_ms) of the puts not yet committed: the newest wins
         self._resume: dict[tuple[str, str], tuple[str, int | None]] = {}
         self._closing = False
@@ -255,6 +293,11 @@ class SampleQueue:
         self.dead_lettered = 0
         self._dead_kinds_logged: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
+        self._batch_listeners: list[Callable[[list[QueuedSample] | None], None]] = []
+        #: bumped by the owner thread on every change of the rows (a commit, held acks, dead
+        #: letters, stamping, drops): `stats` answers from ``_stats_cache`` while it stays
+        self._version = 0
+        self._stats_cache: tuple[int, int | None, int] | None = None
         #: What was wrong with the queue's file when it was opened (one line, logged at error
         #: level): moved aside, replaced, truncated, deleted, rolled back; None if nothing.
         self.incident: str | None = None
@@ -327,7 +370,7 @@ class SampleQueue:
     # -- the delivery's side -------------------------------------------------------------------
     def fetch(self, after_id: int, limit: int) -> list[QueuedSample]:
         """Up to ``limit`` stamped rows with ``id > after_id``, oldest first."""
-        return self._call(lambda: self._fetch(after_id, limit))
+        return self._call(lambda: self._fetch(after_id, limit), exact=False)
 
     def ack(self, ids: Iterable[int]) -> None:
         """The agent acknowledged these rows: deleted with the next group (does not wait)."""
@@ -337,8 +380,12 @@ class SampleQueue:
         with self._lock:
             if self._failed is not None or (self._closing and not self._thread.is_alive()):
                 return  # not deleted: delivered again after the restart (harmless, keyed by timestamp)
+            if not self._acks:
+                self._acks_since = self._monotonic()
+                self._lock.notify()  # the owner takes them over and waits for their deadline
             self._acks.extend(ids)
-            self._lock.notify()
+            if len(self._acks) + len(self._held_acks) >= ACK_HOLD_ROWS:
+                self._lock.notify()
 
     def dead_letter(self, items: Sequence[tuple[int, str, str]]) -> int:
         """Move rows ``(id, reason, kind)`` to the dead letters; returns how many were moved.
@@ -378,6 +425,9 @@ class SampleQueue:
         values = json.dumps(sample.values, separators=(",", ":"))
         for metric, value in (sample.resume or {}).items():
             self._resume[(sample.sensor, metric)] = (json.dumps(value), timestamp)
+        if timestamp is not None:  # only unstamped rows need their boot and monotonic time
+            return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, STAMPED_MONOTONIC,
+                    STAMPED_BOOT_ID, int(sample.event))
         return (sample.sensor, self._layout_of.get(sample.sensor), values, timestamp, sample.monotonic_s,
                 sample.boot_id, int(sample.event))
 
@@ -407,18 +457,54 @@ class SampleQueue:
         return self._call(read)
 
     def stats(self) -> QueueStats:
+        """A snapshot; while nothing changed since the last one (the status asks every few
+        seconds, an idle queue changes once a sample) it is answered without waking the owner
+        thread or reading the database."""
+        cached = self._stats_cache
+        if cached is not None and cached[0] == self._version and not self._acks:
+            return QueueStats(self.depth, self._unstamped, cached[1], self.dropped, self.dead_lettered,
+                              cached[2])
+
         def read() -> QueueStats:
-            oldest = self._db.execute("SELECT timestamp_ms FROM samples WHERE timestamp_ms IS NOT NULL "
-                                      "ORDER BY id LIMIT 1").fetchone()
-            stored = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-            return QueueStats(self._count, self._unstamped, oldest[0] if oldest else None, self.dropped,
-                              self.dead_lettered, int(stored))
-        return self._call(read)
+            version = self._version
+            held = self._held_acks
+            oldest = next((timestamp for row_id, timestamp in self._db.execute(
+                "SELECT id, timestamp_ms FROM samples WHERE timestamp_ms IS NOT NULL ORDER BY id LIMIT ?",
+                (len(held) + 1,)) if row_id not in held), None)
+            stored = int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+            self._stats_cache = (version, oldest, stored)
+            return QueueStats(self.depth, self._unstamped, oldest, self.dropped,
+                              self.dead_lettered, stored)
+        return self._call(read, exact=False)
 
     def add_listener(self, callback: Callable[[str], None]) -> None:
         """``callback(what)`` on the owner thread after rows were added (``"added"``) or stamped
         (``"stamped"``): keep it short (hand over to another thread)."""
         self._listeners.append(callback)
+
+    def add_batch_listener(self, callback: Callable[[list[QueuedSample] | None], None]) -> None:
+        """``callback(samples)`` on the owner thread right after each commit that inserted rows,
+        before the ``"added"`` listeners and before any later `fetch` is answered: the stamped
+        rows it committed, in id order, as `fetch` would return them (delivery sends them without
+        reading them back), or None when some committed rows cannot be handed over (the queue
+        bound dropped rows in that commit): read from the disk then. Rows committed without a
+        wall time are never handed over (they come with ``"stamped"``). Keep it short."""
+        self._batch_listeners.append(callback)
+
+    def _hand_committed(self, rows: list[tuple[Any, ...]], last_id: int, dropped: int) -> None:
+        """AUTOINCREMENT ids of one connection's inserts in one transaction are consecutive: the
+        batch's rows are ``last_id - len(rows) + 1`` … ``last_id``."""
+        samples: list[QueuedSample] | None = None
+        if not dropped:
+            first = last_id - len(rows) + 1
+            samples = [QueuedSample(first + i, row[0], self._layouts.get(row[1], ()) if row[1] is not None
+                                    else (), json.loads(row[2]), row[3], bool(row[6]))
+                       for i, row in enumerate(rows) if row[3] is not None]
+        for callback in list(self._batch_listeners):
+            try:
+                callback(samples)
+            except Exception:
+                log.exception("queue listener failed")
 
     def _notify(self, what: str) -> None:
         for callback in list(self._listeners):
@@ -429,8 +515,9 @@ class SampleQueue:
 
     @property
     def depth(self) -> int:
-        """Rows waiting (in-memory count kept by the owner thread; no query)."""
-        return self._count
+        """Rows waiting (in-memory count kept by the owner thread; no query): acknowledged rows
+        not deleted yet do not count."""
+        return max(0, self._count - len(self._held_acks))
 
     @property
     def write_error(self) -> str | None:
@@ -458,7 +545,11 @@ class SampleQueue:
         self.close()
 
     # -- the owner thread ----------------------------------------------------------------------
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], *, exact: bool = True) -> T:
+        """Run ``fn`` on the owner thread; ``exact``: delete the held acknowledged rows first
+        (``fn`` reads or changes the table as it is)."""
+        if exact:
+            fn = self._after_held_acks(fn)
         future: Future[T] = Future()
         with self._lock:
             if self._closing or self._failed is not None:
@@ -467,11 +558,25 @@ class SampleQueue:
             self._lock.notify()
         return future.result()
 
+    def _after_held_acks(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
+            self._delete_held_acks()
+            return fn()
+        return run
+
+    def _delete_held_acks(self) -> None:
+        """Delete the held acknowledged rows now (one transaction; owner thread)."""
+        if self._held_acks:
+            self._commit_group([], _new_group(), sorted(self._held_acks))
+            self._held_acks = set()
+
     def _connect(self) -> tuple[sqlite3.Connection, bool]:
-        """The database in WAL mode, checked (`inspect_database`); True if it has no tables yet."""
+        """The database in WAL mode, checked (`inspect_database`); True if it has no tables yet.
+        A new (empty) file gets `PAGE_SIZE` pages (SQLite ignores this for an existing one)."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         try:
             db.text_factory = _TEXT_FACTORY
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             return db, inspect_database(db)
         except BaseException:
@@ -493,6 +598,7 @@ class SampleQueue:
             db, fresh = self._connect()
         try:
             db.execute(f"PRAGMA synchronous={DURABILITY_SYNCHRONOUS[self.durability]}")
+            db.execute(f"PRAGMA secure_delete={SECURE_DELETE}")
             queue_id = None if fresh else (queue_id_of(db) or "(none)")
             db.executescript(_SCHEMA + META_SCHEMA)
             self.incident = compare(self.path, record, queue_id=queue_id, last_id=last_sample_id(db),
@@ -544,19 +650,38 @@ class SampleQueue:
         try:
             while True:
                 with self._lock:
-                    while not (self._rows or self._ops or self._acks or self._resume or self._closing):
-                        if not self._lock.wait(max(0.0, next_maintenance - self._monotonic())):
+                    while not (self._rows or self._ops or self._resume or self._closing or self._acks_due()):
+                        if self._acks and not self._held_acks:
+                            self._held_since = self._acks_since
+                        if self._acks:
+                            self._version += 1
+                        self._held_acks.update(self._acks)
+                        self._acks = []
+                        wake = next_maintenance
+                        if self._held_acks:
+                            wake = min(wake, self._held_since + ACK_HOLD_S)
+                        if not self._lock.wait(max(0.0, wake - self._monotonic())):
                             break
                     rows, self._rows = self._rows, []
                     group, self._group = self._group, _new_group()
                     ops, self._ops = self._ops, []
-                    acks, self._acks = self._acks, []
+                    if self._acks and not self._held_acks:
+                        self._held_since = self._acks_since
+                    if self._acks:
+                        self._version += 1
+                    self._held_acks.update(self._acks)
+                    self._acks = []
                     resume, self._resume = self._resume, {}
                     closing = self._closing
+                    acks_due = bool(rows or resume or closing) or self._acks_due()
+                acks: list[int] = []
+                if acks_due and self._held_acks:
+                    acks, self._held_acks = sorted(self._held_acks), set()
                 if self.before_commit is not None:
                     self.before_commit()
                 self._commit_group(rows, group, acks, resume)
                 for fn, future in ops:
+                    self._version += 1   # an operation may change rows (cheap: stats reads again)
                     try:
                         result = fn()
                     except BaseException as exc:
@@ -600,6 +725,14 @@ class SampleQueue:
                     self._write_record(sync=False)
             self._db.close()
 
+    def _acks_due(self) -> bool:
+        """Held acknowledgements are deleted without waiting for an insert (lock held)."""
+        held = len(self._held_acks) + len(self._acks)
+        if not held:
+            return False
+        since = self._held_since if self._held_acks else self._acks_since
+        return held >= ACK_HOLD_ROWS or self._monotonic() - since >= ACK_HOLD_S
+
     def _commit_group(self, rows: list[tuple[Any, ...]], group: _Group, acks: list[int],
                       resume: Mapping[tuple[str, str], tuple[str, int | None]] | None = None) -> None:
         if not rows and not acks and not resume:
@@ -608,10 +741,12 @@ class SampleQueue:
         rows = self._stamp_late(rows)
         try:
             with self._db:
+                last_id = 0
                 if rows:
                     self._db.executemany(
                         "INSERT INTO samples (sensor, layout, vals, timestamp_ms, monotonic_s, boot_id, "
                         "event) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    last_id = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
                 if resume:
                     self._db.executemany(_UPSERT_RESUME, [
                         (sensor, metric, value, timestamp)
@@ -644,6 +779,9 @@ class SampleQueue:
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
         if rows and any(row[3] is not None for row in rows):
             self._wall_clock_known = True  # the scheduler stamps rows only once the clock is set
+        self._version += 1
+        if rows and self._batch_listeners:
+            self._hand_committed(rows, last_id, dropped)
         if rows:
             self._notify("added")  # before the puts return: a listener never lags behind a put
         group.set()
@@ -698,6 +836,7 @@ class SampleQueue:
                 break
             last_id = chunk[-1][0]
         if total:
+            self._version += 1
             self._count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             self._unstamped = self._db.execute(
                 "SELECT COUNT(*) FROM samples WHERE timestamp_ms IS NULL").fetchone()[0]
@@ -743,7 +882,10 @@ class SampleQueue:
                                     "NULL ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
             good: list[QueuedSample] = []
             bad: list[tuple[int, str, str]] = []
+            held = self._held_acks
             for row in rows:
+                if row[0] in held:   # acknowledged, deleted with the next group
+                    continue
                 decoded = decode_row(row[1], row[3], row[4])
                 if isinstance(decoded, Undecodable):
                     bad.append((row[0], decoded.reason, decoded.kind))

@@ -24,7 +24,12 @@ Shape (no thread per sleeping driver; a Pi Zero has one core):
   another sensor wait; extra threads leave after `IDLE_WORKER_S`. One call in flight per sensor
   bounds it to ``CORE_WORKERS`` + the number of sensors.
 - *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
-  which may take a while on an SD card) and calls the hooks, so neither delays a slot.
+  which may take a while on an SD card) and calls the hooks, so neither delays a slot. The
+  samples of one slot go as one batch (``sink.put_many``: one commit, a few pages written to the
+  card instead of a few per sample): the timer thread holds a slot's samples until no cycle is
+  in progress, at most `HAND_OVER_MAX_S` after the first, and batches waiting behind each other
+  in the outbox join. An edge sample, a hook call or a barrier first hands over what is held
+  (order kept).
 
 One sample = one cycle: at the slot, ``start()`` (its moment is the sample's timestamp), wait
 what it returned, ``collect()``, `check_sample`, processing, out. A failed attempt is retried per
@@ -102,7 +107,8 @@ SAME_SLOT_S = 0.001
 CLOCK_POLL_S = 1.0
 #: The timer loop turns at least this often (a heartbeat timer), and counts as hung (the
 #: watchdog stops) when it has not turned for `TIMER_HUNG_S`.
-HEARTBEAT_S = 5.0
+#: (10 s: a third of `TIMER_HUNG_S`; an idle bridge wakes for nothing else on this thread.)
+HEARTBEAT_S = 10.0
 TIMER_HUNG_S = 30.0
 #: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
 REBUILD_FIRST_S = 2.0
@@ -110,6 +116,15 @@ REBUILD_FACTOR = 2.0
 REBUILD_MAX_S = 300.0
 #: While a sensor keeps failing, its error is reported to the agent again this often.
 ERROR_REPEAT_S = 600.0
+#: The outbox found nothing more waiting behind a batch of samples.
+_EMPTY: tuple[Any, ...] = ("empty",)
+#: A slot's samples go to the queue together once its last read ended, or this long (seconds)
+#: after its first sample was taken, whichever comes first (a slow or hung read delays the
+#: others' commit by at most this).
+HAND_OVER_MAX_S = 1.0
+#: A read still counts as about to end this long (seconds) past its declared read time (a
+#: loaded Pi Zero runs late: a batch split in two is one more transaction written to the card).
+HAND_OVER_SLACK_S = 0.1
 #: How many of a sensor's latest timestamps an edge sample is kept apart from.
 RECENT_STAMPS = 16
 
@@ -119,6 +134,9 @@ class SampleSink(Protocol):
     sample is committed)."""
 
     def put(self, sample: TakenSample) -> None: ...
+
+    # A sink may also have ``put_many(samples)``: several samples in one commit (the queue's
+    # `put_many`); the outbox uses it for a batch when it is there.
 
 
 @dataclass(frozen=True)
@@ -273,6 +291,7 @@ class _Cycle:
     clock_was_set: bool = False
     deadline_mono: float = 0.0
     next_slot_mono: float = 0.0
+    opened_mono: float = 0.0  #: when its slot began (samples held since then wait for it)
 
 
 class _Sensor:
@@ -365,6 +384,12 @@ class Scheduler:
         self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
         self._seq = itertools.count()
+        #: samples taken in the current slot, handed to the outbox together (timer thread only)
+        self._slot_samples: list[tuple[_Sensor, TakenSample]] = []
+        self._hand_over_token = 0
+        self._held_since = 0.0   # monotonic time the first of ``_slot_samples`` was taken
+        self._hand_over_by = 0.0  # ... and when they go whatever still reads
+        self._recheck_at = math.inf  # a "hand_over_check" timer is set for then
         self._anchor_offset = 0.0
         self._turned_mono = time.monotonic()  #: the timer loop's last turn (a hung one stops the watchdog)
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
@@ -566,11 +591,14 @@ class Scheduler:
                 if message[0] in ("add", "remove", "replace"):
                     self._guarded(self._apply_change, message)
                 elif message[0] in ("barrier", "call"):
-                    self._outbox.put(message)
+                    self._to_outbox(message)
                 else:
                     self._guarded(self._handle_message, message)
             self._check_clock_step()
             self._run_due_timers()
+            if self._slot_samples:
+                self._hand_over_if_slot_done()
+        self._hand_over()
         self._shutdown()
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
@@ -604,6 +632,12 @@ class Scheduler:
             self._guarded(self._begin_slots, due_slots)
 
     def _fire(self, action: str, s: _Sensor | None, token: int) -> None:
+        if action == "hand_over":
+            if token == self._hand_over_token:
+                self._hand_over()
+            return
+        if action == "hand_over_check":
+            return   # only wakes the loop, whose turn ends in `_hand_over_if_slot_done`
         if action == "heartbeat":  # the loop turns at least this often, whatever the intervals
             self._at(self.clock.monotonic() + HEARTBEAT_S, "heartbeat", None, 0)
             return
@@ -638,7 +672,7 @@ class Scheduler:
                 s.last_ts_ms = max(s.last_ts_ms or resolved, resolved)
         log.info("system clock is set: samples get wall-clock timestamps (earlier ones are stamped "
                  "from their monotonic time)")
-        self._outbox.put(("hook", "clock_set", self.clock.boot_id, offset_ms))
+        self._to_outbox(("hook", "clock_set", self.clock.boot_id, offset_ms))
         return True
 
     def _check_clock_step(self) -> None:
@@ -686,7 +720,7 @@ class Scheduler:
                 s.counters.skipped += 1
                 self._schedule_slot(s, now, after=k)
                 continue
-            s.cycle = _Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1))
+            s.cycle = _Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1), opened_mono=now)
             spacing = s.driver.timing
             if s.last_start_mono is not None and now - s.last_start_mono < spacing.min_interval_s:
                 # the last start was late in its slot (a DHT at interval = its 2 s spacing): start
@@ -945,8 +979,8 @@ class Scheduler:
         if not values:
             s.counters.empty += 1
             if resume:   # every value held back (deadband, range): its running total is still kept
-                kept = TakenSample(s.name, {}, None, started_mono, self.clock.boot_id, resume=resume)
-                self._outbox.put(("sample", s, kept))
+                self._hold(s, TakenSample(s.name, {}, None, started_mono, self.clock.boot_id, resume=resume),
+                           event=False)
             return
         s.last_values.update(values)
         timestamp_ms: int | None
@@ -976,7 +1010,57 @@ class Scheduler:
             s.last_mono_ms = max(s.last_mono_ms or mono_ms, mono_ms)
         sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event,
                              resume=resume)
-        self._outbox.put(("sample", s, sample))
+        self._hold(s, sample, event=event)
+
+    def _hold(self, s: _Sensor, sample: TakenSample, *, event: bool) -> None:
+        """Hold ``sample`` for its slot's batch (an edge's goes out at once)."""
+        self._slot_samples.append((s, sample))
+        if event:
+            self._hand_over()   # an edge goes out at once
+        elif len(self._slot_samples) == 1:
+            self._held_since = self.clock.monotonic()
+            self._hand_over_token += 1
+            self._hand_over_by = self._held_since + HAND_OVER_MAX_S
+            self._at(self._hand_over_by, "hand_over", None, self._hand_over_token)
+
+    def _hand_over_if_slot_done(self) -> None:
+        """Hand the held samples over unless a read of their slot is still expected to end soon:
+        a cycle that began before the first held sample was taken and is within its declared
+        read time (plus `HAND_OVER_SLACK_S`) holds the batch back, and the loop looks again
+        when that time is up. A late read (hung, retrying, waiting for a chip) or a cycle of a
+        later slot does not; nothing waits beyond `HAND_OVER_MAX_S`."""
+        now = self.clock.monotonic()
+        if now >= self._recheck_at:
+            self._recheck_at = math.inf   # that check timer has fired
+        wait_until = math.inf
+        if now < self._hand_over_by:
+            since = self._held_since
+            for s in self._sensors:
+                cycle = s.cycle
+                if cycle is None or cycle.opened_mono > since or s.driver is None:
+                    continue
+                expected = (max(cycle.opened_mono, cycle.started_mono) + s.driver.timing.read_time_s
+                            + HAND_OVER_SLACK_S)
+                if now < expected < wait_until:
+                    wait_until = expected
+        if wait_until == math.inf:
+            self._hand_over()
+        elif wait_until < self._recheck_at:
+            self._recheck_at = wait_until
+            self._at(wait_until, "hand_over_check", None, 0)
+
+    def _hand_over(self) -> None:
+        """The samples taken in this slot to the outbox as one batch (one commit)."""
+        if self._slot_samples:
+            batch, self._slot_samples = self._slot_samples, []
+            self._hand_over_token += 1   # its "hand_over" timer is void
+            self._recheck_at = math.inf
+            self._outbox.put(("samples", batch))
+
+    def _to_outbox(self, item: tuple[Any, ...]) -> None:
+        """A hook call or barrier to the outbox, after the samples taken before it (order kept)."""
+        self._hand_over()
+        self._outbox.put(item)
 
     def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
         if s.driver is None or s.processor is None or s.removed:
@@ -1018,7 +1102,7 @@ class Scheduler:
         s.rebuild_delay = self.rebuild_first_s
         s.processor = processor
         self._resume(s, driver)
-        self._outbox.put(("hook", "driver_ready", s.name, spec))
+        self._to_outbox(("hook", "driver_ready", s.name, spec))
         on_change = getattr(driver, "on_change", None)
         if callable(on_change):
             def edge(state: Value, epoch_s: float, s: _Sensor = s) -> None:
@@ -1056,7 +1140,7 @@ class Scheduler:
                 s.failing_since = self.clock.wall()
         s.failing = kind
         s.last_report_mono = now
-        self._outbox.put(("hook", "sensor_error", s.name, text))
+        self._to_outbox(("hook", "sensor_error", s.name, text))
 
     def _recovered(self, s: _Sensor) -> None:
         if s.failing is None:
@@ -1066,13 +1150,31 @@ class Scheduler:
 
     # -- outbox thread ---------------------------------------------------------------------------
     def _drain_outbox(self) -> None:
+        item: tuple[Any, ...] | None = None
         while True:
-            item = self._outbox.get()
+            if item is None:
+                item = self._outbox.get()
             if item is None:
                 return
-            if item[0] == "sample":
-                self._store(item[1], item[2])
-            elif item[0] == "barrier":
+            if item[0] == "samples":
+                batch = list(item[1])
+                # whatever else waits right behind joins this batch: one commit for all of them
+                following: tuple[Any, ...] | None = _EMPTY
+                while True:
+                    try:
+                        following = self._outbox.get_nowait()
+                    except queue.Empty:
+                        following = _EMPTY
+                        break
+                    if following is None or following[0] != "samples":
+                        break
+                    batch.extend(following[1])
+                self._store(batch)
+                if following is None:
+                    return
+                item = None if following is _EMPTY else following
+                continue
+            if item[0] == "barrier":
                 item[1].set()
             elif item[0] == "call":
                 try:
@@ -1086,12 +1188,20 @@ class Scheduler:
                         hook(*item[2:])
                     except Exception:
                         log.exception("scheduler: %s hook failed", item[1])
+            item = None
 
-    def _store(self, s: _Sensor, sample: TakenSample) -> None:
+    def _store(self, batch: list[tuple[_Sensor, TakenSample]]) -> None:
+        """Hand ``batch`` to the sink as one `SampleSink.put_many` (one commit)."""
         try:
-            self.sink.put(sample)
+            put_many = getattr(self.sink, "put_many", None)
+            if len(batch) > 1 and put_many is not None:
+                put_many([sample for _, sample in batch])
+            else:
+                for _, sample in batch:
+                    self.sink.put(sample)
         except Exception as exc:
-            s.counters.store_failures += 1
+            for s, _ in batch:
+                s.counters.store_failures += 1
             if not self._store_failing:
                 self._store_failing = True
                 log.error("cannot store samples: %s (samples are being lost)", _describe(exc))
@@ -1099,8 +1209,9 @@ class Scheduler:
         if self._store_failing:
             self._store_failing = False
             log.info("storing samples again")
-        if sample.values:          # (a sample without values only carries a running total to keep)
-            s.counters.taken += 1
+        for s, sample in batch:
+            if sample.values:      # (a sample without values only carries a running total to keep)
+                s.counters.taken += 1
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:

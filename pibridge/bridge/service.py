@@ -75,6 +75,9 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HOOK_LOG_INTERVAL_S = 60.0
 #: How often the main loop wakes (issue 11 sends watchdog keep-alives from it).
 MAIN_TICK_S = 1.0
+#: The main loop's longest sleep when nothing is due (an idle bridge wakes this often, not every
+#: second): a dead thread is found and a SIGHUP reload starts at most this late.
+MAIN_IDLE_TURN_S = 5.0
 #: journald's syslog priority prefixes (sd-daemon(3)).
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
                    logging.DEBUG: 7}
@@ -265,6 +268,15 @@ class LoggedSink:
 
     def put(self, sample: TakenSample) -> None:
         self.queue.put(sample)
+        self._stored(sample)
+
+    def put_many(self, samples: Sequence[TakenSample]) -> None:
+        """A slot's samples in one commit (`SampleQueue.put_many`)."""
+        self.queue.put_many(samples)
+        for sample in samples:
+            self._stored(sample)
+
+    def _stored(self, sample: TakenSample) -> None:
         if not sample.values:       # only a running total to keep (every value held back)
             return
         if self.stored is not None:
@@ -409,7 +421,7 @@ class Bridge:
             if self.web is not None:
                 self.web.start()
                 log.info("web page at %s", self.web.url)
-            while not stop.wait(MAIN_TICK_S):
+            while not stop.wait(self._next_turn_in()):
                 self.dead_part = self._dead_part()
                 if self.dead_part is not None:  # stop the watchdog at once and exit 1: systemd restarts
                     log.error("the %s thread died; stopping so that the service is restarted "
@@ -426,6 +438,15 @@ class Bridge:
             self._shutdown()
 
     # -- operations: watchdog, status, reload ----------------------------------------------------
+    def _next_turn_in(self) -> float:
+        """How long the main loop sleeps: every `MAIN_TICK_S` while the web page is live or a
+        sensor error waits for the agent; else until the watchdog, the status file or the view
+        is due, between `MAIN_TICK_S` and `MAIN_IDLE_TURN_S` (which bounds how late a dead
+        thread or a SIGHUP is noticed)."""
+        if self.ops is None or self.web is not None or self._unreported:
+            return MAIN_TICK_S
+        return min(MAIN_IDLE_TURN_S, max(MAIN_TICK_S, self.ops.next_turn_in()))
+
     @property
     def alive(self) -> bool:
         """The scheduler's threads, the delivery thread and the queue's thread all run (only then

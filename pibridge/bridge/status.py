@@ -923,6 +923,12 @@ class StatusWriter:
     def due(self) -> bool:
         return self._last_write is None or self._monotonic() - self._last_write >= self.min_interval_s
 
+    def due_in(self) -> float:
+        """Seconds until the next write is due (0 if it is)."""
+        if self._last_write is None:
+            return 0.0
+        return max(0.0, self.min_interval_s - (self._monotonic() - self._last_write))
+
     def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         """Write if due (or ``force``); True if written. A failure is logged once per change,
         never raised: the status file is a window, not the bridge's job."""
