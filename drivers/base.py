@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pibridge.durations import parse_seconds
 from pibridge.protocol import VALUE_UNITS, ValueType
 
-from .errors import ConfigurationError, SensorError
+from .errors import ConfigurationError, NotReadyError, SensorError
 
 Value = float | int | bool | str
 Sample = dict[str, Value]
@@ -221,6 +221,54 @@ class CollectAgain:
 
 #: A reading needing more steps than this is a driver bug (`read_once` stops it).
 MAX_COLLECT_STEPS = 64
+
+
+#: One reading written as a generator: each ``yield`` hands a wait (seconds) back to the caller,
+#: its ``return`` value is the sample.
+Steps = Generator[float, None, "Sample"]
+
+
+class SteppedReading:
+    """Drives one reading written as a `Steps` generator through `Driver.start` / `collect`:
+    ``begin(steps)`` runs it to its first wait (its first command sent) and returns that wait;
+    ``advance()`` runs it to its next wait (`CollectAgain`) or to its end (the sample). A new
+    reading closes one left unfinished. Any exception ends the reading and propagates."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._steps: Steps | None = None
+
+    def begin(self, steps: Steps) -> float:
+        self.abandon()
+        self._steps = steps
+        try:
+            return next(steps)
+        except StopIteration:  # pragma: no cover - every reading sends a command first
+            self._steps = None
+            raise SensorError(f"{self.label}: a reading without a command") from None
+        except BaseException:
+            self._steps = None
+            raise
+
+    def advance(self) -> Sample | CollectAgain:
+        if self._steps is None:
+            raise NotReadyError(f"{self.label}: collect() before start()")
+        try:
+            wait = next(self._steps)
+        except StopIteration as done:
+            self._steps = None
+            sample: Sample = done.value
+            return sample
+        except BaseException:
+            self._steps = None
+            raise
+        return CollectAgain(wait)
+
+    def abandon(self) -> None:
+        """Close a reading left unfinished (its generator's ``finally`` runs)."""
+        if self._steps is not None:
+            steps, self._steps = self._steps, None
+            steps.close()
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,19 @@ from typing import Any
 
 from pibridge.protocol import ValueType
 
-from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Sample, Timing
+from .base import (
+    CollectAgain,
+    Metric,
+    Option,
+    OptionProblem,
+    RetryPolicy,
+    Sample,
+    SteppedReading,
+    Steps,
+    Timing,
+)
 from .crc import crc8_sensirion
-from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
+from .errors import BadDataError, ConfigurationError, NotReadyError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
 from .sensirion import check_words
 
@@ -157,7 +167,6 @@ def pressure_argument(pascal: float | None) -> int:
 
 
 # --- the driver ----------------------------------------------------------------------------------
-Steps = Generator[float, None, Sample]
 
 
 class SCD30(I2CDriver):
@@ -229,7 +238,7 @@ class SCD30(I2CDriver):
         self.interval_s = float(self.config["measurement_interval"])
         self.firmware: str | None = None
         self._set_up = False
-        self._steps: Steps | None = None
+        self._steps = SteppedReading(self.label)
         self._last_frame: bytes | None = None
         self._last_fresh: float | None = None
         self._pressure_wanted: float | None = self.config["ambient_pressure"]
@@ -257,38 +266,17 @@ class SCD30(I2CDriver):
     def start(self) -> float:
         """Begin one reading: its first command is sent; returns the seconds until `collect`.
         Within `SOFT_RESET_S` of a soft reset: `NotReadyError` (the module is still booting)."""
-        if self._steps is not None:
-            self._steps.close()
-            self._steps = None
+        self._steps.abandon()
         if self._reset_at is not None:
             left = self._reset_at + SOFT_RESET_S - self.clock()
             if left > 0:
                 raise NotReadyError(f"{self.label}: soft reset sent; the module boots, ready in {left:.1f} s")
             self._reset_at = None
-        self._steps = self._reading()
-        try:
-            return next(self._steps)
-        except StopIteration:  # pragma: no cover - every reading sends a command first
-            self._steps = None
-            raise SensorError(f"{self.label}: a reading without a command") from None
-        except BaseException:
-            self._steps = None
-            raise
+        return self._steps.begin(self._reading())
 
     def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
         """The next step of the reading: `CollectAgain` between steps, the sample at the end."""
-        if self._steps is None:
-            raise NotReadyError(f"{self.label}: collect() before start()")
-        try:
-            wait = next(self._steps)
-        except StopIteration as done:
-            self._steps = None
-            sample: Sample = done.value
-            return sample
-        except BaseException:
-            self._steps = None
-            raise
-        return CollectAgain(wait)
+        return self._steps.advance()
 
     def _reading(self) -> Steps:
         just_set_up = False

@@ -51,7 +51,17 @@ from typing import Any, ClassVar
 
 from pibridge.protocol import ValueType
 
-from .base import CollectAgain, Metric, Option, OptionProblem, RetryPolicy, Sample, Timing
+from .base import (
+    CollectAgain,
+    Metric,
+    Option,
+    OptionProblem,
+    RetryPolicy,
+    Sample,
+    SteppedReading,
+    Steps,
+    Timing,
+)
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
@@ -208,7 +218,6 @@ def frc_correction(word: int) -> int | None:
 
 
 # --- the driver ----------------------------------------------------------------------------------
-Steps = Generator[float, None, Sample]
 
 
 class SCD4x(I2CDriver):
@@ -297,7 +306,7 @@ class SCD4x(I2CDriver):
         self.variant: str | None = None
         self._set_up = False
         self._reinit_next = False
-        self._steps: Steps | None = None
+        self._steps = SteppedReading(self.label)
         self._last_fresh: float | None = None     # clock() of the last new measurement (or set-up)
         self._pressure_wanted: float | None = self.config["ambient_pressure"]
         self._pressure_sent: float | None = None
@@ -319,37 +328,12 @@ class SCD4x(I2CDriver):
     # -- one reading, in steps --------------------------------------------------------------------
     def start(self) -> float:
         """Begin one reading: its first command is sent; returns the seconds until `collect`."""
-        if self._steps is not None:
-            self._steps.close()
-        self._steps = self._reading()
-        return self._advance_first()
-
-    def _advance_first(self) -> float:
-        assert self._steps is not None
-        try:
-            return next(self._steps)
-        except StopIteration:  # pragma: no cover - every reading sends a command first
-            self._steps = None
-            raise SensorError(f"{self.label}: a reading without a command") from None
-        except BaseException:
-            self._steps = None
-            raise
+        return self._steps.begin(self._reading())
 
     def collect(self) -> Sample | CollectAgain:  # type: ignore[override]
         """The next step of the reading `start` began: `CollectAgain` (its wait) between steps,
         the sample at the end."""
-        if self._steps is None:
-            raise NotReadyError(f"{self.label}: collect() before start()")
-        try:
-            wait = next(self._steps)
-        except StopIteration as done:
-            self._steps = None
-            sample: Sample = done.value
-            return sample
-        except BaseException:
-            self._steps = None
-            raise
-        return CollectAgain(wait)
+        return self._steps.advance()
 
     def _reading(self) -> Steps:
         """The steps of one reading; each ``yield`` hands a wait to the caller."""
