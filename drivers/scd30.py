@@ -66,7 +66,7 @@ from .base import (
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
-from .sensirion import check_words
+from .sensirion import AmbientPressure, check_words
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,8 @@ class SCD30(I2CDriver):
         self._steps = SteppedReading(self.label)
         self._last_frame: bytes | None = None
         self._last_fresh: float | None = None
-        self._pressure_wanted: float | None = self.config["ambient_pressure"]
-        self._pressure_sent: float | None = None
-        self._warned_pressure = False
+        self._pressure = AmbientPressure(self.label, "module", self.config["ambient_pressure"],
+                                         PRESSURE_MIN_PA, PRESSURE_MAX_PA, PRESSURE_STEP_PA)
         self._crc_history: deque[bool] = deque(maxlen=CRC_WINDOW)
         self._reset_at: float | None = None   #: when the last soft reset was sent (clock)
         self.stretch_hint_given = False
@@ -254,13 +253,7 @@ class SCD30(I2CDriver):
     def set_ambient_pressure(self, pascal: float) -> None:
         """Ambient pressure (Pa) from another sensor: the next reading restarts continuous
         measurement with it if it moved `PRESSURE_STEP_PA` or more. No bus traffic here."""
-        if not PRESSURE_MIN_PA <= pascal <= PRESSURE_MAX_PA:
-            if not self._warned_pressure:
-                self._warned_pressure = True
-                log.warning("%s: ambient pressure %.0f Pa is outside the module's %d–%d Pa: not sent",
-                            self.label, pascal, PRESSURE_MIN_PA, PRESSURE_MAX_PA)
-            return
-        self._pressure_wanted = float(pascal)
+        self._pressure.offer(pascal)
 
     # -- one reading, in steps --------------------------------------------------------------------
     def start(self) -> float:
@@ -283,7 +276,7 @@ class SCD30(I2CDriver):
         if not self._set_up:
             yield from self._set_up_module()
             just_set_up = True
-        elif self._pressure_moved():
+        elif self._pressure.due:
             yield from self._start_continuous()
         (ready,) = yield from self._read_words(CMD_GET_DATA_READY, 1, "data-ready read")
         if not ready:
@@ -367,14 +360,10 @@ class SCD30(I2CDriver):
         self.write_bytes(command_bytes(CMD_FORCED_RECALIBRATION, target_ppm), "forced recalibration")
         log.info("%s: forced recalibration to %d ppm", self.label, target_ppm)
 
-    def _pressure_moved(self) -> bool:
-        wanted, sent = self._pressure_wanted, self._pressure_sent
-        return wanted is not None and (sent is None or abs(wanted - sent) >= PRESSURE_STEP_PA)
-
     def _start_continuous(self) -> Generator[float, None, None]:
-        self.write_bytes(command_bytes(CMD_START_CONTINUOUS, pressure_argument(self._pressure_wanted)),
+        self.write_bytes(command_bytes(CMD_START_CONTINUOUS, pressure_argument(self._pressure.wanted)),
                          "start continuous measurement")
-        self._pressure_sent = self._pressure_wanted
+        self._pressure.sent = self._pressure.wanted
         yield AFTER_WRITE_S
 
     # -- transfers ---------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ from .base import (
 from .crc import crc8_sensirion
 from .errors import BadDataError, ConfigurationError, NotReadyError, SensorError
 from .i2c import I2CDriver, i2c_address_option, i2c_bus_option
-from .sensirion import check_words, ticks_to_celsius
+from .sensirion import AmbientPressure, check_words, ticks_to_celsius
 
 log = logging.getLogger(__name__)
 
@@ -308,22 +308,15 @@ class SCD4x(I2CDriver):
         self._reinit_next = False
         self._steps = SteppedReading(self.label)
         self._last_fresh: float | None = None     # clock() of the last new measurement (or set-up)
-        self._pressure_wanted: float | None = self.config["ambient_pressure"]
-        self._pressure_sent: float | None = None
-        self._warned_pressure = False
+        self._pressure = AmbientPressure(self.label, "chip", self.config["ambient_pressure"], PRESSURE_MIN_PA,
+                                         PRESSURE_MAX_PA, PRESSURE_STEP_PA)
         self.setups = 0                            # how many times the chip was set up
 
     # -- pressure compensation from another sensor ------------------------------------------------
     def set_ambient_pressure(self, pascal: float) -> None:
         """The ambient pressure (Pa) from another sensor: sent on the next reading if it moved
         `PRESSURE_STEP_PA` or more since the value last sent. No bus traffic here."""
-        if not PRESSURE_MIN_PA <= pascal <= PRESSURE_MAX_PA:
-            if not self._warned_pressure:
-                self._warned_pressure = True
-                log.warning("%s: ambient pressure %.0f Pa is outside the chip's %d–%d Pa: not sent",
-                            self.label, pascal, PRESSURE_MIN_PA, PRESSURE_MAX_PA)
-            return
-        self._pressure_wanted = float(pascal)
+        self._pressure.offer(pascal)
 
     # -- one reading, in steps --------------------------------------------------------------------
     def start(self) -> float:
@@ -410,7 +403,7 @@ class SCD4x(I2CDriver):
             yield EXEC_S
         self._write(CMD_SET_ASC_ENABLED, int(config["self_calibration"]), "self-calibration write")
         yield EXEC_S
-        self._pressure_sent = None   # a new set-up sends the pressure again
+        self._pressure.sent = None   # a new set-up sends the pressure again
         yield from self._send_pressure_if_moved()
         if self.mode == "periodic":
             self._send(CMD_START_PERIODIC, "start_periodic_measurement")
@@ -423,11 +416,11 @@ class SCD4x(I2CDriver):
             log.info("%s: set up again (%s)", self.label, self.mode.replace("_", "-"))
 
     def _send_pressure_if_moved(self) -> Generator[float, None, None]:
-        wanted, sent = self._pressure_wanted, self._pressure_sent
-        if wanted is None or (sent is not None and abs(wanted - sent) < PRESSURE_STEP_PA):
+        wanted = self._pressure.wanted
+        if wanted is None or not self._pressure.due:
             return
         self._write(CMD_SET_AMBIENT_PRESSURE, pressure_word(wanted), "ambient pressure write")
-        self._pressure_sent = wanted
+        self._pressure.sent = wanted
         yield EXEC_S
 
     # -- explicit commands (never part of a reading) ----------------------------------------------

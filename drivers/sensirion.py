@@ -12,6 +12,7 @@ init 0xFF, MSB first, over the two bytes of the word)::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from .crc import crc8_sensirion
@@ -112,3 +113,33 @@ class SingleShotSteps:
         except BadDataError:
             self.reset_reason = "a CRC error"
             raise
+
+
+class AmbientPressure:
+    """The ambient pressure a CO₂ chip compensates with (Pa): ``wanted`` (the profile's
+    ``ambient_pressure``, then the newest value another sensor hands on through `offer`) and
+    ``sent`` (what the chip was last given). An offer outside the chip's range is dropped with one
+    warning; `due` tells whether ``wanted`` moved by ``step_pa`` or more since it was sent (the
+    chip is only written to then, never per reading). No bus traffic here."""
+
+    def __init__(self, label: str, part: str, wanted: float | None, minimum: float, maximum: float,
+                 step_pa: float) -> None:
+        self.label, self.part = label, part
+        self.wanted: float | None = wanted
+        self.sent: float | None = None
+        self.minimum, self.maximum, self.step_pa = minimum, maximum, step_pa
+        self._warned = False
+
+    def offer(self, pascal: float) -> None:
+        if not self.minimum <= pascal <= self.maximum:
+            if not self._warned:
+                self._warned = True
+                logging.getLogger(__name__).warning(
+                    "%s: ambient pressure %.0f Pa is outside the %s's %d–%d Pa: not sent",
+                    self.label, pascal, self.part, self.minimum, self.maximum)
+            return
+        self.wanted = float(pascal)
+
+    @property
+    def due(self) -> bool:
+        return self.wanted is not None and (self.sent is None or abs(self.wanted - self.sent) >= self.step_pa)
