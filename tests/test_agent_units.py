@@ -80,6 +80,21 @@ def _request(table: PendingTable, key: tuple[Op, str, str], timeout_s: float = 6
 S1, S2 = (Op.PUSH, "s1", ""), (Op.PUSH, "s2", "")
 
 
+def _answer(table: PendingTable, key: tuple[Op, str, str], outcome: object = "ok"
+            ) -> tuple[PendingRequest | None, list[PendingRequest]]:
+    """An answer on ``key``; the caller's part of R7 (storing the outcome) done as the client does."""
+    decision = table.answered(key)
+    if decision.request is not None:
+        decision.request.outcome = outcome
+    return decision.request, decision.publish
+
+
+def _echo(table: PendingTable, token: str | None, **kwargs: bool) -> tuple[PendingRequest | None,
+                                                                          list[PendingRequest]]:
+    decision = table.ping_answered(token, **kwargs)
+    return decision.request, decision.publish
+
+
 def test_one_request_per_key_on_the_wire_and_other_keys_pipeline() -> None:
     table = _table()
     first, sent = _request(table, S1)
@@ -88,12 +103,12 @@ def test_one_request_per_key_on_the_wire_and_other_keys_pipeline() -> None:
     assert sent == [other]  # another key: on the wire at once
     second, sent = _request(table, S1)
     assert sent == [] and second.state is RequestState.QUEUED  # R1: waits for first's answer
-    owner, ready = table.answered(S1)
+    owner, ready = _answer(table, S1)
     assert owner is first and [r.barrier for r in ready] == [1]  # R2: a barrier before `second`
-    assert table.answered(S1) == (None, [])  # a duplicate: nothing of s1 on the wire (R6)
-    owner, ready = table.ping_answered("b1")  # the barrier's echo releases s1
+    assert _answer(table, S1) == (None, [])  # a duplicate: nothing of s1 on the wire (R6)
+    owner, ready = _echo(table, "b1")  # the barrier's echo releases s1
     assert owner is not None and owner.barrier == 1 and ready == [second]
-    assert table.answered(S1)[0] is second and table.answered(S2)[0] is other
+    assert _answer(table, S1)[0] is second and _answer(table, S2)[0] is other
     assert table.ignored == 1
 
 
@@ -103,39 +118,81 @@ def test_a_barrier_sent_before_an_answer_does_not_release_its_key() -> None:
     _request(table, S2)
     _request(table, S1)
     _request(table, S2)
-    _, ready = table.answered(S1)  # s1 fenced, barrier 1 out
+    _, ready = _answer(table, S1)  # s1 fenced, barrier 1 out
     assert [r.barrier for r in ready] == [1]
-    _, ready = table.answered(S2)  # s2 answered while barrier 1 is on the wire: needs barrier 2
+    _, ready = _answer(table, S2)  # s2 answered while barrier 1 is on the wire: needs barrier 2
     assert ready == []
-    _, ready = table.ping_answered("b1")
+    _, ready = _echo(table, "b1")
     assert [r.key for r in ready if not r.barrier] == [S1] and [r.barrier for r in ready if r.barrier] == [2]
-    _, ready = table.ping_answered("b2")
+    _, ready = _echo(table, "b2")
     assert [r.key for r in ready] == [S2]
+
+
+def test_an_answer_settles_only_with_the_echo_of_a_barrier_sent_after_it() -> None:
+    """R7: answered requests wait for a later barrier; one barrier confirms a whole round."""
+    table = _table()
+    first, _ = _request(table, S1)
+    other, _ = _request(table, S2)
+    decision = table.answered(S1)
+    assert decision.request is first and [r.barrier for r in decision.publish] == [1]
+    first.outcome = "stored"
+    assert table.outstanding() == 3  # `other`, `first` (answered, not yet its own) and barrier 1
+    decision = table.answered(S2)  # barrier 1 is on the wire: it was sent before this answer
+    assert decision.request is other and decision.publish == []
+    other.outcome = "stored too"
+    decision = table.ping_answered("b1")
+    assert decision.confirmed == [first] and [r.barrier for r in decision.publish] == [2]
+    decision = table.ping_answered("b2")
+    assert decision.confirmed == [other] and decision.publish == [] and table.outstanding() == 0
+
+
+def test_an_echo_that_comes_again_is_a_replay_and_nothing_since_is_confirmed() -> None:
+    """The review's case (pending.py: RE-SENT answer): the agent re-sends answer A1 and echo E
+    after its own reconnect, when E has already released the key and R2 is on the wire. The copy
+    of A1 is taken by R2, provisionally; the copy of E is a replay (R8) before any barrier can
+    confirm it, and take_all gives R2 back for a resend."""
+    table = _table()
+    first, _ = _request(table, S1)
+    second, _ = _request(table, S1)
+    _answer(table, S1, "A1")
+    assert table.ping_answered("b1").confirmed == [first]  # E: R1 confirmed, R2 released
+    assert second.state is RequestState.WAITING
+    owner, ready = _answer(table, S1, "A1 again")  # the copy of A1: R2 takes it, provisionally
+    assert owner is second and [r.barrier for r in ready] == [2]
+    decision = table.ping_answered("b1")  # the copy of E
+    assert decision.replayed and decision.confirmed == [] and table.replays == 1
+    assert not second.future.done()
+    assert table.take_all() == [second, ready[0]]  # the client drops the connection: resent
 
 
 def test_a_ping_error_fails_the_oldest_ping_and_a_failed_barrier_is_sent_again() -> None:
     table = _table()
     _request(table, S1)
     _request(table, S1)
-    _, ready = table.answered(S1)
+    _, ready = _answer(table, S1)
     [barrier] = ready
-    owner, ready = table.ping_answered(None)  # an error answer: the oldest ping, the barrier
+    owner, ready = _echo(table, None)  # an error answer: the oldest ping, the barrier
     assert owner is barrier and [r.barrier for r in ready] == [2]
     user, sent = _request(table, (Op.PING, "", ""), token="mine")
     assert sent == [user]
-    assert table.ping_answered("somebody else's") == (None, [])  # matched by token only (R3)
-    assert table.ping_answered("mine")[0] is user
+    assert _echo(table, "somebody else's") == (None, [])  # matched by token only (R3)
+    assert _echo(table, "mine")[0] is user
 
 
-def test_error_18_releases_a_barrier_and_other_errors_are_counted() -> None:
+def test_error_18_releases_a_barrier_confirms_errors_and_gives_back_successes() -> None:
     table = _table()
-    _request(table, S1)
+    answered, _ = _request(table, S1)
     queued, _ = _request(table, S1)
-    table.answered(S1)
-    table.ping_answered(None)  # error 3: not released, counted, barrier 2 sent
+    failing, _ = _request(table, S2)
+    deprovision, _ = _request(table, (Op.DEPROVISION, "", ""))
+    _answer(table, S1, "stored")
+    _answer(table, S2, AgentReplyError(3, "internal"))
+    _answer(table, (Op.DEPROVISION, "", ""), "deprovisioned")  # its refusals follow
+    _echo(table, None)  # error 3: not released, counted, barrier 2 sent
     assert table.barrier_errors == 1 and queued.state is RequestState.QUEUED
-    _, ready = table.ping_answered(None, refused=True)  # error 18: every answer will be an error
-    assert ready == [queued] and table.barrier_errors == 0
+    decision = table.ping_answered(None, refused=True)  # error 18: every answer will be an error
+    assert decision.publish == [queued] and table.barrier_errors == 0
+    assert decision.confirmed == [failing, deprovision] and decision.unproven == [answered]
 
 
 def test_expired_requests_are_reported_and_take_all_fails_everything_outstanding() -> None:
@@ -152,7 +209,7 @@ def test_expired_requests_are_reported_and_take_all_fails_everything_outstanding
             late.future.result(timeout=5)
         assert done.wait(5) and watched == [[late]]  # the client drops the connection (R4)
         assert table.take_all() == [queued] and queued.state is RequestState.FAILED
-        assert table.outstanding() == 0 and table.answered(S1) == (None, [])
+        assert table.outstanding() == 0 and _answer(table, S1) == (None, [])
     finally:
         watcher.stop()
 
@@ -184,7 +241,7 @@ def test_answered_requests_do_not_pile_up_until_their_deadline() -> None:
     for index in range(20 * COMPACT_MIN_SETTLED):
         key = (Op.PUSH, f"s{index}", "")  # a fresh key: on the wire at once
         _request(table, key)
-        assert table.answered(key)[0] is not None
+        assert _answer(table, key)[0] is not None
         assert len(table._deadlines) <= 2 * COMPACT_MIN_SETTLED + 2
     with table.lock:
         expired, _ = table.expire(time.monotonic())

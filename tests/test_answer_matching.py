@@ -1,7 +1,8 @@
 """Acknowledged = stored, whatever happens to the agent's answers (issue 20 §1; the argument is
 in `pibridge.agent.pending`): the core's session dropped for a moment, the core paused past the
 timeout, a lost list_sensors answer, injected errors under a flood, and a soak under random
-answer faults (lost, late, duplicated, reordered) injected by the emulator."""
+answer faults (lost, late, duplicated, reordered, re-sent after the agent's reconnect) injected by
+the emulator."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ FAST = Backoff(initial=0.05, cap=0.5)
 #: figure: N = 15000, with ``--timeout 1800``).
 SOAK_SAMPLES = int(os.environ.get("PIBRIDGE_SOAK_ANSWER_FAULTS", "1500"))
 SOAK_DRAIN_S = 60.0
-SOAK_FAULTS = ("drop:0.003", "dup:0.03", "delay:0.002:1.5", "reorder:0.05")
+SOAK_FAULTS = ("drop:0.003", "dup:0.03", "delay:0.002:1.5", "reorder:0.05", "redeliver:0.01")
 BOOT = "boot-test"
 
 
@@ -186,7 +187,8 @@ def soak_samples(i: int) -> list[TakenSample]:
 def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_sticks(
         bridges: Callable[..., Bridge], emulator_factory: Callable[..., Emulator]) -> None:
     """Samples of three sensors under lost, late (the answer stream held 1.5 s, beyond the 1 s
-    timeout), duplicated and reordered answers plus 5 % error 3: everything is delivered by
+    timeout), duplicated, reordered and re-sent answers (the last few again, echoes included, as
+    an agent re-sends after its own reconnect) plus 5 % error 3: everything is delivered by
     itself, and every acknowledged sample is stored. ``PIBRIDGE_SOAK_ANSWER_FAULTS=15000`` (and
     ``--timeout 1800``) for the closing note's figure (prints the counts with ``-s``)."""
     emulator = emulator_factory(inject_errors=[(3, 0.05)], inject_answer_faults=SOAK_FAULTS, seed=7)
@@ -212,7 +214,8 @@ def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_
     assert client is not None
     print(f"\nanswer-fault soak: {3 * per_sensor} samples, faults {SOAK_FAULTS} + 5 % error 3: "
           f"{status.pushed} acknowledged, {3 * per_sensor} stored, {status.resent} resent, "
-          f"{client._pending.ignored} answers ignored (duplicates and late ones) on the last connection")
+          f"{client._pending.ignored} answers ignored (duplicates and late ones) on the last connection, "
+          f"{client._pending.replays} replays recognised")
     assert status.pushed == 3 * per_sensor
 
 
@@ -248,3 +251,37 @@ def test_a_live_wipe_is_noticed_by_the_probe_and_everything_is_registered_again(
         assert len(said) == 1 and "registering them again" in said[0] and "Air" in said[0], said
     finally:
         bridge.stop()
+
+
+def test_redeliver_publishes_the_last_answers_again_in_their_order() -> None:
+    """The ``redeliver`` fault as `pibridge.agent.pending` (c) describes an agent's re-send: the
+    answer, then the last few answers up to it (echoes included) again, in their order; messages
+    that are not answers (livedata) are never repeated."""
+    import random
+
+    from pibridge.emulator.faults import REDELIVER_MAX, AnswerFault, AnswerFaults
+
+    sent: list[str] = []
+    faults = AnswerFaults([AnswerFault("redeliver", 0.25)], random.Random(3))
+    originals = [f"/v1.0/c/sensor/s{i}/info/inbox" if i % 3 else f"/v1.0/c/ping{i}/ping/info/inbox"
+                 for i in range(60)]
+    for topic in originals:
+        faults.publish([(topic, b"", 1), ("/v1.0/c/sensor/s/livedata", b"{}", 0)],
+                       lambda t, _p, _q: sent.append(t))
+    assert sent.count("/v1.0/c/sensor/s/livedata") == len(originals)
+    answers = [t for t in sent if t.endswith("/inbox")]
+    position, runs = 0, 0
+    for index, topic in enumerate(originals):
+        assert answers[position] == topic  # the originals keep their order
+        position += 1
+        following = originals[index + 1] if index + 1 < len(originals) else None
+        end = position
+        while end < len(answers) and answers[end] != following:
+            end += 1
+        copies = answers[position:end]
+        if copies:  # a re-send: the last k answers published, ending with this one
+            runs += 1
+            assert 1 <= len(copies) <= REDELIVER_MAX
+            assert copies == originals[index + 1 - len(copies):index + 1]
+        position = end
+    assert position == len(answers) and runs == faults.counts["redeliver"] > 0

@@ -66,9 +66,9 @@ REPLY_QOS = 0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 #: Extra seconds a blocking call waits beyond its bound (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
-#: A blocking call waits this many request timeouts: its request may wait for a barrier on the
-#: wire and the next one before it is published (`pibridge.agent.pending` R2), each bounded by
-#: the timeout (past it the connection drops and the request fails).
+#: A blocking call waits this many request timeouts: its request may wait for a barrier before
+#: it is published (`pibridge.agent.pending` R2), then for its answer, then for the barrier that
+#: confirms it (R7), each bounded by the timeout (past it the connection drops and it fails).
 _BLOCKING_TIMEOUTS = 3
 #: Bound of the topic → route cache (one entry per sensor/metric reply topic seen).
 _ROUTE_CACHE_MAX = 4096
@@ -991,26 +991,52 @@ class AgentClient:
         with self._send_lock:
             if route.op is Op.PING:
                 refused = route.is_error and _error_code(payload) == ErrorCode.ForbiddendAccess
-                request, ready = self._pending.ping_answered(None if route.is_error else _echoed(payload),
-                                                             refused=refused)
+                decision = self._pending.ping_answered(None if route.is_error else _echoed(payload),
+                                                       refused=refused)
                 too_many_errors = self._pending.barrier_errors >= _BARRIER_ATTEMPTS
             else:
-                request, ready = self._pending.answered(key)
-            failed = self._publish(self._wire, ready)
+                decision = self._pending.answered(key)
+            failed = self._publish(self._wire, decision.publish)
         self._fail_unsent(failed)
-        if too_many_errors:
+        request = decision.request
+        if request is not None:
+            outcome = self._outcome(request, route, topic, payload)
+            if route.op is Op.PING:
+                self._settle(request, outcome)  # a ping's token is its own proof
+            else:
+                request.outcome = outcome  # settled with a later barrier's echo (R7)
+        for confirmed in decision.confirmed:
+            self._settle(confirmed, confirmed.outcome)
+        for unproven in decision.unproven:
+            settle(unproven.future, error=ProtocolError(
+                f"{unproven.description}: answered, but the agent refused this client before the "
+                "answer could be confirmed as this request's; send it again"))
+        if decision.replayed:
+            self._drop_connection("an answer the agent had already given came again (it re-sent its "
+                                  "answers), so answers since may belong to earlier requests")
+        elif too_many_errors:
             self._drop_connection(f"{_BARRIER_ATTEMPTS} barrier pings in a row answered with errors")
-        if request is None:
+        elif request is None and not decision.confirmed:
             log.debug("answer on %s with no outstanding request ignored", topic)
-            return
+
+    @staticmethod
+    def _outcome(request: PendingRequest, route: _Route, topic: str, payload: bytes) -> Any:
+        """The reply an answer carries for ``request``, or the `AgentError` it means."""
+        assert route.op is not None
         try:
             reply = parse_reply(route.op, route, topic, payload)
             if request.check is not None:
                 request.check(reply)
         except AgentError as exc:
-            settle(request.future, error=exc)
+            return exc
+        return reply
+
+    @staticmethod
+    def _settle(request: PendingRequest, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            settle(request.future, error=outcome)
         else:
-            settle(request.future, reply)
+            settle(request.future, outcome)
 
     def _dispatch_livedata(self, sensor_id: str, topic: str, payload: bytes) -> None:
         if not self._livedata_listeners:

@@ -21,16 +21,27 @@ The rules (one `PendingTable` per client; everything of a connection dies with i
     |    | barrier); answers arriving before it find nothing waiting and are ignored, and what |
     |    | an earlier connection's thread still delivers is never looked at.                   |
     | R6 | An answer for a key with nothing on the wire is ignored (counted).                  |
+    | R7 | An answer is only PROVISIONALLY its request's: the request settles (success or      |
+    |    | error) once a barrier published AFTER that answer arrived has been echoed. Pings    |
+    |    | are the exception: their token is their proof.                                     |
+    | R8 | An echo of a token that was already echoed on this connection is a REPLAY: the      |
+    |    | agent re-sent answers it had given. The connection is dropped (R4) and everything   |
+    |    | not yet settled (R7) is resent on a new one.                                        |
     +----+-------------------------------------------------------------------------------------+
 
 What can happen to answers, and why no request is ever credited with another one's answer.
 Assumptions (the emulator holds them; they are what MQTT and agent-api.md §1 give): (a) the agent
 handles requests in the order it receives them and publishes each answer after the request
 took effect; (b) the broker delivers the agent's messages to one connection in the order they
-were published, each at most once (our subscriptions are QoS 0); (c) an answer the agent
-publishes twice (a QoS-1 re-send after its own reconnect) is re-published before answers to
-requests it received later. So on one connection, everything published in answer to requests
-that reached the agent before a ping arrives before that ping's echo.
+were published (our subscriptions are QoS 0: a message may be lost, never doubled by the
+broker); (c) an agent that re-sends answers (QoS 1, after its own connection dropped before its
+broker acknowledged them) re-sends them in their original order and before anything it
+publishes afterwards (MQTT 3.1.1 §4.6), and since the broker acknowledges in order, a re-sent
+answer is followed by every later message of that connection that was not acknowledged either:
+the echo of a barrier published before the re-sent answer arrived comes again behind it;
+(d) one MQTT client id per connection, never shared by two processes (agent-api.md §1). So
+on one connection, everything published in answer to requests that reached the agent before a
+ping arrives before that ping's echo.
 
 - LOST answer (or lost request): its key's request gets no answer (R1: nothing later on that key
   can take it) → timeout → R4: resent on a new connection. Requests of other keys are unaffected
@@ -40,9 +51,16 @@ that reached the agent before a ping arrives before that ping's echo.
   timeout; on the next one, R5: the late answer precedes the session barrier's echo (a), (b), so it
   arrives while nothing is on the wire and is ignored (R6). If it is later still, the barrier
   itself times out and the next connection tries again: delay costs reconnections, never a match.
-- DUPLICATED answer: the copy arrives before the echo of any barrier published after the
-  original arrived (c); until that echo the key has nothing on the wire (R2), so the copy is
-  ignored (R6). A copy of an answer of an earlier connection: as a late answer (R5).
+- DUPLICATED answer, re-sent by the agent before it published anything later (c): it arrives
+  before the echo of any barrier published after the original arrived; until that echo the key
+  has nothing on the wire (R2), so the copy is ignored (R6).
+- RE-SENT answer arriving AFTER the echo that released its key (the agent's connection dropped
+  after it published answer A1 and barrier echo E, both reached us, neither was acknowledged by
+  its broker, so it re-sends A1 and E): E released the key, its next request R2 went out, and
+  the copy of A1 is taken as R2's answer (R6 cannot tell). It is only provisional (R7): R2
+  settles on the echo of a barrier published after the copy arrived, and the copy of E comes
+  before that echo (c), is recognised as a replay (R8) and drops the connection: R2 is resent.
+  A copy of an answer of an earlier connection: as a late answer (R5).
 - REORDERED answers: across keys harmless (one FIFO per key, R1 keeps one answer due per key);
   within a key there is only one answer due at a time (R1) and earlier answers of that key are
   behind a barrier (R2); across connections: R5.
@@ -50,22 +68,18 @@ that reached the agent before a ping arrives before that ping's echo.
   wire it is ignored; otherwise it answers the one request on the wire of that key, as the agent's
   own answer would (a garbled one fails it with `ProtocolError`, retried by the caller).
 
-KNOWN GAP (review, not yet closed): assumption (c) orders a re-sent answer only before answers to
-requests the agent receives AFTER the re-send. An agent whose own connection drops after it
-published an answer A1 and a barrier's echo E, but before its broker acknowledged them, re-sends
-A1 and E when it reconnects; if E had already arrived, the barrier released the key and its next
-request R2 was published, so the re-sent A1 is credited to R2. The emulator never re-sends (each
-core connection is a fresh session), so the soak cannot show it. Closing it: credit a push only
-on the agent's livedata for it (published after every accepted push: it carries the sensor,
-values and timestamp, so no copy or late answer can forge it), or keep a success tentative until
-the echo of a barrier sent after it and revoke it when an already-used barrier token is echoed
-again (a replay).
+What is left (stated, not closed): a double fault, the agent re-sending its answers AND the
+broker losing exactly the replayed barrier echo while passing the re-sent answer before it,
+would let R7's next barrier confirm a copy. The emulator's `redeliver` fault re-sends answers
+as (c) says; the soak in tests/test_answer_matching.py runs it with every other fault.
 
 So a success is credited to a request only when it is the first answer on its key after that
-request was published with nothing else of that key outstanding and every earlier answer of
-that key fenced off: the agent's answer to THAT request. Everything ambiguous times out (R4) and
-is resent. The cost: one push per sensor at a time plus one barrier ping per round of answers
-(pipelining stays across keys); a timeout costs a reconnection (within the reconnect backoff).
+request was published with nothing else of that key outstanding, every earlier answer of that
+key fenced off, and a later barrier echoed with no replay before it: the agent's answer to THAT
+request. Everything ambiguous times out (R4) or is replayed (R8), and is resent. The cost: one
+push per sensor at a time plus one barrier ping per round of answers, which also confirms that
+round (pipelining stays across keys); a timeout or a replay costs a reconnection (within the
+reconnect backoff).
 """
 
 from __future__ import annotations
@@ -89,6 +103,11 @@ log = logging.getLogger(__name__)
 
 #: Settled entries the deadline heap may hold before it is worth compacting.
 COMPACT_MIN_SETTLED = 1024
+
+#: Echoed ping tokens remembered per connection to recognise a replay (R8). A replay comes right
+#: behind the answers the agent re-sends, which are its last unacknowledged ones, so a few
+#: thousand cover any window the agent's MQTT session can hold in flight.
+ECHOES_REMEMBERED = 4096
 
 FifoKey = tuple[Op, str, str]
 """(operation, sensor id or "", metric id or "")."""
@@ -120,6 +139,24 @@ class PendingRequest:
     state: RequestState = RequestState.QUEUED
     deadline: float = math.inf  # time.monotonic() seconds, set when published
     seq: int = field(default=0)
+    #: R7: the answer taken as this request's (a reply, or the error to raise), settled once
+    #: barrier number ``confirm_by`` is echoed
+    outcome: Any = None
+    confirm_by: int = 0
+
+
+@dataclass
+class Decision:
+    """What the table decided about one answer: ``request`` it belongs to (None: ignored, R6),
+    ``publish`` now (in order), ``confirmed`` requests whose answers are now proven theirs (R7:
+    settle each with its ``outcome``), ``unproven`` ones that can no longer be (fail them: resent),
+    ``replayed`` (R8: drop the connection)."""
+
+    request: PendingRequest | None = None
+    publish: list[PendingRequest] = field(default_factory=list)
+    confirmed: list[PendingRequest] = field(default_factory=list)
+    unproven: list[PendingRequest] = field(default_factory=list)
+    replayed: bool = False
 
 
 def settle(future: Future[Any], result: Any = None, error: BaseException | None = None) -> None:
@@ -151,11 +188,14 @@ class PendingTable:
         self._blocked: set[FifoKey] = set()  # fenced keys with a request waiting for the barrier
         self._barriers_sent = 0
         self._barrier: PendingRequest | None = None  # the barrier on the wire (one at a time)
+        self._confirming: deque[PendingRequest] = deque()  # answered, awaiting a barrier (R7)
+        self._echoed: dict[str, None] = {}  # tokens echoed on this connection, oldest first (R8)
         self._deadlines: list[tuple[float, int, PendingRequest]] = []
         self._settled_in_heap = 0  # deadline entries of requests no longer waiting
         self._seq = itertools.count()
         self.ignored = 0  # answers with nothing on the wire for their key (R6)
         self.barrier_errors = 0  # barriers answered with an error (not 18) in a row
+        self.replays = 0  # echoes of tokens already echoed (R8)
         self.lock = threading.Lock()
         self.deadline_added = threading.Condition(self.lock)
 
@@ -204,38 +244,44 @@ class PendingTable:
         return self._sent(barrier, now)
 
     def _ensure_barrier(self, now: float) -> list[PendingRequest]:
-        if self._barrier is not None or not self._blocked:
+        """A barrier on the wire whenever a key waits for one (R2) or an answer for one (R7)."""
+        if self._barrier is not None or not (self._blocked or self._confirming):
             return []
         return [self._new_barrier(now)]
 
     # -- answers ---------------------------------------------------------------------------------
-    def answered(self, key: FifoKey,
-                 now: float | None = None) -> tuple[PendingRequest | None, list[PendingRequest]]:
-        """An answer (success or error) on ``key``: the request it belongs to (None: R6, ignore it)
-        and what to publish now (a barrier, when the key has more waiting)."""
+    def answered(self, key: FifoKey, now: float | None = None) -> Decision:
+        """An answer (success or error) on ``key``: the request it belongs to (None: R6, ignore it),
+        provisionally (R7: the caller stores its ``outcome``; it settles with a later barrier's
+        echo), and what to publish now (a barrier)."""
         now = time.monotonic() if now is None else now
         with self.lock:
             fifo = self._fifos.get(key)
             if not fifo or fifo[0].state is not RequestState.WAITING:
                 self.ignored += 1
-                return None, []
+                return Decision()
             request = fifo.popleft()
             self._settle_one(request)
+            request.confirm_by = self._barriers_sent + 1  # a barrier sent from now on (R7)
+            self._confirming.append(request)
             self._fences[key] = self._barriers_sent  # R2
             if not fifo:
                 del self._fifos[key]
-                return request, []
-            self._blocked.add(key)
-            return request, self._ensure_barrier(now)
+            else:
+                self._blocked.add(key)
+            return Decision(request, self._ensure_barrier(now))
 
     def ping_answered(self, token: str | None, now: float | None = None, *,
-                      refused: bool = False) -> tuple[PendingRequest | None, list[PendingRequest]]:
+                      refused: bool = False) -> Decision:
         """A ping answer: ``token`` echoed (success), or None (an error answer or an unreadable
-        one: the oldest ping takes it, R3). Returns the ping it belongs to (None: ignore) and what
-        to publish now: requests a barrier's echo released, and the next barrier if needed.
+        one: the oldest ping takes it, R3). Decides the ping it belongs to (None: ignore), what
+        to publish now (requests a barrier's echo released, and the next barrier if needed),
+        the answered requests the echo confirms (R7), and whether it was a replay (R8).
 
         ``refused``: the error is 18 (the agent refuses this client): it releases a barrier like an
-        echo, since every answer from now on is an error and none can be a false acknowledgement.
+        echo, since every answer from now on is an error and none can be a false acknowledgement,
+        and confirms the errors waiting for it and a deprovision's success (the refusal is its
+        consequence), not other successes: they are given back to be resent, and meet 18.
         `barrier_errors` counts barriers answered with other errors in a row (the caller drops the
         connection past a bound rather than ping for ever)."""
         now = time.monotonic() if now is None else now
@@ -251,21 +297,47 @@ class PendingTable:
                         break
                 if request is not None:
                     self._pings.remove(request)
+                elif token in self._echoed:
+                    self.replays += 1
+                    return Decision(replayed=True)
             if request is None:
                 self.ignored += 1
-                return None, []
+                return Decision()
             self._settle_one(request)
-            out: list[PendingRequest] = []
+            if token is not None:
+                self._echoed[token] = None
+                if len(self._echoed) > ECHOES_REMEMBERED:
+                    del self._echoed[next(iter(self._echoed))]
+            decision = Decision(request)
             if request.barrier:
                 if self._barrier is request:
                     self._barrier = None
                 if token is not None or refused:
                     self.barrier_errors = 0
-                    out = self._release(request.barrier, now)
+                    decision.publish = self._release(request.barrier, now)
+                    decision.confirmed, decision.unproven = self._confirm(request.barrier,
+                                                                          errors_only=token is None)
                 else:
                     self.barrier_errors += 1
-                out += self._ensure_barrier(now)  # keys answered meanwhile, or this barrier failed
-            return request, out
+                decision.publish += self._ensure_barrier(now)  # answered meanwhile, or it failed
+            return decision
+
+    def _confirm(self, barrier: int, *,
+                 errors_only: bool) -> tuple[list[PendingRequest], list[PendingRequest]]:
+        """Barrier number ``barrier`` was echoed: answers that arrived before it was sent are
+        their requests' (R7). Returns (confirmed, unproven). ``errors_only`` (an 18 in place of
+        the echo): only errors are confirmed; successes are returned unproven (to resend: no
+        later barrier will be echoed while the agent refuses this client)."""
+        confirmed: list[PendingRequest] = []
+        unproven: list[PendingRequest] = []
+        while self._confirming and self._confirming[0].confirm_by <= barrier:
+            request = self._confirming.popleft()
+            if errors_only and not (isinstance(request.outcome, BaseException)
+                                    or request.key[0] is Op.DEPROVISION):
+                unproven.append(request)
+            else:
+                confirmed.append(request)
+        return confirmed, unproven
 
     def _release(self, barrier: int, now: float) -> list[PendingRequest]:
         """Barrier number ``barrier`` was echoed: every key answered before it was sent is free."""
@@ -315,7 +387,8 @@ class PendingTable:
     def outstanding(self) -> int:
         """Requests queued or on the wire (barriers included)."""
         with self.lock:
-            return sum(len(fifo) for fifo in self._fifos.values()) + len(self._pings)
+            return (sum(len(fifo) for fifo in self._fifos.values()) + len(self._pings)
+                    + len(self._confirming))
 
     def expire(self, now: float) -> tuple[list[PendingRequest], float | None]:
         """Mark requests on the wire past their deadline as timed out. Returns them and the next
@@ -332,11 +405,12 @@ class PendingTable:
         return expired, (self._deadlines[0][0] if self._deadlines else None)
 
     def take_all(self) -> list[PendingRequest]:
-        """Empty the table (connection gone); returns the requests queued or still waiting for an
-        answer, in the order they were added."""
+        """Empty the table (connection gone); returns the requests queued, still waiting for an
+        answer or for its confirmation (R7), in the order they were added."""
         with self.lock:
             waiting = [r for fifo in self._fifos.values() for r in fifo] + list(self._pings)
             waiting = [r for r in waiting if r.state in (RequestState.WAITING, RequestState.QUEUED)]
+            waiting += self._confirming  # answered but not proven theirs (R7): resent as well
             waiting.sort(key=lambda r: r.seq)
             for request in waiting:
                 request.state = RequestState.FAILED
@@ -345,6 +419,8 @@ class PendingTable:
             self._fences.clear()
             self._blocked.clear()
             self._barrier = None
+            self._confirming.clear()
+            self._echoed.clear()  # copies of an earlier connection's echoes are ignored (R5)
             self.barrier_errors = 0
             self._deadlines.clear()
             self._settled_in_heap = 0

@@ -159,9 +159,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--inject-error", action="append", type=_injection, metavar="CODE:SHARE",
                        help="answer SHARE (0..1) of the API requests with error CODE (1 or 3); repeatable")
     serve.add_argument("--inject-answer-fault", action="append", type=_answer_fault, metavar="KIND:SHARE",
-                       help="drop, dup(licate), delay or reorder SHARE (0..1) of the API answers "
-                            "(delay:SHARE:SECONDS holds the answer stream, default 2 s); repeatable; for "
-                            "client tests")
+                       help="drop, dup(licate), delay, reorder or redeliver SHARE (0..1) of the API "
+                            "answers (delay:SHARE:SECONDS holds the answer stream, default 2 s; redeliver "
+                            "publishes the last few answers again, as an agent does after its own "
+                            "reconnect); repeatable; for client tests")
     serve.add_argument("--seed", type=int, default=None, help="seed of the error-injection random generator")
     serve.add_argument("--http", metavar="HOST:PORT",
                        help="serve the dashboard here (what the emulated agent holds, live), "

@@ -17,6 +17,11 @@ generator of the core::
                                      batch if that one is of another topic and neither is a ping
                                      answer (the agent orders answers per operation and object;
                                      a ping's echo stays a barrier: `pibridge.agent.pending` (a))
+    redeliver e.g. 0.01              the answer is published, then the last 1..REDELIVER_MAX
+                                     answers (ping echoes included, ending with this one) are
+                                     published again in their order: what an agent re-sends
+                                     when its own connection drops before its broker
+                                     acknowledged them (`pibridge.agent.pending` (c), R8)
 
 Faults are counted per kind (`AnswerFaults.counts`) and logged at most `LOG_BURST` lines a minute.
 """
@@ -27,6 +32,7 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,9 +40,12 @@ from pibridge import protocol as p
 
 log = logging.getLogger(__name__)
 
-KINDS = ("drop", "dup", "delay", "reorder")
+KINDS = ("drop", "dup", "delay", "reorder", "redeliver")
 #: Seconds a ``delay`` fault holds the answer stream unless the option says otherwise.
 DELAY_S = 2.0
+#: Most answers one ``redeliver`` fault publishes again (an MQTT session's in-flight window is
+#: of this order: paho's default max_inflight_messages is 20).
+REDELIVER_MAX = 8
 #: The answer topics of pings (they stay in place: a ping's echo is a barrier).
 _PING_SUFFIX = "/ping/info/inbox"
 
@@ -96,6 +105,7 @@ class AnswerFaults:
         self.counts = dict.fromkeys(KINDS, 0)
         self._held: list[Message] = []
         self._release_at: float | None = None
+        self._recent: deque[Message] = deque(maxlen=REDELIVER_MAX)  # answers published, in order
 
     def _draw(self) -> AnswerFault | None:
         r = self.rng.random()
@@ -119,12 +129,21 @@ class AnswerFaults:
             fault = self._draw()
             if fault is None:
                 ordered.append(message)
+                self._recent.append(message)
+            elif fault.kind == "redeliver":
+                self.counts["redeliver"] += 1
+                ordered.append(message)
+                self._recent.append(message)
+                copies = list(self._recent)[-self.rng.randint(1, len(self._recent)):]
+                ordered += copies
+                log.debug("answer fault: %d answers published again", len(copies))
             elif fault.kind == "drop":
                 self.counts["drop"] += 1
                 log.debug("answer fault: dropped the answer on %s", message[0])
             elif fault.kind == "dup":
                 self.counts["dup"] += 1
                 ordered += [message, message]
+                self._recent.append(message)
             elif fault.kind == "delay":
                 self.counts["delay"] += 1
                 if self._release_at is None:  # what came before goes out; from here on, all waits
@@ -132,15 +151,18 @@ class AnswerFaults:
                     ordered = []
                     self._release_at = self.clock() + fault.seconds
                 ordered.append(message)
+                self._recent.append(message)
             else:  # reorder: swap with the next message if that is another key's answer, no ping
                 following = messages[index] if index < len(messages) else None
                 if (following is not None and is_answer(following[0]) and following[0] != message[0]
                         and not _is_ping_answer(message[0]) and not _is_ping_answer(following[0])):
                     self.counts["reorder"] += 1
                     ordered += [following, message]
+                    self._recent += [following, message]
                     index += 1
                 else:
                     ordered.append(message)
+                    self._recent.append(message)
         self._flush(ordered, send)
 
     def _flush(self, messages: list[Message], send: Callable[[str, bytes, int], None]) -> None:

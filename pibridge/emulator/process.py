@@ -87,8 +87,8 @@ class EmulatorProcess:
         self.provision_port = provision_port
         self.strict_ids = strict_ids
         self.inject_errors = list(inject_errors)
-        #: ``"drop:0.01"``, ``"dup:0.02"``, ``"delay:0.005:1.5"``, ``"reorder:0.05"`` (see
-        #: `pibridge.emulator.faults`); applied from the next `start` on
+        #: ``"drop:0.01"``, ``"dup:0.02"``, ``"delay:0.005:1.5"``, ``"reorder:0.05"``,
+        #: ``"redeliver:0.01"`` (see `pibridge.emulator.faults`); applied from the next `start` on
         self.inject_answer_faults = list(inject_answer_faults)
         self.seed = seed
         self.output_file = Path(output_file) if output_file else self.state_dir / SERVE_LOG_NAME
