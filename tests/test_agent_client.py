@@ -334,3 +334,22 @@ def test_unreadable_key_is_a_setting_to_fix_not_a_retry(settings: AgentSettings)
     key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     with pytest.raises(ConfigurationError, match=r"cannot load certificate \S+-cert\.pem with key \S+-key"):
         AgentClient(settings).connect(WAIT_S)
+
+
+def test_a_timeout_noticed_after_its_connection_was_replaced_does_not_drop_the_new_one(
+        client: AgentClient) -> None:
+    """The deadline thread fails a request, then drops the connection; if the connection was
+    replaced meanwhile (its requests failed with it), the new one stays up."""
+    from concurrent.futures import Future
+
+    from pibridge.agent.pending import PendingRequest
+
+    current = client._pending.generation
+    stale = PendingRequest((protocol.Op.PING, "", ""), Future(), 1.0, "ping of a connection gone",
+                           generation=current - 1)
+    client._timed_out([stale])
+    assert client.connected and client.ping().value["answer"]
+    went_down = threading.Event()
+    client.on_connection_change(lambda e: e.up or went_down.set())
+    client._timed_out([PendingRequest((protocol.Op.PING, "", ""), Future(), 1.0, "ping", generation=current)])
+    assert went_down.wait(WAIT_S)  # the same generation: dropped (R4)

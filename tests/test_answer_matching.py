@@ -285,3 +285,31 @@ def test_redeliver_publishes_the_last_answers_again_in_their_order() -> None:
             assert copies == originals[index + 1 - len(copies):index + 1]
         position = end
     assert position == len(answers) and runs == faults.counts["redeliver"] > 0
+
+
+def test_a_sensor_renamed_in_the_portal_is_not_taken_for_a_lost_inventory(
+        emulator: Emulator, tmp_path: Path) -> None:
+    """The probe tells a lost inventory by a sensor missing or re-created implicitly (name = id),
+    not by a name: a user's rename in the portal is not a loss (reconciling for it renamed a
+    profile sensor back at once, and reconciled at every probe for a sensor that only has samples
+    queued, which no reconciliation renames)."""
+    from pibridge.bridge.delivery import Delivery
+    from pibridge.bridge.queue import SampleQueue
+
+    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR, "Door": DOOR})
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
+                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
+                                          connect_backoff=FAST, inventory_probe_s=0.2)
+    delivery.start()
+    try:
+        bridge.put([air(0)])
+        bridge.drained()
+        [sensor] = bridge.held()["Air"]
+        with AgentClient(bridge.settings) as portal:  # the same client, as the portal acts for it
+            portal.update_sensor(sensor["sensorId"], "Greenhouse air")
+        reconciled, probed = delivery.reconciliations, delivery.probes_answered
+        wait_for(lambda: delivery.probes_answered >= probed + 3, bridge)
+        assert delivery.reconciliations == reconciled
+    finally:
+        bridge.stop()

@@ -1065,13 +1065,20 @@ class AgentClient:
 
     def _timed_out(self, expired: list[PendingRequest]) -> None:
         """R4 of `pibridge.agent.pending`: after a timeout the matching cannot be trusted; drop the
-        connection, fail everything outstanding, let the link connect afresh (after its backoff)."""
-        self._drop_connection(f"{expired[0].description}: no answer within {expired[0].timeout_s:g} s")
+        connection, fail everything outstanding, let the link connect afresh (after its backoff).
+        Runs on the deadline thread; a timeout of a connection already replaced changes nothing."""
+        self._drop_connection(f"{expired[0].description}: no answer within {expired[0].timeout_s:g} s",
+                              generation=expired[0].generation)
 
-    def _drop_connection(self, detail: str) -> None:
+    def _drop_connection(self, detail: str, generation: int | None = None) -> None:
         """Drop the connection requests go out on: everything outstanding fails with a connection
-        error; the link notices the close, waits its backoff and connects afresh."""
+        error; the link notices the close, waits its backoff and connects afresh. ``generation``:
+        only if the requests of that `PendingTable.generation` are still the ones outstanding
+        (a timeout noticed as the connection was being replaced must not drop the new one)."""
         with self._send_lock, self._state:
+            if generation is not None and generation != self._pending.generation:
+                log.debug("%s: the connection was replaced meanwhile; nothing to drop", detail)
+                return
             session = self._wire
             self._wire = None
             was_up = self._session is session and session is not None

@@ -143,6 +143,9 @@ class PendingRequest:
     #: barrier number ``confirm_by`` is echoed
     outcome: Any = None
     confirm_by: int = 0
+    #: the table's `generation` when published: a timeout of an earlier connection's request
+    #: must not drop the connection that replaced it
+    generation: int = 0
 
 
 @dataclass
@@ -196,6 +199,7 @@ class PendingTable:
         self.ignored = 0  # answers with nothing on the wire for their key (R6)
         self.barrier_errors = 0  # barriers answered with an error (not 18) in a row
         self.replays = 0  # echoes of tokens already echoed (R8)
+        self.generation = 0  # connections the table has served (`take_all` ends one)
         self.lock = threading.Lock()
         self.deadline_added = threading.Condition(self.lock)
 
@@ -228,6 +232,7 @@ class PendingTable:
 
     def _sent(self, request: PendingRequest, now: float) -> PendingRequest:
         request.state = RequestState.WAITING
+        request.generation = self.generation
         request.deadline = now + request.timeout_s
         self._compact_deadlines()
         heapq.heappush(self._deadlines, (request.deadline, request.seq, request))
@@ -420,6 +425,7 @@ class PendingTable:
             self._blocked.clear()
             self._barrier = None
             self._confirming.clear()
+            self.generation += 1
             self._echoed.clear()  # copies of an earlier connection's echoes are ignored (R5)
             self.barrier_errors = 0
             self._deadlines.clear()

@@ -214,6 +214,7 @@ class Delivery:
         self._probing: ResolvedInventory | None = None  # the inventory a probe in flight checks
         self._acked_since_probe: dict[str, int] = {}  # sensor name → acknowledged since the last good probe
         self._probe_ok_at = time.time()  # wall clock of the last good probe (for the warning)
+        self.probes_answered = 0
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -755,8 +756,13 @@ class Delivery:
             metric_ids = {str(m.get("metricId")) for m in entry.get("metrics", []) if isinstance(m, dict)} \
                 if entry is not None else set()
             ours = {mid for (sensor, _, _), mid in resolved.metrics.items() if sensor == name}
-            if entry is None or entry.get("name") != name or not ours <= metric_ids:
+            # created implicitly under our id (agent-api.md §4: name = id): the inventory was lost.
+            # Any other name is a rename in the portal: not a loss (the next reconciliation puts
+            # a profile sensor's name back, and a sensor only queued keeps the user's)
+            recreated = entry is not None and entry.get("name") == sensor_id != name
+            if entry is None or recreated or not ours <= metric_ids:
                 lost.append(name)
+        self.probes_answered += 1
         if not lost:
             self._acked_since_probe = {}
             self._probe_ok_at = time.time()

@@ -47,8 +47,9 @@ MAPPING_PREFIX = "inventory-"
 MAPPING_MODE = 0o644
 #: Seconds a reconciliation waits for one answer beyond its bound.
 ANSWER_GRACE_S = 5.0
-#: Request timeouts a reconciliation waits for one answer: a request may wait for two barrier
-#: pings before it is published (`pibridge.agent.pending` R2), each bounded by the timeout.
+#: Request timeouts a reconciliation waits for one answer: a request may wait for a barrier
+#: before it is published (`pibridge.agent.pending` R2), then for its answer and the barrier that
+#: confirms it (R7), each bounded by the timeout.
 ANSWER_TIMEOUTS = 3
 
 Identity = tuple[str, str]  # (metric key, "unit:…" | "type:…")
