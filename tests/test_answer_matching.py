@@ -313,3 +313,47 @@ def test_a_sensor_renamed_in_the_portal_is_not_taken_for_a_lost_inventory(
         assert delivery.reconciliations == reconciled
     finally:
         bridge.stop()
+
+
+def test_a_wipe_during_a_burst_loses_only_what_the_warning_reports(
+        emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Samples still in flight to the old ids when the probe notices the loss are acknowledged
+    by the agent under the sensor it creates implicitly: they are sent again under the new ids,
+    so the only samples left in that orphan alone are those the warning counted (the wipe itself
+    deleted what was stored before it)."""
+    import re
+
+    from pibridge.bridge.delivery import Delivery
+    from pibridge.bridge.queue import SampleQueue
+
+    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR})
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
+                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
+                                          connect_backoff=FAST, inventory_probe_s=0.05)
+    delivery.start()
+    count = 3000
+    try:
+        bridge.put([air(0)])
+        bridge.drained()
+        reconciled = delivery.reconciliations
+        with caplog.at_level("WARNING", logger="pibridge.bridge.delivery"):
+            bridge.put([air(i) for i in range(1, count)])  # one sensor: one push at a time (R1)
+            wait_for(lambda: delivery.pushed >= 50, bridge)
+            emulator.wipe()
+            wait_for(lambda: delivery.reconciliations > reconciled, bridge)
+            bridge.drained()
+        said = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
+        assert len(said) == 1, said
+        match = re.search(r"(\d+) samples of them acknowledged", said[0])
+        assert match is not None, said
+        [sensor] = bridge.held()["Air"]  # the id re-created implicitly, renamed and adopted again
+        stored = {at for at, _ in values_of(sensor, "Temperature")}
+        # the metrics the agent created implicitly (named by their ids): the orphaned samples
+        in_orphan = {v["timestamp"] for m in sensor["metrics"] if m["name"] not in ("Temperature", "Humidity")
+                     for v in m["values"]}
+        assert in_orphan and len(in_orphan - stored) <= int(match.group(1)), (len(in_orphan - stored), said)
+        first_after_wipe = min(in_orphan)
+        assert stored >= set(range(first_after_wipe, T0_MS + count * 1000, 1000)) - in_orphan
+    finally:
+        bridge.stop()

@@ -15,7 +15,8 @@ and files them under sensors it creates implicitly, named by their ids. So every
 `INVENTORY_PROBE_S` one ``list_sensors`` is compared with the verified ids (each sensor listed,
 under its name, with its metrics): a mismatch closes the gate and reconciles at once, and the
 samples acknowledged since the last good probe are reported in one warning (they may sit under
-those nameless sensors). A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer.
+those nameless sensors); samples still in flight to those sensors are sent again under the new
+ids even when acknowledged. A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer.
 
 What happens to a push that was not acknowledged:
 
@@ -215,6 +216,9 @@ class Delivery:
         self._acked_since_probe: dict[str, int] = {}  # sensor name → acknowledged since the last good probe
         self._probe_ok_at = time.time()  # wall clock of the last good probe (for the warning)
         self.probes_answered = 0
+        #: samples in flight to sensors a probe found lost: an acknowledgement of one means it was
+        #: filed under the old id (an orphan), so it is sent again under the new one
+        self._sent_to_lost: set[int] = set()
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -767,6 +771,7 @@ class Delivery:
             self._acked_since_probe = {}
             self._probe_ok_at = time.time()
             return
+        self._sent_to_lost |= {sid for sid, sample in self._in_flight.items() if sample.sensor in lost}
         exposed = sum(self._acked_since_probe.get(name, 0) for name in lost)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._probe_ok_at))
         log.warning("the agent no longer holds %d of our sensors as registered (%s; e.g. its inventory "
@@ -918,6 +923,11 @@ class Delivery:
         if sample is None:
             return
         error = future.exception()
+        if sample_id in self._sent_to_lost:
+            self._sent_to_lost.discard(sample_id)
+            if error is None:  # stored under the lost id: again, once the inventory is reconciled
+                self._requeue(sample)
+                return
         if error is None:
             self._acked.append(sample_id)
             self._unknown_id_hits.pop(sample_id, None)
