@@ -281,6 +281,41 @@ def test_rejected_and_refused_samples_go_to_dead_letters_and_the_queue_moves_on(
                                                "value refused by the client": 1}
 
 
+def test_a_backlog_goes_in_pushes_of_several_samples_and_a_refused_one_goes_alone(
+        make_bridge: Callable[..., Bridge]) -> None:
+    """Samples of one sensor waiting in the queue share pushes (a timestamp per value), and
+    every one is stored under its own timestamp; a push the agent refuses for good is sent
+    again sample by sample, so only the refused sample becomes a dead letter."""
+    from pibridge.bridge.delivery import MAX_SAMPLES_PER_PUSH
+
+    bridge = make_bridge({"Counter": COUNTER, "Air": AIR})
+    bridge.start()
+    bridge.put([air(0)])
+    bridge.drained()
+    bridge.stop()
+    count = 300
+    queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)  # queued while stopped
+    for i in range(1, count):
+        queue.put(air(i))
+        queue.put(TakenSample("Counter", {"count": 2.5 if i == 77 else i}, T0_MS + i * 1000, float(i), BOOT))
+    queue.close()
+    delivery = bridge.start()
+    bridge.drained()
+    held = bridge.held()
+    stamps = [T0_MS + i * 1000 for i in range(count)]
+    assert values_of(held["Air"][0], "Temperature") == [(t, 20.0 + i / 10) for i, t in enumerate(stamps)]
+    assert values_of(held["Air"][0], "Humidity") == [(t, 40.0 + i % 7) for i, t in enumerate(stamps)]
+    counted = [(t, i) for i, t in enumerate(stamps) if i not in (0, 77)]  # 0: never queued; 77: 2.5
+    assert values_of(held["Counter"][0], "Count") == counted
+    assert bridge.queue is not None
+    dead = [(d["sensor"], d["timestamp_ms"]) for d in bridge.queue.dead_letters()]
+    assert dead == [("Counter", T0_MS + 77_000)]
+    assert delivery.pushed == 2 * (count - 1) - 1
+    # a push per MAX_SAMPLES_PER_PUSH samples and sensor, give or take partial ones, plus the
+    # refused push's samples sent alone
+    assert delivery.pushes_sent <= 2 * (count // MAX_SAMPLES_PER_PUSH + 4) + MAX_SAMPLES_PER_PUSH
+
+
 def test_sample_of_a_sensor_without_id_goes_to_dead_letters(make_bridge: Callable[..., Bridge]) -> None:
     bridge = make_bridge()
     bridge.start()

@@ -187,10 +187,15 @@ class PushSpy:
             return
         if not isinstance(body, dict) or "metrics" not in body:
             return
+        # a backlog push carries several samples, each element with its own timestamp (§4)
+        samples: dict[int, set[str]] = {}
+        for element in body["metrics"]:
+            stamp = int(element.get("timestamp", body.get("timestamp", -1)))
+            samples.setdefault(stamp, set()).add(str(element["metricId"]))
         with self._lock:
-            self.pushes[(sensor_id, int(body["timestamp"]))] += 1
-            self.metric_sets.setdefault(sensor_id, set()).add(
-                frozenset(str(m["metricId"]) for m in body["metrics"]))
+            for stamp, metric_ids in samples.items():
+                self.pushes[(sensor_id, stamp)] += 1
+                self.metric_sets.setdefault(sensor_id, set()).add(frozenset(metric_ids))
 
     def open(self) -> None:
         socket_path = str(self.emulator.state_dir.resolve() / "core.sock")

@@ -64,6 +64,8 @@ DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: one PUBACK per answer, which a Pi Zero feels. Requests are still published at QoS 1.
 REPLY_QOS = 0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+#: QoS of requests (see the comment where it is chosen).
+REQUEST_QOS = 1
 #: Extra seconds a blocking call waits beyond its bound (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
 #: A blocking call waits this many request timeouts: its request may wait for a barrier before
@@ -691,7 +693,7 @@ class AgentClient:
             try:
                 if session is None:
                     raise NotConnected("no connection")
-                session.publish(request.topic, request.payload, 1)
+                session.publish(request.topic, request.payload, REQUEST_QOS)
             except NotConnected:
                 failed = requests[index:]
                 self._pending.discard(failed)

@@ -1,6 +1,11 @@
 """The delivery thread: connects to the agent, keeps its inventory reconciled, and drains the
 queue oldest first with several pushes in flight, until each sample is acknowledged.
 
+One push per sample while delivery keeps up. A backlog (after an outage or a restart) goes in
+pushes of up to `MAX_SAMPLES_PER_PUSH` samples of one sensor, each value with its sample's
+timestamp (`_Push`): the agent handles one sensor's pushes one after another, so one message per
+sample would cost a round trip each. A sample's metrics always travel together, in one message.
+
 Threads: one ``bridge-delivery`` thread owns all of this state. Push futures' callbacks, the
 client's connection events and the queue's "rows added" notices only hand a message to its inbox.
 The database stays with the queue's own thread.
@@ -30,6 +35,7 @@ What happens to a push that was not acknowledged:
 |                                                     | ``keep``: kept queued, logged once what to do|
 | 4–14, 17, 19; a value the client refuses (NaN);     | dead letters, with the reason                |
 | no id for its sensor/metric after reconciliation    |                                              |
+| 4–14, 17, 19 to a push of several samples         | each of its samples re-sent alone, as above  |
 """
 
 from __future__ import annotations
@@ -61,19 +67,28 @@ from pibridge.agent import (
     ProvisioningError,
     ProvisioningMode,
     Reply,
+    encode_push,
 )
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.model import SensorSpec
 from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
+from pibridge.protocol import Op
 
 log = logging.getLogger(__name__)
 
-#: Pushes in flight at once (as `scripts/bench/push_throughput.py` pipelines).
-IN_FLIGHT = 64
+#: Samples in flight at once. Pushes go out once at least half of these are free (`_send`),
+#: so a backlog travels in pushes of several samples instead of ever smaller pieces.
+IN_FLIGHT = 256
 #: Rows fetched from the queue per read.
 FETCH_BATCH = 512
+#: Bounds of one push carrying several samples of one sensor (a backlog; see `_Push`): samples,
+#: values, and payload bytes (the emulator refuses more than 1,000 values or 256 KB; the real
+#: agent states no bound, so these stay well below).
+MAX_SAMPLES_PER_PUSH = 32
+MAX_VALUES_PER_PUSH = 200
+MAX_PUSH_BYTES = 64 * 1024
 #: Batches handed over in memory that may wait for the delivery thread; beyond, it reads the disk.
 HANDED_MAX_BATCHES = 64
 #: Acknowledged rows handed to the queue for deletion at once (or when nothing is in flight).
@@ -185,6 +200,46 @@ class _Retry:
     sample: QueuedSample = field(compare=False)
 
 
+class _Push:
+    """Samples of one sensor sent in one push. One sample goes as before: its values under the
+    push's top-level timestamp. Several (a backlog: the agent serializes pushes per sensor, so
+    one message per sample would cost a round trip each) carry a timestamp per value
+    (agent-api.md §4: a per-element timestamp overrides the top-level one)::
+
+        {"metrics": [{"metricId": m1, "value": v, "timestamp": t1},   ← sample 1, every metric
+                     {"metricId": m2, "value": w, "timestamp": t1},
+                     {"metricId": m1, "value": x, "timestamp": t2},   ← sample 2
+                     ...]}
+
+    The agent takes a push whole or refuses it whole, so a sample is acknowledged exactly when
+    its push is."""
+
+    __slots__ = ("count", "samples", "sensor_id", "values")
+
+    def __init__(self, sensor_id: str) -> None:
+        self.sensor_id = sensor_id
+        self.samples: list[QueuedSample] = []
+        self.values: list[dict[str, Any]] = []
+        self.count = 0  # values in all samples
+
+    def fits(self, values: dict[str, Any]) -> bool:
+        return (len(self.samples) < MAX_SAMPLES_PER_PUSH
+                and self.count + len(values) <= MAX_VALUES_PER_PUSH)
+
+    def add(self, sample: QueuedSample, values: dict[str, Any]) -> None:
+        self.samples.append(sample)
+        self.values.append(values)
+        self.count += len(values)
+
+    def body(self) -> tuple[dict[str, Any] | list[tuple[str, Any, int]], int | None]:
+        """(values, top-level timestamp) for `AgentClient.push_async`."""
+        if len(self.samples) == 1:
+            return self.values[0], self.samples[0].timestamp_ms
+        return [(metric_id, value, sample.timestamp_ms)
+                for sample, values in zip(self.samples, self.values, strict=True)
+                for metric_id, value in values.items()], None
+
+
 class Delivery:
     """Drains ``queue`` to the agent of ``settings``; see the module docstring.
 
@@ -219,6 +274,9 @@ class Delivery:
         #: samples in flight to sensors a probe found lost: an acknowledgement of one means it was
         #: filed under the old id (an orphan), so it is sent again under the new one
         self._sent_to_lost: set[int] = set()
+        #: samples of a several-sample push the agent refused for good: which one it refused is
+        #: unknown, so each goes again in a push of its own
+        self._alone: set[int] = set()
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -270,6 +328,7 @@ class Delivery:
         self._queue_changes = 0  # bumped by the queue's thread before a put returns
         # counters for the status
         self.pushed = 0
+        self.pushes_sent = 0  # push requests (one carries one sample, or several of a backlog)
         self.resent = 0
         self.reconciliations = 0
         self.dead_by_kind: dict[str, int] = {}
@@ -400,8 +459,8 @@ class Delivery:
                 self._downs += 1
         self._inbox.put(("connection", client, event))
 
-    def _push_done(self, sample_id: int, client: AgentClient, future: Future[Reply]) -> None:
-        self._inbox.put(("result", sample_id, client, future))
+    def _push_done(self, sample_ids: tuple[int, ...], client: AgentClient, future: Future[Reply]) -> None:
+        self._inbox.put(("result", sample_ids, client, future))
 
     def _gate_open(self, resolved: ResolvedInventory) -> bool:
         with self._gate_lock:
@@ -843,41 +902,75 @@ class Delivery:
             self._ready.extend(r for r in rows if r.id not in skip)
 
     def _send(self, resolved: ResolvedInventory) -> bool:
-        """Fill the window; True when the queue had nothing more to send."""
+        """Fill the window, samples of one sensor in as few pushes as `_Push` allows; True when
+        the queue had nothing more to send."""
         client = self._client
         if client is None:
             return False
-        while len(self._in_flight) < self._window:
-            sample = self._next_sample()
-            if sample is None:
-                return True
-            target = self._target(sample, resolved)
-            if isinstance(target, str):
-                # an id may be missing only because the inventory is older than the sample (a
-                # sensor just added): dead letter only once a later reconciliation has no id either
-                seen_at = self._missing_id_at.get(sample.id)
-                if seen_at is not None and self.reconciliations > seen_at:
-                    del self._missing_id_at[sample.id]
-                    self._bury(sample, target, NO_ID)
+        if len(self._in_flight) > self._window // 2:
+            return False  # wait for half the window: what frees up piecemeal would go piecemeal
+        filling: dict[str, _Push] = {}  # sensor id → the push being filled
+        try:
+            while len(self._in_flight) < self._window:
+                sample = self._next_sample()
+                if sample is None:
+                    return True
+                target = self._target(sample, resolved)
+                if isinstance(target, str):
+                    # an id may be missing only because the inventory is older than the sample (a
+                    # sensor just added): dead letter only once a later reconciliation has no id
+                    seen_at = self._missing_id_at.get(sample.id)
+                    if seen_at is not None and self.reconciliations > seen_at:
+                        del self._missing_id_at[sample.id]
+                        self._bury(sample, target, NO_ID)
+                        continue
+                    self._missing_id_at.setdefault(sample.id, self.reconciliations)
+                    heapq.heappush(self._retry, _Retry(sample.id, sample))
+                    self._need_reconcile = True
+                    return False
+                if self._missing_id_at:
+                    self._missing_id_at.pop(sample.id, None)  # its ids are known now
+                sensor_id, values = target
+                self._in_flight[sample.id] = sample
+                if sample.id in self._alone:
+                    single = _Push(sensor_id)
+                    single.add(sample, values)
+                    self._push(client, single)
                     continue
-                self._missing_id_at.setdefault(sample.id, self.reconciliations)
-                heapq.heappush(self._retry, _Retry(sample.id, sample))
-                self._need_reconcile = True
-                return False
-            if self._missing_id_at:
-                self._missing_id_at.pop(sample.id, None)  # its ids are known now
-            sensor_id, values = target
-            try:
-                future = client.push_async(sensor_id, values, sample.timestamp_ms)
-            except ValueError as exc:
-                self._bury(sample, f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED)
-                continue
-            self._in_flight[sample.id] = sample
-            future.add_done_callback(self._callback(sample.id, client))
-        return False
+                open_push = filling.get(sensor_id)
+                if open_push is None or not open_push.fits(values):
+                    if open_push is not None:
+                        self._push(client, open_push)
+                    open_push = filling[sensor_id] = _Push(sensor_id)
+                open_push.add(sample, values)
+            return False
+        finally:
+            for push in filling.values():
+                self._push(client, push)
 
-    def _callback(self, sample_id: int, client: AgentClient) -> Callable[[Future[Reply]], None]:
-        return lambda future: self._push_done(sample_id, client, future)
+    def _push(self, client: AgentClient, push: _Push) -> None:
+        """Send ``push`` (its samples are in flight). A value the client refuses (NaN) buries its
+        sample; a push of several that cannot be sent (such a value, or a body over
+        `MAX_PUSH_BYTES`) goes again sample by sample."""
+        values, timestamp_ms = push.body()
+        try:
+            payload = encode_push(values, timestamp_ms)
+            if len(push.samples) > 1 and len(payload) > MAX_PUSH_BYTES:
+                raise ValueError(f"{len(payload)} bytes")
+            future = client.request_async(Op.PUSH, payload, sensor_id=push.sensor_id)
+        except ValueError as exc:
+            if len(push.samples) == 1:
+                del self._in_flight[push.samples[0].id]
+                self._bury(push.samples[0], f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED)
+                return
+            for sample in push.samples:  # each alone: the culprit alone is refused
+                del self._in_flight[sample.id]
+                self._alone.add(sample.id)
+                heapq.heappush(self._retry, _Retry(sample.id, sample))
+            return
+        self.pushes_sent += 1
+        ids = tuple(sample.id for sample in push.samples)
+        future.add_done_callback(lambda done: self._push_done(ids, client, done))
 
     def _target(self, sample: QueuedSample, resolved: ResolvedInventory) -> tuple[str, dict[str, Any]] | str:
         """(sensorId, {metricId: value}), or why there is none."""
@@ -918,11 +1011,25 @@ class Delivery:
             self._ids_cache[cache_key] = found
         return found
 
-    def _on_result(self, sample_id: int, client: AgentClient, future: Future[Reply]) -> None:
-        sample = self._in_flight.pop(sample_id, None)
-        if sample is None:
+    def _on_result(self, sample_ids: tuple[int, ...], client: AgentClient, future: Future[Reply]) -> None:
+        """The answer to one push, for each of its samples."""
+        samples = [sample for sample_id in sample_ids
+                   if (sample := self._in_flight.pop(sample_id, None)) is not None]
+        if not samples:
             return
         error = future.exception()
+        if error is not None and len(samples) > 1 and classify(error) is Outcome.DEAD:
+            for sample in samples:  # which one the agent refused is unknown: each alone
+                self._alone.add(sample.id)
+                self._requeue(sample)
+            return
+        for sample in samples:
+            self._settle(sample, client, error)
+
+    def _settle(self, sample: QueuedSample, client: AgentClient, error: BaseException | None) -> None:
+        """One sample's push was answered: ``error`` None (acknowledged) or why not."""
+        sample_id = sample.id
+        self._alone.discard(sample_id)
         if sample_id in self._sent_to_lost:
             self._sent_to_lost.discard(sample_id)
             if error is None:  # stored under the lost id: again, once the inventory is reconciled
@@ -994,6 +1101,7 @@ class Delivery:
                 self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
                 self._unknown_id_hits.pop(sample_id, None)
                 self._missing_id_at.pop(sample_id, None)
+                self._alone.discard(sample_id)
             self.queue.dead_letter(dead)
         if self._acked and (len(self._acked) >= ACK_BATCH or not self._in_flight or self._stopping.is_set()):
             acked, self._acked = self._acked, []
