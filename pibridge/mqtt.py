@@ -107,7 +107,8 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to connect: TCP ``host:port`` (with TLS when ``tls`` is given), or a Unix socket."""
+    """Where to connect: TCP ``host:port`` or a Unix socket, with TLS when ``tls`` is given. On a
+    Unix socket the server's chain is verified but no host name (a socket path names no host)."""
 
     host: str = "localhost"
     port: int = 0
@@ -232,6 +233,9 @@ class MqttSession:
         self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
         if context is not None:
             self._client.tls_set_context(context)
+            if endpoint.unix_socket:
+                context.check_hostname = False  # the chain is still verified (CERT_REQUIRED)
+                self._client.tls_insecure_set(True)  # paho would match the socket's path as a host name
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -321,16 +325,18 @@ class MqttSession:
                 break
         return event.is_set()
 
-    def loop(self, timeout: float, wake: socket.socket | None = None, max_messages: int = 0) -> bool:
-        """Non-threaded sessions: wait up to ``timeout`` s for traffic (or for ``wake`` to become
-        readable), read every packet that has arrived (``on_message`` runs here; with
-        ``max_messages`` > 0 it stops reading after about that many messages), write what is
-        queued, keep the connection alive. Returns False once the connection is finished."""
+    def loop(self, timeout: float, wake: socket.socket | Sequence[Any] | None = None,
+             max_messages: int = 0) -> bool:
+        """Non-threaded sessions: wait up to ``timeout`` s for traffic (or for ``wake``, a socket
+        or several, to become readable), read every packet that has arrived (``on_message`` runs
+        here; with ``max_messages`` > 0 it stops reading after about that many messages), write
+        what is queued, keep the connection alive. Returns False once the connection is finished."""
         client = self._client
         sock = client.socket()
         if sock is None or self._finished.is_set():
             return False
-        rlist: list[Any] = [sock] if wake is None else [sock, wake]
+        wakes = [] if wake is None else [wake] if isinstance(wake, socket.socket) else list(wake)
+        rlist: list[Any] = [sock, *wakes]
         wlist = [sock] if client.want_write() else []
         pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, select cannot see them
         if pending is not None and pending() > 0:
@@ -352,6 +358,15 @@ class MqttSession:
         if client.socket() is not None:
             client.loop_misc()
         return client.socket() is not None and not self._finished.is_set()
+
+    def raw_socket(self) -> Any:
+        """Non-threaded sessions: the connection's socket (to wait on it beside another one), or None."""
+        return self._client.socket()
+
+    def buffered(self) -> bool:
+        """Non-threaded sessions: TLS bytes already decrypted, which a select on `raw_socket` misses."""
+        pending = getattr(self._client.socket(), "pending", None)
+        return pending is not None and pending() > 0
 
     # -- traffic -------------------------------------------------------------------------------
     def in_network_thread(self) -> bool:
