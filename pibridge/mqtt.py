@@ -137,6 +137,32 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+class _SocketPathContext(ssl.SSLContext):
+    """A client context for TLS over a Unix socket. paho hands the socket's path to
+    ``wrap_socket`` as the server name; a path is no host name (SNI refuses a long one, and paho's
+    fallback then reuses a consumed socket), so it is dropped. The chain is still verified."""
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False,
+                    do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+                    server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
+                    ) -> ssl.SSLSocket:
+        return super().wrap_socket(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs,
+                                   None, session)
+
+
+def socket_path_tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """TLS ≥ 1.2 client context for a Unix socket: the server's chain verified against
+    ``files.ca_file``, no host name (the socket's path, in a private directory, names the server)."""
+    context = _SocketPathContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(files.ca_file))
+    if files.cert_file is not None:
+        context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
+    return context
+
+
 def tls_files_failure(files: TlsFiles, exc: BaseException,
                       endpoint: Endpoint | None = None) -> ConnectFailure:
     """A `FailureKind.TLS_FILES` failure naming which of ``files`` could not be loaded, and why."""
@@ -223,7 +249,7 @@ class MqttSession:
         context = None
         if endpoint.tls is not None:
             try:
-                context = tls_context(endpoint.tls)
+                context = (socket_path_tls_context if endpoint.unix_socket else tls_context)(endpoint.tls)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise tls_files_failure(endpoint.tls, exc, endpoint) from exc
         self._client = paho.Client(
@@ -234,7 +260,6 @@ class MqttSession:
         if context is not None:
             self._client.tls_set_context(context)
             if endpoint.unix_socket:
-                context.check_hostname = False  # the chain is still verified (CERT_REQUIRED)
                 self._client.tls_insecure_set(True)  # paho would match the socket's path as a host name
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect

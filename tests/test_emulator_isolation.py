@@ -89,7 +89,7 @@ def test_requests_over_the_emulators_limits_are_answered_19_and_store_nothing(
 def test_the_logs_that_name_client_ids_are_readable_by_the_owner_only(emulator: Emulator,
                                                                      client: AgentClient) -> None:
     client.ping()  # a connection: its client id is in mosquitto's log
-    for name in ("mosquitto.log", "serve.log"):
+    for name in ("mosquitto.log", "mosquitto-provision.log", "serve.log"):
         mode = stat.S_IMODE((emulator.state_dir / name).stat().st_mode)
         assert mode == 0o600, f"{name}: {oct(mode)}"
     assert client.mqtt_client_id in (emulator.state_dir / "mosquitto.log").read_text()
@@ -208,8 +208,8 @@ def test_a_provisioning_client_does_not_take_over_another_provisioning_clients_s
         emulator: Emulator) -> None:
     lost: list[mqtt.ConnectFailure] = []
     victim_id = mqtt.new_client_id("pibridge-victim")
-    victim = mqtt.MqttSession(emulator.provision_endpoint(), client_id=victim_id, on_message=lambda t, m: None,
-                              on_closed=lost.append)
+    victim = mqtt.MqttSession(emulator.provision_endpoint(), client_id=victim_id,
+                              on_message=lambda t, m: None, on_closed=lost.append)
     victim.open(WAIT_S)
     try:
         _attack(emulator.provision_endpoint(), victim_id)
@@ -222,7 +222,8 @@ def test_a_provisioning_client_does_not_take_over_another_provisioning_clients_s
 def test_two_processes_of_one_client_stay_connected_side_by_side(settings: AgentSettings) -> None:
     """What the takeover fix must not break (agent-api.md §1): each process has its own random
     MQTT id, so `pibridge run` and a `pibridge` command with the same certificate coexist."""
-    first, second = AgentClient(settings, request_timeout=WAIT_S), AgentClient(settings, request_timeout=WAIT_S)
+    first = AgentClient(settings, request_timeout=WAIT_S)
+    second = AgentClient(settings, request_timeout=WAIT_S)
     first.connect(WAIT_S)
     try:
         events = _watch(first)

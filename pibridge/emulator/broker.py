@@ -205,12 +205,14 @@ class BrokerConfig:
             acl.write_text("# anonymous clients of the provisioning listener\n"
                            + "".join(f"topic write {t}\n" for t in p.PROVISION_TOPICS)
                            + f"topic read {p.CERT_BACK_FILTER}\n")
-            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous true", f"acl_file {acl}", *tls]
+            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous true", f"acl_file {acl}",
+                      *tls]
         else:
             acl = self.state_dir / "api.acl"
             acl.write_text(f"# identity = certificate CN = clientId\npattern readwrite {p.API_PREFIX}/%u/#\n")
-            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous false", f"acl_file {acl}", *tls,
-                      "require_certificate true", "use_identity_as_username true", f"crlfile {self.crl_file}"]
+            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous false", f"acl_file {acl}",
+                      *tls, "require_certificate true", "use_identity_as_username true",
+                      f"crlfile {self.crl_file}"]
         # the core's private socket: no ACL; the certificate's CN is the client id (module notes)
         lines += ["", f"listener 0 {self.core_socket}", "allow_anonymous false", *tls,
                   "require_certificate true", "use_identity_as_username true", "use_username_as_clientid true"]

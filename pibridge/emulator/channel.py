@@ -182,8 +182,8 @@ class CoreChannel:
         sessions: list[mqtt.MqttSession] = []
         try:
             for link in self.links:
-                session = mqtt.MqttSession(link.endpoint, client_id=self._client_id, on_message=self._received,
-                                           threaded=False)
+                session = mqtt.MqttSession(link.endpoint, client_id=self._client_id,
+                                           on_message=self._received, threaded=False)
                 sessions.append(session)
                 session.open(self._connect_timeout)
                 session.subscribe(link.filters, qos=self._qos, timeout=self._connect_timeout)

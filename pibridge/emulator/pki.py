@@ -5,8 +5,8 @@ Files in the state dir (all PEM):
     ca.key / ca.crt          the authority; ``ca.crt`` is the ``CaFile`` clients trust (20 years)
     server.key / server.crt  the broker's certificate for DNS:localhost, IP:127.0.0.1 (10 years)
     crl.pem                  revocation list checked by the API listener (nextUpdate 20 years out)
-    core.key / core.crt      the core's identity on the brokers' private sockets (CN `CORE_IDENTITY`),
-                             issued again at every start
+    core.key / core.crt      the core's identity on the brokers' private sockets (CN `CORE_IDENTITY`,
+                             10 years; issued again like the server's when unusable)
 
 Client certificates (10 years) are issued from a CSR with a fresh clientId (``uuid4().hex``) as
 CN; the CSR's own subject is discarded (agent-api.md §3).
@@ -48,8 +48,10 @@ CRL_DAYS = 20 * 365
 #: Backdating of notBefore, so a slightly slow clock elsewhere still accepts a fresh certificate.
 BACKDATE = dt.timedelta(minutes=5)
 RSA_BITS = 2048
-#: Days a private identity (the core's, a test's observer) is valid: it is issued at every start.
-PRIVATE_DAYS = 365
+#: A server or core certificate valid for fewer days than this is issued again at start.
+LEAF_RENEW_DAYS = 365
+#: Days a private identity (the core's, a test's observer) is valid.
+PRIVATE_DAYS = 10 * 365
 #: CN of the core's certificate, and so its MQTT client id on the brokers' private sockets
 #: (``use_username_as_clientid``). It starts with a control character (U+0001), which mosquitto
 #: refuses in every client id a CONNECT carries (``mosquitto_validate_utf8``): no client on any
@@ -135,6 +137,15 @@ def same_public_key(cert: x509.Certificate, key: Any) -> bool:
     return bool(cert.public_key().public_bytes(*_SPKI) == key.public_key().public_bytes(*_SPKI))
 
 
+def _not_valid_after(cert: x509.Certificate) -> dt.datetime:
+    """The end of ``cert``'s validity (aware UTC): ``not_valid_after_utc`` from cryptography 42 on,
+    the naive UTC ``not_valid_after`` (deprecated since) on the 38 floor."""
+    aware = getattr(cert, "not_valid_after_utc", None)
+    if isinstance(aware, dt.datetime):
+        return aware
+    return cert.not_valid_after.replace(tzinfo=dt.UTC)
+
+
 def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     """Is ``cert`` signed by ``ca``'s (RSA) key under ``ca``'s name? (What cryptography 40's
     ``verify_directly_issued_by`` checks, for the 38 floor.) InvalidSignature when the
@@ -167,7 +178,8 @@ class Authority:
             self._create_server()
         if new_ca or not self.paths.crl.exists():
             self.write_crl([])
-        self.issue_private_identity(CORE_IDENTITY, self.paths.core_key, self.paths.core_cert)
+        if new_ca or not self._leaf_ok(self.paths.core_cert, self.paths.core_key, CORE_IDENTITY):
+            self.issue_private_identity(CORE_IDENTITY, self.paths.core_key, self.paths.core_cert)
 
     @classmethod
     def existing(cls, state_dir: Path) -> Authority:
@@ -220,13 +232,21 @@ class Authority:
 
     def _server_ok(self) -> bool:
         """Are server key and certificate readable, a pair, and issued by this CA?"""
+        return self._leaf_ok(self.paths.server_cert, self.paths.server_key)
+
+    def _leaf_ok(self, cert_path: Path, key_path: Path, cn: str | None = None) -> bool:
+        """Are key and certificate readable, a pair, issued by this CA (with CN ``cn``, if given),
+        and valid for a year more?"""
         try:
-            cert = x509.load_pem_x509_certificate(self.paths.server_cert.read_bytes())
-            key = serialization.load_pem_private_key(self.paths.server_key.read_bytes(), None)
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
             issued = issued_by(cert, self._cert)
+            names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+            ends = _not_valid_after(cert)
         except (OSError, ValueError, TypeError, InvalidSignature):
             return False
-        return issued and same_public_key(cert, key)
+        fresh = ends - _now() > dt.timedelta(days=LEAF_RENEW_DAYS)
+        return issued and same_public_key(cert, key) and fresh and (cn is None or names == [cn])
 
     def _create_ca(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
