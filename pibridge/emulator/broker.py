@@ -214,8 +214,8 @@ class BrokerConfig:
                       *tls, "require_certificate true", "use_identity_as_username true",
                       f"crlfile {self.crl_file}"]
         # the core's private socket: no ACL; the certificate's CN is the client id (module notes)
-        lines += ["", f"listener 0 {self.core_socket}", "allow_anonymous false", *tls, "require_certificate true",
-                  "use_identity_as_username true",
+        lines += ["", f"listener 0 {self.core_socket}", "allow_anonymous false", *tls,
+                  "require_certificate true", "use_identity_as_username true",
                   "use_username_as_clientid true"]
         self.config_file.write_text("\n".join(lines) + "\n")
         return self.config_file
