@@ -107,7 +107,8 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to connect: TCP ``host:port`` (with TLS when ``tls`` is given), or a Unix socket."""
+    """Where to connect: TCP ``host:port`` or a Unix socket, with TLS when ``tls`` is given. On a
+    Unix socket the server's chain is verified but no host name (a socket path names no host)."""
 
     host: str = "localhost"
     port: int = 0
@@ -131,6 +132,32 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
+    if files.cert_file is not None:
+        context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
+    return context
+
+
+class _SocketPathContext(ssl.SSLContext):
+    """A client context for TLS over a Unix socket. paho hands the socket's path to
+    ``wrap_socket`` as the server name; a path is no host name (SNI refuses a long one, and paho's
+    fallback then reuses a consumed socket), so it is dropped. The chain is still verified."""
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False,
+                    do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+                    server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
+                    ) -> ssl.SSLSocket:
+        return super().wrap_socket(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs,
+                                   None, session)
+
+
+def socket_path_tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """TLS ≥ 1.2 client context for a Unix socket: the server's chain verified against
+    ``files.ca_file``, no host name (the socket's path, in a private directory, names the server)."""
+    context = _SocketPathContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(files.ca_file))
     if files.cert_file is not None:
         context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
     return context
@@ -222,7 +249,7 @@ class MqttSession:
         context = None
         if endpoint.tls is not None:
             try:
-                context = tls_context(endpoint.tls)
+                context = (socket_path_tls_context if endpoint.unix_socket else tls_context)(endpoint.tls)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise tls_files_failure(endpoint.tls, exc, endpoint) from exc
         self._client = paho.Client(
@@ -232,6 +259,8 @@ class MqttSession:
         self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
         if context is not None:
             self._client.tls_set_context(context)
+            if endpoint.unix_socket:
+                self._client.tls_insecure_set(True)  # paho would match the socket's path as a host name
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -321,16 +350,18 @@ class MqttSession:
                 break
         return event.is_set()
 
-    def loop(self, timeout: float, wake: socket.socket | None = None, max_messages: int = 0) -> bool:
-        """Non-threaded sessions: wait up to ``timeout`` s for traffic (or for ``wake`` to become
-        readable), read every packet that has arrived (``on_message`` runs here; with
-        ``max_messages`` > 0 it stops reading after about that many messages), write what is
-        queued, keep the connection alive. Returns False once the connection is finished."""
+    def loop(self, timeout: float, wake: socket.socket | Sequence[Any] | None = None,
+             max_messages: int = 0) -> bool:
+        """Non-threaded sessions: wait up to ``timeout`` s for traffic (or for ``wake``, a socket
+        or several, to become readable), read every packet that has arrived (``on_message`` runs
+        here; with ``max_messages`` > 0 it stops reading after about that many messages), write
+        what is queued, keep the connection alive. Returns False once the connection is finished."""
         client = self._client
         sock = client.socket()
         if sock is None or self._finished.is_set():
             return False
-        rlist: list[Any] = [sock] if wake is None else [sock, wake]
+        wakes = [] if wake is None else [wake] if isinstance(wake, socket.socket) else list(wake)
+        rlist: list[Any] = [sock, *wakes]
         wlist = [sock] if client.want_write() else []
         pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, select cannot see them
         if pending is not None and pending() > 0:
@@ -352,6 +383,15 @@ class MqttSession:
         if client.socket() is not None:
             client.loop_misc()
         return client.socket() is not None and not self._finished.is_set()
+
+    def raw_socket(self) -> Any:
+        """Non-threaded sessions: the connection's socket (to wait on it beside another one), or None."""
+        return self._client.socket()
+
+    def buffered(self) -> bool:
+        """Non-threaded sessions: TLS bytes already decrypted, which a select on `raw_socket` misses."""
+        pending = getattr(self._client.socket(), "pending", None)
+        return pending is not None and pending() > 0
 
     # -- traffic -------------------------------------------------------------------------------
     def in_network_thread(self) -> bool:

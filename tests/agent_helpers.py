@@ -39,9 +39,10 @@ def raw_session(emulator: Emulator, settings: AgentSettings, *, client_id: str |
     return session
 
 
-def core_spy(emulator: Emulator, filters: list[str]) -> tuple[mqtt.MqttSession, list[tuple[str, bytes]],
-                                                               threading.Event]:
-    """A connection on the emulator's private core socket (no ACL) hearing ``filters``."""
+def core_spy(emulator: Emulator, filters: list[str], *, provision: bool = False,
+             ) -> tuple[mqtt.MqttSession, list[tuple[str, bytes]], threading.Event]:
+    """A connection on a broker's private socket (no ACL) hearing ``filters``: the API broker's,
+    with ``provision`` the provision broker's."""
     seen: list[tuple[str, bytes]] = []
     event = threading.Event()
 
@@ -49,8 +50,9 @@ def core_spy(emulator: Emulator, filters: list[str]) -> tuple[mqtt.MqttSession, 
         seen.append((topic, payload))
         event.set()
 
-    session = mqtt.MqttSession(mqtt.Endpoint(unix_socket=str(emulator.state_dir.resolve() / "core.sock")),
-                               client_id=mqtt.new_client_id("pibridge-spy"), on_message=on_message)
+    session = mqtt.MqttSession(emulator.private_endpoint(provision=provision),
+                               client_id=mqtt.new_client_id("pibridge-spy"),
+                               on_message=on_message)
     session.open()
     session.subscribe(filters)
     return session, seen, event

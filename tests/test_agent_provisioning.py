@@ -76,9 +76,10 @@ def test_keep_is_idempotent_and_override_makes_a_new_client(emulator: Emulator, 
 
 def test_falls_back_to_the_legacy_topic_with_the_same_bytes(emulator: Emulator, tmp_path: Path) -> None:
     """With the core paused nothing answers on /v1.0/createClient; the client must then publish the
-    identical CSR on /createConnector. A spy on the core's own socket sees both publishes."""
+    identical CSR on /createConnector. A spy on the provision broker's private socket sees both
+    publishes."""
     settings = settings_for(emulator, tmp_path / "certs")
-    spy, seen, heard = core_spy(emulator, [protocol.PROVISION_TOPIC_LEGACY])
+    spy, seen, heard = core_spy(emulator, [protocol.PROVISION_TOPIC_LEGACY], provision=True)
     try:
         emulator.pause_core()
         future = provision_async(settings, timeout=WAIT_S, fallback_after=0.2)

@@ -198,8 +198,7 @@ class PushSpy:
                 self.metric_sets.setdefault(sensor_id, set()).add(frozenset(metric_ids))
 
     def open(self) -> None:
-        socket_path = str(self.emulator.state_dir.resolve() / "core.sock")
-        self.session = mqtt.MqttSession(mqtt.Endpoint(unix_socket=socket_path), on_message=self._heard,
+        self.session = mqtt.MqttSession(self.emulator.private_endpoint(), on_message=self._heard,
                                         client_id=mqtt.new_client_id("pibridge-e2e-spy"))
         self.session.open()
         self.session.subscribe(PUSH_FILTERS)

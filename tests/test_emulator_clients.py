@@ -171,9 +171,8 @@ def test_non_threaded_session_runs_its_network_in_loop(emulator: Emulator, tmp_p
     """`MqttSession(threaded=False)` (the core's mode): waits drive the network themselves,
     messages arrive inside `loop`, and a broker restart ends the session."""
     seen: list[tuple[str, bytes]] = []
-    session = mqtt.MqttSession(mqtt.Endpoint(unix_socket=str(emulator.state_dir.resolve() / "core.sock")),
-                               client_id=mqtt.new_client_id("t"), on_message=lambda t, m: seen.append((t, m)),
-                               threaded=False)
+    session = mqtt.MqttSession(emulator.private_endpoint(), client_id=mqtt.new_client_id("t"),
+                               on_message=lambda t, m: seen.append((t, m)), threaded=False)
     session.open(10)
     try:
         session.subscribe(["/test/echo"])

@@ -37,7 +37,7 @@ def test_ready_line_and_clean_sigterm_exit(tmp_path: Path) -> None:
         for p in (port, pport):
             socket.create_connection(("127.0.0.1", p), timeout=5).close()
         children = _children(proc.pid)
-        assert children, "mosquitto runs as a child"
+        assert len(children) == 2, "two mosquitto children: the API broker and the provision broker"
         assert (tmp_path / "ca.crt").exists() and (tmp_path / "crl.pem").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -46,7 +46,7 @@ def test_ready_line_and_clean_sigterm_exit(tmp_path: Path) -> None:
             proc.kill()
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
-    assert not (tmp_path / "core.sock").exists()
+    assert not (tmp_path / "core.sock").exists() and not (tmp_path / "provision-core.sock").exists()
 
 
 def test_port_taken_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -1,13 +1,31 @@
-"""mosquitto as the emulator's child process, with a generated configuration.
+"""mosquitto as the emulator's child processes, with generated configurations.
 
-Three listeners, each with its own authentication and ACL (``per_listener_settings true``):
+Two brokers, so that no client id used on one port can ever meet a session of the other (mosquitto
+disconnects the older of two sessions with one client id, whichever listener each came in on):
 
-    listener            clients                         may publish                  may subscribe
-    provision port TLS  anonymous, server-auth only     /v1.0/createClient,          /certBack/#
-                                                        /createConnector
-    API port TLS        client certificate, CN = user   /v1.0/<CN>/#                 /v1.0/<CN>/#
-                        (CRL checked)
-    Unix socket         the emulator core only          everything                   everything
+    broker     listener            clients                      may publish              may subscribe
+    provision  provision port TLS  anonymous, server-auth only  /v1.0/createClient,      /certBack/#
+                                                                /createConnector
+    provision  Unix socket TLS     certificate CN = id          everything               everything
+    api        API port TLS        client certificate, CN =     /v1.0/<CN>/#             /v1.0/<CN>/#
+                                   user (CRL checked)
+    api        Unix socket TLS     certificate CN = id          everything               everything
+
+Client ids and takeover (issue 20 §2; every listener has its own settings, ``per_listener_settings``):
+
+- The core connects to each broker on a private Unix socket (in the owner-only state directory)
+  with a certificate from the emulator's CA; ``use_identity_as_username`` and
+  ``use_username_as_clientid`` make the certificate's CN its client id. The core's CN
+  (`pki.CORE_IDENTITY`) starts with a control character, which mosquitto refuses in every
+  client id a CONNECT carries: no client on any port can connect with the core's id.
+- A provisioning client's id lives on the provision broker only: it cannot meet an API session.
+- API clients keep the ids they choose (agent-api.md §1: every process its own random id, so two
+  processes of one client stay connected side by side). mosquitto 2.0.11 cannot tie a chosen id
+  to the certificate (``clientid_prefixes`` is one prefix for the whole broker; forcing the id to
+  the CN makes two processes of one client kick each other), so an API client that learns another
+  client's random id can still take its session over, and so can two anonymous provisioning
+  clients: docs/emulator.md says what remains open. The ids are random and the logs that name them
+  (`LOG_MODE`) are the owner's alone.
 
 mosquitto 2.0.11 notes: ``max_queued_messages 0`` would make every denied PUBLISH disconnect
 its client (the quota check after a denial compares ``0 >= 0``), so a large number is used;
@@ -17,7 +35,7 @@ Revocation must be effective before the deprovision answer goes out. mosquitto h
 asynchronously: the signal only sets a flag, and its single-threaded main loop later logs
 ``Reloading config.`` (level *information*) and, in the same step, re-reads configuration and
 certificates (CRL included) before it serves any other socket. So mosquitto's log goes
-through a pipe that a reader thread copies to ``mosquitto.log``, and `Broker.reload` waits
+through a pipe that a reader thread copies to its log file, and `Broker.reload` waits
 for that line: every TLS handshake handled after it sees the new CRL.
 """
 
@@ -26,6 +44,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import enum
 import errno
 import fcntl
 import logging
@@ -128,11 +147,25 @@ def check_port(host: str, port: int) -> None:
             raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+class Role(enum.Enum):
+    """Which of the emulator's two brokers a configuration describes."""
+
+    API = "api"
+    PROVISION = "provision"
+
+
+#: File stem of each broker's configuration and log in the state dir (the API broker's log keeps
+#: the name it had when there was one broker).
+_STEMS = {Role.API: "mosquitto", Role.PROVISION: "mosquitto-provision"}
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
+    """One broker: its public TLS port (``role`` says which), and the core's private socket."""
+
+    role: Role
     host: str
     port: int
-    provision_port: int
     core_socket: Path
     ca_file: Path
     cert_file: Path
@@ -142,25 +175,18 @@ class BrokerConfig:
 
     @property
     def config_file(self) -> Path:
-        return self.state_dir / "mosquitto.conf"
+        return self.state_dir / f"{_STEMS[self.role]}.conf"
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / "mosquitto.log"
+        return self.state_dir / f"{_STEMS[self.role]}.log"
 
     def write(self) -> Path:
-        """Write mosquitto.conf and the two ACL files; returns the configuration's path."""
-        provision_acl = self.state_dir / "provision.acl"
-        api_acl = self.state_dir / "api.acl"
-        provision_acl.write_text(
-            "# anonymous clients of the provisioning listener\n"
-            + "".join(f"topic write {t}\n" for t in p.PROVISION_TOPICS)
-            + f"topic read {p.CERT_BACK_FILTER}\n")
-        api_acl.write_text(f"# identity = certificate CN = clientId\npattern readwrite {p.API_PREFIX}/%u/#\n")
+        """Write the configuration and its ACL file; returns the configuration's path."""
         tls = [f"cafile {self.ca_file}", f"certfile {self.cert_file}", f"keyfile {self.key_file}",
                "tls_version tlsv1.2"]
         lines = [
-            "# generated by pibridge emulator serve; rewritten at every start",
+            f"# generated by pibridge emulator serve ({self.role.value} broker); rewritten at every start",
             "per_listener_settings true",
             "persistence false",
             f"max_queued_messages {MAX_QUEUED_MESSAGES}",
@@ -174,13 +200,23 @@ class BrokerConfig:
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto', which cannot read our files
-        lines += [
-            "", f"listener {self.provision_port} {self.host}", "allow_anonymous true",
-            f"acl_file {provision_acl}", *tls,
-            "", f"listener {self.port} {self.host}", "allow_anonymous false", f"acl_file {api_acl}", *tls,
-            "require_certificate true", "use_identity_as_username true", f"crlfile {self.crl_file}",
-            "", f"listener 0 {self.core_socket}", "allow_anonymous true",
-        ]
+        if self.role is Role.PROVISION:
+            acl = self.state_dir / "provision.acl"
+            acl.write_text("# anonymous clients of the provisioning listener\n"
+                           + "".join(f"topic write {t}\n" for t in p.PROVISION_TOPICS)
+                           + f"topic read {p.CERT_BACK_FILTER}\n")
+            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous true", f"acl_file {acl}",
+                      *tls]
+        else:
+            acl = self.state_dir / "api.acl"
+            acl.write_text(f"# identity = certificate CN = clientId\npattern readwrite {p.API_PREFIX}/%u/#\n")
+            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous false", f"acl_file {acl}",
+                      *tls, "require_certificate true", "use_identity_as_username true",
+                      f"crlfile {self.crl_file}"]
+        # the core's private socket: no ACL; the certificate's CN is the client id (module notes)
+        lines += ["", f"listener 0 {self.core_socket}", "allow_anonymous false", *tls,
+                  "require_certificate true", "use_identity_as_username true",
+                  "use_username_as_clientid true"]
         self.config_file.write_text("\n".join(lines) + "\n")
         return self.config_file
 
@@ -247,7 +283,7 @@ class Broker:
         self._log_ended[proc] = False
         self._run_lines = collections.deque(maxlen=RUN_LINES_KEPT)
         self._log_reader = threading.Thread(target=self._copy_log, args=(proc, self._run_lines),
-                                            name="mosquitto-log", daemon=True)
+                                            name=f"mosquitto-{self.config.role.value}-log", daemon=True)
         self._log_reader.start()
 
     def _copy_log(self, proc: subprocess.Popen[bytes], run_lines: collections.deque[bytes]) -> None:
@@ -334,23 +370,20 @@ class Broker:
         return f"{status}: {text}" if text else f"{status}, no output (log: {self.config.log_file})"
 
     def wait_ready(self, timeout: float) -> None:
-        """Return once both ports answer: a verified TLS handshake on the provision port, and a
+        """Return once the public port answers: a verified TLS handshake on the provision port, a
         TLS connection on the API port (which then wants a client certificate)."""
         deadline = time.monotonic() + timeout
         context = ssl.create_default_context(cafile=str(self.config.ca_file))
-        host = self.config.host
-        pending = [self.config.provision_port, self.config.port]
-        while pending:
+        host, port = self.config.host, self.config.port
+        while True:
             if not self.alive():
                 raise BrokerError(f"mosquitto exited during startup ({self.exit_reason()})")
-            port = pending[0]
             try:
                 with socket.create_connection((host, port), timeout=1.0) as raw:
-                    if port == self.config.provision_port:
+                    if self.config.role is Role.PROVISION:
                         with context.wrap_socket(raw, server_hostname="localhost"):
                             pass
-                pending.pop(0)
-                continue
+                return
             except (ConnectionRefusedError, TimeoutError):
                 problem = "does not answer"
             except OSError as exc:  # ssl.SSLError included: e.g. a server certificate we cannot verify

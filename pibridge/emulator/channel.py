@@ -1,14 +1,17 @@
-"""The core's MQTT channel: ONE thread runs the core's connection and its request handling.
+"""The core's MQTT channel: ONE thread runs the core's connections and its request handling.
 
-The thread drives the network of a non-threaded `pibridge.mqtt.MqttSession` on the private Unix
-socket itself, and repeats: read every request that arrived (at most `core.BATCH_MAX`), let the
-core handle them, commit once, publish the answers. Answers are written on the thread that reads,
-so nothing crosses threads on the request path (no queue, no notifications, no wake-up bytes).
+The core has one connection per broker (`CoreLink`: the API broker, the provision broker; see
+`pibridge.emulator.broker`), each a non-threaded `pibridge.mqtt.MqttSession` on that broker's
+private Unix socket. The thread drives their network itself, waiting on all of them at once, and
+repeats: read every request that arrived (at most `core.BATCH_MAX`), let the core handle them,
+commit once, publish the answers, each on the connection of the broker its topic belongs to.
+Answers are written on the thread that reads, so nothing crosses threads on the request path (no
+queue, no notifications, no wake-up bytes).
 
-When the connection drops (mosquitto restarts in place), the thread reconnects with backoff and
-subscribes again; `up_count` counts successful (re)subscriptions. Other threads run code on the
-core's thread with `call` (the wipe): it wakes the loop through a socket pair and runs between
-two batches, connected or not.
+The connections live and die together: when one drops (mosquitto restarts in place), the thread
+closes the others, reconnects all with backoff and subscribes again; `up_count` counts successful
+(re)subscriptions of the whole set. Other threads run code on the core's thread with `call` (the
+wipe): it wakes the loop through a socket pair and runs between two batches, connected or not.
 
 Fairness and flow control (one client never costs another its answers): received requests wait
 in one queue per client (the clientId of the topic; provisioning has its own), at most
@@ -37,6 +40,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pibridge import mqtt
 from pibridge import protocol as p
@@ -75,14 +79,26 @@ def request_owner(topic: str) -> str:
     return topic[len(prefix):end] if end > 0 else _NO_CLIENT
 
 
-class CoreChannel:
-    """Runs `core` on a connection to ``endpoint`` subscribed to ``filters`` at ``qos``."""
+@dataclass(frozen=True)
+class CoreLink:
+    """One of the core's connections: where, what it subscribes to, and which answers it carries:
+    those whose topic starts with ``answers`` (None: every answer no other link claims)."""
 
-    def __init__(self, core: Core, endpoint: mqtt.Endpoint, filters: Sequence[str], *, qos: int,
+    endpoint: mqtt.Endpoint
+    filters: tuple[str, ...]
+    answers: str | None = None
+
+
+class CoreChannel:
+    """Runs `core` on one connection per link, each subscribed to its filters at ``qos``; the
+    first link's connection is the one the thread waits on (the others wake it)."""
+
+    def __init__(self, core: Core, links: Sequence[CoreLink], *, qos: int,
                  client_id: str, backoff: mqtt.Backoff, connect_timeout: float) -> None:
+        if sum(link.answers is None for link in links) != 1:
+            raise ValueError("exactly one core link carries the answers no other link claims")
         self.core = core
-        self.endpoint = endpoint
-        self._filters = list(filters)
+        self.links = list(links)
         self._qos = qos
         self._client_id = client_id
         self._backoff = backoff
@@ -93,7 +109,7 @@ class CoreChannel:
         #: requests dropped because their client had `CLIENT_QUEUE_MAX` waiting, per clientId
         self.dropped: dict[str, int] = {}
         self._drop_log = LogLimiter()
-        self._session: mqtt.MqttSession | None = None
+        self._sessions: list[mqtt.MqttSession] = []  # one per link while connected, else none
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -160,30 +176,41 @@ class CoreChannel:
                 self._idle(next(delays))
         self._run_commands()
 
-    def _connect(self) -> mqtt.MqttSession | None:
-        session = None
+    def _connect(self) -> list[mqtt.MqttSession] | None:
+        """One subscribed session per link, or None (and nothing left open) when one fails. The
+        client id sent is replaced by the core's certificate CN on every private socket."""
+        sessions: list[mqtt.MqttSession] = []
         try:
-            session = mqtt.MqttSession(self.endpoint, client_id=self._client_id, on_message=self._received,
-                                       threaded=False)
-            session.open(self._connect_timeout)
-            session.subscribe(self._filters, qos=self._qos, timeout=self._connect_timeout)
+            for link in self.links:
+                session = mqtt.MqttSession(link.endpoint, client_id=self._client_id,
+                                           on_message=self._received, threaded=False)
+                sessions.append(session)
+                session.open(self._connect_timeout)
+                session.subscribe(link.filters, qos=self._qos, timeout=self._connect_timeout)
         except (mqtt.MqttError, OSError) as exc:
             log.debug("core channel: cannot connect: %s", exc)
-            if session is not None:
+            for session in sessions:
                 session.close()
             return None
-        return session
+        return sessions
 
-    def _serve(self, session: mqtt.MqttSession) -> None:
-        self._session = session
+    def _serve(self, sessions: list[mqtt.MqttSession]) -> None:
+        self._sessions = sessions
+        first, others = sessions[0], sessions[1:]
         with self.ups:
             self.up_count += 1
             self.ups.notify_all()
         try:
             wait = LOOP_TIMEOUT_S
             while True:
-                # read ahead of handling (every client's requests reach its queue), one batch a turn
-                alive = session.loop(wait, wake=self._wake_r, max_messages=READ_AHEAD)
+                # read ahead of handling (every client's requests reach its queue), one batch a turn;
+                # waiting on the first connection, woken by the others' traffic
+                if any(session.buffered() for session in others):
+                    wait = 0.0
+                wakes = [self._wake_r, *(s.raw_socket() for s in others if s.raw_socket() is not None)]
+                alive = first.loop(wait, wake=wakes, max_messages=READ_AHEAD)
+                for session in others:
+                    alive = session.loop(0.0, max_messages=READ_AHEAD) and alive
                 if not alive or self._stopping:
                     self._process()  # what arrived is stored (answers of a dropped connection are lost)
                     self._run_commands()
@@ -196,8 +223,9 @@ class CoreChannel:
                 wait = max(0.0, wait)
                 self._run_commands()
         finally:
-            self._session = None
-            session.close()
+            self._sessions = []
+            for session in sessions:
+                session.close()
 
     def _received(self, topic: str, payload: bytes) -> None:
         owner = request_owner(topic)
@@ -235,9 +263,9 @@ class CoreChannel:
         return batch
 
     def _flow_stopped(self) -> bool:
-        """Too many answers unacknowledged: serve the connection until mosquitto acknowledged more."""
-        session = self._session
-        return session is not None and session.is_open and session.unacknowledged() > UNACKED_MAX
+        """Too many answers unacknowledged on a connection: serve the connections until mosquitto
+        acknowledged more."""
+        return any(s.is_open and s.unacknowledged() > UNACKED_MAX for s in self._sessions)
 
     def _process(self, batches: int = 0) -> None:
         """Handle waiting requests: ``batches`` batches (0: all), unless flow control stops it."""
@@ -253,10 +281,19 @@ class CoreChannel:
                 log.warning("a batch of %d requests failed: %s: %s", len(batch), type(exc).__name__, exc)
 
     def _publish(self, topic: str, payload: bytes, qos: int) -> None:
-        session = self._session
-        if session is None:
+        """Publish on the connection of the link that carries ``topic``'s answers."""
+        sessions = self._sessions
+        if not sessions:
             raise mqtt.NotConnected("the core is not connected")
-        session.publish(topic, payload, qos)
+        chosen = None
+        for link, session in zip(self.links, sessions, strict=True):
+            if link.answers is None:
+                chosen = chosen or session
+            elif topic.startswith(link.answers):
+                chosen = session
+                break
+        assert chosen is not None  # __init__: one link carries every other answer
+        chosen.publish(topic, payload, qos)
 
     def _idle(self, delay: float) -> None:
         """Between connection attempts: wait ``delay`` s, running commands that come meanwhile."""

@@ -5,6 +5,8 @@ Files in the state dir (all PEM):
     ca.key / ca.crt          the authority; ``ca.crt`` is the ``CaFile`` clients trust (20 years)
     server.key / server.crt  the broker's certificate for DNS:localhost, IP:127.0.0.1 (10 years)
     crl.pem                  revocation list checked by the API listener (nextUpdate 20 years out)
+    core.key / core.crt      the core's identity on the brokers' private sockets (CN `CORE_IDENTITY`,
+                             10 years; issued again like the server's when unusable)
 
 Client certificates (10 years) are issued from a CSR with a fresh clientId (``uuid4().hex``) as
 CN; the CSR's own subject is discarded (agent-api.md §3).
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:  # added in cryptography 40; the floor (Debian bookworm's) is 38.0.4
@@ -46,6 +48,15 @@ CRL_DAYS = 20 * 365
 #: Backdating of notBefore, so a slightly slow clock elsewhere still accepts a fresh certificate.
 BACKDATE = dt.timedelta(minutes=5)
 RSA_BITS = 2048
+#: A server or core certificate valid for fewer days than this is issued again at start.
+LEAF_RENEW_DAYS = 365
+#: Days a private identity (the core's, a test's observer) is valid.
+PRIVATE_DAYS = 10 * 365
+#: CN of the core's certificate, and so its MQTT client id on the brokers' private sockets
+#: (``use_username_as_clientid``). It starts with a control character (U+0001), which mosquitto
+#: refuses in every client id a CONNECT carries (``mosquitto_validate_utf8``): no client on any
+#: port can connect with it and so disconnect the core (issue 20 §2).
+CORE_IDENTITY = "\x01pibridge-emulator-core"
 CA_NAME = "pibridge emulator authority"
 
 
@@ -73,10 +84,14 @@ class PkiPaths:
     server_cert: Path
     crl: Path
 
+    core_key: Path
+    core_cert: Path
+
     @classmethod
     def in_dir(cls, state_dir: Path) -> PkiPaths:
         return cls(state_dir / "ca.key", state_dir / "ca.crt", state_dir / "server.key",
-                   state_dir / "server.crt", state_dir / "crl.pem")
+                   state_dir / "server.crt", state_dir / "crl.pem", state_dir / "core.key",
+                   state_dir / "core.crt")
 
 
 def _now() -> dt.datetime:
@@ -104,7 +119,7 @@ def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+def _key_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                              serialization.NoEncryption())
 
@@ -120,6 +135,15 @@ def same_public_key(cert: x509.Certificate, key: Any) -> bool:
     """Does the private ``key`` belong to ``cert``? Compared as DER SubjectPublicKeyInfo: key objects compare
     equal only from cryptography 41 on, and the floor (Debian bookworm's) is 38.0.4."""
     return bool(cert.public_key().public_bytes(*_SPKI) == key.public_key().public_bytes(*_SPKI))
+
+
+def _not_valid_after(cert: x509.Certificate) -> dt.datetime:
+    """The end of ``cert``'s validity (aware UTC): ``not_valid_after_utc`` from cryptography 42 on,
+    the naive UTC ``not_valid_after`` (deprecated since) on the 38 floor."""
+    aware = getattr(cert, "not_valid_after_utc", None)
+    if isinstance(aware, dt.datetime):
+        return aware
+    return cert.not_valid_after.replace(tzinfo=dt.UTC)
 
 
 def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -154,6 +178,20 @@ class Authority:
             self._create_server()
         if new_ca or not self.paths.crl.exists():
             self.write_crl([])
+        if new_ca or not self._leaf_ok(self.paths.core_cert, self.paths.core_key, CORE_IDENTITY):
+            self.issue_private_identity(CORE_IDENTITY, self.paths.core_key, self.paths.core_cert)
+
+    @classmethod
+    def existing(cls, state_dir: Path) -> Authority:
+        """The CA of a state dir an emulator already set up, loaded without creating or
+        rewriting anything (to issue a private identity from another process)."""
+        self = cls.__new__(cls)
+        self.paths = PkiPaths.in_dir(state_dir)
+        if not (self.paths.ca_key.exists() and self.paths.ca_cert.exists()):
+            raise PkiError(f"no ca.key/ca.crt in {state_dir}: start the emulator there first")
+        self._key = self._load_ca_key()
+        self._cert = self._load_ca_cert()
+        return self
 
     def _ensure_ca(self, allow_new: bool) -> bool:
         """Make sure ``ca.key`` and ``ca.crt`` exist; True when a new CA was created."""
@@ -194,13 +232,21 @@ class Authority:
 
     def _server_ok(self) -> bool:
         """Are server key and certificate readable, a pair, and issued by this CA?"""
+        return self._leaf_ok(self.paths.server_cert, self.paths.server_key)
+
+    def _leaf_ok(self, cert_path: Path, key_path: Path, cn: str | None = None) -> bool:
+        """Are key and certificate readable, a pair, issued by this CA (with CN ``cn``, if given),
+        and valid for a year more?"""
         try:
-            cert = x509.load_pem_x509_certificate(self.paths.server_cert.read_bytes())
-            key = serialization.load_pem_private_key(self.paths.server_key.read_bytes(), None)
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
             issued = issued_by(cert, self._cert)
+            names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+            ends = _not_valid_after(cert)
         except (OSError, ValueError, TypeError, InvalidSignature):
             return False
-        return issued and same_public_key(cert, key)
+        fresh = ends - _now() > dt.timedelta(days=LEAF_RENEW_DAYS)
+        return issued and same_public_key(cert, key) and fresh and (cn is None or names == [cn])
 
     def _create_ca(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
@@ -275,6 +321,19 @@ class Authority:
         except (ValueError, TypeError) as exc:
             raise CsrRejected(f"cannot sign the CSR: {exc}") from exc
         return cid, cert.serial_number, cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue_private_identity(self, cn: str, key_path: Path, cert_path: Path) -> None:
+        """Write a key (0600) and a client certificate with CN ``cn`` for the brokers' private
+        sockets, where the CN is the MQTT client id. An EC P-256 key: made in about a
+        millisecond, where an RSA key would add tens of them to every start."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            self._leaf(_name(cn), key.public_key(), PRIVATE_DAYS)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        _write_atomic(key_path, _key_pem(key), 0o600)
+        _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def write_crl(self, revoked_serials: list[int]) -> None:
         """Rewrite ``crl.pem`` listing ``revoked_serials`` (atomic replace; SIGHUP the broker after)."""

@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import os
 import queue
-import re
 import signal
 import socket
 import subprocess
@@ -59,7 +58,6 @@ LOG_TAIL_CHARS = 2000
 #: Default name of the serve process's log, in the state directory.
 SERVE_LOG_NAME = "serve.log"
 #: How mosquitto's log names the core's connection (its client id).
-_CORE_ID = re.compile(r" as (pibridge-emulator-core-[0-9a-f]+)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -285,24 +283,47 @@ class EmulatorProcess:
                 self.resume_core()
 
     def core_client_id(self) -> str:
-        """The MQTT client id of the core's current connection (from mosquitto's log, which only
-        the owner may read)."""
+        """The MQTT client id of the core's connections, once mosquitto's log (which only the owner
+        may read) shows it connected: its certificate's CN, an id no client can send."""
+        from pibridge.emulator.pki import CORE_IDENTITY
+
         try:
             text = (self.state_dir / "mosquitto.log").read_text(errors="replace")
         except OSError as exc:
             raise EmulatorError(f"cannot read mosquitto's log: {exc}") from None
-        found = _CORE_ID.findall(text)
-        if not found:
+        if f" as {CORE_IDENTITY} " not in text:
             raise EmulatorError("the core's client id is not in mosquitto's log")
-        return found[-1]
+        return CORE_IDENTITY
+
+    def private_endpoint(self, *, provision: bool = False, as_core: bool = False) -> mqtt.Endpoint:
+        """A connection on a broker's private socket (no ACL; the API broker's, or with
+        ``provision`` the provision broker's), where the certificate's CN is the client id:
+        a fresh observer identity (CN ``pibridge-observer-…``, issued by the emulator's CA), or
+        with ``as_core`` the core's own (connecting with it takes over the core's session)."""
+        from pibridge.emulator.pki import Authority
+        from pibridge.emulator.server import CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, core_endpoint
+
+        state = self.state_dir.resolve()
+        socket_path = state / (PROVISION_CORE_SOCKET_NAME if provision else CORE_SOCKET_NAME)
+        authority = Authority.existing(state)
+        if as_core:
+            cert, key = authority.paths.core_cert, authority.paths.core_key
+        else:
+            folder = state / "observers"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            name = mqtt.new_client_id("pibridge-observer")
+            cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+            authority.issue_private_identity(name, key, cert)
+        return core_endpoint(socket_path, authority.paths.ca_cert, cert, key)
 
     def drop_core_session(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
         """The core's MQTT session ends for a moment while every client stays connected (as when
-        mosquitto's keepalive check drops a core that hung too long): a connection on the core's
-        socket takes over its client id, then leaves; the core reconnects by itself. Requests
-        routed to the core in between are lost (clean session). Works while the core is paused."""
-        endpoint = mqtt.Endpoint(unix_socket=str(self.state_dir.resolve() / "core.sock"))
-        session = mqtt.MqttSession(endpoint, client_id=self.core_client_id(), on_message=lambda t, m: None)
+        mosquitto's keepalive check drops a core that hung too long): a connection with the core's
+        own certificate on the API broker's private socket takes over the core's session, then
+        leaves; the core reconnects by itself (to both brokers). Requests routed to the core in
+        between are lost (clean session). Works while the core is paused."""
+        session = mqtt.MqttSession(self.private_endpoint(as_core=True), client_id=mqtt.new_client_id("t"),
+                                   on_message=lambda t, m: None)
         session.open(timeout)
         session.close()
 

@@ -1,11 +1,15 @@
-"""``pibridge emulator serve``: PKI, database, mosquitto child, core; signals; the ready line.
+"""``pibridge emulator serve``: PKI, database, two mosquitto children, core; signals; the ready line.
+
+The provisioning port and the API port are served by two mosquitto processes, so that a client id
+used on one port never meets a session of the other (`pibridge.emulator.broker`); the core is
+connected to both.
 
 Signals (to the serve process):
 
-    SIGINT/SIGTERM  stop: core drained and committed, mosquitto stopped, exit 0
-    SIGUSR1         restart mosquitto in place (same ports and state); prints the ready line again
+    SIGINT/SIGTERM  stop: core drained and committed, both brokers stopped, exit 0
+    SIGUSR1         restart both brokers in place (same ports and state); prints the ready line again
     SIGUSR2         wipe the inventory (clients and CA stay); prints ``wiped``
-    SIGHUP          make mosquitto re-read its configuration and the CRL
+    SIGHUP          make both brokers re-read their configuration (the API broker: and the CRL)
 
 The ready line (stdout, flushed) is ``ready host=H provision_port=P port=Q ca_file=F state_dir=D``;
 it is printed once both ports answer TLS and the core is subscribed.
@@ -27,15 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pibridge import mqtt
+from pibridge import protocol as p
 from pibridge.emulator.broker import (
     UNIX_PATH_MAX,
     Broker,
     BrokerConfig,
     BrokerError,
+    Role,
     check_port,
     find_mosquitto,
 )
-from pibridge.emulator.channel import CoreChannel
+from pibridge.emulator.channel import CoreChannel, CoreLink
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.faults import AnswerFault
 from pibridge.emulator.pki import Authority, PkiError
@@ -48,7 +54,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "serve.lock"
+#: The core's private sockets on the API broker and on the provision broker.
 CORE_SOCKET_NAME = "core.sock"
+PROVISION_CORE_SOCKET_NAME = "provision-core.sock"
+#: The core's filters on the provision broker, and the prefix of the answers it publishes there.
+PROVISION_FILTERS = p.PROVISION_TOPICS
+PROVISION_ANSWERS = p.CERT_BACK_FILTER.removesuffix("#")
+#: The core's filters on the API broker: every operation's request topic.
+API_FILTERS = tuple(f for f in CORE_FILTERS if f not in PROVISION_FILTERS)
 #: Seconds for mosquitto to answer, and for the core to connect, at (re)start.
 STARTUP_TIMEOUT_S = 15.0
 #: Core link reconnect backoff: the broker is local, retry fast.
@@ -123,13 +136,19 @@ class StateLock:
             self._fd = None
 
 
-def _core_socket(state_dir: Path) -> tuple[Path, Path | None]:
-    """The core channel's socket path, in a short private temp dir if the state dir is too deep."""
-    path = state_dir.resolve() / CORE_SOCKET_NAME
-    if len(str(path)) <= UNIX_PATH_MAX:
-        return path, None
+def _socket_dir(state_dir: Path) -> tuple[Path, Path | None]:
+    """Where the core's sockets go: the state dir, or a short private temp dir (also returned,
+    to be removed) if the state dir is too deep for a socket path."""
+    longest = max(CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, key=len)
+    if len(str(state_dir.resolve() / longest)) <= UNIX_PATH_MAX:
+        return state_dir.resolve(), None
     tmp = Path(tempfile.mkdtemp(prefix="pibridge-"))
-    return tmp / CORE_SOCKET_NAME, tmp
+    return tmp, tmp
+
+
+def core_endpoint(socket_path: Path, ca_file: Path, cert_file: Path, key_file: Path) -> mqtt.Endpoint:
+    """A connection on a broker's private socket as the holder of ``cert_file`` (its CN is the id)."""
+    return mqtt.Endpoint(unix_socket=str(socket_path), tls=mqtt.TlsFiles(ca_file, cert_file, key_file))
 
 
 def ready_line(options: Options, ca_file: Path) -> str:
@@ -212,36 +231,52 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
         dashboard = _open_dashboard(options, db_path)
         if dashboard is not None:
             cleanup.callback(dashboard.stop)
-        socket_path, socket_tmp = _core_socket(state_dir)
+        socket_dir, socket_tmp = _socket_dir(state_dir)
         if socket_tmp is not None:
             cleanup.callback(shutil.rmtree, socket_tmp, ignore_errors=True)
-        config = BrokerConfig(options.host, options.port, options.provision_port, socket_path,
-                              authority.paths.ca_cert, authority.paths.server_cert,
-                              authority.paths.server_key, authority.paths.crl, state_dir)
-        broker = Broker(binary, config)
-        cleanup.callback(broker.stop)
-        core.on_revoked = broker.reload
+        pki = authority.paths
+        brokers: list[Broker] = []
+        links: list[CoreLink] = []
+        for role, port, socket_name, filters, answers in (
+                (Role.API, options.port, CORE_SOCKET_NAME, API_FILTERS, None),
+                (Role.PROVISION, options.provision_port, PROVISION_CORE_SOCKET_NAME, PROVISION_FILTERS,
+                 PROVISION_ANSWERS)):
+            config = BrokerConfig(role, options.host, port, socket_dir / socket_name, pki.ca_cert,
+                                  pki.server_cert, pki.server_key, pki.crl, state_dir)
+            brokers.append(Broker(binary, config))
+            cleanup.callback(brokers[-1].stop)
+            links.append(CoreLink(core_endpoint(config.core_socket, pki.ca_cert, pki.core_cert, pki.core_key),
+                                  tuple(filters), answers))
+        api_broker = brokers[0]
+        core.on_revoked = api_broker.reload
         events: queue.SimpleQueue[int] = queue.SimpleQueue()
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
         previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
         for sig, handler in previous.items():
             cleanup.callback(signal.signal, sig, handler)
-        channel = CoreChannel(core, mqtt.Endpoint(unix_socket=str(socket_path)), CORE_FILTERS,
-                              qos=CORE_SUBSCRIBE_QOS, client_id=mqtt.new_client_id("pibridge-emulator-core"),
+        channel = CoreChannel(core, links, qos=CORE_SUBSCRIBE_QOS,
+                              client_id=mqtt.new_client_id("pibridge-emulator-core"),
                               backoff=CORE_BACKOFF, connect_timeout=5.0)
         cleanup.callback(channel.stop)
 
-        def start_broker() -> None:
+        def start_brokers() -> None:
             seen = channel.up_count
-            broker.start()
-            broker.wait_ready(STARTUP_TIMEOUT_S)
+            for broker in brokers:  # both start at once; then each is waited for
+                broker.start()
+            for broker in brokers:
+                broker.wait_ready(STARTUP_TIMEOUT_S)
             channel.start()
             if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
-                raise BrokerError(f"the emulator core cannot connect to {socket_path}")
+                raise BrokerError(f"the emulator core cannot connect to {socket_dir / CORE_SOCKET_NAME} "
+                                  f"and {socket_dir / PROVISION_CORE_SOCKET_NAME}")
             print(ready_line(options, authority.paths.ca_cert), flush=True)
 
+        def stop_brokers() -> None:
+            for broker in brokers:
+                broker.stop()
+
         try:
-            start_broker()
+            start_brokers()
             if dashboard is not None:
                 dashboard.start()
                 print(f"dashboard {dashboard.url}", flush=True)
@@ -249,19 +284,22 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                 try:
                     signum = events.get(timeout=WATCH_INTERVAL_S)
                 except queue.Empty:
-                    if not broker.alive():
-                        raise ServeError(f"mosquitto exited unexpectedly ({broker.exit_reason()})") from None
+                    for broker in brokers:
+                        if not broker.alive():
+                            raise ServeError(f"mosquitto ({broker.config.role.value} broker) exited "
+                                             f"unexpectedly ({broker.exit_reason()})") from None
                     continue
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     break
                 if signum == signal.SIGUSR1:
-                    broker.stop()
-                    start_broker()
+                    stop_brokers()
+                    start_brokers()
                 elif signum == signal.SIGUSR2:
                     channel.call(core.wipe)
                     print("wiped", flush=True)
                 elif signum == signal.SIGHUP:
-                    broker.reload()
+                    for broker in brokers:
+                        broker.reload()
             return 0
         except BrokerError as exc:
             raise ServeError(str(exc)) from exc
