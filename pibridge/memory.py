@@ -4,9 +4,10 @@ glibc's malloc gives each thread that allocates while another holds the main are
 its own (up to eight per core), and every arena keeps the memory freed into it. Python's own
 small objects live in pymalloc's pools, but OpenSSL, SQLite and Python's larger objects use
 malloc, from the bridge's dozen threads: measured on ``pibridge run --simulate`` of the
-greenhouse profile (x86_64), two arenas instead of one per thread keep about 1.5-2 MB less
-resident. The threads seldom allocate at once (they share the GIL), so sharing costs nothing
-measurable. ``MALLOC_ARENA_MAX`` in the environment wins (glibc reads it at start).
+greenhouse profile (x86_64, VmHWM), one arena for all keeps ~2.5 MB less resident than glibc's
+default and ~0.6 MB less than two. The threads seldom allocate at once (they share the GIL; only
+SQLite and TLS run without it, a few times a minute), so sharing costs nothing measurable.
+``MALLOC_ARENA_MAX`` in the environment wins (glibc reads it at start).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 #: ``mallopt`` parameter number of ``M_ARENA_MAX`` (glibc's malloc.h)
 M_ARENA_MAX = -8
-#: Arenas a bridge process keeps: the main one and one its threads share.
-BRIDGE_ARENAS = 2
+#: Arenas a bridge process keeps: the main one, shared by every thread.
+BRIDGE_ARENAS = 1
 ARENA_ENV = "MALLOC_ARENA_MAX"
 
 

@@ -40,7 +40,6 @@ import enum
 import heapq
 import logging
 import queue as queue_module
-import subprocess
 import sys
 import threading
 import time
@@ -48,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pibridge.agent import (
     AgentClient,
@@ -69,6 +68,9 @@ from pibridge.bridge.model import SensorSpec
 from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +265,7 @@ class Delivery:
         self._step_retry_at = 0.0
         self._step_error = ""
         self._child_lock = threading.Lock()
-        self._child: subprocess.Popen[str] | None = None
+        self._child: subprocess.Popen[str] | None = None   # a provisioning child process
         self._progress = threading.Condition()
         self._drained = threading.Event()
         self._queue_changes = 0  # bumped by the queue's thread before a put returns
@@ -660,6 +662,8 @@ class Delivery:
     def _provision_child(self) -> str:
         """`provisioning_command` as a child process (killed by `stop`); its output line, or
         `ProvisioningError` with its last error line."""
+        import subprocess  # here: re-provisioning is rare, the bridge runs for months
+
         with self._child_lock:
             if self._stopping.is_set():
                 raise ProvisioningError("stopping")
