@@ -1,15 +1,18 @@
-"""A digital input (door contact, float switch, PIR) through gpiozero's ``DigitalInputDevice``.
+"""A digital input (door contact, float switch, PIR) on one pin of a gpiozero pin factory.
 
-Pull and active level follow gpiozero: with ``pull = "up"`` the input is active when the line is
-low, with ``"down"`` when it is high; with ``"none"``/``"floating"`` gpiozero needs the active
-level given, which ``active_low`` supplies (default: active high). Setting ``active_low``
-against the pull's natural level inverts the reported state. Besides the periodic sample,
-``on_change(callback)`` reports every edge at once with a timestamp.
+Pull and active level as gpiozero's ``DigitalInputDevice`` has them: with ``pull = "up"`` the
+input is active when the line is low, with ``"down"`` when it is high; with
+``"none"``/``"floating"`` the active level is ``active_low``'s (default: active high). Setting
+``active_low`` against the pull's natural level inverts the reported state. Besides the periodic
+sample, ``on_change(callback)`` reports every change of state at once with a timestamp.
 
-The hardware handle is a gpiozero pin factory (``pin_factory=``): a ``MockFactory`` in tests and
-``--simulate`` (the simulated world's), or, when none is given (``pibridge run`` and ``pibridge
-read`` on a Pi), the driver's own, built by `pibridge.drivers.gpio.hardware_pin_factory` and
-closed with the driver. gpiozero's global factory is never used.
+The driver uses gpiozero's *pin* interface only (`pibridge.drivers.gpio.InputPins`: claim the pin,
+set it to input with its pull, bounce time and edges, a ``when_changed`` callback), the part
+``DigitalInputDevice`` itself drives, not gpiozero's device classes: so the hardware handle
+(``pin_factory=``) is any pin factory — gpiozero's lgpio factory on a Pi (built by
+`pibridge.drivers.gpio.hardware_pin_factory` when none is given, closed with the driver),
+gpiozero's ``MockFactory`` in tests, or `pibridge.drivers.fakes.gpio.MockInputPins`, the
+simulated world's, which imports nothing of gpiozero. gpiozero's global factory is never used.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from pibridge.protocol import NAME_MAX_LEN, ValueType
 
 from .base import Driver, GpioPin, Metric, Option, OptionProblem, RetryPolicy, Sample
 from .errors import BusError
-from .gpio import hardware_pin_factory, missing_library
+from .gpio import InputPin, InputPins, hardware_pin_factory, pin_errors
 
 log = logging.getLogger(__name__)
 
 PULLS = ("up", "down", "none", "floating")
-PULL_UP_ARG = {"up": True, "down": False, "none": None, "floating": None}
+#: the option's pull as gpiozero's pins spell it
+PIN_PULL = {"up": "up", "down": "down", "none": "floating", "floating": "floating"}
 MAX_DEBOUNCE_S = 10.0
 STATE_KEY = "state"
 #: GPIO 2 and 3 (I2C1 SDA/SCL) carry fixed 1.8 kΩ pull-ups on every Pi: no pull-down wins there.
@@ -51,7 +55,7 @@ class DigitalInput(Driver):
     """One GPIO input as a bool metric (annotation configurable, e.g. "open")."""
 
     name = "digital_input"
-    description = "GPIO digital input (gpiozero DigitalInputDevice) with edge events"
+    description = "GPIO digital input (a gpiozero pin factory's pin) with edge events"
     metrics = (Metric(STATE_KEY, "State", value_type=ValueType.BOOL, annotation="active"),)
     options = (
         Option("pin", GpioPin, None, "input pin (BCM)", required=True),
@@ -89,52 +93,65 @@ class DigitalInput(Driver):
         """The state metric, annotated with what True means (the ``annotation`` option)."""
         return tuple(dataclasses.replace(m, annotation=config["annotation"]) for m in cls.metrics)
 
-    def __init__(self, pin_factory: Any = None, *, clock: Callable[[], float] = time.time,
+    def __init__(self, pin_factory: InputPins | None = None, *, clock: Callable[[], float] = time.time,
                  **options: Any) -> None:
         super().__init__(**options)
         self._clock = clock
         self._callbacks: list[ChangeCallback] = []
-        pull = self.config["pull"]
-        self._active_low = effective_active_low(pull, self.config["active_low"])
-        pull_up = PULL_UP_ARG[pull]
-        # gpiozero: with a pull its active level is fixed (up → low); without, we give it.
-        self._invert = pull_up is not None and self._active_low != pull_up
-        active_state = None if pull_up is not None else not self._active_low
-        try:
-            from gpiozero import DigitalInputDevice, GPIOZeroError
-        except ImportError as exc:
-            raise missing_library("gpiozero", "a digital input") from exc
+        self._active_low = effective_active_low(self.config["pull"], self.config["active_low"])
+        self._last_state: bool | None = None   # the state the last callback saw (changes only)
         self._own_factory = pin_factory is None
-        self._factory = hardware_pin_factory() if pin_factory is None else pin_factory
+        self._factory: InputPins = hardware_pin_factory() if pin_factory is None else pin_factory
+        self._number = self.config["pin"]
+        self._pin: InputPin | None = None
+        errors = pin_errors()
         try:
-            self._device = DigitalInputDevice(
-                self.config["pin"], pull_up=pull_up, active_state=active_state,
-                bounce_time=self.config["debounce"], pin_factory=self._factory)
-        except GPIOZeroError as exc:
+            self._factory.reserve_pins(self, self._number)   # as gpiozero's devices: one owner per pin
+        except errors as exc:
             self._close_factory()
-            raise BusError(f"digital_input: cannot claim GPIO{self.config['pin']}: {exc}") from exc
+            raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+        try:
+            pin = self._factory.pin(self._number)
+            pin.function = "input"
+            if pin.pull != PIN_PULL[self.config["pull"]]:
+                pin.pull = PIN_PULL[self.config["pull"]]
+            pin.bounce = self.config["debounce"]
+            pin.edges = "both"
+            self._last_state = self._level_means(pin.state)
+            pin.when_changed = self._changed
+        except errors as exc:
+            self._factory.release_pins(self, self._number)
+            self._close_factory()
+            raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+        self._pin = pin
 
     @property
     def active_low(self) -> bool:
         """True when the reported state is True for a low line."""
         return self._active_low
 
-    def _state(self) -> bool:
-        return bool(self._device.value) != self._invert
+    def _conflicts_with(self, other: object) -> bool:
+        """gpiozero's reservation protocol (``Factory.reserve_pins`` asks the requester): a pin
+        another device holds is never shared."""
+        return True
+
+    def _level_means(self, level: Any) -> bool:
+        """The reported state for line ``level`` (True = active)."""
+        return bool(level) != self._active_low
 
     def collect(self) -> Sample:
         """The input's current state (True = active)."""
+        pin = self._pin
+        if pin is None:
+            raise BusError(f"digital_input: GPIO{self._number} is closed")
         try:
-            return {STATE_KEY: self._state()}
+            return {STATE_KEY: self._level_means(pin.state)}
         except Exception as exc:  # gpiozero raises its own errors for a closed/lost pin
-            raise BusError(f"digital_input: reading GPIO{self.config['pin']} failed: {exc}") from exc
+            raise BusError(f"digital_input: reading GPIO{self._number} failed: {exc}") from exc
 
     def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
-        """Call ``callback(state, epoch_seconds)`` on every edge (from gpiozero's event thread).
-        Returns a function that unregisters it."""
-        if not self._callbacks:
-            self._device.when_activated = self._edge
-            self._device.when_deactivated = self._edge
+        """Call ``callback(state, epoch_seconds)`` on every change of state (from the pin
+        factory's event thread). Returns a function that unregisters it."""
         self._callbacks.append(callback)
 
         def remove() -> None:
@@ -142,12 +159,20 @@ class DigitalInput(Driver):
                 self._callbacks.remove(callback)
         return remove
 
-    def _edge(self) -> None:
-        state, when = self._state(), self._clock()
+    def _changed(self, ticks: Any, level: Any) -> None:
+        """The pin's ``when_changed``: an edge at line ``level``; callbacks hear of changes of
+        state only (as gpiozero's ``when_activated``/``when_deactivated``)."""
+        state = self._level_means(level)
+        if state == self._last_state:
+            return
+        self._last_state = state
+        if not self._callbacks:
+            return
+        when = self._clock()
         for callback in list(self._callbacks):
             try:
                 callback(state, when)
-            except Exception:  # a bad listener must not kill gpiozero's event thread
+            except Exception:  # a bad listener must not kill the factory's event thread
                 log.exception("digital_input: change callback failed")
 
     def _close_factory(self) -> None:
@@ -156,5 +181,9 @@ class DigitalInput(Driver):
 
     def _release(self) -> None:
         self._callbacks.clear()
-        self._device.close()
+        pin, self._pin = self._pin, None
+        if pin is not None:
+            pin.when_changed = None
+            self._factory.release_pins(self, self._number)
+            pin.close()
         self._close_factory()

@@ -1,6 +1,7 @@
 """The GPIO side of drivers built on gpiozero: the real pin factory, built explicitly.
 
-Drivers take a gpiozero pin factory as their hardware handle (``pin_factory=``); gpiozero's
+Drivers take a gpiozero pin factory as their hardware handle (``pin_factory=``; an input needs
+only the pin interface `InputPins`, which pibridge's mock input pins also have); gpiozero's
 process-wide ``Device.pin_factory`` is never used or set, so a simulated device (a
 ``MockFactory``) and a real one can live in the same process. Without an injected factory a
 driver calls `hardware_pin_factory` and owns what it gets.
@@ -14,12 +15,55 @@ turns the failure into one line.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .errors import ConfigurationError, DeviceNotFoundError
 
 GPIOZERO_FACTORY_ENV = "GPIOZERO_PIN_FACTORY"
+
+
+class PinClaimError(Exception):
+    """A pin factory of pibridge's own (`pibridge.drivers.fakes.gpio.MockInputPins`) cannot give
+    the pin as asked (in use, a setting it does not have); gpiozero's raise ``GPIOZeroError``."""
+
+
+class InputPin(Protocol):
+    """The part of gpiozero's ``Pin`` an input driver uses (gpiozero's pins have it all)."""
+
+    function: str     # "input"
+    pull: str         # "up", "down", "floating"
+    bounce: float | None
+    edges: str        # "both", "rising", "falling", "none"
+    when_changed: Callable[[Any, Any], None] | None   # (ticks, state), on the factory's thread
+
+    @property
+    def state(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class InputPins(Protocol):
+    """The part of gpiozero's pin ``Factory`` an input driver uses: gpiozero's own factories
+    (lgpio's on a Pi, its ``MockFactory``) and `pibridge.drivers.fakes.gpio.MockInputPins`."""
+
+    def pin(self, spec: Any) -> Any: ...
+
+    def reserve_pins(self, requester: Any, *specs: Any) -> None: ...
+
+    def release_pins(self, requester: Any, *specs: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def pin_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a pin factory raises for a pin it cannot give or set: ours, and gpiozero's
+    when it is loaded (a gpiozero factory in use means it is: never imported just for this)."""
+    gpiozero = sys.modules.get("gpiozero")
+    error = getattr(gpiozero, "GPIOZeroError", None)
+    return (PinClaimError, error) if isinstance(error, type) else (PinClaimError,)
 GPIOZERO_FACTORY_GROUP = "gpiozero_pin_factories"
 
 

@@ -17,9 +17,10 @@ driver is its entry-point name.
 
 `get` imports only what it needs (a long-running bridge keeps every module it imports in
 memory): a built-in driver is first looked for in the module named like it (``bme280`` in
-``bme280.py``, ``dht22`` in ``dht.py``: the name without its trailing digits), and only when that
-fails are all chip modules imported, then the installed packages' metadata scanned
-(``importlib.metadata``, which brings ``email`` and ``csv`` along).
+``bme280.py``, ``dht22`` in ``dht.py``: the name without its trailing digits, ``ads1115`` in
+``ads1x15.py``: an ``x`` for a digit), and only when that fails are all chip modules imported,
+then the installed packages' metadata scanned (``importlib.metadata``, which brings ``email``
+and ``csv`` along). `canonical` of a built-in name is that name, found the same way.
 """
 
 from __future__ import annotations
@@ -69,14 +70,35 @@ def _drivers_in(module: ModuleType) -> list[tuple[str, str]]:
             and value.name and not attr.startswith("_")]
 
 
+@functools.cache
+def _chip_modules() -> tuple[str, ...]:
+    """The names of the package's chip modules (listed, not imported)."""
+    package = importlib.import_module(PACKAGE)
+    return tuple(sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                        if not info.ispkg and info.name not in NOT_DRIVER_MODULES
+                        and not info.name.startswith("_")))
+
+
+def _family_of(module_name: str, name: str) -> bool:
+    """Whether ``module_name`` names a chip family ``name`` belongs to: an ``x`` stands for one
+    digit (``ads1x15`` holds ``ads1115`` and ``ads1015``)."""
+    return "x" in module_name and len(module_name) == len(name) and all(
+        m == n or (m == "x" and n.isdigit()) for m, n in zip(module_name, name, strict=True))
+
+
+def _namesakes(name: str) -> list[str]:
+    """The chip modules that may define driver ``name``, most likely first: its namesake, the
+    name without its trailing digits (``dht22`` in ``dht``), its family (``ads1115`` in
+    ``ads1x15``)."""
+    modules = _chip_modules()
+    candidates = [name, name.rstrip("0123456789"), *(m for m in modules if _family_of(m, name))]
+    return [m for m in dict.fromkeys(candidates) if m in modules]
+
+
 def _builtin_target(name: str) -> str | None:
-    """The built-in ``name``'s target, looked for in its namesake module first (``dht22`` in
-    ``dht``), else in every chip module (`builtin`)."""
-    for module_name in dict.fromkeys((name, name.rstrip("0123456789"))):
-        if (not module_name.isidentifier() or module_name in NOT_DRIVER_MODULES
-                or module_name.startswith("_")
-                or importlib.util.find_spec(f"{PACKAGE}.{module_name}") is None):
-            continue
+    """The built-in ``name``'s target, looked for in its namesake modules first (`_namesakes`),
+    else in every chip module (`builtin`)."""
+    for module_name in _namesakes(name):
         for found, target in _drivers_in(importlib.import_module(f"{PACKAGE}.{module_name}")):
             if found == name:
                 return target
@@ -96,6 +118,7 @@ def reset() -> None:
     """Forget both tables: the next lookup finds the built-in modules and scans the installed
     packages again (for a process that installs a driver package while it runs, e.g. a test)."""
     builtin.cache_clear()
+    _chip_modules.cache_clear()
     installed.cache_clear()
     _logged_shadowed.clear()
 
@@ -138,6 +161,8 @@ def shadowed() -> list[str]:
 
 def canonical(name: str) -> str | None:
     """The registry's spelling of ``name`` (``"BME280"`` -> ``"bme280"``), None if unknown."""
+    if _builtin_target(name) is not None:  # a built-in name wins: no scan of every module and package
+        return name
     targets = _targets()
     if name in targets:
         return name

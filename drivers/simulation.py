@@ -10,9 +10,10 @@ One world per run::
     world.close()                                       # drivers, fakes, timers, temp files
 
 The world holds the fakes that sensors share (one fake SMBus per bus number, one w1 tree whose one
-master carries every simulated probe, one gpiozero ``MockFactory``, one fake chip per SPI chip
-select) and runs the environment's timeline: a timer drives each simulated door's mock pin at the
-scheduled open/close times, so edges fire between reads.
+master carries every simulated probe, one gpiozero ``MockFactory``, one set of mock input pins
+for the door contacts, one fake chip per SPI chip select) and runs the environment's timeline: a
+timer drives each simulated door's mock pin at the scheduled open/close times, so edges fire
+between reads.
 
 Drivers are built by *simulators*: functions ``simulate(world, cls, options) -> Driver`` that
 wire the fake hardware and call the driver's public constructor with it. A driver class names its
@@ -44,6 +45,7 @@ from .base import Driver
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from .fakes.gpio import MockInputPins
     from .fakes.i2c import FakeI2CDevice, FakeSMBus
 
 log = logging.getLogger(__name__)
@@ -413,6 +415,13 @@ class SimulatedWorld:
         from gpiozero.pins.mock import MockFactory
 
         return self.shared("gpio", MockFactory)
+
+    def input_pins(self) -> MockInputPins:
+        """This world's mock input pins (`fakes.gpio.MockInputPins`: no gpiozero import), for
+        inputs that need only gpiozero's pin interface (a door contact)."""
+        from .fakes.gpio import MockInputPins
+
+        return self.shared("gpio-inputs", MockInputPins)
 
     # -- the environment's timeline ------------------------------------------------------------
     def add_door(self, pin: Any, active_high: bool) -> None:

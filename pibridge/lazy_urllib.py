@@ -10,6 +10,11 @@ access (from then on it is what ``sys.modules`` and ``urllib.request`` hold), so
 ``urllib.request`` sees no difference. When ``urllib.request`` is already loaded, nothing
 changes.
 
+paho reads the proxy settings on every connection when PySocks is installed (``getproxies()``,
+``proxy_bypass(host)``): while no ``*_proxy`` environment variable is set, the placeholder
+answers those two itself, as ``urllib.request`` answers on Linux (no proxies, no bypass), without
+loading it; with one set, or off Linux, it loads the real module and asks it.
+
 (`importlib.util.LazyLoader` cannot do this on Python 3.11: an ``import`` statement reads the
 module's ``__spec__``, which makes it load at once.)
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 import types
@@ -33,6 +39,28 @@ class DeferredModule(types.ModuleType):
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(_load(self), attribute)
+
+
+def _proxy_configured() -> bool:
+    """Whether any ``*_proxy`` environment variable (any case) has a value: only then can
+    ``urllib.request``'s environment look-ups (``getproxies_environment``,
+    ``proxy_bypass_environment``) find a proxy."""
+    return any(value and name[-6:].lower() == "_proxy" for name, value in os.environ.items())
+
+
+class DeferredRequest(DeferredModule):
+    """The placeholder of ``urllib.request``: its two proxy look-ups answer without loading it
+    while no proxy is configured (on Linux, where ``urllib.request`` reads only the environment)."""
+
+    def getproxies(self) -> dict[str, str]:
+        if sys.platform.startswith("linux") and not _proxy_configured():
+            return {}
+        return dict(_load(self).getproxies())
+
+    def proxy_bypass(self, host: str) -> bool:
+        if sys.platform.startswith("linux") and not _proxy_configured():
+            return False   # proxy_bypass_environment: no "no_proxy" entry, no bypass
+        return bool(_load(self).proxy_bypass(host))
 
 
 def _load(placeholder: DeferredModule) -> types.ModuleType:
@@ -53,7 +81,7 @@ def defer(name: str) -> None:
     spec = importlib.util.find_spec(name)
     if spec is None:
         return
-    placeholder = DeferredModule(name)
+    placeholder = DeferredRequest(name) if name == "urllib.request" else DeferredModule(name)
     placeholder.__spec__ = spec  # read by the import statement (is it initialising?): not loading
     sys.modules[name] = placeholder
     parent, _, child = name.rpartition(".")

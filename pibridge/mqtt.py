@@ -9,7 +9,9 @@ Two layers:
 - `MqttLink` keeps a session alive: it reconnects with capped exponential backoff and jitter
   and calls ``on_up(session)`` after every (re)connect so the owner can subscribe again.
 
-A session normally runs paho's network loop on a thread of its own. With ``threaded=False`` its
+A session normally runs paho's network loop on a thread of its own, which sleeps until there is
+traffic, a packet to send (paho's wake-up byte) or keepalive work (`network_wait_s`): an idle
+connection costs a few wake-ups a minute, not paho's one a second. With ``threaded=False`` its
 owner drives the network itself with `MqttSession.loop` (the emulator's core does, to read,
 handle and answer requests on one thread): publishing then writes straight to the socket, with
 no hand-off to another thread and no wake-up byte for paho's loop.
@@ -22,6 +24,7 @@ callback, which is why every session keeps the log lines of its opening.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
@@ -52,6 +55,16 @@ DEFAULT_TIMEOUT_S = 10.0
 #: QoS-1 publishes paho sends before it holds further ones back until PUBACKs arrive (paho's
 #: default is 20, which throttles pipelined requests; the broker acknowledges each at once).
 MAX_INFLIGHT_MESSAGES = 1000
+
+#: paho's network thread waits in select() at most this share of the keepalive (paho's own loop
+#: thread waits 1 s): everything else wakes it at once (traffic in; a publish, subscribe or
+#: disconnect from another thread writes paho's wake-up byte), so this bounds only how late the
+#: keepalive work is done. A PINGREQ due one keepalive after the last packet goes at most a quarter
+#: keepalive late, well within the 1.5 keepalives the broker waits; a missing PINGRESP is noticed
+#: at most as late.
+KEEPALIVE_WAIT_SHARE = 0.25
+#: The network thread's longest wait in select() without a keepalive (seconds).
+NETWORK_WAIT_MAX_S = 60.0
 
 #: Fragments of OpenSSL alert texts a server sends when it refuses our client certificate.
 _CERT_REJECTION_MARKERS = (
@@ -217,6 +230,35 @@ def classify(exc: BaseException, log_lines: Sequence[str] = ()) -> FailureKind:
     return FailureKind.LOST
 
 
+def network_wait_s(keepalive: int) -> float:
+    """The network thread's longest wait in select() for a connection with ``keepalive`` (s)."""
+    if keepalive <= 0:
+        return NETWORK_WAIT_MAX_S
+    return min(NETWORK_WAIT_MAX_S, KEEPALIVE_WAIT_SHARE * keepalive)
+
+
+class _PahoClient(paho.Client):
+    """paho's client whose network thread (`loop_start`) waits up to ``network_wait`` seconds in
+    select() instead of paho's fixed 1 s (paho has no parameter for it: its thread's entry point
+    is overridden, otherwise as paho's own: ``loop_forever``, then the thread is forgotten)."""
+
+    network_wait = 1.0
+
+    def _thread_main(self) -> None:
+        try:
+            self.loop_forever(timeout=self.network_wait, retry_first_connection=True)
+        finally:
+            self._thread = None
+
+    def wake_network_thread(self) -> None:
+        """Make the network thread's select() return now (paho's own wake-up byte), e.g. to see
+        that `loop_stop` asks it to end."""
+        sock = self._sockpairW
+        if sock is not None:
+            with contextlib.suppress(OSError):  # full (it is awake anyway) or closed (it has ended)
+                sock.send(b"\0")
+
+
 MessageHandler = Callable[[str, bytes], None]
 ClosedHandler = Callable[[ConnectFailure], None]
 
@@ -252,10 +294,11 @@ class MqttSession:
                 context = (socket_path_tls_context if endpoint.unix_socket else tls_context)(endpoint.tls)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise tls_files_failure(endpoint.tls, exc, endpoint) from exc
-        self._client = paho.Client(
+        self._client = _PahoClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
             protocol=PROTOCOL, transport=transport, reconnect_on_failure=False,
         )
+        self._client.network_wait = network_wait_s(keepalive)
         self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
         if context is not None:
             self._client.tls_set_context(context)
@@ -337,6 +380,8 @@ class MqttSession:
             return
         if threading.current_thread() is getattr(self._client, "_thread", None):
             return
+        self._client._thread_terminate = True  # what loop_stop sets; the thread sees it once awake
+        self._client.wake_network_thread()
         self._client.loop_stop()
 
     def _wait(self, event: threading.Event, timeout: float) -> bool:

@@ -22,7 +22,6 @@ API: `display_unit` (unit, annotation) -> (symbol, factor); `display` (value, un
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,6 +192,8 @@ def profile_unit(text: str, agent_units: frozenset[str] | set[str]) -> ProfileUn
     known = [*AGENT_SYMBOLS, *CUSTOM_UNITS]
     close = next((k for k in known if k.casefold() == written.casefold()), None)
     if close is None and len(text) <= 64:
+        import difflib  # here: a bridge that runs keeps its imports in memory, and needs it only for typos
+
         matches = difflib.get_close_matches(text, [*known, *sorted(agent_units)], n=1, cutoff=0.6)
         close = matches[0] if matches else None
     raise ValueError(f"{text!r} is not one of the agent's units nor a unit pibridge knows"

@@ -35,8 +35,7 @@ def client(settings: AgentSettings) -> Iterator[AgentClient]:
     client.close()
 
 
-@pytest.fixture
-def mock_factory() -> Iterator[object]:
+def _gpiozero_mock_factory() -> Iterator[object]:
     """A fresh gpiozero MockFactory for one test, closed afterwards. Drivers get it injected; the
     test fails if anything made gpiozero create its process-wide default factory (nothing may
     depend on ``GPIOZERO_PIN_FACTORY`` or ``Device.pin_factory``)."""
@@ -48,6 +47,10 @@ def mock_factory() -> Iterator[object]:
     yield factory
     factory.close()
     assert Device.pin_factory is previous, "gpiozero's global pin factory was initialised"
+
+
+mock_factory = pytest.fixture(_gpiozero_mock_factory, name="mock_factory")
+gpiozero_mock_factory = pytest.fixture(_gpiozero_mock_factory, name="gpiozero_mock_factory")
 
 
 @pytest.fixture(autouse=True)

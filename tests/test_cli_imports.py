@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -42,10 +43,37 @@ def test_run_imports_no_other_command_nor_http_and_email() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('pibridge.cli.')))\n"
             "print([m for m in ('http.client', 'email', 'importlib.metadata') if m in sys.modules])\n"
             "import pibridge.mqtt, urllib.request\n"
-            "print(callable(urllib.request.getproxies), type(urllib.request).__name__, "
+            "print(callable(urllib.request.Request), type(urllib.request).__name__, "
             "sys.modules['urllib.request'] is urllib.request, 'http.client' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert lines[-3] == "['pibridge.cli.agent_commands', 'pibridge.cli.run_commands']"
     assert lines[-2] == "[]"
     assert lines[-1] == "True module True True"  # used: the real module, loaded on first use
+
+
+PROXY_CODE = ("import sys, pibridge.mqtt, urllib.request\n"
+              "print(urllib.request.getproxies(), urllib.request.proxy_bypass('localhost'), "
+              "'http.client' in sys.modules)\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the placeholder answers on Linux only")
+def test_paho_s_proxy_look_ups_load_no_urllib_request_without_a_proxy() -> None:
+    """paho asks ``getproxies()`` and ``proxy_bypass(host)`` on every connection (PySocks
+    installed): with no ``*_proxy`` variable set they are answered as urllib.request answers
+    (nothing, no bypass) without loading it."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["empty_proxy"] = ""   # an empty variable configures nothing (urllib.request skips it)
+    out = subprocess.run([sys.executable, "-c", PROXY_CODE], capture_output=True, text=True, check=True,
+                         env=env)
+    assert out.stdout.splitlines()[-1] == "{} False False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the placeholder answers on Linux only")
+def test_a_configured_proxy_is_read_by_the_real_urllib_request() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(MQTT_PROXY="socks://proxy.example:1080", no_proxy="localhost")
+    out = subprocess.run([sys.executable, "-c", PROXY_CODE], capture_output=True, text=True, check=True,
+                         env=env)
+    proxies = "{'mqtt': 'socks://proxy.example:1080', 'no': 'localhost'}"
+    assert out.stdout.splitlines()[-1] == f"{proxies} True True"

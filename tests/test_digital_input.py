@@ -1,9 +1,13 @@
-"""Digital input via gpiozero DigitalInputDevice on MockFactory pins."""
+"""Digital input on a pin factory's pins: gpiozero's MockFactory and pibridge's MockInputPins
+(every test runs on both: the driver uses only the pin interface they share)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,6 +18,20 @@ from pibridge.drivers.simulation import Environment, SimulatedWorld
 from pibridge.protocol import ValueType
 
 PIN = 17
+
+
+@pytest.fixture(params=["gpiozero", "pibridge"])
+def mock_factory(request: pytest.FixtureRequest) -> Iterator[object]:
+    """gpiozero's MockFactory (the conftest fixture's, with its global-factory check) or the
+    simulated world's `MockInputPins`."""
+    if request.param == "gpiozero":
+        yield request.getfixturevalue("gpiozero_mock_factory")
+        return
+    from pibridge.drivers.fakes.gpio import MockInputPins
+
+    factory = MockInputPins()
+    yield factory
+    factory.close()
 
 
 def test_pull_up_is_active_low(mock_factory) -> None:
@@ -77,7 +95,7 @@ def test_failing_callback_does_not_stop_others(mock_factory) -> None:
     assert seen == [True]
 
 
-def test_debounce_passed_to_gpiozero(mock_factory) -> None:
+def test_debounce_passed_to_the_pin(mock_factory) -> None:
     with DigitalInput(pin_factory=mock_factory, pin=PIN, debounce=0.05):
         assert mock_factory.pin(PIN).bounce == 0.05
 
@@ -184,3 +202,35 @@ def test_simulated_door_edges_fire_between_reads_in_real_time() -> None:
         door.on_change(on_change)
         assert enough.wait(timeout=10.0)
     assert events[:4] in ([True, False, True, False], [False, True, False, True])
+
+
+def test_a_change_of_state_is_reported_once(mock_factory) -> None:
+    """As gpiozero's DigitalInputDevice: callbacks hear changes of state, not repeated levels."""
+    events: list[bool] = []
+    with DigitalInput(pin_factory=mock_factory, pin=PIN) as door:
+        door.on_change(lambda state, when: events.append(state))
+        pin = mock_factory.pin(PIN)
+        pin.drive_high()       # already high (pulled up): no edge
+        pin.drive_low()
+        pin.drive_low()
+        pin.drive_high()
+    assert events == [True, False]
+
+
+def test_closing_releases_the_pin_for_the_next_driver(mock_factory) -> None:
+    DigitalInput(pin_factory=mock_factory, pin=PIN).close()
+    with DigitalInput(pin_factory=mock_factory, pin=PIN, pull="down") as again:
+        assert again.read() == {"state": False}
+
+
+def test_a_simulated_door_imports_nothing_of_gpiozero() -> None:
+    """The simulated world's door runs on pibridge's mock input pins: gpiozero's package (every
+    device class, importlib.metadata, statistics: ~3 MB of a simulated bridge) stays unloaded."""
+    code = ("import sys\n"
+            "from pibridge.drivers.simulation import Environment, SimulatedWorld\n"
+            "with SimulatedWorld(Environment(seed=1), door_timer=False) as world:\n"
+            "    door = world.build('digital_input', {'pin': 27})\n"
+            "    print(door.read(), [m for m in ('gpiozero', 'importlib.metadata') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    state, loaded = out.stdout.strip().split("} ")
+    assert state.startswith("{'state': ") and loaded == "[]"

@@ -307,23 +307,32 @@ def test_a_refused_reload_degrades_until_a_reload_succeeds_or_the_file_is_fixed_
 
 def test_the_main_loop_sleeps_until_the_next_due_work(tmp_path: Path,
                                                       notify_socket: tuple[socket.socket, str]) -> None:
-    """An idle bridge wakes when the watchdog, the status file or a frame is due, not every
-    second (issue 17: wake-ups of an idle bridge)."""
+    """An idle bridge wakes when the watchdog, the status file's heartbeat or a frame is due, not
+    every second (issue 17: wake-ups of an idle bridge); a turn for another reason writes the
+    file once its minimum interval passed."""
     _, address = notify_socket
     profile = Profile(tmp_path / "p.toml", AgentSettings(), bridge=BridgeSettings(state_dir=tmp_path))
     now = [1000.0]
     tracker = StatusTracker(profile.path, tmp_path)
-    writer = StatusWriter(tmp_path / "status-x.json", min_interval_s=5.0, monotonic=lambda: now[0])
+    writer = StatusWriter(tmp_path / "status-x.json", min_interval_s=5.0, heartbeat_s=8.0,
+                          monotonic=lambda: now[0])
     ops = Operations(tracker, SystemdNotifier(address, 20.0, monotonic=lambda: now[0]), writer,
                      LogLinesView(), ProfileReloader(profile, loader=lambda p: profile), ReloadSignal())
     assert ops.next_turn_in() == 0.0                     # nothing written, no keep-alive sent yet
     ops.tick(alive=True)
-    assert ops.next_turn_in() == 5.0                     # the status file (the watchdog: 10 s)
-    now[0] += 4.0
+    assert ops.next_turn_in() == 8.0                     # the status file's heartbeat (the watchdog: 10 s)
+    now[0] += 7.0
     assert ops.next_turn_in() == pytest.approx(1.0)
     now[0] += 1.0
+    ops.tick(alive=True)                                 # the heartbeat write
+    assert ops.next_turn_in() == pytest.approx(2.0)      # the watchdog
+    now[0] += 2.0
     ops.tick(alive=True)
-    assert ops.next_turn_in() == pytest.approx(5.0)
+    assert not writer.due() and ops.next_turn_in() == pytest.approx(6.0)
+    now[0] += 3.0
+    assert writer.due() and ops.next_turn_in() == pytest.approx(3.0)   # due, but not worth a turn
+    ops.tick(alive=True)                                 # a turn for another reason writes it
+    assert not writer.due() and ops.next_turn_in() == pytest.approx(7.0)  # the watchdog again
     no_watchdog = Operations(tracker, SystemdNotifier(None), StatusWriter(tmp_path / "status-y.json",
                              min_interval_s=30.0, monotonic=lambda: now[0]), LogLinesView(),
                              ProfileReloader(profile, loader=lambda p: profile), ReloadSignal())

@@ -29,7 +29,6 @@ release date but behind by however long the Pi was off.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -78,9 +77,10 @@ class KernelSync:
     def __init__(self) -> None:
         self._adjtimex: Callable[[ctypes.Array[ctypes.c_char]], int] | None = None
         self._refused = False
-        name = ctypes.util.find_library("c")
         try:
-            self._adjtimex = ctypes.CDLL(name, use_errno=True).adjtimex if name else None
+            # the running process's own symbols, libc's among them (``ctypes.util.find_library``
+            # would run ``ldconfig -p`` in a child process and keep ``subprocess`` imported)
+            self._adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex
         except (OSError, AttributeError):
             self._adjtimex = None
 

@@ -17,11 +17,14 @@ push) closes the gate; a reconciliation during which the connection went down is
 The inventory probe: the full reconciliation runs every ``inventory_check`` (1 h by default), but
 an agent whose inventory is lost while we run (a wipe, a reinstall) accepts pushes to our old ids
 and files them under sensors it creates implicitly, named by their ids. So every
-`INVENTORY_PROBE_S` one ``list_sensors`` is compared with the verified ids (each sensor listed,
-under its name, with its metrics): a mismatch closes the gate and reconciles at once, and the
-samples acknowledged since the last good probe are reported in one warning (they may sit under
-those nameless sensors); samples still in flight to those sensors are sent again under the new
-ids even when acknowledged. A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer.
+`INVENTORY_PROBE_S`, while samples were acknowledged since the last good probe, one
+``list_sensors`` is compared with the verified ids (each sensor listed, under its name, with its
+metrics): a mismatch closes the gate and reconciles at once, the samples acknowledged since the
+last good probe are reported in one warning (they may sit under those nameless sensors), and
+samples still in flight to those sensors are sent again under the new ids even when acknowledged.
+A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer of the first
+acknowledgement after it; with nothing acknowledged there is nothing it could have misfiled, and
+no probe (an idle bridge sends none between two samples).
 
 What happens to a push that was not acknowledged:
 
@@ -44,7 +47,6 @@ import enum
 import heapq
 import logging
 import queue as queue_module
-import subprocess
 import sys
 import threading
 import time
@@ -52,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pibridge.agent import (
     AgentClient,
@@ -75,6 +77,9 @@ from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
 from pibridge.protocol import Op
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +122,9 @@ REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
 PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
 MAX_UNKNOWN_ID_RETRIES = 3
-#: Seconds between two inventory probes (one list_sensors compared with the verified ids): the
-#: bound on how long a live wipe at the agent goes unnoticed.
+#: Seconds between two inventory probes (one list_sensors compared with the verified ids, sent
+#: only while samples were acknowledged since the last good one): the bound on how long a live
+#: wipe at the agent goes unnoticed once samples are pushed.
 INVENTORY_PROBE_S = 30.0
 #: Seconds `stop` lets in-flight pushes finish (their acknowledgements delete rows).
 STOP_DRAIN_S = 1.5
@@ -322,7 +328,7 @@ class Delivery:
         self._step_retry_at = 0.0
         self._step_error = ""
         self._child_lock = threading.Lock()
-        self._child: subprocess.Popen[str] | None = None
+        self._child: subprocess.Popen[str] | None = None   # a provisioning child process
         self._progress = threading.Condition()
         self._drained = threading.Event()
         self._queue_changes = 0  # bumped by the queue's thread before a put returns
@@ -521,7 +527,7 @@ class Delivery:
             wake.append(self._reconcile_at)
         if self._resolved is not None:
             wake.append(self._next_check)
-            if self._probing is None:
+            if self._probing is None and self._acked_since_probe:
                 wake.append(self._probe_at)
         if self._acked:
             wake.append(now + 0.5)
@@ -564,7 +570,8 @@ class Delivery:
             self._reconcile()
         resolved = self._resolved
         if (resolved is not None and self._probing is None and not self._need_reconcile
-                and time.monotonic() >= self._probe_at and self._gate_open(resolved)):
+                and self._acked_since_probe and time.monotonic() >= self._probe_at
+                and self._gate_open(resolved)):
             self._probe(resolved)
         exhausted = False
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
@@ -719,6 +726,8 @@ class Delivery:
     def _provision_child(self) -> str:
         """`provisioning_command` as a child process (killed by `stop`); its output line, or
         `ProvisioningError` with its last error line."""
+        import subprocess  # here: re-provisioning is rare, the bridge runs for months
+
         with self._child_lock:
             if self._stopping.is_set():
                 raise ProvisioningError("stopping")

@@ -361,7 +361,7 @@ class LogLinesView:
 
     def due(self) -> bool:
         """Never on its own: the summary follows the snapshot the status file is written from
-        (a change of state shows within `pibridge.bridge.status.WRITE_INTERVAL_S`)."""
+        (a change of state shows within `pibridge.bridge.status.HEARTBEAT_S`)."""
         return False
 
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:

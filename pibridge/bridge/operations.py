@@ -12,10 +12,11 @@ owns the data path; this owns telling the world about it.
     ops.stopping()                                       # STOPPING=1, status file removed
 
 `tick` is cheap when nothing is due (a few clock reads): call it every main-loop turn, at least
-once a second (the view redraws once a second; the watchdog needs a ping every WatchdogSec/2).
-``refresh`` (the service's call of `feed_status`) runs only when the status file or the view is
-due, so the queue's statistics query runs at most once a second on a terminal and once every
-`WRITE_INTERVAL_S` without one.
+when `next_turn_in` says (the view redraws once a second; the watchdog needs a ping every
+WatchdogSec/2; the status file is rewritten at most every `WRITE_INTERVAL_S`, and every
+`HEARTBEAT_S` by an idle loop). ``refresh`` (the service's call of `feed_status`) runs only when
+the status file or the view is due, so the queue's statistics query runs at most once a second
+on a terminal and once every `WRITE_INTERVAL_S` without one.
 
 `feed_status` is the one adapter from the running parts' own counters (the scheduler's
 ``stats()``, the delivery's ``status()``, which carries the queue's ``stats()``) to the tracker.
@@ -121,9 +122,10 @@ class Operations:
 
     def next_turn_in(self) -> float:
         """Seconds until the next main-loop turn has work: the watchdog's keep-alive, the status
-        file, a live view's frame (a log summary follows the status file); infinite if none."""
+        file's heartbeat (a turn for another reason writes it once `WRITE_INTERVAL_S` passed), a
+        live view's frame (a log summary follows the status file); infinite if none."""
         view_due_in = getattr(self.view, "due_in", None)
-        return min(self.notifier.watchdog_due_in(), self.writer.due_in(),
+        return min(self.notifier.watchdog_due_in(), self.writer.heartbeat_in(),
                    view_due_in() if view_due_in is not None else math.inf)
 
     def tick(self, *, alive: bool, on_reload: Callable[[ReloadResult], None] | None = None,

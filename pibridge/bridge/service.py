@@ -76,8 +76,9 @@ HOOK_LOG_INTERVAL_S = 60.0
 #: How often the main loop wakes (issue 11 sends watchdog keep-alives from it).
 MAIN_TICK_S = 1.0
 #: The main loop's longest sleep when nothing is due (an idle bridge wakes this often, not every
-#: second): a dead thread is found and a SIGHUP reload starts at most this late.
-MAIN_IDLE_TURN_S = 5.0
+#: second: the status file's heartbeat, `pibridge.bridge.status.HEARTBEAT_S`): a dead thread is
+#: found and a SIGHUP reload starts at most this late.
+MAIN_IDLE_TURN_S = 10.0
 #: journald's syslog priority prefixes (sd-daemon(3)).
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
                    logging.DEBUG: 7}
@@ -440,9 +441,9 @@ class Bridge:
     # -- operations: watchdog, status, reload ----------------------------------------------------
     def _next_turn_in(self) -> float:
         """How long the main loop sleeps: every `MAIN_TICK_S` while the web page is live or a
-        sensor error waits for the agent; else until the watchdog, the status file or the view
-        is due, between `MAIN_TICK_S` and `MAIN_IDLE_TURN_S` (which bounds how late a dead
-        thread or a SIGHUP is noticed)."""
+        sensor error waits for the agent; else until the watchdog, the status file's heartbeat
+        or the view is due, between `MAIN_TICK_S` and `MAIN_IDLE_TURN_S` (which bounds how late
+        a dead thread or a SIGHUP is noticed)."""
         if self.ops is None or self.web is not None or self._unreported:
             return MAIN_TICK_S
         return min(MAIN_IDLE_TURN_S, max(MAIN_TICK_S, self.ops.next_turn_in()))

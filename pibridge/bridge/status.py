@@ -8,7 +8,7 @@ draws and what a web page will serve.
 * `StatusTracker`: the thread-safe counters the scheduler and delivery update; `snapshot()`.
 * `StatusWriter`: writes the snapshot atomically (temp file + fsync + rename) into the runtime
   directory (RAM: ``/run/pibridge`` under systemd, never the SD card), at most every
-  `WRITE_INTERVAL_S`.
+  `WRITE_INTERVAL_S` and, idle, every `HEARTBEAT_S`.
 * `read_status` / `find_status_files`: read it back and tell fresh from stale (the writer's
   process alive, same boot, age within `STALE_AFTER_S`); `assess` grades health 0 / 1 / 2.
 
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1                 #: the snapshot's schema; bumped only for incompatible changes
 WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this often
+#: ...and at least this often: an idle bridge's main loop wakes for nothing else (a third of
+#: `STALE_AFTER_S`: two missed writes still leave the file fresh)
+HEARTBEAT_S = 10.0
 STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
 AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
 ACK_GRACE_S = 300.0                #: samples waiting and nothing acknowledged for longer: degraded
@@ -898,13 +901,15 @@ class StatusWriter:
     """Writes snapshots to ``path`` atomically: a temp file in the same directory, fsync, rename
     (a reader sees the old or the new file, never half of one). `publish` writes at most every
     ``min_interval_s``; call it every main-loop turn with a snapshot factory, it is cheap when
-    not due. `remove` on a clean stop (no file then means "not running")."""
+    not due. A loop with nothing else to do turns when `heartbeat_in` says (every
+    ``heartbeat_s``). `remove` on a clean stop (no file then means "not running")."""
 
     def __init__(self, path: str | Path, *, min_interval_s: float = WRITE_INTERVAL_S,
-                 monotonic: Callable[[], float] = time.monotonic,
+                 heartbeat_s: float = HEARTBEAT_S, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.min_interval_s = min_interval_s
+        self.heartbeat_s = max(heartbeat_s, min_interval_s)
         self._monotonic, self._clock = monotonic, clock
         self._last_write: float | None = None
         self._pid = os.getpid()
@@ -928,6 +933,12 @@ class StatusWriter:
         if self._last_write is None:
             return 0.0
         return max(0.0, self.min_interval_s - (self._monotonic() - self._last_write))
+
+    def heartbeat_in(self) -> float:
+        """Seconds until an idle loop must write (0 if it must now): the file stays fresh."""
+        if self._last_write is None:
+            return 0.0
+        return max(0.0, self.heartbeat_s - (self._monotonic() - self._last_write))
 
     def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         """Write if due (or ``force``); True if written. A failure is logged once per change,

@@ -69,6 +69,9 @@ def _state_dir(text: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from pibridge.bridge.service import Bridge, BridgeError, RunOptions, configure_logging, with_state_dir
     from pibridge.cli.agent_commands import settings_from_args
+    from pibridge.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()   # before any thread starts: the process runs for months
 
     # a `systemctl reload` while the bridge starts must not kill it (SIGHUP's default action): the
     # profile being loaded now is the newest anyway; the reload handler takes over once running

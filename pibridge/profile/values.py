@@ -3,7 +3,6 @@ message that reads after the key (``interval: must be a duration …``)."""
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -96,6 +95,8 @@ def suggestion(given: str, known: Iterable[str]) -> str | None:
     """The closest of ``known`` to ``given`` (difflib), None if none is close or ``given`` is long."""
     if len(given) > SUGGEST_MAX_LEN:
         return None
+    import difflib  # here: a bridge that runs keeps its imports in memory, and needs it only for typos
+
     close = difflib.get_close_matches(given, list(known), n=1, cutoff=0.6)
     return close[0] if close else None
 

@@ -50,6 +50,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S   # utime, stime (fields 14, 15)
 
 
+def thread_names(pid: int) -> dict[int, str]:
+    """``{thread id: kernel name}`` (``python`` unless something named the thread for the kernel)."""
+    out: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # the thread ended
+    return out
+
+
 def wakeups(pid: int) -> dict[int, int]:
     """``{thread id: voluntary context switches}``."""
     out: dict[int, int] = {}
@@ -88,6 +99,7 @@ def main() -> int:
             started = time.monotonic()
             time.sleep(args.seconds)
             cpu_after, wake_after = cpu_seconds(bridge.pid), wakeups(bridge.pid)
+            names = thread_names(bridge.pid)
             window = time.monotonic() - started
             pid = bridge.pid
         finally:
@@ -109,7 +121,7 @@ def main() -> int:
           f"{'met' if total / window <= TARGET_WAKEUPS_PER_S else 'NOT met'}")
     for tid, count in sorted(per_thread.items(), key=lambda item: -item[1]):
         if count:
-            print(f"  thread {tid}{' (main)' if tid == pid else ''}: {count / window:.2f}/s")
+            print(f"  thread {tid} ({'main' if tid == pid else names.get(tid, '?')}): {count / window:.2f}/s")
     return 0
 
 
