@@ -80,7 +80,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
@@ -556,7 +556,7 @@ class Scheduler:
         out: dict[str, dict[str, Any]] = {}
         for s in self._sensors:
             # "ok" from the first reading on; until then (driver built or not) "building"
-            out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
+            out[s.name] = {**vars(s.counters), "state": "failing" if s.failing else
                            ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
                            "last_read_at": s.last_read_wall,
                            "failing_since": s.failing_since, "last_error": s.last_error,
