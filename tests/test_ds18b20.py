@@ -411,3 +411,33 @@ def test_without_the_w1_overlay_it_says_so_and_names_it(tmp_path: Path) -> None:
         driver.collect()
     assert "1-Wire is not enabled" in str(info.value) and "dtoverlay=w1-gpio" in str(info.value)
     assert "gone" not in str(info.value)
+
+
+def test_master_resolved_once_and_again_after_a_failed_read(bus: FakeW1Bus) -> None:
+    """`group_key` runs per probe per slot: the master's ``realpath`` is looked up once, and
+    again only after a read failed (the probe gone, or back on another master)."""
+    bus.add_probe(PROBE, temperature=20.0)
+    driver = probe_driver(bus)
+    resolved: list[Path] = []
+    resolve = bus.resolve
+
+    def counting_resolve(path: Path) -> Path:
+        resolved.append(path)
+        return resolve(path)
+
+    bus.resolve = counting_resolve  # type: ignore[method-assign]
+    for _ in range(3):
+        assert driver.group_key() == bus.root / "w1_bus_master1"
+        bus.clock.sleep(DS18B20.start_group([driver]))
+        assert driver.collect() == {"temperature": 20.0}
+    assert resolved.count(driver.slave_dir) == 1             # (the fake resolves its own paths too)
+    bus.remove_probe(PROBE)
+    with pytest.raises(DeviceNotFoundError):
+        driver.collect()
+    assert driver.group_key() is None                       # looked up again: gone
+    (bus.root / "w1_bus_master2").mkdir()
+    (bus.root / "w1_bus_master2" / "therm_bulk_read").write_text("0\n")
+    bus.add_probe(PROBE, temperature=19.0, master="w1_bus_master2")
+    assert driver.group_key() == bus.root / "w1_bus_master2"   # back, on another master
+    bus.clock.sleep(DS18B20.start_group([driver]))
+    assert driver.collect() == {"temperature": 19.0}
