@@ -589,7 +589,7 @@ def test_plans_are_checked() -> None:
 
 # -- the worker pool ---------------------------------------------------------------------------
 def test_the_pool_replaces_a_stuck_worker_and_stays_small_otherwise() -> None:
-    from pibridge.bridge.scheduler import WorkerPool
+    from pibridge.bridge.calls import WorkerPool
 
     pool = WorkerPool(core=2, stuck_s=0.01)
     release, started = threading.Event(), threading.Semaphore(0)
