@@ -374,6 +374,22 @@ def test_simulated_follows_environment() -> None:
         assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
 
 
+def test_simulated_reads_write_no_file() -> None:
+    """A simulated run's w1 tree answers reads from memory: no ``w1_slave`` file written per
+    read (a Pi's sysfs costs no disk write; the fake's files would)."""
+    clock = VirtualClock()
+    with SimulatedWorld(Environment(seed=3, noise=0.5, clock=lambda: 14 * 3600.0), clock=clock) as world:
+        driver = world.build("ds18b20", {"device_id": "28-0000075e3a1c"})
+        slave_file = driver.slave_dir.resolve() / "w1_slave"
+        before = slave_file.stat()
+        for _ in range(3):
+            clock.sleep(DS18B20.start_group([driver]))
+            check_sample(driver, driver.collect())
+        after = slave_file.stat()
+        assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size) == (
+            before.st_mtime_ns, 0)
+
+
 def test_simulated_world_probes_share_one_master_and_one_conversion() -> None:
     """Under --simulate two probes sit on the world's one fake master: one start_group, one
     bulk conversion, both values."""

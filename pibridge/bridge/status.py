@@ -299,7 +299,13 @@ def _to_plain(value: Any) -> Any:
     if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
     if names is not None:
-        return {name: _to_plain(getattr(value, name)) for name in names}
+        plain = {}
+        for name in names:   # plain fields inline: most of a snapshot's values are
+            item = getattr(value, name)
+            kind = type(item)
+            plain[name] = item if kind in _PLAIN_TYPES or (kind is float and math.isfinite(item)) \
+                else _to_plain(item)
+        return plain
     if isinstance(value, tuple | list):
         return [_to_plain(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
