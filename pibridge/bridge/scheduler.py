@@ -11,18 +11,27 @@ timestamps), so one sensor's timestamps stay strictly increasing.
 
 Shape (no thread per sleeping driver; a Pi Zero has one core):
 
-    timer thread ──(blocking driver calls)──▶ worker pool ──(results)──▶ inbox ──▶ timer thread
-         │                                                                            ▲
-         └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     edges
-                                                                         (the queue)  (gpiozero)
+    timer thread ──(one CallBatch per loop turn)──▶ worker pool ──(one message per batch)──▶ inbox
+         │                                                                            ▲   ▲
+         └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     │  edges
+                                                                         (the queue)  timer thread
 
 - *One timer thread* owns all state: a heap of timers (slot, collect, retry, deadline, rebuild,
-  clock poll) and an inbox of results and edges; it sleeps on the inbox until the next timer.
-- *A worker pool* runs the blocking calls: driver construction, ``start()``/``start_group()``,
-  ``collect()``. It keeps `CORE_WORKERS` healthy threads: a thread inside one call for longer
-  than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait, so a hung driver never makes
-  another sensor wait; extra threads leave after `IDLE_WORKER_S`. One call in flight per sensor
-  bounds it to ``CORE_WORKERS`` + the number of sensors.
+  clock poll) and an inbox of results and edges; it sleeps on the inbox until the earliest live
+  timer (a superseded one, such as the deadline of an attempt that ended, is dropped off the
+  heap before it sleeps and never wakes it), and takes every message waiting per turn.
+- *A worker pool* runs the blocking calls (`pibridge.bridge.calls`): the starts and collects the
+  timer thread asked for in one loop turn go as ONE job (`CallBatch`: starts first, each stamped
+  as it begins, then collects; a start that needs no wait has its collect run at once in the
+  same job), and come back as one message; so the sensors due in one slot cost one job and one
+  wake-up for their starts and one per distinct ready time for their collects (timed from the
+  end of the batch's last start, so sensors started together are collected together). Driver
+  construction is a job of its own. The pool keeps `CORE_WORKERS` healthy threads: a thread
+  inside one call for longer than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait,
+  and a batch whose running call is stuck hands over what it finished and sends the calls it
+  has not begun to another thread, so a hung driver never makes another sensor wait; extra
+  threads leave after `IDLE_WORKER_S`. One call in flight per sensor bounds the pool to
+  ``CORE_WORKERS`` + the number of sensors.
 - *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
   which may take a while on an SD card) and calls the hooks, so neither delays a slot. The
   samples of one slot go as one batch (``sink.put_many``: one commit, a few pages written to the
@@ -83,11 +92,14 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pibridge.bridge.calls import (
+from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, STUCK_CALL_S: named above)
     BUILD,
     COLLECT,
+    CORE_WORKERS,
     GROUP_START,
+    IDLE_WORKER_S,
     START,
+    STUCK_CALL_S,
     CallBatch,
     DriverCall,
     WorkerPool,
