@@ -32,8 +32,9 @@ Shape (no thread per sleeping driver; a Pi Zero has one core):
   has not begun to another thread, so a hung driver never makes another sensor wait; extra
   threads leave after `IDLE_WORKER_S`. One call in flight per sensor bounds the pool to
   ``CORE_WORKERS`` + the number of sensors.
-- *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
-  which may take a while on an SD card) and calls the hooks, so neither delays a slot. The
+- *An outbox thread* (`pibridge.bridge.outbox`) hands samples to the sink (``queue.put``
+  returns once committed to disk, which may take a while on an SD card) and calls the hooks,
+  so neither delays a slot. The
   samples of one slot go as one batch (``sink.put_many``: one commit, a few pages written to the
   card instead of a few per sample): the timer thread holds a slot's samples until no cycle is
   in progress, at most `HAND_OVER_MAX_S` after the first, and batches waiting behind each other
@@ -90,7 +91,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, STUCK_CALL_S: named above)
     BUILD,
@@ -108,6 +109,7 @@ from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, 
 )
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
+from pibridge.bridge.outbox import Outbox, SampleSink
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
 from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
@@ -135,8 +137,6 @@ REBUILD_FACTOR = 2.0
 REBUILD_MAX_S = 300.0
 #: While a sensor keeps failing, its error is reported to the agent again this often.
 ERROR_REPEAT_S = 600.0
-#: The outbox found nothing more waiting behind a batch of samples.
-_EMPTY: tuple[Any, ...] = ("empty",)
 #: A slot's samples go to the queue together once its last read ended, or this long (seconds)
 #: after its first sample was taken, whichever comes first (a slow or hung read delays the
 #: others' commit by at most this).
@@ -148,16 +148,6 @@ HAND_OVER_SLACK_S = 0.1
 MIN_SLEEP_S = 0.001
 #: How many of a sensor's latest timestamps an edge sample is kept apart from.
 RECENT_STAMPS = 16
-
-
-class SampleSink(Protocol):
-    """Where taken samples go: `pibridge.bridge.queue.SampleQueue` (``put`` returns once the
-    sample is committed)."""
-
-    def put(self, sample: TakenSample) -> None: ...
-
-    # A sink may also have ``put_many(samples)``: several samples in one commit (the queue's
-    # `put_many`); the outbox uses it for a batch when it is there.
 
 
 @dataclass(frozen=True)
@@ -306,7 +296,7 @@ class Scheduler:
         for s in self._sensors:
             s.rebuild_delay = rebuild_first_s
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._outbox = Outbox(sink, self.hooks)
         self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
         self._seq = itertools.count()
         #: samples taken in the current slot, handed to the outbox together (timer thread only)
@@ -320,9 +310,7 @@ class Scheduler:
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
-        self._outbox_thread: threading.Thread | None = None
         self.clock_steps = 0
-        self._store_failing = False
         self._exclusive_holder: dict[Hashable, _Sensor] = {}
         self._exclusive_waiting: dict[Hashable, deque[_Sensor]] = {}
         #: starts and collects asked for in this turn of the timer loop: one `CallBatch` at its end
@@ -335,8 +323,7 @@ class Scheduler:
     def start(self) -> None:
         """Build every driver (in the background) and start sampling."""
         self._running = True
-        self._outbox_thread = threading.Thread(target=self._drain_outbox, name="pibridge-outbox", daemon=True)
-        self._outbox_thread.start()
+        self._outbox.start()
         self._timer_thread = threading.Thread(target=self._loop, name="pibridge-scheduler", daemon=True)
         self._timer_thread.start()
 
@@ -349,14 +336,9 @@ class Scheduler:
         self._inbox.put(("stop",))
         if self._timer_thread is not None:
             self._timer_thread.join(max(0.0, deadline - time.monotonic()))
-        self._outbox.put(None)
-        if self._outbox_thread is not None:
-            self._outbox_thread.join(max(0.0, deadline - time.monotonic()))
+        left = self._outbox.close(deadline - time.monotonic())
         self.pool.close()
-        if self._outbox_thread is not None and self._outbox_thread.is_alive():
-            # the item being handed over now, and what waits behind it (less the stop marker)
-            return max(1, self._outbox.qsize())
-        return 0
+        return left
 
     # -- changing sensors while running (a profile reload) --------------------------------------
     def add(self, plan: SensorPlan) -> None:
@@ -478,7 +460,7 @@ class Scheduler:
     def alive(self) -> bool:
         """Both threads running and the timer loop turning (it turns at least every
         `HEARTBEAT_S`; a driver call that hangs on it, e.g. a close, shows here): for a watchdog."""
-        return (all(t is not None and t.is_alive() for t in (self._timer_thread, self._outbox_thread))
+        return (self._timer_thread is not None and self._timer_thread.is_alive() and self._outbox.alive
                 and time.monotonic() - self._turned_mono < self.hung_after_s)
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -1176,71 +1158,6 @@ class Scheduler:
             return
         log.info("sensor %s: recovered", s.name)
         s.failing, s.failing_since = None, None
-
-    # -- outbox thread ---------------------------------------------------------------------------
-    def _drain_outbox(self) -> None:
-        item: tuple[Any, ...] | None = None
-        while True:
-            if item is None:
-                item = self._outbox.get()
-            if item is None:
-                return
-            if item[0] == "samples":
-                batch = list(item[1])
-                # whatever else waits right behind joins this batch: one commit for all of them
-                following: tuple[Any, ...] | None = _EMPTY
-                while True:
-                    try:
-                        following = self._outbox.get_nowait()
-                    except queue.Empty:
-                        following = _EMPTY
-                        break
-                    if following is None or following[0] != "samples":
-                        break
-                    batch.extend(following[1])
-                self._store(batch)
-                if following is None:
-                    return
-                item = None if following is _EMPTY else following
-                continue
-            if item[0] == "barrier":
-                item[1].set()
-            elif item[0] == "call":
-                try:
-                    item[1]()
-                except Exception:
-                    log.exception("scheduler: a call after the samples taken failed")
-            else:
-                hook = getattr(self.hooks, item[1])
-                if hook is not None:
-                    try:
-                        hook(*item[2:])
-                    except Exception:
-                        log.exception("scheduler: %s hook failed", item[1])
-            item = None
-
-    def _store(self, batch: list[tuple[_Sensor, TakenSample]]) -> None:
-        """Hand ``batch`` to the sink as one `SampleSink.put_many` (one commit)."""
-        try:
-            put_many = getattr(self.sink, "put_many", None)
-            if len(batch) > 1 and put_many is not None:
-                put_many([sample for _, sample in batch])
-            else:
-                for _, sample in batch:
-                    self.sink.put(sample)
-        except Exception as exc:
-            for s, _ in batch:
-                s.counters.store_failures += 1
-            if not self._store_failing:
-                self._store_failing = True
-                log.error("cannot store samples: %s (samples are being lost)", _describe(exc))
-            return
-        if self._store_failing:
-            self._store_failing = False
-            log.info("storing samples again")
-        for s, sample in batch:
-            if sample.values:      # (a sample without values only carries a running total to keep)
-                s.counters.taken += 1
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
