@@ -6,9 +6,9 @@ draws and what a web page will serve.
   with a schema version (`SCHEMA_VERSION`; a reader refuses a newer major schema and ignores keys
   it does not know, so adding a field is not a new version).
 * `StatusTracker`: the thread-safe counters the scheduler and delivery update; `snapshot()`.
-* `StatusWriter`: writes the snapshot atomically (temp file + fsync + rename) into the runtime
+* `StatusWriter`: writes the snapshot atomically (temp file + rename) into the runtime
   directory (RAM: ``/run/pibridge`` under systemd, never the SD card), at most every
-  `WRITE_INTERVAL_S`.
+  `WRITE_INTERVAL_S`, and an unchanged one only as often as it must to stay fresh.
 * `read_status` / `find_status_files`: read it back and tell fresh from stale (the writer's
   process alive, same boot, age within `STALE_AFTER_S`); `assess` grades health 0 / 1 / 2.
 
@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pibridge import __version__
 from pibridge.bounded import read_bounded
-from pibridge.durable import fsync_directory
 from pibridge.units import display
 
 if TYPE_CHECKING:
@@ -994,8 +993,10 @@ def process_alive(pid: int, start: int | None) -> bool:
 # ================================================================================================
 
 class StatusWriter:
-    """Writes snapshots to ``path`` atomically: a temp file in the same directory, fsync, rename
-    (a reader sees the old or the new file, never half of one). `publish` writes at most every
+    """Writes snapshots to ``path`` atomically: a temp file in the same directory, then a rename
+    (a reader sees the old or the new file, never half of one). No fsync: the file is a window
+    into a running process in a RAM directory, gone or stale after a reboot anyway; the rename
+    alone is what a reader needs. `publish` writes at most every
     ``min_interval_s``; call it every main-loop turn with a snapshot factory, it is cheap when
     not due. Given the tracker's change counter (``changes``), a due write of an unchanged
     snapshot waits until ``unchanged_s`` after the last write (the file must stay fresh, not
@@ -1017,6 +1018,7 @@ class StatusWriter:
         self._pid_start = process_start(self._pid)
         self._boot_id = boot_id()
         self._failed = False
+        self._directory_made = False   # made (or found) by this writer: not checked per write
 
     @classmethod
     def for_bridge(cls, state_dir: str | Path, runtime_dir: str | Path | None = None,
@@ -1068,23 +1070,27 @@ class StatusWriter:
         return True
 
     def _write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._directory_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._directory_made = True
         # one writer per file (one bridge per state directory): a per-process name is enough; a
         # temp file left by a killed writer with our PID is replaced (O_TRUNC), not accumulated
         temp = self.path.parent / f".{self.path.name}.{self._pid}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     STATUS_FILE_MODE)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         STATUS_FILE_MODE)
+        except FileNotFoundError:
+            self._directory_made = False   # the directory went away: made again next time
+            raise
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fchmod(out.fileno(), STATUS_FILE_MODE)
-                os.fsync(out.fileno())
             os.replace(temp, self.path)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        fsync_directory(self.path.parent)
 
     def remove(self) -> None:
         try:
