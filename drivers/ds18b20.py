@@ -298,6 +298,7 @@ class DS18B20(Driver):
         self.family = device_id[:2]
         self.w1_root = Path(self.config["w1_root"])
         self.files: W1Files = files if files is not None else SysfsFiles()
+        self._master: Path | None = None   # the resolved master directory (`master_dir`)
 
     @property
     def slave_dir(self) -> Path:
@@ -305,10 +306,15 @@ class DS18B20(Driver):
 
     def master_dir(self) -> Path | None:
         """The w1 master directory this probe hangs off (holds ``therm_bulk_read``), or None if
-        the probe's directory is gone."""
-        if not self.files.exists(self.slave_dir):
-            return None
-        return self.files.resolve(self.slave_dir).parent
+        the probe's directory is gone. Resolved once (a ``realpath``: a few system calls the
+        scheduler would otherwise make per probe per slot, for `group_key`) and kept until a read
+        of the probe fails: a probe that vanished or came back on another master is looked up
+        again for its next slot."""
+        if self._master is None:
+            if not self.files.exists(self.slave_dir):
+                return None
+            self._master = self.files.resolve(self.slave_dir).parent
+        return self._master
 
     # -- two phases ----------------------------------------------------------------------------
     def group_key(self) -> Hashable | None:
@@ -345,6 +351,7 @@ class DS18B20(Driver):
         try:
             text = self.files.read_text(self.slave_dir / W1_SLAVE_FILE)
         except OSError as exc:
+            self._master = None    # gone or moved: resolved again for the next slot
             if exc.errno in _GONE_ERRNOS and not self.files.exists(self.w1_root):
                 raise DeviceNotFoundError(f"{self.device_id}: {W1_NOT_ENABLED.format(root=self.w1_root)}"
                                           ) from exc

@@ -48,8 +48,12 @@ def test_creates_once_writes_the_mapping_and_a_restart_creates_nothing(
         client: AgentClient, emulator: Emulator, tmp_path: Path) -> None:
     mapping = InventoryMapping(tmp_path, client.client_id)
     first = Reconciler(client, mapping)
+    first_saves: list[int] = []
+    original_first_save = mapping.save
+    mapping.save = lambda: first_saves.append(1) or original_first_save()  # type: ignore[method-assign]
     resolved = first.reconcile(SPECS, {}, generation=1)
     assert (first.created_sensors, first.created_metrics, first.updates) == (1, 2, 0)
+    assert first_saves == [1]   # one sensor and two metrics created: the file written once
     stored = json.loads(mapping_path(tmp_path, client.client_id).read_text())
     sid = resolved.sensors["Air"]
     assert stored["sensors"]["Air"]["sensorId"] == sid
@@ -57,8 +61,12 @@ def test_creates_once_writes_the_mapping_and_a_restart_creates_nothing(
     assert stored["sensors"]["Air"]["metrics"]["temperature"] == {
         celsius: resolved.metrics[("Air", "temperature", celsius)]}
     again = Reconciler(client, InventoryMapping(tmp_path, client.client_id))  # a restart: read from disk
+    saves: list[int] = []
+    original_save = again.mapping.save
+    again.mapping.save = lambda: saves.append(1) or original_save()  # type: ignore[method-assign]
     assert again.reconcile(SPECS, {}, generation=2).metrics == resolved.metrics
     assert (again.created_sensors, again.created_metrics, again.updates) == (0, 0, 0)
+    assert saves == []          # nothing changed: the file is not rewritten
     assert shape(held(emulator, client)) == [("Air", [("Temperature", "SI.Temperature.CELSIUS"),
                                                       ("Light", "double:lx")])]
 

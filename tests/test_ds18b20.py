@@ -374,6 +374,22 @@ def test_simulated_follows_environment() -> None:
         assert value == pytest.approx(env.air_temperature(-4.0), abs=1 / 16)
 
 
+def test_simulated_reads_write_no_file() -> None:
+    """A simulated run's w1 tree answers reads from memory: no ``w1_slave`` file written per
+    read (a Pi's sysfs costs no disk write; the fake's files would)."""
+    clock = VirtualClock()
+    with SimulatedWorld(Environment(seed=3, noise=0.5, clock=lambda: 14 * 3600.0), clock=clock) as world:
+        driver = world.build("ds18b20", {"device_id": "28-0000075e3a1c"})
+        slave_file = driver.slave_dir.resolve() / "w1_slave"
+        before = slave_file.stat()
+        for _ in range(3):
+            clock.sleep(DS18B20.start_group([driver]))
+            check_sample(driver, driver.collect())
+        after = slave_file.stat()
+        assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size) == (
+            before.st_mtime_ns, 0)
+
+
 def test_simulated_world_probes_share_one_master_and_one_conversion() -> None:
     """Under --simulate two probes sit on the world's one fake master: one start_group, one
     bulk conversion, both values."""
@@ -411,3 +427,33 @@ def test_without_the_w1_overlay_it_says_so_and_names_it(tmp_path: Path) -> None:
         driver.collect()
     assert "1-Wire is not enabled" in str(info.value) and "dtoverlay=w1-gpio" in str(info.value)
     assert "gone" not in str(info.value)
+
+
+def test_master_resolved_once_and_again_after_a_failed_read(bus: FakeW1Bus) -> None:
+    """`group_key` runs per probe per slot: the master's ``realpath`` is looked up once, and
+    again only after a read failed (the probe gone, or back on another master)."""
+    bus.add_probe(PROBE, temperature=20.0)
+    driver = probe_driver(bus)
+    resolved: list[Path] = []
+    resolve = bus.resolve
+
+    def counting_resolve(path: Path) -> Path:
+        resolved.append(path)
+        return resolve(path)
+
+    bus.resolve = counting_resolve  # type: ignore[method-assign]
+    for _ in range(3):
+        assert driver.group_key() == bus.root / "w1_bus_master1"
+        bus.clock.sleep(DS18B20.start_group([driver]))
+        assert driver.collect() == {"temperature": 20.0}
+    assert resolved.count(driver.slave_dir) == 1             # (the fake resolves its own paths too)
+    bus.remove_probe(PROBE)
+    with pytest.raises(DeviceNotFoundError):
+        driver.collect()
+    assert driver.group_key() is None                       # looked up again: gone
+    (bus.root / "w1_bus_master2").mkdir()
+    (bus.root / "w1_bus_master2" / "therm_bulk_read").write_text("0\n")
+    bus.add_probe(PROBE, temperature=19.0, master="w1_bus_master2")
+    assert driver.group_key() == bus.root / "w1_bus_master2"   # back, on another master
+    bus.clock.sleep(DS18B20.start_group([driver]))
+    assert driver.collect() == {"temperature": 19.0}

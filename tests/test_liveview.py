@@ -217,6 +217,27 @@ def test_without_a_terminal_plain_log_lines(caplog: pytest.LogCaptureFixture) ->
         "status: 1/3 sensors ok (failing: Door); agent connected; queue empty; clock synchronised"]
 
 
+def test_log_lines_from_the_tracker_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """`LogLinesView.show` reads the tracker's few summary facts, never a whole snapshot, and
+    logs the same line `update` would."""
+    clock = [T0]
+    tracker = _tracker(clock)
+    view = LogLinesView()
+    caplog.set_level(logging.INFO, logger="pibridge.bridge.liveview")
+    built = []
+    snapshot = tracker.snapshot
+    tracker.snapshot = lambda: built.append(1) or snapshot()  # type: ignore[method-assign]
+    assert view.show(tracker)
+    assert not view.show(tracker)
+    tracker.read_failed("Door", "GPIO17 busy")
+    assert view.show(tracker)
+    assert built == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "status: 2/3 sensors ok; agent connected; queue empty; clock synchronised",
+        "status: 1/3 sensors ok (failing: Door); agent connected; queue empty; clock synchronised"]
+    assert caplog.records[-1].getMessage() == summary_line(snapshot())
+
+
 def test_summary_line_of_an_empty_bridge() -> None:
     assert summary_line(BridgeStatus("p", "s", T0)) == (
         "status: 0/0 sensors ok; agent not connected; queue empty; clock not synchronised")

@@ -26,6 +26,7 @@ from pibridge.bridge.status import (
     SCHEMA_VERSION,
     BridgeStatus,
     StatusFileError,
+    StatusSummary,
     StatusTracker,
     StatusWriter,
     TrackedSensor,
@@ -155,6 +156,52 @@ def test_writer_is_atomic_and_rate_limited(tmp_path: Path) -> None:
     assert find_status_files([tmp_path, tmp_path / "absent"]) == [writer.path]
     writer.remove()
     assert not writer.path.exists()
+
+
+def test_writer_skips_an_unchanged_snapshot_until_it_would_age(tmp_path: Path) -> None:
+    """A due write whose tracker reports no change (`StatusTracker.changes`) is skipped, but the
+    file is rewritten `heartbeat_s` after its last write, so a reader never finds it stale."""
+    now = [50.0]
+    writer = StatusWriter(status_path(tmp_path, STATE_DIR), monotonic=lambda: now[0], heartbeat_s=10.0)
+    tracker = _tracker([1_000.0])
+    built: list[int] = []
+
+    def snapshot() -> BridgeStatus:
+        built.append(1)
+        return tracker.snapshot()
+
+    assert writer.publish(snapshot, changes=tracker.changes)
+    now[0] += 5.0
+    assert writer.due() and not writer.publish(snapshot, changes=tracker.changes)   # unchanged: skipped
+    assert built == [1] and not writer.due() and writer.due_in() == 5.0              # ... and checked
+    now[0] += 5.0
+    assert writer.publish(snapshot, changes=tracker.changes)            # 10 s old: written again
+    assert BridgeStatus.from_json(writer.path.read_text()).written_monotonic == 60.0
+    now[0] += 5.0
+    tracker.sample_taken("Air (BME280)", {"temperature": 22.0})
+    assert writer.publish(snapshot, changes=tracker.changes)            # changed: written when due
+    assert len(built) == 3
+
+
+def test_tracker_changes_move_only_when_the_feed_changes() -> None:
+    tracker = _tracker([1_000.0])
+    feed = {"state": OK, "taken": 3, "failed": 0, "skipped": 0, "pushed": 2, "dead_lettered": 0,
+            "values": {"temperature": 21.5}, "last_sample_at": 990.0, "last_read_at": 990.0}
+    tracker.sensor_totals("Air (BME280)", **feed)
+    before = tracker.changes
+    tracker.sensor_totals("Air (BME280)", **feed)                    # the same totals again
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=0, dead_letters=0)
+    after_queue = tracker.changes
+    tracker.queue_totals(depth=0, oldest_sample_at=None, unstamped=0, dropped=0, dead_letters=0)
+    tracker.clock_state(True, "test")
+    tracker.clock_state(True, "test")
+    assert after_queue == before + 1 and tracker.changes == after_queue + 1
+    tracker.sensor_totals("Air (BME280)", **{**feed, "pushed": 3})   # one count moved
+    assert tracker.changes == after_queue + 2
+    tracker.error("something happened")                               # an event is a change
+    assert tracker.changes == after_queue + 3
+    summary = tracker.summary()
+    assert summary == StatusSummary.of(tracker.snapshot())
 
 
 def test_writer_failure_is_logged_once_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,8 +8,9 @@ Tree (``root`` stands for ``/sys/bus/w1/devices``)::
     root/28-xxxx -> w1_bus_master1/28-xxxx          (symlink, as in sysfs)
 
 Every ``w1_slave`` / ``temperature`` read is generated on the spot in the kernel's exact text
-(and also written to the file when it differs from what the file holds, so the tree shows the
-last read without a disk write per read). Paths are resolved once (the tree's links change only
+(and, with ``mirror_reads``, also written to the file when it differs from what the file holds,
+so the tree shows the last read; a simulated run's tree does not: no file written per read).
+Paths are resolved once (the tree's links change only
 through this object) and served from memory after. A read costs the conversion
 time on a `VirtualClock` (nothing really sleeps); writing ``trigger`` to ``therm_bulk_read``
 starts one conversion for all probes and blocks the writer for the conversion time, as the
@@ -194,10 +195,14 @@ class FakeProbe:
 class FakeW1Bus:
     """The tree under ``root`` plus the files object (read_text/write_text/exists/is_writable/
     resolve) a `pibridge.drivers.ds18b20.DS18B20` is given. ``bulk_writable=False`` models the kernel's
-    root-only ``therm_bulk_read``."""
+    root-only ``therm_bulk_read``. ``mirror_reads``: each generated ``w1_slave`` / ``temperature``
+    text is also written into the tree (a test reads the files; a simulated run has no reader,
+    and a file written per read would cost the run a disk write the Pi's sysfs does not)."""
 
-    def __init__(self, root: Path, clock: Any = None, bulk_writable: bool = True) -> None:
+    def __init__(self, root: Path, clock: Any = None, bulk_writable: bool = True,
+                 mirror_reads: bool = True) -> None:
         self.root = Path(root)
+        self.mirror_reads = mirror_reads
         self.clock = clock or VirtualClock()
         self.probes: dict[str, FakeProbe] = {}
         self.conversions = 0
@@ -283,7 +288,7 @@ class FakeW1Bus:
         if probe is None or real.name not in ("w1_slave", "temperature"):
             return real.read_text()  # static attribute, or ENOENT like the OS
         text = self._slave_show(probe) if real.name == "w1_slave" else self._temperature_show(probe)
-        if probe.present and self._shown.get(real) != text:
+        if self.mirror_reads and probe.present and self._shown.get(real) != text:
             real.write_text(text)
             self._shown[real] = text
         return text
@@ -409,7 +414,8 @@ def simulate(world: SimulatedWorld, cls: type[DS18B20], options: dict[str, Any])
     it, so a bulk conversion covers them all), its probe following the soil temperature."""
     options = dict(options)  # the user's options only: a missing device_id fails as on a Pi
     config = cls.check_options(options)
-    bus = world.shared("w1", lambda: FakeW1Bus(world.scratch_dir("w1"), clock=world.clock))
+    bus = world.shared("w1", lambda: FakeW1Bus(world.scratch_dir("w1"), clock=world.clock,
+                                               mirror_reads=False))
     device_id = config["device_id"].strip().lower()
     if device_id not in bus.probes:
         bus.add_probe(device_id, temperature=lambda: world.environment.air_temperature(SOIL_OFFSET_C))

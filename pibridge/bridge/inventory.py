@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,8 @@ class InventoryMapping:
         self.client_id = client_id
         self.path = mapping_path(state_dir, client_id)
         self._sensors: dict[str, dict[str, Any]] = {}
+        self._deferred = 0        # inside `deferred_saves`: changes are saved when it ends
+        self._dirty = False       # changed since the last save
         try:
             document = json.loads(self.path.read_text(encoding="utf-8"))
             sensors = document["sensors"]
@@ -109,23 +111,53 @@ class InventoryMapping:
         entry = self._sensors.get(name)
         if entry is None or entry["sensorId"] != sensor_id:
             self._sensors[name] = {"sensorId": sensor_id, "metrics": {}}
-        self.save()
+            self._changed()
 
     def set_metrics(self, name: str, ids: Mapping[Identity, str]) -> None:
         metrics = self._sensors[name]["metrics"]
+        changed = False
         for (key, ident), metric_id in ids.items():
-            metrics.setdefault(key, {})[ident] = metric_id
-        self.save()
+            if metrics.get(key, {}).get(ident) != metric_id:
+                metrics.setdefault(key, {})[ident] = metric_id
+                changed = True
+        if changed:
+            self._changed()
 
     def drop_sensor(self, name: str) -> None:
         if self._sensors.pop(name, None) is not None:
-            self.save()
+            self._changed()
 
     def drop_metric(self, name: str, identity: Identity) -> None:
         entry = self._sensors.get(name)
         if entry and entry["metrics"].get(identity[0], {}).pop(identity[1], None) is not None:
             if not entry["metrics"][identity[0]]:
                 del entry["metrics"][identity[0]]
+            self._changed()
+
+    def _changed(self) -> None:
+        """A change: saved now, or when the `deferred_saves` block around it ends."""
+        self._dirty = True
+        if not self._deferred:
+            self.save()
+
+    @contextlib.contextmanager
+    def deferred_saves(self) -> Iterator[None]:
+        """Changes made inside are saved once, when the block ends (also when it raises): one
+        reconciliation writes the file once instead of once per sensor and metric. A process
+        killed inside loses only ids the next reconciliation finds again by name (adoption)."""
+        self._deferred += 1
+        try:
+            yield
+        except BaseException:
+            self._deferred -= 1
+            if not self._deferred and self._dirty:
+                try:
+                    self.save()
+                except OSError as exc:   # the block's own failure is the one to report
+                    log.warning("inventory mapping %s not saved: %s", self.path, exc)
+            raise
+        self._deferred -= 1
+        if not self._deferred and self._dirty:
             self.save()
 
     def save(self) -> None:
@@ -150,6 +182,7 @@ class InventoryMapping:
                 temporary.unlink()
             raise
         fsync_directory(self.path.parent)
+        self._dirty = False
 
 
 @dataclass(frozen=True)
@@ -217,7 +250,13 @@ class Reconciler:
         """Make the agent hold every sensor and metric of ``specs``; verify the ids of
         ``queued`` (identities of waiting samples: sensors removed from the profile, metrics
         whose unit changed) without creating them. `ReconcileAborted` on a transient failure;
-        `AgentReplyError` 18 (forbidden: re-provisioning matter) is raised as it is."""
+        `AgentReplyError` 18 (forbidden: re-provisioning matter) is raised as it is. What it
+        learns is saved once, at the end (`InventoryMapping.deferred_saves`)."""
+        with self.mapping.deferred_saves():
+            return self._reconcile(specs, queued, generation)
+
+    def _reconcile(self, specs: Mapping[str, SensorSpec], queued: Mapping[str, Iterable[Identity]],
+                   generation: int) -> ResolvedInventory:
         listing = self._result(self.client.list_sensors_async()).value
         listed = {str(s["sensorId"]): s for s in listing if isinstance(s, dict)}
         names = list(dict.fromkeys([*specs, *queued]))

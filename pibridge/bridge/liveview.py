@@ -30,7 +30,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from pibridge.bridge.status import FAILING, OK, BridgeStatus, SensorStatus, format_duration
+from pibridge.bridge.status import (
+    FAILING,
+    OK,
+    BridgeStatus,
+    SensorStatus,
+    StatusSummary,
+    StatusTracker,
+    format_duration,
+)
 from pibridge.terminal import REPLACEMENT, printable
 
 log = logging.getLogger(__name__)
@@ -334,6 +342,10 @@ class TerminalView:
         self._drawn, self._last_frame = len(frame), frame
         return True
 
+    def show(self, tracker: StatusTracker) -> bool:
+        """`update` from ``tracker``'s snapshot (built only when a frame is due)."""
+        return self.update(tracker.snapshot)
+
     def close(self) -> None:
         """Show the cursor again; the last frame stays where it is."""
         self._write(SHOW_CURSOR)
@@ -366,7 +378,15 @@ class LogLinesView:
 
     def update(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
         status = snapshot() if callable(snapshot) else snapshot
-        line = summary_line(status)
+        return self._log_if_changed(StatusSummary.of(status), force=force)
+
+    def show(self, tracker: StatusTracker) -> bool:
+        """The line from ``tracker``'s few summary facts (`StatusTracker.summary`: no snapshot
+        built), logged if it changed."""
+        return self._log_if_changed(tracker.summary())
+
+    def _log_if_changed(self, summary: StatusSummary, *, force: bool = False) -> bool:
+        line = summary_text(summary)
         if line == self._last and not force:
             return False
         self._last = line
@@ -379,14 +399,17 @@ class LogLinesView:
 
 def summary_line(status: BridgeStatus) -> str:
     """``status: 6/7 sensors ok (failing: Door); agent connected; queue empty; clock synchronised``"""
-    failing = [s.name for s in status.sensors if s.state == FAILING]
-    ok = sum(1 for s in status.sensors if s.state == OK)
-    sensors = f"{ok}/{len(status.sensors)} sensors ok"
-    if failing:
-        sensors += f" (failing: {', '.join(failing)})"
-    agent = "agent connected" if status.agent.connected else "agent not connected"
-    queue = "queue empty" if status.queue.depth == 0 else "samples queued"
-    clock = "clock synchronised" if status.clock.synchronised else "clock not synchronised"
+    return summary_text(StatusSummary.of(status))
+
+
+def summary_text(summary: StatusSummary) -> str:
+    """`summary_line` from the summary's facts alone."""
+    sensors = f"{summary.ok}/{summary.total} sensors ok"
+    if summary.failing:
+        sensors += f" (failing: {', '.join(summary.failing)})"
+    agent = "agent connected" if summary.agent_connected else "agent not connected"
+    queue = "queue empty" if summary.queue_empty else "samples queued"
+    clock = "clock synchronised" if summary.clock_synchronised else "clock not synchronised"
     return f"status: {sensors}; {agent}; {queue}; {clock}"
 
 

@@ -143,8 +143,8 @@ class Operations:
         elif self._refused_file is not None and self.writer.due():
             self._check_fixed_back()
         self._refresh(refresh, force=result is not None)
-        self.writer.publish(self.tracker.snapshot, force=result is not None)
-        self.view.update(self.tracker.snapshot)
+        self.writer.publish(self.tracker.snapshot, force=result is not None, changes=self.tracker.changes)
+        self.view.show(self.tracker)
         return result
 
     def _reload(self, on_reload: Callable[[ReloadResult], None] | None) -> ReloadResult:

@@ -11,20 +11,30 @@ timestamps), so one sensor's timestamps stay strictly increasing.
 
 Shape (no thread per sleeping driver; a Pi Zero has one core):
 
-    timer thread ──(blocking driver calls)──▶ worker pool ──(results)──▶ inbox ──▶ timer thread
-         │                                                                            ▲
-         └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     edges
-                                                                         (the queue)  (gpiozero)
+    timer thread ──(one CallBatch per loop turn)──▶ worker pool ──(one message per batch)──▶ inbox
+         │                                                                            ▲   ▲
+         └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     │  edges
+                                                                         (the queue)  timer thread
 
 - *One timer thread* owns all state: a heap of timers (slot, collect, retry, deadline, rebuild,
-  clock poll) and an inbox of results and edges; it sleeps on the inbox until the next timer.
-- *A worker pool* runs the blocking calls: driver construction, ``start()``/``start_group()``,
-  ``collect()``. It keeps `CORE_WORKERS` healthy threads: a thread inside one call for longer
-  than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait, so a hung driver never makes
-  another sensor wait; extra threads leave after `IDLE_WORKER_S`. One call in flight per sensor
-  bounds it to ``CORE_WORKERS`` + the number of sensors.
-- *An outbox thread* hands samples to the sink (``queue.put`` returns once committed to disk,
-  which may take a while on an SD card) and calls the hooks, so neither delays a slot. The
+  clock poll) and an inbox of results and edges; it sleeps on the inbox until the earliest live
+  timer (a superseded one, such as the deadline of an attempt that ended, is dropped off the
+  heap before it sleeps and never wakes it), and takes every message waiting per turn.
+- *A worker pool* runs the blocking calls (`pibridge.bridge.calls`): the starts and collects the
+  timer thread asked for in one loop turn go as ONE job (`CallBatch`: starts first, each stamped
+  as it begins, then collects; a start that needs no wait has its collect run at once in the
+  same job), and come back as one message; so the sensors due in one slot cost one job and one
+  wake-up for their starts and one per distinct ready time for their collects (timed from the
+  end of the batch's last start, so sensors started together are collected together). Driver
+  construction is a job of its own. The pool keeps `CORE_WORKERS` healthy threads: a thread
+  inside one call for longer than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait,
+  and a batch whose running call is stuck hands over what it finished and sends the calls it
+  has not begun to another thread, so a hung driver never makes another sensor wait; extra
+  threads leave after `IDLE_WORKER_S`. One call in flight per sensor bounds the pool to
+  ``CORE_WORKERS`` + the number of sensors.
+- *An outbox thread* (`pibridge.bridge.outbox`) hands samples to the sink (``queue.put``
+  returns once committed to disk, which may take a while on an SD card) and calls the hooks,
+  so neither delays a slot. The
   samples of one slot go as one batch (``sink.put_many``: one commit, a few pages written to the
   card instead of a few per sample): the timer thread holds a slot's samples until no cycle is
   in progress, at most `HAND_OVER_MAX_S` after the first, and batches waiting behind each other
@@ -80,11 +90,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
+from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, STUCK_CALL_S: named above)
+    BUILD,
+    COLLECT,
+    CORE_WORKERS,
+    GROUP_START,
+    IDLE_WORKER_S,
+    START,
+    STUCK_CALL_S,
+    CallBatch,
+    DriverCall,
+    WorkerPool,
+    call_driver,
+    needs_no_wait,
+)
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
+from pibridge.bridge.outbox import Outbox, SampleSink
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
 from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
@@ -92,10 +117,6 @@ from pibridge.profile import MetricConfig
 
 log = logging.getLogger(__name__)
 
-CORE_WORKERS = 2
-IDLE_WORKER_S = 30.0
-#: A worker inside one driver call for longer than this is "stuck": another thread takes its place.
-STUCK_CALL_S = 0.1
 #: Offset changes (wall − monotonic) above this are a clock step: the grid is re-anchored.
 CLOCK_STEP_S = 0.1
 #: An attempt may take twice the declared read time plus this, before it counts as hung.
@@ -116,8 +137,6 @@ REBUILD_FACTOR = 2.0
 REBUILD_MAX_S = 300.0
 #: While a sensor keeps failing, its error is reported to the agent again this often.
 ERROR_REPEAT_S = 600.0
-#: The outbox found nothing more waiting behind a batch of samples.
-_EMPTY: tuple[Any, ...] = ("empty",)
 #: A slot's samples go to the queue together once its last read ended, or this long (seconds)
 #: after its first sample was taken, whichever comes first (a slow or hung read delays the
 #: others' commit by at most this).
@@ -125,18 +144,10 @@ HAND_OVER_MAX_S = 1.0
 #: A read still counts as about to end this long (seconds) past its declared read time (a
 #: loaded Pi Zero runs late: a batch split in two is one more transaction written to the card).
 HAND_OVER_SLACK_S = 0.1
+#: The timer loop sleeps at least this long (seconds) while it waits for a busy call to turn stuck.
+MIN_SLEEP_S = 0.001
 #: How many of a sensor's latest timestamps an edge sample is kept apart from.
 RECENT_STAMPS = 16
-
-
-class SampleSink(Protocol):
-    """Where taken samples go: `pibridge.bridge.queue.SampleQueue` (``put`` returns once the
-    sample is committed)."""
-
-    def put(self, sample: TakenSample) -> None: ...
-
-    # A sink may also have ``put_many(samples)``: several samples in one commit (the queue's
-    # `put_many`); the outbox uses it for a batch when it is there.
 
 
 @dataclass(frozen=True)
@@ -190,95 +201,6 @@ class SensorCounters:
     out_of_range: int = 0
     deadband: int = 0
     store_failures: int = 0   #: sink.put raised (sample lost)
-
-
-# -- worker pool -------------------------------------------------------------------------------
-class WorkerPool:
-    """Threads for blocking driver calls. It keeps ``core`` *healthy* threads: a thread inside
-    one call for longer than ``stuck_s`` (a hung or very slow driver) no longer counts, and a new
-    thread takes its place while jobs wait. So the pool is ``core`` + the calls stuck right now,
-    never a thread per sensor; threads above ``core`` leave after ``idle_s`` without work."""
-
-    def __init__(self, core: int = CORE_WORKERS, idle_s: float = IDLE_WORKER_S,
-                 stuck_s: float = STUCK_CALL_S) -> None:
-        self.core, self.idle_s, self.stuck_s = core, idle_s, stuck_s
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-        self._pending = 0
-        self._busy_since: dict[int, float] = {}   # thread number -> monotonic start of its call
-        self._closed = False
-        self._ids = itertools.count(1)
-
-    @property
-    def size(self) -> int:
-        return self._threads
-
-    @property
-    def waiting(self) -> int:
-        """Jobs no thread has taken yet."""
-        return self._pending
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._pending += 1
-            self._grow_locked(time.monotonic())
-        self._jobs.put(job)
-
-    def grow_if_starved(self) -> None:
-        """Add threads while jobs wait and fewer than ``core`` threads are healthy (the
-        scheduler calls this on every wake while jobs wait)."""
-        with self._lock:
-            if not self._closed:
-                self._grow_locked(time.monotonic())
-
-    def _grow_locked(self, now: float) -> None:
-        stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
-        while self._pending > self._idle and self._threads - stuck < self.core:
-            self._threads += 1
-            number = next(self._ids)
-            threading.Thread(target=self._work, args=(number,), name=f"pibridge-read-{number}",
-                             daemon=True).start()
-            self._idle += 1  # counted idle from now: it takes a job as soon as it runs
-
-    def _work(self, number: int) -> None:
-        while True:
-            try:
-                job = self._jobs.get(timeout=self.idle_s)
-            except queue.Empty:
-                with self._lock:
-                    if self._threads > self.core:
-                        self._threads -= 1
-                        self._idle -= 1
-                        return
-                continue
-            with self._lock:
-                self._idle -= 1
-                if job is None:
-                    self._threads -= 1
-                    return
-                self._pending -= 1
-                self._busy_since[number] = time.monotonic()
-            job()  # jobs catch every exception of the driver call they make
-            with self._lock:
-                del self._busy_since[number]
-                now = time.monotonic()
-                stuck = sum(1 for since in self._busy_since.values() if now - since > self.stuck_s)
-                if self._pending == 0 and self._threads - stuck > self.core:
-                    self._threads -= 1  # the stuck call it stood in for is over: leave
-                    return
-                self._idle += 1
-
-    def close(self) -> None:
-        """No new jobs; idle threads leave (threads inside a hung call are daemons)."""
-        with self._lock:
-            self._closed = True
-            count = self._threads
-        for _ in range(count):
-            self._jobs.put(None)
 
 
 # -- per-sensor state --------------------------------------------------------------------------
@@ -347,13 +269,6 @@ def attempt_budget(read_time_s: float) -> float:
     return READ_TIME_FACTOR * max(0.0, read_time_s) + READ_SLACK_S
 
 
-def _call_driver(fn: Callable[[], Any]) -> tuple[bool, Any]:
-    try:
-        return True, fn()
-    except BaseException as exc:  # every driver failure, typed or a bug (even SystemExit), is a result
-        return False, exc
-
-
 # -- the scheduler -----------------------------------------------------------------------------
 class Scheduler:
     """Samples ``plans`` onto ``sink``. `start` runs it on its own threads; `stop` ends it."""
@@ -381,7 +296,7 @@ class Scheduler:
         for s in self._sensors:
             s.rebuild_delay = rebuild_first_s
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._outbox = Outbox(sink, self.hooks)
         self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
         self._seq = itertools.count()
         #: samples taken in the current slot, handed to the outbox together (timer thread only)
@@ -395,18 +310,20 @@ class Scheduler:
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
-        self._outbox_thread: threading.Thread | None = None
         self.clock_steps = 0
-        self._store_failing = False
         self._exclusive_holder: dict[Hashable, _Sensor] = {}
         self._exclusive_waiting: dict[Hashable, deque[_Sensor]] = {}
+        #: starts and collects asked for in this turn of the timer loop: one `CallBatch` at its end
+        self._turn_calls: list[DriverCall] = []
+        #: batches a worker runs now (by number), until their message comes back
+        self._in_flight: dict[int, CallBatch] = {}
+        self._batch_numbers = itertools.count(1)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Build every driver (in the background) and start sampling."""
         self._running = True
-        self._outbox_thread = threading.Thread(target=self._drain_outbox, name="pibridge-outbox", daemon=True)
-        self._outbox_thread.start()
+        self._outbox.start()
         self._timer_thread = threading.Thread(target=self._loop, name="pibridge-scheduler", daemon=True)
         self._timer_thread.start()
 
@@ -419,14 +336,9 @@ class Scheduler:
         self._inbox.put(("stop",))
         if self._timer_thread is not None:
             self._timer_thread.join(max(0.0, deadline - time.monotonic()))
-        self._outbox.put(None)
-        if self._outbox_thread is not None:
-            self._outbox_thread.join(max(0.0, deadline - time.monotonic()))
+        left = self._outbox.close(deadline - time.monotonic())
         self.pool.close()
-        if self._outbox_thread is not None and self._outbox_thread.is_alive():
-            # the item being handed over now, and what waits behind it (less the stop marker)
-            return max(1, self._outbox.qsize())
-        return 0
+        return left
 
     # -- changing sensors while running (a profile reload) --------------------------------------
     def add(self, plan: SensorPlan) -> None:
@@ -526,7 +438,7 @@ class Scheduler:
             s.release_by = s.cycle.deadline_mono
         s.cycle, s.slot_k = None, None
         if s.remove_listener is not None:
-            _call_driver(s.remove_listener)
+            call_driver(s.remove_listener)
             s.remove_listener = None
         if not s.busy:
             self._close_removed(s)
@@ -535,20 +447,20 @@ class Scheduler:
     def _close_removed(self, s: _Sensor) -> None:
         driver, s.driver = s.driver, None
         if driver is not None:
-            ok, exc = _call_driver(driver.close)
+            ok, exc = call_driver(driver.close)
             if not ok:
                 log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
         successor, s.successor = s.successor, None
         if successor is not None and not successor.removed and successor.driver is None \
                 and not successor.busy:
             successor.token += 1   # the fallback build timer is stale now
-            self._submit(successor, "build", successor.plan.build)
+            self._build(successor)
 
     @property
     def alive(self) -> bool:
         """Both threads running and the timer loop turning (it turns at least every
         `HEARTBEAT_S`; a driver call that hangs on it, e.g. a close, shows here): for a watchdog."""
-        return (all(t is not None and t.is_alive() for t in (self._timer_thread, self._outbox_thread))
+        return (self._timer_thread is not None and self._timer_thread.is_alive() and self._outbox.alive
                 and time.monotonic() - self._turned_mono < self.hung_after_s)
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -556,7 +468,7 @@ class Scheduler:
         out: dict[str, dict[str, Any]] = {}
         for s in self._sensors:
             # "ok" from the first reading on; until then (driver built or not) "building"
-            out[s.name] = {**asdict(s.counters), "state": "failing" if s.failing else
+            out[s.name] = {**vars(s.counters), "state": "failing" if s.failing else
                            ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
                            "last_read_at": s.last_read_wall,
                            "failing_since": s.failing_since, "last_error": s.last_error,
@@ -573,33 +485,86 @@ class Scheduler:
         self._at(now + HEARTBEAT_S, "heartbeat", None, 0)
         for s in self._sensors:
             self._at(now, "build", s, s.token)
-        while True:
+        stopping = False
+        while not stopping:
             self._turned_mono = time.monotonic()
-            timeout = None
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - self.clock.monotonic())
-            if self.pool.waiting:  # jobs wait: look again soon whether a worker is stuck
-                self.pool.grow_if_starved()
-                timeout = self.pool.stuck_s if timeout is None else min(timeout, self.pool.stuck_s)
-            try:
-                message = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                message = None
-            if message is not None:
+            for message in self._wait_for_messages(self._sleep_for()):
                 if message[0] == "stop":
+                    stopping = True
                     break
                 if message[0] in ("add", "remove", "replace"):
                     self._guarded(self._apply_change, message)
                 elif message[0] in ("barrier", "call"):
                     self._to_outbox(message)
+                elif message[0] == "batch":
+                    self._guarded(self._batch_returned, message[1])
                 else:
-                    self._guarded(self._handle_message, message)
+                    self._guarded(self._edge, *message[1:])
+            if stopping:
+                break
             self._check_clock_step()
             self._run_due_timers()
+            self._guarded(self._check_batches)
             if self._slot_samples:
                 self._hand_over_if_slot_done()
+            self._send_turn_calls()
+        for call in self._turn_calls:   # asked for but never sent: their sensors hold no call
+            for member, _ in call.members or ((call.owner, call.token),):
+                member.busy = False
+        self._turn_calls.clear()
         self._hand_over()
         self._shutdown()
+
+    def _wait_for_messages(self, timeout: float | None) -> list[tuple[Any, ...]]:
+        """The inbox's messages: waits up to ``timeout`` for the first, then takes every one
+        already there (one loop turn for all of them)."""
+        try:
+            messages = [self._inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                messages.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return messages
+
+    def _sleep_for(self) -> float | None:
+        """Seconds until the loop has something to do: the earliest live timer (superseded ones
+        at the top are dropped, so they never wake it), a job waiting behind a call about to
+        turn stuck, a batch's running call about to turn stuck; None: until a message comes."""
+        self._drop_stale_timers()
+        wake = self._timers[0][0] if self._timers else math.inf
+        pool_in = self.pool.check_in()
+        if pool_in is not None:
+            self.pool.grow_if_starved()
+            pool_in = self.pool.check_in()
+            if pool_in is not None:
+                wake = min(wake, self.clock.monotonic() + max(pool_in, MIN_SLEEP_S))
+        for batch in self._in_flight.values():
+            at = batch.check_at()
+            if at is not None:
+                wake = min(wake, at)
+        if wake == math.inf:
+            return None
+        return max(0.0, wake - self.clock.monotonic())
+
+    def _drop_stale_timers(self) -> None:
+        """Pop superseded timers off the top of the heap (a deadline of an attempt that ended, a
+        hand-over already made): a stale timer deeper in the heap goes when it reaches the top."""
+        timers = self._timers
+        while timers:
+            _, _, action, s, token = timers[0]
+            if s is not None:
+                stale = token != s.token
+            elif action == "hand_over":
+                stale = token != self._hand_over_token
+            elif action == "hand_over_check":
+                stale = timers[0][0] != self._recheck_at
+            else:
+                stale = False
+            if not stale:
+                return
+            heapq.heappop(timers)
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -649,10 +614,10 @@ class Scheduler:
         if token != s.token:
             return  # superseded
         if action == "build":
-            self._submit(s, "build", s.plan.build)
+            self._build(s)
         elif action == "collect":
             assert s.driver is not None
-            self._submit(s, "collect", s.driver.collect)
+            self._call(s, COLLECT, s.driver.collect)
         elif action == "retry":
             self._start_attempt(s)
         elif action == "deadline":
@@ -747,7 +712,7 @@ class Scheduler:
 
     def _group_key(self, s: _Sensor) -> Hashable | None:
         assert s.driver is not None
-        ok, key = _call_driver(s.driver.group_key)
+        ok, key = call_driver(s.driver.group_key)
         return key if ok else None
 
     def _start_attempt(self, s: _Sensor) -> None:
@@ -760,14 +725,14 @@ class Scheduler:
                                   cycle.next_slot_mono)
         self._at(cycle.deadline_mono, "deadline", s, s.token)
         self._hand_inputs(s)
-        self._submit(s, "start", s.driver.start, stamp=True)
+        self._call(s, START, s.driver.start, collect=s.driver.collect)
 
     # -- exclusive keys: one attempt at a time per chip ------------------------------------------
     def _take_exclusive(self, s: _Sensor) -> bool:
         """Take ``s``'s exclusive key for one attempt; False (and ``s`` queued) while another
         sensor's attempt holds it."""
         assert s.driver is not None
-        ok, key = _call_driver(s.driver.exclusive_key)
+        ok, key = call_driver(s.driver.exclusive_key)
         if not ok or key is None:
             return True
         holder = self._exclusive_holder.get(key)
@@ -783,7 +748,7 @@ class Scheduler:
         """``s``'s attempt is over: free its key and start the first sensor waiting for it that
         is still due (one whose next slot came too close skips this slot). While ``s``'s call is
         still running (an abandoned or removed attempt) the chip is still in use: the key is
-        freed when that call returns (`_handle_message`)."""
+        freed when that call returns (`_call_returned`)."""
         if s.busy and s.holds is not None:
             s.release_when_idle = True
             return
@@ -821,18 +786,11 @@ class Scheduler:
             self._hand_inputs(s)
             s.busy = True
             drivers.append(s.driver)
-        tokens = [s.token for s in members]
         log.debug("one %s.start_group for %s", cls.__name__, ", ".join(s.name for s in members))
         start_group: Callable[[Sequence[Driver]], float] = cls.start_group  # type: ignore[attr-defined]
-
-        def job() -> None:
-            started_mono, started_wall, was_set = self._stamp_now()
-            ok, result = _call_driver(lambda: start_group(drivers))
-            ended = self.clock.monotonic()
-            for s, token in zip(members, tokens, strict=True):
-                self._inbox.put(("done", s, token, "start", ok, result, started_mono, started_wall,
-                                 was_set, ended))
-        self.pool.submit(job)
+        self._turn_calls.append(DriverCall(members[0], members[0].token, GROUP_START,
+                                           functools.partial(start_group, drivers),
+                                           members=[(s, s.token) for s in members]))
 
     def _hand_inputs(self, s: _Sensor) -> None:
         """Hand ``s``'s driver the newest value of each of its inputs (`SensorPlan.inputs`) that
@@ -847,7 +805,7 @@ class Scheduler:
             setter = getattr(s.driver, method, None)
             if not callable(setter):
                 continue
-            ok, exc = _call_driver(functools.partial(setter, value))
+            ok, exc = call_driver(functools.partial(setter, value))
             if ok:
                 s.handed[method] = value
             else:
@@ -859,45 +817,98 @@ class Scheduler:
         was_set = self.clock.is_set()
         return self.clock.monotonic(), self.clock.wall(), was_set
 
-    def _submit(self, s: _Sensor, kind: str, fn: Callable[[], Any], *, stamp: bool = False) -> None:
+    # -- calls to the workers ----------------------------------------------------------------------
+    def _call(self, s: _Sensor, kind: str, fn: Callable[[], Any], *,
+              collect: Callable[[], Any] | None = None) -> None:
+        """A start or collect of ``s``, sent with the others of this loop turn (`_send_turn_calls`).
+        ``collect``: a start's collect, run at once in the same job when the start needs no wait."""
         s.busy = True
-        token = s.token
+        self._turn_calls.append(DriverCall(s, s.token, kind, fn, collect=collect))
 
-        def job() -> None:
-            started_mono, started_wall, was_set = self._stamp_now() if stamp else (0.0, 0.0, False)
-            ok, result = _call_driver(fn)
-            self._inbox.put(("done", s, token, kind, ok, result, started_mono, started_wall, was_set,
-                             self.clock.monotonic()))
-        self.pool.submit(job)
+    def _build(self, s: _Sensor) -> None:
+        """Build ``s``'s driver in a job of its own (opening a device may take a while: no slot's
+        reads wait behind it)."""
+        s.busy = True
+        self._send(CallBatch([DriverCall(s, s.token, BUILD, s.plan.build)]))
 
-    def _handle_message(self, message: tuple[Any, ...]) -> None:
-        if message[0] == "edge":
-            self._edge(*message[1:])
-            return
-        _, s, token, kind, ok, result, started_mono, started_wall, was_set, ended = message
-        s.busy = False
-        if s.release_when_idle:   # its attempt ended while this call still used the chip
+    def _send_turn_calls(self) -> None:
+        """This turn's starts and collects to the pool as one job (`CallBatch`)."""
+        if self._turn_calls:
+            calls, self._turn_calls = self._turn_calls, []
+            self._send(CallBatch(calls))
+
+    def _send(self, batch: CallBatch) -> None:
+        batch.number = next(self._batch_numbers)
+        batch.sent(self.clock.monotonic(), self.pool.stuck_s)
+        self._in_flight[batch.number] = batch
+        self.pool.submit(functools.partial(batch.run, self._stamp_now, self.clock.monotonic,
+                                           self._batch_posted))
+
+    def _batch_posted(self, batch: CallBatch) -> None:
+        """(A worker.) Every call of ``batch`` returned."""
+        self._inbox.put(("batch", batch))
+
+    def _batch_returned(self, batch: CallBatch) -> None:
+        self._in_flight.pop(batch.number, None)
+        self._take_results(batch)
+
+    def _check_batches(self) -> None:
+        """A batch whose running call turned stuck: hand over the results it has, and send the
+        calls it has not begun as a new batch (another thread runs them)."""
+        now = self.clock.monotonic()
+        for batch in list(self._in_flight.values()):
+            rest = batch.split_if_stuck(now)
+            if rest is None:
+                continue
+            self._take_results(batch)
+            if rest:
+                log.debug("a call hangs: %d more of its batch go on another thread", len(rest))
+                self._send(CallBatch(rest))
+
+    def _take_results(self, batch: CallBatch) -> None:
+        """The results ``batch`` has, in the order they came. Collects are timed from the end of
+        the batch's last start (not each start's own end): the collects of sensors started
+        together fall due together, one wake-up and one job for all of them, never early."""
+        calls = batch.take_done()
+        starts_ended = max((call.ended for call in calls if call.kind in (START, GROUP_START)), default=0.0)
+        for call in calls:
+            if call.kind == GROUP_START:
+                for member, token in call.members:
+                    self._guarded(self._call_returned, member, token, call, starts_ended)
+            else:
+                self._guarded(self._call_returned, call.owner, call.token, call, starts_ended)
+
+    def _call_returned(self, s: _Sensor, token: int, call: DriverCall, starts_ended: float) -> None:
+        kind, ok, result, ended = call.kind, call.ok, call.result, call.ended
+        s.busy = call.collect_follows   # a start whose collect ran in the same job: still out
+        if not s.busy and s.release_when_idle:   # its attempt ended while this call still used the chip
             self._release_exclusive(s)
         if s.removed:     # its call came back after `remove`: close what it holds, free its successor
-            if kind == "build" and ok and s.driver is None:
+            if kind == BUILD and ok and s.driver is None:
                 s.driver = result
-            self._close_removed(s)
+            if not s.busy:
+                self._close_removed(s)
             return
-        if kind == "build":
+        if kind == BUILD:
             self._built(s, ok, result)
             return
         if token != s.token or s.cycle is None:
-            s.counters.late_discarded += 1
+            if not (call.after is not None and call.after.discarded):  # counted once per attempt
+                s.counters.late_discarded += 1
+            call.discarded = True
             return
         cycle = s.cycle
-        if kind == "start":
-            cycle.started_mono, cycle.started_wall, cycle.clock_was_set = started_mono, started_wall, was_set
-            s.last_start_mono = started_mono
+        if kind in (START, GROUP_START):
+            cycle.started_mono, cycle.started_wall = call.started_mono, call.started_wall
+            cycle.clock_was_set = call.clock_was_set
+            s.last_start_mono = call.started_mono
             if not ok:
                 self._attempt_failed(s, result, ended)
                 return
-            ready_in = result if isinstance(result, int | float) and math.isfinite(result) else 0.0
-            self._at(ended + max(0.0, float(ready_in)), "collect", s, s.token)
+            if call.collect_follows:
+                return   # its collect's result follows in this batch
+            ready_in = 0.0 if needs_no_wait(result) else float(result)
+            self._at(max(ended, starts_ended) + ready_in, "collect", s, s.token)
             return
         # collect
         if not ok:
@@ -1123,7 +1134,7 @@ class Scheduler:
         known = s.resume or self._stored_resume.get(s.name, {})
         values = {key: known[key] for key in keys if key in known}
         if values:
-            ok, exc = _call_driver(lambda: driver.resume(values))
+            ok, exc = call_driver(lambda: driver.resume(values))
             if not ok:
                 s.counters.driver_exceptions += 1
                 log.error("sensor %s: cannot resume from %s: %s", s.name, values, _describe(exc))
@@ -1148,79 +1159,14 @@ class Scheduler:
         log.info("sensor %s: recovered", s.name)
         s.failing, s.failing_since = None, None
 
-    # -- outbox thread ---------------------------------------------------------------------------
-    def _drain_outbox(self) -> None:
-        item: tuple[Any, ...] | None = None
-        while True:
-            if item is None:
-                item = self._outbox.get()
-            if item is None:
-                return
-            if item[0] == "samples":
-                batch = list(item[1])
-                # whatever else waits right behind joins this batch: one commit for all of them
-                following: tuple[Any, ...] | None = _EMPTY
-                while True:
-                    try:
-                        following = self._outbox.get_nowait()
-                    except queue.Empty:
-                        following = _EMPTY
-                        break
-                    if following is None or following[0] != "samples":
-                        break
-                    batch.extend(following[1])
-                self._store(batch)
-                if following is None:
-                    return
-                item = None if following is _EMPTY else following
-                continue
-            if item[0] == "barrier":
-                item[1].set()
-            elif item[0] == "call":
-                try:
-                    item[1]()
-                except Exception:
-                    log.exception("scheduler: a call after the samples taken failed")
-            else:
-                hook = getattr(self.hooks, item[1])
-                if hook is not None:
-                    try:
-                        hook(*item[2:])
-                    except Exception:
-                        log.exception("scheduler: %s hook failed", item[1])
-            item = None
-
-    def _store(self, batch: list[tuple[_Sensor, TakenSample]]) -> None:
-        """Hand ``batch`` to the sink as one `SampleSink.put_many` (one commit)."""
-        try:
-            put_many = getattr(self.sink, "put_many", None)
-            if len(batch) > 1 and put_many is not None:
-                put_many([sample for _, sample in batch])
-            else:
-                for _, sample in batch:
-                    self.sink.put(sample)
-        except Exception as exc:
-            for s, _ in batch:
-                s.counters.store_failures += 1
-            if not self._store_failing:
-                self._store_failing = True
-                log.error("cannot store samples: %s (samples are being lost)", _describe(exc))
-            return
-        if self._store_failing:
-            self._store_failing = False
-            log.info("storing samples again")
-        for s, sample in batch:
-            if sample.values:      # (a sample without values only carries a running total to keep)
-                s.counters.taken += 1
-
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         self._running = False
         for s in self._sensors:
             if s.remove_listener is not None:
-                _call_driver(s.remove_listener)
+                call_driver(s.remove_listener)
             if s.driver is not None and not s.busy:
-                ok, exc = _call_driver(s.driver.close)
+                ok, exc = call_driver(s.driver.close)
                 if not ok:
                     log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
         self._timers.clear()

@@ -6,9 +6,10 @@ draws and what a web page will serve.
   with a schema version (`SCHEMA_VERSION`; a reader refuses a newer major schema and ignores keys
   it does not know, so adding a field is not a new version).
 * `StatusTracker`: the thread-safe counters the scheduler and delivery update; `snapshot()`.
-* `StatusWriter`: writes the snapshot atomically (temp file + fsync + rename) into the runtime
+* `StatusWriter`: writes the snapshot atomically (temp file + rename) into the runtime
   directory (RAM: ``/run/pibridge`` under systemd, never the SD card), at most every
-  `WRITE_INTERVAL_S` and, idle, every `HEARTBEAT_S`.
+  `WRITE_INTERVAL_S`, and an unchanged one only every `HEARTBEAT_S`, as often as it must to
+  stay fresh (an idle bridge's main loop wakes for nothing else).
 * `read_status` / `find_status_files`: read it back and tell fresh from stale (the writer's
   process alive, same boot, age within `STALE_AFTER_S`); `assess` grades health 0 / 1 / 2.
 
@@ -31,14 +32,13 @@ import time
 import types
 import typing
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pibridge import __version__
 from pibridge.bounded import read_bounded
-from pibridge.durable import fsync_directory
 from pibridge.units import display
 
 if TYPE_CHECKING:
@@ -49,10 +49,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1                 #: the snapshot's schema; bumped only for incompatible changes
 WRITE_INTERVAL_S = 5.0             #: the status file is rewritten at most this often
-#: ...and at least this often: an idle bridge's main loop wakes for nothing else (a third of
-#: `STALE_AFTER_S`: two missed writes still leave the file fresh)
-HEARTBEAT_S = 10.0
 STALE_AFTER_S = 30.0               #: older than this (writer alive or not): stale
+#: a snapshot that did not change (`StatusTracker.changes`) is written again only this long after
+#: the last write, and an idle bridge's main loop wakes for nothing else: a third of
+#: `STALE_AFTER_S`, so two missed writes still leave a live bridge's file fresh
+HEARTBEAT_S = STALE_AFTER_S / 3
 AGENT_AWAY_GRACE_S = 120.0         #: agent disconnected for longer: degraded
 ACK_GRACE_S = 300.0                #: samples waiting and nothing acknowledged for longer: degraded
 STUCK_AFTER_GRACES = 3             #: the oldest sample waiting this many ack graces: degraded anyway
@@ -278,13 +279,38 @@ class BridgeStatus:
             raise StatusFileError("not a status file: nested too deeply") from None
 
 
+#: a snapshot dataclass -> its field names, looked up once (`_to_plain` runs per status write)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+#: values `_to_plain` hands back as they are (the common case: one type check, no recursion)
+_PLAIN_TYPES = (str, int, bool, type(None))
+
+
 def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """A snapshot as JSON's types: dataclasses as objects, tuples as lists, non-finite floats as
+    ``{"$float": "inf"}``. No copy of what is plain already (the snapshot is frozen and built per
+    write)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else {NON_FINITE_KEY: repr(value)}  # "inf", "-inf", "nan"
+    if kind is tuple or kind is list:
+        return [_to_plain(item) for item in value]
+    names = _FIELD_NAMES.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        plain = {}
+        for name in names:   # plain fields inline: most of a snapshot's values are
+            item = getattr(value, name)
+            kind = type(item)
+            plain[name] = item if kind in _PLAIN_TYPES or (kind is float and math.isfinite(item)) \
+                else _to_plain(item)
+        return plain
     if isinstance(value, tuple | list):
         return [_to_plain(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return {NON_FINITE_KEY: repr(value)}          # "inf", "-inf", "nan"
+        return {NON_FINITE_KEY: repr(value)}
     return value
 
 
@@ -457,6 +483,26 @@ def _losses(status: BridgeStatus, ack_grace_s: float) -> list[str]:
 # ================================================================================================
 
 @dataclass(frozen=True)
+class StatusSummary:
+    """The few facts a one-line summary states (the log lines without a terminal): how many of
+    ``total`` sensors are ok, which are failing, the agent connection, whether samples wait,
+    the clock. From a tracker (`StatusTracker.summary`, no snapshot built) or a snapshot (`of`)."""
+
+    total: int
+    ok: int
+    failing: tuple[str, ...]
+    agent_connected: bool
+    queue_empty: bool
+    clock_synchronised: bool
+
+    @classmethod
+    def of(cls, status: BridgeStatus) -> StatusSummary:
+        return cls(len(status.sensors), sum(1 for s in status.sensors if s.state == OK),
+                   tuple(s.name for s in status.sensors if s.state == FAILING), status.agent.connected,
+                   status.queue.depth == 0, status.clock.synchronised)
+
+
+@dataclass(frozen=True)
 class TrackedSensor:
     """A sensor as the status shows it: its name, driver and interval (s), and its metrics as
     (key, agent metric name, agent unit name[, annotation]), in the driver's order (a unit may
@@ -539,12 +585,33 @@ class StatusTracker:
         self._last_loss: float | None = None           # monotonic
         self._store_error: str | None = None
         self._delivery_error: tuple[str, float] | None = None  # (error, monotonic since)
+        #: bumped by every change a snapshot would show (`changes`); the totals methods compare
+        #: what they are fed with what they were fed last, so an unchanged feed changes nothing
+        self._changes = 0
+        self._fed: dict[Hashable, tuple[Any, ...]] = {}
+
+    @property
+    def changes(self) -> int:
+        """A counter that moves whenever something the snapshot shows changed (besides the time):
+        a writer or view compares it instead of whole snapshots."""
+        return self._changes
+
+    def _fed_again(self, key: Hashable, inputs: tuple[Any, ...]) -> bool:
+        """Whether ``inputs`` are what the totals method ``key`` was fed last (lock held); if
+        not, they are remembered and the change counted."""
+        if self._fed.get(key) == inputs:
+            return True
+        self._fed[key] = inputs
+        self._changes += 1
+        return False
 
     # --- sensors ---------------------------------------------------------------------------------
     def set_sensors(self, sensors: Iterable[TrackedSensor]) -> None:
         """The profile's sensors, in order. Counters of a sensor that keeps its name are kept;
         removed sensors disappear from the snapshot."""
         with self._lock:
+            self._changes += 1
+            self._fed.clear()
             previous, self._sensors = self._sensors, {}
             for sensor in sensors:
                 counters = previous.get(sensor.name) or _SensorCounters(sensor.name, sensor.driver,
@@ -562,6 +629,7 @@ class StatusTracker:
             counters = self._sensors.get(sensor)
             if counters is None:
                 return
+            self._changes += 1
             counters.taken += 1
             counters.values = dict(values)
             counters.last_sample_at, counters.last_sample_wall = (
@@ -576,6 +644,7 @@ class StatusTracker:
             counters = self._sensors.get(sensor)
             if counters is None:
                 return
+            self._changes += 1
             counters.failed += 1
             if counters.state != FAILING or counters.last_error != error:
                 self._errors.append((now, sensor, error))
@@ -585,6 +654,7 @@ class StatusTracker:
 
     def slot_skipped(self, sensor: str, count: int = 1) -> None:
         with self._lock:
+            self._changes += 1
             if sensor in self._sensors:
                 self._sensors[sensor].skipped += count
 
@@ -592,12 +662,14 @@ class StatusTracker:
         """The agent acknowledged ``count`` samples of ``sensor`` (a sensor no longer in the
         profile only moves the agent's last-acknowledgement time)."""
         with self._lock:
+            self._changes += 1
             if sensor in self._sensors:
                 self._sensors[sensor].pushed += count
             self._agent.last_ack_at = self._mono()
 
     def samples_dead_lettered(self, sensor: str, reason: str, count: int = 1) -> None:
         with self._lock:
+            self._changes += 1
             if sensor in self._sensors:
                 self._sensors[sensor].dead_lettered += count
             self._queue = dataclasses.replace(self._queue, dead_letters=self._queue.dead_letters + count)
@@ -610,6 +682,7 @@ class StatusTracker:
         """The queue's depth and oldest sample's wall-clock timestamp (from the queue's thread);
         ``dropped``: the running total, if it changed."""
         with self._lock:
+            self._changes += 1
             if dropped is not None and dropped > self._queue.dropped:
                 self._last_loss = self._mono()
             self._queue = dataclasses.replace(
@@ -621,6 +694,7 @@ class StatusTracker:
         """The connection came up or went down (``since`` moves only on a change)."""
         now = self._mono()
         with self._lock:
+            self._changes += 1
             agent = self._agent
             if error and (error != agent.last_error or agent.connected):
                 self._errors.append((now, "", f"agent: {error}"))
@@ -632,6 +706,8 @@ class StatusTracker:
 
     def clock_state(self, synchronised: bool, source: str) -> None:
         with self._lock:
+            if self._fed_again("clock", (synchronised, source)):
+                return
             if synchronised != self._synchronised:
                 self._sync_since = self._mono()
             self._synchronised, self._sync_source = synchronised, source
@@ -639,10 +715,12 @@ class StatusTracker:
     def error(self, message: str, sensor: str = "") -> None:
         """A problem worth showing among the recent errors (the bridge's own, e.g. a refused reload)."""
         with self._lock:
+            self._changes += 1
             self._errors.append((self._mono(), sensor, message))
 
     def restart_pending(self, keys: Iterable[str]) -> None:
         with self._lock:
+            self._changes += 1
             self._restart_pending = tuple(keys)
 
     def reload_handled(self, *, applied: bool, problems: Sequence[str] = (), at: float | None = None) -> None:
@@ -651,6 +729,7 @@ class StatusTracker:
         it, and a valid one that could not be applied (no ``problems``: the next reload retries
         it), keep the bridge degraded; an applied one clears that."""
         with self._lock:
+            self._changes += 1
             now = self._mono()
             self._forget_reload_error()
             refused = not applied        # an older profile runs until a reload succeeds
@@ -666,6 +745,7 @@ class StatusTracker:
     def reload_problems_gone(self) -> None:
         """The profile file was fixed back to what runs: no longer degraded by the refusal."""
         with self._lock:
+            self._changes += 1
             self._forget_reload_error()
             self._reload = dataclasses.replace(self._reload, refused=False)
 
@@ -685,6 +765,8 @@ class StatusTracker:
         first failure of a run of failures."""
         now = self._mono()
         with self._lock:
+            if self._fed_again("delivery", (error,)):
+                return
             if not error:
                 self._delivery_error = None
             elif self._delivery_error is None:
@@ -696,6 +778,8 @@ class StatusTracker:
     def store_state(self, error: str | None) -> None:
         """Samples cannot be stored (``error``: disk full, I/O error) or, None, they can again."""
         with self._lock:
+            if self._fed_again("store", (error,)):
+                return
             if error and error != self._store_error:
                 self._errors.append((self._mono(), "", f"cannot store samples: {error}"))
             self._store_error = error or None
@@ -718,6 +802,8 @@ class StatusTracker:
             c = self._sensors.get(sensor)
             if c is None:
                 return
+            self._fed_again(("sensor", sensor), (state, taken, failed, skipped, pushed, dead_lettered, values,
+                                                 failing_since, last_error, last_sample_at, last_read_at))
             if state == FAILING and last_error and (c.state != FAILING or c.last_error != last_error):
                 self._errors.append((now, sensor, last_error))
             c.state = state if state in SENSOR_STATES else STARTING
@@ -738,6 +824,7 @@ class StatusTracker:
         since_mono, ack_mono = self._mono_of(since), self._mono_of(last_ack_at)
         now = self._mono()
         with self._lock:
+            self._fed_again("agent", (connected, host, port, since, client_id, last_ack_at, error))
             agent = self._agent
             if error and not connected and error != agent.last_error:
                 self._errors.append((now, "", f"agent: {error}"))
@@ -754,9 +841,19 @@ class StatusTracker:
                      dead_letters: int) -> None:
         """The queue's running totals (`QueueStatus`'s fields); a total that grew marks a loss."""
         with self._lock:
+            self._fed_again("queue", (depth, oldest_sample_at, unstamped, dropped, dead_letters))
             if dropped > self._queue.dropped or dead_letters > self._queue.dead_letters:
                 self._last_loss = self._mono()
             self._queue = QueueStatus(depth, oldest_sample_at, unstamped, dropped, dead_letters)
+
+    def summary(self) -> StatusSummary:
+        """What a one-line summary says, without building a snapshot (`StatusSummary`)."""
+        with self._lock:
+            return StatusSummary(
+                total=len(self._sensors), ok=sum(1 for c in self._sensors.values() if c.state == OK),
+                failing=tuple(c.name for c in self._sensors.values() if c.state == FAILING),
+                agent_connected=self._agent.connected, queue_empty=self._queue.depth == 0,
+                clock_synchronised=self._synchronised)
 
     def snapshot(self) -> BridgeStatus:
         """The snapshot, every time on the wall clock of this moment."""
@@ -898,11 +995,15 @@ def process_alive(pid: int, start: int | None) -> bool:
 # ================================================================================================
 
 class StatusWriter:
-    """Writes snapshots to ``path`` atomically: a temp file in the same directory, fsync, rename
-    (a reader sees the old or the new file, never half of one). `publish` writes at most every
+    """Writes snapshots to ``path`` atomically: a temp file in the same directory, then a rename
+    (a reader sees the old or the new file, never half of one). No fsync: the file is a window
+    into a running process in a RAM directory, gone or stale after a reboot anyway; the rename
+    alone is what a reader needs. `publish` writes at most every
     ``min_interval_s``; call it every main-loop turn with a snapshot factory, it is cheap when
-    not due. A loop with nothing else to do turns when `heartbeat_in` says (every
-    ``heartbeat_s``). `remove` on a clean stop (no file then means "not running")."""
+    not due. Given the tracker's change counter (``changes``), a due write of an unchanged
+    snapshot waits until ``heartbeat_s`` after the last write (the file must stay fresh, not
+    be rewritten with the same counters); a loop with nothing else to do turns when
+    `heartbeat_in` says. `remove` on a clean stop (no file then means "not running")."""
 
     def __init__(self, path: str | Path, *, min_interval_s: float = WRITE_INTERVAL_S,
                  heartbeat_s: float = HEARTBEAT_S, monotonic: Callable[[], float] = time.monotonic,
@@ -912,10 +1013,13 @@ class StatusWriter:
         self.heartbeat_s = max(heartbeat_s, min_interval_s)
         self._monotonic, self._clock = monotonic, clock
         self._last_write: float | None = None
+        self._last_check: float | None = None     # the last due publish, written or found unchanged
+        self._written_changes: int | None = None  # the change counter the file was written with
         self._pid = os.getpid()
         self._pid_start = process_start(self._pid)
         self._boot_id = boot_id()
         self._failed = False
+        self._directory_made = False   # made (or found) by this writer: not checked per write
 
     @classmethod
     def for_bridge(cls, state_dir: str | Path, runtime_dir: str | Path | None = None,
@@ -926,13 +1030,13 @@ class StatusWriter:
         return cls(status_path(directory, state_dir), **kwargs)
 
     def due(self) -> bool:
-        return self._last_write is None or self._monotonic() - self._last_write >= self.min_interval_s
+        return self._last_check is None or self._monotonic() - self._last_check >= self.min_interval_s
 
     def due_in(self) -> float:
         """Seconds until the next write is due (0 if it is)."""
-        if self._last_write is None:
+        if self._last_check is None:
             return 0.0
-        return max(0.0, self.min_interval_s - (self._monotonic() - self._last_write))
+        return max(0.0, self.min_interval_s - (self._monotonic() - self._last_check))
 
     def heartbeat_in(self) -> float:
         """Seconds until an idle loop must write (0 if it must now): the file stays fresh."""
@@ -940,13 +1044,21 @@ class StatusWriter:
             return 0.0
         return max(0.0, self.heartbeat_s - (self._monotonic() - self._last_write))
 
-    def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False) -> bool:
-        """Write if due (or ``force``); True if written. A failure is logged once per change,
-        never raised: the status file is a window, not the bridge's job."""
+    def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False,
+                changes: int | None = None) -> bool:
+        """Write if due (or ``force``); True if written. ``changes``: the tracker's change counter
+        (`StatusTracker.changes`): the same as at the last write, and that write younger than
+        ``heartbeat_s``, means nothing to write yet. A failure is logged once per change, never
+        raised: the status file is a window, not the bridge's job."""
         if not force and not self.due():
             return False
-        status = snapshot() if callable(snapshot) else snapshot
         now_monotonic = self._monotonic()
+        if not force:
+            self._last_check = now_monotonic
+            if (changes is not None and changes == self._written_changes and self._last_write is not None
+                    and now_monotonic - self._last_write < self.heartbeat_s):
+                return False
+        status = snapshot() if callable(snapshot) else snapshot
         status = dataclasses.replace(status, pid=self._pid, pid_start=self._pid_start,
                                      boot_id=self._boot_id, written_at=self._clock(),
                                      written_monotonic=now_monotonic)
@@ -960,27 +1072,32 @@ class StatusWriter:
         if self._failed:
             log.info("status file %s written again", self.path)
         self._failed = False
-        self._last_write = now_monotonic
+        self._last_write = self._last_check = now_monotonic
+        self._written_changes = changes
         return True
 
     def _write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._directory_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._directory_made = True
         # one writer per file (one bridge per state directory): a per-process name is enough; a
         # temp file left by a killed writer with our PID is replaced (O_TRUNC), not accumulated
         temp = self.path.parent / f".{self.path.name}.{self._pid}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     STATUS_FILE_MODE)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         STATUS_FILE_MODE)
+        except FileNotFoundError:
+            self._directory_made = False   # the directory went away: made again next time
+            raise
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fchmod(out.fileno(), STATUS_FILE_MODE)
-                os.fsync(out.fileno())
             os.replace(temp, self.path)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        fsync_directory(self.path.parent)
 
     def remove(self) -> None:
         try:
