@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import os
 import signal
@@ -331,8 +332,17 @@ def test_the_main_loop_sleeps_until_the_next_due_work(tmp_path: Path,
     assert not writer.due() and ops.next_turn_in() == pytest.approx(6.0)
     now[0] += 3.0
     assert writer.due() and ops.next_turn_in() == pytest.approx(3.0)   # due, but not worth a turn
-    ops.tick(alive=True)                                 # a turn for another reason writes it
-    assert not writer.due() and ops.next_turn_in() == pytest.approx(7.0)  # the watchdog again
+    def written_at() -> float:
+        return float(json.loads(writer.path.read_text())["written_monotonic"])
+
+    ops.tick(alive=True)                                 # a turn for another reason: nothing changed,
+    assert written_at() == 1008.0                        # so nothing is written before the heartbeat
+    assert ops.next_turn_in() == pytest.approx(3.0)
+    tracker.set_sensors([])                              # a change, written by the next due turn
+    now[0] += 3.0
+    ops.tick(alive=True)
+    assert written_at() == 1016.0
+    assert not writer.due() and ops.next_turn_in() == pytest.approx(4.0)  # the watchdog again
     no_watchdog = Operations(tracker, SystemdNotifier(None), StatusWriter(tmp_path / "status-y.json",
                              min_interval_s=30.0, monotonic=lambda: now[0]), LogLinesView(),
                              ProfileReloader(profile, loader=lambda p: profile), ReloadSignal())

@@ -183,6 +183,21 @@ def test_writer_skips_an_unchanged_snapshot_until_it_would_age(tmp_path: Path) -
     assert len(built) == 3
 
 
+def test_a_status_file_that_cannot_be_written_is_tried_again_a_heartbeat_later(tmp_path: Path) -> None:
+    """An unwritable status directory must not turn the main loop into a busy loop: the failed
+    write counts for the heartbeat, so the loop sleeps as long as after a good one."""
+    now = [50.0]
+    (tmp_path / "file").write_text("")
+    writer = StatusWriter(tmp_path / "file" / "status.json", min_interval_s=5.0, heartbeat_s=10.0,
+                          monotonic=lambda: now[0])
+    tracker = _tracker([1_000.0])
+    assert not writer.publish(tracker.snapshot, changes=tracker.changes)   # ENOTDIR: logged, not raised
+    assert writer.heartbeat_in() == 10.0 and writer.due_in() == 5.0
+    now[0] += 10.0
+    assert writer.heartbeat_in() == 0.0 and not writer.publish(tracker.snapshot, changes=tracker.changes)
+    assert writer.heartbeat_in() == 10.0
+
+
 def test_tracker_changes_move_only_when_the_feed_changes() -> None:
     tracker = _tracker([1_000.0])
     feed = {"state": OK, "taken": 3, "failed": 0, "skipped": 0, "pushed": 2, "dead_lettered": 0,

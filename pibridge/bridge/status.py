@@ -1014,6 +1014,7 @@ class StatusWriter:
         self._monotonic, self._clock = monotonic, clock
         self._last_write: float | None = None
         self._last_check: float | None = None     # the last due publish, written or found unchanged
+        self._last_attempt: float | None = None   # the last write tried, whether it worked or not
         self._written_changes: int | None = None  # the change counter the file was written with
         self._pid = os.getpid()
         self._pid_start = process_start(self._pid)
@@ -1030,19 +1031,22 @@ class StatusWriter:
         return cls(status_path(directory, state_dir), **kwargs)
 
     def due(self) -> bool:
-        return self._last_check is None or self._monotonic() - self._last_check >= self.min_interval_s
+        return self.due_in() == 0.0
 
     def due_in(self) -> float:
-        """Seconds until the next write is due (0 if it is)."""
+        """Seconds until the next write is due (0 if it is): `min_interval_s` after the last
+        check (a write, or a snapshot found unchanged), and at the latest the heartbeat."""
         if self._last_check is None:
             return 0.0
-        return max(0.0, self.min_interval_s - (self._monotonic() - self._last_check))
+        return max(0.0, min(self.min_interval_s - (self._monotonic() - self._last_check),
+                            self.heartbeat_in()))
 
     def heartbeat_in(self) -> float:
-        """Seconds until an idle loop must write (0 if it must now): the file stays fresh."""
-        if self._last_write is None:
+        """Seconds until an idle loop must write (0 if it must now): the file stays fresh. A
+        failed write counts as one here: it is tried again a heartbeat later, not every turn."""
+        if self._last_attempt is None:
             return 0.0
-        return max(0.0, self.heartbeat_s - (self._monotonic() - self._last_write))
+        return max(0.0, self.heartbeat_s - (self._monotonic() - self._last_attempt))
 
     def publish(self, snapshot: BridgeStatus | Callable[[], BridgeStatus], *, force: bool = False,
                 changes: int | None = None) -> bool:
@@ -1062,6 +1066,7 @@ class StatusWriter:
         status = dataclasses.replace(status, pid=self._pid, pid_start=self._pid_start,
                                      boot_id=self._boot_id, written_at=self._clock(),
                                      written_monotonic=now_monotonic)
+        self._last_attempt = now_monotonic
         try:
             self._write(status.to_json().encode())
         except (OSError, ValueError) as exc:
