@@ -107,9 +107,12 @@ class DigitalInput(Driver):
         errors = pin_errors()
         try:
             self._factory.reserve_pins(self, self._number)   # as gpiozero's devices: one owner per pin
-        except errors as exc:
+        except Exception as exc:
             self._close_factory()
-            raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+            if isinstance(exc, errors):
+                raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+            raise
+        pin: InputPin | None = None
         try:
             pin = self._factory.pin(self._number)
             pin.function = "input"
@@ -119,10 +122,19 @@ class DigitalInput(Driver):
             pin.edges = "both"
             self._last_state = self._level_means(pin.state)
             pin.when_changed = self._changed
-        except errors as exc:
+        except Exception as exc:
+            # any failure gives back what was claimed (lgpio's "GPIO busy" and RPi.GPIO's
+            # RuntimeError are no gpiozero errors): a rebuild must not leak a gpiochip handle
+            if pin is not None:
+                try:
+                    pin.close()
+                except Exception:
+                    log.debug("closing GPIO%s after a failed setup failed too", self._number, exc_info=True)
             self._factory.release_pins(self, self._number)
             self._close_factory()
-            raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+            if isinstance(exc, errors):
+                raise BusError(f"digital_input: cannot claim GPIO{self._number}: {exc}") from exc
+            raise
         self._pin = pin
 
     @property

@@ -343,6 +343,10 @@ class DS18B20(Driver):
             began = first.clock()
             if _trigger_bulk(master, first.files):
                 triggered.append((first, began))
+            else:  # maybe renumbered while the slave's link still resolves: resolved again next slot
+                for driver in drivers:
+                    if isinstance(driver, DS18B20) and driver._master == master:
+                        driver._master = None
         return max((max(0.0, first.timing.read_time_s - (first.clock() - began))
                     for first, began in triggered), default=0.0)
 

@@ -692,3 +692,60 @@ def test_samples_committed_after_catching_up_are_sent_without_reading_the_disk(
     assert [len(m["values"]) for m in held["Air"][0]["metrics"]] == [6, 6]
     assert len(held["Door"][0]["metrics"][0]["values"]) == 6
     assert fetches == []
+
+
+def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(tmp_path: Path) -> None:
+    """While a reconciliation keeps failing (a full disk: the mapping cannot be written) the
+    verified inventory of the last good one stays, with its check and probe deadlines past: the
+    thread must sleep until the reconciliation's retry, not wake at once for deadlines its step
+    will not act on (it did: 100 % of a core until the disk had room)."""
+    import queue as queue_module
+
+    class Inbox:
+        timeout: float | None = None
+
+        def get(self, timeout: float) -> tuple[Any, ...]:
+            self.timeout = timeout
+            raise queue_module.Empty
+
+    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
+    try:
+        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
+        inbox = Inbox()
+        delivery._inbox = inbox  # type: ignore[assignment]
+        delivery._client = object()  # type: ignore[assignment]
+        delivery._up = True
+        delivery._resolved = ResolvedInventory("c0ffee", generation=1)
+        delivery._next_check = delivery._probe_at = 0.0   # both long past
+        delivery._acked_since_probe = {"Air": 3}
+        delivery._reconcile_failed("inventory mapping not written: No space left on device")
+        assert delivery._next_message() == ("wake",)
+        assert inbox.timeout is not None and inbox.timeout > 0.01
+    finally:
+        queue.close()
+
+
+def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alone(tmp_path: Path) -> None:
+    """Error 15/16 to a push of several samples does not say whose id is unknown: each sample
+    goes alone after the reconciliation, so only the culprit can run out of retries (all of
+    them were dead-lettered together before)."""
+    from concurrent.futures import Future
+
+    from pibridge.agent import ErrorCode
+    from pibridge.agent.errors import AgentReplyError
+
+    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
+    try:
+        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
+        samples = [QueuedSample(i, "Air", (), {"temperature": 20.0}, T0_MS + i, False) for i in (1, 2)]
+        for sample in samples:
+            delivery._in_flight[sample.id] = sample
+        answer: Future[Any] = Future()
+        answer.set_exception(AgentReplyError(ErrorCode.UnknownMetricId, "no such metric"))
+        delivery._on_result((1, 2), object(), answer)  # type: ignore[arg-type]
+        assert delivery._alone == {1, 2} and delivery._need_reconcile
+        assert sorted(retry.id for retry in delivery._retry) == [1, 2]
+    finally:
+        queue.close()

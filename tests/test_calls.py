@@ -113,6 +113,39 @@ def test_a_stuck_call_splits_its_batch_and_hands_over_what_it_finished() -> None
     assert all(c.owner != "after" for c in batch.calls[batch.next_index:])
 
 
+def test_calls_that_are_each_not_stuck_do_not_add_up_behind_each_other() -> None:
+    """Once a batch has run ``stuck_s``, the calls it has not begun go to another thread, even
+    though its running call is not stuck yet: their sensors' deadlines run from the turn."""
+    ticks = Ticks()
+    release, entered = threading.Event(), threading.Event()
+
+    def slow() -> float:
+        ticks.now += 0.125
+        return 0.5
+
+    def slow_again() -> float:
+        entered.set()
+        release.wait(WAIT_S)
+        return 0.5
+
+    batch = CallBatch([DriverCall("slow", 1, START, slow), DriverCall("slow again", 2, START, slow_again),
+                       DriverCall("after", 3, START, lambda: 0.5)])
+    began = ticks.now
+    batch.sent(ticks.now, 0.25)
+    worker = threading.Thread(target=batch.run, args=(stamp, ticks, lambda _: None))
+    worker.start()
+    try:
+        assert entered.wait(WAIT_S)
+        assert batch.check_at() == began + 0.25                      # the batch's budget, not the call's
+        assert batch.split_if_stuck(began + 0.125) is None
+        rest = batch.split_if_stuck(began + 0.25)                    # "slow again" ran 0.125 s only
+        assert rest is not None and [c.owner for c in rest] == ["after"]
+        assert [c.owner for c in batch.take_done()] == ["slow"]
+    finally:
+        release.set()
+        worker.join(WAIT_S)
+
+
 def test_the_pool_says_when_a_waiting_job_may_need_a_thread() -> None:
     pool = WorkerPool(core=1, stuck_s=WAIT_S)
     assert pool.check_in() is None                 # nothing waits: no wake-up needed

@@ -149,6 +149,42 @@ def test_pin_in_use_is_bus_error(mock_factory) -> None:
         DigitalInput(pin_factory=mock_factory, pin=PIN)
 
 
+def test_a_pin_setup_failing_with_a_foreign_error_gives_everything_back(mock_factory) -> None:
+    """RPi.GPIO says "Failed to add edge detection" as a RuntimeError and lgpio "GPIO busy" as
+    its own error, neither a gpiozero error: the pin is still closed and released (a rebuild
+    after each failure leaked a gpiochip handle), and the error is not hidden."""
+    closed: list[int] = []
+
+    class EdgesRefused:
+        def __init__(self, pin: object) -> None:
+            object.__setattr__(self, "_pin", pin)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._pin, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "edges":
+                raise RuntimeError("Failed to add edge detection")
+            setattr(self._pin, name, value)
+
+        def close(self) -> None:
+            closed.append(PIN)
+            self._pin.close()  # type: ignore[attr-defined]
+
+    class Factory:
+        def pin(self, spec: int) -> EdgesRefused:
+            return EdgesRefused(mock_factory.pin(spec))  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(mock_factory, name)
+
+    with pytest.raises(RuntimeError, match="edge detection"):
+        DigitalInput(pin_factory=Factory(), pin=PIN)
+    assert closed == [PIN]
+    with DigitalInput(pin_factory=mock_factory, pin=PIN, pull="down") as again:  # released
+        assert again.read() == {"state": False}
+
+
 def test_read_after_close_is_typed(mock_factory) -> None:
     door = DigitalInput(pin_factory=mock_factory, pin=PIN)
     door.close()

@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from pibridge import mqtt
 from pibridge.testing import Emulator, free_port
 
 CLI = [sys.executable, "-m", "pibridge", "emulator"]
@@ -46,7 +48,36 @@ def test_ready_line_and_clean_sigterm_exit(tmp_path: Path) -> None:
             proc.kill()
     for child in children:
         assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
-    assert not (tmp_path / "core.sock").exists() and not (tmp_path / "provision-core.sock").exists()
+    assert not (tmp_path / "sockets" / "core.sock").exists()
+    assert not (tmp_path / "sockets" / "provision-core.sock").exists()
+    assert stat.S_IMODE((tmp_path / "sockets").stat().st_mode) == 0o700   # no ACL there: owner only
+
+
+def test_a_state_dir_too_deep_for_socket_paths_serves_and_is_reachable_privately(tmp_path: Path) -> None:
+    """The private sockets go to a short temp dir then; the ready line names it, so tools and
+    tests (`private_endpoint`, `drop_core_session`) find it; it goes with the emulator."""
+    from pibridge.agent import AgentClient, AgentSettings, provision
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    emulator = Emulator(deep)
+    emulator.start()
+    try:
+        sockets = Path(emulator.ready_line.rstrip().partition(" sockets=")[2])
+        assert sockets.is_dir() and not sockets.is_relative_to(deep)
+        assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
+        settings = AgentSettings(host=emulator.host, port=emulator.port,
+                                 provision_port=emulator.provision_port, ca_file=emulator.ca_file,
+                                 cert_folder=tmp_path / "certs")
+        provision(settings)
+        with AgentClient(settings) as client:
+            assert client.ping()           # the core is connected through the temp dir's sockets
+        observer = mqtt.MqttSession(emulator.private_endpoint(), client_id=mqtt.new_client_id("t"),
+                                    on_message=lambda topic, payload: None)
+        observer.open(10.0)                # found through the ready line
+        observer.close()
+    finally:
+        emulator.stop()
+    assert not sockets.exists()
 
 
 def test_port_taken_is_refused_in_one_line(tmp_path: Path) -> None:

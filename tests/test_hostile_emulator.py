@@ -460,8 +460,8 @@ def _remove_ca(state: Path) -> None:
 
 def _core_socket_taken(state: Path) -> None:
     """mosquitto itself fails (its Unix listener cannot bind); the log holds an earlier run's lines."""
-    (state / "core.sock").mkdir()
-    (state / "core.sock" / "x").write_text("")
+    (state / "sockets" / "core.sock").mkdir(parents=True)
+    (state / "sockets" / "core.sock" / "x").write_text("")
     (state / "mosquitto.log").write_text("1: Error: a line of an EARLIER run\n1: Warning: unrelated\n")
 
 

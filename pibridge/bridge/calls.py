@@ -199,7 +199,10 @@ class CallBatch:
     Watching for a stuck call: ``next_look`` is when the timer thread should look at the batch
     next (`check_at`): ``stuck_s`` after it was sent, after its running call began, or after the
     last look found it not started yet; never again for a call already split off from (until the
-    next call begins). A batch that finishes in time is never looked at: its message comes first."""
+    next call begins). A batch that finishes in time is never looked at: its message comes first.
+    Calls that are each just under ``stuck_s`` must not add up either (their sensors' deadlines
+    run from the turn): once the batch itself has run ``stuck_s``, the calls not begun are split
+    off too."""
 
     calls: list[DriverCall]
     number: int = 0
@@ -207,6 +210,7 @@ class CallBatch:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_index: int = 0
     running_since: float | None = None   #: monotonic start of the call running now
+    began: float | None = None           #: monotonic start of the batch's first call
     next_look: float | None = None
     stuck_s: float = STUCK_CALL_S
     finished: bool = False
@@ -230,7 +234,9 @@ class CallBatch:
                 call = self.calls[self.next_index]
                 self.next_index += 1
                 self.running_since = monotonic()
-                self.next_look = self.running_since + self.stuck_s
+                if self.began is None:
+                    self.began = self.running_since
+                self.next_look = self._look_after(self.running_since)
             call.run(stamp, monotonic)
             follow = None
             if call.kind == START and call.collect is not None and call.ok and needs_no_wait(call.result):
@@ -254,17 +260,28 @@ class CallBatch:
         with self.lock:
             return self.next_look
 
+    def _look_after(self, running_since: float) -> float:
+        """(Lock held.) When a call that began at ``running_since`` is looked at: when it would be
+        stuck, or, while calls wait behind it, when the batch has run ``stuck_s``."""
+        look = running_since + self.stuck_s
+        if self.began is not None and self.next_index < len(self.calls):
+            look = min(look, self.began + self.stuck_s)
+        return look
+
     def split_if_stuck(self, now: float) -> list[DriverCall] | None:
-        """If the running call is stuck: the calls not begun yet, taken out of this batch (for a
-        new one; maybe none); else None (and the next look set)."""
+        """If the running call is stuck, or the batch ran ``stuck_s`` with calls still waiting: the
+        calls not begun yet, taken out of this batch (for a new one; maybe none); else None (and
+        the next look set)."""
         with self.lock:
             if self.next_look is None or now < self.next_look:
                 return None
             if self.running_since is None:          # not begun yet, or between two calls
                 self.next_look = now + self.stuck_s
                 return None
-            if now - self.running_since < self.stuck_s:
-                self.next_look = self.running_since + self.stuck_s
+            overrun = (self.began is not None and now - self.began >= self.stuck_s
+                       and self.next_index < len(self.calls))
+            if now - self.running_since < self.stuck_s and not overrun:
+                self.next_look = self._look_after(self.running_since)
                 return None
             self.next_look = None                   # until its next call begins
             rest = self.calls[self.next_index:]

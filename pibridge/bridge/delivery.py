@@ -525,9 +525,11 @@ class Delivery:
             wake.append(self._retry_at)
         if self._need_reconcile and self._up and not self._forbidden_until:
             wake.append(self._reconcile_at)
-        if self._resolved is not None:
+        # the same conditions as `_step`'s: a deadline it would not act on must not wake it (a
+        # failing reconciliation keeps `_resolved` with both deadlines past: a busy loop)
+        if self._resolved is not None and self._up and not self._need_reconcile:
             wake.append(self._next_check)
-            if self._probing is None and self._acked_since_probe:
+            if self._probing is None and self._acked_since_probe and self._gate_open(self._resolved):
                 wake.append(self._probe_at)
         if self._acked:
             wake.append(now + 0.5)
@@ -977,6 +979,12 @@ class Delivery:
                 self._alone.add(sample.id)
                 heapq.heappush(self._retry, _Retry(sample.id, sample))
             return
+        except Exception as exc:  # a bug of ours: its samples must not stay in flight for ever
+            log.exception("a push of %d sample(s) could not be sent", len(push.samples))
+            for sample in push.samples:
+                del self._in_flight[sample.id]
+                self._transient(sample, f"not sent: {exc}")
+            return
         self.pushes_sent += 1
         ids = tuple(sample.id for sample in push.samples)
         future.add_done_callback(lambda done: self._push_done(ids, client, done))
@@ -1027,13 +1035,17 @@ class Delivery:
         if not samples:
             return
         error = future.exception()
-        if error is not None and len(samples) > 1 and classify(error) is Outcome.DEAD:
+        outcome = classify(error) if error is not None and len(samples) > 1 else None
+        if outcome is Outcome.DEAD:
             for sample in samples:  # which one the agent refused is unknown: each alone
+                self._sent_to_lost.discard(sample.id)
                 self._alone.add(sample.id)
                 self._requeue(sample)
             return
         for sample in samples:
             self._settle(sample, client, error)
+        if outcome is Outcome.RECONCILE:  # an unknown id: each alone next time, so that only the
+            self._alone.update(sample.id for sample in samples)  # culprit runs out of retries
 
     def _settle(self, sample: QueuedSample, client: AgentClient, error: BaseException | None) -> None:
         """One sample's push was answered: ``error`` None (acknowledged) or why not."""

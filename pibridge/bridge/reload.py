@@ -225,7 +225,7 @@ class ProfileReloader:
 
 class ReloadSignal:
     """SIGHUP → a flag. `install` from the main thread; the main loop calls `take` each turn
-    (at least once a second). The handler only sets a plain attribute: a Python signal handler
+    (the signal itself ends the loop's wait, so a reload starts at once). The handler only sets a plain attribute: a Python signal handler
     runs in the main thread between two bytecodes, so one that took a lock (``Event.set``) could
     deadlock the main thread while it held that same lock (in ``Event.clear``)."""
 

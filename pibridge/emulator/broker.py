@@ -13,7 +13,8 @@ disconnects the older of two sessions with one client id, whichever listener eac
 
 Client ids and takeover (issue 20 §2; every listener has its own settings, ``per_listener_settings``):
 
-- The core connects to each broker on a private Unix socket (in the owner-only state directory)
+- The core connects to each broker on a private Unix socket (in a directory of mode 0700: see
+  `server._socket_dir`)
   with a certificate from the emulator's CA; ``use_identity_as_username`` and
   ``use_username_as_clientid`` make the certificate's CN its client id. The core's CN
   (`pki.CORE_IDENTITY`) starts with a control character, which mosquitto refuses in every

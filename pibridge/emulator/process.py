@@ -301,10 +301,18 @@ class EmulatorProcess:
         a fresh observer identity (CN ``pibridge-observer-…``, issued by the emulator's CA), or
         with ``as_core`` the core's own (connecting with it takes over the core's session)."""
         from pibridge.emulator.pki import Authority
-        from pibridge.emulator.server import CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, core_endpoint
+        from pibridge.emulator.server import (
+            CORE_SOCKET_NAME,
+            PROVISION_CORE_SOCKET_NAME,
+            SOCKET_DIR_NAME,
+            core_endpoint,
+        )
 
         state = self.state_dir.resolve()
-        socket_path = state / (PROVISION_CORE_SOCKET_NAME if provision else CORE_SOCKET_NAME)
+        # the ready line names the sockets' directory (a temp dir for a state dir too deep for them)
+        _, said, sockets = self.ready_line.rstrip("\n").partition(" sockets=")
+        socket_dir = Path(sockets) if said else state / SOCKET_DIR_NAME
+        socket_path = socket_dir / (PROVISION_CORE_SOCKET_NAME if provision else CORE_SOCKET_NAME)
         authority = Authority.existing(state)
         if as_core:
             cert, key = authority.paths.core_cert, authority.paths.core_key

@@ -11,8 +11,9 @@ Signals (to the serve process):
     SIGUSR2         wipe the inventory (clients and CA stay); prints ``wiped``
     SIGHUP          make both brokers re-read their configuration (the API broker: and the CRL)
 
-The ready line (stdout, flushed) is ``ready host=H provision_port=P port=Q ca_file=F state_dir=D``;
-it is printed once both ports answer TLS and the core is subscribed.
+The ready line (stdout, flushed) is ``ready host=H provision_port=P port=Q ca_file=F state_dir=D
+sockets=S`` (S: the directory of the brokers' private sockets); it is printed once both ports
+answer TLS and the core is subscribed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ LOCK_NAME = "serve.lock"
 #: The core's private sockets on the API broker and on the provision broker.
 CORE_SOCKET_NAME = "core.sock"
 PROVISION_CORE_SOCKET_NAME = "provision-core.sock"
+#: The private sockets' directory in the state dir (owner only).
+SOCKET_DIR_NAME = "sockets"
 #: The core's filters on the provision broker, and the prefix of the answers it publishes there.
 PROVISION_FILTERS = p.PROVISION_TOPICS
 PROVISION_ANSWERS = p.CERT_BACK_FILTER.removesuffix("#")
@@ -137,12 +140,16 @@ class StateLock:
 
 
 def _socket_dir(state_dir: Path) -> tuple[Path, Path | None]:
-    """Where the core's sockets go: the state dir, or a short private temp dir (also returned,
-    to be removed) if the state dir is too deep for a socket path."""
+    """Where the core's sockets go: `SOCKET_DIR_NAME` in the state dir, or a short temp dir (also
+    returned, to be removed) if the state dir is too deep for a socket path. Either is 0700
+    whatever the umask: the sockets have no ACL, so only the owner may reach them."""
     longest = max(CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, key=len)
-    if len(str(state_dir.resolve() / longest)) <= UNIX_PATH_MAX:
-        return state_dir.resolve(), None
-    tmp = Path(tempfile.mkdtemp(prefix="pibridge-"))
+    inside = state_dir.resolve() / SOCKET_DIR_NAME
+    if len(str(inside / longest)) <= UNIX_PATH_MAX:
+        inside.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(inside, 0o700)
+        return inside, None
+    tmp = Path(tempfile.mkdtemp(prefix="pibridge-"))  # 0700
     return tmp, tmp
 
 
@@ -151,9 +158,9 @@ def core_endpoint(socket_path: Path, ca_file: Path, cert_file: Path, key_file: P
     return mqtt.Endpoint(unix_socket=str(socket_path), tls=mqtt.TlsFiles(ca_file, cert_file, key_file))
 
 
-def ready_line(options: Options, ca_file: Path) -> str:
+def ready_line(options: Options, ca_file: Path, socket_dir: Path) -> str:
     return (f"ready host={options.host} provision_port={options.provision_port} port={options.port} "
-            f"ca_file={ca_file} state_dir={options.state_dir}")
+            f"ca_file={ca_file} state_dir={options.state_dir} sockets={socket_dir}")
 
 
 def _reason(exc: OSError) -> str:
@@ -269,7 +276,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
             if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
                 raise BrokerError(f"the emulator core cannot connect to {socket_dir / CORE_SOCKET_NAME} "
                                   f"and {socket_dir / PROVISION_CORE_SOCKET_NAME}")
-            print(ready_line(options, authority.paths.ca_cert), flush=True)
+            print(ready_line(options, authority.paths.ca_cert, socket_dir), flush=True)
 
         def stop_brokers() -> None:
             for broker in brokers:
