@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -472,6 +473,8 @@ class BadCommand:
     says: str  # in the one line
     status: int = 1
     prepare: Callable[[Path], object] | None = None
+    #: the state dir short enough for its sockets (else serve puts them in a temp dir)
+    short_state: bool = False
 
 
 def _serve(*extra: str) -> Callable[[Path, Path], list[str]]:
@@ -536,7 +539,10 @@ BAD_COMMANDS = [
     BadCommand("corrupt clients.serial", _serve(), "clients.serial", prepare=_corrupt_serial),
     BadCommand("garbage database", _serve(), "emulator.db",
                prepare=lambda s: (s / "emulator.db").write_bytes(b"not SQLite" * 100)),
-    BadCommand("mosquitto exits at start", _serve(), "Error binding unix socket", prepare=_core_socket_taken),
+    BadCommand("mosquitto exits at start", _serve(), "Error binding unix socket", prepare=_core_socket_taken,
+               short_state=True),
+    BadCommand("the sockets directory is a file", _serve(), "File exists", short_state=True,
+               prepare=lambda state: (state / "sockets").write_text("")),
     BadCommand("dump without state", lambda s, t: ["dump", "--state-dir", str(t / "none")],
                "no emulator state"),
     BadCommand("dump of a garbage database", lambda s, t: ["dump", "--state-dir", str(s)], "emulator.db",
@@ -554,9 +560,17 @@ def _assert_one_line(result: subprocess.CompletedProcess[str], says: str, status
     assert "ready" not in result.stdout
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory with a short path (pytest's, under xdist, leaves no room for socket names)."""
+    with tempfile.TemporaryDirectory(prefix="pb-", dir="/tmp") as short:
+        yield Path(short)
+
+
 @pytest.mark.parametrize("case", BAD_COMMANDS, ids=[c.name for c in BAD_COMMANDS])
-def test_bad_command_is_one_line(case: BadCommand, template_state: Path, tmp_path: Path) -> None:
-    state = _copy(template_state, tmp_path / "state")
+def test_bad_command_is_one_line(case: BadCommand, template_state: Path, tmp_path: Path,
+                                 short_tmp: Path) -> None:
+    state = _copy(template_state, (short_tmp if case.short_state else tmp_path) / "state")
     ca_before = (state / "ca.crt").read_bytes() if (state / "ca.crt").exists() else None
     if case.prepare is not None:
         case.prepare(state)
