@@ -286,7 +286,7 @@ def test_a_backlog_goes_in_pushes_of_several_samples_and_a_refused_one_goes_alon
     """Samples of one sensor waiting in the queue share pushes (a timestamp per value), and
     every one is stored under its own timestamp; a push the agent refuses for good is sent
     again sample by sample, so only the refused sample becomes a dead letter."""
-    from pibridge.bridge.delivery import MAX_SAMPLES_PER_PUSH
+    from pibridge.bridge.pushes import MAX_SAMPLES_PER_PUSH
 
     bridge = make_bridge({"Counter": COUNTER, "Air": AIR})
     bridge.start()

@@ -2,8 +2,8 @@
 queue oldest first with several pushes in flight, until each sample is acknowledged.
 
 One push per sample while delivery keeps up. A backlog (after an outage or a restart) goes in
-pushes of up to `MAX_SAMPLES_PER_PUSH` samples of one sensor, each value with its sample's
-timestamp (`_Push`): the agent handles one sensor's pushes one after another, so one message per
+pushes of up to `pushes.MAX_SAMPLES_PER_PUSH` samples of one sensor, each value with its sample's
+timestamp (`Push`): the agent handles one sensor's pushes one after another, so one message per
 sample would cost a round trip each. A sample's metrics always travel together, in one message.
 
 Threads: one ``bridge-delivery`` thread owns all of this state. Push futures' callbacks, the
@@ -73,6 +73,7 @@ from pibridge.agent import (
 )
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.model import SensorSpec
+from pibridge.bridge.pushes import MAX_PUSH_BYTES, Push, PushAddresses
 from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
@@ -88,12 +89,6 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 256
 #: Rows fetched from the queue per read.
 FETCH_BATCH = 512
-#: Bounds of one push carrying several samples of one sensor (a backlog; see `_Push`): samples,
-#: values, and payload bytes (the emulator refuses more than 1,000 values or 256 KB; the real
-#: agent states no bound, so these stay well below).
-MAX_SAMPLES_PER_PUSH = 32
-MAX_VALUES_PER_PUSH = 200
-MAX_PUSH_BYTES = 64 * 1024
 #: Batches handed over in memory that may wait for the delivery thread; beyond, it reads the disk.
 HANDED_MAX_BATCHES = 64
 #: Acknowledged rows handed to the queue for deletion at once (or when nothing is in flight).
@@ -206,46 +201,6 @@ class _Retry:
     sample: QueuedSample = field(compare=False)
 
 
-class _Push:
-    """Samples of one sensor sent in one push. One sample goes as before: its values under the
-    push's top-level timestamp. Several (a backlog: the agent serializes pushes per sensor, so
-    one message per sample would cost a round trip each) carry a timestamp per value
-    (agent-api.md §4: a per-element timestamp overrides the top-level one)::
-
-        {"metrics": [{"metricId": m1, "value": v, "timestamp": t1},   ← sample 1, every metric
-                     {"metricId": m2, "value": w, "timestamp": t1},
-                     {"metricId": m1, "value": x, "timestamp": t2},   ← sample 2
-                     ...]}
-
-    The agent takes a push whole or refuses it whole, so a sample is acknowledged exactly when
-    its push is."""
-
-    __slots__ = ("count", "samples", "sensor_id", "values")
-
-    def __init__(self, sensor_id: str) -> None:
-        self.sensor_id = sensor_id
-        self.samples: list[QueuedSample] = []
-        self.values: list[dict[str, Any]] = []
-        self.count = 0  # values in all samples
-
-    def fits(self, values: dict[str, Any]) -> bool:
-        return (len(self.samples) < MAX_SAMPLES_PER_PUSH
-                and self.count + len(values) <= MAX_VALUES_PER_PUSH)
-
-    def add(self, sample: QueuedSample, values: dict[str, Any]) -> None:
-        self.samples.append(sample)
-        self.values.append(values)
-        self.count += len(values)
-
-    def body(self) -> tuple[dict[str, Any] | list[tuple[str, Any, int]], int | None]:
-        """(values, top-level timestamp) for `AgentClient.push_async`."""
-        if len(self.samples) == 1:
-            return self.values[0], self.samples[0].timestamp_ms
-        return [(metric_id, value, sample.timestamp_ms)
-                for sample, values in zip(self.samples, self.values, strict=True)
-                for metric_id, value in values.items()], None
-
-
 class Delivery:
     """Drains ``queue`` to the agent of ``settings``; see the module docstring.
 
@@ -308,8 +263,7 @@ class Delivery:
         self._acked: list[int] = []
         self._dead: list[tuple[int, str, str]] = []
         self._unknown_id_hits: dict[int, int] = {}
-        self._ids_cache: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
-        self._ids_cache_for: tuple[ResolvedInventory, dict[str, SensorSpec]] | None = None
+        self._addresses = PushAddresses()
         self._missing_id_at: dict[int, int] = {}  # sample id → reconciliations when its id was missing
         self._retry_delays = retry_backoff.delays()
         self._retry_at = 0.0
@@ -913,20 +867,20 @@ class Delivery:
             self._ready.extend(r for r in rows if r.id not in skip)
 
     def _send(self, resolved: ResolvedInventory) -> bool:
-        """Fill the window, samples of one sensor in as few pushes as `_Push` allows; True when
+        """Fill the window, samples of one sensor in as few pushes as `Push` allows; True when
         the queue had nothing more to send."""
         client = self._client
         if client is None:
             return False
         if len(self._in_flight) > self._window // 2:
             return False  # wait for half the window: what frees up piecemeal would go piecemeal
-        filling: dict[str, _Push] = {}  # sensor id → the push being filled
+        filling: dict[str, Push] = {}  # sensor id → the push being filled
         try:
             while len(self._in_flight) < self._window:
                 sample = self._next_sample()
                 if sample is None:
                     return True
-                target = self._target(sample, resolved)
+                target = self._addresses.address(sample, resolved, self._specs)
                 if isinstance(target, str):
                     # an id may be missing only because the inventory is older than the sample (a
                     # sensor just added): dead letter only once a later reconciliation has no id
@@ -944,7 +898,7 @@ class Delivery:
                 sensor_id, values = target
                 self._in_flight[sample.id] = sample
                 if sample.id in self._alone:
-                    single = _Push(sensor_id)
+                    single = Push(sensor_id)
                     single.add(sample, values)
                     self._push(client, single)
                     continue
@@ -952,14 +906,14 @@ class Delivery:
                 if open_push is None or not open_push.fits(values):
                     if open_push is not None:
                         self._push(client, open_push)
-                    open_push = filling[sensor_id] = _Push(sensor_id)
+                    open_push = filling[sensor_id] = Push(sensor_id)
                 open_push.add(sample, values)
             return False
         finally:
             for push in filling.values():
                 self._push(client, push)
 
-    def _push(self, client: AgentClient, push: _Push) -> None:
+    def _push(self, client: AgentClient, push: Push) -> None:
         """Send ``push`` (its samples are in flight). A value the client refuses (NaN) buries its
         sample; a push of several that cannot be sent (such a value, or a body over
         `MAX_PUSH_BYTES`) goes again sample by sample."""
@@ -988,45 +942,6 @@ class Delivery:
         self.pushes_sent += 1
         ids = tuple(sample.id for sample in push.samples)
         future.add_done_callback(lambda done: self._push_done(ids, client, done))
-
-    def _target(self, sample: QueuedSample, resolved: ResolvedInventory) -> tuple[str, dict[str, Any]] | str:
-        """(sensorId, {metricId: value}), or why there is none."""
-        sensor_id = resolved.sensors.get(sample.sensor)
-        if sensor_id is None:
-            return f"sensor {sample.sensor!r} has no id at the agent (gone from the profile and the agent)"
-        metric_ids = self._metric_ids(sample, resolved)
-        values: dict[str, Any] = {}
-        for key, value in sample.values.items():
-            metric_id = metric_ids.get(key)
-            if metric_id is None:
-                return f"metric {key!r} of sensor {sample.sensor!r} has no id at the agent"
-            values[metric_id] = value
-        if not values:
-            return f"sample of sensor {sample.sensor!r} has no values"
-        return sensor_id, values
-
-    def _metric_ids(self, sample: QueuedSample, resolved: ResolvedInventory) -> dict[str, str]:
-        """{metric key: metricId} for the layout ``sample`` was taken with (its own identities,
-        else the current spec's), cached per (inventory, specs, sensor, layout)."""
-        cached_for = self._ids_cache_for
-        if cached_for is None or cached_for[0] is not resolved or cached_for[1] is not self._specs:
-            self._ids_cache.clear()
-            self._ids_cache_for = (resolved, self._specs)
-        cache_key = (sample.sensor, sample.metrics)
-        found = self._ids_cache.get(cache_key)
-        if found is None:
-            identities = dict(sample.metrics)
-            spec = self._specs.get(sample.sensor)
-            if spec is not None:
-                for metric in spec.metrics:
-                    identities.setdefault(metric.key, metric.identity[1])
-            found = {}
-            for key, identity in identities.items():
-                metric_id = resolved.metrics.get((sample.sensor, key, identity))
-                if metric_id is not None:
-                    found[key] = metric_id
-            self._ids_cache[cache_key] = found
-        return found
 
     def _on_result(self, sample_ids: tuple[int, ...], client: AgentClient, future: Future[Reply]) -> None:
         """The answer to one push, for each of its samples."""

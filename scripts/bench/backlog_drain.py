@@ -41,8 +41,9 @@ from push_throughput import IN_FLIGHT, METRICS, pipelined
 
 from pibridge.agent import AgentClient, AgentSettings, MetricDefinition, provision
 from pibridge.bridge.delivery import IN_FLIGHT as DELIVERY_IN_FLIGHT
-from pibridge.bridge.delivery import MAX_SAMPLES_PER_PUSH, Delivery
+from pibridge.bridge.delivery import Delivery
 from pibridge.bridge.model import MetricSpec, SensorSpec, TakenSample
+from pibridge.bridge.pushes import MAX_SAMPLES_PER_PUSH
 from pibridge.bridge.queue import SampleQueue
 from pibridge.emulator.store import DB_NAME
 from pibridge.profile import BridgeSettings
