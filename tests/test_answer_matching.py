@@ -51,6 +51,21 @@ def wait_for(predicate: Callable[[], bool], bridge: Bridge) -> None:
     assert bridge.delivery.wait_until(predicate, WAIT_S), bridge.delivery.status()
 
 
+def probing_bridge(emulator: Emulator, tmp_path: Path, specs: dict[str, SensorSpec], *,
+                   probe_s: float) -> Bridge:
+    """A started delivery (and its queue) that probes the inventory every ``probe_s`` seconds."""
+    from pibridge.bridge.delivery import Delivery
+    from pibridge.bridge.queue import SampleQueue
+
+    bridge = Bridge(emulator, tmp_path / "bridge", specs)
+    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
+    bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue, specs=bridge.specs,
+                               request_timeout=1.0, retry_backoff=FAST, connect_backoff=FAST,
+                               inventory_probe_s=probe_s)
+    bridge.delivery.start()
+    return bridge
+
+
 def assert_every_air_sample_stored(bridge: Bridge, count: int) -> None:
     """Drained (every sample acknowledged) and every one of them at the agent, exactly."""
     bridge.drained()
@@ -224,15 +239,9 @@ def test_a_live_wipe_is_noticed_by_the_probe_and_everything_is_registered_again(
     """Issue 20 §2: a wipe while the bridge runs made pushes land under implicitly created
     nameless sensors for up to an hour. The probe (one list_sensors every `inventory_probe_s`)
     notices, re-registers, and reports the samples exposed once."""
-    from pibridge.bridge.delivery import Delivery
-    from pibridge.bridge.queue import SampleQueue
-
-    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR})
-    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
-    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
-                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
-                                          connect_backoff=FAST, inventory_probe_s=0.5)
-    delivery.start()
+    bridge = probing_bridge(emulator, tmp_path, {"Air": AIR}, probe_s=0.5)
+    delivery = bridge.delivery
+    assert delivery is not None
     try:
         bridge.put([air(i) for i in range(10)])
         bridge.drained()
@@ -293,15 +302,9 @@ def test_a_sensor_renamed_in_the_portal_is_not_taken_for_a_lost_inventory(
     not by a name: a user's rename in the portal is not a loss (reconciling for it renamed a
     profile sensor back at once, and reconciled at every probe for a sensor that only has samples
     queued, which no reconciliation renames)."""
-    from pibridge.bridge.delivery import Delivery
-    from pibridge.bridge.queue import SampleQueue
-
-    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR, "Door": DOOR})
-    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
-    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
-                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
-                                          connect_backoff=FAST, inventory_probe_s=0.2)
-    delivery.start()
+    bridge = probing_bridge(emulator, tmp_path, {"Air": AIR, "Door": DOOR}, probe_s=0.2)
+    delivery = bridge.delivery
+    assert delivery is not None
     try:
         bridge.put([air(0)])
         bridge.drained()
@@ -326,15 +329,9 @@ def test_a_wipe_during_a_burst_loses_only_what_the_warning_reports(
     deleted what was stored before it)."""
     import re
 
-    from pibridge.bridge.delivery import Delivery
-    from pibridge.bridge.queue import SampleQueue
-
-    bridge = Bridge(emulator, tmp_path / "bridge", {"Air": AIR})
-    bridge.queue = SampleQueue(bridge.bridge_settings.state_dir, boot_id=BOOT)
-    delivery = bridge.delivery = Delivery(bridge.settings, bridge.bridge_settings, bridge.queue,
-                                          specs=bridge.specs, request_timeout=1.0, retry_backoff=FAST,
-                                          connect_backoff=FAST, inventory_probe_s=0.05)
-    delivery.start()
+    bridge = probing_bridge(emulator, tmp_path, {"Air": AIR}, probe_s=0.05)
+    delivery = bridge.delivery
+    assert delivery is not None
     count = 3000
     try:
         bridge.put([air(0)])
