@@ -343,7 +343,9 @@ class DS18B20(Driver):
             began = first.clock()
             if _trigger_bulk(master, first.files):
                 triggered.append((first, began))
-            else:  # maybe renumbered while the slave's link still resolves: resolved again next slot
+            elif not first.files.exists(master / BULK_READ_FILE):
+                # the master is gone (renumbered while the slave's link still resolves): resolved
+                # again next slot; a trigger file that is only not writable stays as it is
                 for driver in drivers:
                     if isinstance(driver, DS18B20) and driver._master == master:
                         driver._master = None

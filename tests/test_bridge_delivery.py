@@ -749,3 +749,63 @@ def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alon
         assert sorted(retry.id for retry in delivery._retry) == [1, 2]
     finally:
         queue.close()
+
+
+def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(tmp_path: Path) -> None:
+    """A push the client cannot even send (an unforeseen error, not a refused value) puts its
+    samples back for the retry backoff: the fill stops there (it popped them again at once and
+    spun in one `_send` for ever), and nothing stays in flight."""
+    import heapq
+
+    from pibridge.bridge.delivery import _Retry
+
+    class Unsendable:
+        calls = 0
+
+        def request_async(self, *args: Any, **kwargs: Any) -> Any:
+            Unsendable.calls += 1
+            raise RuntimeError("the client broke")
+
+    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
+    try:
+        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
+        delivery._client = Unsendable()  # type: ignore[assignment]
+        resolved = ResolvedInventory("c0ffee", 1, sensors={"Air": "s1"},
+                                     metrics={("Air", "temperature", "unit:x"): "m1"})
+        for i in range(1, 41):
+            sample = QueuedSample(i, "Air", (("temperature", "unit:x"),), {"temperature": 20.0}, T0_MS + i,
+                                  False)
+            heapq.heappush(delivery._retry, _Retry(i, sample))
+        assert delivery._send(resolved) is False
+        assert Unsendable.calls <= 2 and not delivery._in_flight      # (32 + 8 in the push being filled)
+        assert len(delivery._retry) == 40 and delivery._retry_at > time.monotonic()
+    finally:
+        queue.close()
+
+
+def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(tmp_path: Path) -> None:
+    """While `_safe_step` waits after an unforeseen error, deadlines that are past (connect,
+    reconcile) must not make the inbox wait return at once."""
+    import queue as queue_module
+
+    class Inbox:
+        timeout: float | None = None
+
+        def get(self, timeout: float) -> tuple[Any, ...]:
+            self.timeout = timeout
+            raise queue_module.Empty
+
+    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
+    try:
+        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
+        inbox = Inbox()
+        delivery._inbox = inbox  # type: ignore[assignment]
+        delivery._connect_at = 0.0                       # no client: connecting is long due
+        delivery._step_error = "PermissionError: [Errno 13] Permission denied: 'certs'"
+        delivery._step_retry_at = time.monotonic() + 2.0
+        assert delivery._next_message() == ("wake",)
+        assert inbox.timeout is not None and inbox.timeout > 1.0
+    finally:
+        queue.close()

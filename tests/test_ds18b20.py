@@ -458,8 +458,12 @@ def test_master_resolved_once_and_again_after_a_failed_read(bus: FakeW1Bus) -> N
     bus.clock.sleep(DS18B20.start_group([driver]))
     assert driver.collect() == {"temperature": 19.0}
     looked_up = resolved.count(driver.slave_dir)
-    bus.set_bulk_writable(False, "w1_bus_master2")          # the trigger fails (master renumbered?)
+    bus.set_bulk_writable(False, "w1_bus_master2")          # the trigger fails for good (root-only)
     assert DS18B20.start_group([driver]) == 0.0
     assert driver.collect() == {"temperature": 19.0}        # converted on its own read
     assert driver.group_key() == bus.root / "w1_bus_master2"
-    assert resolved.count(driver.slave_dir) == looked_up + 1   # looked up again after the failed trigger
+    assert resolved.count(driver.slave_dir) == looked_up    # the master is still there: kept
+    (bus.root / "w1_bus_master2" / "therm_bulk_read").unlink()   # the master gone (renumbered)
+    assert DS18B20.start_group([driver]) == 0.0
+    driver.group_key()
+    assert resolved.count(driver.slave_dir) == looked_up + 1   # looked up again

@@ -238,6 +238,7 @@ class Delivery:
         #: samples of a several-sample push the agent refused for good: which one it refused is
         #: unknown, so each goes again in a push of its own
         self._alone: set[int] = set()
+        self._push_error = ""  # the last unforeseen failure to send a push (logged once per kind)
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -470,6 +471,11 @@ class Delivery:
 
     def _next_message(self) -> tuple[Any, ...]:
         now = time.monotonic()
+        if self._step_error and now < self._step_retry_at:  # `_safe_step` pauses: nothing else is due
+            try:
+                return self._inbox.get(timeout=self._step_retry_at - now)
+            except queue_module.Empty:
+                return ("wake",)
         wake = [now + 60.0]
         if self._client is None or self._forbidden_until:
             wake.append(max(self._connect_at, self._forbidden_until))
@@ -877,6 +883,8 @@ class Delivery:
         filling: dict[str, Push] = {}  # sensor id → the push being filled
         try:
             while len(self._in_flight) < self._window:
+                if self._retry_at > time.monotonic():
+                    return False  # a push failed to go out (`_push`): its samples wait for the backoff
                 sample = self._next_sample()
                 if sample is None:
                     return True
@@ -934,12 +942,16 @@ class Delivery:
                 heapq.heappush(self._retry, _Retry(sample.id, sample))
             return
         except Exception as exc:  # a bug of ours: its samples must not stay in flight for ever
-            log.exception("a push of %d sample(s) could not be sent", len(push.samples))
+            what = f"{type(exc).__name__}: {exc}"
+            if what != self._push_error:  # once per kind, not at every retry
+                self._push_error = what
+                log.exception("a push of %d sample(s) could not be sent", len(push.samples))
             for sample in push.samples:
                 del self._in_flight[sample.id]
                 self._transient(sample, f"not sent: {exc}")
             return
         self.pushes_sent += 1
+        self._push_error = ""
         ids = tuple(sample.id for sample in push.samples)
         future.add_done_callback(lambda done: self._push_done(ids, client, done))
 

@@ -310,7 +310,7 @@ class EmulatorProcess:
 
         state = self.state_dir.resolve()
         # the ready line names the sockets' directory (a temp dir for a state dir too deep for them)
-        _, said, sockets = self.ready_line.rstrip("\n").partition(" sockets=")
+        _, said, sockets = self.ready_line.rstrip("\n").rpartition(" sockets=")  # the last field
         socket_dir = Path(sockets) if said else state / SOCKET_DIR_NAME
         socket_path = socket_dir / (PROVISION_CORE_SOCKET_NAME if provision else CORE_SOCKET_NAME)
         authority = Authority.existing(state)
