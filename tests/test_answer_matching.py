@@ -199,13 +199,19 @@ def soak_samples(i: int) -> list[TakenSample]:
             TakenSample("Counter", {"count": i}, at + 2, float(i), BOOT)]
 
 
+@pytest.mark.parametrize("samples_per_push", [1, None], ids=["one-sample-a-push", "backlog-pushes"])
 def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_sticks(
-        bridges: Callable[..., Bridge], emulator_factory: Callable[..., Emulator]) -> None:
+        samples_per_push: int | None, bridges: Callable[..., Bridge],
+        emulator_factory: Callable[..., Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
     """Samples of three sensors under lost, late (the answer stream held 1.5 s, beyond the 1 s
     timeout), duplicated, reordered and re-sent answers (the last few again, echoes included, as
     an agent re-sends after its own reconnect) plus 5 % error 3: everything is delivered by
-    itself, and every acknowledged sample is stored. ``PIBRIDGE_SOAK_ANSWER_FAULTS=15000`` (and
-    ``--timeout 1800``) for the closing note's figure (prints the counts with ``-s``)."""
+    itself, and every acknowledged sample is stored. Once with one sample a push (an answer per
+    sample: the most answers to get wrong), once with the delivery's backlog pushes of several.
+    ``PIBRIDGE_SOAK_ANSWER_FAULTS=15000`` (and ``--timeout 1800``) for the closing note's figure
+    (prints the counts with ``-s``)."""
+    if samples_per_push is not None:
+        monkeypatch.setattr("pibridge.bridge.pushes.MAX_SAMPLES_PER_PUSH", samples_per_push)
     emulator = emulator_factory(inject_errors=[(3, 0.05)], inject_answer_faults=SOAK_FAULTS, seed=7)
     bridge = bridges(emulator, {"Air": AIR, "Door": DOOR, "Counter": COUNTER})
     delivery = bridge.start()
@@ -227,7 +233,8 @@ def test_soak_random_answer_faults_acknowledge_only_what_was_stored_and_nothing_
     assert values_of(counter_sensor, "Count") == [(SOAK_T0_MS + i * 1000 + 2, i) for i in every]
     client = delivery.client
     assert client is not None
-    print(f"\nanswer-fault soak: {3 * per_sensor} samples, faults {SOAK_FAULTS} + 5 % error 3: "
+    print(f"\nanswer-fault soak: {3 * per_sensor} samples in {delivery.pushes_sent} pushes, "
+          f"faults {SOAK_FAULTS} + 5 % error 3: "
           f"{status.pushed} acknowledged, {3 * per_sensor} stored, {status.resent} resent, "
           f"{client._pending.ignored} answers ignored (duplicates and late ones) on the last connection, "
           f"{client._pending.replays} replays recognised")
