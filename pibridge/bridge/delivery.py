@@ -47,14 +47,13 @@ import enum
 import heapq
 import logging
 import queue as queue_module
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pibridge.agent import (
     AgentClient,
@@ -66,21 +65,18 @@ from pibridge.agent import (
     ConnectionEvent,
     CredentialFiles,
     ErrorCode,
-    ProvisioningError,
     ProvisioningMode,
     Reply,
     encode_push,
 )
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.model import SensorSpec
+from pibridge.bridge.provisioning import Provisioner, ProvisioningChild
 from pibridge.bridge.pushes import MAX_PUSH_BYTES, Push, PushAddresses
 from pibridge.bridge.queue import QueuedSample, SampleQueue
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
 from pibridge.protocol import Op
-
-if TYPE_CHECKING:
-    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +109,6 @@ FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CE
 #: Delays between consecutive re-provisionings (reset by an acknowledged push): an agent that
 #: rejects every new certificate as well gets a new client at most this often, not per loop.
 REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
-#: Seconds a re-provisioning child process may take.
-PROVISION_TIMEOUT_S = 60.0
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
 MAX_UNKNOWN_ID_RETRIES = 3
 #: Seconds between two inventory probes (one list_sensors compared with the verified ids, sent
@@ -132,19 +126,6 @@ NO_ID = "no agent id after reconciliation"
 RECONCILE_PROBLEM_PREFIXES = ("the agent refused a request of the inventory reconciliation",
                               "inventory mapping not written")
 UNKNOWN_ID_CODES = frozenset({int(ErrorCode.UnknownSensorId), int(ErrorCode.UnknownMetricId)})
-
-Provisioner = Callable[[AgentSettings], str]
-
-
-def provisioning_command(settings: AgentSettings) -> list[str]:
-    """``python -m pibridge provision --provisioning smart`` with these settings: run in a child
-    process, so ``cryptography`` never loads into the long-running bridge. Smart provisions when
-    nothing is stored, and anew only if the agent rejects the stored certificate."""
-    return [sys.executable, "-m", "pibridge", "provision", "--host", settings.host,
-            "--port", str(settings.port), "--provision-port", str(settings.provision_port),
-            "--ca-file", str(settings.ca_file), "--cert-folder", str(settings.cert_folder),
-            "--client-name", settings.client_name, "--provisioning", str(ProvisioningMode.SMART)]
-
 
 class Outcome(enum.Enum):
     """What a push's failure means for its sample (see the table in the module docstring)."""
@@ -221,7 +202,6 @@ class Delivery:
         self.queue = queue
         self._specs = dict(specs)
         self._clock_ready = clock_ready
-        self._provisioner = provisioner
         self._window = in_flight
         self._request_timeout = request_timeout
         self._retry_backoff = retry_backoff
@@ -242,6 +222,7 @@ class Delivery:
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._provisioning = ProvisioningChild(settings, self._stopping, provisioner)
         # connection state, written by the client's event callbacks (see the push gate)
         self._gate_lock = threading.Lock()
         self._generation = 0
@@ -282,8 +263,6 @@ class Delivery:
         self._step_delays = retry_backoff.delays()
         self._step_retry_at = 0.0
         self._step_error = ""
-        self._child_lock = threading.Lock()
-        self._child: subprocess.Popen[str] | None = None   # a provisioning child process
         self._progress = threading.Condition()
         self._drained = threading.Event()
         self._queue_changes = 0  # bumped by the queue's thread before a put returns
@@ -322,9 +301,7 @@ class Delivery:
             client = self._client
             if client is not None:
                 client.close()
-            with self._child_lock:
-                if self._child is not None:
-                    self._child.kill()
+            self._provisioning.kill()
             thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             log.warning("delivery thread did not stop within %g s", timeout)
@@ -638,12 +615,12 @@ class Delivery:
             if now < self._reprovision_at:  # re-provisioned a moment ago: back off
                 self._forbidden_until = self._reprovision_at
                 return
-            before = self._stored_client_id()
+            before = self._provisioning.stored_client_id()
             provisioned = self._provision(why)
             self._reprovision_at = time.monotonic() + next(self._reprovision_delays)
             if not provisioned:
                 return
-            if self._stored_client_id() == before:
+            if self._provisioning.stored_client_id() == before:
                 # the agent accepts the stored certificate, so smart provisioning kept it: a new
                 # connection would meet the same refusal
                 self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
@@ -663,19 +640,12 @@ class Delivery:
             self._forbidden_logged = True
             log.error("%s", self._problem)
 
-    def _stored_client_id(self) -> str:
-        """The clientId of the credentials on disk ("" if none or unreadable)."""
-        try:
-            return CredentialFiles(self.settings.cert_folder, self.settings.client_name).client_id()
-        except (AgentError, OSError, ValueError):
-            return ""
-
     def _provision(self, why: str) -> bool:
         # said once per reason: a retry every few seconds while the agent is away logs nothing new
         (log.warning if why != self._provisioning_for else log.debug)("provisioning (%s)", why)
         self._provisioning_for = why
         try:
-            output = self._provisioner(self.settings) if self._provisioner else self._provision_child()
+            output = self._provisioning.run()
         except (AgentError, OSError) as exc:
             self._set_problem(f"provisioning failed: {exc}")
             self._connect_at = time.monotonic() + next(self._connect_delays)
@@ -684,31 +654,6 @@ class Delivery:
         log.info("%s", output)
         self._forbidden_logged = False
         return True
-
-    def _provision_child(self) -> str:
-        """`provisioning_command` as a child process (killed by `stop`); its output line, or
-        `ProvisioningError` with its last error line."""
-        import subprocess  # here: re-provisioning is rare, the bridge runs for months
-
-        with self._child_lock:
-            if self._stopping.is_set():
-                raise ProvisioningError("stopping")
-            child = self._child = subprocess.Popen(
-                provisioning_command(self.settings), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = child.communicate(timeout=PROVISION_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            raise ProvisioningError(f"provisioning did not finish within {PROVISION_TIMEOUT_S:g} s") from None
-        finally:
-            with self._child_lock:
-                self._child = None
-        if child.returncode != 0:
-            lines = err.strip().splitlines() or [f"provisioning exited with status {child.returncode}"]
-            raise ProvisioningError(lines[-1])
-        return out.strip()
 
     def _set_problem(self, text: str) -> None:
         if text and text != self._problem:
