@@ -741,10 +741,10 @@ def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alon
                             BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
         samples = [QueuedSample(i, "Air", (), {"temperature": 20.0}, T0_MS + i, False) for i in (1, 2)]
         for sample in samples:
-            delivery._in_flight[sample.id] = sample
+            delivery._in_flight[sample.id] = (sample, 7)
         answer: Future[Any] = Future()
         answer.set_exception(AgentReplyError(ErrorCode.UnknownMetricId, "no such metric"))
-        delivery._on_result((1, 2), object(), answer)  # type: ignore[arg-type]
+        delivery._on_result(7, (1, 2), object(), answer)  # type: ignore[arg-type]
         assert delivery._alone == {1, 2} and delivery._need_reconcile
         assert sorted(retry.id for retry in delivery._retry) == [1, 2]
     finally:
@@ -807,5 +807,33 @@ def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(tmp_path:
         delivery._step_retry_at = time.monotonic() + 2.0
         assert delivery._next_message() == ("wake",)
         assert inbox.timeout is not None and inbox.timeout > 1.0
+    finally:
+        queue.close()
+
+
+def test_an_answer_settles_only_the_samples_its_own_push_still_carries(tmp_path: Path) -> None:
+    """A sample sent again (its first push's samples were put back, e.g. it failed to go out) is
+    settled by its current push's answer only: a late answer of the earlier push, failed or not,
+    must neither requeue it while it is in flight (it would be sent a third time and counted
+    acknowledged twice) nor acknowledge it for the push still out."""
+    from concurrent.futures import Future
+
+    from pibridge.agent import AgentConnectionError, ConnectionErrorKind, Reply
+    from pibridge.protocol import Op
+
+    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
+    try:
+        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
+        sample = QueuedSample(1, "Air", (), {"temperature": 20.0}, T0_MS, False)
+        delivery._in_flight[sample.id] = (sample, 2)          # carried by push 2 now
+        stale: Future[Any] = Future()
+        stale.set_exception(AgentConnectionError(ConnectionErrorKind.LOST, "agent", "dropped"))
+        delivery._on_result(1, (1,), object(), stale)  # type: ignore[arg-type]
+        assert delivery._in_flight == {1: (sample, 2)} and not delivery._retry and delivery.pushed == 0
+        answered: Future[Any] = Future()
+        answered.set_result(Reply(Op.PUSH, "topic", b"", None))
+        delivery._on_result(2, (1,), object(), answered)  # type: ignore[arg-type]
+        assert delivery._in_flight == {} and delivery.pushed == 1 and delivery._acked == [1]
     finally:
         queue.close()

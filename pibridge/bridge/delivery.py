@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 import logging
 import queue as queue_module
 import threading
@@ -234,7 +235,10 @@ class Delivery:
         self._mapping: InventoryMapping | None = None
         self._need_reconcile = True
         self._next_check = 0.0
-        self._in_flight: dict[int, QueuedSample] = {}
+        #: sample id → (the sample, the number of the push carrying it): only that push's answer
+        #: settles it (an older push's answer, for a sample sent again since, is not its answer)
+        self._in_flight: dict[int, tuple[QueuedSample, int]] = {}
+        self._push_numbers = itertools.count(1)
         self._retry: list[_Retry] = []
         self._ready: deque[QueuedSample] = deque()
         self._cursor = 0
@@ -397,8 +401,9 @@ class Delivery:
                 self._downs += 1
         self._inbox.put(("connection", client, event))
 
-    def _push_done(self, sample_ids: tuple[int, ...], client: AgentClient, future: Future[Reply]) -> None:
-        self._inbox.put(("result", sample_ids, client, future))
+    def _push_done(self, number: int, sample_ids: tuple[int, ...], client: AgentClient,
+                   future: Future[Reply]) -> None:
+        self._inbox.put(("result", number, sample_ids, client, future))
 
     def _gate_open(self, resolved: ResolvedInventory) -> bool:
         with self._gate_lock:
@@ -480,7 +485,7 @@ class Delivery:
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "result":
-            self._on_result(message[1], message[2], message[3])
+            self._on_result(message[1], message[2], message[3], message[4])
         elif kind == "connection":
             self._on_event(message[1], message[2])
         elif kind == "specs":
@@ -746,7 +751,7 @@ class Delivery:
             self._acked_since_probe = {}
             self._probe_ok_at = time.time()
             return
-        self._sent_to_lost |= {sid for sid, sample in self._in_flight.items() if sample.sensor in lost}
+        self._sent_to_lost |= {sid for sid, (sample, _) in self._in_flight.items() if sample.sensor in lost}
         exposed = sum(self._acked_since_probe.get(name, 0) for name in lost)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._probe_ok_at))
         log.warning("the agent no longer holds %d of our sensors as registered (%s; e.g. its inventory "
@@ -849,18 +854,19 @@ class Delivery:
                 if self._missing_id_at:
                     self._missing_id_at.pop(sample.id, None)  # its ids are known now
                 sensor_id, values = target
-                self._in_flight[sample.id] = sample
                 if sample.id in self._alone:
-                    single = Push(sensor_id)
+                    single = Push(sensor_id, next(self._push_numbers))
                     single.add(sample, values)
+                    self._in_flight[sample.id] = (sample, single.number)
                     self._push(client, single)
                     continue
                 open_push = filling.get(sensor_id)
                 if open_push is None or not open_push.fits(values):
                     if open_push is not None:
                         self._push(client, open_push)
-                    open_push = filling[sensor_id] = Push(sensor_id)
+                    open_push = filling[sensor_id] = Push(sensor_id, next(self._push_numbers))
                 open_push.add(sample, values)
+                self._in_flight[sample.id] = (sample, open_push.number)
             return False
         finally:
             for push in filling.values():
@@ -897,13 +903,18 @@ class Delivery:
             return
         self.pushes_sent += 1
         self._push_error = ""
-        ids = tuple(sample.id for sample in push.samples)
-        future.add_done_callback(lambda done: self._push_done(ids, client, done))
+        number, ids = push.number, tuple(sample.id for sample in push.samples)
+        future.add_done_callback(lambda done: self._push_done(number, ids, client, done))
 
-    def _on_result(self, sample_ids: tuple[int, ...], client: AgentClient, future: Future[Reply]) -> None:
-        """The answer to one push, for each of its samples."""
-        samples = [sample for sample_id in sample_ids
-                   if (sample := self._in_flight.pop(sample_id, None)) is not None]
+    def _on_result(self, number: int, sample_ids: tuple[int, ...], client: AgentClient,
+                   future: Future[Reply]) -> None:
+        """The answer to push ``number``, for each of its samples still in flight with it."""
+        samples = []
+        for sample_id in sample_ids:
+            entry = self._in_flight.get(sample_id)
+            if entry is not None and entry[1] == number:
+                del self._in_flight[sample_id]
+                samples.append(entry[0])
         if not samples:
             return
         error = future.exception()
@@ -1008,7 +1019,7 @@ class Delivery:
             except queue_module.Empty:
                 break
             if message[0] == "result":
-                self._on_result(message[1], message[2], message[3])
+                self._on_result(message[1], message[2], message[3], message[4])
         try:
             self._flush()
             if self._acked:

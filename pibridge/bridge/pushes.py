@@ -40,10 +40,11 @@ class Push:
     The agent takes a push whole or refuses it whole, so a sample is acknowledged exactly when
     its push is."""
 
-    __slots__ = ("count", "samples", "sensor_id", "values")
+    __slots__ = ("count", "number", "samples", "sensor_id", "values")
 
-    def __init__(self, sensor_id: str) -> None:
+    def __init__(self, sensor_id: str, number: int) -> None:
         self.sensor_id = sensor_id
+        self.number = number  # which push this is (the delivery counts them): whose answer it gets
         self.samples: list[QueuedSample] = []
         self.values: list[dict[str, Any]] = []
         self.count = 0  # values in all samples
