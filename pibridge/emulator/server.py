@@ -27,6 +27,7 @@ import shutil
 import signal
 import sqlite3
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,8 @@ PROVISION_ANSWERS = p.CERT_BACK_FILTER.removesuffix("#")
 API_FILTERS = tuple(f for f in CORE_FILTERS if f not in PROVISION_FILTERS)
 #: Seconds for mosquitto to answer, and for the core to connect, at (re)start.
 STARTUP_TIMEOUT_S = 15.0
+#: While the core connects at startup, how often the brokers are checked for having exited (s).
+BROKER_CHECK_S = 0.1
 #: Core link reconnect backoff: the broker is local, retry fast.
 CORE_BACKOFF = mqtt.Backoff(initial=0.02, cap=0.5, factor=2.0, jitter=0.1)
 #: Seconds between checks that mosquitto is still alive.
@@ -273,9 +276,17 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
             for broker in brokers:
                 broker.wait_ready(STARTUP_TIMEOUT_S)
             channel.start()
-            if not channel.wait_up(seen, STARTUP_TIMEOUT_S):
-                raise BrokerError(f"the emulator core cannot connect to {socket_dir / CORE_SOCKET_NAME} "
-                                  f"and {socket_dir / PROVISION_CORE_SOCKET_NAME}")
+            # a broker may answer on its port and still exit at its next listener (its private
+            # socket taken): that is the reason to give, not the core's failing connections
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not channel.wait_up(seen, BROKER_CHECK_S):
+                for broker in brokers:
+                    if not broker.alive():
+                        raise BrokerError(f"mosquitto ({broker.config.role.value} broker) exited during "
+                                          f"startup ({broker.exit_reason()})")
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"the emulator core cannot connect to {socket_dir / CORE_SOCKET_NAME} "
+                                      f"and {socket_dir / PROVISION_CORE_SOCKET_NAME}")
             print(ready_line(options, authority.paths.ca_cert, socket_dir), flush=True)
 
         def stop_brokers() -> None:
