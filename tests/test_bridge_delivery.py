@@ -694,39 +694,50 @@ def test_samples_committed_after_catching_up_are_sent_without_reading_the_disk(
     assert fetches == []
 
 
-def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(tmp_path: Path) -> None:
-    """While a reconciliation keeps failing (a full disk: the mapping cannot be written) the
-    verified inventory of the last good one stays, with its check and probe deadlines past: the
-    thread must sleep until the reconciliation's retry, not wake at once for deadlines its step
-    will not act on (it did: 100 % of a core until the disk had room)."""
-    import queue as queue_module
-
-    class Inbox:
-        timeout: float | None = None
-
-        def get(self, timeout: float) -> tuple[Any, ...]:
-            self.timeout = timeout
-            raise queue_module.Empty
-
+@pytest.fixture
+def unstarted_delivery(tmp_path: Path) -> Iterator[Delivery]:
+    """A delivery that is never started, on a fresh queue: its steps driven by hand."""
     queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
     try:
-        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
-                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
-        inbox = Inbox()
-        delivery._inbox = inbox  # type: ignore[assignment]
-        delivery._client = object()  # type: ignore[assignment]
-        delivery._up = True
-        delivery._resolved = ResolvedInventory("c0ffee", generation=1)
-        delivery._next_check = delivery._probe_at = 0.0   # both long past
-        delivery._acked_since_probe = {"Air": 3}
-        delivery._reconcile_failed("inventory mapping not written: No space left on device")
-        assert delivery._next_message() == ("wake",)
-        assert inbox.timeout is not None and inbox.timeout > 0.01
+        yield Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
+                       BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
     finally:
         queue.close()
 
 
-def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alone(tmp_path: Path) -> None:
+class RecordingInbox:
+    """Stands in for the delivery's inbox: records how long the thread would wait, nothing comes."""
+
+    timeout: float | None = None
+
+    def get(self, timeout: float) -> tuple[Any, ...]:
+        import queue as queue_module
+
+        self.timeout = timeout
+        raise queue_module.Empty
+
+
+def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(
+        unstarted_delivery: Delivery) -> None:
+    """While a reconciliation keeps failing (a full disk: the mapping cannot be written) the
+    verified inventory of the last good one stays, with its check and probe deadlines past: the
+    thread must sleep until the reconciliation's retry, not wake at once for deadlines its step
+    will not act on (it did: 100 % of a core until the disk had room)."""
+    delivery = unstarted_delivery
+    inbox = RecordingInbox()
+    delivery._inbox = inbox  # type: ignore[assignment]
+    delivery._client = object()  # type: ignore[assignment]
+    delivery._up = True
+    delivery._resolved = ResolvedInventory("c0ffee", generation=1)
+    delivery._next_check = delivery._probe_at = 0.0   # both long past
+    delivery._acked_since_probe = {"Air": 3}
+    delivery._reconcile_failed("inventory mapping not written: No space left on device")
+    assert delivery._next_message() == ("wake",)
+    assert inbox.timeout is not None and inbox.timeout > 0.01
+
+
+def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alone(
+        unstarted_delivery: Delivery) -> None:
     """Error 15/16 to a push of several samples does not say whose id is unknown: each sample
     goes alone after the reconciliation, so only the culprit can run out of retries (all of
     them were dead-lettered together before)."""
@@ -735,23 +746,19 @@ def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alon
     from pibridge.agent import ErrorCode
     from pibridge.agent.errors import AgentReplyError
 
-    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
-    try:
-        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
-                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
-        samples = [QueuedSample(i, "Air", (), {"temperature": 20.0}, T0_MS + i, False) for i in (1, 2)]
-        for sample in samples:
-            delivery._in_flight[sample.id] = (sample, 7)
-        answer: Future[Any] = Future()
-        answer.set_exception(AgentReplyError(ErrorCode.UnknownMetricId, "no such metric"))
-        delivery._on_result(7, (1, 2), object(), answer)  # type: ignore[arg-type]
-        assert delivery._alone == {1, 2} and delivery._need_reconcile
-        assert sorted(retry.id for retry in delivery._retry) == [1, 2]
-    finally:
-        queue.close()
+    delivery = unstarted_delivery
+    samples = [QueuedSample(i, "Air", (), {"temperature": 20.0}, T0_MS + i, False) for i in (1, 2)]
+    for sample in samples:
+        delivery._in_flight[sample.id] = (sample, 7)
+    answer: Future[Any] = Future()
+    answer.set_exception(AgentReplyError(ErrorCode.UnknownMetricId, "no such metric"))
+    delivery._on_result(7, (1, 2), object(), answer)  # type: ignore[arg-type]
+    assert delivery._alone == {1, 2} and delivery._need_reconcile
+    assert sorted(retry.id for retry in delivery._retry) == [1, 2]
 
 
-def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(tmp_path: Path) -> None:
+def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
+        unstarted_delivery: Delivery) -> None:
     """A push the client cannot even send (an unforeseen error, not a refused value) puts its
     samples back for the retry backoff: the fill stops there (it popped them again at once and
     spun in one `_send` for ever), and nothing stays in flight."""
@@ -766,52 +773,33 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(tm
             Unsendable.calls += 1
             raise RuntimeError("the client broke")
 
-    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
-    try:
-        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
-                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
-        delivery._client = Unsendable()  # type: ignore[assignment]
-        resolved = ResolvedInventory("c0ffee", 1, sensors={"Air": "s1"},
-                                     metrics={("Air", "temperature", "unit:x"): "m1"})
-        for i in range(1, 41):
-            sample = QueuedSample(i, "Air", (("temperature", "unit:x"),), {"temperature": 20.0}, T0_MS + i,
-                                  False)
-            heapq.heappush(delivery._retry, _Retry(i, sample))
-        assert delivery._send(resolved) is False
-        assert Unsendable.calls <= 2 and not delivery._in_flight      # (32 + 8 in the push being filled)
-        assert len(delivery._retry) == 40 and delivery._retry_at > time.monotonic()
-    finally:
-        queue.close()
+    delivery = unstarted_delivery
+    delivery._client = Unsendable()  # type: ignore[assignment]
+    resolved = ResolvedInventory("c0ffee", 1, sensors={"Air": "s1"},
+                                 metrics={("Air", "temperature", "unit:x"): "m1"})
+    for i in range(1, 41):
+        sample = QueuedSample(i, "Air", (("temperature", "unit:x"),), {"temperature": 20.0}, T0_MS + i,
+                              False)
+        heapq.heappush(delivery._retry, _Retry(i, sample))
+    assert delivery._send(resolved) is False
+    assert Unsendable.calls <= 2 and not delivery._in_flight      # (32 + 8 in the push being filled)
+    assert len(delivery._retry) == 40 and delivery._retry_at > time.monotonic()
 
 
-def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(tmp_path: Path) -> None:
+def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(unstarted_delivery: Delivery) -> None:
     """While `_safe_step` waits after an unforeseen error, deadlines that are past (connect,
     reconcile) must not make the inbox wait return at once."""
-    import queue as queue_module
-
-    class Inbox:
-        timeout: float | None = None
-
-        def get(self, timeout: float) -> tuple[Any, ...]:
-            self.timeout = timeout
-            raise queue_module.Empty
-
-    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
-    try:
-        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
-                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
-        inbox = Inbox()
-        delivery._inbox = inbox  # type: ignore[assignment]
-        delivery._connect_at = 0.0                       # no client: connecting is long due
-        delivery._step_error = "PermissionError: [Errno 13] Permission denied: 'certs'"
-        delivery._step_retry_at = time.monotonic() + 2.0
-        assert delivery._next_message() == ("wake",)
-        assert inbox.timeout is not None and inbox.timeout > 1.0
-    finally:
-        queue.close()
+    delivery = unstarted_delivery
+    inbox = RecordingInbox()
+    delivery._inbox = inbox  # type: ignore[assignment]
+    delivery._connect_at = 0.0                       # no client: connecting is long due
+    delivery._step_error = "PermissionError: [Errno 13] Permission denied: 'certs'"
+    delivery._step_retry_at = time.monotonic() + 2.0
+    assert delivery._next_message() == ("wake",)
+    assert inbox.timeout is not None and inbox.timeout > 1.0
 
 
-def test_an_answer_settles_only_the_samples_its_own_push_still_carries(tmp_path: Path) -> None:
+def test_an_answer_settles_only_the_samples_its_own_push_still_carries(unstarted_delivery: Delivery) -> None:
     """A sample sent again (its first push's samples were put back, e.g. it failed to go out) is
     settled by its current push's answer only: a late answer of the earlier push, failed or not,
     must neither requeue it while it is in flight (it would be sent a third time and counted
@@ -821,19 +809,14 @@ def test_an_answer_settles_only_the_samples_its_own_push_still_carries(tmp_path:
     from pibridge.agent import AgentConnectionError, ConnectionErrorKind, Reply
     from pibridge.protocol import Op
 
-    queue = SampleQueue(tmp_path / "state", boot_id=BOOT)
-    try:
-        delivery = Delivery(AgentSettings(cert_folder=tmp_path / "certs"),
-                            BridgeSettings(state_dir=tmp_path / "state"), queue, specs={})
-        sample = QueuedSample(1, "Air", (), {"temperature": 20.0}, T0_MS, False)
-        delivery._in_flight[sample.id] = (sample, 2)          # carried by push 2 now
-        stale: Future[Any] = Future()
-        stale.set_exception(AgentConnectionError(ConnectionErrorKind.LOST, "agent", "dropped"))
-        delivery._on_result(1, (1,), object(), stale)  # type: ignore[arg-type]
-        assert delivery._in_flight == {1: (sample, 2)} and not delivery._retry and delivery.pushed == 0
-        answered: Future[Any] = Future()
-        answered.set_result(Reply(Op.PUSH, "topic", b"", None))
-        delivery._on_result(2, (1,), object(), answered)  # type: ignore[arg-type]
-        assert delivery._in_flight == {} and delivery.pushed == 1 and delivery._acked == [1]
-    finally:
-        queue.close()
+    delivery = unstarted_delivery
+    sample = QueuedSample(1, "Air", (), {"temperature": 20.0}, T0_MS, False)
+    delivery._in_flight[sample.id] = (sample, 2)          # carried by push 2 now
+    stale: Future[Any] = Future()
+    stale.set_exception(AgentConnectionError(ConnectionErrorKind.LOST, "agent", "dropped"))
+    delivery._on_result(1, (1,), object(), stale)  # type: ignore[arg-type]
+    assert delivery._in_flight == {1: (sample, 2)} and not delivery._retry and delivery.pushed == 0
+    answered: Future[Any] = Future()
+    answered.set_result(Reply(Op.PUSH, "topic", b"", None))
+    delivery._on_result(2, (1,), object(), answered)  # type: ignore[arg-type]
+    assert delivery._in_flight == {} and delivery.pushed == 1 and delivery._acked == [1]
