@@ -142,8 +142,14 @@ def new_client_id(prefix: str = "pibridge") -> str:
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
     """TLS ≥ 1.2 client context: chain and hostname verified, always (never switched off)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca_file))
+    return _verifying(context, files, check_hostname=True)
+
+
+def _verifying(context: ssl.SSLContext, files: TlsFiles, *, check_hostname: bool) -> ssl.SSLContext:
+    """``context`` at TLS ≥ 1.2, the server's chain verified (its CA loaded by the caller), with
+    ``files``' client certificate if it has one."""
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = True
+    context.check_hostname = check_hostname
     context.verify_mode = ssl.CERT_REQUIRED
     if files.cert_file is not None:
         context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
@@ -167,13 +173,8 @@ def socket_path_tls_context(files: TlsFiles) -> ssl.SSLContext:
     """TLS ≥ 1.2 client context for a Unix socket: the server's chain verified against
     ``files.ca_file``, no host name (the socket's path, in a private directory, names the server)."""
     context = _SocketPathContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cafile=str(files.ca_file))
-    if files.cert_file is not None:
-        context.load_cert_chain(str(files.cert_file), str(files.key_file) if files.key_file else None)
-    return context
+    return _verifying(context, files, check_hostname=False)
 
 
 def tls_files_failure(files: TlsFiles, exc: BaseException,
@@ -257,6 +258,12 @@ class _PahoClient(paho.Client):
         if sock is not None:
             with contextlib.suppress(OSError):  # full (it is awake anyway) or closed (it has ended)
                 sock.send(b"\0")
+
+
+def _decrypted_waiting(sock: Any) -> bool:
+    """Whether TLS bytes already decrypted wait in ``sock`` (select cannot see them)."""
+    pending = getattr(sock, "pending", None)
+    return pending is not None and pending() > 0
 
 
 MessageHandler = Callable[[str, bytes], None]
@@ -408,20 +415,19 @@ class MqttSession:
         wakes = [] if wake is None else [wake] if isinstance(wake, socket.socket) else list(wake)
         rlist: list[Any] = [sock, *wakes]
         wlist = [sock] if client.want_write() else []
-        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, select cannot see them
-        if pending is not None and pending() > 0:
+        if _decrypted_waiting(sock):
             timeout = 0.0
         try:
             readable, _, _ = select.select(rlist, wlist, [], timeout)
         except (OSError, ValueError) as exc:  # the socket was closed under us
             self._fail(ConnectFailure(FailureKind.LOST, str(exc), self.endpoint))
             return False
-        if sock in readable or (pending is not None and pending() > 0):
+        if sock in readable or _decrypted_waiting(sock):
             start = self._received
             while client.loop_read() == paho.MQTT_ERR_SUCCESS and client.socket() is sock:
                 if max_messages and self._received - start >= max_messages:
                     break
-                if not (pending is not None and pending() > 0) and not select.select([sock], [], [], 0)[0]:
+                if not _decrypted_waiting(sock) and not select.select([sock], [], [], 0)[0]:
                     break
         if client.socket() is not None and client.want_write():
             client.loop_write()
@@ -435,8 +441,7 @@ class MqttSession:
 
     def buffered(self) -> bool:
         """Non-threaded sessions: TLS bytes already decrypted, which a select on `raw_socket` misses."""
-        pending = getattr(self._client.socket(), "pending", None)
-        return pending is not None and pending() > 0
+        return _decrypted_waiting(self._client.socket())
 
     # -- traffic -------------------------------------------------------------------------------
     def in_network_thread(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..gpio import PinClaimError
@@ -64,9 +64,7 @@ class MockInputPin:
 
     @pull.setter
     def pull(self, value: str) -> None:
-        if value not in PULLS:
-            raise PinClaimError(f"GPIO{self.number}: pull must be one of {', '.join(PULLS)}, not {value!r}")
-        self._pull = value
+        self._pull = self._one_of("pull", value, PULLS)
         if value != "floating":   # the resistor takes an undriven line to its level
             self._change(value == "up")
 
@@ -76,9 +74,14 @@ class MockInputPin:
 
     @edges.setter
     def edges(self, value: str) -> None:
-        if value not in EDGES:
-            raise PinClaimError(f"GPIO{self.number}: edges must be one of {', '.join(EDGES)}, not {value!r}")
-        self._edges = value
+        self._edges = self._one_of("edges", value, EDGES)
+
+    def _one_of(self, setting: str, value: str, allowed: Iterable[str]) -> str:
+        """``value`` if ``allowed`` has it, else the refusal a factory gives (`PinClaimError`)."""
+        if value not in allowed:
+            raise PinClaimError(f"GPIO{self.number}: {setting} must be one of {', '.join(allowed)}, "
+                                f"not {value!r}")
+        return value
 
     @property
     def state(self) -> bool:
