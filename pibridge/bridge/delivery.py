@@ -452,12 +452,17 @@ class Delivery:
         self._step_delays = self._retry_backoff.delays()
 
     def _next_message(self) -> tuple[Any, ...]:
+        """The next message of the inbox, or ("wake",) once `_wake_at` comes first."""
         now = time.monotonic()
+        try:
+            return self._inbox.get(timeout=max(0.0, self._wake_at(now) - now))
+        except queue_module.Empty:
+            return ("wake",)
+
+    def _wake_at(self, now: float) -> float:
+        """When `_step` next has something to do (monotonic): the earliest deadline it acts on."""
         if self._step_error and now < self._step_retry_at:  # `_safe_step` pauses: nothing else is due
-            try:
-                return self._inbox.get(timeout=self._step_retry_at - now)
-            except queue_module.Empty:
-                return ("wake",)
+            return self._step_retry_at
         wake = [now + 60.0]
         if self._client is None or self._forbidden_until:
             wake.append(max(self._connect_at, self._forbidden_until))
@@ -477,10 +482,7 @@ class Delivery:
             wake.append(now + 0.5)
         if self._step_error:
             wake.append(self._step_retry_at)
-        try:
-            return self._inbox.get(timeout=max(0.0, min(wake) - now))
-        except queue_module.Empty:
-            return ("wake",)
+        return min(wake)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
