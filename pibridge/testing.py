@@ -5,9 +5,9 @@ Enable with ``pytest_plugins = ["pibridge.testing"]`` in ``tests/conftest.py``. 
 - ``emulator``: a running default emulator (implicit creation on, no injected errors).
 - ``emulator_factory(strict_ids=False, inject_errors=(), seed=None)``: more of them, variants.
 
-Both stop everything at teardown (the serve process and its mosquitto children). The process control
-itself (start on free ports, stop, restart on the same ports, pause, wipe, dump, provisioning) is
-library code: `pibridge.emulator.process.EmulatorProcess`, usable without pytest.
+Both stop everything at teardown (the serve process, its mosquitto children and its front). The
+process control itself (start on free ports, stop, restart on the same ports, pause, wipe, dump,
+provisioning) is library code: `pibridge.emulator.process.EmulatorProcess`, usable without pytest.
 """
 
 from __future__ import annotations

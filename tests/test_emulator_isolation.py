@@ -174,11 +174,7 @@ TAKEOVERS = [
     pytest.param(_provision_endpoint, _core_id, id="provision-port-with-the-cores-id"),
     pytest.param(_api_endpoint_with_own_certificate, _core_id, id="api-port-own-cert-with-the-cores-id"),
     pytest.param(_api_endpoint_without_certificate, _bridge_id, id="api-port-no-cert-with-the-bridges-id"),
-    pytest.param(_api_endpoint_with_own_certificate, _bridge_id, id="api-port-own-cert-with-the-bridges-id",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "open: mosquitto 2.0.11 cannot tie client-chosen ids to a certificate (only "
-                     "use_username_as_clientid, which would make two processes of one client kick each "
-                     "other); see docs/emulator.md 'Client ids and takeover'"))),
+    pytest.param(_api_endpoint_with_own_certificate, _bridge_id, id="api-port-own-cert-with-the-bridges-id"),
 ]
 
 
@@ -201,9 +197,6 @@ def test_no_client_takes_over_another_clients_or_the_cores_session(
     assert events == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: anonymous provisioning clients choose their ids and mosquitto 2.0.11 has no option that "
-    "keeps them apart; see docs/emulator.md 'Client ids and takeover'"))
 def test_a_provisioning_client_does_not_take_over_another_provisioning_clients_session(
         emulator: Emulator) -> None:
     lost: list[mqtt.ConnectFailure] = []

@@ -39,7 +39,7 @@ def test_ready_line_and_clean_sigterm_exit(tmp_path: Path) -> None:
         for p in (port, pport):
             socket.create_connection(("127.0.0.1", p), timeout=5).close()
         children = _children(proc.pid)
-        assert len(children) == 2, "two mosquitto children: the API broker and the provision broker"
+        assert len(children) == 3, "the API broker, the provision broker and the front"
         assert (tmp_path / "ca.crt").exists() and (tmp_path / "crl.pem").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

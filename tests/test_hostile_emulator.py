@@ -602,24 +602,26 @@ def test_port_zero_fails_at_once_in_the_library_too(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()  # refused before touching anything
 
 
-@pytest.mark.parametrize(("role", "config"),
-                         [("api", "mosquitto.conf"), ("provision", "mosquitto-provision.conf")])
-def test_mosquitto_dying_while_serving_is_one_line(role: str, config: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("who", "config"),
+                         [("mosquitto (api broker)", "mosquitto.conf"),
+                          ("mosquitto (provision broker)", "mosquitto-provision.conf"),
+                          ("the emulator's front", "front.json")])
+def test_a_child_dying_while_serving_is_one_line(who: str, config: str, tmp_path: Path) -> None:
     emu = EmulatorProcess(tmp_path / "state")
     emu.start()
     try:
         pid = emu.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        assert len(children) == 2  # the API broker and the provision broker
+        assert len(children) == 3  # the API broker, the provision broker, the front
         [victim] = [c for c in children
-                    if Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[2].endswith(config.encode())]
+                    if Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[-2].endswith(config.encode())]
         os.kill(int(victim), signal.SIGKILL)
         assert emu.wait(30) == 1
     finally:
         emu.stop()
     log = emu.log_tail()
     assert "Traceback" not in log and log.count("\n") == 1, log
-    assert f"mosquitto ({role} broker) exited unexpectedly (killed by SIGKILL" in log
+    assert f"{who} exited unexpectedly (killed by SIGKILL" in log
 
 
 # --- the core in-process: isolation inside one batch, log volume, CA creation ------------------------

@@ -1,43 +1,43 @@
-"""mosquitto as the emulator's child processes, with generated configurations.
+"""mosquitto as the emulator's child processes, with generated configurations; and the front.
 
 Two brokers, so that no client id used on one port can ever meet a session of the other (mosquitto
-disconnects the older of two sessions with one client id, whichever listener each came in on):
+disconnects the older of two sessions with one client id, whichever listener each came in on).
+Clients never reach mosquitto directly: the public ports are the front's (`pibridge.emulator.front`,
+a child process too: TLS, the client-id rule, then bytes), which connects each client to its
+broker's client socket. All sockets are in a directory of mode 0700 (`server._socket_dir`):
 
-    broker     listener            clients                      may publish              may subscribe
-    provision  provision port TLS  anonymous, server-auth only  /v1.0/createClient,      /certBack/#
-                                                                /createConnector
-    provision  Unix socket TLS     certificate CN = id          everything               everything
-    api        API port TLS        client certificate, CN =     /v1.0/<CN>/#             /v1.0/<CN>/#
-                                   user (CRL checked)
-    api        Unix socket TLS     certificate CN = id          everything               everything
+    broker     listener                  who connects              may publish              may subscribe
+    provision  client socket (plain)     the front, for anonymous  /v1.0/createClient,      /certBack/#
+                                         provisioning clients      /createConnector
+    provision  core socket (TLS)         certificate CN = id       everything               everything
+    api        client socket (plain)     the front, user = the     /v1.0/<user>/#           /v1.0/<user>/#
+                                         client certificate's CN
+    api        core socket (TLS)         certificate CN = id       everything               everything
 
 Client ids and takeover (issue 20 §2; every listener has its own settings, ``per_listener_settings``):
 
-- The core connects to each broker on a private Unix socket (in a directory of mode 0700: see
-  `server._socket_dir`)
-  with a certificate from the emulator's CA; ``use_identity_as_username`` and
-  ``use_username_as_clientid`` make the certificate's CN its client id. The core's CN
-  (`pki.CORE_IDENTITY`) starts with a control character, which mosquitto refuses in every
-  client id a CONNECT carries: no client on any port can connect with the core's id.
+- The core connects to each broker on its core socket with a certificate from the emulator's CA;
+  ``use_identity_as_username`` and ``use_username_as_clientid`` make the certificate's CN its
+  client id. The core's CN (`pki.CORE_IDENTITY`) starts with a control character, which mosquitto
+  refuses in every client id a CONNECT carries: no client on any port can connect with the core's
+  id.
 - A provisioning client's id lives on the provision broker only: it cannot meet an API session.
-- API clients keep the ids they choose (agent-api.md §1: every process its own random id, so two
-  processes of one client stay connected side by side). mosquitto 2.0.11 cannot tie a chosen id
-  to the certificate (``clientid_prefixes`` is one prefix for the whole broker; forcing the id to
-  the CN makes two processes of one client kick each other), so an API client that learns another
-  client's random id can still take its session over, and so can two anonymous provisioning
-  clients: docs/emulator.md says what remains open. The ids are random and the logs that name them
-  (`LOG_MODE`) are the owner's alone.
+- Between clients of one port, the front's id rule applies (an id belongs to its owner: the
+  certificate's CN on the API port, the connection on the provision port); see its module notes.
+  The logs that name ids (`LOG_MODE`) are the owner's alone.
+- The client sockets trust the username the front puts in each CONNECT; only the front (and
+  the owner of the state directory) can reach them.
 
 mosquitto 2.0.11 notes: ``max_queued_messages 0`` would make every denied PUBLISH disconnect
 its client (the quota check after a denial compares ``0 >= 0``), so a large number is used;
 ``SIGHUP`` re-reads the configuration, ACLs and the CRL while open connections stay up.
 
-Revocation must be effective before the deprovision answer goes out. mosquitto handles SIGHUP
-asynchronously: the signal only sets a flag, and its single-threaded main loop later logs
-``Reloading config.`` (level *information*) and, in the same step, re-reads configuration and
-certificates (CRL included) before it serves any other socket. So mosquitto's log goes
-through a pipe that a reader thread copies to its log file, and `Broker.reload` waits
-for that line: every TLS handshake handled after it sees the new CRL.
+Revocation must be effective before the deprovision answer goes out. The front checks the CRL
+(mosquitto no longer sees client certificates). Each child handles SIGHUP asynchronously and
+says when it is done: mosquitto logs ``Reloading config.`` (level *information*) in the step that
+re-reads its configuration, the front logs `front.RELOAD_LINE` once new TLS contexts (new CRL)
+serve every later handshake. So each child's output goes through a pipe that a reader thread
+copies to its log file, and `Broker.reload` waits for that child's line.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import enum
 import errno
 import fcntl
 import logging
@@ -56,6 +55,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +64,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pibridge import protocol as p
+from pibridge.emulator.front import RELOAD_LINE as FRONT_RELOAD_LINE
+from pibridge.emulator.front import FrontConfig, Role
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +150,6 @@ def check_port(host: str, port: int) -> None:
             raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-class Role(enum.Enum):
-    """Which of the emulator's two brokers a configuration describes."""
-
-    API = "api"
-    PROVISION = "provision"
-
-
 #: File stem of each broker's configuration and log in the state dir (the API broker's log keeps
 #: the name it had when there was one broker).
 _STEMS = {Role.API: "mosquitto", Role.PROVISION: "mosquitto-provision"}
@@ -162,17 +157,24 @@ _STEMS = {Role.API: "mosquitto", Role.PROVISION: "mosquitto-provision"}
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """One broker: its public TLS port (``role`` says which), and the core's private socket."""
+    """One broker: the socket the front brings its clients to (``role`` says which port's), and
+    the core's private socket."""
 
     role: Role
-    host: str
-    port: int
+    client_socket: Path
     core_socket: Path
     ca_file: Path
     cert_file: Path
     key_file: Path
-    crl_file: Path
     state_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"mosquitto-{self.role.value}"
+
+    @property
+    def title(self) -> str:
+        return f"mosquitto ({self.role.value} broker)"
 
     @property
     def config_file(self) -> Path:
@@ -195,25 +197,25 @@ class BrokerConfig:
             "log_type error", "log_type warning", "log_type notice",
             "log_type information",  # for the reload line (`RELOAD_LINE`)
             "connection_messages true",
-            "set_tcp_nodelay true",  # else Nagle + delayed ACK add ~40 ms to every answer
             # a client sending a larger packet is disconnected (the core answers 19 above 256 KiB)
             f"max_packet_size {MAX_PACKET_BYTES}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto', which cannot read our files
+        # the clients' socket: the front connects every client here (module notes)
         if self.role is Role.PROVISION:
             acl = self.state_dir / "provision.acl"
             acl.write_text("# anonymous clients of the provisioning listener\n"
                            + "".join(f"topic write {t}\n" for t in p.PROVISION_TOPICS)
                            + f"topic read {p.CERT_BACK_FILTER}\n")
-            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous true", f"acl_file {acl}",
-                      *tls]
+            lines += ["", f"listener 0 {self.client_socket}", "allow_anonymous true", f"acl_file {acl}"]
         else:
             acl = self.state_dir / "api.acl"
-            acl.write_text(f"# identity = certificate CN = clientId\npattern readwrite {p.API_PREFIX}/%u/#\n")
-            lines += ["", f"listener {self.port} {self.host}", "allow_anonymous false", f"acl_file {acl}",
-                      *tls, "require_certificate true", "use_identity_as_username true",
-                      f"crlfile {self.crl_file}"]
+            acl.write_text(f"# user = certificate CN = clientId (set by the front)\n"
+                           f"pattern readwrite {p.API_PREFIX}/%u/#\n")
+            # the front always sets the username (mosquitto 2.0.11 refuses a username without a
+            # password file when anonymous clients are not allowed); the ACL names users only
+            lines += ["", f"listener 0 {self.client_socket}", "allow_anonymous true", f"acl_file {acl}"]
         # the core's private socket: no ACL; the certificate's CN is the client id (module notes)
         lines += ["", f"listener 0 {self.core_socket}", "allow_anonymous false", *tls,
                   "require_certificate true", "use_identity_as_username true",
@@ -246,9 +248,13 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 class Broker:
-    """One mosquitto child; `start`/`stop` may be repeated (restart in place)."""
+    """One mosquitto child; `start`/`stop` may be repeated (restart in place). `FrontProcess` is
+    the same kind of child with another command line, reload line and readiness check."""
 
-    def __init__(self, binary: str, config: BrokerConfig) -> None:
+    #: What the child prints once a SIGHUP took effect (`reload` waits for it).
+    reload_line = RELOAD_LINE
+
+    def __init__(self, binary: str, config: BrokerConfig | FrontConfig) -> None:
         self.binary = binary
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
@@ -267,12 +273,15 @@ class Broker:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.config.config_file)]
+
     def start(self) -> None:
-        """Start mosquitto (call from the main thread: the parent-death signal is per thread)."""
+        """Start the child (call from the main thread: the parent-death signal is per thread)."""
         self.config.write()
         try:
             proc = subprocess.Popen(
-                [self.binary, "-c", str(self.config.config_file)], stdin=subprocess.DEVNULL,
+                self.command(), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(),
                 start_new_session=True)
         except OSError as exc:
@@ -284,7 +293,7 @@ class Broker:
         self._log_ended[proc] = False
         self._run_lines = collections.deque(maxlen=RUN_LINES_KEPT)
         self._log_reader = threading.Thread(target=self._copy_log, args=(proc, self._run_lines),
-                                            name=f"mosquitto-{self.config.role.value}-log", daemon=True)
+                                            name=f"{self.config.name}-log", daemon=True)
         self._log_reader.start()
 
     def _copy_log(self, proc: subprocess.Popen[bytes], run_lines: collections.deque[bytes]) -> None:
@@ -297,7 +306,7 @@ class Broker:
         try:
             for line in proc.stdout:
                 run_lines.append(line)
-                if RELOAD_LINE in line:
+                if self.reload_line in line:
                     with self._reloads:
                         self._reload_count += 1
                         self._reloads.notify_all()
@@ -371,24 +380,57 @@ class Broker:
         return f"{status}: {text}" if text else f"{status}, no output (log: {self.config.log_file})"
 
     def wait_ready(self, timeout: float) -> None:
-        """Return once the public port answers: a verified TLS handshake on the provision port, a
-        TLS connection on the API port (which then wants a client certificate)."""
+        """Return once mosquitto accepts connections on its client socket."""
+        assert isinstance(self.config, BrokerConfig)
+        path = self.config.client_socket
         deadline = time.monotonic() + timeout
-        context = ssl.create_default_context(cafile=str(self.config.ca_file))
-        host, port = self.config.host, self.config.port
         while True:
             if not self.alive():
                 raise BrokerError(f"mosquitto exited during startup ({self.exit_reason()})")
             try:
-                with socket.create_connection((host, port), timeout=1.0) as raw:
-                    if self.config.role is Role.PROVISION:
-                        with context.wrap_socket(raw, server_hostname="localhost"):
-                            pass
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(str(path))
                 return
-            except (ConnectionRefusedError, TimeoutError):
-                problem = "does not answer"
-            except OSError as exc:  # ssl.SSLError included: e.g. a server certificate we cannot verify
-                problem = f"fails the TLS check ({exc})"
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
             if time.monotonic() > deadline:
-                raise BrokerError(f"mosquitto on {host}:{port} {problem} after {timeout:g} s")
+                raise BrokerError(f"mosquitto does not listen on {path} after {timeout:g} s ({problem})")
             time.sleep(0.01)  # polling a starting process: nothing to wait on
+
+
+class FrontProcess(Broker):
+    """The front (`pibridge.emulator.front`) as a child process: ``python -m`` with this
+    interpreter; ready once both public ports answer."""
+
+    reload_line = FRONT_RELOAD_LINE
+
+    def __init__(self, config: FrontConfig) -> None:
+        super().__init__(sys.executable, config)
+
+    def command(self) -> list[str]:
+        return [self.binary, "-m", "pibridge.emulator.front", str(self.config.config_file)]
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once every public port answers: a verified TLS handshake on the provision port, a
+        TLS connection on the API port (which then wants a client certificate)."""
+        assert isinstance(self.config, FrontConfig)
+        deadline = time.monotonic() + timeout
+        context = ssl.create_default_context(cafile=str(self.config.ca_file))
+        for listener in self.config.listeners:
+            host, port = listener.host, listener.port
+            while True:
+                if not self.alive():
+                    raise BrokerError(f"the emulator's front exited during startup ({self.exit_reason()})")
+                try:
+                    with socket.create_connection((host, port), timeout=1.0) as raw:
+                        if listener.role is Role.PROVISION:
+                            with context.wrap_socket(raw, server_hostname="localhost"):
+                                pass
+                    break
+                except (ConnectionRefusedError, TimeoutError):
+                    problem = "does not answer"
+                except OSError as exc:  # ssl.SSLError included: e.g. a server certificate we cannot verify
+                    problem = f"fails the TLS check ({exc})"
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"the emulator on {host}:{port} {problem} after {timeout:g} s")
+                time.sleep(0.01)  # polling a starting process: nothing to wait on

@@ -1,7 +1,8 @@
 """The emulator as a child process (``python -m pibridge emulator serve``), driven from Python.
 
 `EmulatorProcess` is what tests, benchmarks and the demo use to run the REAL emulator (its own
-process, its mosquitto child, real TLS); no pytest needed (`pibridge.testing` wraps it in fixtures)::
+process, its mosquitto children and front, real TLS); no pytest needed (`pibridge.testing` wraps
+it in fixtures)::
 
     emu = EmulatorProcess(Path("/tmp/agent"))    # state (CA, database, logs) in that directory
     emu.start()                                  # free ports, waits for the ready line

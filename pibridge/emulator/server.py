@@ -1,20 +1,21 @@
-"""``pibridge emulator serve``: PKI, database, two mosquitto children, core; signals; the ready line.
+"""``pibridge emulator serve``: PKI, database, two mosquitto children and the front, core; signals;
+the ready line.
 
-The provisioning port and the API port are served by two mosquitto processes, so that a client id
+The provisioning port and the API port are the front's (`pibridge.emulator.front`: TLS and the
+client-id rule), which brings each client to one of two mosquitto processes, so that a client id
 used on one port never meets a session of the other (`pibridge.emulator.broker`); the core is
-connected to both.
+connected to both brokers.
 
 Signals (to the serve process):
 
-    SIGINT/SIGTERM  stop: core drained and committed, both brokers stopped, exit 0
-    SIGUSR1         restart both brokers in place (same ports and state); prints the ready line again
+    SIGINT/SIGTERM  stop: core drained and committed, brokers and front stopped, exit 0
+    SIGUSR1         restart brokers and front in place (same ports and state); prints the ready line again
     SIGUSR2         wipe the inventory (clients and CA stay); prints ``wiped``
-    SIGHUP          make both brokers re-read their configuration (the API broker: and the CRL)
+    SIGHUP          make brokers and front re-read their configuration (the front: and the CRL)
 
 The ready line (stdout, flushed) is ``ready host=H provision_port=P port=Q ca_file=F state_dir=D
-sockets=S`` (S: the directory of the brokers' private sockets); it is printed once both ports
-answer TLS and the core is subscribed.
-"""
+sockets=S`` (S: the directory of the private sockets); it is printed once both ports answer TLS
+and the core is subscribed."""
 
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ from pibridge.emulator.broker import (
     Broker,
     BrokerConfig,
     BrokerError,
-    Role,
+    FrontProcess,
     check_port,
     find_mosquitto,
 )
 from pibridge.emulator.channel import CoreChannel, CoreLink
 from pibridge.emulator.core import CORE_FILTERS, Core, Injection
 from pibridge.emulator.faults import AnswerFault
+from pibridge.emulator.front import FrontConfig, FrontListener, Role
 from pibridge.emulator.pki import Authority, PkiError
 from pibridge.emulator.store import DB_NAME, Store, StoreCorrupt
 from pibridge.paths import DirectoryError, prepare_directory
@@ -59,6 +61,9 @@ LOCK_NAME = "serve.lock"
 #: The core's private sockets on the API broker and on the provision broker.
 CORE_SOCKET_NAME = "core.sock"
 PROVISION_CORE_SOCKET_NAME = "provision-core.sock"
+#: The sockets where the front brings clients of the API port and of the provision port.
+CLIENT_SOCKET_NAME = "api-clients.sock"
+PROVISION_CLIENT_SOCKET_NAME = "prov-clients.sock"  # short: it must fit where the core's fit
 #: The private sockets' directory in the state dir (owner only).
 SOCKET_DIR_NAME = "sockets"
 #: The core's filters on the provision broker, and the prefix of the answers it publishes there.
@@ -146,7 +151,8 @@ def _socket_dir(state_dir: Path) -> tuple[Path, Path | None]:
     """Where the core's sockets go: `SOCKET_DIR_NAME` in the state dir, or a short temp dir (also
     returned, to be removed) if the state dir is too deep for a socket path. Either is 0700
     whatever the umask: the sockets have no ACL, so only the owner may reach them."""
-    longest = max(CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, key=len)
+    longest = max(CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, CLIENT_SOCKET_NAME,
+                  PROVISION_CLIENT_SOCKET_NAME, key=len)
     inside = state_dir.resolve() / SOCKET_DIR_NAME
     if len(str(inside / longest)) <= UNIX_PATH_MAX:
         inside.mkdir(mode=0o700, exist_ok=True)
@@ -245,20 +251,25 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
         if socket_tmp is not None:
             cleanup.callback(shutil.rmtree, socket_tmp, ignore_errors=True)
         pki = authority.paths
-        brokers: list[Broker] = []
+        brokers: list[Broker] = []  # both mosquittos, then the front (started in this order)
         links: list[CoreLink] = []
-        for role, port, socket_name, filters, answers in (
-                (Role.API, options.port, CORE_SOCKET_NAME, API_FILTERS, None),
-                (Role.PROVISION, options.provision_port, PROVISION_CORE_SOCKET_NAME, PROVISION_FILTERS,
-                 PROVISION_ANSWERS)):
-            config = BrokerConfig(role, options.host, port, socket_dir / socket_name, pki.ca_cert,
-                                  pki.server_cert, pki.server_key, pki.crl, state_dir)
+        listeners: list[FrontListener] = []
+        for role, port, client_socket, core_socket, filters, answers in (
+                (Role.API, options.port, CLIENT_SOCKET_NAME, CORE_SOCKET_NAME, API_FILTERS, None),
+                (Role.PROVISION, options.provision_port, PROVISION_CLIENT_SOCKET_NAME,
+                 PROVISION_CORE_SOCKET_NAME, PROVISION_FILTERS, PROVISION_ANSWERS)):
+            config = BrokerConfig(role, socket_dir / client_socket, socket_dir / core_socket, pki.ca_cert,
+                                  pki.server_cert, pki.server_key, state_dir)
             brokers.append(Broker(binary, config))
             cleanup.callback(brokers[-1].stop)
             links.append(CoreLink(core_endpoint(config.core_socket, pki.ca_cert, pki.core_cert, pki.core_key),
                                   tuple(filters), answers))
-        api_broker = brokers[0]
-        core.on_revoked = api_broker.reload
+            listeners.append(FrontListener(role, options.host, port, config.client_socket))
+        front = FrontProcess(FrontConfig(tuple(listeners), pki.ca_cert, pki.server_cert, pki.server_key,
+                                         pki.crl, state_dir))
+        brokers.append(front)
+        cleanup.callback(front.stop)
+        core.on_revoked = front.reload  # the front checks client certificates against the CRL
         events: queue.SimpleQueue[int] = queue.SimpleQueue()
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
         previous = {sig: signal.signal(sig, lambda signum, frame: events.put(signum)) for sig in handled}
@@ -271,7 +282,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
 
         def start_brokers() -> None:
             seen = channel.up_count
-            for broker in brokers:  # both start at once; then each is waited for
+            for broker in brokers:  # all start at once; then each is waited for
                 broker.start()
             for broker in brokers:
                 broker.wait_ready(STARTUP_TIMEOUT_S)
@@ -282,7 +293,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
             while not channel.wait_up(seen, BROKER_CHECK_S):
                 for broker in brokers:
                     if not broker.alive():
-                        raise BrokerError(f"mosquitto ({broker.config.role.value} broker) exited during "
+                        raise BrokerError(f"{broker.config.title} exited during "
                                           f"startup ({broker.exit_reason()})")
                 if time.monotonic() > deadline:
                     raise BrokerError(f"the emulator core cannot connect to {socket_dir / CORE_SOCKET_NAME} "
@@ -304,7 +315,7 @@ def _serve_locked(options: Options, lock: StateLock) -> int:
                 except queue.Empty:
                     for broker in brokers:
                         if not broker.alive():
-                            raise ServeError(f"mosquitto ({broker.config.role.value} broker) exited "
+                            raise ServeError(f"{broker.config.title} exited "
                                              f"unexpectedly ({broker.exit_reason()})") from None
                     continue
                 if signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,340 @@
+"""The emulator's front (issue 20 §2): the CONNECT as it reads and rewrites it, the client-id rule,
+and what a client sees on the real ports: refusals as CONNACKs, bad first packets as one line in
+``front.log``, nobody else affected. (The takeover attacks themselves are in
+test_emulator_isolation.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from agent_helpers import settings_for
+
+from pibridge import mqtt
+from pibridge.agent import AgentClient, AgentSettings, CredentialFiles, provision
+from pibridge.emulator import front as f
+from pibridge.testing import Emulator, free_port
+
+WAIT_S = 20.0
+OWNER_A, OWNER_B = "a" * 32, "b" * 32
+
+
+def _s(data: bytes) -> bytes:
+    return struct.pack("!H", len(data)) + data
+
+
+def connect_packet(client_id: str = "c1", *, level: int = 4, clean: bool = True,
+                   will: tuple[bytes, bytes] | None = None, username: bytes | None = None,
+                   password: bytes | None = None, name: bytes | None = None, flags: int = 0) -> bytes:
+    """A CONNECT as a client would send it (MQTT 3.1: level 3, 3.1.1: 4, 5: 5)."""
+    name = name or (b"MQIsdp" if level == 3 else b"MQTT")
+    flags |= f.FLAG_CLEAN if clean else 0
+    payload = _s(client_id.encode())
+    if will is not None:
+        flags |= f.FLAG_WILL | 0x08  # will QoS 1
+        payload += (b"\x00" if level == 5 else b"") + _s(will[0]) + _s(will[1])
+    if username is not None:
+        flags |= f.FLAG_USERNAME
+        payload += _s(username)
+    if password is not None:
+        flags |= f.FLAG_PASSWORD
+        payload += _s(password)
+    variable = _s(name) + bytes([level, flags]) + b"\x00\x3c" + (b"\x03\x11\x00\x00" if level == 5 else b"")
+    body = variable + payload
+    return bytes([f.CONNECT]) + f._varint(len(body)) + body
+
+
+# -- the CONNECT: read and rewritten exactly -------------------------------------------------------
+
+@pytest.mark.parametrize("level", [3, 4, 5])
+def test_a_connect_is_rewritten_to_its_certificates_user_with_every_other_field_kept(level: int) -> None:
+    packet = connect_packet("pibridge-1234", level=level, clean=False, will=(b"/w", b"gone"),
+                            username=b"someone-else", password=b"secret")
+    first, body, used = f.split_packet(packet, f.MAX_CONNECT_BYTES) or (0, b"", 0)
+    assert (first, used) == (f.CONNECT, len(packet))
+    connect = f.parse_connect(body)
+    assert (connect.client_id, connect.clean, connect.username, connect.password) == (
+        "pibridge-1234", False, b"someone-else", b"secret")
+    rewritten = connect.as_user(OWNER_A).encode()
+    assert rewritten == connect_packet("pibridge-1234", level=level, clean=False, will=(b"/w", b"gone"),
+                                       username=OWNER_A.encode())
+    assert f.parse_connect(connect.encode()[2:]) == connect  # unchanged, it encodes to itself
+
+
+BAD_CONNECTS = [
+    (b"", "ends inside"),
+    (_s(b"MQTT") + b"\x04", "ends inside"),
+    (connect_packet(name=b"HTTP")[2:], "not an MQTT CONNECT"),
+    (connect_packet(level=3, name=b"MQTT")[2:], "protocol level 3"),  # 3.1 is "MQIsdp": CONNACK 1
+    (connect_packet(flags=f.FLAG_RESERVED)[2:], "reserved flag"),
+    (_s(b"MQTT") + b"\x04\x02\x00\x3c" + _s(b"\xff\xfe"), "not UTF-8"),
+    (connect_packet()[2:] + b"x", "bytes after"),
+    (connect_packet(username=b"u")[2:-2], "ends inside"),
+    (_s(b"MQTT") + b"\x05\x02\x00\x3c" + b"\xff\xff\xff\xff\x01", "malformed length"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BAD_CONNECTS,
+                         ids=["empty", "cut", "protocol-name", "name-level-mismatch", "reserved-flag",
+                              "id-not-utf8", "trailing", "cut-username", "properties-length"])
+def test_a_malformed_connect_is_one_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(f.BadConnect, match=reason):
+        f.parse_connect(body)
+
+
+def test_an_unknown_protocol_level_is_answered_unacceptable_version() -> None:
+    with pytest.raises(f.UnsupportedLevel, match="level 6"):
+        f.parse_connect(connect_packet(level=6, name=b"MQTT")[2:])
+    assert f.connack(4, f.RC_BAD_VERSION) == b"\x20\x02\x00\x01"
+    assert f.connack(5, f.RC_ID_REJECTED) == b"\x20\x03\x00\x85\x00"
+
+
+@pytest.mark.parametrize(("buffer", "outcome"), [
+    (b"\x10", None), (b"\x10\x05abcd", None), (b"\x10\x80", None),
+    (b"\x10\x05abcde", (0x10, b"abcde", 7)), (b"\x10\x00rest", (0x10, b"", 2)),
+    (b"\x10\xff\xff\xff\xff\x01", "malformed"), (b"\x10\xff\xff\xff\x7f", "limit"),
+])
+def test_the_first_packet_is_cut_from_a_stream_or_refused(buffer: bytes, outcome: object) -> None:
+    if isinstance(outcome, str):
+        with pytest.raises(f.BadConnect, match=outcome):
+            f.split_packet(buffer, f.MAX_CONNECT_BYTES)
+    else:
+        assert f.split_packet(buffer, f.MAX_CONNECT_BYTES) == outcome
+
+
+# -- the id rule -------------------------------------------------------------------------------------
+
+def test_an_id_belongs_to_its_owner_while_it_is_connected_or_keeps_a_session() -> None:
+    ids = f.IdRegistry(max_kept=2)
+    one, two, three = object(), object(), object()
+    assert ids.claim("x", OWNER_A, one, persistent=False) is None
+    assert ids.claim("x", OWNER_B, two, persistent=False) == f.RC_ID_REJECTED  # connected: A's
+    assert ids.claim("x", OWNER_A, two, persistent=False) is None  # the owner replaces itself
+    ids.release("x", one)  # the replaced connection ends: the newer one keeps the id
+    assert ids.claim("x", OWNER_B, three, persistent=False) == f.RC_ID_REJECTED
+    ids.release("x", two)
+    assert ids.claim("x", OWNER_B, three, persistent=True) is None  # free: B takes it, persistently
+    ids.release("x", three)
+    assert ids.claim("x", OWNER_A, one, persistent=False) == f.RC_ID_REJECTED  # B's kept session
+    assert ids.claim("", OWNER_A, one, persistent=False) is None  # empty: mosquitto assigns one
+    assert ids.claim("y", OWNER_A, one, persistent=True) is None
+    assert ids.claim("z", OWNER_A, two, persistent=True) == f.RC_UNAVAILABLE  # two kept: the cap
+    assert ids.claim("z", OWNER_A, two, persistent=False) is None
+
+
+# -- on the real ports ---------------------------------------------------------------------------------
+
+def _files(emulator: Emulator, folder: Path) -> tuple[AgentSettings, CredentialFiles]:
+    settings = settings_for(emulator, folder)
+    provision(settings)
+    return settings, CredentialFiles(settings.cert_folder, settings.client_name)
+
+
+def _cn(files: CredentialFiles) -> str:
+    from pibridge.emulator.pki import certificate_cn
+
+    return certificate_cn(files.cert.read_bytes())
+
+
+def _exchange(emulator: Emulator, packet: bytes, files: CredentialFiles | None = None,
+              *, provision_port: bool = False) -> bytes:
+    """Send ``packet`` on a fresh TLS connection; the CONNACK that came back, or b"" if the front
+    closed the connection without one."""
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    if files is not None:
+        context.load_cert_chain(str(files.cert), str(files.key))
+    port = emulator.provision_port if provision_port else emulator.port
+    with socket.create_connection((emulator.host, port), timeout=WAIT_S) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(packet)
+        got = b""
+        try:
+            while len(got) < 2 or len(got) < 2 + got[1]:
+                chunk = tls.recv(16)
+                if not chunk:
+                    break
+                got += chunk
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+        return got
+
+
+def test_a_persistent_session_is_resumed_by_its_owner_and_refused_to_anyone_else(
+        emulator: Emulator, tmp_path: Path) -> None:
+    _, owner = _files(emulator, tmp_path / "owner")
+    _, other = _files(emulator, tmp_path / "other")
+    session_id = mqtt.new_client_id("pibridge-kept")
+    assert _exchange(emulator, connect_packet(session_id, clean=False), owner) == b"\x20\x02\x00\x00"
+    # the owner has left; mosquitto keeps its session
+    assert _exchange(emulator, connect_packet(session_id, clean=False), other) == b"\x20\x02\x00\x02"
+    assert _exchange(emulator, connect_packet(session_id, clean=True), other) == b"\x20\x02\x00\x02"
+    resumed = b"\x20\x02\x01\x00"  # accepted, session present
+    assert _exchange(emulator, connect_packet(session_id, clean=False), owner) == resumed
+    assert "(CONNACK 2)" in _logged(emulator.state_dir / "front.log", 0, "in use by another client")
+
+
+def test_a_client_reconnecting_with_its_own_id_replaces_its_old_connection(
+        emulator: Emulator, settings: AgentSettings) -> None:
+    files = CredentialFiles(settings.cert_folder, settings.client_name)
+    endpoint = emulator.api_endpoint(files.cert, files.key)
+    replaced = threading.Event()
+    session_id = mqtt.new_client_id("pibridge-again")
+    old = mqtt.MqttSession(endpoint, client_id=session_id, on_message=lambda t, m: None,
+                           on_closed=lambda failure: replaced.set())
+    old.open(WAIT_S)
+    new = mqtt.MqttSession(endpoint, client_id=session_id, on_message=lambda t, m: None)
+    try:
+        new.open(WAIT_S)  # a restarted process, its old connection half-open: not refused
+        assert replaced.wait(WAIT_S)  # mosquitto ended the old one, as a broker should
+        new.subscribe(["/v1.0/x/#"], timeout=WAIT_S)
+    finally:
+        new.close()
+        old.close()
+
+
+def test_a_username_in_the_connect_never_makes_a_client_another(emulator: Emulator, tmp_path: Path) -> None:
+    """The API port's user is the certificate's CN whatever the CONNECT says: a client naming its
+    victim's CN as its username still only gets its own topics."""
+    victim_settings, victim_files = _files(emulator, tmp_path / "victim")
+    _, own = _files(emulator, tmp_path / "attacker")
+    victim_cn, own_cn = _cn(victim_files), _cn(own)
+    received: list[str] = []
+    sentinel = threading.Event()
+    attacker = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=mqtt.new_client_id("pibridge-spoof"))
+    attacker.tls_set(str(emulator.ca_file), str(own.cert), str(own.key))
+    attacker.username_pw_set(victim_cn, "anything")
+
+    def on_message(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        received.append(message.topic)
+        if message.topic == f"/v1.0/{own_cn}/sentinel":
+            sentinel.set()
+
+    subscribed = threading.Event()
+    attacker.on_message = on_message
+    attacker.on_subscribe = lambda *args: subscribed.set()
+    attacker.connect(emulator.host, emulator.port)
+    attacker.loop_start()
+    try:
+        attacker.subscribe([(f"/v1.0/{victim_cn}/#", 1), (f"/v1.0/{own_cn}/#", 1)])
+        assert subscribed.wait(WAIT_S)
+        victim = AgentClient(victim_settings, request_timeout=WAIT_S)
+        victim.connect(WAIT_S)
+        try:
+            victim.ping()
+        finally:
+            victim.close()
+        attacker.publish(f"/v1.0/{own_cn}/sentinel", b"s", qos=1)
+        assert sentinel.wait(WAIT_S)
+    finally:
+        attacker.loop_stop()
+        attacker.disconnect()
+    assert received == [f"/v1.0/{own_cn}/sentinel"]
+
+
+HOSTILE_FIRST_PACKETS = [
+    (b"\x30\x03\x00\x01t", b"", "not a CONNECT"),  # a PUBLISH first
+    (b"\x10\xff\xff\xff\xff\x01", b"", "malformed remaining length"),
+    (b"\x10\xff\xff\xff\x7f", b"", "the limit is"),
+    (connect_packet(name=b"HTTP"), b"", "not an MQTT CONNECT"),
+    (connect_packet(level=6, name=b"MQTT"), b"\x20\x02\x00\x01", "protocol level 6"),
+    (connect_packet(flags=f.FLAG_RESERVED), b"", "reserved flag"),
+    (connect_packet() + b"\x10\x00", b"\x20\x02\x00\x00", None),  # a second packet: mosquitto's business
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"", "not a CONNECT"),
+]
+
+
+@pytest.mark.parametrize(("packet", "answer", "logged"), HOSTILE_FIRST_PACKETS,
+                         ids=["publish-first", "bad-length", "huge-length", "not-mqtt", "level-6",
+                              "reserved-flag", "two-connects", "http"])
+@pytest.mark.parametrize("port", ["api", "provision"])
+def test_a_bad_first_packet_is_one_line_and_costs_nobody_else_anything(
+        packet: bytes, answer: bytes, logged: str | None, port: str, emulator: Emulator,
+        settings: AgentSettings) -> None:
+    files = CredentialFiles(settings.cert_folder, settings.client_name)
+    bystander = AgentClient(settings, request_timeout=WAIT_S)
+    bystander.connect(WAIT_S)
+    try:
+        log = emulator.state_dir / "front.log"
+        before = log.read_text()
+        got = _exchange(emulator, packet, files if port == "api" else None,
+                        provision_port=port == "provision")
+        assert got[:4] == answer[:4]
+        bystander.ping()
+        if logged is not None:
+            assert f"on the {port} port" in _logged(log, len(before), logged)
+        assert "Traceback" not in log.read_text()
+    finally:
+        bystander.close()
+
+
+def _logged(log: Path, start: int, text: str) -> str:
+    """The first line of ``log`` after offset ``start`` that holds ``text``, once there: the front's
+    lines reach the file through the serve process's copying thread."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        lines = [x for x in log.read_text()[start:].splitlines() if text in x]
+        if lines:
+            return lines[0]
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        threading.Event().wait(0.01)  # a file has nothing to wait on
+
+
+# -- the front in this process: timers and an unreachable mosquitto ------------------------------------
+
+@pytest.fixture
+def own_front(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.FrontConfig]:
+    """A second front on a free port, its upstream a socket nobody listens on, short timers."""
+    monkeypatch.setattr(f, "HANDSHAKE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(f, "CONNECT_TIMEOUT_S", 0.3)
+    state = emulator.state_dir
+    listener = f.FrontListener(f.Role.PROVISION, "127.0.0.1", free_port(), tmp_path / "none.sock")
+    config = f.FrontConfig((listener,),
+                           state / "ca.crt", state / "server.crt", state / "server.key", state / "crl.pem",
+                           tmp_path)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    serving = asyncio.run_coroutine_threadsafe(f.Front(config).serve(), loop)
+    deadline = loop.time() + WAIT_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", config.listeners[0].port), timeout=1).close()
+            break
+        except OSError:
+            assert loop.time() < deadline
+            threading.Event().wait(0.01)  # the server thread is starting: nothing to wait on
+    yield config
+    serving.cancel()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(WAIT_S)
+    loop.close()
+
+
+def test_a_silent_client_is_closed_after_the_connect_timeout(own_front: f.FrontConfig, emulator: Emulator,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    listener = own_front.listeners[0]
+    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.recv(16) == b""  # closed by the front, well before WAIT_S
+    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw:
+        assert raw.recv(16) == b""  # no handshake either: closed too
+    out = capsys.readouterr().out
+    assert "no CONNECT within 0.3 s" in out and "no TLS handshake within 0.3 s" in out
+
+
+def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig, emulator: Emulator) -> None:
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    listener = own_front.listeners[0]
+    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(connect_packet("someone"))
+        assert tls.recv(16) == b"\x20\x02\x00\x03"
