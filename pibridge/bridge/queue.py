@@ -101,9 +101,11 @@ PAGE_SIZE = 512
 #: Acknowledged rows are deleted in the transaction of the next insert (no transaction of their
 #: own); without inserts, when this many wait or the first of them waited `ACK_HOLD_S` seconds.
 #: Until then they are hidden from `fetch` and `stats`; a SIGKILL meanwhile sends them again
-#: (the agent keeps one value per metric and timestamp: harmless).
+#: (the agent keeps one value per metric and timestamp: harmless). 120 s: longer than the usual
+#: sampling intervals (a minute on a quiet profile), so their deletions ride on the next insert
+#: instead of waking the thread for a transaction of their own.
 ACK_HOLD_ROWS = 2000
-ACK_HOLD_S = 30.0
+ACK_HOLD_S = 120.0
 #: What a row stamped with its wall time at put keeps as monotonic time and boot id: only
 #: unstamped rows are stamped (`resolve_timestamps`) or aged by them, and leaving out the 36
 #: characters of a boot id and 8 bytes of a REAL (0.0 is stored in no bytes) makes a row ~30 %
@@ -657,10 +659,12 @@ class SampleQueue:
                             self._version += 1
                         self._held_acks.update(self._acks)
                         self._acks = []
-                        wake = next_maintenance
+                        # an empty queue has nothing to age: the maintenance waits for a commit
+                        wake = next_maintenance if self.depth else math.inf
                         if self._held_acks:
                             wake = min(wake, self._held_since + ACK_HOLD_S)
-                        if not self._lock.wait(max(0.0, wake - self._monotonic())):
+                        timeout = None if wake == math.inf else max(0.0, wake - self._monotonic())
+                        if not self._lock.wait(timeout):
                             break
                     rows, self._rows = self._rows, []
                     group, self._group = self._group, _new_group()

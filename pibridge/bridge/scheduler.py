@@ -126,10 +126,9 @@ READ_TIME_FACTOR = 2.0
 SAME_SLOT_S = 0.001
 #: How often the clock's "set" rule is polled until it holds.
 CLOCK_POLL_S = 1.0
-#: The timer loop turns at least this often (a heartbeat timer), and counts as hung (the
-#: watchdog stops) when it has not turned for `TIMER_HUNG_S`.
-#: (10 s: a third of `TIMER_HUNG_S`; an idle bridge wakes for nothing else on this thread.)
-HEARTBEAT_S = 10.0
+#: The timer loop counts as hung (the watchdog stops) when one turn has worked this long; a loop
+#: waiting for its next timer or message is never hung, so an idle bridge's timer thread sleeps
+#: until its next slot (it wakes for nothing else).
 TIMER_HUNG_S = 30.0
 #: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
 REBUILD_FIRST_S = 2.0
@@ -306,7 +305,8 @@ class Scheduler:
         self._hand_over_by = 0.0  # ... and when they go whatever still reads
         self._recheck_at = math.inf  # a "hand_over_check" timer is set for then
         self._anchor_offset = 0.0
-        self._turned_mono = time.monotonic()  #: the timer loop's last turn (a hung one stops the watchdog)
+        self._turned_mono = time.monotonic()  #: when the timer loop's current turn began
+        self._waiting = True  #: the timer loop waits for a timer or a message (so it is not hung)
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
@@ -458,10 +458,11 @@ class Scheduler:
 
     @property
     def alive(self) -> bool:
-        """Both threads running and the timer loop turning (it turns at least every
-        `HEARTBEAT_S`; a driver call that hangs on it, e.g. a close, shows here): for a watchdog."""
+        """Both threads running and the timer loop not stuck in one turn for `TIMER_HUNG_S` (a
+        driver call that hangs on it, e.g. a close, shows here; waiting is not hung): for a
+        watchdog."""
         return (self._timer_thread is not None and self._timer_thread.is_alive() and self._outbox.alive
-                and time.monotonic() - self._turned_mono < self.hung_after_s)
+                and (self._waiting or time.monotonic() - self._turned_mono < self.hung_after_s))
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per sensor: counters, state, last error, last values (a copy)."""
@@ -482,13 +483,15 @@ class Scheduler:
         self._anchor_offset = self.clock.wall() - now
         self._poll_clock()
         self._at(now, "clock", None, 0)
-        self._at(now + HEARTBEAT_S, "heartbeat", None, 0)
         for s in self._sensors:
             self._at(now, "build", s, s.token)
         stopping = False
         while not stopping:
-            self._turned_mono = time.monotonic()
-            for message in self._wait_for_messages(self._sleep_for()):
+            self._waiting = True
+            messages = self._wait_for_messages(self._sleep_for())
+            self._turned_mono = time.monotonic()  # before `_waiting` drops: `alive` reads both
+            self._waiting = False
+            for message in messages:
                 if message[0] == "stop":
                     stopping = True
                     break
@@ -603,9 +606,6 @@ class Scheduler:
             return
         if action == "hand_over_check":
             return   # only wakes the loop, whose turn ends in `_hand_over_if_slot_done`
-        if action == "heartbeat":  # the loop turns at least this often, whatever the intervals
-            self._at(self.clock.monotonic() + HEARTBEAT_S, "heartbeat", None, 0)
-            return
         if action == "clock":
             if not self._poll_clock():
                 self._at(self.clock.monotonic() + CLOCK_POLL_S, "clock", None, 0)
