@@ -7,6 +7,7 @@ saying what is wrong, never a traceback from deep inside ``mkdir`` or SQLite (is
 * `prepare_directory`: a directory the program keeps its state in, created if missing and probed
   by creating (and removing) a file in it: a regular file or a dangling link in its place, a
   symbolic-link loop, a read-only mount, ``/proc/self``, no permission, a full file system.
+* `open_private`: a log that names secrets (MQTT client ids), readable by its owner only.
 """
 
 from __future__ import annotations
@@ -15,11 +16,26 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 #: Linux's limits (bytes): one name, a whole path.
 NAME_MAX = 255
 PATH_MAX = 4095
 _PROBE_PREFIX = ".pibridge-probe-"
+#: Mode of a file only its owner may read (logs that name MQTT client ids: whoever knows an id
+#: could try to connect with it).
+PRIVATE_FILE_MODE = 0o600
+
+
+def open_private(path: Path) -> BinaryIO:
+    """``path`` for appending, unbuffered, mode `PRIVATE_FILE_MODE` (also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 class DirectoryError(Exception):

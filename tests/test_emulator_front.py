@@ -6,6 +6,8 @@ test_emulator_isolation.py.)"""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import socket
 import ssl
 import struct
@@ -25,6 +27,9 @@ from pibridge.testing import Emulator, free_port
 
 WAIT_S = 20.0
 OWNER_A, OWNER_B = "a" * 32, "b" * 32
+#: MQTT 5 CONNECT properties: length, then Session Expiry Interval (0x11, four bytes)
+SESSION_EXPIRY_0 = b"\x05\x11\x00\x00\x00\x00"
+SESSION_EXPIRY_1H = b"\x05\x11\x00\x00\x0e\x10"
 
 
 def _s(data: bytes) -> bytes:
@@ -33,8 +38,9 @@ def _s(data: bytes) -> bytes:
 
 def connect_packet(client_id: str = "c1", *, level: int = 4, clean: bool = True,
                    will: tuple[bytes, bytes] | None = None, username: bytes | None = None,
-                   password: bytes | None = None, name: bytes | None = None, flags: int = 0) -> bytes:
-    """A CONNECT as a client would send it (MQTT 3.1: level 3, 3.1.1: 4, 5: 5)."""
+                   password: bytes | None = None, name: bytes | None = None, flags: int = 0,
+                   properties: bytes = SESSION_EXPIRY_0) -> bytes:
+    """A CONNECT as a client would send it (MQTT 3.1: level 3, 3.1.1: 4, 5: 5, with ``properties``)."""
     name = name or (b"MQIsdp" if level == 3 else b"MQTT")
     flags |= f.FLAG_CLEAN if clean else 0
     payload = _s(client_id.encode())
@@ -47,7 +53,7 @@ def connect_packet(client_id: str = "c1", *, level: int = 4, clean: bool = True,
     if password is not None:
         flags |= f.FLAG_PASSWORD
         payload += _s(password)
-    variable = _s(name) + bytes([level, flags]) + b"\x00\x3c" + (b"\x03\x11\x00\x00" if level == 5 else b"")
+    variable = _s(name) + bytes([level, flags]) + b"\x00\x3c" + (properties if level == 5 else b"")
     body = variable + payload
     return bytes([f.CONNECT]) + f._varint(len(body)) + body
 
@@ -61,8 +67,9 @@ def test_a_connect_is_rewritten_to_its_certificates_user_with_every_other_field_
     first, body, used = f.split_packet(packet, f.MAX_CONNECT_BYTES) or (0, b"", 0)
     assert (first, used) == (f.CONNECT, len(packet))
     connect = f.parse_connect(body)
-    assert (connect.client_id, connect.clean, connect.username, connect.password) == (
-        "pibridge-1234", False, b"someone-else", b"secret")
+    assert (connect.client_id, connect.flags & f.FLAG_CLEAN, connect.username, connect.password) == (
+        "pibridge-1234", 0, b"someone-else", b"secret")
+    assert connect.outlives_connection
     rewritten = connect.as_user(OWNER_A).encode()
     assert rewritten == connect_packet("pibridge-1234", level=level, clean=False, will=(b"/w", b"gone"),
                                        username=OWNER_A.encode())
@@ -113,21 +120,58 @@ def test_the_first_packet_is_cut_from_a_stream_or_refused(buffer: bytes, outcome
 # -- the id rule -------------------------------------------------------------------------------------
 
 def test_an_id_belongs_to_its_owner_while_it_is_connected_or_keeps_a_session() -> None:
-    ids = f.IdRegistry(max_kept=2)
+    ids = f.IdRegistry()
     one, two, three = object(), object(), object()
-    assert ids.claim("x", OWNER_A, one, persistent=False) is None
-    assert ids.claim("x", OWNER_B, two, persistent=False) == f.RC_ID_REJECTED  # connected: A's
-    assert ids.claim("x", OWNER_A, two, persistent=False) is None  # the owner replaces itself
-    ids.release("x", one)  # the replaced connection ends: the newer one keeps the id
-    assert ids.claim("x", OWNER_B, three, persistent=False) == f.RC_ID_REJECTED
-    ids.release("x", two)
-    assert ids.claim("x", OWNER_B, three, persistent=True) is None  # free: B takes it, persistently
+    assert ids.claim("x", OWNER_A, one, keep=False) is None
+    assert ids.claim("x", OWNER_B, two, keep=False) == f.RC_ID_REJECTED  # connected: A's
+    assert ids.claim("x", OWNER_A, two, keep=False) is None  # the owner replaces itself
+    ids.release("x", two)  # the newer one dies before mosquitto replaced the older: still A's
+    assert ids.claim("x", OWNER_B, three, keep=False) == f.RC_ID_REJECTED
+    ids.release("x", one)
+    assert ids.claim("x", OWNER_B, three, keep=True) is None  # free: B takes it, to keep
     ids.release("x", three)
-    assert ids.claim("x", OWNER_A, one, persistent=False) == f.RC_ID_REJECTED  # B's kept session
-    assert ids.claim("", OWNER_A, one, persistent=False) is None  # empty: mosquitto assigns one
-    assert ids.claim("y", OWNER_A, one, persistent=True) is None
-    assert ids.claim("z", OWNER_A, two, persistent=True) == f.RC_UNAVAILABLE  # two kept: the cap
-    assert ids.claim("z", OWNER_A, two, persistent=False) is None
+    assert ids.claim("x", OWNER_A, one, keep=False) == f.RC_ID_REJECTED  # B's kept session
+    assert ids.claim("x", OWNER_B, one, keep=False) is None  # B's own clean reconnect
+    ids.release("x", one)
+    assert ids.claim("x", OWNER_A, two, keep=False) == f.RC_ID_REJECTED  # kept stays kept
+    assert ids.claim("", OWNER_A, one, keep=False) is None  # empty: mosquitto assigns one
+    assert ids.claim(f.AUTO_ID_PREFIX + "123", OWNER_A, one, keep=False) == f.RC_ID_REJECTED
+
+
+def test_kept_ids_are_bounded_per_owner_and_in_all() -> None:
+    ids = f.IdRegistry(max_kept=3, max_kept_per_owner=2)
+    a1, a2, a3, b1, b2 = (object() for _ in range(5))
+    assert ids.claim("a1", OWNER_A, a1, keep=True) is None
+    assert ids.claim("a2", OWNER_A, a2, keep=True) is None
+    assert ids.claim("a3", OWNER_A, a3, keep=True) == f.RC_UNAVAILABLE  # A's own bound: A alone
+    assert ids.claim("a3", OWNER_A, a3, keep=False) is None
+    assert ids.claim("b1", OWNER_B, b1, keep=True) is None  # 3 kept in all
+    ids.release("a1", a1)  # a1: kept for A, idle: the oldest to forget
+    assert ids.claim("b2", OWNER_B, b2, keep=True) is None
+    assert ids.forgotten == 1 and "a1" not in ids.claims and ids.kept_total == 3
+    assert ids.claim("a1", OWNER_B, b1, keep=False) is None  # forgotten: anyone's again
+
+
+@pytest.mark.parametrize(("line", "counted"), [
+    (b"1796654989: " + f.RELOAD_LINE + b"\n", True),
+    (f.RELOAD_LINE + b"\n", True),
+    (b"1796654989: Refused x: client id '" + f.RELOAD_LINE + b"' is taken\n", False),
+    (b"1796654989: " + f.RELOAD_LINE + b" and more\n", False),
+])
+def test_only_the_whole_reload_line_counts_as_a_reload(line: bytes, counted: bool, tmp_path: Path) -> None:
+    """What a client sends (its id, say) can never pose as the line a revocation waits for."""
+    import sys
+
+    from pibridge.emulator.broker import FrontProcess
+
+    config = f.FrontConfig((), tmp_path / "ca", tmp_path / "c", tmp_path / "k", tmp_path / "crl", tmp_path)
+    child = FrontProcess(config)
+    child.command = lambda: [sys.executable, "-c", f"import sys; sys.stdout.buffer.write({line!r})"]  # type: ignore[method-assign]
+    child.start()
+    assert child._proc is not None and child._log_reader is not None
+    child._proc.wait(WAIT_S)
+    child._log_reader.join(WAIT_S)
+    assert child._reload_count == (1 if counted else 0)
 
 
 # -- on the real ports ---------------------------------------------------------------------------------
@@ -178,7 +222,7 @@ def test_a_persistent_session_is_resumed_by_its_owner_and_refused_to_anyone_else
     assert _exchange(emulator, connect_packet(session_id, clean=True), other) == b"\x20\x02\x00\x02"
     resumed = b"\x20\x02\x01\x00"  # accepted, session present
     assert _exchange(emulator, connect_packet(session_id, clean=False), owner) == resumed
-    assert "(CONNACK 2)" in _logged(emulator.state_dir / "front.log", 0, "in use by another client")
+    assert "(CONNACK 2)" in _logged(emulator.state_dir / "front.log", 0, "is taken")
 
 
 def test_a_client_reconnecting_with_its_own_id_replaces_its_old_connection(
@@ -239,6 +283,55 @@ def test_a_username_in_the_connect_never_makes_a_client_another(emulator: Emulat
     assert received == [f"/v1.0/{own_cn}/sentinel"]
 
 
+def test_mqtt_3_1_and_5_clients_pass_the_front(emulator: Emulator, settings: AgentSettings) -> None:
+    files = CredentialFiles(settings.cert_folder, settings.client_name)
+    assert _exchange(emulator, connect_packet("v31", level=3), files) == b"\x20\x02\x00\x00"
+    assert _exchange(emulator, connect_packet("v31", level=3), provision_port=True) == b"\x20\x02\x00\x00"
+    v5 = _exchange(emulator, connect_packet("v5", level=5), files)
+    assert v5[0] == f.CONNACK and v5[3] == 0  # accepted (MQTT 5 CONNACK: flags, reason, properties)
+
+
+def test_an_mqtt_5_session_with_an_expiry_is_its_owners_even_after_a_clean_start(
+        emulator: Emulator, tmp_path: Path) -> None:
+    """MQTT 5 keeps a session by its expiry, whatever the clean-start flag: such a session (or any
+    MQTT 5 one) stays its owner's after it left."""
+    _, owner = _files(emulator, tmp_path / "owner")
+    _, other = _files(emulator, tmp_path / "other")
+    session_id = mqtt.new_client_id("pibridge-v5")
+    first = _exchange(emulator, connect_packet(session_id, level=5, clean=True, properties=SESSION_EXPIRY_1H),
+                      owner)
+    assert first[0] == f.CONNACK and first[3] == 0
+    refused = b"\x20\x03\x00\x85\x00"  # MQTT 5: 0x85 client identifier not valid
+    assert _exchange(emulator, connect_packet(session_id, level=5, clean=False), other) == refused
+    again = _exchange(emulator, connect_packet(session_id, level=5, clean=False), owner)
+    assert again[0] == f.CONNACK and again[2:4] == b"\x01\x00"  # session present, accepted
+
+
+def test_a_handshake_begun_before_a_revocation_does_not_pass_after_it(
+        emulator: Emulator, settings: AgentSettings) -> None:
+    """The deprovision answer means the certificate is refused from then on, also on a connection
+    that was opened before it and whose handshake ends after it."""
+    files = CredentialFiles(settings.cert_folder, settings.client_name)
+    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    early = socket.create_connection((emulator.host, emulator.port), timeout=WAIT_S)
+    try:
+        client = AgentClient(settings, request_timeout=WAIT_S)
+        client.connect(WAIT_S)
+        try:
+            client.deprovision()
+        finally:
+            client.close()
+        got = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionResetError), \
+                context.wrap_socket(early, server_hostname="localhost") as tls:
+            tls.sendall(connect_packet("late"))
+            got = tls.recv(16)
+        assert got == b""  # closed: no CONNACK
+    finally:
+        early.close()
+
+
 HOSTILE_FIRST_PACKETS = [
     (b"\x30\x03\x00\x01t", b"", "not a CONNECT"),  # a PUBLISH first
     (b"\x10\xff\xff\xff\xff\x01", b"", "malformed remaining length"),
@@ -290,51 +383,50 @@ def _logged(log: Path, start: int, text: str) -> str:
 # -- the front in this process: timers and an unreachable mosquitto ------------------------------------
 
 @pytest.fixture
-def own_front(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.FrontConfig]:
-    """A second front on a free port, its upstream a socket nobody listens on, short timers."""
+def own_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.FrontConfig]:
+    """A front in this process on a free port, certificates of its own CA, its upstream a socket
+    nobody listens on, short timers; its log is ``config.log_file``."""
+    from pibridge.emulator.pki import Authority
+
     monkeypatch.setattr(f, "HANDSHAKE_TIMEOUT_S", 0.3)
     monkeypatch.setattr(f, "CONNECT_TIMEOUT_S", 0.3)
-    state = emulator.state_dir
+    authority = Authority(tmp_path)
+    authority.write_crl([])
+    pki = authority.paths
     listener = f.FrontListener(f.Role.PROVISION, "127.0.0.1", free_port(), tmp_path / "none.sock")
-    config = f.FrontConfig((listener,),
-                           state / "ca.crt", state / "server.crt", state / "server.key", state / "crl.pem",
-                           tmp_path)
+    config = f.FrontConfig((listener,), pki.ca_cert, pki.server_cert, pki.server_key, pki.crl, tmp_path)
+    front = f.Front(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    serving = asyncio.run_coroutine_threadsafe(f.Front(config).serve(), loop)
-    deadline = loop.time() + WAIT_S
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", config.listeners[0].port), timeout=1).close()
-            break
-        except OSError:
-            assert loop.time() < deadline
-            threading.Event().wait(0.01)  # the server thread is starting: nothing to wait on
+    serving = asyncio.run_coroutine_threadsafe(front.serve(), loop)
+    assert front.listening.wait(WAIT_S)
     yield config
-    serving.cancel()
+    loop.call_soon_threadsafe(serving.cancel)  # its servers close as it ends
+    with contextlib.suppress(concurrent.futures.CancelledError):
+        serving.result(WAIT_S)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(WAIT_S)
     loop.close()
 
 
-def test_a_silent_client_is_closed_after_the_connect_timeout(own_front: f.FrontConfig, emulator: Emulator,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+def test_a_silent_client_is_closed_after_the_handshake_and_connect_timeouts(own_front: f.FrontConfig) -> None:
+    context = ssl.create_default_context(cafile=str(own_front.ca_file))
     listener = own_front.listeners[0]
     with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.recv(16) == b""  # closed by the front, well before WAIT_S
     with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw:
         assert raw.recv(16) == b""  # no handshake either: closed too
-    out = capsys.readouterr().out
-    assert "no CONNECT within 0.3 s" in out and "no TLS handshake within 0.3 s" in out
+    text = own_front.log_file.read_text()
+    assert "no CONNECT within 0.3 s" in text and "no TLS handshake within 0.3 s" in text
 
 
-def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig, emulator: Emulator) -> None:
-    context = ssl.create_default_context(cafile=str(emulator.ca_file))
+def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig) -> None:
+    context = ssl.create_default_context(cafile=str(own_front.ca_file))
     listener = own_front.listeners[0]
     with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as tls:
         tls.sendall(connect_packet("someone"))
         assert tls.recv(16) == b"\x20\x02\x00\x03"
+    assert "(CONNACK 3)" in own_front.log_file.read_text()

@@ -88,11 +88,12 @@ def test_requests_over_the_emulators_limits_are_answered_19_and_store_nothing(
 
 def test_the_logs_that_name_client_ids_are_readable_by_the_owner_only(emulator: Emulator,
                                                                      client: AgentClient) -> None:
-    client.ping()  # a connection: its client id is in mosquitto's log
-    for name in ("mosquitto.log", "mosquitto-provision.log", "serve.log"):
+    client.ping()  # a connection: its client id is in mosquitto's log and the front's
+    for name in ("front.log", "mosquitto.log", "mosquitto-provision.log", "serve.log"):
         mode = stat.S_IMODE((emulator.state_dir / name).stat().st_mode)
         assert mode == 0o600, f"{name}: {oct(mode)}"
     assert client.mqtt_client_id in (emulator.state_dir / "mosquitto.log").read_text()
+    assert client.mqtt_client_id in (emulator.state_dir / "front.log").read_text()
 
 
 def test_the_core_serves_clients_round_robin_in_their_order_and_caps_a_flooders_queue(

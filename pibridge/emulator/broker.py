@@ -24,19 +24,20 @@ Client ids and takeover (issue 20 §2; every listener has its own settings, ``pe
 - A provisioning client's id lives on the provision broker only: it cannot meet an API session.
 - Between clients of one port, the front's id rule applies (an id belongs to its owner: the
   certificate's CN on the API port, the connection on the provision port); see its module notes.
-  The logs that name ids (`LOG_MODE`) are the owner's alone.
+  The logs that name ids (`pibridge.paths.open_private`) are the owner's alone.
 - The client sockets trust the username the front puts in each CONNECT; only the front (and
   the owner of the state directory) can reach them.
 
 mosquitto 2.0.11 notes: ``max_queued_messages 0`` would make every denied PUBLISH disconnect
 its client (the quota check after a denial compares ``0 >= 0``), so a large number is used;
-``SIGHUP`` re-reads the configuration, ACLs and the CRL while open connections stay up.
+``SIGHUP`` re-reads the configuration and ACLs while open connections stay up.
 
 Revocation must be effective before the deprovision answer goes out. The front checks the CRL
 (mosquitto no longer sees client certificates). Each child handles SIGHUP asynchronously and
-says when it is done: mosquitto logs ``Reloading config.`` (level *information*) in the step that
-re-reads its configuration, the front logs `front.RELOAD_LINE` once new TLS contexts (new CRL)
-serve every later handshake. So each child's output goes through a pipe that a reader thread
+says when it is done, in a whole line of its output: mosquitto logs ``Reloading config.`` (level
+*information*) in the step that re-reads its configuration; the front prints
+`front.RELOAD_LINE` once new TLS contexts (new CRL) decide every later connection (or
+`front.RELOAD_FAILED_LINE`). So each child's output goes through a pipe that a reader thread
 copies to its log file, and `Broker.reload` waits for that child's line.
 """
 
@@ -61,11 +62,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pibridge import protocol as p
+from pibridge.emulator.front import AUTO_ID_PREFIX, MAX_CONNECT_BYTES, FrontConfig, Role
+from pibridge.emulator.front import RELOAD_FAILED_LINE as FRONT_RELOAD_FAILED_LINE
 from pibridge.emulator.front import RELOAD_LINE as FRONT_RELOAD_LINE
-from pibridge.emulator.front import FrontConfig, Role
+from pibridge.paths import open_private
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +80,23 @@ MAX_QUEUED_MESSAGES = 1_000_000
 #: Largest MQTT packet mosquitto accepts (bytes, ``max_packet_size``; the core's own answers too,
 #: so it leaves room for a listing of thousands of sensors): a 60 MB request never reaches the
 #: core; up to `core.MAX_REQUEST_BYTES` requests are answered, larger ones 19 before parsing.
-MAX_PACKET_BYTES = 16 * 1024 * 1024
-#: Mode of mosquitto's log: it names every client's MQTT client id, which must stay private
-#: (whoever knows an id can connect with it and disconnect its owner).
-LOG_MODE = 0o600
+MAX_PACKET_BYTES = MAX_CONNECT_BYTES  # the front reads a CONNECT up to the same size
 #: Seconds to wait for mosquitto to exit on SIGTERM before SIGKILL.
 STOP_TIMEOUT_S = 5.0
 #: Longest Unix socket path we use (sun_path holds 108 bytes including the NUL).
 UNIX_PATH_MAX = 100
 PR_SET_PDEATHSIG = 1
-#: Seconds `Broker.reload` waits for mosquitto to log that it reloads.
+#: Seconds `Broker.reload` waits for a child to say it reloaded.
 RELOAD_TIMEOUT_S = 10.0
-#: What mosquitto logs (level information) right before it re-reads configuration and CRL.
+#: What mosquitto logs (level information), as a whole line, right before it re-reads its
+#: configuration.
 RELOAD_LINE = b"Reloading config."
-#: Pipe capacity asked for mosquitto's log, so a stopped serve process (tests pause it) does not
-#: block mosquitto's logging as soon; the kernel may grant less.
+#: Pipe capacity asked for a child's output, so a stopped serve process (tests pause it) does not
+#: block the child's logging as soon; the kernel may grant less.
 LOG_PIPE_SIZE = 1 << 20
-#: Lines of one mosquitto run kept in memory, for the reason shown when it exits.
+#: Lines of one child's run kept in memory, for the reason shown when it exits.
 RUN_LINES_KEPT = 50
-#: Lines of mosquitto's output shown when it exits.
+#: Lines of a child's output shown when it exits.
 EXIT_LINES_SHOWN = 3
 #: mosquitto's line prefix (``log_timestamp``: seconds since the epoch).
 _TIMESTAMP = re.compile(rb"^\d+: ")
@@ -104,17 +104,6 @@ _TIMESTAMP = re.compile(rb"^\d+: ")
 _ROOT_WARNING = b"should not be run as root"
 #: Usable TCP ports (0 is not one: mosquitto's ``listener 0`` opens a Unix socket).
 PORT_MIN, PORT_MAX = 1, 65535
-
-
-def open_private(path: Path) -> BinaryIO:
-    """``path`` for appending, readable by the owner only (`LOG_MODE`, also when it existed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
-    try:
-        os.fchmod(fd, LOG_MODE)
-    except OSError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "ab", buffering=0)
 
 
 class BrokerError(Exception):
@@ -131,8 +120,8 @@ def find_mosquitto() -> str | None:
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise BrokerError unless mosquitto could listen on host:port (bound with SO_REUSEADDR, as
-    mosquitto does): a port outside 1..65535, a host that does not resolve, a port in use."""
+    """Raise BrokerError unless the front could listen on host:port (bound with SO_REUSEADDR, as
+    it does): a port outside 1..65535, a host that does not resolve, a port in use."""
     if not PORT_MIN <= port <= PORT_MAX:
         raise BrokerError(f"port {port} is not usable: choose one in {PORT_MIN}..{PORT_MAX}")
     try:
@@ -199,6 +188,8 @@ class BrokerConfig:
             "connection_messages true",
             # a client sending a larger packet is disconnected (the core answers 19 above 256 KiB)
             f"max_packet_size {MAX_PACKET_BYTES}",
+            # the ids mosquitto gives clients that sent none: the front refuses them from clients
+            f"auto_id_prefix {AUTO_ID_PREFIX}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops to 'mosquitto', which cannot read our files
@@ -251,15 +242,18 @@ class Broker:
     """One mosquitto child; `start`/`stop` may be repeated (restart in place). `FrontProcess` is
     the same kind of child with another command line, reload line and readiness check."""
 
-    #: What the child prints once a SIGHUP took effect (`reload` waits for it).
-    reload_line = RELOAD_LINE
+    #: What the child prints, as a whole line after its timestamp, once a SIGHUP took effect
+    #: (`reload` waits for it), and once a SIGHUP failed (None: it cannot say so).
+    reload_line: bytes = RELOAD_LINE
+    reload_failed_line: bytes | None = None
 
     def __init__(self, binary: str, config: BrokerConfig | FrontConfig) -> None:
         self.binary = binary
         self.config = config
         self._proc: subprocess.Popen[bytes] | None = None
         self._reloads = threading.Condition()
-        self._reload_count = 0  # RELOAD_LINEs read so far (all mosquitto runs)
+        self._reload_count = 0  # reload lines read so far (all runs)
+        self._reload_failures = 0  # reload-failed lines read so far
         self._reload_lock = threading.Lock()  # one reload at a time: each waits for its own line
         self._log_ended: dict[subprocess.Popen[bytes], bool] = {}  # output reached EOF: it exited
         self._log_reader: threading.Thread | None = None
@@ -276,13 +270,17 @@ class Broker:
     def command(self) -> list[str]:
         return [self.binary, "-c", str(self.config.config_file)]
 
+    def preexec(self) -> Callable[[], None] | None:
+        """What runs in the child before exec: the parent-death signal."""
+        return _die_with_parent()
+
     def start(self) -> None:
         """Start the child (call from the main thread: the parent-death signal is per thread)."""
         self.config.write()
         try:
             proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=self.preexec(),
                 start_new_session=True)
         except OSError as exc:
             raise BrokerError(f"cannot start {self.binary}: {exc}") from exc
@@ -306,9 +304,13 @@ class Broker:
         try:
             for line in proc.stdout:
                 run_lines.append(line)
-                if self.reload_line in line:
+                said = _TIMESTAMP.sub(b"", line).rstrip(b"\r\n")  # whole lines only: a line that
+                if said in (self.reload_line, self.reload_failed_line):  # quotes one is not one
                     with self._reloads:
-                        self._reload_count += 1
+                        if said == self.reload_line:
+                            self._reload_count += 1
+                        else:
+                            self._reload_failures += 1
                         self._reloads.notify_all()
                 try:
                     if out is None:  # reopened after a failure
@@ -316,8 +318,8 @@ class Broker:
                     out.write(line)
                 except OSError as exc:
                     if writing:
-                        log.warning("cannot write %s (%s): mosquitto's log lines are dropped until "
-                                    "it works again", self.config.log_file, exc.strerror or exc)
+                        log.warning("cannot write %s (%s): %s's log lines are dropped until it works "
+                                    "again", self.config.log_file, exc.strerror or exc, self.config.title)
                     writing = False
                     if out is not None:
                         with contextlib.suppress(OSError):
@@ -327,8 +329,8 @@ class Broker:
                 if not writing:
                     log.warning("writing %s works again", self.config.log_file)
                     writing = True
-        except (OSError, ValueError) as exc:  # the pipe itself failed: mosquitto is lost to us
-            log.warning("reading mosquitto's output failed: %s", exc)
+        except (OSError, ValueError) as exc:  # the pipe itself failed: the child is lost to us
+            log.warning("reading the output of %s failed: %s", self.config.title, exc)
         finally:
             if out is not None:
                 with contextlib.suppress(OSError):
@@ -338,18 +340,19 @@ class Broker:
                 self._reloads.notify_all()
 
     def reload(self, timeout: float = RELOAD_TIMEOUT_S) -> bool:
-        """SIGHUP: re-read configuration, ACLs and CRL (open connections stay). Returns once
-        mosquitto logged that it reloads (True), or False when it is not running, exited or did
-        not reload within ``timeout`` seconds. A broker started later reads the files anyway."""
+        """SIGHUP: re-read configuration and files (mosquitto: its ACLs; the front: certificates
+        and CRL; open connections stay). Returns once the child said it reloaded (True), or False
+        when it is not running, exited, said the reload failed or said nothing within
+        ``timeout`` seconds. A child started later reads the files anyway."""
         with self._reload_lock:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 return False
             with self._reloads:
-                seen = self._reload_count
+                seen, failed = self._reload_count, self._reload_failures
                 proc.send_signal(signal.SIGHUP)
-                self._reloads.wait_for(lambda: self._reload_count > seen or self._log_ended[proc],
-                                       timeout)
+                self._reloads.wait_for(lambda: self._reload_count > seen or self._reload_failures > failed
+                                       or self._log_ended[proc], timeout)
                 return self._reload_count > seen
 
     def stop(self) -> None:
@@ -403,12 +406,25 @@ class FrontProcess(Broker):
     interpreter; ready once both public ports answer."""
 
     reload_line = FRONT_RELOAD_LINE
+    reload_failed_line = FRONT_RELOAD_FAILED_LINE
 
     def __init__(self, config: FrontConfig) -> None:
         super().__init__(sys.executable, config)
 
     def command(self) -> list[str]:
         return [self.binary, "-m", "pibridge.emulator.front", str(self.config.config_file)]
+
+    def preexec(self) -> Callable[[], None] | None:
+        """The parent-death signal, and SIGHUP blocked: a revocation may signal the front before
+        its start-up installed the handler (which SIGHUP's default action would kill); the front
+        unblocks it once it can reload, and a pending one then runs."""
+        die = _die_with_parent()
+
+        def in_child() -> None:
+            if die is not None:
+                die()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        return in_child
 
     def wait_ready(self, timeout: float) -> None:
         """Return once every public port answers: a verified TLS handshake on the provision port, a

@@ -508,7 +508,7 @@ class Core:
             self._revoked_pending = False
             try:
                 if self.on_revoked() is False:
-                    log.warning("the broker did not confirm reloading the revocation list")
+                    log.warning("the front did not confirm reloading the revocation list")
             except Exception as exc:
                 log.warning("reloading the revocation list failed: %s", exc)
         self._publish_all([m for answer in answers for m in answer])

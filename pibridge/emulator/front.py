@@ -16,64 +16,80 @@ each mosquitto listens for clients on a private Unix socket only this process us
 owner is the certificate's CN, on the anonymous provision port the connection itself. While
 its owner holds an id, a CONNECT with that id by anyone else is refused with CONNACK 2
 (identifier rejected), before mosquitto sees it. The owner holds an id while connected, and on
-the API port also while mosquitto keeps a persistent session for it (its last CONNECT said
-clean session = 0): until the front restarts, with mosquitto, which then forgets sessions too
-(``persistence false``). So the owner itself may always reconnect (mosquitto replaces its stale
-connection, as a broker should); nobody else can end its connection or resume its session.
-A provision client that reconnects while its old connection is not yet gone is refused until
-it is: provisioning sessions hold nothing private (every provisioning client may read
-``/certBack/#``). An empty id is never claimed: mosquitto gives each such client its own.
+the API port also once it asked for a session that outlives its connection (MQTT 3: clean
+session = 0; MQTT 5: every session, since any may carry an expiry): until the front restarts,
+with mosquitto, which then forgets its sessions too (``persistence false``). So the owner
+itself may always reconnect (mosquitto replaces its stale connection, as a broker should);
+nobody else can end its connection or resume its session. A provision client that reconnects
+while its old connection is not yet gone is refused until it is: provisioning sessions hold
+nothing private (every provisioning client may read ``/certBack/#``). An empty id is never
+claimed: mosquitto gives such a client an id of its own, starting with `AUTO_ID_PREFIX`, which
+the front refuses from clients. Kept ids are bounded per owner (`MAX_KEPT_PER_OWNER`: beyond it
+that owner alone gets CONNACK 3) and in all (`MAX_KEPT_IDS`: the oldest kept id is forgotten).
 
-Revocation: ``SIGHUP`` re-reads certificates and CRL into new TLS contexts (every handshake after
-it uses them) and then prints `RELOAD_LINE`, which `broker.Broker.reload` waits for.
+**Revocation.** ``SIGHUP`` re-reads certificates and CRL into new TLS contexts, then prints
+`RELOAD_LINE` (`broker.Broker.reload` waits for it; `RELOAD_FAILED_LINE` if the files could
+not be read). A handshake that began before the reload used the old list: such a connection is
+closed once its handshake ends, so every connection admitted after the line passed the new list.
 
-Run as ``python -m pibridge.emulator.front CONFIG`` (`FrontConfig` writes CONFIG); it logs one
-line per event to stdout, which the parent copies to ``front.log`` (mode 0600: it names ids).
+Run as ``python -m pibridge.emulator.front CONFIG`` (`FrontConfig` writes CONFIG). It writes its
+own log (``front.log``, mode 0600: it names ids); stdout carries only the lines the parent waits
+for (`READY_LINE`, `RELOAD_LINE`, `RELOAD_FAILED_LINE`), so nothing a client sends can pose as
+one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import enum
 import json
+import resource
 import signal
 import ssl
 import struct
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, BinaryIO, ClassVar
 
-#: What the front prints once new TLS contexts (CRL included) serve every later handshake.
+from pibridge.paths import open_private
+
+#: The lines the parent reads on stdout: listening; a reload took effect; a reload failed.
+READY_LINE = b"Listening."
 RELOAD_LINE = b"Reloaded certificates and revocation list."
-#: What the front prints once both public ports listen.
-READY_LINE = "Listening."
-#: Seconds a client has for its TLS handshake, and then for its CONNECT (mosquitto's own CONNECT
-#: wait is its keepalive check; a client that sends nothing must not hold a socket for ever).
+RELOAD_FAILED_LINE = b"Reload failed: kept the former certificates and revocation list."
+#: Seconds a client has for its TLS handshake, then for its CONNECT, and the front for reaching
+#: mosquitto (a client that sends nothing must not hold a socket or an id for ever).
 HANDSHAKE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
-#: Largest CONNECT read (bytes; `broker.MAX_PACKET_BYTES` is mosquitto's limit for any packet).
+UPSTREAM_TIMEOUT_S = 10.0
+#: Largest CONNECT read (bytes); mosquitto's limit for any packet is the same (`broker`).
 MAX_CONNECT_BYTES = 16 * 1024 * 1024
-#: Bytes copied per read between a client and mosquitto.
+#: Bytes decrypted per read.
 CHUNK_BYTES = 64 * 1024
-#: Most ids kept for disconnected persistent sessions; beyond it a new persistent id is refused
-#: (CONNACK 3), so certificate holders cannot grow the front without bound.
+#: Kept ids (module notes): per owner (beyond: CONNACK 3 to that owner) and in all (beyond: the
+#: oldest one kept for a disconnected owner is forgotten, and said once in the log).
+MAX_KEPT_PER_OWNER = 1000
 MAX_KEPT_IDS = 100_000
+#: mosquitto's ``auto_id_prefix`` (`broker` sets it): ids it assigns, refused from clients.
+AUTO_ID_PREFIX = "auto-"
 
 # -- MQTT wire constants (MQTT 3.1.1 §2-3, MQTT 5 §3.1-3.2) -----------------------------------------
 CONNECT = 0x10  # first byte of a CONNECT packet (type 1, flags 0)
 CONNACK = 0x20
 #: Protocol names and the levels that go with them: 3.1 ("MQIsdp", 3), 3.1.1 and 5 ("MQTT", 4/5).
+#: (Levels with the bridge bit, 0x83/0x84, are not among them: CONNACK 1.)
 PROTOCOLS = {(b"MQIsdp", 3), (b"MQTT", 4), (b"MQTT", 5)}
 LEVEL_5 = 5
-FLAG_USERNAME, FLAG_PASSWORD, FLAG_WILL_RETAIN, FLAG_WILL, FLAG_CLEAN, FLAG_RESERVED = (
-    0x80, 0x40, 0x20, 0x04, 0x02, 0x01)
-FLAG_WILL_QOS = 0x18
-#: CONNACK return codes (MQTT 3.1.1 §3.2.2.3; MQTT 5 clients get the 3.1.1 packet, which the
-#: MQTT 5 spec allows for a refusal before the version is settled).
+FLAG_USERNAME, FLAG_PASSWORD, FLAG_WILL, FLAG_CLEAN, FLAG_RESERVED = 0x80, 0x40, 0x04, 0x02, 0x01
+#: CONNACK return codes (MQTT 3.1.1 §3.2.2.3), and their MQTT 5 reason codes (§3.2.2.2). An
+#: unknown protocol level is answered in the 3.1.1 form (the client's version is not known).
 RC_BAD_VERSION, RC_ID_REJECTED, RC_UNAVAILABLE, RC_NOT_AUTHORISED = 1, 2, 3, 5
-#: CONNACK reason codes of MQTT 5 (§3.2.2.2) for the same refusals.
 RC5 = {RC_ID_REJECTED: 0x85, RC_UNAVAILABLE: 0x88, RC_NOT_AUTHORISED: 0x87}
 VARINT_MAX_BYTES = 4
 
@@ -88,6 +104,10 @@ class Role(enum.Enum):
 class BadConnect(Exception):
     """A first packet that is not a well-formed CONNECT (the connection is closed, as mosquitto
     would close it)."""
+
+
+class UnsupportedLevel(BadConnect):
+    """An MQTT protocol level other than 3, 4 or 5 (answered CONNACK 1)."""
 
 
 # -- the CONNECT packet ----------------------------------------------------------------------------
@@ -105,7 +125,7 @@ class BadConnect(Exception):
 class Connect:
     """A parsed CONNECT: the parts the front reads or rewrites, the rest kept as bytes."""
 
-    header: bytes  # protocol name, level, (flags replaced on encoding), keepalive
+    header: bytes  # protocol name, level, flags (replaced on encoding), keepalive
     level: int
     flags: int
     properties: bytes  # MQTT 5 only, with its length prefix; b"" otherwise
@@ -115,8 +135,9 @@ class Connect:
     password: bytes | None
 
     @property
-    def clean(self) -> bool:
-        return bool(self.flags & FLAG_CLEAN)
+    def outlives_connection(self) -> bool:
+        """Whether mosquitto may keep this session after a disconnect (module notes)."""
+        return self.level == LEVEL_5 or not self.flags & FLAG_CLEAN
 
     def as_user(self, username: str) -> Connect:
         """The same CONNECT with ``username`` and no password."""
@@ -181,8 +202,8 @@ class _Reader:
 
 
 def parse_connect(body: bytes) -> Connect:
-    """A CONNECT's body (what follows its fixed header). Raises `BadConnect`; an unknown protocol
-    level raises `UnsupportedLevel` (answered with CONNACK 1)."""
+    """A CONNECT's body (what follows its fixed header). Raises `BadConnect`, or
+    `UnsupportedLevel` for a protocol level it does not know."""
     r = _Reader(body)
     name = r.string()
     level, flags = r.u8(), r.u8()
@@ -191,7 +212,7 @@ def parse_connect(body: bytes) -> Connect:
     if (name, level) not in PROTOCOLS:
         if name in (b"MQTT", b"MQIsdp"):
             raise UnsupportedLevel(f"protocol level {level}")
-        raise BadConnect(f"not an MQTT CONNECT (protocol name {name[:16]!r})")
+        raise BadConnect(f"not an MQTT CONNECT (protocol name {name[:16]!a})")
     if flags & FLAG_RESERVED:
         raise BadConnect("the CONNECT's reserved flag is set")
     properties = r.varint_field() if level == LEVEL_5 else b""
@@ -212,10 +233,6 @@ def parse_connect(body: bytes) -> Connect:
     if r.at != len(body):
         raise BadConnect("bytes after the CONNECT's last field")
     return Connect(header, level, flags, properties, client_id, will, username, password)
-
-
-class UnsupportedLevel(BadConnect):
-    """An MQTT protocol level other than 3, 4 or 5."""
 
 
 def connack(level: int, code: int) -> bytes:
@@ -251,48 +268,73 @@ def split_packet(buffer: bytes | bytearray, limit: int) -> tuple[int, bytes, int
 
 @dataclass
 class Claim:
-    """Who holds a client id, and whether mosquitto keeps its session after a disconnect."""
+    """Who holds a client id: its owner, the connections now using it, and whether mosquitto may
+    keep its session after they end (then the owner keeps the id: `IdRegistry.kept`)."""
 
     owner: object  # a CN (API port) or the connection itself (provision port)
-    connection: object | None  # the connection now using it, None between connections
-    persistent: bool
+    connections: set[object] = field(default_factory=set)
+    kept: bool = False
 
 
 class IdRegistry:
     """The id rule of one port (module notes): `claim` on CONNECT, `release` on disconnect."""
 
-    def __init__(self, max_kept: int = MAX_KEPT_IDS) -> None:
+    def __init__(self, max_kept: int = MAX_KEPT_IDS, max_kept_per_owner: int = MAX_KEPT_PER_OWNER) -> None:
         self.claims: dict[str, Claim] = {}
-        self.max_kept = max_kept
+        #: ids kept for owners with no connection, oldest first (the ones forgotten first)
+        self.idle_kept: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.kept_per_owner: collections.Counter[object] = collections.Counter()
+        self.kept_total = 0
+        self.max_kept, self.max_kept_per_owner = max_kept, max_kept_per_owner
+        self.forgotten = 0  # kept ids forgotten for the bound (said once in the log)
 
-    def claim(self, client_id: str, owner: object, connection: object, persistent: bool) -> int | None:
-        """Give ``client_id`` to ``connection``; None if granted, else a CONNACK return code."""
+    def claim(self, client_id: str, owner: object, connection: object, keep: bool) -> int | None:
+        """Let ``connection`` use ``client_id``; None if granted, else a CONNACK return code."""
         if not client_id:
             return None
+        if client_id.startswith(AUTO_ID_PREFIX):
+            return RC_ID_REJECTED  # mosquitto's own ids (module notes)
         held = self.claims.get(client_id)
-        if held is not None and held.owner != owner and (held.connection is not None or held.persistent):
-            return RC_ID_REJECTED
-        if held is None and persistent and self._kept() >= self.max_kept:
-            return RC_UNAVAILABLE
-        self.claims[client_id] = Claim(owner, connection, persistent)
+        if held is not None and held.owner != owner:
+            return RC_ID_REJECTED  # a held claim always has a connection or is kept
+        if keep and (held is None or not held.kept):
+            if self.kept_per_owner[owner] >= self.max_kept_per_owner:
+                return RC_UNAVAILABLE
+            if self.kept_total >= self.max_kept and self.idle_kept:
+                self._forget(next(iter(self.idle_kept)))
+        if held is None:
+            held = self.claims[client_id] = Claim(owner)
+        if keep and not held.kept:  # once kept, kept: a later clean CONNECT may still fail
+            held.kept = True
+            self.kept_per_owner[owner] += 1
+            self.kept_total += 1
+        held.connections.add(connection)
+        self.idle_kept.pop(client_id, None)
         return None
 
     def release(self, client_id: str, connection: object) -> None:
-        """``connection`` ended: its id is free unless a persistent session keeps it for its owner
-        (or the owner already holds it on a newer connection)."""
+        """``connection`` ended: the id stays its owner's while another of its connections uses it
+        or its session may be kept; else it is free."""
         held = self.claims.get(client_id)
-        if held is None or held.connection is not connection:
+        if held is None or connection not in held.connections:
             return
-        if held.persistent:
-            held.connection = None
+        held.connections.discard(connection)
+        if held.connections:
+            return
+        if held.kept:
+            self.idle_kept[client_id] = None
         else:
             del self.claims[client_id]
 
-    def _kept(self) -> int:
-        return sum(1 for c in self.claims.values() if c.persistent)
+    def _forget(self, client_id: str) -> None:
+        del self.idle_kept[client_id]
+        held = self.claims.pop(client_id)
+        self.kept_per_owner[held.owner] -= 1
+        self.kept_total -= 1
+        self.forgotten += 1
 
 
-# -- configuration and the server ------------------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class FrontListener:
@@ -370,29 +412,58 @@ def common_name(peercert: object) -> str | None:
     return None
 
 
-def say(message: str) -> None:
-    """One log line (stdout, copied to front.log by the parent), prefixed like mosquitto's."""
-    sys.stdout.write(f"{int(time.time())}: {message}\n")
+class FrontLog:
+    """``front.log``: one line per event, ``<epoch seconds>: <text>`` like mosquitto's. Text from
+    clients is written with `ascii` escapes (no line of it can look like another line). A write
+    that fails (a full disk) is dropped: the front serves on."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._file: BinaryIO | None = None
+
+    def say(self, text: str) -> None:
+        line = f"{int(time.time())}: {text}\n".encode(errors="backslashreplace")
+        if self.path is None:
+            sys.stderr.buffer.write(line)
+            return
+        try:
+            if self._file is None:
+                self._file = open_private(self.path)
+            self._file.write(line)
+        except OSError:
+            self._file = None
+
+
+def _tell_parent(line: bytes) -> None:
+    sys.stdout.buffer.write(line + b"\n")
     sys.stdout.flush()
 
 
+# -- the server ------------------------------------------------------------------------------------
+
 class Front:
-    """Both public ports: `serve` until stopped; `reload` swaps the TLS contexts."""
+    """Both public ports: `serve` until cancelled; `reload` swaps the TLS contexts."""
 
-    def __init__(self, config: FrontConfig) -> None:
+    def __init__(self, config: FrontConfig, log: FrontLog | None = None) -> None:
         self.config = config
+        self.log = log or FrontLog(config.log_file)
         self.contexts = {x.role: tls_context(config, x.role) for x in config.listeners}
+        self.generation = 0  # reloads so far: a handshake begun under an older one is not trusted
         self.registries = {x.role: IdRegistry() for x in config.listeners}
+        self.listening = threading.Event()  # set once every port listens (tests wait on it)
+        self.on_listening: Callable[[], None] | None = None  # and called then (the ready line)
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
+        """New TLS contexts from the files (True), or the former ones kept (False, logged)."""
         try:
-            self.contexts = {x.role: tls_context(self.config, x.role) for x in self.config.listeners}
+            contexts = {x.role: tls_context(self.config, x.role) for x in self.config.listeners}
         except (OSError, ssl.SSLError) as exc:
-            say(f"Error: cannot reload the certificates or the revocation list ({exc}); keeping the "
-                "former ones")
-            return
-        sys.stdout.buffer.write(f"{int(time.time())}: ".encode() + RELOAD_LINE + b"\n")
-        sys.stdout.flush()
+            self.log.say(f"Error: cannot reload the certificates or the revocation list ({exc}); "
+                         "keeping the former ones")
+            return False
+        self.contexts = contexts
+        self.generation += 1
+        return True
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -402,8 +473,14 @@ class Front:
                 return ClientConnection(self, listener)
             servers.append(await loop.create_server(connection, listener.host, listener.port,
                                                     reuse_address=True))
-        say(READY_LINE)
-        await asyncio.gather(*(server.serve_forever() for server in servers))
+        self.listening.set()
+        if self.on_listening is not None:
+            self.on_listening()
+        try:
+            await asyncio.gather(*(server.serve_forever() for server in servers))
+        finally:
+            for server in servers:
+                server.close()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -412,29 +489,33 @@ class ClientConnection(asyncio.Protocol):
     mosquitto's client socket (`Upstream`). Each side's full write buffer pauses the other's reads.
 
     States: handshake → CONNECT (plaintext collected) → connecting upstream (client reads paused)
-    → relaying. A timer bounds the first two (`HANDSHAKE_TIMEOUT_S`, `CONNECT_TIMEOUT_S`)."""
+    → relaying. A timer bounds each of the first three."""
 
     def __init__(self, front: Front, listener: FrontListener) -> None:
         self.front, self.listener = front, listener
         self.transport: asyncio.Transport | None = None
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.generation = front.generation
         self.tls = front.contexts[listener.role].wrap_bio(self.incoming, self.outgoing, server_side=True)
         self.handshaken = False
         self.early = bytearray()  # plaintext before the relay: the CONNECT and what follows it
         self.connect: Connect | None = None
         self.upstream: Upstream | None = None
-        self.claimed = False
+        self.upstream_full = False  # mosquitto's socket is full: the client's reads stay paused
         self.closed = False
         self.peer: object = None
         self.timer: asyncio.TimerHandle | None = None
         self.connecting: asyncio.Future[None] | None = None
 
+    @property
+    def where(self) -> str:
+        return f"{self.peer} on the {self.listener.role.value} port"
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
-        self.timer = asyncio.get_running_loop().call_later(
-            HANDSHAKE_TIMEOUT_S, self.close, f"no TLS handshake within {HANDSHAKE_TIMEOUT_S:g} s")
+        self._start_timer(HANDSHAKE_TIMEOUT_S, f"no TLS handshake within {HANDSHAKE_TIMEOUT_S:g} s")
 
     # -- bytes from the client
     def data_received(self, data: bytes) -> None:
@@ -452,6 +533,7 @@ class ClientConnection(asyncio.Protocol):
                 self.close()
                 return
             except ssl.SSLError as exc:
+                self._flush()
                 self.close(f"TLS error: {exc}")
                 return
             if not chunk:
@@ -470,9 +552,13 @@ class ClientConnection(asyncio.Protocol):
             self._flush()  # the alert: the client learns why (certificate required, revoked, ...)
             self.close(f"TLS handshake failed: {exc}")
             return False
-        self.handshaken = True
         self._flush()
-        self._restart_timer(CONNECT_TIMEOUT_S, f"no CONNECT within {CONNECT_TIMEOUT_S:g} s")
+        if self.listener.role is Role.API and self.generation != self.front.generation:
+            self.close("its handshake began before the certificates were reloaded (a revocation); "
+                       "it may connect again")
+            return False
+        self.handshaken = True
+        self._start_timer(CONNECT_TIMEOUT_S, f"no CONNECT within {CONNECT_TIMEOUT_S:g} s")
         return True
 
     def _plaintext(self, chunk: bytes) -> None:
@@ -505,21 +591,28 @@ class ClientConnection(asyncio.Protocol):
         owner: object = self
         if role is Role.API:
             cn = common_name(self.tls.getpeercert())
-            if cn is None:
+            if not cn:
                 self.refuse(connect.level, RC_NOT_AUTHORISED, "its certificate has no CN")
                 return
             owner, connect = cn, connect.as_user(cn)
-        refused = self.front.registries[role].claim(connect.client_id, owner, self,
-                                                    persistent=role is Role.API and not connect.clean)
+        registry = self.front.registries[role]
+        refused = registry.claim(connect.client_id, owner, self,
+                                 keep=role is Role.API and connect.outlives_connection)
         if refused is not None:
-            reason = "in use by another client" if refused == RC_ID_REJECTED else "too many kept sessions"
-            self.refuse(connect.level, refused, f"client id {connect.client_id!r} {reason}")
+            reason = "is taken" if refused == RC_ID_REJECTED else "is one too many kept for its owner"
+            self.refuse(connect.level, refused, f"client id {connect.client_id!a} {reason}")
             return
-        self.claimed, self.connect = True, connect
-        if self.timer is not None:
-            self.timer.cancel()
+        self.connect = connect
+        if registry.forgotten:
+            self.front.log.say(f"Forgot {registry.forgotten} kept client ids of disconnected clients "
+                               f"(more than {registry.max_kept} kept): their sessions are unprotected")
+            registry.forgotten = 0
+        self.front.log.say(f"Accepted {self.where}: client id {connect.client_id!a}"
+                           + (f", CN {owner}" if role is Role.API else ""))
         assert self.transport is not None
         self.transport.pause_reading()
+        self._start_timer(UPSTREAM_TIMEOUT_S, f"mosquitto at {self.listener.upstream} did not accept "
+                          f"within {UPSTREAM_TIMEOUT_S:g} s")
         self.connecting = asyncio.ensure_future(self._connect_upstream(connect))
 
     async def _connect_upstream(self, connect: Connect) -> None:
@@ -528,20 +621,24 @@ class ClientConnection(asyncio.Protocol):
         try:
             await loop.create_unix_connection(lambda: upstream, str(self.listener.upstream))
         except OSError as exc:
-            self.refuse(connect.level, RC_UNAVAILABLE, f"mosquitto at {self.listener.upstream}: {exc}")
+            if not self.closed:
+                self.refuse(connect.level, RC_UNAVAILABLE, f"mosquitto at {self.listener.upstream}: {exc}")
             return
         if self.closed:
             upstream.close()
             return
+        if self.timer is not None:
+            self.timer.cancel()
         self.upstream = upstream
         assert upstream.transport is not None and self.transport is not None
         upstream.transport.write(connect.encode() + bytes(self.early))
         self.early.clear()
-        self.transport.resume_reading()
+        if not self.upstream_full:
+            self.transport.resume_reading()
 
     # -- bytes to the client
     def send(self, data: bytes) -> None:
-        """Plaintext for the client (from mosquitto)."""
+        """Plaintext for the client (from mosquitto, or a refusing CONNACK)."""
         if self.closed:
             return
         try:
@@ -567,19 +664,23 @@ class ClientConnection(asyncio.Protocol):
     # -- the end
     def refuse(self, level: int, code: int, why: str) -> None:
         """Answer the CONNECT with a refusing CONNACK (`connack`), then close."""
-        say(f"Refused {self.peer} on the {self.listener.role.value} port: {why} (CONNACK {code})")
+        self.front.log.say(f"Refused {self.where}: {why} (CONNACK {code})")
         self.send(connack(level, code))
         self.close()
 
     def close(self, why: str | None = None) -> None:
         if self.closed:
             return
-        self.closed = True
         if why:
-            say(f"Closed {self.peer} on the {self.listener.role.value} port: {why}")
+            self.front.log.say(f"Closed {self.where}: {why}")
+        if self.handshaken:
+            with contextlib.suppress(ssl.SSLError):
+                self.tls.unwrap()  # our close_notify (the client's is not waited for)
+            self._flush()
+        self.closed = True
         if self.timer is not None:
             self.timer.cancel()
-        if self.claimed and self.connect is not None:
+        if self.connect is not None:
             self.front.registries[self.listener.role].release(self.connect.client_id, self)
         if self.upstream is not None:
             self.upstream.close()
@@ -589,7 +690,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
 
-    def _restart_timer(self, seconds: float, why: str) -> None:
+    def _start_timer(self, seconds: float, why: str) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(seconds, self.close, why)
@@ -610,11 +711,13 @@ class Upstream(asyncio.Protocol):
         self.client.send(data)
 
     def pause_writing(self) -> None:  # mosquitto reads slower than the client sends
+        self.client.upstream_full = True
         if self.client.transport is not None:
             self.client.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.client.transport is not None:
+        self.client.upstream_full = False
+        if self.client.transport is not None and self.client.upstream is not None:
             self.client.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -625,29 +728,48 @@ class Upstream(asyncio.Protocol):
             self.transport.close()
 
 
-def _quiet_resets(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-    """asyncio's default handler prints a traceback for a connection reset under it: that is a
-    client's business, said in one line by `ClientConnection.close` where it matters."""
-    exc = context.get("exception")
-    if isinstance(exc, (ssl.SSLError, OSError, TimeoutError)):
-        return
-    loop.default_exception_handler(context)
+def _log_loop_errors(log: FrontLog) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """asyncio's default handler prints a traceback for a connection reset under it, a client's
+    business; other errors (an accept failing for lack of file descriptors, say) are one line."""
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ConnectionError, ssl.SSLError)):
+            return
+        log.say(f"Error: {context.get('message')}" + (f" ({exc})" if exc else ""))
+    return handler
+
+
+def _raise_open_files_limit() -> None:
+    """Two descriptors per client: take the hard limit (no privilege needed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def _main(config: FrontConfig) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_quiet_resets)
-    front = Front(config)
+    log = FrontLog(config.log_file)
+    loop.set_exception_handler(_log_loop_errors(log))
+    front = Front(config, log)
+    front.on_listening = lambda: _tell_parent(READY_LINE)
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, front.reload)
+
+    def reload() -> None:
+        _tell_parent(RELOAD_LINE if front.reload() else RELOAD_FAILED_LINE)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the parent until now
     serving = asyncio.ensure_future(front.serve())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
     if serving.done():
         serving.result()  # it failed: raise its reason
     serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -655,11 +777,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m pibridge.emulator.front CONFIG", file=sys.stderr)
         return 2
+    _raise_open_files_limit()
     try:
         config = FrontConfig.read(Path(args[0]))
         asyncio.run(_main(config))
     except (OSError, ssl.SSLError, ValueError, KeyError) as exc:
-        say(f"Error: {exc}")
+        print(f"Error: {exc}", flush=True)
         return 1
     return 0
 

@@ -336,7 +336,7 @@ class Authority:
         _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def write_crl(self, revoked_serials: list[int]) -> None:
-        """Rewrite ``crl.pem`` listing ``revoked_serials`` (atomic replace; SIGHUP the broker after)."""
+        """Rewrite ``crl.pem`` listing ``revoked_serials`` (atomic replace; SIGHUP the front after)."""
         now = _now()
         builder = (
             x509.CertificateRevocationListBuilder()

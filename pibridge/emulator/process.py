@@ -158,7 +158,7 @@ class EmulatorProcess:
     def _launch(self, timeout: float) -> None:
         self._lines = queue.SimpleQueue()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        from pibridge.emulator.broker import open_private
+        from pibridge.paths import open_private
 
         with open_private(self.output_file) as err:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -252,8 +252,9 @@ class EmulatorProcess:
         self.stop()
 
     def restart_broker(self) -> None:
-        """Restart mosquitto in place (same ports and state); returns once it is ready again.
-        Every client connection drops."""
+        """Restart both mosquittos and the front in place (same ports and state); returns once
+        it is ready again. Every client connection drops, and the front forgets which client
+        owned which id (mosquitto forgets their sessions too)."""
         self._signal(signal.SIGUSR1)
         self._expect("ready", COMMAND_TIMEOUT_S)
 

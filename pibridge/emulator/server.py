@@ -71,13 +71,13 @@ PROVISION_FILTERS = p.PROVISION_TOPICS
 PROVISION_ANSWERS = p.CERT_BACK_FILTER.removesuffix("#")
 #: The core's filters on the API broker: every operation's request topic.
 API_FILTERS = tuple(f for f in CORE_FILTERS if f not in PROVISION_FILTERS)
-#: Seconds for mosquitto to answer, and for the core to connect, at (re)start.
+#: Seconds for the brokers and the front to answer, and for the core to connect, at (re)start.
 STARTUP_TIMEOUT_S = 15.0
-#: While the core connects at startup, how often the brokers are checked for having exited (s).
+#: While the core connects at startup, how often the children are checked for having exited (s).
 BROKER_CHECK_S = 0.1
 #: Core link reconnect backoff: the broker is local, retry fast.
 CORE_BACKOFF = mqtt.Backoff(initial=0.02, cap=0.5, factor=2.0, jitter=0.1)
-#: Seconds between checks that mosquitto is still alive.
+#: Seconds between checks that the brokers and the front are still alive.
 WATCH_INTERVAL_S = 0.5
 #: QoS of the core's subscription on its private Unix socket: 0 spares a PUBACK per request. It
 #: loses nothing QoS 1 would keep: the session is clean, so a message in flight when the core's
@@ -148,9 +148,11 @@ class StateLock:
 
 
 def _socket_dir(state_dir: Path) -> tuple[Path, Path | None]:
-    """Where the core's sockets go: `SOCKET_DIR_NAME` in the state dir, or a short temp dir (also
-    returned, to be removed) if the state dir is too deep for a socket path. Either is 0700
-    whatever the umask: the sockets have no ACL, so only the owner may reach them."""
+    """Where the private sockets go (the core's, and where the front brings clients):
+    `SOCKET_DIR_NAME` in the state dir, or a short temp dir (also returned, to be removed) if
+    the state dir is too deep for a socket path. Either is 0700 whatever the umask: the core's
+    sockets have no ACL and the API broker's client socket trusts the username it is given, so
+    only the owner may reach them."""
     longest = max(CORE_SOCKET_NAME, PROVISION_CORE_SOCKET_NAME, CLIENT_SOCKET_NAME,
                   PROVISION_CLIENT_SOCKET_NAME, key=len)
     inside = state_dir.resolve() / SOCKET_DIR_NAME
