@@ -594,6 +594,19 @@ def test_a_forward_step_re_anchors_without_a_burst() -> None:
     assert s.counters.skipped == 0
 
 
+def test_a_forward_step_noticed_at_the_slots_old_time_takes_that_slot_at_once() -> None:
+    """An idle loop sleeps until its next slot, so it notices a step only then: a step that
+    jumped over that slot (by less than an interval) must not cost the sample."""
+    clock = SetClock(wall=1_800_000_000.0, mono=100.0)  # on the 60 s grid
+    scheduler, s = grid_scheduler(60.0, clock)
+    scheduler._schedule_slot(s, clock.mono, after=None)
+    assert due_slots(scheduler) == [pytest.approx(160.0)]
+    clock.mono, clock.wall = 160.0, 1_800_000_000.0 + 60.0 + 20.0  # woke at the old time, +20 s
+    scheduler._check_clock_step()
+    assert scheduler.clock_steps == 1 and s.slot_k == 30_000_001 and s.counters.skipped == 0
+    assert due_slots(scheduler) == [pytest.approx(160.0)]  # now, not the next slot at 220
+
+
 def test_a_backward_step_waits_for_a_slot_after_the_last_timestamp() -> None:
     clock = SetClock(wall=1_800_000_000.5, mono=100.0)
     scheduler, s = grid_scheduler(1.0, clock)

@@ -69,7 +69,7 @@ def test_a_connect_is_rewritten_to_its_certificates_user_with_every_other_field_
     connect = f.parse_connect(body)
     assert (connect.client_id, connect.flags & f.FLAG_CLEAN, connect.username, connect.password) == (
         "pibridge-1234", 0, b"someone-else", b"secret")
-    assert connect.outlives_connection
+    assert connect.outlives_connection == (level != 5)  # MQTT 5: by its expiry, 0 here
     rewritten = connect.as_user(OWNER_A).encode()
     assert rewritten == connect_packet("pibridge-1234", level=level, clean=False, will=(b"/w", b"gone"),
                                        username=OWNER_A.encode())
@@ -138,18 +138,30 @@ def test_an_id_belongs_to_its_owner_while_it_is_connected_or_keeps_a_session() -
     assert ids.claim(f.AUTO_ID_PREFIX + "123", OWNER_A, one, keep=False) == f.RC_ID_REJECTED
 
 
-def test_kept_ids_are_bounded_per_owner_and_in_all() -> None:
+def test_kept_ids_are_bounded_per_owner_and_in_all_and_never_given_up() -> None:
     ids = f.IdRegistry(max_kept=3, max_kept_per_owner=2)
     a1, a2, a3, b1, b2 = (object() for _ in range(5))
     assert ids.claim("a1", OWNER_A, a1, keep=True) is None
     assert ids.claim("a2", OWNER_A, a2, keep=True) is None
-    assert ids.claim("a3", OWNER_A, a3, keep=True) == f.RC_UNAVAILABLE  # A's own bound: A alone
-    assert ids.claim("a3", OWNER_A, a3, keep=False) is None
+    assert ids.claim("a3", OWNER_A, a3, keep=True) == f.RC_UNAVAILABLE  # A's own bound
+    assert ids.claim("a3", OWNER_A, a3, keep=False) is None  # an id not to keep still passes
     assert ids.claim("b1", OWNER_B, b1, keep=True) is None  # 3 kept in all
-    ids.release("a1", a1)  # a1: kept for A, idle: the oldest to forget
-    assert ids.claim("b2", OWNER_B, b2, keep=True) is None
-    assert ids.forgotten == 1 and "a1" not in ids.claims and ids.kept_total == 3
-    assert ids.claim("a1", OWNER_B, b1, keep=False) is None  # forgotten: anyone's again
+    ids.release("a1", a1)
+    assert ids.claim("b2", OWNER_B, b2, keep=True) == f.RC_UNAVAILABLE  # the bound in all
+    assert ids.claim("a1", OWNER_B, b2, keep=False) == f.RC_ID_REJECTED  # a1 stays A's
+    assert ids.claim("a1", OWNER_A, a1, keep=True) is None and ids.kept_total == 3
+
+
+@pytest.mark.parametrize(("properties", "expiry"), [
+    (b"\x00", 0), (SESSION_EXPIRY_0, 0), (SESSION_EXPIRY_1H, 3600),
+    (b"\x0f\x21\x00\x0a\x26\x00\x01k\x00\x01v\x11\x00\x00\x00\x3c", 60),  # after others
+])
+def test_an_mqtt_5_session_is_kept_by_its_expiry(properties: bytes, expiry: int) -> None:
+    connect = f.parse_connect(connect_packet("v5", level=5, properties=properties)[2:])
+    assert connect.session_expiry == expiry and connect.outlives_connection == (expiry > 0)
+    assert not f.parse_connect(connect_packet("v3", level=4)[2:]).outlives_connection  # clean
+    with pytest.raises(f.BadConnect, match="unknown CONNECT property 0x7f"):
+        f.parse_connect(connect_packet("v5", level=5, properties=b"\x02\x7f\x00")[2:])
 
 
 @pytest.mark.parametrize(("line", "counted"), [
@@ -157,6 +169,7 @@ def test_kept_ids_are_bounded_per_owner_and_in_all() -> None:
     (f.RELOAD_LINE + b"\n", True),
     (b"1796654989: Refused x: client id '" + f.RELOAD_LINE + b"' is taken\n", False),
     (b"1796654989: " + f.RELOAD_LINE + b" and more\n", False),
+    (b"1796654989: " + f.RELOAD_LINE + b"\r\n", True),
 ])
 def test_only_the_whole_reload_line_counts_as_a_reload(line: bytes, counted: bool, tmp_path: Path) -> None:
     """What a client sends (its id, say) can never pose as the line a revocation waits for."""
@@ -172,6 +185,35 @@ def test_only_the_whole_reload_line_counts_as_a_reload(line: bytes, counted: boo
     child._proc.wait(WAIT_S)
     child._log_reader.join(WAIT_S)
     assert child._reload_count == (1 if counted else 0)
+
+
+def test_a_reload_the_front_says_failed_is_not_taken_for_done(tmp_path: Path) -> None:
+    import sys
+
+    from pibridge.emulator.broker import FrontProcess
+
+    config = f.FrontConfig((), tmp_path / "ca", tmp_path / "c", tmp_path / "k", tmp_path / "crl", tmp_path)
+    child = FrontProcess(config)
+    script = ("import signal, sys, threading\n"
+              "hup = threading.Event()\n"
+              "signal.signal(signal.SIGHUP, lambda *a: hup.set())\n"
+              "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})\n"
+              "sys.stdout.buffer.write(b'ready\\n'); sys.stdout.flush()\n"
+              f"hup.wait(); sys.stdout.buffer.write(b'1: ' + {f.RELOAD_FAILED_LINE!r} + b'\\n')\n"
+              "sys.stdout.flush()\n"
+              "signal.pause()\n")
+    child.command = lambda: [sys.executable, "-c", script]  # type: ignore[method-assign]
+    child.start()
+    try:
+        assert child._proc is not None and child._proc.stdout is not None
+        while not any(b"ready" in line for line in list(child._run_lines)):
+            assert child.alive()
+            threading.Event().wait(0.01)  # the child is starting: nothing to wait on
+        started = time.monotonic()
+        assert child.reload(timeout=WAIT_S) is False
+        assert time.monotonic() - started < WAIT_S / 2  # said, not timed out
+    finally:
+        child.stop()
 
 
 # -- on the real ports ---------------------------------------------------------------------------------
@@ -293,8 +335,8 @@ def test_mqtt_3_1_and_5_clients_pass_the_front(emulator: Emulator, settings: Age
 
 def test_an_mqtt_5_session_with_an_expiry_is_its_owners_even_after_a_clean_start(
         emulator: Emulator, tmp_path: Path) -> None:
-    """MQTT 5 keeps a session by its expiry, whatever the clean-start flag: such a session (or any
-    MQTT 5 one) stays its owner's after it left."""
+    """MQTT 5 keeps a session by its expiry, whatever the clean-start flag: such a session stays
+    its owner's after it left; one without an expiry ends with its connection."""
     _, owner = _files(emulator, tmp_path / "owner")
     _, other = _files(emulator, tmp_path / "other")
     session_id = mqtt.new_client_id("pibridge-v5")
@@ -305,31 +347,45 @@ def test_an_mqtt_5_session_with_an_expiry_is_its_owners_even_after_a_clean_start
     assert _exchange(emulator, connect_packet(session_id, level=5, clean=False), other) == refused
     again = _exchange(emulator, connect_packet(session_id, level=5, clean=False), owner)
     assert again[0] == f.CONNACK and again[2:4] == b"\x01\x00"  # session present, accepted
+    short_lived = mqtt.new_client_id("pibridge-v5-once")
+    assert _exchange(emulator, connect_packet(short_lived, level=5), owner)[3] == 0  # expiry 0
+    assert _exchange(emulator, connect_packet(short_lived, level=5), other)[3] == 0  # free again
 
 
-def test_a_handshake_begun_before_a_revocation_does_not_pass_after_it(
-        emulator: Emulator, settings: AgentSettings) -> None:
+def _deprovision(settings: AgentSettings) -> None:
+    client = AgentClient(settings, request_timeout=WAIT_S)
+    client.connect(WAIT_S)
+    try:
+        client.deprovision()  # answered once the front has reloaded the revocation list
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("handshake", ["before", "after"])
+def test_a_connection_opened_before_a_revocation_is_not_admitted_after_it(
+        handshake: str, emulator: Emulator, settings: AgentSettings) -> None:
     """The deprovision answer means the certificate is refused from then on, also on a connection
-    that was opened before it and whose handshake ends after it."""
+    opened before it: whether its TLS handshake ends after the revocation, or before it and its
+    CONNECT comes after."""
     files = CredentialFiles(settings.cert_folder, settings.client_name)
     context = ssl.create_default_context(cafile=str(emulator.ca_file))
     context.load_cert_chain(str(files.cert), str(files.key))
-    early = socket.create_connection((emulator.host, emulator.port), timeout=WAIT_S)
-    try:
-        client = AgentClient(settings, request_timeout=WAIT_S)
-        client.connect(WAIT_S)
-        try:
-            client.deprovision()
-        finally:
-            client.close()
-        got = b""
-        with contextlib.suppress(ssl.SSLError, ConnectionResetError), \
-                context.wrap_socket(early, server_hostname="localhost") as tls:
+    log = emulator.state_dir / "front.log"
+    start = len(log.read_text())
+    got = b""
+    with contextlib.suppress(ssl.SSLError, ConnectionResetError), \
+            socket.create_connection((emulator.host, emulator.port), timeout=WAIT_S) as raw:
+        if handshake == "before":
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            _deprovision(settings)
+        else:
+            _deprovision(settings)
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+        with tls:
             tls.sendall(connect_packet("late"))
             got = tls.recv(16)
-        assert got == b""  # closed: no CONNACK
-    finally:
-        early.close()
+    assert got in (b"", b"\x20\x02\x00\x05")  # closed, or refused: never admitted
+    assert "(CONNACK 5)" in _logged(log, start, "began before the certificates were reloaded")
 
 
 HOSTILE_FIRST_PACKETS = [
@@ -363,14 +419,14 @@ def test_a_bad_first_packet_is_one_line_and_costs_nobody_else_anything(
         bystander.ping()
         if logged is not None:
             assert f"on the {port} port" in _logged(log, len(before), logged)
-        assert "Traceback" not in log.read_text()
+        assert "Error" not in log.read_text(), log.read_text()[-2000:]
     finally:
         bystander.close()
 
 
 def _logged(log: Path, start: int, text: str) -> str:
-    """The first line of ``log`` after offset ``start`` that holds ``text``, once there: the front's
-    lines reach the file through the serve process's copying thread."""
+    """The first line of ``log`` after offset ``start`` that holds ``text``, once there: the front
+    writes it from its own process, after answering the client."""
     deadline = time.monotonic() + WAIT_S
     while True:
         lines = [x for x in log.read_text()[start:].splitlines() if text in x]
@@ -388,8 +444,9 @@ def own_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.Fro
     nobody listens on, short timers; its log is ``config.log_file``."""
     from pibridge.emulator.pki import Authority
 
-    monkeypatch.setattr(f, "HANDSHAKE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(f, "HANDSHAKE_TIMEOUT_S", 2.0)  # room for a handshake on a loaded machine
     monkeypatch.setattr(f, "CONNECT_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(f, "UPSTREAM_TIMEOUT_S", 0.3)
     authority = Authority(tmp_path)
     authority.write_crl([])
     pki = authority.paths
@@ -419,7 +476,7 @@ def test_a_silent_client_is_closed_after_the_handshake_and_connect_timeouts(own_
     with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw:
         assert raw.recv(16) == b""  # no handshake either: closed too
     text = own_front.log_file.read_text()
-    assert "no CONNECT within 0.3 s" in text and "no TLS handshake within 0.3 s" in text
+    assert "no CONNECT within 0.3 s" in text and "no TLS handshake within 2 s" in text
 
 
 def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig) -> None:
@@ -430,3 +487,40 @@ def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig) -> None
         tls.sendall(connect_packet("someone"))
         assert tls.recv(16) == b"\x20\x02\x00\x03"
     assert "(CONNACK 3)" in own_front.log_file.read_text()
+
+
+def test_a_relayed_client_outlives_the_upstream_timer(own_front: f.FrontConfig) -> None:
+    """The timer that bounds reaching mosquitto ends with the connection to it, never later."""
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    upstream.bind(str(own_front.listeners[0].upstream))
+    upstream.listen(1)
+
+    def echo() -> None:  # a stand-in for mosquitto: sends back what it gets
+        conn, _ = upstream.accept()
+        with conn:
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    context = ssl.create_default_context(cafile=str(own_front.ca_file))
+    listener = own_front.listeners[0]
+    packet = connect_packet("relayed")
+    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(packet)
+        assert _recv_exactly(tls, len(packet)) == packet
+        threading.Event().wait(3 * f.UPSTREAM_TIMEOUT_S)  # the timer would have fired by now
+        tls.sendall(b"\xc0\x00")  # a PINGREQ
+        assert _recv_exactly(tls, 2) == b"\xc0\x00"
+    thread.join(WAIT_S)
+    upstream.close()
+
+
+def _recv_exactly(tls: ssl.SSLSocket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = tls.recv(n - len(got))
+        assert chunk, f"closed after {got!r}"
+        got += chunk
+    return got

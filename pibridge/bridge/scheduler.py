@@ -306,7 +306,7 @@ class Scheduler:
         self._recheck_at = math.inf  # a "hand_over_check" timer is set for then
         self._anchor_offset = 0.0
         self._turned_mono = time.monotonic()  #: when the timer loop's current turn began
-        self._waiting = True  #: the timer loop waits for a timer or a message (so it is not hung)
+        self._waiting = False  #: the timer loop waits for a timer or a message (so it is not hung)
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
@@ -487,8 +487,9 @@ class Scheduler:
             self._at(now, "build", s, s.token)
         stopping = False
         while not stopping:
+            timeout = self._sleep_for()
             self._waiting = True
-            messages = self._wait_for_messages(self._sleep_for())
+            messages = self._wait_for_messages(timeout)
             self._turned_mono = time.monotonic()  # before `_waiting` drops: `alive` reads both
             self._waiting = False
             for message in messages:
@@ -651,7 +652,15 @@ class Scheduler:
         log.warning("wall clock stepped by %+.3f s: sampling grid re-anchored", step)
         now = self.clock.monotonic()
         for s in self._sensors:
-            if s.slot_k is not None and s.cycle is None:
+            if s.slot_k is None or s.cycle is not None:
+                continue
+            due = self._slot_mono(s, s.slot_k)
+            if due <= now < due + s.interval:
+                # a forward step jumped over the slot it waits for, noticed only now (an idle loop
+                # wakes for nothing else): take that slot at once, late, instead of losing it
+                s.token += 1
+                self._at(now, "slot", s, s.token)
+            else:
                 self._schedule_slot(s, now, after=None)
 
     def _slot_mono(self, s: _Sensor, k: int) -> float:

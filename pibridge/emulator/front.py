@@ -17,20 +17,22 @@ owner is the certificate's CN, on the anonymous provision port the connection it
 its owner holds an id, a CONNECT with that id by anyone else is refused with CONNACK 2
 (identifier rejected), before mosquitto sees it. The owner holds an id while connected, and on
 the API port also once it asked for a session that outlives its connection (MQTT 3: clean
-session = 0; MQTT 5: every session, since any may carry an expiry): until the front restarts,
+session = 0; MQTT 5: a session expiry interval above 0): until the front restarts,
 with mosquitto, which then forgets its sessions too (``persistence false``). So the owner
 itself may always reconnect (mosquitto replaces its stale connection, as a broker should);
 nobody else can end its connection or resume its session. A provision client that reconnects
 while its old connection is not yet gone is refused until it is: provisioning sessions hold
 nothing private (every provisioning client may read ``/certBack/#``). An empty id is never
 claimed: mosquitto gives such a client an id of its own, starting with `AUTO_ID_PREFIX`, which
-the front refuses from clients. Kept ids are bounded per owner (`MAX_KEPT_PER_OWNER`: beyond it
-that owner alone gets CONNACK 3) and in all (`MAX_KEPT_IDS`: the oldest kept id is forgotten).
+the front refuses from clients. Kept ids are bounded per owner (`MAX_KEPT_PER_OWNER`) and in
+all (`MAX_KEPT_IDS`): beyond either, a new id to keep is refused with CONNACK 3 (a kept id is
+never given up to make room: that would hand its session to whoever comes next).
 
 **Revocation.** ``SIGHUP`` re-reads certificates and CRL into new TLS contexts, then prints
 `RELOAD_LINE` (`broker.Broker.reload` waits for it; `RELOAD_FAILED_LINE` if the files could
-not be read). A handshake that began before the reload used the old list: such a connection is
-closed once its handshake ends, so every connection admitted after the line passed the new list.
+not be read). A connection whose handshake began before the reload was checked against the old
+list: its CONNECT is refused (CONNACK 5; it may connect again), so every client admitted after
+the line passed the new list.
 
 Run as ``python -m pibridge.emulator.front CONFIG`` (`FrontConfig` writes CONFIG). It writes its
 own log (``front.log``, mode 0600: it names ids); stdout carries only the lines the parent waits
@@ -72,8 +74,7 @@ UPSTREAM_TIMEOUT_S = 10.0
 MAX_CONNECT_BYTES = 16 * 1024 * 1024
 #: Bytes decrypted per read.
 CHUNK_BYTES = 64 * 1024
-#: Kept ids (module notes): per owner (beyond: CONNACK 3 to that owner) and in all (beyond: the
-#: oldest one kept for a disconnected owner is forgotten, and said once in the log).
+#: Kept ids (module notes): per owner and in all; beyond either, CONNACK 3.
 MAX_KEPT_PER_OWNER = 1000
 MAX_KEPT_IDS = 100_000
 #: mosquitto's ``auto_id_prefix`` (`broker` sets it): ids it assigns, refused from clients.
@@ -87,6 +88,15 @@ CONNACK = 0x20
 PROTOCOLS = {(b"MQIsdp", 3), (b"MQTT", 4), (b"MQTT", 5)}
 LEVEL_5 = 5
 FLAG_USERNAME, FLAG_PASSWORD, FLAG_WILL, FLAG_CLEAN, FLAG_RESERVED = 0x80, 0x40, 0x04, 0x02, 0x01
+#: MQTT 5 CONNECT properties (§3.1.2.11) by identifier: the size of a fixed-size value, or how a
+#: variable one is read ("string": u16 length + bytes; "pair": two of those).
+SESSION_EXPIRY = 0x11
+CONNECT_PROPERTIES: dict[int, int | str] = {
+    SESSION_EXPIRY: 4, 0x21: 2, 0x27: 4, 0x22: 2, 0x19: 1, 0x17: 1,  # expiry, receive max, max
+    0x26: "pair", 0x15: "string", 0x16: "string",                     # packet, topic alias max, two
+}                                                                    # requests; user, auth method, data
+#: Seconds after a close that a client which does not read its last bytes is cut off.
+CLOSE_LINGER_S = 5.0
 #: CONNACK return codes (MQTT 3.1.1 §3.2.2.3), and their MQTT 5 reason codes (§3.2.2.2). An
 #: unknown protocol level is answered in the 3.1.1 form (the client's version is not known).
 RC_BAD_VERSION, RC_ID_REJECTED, RC_UNAVAILABLE, RC_NOT_AUTHORISED = 1, 2, 3, 5
@@ -129,6 +139,7 @@ class Connect:
     level: int
     flags: int
     properties: bytes  # MQTT 5 only, with its length prefix; b"" otherwise
+    session_expiry: int  # MQTT 5's Session Expiry Interval (s; 0 when absent or MQTT 3)
     client_id: str
     will: bytes  # will properties, topic and message as on the wire; b"" without a will
     username: bytes | None
@@ -137,13 +148,15 @@ class Connect:
     @property
     def outlives_connection(self) -> bool:
         """Whether mosquitto may keep this session after a disconnect (module notes)."""
-        return self.level == LEVEL_5 or not self.flags & FLAG_CLEAN
+        if self.level == LEVEL_5:
+            return self.session_expiry > 0  # MQTT 5 §3.1.2.11.2: 0 ends it with the connection
+        return not self.flags & FLAG_CLEAN
 
     def as_user(self, username: str) -> Connect:
         """The same CONNECT with ``username`` and no password."""
         flags = (self.flags | FLAG_USERNAME) & ~FLAG_PASSWORD
-        return Connect(self.header, self.level, flags, self.properties, self.client_id, self.will,
-                       username.encode(), None)
+        return Connect(self.header, self.level, flags, self.properties, self.session_expiry,
+                       self.client_id, self.will, username.encode(), None)
 
     def encode(self) -> bytes:
         body = (self.header[:-3] + bytes([self.flags]) + self.header[-2:] + self.properties
@@ -216,6 +229,7 @@ def parse_connect(body: bytes) -> Connect:
     if flags & FLAG_RESERVED:
         raise BadConnect("the CONNECT's reserved flag is set")
     properties = r.varint_field() if level == LEVEL_5 else b""
+    session_expiry = _session_expiry(properties) if properties else 0
     try:
         client_id = r.string().decode()
     except UnicodeDecodeError:
@@ -232,7 +246,32 @@ def parse_connect(body: bytes) -> Connect:
     password = r.string() if flags & FLAG_PASSWORD else None
     if r.at != len(body):
         raise BadConnect("bytes after the CONNECT's last field")
-    return Connect(header, level, flags, properties, client_id, will, username, password)
+    return Connect(header, level, flags, properties, session_expiry, client_id, will, username, password)
+
+
+def _session_expiry(properties: bytes) -> int:
+    """The Session Expiry Interval in MQTT 5 CONNECT properties (a varint length, then
+    identifier + value pairs, `CONNECT_PROPERTIES`); 0 when absent."""
+    r = _Reader(properties)
+    while r.u8() & 0x80:  # the varint length (`_Reader.varint_field` checked it)
+        pass
+    expiry = 0
+    while r.at < len(properties):
+        identifier = r.u8()
+        kind = CONNECT_PROPERTIES.get(identifier)
+        if kind is None:
+            raise BadConnect(f"an unknown CONNECT property {identifier:#04x}")
+        if kind == "pair":
+            r.string()
+            r.string()
+        elif kind == "string":
+            r.string()
+        elif identifier == SESSION_EXPIRY:
+            (expiry,) = struct.unpack("!I", r.take(4))
+        else:
+            assert isinstance(kind, int)
+            r.take(kind)
+    return expiry
 
 
 def connack(level: int, code: int) -> bytes:
@@ -269,7 +308,7 @@ def split_packet(buffer: bytes | bytearray, limit: int) -> tuple[int, bytes, int
 @dataclass
 class Claim:
     """Who holds a client id: its owner, the connections now using it, and whether mosquitto may
-    keep its session after they end (then the owner keeps the id: `IdRegistry.kept`)."""
+    keep its session after they end (then the owner keeps the id)."""
 
     owner: object  # a CN (API port) or the connection itself (provision port)
     connections: set[object] = field(default_factory=set)
@@ -281,12 +320,9 @@ class IdRegistry:
 
     def __init__(self, max_kept: int = MAX_KEPT_IDS, max_kept_per_owner: int = MAX_KEPT_PER_OWNER) -> None:
         self.claims: dict[str, Claim] = {}
-        #: ids kept for owners with no connection, oldest first (the ones forgotten first)
-        self.idle_kept: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.kept_per_owner: collections.Counter[object] = collections.Counter()
         self.kept_total = 0
         self.max_kept, self.max_kept_per_owner = max_kept, max_kept_per_owner
-        self.forgotten = 0  # kept ids forgotten for the bound (said once in the log)
 
     def claim(self, client_id: str, owner: object, connection: object, keep: bool) -> int | None:
         """Let ``connection`` use ``client_id``; None if granted, else a CONNACK return code."""
@@ -297,19 +333,17 @@ class IdRegistry:
         held = self.claims.get(client_id)
         if held is not None and held.owner != owner:
             return RC_ID_REJECTED  # a held claim always has a connection or is kept
-        if keep and (held is None or not held.kept):
-            if self.kept_per_owner[owner] >= self.max_kept_per_owner:
-                return RC_UNAVAILABLE
-            if self.kept_total >= self.max_kept and self.idle_kept:
-                self._forget(next(iter(self.idle_kept)))
+        newly_kept = keep and (held is None or not held.kept)
+        if newly_kept and (self.kept_per_owner[owner] >= self.max_kept_per_owner
+                           or self.kept_total >= self.max_kept):
+            return RC_UNAVAILABLE
         if held is None:
             held = self.claims[client_id] = Claim(owner)
-        if keep and not held.kept:  # once kept, kept: a later clean CONNECT may still fail
+        if newly_kept:  # once kept, kept: a later clean CONNECT may still fail before mosquitto
             held.kept = True
             self.kept_per_owner[owner] += 1
             self.kept_total += 1
         held.connections.add(connection)
-        self.idle_kept.pop(client_id, None)
         return None
 
     def release(self, client_id: str, connection: object) -> None:
@@ -319,19 +353,8 @@ class IdRegistry:
         if held is None or connection not in held.connections:
             return
         held.connections.discard(connection)
-        if held.connections:
-            return
-        if held.kept:
-            self.idle_kept[client_id] = None
-        else:
+        if not held.connections and not held.kept:
             del self.claims[client_id]
-
-    def _forget(self, client_id: str) -> None:
-        del self.idle_kept[client_id]
-        held = self.claims.pop(client_id)
-        self.kept_per_owner[held.owner] -= 1
-        self.kept_total -= 1
-        self.forgotten += 1
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -553,10 +576,6 @@ class ClientConnection(asyncio.Protocol):
             self.close(f"TLS handshake failed: {exc}")
             return False
         self._flush()
-        if self.listener.role is Role.API and self.generation != self.front.generation:
-            self.close("its handshake began before the certificates were reloaded (a revocation); "
-                       "it may connect again")
-            return False
         self.handshaken = True
         self._start_timer(CONNECT_TIMEOUT_S, f"no CONNECT within {CONNECT_TIMEOUT_S:g} s")
         return True
@@ -590,6 +609,10 @@ class ClientConnection(asyncio.Protocol):
         role = self.listener.role
         owner: object = self
         if role is Role.API:
+            if self.generation != self.front.generation:
+                self.refuse(connect.level, RC_NOT_AUTHORISED, "its handshake began before the certificates "
+                            "were reloaded (a revocation): it may connect again")
+                return
             cn = common_name(self.tls.getpeercert())
             if not cn:
                 self.refuse(connect.level, RC_NOT_AUTHORISED, "its certificate has no CN")
@@ -599,14 +622,10 @@ class ClientConnection(asyncio.Protocol):
         refused = registry.claim(connect.client_id, owner, self,
                                  keep=role is Role.API and connect.outlives_connection)
         if refused is not None:
-            reason = "is taken" if refused == RC_ID_REJECTED else "is one too many kept for its owner"
+            reason = "is taken" if refused == RC_ID_REJECTED else "is one too many to keep"
             self.refuse(connect.level, refused, f"client id {connect.client_id!a} {reason}")
             return
         self.connect = connect
-        if registry.forgotten:
-            self.front.log.say(f"Forgot {registry.forgotten} kept client ids of disconnected clients "
-                               f"(more than {registry.max_kept} kept): their sessions are unprotected")
-            registry.forgotten = 0
         self.front.log.say(f"Accepted {self.where}: client id {connect.client_id!a}"
                            + (f", CN {owner}" if role is Role.API else ""))
         assert self.transport is not None
@@ -680,12 +699,15 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()
         if self.connect is not None:
             self.front.registries[self.listener.role].release(self.connect.client_id, self)
         if self.upstream is not None:
             self.upstream.close()
         if self.transport is not None:
             self.transport.close()  # after what was written (the alert, a CONNACK) is sent
+            asyncio.get_running_loop().call_later(CLOSE_LINGER_S, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close()
