@@ -4,10 +4,12 @@ SIGTERM/SIGINT stop it with status 0, logs one line (or one JSON object) per cha
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import logging
 import os
+import platform
 import queue
 import signal
 import subprocess
@@ -37,6 +39,7 @@ from pibridge.profile import BridgeSettings, Profile, SensorConfig, load_profile
 
 LINE_WAIT_S = 30.0
 EXIT_WAIT_S = 10.0  # generous: the bridge itself stops within 5 s
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268, "armv6l": 268}[platform.machine()]
 
 PROFILE = """\
 [agent]
@@ -129,6 +132,33 @@ def test_sigint_stops_it_too(profile: Path, tmp_path: Path, bridges: list[Bridge
     bridges.append(bridge)
     bridge.wait_line(lambda line: "bridge running" in line)
     assert bridge.stop(signal.SIGINT) == 0
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    """A signal to one thread of another process (``tgkill(2)``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_TGKILL, pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_delivered_to_another_thread_stops_it_at_once(
+        signum: int, profile: Path, tmp_path: Path, bridges: list[Bridge]) -> None:
+    """The kernel hands a process's signal to any thread; the main loop, asleep up to
+    `MAIN_IDLE_TURN_S` (10 s), must wake at once whichever got it (it once waited the 10 s out)."""
+    from pibridge.bridge.service import MAIN_IDLE_TURN_S, STOP_TIMEOUT_S
+
+    bridge = Bridge(profile, tmp_path / "state")
+    bridges.append(bridge)
+    bridge.wait_line(lambda line: "sample Pi SoC at" in line)  # every thread has started
+    pid = bridge.proc.pid
+    others = sorted(int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid)
+    assert others, "a bridge runs several threads"
+    _tgkill(pid, others[-1], signum)
+    # the stop itself takes at most STOP_TIMEOUT_S; a main loop that slept its turn out would
+    # take MAIN_IDLE_TURN_S more
+    code = bridge.proc.wait(MAIN_IDLE_TURN_S - 1.0)
+    assert code == 0 and STOP_TIMEOUT_S < MAIN_IDLE_TURN_S - 1.0
 
 
 def test_one_bridge_per_state_directory_the_second_names_the_holder(

@@ -225,10 +225,10 @@ class ProfileReloader:
 
 class ReloadSignal:
     """SIGHUP → a flag. `install` from the main thread; the main loop calls `take` each turn
-    (an idle loop turns every 1–10 s: `service.MAIN_IDLE_TURN_S` bounds how late a reload
-    starts). The handler only sets a plain attribute: a Python signal handler runs in the main
-    thread between two bytecodes, so one that took a lock (``Event.set``) could deadlock the main
-    thread while it held that same lock (in ``Event.clear``)."""
+    (a signal wakes it at once: `pibridge.bridge.signal_wake`). The handler only sets a plain
+    attribute: a Python signal handler runs in the main thread between two bytecodes, so one
+    that took a lock (``Event.set``) could deadlock the main thread while it held that same lock
+    (in ``Event.clear``)."""
 
     def __init__(self) -> None:
         self._pending = False

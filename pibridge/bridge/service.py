@@ -44,6 +44,7 @@ from pibridge.bridge.processing import sensor_spec
 from pibridge.bridge.queue import QueueOpenError, SampleQueue
 from pibridge.bridge.reload import LIVE_BRIDGE_KEYS, ReloadResult
 from pibridge.bridge.scheduler import Scheduler, SchedulerHooks, SensorPlan
+from pibridge.bridge.signal_wake import SignalWake
 from pibridge.bridge.status import StatusTracker, TrackedSensor
 from pibridge.drivers import registry
 from pibridge.drivers.base import Driver
@@ -77,7 +78,7 @@ HOOK_LOG_INTERVAL_S = 60.0
 MAIN_TICK_S = 1.0
 #: The main loop's longest sleep when nothing is due (an idle bridge wakes this often, not every
 #: second: the status file's heartbeat, `pibridge.bridge.status.HEARTBEAT_S`): a dead thread is
-#: found and a SIGHUP reload starts at most this late.
+#: found at most this late. A signal (stop, reload) wakes it at once (`SignalWake`).
 MAIN_IDLE_TURN_S = 10.0
 #: journald's syslog priority prefixes (sd-daemon(3)).
 SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
@@ -422,21 +423,29 @@ class Bridge:
             if self.web is not None:
                 self.web.start()
                 log.info("web page at %s", self.web.url)
-            while not stop.wait(self._next_turn_in()):
-                self.dead_part = self._dead_part()
-                if self.dead_part is not None:  # stop the watchdog at once and exit 1: systemd restarts
-                    log.error("the %s thread died; stopping so that the service is restarted "
-                              "(what is queued stays on disk)", self.dead_part)
-                    break
-                self.ops.tick(alive=True, on_reload=self.apply_reload, refresh=self.feed_status)
-                if self.web is not None:   # the page is live: the snapshot is fed every tick
-                    self.feed_status()
-                    self.web.refreshed(self._intervals())
-                self._report_waiting_errors()
-                if self.on_tick is not None:
-                    self.on_tick(self)
+            in_main_thread = threading.current_thread() is threading.main_thread()
+            with SignalWake(stop) if in_main_thread else contextlib.nullcontext() as wake:
+                wait = wake.wait if wake is not None else stop.wait  # a signal wakes it at once
+                self._main_loop(wait)
         finally:
             self._shutdown()
+
+    def _main_loop(self, wait: Callable[[float], bool]) -> None:
+        """Watchdog, status, reloads, dead threads: each turn, until ``wait`` says stop."""
+        assert self.ops is not None
+        while not wait(self._next_turn_in()):
+            self.dead_part = self._dead_part()
+            if self.dead_part is not None:  # stop the watchdog at once and exit 1: systemd restarts
+                log.error("the %s thread died; stopping so that the service is restarted "
+                          "(what is queued stays on disk)", self.dead_part)
+                break
+            self.ops.tick(alive=True, on_reload=self.apply_reload, refresh=self.feed_status)
+            if self.web is not None:   # the page is live: the snapshot is fed every tick
+                self.feed_status()
+                self.web.refreshed(self._intervals())
+            self._report_waiting_errors()
+            if self.on_tick is not None:
+                self.on_tick(self)
 
     # -- operations: watchdog, status, reload ----------------------------------------------------
     def _next_turn_in(self) -> float:
