@@ -11,8 +11,8 @@ import contextlib
 import socket
 import ssl
 import struct
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from agent_helpers import settings_for
 from pibridge import mqtt
 from pibridge.agent import AgentClient, AgentSettings, CredentialFiles, provision
 from pibridge.emulator import front as f
+from pibridge.emulator.broker import FrontProcess
 from pibridge.testing import Emulator, free_port
 
 WAIT_S = 20.0
@@ -173,45 +174,36 @@ def test_an_mqtt_5_session_is_kept_by_its_expiry(properties: bytes, expiry: int)
 ])
 def test_only_the_whole_reload_line_counts_as_a_reload(line: bytes, counted: bool, tmp_path: Path) -> None:
     """What a client sends (its id, say) can never pose as the line a revocation waits for."""
-    import sys
-
-    from pibridge.emulator.broker import FrontProcess
-
-    config = f.FrontConfig((), tmp_path / "ca", tmp_path / "c", tmp_path / "k", tmp_path / "crl", tmp_path)
-    child = FrontProcess(config)
-    child.command = lambda: [sys.executable, "-c", f"import sys; sys.stdout.buffer.write({line!r})"]  # type: ignore[method-assign]
-    child.start()
+    child = _front_child_running(tmp_path, f"import sys; sys.stdout.buffer.write({line!r})")
     assert child._proc is not None and child._log_reader is not None
     child._proc.wait(WAIT_S)
     child._log_reader.join(WAIT_S)
     assert child._reload_count == (1 if counted else 0)
 
 
-def test_a_reload_the_front_says_failed_is_not_taken_for_done(tmp_path: Path) -> None:
-    import sys
-
-    from pibridge.emulator.broker import FrontProcess
-
+def _front_child_running(tmp_path: Path, script: str) -> FrontProcess:
+    """`FrontProcess`'s machinery (output reader, reload) around ``python -c script``."""
     config = f.FrontConfig((), tmp_path / "ca", tmp_path / "c", tmp_path / "k", tmp_path / "crl", tmp_path)
     child = FrontProcess(config)
+    child.command = lambda: [sys.executable, "-c", script]  # type: ignore[method-assign]
+    child.start()
+    return child
+
+
+def test_a_reload_the_front_says_failed_is_not_taken_for_done(tmp_path: Path) -> None:
     script = ("import signal, sys, threading\n"
               "hup = threading.Event()\n"
               "signal.signal(signal.SIGHUP, lambda *a: hup.set())\n"
               "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})\n"
-              "sys.stdout.buffer.write(b'ready\\n'); sys.stdout.flush()\n"
               f"hup.wait(); sys.stdout.buffer.write(b'1: ' + {f.RELOAD_FAILED_LINE!r} + b'\\n')\n"
               "sys.stdout.flush()\n"
               "signal.pause()\n")
-    child.command = lambda: [sys.executable, "-c", script]  # type: ignore[method-assign]
-    child.start()
+    child = _front_child_running(tmp_path, script)
     try:
-        assert child._proc is not None and child._proc.stdout is not None
-        while not any(b"ready" in line for line in list(child._run_lines)):
-            assert child.alive()
-            threading.Event().wait(0.01)  # the child is starting: nothing to wait on
-        started = time.monotonic()
+        # sent at once, while the child starts: SIGHUP stays blocked (`FrontProcess.preexec`)
+        # until its handler is installed, so the signal waits instead of killing it
         assert child.reload(timeout=WAIT_S) is False
-        assert time.monotonic() - started < WAIT_S / 2  # said, not timed out
+        assert child._reload_failures == 1 and child.alive()  # said failed, not timed out
     finally:
         child.stop()
 
@@ -230,16 +222,24 @@ def _cn(files: CredentialFiles) -> str:
     return certificate_cn(files.cert.read_bytes())
 
 
+@contextlib.contextmanager
+def _tls(host: str, port: int, ca_file: Path,
+         files: CredentialFiles | None = None) -> Iterator[ssl.SSLSocket]:
+    """A TLS connection to a front's port, verifying it (and presenting ``files`` if given)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    if files is not None:
+        context.load_cert_chain(str(files.cert), str(files.key))
+    with socket.create_connection((host, port), timeout=WAIT_S) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        yield tls
+
+
 def _exchange(emulator: Emulator, packet: bytes, files: CredentialFiles | None = None,
               *, provision_port: bool = False) -> bytes:
     """Send ``packet`` on a fresh TLS connection; the CONNACK that came back, or b"" if the front
     closed the connection without one."""
-    context = ssl.create_default_context(cafile=str(emulator.ca_file))
-    if files is not None:
-        context.load_cert_chain(str(files.cert), str(files.key))
     port = emulator.provision_port if provision_port else emulator.port
-    with socket.create_connection((emulator.host, port), timeout=WAIT_S) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with _tls(emulator.host, port, emulator.ca_file, files) as tls:
         tls.sendall(packet)
         got = b""
         try:
@@ -425,15 +425,12 @@ def test_a_bad_first_packet_is_one_line_and_costs_nobody_else_anything(
 
 
 def _logged(log: Path, start: int, text: str) -> str:
-    """The first line of ``log`` after offset ``start`` that holds ``text``, once there: the front
-    writes it from its own process, after answering the client."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        lines = [x for x in log.read_text()[start:].splitlines() if text in x]
-        if lines:
-            return lines[0]
-        assert time.monotonic() < deadline, f"{text!r} never logged"
-        threading.Event().wait(0.01)  # a file has nothing to wait on
+    """The first line of ``log`` after offset ``start`` that holds ``text``. The front writes a
+    refusal's or a closing's line (unbuffered) before it answers or closes, so once the client
+    has seen that, the line is in the file."""
+    lines = [x for x in log.read_text()[start:].splitlines() if text in x]
+    assert lines, f"{text!r} not logged"
+    return lines[0]
 
 
 # -- the front in this process: timers and an unreachable mosquitto ------------------------------------
@@ -453,11 +450,13 @@ def own_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.Fro
     listener = f.FrontListener(f.Role.PROVISION, "127.0.0.1", free_port(), tmp_path / "none.sock")
     config = f.FrontConfig((listener,), pki.ca_cert, pki.server_cert, pki.server_key, pki.crl, tmp_path)
     front = f.Front(config)
+    listening = threading.Event()
+    front.on_listening = listening.set
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     serving = asyncio.run_coroutine_threadsafe(front.serve(), loop)
-    assert front.listening.wait(WAIT_S)
+    assert listening.wait(WAIT_S)
     yield config
     loop.call_soon_threadsafe(serving.cancel)  # its servers close as it ends
     with contextlib.suppress(concurrent.futures.CancelledError):
@@ -468,10 +467,8 @@ def own_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[f.Fro
 
 
 def test_a_silent_client_is_closed_after_the_handshake_and_connect_timeouts(own_front: f.FrontConfig) -> None:
-    context = ssl.create_default_context(cafile=str(own_front.ca_file))
     listener = own_front.listeners[0]
-    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with _tls(listener.host, listener.port, own_front.ca_file) as tls:
         assert tls.recv(16) == b""  # closed by the front, well before WAIT_S
     with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw:
         assert raw.recv(16) == b""  # no handshake either: closed too
@@ -480,10 +477,8 @@ def test_a_silent_client_is_closed_after_the_handshake_and_connect_timeouts(own_
 
 
 def test_an_unreachable_mosquitto_is_connack_3(own_front: f.FrontConfig) -> None:
-    context = ssl.create_default_context(cafile=str(own_front.ca_file))
     listener = own_front.listeners[0]
-    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with _tls(listener.host, listener.port, own_front.ca_file) as tls:
         tls.sendall(connect_packet("someone"))
         assert tls.recv(16) == b"\x20\x02\x00\x03"
     assert "(CONNACK 3)" in own_front.log_file.read_text()
@@ -503,14 +498,16 @@ def test_a_relayed_client_outlives_the_upstream_timer(own_front: f.FrontConfig) 
 
     thread = threading.Thread(target=echo, daemon=True)
     thread.start()
-    context = ssl.create_default_context(cafile=str(own_front.ca_file))
     listener = own_front.listeners[0]
     packet = connect_packet("relayed")
-    with socket.create_connection((listener.host, listener.port), timeout=WAIT_S) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with _tls(listener.host, listener.port, own_front.ca_file) as tls:
         tls.sendall(packet)
         assert _recv_exactly(tls, len(packet)) == packet
-        threading.Event().wait(3 * f.UPSTREAM_TIMEOUT_S)  # the timer would have fired by now
+        # a silent client connected after it is closed by its CONNECT timer, as long as the
+        # upstream timer and started later: once it is, the relayed one's timer would have fired
+        assert f.CONNECT_TIMEOUT_S == f.UPSTREAM_TIMEOUT_S
+        with _tls(listener.host, listener.port, own_front.ca_file) as silent:
+            assert silent.recv(16) == b""
         tls.sendall(b"\xc0\x00")  # a PINGREQ
         assert _recv_exactly(tls, 2) == b"\xc0\x00"
     thread.join(WAIT_S)

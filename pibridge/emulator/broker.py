@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pibridge import protocol as p
-from pibridge.emulator.front import AUTO_ID_PREFIX, MAX_CONNECT_BYTES, FrontConfig, Role
+from pibridge.emulator.front import AUTO_ID_PREFIX, MAX_CONNECT_BYTES, FrontConfig, FrontListener, Role
 from pibridge.emulator.front import RELOAD_FAILED_LINE as FRONT_RELOAD_FAILED_LINE
 from pibridge.emulator.front import RELOAD_LINE as FRONT_RELOAD_LINE
 from pibridge.paths import open_private
@@ -386,18 +386,28 @@ class Broker:
         """Return once mosquitto accepts connections on its client socket."""
         assert isinstance(self.config, BrokerConfig)
         path = self.config.client_socket
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise BrokerError(f"mosquitto exited during startup ({self.exit_reason()})")
+
+        def attempt() -> str | None:
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                     probe.connect(str(path))
-                return
             except OSError as exc:
-                problem = exc.strerror or str(exc)
+                return f"does not listen ({exc.strerror or exc})"
+            return None
+        self._poll_ready(f"mosquitto on {path}", attempt, time.monotonic() + timeout, timeout)
+
+    def _poll_ready(self, what: str, attempt: Callable[[], str | None], deadline: float,
+                    timeout: float) -> None:
+        """Repeat ``attempt`` (None: ready, else what is wrong) until it succeeds; a child that
+        exits meanwhile, or ``deadline``, is a `BrokerError`."""
+        while True:
+            if not self.alive():
+                raise BrokerError(f"{self.config.title} exited during startup ({self.exit_reason()})")
+            problem = attempt()
+            if problem is None:
+                return
             if time.monotonic() > deadline:
-                raise BrokerError(f"mosquitto does not listen on {path} after {timeout:g} s ({problem})")
+                raise BrokerError(f"{what} {problem} after {timeout:g} s")
             time.sleep(0.01)  # polling a starting process: nothing to wait on
 
 
@@ -433,20 +443,15 @@ class FrontProcess(Broker):
         deadline = time.monotonic() + timeout
         context = ssl.create_default_context(cafile=str(self.config.ca_file))
         for listener in self.config.listeners:
-            host, port = listener.host, listener.port
-            while True:
-                if not self.alive():
-                    raise BrokerError(f"the emulator's front exited during startup ({self.exit_reason()})")
+            def attempt(listener: FrontListener = listener) -> str | None:
                 try:
-                    with socket.create_connection((host, port), timeout=1.0) as raw:
+                    with socket.create_connection((listener.host, listener.port), timeout=1.0) as raw:
                         if listener.role is Role.PROVISION:
                             with context.wrap_socket(raw, server_hostname="localhost"):
                                 pass
-                    break
                 except (ConnectionRefusedError, TimeoutError):
-                    problem = "does not answer"
+                    return "does not answer"
                 except OSError as exc:  # ssl.SSLError included: e.g. a server certificate we cannot verify
-                    problem = f"fails the TLS check ({exc})"
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"the emulator on {host}:{port} {problem} after {timeout:g} s")
-                time.sleep(0.01)  # polling a starting process: nothing to wait on
+                    return f"fails the TLS check ({exc})"
+                return None
+            self._poll_ready(f"the emulator on {listener.host}:{listener.port}", attempt, deadline, timeout)

@@ -52,7 +52,6 @@ import signal
 import ssl
 import struct
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,6 +180,20 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _varint_at(data: bytes | bytearray, at: int) -> tuple[int, int] | None:
+    """The variable-length integer (MQTT §1.5.5) starting at ``data[at]``: its value and the
+    index after it; None while ``data`` ends inside it. Raises `BadConnect` past 4 bytes."""
+    value = 0
+    for i in range(VARINT_MAX_BYTES):
+        if at + i >= len(data):
+            return None
+        digit = data[at + i]
+        value |= (digit & 0x7F) << (7 * i)
+        if not digit & 0x80:
+            return value, at + i + 1
+    raise BadConnect("a malformed length")
+
+
 class _Reader:
     """Reads the fields of one packet body; running past its end is a `BadConnect`."""
 
@@ -201,17 +214,18 @@ class _Reader:
         (n,) = struct.unpack("!H", self.take(2))
         return self.take(n)
 
+    def varint(self) -> int:
+        decoded = _varint_at(self.body, self.at)
+        if decoded is None:
+            raise BadConnect("the CONNECT ends inside a field")
+        value, self.at = decoded
+        return value
+
     def varint_field(self) -> bytes:
         """A varint length and that many bytes, returned as on the wire (MQTT 5 properties)."""
-        start, value, shift = self.at, 0, 0
-        for _ in range(VARINT_MAX_BYTES):
-            digit = self.u8()
-            value |= (digit & 0x7F) << shift
-            shift += 7
-            if not digit & 0x80:
-                self.take(value)
-                return self.body[start:self.at]
-        raise BadConnect("a malformed length")
+        start = self.at
+        self.take(self.varint())
+        return self.body[start:self.at]
 
 
 def parse_connect(body: bytes) -> Connect:
@@ -253,8 +267,7 @@ def _session_expiry(properties: bytes) -> int:
     """The Session Expiry Interval in MQTT 5 CONNECT properties (a varint length, then
     identifier + value pairs, `CONNECT_PROPERTIES`); 0 when absent."""
     r = _Reader(properties)
-    while r.u8() & 0x80:  # the varint length (`_Reader.varint_field` checked it)
-        pass
+    r.varint()  # the length (`_Reader.varint_field` checked it)
     expiry = 0
     while r.at < len(properties):
         identifier = r.u8()
@@ -284,23 +297,19 @@ def connack(level: int, code: int) -> bytes:
 def split_packet(buffer: bytes | bytearray, limit: int) -> tuple[int, bytes, int] | None:
     """The first MQTT packet in ``buffer``: its first byte, its body and the bytes it took; None
     while it is incomplete. Raises `BadConnect` on a malformed length or one over ``limit``."""
-    length, shift = 0, 0
-    for at in range(1, 1 + VARINT_MAX_BYTES):
-        if at >= len(buffer):
-            return None
-        digit = buffer[at]
-        length |= (digit & 0x7F) << shift
-        shift += 7
-        if not digit & 0x80:
-            break
-    else:
-        raise BadConnect("a malformed remaining length")
+    try:
+        decoded = _varint_at(buffer, 1)
+    except BadConnect:
+        raise BadConnect("a malformed remaining length") from None
+    if decoded is None:
+        return None
+    length, start = decoded
     if length > limit:
         raise BadConnect(f"a {length}-byte first packet (the limit is {limit})")
-    end = at + 1 + length
+    end = start + length
     if len(buffer) < end:
         return None
-    return buffer[0], bytes(buffer[at + 1:end]), end
+    return buffer[0], bytes(buffer[start:end]), end
 
 
 # -- the id rule -----------------------------------------------------------------------------------
@@ -473,8 +482,7 @@ class Front:
         self.contexts = {x.role: tls_context(config, x.role) for x in config.listeners}
         self.generation = 0  # reloads so far: a handshake begun under an older one is not trusted
         self.registries = {x.role: IdRegistry() for x in config.listeners}
-        self.listening = threading.Event()  # set once every port listens (tests wait on it)
-        self.on_listening: Callable[[], None] | None = None  # and called then (the ready line)
+        self.on_listening: Callable[[], None] | None = None  # called once every port listens
 
     def reload(self) -> bool:
         """New TLS contexts from the files (True), or the former ones kept (False, logged)."""
@@ -496,7 +504,6 @@ class Front:
                 return ClientConnection(self, listener)
             servers.append(await loop.create_server(connection, listener.host, listener.port,
                                                     reuse_address=True))
-        self.listening.set()
         if self.on_listening is not None:
             self.on_listening()
         try:
