@@ -315,7 +315,9 @@ class MqttSession:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
-        self._client.on_publish = self._handle_publish
+        if not threaded:  # only non-threaded sessions count unacknowledged publishes; without a
+            # handler paho also skips building a reason code and properties per QoS-0 publish
+            self._client.on_publish = self._handle_publish
         self._unacked: set[int] = set()  # message ids of our QoS>0 publishes not acknowledged yet
         # paho's logger interface, not on_log: on_log makes paho format a line for every packet
         self._client.enable_logger(_PahoLog(self))  # type: ignore[arg-type]
