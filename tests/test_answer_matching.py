@@ -320,9 +320,9 @@ def test_a_sensor_renamed_in_the_portal_is_not_taken_for_a_lost_inventory(
             portal.update_sensor(sensor["sensorId"], "Greenhouse air")
         reconciled = delivery.reconciliations
         for i in range(1, 4):  # a probe follows each acknowledgement
-            probed = delivery.probes_answered
+            probed = delivery.probe.answered_count
             bridge.put([air(i)])
-            wait_for(lambda: delivery.probes_answered > probed, bridge)  # noqa: B023 (waited here)
+            wait_for(lambda: delivery.probe.answered_count > probed, bridge)  # noqa: B023 (waited here)
         assert delivery.reconciliations == reconciled
     finally:
         bridge.stop()

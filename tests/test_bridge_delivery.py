@@ -597,7 +597,7 @@ def test_smart_provisioning_that_keeps_the_certificate_does_not_spin(
     assert delivery.wait_until(lambda: "provisioning kept it" in delivery.status().problem, WAIT_S), \
         (calls, delivery.status())
     assert len(calls) == 1
-    assert delivery._forbidden_until > 0  # waits FORBIDDEN_RETRY_S before trying again
+    assert delivery.rejection.forbidden_until > 0  # waits FORBIDDEN_RETRY_S before trying again
     assert bridge.queue.stats().depth == 1
 
 
@@ -729,8 +729,8 @@ def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(
     delivery._client = object()  # type: ignore[assignment]
     delivery._up = True
     delivery._resolved = ResolvedInventory("c0ffee", generation=1)
-    delivery._next_check = delivery._probe_at = 0.0   # both long past
-    delivery._acked_since_probe = {"Air": 3}
+    delivery._next_check = delivery.probe.due_at = 0.0   # both long past
+    delivery.probe.acknowledged("Air")
     delivery._reconcile_failed("inventory mapping not written: No space left on device")
     assert delivery._next_message() == ("wake",)
     assert inbox.timeout is not None and inbox.timeout > 0.01

@@ -385,7 +385,8 @@ def test_an_abandoned_call_keeps_its_chip_until_it_returns(run: Any) -> None:
     before = len(rec.of("c1"))
 
     def c1_waits_for_the_chip() -> bool:
-        return any(w.name == "c1" for w in scheduler._exclusive_waiting.get("ads@0x48", ()))
+        return any(w.name == "c1" and scheduler._exclusive.is_waiting("ads@0x48", w)
+                   for w in scheduler._sensors)
     while not (c1_waits_for_the_chip() or len(rec.of("c1")) > before):
         assert time.monotonic() < deadline, "c1 never asked for the chip"
         threading.Event().wait(0.02)
@@ -562,7 +563,7 @@ def grid_scheduler(interval: float, clock: SetClock) -> tuple[Scheduler, Any]:
     system = SystemClock(Flag(True), wall=lambda: clock.wall, monotonic=lambda: clock.mono, boot_id=BOOT,
                          floor_s=0.0)
     scheduler = Scheduler([SensorPlan("p", interval, Probe)], Recorder(), clock=system)
-    scheduler._anchor_offset = clock.wall - clock.mono
+    scheduler.grid.anchor(clock.wall, clock.mono)
     return scheduler, scheduler._sensors[0]
 
 

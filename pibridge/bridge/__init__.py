@@ -4,4 +4,9 @@ driver → `scheduler` (each sensor on its own grid; the scheduler owns time) �
 (calibration, filters) → `queue` (SQLite store-and-forward in the state directory) →
 `delivery` (inventory reconciliation, pushes with their own timestamps) → `pibridge.agent`.
 `service` ties them together for one profile. `model` holds the types they hand each other.
+
+Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall clock),
+`exclusive` (one attempt per chip), `calls` (the worker pool) and `outbox`; delivery's
+`pushes` (what one push carries), `probe` (an agent that lost our sensors), `rejection` (an
+agent that refuses this client) and `provisioning` (the child process that provisions).
 """

@@ -14,17 +14,9 @@ The push gate: a push goes only to ids a reconciliation saw in the agent's listi
 connection. Every "up" event starts a new generation; a "down" (or a connection error from a
 push) closes the gate; a reconciliation during which the connection went down is discarded.
 
-The inventory probe: the full reconciliation runs every ``inventory_check`` (1 h by default), but
-an agent whose inventory is lost while we run (a wipe, a reinstall) accepts pushes to our old ids
-and files them under sensors it creates implicitly, named by their ids. So every
-`INVENTORY_PROBE_S`, while samples were acknowledged since the last good probe, one
-``list_sensors`` is compared with the verified ids (each sensor listed, under its name, with its
-metrics): a mismatch closes the gate and reconciles at once, the samples acknowledged since the
-last good probe are reported in one warning (they may sit under those nameless sensors), and
-samples still in flight to those sensors are sent again under the new ids even when acknowledged.
-A lost inventory is noticed within `INVENTORY_PROBE_S` plus one answer of the first
-acknowledgement after it; with nothing acknowledged there is nothing it could have misfiled, and
-no probe (an idle bridge sends none between two samples).
+The inventory probe (`pibridge.bridge.probe`) notices an agent that lost our sensors while we
+run: its mismatch closes the gate and reconciles at once, and samples still in flight to those
+sensors are sent again under the new ids even when acknowledged.
 
 What happens to a push that was not acknowledged:
 
@@ -66,15 +58,16 @@ from pibridge.agent import (
     ConnectionEvent,
     CredentialFiles,
     ErrorCode,
-    ProvisioningMode,
     Reply,
     encode_push,
 )
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.model import SensorSpec
+from pibridge.bridge.probe import INVENTORY_PROBE_S, InventoryProbe
 from pibridge.bridge.provisioning import Provisioner, ProvisioningChild
 from pibridge.bridge.pushes import MAX_PUSH_BYTES, Push, PushAddresses
 from pibridge.bridge.queue import QueuedSample, SampleQueue
+from pibridge.bridge.rejection import FORBIDDEN_RETRY_S, Refusal, Rejection
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
 from pibridge.protocol import Op
@@ -97,9 +90,6 @@ CONNECT_BACKOFF = Backoff(initial=0.5, cap=5.0)
 #: Seconds one connection attempt may take (the link then reconnects by itself).
 CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
-#: Seconds between two attempts while the agent refuses this client (18 with "keep", or a
-#: rejected certificate): the credentials may be replaced on disk meanwhile.
-FORBIDDEN_RETRY_S = 30.0
 #: Seconds between two looks at a client whose link is down: a reconnect attempt that fails for
 #: good (credentials gone, certificate rejected) stops the link without an event, since the
 #: client reports "down" only once per drop.
@@ -107,15 +97,8 @@ FATAL_CHECK_S = 1.0
 #: Connection failures that stop the client's link for good (`AgentClient.fatal_error`).
 FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CERTIFICATE_REJECTED,
                          ConnectionErrorKind.SERVER_NOT_TRUSTED, ConnectionErrorKind.CERTIFICATE_REQUIRED})
-#: Delays between consecutive re-provisionings (reset by an acknowledged push): an agent that
-#: rejects every new certificate as well gets a new client at most this often, not per loop.
-REPROVISION_BACKOFF = Backoff(initial=FORBIDDEN_RETRY_S, cap=3600.0)
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
 MAX_UNKNOWN_ID_RETRIES = 3
-#: Seconds between two inventory probes (one list_sensors compared with the verified ids, sent
-#: only while samples were acknowledged since the last good one): the bound on how long a live
-#: wipe at the agent goes unnoticed once samples are pushed.
-INVENTORY_PROBE_S = 30.0
 #: Seconds `stop` lets in-flight pushes finish (their acknowledgements delete rows).
 STOP_DRAIN_S = 1.5
 #: Error code of the reports `report_sensor_error` sends (the agent only stores them).
@@ -207,12 +190,7 @@ class Delivery:
         self._request_timeout = request_timeout
         self._retry_backoff = retry_backoff
         self._connect_backoff = connect_backoff
-        self._probe_every = inventory_probe_s
-        self._probe_at = 0.0
-        self._probing: ResolvedInventory | None = None  # the inventory a probe in flight checks
-        self._acked_since_probe: dict[str, int] = {}  # sensor name → acknowledged since the last good probe
-        self._probe_ok_at = time.time()  # wall clock of the last good probe (for the warning)
-        self.probes_answered = 0
+        self.probe = InventoryProbe(inventory_probe_s)
         #: samples in flight to sensors a probe found lost: an acknowledgement of one means it was
         #: filed under the old id (an orphan), so it is sent again under the new one
         self._sent_to_lost: set[int] = set()
@@ -223,7 +201,7 @@ class Delivery:
         self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._provisioning = ProvisioningChild(settings, self._stopping, provisioner)
+        self.rejection = Rejection(settings, ProvisioningChild(settings, self._stopping, provisioner))
         # connection state, written by the client's event callbacks (see the push gate)
         self._gate_lock = threading.Lock()
         self._generation = 0
@@ -257,13 +235,7 @@ class Delivery:
         self._reconcile_at = 0.0
         self._connect_delays = connect_backoff.delays()
         self._connect_at = 0.0
-        self._forbidden_until = 0.0
-        self._forbidden_logged = False
         self._problem = ""
-        self._reprovision_delays = REPROVISION_BACKOFF.delays()
-        self._reprovision_at = 0.0
-        self._kept_logged = False
-        self._provisioning_for = ""  # why the last provisioning that failed was run
         self._step_delays = retry_backoff.delays()
         self._step_retry_at = 0.0
         self._step_error = ""
@@ -305,7 +277,7 @@ class Delivery:
             client = self._client
             if client is not None:
                 client.close()
-            self._provisioning.kill()
+            self.rejection.provisioning.kill()
             thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             log.warning("delivery thread did not stop within %g s", timeout)
@@ -464,20 +436,21 @@ class Delivery:
         if self._step_error and now < self._step_retry_at:  # `_safe_step` pauses: nothing else is due
             return self._step_retry_at
         wake = [now + 60.0]
-        if self._client is None or self._forbidden_until:
-            wake.append(max(self._connect_at, self._forbidden_until))
+        forbidden_until = self.rejection.forbidden_until
+        if self._client is None or forbidden_until:
+            wake.append(max(self._connect_at, forbidden_until))
         elif not self._up:
             wake.append(now + FATAL_CHECK_S)
         if self._retry_at > now:
             wake.append(self._retry_at)
-        if self._need_reconcile and self._up and not self._forbidden_until:
+        if self._need_reconcile and self._up and not forbidden_until:
             wake.append(self._reconcile_at)
         # the same conditions as `_step`'s: a deadline it would not act on must not wake it (a
         # failing reconciliation keeps `_resolved` with both deadlines past: a busy loop)
         if self._resolved is not None and self._up and not self._need_reconcile:
             wake.append(self._next_check)
-            if self._probing is None and self._acked_since_probe and self._gate_open(self._resolved):
-                wake.append(self._probe_at)
+            if self.probe.wanted() and self._gate_open(self._resolved):
+                wake.append(self.probe.due_at)
         if self._acked:
             wake.append(now + 0.5)
         if self._step_error:
@@ -505,20 +478,22 @@ class Delivery:
         if client is not None and fatal is not None:
             self._on_fatal(client, fatal)  # a failed reconnect stopped the link without an event
         now = time.monotonic()
-        if self._forbidden_until and now >= self._forbidden_until:
-            self._forbidden_until = 0.0
+        rejection = self.rejection
+        if rejection.forbidden_until and now >= rejection.forbidden_until:
+            rejection.forbidden_until = 0.0
             self._restart_client()
-        if self._client is None and now >= self._connect_at and not self._forbidden_until:
+        if self._client is None and now >= self._connect_at and not rejection.forbidden_until:
             self._connect()
         if self._up and self._resolved is not None and now >= self._next_check:
             self._need_reconcile = True
-        if self._need_reconcile and self._up and not self._forbidden_until and now >= self._reconcile_at:
+        if self._need_reconcile and self._up and not rejection.forbidden_until and now >= self._reconcile_at:
             self._reconcile()
         resolved = self._resolved
-        if (resolved is not None and self._probing is None and not self._need_reconcile
-                and self._acked_since_probe and time.monotonic() >= self._probe_at
-                and self._gate_open(resolved)):
-            self._probe(resolved)
+        if (resolved is not None and self.probe.wanted() and not self._need_reconcile
+                and time.monotonic() >= self.probe.due_at and self._gate_open(resolved)
+                and self._client is not None):
+            self.probe.send(self._client, resolved,
+                            lambda client, checked, done: self._inbox.put(("probe", client, checked, done)))
         exhausted = False
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
             exhausted = self._send(resolved)
@@ -574,7 +549,7 @@ class Delivery:
         if event.up:
             self._connected_since = time.time()
             self._set_problem("")
-            self._forbidden_logged = False
+            self.rejection.connected()
             self._mapping_for(client.client_id)  # read on every up: re-provisioning changes it
             self._need_reconcile = True
             return
@@ -614,53 +589,24 @@ class Delivery:
             self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
 
     def _rejected(self, why: str) -> None:
-        """The agent rejects this client (certificate rejected, or 18): re-provision with "smart",
-        else wait for new credentials."""
-        now = time.monotonic()
-        self._forbidden_until = now + FORBIDDEN_RETRY_S
-        if self.settings.provisioning is ProvisioningMode.SMART:
-            if now < self._reprovision_at:  # re-provisioned a moment ago: back off
-                self._forbidden_until = self._reprovision_at
-                return
-            before = self._provisioning.stored_client_id()
-            provisioned = self._provision(why)
-            self._reprovision_at = time.monotonic() + next(self._reprovision_delays)
-            if not provisioned:
-                return
-            if self._provisioning.stored_client_id() == before:
-                # the agent accepts the stored certificate, so smart provisioning kept it: a new
-                # connection would meet the same refusal
-                self._forbidden_until = time.monotonic() + FORBIDDEN_RETRY_S
-                self._problem = (f"the agent refuses this client ({why}) but accepts its certificate, "
-                                 f"so provisioning kept it; samples stay queued, tried again in "
-                                 f"{FORBIDDEN_RETRY_S:g} s and later")
-                if not self._kept_logged:
-                    self._kept_logged = True
-                    log.error("%s", self._problem)
-                return
-            self._forbidden_until = 0.0
+        """The agent rejects this client (certificate rejected, or 18): `Rejection` decides."""
+        refusal = self.rejection.refused(why)
+        if refusal is Refusal.RESTART:
             self._restart_client()
-            return
-        self._problem = (f"the agent refuses this client ({why}); samples stay queued: run `pibridge "
-                         "provision --override` (or set provisioning = \"smart\") to register a new client")
-        if not self._forbidden_logged:  # once, until a provisioning or a connection succeeds
-            self._forbidden_logged = True
-            log.error("%s", self._problem)
+        elif refusal is Refusal.PROVISIONING_FAILED:
+            self._provisioning_failed(self.rejection.problem)
+        elif refusal is Refusal.WAIT:
+            self._problem = self.rejection.problem
 
     def _provision(self, why: str) -> bool:
-        # said once per reason: a retry every few seconds while the agent is away logs nothing new
-        (log.warning if why != self._provisioning_for else log.debug)("provisioning (%s)", why)
-        self._provisioning_for = why
-        try:
-            output = self._provisioning.run()
-        except (AgentError, OSError) as exc:
-            self._set_problem(f"provisioning failed: {exc}")
-            self._connect_at = time.monotonic() + next(self._connect_delays)
-            return False
-        self._provisioning_for = ""
-        log.info("%s", output)
-        self._forbidden_logged = False
-        return True
+        failure = self.rejection.provision(why)
+        if failure is not None:
+            self._provisioning_failed(failure)
+        return failure is None
+
+    def _provisioning_failed(self, failure: str) -> None:
+        self._set_problem(failure)
+        self._connect_at = time.monotonic() + next(self._connect_delays)
 
     def _set_problem(self, text: str) -> None:
         if text and text != self._problem:
@@ -713,55 +659,15 @@ class Delivery:
             self._set_problem("")
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
-        self._probe_at = time.monotonic() + self._probe_every  # the reconciliation just listed
+        self.probe.listed(time.monotonic())
         self._rewind()
 
-    def _probe(self, resolved: ResolvedInventory) -> None:
-        """Send one list_sensors to compare with ``resolved`` (the module docstring: the probe)."""
-        client = self._client
-        if client is None:
-            return
-        self._probe_at = time.monotonic() + self._probe_every
-        try:
-            future = client.list_sensors_async()
-        except AgentError as exc:
-            log.debug("inventory probe not sent: %s", exc)
-            return
-        self._probing = resolved
-        future.add_done_callback(lambda f: self._inbox.put(("probe", client, resolved, f)))
-
     def _on_probe(self, client: AgentClient, resolved: ResolvedInventory, future: Future[Reply]) -> None:
-        self._probing = None
-        if client is not self._client or resolved is not self._resolved or future.exception() is not None:
-            return  # stale, or no answer (a timeout drops the connection; the next one reconciles)
-        listing = future.result().value
-        listed = {str(s.get("sensorId")): s for s in listing if isinstance(s, dict)}
-        lost = []
-        for name, sensor_id in resolved.sensors.items():
-            entry = listed.get(sensor_id)
-            metric_ids = {str(m.get("metricId")) for m in entry.get("metrics", []) if isinstance(m, dict)} \
-                if entry is not None else set()
-            ours = {mid for (sensor, _, _), mid in resolved.metrics.items() if sensor == name}
-            # created implicitly under our id (agent-api.md §4: name = id): the inventory was lost.
-            # Any other name is a rename in the portal: not a loss (the next reconciliation puts
-            # a profile sensor's name back, and a sensor only queued keeps the user's)
-            recreated = entry is not None and entry.get("name") == sensor_id != name
-            if entry is None or recreated or not ours <= metric_ids:
-                lost.append(name)
-        self.probes_answered += 1
+        current = client is self._client and resolved is self._resolved
+        lost = self.probe.answered(resolved, future, current=current)
         if not lost:
-            self._acked_since_probe = {}
-            self._probe_ok_at = time.time()
             return
         self._sent_to_lost |= {sid for sid, (sample, _) in self._in_flight.items() if sample.sensor in lost}
-        exposed = sum(self._acked_since_probe.get(name, 0) for name in lost)
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._probe_ok_at))
-        log.warning("the agent no longer holds %d of our sensors as registered (%s; e.g. its inventory "
-                    "was wiped): registering them again; %d samples of them acknowledged since %s may "
-                    "have been filed under sensors the agent created implicitly under the old ids",
-                    len(lost), ", ".join(sorted(lost)), exposed, since)
-        self._acked_since_probe = {}
-        self._probe_ok_at = time.time()
         self._resolved = None  # the gate closes until the inventory is reconciled again
         self._need_reconcile = True
         self._reconcile_at = 0.0
@@ -944,13 +850,10 @@ class Delivery:
         if error is None:
             self._acked.append(sample_id)
             self._unknown_id_hits.pop(sample_id, None)
-            if self._reprovision_at:  # this client works: the next rejection re-provisions at once
-                self._reprovision_at = 0.0
-                self._reprovision_delays = REPROVISION_BACKOFF.delays()
-                self._kept_logged = False
+            self.rejection.accepted()
             self.pushed += 1
             self.pushed_by_sensor[sample.sensor] = self.pushed_by_sensor.get(sample.sensor, 0) + 1
-            self._acked_since_probe[sample.sensor] = self._acked_since_probe.get(sample.sensor, 0) + 1
+            self.probe.acknowledged(sample.sensor)
             self._last_ack = time.time()
             self._retry_delays = self._retry_backoff.delays()
             return
@@ -971,7 +874,7 @@ class Delivery:
             self._need_reconcile = True
         elif outcome is Outcome.FORBIDDEN:
             self._requeue(sample)
-            if client is self._client and not self._forbidden_until:
+            if client is self._client and not self.rejection.forbidden_until:
                 self._resolved = None
                 self._need_reconcile = True
                 message = error.agent_message if isinstance(error, AgentReplyError) else str(error)

@@ -4,7 +4,7 @@ Grid. Sensor s with interval I has slot k at wall-clock time k·I since the Unix
 sensors with one interval fall due together. A slot is waited on the monotonic clock: its due
 time is ``k·I − (wall − monotonic)``, computed from the offset *when the slot is scheduled*; the
 next slot is always k+1 (or later), never "now + I", so there is no drift. When the offset jumps
-by more than `CLOCK_STEP_S` (NTP stepping the clock after boot, someone running ``date -s``), the
+by more than `grid.CLOCK_STEP_S` (NTP stepping the clock after boot, someone running ``date -s``), the
 grid is re-anchored: every waiting sensor takes the first slot after the new "now" (no burst of
 missed slots) and after its last timestamp (a backward step makes it wait instead of repeating
 timestamps), so one sensor's timestamps stay strictly increasing.
@@ -108,6 +108,8 @@ from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, 
     needs_no_wait,
 )
 from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
+from pibridge.bridge.exclusive import ExclusiveKeys
+from pibridge.bridge.grid import SamplingGrid
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.outbox import Outbox, SampleSink
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
@@ -117,8 +119,6 @@ from pibridge.profile import MetricConfig
 
 log = logging.getLogger(__name__)
 
-#: Offset changes (wall − monotonic) above this are a clock step: the grid is re-anchored.
-CLOCK_STEP_S = 0.1
 #: An attempt may take twice the declared read time plus this, before it counts as hung.
 READ_SLACK_S = 0.5
 READ_TIME_FACTOR = 2.0
@@ -304,15 +304,13 @@ class Scheduler:
         self._held_since = 0.0   # monotonic time the first of ``_slot_samples`` was taken
         self._hand_over_by = 0.0  # ... and when they go whatever still reads
         self._recheck_at = math.inf  # a "hand_over_check" timer is set for then
-        self._anchor_offset = 0.0
+        self.grid = SamplingGrid()
         self._turned_mono = time.monotonic()  #: when the timer loop's current turn began
         self._waiting = False  #: the timer loop waits for a timer or a message (so it is not hung)
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
-        self.clock_steps = 0
-        self._exclusive_holder: dict[Hashable, _Sensor] = {}
-        self._exclusive_waiting: dict[Hashable, deque[_Sensor]] = {}
+        self._exclusive: ExclusiveKeys[_Sensor] = ExclusiveKeys()
         #: starts and collects asked for in this turn of the timer loop: one `CallBatch` at its end
         self._turn_calls: list[DriverCall] = []
         #: batches a worker runs now (by number), until their message comes back
@@ -480,7 +478,7 @@ class Scheduler:
     # -- the timer thread ------------------------------------------------------------------------
     def _loop(self) -> None:
         now = self.clock.monotonic()
-        self._anchor_offset = self.clock.wall() - now
+        self.grid.anchor(self.clock.wall(), now)
         self._poll_clock()
         self._at(now, "clock", None, 0)
         for s in self._sensors:
@@ -641,14 +639,15 @@ class Scheduler:
         self._to_outbox(("hook", "clock_set", self.clock.boot_id, offset_ms))
         return True
 
+    @property
+    def clock_steps(self) -> int:
+        """Clock steps seen (each re-anchored the grid)."""
+        return self.grid.steps
+
     def _check_clock_step(self) -> None:
-        offset = self.clock.wall() - self.clock.monotonic()
-        step = offset - self._anchor_offset
-        if abs(step) <= CLOCK_STEP_S:
-            self._anchor_offset = offset  # slow slewing: follow it
+        step = self.grid.stepped(self.clock.wall(), self.clock.monotonic())
+        if step is None:
             return
-        self._anchor_offset = offset
-        self.clock_steps += 1
         log.warning("wall clock stepped by %+.3f s: sampling grid re-anchored", step)
         now = self.clock.monotonic()
         for s in self._sensors:
@@ -664,13 +663,12 @@ class Scheduler:
                 self._schedule_slot(s, now, after=None)
 
     def _slot_mono(self, s: _Sensor, k: int) -> float:
-        return k * s.interval - self._anchor_offset
+        return self.grid.due(k, s.interval)
 
     def _schedule_slot(self, s: _Sensor, now: float, after: int | None) -> None:
         """Wait for the first slot after ``now`` (and after slot ``after``, and after the last
         timestamp); slots passed over since ``after`` are counted as skipped."""
-        now_wall = now + self._anchor_offset
-        k = math.floor(now_wall / s.interval) + 1
+        k = self.grid.next_slot(now, s.interval)
         if after is not None:
             if k > after + 1:
                 s.counters.skipped += k - after - 1
@@ -744,12 +742,9 @@ class Scheduler:
         ok, key = call_driver(s.driver.exclusive_key)
         if not ok or key is None:
             return True
-        holder = self._exclusive_holder.get(key)
-        if holder is not None and holder is not s:
+        if not self._exclusive.take(key, s):
             s.waits_for = key
-            self._exclusive_waiting.setdefault(key, deque()).append(s)
             return False
-        self._exclusive_holder[key] = s
         s.holds = key
         return True
 
@@ -765,12 +760,9 @@ class Scheduler:
         key, s.holds = s.holds, None
         if key is None:
             return
-        if self._exclusive_holder.get(key) is s:
-            del self._exclusive_holder[key]
-        waiting = self._exclusive_waiting.get(key)
+        self._exclusive.release(key, s)
         now = self.clock.monotonic()
-        while waiting:
-            w = waiting.popleft()
+        while (w := self._exclusive.next_waiting(key)) is not None:
             if w.removed or w.cycle is None or w.driver is None or w.waits_for != key:
                 continue
             w.waits_for = None
@@ -780,8 +772,6 @@ class Scheduler:
                 continue
             self._start_attempt(w)
             break
-        if not waiting:
-            self._exclusive_waiting.pop(key, None)
 
     def _start_group(self, cls: type, members: list[_Sensor]) -> None:
         now = self.clock.monotonic()
