@@ -53,7 +53,8 @@ PROTOCOL = paho.MQTTv311
 DEFAULT_KEEPALIVE_S = 60
 DEFAULT_TIMEOUT_S = 10.0
 #: QoS-1 publishes paho sends before it holds further ones back until PUBACKs arrive (paho's
-#: default is 20, which throttles pipelined requests; the broker acknowledges each at once).
+#: default is 20, which throttles a burst: the emulator core's answers, the QoS-1 publishes of
+#: tools and tests; the broker acknowledges each at once).
 MAX_INFLIGHT_MESSAGES = 1000
 
 #: paho's network thread waits in select() at most this share of the keepalive (paho's own loop
@@ -318,7 +319,7 @@ class MqttSession:
         if not threaded:  # only non-threaded sessions count unacknowledged publishes; without a
             # handler paho also skips building a reason code and properties per QoS-0 publish
             self._client.on_publish = self._handle_publish
-        self._unacked: set[int] = set()  # message ids of our QoS>0 publishes not acknowledged yet
+        self._unacked: set[int] = set()  # non-threaded: ids of our QoS>0 publishes not acknowledged yet
         # paho's logger interface, not on_log: on_log makes paho format a line for every packet
         self._client.enable_logger(_PahoLog(self))  # type: ignore[arg-type]
         self._client.on_socket_open = self._handle_socket_open

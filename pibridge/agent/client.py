@@ -70,8 +70,14 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 #: fails, so its owner sends it again (delivery does, for pushes). At QoS 1 the PUBACK would add
 #: nothing to that: the session is clean and a fresh paho client serves each connection, so a
 #: publish lost with its connection is never re-sent by paho either way. QoS 0 spares one packet
-#: read, parsed and dispatched per request (about 13 % of the client's CPU per push, issue 17).
+#: read, parsed and dispatched per request (about 15 % of the bridge's CPU per value, issue 17).
+#: The broker then hands the request to the agent at QoS 0 as well: a broker that drops QoS 0
+#: (mosquitto past max_queued_messages, 1,000 by default) or an agent reconnecting to its broker
+#: loses the request where QoS 1 might have delayed it. That costs a timeout and a resend, not
+#: data; a real agent should show whether it happens.
 REQUEST_QOS = 0
+#: QoS of error reports: the agent never answers them, so the PUBACK is all there is.
+REPORT_QOS = 1
 #: Extra seconds a blocking call waits beyond its bound (the deadline thread fires first).
 _BLOCKING_GRACE_S = 5.0
 #: A blocking call waits this many request timeouts: its request may wait for a barrier before
@@ -858,7 +864,7 @@ class AgentClient:
         if session is None:
             raise self._fatal or not_connected(self.settings)
         try:
-            session.publish(topic, _compact({"errorcode": int(code), "errorMessage": message}), 1)
+            session.publish(topic, _compact({"errorcode": int(code), "errorMessage": message}), REPORT_QOS)
         except NotConnected:
             raise not_connected(self.settings, "connection lost") from None
 

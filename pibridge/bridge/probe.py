@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from pibridge.agent import AgentClient, AgentError, Reply
 from pibridge.bridge.inventory import ResolvedInventory
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pibridge.bridge.delivery")  # delivery's lines, named as before the split
 
 #: Seconds between two inventory probes (sent only while samples were acknowledged since the last
 #: good one): the bound on how long a live wipe at the agent goes unnoticed once samples are pushed.

@@ -10,7 +10,8 @@ ForbiddendAccess), and how it provisions.
 | ``keep``          | wait `FORBIDDEN_RETRY_S` for credentials replaced on disk; said once     |
 |                   | what to run                                                              |
 
-Samples stay queued throughout. Runs on the delivery thread only.
+Samples stay queued throughout. Runs on the delivery thread (`Delivery.stop` may kill the
+provisioning child from another: `ProvisioningChild.kill` is safe from any thread).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pibridge.agent import AgentError, AgentSettings, ProvisioningMode
 from pibridge.bridge.provisioning import ProvisioningChild
 from pibridge.mqtt import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pibridge.bridge.delivery")  # delivery's lines, named as before the split
 
 #: Seconds between two attempts while the agent refuses this client (18 with "keep", or a
 #: rejected certificate): the credentials may be replaced on disk meanwhile.
@@ -39,7 +40,7 @@ class Refusal(enum.Enum):
     RESTART = "new credentials stored: connect afresh now"
     WAIT = "wait until `Rejection.forbidden_until` (`Rejection.problem` says why)"
     BACK_OFF = "re-provisioned a moment ago: wait until `Rejection.forbidden_until`, problem unchanged"
-    PROVISIONING_FAILED = "provisioning failed (`Rejection.failure` says why): retry after backoff"
+    PROVISIONING_FAILED = "provisioning failed (`Rejection.problem` says why): retry after backoff"
 
 
 class Rejection:

@@ -21,8 +21,8 @@ Lifecycle rules:
   certificate and registered ids stay valid across an outage of any length. If another process
   took one of the ports meanwhile, `start` raises `EmulatorError` (nothing retried on other ports).
 - `stop` sends SIGTERM (resuming a paused core first) and waits; SIGKILL after `STOP_TIMEOUT_S`.
-- `pause_core` stops the serve process (SIGSTOP): requests are still acknowledged by the broker at
-  the MQTT level but nothing answers them until `resume_core`; returns once the process stopped.
+- `pause_core` stops the serve process (SIGSTOP): requests are still accepted by the broker but
+  nothing answers them until `resume_core`; returns once the process stopped.
 - The serve process's stderr (its log) is appended to ``output_file`` (default ``serve.log`` in the
   state directory); errors quote its tail.
 """

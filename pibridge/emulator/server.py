@@ -82,8 +82,7 @@ WATCH_INTERVAL_S = 0.5
 #: QoS of the core's subscription on its private Unix socket: 0 spares a PUBACK per request. It
 #: loses nothing QoS 1 would keep: the session is clean, so a message in flight when the core's
 #: connection drops is lost either way, and mosquitto drops QoS 0 to a connected client only
-#: beyond max_queued_messages (`broker.MAX_QUEUED_MESSAGES`). The client's own request and
-#: the core's answers stay QoS 1.
+#: beyond max_queued_messages (`broker.MAX_QUEUED_MESSAGES`). The core's answers stay QoS 1.
 CORE_SUBSCRIBE_QOS = 0
 
 
