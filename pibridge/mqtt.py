@@ -66,6 +66,11 @@ MAX_INFLIGHT_MESSAGES = 1000
 KEEPALIVE_WAIT_SHARE = 0.25
 #: The network thread's longest wait in select() without a keepalive (seconds).
 NETWORK_WAIT_MAX_S = 60.0
+#: Bytes of whole PUBLISH packets a non-threaded session joins into one TLS write (a burst of
+#: pushes goes as one record and one system call, not one each); within one 16 KiB TLS record.
+COALESCE_MAX_BYTES = 16_000
+#: The MQTT packet type of PUBLISH, in a fixed header's high nibble (paho's constant).
+_PUBLISH = paho.PUBLISH
 
 #: Fragments of OpenSSL alert texts a server sends when it refuses our client certificate.
 _CERT_REJECTION_MARKERS = (
@@ -242,9 +247,97 @@ def network_wait_s(keepalive: int) -> float:
 class _PahoClient(paho.Client):
     """paho's client whose network thread (`loop_start`) waits up to ``network_wait`` seconds in
     select() instead of paho's fixed 1 s (paho has no parameter for it: its thread's entry point
-    is overridden, otherwise as paho's own: ``loop_forever``, then the thread is forgotten)."""
+    is overridden, otherwise as paho's own: ``loop_forever``, then the thread is forgotten).
+
+    Without a network thread (``io``, a `_DrivenIo`, set): a packet is written at once by a
+    thread that can take the socket (paho's own behaviour); while another thread does the
+    session's I/O it is only queued, in order, and that thread woken to write it. So two threads
+    never use one TLS connection at once, and nobody waits for another's turn (which, with the
+    callbacks' own locks, could deadlock)."""
 
     network_wait = 1.0
+    io: _DrivenIo | None = None
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
+        io = self.io
+        if io is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        if io.corked_by == threading.get_ident():
+            return self._queue_only(command, packet, mid, qos, info)
+        if io.lock.acquire(blocking=False):  # ours (or free): write now, as paho does
+            try:
+                return super()._packet_queue(command, packet, mid, qos, info)
+            finally:
+                io.lock.release()
+        # left for the thread doing the I/O
+        self._queue_only(command, packet, mid, qos, info)
+        io.wake()
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _queue_only(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                    info: paho.MQTTMessageInfo | None) -> paho.MQTTErrorCode:
+        """Queue a packet for the next write without writing it: paho's own queue entry
+        (`_OutPacket`, paho 2.1 and 2.2)."""
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        """paho's, except that a non-threaded session writes the whole PUBLISH packets at the head
+        of the queue (up to `COALESCE_MAX_BYTES`) in one TLS write:
+
+            queue:  PUBLISH a | PUBLISH b | PUBLISH c | PINGREQ      one send: a+b+c
+                    (each pos 0)                                     then paho's own loop
+
+        Written in full, a QoS-0 PUBLISH is marked published as paho does (its on_publish is not
+        called: this module's handler ignores QoS 0); a partial write leaves the rest queued,
+        the first packet's position moved on."""
+        if self.io is None:
+            return super()._packet_write()
+        while True:
+            batch: list[Any] = []
+            size = 0
+            for packet in self._out_packet:
+                if (packet["command"] & 0xF0) != _PUBLISH or packet["pos"] or (
+                        batch and size + packet["to_process"] > COALESCE_MAX_BYTES):
+                    break
+                batch.append(packet)
+                size += packet["to_process"]
+            if len(batch) < 2:
+                return super()._packet_write()
+            for _ in batch:
+                self._out_packet.popleft()
+            try:
+                written = self._sock_send(b"".join(packet["packet"] for packet in batch))
+            except (AttributeError, ValueError):  # no socket (paho's own handling of these)
+                self._out_packet.extendleft(reversed(batch))
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                self._out_packet.extendleft(reversed(batch))
+                return paho.MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as err:
+                self._out_packet.extendleft(reversed(batch))
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                return paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if written <= 0:
+                self._out_packet.extendleft(reversed(batch))
+                return paho.MQTTErrorCode.MQTT_ERR_AGAIN
+            for index, packet in enumerate(batch):
+                if written < packet["to_process"]:  # this one in part, the rest not at all
+                    packet["pos"] += written
+                    packet["to_process"] -= written
+                    self._out_packet.extendleft(reversed(batch[index:]))
+                    break
+                written -= packet["to_process"]
+                packet["pos"] += packet["to_process"]
+                packet["to_process"] = 0
+                if packet["qos"] == 0 and packet["info"] is not None:
+                    packet["info"]._set_as_published()
+            with self._msgtime_mutex:
+                self._last_msg_out = time.monotonic()
+            if self._out_packet and self._out_packet[0]["pos"]:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # the socket took only part: wait for it
 
     def _thread_main(self) -> None:
         try:
@@ -261,6 +354,39 @@ class _PahoClient(paho.Client):
                 sock.send(b"\0")
 
 
+class _DrivenIo:
+    """Who does a non-threaded session's I/O: the holder of ``lock`` (reentrant: callbacks run
+    inside `MqttSession.loop` and publish); it waits only in a select that includes ``wake_r``,
+    so another thread gets the socket by waking it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.owner = 0  # thread ident inside `MqttSession.loop`, 0 when none
+        self.corked_by = 0  # thread ident inside `MqttSession.corked`, 0 when none
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self.wake_w.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            self.wake_r.recv(4096)
+
+    def take(self, timeout: float) -> bool:
+        """Take the lock, waking its holder if another thread has it; False after ``timeout`` s."""
+        if self.lock.acquire(blocking=False):
+            return True
+        self.wake()
+        return self.lock.acquire(timeout=timeout)
+
+    def close(self) -> None:
+        self.wake_r.close()
+        self.wake_w.close()
+
+
 def _decrypted_waiting(sock: Any) -> bool:
     """Whether TLS bytes already decrypted wait in ``sock`` (select cannot see them)."""
     pending = getattr(sock, "pending", None)
@@ -274,9 +400,11 @@ ClosedHandler = Callable[[ConnectFailure], None]
 class MqttSession:
     """One MQTT connection. Thread-safe publish; callbacks run on paho's network thread.
 
-    ``threaded=False``: no network thread; the owner calls `loop` (callbacks run inside it) and
-    uses the session from that one thread only. Waiting calls (`open`, `subscribe`,
-    `publish_and_wait`) then drive the network themselves; never call them from a callback.
+    ``threaded=False``: no network thread; whoever calls `loop` does the I/O (callbacks run
+    inside it), one thread at a time: another thread's `loop` wakes it and takes over, a publish
+    from another thread is written by it. Waiting calls (`open`, `subscribe`, `publish_and_wait`,
+    `wait_network`) drive the network themselves while nobody else does; never call them from a
+    callback.
     """
 
     def __init__(
@@ -307,6 +435,8 @@ class MqttSession:
             protocol=PROTOCOL, transport=transport, reconnect_on_failure=False,
         )
         self._client.network_wait = network_wait_s(keepalive)
+        self._io = None if threaded else _DrivenIo()
+        self._client.io = self._io
         self._client.max_inflight_messages_set(MAX_INFLIGHT_MESSAGES)
         if context is not None:
             self._client.tls_set_context(context)
@@ -343,6 +473,8 @@ class MqttSession:
         try:
             self._client.connect(host, self.endpoint.port or 1883, keepalive=self._keepalive)
         except Exception as exc:  # socket, TLS handshake, DNS: all classified
+            if self._io is not None:
+                self._io.close()
             raise ConnectFailure(self._classify(exc), str(exc) or type(exc).__name__, self.endpoint) from exc
         if self._threaded:
             self._client.loop_start()
@@ -377,16 +509,24 @@ class MqttSession:
         self._stop_loop()
 
     def _stop_loop(self) -> None:
-        if not self._threaded:
+        if self._io is not None:
+            if self._io.owner == threading.get_ident():
+                return  # closed from a callback inside `loop`: that loop writes the DISCONNECT and closes
             # paho closes the socket once the DISCONNECT is written: give a full socket a moment,
-            # then close it anyway (paho has no public call for that)
+            # then close it anyway (paho has no public call for that), as the thread doing the I/O
             deadline = time.monotonic() + 1.0
             while (self._client.socket() is not None and self._client.want_write()
                    and time.monotonic() < deadline):
                 self.loop(0.05)
-            if self._client.socket() is not None:
-                self._client._sock_close()
-                self._fail(ConnectFailure(FailureKind.LOST, "closed", self.endpoint))
+            if not self._io.take(max(0.0, deadline - time.monotonic()) + 1.0):
+                return  # its holder is stuck: the DISCONNECT is queued, and `loop` closes (_closing)
+            try:
+                if self._client.socket() is not None:
+                    self._client._sock_close()
+                    self._fail(ConnectFailure(FailureKind.LOST, "closed", self.endpoint))
+                self._io.close()
+            finally:
+                self._io.lock.release()
             return
         if threading.current_thread() is getattr(self._client, "_thread", None):
             return
@@ -395,15 +535,28 @@ class MqttSession:
         self._client.loop_stop()
 
     def _wait(self, event: threading.Event, timeout: float) -> bool:
-        """Wait for ``event``; a non-threaded session runs its network meanwhile."""
-        if self._threaded:
+        """Wait for ``event``; a non-threaded session runs its network meanwhile (unless another
+        thread does: then it just waits, never taking the socket from it)."""
+        if self._io is None:
             return event.wait(timeout)
         deadline = time.monotonic() + timeout
         while not event.is_set():
             left = deadline - time.monotonic()
-            if left <= 0 or not self.loop(min(left, 0.1)):
+            if left <= 0 or not self.wait_network(min(left, 0.1)):
                 break
         return event.is_set()
+
+    def wait_network(self, timeout: float) -> bool:
+        """Let up to ``timeout`` s pass while the network makes progress: a non-threaded session
+        runs `loop` if no other thread does I/O now, else waits (its holder reads). Returns
+        False once the connection is finished."""
+        io = self._io
+        if io is None or not io.lock.acquire(blocking=False):
+            return not self._finished.wait(min(timeout, 0.05) if io is not None else timeout)
+        try:
+            return self.loop(timeout)
+        finally:
+            io.lock.release()
 
     def loop(self, timeout: float, wake: socket.socket | Sequence[Any] | None = None,
              max_messages: int = 0) -> bool:
@@ -411,12 +564,26 @@ class MqttSession:
         or several, to become readable), read every packet that has arrived (``on_message`` runs
         here; with ``max_messages`` > 0 it stops reading after about that many messages), write
         what is queued, keep the connection alive. Returns False once the connection is finished."""
+        io = self._io
+        assert io is not None, "loop() is for non-threaded sessions"
+        if not io.take(DEFAULT_TIMEOUT_S):
+            return not self._finished.is_set()  # another thread holds on to the socket: it reads
+        outer = io.owner
+        io.owner = threading.get_ident()
+        try:
+            return self._loop_once(io, timeout, wake, max_messages)
+        finally:
+            io.owner = outer
+            io.lock.release()
+
+    def _loop_once(self, io: _DrivenIo, timeout: float, wake: socket.socket | Sequence[Any] | None,
+                   max_messages: int) -> bool:
         client = self._client
         sock = client.socket()
         if sock is None or self._finished.is_set():
             return False
         wakes = [] if wake is None else [wake] if isinstance(wake, socket.socket) else list(wake)
-        rlist: list[Any] = [sock, *wakes]
+        rlist: list[Any] = [sock, io.wake_r, *wakes]
         wlist = [sock] if client.want_write() else []
         if _decrypted_waiting(sock):
             timeout = 0.0
@@ -425,6 +592,8 @@ class MqttSession:
         except (OSError, ValueError) as exc:  # the socket was closed under us
             self._fail(ConnectFailure(FailureKind.LOST, str(exc), self.endpoint))
             return False
+        if io.wake_r in readable:
+            io.drain()
         if sock in readable or _decrypted_waiting(sock):
             start = self._received
             while client.loop_read() == paho.MQTT_ERR_SUCCESS and client.socket() is sock:
@@ -436,7 +605,32 @@ class MqttSession:
             client.loop_write()
         if client.socket() is not None:
             client.loop_misc()
+        if self._closing and client.socket() is not None and not client.want_write():
+            client._sock_close()  # a close from a thread that could not take the socket (`_stop_loop`)
+            self._fail(ConnectFailure(FailureKind.LOST, "closed", self.endpoint))
         return client.socket() is not None and not self._finished.is_set()
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Non-threaded sessions: the caller's publishes inside are queued, then written together
+        when it ends (`_PahoClient._packet_write` joins them into one TLS write)."""
+        io = self._io
+        if io is None or io.corked_by:
+            yield
+            return
+        io.corked_by = threading.get_ident()
+        try:
+            yield
+        finally:
+            io.corked_by = 0
+            if self._client.want_write() and io.take(DEFAULT_TIMEOUT_S):
+                try:
+                    if self._client.socket() is not None:
+                        self._client.loop_write()
+                finally:
+                    io.lock.release()
+            elif self._client.want_write():
+                io.wake()  # another thread does the I/O: it writes them
 
     def raw_socket(self) -> Any:
         """Non-threaded sessions: the connection's socket (to wait on it beside another one), or None."""
@@ -448,9 +642,12 @@ class MqttSession:
 
     # -- traffic -------------------------------------------------------------------------------
     def in_network_thread(self) -> bool:
-        """Is the caller paho's network thread (where waiting for an acknowledgement deadlocks)?
-        Always False without one: a non-threaded session's waits run the network themselves."""
-        return self._threaded and threading.current_thread() is getattr(self._client, "_thread", None)
+        """Is the caller the thread doing this session's I/O now: paho's network thread, or the
+        thread inside a non-threaded session's `loop` (where callbacks run, and where waiting for
+        an acknowledgement deadlocks)?"""
+        if self._io is not None:
+            return self._io.owner == threading.get_ident()
+        return threading.current_thread() is getattr(self._client, "_thread", None)
 
     def subscribe(self, filters: Sequence[str], qos: int = 1, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         """Subscribe to ``filters`` and wait for the SUBACK."""
@@ -570,6 +767,8 @@ class MqttSession:
         self._failure = failure
         self._finished.set()
         self._settled.set()
+        if self._io is not None:  # runs where the I/O is done: nobody selects on its wake-up pair now
+            self._io.close()
         with self._lock:  # subscribe_nowait adds waiters from other threads
             waiting = list(self._suback.values())
         for event in waiting:
@@ -663,6 +862,7 @@ class MqttLink:
         keepalive: int = DEFAULT_KEEPALIVE_S,
         backoff: Backoff | None = None,
         connect_timeout: float = DEFAULT_TIMEOUT_S,
+        threaded: bool = True,
     ) -> None:
         if isinstance(endpoint, Endpoint):
             fixed = endpoint
@@ -678,6 +878,7 @@ class MqttLink:
         self._keepalive = keepalive
         self._backoff = backoff or Backoff()
         self._connect_timeout = connect_timeout
+        self._threaded = threaded
         self._session: MqttSession | None = None
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -708,7 +909,8 @@ class MqttLink:
                 # must be reported through on_down, not kill this thread
                 self.endpoint = self._endpoint_source()
                 session = MqttSession(self.endpoint, client_id=self._client_id, on_message=self._on_message,
-                                      on_closed=self._session_closed, keepalive=self._keepalive)
+                                      on_closed=self._session_closed, keepalive=self._keepalive,
+                                      threaded=self._threaded)
                 session.open(self._connect_timeout)
                 self._session = session
                 if self._stopping.is_set():  # stop() ran while we were connecting

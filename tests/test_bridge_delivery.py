@@ -4,6 +4,7 @@ re-provisioning, sensor error reports, and the failure classification table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -654,7 +655,9 @@ def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
         delivery._send(full)  # found after the next reconciliation: pushed
         assert delivery._missing_id_at == {}
         while delivery._in_flight:
-            delivery._handle(delivery._inbox.get(timeout=WAIT_S))
+            message = delivery._inbox.get(timeout=WAIT_S)
+            assert message is not None, "no answer to the push"
+            delivery._handle(message)
         assert delivery.pushed == 1
         queue.put(TakenSample("Air", {"temperature": math.nan, "humidity": 1.0}, T0_MS + 9000, 9.0, BOOT))
         (row,) = [r for r in queue.fetch(0, 100) if r.timestamp_ms == T0_MS + 9000]
@@ -710,11 +713,9 @@ class RecordingInbox:
 
     timeout: float | None = None
 
-    def get(self, timeout: float) -> tuple[Any, ...]:
-        import queue as queue_module
-
+    def wait(self, timeout: float, waiter: object = None) -> tuple[Any, ...] | None:
         self.timeout = timeout
-        raise queue_module.Empty
+        return None
 
 
 def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(
@@ -768,6 +769,10 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
 
     class Unsendable:
         calls = 0
+
+        @contextlib.contextmanager
+        def corked(self) -> Iterator[None]:
+            yield
 
         def request_async(self, *args: Any, **kwargs: Any) -> Any:
             Unsendable.calls += 1

@@ -4,7 +4,10 @@ agent-api.md §4 as a method, each in a blocking form and an ``*_async`` form re
 
 Threads: paho's network thread delivers replies and resolves futures (done-callbacks run there:
 keep them short and never block on another request inside one); the link's supervisor thread
-reconnects; a deadline thread fails requests that time out and then drops the connection.
+reconnects; a deadline thread fails requests that time out and then drops the connection. A
+``driven`` client (the bridge's delivery) has no network thread: the supervisor opens and fences
+each connection, then the owner's thread does its I/O in `AgentClient.drive` (answers and their
+callbacks run there) and in `AgentClient.result`; a request from another thread is written by it.
 Replies are matched by the rules of `pibridge.agent.pending` (read its docstring: why no answer
 is ever credited to the wrong request): one request per key on the wire, barrier pings, a timeout
 drops the connection, a new connection is usable once its session barrier was echoed.
@@ -12,15 +15,18 @@ drops the connection, a new connection is usable once its session barrier was ec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import secrets
+import select
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +47,7 @@ from pibridge.agent.errors import (
 from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, settle
 from pibridge.agent.settings import AgentSettings, check_seconds
 from pibridge.mqtt import (
+    DEFAULT_KEEPALIVE_S,
     Backoff,
     ConnectFailure,
     Endpoint,
@@ -50,6 +57,7 @@ from pibridge.mqtt import (
     MqttSession,
     NotConnected,
     TlsFiles,
+    network_wait_s,
     new_client_id,
     tls_context,
 )
@@ -445,8 +453,10 @@ class AgentClient:
     """
 
     def __init__(self, settings: AgentSettings, *, request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, driven: bool = False) -> None:
         self.settings = settings
+        #: no network thread: the owner's thread reads answers in `drive` (see its docstring)
+        self.driven = driven
         self.request_timeout = check_seconds("request_timeout", request_timeout)
         self._backoff = backoff
         self._files = CredentialFiles(settings.cert_folder, settings.client_name)
@@ -523,7 +533,8 @@ class AgentClient:
         self._watcher.start()
         self._link = MqttLink(self._endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
                               on_up=self._on_up, on_down=self._on_down, backoff=self._backoff,
-                              connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
+                              connect_timeout=min(timeout, DEFAULT_CONNECT_TIMEOUT_S),
+                              threaded=not self.driven)
         self._link.start()
         deadline = time.monotonic() + timeout
         with self._state:
@@ -737,7 +748,48 @@ class AgentClient:
 
     def _wait(self, future: Future[Reply], timeout: float | None) -> Reply:
         timeout = self.request_timeout if timeout is None else timeout
-        return future.result(_BLOCKING_TIMEOUTS * timeout + _BLOCKING_GRACE_S)
+        return self.result(future, _BLOCKING_TIMEOUTS * timeout + _BLOCKING_GRACE_S)
+
+    def result(self, future: Future[Reply], timeout: float) -> Reply:
+        """``future.result(timeout)`` for a future of this client's; a ``driven`` client reads
+        the network meanwhile (its owner's thread waits here, and it is the one that reads)."""
+        if not self.driven:
+            return future.result(timeout)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            session = self._session or self._wire
+            # an answer ends the loop's wait, and so does a close from another thread (a timeout)
+            if session is None or not session.wait_network(min(left, 1.0)):
+                wait([future], min(left, _BARRIER_POLL_S))  # no connection (yet): its end settles it
+        return future.result(0)
+
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """(``driven`` clients, the owner's thread.) Requests sent inside go out together when it
+        ends, in one TLS write (`MqttSession.corked`); nothing changes for other clients."""
+        session = self._session if self.driven else None
+        if session is None:
+            yield
+            return
+        with session.corked():
+            yield
+
+    def drive(self, timeout: float, wake: socket.socket) -> None:
+        """(``driven`` clients, the owner's thread.) Read and write the connection for up to
+        ``timeout`` s, or until ``wake`` (a socket another thread writes to) is readable or
+        something arrived: answers settle their futures here, on the caller's thread. Without a
+        connection handed over yet, only waits for ``wake`` (the link's own thread opens and
+        fences a connection; its "up" event says when this one takes over). A keepalive is
+        due at least every `network_wait_s` of the keepalive: never wait longer."""
+        session = self._session
+        timeout = min(timeout, network_wait_s(DEFAULT_KEEPALIVE_S))
+        if session is not None and session.is_open:
+            session.loop(timeout, wake)
+        else:
+            select.select([wake], [], [], timeout)
 
     # -- operations (§4) -------------------------------------------------------------------------
     def ping_async(self, *, timeout: float | None = None) -> Future[Reply]:
@@ -913,7 +965,7 @@ class AgentClient:
             if failed:
                 break
             while not barrier.future.done() and session.is_open:
-                session.wait_closed(_BARRIER_POLL_S)
+                session.wait_network(_BARRIER_POLL_S)
             if not barrier.future.done():
                 break  # connection gone
             reason = barrier.future.exception()

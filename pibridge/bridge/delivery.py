@@ -6,9 +6,12 @@ pushes of up to `pushes.MAX_SAMPLES_PER_PUSH` samples of one sensor, each value 
 timestamp (`Push`): the agent handles one sensor's pushes one after another, so one message per
 sample would cost a round trip each. A sample's metrics always travel together, in one message.
 
-Threads: one ``bridge-delivery`` thread owns all of this state. Push futures' callbacks, the
-client's connection events and the queue's "rows added" notices only hand a message to its inbox.
-The database stays with the queue's own thread.
+Threads: one ``bridge-delivery`` thread owns all of this state, and reads and writes the agent
+connection itself (a ``driven`` `AgentClient`): it waits in one select for the connection and
+its inbox, so a push's answer is read, matched and handled on this thread, with no hand-off.
+Push futures' callbacks, the client's connection events and the queue's "rows added" notices only
+hand a message to its inbox (`pibridge.bridge.inbox`). The client's link thread opens and fences
+each connection; the database stays with the queue's own thread.
 
 The push gate: a push goes only to ids a reconciliation saw in the agent's listing on the current
 connection. Every "up" event starts a new generation; a "down" (or a connection error from a
@@ -39,7 +42,6 @@ import enum
 import heapq
 import itertools
 import logging
-import queue as queue_module
 import threading
 import time
 from collections import deque
@@ -61,6 +63,7 @@ from pibridge.agent import (
     Reply,
     encode_push,
 )
+from pibridge.bridge.inbox import Inbox, wait_for_socket
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.model import SensorSpec
 from pibridge.bridge.probe import INVENTORY_PROBE_S, InventoryProbe
@@ -198,7 +201,7 @@ class Delivery:
         #: unknown, so each goes again in a push of its own
         self._alone: set[int] = set()
         self._push_error = ""  # the last unforeseen failure to send a push (logged once per kind)
-        self._inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
+        self._inbox = Inbox()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.rejection = Rejection(settings, ProvisioningChild(settings, self._stopping, provisioner))
@@ -383,14 +386,12 @@ class Delivery:
 
     # -- the delivery thread ------------------------------------------------------------------
     def _run(self) -> None:
+        self._inbox.bind()
         try:
             while not self._stopping.is_set():
                 self._handle(self._next_message())
-                while True:
-                    try:
-                        self._handle(self._inbox.get_nowait())
-                    except queue_module.Empty:
-                        break
+                while (message := self._inbox.get_nowait()) is not None:
+                    self._handle(message)
                 if self._stopping.is_set():
                     break
                 self._safe_step()
@@ -424,12 +425,19 @@ class Delivery:
         self._step_delays = self._retry_backoff.delays()
 
     def _next_message(self) -> tuple[Any, ...]:
-        """The next message of the inbox, or ("wake",) once `_wake_at` comes first."""
+        """The next message of the inbox, or ("wake",) once `_wake_at` comes first (or traffic
+        without a message for us: a keepalive answer)."""
         now = time.monotonic()
-        try:
-            return self._inbox.get(timeout=max(0.0, self._wake_at(now) - now))
-        except queue_module.Empty:
-            return ("wake",)
+        message = self._inbox.wait(max(0.0, self._wake_at(now) - now), self._drive)
+        return ("wake",) if message is None else message
+
+    def _drive(self, timeout: float, wake: Any) -> None:
+        """Wait up to ``timeout`` s for ``wake`` (the inbox), reading the agent connection meanwhile."""
+        client = self._client
+        if client is not None and client.driven:
+            client.drive(timeout, wake)
+        else:
+            wait_for_socket(timeout, wake)
 
     def _wake_at(self, now: float) -> float:
         """When `_step` next has something to do (monotonic): the earliest deadline it acts on."""
@@ -510,7 +518,7 @@ class Delivery:
         if not files.stored() and not self._provision("no credentials stored"):
             return
         client = AgentClient(self.settings, request_timeout=self._request_timeout,
-                             backoff=self._connect_backoff)
+                             backoff=self._connect_backoff, driven=True)
         self._client = client
         client.on_connection_change(lambda event: self._on_connection(client, event))
         try:
@@ -739,6 +747,11 @@ class Delivery:
         if len(self._in_flight) > self._window // 2:
             return False  # wait for half the window: what frees up piecemeal would go piecemeal
         filling: dict[str, Push] = {}  # sensor id → the push being filled
+        with client.corked():  # the pushes of this turn go out in one write
+            return self._fill(client, resolved, filling)
+
+    def _fill(self, client: AgentClient, resolved: ResolvedInventory, filling: dict[str, Push]) -> bool:
+        """`_send`'s loop: pushes for the window's free places, the ones being filled sent last."""
         try:
             while len(self._in_flight) < self._window:
                 if self._retry_at > time.monotonic():
@@ -919,10 +932,9 @@ class Delivery:
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_DRAIN_S
         while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
-            try:
-                message = self._inbox.get(timeout=remaining)
-            except queue_module.Empty:
-                break
+            message = self._inbox.wait(remaining, self._drive)
+            if message is None:
+                continue
             if message[0] == "result":
                 self._on_result(message[1], message[2], message[3], message[4])
         try:

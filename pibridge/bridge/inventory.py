@@ -237,7 +237,7 @@ class Reconciler:
         connection lost, a garbled or transient answer, an id gone meanwhile); other agent
         errors raised as they are."""
         try:
-            return future.result(ANSWER_TIMEOUTS * self.client.request_timeout + ANSWER_GRACE_S)
+            return self.client.result(future, ANSWER_TIMEOUTS * self.client.request_timeout + ANSWER_GRACE_S)
         except (AgentConnectionError, RequestTimeout, ProtocolError, TimeoutError) as exc:
             raise ReconcileAborted(str(exc)) from exc
         except AgentReplyError as exc:
@@ -312,7 +312,8 @@ class Reconciler:
             out[sid] = {}
             for mid, future in metrics.items():
                 try:
-                    reply = future.result(ANSWER_TIMEOUTS * self.client.request_timeout + ANSWER_GRACE_S)
+                    reply = self.client.result(future, ANSWER_TIMEOUTS * self.client.request_timeout
+                                               + ANSWER_GRACE_S)
                 except AgentReplyError as exc:
                     if exc.code in (ErrorCode.UnknownMetricId, ErrorCode.UnknownSensorId):
                         continue  # deleted since the listing: as if not listed
