@@ -13,8 +13,9 @@ A session normally runs paho's network loop on a thread of its own, which sleeps
 traffic, a packet to send (paho's wake-up byte) or keepalive work (`network_wait_s`): an idle
 connection costs a few wake-ups a minute, not paho's one a second. With ``threaded=False`` its
 owner drives the network itself with `MqttSession.loop` (the emulator's core does, to read,
-handle and answer requests on one thread): publishing then writes straight to the socket, with
-no hand-off to another thread and no wake-up byte for paho's loop.
+handle and answer requests on one thread; so does the bridge's delivery thread): one thread at a
+time does a connection's I/O, a packet from any other thread is queued for it and wakes it, and
+`MqttSession.corked` joins a burst of publishes into one TLS write.
 
 Connection failures are classified (`FailureKind`), including the TLS 1.3 case where a broker
 that rejects the client certificate completes the handshake and drops the connection right
@@ -69,6 +70,9 @@ NETWORK_WAIT_MAX_S = 60.0
 #: Bytes of whole PUBLISH packets a non-threaded session joins into one TLS write (a burst of
 #: pushes goes as one record and one system call, not one each); within one 16 KiB TLS record.
 COALESCE_MAX_BYTES = 16_000
+#: Seconds `MqttSession.loop` waits at least for another thread to hand over the connection (it
+#: is woken first, and lets go within one turn of its loop).
+TAKE_MIN_S = 0.5
 #: The MQTT packet type of PUBLISH, in a fixed header's high nibble (paho's constant).
 _PUBLISH = paho.PUBLISH
 
@@ -249,11 +253,12 @@ class _PahoClient(paho.Client):
     select() instead of paho's fixed 1 s (paho has no parameter for it: its thread's entry point
     is overridden, otherwise as paho's own: ``loop_forever``, then the thread is forgotten).
 
-    Without a network thread (``io``, a `_DrivenIo`, set): a packet is written at once by a
-    thread that can take the socket (paho's own behaviour); while another thread does the
-    session's I/O it is only queued, in order, and that thread woken to write it. So two threads
-    never use one TLS connection at once, and nobody waits for another's turn (which, with the
-    callbacks' own locks, could deadlock)."""
+    Without a network thread (``io``, a `_DrivenIo`, set): a packet is written at once only by
+    the thread inside `MqttSession.loop` (paho's own path); from anywhere else it is queued, in
+    order, and the loop's thread woken to write it (or the caller's next `loop` writes it). So
+    two threads never use one TLS connection at once; nobody waits for another's turn; and a
+    write that fails never runs the connection-lost callbacks on a thread that holds a lock of
+    its own (a request's publish runs under the agent client's send lock, which they take)."""
 
     network_wait = 1.0
     io: _DrivenIo | None = None
@@ -263,16 +268,12 @@ class _PahoClient(paho.Client):
         io = self.io
         if io is None:
             return super()._packet_queue(command, packet, mid, qos, info)
-        if io.corked_by == threading.get_ident():
-            return self._queue_only(command, packet, mid, qos, info)
-        if io.lock.acquire(blocking=False):  # ours (or free): write now, as paho does
-            try:
-                return super()._packet_queue(command, packet, mid, qos, info)
-            finally:
-                io.lock.release()
-        # left for the thread doing the I/O
+        me = threading.get_ident()
+        if io.owner == me and io.corked_by != me:  # inside `loop`: paho's own path
+            return super()._packet_queue(command, packet, mid, qos, info)
         self._queue_only(command, packet, mid, qos, info)
-        io.wake()
+        if io.corked_by != me:
+            io.wake()  # for the thread inside `loop`; else the caller's next `loop` writes it
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _queue_only(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
@@ -298,7 +299,9 @@ class _PahoClient(paho.Client):
         while True:
             batch: list[Any] = []
             size = 0
-            for packet in self._out_packet:
+            queued = self._out_packet  # other threads append meanwhile: indexed, never iterated
+            for index in range(len(queued)):
+                packet = queued[index]
                 if (packet["command"] & 0xF0) != _PUBLISH or packet["pos"] or (
                         batch and size + packet["to_process"] > COALESCE_MAX_BYTES):
                     break
@@ -318,7 +321,7 @@ class _PahoClient(paho.Client):
                 return paho.MQTTErrorCode.MQTT_ERR_AGAIN
             except OSError as err:
                 self._out_packet.extendleft(reversed(batch))
-                self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to send on socket: %s", err)
                 return paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
             if written <= 0:
                 self._out_packet.extendleft(reversed(batch))
@@ -363,15 +366,20 @@ class _DrivenIo:
         self.lock = threading.RLock()
         self.owner = 0  # thread ident inside `MqttSession.loop`, 0 when none
         self.corked_by = 0  # thread ident inside `MqttSession.corked`, 0 when none
+        self.woken = False  # a wake-up byte was sent and not read yet
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
 
     def wake(self) -> None:
+        if self.woken:
+            return  # a byte is on its way: one wakes the holder for every packet queued before it
+        self.woken = True
         with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
             self.wake_w.send(b"\0")
 
     def drain(self) -> None:
+        self.woken = False  # before reading: a wake after this sends a byte again
         with contextlib.suppress(OSError):
             self.wake_r.recv(4096)
 
@@ -449,7 +457,9 @@ class MqttSession:
         if not threaded:  # only non-threaded sessions count unacknowledged publishes; without a
             # handler paho also skips building a reason code and properties per QoS-0 publish
             self._client.on_publish = self._handle_publish
-        self._unacked: set[int] = set()  # non-threaded: ids of our QoS>0 publishes not acknowledged yet
+        # non-threaded: ids of our QoS>0 publishes not acknowledged yet (exact when one thread
+        # publishes and loops, as the emulator's core does; only it reads `unacknowledged`)
+        self._unacked: set[int] = set()
         # paho's logger interface, not on_log: on_log makes paho format a line for every packet
         self._client.enable_logger(_PahoLog(self))  # type: ignore[arg-type]
         self._client.on_socket_open = self._handle_socket_open
@@ -566,7 +576,7 @@ class MqttSession:
         what is queued, keep the connection alive. Returns False once the connection is finished."""
         io = self._io
         assert io is not None, "loop() is for non-threaded sessions"
-        if not io.take(DEFAULT_TIMEOUT_S):
+        if not io.take(max(timeout, TAKE_MIN_S)):
             return not self._finished.is_set()  # another thread holds on to the socket: it reads
         outer = io.owner
         io.owner = threading.get_ident()
@@ -624,13 +634,20 @@ class MqttSession:
         finally:
             io.corked_by = 0
             if self._client.want_write() and io.take(DEFAULT_TIMEOUT_S):
+                outer, io.owner = io.owner, threading.get_ident()
                 try:
                     if self._client.socket() is not None:
                         self._client.loop_write()
                 finally:
+                    io.owner = outer
                     io.lock.release()
             elif self._client.want_write():
                 io.wake()  # another thread does the I/O: it writes them
+
+    @property
+    def network_wait_s(self) -> float:
+        """The longest a `loop` may wait while keeping the connection alive (keepalive work)."""
+        return network_wait_s(self._keepalive)
 
     def raw_socket(self) -> Any:
         """Non-threaded sessions: the connection's socket (to wait on it beside another one), or None."""

@@ -713,6 +713,9 @@ class RecordingInbox:
 
     timeout: float | None = None
 
+    def waiting(self) -> int:
+        return 0
+
     def wait(self, timeout: float, waiter: object = None) -> tuple[Any, ...] | None:
         self.timeout = timeout
         return None

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
@@ -19,6 +20,9 @@ from pibridge.testing import Emulator
 
 WAIT_S = 20.0
 SHORT_TIMEOUT_S = 0.3
+#: A `drive` woken by another thread returns well before this; without the wake-up it would sit
+#: out its whole wait (up to a keepalive share, 15 s): a bound on liveness, not a speed target.
+WOKEN_WITHIN_S = 5.0
 
 
 @pytest.fixture
@@ -53,6 +57,29 @@ def drive_until(client: AgentClient, future: Future[Reply], wake: socket.socket)
         client.drive(WAIT_S, wake)
 
 
+def when_inside_drive(client: AgentClient, action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` on another thread once the caller's thread waits inside `drive`."""
+    session = client._session
+    assert session is not None and session._io is not None
+    io = session._io
+
+    def run() -> None:
+        deadline = time.monotonic() + WAIT_S
+        while io.owner == 0 and time.monotonic() < deadline:
+            threading.Event().wait(0.001)
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def timed_drive(client: AgentClient, wake: socket.socket) -> float:
+    started = time.monotonic()
+    client.drive(WAIT_S, wake)
+    return time.monotonic() - started
+
+
 def test_answers_are_read_on_the_owners_thread_with_no_network_thread(driven: AgentClient) -> None:
     assert network_threads(driven) == []  # paho names its network thread after the MQTT client id
     future = driven.ping_async()
@@ -67,8 +94,9 @@ def test_answers_are_read_on_the_owners_thread_with_no_network_thread(driven: Ag
 def test_drive_returns_when_its_wake_socket_is_written(driven: AgentClient,
                                                       wake: tuple[socket.socket, socket.socket]) -> None:
     wake_r, wake_w = wake
-    wake_w.send(b"\0")
-    driven.drive(WAIT_S, wake_r)  # returns at once instead of after WAIT_S
+    other = when_inside_drive(driven, lambda: wake_w.send(b"\0"))
+    assert timed_drive(driven, wake_r) < WOKEN_WITHIN_S
+    other.join(WAIT_S)
     assert wake_r.recv(1) == b"\0"
 
 
@@ -94,18 +122,10 @@ def test_a_request_from_another_thread_while_the_owner_holds_the_connection_is_q
 def test_a_request_from_another_thread_wakes_the_owner_inside_drive(
         driven: AgentClient, wake: tuple[socket.socket, socket.socket]) -> None:
     futures: list[Future[Reply]] = []
-    asked = threading.Event()
-
-    def ask() -> None:
-        asked.wait(WAIT_S)
-        futures.append(driven.ping_async())
-
-    other = threading.Thread(target=ask)
-    other.start()
-    asked.set()
-    while not futures or not futures[0].done():
-        driven.drive(WAIT_S, wake[0])  # the queued request's wake-up, then its answer, end a turn
+    other = when_inside_drive(driven, lambda: futures.append(driven.ping_async()))
+    assert timed_drive(driven, wake[0]) < WOKEN_WITHIN_S  # woken to write it (or by its answer)
     other.join(WAIT_S)
+    drive_until(driven, futures[0], wake[0])
     assert futures[0].exception() is None
 
 
@@ -122,18 +142,53 @@ def test_a_timeout_drops_the_connection_while_the_owner_drives_and_it_comes_back
     assert driven.ping().op is Op.PING
 
 
-def test_close_from_another_thread_ends_the_owners_drive(driven: AgentClient,
-                                                         wake: tuple[socket.socket, socket.socket]) -> None:
-    future = driven.ping_async()
-    drive_until(driven, future, wake[0])
+def test_a_session_closed_from_another_thread_ends_the_owners_drive(
+        driven: AgentClient, wake: tuple[socket.socket, socket.socket]) -> None:
+    """The deadline thread drops a connection this way: it takes the socket from the owner's
+    select (waking it) and writes the DISCONNECT itself."""
+    session = driven._session
+    assert session is not None
+    closer = when_inside_drive(driven, session.close)
+    assert timed_drive(driven, wake[0]) < WOKEN_WITHIN_S
+    closer.join(WAIT_S)
+    assert not closer.is_alive() and session.wait_closed(WAIT_S)
+
+
+def test_close_from_another_thread_fails_what_is_outstanding(driven: AgentClient) -> None:
     closer = threading.Thread(target=driven.close)
     closer.start()
-    while driven.connected:
-        driven.drive(WAIT_S, wake[0])
     closer.join(WAIT_S)
     assert not closer.is_alive()
     with pytest.raises(AgentConnectionError):
         driven.ping_async().result(0)
+
+
+def test_a_request_on_a_broken_connection_returns_and_the_owners_turn_fails_it(
+        driven: AgentClient, wake: tuple[socket.socket, socket.socket]) -> None:
+    """A request is published under the client's send lock, which the connection-lost handling
+    takes: it must never write (and fail) right there, only queue; the owner's next turn finds
+    the broken connection, fails what is outstanding, and the link connects again."""
+    session = driven._session
+    assert session is not None
+    session._client.socket().shutdown(socket.SHUT_RDWR)  # the connection breaks under it
+    futures: list[Future[Reply]] = []
+    asker = threading.Thread(target=lambda: futures.append(driven.ping_async()))
+    asker.start()
+    asker.join(WAIT_S)
+    assert not asker.is_alive(), "the request hung on the broken connection"
+    drive_until(driven, futures[0], wake[0])
+    assert isinstance(futures[0].exception(), AgentConnectionError)
+    assert driven.wait_connected(WAIT_S)
+    assert driven.ping().op is Op.PING
+
+
+def test_an_answer_that_came_while_the_owner_was_busy_is_no_timeout(driven: AgentClient) -> None:
+    """The owner reads nothing while it is busy elsewhere (a slow disk): when the deadline
+    passes, the deadline thread reads what has arrived before it times anything out."""
+    with driven.corked():  # written when it ends; nothing is read by this thread
+        future = driven.ping_async(timeout=SHORT_TIMEOUT_S)
+    assert not future.done()
+    assert future.exception(WAIT_S) is None  # never driven here: read by the deadline thread
 
 
 def test_an_inbox_put_from_another_thread_wakes_its_owner_and_one_of_its_own_costs_nothing() -> None:

@@ -47,7 +47,6 @@ from pibridge.agent.errors import (
 from pibridge.agent.pending import DeadlineWatcher, PendingRequest, PendingTable, settle
 from pibridge.agent.settings import AgentSettings, check_seconds
 from pibridge.mqtt import (
-    DEFAULT_KEEPALIVE_S,
     Backoff,
     ConnectFailure,
     Endpoint,
@@ -57,7 +56,6 @@ from pibridge.mqtt import (
     MqttSession,
     NotConnected,
     TlsFiles,
-    network_wait_s,
     new_client_id,
     tls_context,
 )
@@ -529,7 +527,8 @@ class AgentClient:
         self._follow(credentials)
         self._fatal = self._last_error = None
         self._persist = persist
-        self._watcher = DeadlineWatcher(self._pending, self._timeout_error, self._timed_out)
+        self._watcher = DeadlineWatcher(self._pending, self._timeout_error, self._timed_out,
+                                        self._read_arrived if self.driven else None)
         self._watcher.start()
         self._link = MqttLink(self._endpoint, client_id=self._mqtt_client_id, on_message=self._on_message,
                               on_up=self._on_up, on_down=self._on_down, backoff=self._backoff,
@@ -766,6 +765,14 @@ class AgentClient:
                 wait([future], min(left, _BARRIER_POLL_S))  # no connection (yet): its end settles it
         return future.result(0)
 
+    def _read_arrived(self) -> None:
+        """(The deadline thread, ``driven`` clients.) A deadline passed: read what has arrived if
+        the owner is not reading now (it may be blocked elsewhere: a slow disk, a provisioning),
+        so that an answer that came in time is no timeout."""
+        session = self._wire
+        if session is not None:
+            session.wait_network(0.0)
+
     @contextlib.contextmanager
     def corked(self) -> Iterator[None]:
         """(``driven`` clients, the owner's thread.) Requests sent inside go out together when it
@@ -777,19 +784,18 @@ class AgentClient:
         with session.corked():
             yield
 
-    def drive(self, timeout: float, wake: socket.socket) -> None:
+    def drive(self, timeout: float, wake: socket.socket | None) -> None:
         """(``driven`` clients, the owner's thread.) Read and write the connection for up to
         ``timeout`` s, or until ``wake`` (a socket another thread writes to) is readable or
         something arrived: answers settle their futures here, on the caller's thread. Without a
         connection handed over yet, only waits for ``wake`` (the link's own thread opens and
         fences a connection; its "up" event says when this one takes over). A keepalive is
-        due at least every `network_wait_s` of the keepalive: never wait longer."""
+        due at least every `MqttSession.network_wait_s`: never wait longer on a connection."""
         session = self._session
-        timeout = min(timeout, network_wait_s(DEFAULT_KEEPALIVE_S))
         if session is not None and session.is_open:
-            session.loop(timeout, wake)
+            session.loop(min(timeout, session.network_wait_s), wake)
         else:
-            select.select([wake], [], [], timeout)
+            select.select([wake] if wake is not None else [], [], [], timeout)
 
     # -- operations (§4) -------------------------------------------------------------------------
     def ping_async(self, *, timeout: float | None = None) -> Future[Reply]:

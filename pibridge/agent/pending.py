@@ -395,6 +395,15 @@ class PendingTable:
             return (sum(len(fifo) for fifo in self._fifos.values()) + len(self._pings)
                     + len(self._confirming))
 
+    def earliest_deadline(self) -> float | None:
+        """The earliest deadline of a request still waiting for its answer (entries of settled
+        ones at the top are dropped on the way), or None. Call with `lock` held."""
+        heap = self._deadlines
+        while heap and heap[0][2].state is not RequestState.WAITING:
+            heapq.heappop(heap)
+            self._settled_in_heap -= 1
+        return heap[0][0] if heap else None
+
     def expire(self, now: float) -> tuple[list[PendingRequest], float | None]:
         """Mark requests on the wire past their deadline as timed out. Returns them and the next
         deadline (None when nothing waits). Call with `lock` held. The caller drops the
@@ -439,10 +448,14 @@ class DeadlineWatcher:
     R4)."""
 
     def __init__(self, table: PendingTable, make_timeout: Callable[[PendingRequest], BaseException],
-                 on_expired: Callable[[list[PendingRequest]], None] | None = None) -> None:
+                 on_expired: Callable[[list[PendingRequest]], None] | None = None,
+                 read_first: Callable[[], None] | None = None) -> None:
         self._table = table
         self._make_timeout = make_timeout
         self._on_expired = on_expired
+        #: called when a deadline passes, before anything is timed out: a client whose owner
+        #: reads the network (``driven``) reads what arrived while that owner was busy elsewhere
+        self._read_first = read_first
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="agent-deadlines", daemon=True)
 
@@ -462,10 +475,21 @@ class DeadlineWatcher:
             with table.lock:
                 if self._stopping:
                     return
-                expired, next_deadline = table.expire(time.monotonic())
+                due = table.earliest_deadline()
+                now = time.monotonic()
+                if due is None or due > now:
+                    table.deadline_added.wait(None if due is None else due - now)
+                    continue
+            if self._read_first is not None:
+                try:
+                    self._read_first()
+                except Exception:  # the timeout below must still happen
+                    log.exception("reading answers before a timeout failed")
+            with table.lock:
+                if self._stopping:
+                    return
+                expired, _ = table.expire(time.monotonic())
                 if not expired:
-                    wait = None if next_deadline is None else max(0.0, next_deadline - time.monotonic())
-                    table.deadline_added.wait(wait)
                     continue
             for request in expired:
                 try:

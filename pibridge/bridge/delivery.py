@@ -102,6 +102,9 @@ FATAL_KINDS = frozenset({ConnectionErrorKind.CREDENTIALS, ConnectionErrorKind.CE
                          ConnectionErrorKind.SERVER_NOT_TRUSTED, ConnectionErrorKind.CERTIFICATE_REQUIRED})
 #: How often one sample may meet 15/16 after a reconciliation before it is a dead letter.
 MAX_UNKNOWN_ID_RETRIES = 3
+#: Seconds the delivery thread goes at most without reading the agent connection while messages
+#: keep it busy (it reads whenever its inbox is empty; a steady stream must not starve answers).
+READ_AT_LEAST_S = 0.2
 #: Seconds `stop` lets in-flight pushes finish (their acknowledgements delete rows).
 STOP_DRAIN_S = 1.5
 #: Error code of the reports `report_sensor_error` sends (the agent only stores them).
@@ -202,6 +205,7 @@ class Delivery:
         self._alone: set[int] = set()
         self._push_error = ""  # the last unforeseen failure to send a push (logged once per kind)
         self._inbox = Inbox()
+        self._read_at = 0.0  # monotonic time the delivery thread last read the agent connection
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.rejection = Rejection(settings, ProvisioningChild(settings, self._stopping, provisioner))
@@ -428,6 +432,8 @@ class Delivery:
         """The next message of the inbox, or ("wake",) once `_wake_at` comes first (or traffic
         without a message for us: a keepalive answer)."""
         now = time.monotonic()
+        if self._inbox.waiting() and now - self._read_at >= READ_AT_LEAST_S:
+            self._drive(0.0, None)
         message = self._inbox.wait(max(0.0, self._wake_at(now) - now), self._drive)
         return ("wake",) if message is None else message
 
@@ -436,7 +442,8 @@ class Delivery:
         client = self._client
         if client is not None and client.driven:
             client.drive(timeout, wake)
-        else:
+            self._read_at = time.monotonic()
+        elif wake is not None:
             wait_for_socket(timeout, wake)
 
     def _wake_at(self, now: float) -> float:
@@ -947,6 +954,7 @@ class Delivery:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        self._inbox.close()  # a later put (a late notice) only appends: nobody waits any more
 
         with self._progress:
             self._progress.notify_all()

@@ -50,6 +50,10 @@ class Inbox:
             with contextlib.suppress(OSError):  # full: the owner has bytes to wake for already
                 self._wake_w.send(b"\0")
 
+    def waiting(self) -> int:
+        """Messages waiting."""
+        return len(self._messages)
+
     def get_nowait(self) -> Message | None:
         try:
             return self._messages.popleft()
