@@ -47,6 +47,8 @@ import pibridge.lazy_urllib  # noqa: F401  (first: paho's urllib.request loads o
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pibridge.wakeup import WakePair
+
 log = logging.getLogger(__name__)
 
 #: MQTT 3.1.1, as the agent speaks (agent-api.md §1).
@@ -359,29 +361,16 @@ class _PahoClient(paho.Client):
 
 class _DrivenIo:
     """Who does a non-threaded session's I/O: the holder of ``lock`` (reentrant: callbacks run
-    inside `MqttSession.loop` and publish); it waits only in a select that includes ``wake_r``,
-    so another thread gets the socket by waking it."""
+    inside `MqttSession.loop` and publish); it waits only in a select that includes
+    ``wakeup.reader``, so another thread gets the socket, or a packet written, by waking it."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.owner = 0  # thread ident inside `MqttSession.loop`, 0 when none
         self.corked_by = 0  # thread ident inside `MqttSession.corked`, 0 when none
-        self.woken = False  # a wake-up byte was sent and not read yet
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
-
-    def wake(self) -> None:
-        if self.woken:
-            return  # a byte is on its way: one wakes the holder for every packet queued before it
-        self.woken = True
-        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
-            self.wake_w.send(b"\0")
-
-    def drain(self) -> None:
-        self.woken = False  # before reading: a wake after this sends a byte again
-        with contextlib.suppress(OSError):
-            self.wake_r.recv(4096)
+        self.wakeup = WakePair()
+        self.wake = self.wakeup.wake
+        self.close = self.wakeup.close
 
     def take(self, timeout: float) -> bool:
         """Take the lock, waking its holder if another thread has it; False after ``timeout`` s."""
@@ -389,10 +378,6 @@ class _DrivenIo:
             return True
         self.wake()
         return self.lock.acquire(timeout=timeout)
-
-    def close(self) -> None:
-        self.wake_r.close()
-        self.wake_w.close()
 
 
 def _decrypted_waiting(sock: Any) -> bool:
@@ -593,7 +578,7 @@ class MqttSession:
         if sock is None or self._finished.is_set():
             return False
         wakes = [] if wake is None else [wake] if isinstance(wake, socket.socket) else list(wake)
-        rlist: list[Any] = [sock, io.wake_r, *wakes]
+        rlist: list[Any] = [sock, io.wakeup.reader, *wakes]
         wlist = [sock] if client.want_write() else []
         if _decrypted_waiting(sock):
             timeout = 0.0
@@ -602,8 +587,8 @@ class MqttSession:
         except (OSError, ValueError) as exc:  # the socket was closed under us
             self._fail(ConnectFailure(FailureKind.LOST, str(exc), self.endpoint))
             return False
-        if io.wake_r in readable:
-            io.drain()
+        if io.wakeup.reader in readable:
+            io.wakeup.drain()
         if sock in readable or _decrypted_waiting(sock):
             start = self._received
             while client.loop_read() == paho.MQTT_ERR_SUCCESS and client.socket() is sock:

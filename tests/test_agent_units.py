@@ -244,7 +244,7 @@ def test_answered_requests_do_not_pile_up_until_their_deadline() -> None:
         assert _answer(table, key)[0] is not None
         assert len(table._deadlines) <= 2 * COMPACT_MIN_SETTLED + 2
     with table.lock:
-        expired, _ = table.expire(time.monotonic())
+        expired = table.expire(time.monotonic())
     assert expired == [still_waiting] and still_waiting.state is RequestState.TIMED_OUT
 
 

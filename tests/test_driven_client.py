@@ -196,7 +196,7 @@ def test_an_inbox_put_from_another_thread_wakes_its_owner_and_one_of_its_own_cos
     inbox.bind()
     try:
         inbox.put(("own",))
-        assert not inbox._signalled and inbox.wait(0.0) == ("own",)
+        assert not inbox._wakeup.woken and inbox.wait(0.0) == ("own",)
         other = threading.Thread(target=inbox.put, args=(("other",),))
         other.start()
         assert inbox.wait(WAIT_S) == ("other",)  # whether put before or during the wait

@@ -404,9 +404,9 @@ class PendingTable:
             self._settled_in_heap -= 1
         return heap[0][0] if heap else None
 
-    def expire(self, now: float) -> tuple[list[PendingRequest], float | None]:
-        """Mark requests on the wire past their deadline as timed out. Returns them and the next
-        deadline (None when nothing waits). Call with `lock` held. The caller drops the
+    def expire(self, now: float) -> list[PendingRequest]:
+        """Mark requests on the wire past their deadline as timed out, and return them (the next
+        deadline is `earliest_deadline`'s). Call with `lock` held. The caller drops the
         connection (R4), which empties the table (`take_all`)."""
         expired: list[PendingRequest] = []
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -416,7 +416,7 @@ class PendingTable:
                 expired.append(request)
             else:
                 self._settled_in_heap -= 1
-        return expired, (self._deadlines[0][0] if self._deadlines else None)
+        return expired
 
     def take_all(self) -> list[PendingRequest]:
         """Empty the table (connection gone); returns the requests queued, still waiting for an
@@ -488,7 +488,7 @@ class DeadlineWatcher:
             with table.lock:
                 if self._stopping:
                     return
-                expired, _ = table.expire(time.monotonic())
+                expired = table.expire(time.monotonic())
                 if not expired:
                     continue
             for request in expired:

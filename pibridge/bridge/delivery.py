@@ -753,12 +753,12 @@ class Delivery:
             return False
         if len(self._in_flight) > self._window // 2:
             return False  # wait for half the window: what frees up piecemeal would go piecemeal
-        filling: dict[str, Push] = {}  # sensor id → the push being filled
         with client.corked():  # the pushes of this turn go out in one write
-            return self._fill(client, resolved, filling)
+            return self._fill(client, resolved)
 
-    def _fill(self, client: AgentClient, resolved: ResolvedInventory, filling: dict[str, Push]) -> bool:
+    def _fill(self, client: AgentClient, resolved: ResolvedInventory) -> bool:
         """`_send`'s loop: pushes for the window's free places, the ones being filled sent last."""
+        filling: dict[str, Push] = {}  # sensor id → the push being filled
         try:
             while len(self._in_flight) < self._window:
                 if self._retry_at > time.monotonic():

@@ -9,7 +9,6 @@ while it reads the connection) costs no system call.
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import threading
@@ -17,6 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from pibridge.wakeup import WakePair
 
 Message = tuple[Any, ...]
 #: Waits ``timeout`` s, returning early once the socket it is given is readable (or earlier).
@@ -33,11 +34,8 @@ class Inbox:
 
     def __init__(self) -> None:
         self._messages: deque[Message] = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wakeup = WakePair()
         self._owner = 0
-        self._signalled = False  # a wake-up byte is on its way: later puts need not send another
 
     def bind(self) -> None:
         """The calling thread owns the inbox: its own puts send no wake-up."""
@@ -45,10 +43,8 @@ class Inbox:
 
     def put(self, message: Message) -> None:
         self._messages.append(message)
-        if threading.get_ident() != self._owner and not self._signalled:
-            self._signalled = True
-            with contextlib.suppress(OSError):  # full: the owner has bytes to wake for already
-                self._wake_w.send(b"\0")
+        if threading.get_ident() != self._owner:
+            self._wakeup.wake()
 
     def waiting(self) -> int:
         """Messages waiting."""
@@ -66,13 +62,11 @@ class Inbox:
         message = self.get_nowait()
         if message is not None:
             return message
-        self._signalled = False  # cleared before the last look: a put after it sends a byte
-        with contextlib.suppress(OSError):
-            self._wake_r.recv(4096)
+        self._wakeup.drain()  # before the last look: a put after it wakes the waiter
         message = self.get_nowait()
         if message is not None:
             return message
-        waiter(timeout, self._wake_r)
+        waiter(timeout, self._wakeup.reader)
         return self.get_nowait()
 
     def get(self, timeout: float) -> Message | None:
@@ -84,5 +78,4 @@ class Inbox:
         return message
 
     def close(self) -> None:
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.close()

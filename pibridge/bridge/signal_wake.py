@@ -3,7 +3,7 @@
 A signal sent to the process (``kill``, ``systemctl stop``, Ctrl-C) goes to any one of its threads
 that does not block it. CPython's C handler only notes it; the Python handler (``stop.set()``,
 the reload flag) runs in the main thread, and only once that thread runs bytecode again. A main
-thread asleep in ``Event.wait(10)`` while the kernel chose, say, paho's thread, noticed a SIGTERM
+thread asleep in ``Event.wait(10)`` while the kernel chose, say, the queue's thread, noticed a SIGTERM
 only when its wait ran out: 10 s (seen under load, in about 1 run of 30)::
 
     kernel ──SIGTERM──▶ any thread ──C handler──▶ byte on the wake-up pipe (signal.set_wakeup_fd)

@@ -36,7 +36,6 @@ import contextlib
 import logging
 import queue
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from pibridge import mqtt
 from pibridge import protocol as p
 from pibridge.emulator.core import BATCH_MAX, Core, LogLimiter
+from pibridge.wakeup import WakePair
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,7 @@ class CoreChannel:
         self._drop_log = LogLimiter()
         self._sessions: list[mqtt.MqttSession] = []  # one per link while connected, else none
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wakeup = WakePair()  # a command is waiting
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.ups = threading.Condition()
@@ -157,12 +155,10 @@ class CoreChannel:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.close()
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"\0")
+        self._wakeup.wake()
 
     # -- the core's thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -207,7 +203,7 @@ class CoreChannel:
                 # waiting on the first connection, woken by the others' traffic
                 if any(session.buffered() for session in others):
                     wait = 0.0
-                wakes = [self._wake_r, *(s.raw_socket() for s in others if s.raw_socket() is not None)]
+                wakes = [self._wakeup.reader, *(s.raw_socket() for s in others if s.raw_socket() is not None)]
                 alive = first.loop(wait, wake=wakes, max_messages=READ_AHEAD)
                 for session in others:
                     alive = session.loop(0.0, max_messages=READ_AHEAD) and alive
@@ -298,13 +294,11 @@ class CoreChannel:
     def _idle(self, delay: float) -> None:
         """Between connection attempts: wait ``delay`` s, running commands that come meanwhile."""
         with contextlib.suppress(OSError, ValueError):
-            select.select([self._wake_r], [], [], delay)
+            select.select([self._wakeup.reader], [], [], delay)
         self._run_commands()
 
     def _run_commands(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while self._wake_r.recv(4096):
-                pass
+        self._wakeup.drain()  # before the commands are read: one put after it wakes again
         while True:
             try:
                 command = self._commands.get_nowait()
