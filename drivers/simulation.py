@@ -32,8 +32,6 @@ import importlib
 import logging
 import math
 import random
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -384,6 +382,7 @@ class SimulatedWorld:
         """A directory of this world's own temporary tree (a fake sysfs), removed on close."""
         with self._lock:
             if self._scratch is None:
+                import tempfile  # here: only a fake sysfs needs it
                 self._scratch = Path(tempfile.mkdtemp(prefix="pibridge-sim-"))
             path = self._scratch / name
             path.mkdir(exist_ok=True)
@@ -484,6 +483,7 @@ class SimulatedWorld:
             except Exception:
                 log.exception("simulated world: closing a shared fake failed")
         if self._scratch is not None:
+            import shutil  # here: it loads the compression modules (~0.5 MB of RSS)
             shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> SimulatedWorld:

@@ -77,3 +77,41 @@ def test_a_configured_proxy_is_read_by_the_real_urllib_request() -> None:
                          env=env)
     proxies = "{'mqtt': 'socks://proxy.example:1080', 'no': 'localhost'}"
     assert out.stdout.splitlines()[-1] == f"{proxies} True True"
+
+
+#: What ``pibridge run`` on a Pi (the greenhouse profile: no UART sensor, credentials stored) never
+#: needs in its process: the serial code, provisioning (a child process does it), shutil (with the
+#: compression modules it loads) and tempfile: about 1 MB of resident memory for months.
+NOT_IN_A_BRIDGE = ("pibridge.drivers.serialport", "pibridge.agent.provisioning", "shutil", "tempfile",
+                   "bz2", "lzma")
+
+
+def test_a_bridge_on_the_greenhouse_profile_loads_no_serial_provisioning_nor_shutil() -> None:
+    code = ("import sys\nfrom pibridge.cli import build_parser\n"
+            "args = build_parser('run').parse_args(['run', '--profile', 'profiles/greenhouse.toml'])\n"
+            "from pibridge.profile import load_profile\nprofile = load_profile(args.profile)\n"
+            "import pibridge.bridge.service, pibridge.cli.run_commands\n"
+            f"print(len(profile.sensors), [m for m in {NOT_IN_A_BRIDGE!r} if m in sys.modules])\n"
+            "from pibridge.agent import provision, ProvisionResult\n"
+            "print(provision.__module__, ProvisionResult.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = out.stdout.splitlines()
+    assert lines[-2].endswith(" []") and not lines[-2].startswith("0 ")
+    assert lines[-1] == "pibridge.agent.provisioning ProvisionResult"   # still there, loaded on first use
+
+
+def test_pibridge_agent_names_no_attribute_it_lacks() -> None:
+    import pibridge.agent
+    with pytest.raises(AttributeError, match="no attribute 'provisionn'"):
+        _ = pibridge.agent.provisionn  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("columns", "width"), [("60", 58), ("0", 78), ("x", 78), ("", 78)])
+def test_help_wraps_at_columns_as_argparse_would(columns: str, width: int) -> None:
+    """``COLUMNS`` as shutil reads it (else the terminal's width, none here: 80), less argparse's 2."""
+    env = {**os.environ, "COLUMNS": columns}
+    code = "from pibridge.cli import help_width\nprint(help_width())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         stdin=subprocess.DEVNULL)
+    assert out.stdout.strip() == str(width)

@@ -4,6 +4,8 @@ Importing this package loads neither ``cryptography`` (only provisioning does, w
 key) nor opens any connection.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from pibridge.agent import errors as _errors
 from pibridge.agent.client import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -17,16 +19,30 @@ from pibridge.agent.client import (
 )
 from pibridge.agent.credentials import CredentialFiles, Credentials
 from pibridge.agent.errors import *  # noqa: F403  (the base errors and one class per agent error code)
-from pibridge.agent.provisioning import (
-    ALREADY_PROVISIONED,
-    SUCCESSFULLY_PROVISIONED,
-    ProvisionResult,
-    provision,
-    provision_async,
-    request_certificate,
-)
 from pibridge.agent.settings import AgentSettings, ProvisioningMode, check_client_name
 from pibridge.protocol import ErrorCode, Op
+
+if TYPE_CHECKING:
+    from pibridge.agent.provisioning import (
+        ALREADY_PROVISIONED,
+        SUCCESSFULLY_PROVISIONED,
+        ProvisionResult,
+        provision,
+        provision_async,
+        request_certificate,
+    )
+
+#: Loaded on first use (PEP 562): the bridge provisions in a child process (bridge/provisioning.py),
+#: so its own process never pays for the provisioning code's memory (~0.3 MB on a Pi Zero).
+_PROVISIONING_NAMES = frozenset({"ALREADY_PROVISIONED", "SUCCESSFULLY_PROVISIONED", "ProvisionResult",
+                                 "provision", "provision_async", "request_certificate"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROVISIONING_NAMES:
+        from pibridge.agent import provisioning
+        return getattr(provisioning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALREADY_PROVISIONED", "DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_REQUEST_TIMEOUT_S",

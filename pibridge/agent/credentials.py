@@ -43,7 +43,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -298,6 +297,7 @@ class CredentialFiles:
     def remove(self) -> list[Path]:
         """Delete the stored credentials (after a deprovision); returns the SDK names removed.
         The ``current`` link goes first, so every name stops resolving at the same moment."""
+        import shutil  # here: it loads the compression modules (~0.5 MB); the bridge only reads
         removed = []
         with self.locked():
             stored = {path for path in self._names() if path.is_file()}
@@ -355,6 +355,7 @@ class CredentialFiles:
 
     def _discard_temporaries(self) -> None:
         """What a writer that died mid-way left behind (never visible to readers)."""
+        import shutil  # here: it loads the compression modules (~0.5 MB); the bridge only reads
         for name in os.listdir(self.generations):
             if name.endswith(_TEMPORARY):
                 path = self.generations / name
@@ -366,6 +367,7 @@ class CredentialFiles:
 
     def _write_generation(self, files: dict[str, tuple[bytes, int]]) -> str:
         """A complete, fsynced generation folder; returns its name."""
+        import shutil  # here: it loads the compression modules (~0.5 MB); the bridge only reads
         generation = self._next_generation()
         temporary = self.generations / (generation + _TEMPORARY)
         temporary.mkdir(mode=FOLDER_MODE)
@@ -383,6 +385,7 @@ class CredentialFiles:
     def _adopt_plain_files(self) -> str:
         """Convert the SDK's plain layout (see the module doc); returns the generation holding
         the old set. Every step leaves every name showing the old content."""
+        import shutil  # here: it loads the compression modules (~0.5 MB); the bridge only reads
         old = {path.name: path for path in self._names() if path.is_file() and not path.is_symlink()}
         generation = self._next_generation()
         temporary = self.generations / (generation + _TEMPORARY)
@@ -427,6 +430,7 @@ class CredentialFiles:
 
     def _collect(self, keep: set[str | None]) -> None:
         """Delete generations older than the previous one (a reader may still be in that)."""
+        import shutil  # here: it loads the compression modules (~0.5 MB); the bridge only reads
         for name in os.listdir(self.generations):
             if _is_generation(name) and name not in keep:
                 shutil.rmtree(self.generations / name, ignore_errors=True)

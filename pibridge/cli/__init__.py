@@ -18,7 +18,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -34,6 +34,9 @@ EPILOG = """getting started:
   4. pibridge run --profile my.toml          the bridge itself
 
 `pibridge COMMAND --help` shows each command with an example and its exit codes."""
+#: The help's width off a terminal, and what argparse leaves free at its right (as shutil and argparse do).
+DEFAULT_COLUMNS = 80
+HELP_MARGIN = 2
 #: Exit status of a usage error (argparse's convention).
 USAGE_ERROR = 2
 VERBOSE_HELP = "more log output (-vv: debug)"
@@ -147,6 +150,27 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the width, and shutil loads the compression modules:
+        # ~0.5 MB of a running bridge's RSS for a help text it never prints
+        make: Callable[..., argparse.HelpFormatter] = self.formatter_class  # every HelpFormatter takes width
+        return make(prog=self.prog, width=help_width())
+
+
+def help_width() -> int:
+    """The width argparse's help wraps at: `shutil.get_terminal_size`'s columns (``COLUMNS``,
+    else the terminal's, else 80) less argparse's margin of 2, without importing shutil."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns if columns > 0 else DEFAULT_COLUMNS) - HELP_MARGIN
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ from pibridge.agent import (
     ConnectionErrorKind,
     CredentialFiles,
     ProvisioningMode,
-    provision,
 )
 from pibridge.agent.settings import CONFIGURABLE_MODES, check_seconds, expand_path
 from pibridge.cli import CliError
@@ -132,6 +131,7 @@ def _connected_client(settings: AgentSettings, timeout: float) -> AgentClient:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
+    from pibridge.agent.provisioning import provision  # here: `pibridge run` imports this module too
     settings = settings_from_args(args)
     mode = ProvisioningMode.OVERRIDE if args.override else settings.provisioning
     try:

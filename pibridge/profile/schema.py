@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pibridge import protocol
 from pibridge.agent.settings import CONFIGURABLE_MODES, AgentSettings, ProvisioningMode, check_host
 from pibridge.bounded import read_bounded
-from pibridge.drivers import registry, serialport
+from pibridge.drivers import registry
 from pibridge.drivers.base import (
     I2C_BUS_PINS,
     SERIAL_PORT_PINS,
@@ -646,6 +646,8 @@ class _Checker:
                     scope.report(_named_option(sensor.config, "spi_device"),
                                  f"SPI{slot[0]} CE{slot[1]} is already used by {owner.scope.label}")
             for device in resources.serial:
+                # here, not at the top: a profile without a UART sensor never loads the serial code
+                from pibridge.drivers import serialport
                 keys = _named_option(sensor.config, "port")
                 owner = next((holder for known, holder in serial_owner.items()
                               if serialport.same_device(known, device)), None)
