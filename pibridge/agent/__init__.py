@@ -38,11 +38,12 @@ _PROVISIONING_NAMES = frozenset({"ALREADY_PROVISIONED", "SUCCESSFULLY_PROVISIONE
                                  "provision", "provision_async", "request_certificate"})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PROVISIONING_NAMES:
-        from pibridge.agent import provisioning
-        return getattr(provisioning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:   # hidden from mypy, which would let any name through a module __getattr__
+    def __getattr__(name: str) -> Any:
+        if name in _PROVISIONING_NAMES:
+            from pibridge.agent import provisioning
+            return getattr(provisioning, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALREADY_PROVISIONED", "DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_REQUEST_TIMEOUT_S",
