@@ -568,8 +568,7 @@ def grid_scheduler(interval: float, clock: SetClock) -> tuple[Scheduler, Any]:
 
 
 def due_slots(scheduler: Scheduler) -> list[float]:
-    return [due for due, _, action, s, token in scheduler._timers
-            if action == "slot" and s is not None and token == s.token]
+    return [timer.due for timer in scheduler._timers if timer.action == "slot"]
 
 
 def test_slots_are_multiples_of_the_interval_since_the_epoch_waited_on_the_monotonic_clock() -> None:
@@ -611,7 +610,7 @@ def test_a_forward_step_noticed_at_the_slots_old_time_takes_that_slot_at_once() 
 def test_a_backward_step_waits_for_a_slot_after_the_last_timestamp() -> None:
     clock = SetClock(wall=1_800_000_000.5, mono=100.0)
     scheduler, s = grid_scheduler(1.0, clock)
-    s.last_ts_ms = 1_800_000_000_001
+    s.timeline.last_ts_ms = 1_800_000_000_001
     scheduler._schedule_slot(s, clock.mono, after=None)
     clock.wall -= 5.0
     scheduler._check_clock_step()

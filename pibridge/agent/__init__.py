@@ -45,6 +45,9 @@ if not TYPE_CHECKING:   # hidden from mypy, which would let any name through a m
             return getattr(provisioning, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_PROVISIONING_NAMES})
+
 __all__ = [
     "ALREADY_PROVISIONED", "DEFAULT_CONNECT_TIMEOUT_S", "DEFAULT_REQUEST_TIMEOUT_S",
     "SUCCESSFULLY_PROVISIONED", "AgentClient", "AgentSettings", "ConnectionEvent", "CredentialFiles",

@@ -5,8 +5,10 @@ driver → `scheduler` (each sensor on its own grid; the scheduler owns time) �
 `delivery` (inventory reconciliation, pushes with their own timestamps) → `pibridge.agent`.
 `service` ties them together for one profile. `model` holds the types they hand each other.
 
-Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall clock),
-`exclusive` (one attempt per chip), `calls` (the worker pool) and `outbox`; delivery's
+Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall clock), `timers`,
+`exclusive` (one attempt per chip), `timeline` (a sensor's timestamps), `health` (failing,
+recovered, rebuilt), `calls` (the worker pool), `handover` (a slot's samples as one batch) and
+`outbox`; delivery's
 `pushes` (what one push carries), `probe` (an agent that lost our sensors), `rejection` (an
 agent that refuses this client) and `provisioning` (the child process that provisions).
 """

@@ -18,7 +18,9 @@ while a thread is stuck).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import math
 import queue
 import threading
@@ -26,6 +28,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+#: the scheduler's logger: a reader of the log sees these lines as the scheduler's
+log = logging.getLogger("pibridge.bridge.scheduler")
 
 CORE_WORKERS = 2
 IDLE_WORKER_S = 30.0
@@ -287,3 +292,83 @@ class CallBatch:
             rest = self.calls[self.next_index:]
             del self.calls[self.next_index:]
             return rest
+
+
+# -- the timer thread's side -------------------------------------------------------------------
+#: The timer loop sleeps at least this long (seconds) while it waits for a busy call to turn stuck.
+MIN_SLEEP_S = 0.001
+
+
+class CallDispatch:
+    """What the timer thread sends the pool (timer thread only). The starts and collects one loop
+    turn asks for (`add`) go as one `CallBatch` when the turn ends (`flush`); a build goes alone
+    (`send_alone`: opening a device may take a while, no slot's reads wait behind it). Every
+    batch out is kept until its message comes back (`returned`); one whose running call turned
+    stuck is split (`split_stuck`). ``post``: how a worker hands a finished batch back."""
+
+    def __init__(self, pool: WorkerPool, stamp: Callable[[], tuple[float, float, bool]],
+                 monotonic: Callable[[], float], post: Callable[[CallBatch], None]) -> None:
+        self.pool = pool
+        self._stamp, self._monotonic, self._post = stamp, monotonic, post
+        self._turn: list[DriverCall] = []
+        self._out: dict[int, CallBatch] = {}   # by number
+        self._numbers = itertools.count(1)
+
+    def add(self, call: DriverCall) -> None:
+        """``call`` goes with the others of this turn."""
+        self._turn.append(call)
+
+    def send_alone(self, call: DriverCall) -> None:
+        self._send(CallBatch([call]))
+
+    def flush(self) -> None:
+        """This turn's calls to the pool as one job."""
+        if self._turn:
+            calls, self._turn = self._turn, []
+            self._send(CallBatch(calls))
+
+    def unsent(self) -> list[DriverCall]:
+        """The calls asked for and never sent (the loop stopped first), taken back."""
+        calls, self._turn = self._turn, []
+        return calls
+
+    def returned(self, batch: CallBatch) -> None:
+        """``batch``'s message came back: every call of it returned."""
+        self._out.pop(batch.number, None)
+
+    def split_stuck(self, now: float) -> list[CallBatch]:
+        """The batches whose running call turned stuck, their finished calls' results to be taken
+        now; the calls each had not begun go on as a new batch (another thread runs them)."""
+        split = []
+        for batch in list(self._out.values()):
+            rest = batch.split_if_stuck(now)
+            if rest is None:
+                continue
+            split.append(batch)
+            if rest:
+                log.debug("a call hangs: %d more of its batch go on another thread", len(rest))
+                self._send(CallBatch(rest))
+        return split
+
+    def wake_at(self, now: float) -> float:
+        """When the timer loop must look again for the pool's sake (monotonic; infinity: never): a
+        job waiting behind a call about to turn stuck (the pool grows at once if one is stuck
+        already), a batch's running call about to turn stuck."""
+        wake = math.inf
+        pool_in = self.pool.check_in()
+        if pool_in is not None:
+            self.pool.grow_if_starved()
+            pool_in = self.pool.check_in()
+            if pool_in is not None:
+                wake = now + max(pool_in, MIN_SLEEP_S)
+        for batch in self._out.values():
+            at = batch.check_at()
+            if at is not None:
+                wake = min(wake, at)
+        return wake
+
+    def _send(self, batch: CallBatch) -> None:
+        batch.number = next(self._numbers)
+        batch.sent(self._monotonic(), self.pool.stuck_s)
+        self._out[batch.number] = batch
+        self.pool.submit(functools.partial(batch.run, self._stamp, self._monotonic, self._post))

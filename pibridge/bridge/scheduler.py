@@ -16,16 +16,18 @@ Shape (no thread per sleeping driver; a Pi Zero has one core):
          └──(processed samples, hook calls, in order)──▶ outbox thread ──▶ sink.put     │  edges
                                                                          (the queue)  timer thread
 
-- *One timer thread* owns all state: a heap of timers (slot, collect, retry, deadline, rebuild,
-  clock poll) and an inbox of results and edges; it sleeps on the inbox until the earliest live
-  timer (a superseded one, such as the deadline of an attempt that ended, is dropped off the
-  heap before it sleeps and never wakes it), and takes every message waiting per turn.
-- *A worker pool* runs the blocking calls (`pibridge.bridge.calls`): the starts and collects the
-  timer thread asked for in one loop turn go as ONE job (`CallBatch`: starts first, each stamped
-  as it begins, then collects; a start that needs no wait has its collect run at once in the
-  same job), and come back as one message; so the sensors due in one slot cost one job and one
-  wake-up for their starts and one per distinct ready time for their collects (timed from the
-  end of the batch's last start, so sensors started together are collected together). Driver
+- *One timer thread* owns all state: a heap of timers (`pibridge.bridge.timers`: slot, collect,
+  retry, deadline, rebuild, clock poll) and an inbox of results and edges; it sleeps on the
+  inbox until the earliest live timer (a superseded one, such as the deadline of an attempt that
+  ended, is dropped off the heap before it sleeps and never wakes it), the held samples'
+  hand-over or a call about to turn stuck, and takes every message waiting per turn.
+- *A worker pool* runs the blocking calls (`pibridge.bridge.calls`; `CallDispatch` sends them):
+  the starts and collects the timer thread asked for in one loop turn go as ONE job
+  (`CallBatch`: starts first, each stamped as it begins, then collects; a start that needs no
+  wait has its collect run at once in the same job), and come back as one message; so the
+  sensors due in one slot cost one job and one wake-up for their starts and one per distinct
+  ready time for their collects (timed from the end of the batch's last start, so sensors
+  started together are collected together). Driver
   construction is a job of its own. The pool keeps `CORE_WORKERS` healthy threads: a thread
   inside one call for longer than `STUCK_CALL_S` (a hung driver) is replaced while jobs wait,
   and a batch whose running call is stuck hands over what it finished and sends the calls it
@@ -34,12 +36,12 @@ Shape (no thread per sleeping driver; a Pi Zero has one core):
   ``CORE_WORKERS`` + the number of sensors.
 - *An outbox thread* (`pibridge.bridge.outbox`) hands samples to the sink (``queue.put``
   returns once committed to disk, which may take a while on an SD card) and calls the hooks,
-  so neither delays a slot. The
-  samples of one slot go as one batch (``sink.put_many``: one commit, a few pages written to the
-  card instead of a few per sample): the timer thread holds a slot's samples until no cycle is
-  in progress, at most `HAND_OVER_MAX_S` after the first, and batches waiting behind each other
-  in the outbox join. An edge sample, a hook call or a barrier first hands over what is held
-  (order kept).
+  so neither delays a slot. The samples of one slot go as one batch (``sink.put_many``: one
+  commit, a few pages written to the card instead of a few per sample): the timer thread holds
+  a slot's samples (`pibridge.bridge.handover`) until no read of that slot is expected to end
+  soon, at most `handover.HAND_OVER_MAX_S` after the first, and batches waiting behind each
+  other in the outbox join. An edge sample, a hook call or a barrier first hands over what is
+  held (order kept).
 
 One sample = one cycle: at the slot, ``start()`` (its moment is the sample's timestamp), wait
 what it returned, ``collect()``, `check_sample`, processing, out. A failed attempt is retried per
@@ -61,7 +63,8 @@ starts; a driver uses either them or ``start_group``.)
 
 A driver with ``on_change(callback)`` (a door contact) also sends each edge at once as its own
 sample stamped at the edge; two samples of one sensor never share a millisecond (a later one
-moves 1 ms on). A driver that cannot be built is rebuilt with backoff.
+moves 1 ms on: `pibridge.bridge.timeline`). A driver that cannot be built is rebuilt with backoff
+(`pibridge.bridge.health`).
 
 Resume. A driver that declares `Driver.resumable_metrics` (a pulse counter's running total) gets
 `Driver.resume(values)` once it is built, before its first read: the newest raw values this
@@ -81,15 +84,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
-import itertools
 import logging
 import math
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,17 +102,22 @@ from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, 
     START,
     STUCK_CALL_S,
     CallBatch,
+    CallDispatch,
     DriverCall,
     WorkerPool,
     call_driver,
     needs_no_wait,
 )
-from pibridge.bridge.clock import MS_PER_S, SystemClock, resolve_timestamp_ms
+from pibridge.bridge.clock import SystemClock
 from pibridge.bridge.exclusive import ExclusiveKeys
 from pibridge.bridge.grid import SamplingGrid
+from pibridge.bridge.handover import SlotHandOver
+from pibridge.bridge.health import REBUILD_FIRST_S, SensorHealth
 from pibridge.bridge.model import SensorSpec, TakenSample, Value
 from pibridge.bridge.outbox import Outbox, SampleSink
 from pibridge.bridge.processing import SampleProcessor, sensor_spec
+from pibridge.bridge.timeline import SampleTimeline
+from pibridge.bridge.timers import TimerHeap
 from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
 from pibridge.profile import MetricConfig
@@ -130,23 +135,6 @@ CLOCK_POLL_S = 1.0
 #: waiting for its next timer or message is never hung, so an idle bridge's timer thread sleeps
 #: until its next slot (it wakes for nothing else).
 TIMER_HUNG_S = 30.0
-#: Rebuilding a driver that could not be built: first wait, factor, cap (seconds).
-REBUILD_FIRST_S = 2.0
-REBUILD_FACTOR = 2.0
-REBUILD_MAX_S = 300.0
-#: While a sensor keeps failing, its error is reported to the agent again this often.
-ERROR_REPEAT_S = 600.0
-#: A slot's samples go to the queue together once its last read ended, or this long (seconds)
-#: after its first sample was taken, whichever comes first (a slow or hung read delays the
-#: others' commit by at most this).
-HAND_OVER_MAX_S = 1.0
-#: A read still counts as about to end this long (seconds) past its declared read time (a
-#: loaded Pi Zero runs late: a batch split in two is one more transaction written to the card).
-HAND_OVER_SLACK_S = 0.1
-#: The timer loop sleeps at least this long (seconds) while it waits for a busy call to turn stuck.
-MIN_SLEEP_S = 0.001
-#: How many of a sensor's latest timestamps an edge sample is kept apart from.
-RECENT_STAMPS = 16
 
 
 @dataclass(frozen=True)
@@ -173,7 +161,7 @@ class SensorPlan:
 class SchedulerHooks:
     """What the rest of the bridge hears, called from the outbox thread (never the timer):
     ``sensor_error(name, text)`` when a sensor starts failing (or fails differently, or still
-    fails `ERROR_REPEAT_S` later); ``driver_ready(name, spec)`` when a driver is built (its
+    fails `health.ERROR_REPEAT_S` later); ``driver_ready(name, spec)`` when a driver is built (its
     active metrics may differ from the class's); ``clock_set(boot_id, wall_minus_monotonic_ms)``
     once, when the wall clock is known to be set — every sample handed over before it with
     ``timestamp_ms=None`` is stamped with `resolve_timestamp_ms` by the queue."""
@@ -216,7 +204,7 @@ class _Cycle:
 
 
 class _Sensor:
-    def __init__(self, plan: SensorPlan, index: int) -> None:
+    def __init__(self, plan: SensorPlan, index: int, rebuild_first_s: float) -> None:
         self.plan = plan
         self.index = index
         self.name = plan.name
@@ -229,20 +217,14 @@ class _Sensor:
         self.token = 0                 # bumps on every new attempt/slot: stale timers/results ignored
         self.slot_k: int | None = None  # the slot waited for (None while building)
         self.last_start_mono: float | None = None
-        self.last_ts_ms: int | None = None     # wall ms of the last sample (clock set)
-        self.last_mono_ms: int | None = None   # monotonic ms of the last sample (clock not set)
-        self.failing: str | None = None        # kind of the current failure, None when fine
-        self.failing_since: float | None = None
-        self.last_error = ""
-        self.last_report_mono = 0.0
-        self.rebuild_delay = REBUILD_FIRST_S
+        self.timeline = SampleTimeline()
+        self.health = SensorHealth(plan.name, rebuild_first_s)
         self.remove_listener: Callable[[], None] | None = None
         self.last_values: dict[str, Value] = {}
         self.raw_values: dict[str, Value] = {}   # the driver's newest values (what inputs hand on)
         self.handed: dict[str, Value] = {}       # input method -> value handed to this driver last
         self.last_read_wall: float | None = None  # wall seconds of the last successful read (shown
         #                                           beside the last value: a deadband holds values back)
-        self.recent_ms: deque[int] = deque(maxlen=RECENT_STAMPS)  # edges must not reuse these
         self.removed = False           # taken out by `Scheduler.remove`: its results only close it
         self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
         self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
@@ -254,9 +236,7 @@ class _Sensor:
     def continue_from(self, old: _Sensor) -> None:
         """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
         chip's minimum spacing since the last start still holds."""
-        self.last_start_mono, self.last_ts_ms, self.last_mono_ms = (old.last_start_mono, old.last_ts_ms,
-                                                                    old.last_mono_ms)
-        self.recent_ms.extend(old.recent_ms)
+        self.last_start_mono, self.timeline = old.last_start_mono, old.timeline   # the old one emits no more
         self.counters, self.last_values = old.counters, old.last_values
         self.raw_values = old.raw_values
         self.resume = old.resume
@@ -290,20 +270,13 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self.hooks = hooks or SchedulerHooks()
         self.pool = pool or WorkerPool()
-        self._sensors = [_Sensor(p, i) for i, p in enumerate(plans)]
         self.rebuild_first_s = rebuild_first_s
-        for s in self._sensors:
-            s.rebuild_delay = rebuild_first_s
+        self._sensors = [_Sensor(p, i, rebuild_first_s) for i, p in enumerate(plans)]
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._outbox = Outbox(sink, self.hooks)
-        self._timers: list[tuple[float, int, str, _Sensor | None, int]] = []
-        self._seq = itertools.count()
-        #: samples taken in the current slot, handed to the outbox together (timer thread only)
-        self._slot_samples: list[tuple[_Sensor, TakenSample]] = []
-        self._hand_over_token = 0
-        self._held_since = 0.0   # monotonic time the first of ``_slot_samples`` was taken
-        self._hand_over_by = 0.0  # ... and when they go whatever still reads
-        self._recheck_at = math.inf  # a "hand_over_check" timer is set for then
+        self._timers: TimerHeap[_Sensor] = TimerHeap()
+        #: the current slot's samples, handed to the outbox together (timer thread only)
+        self._handover = SlotHandOver(self._outbox)
         self.grid = SamplingGrid()
         self._turned_mono = time.monotonic()  #: when the timer loop's current turn began
         self._waiting = False  #: the timer loop waits for a timer or a message (so it is not hung)
@@ -311,11 +284,8 @@ class Scheduler:
         self._running = False
         self._timer_thread: threading.Thread | None = None
         self._exclusive: ExclusiveKeys[_Sensor] = ExclusiveKeys()
-        #: starts and collects asked for in this turn of the timer loop: one `CallBatch` at its end
-        self._turn_calls: list[DriverCall] = []
-        #: batches a worker runs now (by number), until their message comes back
-        self._in_flight: dict[int, CallBatch] = {}
-        self._batch_numbers = itertools.count(1)
+        #: the calls of each loop turn to the pool, and the batches out
+        self._calls = CallDispatch(self.pool, self._stamp_now, self.clock.monotonic, self._batch_posted)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -410,16 +380,15 @@ class Scheduler:
             self._add_sensor(message[1], replacing=old)
 
     def _add_sensor(self, plan: SensorPlan, replacing: _Sensor | None = None) -> None:
-        s = _Sensor(plan, max((x.index for x in self._sensors), default=-1) + 1)
-        s.rebuild_delay = self.rebuild_first_s
+        s = _Sensor(plan, max((x.index for x in self._sensors), default=-1) + 1, self.rebuild_first_s)
         if replacing is not None:
             s.continue_from(replacing)
         self._sensors = [*self._sensors, s]   # a new list: `stats` iterates the old one safely
         if replacing is not None and replacing.busy:
             replacing.successor = s   # built when the old call returns (or at its deadline)
-            self._at(max(replacing.release_by, self.clock.monotonic()), "build", s, s.token)
+            self._timers.at(max(replacing.release_by, self.clock.monotonic()), "build", s)
         elif self._timer_thread is not None:   # before `start`, the loop builds every sensor
-            self._at(self.clock.monotonic(), "build", s, s.token)
+            self._timers.at(self.clock.monotonic(), "build", s)
 
     def _remove_sensor(self, name: str) -> _Sensor | None:
         found = [s for s in self._sensors if s.name == name]
@@ -467,12 +436,13 @@ class Scheduler:
         out: dict[str, dict[str, Any]] = {}
         for s in self._sensors:
             # "ok" from the first reading on; until then (driver built or not) "building"
-            out[s.name] = {**vars(s.counters), "state": "failing" if s.failing else
+            health = s.health
+            out[s.name] = {**vars(s.counters), "state": "failing" if health.failing else
                            ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
                            "last_read_at": s.last_read_wall,
-                           "failing_since": s.failing_since, "last_error": s.last_error,
+                           "failing_since": health.failing_since, "last_error": health.last_error,
                            "last_values": dict(s.last_values), "interval_s": s.interval,
-                           "last_timestamp_ms": s.last_ts_ms}
+                           "last_timestamp_ms": s.timeline.last_ts_ms}
         return out
 
     # -- the timer thread ------------------------------------------------------------------------
@@ -480,9 +450,9 @@ class Scheduler:
         now = self.clock.monotonic()
         self.grid.anchor(self.clock.wall(), now)
         self._poll_clock()
-        self._at(now, "clock", None, 0)
+        self._timers.at(now, "clock", None)
         for s in self._sensors:
-            self._at(now, "build", s, s.token)
+            self._timers.at(now, "build", s)
         stopping = False
         while not stopping:
             timeout = self._sleep_for()
@@ -497,7 +467,7 @@ class Scheduler:
                 if message[0] in ("add", "remove", "replace"):
                     self._guarded(self._apply_change, message)
                 elif message[0] in ("barrier", "call"):
-                    self._to_outbox(message)
+                    self._handover.put(message)
                 elif message[0] == "batch":
                     self._guarded(self._batch_returned, message[1])
                 else:
@@ -507,14 +477,13 @@ class Scheduler:
             self._check_clock_step()
             self._run_due_timers()
             self._guarded(self._check_batches)
-            if self._slot_samples:
+            if self._handover.holding:
                 self._hand_over_if_slot_done()
-            self._send_turn_calls()
-        for call in self._turn_calls:   # asked for but never sent: their sensors hold no call
+            self._calls.flush()
+        for call in self._calls.unsent():   # asked for but never sent: their sensors hold no call
             for member, _ in call.members or ((call.owner, call.token),):
                 member.busy = False
-        self._turn_calls.clear()
-        self._hand_over()
+        self._handover.hand_over()
         self._shutdown()
 
     def _wait_for_messages(self, timeout: float | None) -> list[tuple[Any, ...]]:
@@ -532,41 +501,13 @@ class Scheduler:
 
     def _sleep_for(self) -> float | None:
         """Seconds until the loop has something to do: the earliest live timer (superseded ones
-        at the top are dropped, so they never wake it), a job waiting behind a call about to
-        turn stuck, a batch's running call about to turn stuck; None: until a message comes."""
-        self._drop_stale_timers()
-        wake = self._timers[0][0] if self._timers else math.inf
-        pool_in = self.pool.check_in()
-        if pool_in is not None:
-            self.pool.grow_if_starved()
-            pool_in = self.pool.check_in()
-            if pool_in is not None:
-                wake = min(wake, self.clock.monotonic() + max(pool_in, MIN_SLEEP_S))
-        for batch in self._in_flight.values():
-            at = batch.check_at()
-            if at is not None:
-                wake = min(wake, at)
+        never wake it), the held samples' hand-over, a job waiting behind a call about to turn
+        stuck, a batch's running call about to turn stuck; None: until a message comes."""
+        wake = min(self._timers.next_due(), self._handover.wake_at,
+                   self._calls.wake_at(self.clock.monotonic()))
         if wake == math.inf:
             return None
         return max(0.0, wake - self.clock.monotonic())
-
-    def _drop_stale_timers(self) -> None:
-        """Pop superseded timers off the top of the heap (a deadline of an attempt that ended, a
-        hand-over already made): a stale timer deeper in the heap goes when it reaches the top."""
-        timers = self._timers
-        while timers:
-            _, _, action, s, token = timers[0]
-            if s is not None:
-                stale = token != s.token
-            elif action == "hand_over":
-                stale = token != self._hand_over_token
-            elif action == "hand_over_check":
-                stale = timers[0][0] != self._recheck_at
-            else:
-                stale = False
-            if not stale:
-                return
-            heapq.heappop(timers)
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -574,44 +515,32 @@ class Scheduler:
         except Exception:  # a scheduler bug must not end sampling for every sensor
             log.exception("scheduler: internal error (sampling goes on)")
 
-    def _at(self, due_mono: float, action: str, s: _Sensor | None, token: int) -> None:
-        heapq.heappush(self._timers, (due_mono, next(self._seq), action, s, token))
-
     def _run_due_timers(self) -> None:
         now = self.clock.monotonic()
+        timers = self._timers
         due_slots: list[_Sensor] = []
-        while self._timers and self._timers[0][0] <= now:
-            due, _, action, s, token = heapq.heappop(self._timers)
-            if action == "slot":
-                assert s is not None
-                if token == s.token:
-                    due_slots.append(s)
-                    # sensors of the same slot that fall due a hair later start with these
-                    while self._timers and self._timers[0][0] <= due + SAME_SLOT_S \
-                            and self._timers[0][2] == "slot":
-                        _, _, _, other, other_token = heapq.heappop(self._timers)
-                        assert other is not None
-                        if other_token == other.token:
-                            due_slots.append(other)
+        while (timer := timers.pop_due(now)) is not None:
+            if timer.action != "slot":
+                self._guarded(self._fire, timer.action, timer.owner)
                 continue
-            self._guarded(self._fire, action, s, token)
+            assert timer.owner is not None
+            due_slots.append(timer.owner)
+            # sensors of the same slot that fall due a hair later start with these
+            while (other := timers.peek()) is not None and other.action == "slot" \
+                    and other.due <= timer.due + SAME_SLOT_S:
+                timers.pop()
+                assert other.owner is not None
+                due_slots.append(other.owner)
         if due_slots:
             self._guarded(self._begin_slots, due_slots)
 
-    def _fire(self, action: str, s: _Sensor | None, token: int) -> None:
-        if action == "hand_over":
-            if token == self._hand_over_token:
-                self._hand_over()
-            return
-        if action == "hand_over_check":
-            return   # only wakes the loop, whose turn ends in `_hand_over_if_slot_done`
+    def _fire(self, action: str, s: _Sensor | None) -> None:
+        """A live timer other than a slot (a superseded one never gets here)."""
         if action == "clock":
             if not self._poll_clock():
-                self._at(self.clock.monotonic() + CLOCK_POLL_S, "clock", None, 0)
+                self._timers.at(self.clock.monotonic() + CLOCK_POLL_S, "clock", None)
             return
         assert s is not None
-        if token != s.token:
-            return  # superseded
         if action == "build":
             self._build(s)
         elif action == "collect":
@@ -630,13 +559,11 @@ class Scheduler:
             return False
         offset_ms = self.clock.wall_minus_monotonic_ms()
         self._clock_offset_ms = offset_ms
-        for s in self._sensors:  # the last monotonic-only sample, in wall terms
-            if s.last_mono_ms is not None:
-                resolved = s.last_mono_ms + offset_ms
-                s.last_ts_ms = max(s.last_ts_ms or resolved, resolved)
+        for s in self._sensors:
+            s.timeline.clock_set(offset_ms)
         log.info("system clock is set: samples get wall-clock timestamps (earlier ones are stamped "
                  "from their monotonic time)")
-        self._to_outbox(("hook", "clock_set", self.clock.boot_id, offset_ms))
+        self._handover.put(("hook", "clock_set", self.clock.boot_id, offset_ms))
         return True
 
     @property
@@ -658,7 +585,7 @@ class Scheduler:
                 # a forward step jumped over the slot it waits for, noticed only now (an idle loop
                 # wakes for nothing else): take that slot at once, late, instead of losing it
                 s.token += 1
-                self._at(now, "slot", s, s.token)
+                self._timers.at(now, "slot", s)
             else:
                 self._schedule_slot(s, now, after=None)
 
@@ -673,11 +600,12 @@ class Scheduler:
             if k > after + 1:
                 s.counters.skipped += k - after - 1
             k = max(k, after + 1)
-        if s.last_ts_ms is not None:
-            k = max(k, math.floor(s.last_ts_ms / MS_PER_S / s.interval) + 1)
+        after_last = s.timeline.first_slot_after_last(s.interval)
+        if after_last is not None:
+            k = max(k, after_last)
         s.slot_k = k
         s.token += 1
-        self._at(self._slot_mono(s, k), "slot", s, s.token)
+        self._timers.at(self._slot_mono(s, k), "slot", s)
 
     # -- cycles ----------------------------------------------------------------------------------
     def _begin_slots(self, due: list[_Sensor]) -> None:
@@ -704,7 +632,7 @@ class Scheduler:
                     self._schedule_slot(s, now, after=k)
                     continue
                 s.token += 1
-                self._at(start_at, "retry", s, s.token)
+                self._timers.at(start_at, "retry", s)
                 continue
             key = self._group_key(s)
             if key is None:
@@ -730,7 +658,7 @@ class Scheduler:
         cycle = s.cycle
         cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
                                   cycle.next_slot_mono)
-        self._at(cycle.deadline_mono, "deadline", s, s.token)
+        self._timers.at(cycle.deadline_mono, "deadline", s)
         self._hand_inputs(s)
         self._call(s, START, s.driver.start, collect=s.driver.collect)
 
@@ -781,15 +709,15 @@ class Scheduler:
             s.token += 1
             s.cycle.deadline_mono = min(now + attempt_budget(s.driver.timing.read_time_s),
                                         s.cycle.next_slot_mono)
-            self._at(s.cycle.deadline_mono, "deadline", s, s.token)
+            self._timers.at(s.cycle.deadline_mono, "deadline", s)
             self._hand_inputs(s)
             s.busy = True
             drivers.append(s.driver)
         log.debug("one %s.start_group for %s", cls.__name__, ", ".join(s.name for s in members))
         start_group: Callable[[Sequence[Driver]], float] = cls.start_group  # type: ignore[attr-defined]
-        self._turn_calls.append(DriverCall(members[0], members[0].token, GROUP_START,
-                                           functools.partial(start_group, drivers),
-                                           members=[(s, s.token) for s in members]))
+        self._calls.add(DriverCall(members[0], members[0].token, GROUP_START,
+                                   functools.partial(start_group, drivers),
+                                   members=[(s, s.token) for s in members]))
 
     def _hand_inputs(self, s: _Sensor) -> None:
         """Hand ``s``'s driver the newest value of each of its inputs (`SensorPlan.inputs`) that
@@ -819,50 +747,30 @@ class Scheduler:
     # -- calls to the workers ----------------------------------------------------------------------
     def _call(self, s: _Sensor, kind: str, fn: Callable[[], Any], *,
               collect: Callable[[], Any] | None = None) -> None:
-        """A start or collect of ``s``, sent with the others of this loop turn (`_send_turn_calls`).
+        """A start or collect of ``s``, sent with the others of this loop turn (`CallDispatch`).
         ``collect``: a start's collect, run at once in the same job when the start needs no wait."""
         s.busy = True
-        self._turn_calls.append(DriverCall(s, s.token, kind, fn, collect=collect))
+        self._calls.add(DriverCall(s, s.token, kind, fn, collect=collect))
 
     def _build(self, s: _Sensor) -> None:
         """Build ``s``'s driver in a job of its own (opening a device may take a while: no slot's
         reads wait behind it)."""
         s.busy = True
-        self._send(CallBatch([DriverCall(s, s.token, BUILD, s.plan.build)]))
-
-    def _send_turn_calls(self) -> None:
-        """This turn's starts and collects to the pool as one job (`CallBatch`)."""
-        if self._turn_calls:
-            calls, self._turn_calls = self._turn_calls, []
-            self._send(CallBatch(calls))
-
-    def _send(self, batch: CallBatch) -> None:
-        batch.number = next(self._batch_numbers)
-        batch.sent(self.clock.monotonic(), self.pool.stuck_s)
-        self._in_flight[batch.number] = batch
-        self.pool.submit(functools.partial(batch.run, self._stamp_now, self.clock.monotonic,
-                                           self._batch_posted))
+        self._calls.send_alone(DriverCall(s, s.token, BUILD, s.plan.build))
 
     def _batch_posted(self, batch: CallBatch) -> None:
         """(A worker.) Every call of ``batch`` returned."""
         self._inbox.put(("batch", batch))
 
     def _batch_returned(self, batch: CallBatch) -> None:
-        self._in_flight.pop(batch.number, None)
+        self._calls.returned(batch)
         self._take_results(batch)
 
     def _check_batches(self) -> None:
-        """A batch whose running call turned stuck: hand over the results it has, and send the
-        calls it has not begun as a new batch (another thread runs them)."""
-        now = self.clock.monotonic()
-        for batch in list(self._in_flight.values()):
-            rest = batch.split_if_stuck(now)
-            if rest is None:
-                continue
+        """A batch whose running call turned stuck: take the results it has (its calls not begun
+        went on as a new batch)."""
+        for batch in self._calls.split_stuck(self.clock.monotonic()):
             self._take_results(batch)
-            if rest:
-                log.debug("a call hangs: %d more of its batch go on another thread", len(rest))
-                self._send(CallBatch(rest))
 
     def _take_results(self, batch: CallBatch) -> None:
         """The results ``batch`` has, in the order they came. Collects are timed from the end of
@@ -907,7 +815,7 @@ class Scheduler:
             if call.collect_follows:
                 return   # its collect's result follows in this batch
             ready_in = 0.0 if needs_no_wait(result) else float(result)
-            self._at(max(ended, starts_ended) + ready_in, "collect", s, s.token)
+            self._timers.at(max(ended, starts_ended) + ready_in, "collect", s)
             return
         # collect
         if not ok:
@@ -915,7 +823,7 @@ class Scheduler:
             return
         if isinstance(result, CollectAgain):  # one more step of a multi-step reading (same attempt)
             wait = result.wait_s if math.isfinite(result.wait_s) else 0.0
-            self._at(ended + max(0.0, wait), "collect", s, s.token)
+            self._timers.at(ended + max(0.0, wait), "collect", s)
             return
         assert s.driver is not None
         try:
@@ -927,7 +835,7 @@ class Scheduler:
             self._attempt_failed(s, exc, ended)
             return
         self._emit(s, sample, cycle.started_mono, cycle.started_wall, cycle.clock_was_set, event=False)
-        self._recovered(s)
+        s.health.recovered()
         self._end_cycle(s)
 
     def _attempt_failed(self, s: _Sensor, exc: BaseException, ended: float) -> None:
@@ -939,7 +847,7 @@ class Scheduler:
         else:
             s.counters.driver_exceptions += 1
             retryable = False
-            if s.failing != type(exc).__name__:
+            if s.health.failing != type(exc).__name__:
                 log.error("sensor %s: driver raised %s", s.name, type(exc).__name__, exc_info=exc)
         timing = s.driver.timing
         policy = timing.retry
@@ -949,7 +857,7 @@ class Scheduler:
                 cycle.attempt += 1
                 s.counters.retries += 1
                 s.token += 1
-                self._at(retry_at, "retry", s, s.token)
+                self._timers.at(retry_at, "retry", s)
                 return
         s.counters.failed += 1
         self._failing(s, type(exc).__name__, _describe(exc))
@@ -989,88 +897,31 @@ class Scheduler:
         if not values:
             s.counters.empty += 1
             if resume:   # every value held back (deadband, range): its running total is still kept
-                self._hold(s, TakenSample(s.name, {}, None, started_mono, self.clock.boot_id, resume=resume),
-                           event=False)
+                self._handover.hold(s, TakenSample(s.name, {}, None, started_mono, self.clock.boot_id,
+                                                   resume=resume), self.clock.monotonic(), event=False)
             return
         s.last_values.update(values)
-        timestamp_ms: int | None
-        mono = started_mono
-        if clock_was_set:
-            timestamp_ms = round(started_wall * MS_PER_S)
-        elif self._clock_offset_ms is not None:  # began before the clock was set, ends after
-            timestamp_ms = resolve_timestamp_ms(mono, self._clock_offset_ms)
-        else:
-            timestamp_ms = None
-        if timestamp_ms is not None:
-            if not event and s.last_ts_ms is not None and timestamp_ms <= s.last_ts_ms:
-                timestamp_ms = s.last_ts_ms + 1  # grid samples: strictly increasing
-            while timestamp_ms in s.recent_ms:
-                timestamp_ms += 1  # an edge in the millisecond of another sample: 1 ms on
-            s.recent_ms.append(timestamp_ms)
-            s.last_ts_ms = max(s.last_ts_ms or timestamp_ms, timestamp_ms)
-        else:
-            mono_ms = round(mono * MS_PER_S)
-            if not event and s.last_mono_ms is not None and mono_ms <= s.last_mono_ms:
-                mono_ms = s.last_mono_ms + 1
-            while -mono_ms in s.recent_ms:  # monotonic ms kept negative: never equal to wall ms
-                mono_ms += 1
-            if mono_ms != round(mono * MS_PER_S):
-                mono = mono_ms / MS_PER_S
-            s.recent_ms.append(-mono_ms)
-            s.last_mono_ms = max(s.last_mono_ms or mono_ms, mono_ms)
+        timestamp_ms, mono = s.timeline.stamp(started_mono, started_wall, clock_was_set,
+                                              self._clock_offset_ms, event=event)
         sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event,
                              resume=resume)
-        self._hold(s, sample, event=event)
-
-    def _hold(self, s: _Sensor, sample: TakenSample, *, event: bool) -> None:
-        """Hold ``sample`` for its slot's batch (an edge's goes out at once)."""
-        self._slot_samples.append((s, sample))
-        if event:
-            self._hand_over()   # an edge goes out at once
-        elif len(self._slot_samples) == 1:
-            self._held_since = self.clock.monotonic()
-            self._hand_over_token += 1
-            self._hand_over_by = self._held_since + HAND_OVER_MAX_S
-            self._at(self._hand_over_by, "hand_over", None, self._hand_over_token)
+        self._handover.hold(s, sample, self.clock.monotonic(), event=event)
 
     def _hand_over_if_slot_done(self) -> None:
-        """Hand the held samples over unless a read of their slot is still expected to end soon:
-        a cycle that began before the first held sample was taken and is within its declared
-        read time (plus `HAND_OVER_SLACK_S`) holds the batch back, and the loop looks again
-        when that time is up. A late read (hung, retrying, waiting for a chip) or a cycle of a
-        later slot does not; nothing waits beyond `HAND_OVER_MAX_S`."""
-        now = self.clock.monotonic()
-        if now >= self._recheck_at:
-            self._recheck_at = math.inf   # that check timer has fired
-        wait_until = math.inf
-        if now < self._hand_over_by:
-            since = self._held_since
-            for s in self._sensors:
-                cycle = s.cycle
-                if cycle is None or cycle.opened_mono > since or s.driver is None:
-                    continue
-                expected = (max(cycle.opened_mono, cycle.started_mono) + s.driver.timing.read_time_s
-                            + HAND_OVER_SLACK_S)
-                if now < expected < wait_until:
-                    wait_until = expected
-        if wait_until == math.inf:
-            self._hand_over()
-        elif wait_until < self._recheck_at:
-            self._recheck_at = wait_until
-            self._at(wait_until, "hand_over_check", None, 0)
+        try:
+            self._handover.check(self.clock.monotonic(), self._reads_in_progress())
+        except Exception:  # (a driver's timing property raised): the samples go now, never stay held
+            log.exception("scheduler: internal error (sampling goes on)")
+            self._handover.hand_over()
 
-    def _hand_over(self) -> None:
-        """The samples taken in this slot to the outbox as one batch (one commit)."""
-        if self._slot_samples:
-            batch, self._slot_samples = self._slot_samples, []
-            self._hand_over_token += 1   # its "hand_over" timer is void
-            self._recheck_at = math.inf
-            self._outbox.put(("samples", batch))
-
-    def _to_outbox(self, item: tuple[Any, ...]) -> None:
-        """A hook call or barrier to the outbox, after the samples taken before it (order kept)."""
-        self._hand_over()
-        self._outbox.put(item)
+    def _reads_in_progress(self) -> Iterator[tuple[float, float]]:
+        """Each cycle in progress as (when its slot began, when its read should end): what the
+        held samples may wait for (`SlotHandOver.check`)."""
+        for s in self._sensors:
+            cycle, driver = s.cycle, s.driver
+            if cycle is not None and driver is not None:
+                began = max(cycle.opened_mono, cycle.started_mono)
+                yield cycle.opened_mono, began + driver.timing.read_time_s
 
     def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
         if s.driver is None or s.processor is None or s.removed:
@@ -1091,8 +942,7 @@ class Scheduler:
             self._failing(s, "Build:" + type(result).__name__,
                           f"cannot set up the sensor: {_describe(result)}")
             s.token += 1
-            self._at(now + s.rebuild_delay, "build", s, s.token)
-            s.rebuild_delay = min(REBUILD_MAX_S, s.rebuild_delay * REBUILD_FACTOR)
+            self._timers.at(now + s.health.next_rebuild_s(), "build", s)
             return
         driver: Driver = result
         if not self._running:
@@ -1109,10 +959,10 @@ class Scheduler:
             self._built(s, False, exc)
             return
         s.driver = driver
-        s.rebuild_delay = self.rebuild_first_s
+        s.health.built()
         s.processor = processor
         self._resume(s, driver)
-        self._to_outbox(("hook", "driver_ready", s.name, spec))
+        self._handover.put(("hook", "driver_ready", s.name, spec))
         on_change = getattr(driver, "on_change", None)
         if callable(on_change):
             def edge(state: Value, epoch_s: float, s: _Sensor = s) -> None:
@@ -1122,8 +972,8 @@ class Scheduler:
             except Exception as exc:
                 s.counters.driver_exceptions += 1
                 log.error("sensor %s: cannot listen for changes: %s", s.name, _describe(exc))
-        if s.failing is not None and s.failing.startswith("Build:"):
-            self._recovered(s)
+        if s.health.failing is not None and s.health.failing.startswith("Build:"):
+            s.health.recovered()
         self._schedule_slot(s, now, after=None)
 
     def _resume(self, s: _Sensor, driver: Driver) -> None:
@@ -1140,23 +990,8 @@ class Scheduler:
 
     # -- state changes ---------------------------------------------------------------------------
     def _failing(self, s: _Sensor, kind: str, text: str) -> None:
-        now = self.clock.monotonic()
-        s.last_error = text
-        if s.failing == kind and now - s.last_report_mono < ERROR_REPEAT_S:
-            return
-        if s.failing != kind:
-            log.warning("sensor %s: failing: %s", s.name, text)
-            if s.failing is None:
-                s.failing_since = self.clock.wall()
-        s.failing = kind
-        s.last_report_mono = now
-        self._to_outbox(("hook", "sensor_error", s.name, text))
-
-    def _recovered(self, s: _Sensor) -> None:
-        if s.failing is None:
-            return
-        log.info("sensor %s: recovered", s.name)
-        s.failing, s.failing_since = None, None
+        if s.health.failed(kind, text, self.clock.monotonic(), self.clock.wall()):
+            self._handover.put(("hook", "sensor_error", s.name, text))
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:

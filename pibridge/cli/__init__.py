@@ -18,9 +18,9 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pibridge import __version__
 
@@ -151,11 +151,23 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse's own asks shutil for the width, and shutil loads the compression modules:
-        # ~0.5 MB of a running bridge's RSS for a help text it never prints
-        make: Callable[..., argparse.HelpFormatter] = self.formatter_class  # every HelpFormatter takes width
-        return make(prog=self.prog, width=help_width())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, with its width given (`help_width`): argparse's own asks shutil, and shutil
+    loads the compression modules, ~0.5 MB of a running bridge's RSS for a help it never prints."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         help_width() if width is None else width, **kwargs)
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """argparse's raw-description formatter (descriptions and epilogs as written), sized as ours."""
 
 
 def help_width() -> int:
@@ -178,7 +190,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser for that command: same prog, options, help and errors)."""
     groups = (COMMAND_MODULES[command],) if command in COMMAND_MODULES else COMMAND_GROUPS
     parser = OneLineParser(prog="pibridge", description=DESCRIPTION, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pibridge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -212,7 +224,7 @@ def _finish(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
         if entry is not None:
             child.description = entry.summary
             child.epilog = entry.epilog()
-            child.formatter_class = argparse.RawDescriptionHelpFormatter
+            child.formatter_class = RawDescriptionHelpFormatter
         if not any("-v" in action.option_strings for action in child._actions):
             child.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                                help=VERBOSE_HELP)

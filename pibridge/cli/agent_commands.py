@@ -25,7 +25,7 @@ from pibridge.agent import (
     ProvisioningMode,
 )
 from pibridge.agent.settings import CONFIGURABLE_MODES, check_seconds, expand_path
-from pibridge.cli import CliError
+from pibridge.cli import CliError, OneLineParser
 from pibridge.mqtt import Endpoint, TlsFiles, demands_client_certificate
 from pibridge.profile import ProfileError, load_profile
 
@@ -68,7 +68,7 @@ def add_agent_flags(group: argparse._ArgumentGroup) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's subcommands to the top-level parser."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     group = common.add_argument_group("agent settings (override the profile's [agent] table)")
     group.add_argument("--profile", type=_user_path, metavar="FILE",
                        help="TOML profile with an [agent] table")

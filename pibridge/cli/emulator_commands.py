@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from pibridge import cli
 from pibridge import protocol as p
 from pibridge.cli import CliError
 
@@ -17,7 +18,7 @@ from pibridge.cli import CliError
 INJECTABLE = (p.ErrorCode.NoBackendConnection, p.ErrorCode.InternalError)
 
 
-class OneLineParser(argparse.ArgumentParser):
+class OneLineParser(cli.OneLineParser):
     """Bad arguments are one line on stderr (``pibridge emulator serve: error: …``) and exit 2:
     argparse's usage block would bury the line that says what is wrong (``--help`` shows it)."""
 
@@ -145,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("emulator", help="run the TeamViewer IoT Agent emulator")
     commands = group.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True,
                                     parser_class=OneLineParser)
-    state = argparse.ArgumentParser(add_help=False)
+    state = OneLineParser(add_help=False)
     state.add_argument("--state-dir", metavar="DIR",
                        help="CA, database and broker files (default $XDG_STATE_HOME/pibridge/emulator)")
 

@@ -43,6 +43,7 @@ from pibridge.bridge.status import (
     runtime_dir_candidates,
     status_path,
 )
+from pibridge.cli import RawDescriptionHelpFormatter
 from pibridge.terminal import REPLACEMENT, printable
 
 RELOAD_TIMEOUT_S = 60.0     #: `pibridge reload` waits this long for the verdict (stopping sensors takes time)
@@ -77,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example: pibridge reload --profile /etc/pibridge/greenhouse.toml\n"
                "exit status: 0 applied; 1 refused or not applied (the problems are printed); "
                "2 no running bridge found, or no verdict within --timeout",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=RawDescriptionHelpFormatter)
     which = r.add_mutually_exclusive_group()
     which.add_argument("--profile", type=Path, metavar="FILE",
                        help="the bridge running this profile (only its [bridge] table is read)")
