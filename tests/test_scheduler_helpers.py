@@ -152,7 +152,8 @@ def test_nothing_waits_past_the_longest_hold_and_edges_and_hooks_go_after_what_i
 def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> None:
     """The scheduler asks each driver's ``timing`` while samples are held: a property that raises
     there hands the samples over at once (logged), so nothing is held and the loop never spins."""
-    from pibridge.bridge.scheduler import Scheduler, SensorPlan, _Cycle
+    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+    from pibridge.bridge.sensor_state import Cycle
 
     class Sink:
         def put(self, sample: TakenSample) -> None: ...
@@ -166,7 +167,7 @@ def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> Non
     out = Items()
     scheduler._handover = SlotHandOver(out)
     sensor = scheduler._sensors[0]
-    sensor.driver, sensor.cycle = Broken(), _Cycle(slot_k=1)  # type: ignore[assignment]
+    sensor.driver, sensor.cycle = Broken(), Cycle(slot_k=1)  # type: ignore[assignment]
     scheduler._handover.hold("a", sample("a"), scheduler.clock.monotonic(), event=False)
     scheduler._hand_over_if_slot_done()
     assert len(out.items) == 1 and not scheduler._handover.holding

@@ -6,7 +6,8 @@ driver â†’ `scheduler` (each sensor on its own grid; the scheduler owns time) â†
 `service` ties them together for one profile. `model` holds the types they hand each other.
 
 Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall clock), `timers`,
-`exclusive` (one attempt per chip), `timeline` (a sensor's timestamps), `health` (failing,
+`exclusive` (one attempt per chip), `sensor_state` (one sensor: its driver, values and what a
+reading makes), `timeline` (a sensor's timestamps), `health` (failing,
 recovered, rebuilt), `calls` (the worker pool), `handover` (a slot's samples as one batch) and
 `outbox`; delivery's
 `pushes` (what one push carries), `probe` (an agent that lost our sensors), `rejection` (an

@@ -90,7 +90,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pibridge.bridge.calls import (  # noqa: F401 (CORE_WORKERS, IDLE_WORKER_S, STUCK_CALL_S: named above)
@@ -112,15 +112,13 @@ from pibridge.bridge.clock import SystemClock
 from pibridge.bridge.exclusive import ExclusiveKeys
 from pibridge.bridge.grid import SamplingGrid
 from pibridge.bridge.handover import SlotHandOver
-from pibridge.bridge.health import REBUILD_FIRST_S, SensorHealth
-from pibridge.bridge.model import SensorSpec, TakenSample, Value
+from pibridge.bridge.health import REBUILD_FIRST_S
+from pibridge.bridge.model import SensorSpec, Value
 from pibridge.bridge.outbox import Outbox, SampleSink
-from pibridge.bridge.processing import SampleProcessor, sensor_spec
-from pibridge.bridge.timeline import SampleTimeline
+from pibridge.bridge.sensor_state import Cycle, SensorPlan, SensorState, describe
 from pibridge.bridge.timers import TimerHeap
 from pibridge.drivers.base import CollectAgain, Driver, check_sample
 from pibridge.drivers.errors import SensorError
-from pibridge.profile import MetricConfig
 
 log = logging.getLogger(__name__)
 
@@ -137,26 +135,6 @@ CLOCK_POLL_S = 1.0
 TIMER_HUNG_S = 30.0
 
 
-@dataclass(frozen=True)
-class SensorPlan:
-    """One sensor to sample: its profile name, interval (s), how to build its driver (real or
-    simulated hardware; may raise), and the profile's per-metric configuration.
-
-    ``inputs``: values this sensor's driver takes from other sensors, as driver method ->
-    (source sensor, source metric key), e.g. ``{"set_ambient_pressure": ("Air", "pressure")}`` for
-    a profile's ``pressure_from = "Air"``. Before each attempt of this sensor, on the timer
-    thread and while none of its calls is out, the scheduler calls the method with the newest
-    value of that metric the source took (the driver's own value, before processing: in the
-    driver's unit), when it differs from the one handed last. The method only records it (no
-    bus traffic); the driver sends it during its own reading."""
-
-    name: str
-    interval_s: float
-    build: Callable[[], Driver]
-    metric_configs: Mapping[str, MetricConfig] = field(default_factory=dict)
-    inputs: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-
-
 @dataclass
 class SchedulerHooks:
     """What the rest of the bridge hears, called from the outbox thread (never the timer):
@@ -169,78 +147,6 @@ class SchedulerHooks:
     sensor_error: Callable[[str, str], None] | None = None
     driver_ready: Callable[[str, SensorSpec], None] | None = None
     clock_set: Callable[[str, int], None] | None = None
-
-
-@dataclass
-class SensorCounters:
-    """Per-sensor counts since start (for ``pibridge status``)."""
-
-    taken: int = 0            #: samples handed to the sink (committed)
-    events: int = 0           #: of which edge samples
-    failed: int = 0           #: cycles that ended without a sample (after retries)
-    retries: int = 0          #: extra attempts made
-    skipped: int = 0          #: slots not read: overrun, a hung read still out, min spacing
-    abandoned: int = 0        #: attempts given up as hung
-    late_discarded: int = 0   #: results that came back after their attempt was abandoned
-    driver_exceptions: int = 0  #: non-SensorError exceptions from a driver (bugs)
-    build_failures: int = 0   #: failed driver constructions
-    empty: int = 0            #: samples whose every metric was left out by processing
-    out_of_range: int = 0
-    deadband: int = 0
-    store_failures: int = 0   #: sink.put raised (sample lost)
-
-
-# -- per-sensor state --------------------------------------------------------------------------
-@dataclass
-class _Cycle:
-    slot_k: int
-    attempt: int = 0
-    started_mono: float = 0.0
-    started_wall: float = 0.0
-    clock_was_set: bool = False
-    deadline_mono: float = 0.0
-    next_slot_mono: float = 0.0
-    opened_mono: float = 0.0  #: when its slot began (samples held since then wait for it)
-
-
-class _Sensor:
-    def __init__(self, plan: SensorPlan, index: int, rebuild_first_s: float) -> None:
-        self.plan = plan
-        self.index = index
-        self.name = plan.name
-        self.interval = plan.interval_s
-        self.driver: Driver | None = None
-        self.processor: SampleProcessor | None = None
-        self.counters = SensorCounters()
-        self.cycle: _Cycle | None = None
-        self.busy = False              # a worker call is out for this sensor
-        self.token = 0                 # bumps on every new attempt/slot: stale timers/results ignored
-        self.slot_k: int | None = None  # the slot waited for (None while building)
-        self.last_start_mono: float | None = None
-        self.timeline = SampleTimeline()
-        self.health = SensorHealth(plan.name, rebuild_first_s)
-        self.remove_listener: Callable[[], None] | None = None
-        self.last_values: dict[str, Value] = {}
-        self.raw_values: dict[str, Value] = {}   # the driver's newest values (what inputs hand on)
-        self.handed: dict[str, Value] = {}       # input method -> value handed to this driver last
-        self.last_read_wall: float | None = None  # wall seconds of the last successful read (shown
-        #                                           beside the last value: a deadband holds values back)
-        self.removed = False           # taken out by `Scheduler.remove`: its results only close it
-        self.successor: _Sensor | None = None  # built once this (removed, busy) one lets go
-        self.release_by = 0.0          # monotonic: the successor is built by then even if still busy
-        self.holds: Hashable | None = None      # the exclusive key its attempt holds now
-        self.release_when_idle = False          # its attempt ended; the key goes when its call returns
-        self.waits_for: Hashable | None = None  # the exclusive key it waits for (no attempt yet)
-        self.resume: dict[str, Value] = {}  # newest raw values of the driver's resumable metrics
-
-    def continue_from(self, old: _Sensor) -> None:
-        """Take over a replaced sensor's timeline: its timestamps stay strictly increasing and the
-        chip's minimum spacing since the last start still holds."""
-        self.last_start_mono, self.timeline = old.last_start_mono, old.timeline   # the old one emits no more
-        self.counters, self.last_values = old.counters, old.last_values
-        self.raw_values = old.raw_values
-        self.resume = old.resume
-        self.last_read_wall = old.last_read_wall
 
 
 def attempt_budget(read_time_s: float) -> float:
@@ -271,10 +177,10 @@ class Scheduler:
         self.hooks = hooks or SchedulerHooks()
         self.pool = pool or WorkerPool()
         self.rebuild_first_s = rebuild_first_s
-        self._sensors = [_Sensor(p, i, rebuild_first_s) for i, p in enumerate(plans)]
+        self._sensors = [SensorState(p, i, rebuild_first_s) for i, p in enumerate(plans)]
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._outbox = Outbox(sink, self.hooks)
-        self._timers: TimerHeap[_Sensor] = TimerHeap()
+        self._timers: TimerHeap[SensorState] = TimerHeap()
         #: the current slot's samples, handed to the outbox together (timer thread only)
         self._handover = SlotHandOver(self._outbox)
         self.grid = SamplingGrid()
@@ -283,7 +189,7 @@ class Scheduler:
         self._clock_offset_ms: int | None = None   # announced wall − monotonic once the clock is set
         self._running = False
         self._timer_thread: threading.Thread | None = None
-        self._exclusive: ExclusiveKeys[_Sensor] = ExclusiveKeys()
+        self._exclusive: ExclusiveKeys[SensorState] = ExclusiveKeys()
         #: the calls of each loop turn to the pool, and the batches out
         self._calls = CallDispatch(self.pool, self._stamp_now, self.clock.monotonic, self._batch_posted)
 
@@ -379,8 +285,8 @@ class Scheduler:
             old = self._remove_sensor(message[1].name)
             self._add_sensor(message[1], replacing=old)
 
-    def _add_sensor(self, plan: SensorPlan, replacing: _Sensor | None = None) -> None:
-        s = _Sensor(plan, max((x.index for x in self._sensors), default=-1) + 1, self.rebuild_first_s)
+    def _add_sensor(self, plan: SensorPlan, replacing: SensorState | None = None) -> None:
+        s = SensorState(plan, max((x.index for x in self._sensors), default=-1) + 1, self.rebuild_first_s)
         if replacing is not None:
             s.continue_from(replacing)
         self._sensors = [*self._sensors, s]   # a new list: `stats` iterates the old one safely
@@ -390,7 +296,7 @@ class Scheduler:
         elif self._timer_thread is not None:   # before `start`, the loop builds every sensor
             self._timers.at(self.clock.monotonic(), "build", s)
 
-    def _remove_sensor(self, name: str) -> _Sensor | None:
+    def _remove_sensor(self, name: str) -> SensorState | None:
         found = [s for s in self._sensors if s.name == name]
         if not found:
             return None
@@ -411,12 +317,8 @@ class Scheduler:
             self._close_removed(s)
         return s
 
-    def _close_removed(self, s: _Sensor) -> None:
-        driver, s.driver = s.driver, None
-        if driver is not None:
-            ok, exc = call_driver(driver.close)
-            if not ok:
-                log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
+    def _close_removed(self, s: SensorState) -> None:
+        s.close_driver()
         successor, s.successor = s.successor, None
         if successor is not None and not successor.removed and successor.driver is None \
                 and not successor.busy:
@@ -433,17 +335,7 @@ class Scheduler:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per sensor: counters, state, last error, last values (a copy)."""
-        out: dict[str, dict[str, Any]] = {}
-        for s in self._sensors:
-            # "ok" from the first reading on; until then (driver built or not) "building"
-            health = s.health
-            out[s.name] = {**vars(s.counters), "state": "failing" if health.failing else
-                           ("ok" if s.driver is not None and s.last_read_wall is not None else "building"),
-                           "last_read_at": s.last_read_wall,
-                           "failing_since": health.failing_since, "last_error": health.last_error,
-                           "last_values": dict(s.last_values), "interval_s": s.interval,
-                           "last_timestamp_ms": s.timeline.last_ts_ms}
-        return out
+        return {s.name: s.stats() for s in self._sensors}
 
     # -- the timer thread ------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -518,7 +410,7 @@ class Scheduler:
     def _run_due_timers(self) -> None:
         now = self.clock.monotonic()
         timers = self._timers
-        due_slots: list[_Sensor] = []
+        due_slots: list[SensorState] = []
         while (timer := timers.pop_due(now)) is not None:
             if timer.action != "slot":
                 self._guarded(self._fire, timer.action, timer.owner)
@@ -534,7 +426,7 @@ class Scheduler:
         if due_slots:
             self._guarded(self._begin_slots, due_slots)
 
-    def _fire(self, action: str, s: _Sensor | None) -> None:
+    def _fire(self, action: str, s: SensorState | None) -> None:
         """A live timer other than a slot (a superseded one never gets here)."""
         if action == "clock":
             if not self._poll_clock():
@@ -589,10 +481,10 @@ class Scheduler:
             else:
                 self._schedule_slot(s, now, after=None)
 
-    def _slot_mono(self, s: _Sensor, k: int) -> float:
+    def _slot_mono(self, s: SensorState, k: int) -> float:
         return self.grid.due(k, s.interval)
 
-    def _schedule_slot(self, s: _Sensor, now: float, after: int | None) -> None:
+    def _schedule_slot(self, s: SensorState, now: float, after: int | None) -> None:
         """Wait for the first slot after ``now`` (and after slot ``after``, and after the last
         timestamp); slots passed over since ``after`` are counted as skipped."""
         k = self.grid.next_slot(now, s.interval)
@@ -608,9 +500,9 @@ class Scheduler:
         self._timers.at(self._slot_mono(s, k), "slot", s)
 
     # -- cycles ----------------------------------------------------------------------------------
-    def _begin_slots(self, due: list[_Sensor]) -> None:
+    def _begin_slots(self, due: list[SensorState]) -> None:
         now = self.clock.monotonic()
-        groups: dict[tuple[type, Hashable], list[_Sensor]] = {}
+        groups: dict[tuple[type, Hashable], list[SensorState]] = {}
         for s in due:
             assert s.slot_k is not None
             k = s.slot_k
@@ -620,7 +512,7 @@ class Scheduler:
                 s.counters.skipped += 1
                 self._schedule_slot(s, now, after=k)
                 continue
-            s.cycle = _Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1), opened_mono=now)
+            s.cycle = Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1), opened_mono=now)
             spacing = s.driver.timing
             if s.last_start_mono is not None and now - s.last_start_mono < spacing.min_interval_s:
                 # the last start was late in its slot (a DHT at interval = its 2 s spacing): start
@@ -645,12 +537,12 @@ class Scheduler:
             else:
                 self._start_group(cls, members)
 
-    def _group_key(self, s: _Sensor) -> Hashable | None:
+    def _group_key(self, s: SensorState) -> Hashable | None:
         assert s.driver is not None
         ok, key = call_driver(s.driver.group_key)
         return key if ok else None
 
-    def _start_attempt(self, s: _Sensor) -> None:
+    def _start_attempt(self, s: SensorState) -> None:
         assert s.driver is not None and s.cycle is not None
         if not self._take_exclusive(s):
             return   # another sensor's attempt holds the chip: started when it ends
@@ -659,11 +551,11 @@ class Scheduler:
         cycle.deadline_mono = min(self.clock.monotonic() + attempt_budget(s.driver.timing.read_time_s),
                                   cycle.next_slot_mono)
         self._timers.at(cycle.deadline_mono, "deadline", s)
-        self._hand_inputs(s)
+        s.hand_inputs(self._sensor_named)
         self._call(s, START, s.driver.start, collect=s.driver.collect)
 
     # -- exclusive keys: one attempt at a time per chip ------------------------------------------
-    def _take_exclusive(self, s: _Sensor) -> bool:
+    def _take_exclusive(self, s: SensorState) -> bool:
         """Take ``s``'s exclusive key for one attempt; False (and ``s`` queued) while another
         sensor's attempt holds it."""
         assert s.driver is not None
@@ -676,7 +568,7 @@ class Scheduler:
         s.holds = key
         return True
 
-    def _release_exclusive(self, s: _Sensor) -> None:
+    def _release_exclusive(self, s: SensorState) -> None:
         """``s``'s attempt is over: free its key and start the first sensor waiting for it that
         is still due (one whose next slot came too close skips this slot). While ``s``'s call is
         still running (an abandoned or removed attempt) the chip is still in use: the key is
@@ -701,7 +593,7 @@ class Scheduler:
             self._start_attempt(w)
             break
 
-    def _start_group(self, cls: type, members: list[_Sensor]) -> None:
+    def _start_group(self, cls: type, members: list[SensorState]) -> None:
         now = self.clock.monotonic()
         drivers = []
         for s in members:
@@ -710,7 +602,7 @@ class Scheduler:
             s.cycle.deadline_mono = min(now + attempt_budget(s.driver.timing.read_time_s),
                                         s.cycle.next_slot_mono)
             self._timers.at(s.cycle.deadline_mono, "deadline", s)
-            self._hand_inputs(s)
+            s.hand_inputs(self._sensor_named)
             s.busy = True
             drivers.append(s.driver)
         log.debug("one %s.start_group for %s", cls.__name__, ", ".join(s.name for s in members))
@@ -719,40 +611,19 @@ class Scheduler:
                                    functools.partial(start_group, drivers),
                                    members=[(s, s.token) for s in members]))
 
-    def _hand_inputs(self, s: _Sensor) -> None:
-        """Hand ``s``'s driver the newest value of each of its inputs (`SensorPlan.inputs`) that
-        changed since it was handed last; a source not sampled (yet) hands nothing."""
-        if not s.plan.inputs or s.driver is None:
-            return
-        for method, (source_name, key) in s.plan.inputs.items():
-            source = next((x for x in self._sensors if x.name == source_name), None)
-            value = source.raw_values.get(key) if source is not None else None
-            if value is None or s.handed.get(method) == value:
-                continue
-            setter = getattr(s.driver, method, None)
-            if not callable(setter):
-                continue
-            ok, exc = call_driver(functools.partial(setter, value))
-            if ok:
-                s.handed[method] = value
-            else:
-                s.counters.driver_exceptions += 1
-                log.warning("sensor %s: %s(%r) from sensor %s failed: %s", s.name, method, value,
-                            source_name, _describe(exc))
-
     def _stamp_now(self) -> tuple[float, float, bool]:
         was_set = self.clock.is_set()
         return self.clock.monotonic(), self.clock.wall(), was_set
 
     # -- calls to the workers ----------------------------------------------------------------------
-    def _call(self, s: _Sensor, kind: str, fn: Callable[[], Any], *,
+    def _call(self, s: SensorState, kind: str, fn: Callable[[], Any], *,
               collect: Callable[[], Any] | None = None) -> None:
         """A start or collect of ``s``, sent with the others of this loop turn (`CallDispatch`).
         ``collect``: a start's collect, run at once in the same job when the start needs no wait."""
         s.busy = True
         self._calls.add(DriverCall(s, s.token, kind, fn, collect=collect))
 
-    def _build(self, s: _Sensor) -> None:
+    def _build(self, s: SensorState) -> None:
         """Build ``s``'s driver in a job of its own (opening a device may take a while: no slot's
         reads wait behind it)."""
         s.busy = True
@@ -785,7 +656,7 @@ class Scheduler:
             else:
                 self._guarded(self._call_returned, call.owner, call.token, call, starts_ended)
 
-    def _call_returned(self, s: _Sensor, token: int, call: DriverCall, starts_ended: float) -> None:
+    def _call_returned(self, s: SensorState, token: int, call: DriverCall, starts_ended: float) -> None:
         kind, ok, result, ended = call.kind, call.ok, call.result, call.ended
         s.busy = call.collect_follows   # a start whose collect ran in the same job: still out
         if not s.busy and s.release_when_idle:   # its attempt ended while this call still used the chip
@@ -838,7 +709,7 @@ class Scheduler:
         s.health.recovered()
         self._end_cycle(s)
 
-    def _attempt_failed(self, s: _Sensor, exc: BaseException, ended: float) -> None:
+    def _attempt_failed(self, s: SensorState, exc: BaseException, ended: float) -> None:
         assert s.cycle is not None and s.driver is not None
         self._release_exclusive(s)   # the retry spacing frees the chip for the others
         cycle = s.cycle
@@ -860,10 +731,10 @@ class Scheduler:
                 self._timers.at(retry_at, "retry", s)
                 return
         s.counters.failed += 1
-        self._failing(s, type(exc).__name__, _describe(exc))
+        self._failing(s, type(exc).__name__, describe(exc))
         self._end_cycle(s)
 
-    def _abandon(self, s: _Sensor) -> None:
+    def _abandon(self, s: SensorState) -> None:
         if s.cycle is None or s.driver is None:
             return
         s.counters.abandoned += 1
@@ -873,7 +744,7 @@ class Scheduler:
         s.token += 1  # whatever comes back now is late
         self._end_cycle(s)
 
-    def _end_cycle(self, s: _Sensor) -> None:
+    def _end_cycle(self, s: SensorState) -> None:
         assert s.cycle is not None
         self._release_exclusive(s)
         k = s.cycle.slot_k
@@ -881,31 +752,15 @@ class Scheduler:
         self._schedule_slot(s, self.clock.monotonic(), after=k)
 
     # -- samples ---------------------------------------------------------------------------------
-    def _emit(self, s: _Sensor, raw: Mapping[str, Value], started_mono: float, started_wall: float,
+    def _emit(self, s: SensorState, raw: Mapping[str, Value], started_mono: float, started_wall: float,
               clock_was_set: bool, *, event: bool) -> None:
-        assert s.processor is not None
-        if not event:
-            s.raw_values.update(raw)
-        keys = getattr(s.driver, "resumable_metrics", ())
-        resume = {key: raw[key] for key in keys if key in raw} or None
-        if resume:
-            s.resume = resume
-        s.last_read_wall = started_wall
-        values = s.processor.process(raw, started_mono, always=event)
-        counters = s.processor.counters
-        s.counters.out_of_range, s.counters.deadband = counters.out_of_range, counters.deadband
-        if not values:
-            s.counters.empty += 1
-            if resume:   # every value held back (deadband, range): its running total is still kept
-                self._handover.hold(s, TakenSample(s.name, {}, None, started_mono, self.clock.boot_id,
-                                                   resume=resume), self.clock.monotonic(), event=False)
-            return
-        s.last_values.update(values)
-        timestamp_ms, mono = s.timeline.stamp(started_mono, started_wall, clock_was_set,
-                                              self._clock_offset_ms, event=event)
-        sample = TakenSample(s.name, values, timestamp_ms, mono, self.clock.boot_id, event=event,
-                             resume=resume)
-        self._handover.hold(s, sample, self.clock.monotonic(), event=event)
+        sample = s.take(raw, started_mono, started_wall, clock_was_set, self._clock_offset_ms,
+                        self.clock.boot_id, event=event)
+        if sample is not None:
+            self._handover.hold(s, sample, self.clock.monotonic(), event=event)
+
+    def _sensor_named(self, name: str) -> SensorState | None:
+        return next((s for s in self._sensors if s.name == name), None)
 
     def _hand_over_if_slot_done(self) -> None:
         try:
@@ -923,7 +778,7 @@ class Scheduler:
                 began = max(cycle.opened_mono, cycle.started_mono)
                 yield cycle.opened_mono, began + driver.timing.read_time_s
 
-    def _edge(self, s: _Sensor, state: Value, epoch_s: float, received_mono: float) -> None:
+    def _edge(self, s: SensorState, state: Value, epoch_s: float, received_mono: float) -> None:
         if s.driver is None or s.processor is None or s.removed:
             return
         metrics = s.driver.active_metrics()
@@ -935,12 +790,12 @@ class Scheduler:
         self._emit(s, {metrics[0].key: state}, edge_mono, epoch_s, self.clock.is_set(), event=True)
 
     # -- drivers ---------------------------------------------------------------------------------
-    def _built(self, s: _Sensor, ok: bool, result: Any) -> None:
+    def _built(self, s: SensorState, ok: bool, result: Any) -> None:
         now = self.clock.monotonic()
         if not ok:
             s.counters.build_failures += 1
             self._failing(s, "Build:" + type(result).__name__,
-                          f"cannot set up the sensor: {_describe(result)}")
+                          f"cannot set up the sensor: {describe(result)}")
             s.token += 1
             self._timers.at(now + s.health.next_rebuild_s(), "build", s)
             return
@@ -949,47 +804,29 @@ class Scheduler:
             driver.close()
             return
         try:  # the driver's own declarations can still fail: that is a failed build, rebuilt later
-            spec = sensor_spec(s.name, driver.active_metrics(), s.plan.metric_configs)
-            processor = SampleProcessor(spec, s.plan.metric_configs)
-            _ = driver.timing  # read once here, so a broken property fails the build
+            spec = s.install(driver, self._stored_resume.get(s.name, {}))
         except Exception as exc:
             s.counters.driver_exceptions += 1
             with contextlib.suppress(Exception):
                 driver.close()
             self._built(s, False, exc)
             return
-        s.driver = driver
-        s.health.built()
-        s.processor = processor
-        self._resume(s, driver)
         self._handover.put(("hook", "driver_ready", s.name, spec))
         on_change = getattr(driver, "on_change", None)
         if callable(on_change):
-            def edge(state: Value, epoch_s: float, s: _Sensor = s) -> None:
+            def edge(state: Value, epoch_s: float, s: SensorState = s) -> None:
                 self._inbox.put(("edge", s, state, epoch_s, self.clock.monotonic()))
             try:
                 s.remove_listener = on_change(edge)
             except Exception as exc:
                 s.counters.driver_exceptions += 1
-                log.error("sensor %s: cannot listen for changes: %s", s.name, _describe(exc))
+                log.error("sensor %s: cannot listen for changes: %s", s.name, describe(exc))
         if s.health.failing is not None and s.health.failing.startswith("Build:"):
             s.health.recovered()
         self._schedule_slot(s, now, after=None)
 
-    def _resume(self, s: _Sensor, driver: Driver) -> None:
-        keys = getattr(driver, "resumable_metrics", ())
-        if not keys:
-            return
-        known = s.resume or self._stored_resume.get(s.name, {})
-        values = {key: known[key] for key in keys if key in known}
-        if values:
-            ok, exc = call_driver(lambda: driver.resume(values))
-            if not ok:
-                s.counters.driver_exceptions += 1
-                log.error("sensor %s: cannot resume from %s: %s", s.name, values, _describe(exc))
-
     # -- state changes ---------------------------------------------------------------------------
-    def _failing(self, s: _Sensor, kind: str, text: str) -> None:
+    def _failing(self, s: SensorState, kind: str, text: str) -> None:
         if s.health.failed(kind, text, self.clock.monotonic(), self.clock.wall()):
             self._handover.put(("hook", "sensor_error", s.name, text))
 
@@ -1002,15 +839,10 @@ class Scheduler:
             if s.driver is not None and not s.busy:
                 ok, exc = call_driver(s.driver.close)
                 if not ok:
-                    log.warning("sensor %s: closing its driver failed: %s", s.name, _describe(exc))
+                    log.warning("sensor %s: closing its driver failed: %s", s.name, describe(exc))
         self._timers.clear()
 
 
 def _check_plan(plan: SensorPlan) -> None:
     if not (plan.interval_s > 0 and math.isfinite(plan.interval_s)):
         raise ValueError(f"{plan.name}: interval must be a positive number of seconds")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
