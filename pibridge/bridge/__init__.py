@@ -7,9 +7,8 @@ driver â†’ `scheduler` (each sensor on its own grid; the scheduler owns time) â†
 
 Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall clock), `timers`,
 `exclusive` (one attempt per chip), `sensor_state` (one sensor: its driver, values and what a
-reading makes), `timeline` (a sensor's timestamps), `health` (failing,
-recovered, rebuilt), `calls` (the worker pool), `handover` (a slot's samples as one batch) and
-`outbox`; delivery's
+reading makes), `timeline` (a sensor's timestamps), `health` (failing, recovered, rebuilt),
+`calls` (the worker pool), `handover` (a slot's samples as one batch) and `outbox`; delivery's
 `pushes` (what one push carries), `probe` (an agent that lost our sensors), `rejection` (an
 agent that refuses this client) and `provisioning` (the child process that provisions).
 """
