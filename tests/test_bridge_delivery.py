@@ -651,21 +651,21 @@ def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
         without_door = ResolvedInventory(full.client_id, full.generation, dict(full.sensors),
                                          {k: v for k, v in full.metrics.items() if k[0] != "Door"})
         delivery._send(without_door)  # the inventory is older than the sample: no id yet
-        assert len(delivery._missing_id_at) == 1
+        assert len(delivery._ledger.missing_id_at) == 1
         delivery._send(full)  # found after the next reconciliation: pushed
-        assert delivery._missing_id_at == {}
-        while delivery._in_flight:
+        assert delivery._ledger.missing_id_at == {}
+        while delivery._ledger.in_flight:
             message = delivery._inbox.get(timeout=WAIT_S)
             assert message is not None, "no answer to the push"
             delivery._handle(message)
         assert delivery.pushed == 1
         queue.put(TakenSample("Air", {"temperature": math.nan, "humidity": 1.0}, T0_MS + 9000, 9.0, BOOT))
         (row,) = [r for r in queue.fetch(0, 100) if r.timestamp_ms == T0_MS + 9000]
-        delivery._unknown_id_hits[row.id] = 1  # it met a 15 before
-        delivery._rewind()
+        delivery._ledger.unknown_id_hits[row.id] = 1  # it met a 15 before
+        delivery._backlog.rewind()
         delivery._send(full)  # the client refuses NaN: dead letter
         delivery._flush()
-        assert delivery._unknown_id_hits == {} and delivery._missing_id_at == {}
+        assert delivery._ledger.unknown_id_hits == {} and delivery._ledger.missing_id_at == {}
         assert [d["kind"] for d in queue.dead_letters()] == ["value refused by the client"]
     finally:
         delivery._client = None
@@ -753,12 +753,12 @@ def test_an_unknown_id_answer_to_a_push_of_several_samples_sends_each_again_alon
     delivery = unstarted_delivery
     samples = [QueuedSample(i, "Air", (), {"temperature": 20.0}, T0_MS + i, False) for i in (1, 2)]
     for sample in samples:
-        delivery._in_flight[sample.id] = (sample, 7)
+        delivery._ledger.carry(sample, 7)
     answer: Future[Any] = Future()
     answer.set_exception(AgentReplyError(ErrorCode.UnknownMetricId, "no such metric"))
     delivery._on_result(7, (1, 2), object(), answer)  # type: ignore[arg-type]
-    assert delivery._alone == {1, 2} and delivery._need_reconcile
-    assert sorted(retry.id for retry in delivery._retry) == [1, 2]
+    assert delivery._ledger.alone == {1, 2} and delivery._need_reconcile
+    assert delivery._backlog.again_ids() == {1, 2}
 
 
 def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
@@ -766,10 +766,6 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
     """A push the client cannot even send (an unforeseen error, not a refused value) puts its
     samples back for the retry backoff: the fill stops there (it popped them again at once and
     spun in one `_send` for ever), and nothing stays in flight."""
-    import heapq
-
-    from pibridge.bridge.delivery import _Retry
-
     class Unsendable:
         calls = 0
 
@@ -788,10 +784,10 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
     for i in range(1, 41):
         sample = QueuedSample(i, "Air", (("temperature", "unit:x"),), {"temperature": 20.0}, T0_MS + i,
                               False)
-        heapq.heappush(delivery._retry, _Retry(i, sample))
+        delivery._backlog.again(sample)
     assert delivery._send(resolved) is False
-    assert Unsendable.calls <= 2 and not delivery._in_flight      # (32 + 8 in the push being filled)
-    assert len(delivery._retry) == 40 and delivery._retry_at > time.monotonic()
+    assert Unsendable.calls <= 2 and not delivery._ledger.in_flight   # (32 + 8 in the push being filled)
+    assert delivery._backlog.sending_again == 40 and delivery._retry_at > time.monotonic()
 
 
 def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(unstarted_delivery: Delivery) -> None:
@@ -819,12 +815,13 @@ def test_an_answer_settles_only_the_samples_its_own_push_still_carries(unstarted
 
     delivery = unstarted_delivery
     sample = QueuedSample(1, "Air", (), {"temperature": 20.0}, T0_MS, False)
-    delivery._in_flight[sample.id] = (sample, 2)          # carried by push 2 now
+    delivery._ledger.carry(sample, 2)          # carried by push 2 now
     stale: Future[Any] = Future()
     stale.set_exception(AgentConnectionError(ConnectionErrorKind.LOST, "agent", "dropped"))
     delivery._on_result(1, (1,), object(), stale)  # type: ignore[arg-type]
-    assert delivery._in_flight == {1: (sample, 2)} and not delivery._retry and delivery.pushed == 0
+    assert delivery._ledger.in_flight == {1: (sample, 2)} and not delivery._backlog.sending_again
+    assert delivery.pushed == 0
     answered: Future[Any] = Future()
     answered.set_result(Reply(Op.PUSH, "topic", b"", None))
     delivery._on_result(2, (1,), object(), answered)  # type: ignore[arg-type]
-    assert delivery._in_flight == {} and delivery.pushed == 1 and delivery._acked == [1]
+    assert delivery._ledger.in_flight == {} and delivery.pushed == 1 and delivery._ledger.acked == [1]

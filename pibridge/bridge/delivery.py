@@ -39,12 +39,10 @@ What happens to a push that was not acknowledged:
 from __future__ import annotations
 
 import enum
-import heapq
 import itertools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -63,8 +61,10 @@ from pibridge.agent import (
     Reply,
     encode_push,
 )
+from pibridge.bridge.backlog import Backlog
 from pibridge.bridge.inbox import Inbox, wait_for_socket
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
+from pibridge.bridge.ledger import PushLedger
 from pibridge.bridge.model import SensorSpec
 from pibridge.bridge.probe import INVENTORY_PROBE_S, InventoryProbe
 from pibridge.bridge.provisioning import Provisioner, ProvisioningChild
@@ -80,12 +80,6 @@ log = logging.getLogger(__name__)
 #: Samples in flight at once. Pushes go out once at least half of these are free (`_send`),
 #: so a backlog travels in pushes of several samples instead of ever smaller pieces.
 IN_FLIGHT = 256
-#: Rows fetched from the queue per read.
-FETCH_BATCH = 512
-#: Batches handed over in memory that may wait for the delivery thread; beyond, it reads the disk.
-HANDED_MAX_BATCHES = 64
-#: Acknowledged rows handed to the queue for deletion at once (or when nothing is in flight).
-ACK_BATCH = 512
 #: Retry delays after a transient failure, and between connection attempts: a local agent, so
 #: the cap is a few seconds, not 30 s.
 RETRY_BACKOFF = Backoff(initial=0.2, cap=5.0)
@@ -166,12 +160,6 @@ class DeliveryStatus:
     dead_by_sensor: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(order=True)
-class _Retry:
-    id: int
-    sample: QueuedSample = field(compare=False)
-
-
 class Delivery:
     """Drains ``queue`` to the agent of ``settings``; see the module docstring.
 
@@ -197,12 +185,6 @@ class Delivery:
         self._retry_backoff = retry_backoff
         self._connect_backoff = connect_backoff
         self.probe = InventoryProbe(inventory_probe_s)
-        #: samples in flight to sensors a probe found lost: an acknowledgement of one means it was
-        #: filed under the old id (an orphan), so it is sent again under the new one
-        self._sent_to_lost: set[int] = set()
-        #: samples of a several-sample push the agent refused for good: which one it refused is
-        #: unknown, so each goes again in a push of its own
-        self._alone: set[int] = set()
         self._push_error = ""  # the last unforeseen failure to send a push (logged once per kind)
         self._inbox = Inbox()
         self._read_at = 0.0  # monotonic time the delivery thread last read the agent connection
@@ -220,22 +202,12 @@ class Delivery:
         self._mapping: InventoryMapping | None = None
         self._need_reconcile = True
         self._next_check = 0.0
-        #: sample id → (the sample, the number of the push carrying it): only that push's answer
-        #: settles it (an older push's answer, for a sample sent again since, is not its answer)
-        self._in_flight: dict[int, tuple[QueuedSample, int]] = {}
+        #: what to send next (retries, then the queue's rows: from disk, or handed over in memory)
+        self._backlog = Backlog(queue)
+        #: where each sample taken stands: in flight with which push, acknowledged, buried
+        self._ledger = PushLedger()
         self._push_numbers = itertools.count(1)
-        self._retry: list[_Retry] = []
-        self._ready: deque[QueuedSample] = deque()
-        self._cursor = 0
-        #: batches the queue committed, handed over in memory (`SampleQueue.add_batch_listener`;
-        #: None: read the disk); used once the disk has nothing more after the cursor
-        self._handed: deque[list[QueuedSample] | None] = deque()
-        self._from_memory = False
-        self._acked: list[int] = []
-        self._dead: list[tuple[int, str, str]] = []
-        self._unknown_id_hits: dict[int, int] = {}
         self._addresses = PushAddresses()
-        self._missing_id_at: dict[int, int] = {}  # sample id → reconciliations when its id was missing
         self._retry_delays = retry_backoff.delays()
         self._retry_at = 0.0
         self._reconcile_delays = retry_backoff.delays()
@@ -260,7 +232,7 @@ class Delivery:
         self._connected_since: float | None = None
         self._last_ack: float | None = None
         queue.set_specs(self._specs)
-        queue.add_batch_listener(self._on_committed)
+        queue.add_batch_listener(self._backlog.on_committed)
         queue.add_listener(self._on_queue_change)
 
     # -- API for the service ---------------------------------------------------------------------
@@ -335,8 +307,9 @@ class Delivery:
             client_id=client.client_id if client else "",
             connected_since=self._connected_since, last_ack=self._last_ack, pushed=self.pushed,
             dead_lettered=dict(self.dead_by_kind), queue_depth=stats.depth,
-            oldest_timestamp_ms=stats.oldest_timestamp_ms, in_flight=len(self._in_flight), resent=self.resent,
-            reconciliations=self.reconciliations, dropped=stats.dropped, waiting_for_clock=waiting,
+            oldest_timestamp_ms=stats.oldest_timestamp_ms, in_flight=len(self._ledger.in_flight),
+            resent=self.resent, reconciliations=self.reconciliations, dropped=stats.dropped,
+            waiting_for_clock=waiting,
             problem=self._problem, pushed_by_sensor=dict(self.pushed_by_sensor),
             dead_by_sensor=dict(self.dead_by_sensor))
 
@@ -355,13 +328,6 @@ class Delivery:
         return self._client
 
     # -- callbacks (other threads): hand over only ---------------------------------------------
-    def _on_committed(self, samples: list[QueuedSample] | None) -> None:
-        # the queue's thread: keep the batch; too many waiting means we fell behind (the disk has them)
-        if len(self._handed) >= HANDED_MAX_BATCHES:
-            self._handed.clear()
-            samples = None
-        self._handed.append(samples)
-
     def _on_queue_change(self, what: str) -> None:
         # runs before the put returns: whoever put a sample never sees a stale "drained"
         self._queue_changes += 1
@@ -466,7 +432,7 @@ class Delivery:
             wake.append(self._next_check)
             if self.probe.wanted() and self._gate_open(self._resolved):
                 wake.append(self.probe.due_at)
-        if self._acked:
+        if self._ledger.acked:
             wake.append(now + 0.5)
         if self._step_error:
             wake.append(self._step_retry_at)
@@ -482,7 +448,7 @@ class Delivery:
             self._specs = message[1]
             self._need_reconcile = True
         elif kind == "queue" and message[1] == "stamped":
-            self._rewind()
+            self._backlog.rewind()   # rows stamped late have lower ids than the cursor
         elif kind == "probe":
             self._on_probe(message[1], message[2], message[3])
 
@@ -513,8 +479,8 @@ class Delivery:
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
             exhausted = self._send(resolved)
         self._flush()
-        if exhausted and changes == self._queue_changes and not (
-                self._in_flight or self._retry or self._dead or self._acked):
+        if (exhausted and changes == self._queue_changes and self._ledger.settled
+                and not self._backlog.sending_again):
             self._drained.set()
         else:
             self._drained.clear()
@@ -675,14 +641,15 @@ class Delivery:
         self._resolved = resolved
         self._next_check = time.monotonic() + self.bridge.inventory_check_s
         self.probe.listed(time.monotonic())
-        self._rewind()
+        self._backlog.rewind()
 
     def _on_probe(self, client: AgentClient, resolved: ResolvedInventory, future: Future[Reply]) -> None:
         current = client is self._client and resolved is self._resolved
         lost = self.probe.answered(resolved, future, current=current)
         if not lost:
             return
-        self._sent_to_lost |= {sid for sid, (sample, _) in self._in_flight.items() if sample.sensor in lost}
+        ledger = self._ledger
+        ledger.sent_to_lost |= {sid for sid, (sample, _) in ledger.in_flight.items() if sample.sensor in lost}
         self._resolved = None  # the gate closes until the inventory is reconciled again
         self._need_reconcile = True
         self._reconcile_at = 0.0
@@ -708,50 +675,13 @@ class Delivery:
         return out
 
     # -- sending --------------------------------------------------------------------------------
-    def _rewind(self) -> None:
-        """Read the queue from its start again (rows stamped late have lower ids than the cursor)."""
-        self._cursor = 0
-        self._ready.clear()
-        self._from_memory = False
-
-    def _next_sample(self) -> QueuedSample | None:
-        """The next sample to send: a retry, else the queue's rows after the cursor. Once a fetch
-        found nothing more on disk, every row committed later is handed over in memory
-        (`_on_committed`, in commit order, before the queue answers any later fetch): taken
-        from there (rows up to the cursor were read already) until a batch says "read the disk"
-        (None) or a rewind."""
-        if self._retry:
-            return heapq.heappop(self._retry).sample
-        while True:
-            if self._ready:
-                return self._ready.popleft()
-            if self._from_memory:
-                if not self._handed:
-                    return None
-                batch = self._handed.popleft()
-                if batch is None:
-                    self._from_memory = False
-                    continue
-                self._ready.extend(r for r in batch if r.id > self._cursor)
-                if batch:
-                    self._cursor = max(self._cursor, batch[-1].id)
-                continue
-            rows = self.queue.fetch(self._cursor, FETCH_BATCH)
-            if not rows:
-                self._from_memory = True   # caught up: what the queue commits from now on is handed over
-                return None
-            self._cursor = rows[-1].id
-            skip = set(self._in_flight) | set(self._acked) | {r.id for r in self._retry}
-            skip |= {dead[0] for dead in self._dead}
-            self._ready.extend(r for r in rows if r.id not in skip)
-
     def _send(self, resolved: ResolvedInventory) -> bool:
         """Fill the window, samples of one sensor in as few pushes as `Push` allows; True when
         the queue had nothing more to send."""
         client = self._client
         if client is None:
             return False
-        if len(self._in_flight) > self._window // 2:
+        if len(self._ledger.in_flight) > self._window // 2:
             return False  # wait for half the window: what frees up piecemeal would go piecemeal
         with client.corked():  # the pushes of this turn go out in one write
             return self._fill(client, resolved)
@@ -759,33 +689,34 @@ class Delivery:
     def _fill(self, client: AgentClient, resolved: ResolvedInventory) -> bool:
         """`_send`'s loop: pushes for the window's free places, the ones being filled sent last."""
         filling: dict[str, Push] = {}  # sensor id → the push being filled
+        ledger = self._ledger
         try:
-            while len(self._in_flight) < self._window:
+            while len(ledger.in_flight) < self._window:
                 if self._retry_at > time.monotonic():
                     return False  # a push failed to go out (`_push`): its samples wait for the backoff
-                sample = self._next_sample()
+                sample = self._backlog.next(ledger.taken_ids)
                 if sample is None:
                     return True
                 target = self._addresses.address(sample, resolved, self._specs)
                 if isinstance(target, str):
                     # an id may be missing only because the inventory is older than the sample (a
                     # sensor just added): dead letter only once a later reconciliation has no id
-                    seen_at = self._missing_id_at.get(sample.id)
+                    seen_at = ledger.missing_id_at.get(sample.id)
                     if seen_at is not None and self.reconciliations > seen_at:
-                        del self._missing_id_at[sample.id]
+                        del ledger.missing_id_at[sample.id]
                         self._bury(sample, target, NO_ID)
                         continue
-                    self._missing_id_at.setdefault(sample.id, self.reconciliations)
-                    heapq.heappush(self._retry, _Retry(sample.id, sample))
+                    ledger.missing_id_at.setdefault(sample.id, self.reconciliations)
+                    self._backlog.again(sample)
                     self._need_reconcile = True
                     return False
-                if self._missing_id_at:
-                    self._missing_id_at.pop(sample.id, None)  # its ids are known now
+                if ledger.missing_id_at:
+                    ledger.missing_id_at.pop(sample.id, None)  # its ids are known now
                 sensor_id, values = target
-                if sample.id in self._alone:
+                if sample.id in ledger.alone:
                     single = Push(sensor_id, next(self._push_numbers))
                     single.add(sample, values)
-                    self._in_flight[sample.id] = (sample, single.number)
+                    ledger.carry(sample, single.number)
                     self._push(client, single)
                     continue
                 open_push = filling.get(sensor_id)
@@ -794,7 +725,7 @@ class Delivery:
                         self._push(client, open_push)
                     open_push = filling[sensor_id] = Push(sensor_id, next(self._push_numbers))
                 open_push.add(sample, values)
-                self._in_flight[sample.id] = (sample, open_push.number)
+                ledger.carry(sample, open_push.number)
             return False
         finally:
             for push in filling.values():
@@ -812,13 +743,13 @@ class Delivery:
             future = client.request_async(Op.PUSH, payload, sensor_id=push.sensor_id)
         except ValueError as exc:
             if len(push.samples) == 1:
-                del self._in_flight[push.samples[0].id]
+                del self._ledger.in_flight[push.samples[0].id]
                 self._bury(push.samples[0], f"{VALUE_REFUSED}: {exc}", VALUE_REFUSED)
                 return
             for sample in push.samples:  # each alone: the culprit alone is refused
-                del self._in_flight[sample.id]
-                self._alone.add(sample.id)
-                heapq.heappush(self._retry, _Retry(sample.id, sample))
+                del self._ledger.in_flight[sample.id]
+                self._ledger.alone.add(sample.id)
+                self._backlog.again(sample)
             return
         except Exception as exc:  # a bug of ours: its samples must not stay in flight for ever
             what = f"{type(exc).__name__}: {exc}"
@@ -826,7 +757,7 @@ class Delivery:
                 self._push_error = what
                 log.exception("a push of %d sample(s) could not be sent", len(push.samples))
             for sample in push.samples:
-                del self._in_flight[sample.id]
+                del self._ledger.in_flight[sample.id]
                 self._transient(sample, f"not sent: {exc}")
             return
         self.pushes_sent += 1
@@ -837,39 +768,33 @@ class Delivery:
     def _on_result(self, number: int, sample_ids: tuple[int, ...], client: AgentClient,
                    future: Future[Reply]) -> None:
         """The answer to push ``number``, for each of its samples still in flight with it."""
-        samples = []
-        for sample_id in sample_ids:
-            entry = self._in_flight.get(sample_id)
-            if entry is not None and entry[1] == number:
-                del self._in_flight[sample_id]
-                samples.append(entry[0])
+        samples = self._ledger.answered(number, sample_ids)
         if not samples:
             return
         error = future.exception()
         outcome = classify(error) if error is not None and len(samples) > 1 else None
         if outcome is Outcome.DEAD:
             for sample in samples:  # which one the agent refused is unknown: each alone
-                self._sent_to_lost.discard(sample.id)
-                self._alone.add(sample.id)
+                self._ledger.sent_to_lost.discard(sample.id)
+                self._ledger.alone.add(sample.id)
                 self._requeue(sample)
             return
         for sample in samples:
             self._settle(sample, client, error)
         if outcome is Outcome.RECONCILE:  # an unknown id: each alone next time, so that only the
-            self._alone.update(sample.id for sample in samples)  # culprit runs out of retries
+            self._ledger.alone.update(sample.id for sample in samples)  # culprit runs out of retries
 
     def _settle(self, sample: QueuedSample, client: AgentClient, error: BaseException | None) -> None:
         """One sample's push was answered: ``error`` None (acknowledged) or why not."""
-        sample_id = sample.id
-        self._alone.discard(sample_id)
-        if sample_id in self._sent_to_lost:
-            self._sent_to_lost.discard(sample_id)
+        sample_id, ledger = sample.id, self._ledger
+        ledger.alone.discard(sample_id)
+        if sample_id in ledger.sent_to_lost:
+            ledger.sent_to_lost.discard(sample_id)
             if error is None:  # stored under the lost id: again, once the inventory is reconciled
                 self._requeue(sample)
                 return
         if error is None:
-            self._acked.append(sample_id)
-            self._unknown_id_hits.pop(sample_id, None)
+            ledger.acknowledged(sample_id)
             self.rejection.accepted()
             self.pushed += 1
             self.pushed_by_sensor[sample.sensor] = self.pushed_by_sensor.get(sample.sensor, 0) + 1
@@ -882,8 +807,8 @@ class Delivery:
             assert isinstance(error, AgentReplyError)
             self._bury(sample, str(error), f"agent error {int(error.code)} {error.code_name}")
         elif outcome is Outcome.RECONCILE:
-            hits = self._unknown_id_hits.get(sample_id, 0) + 1
-            self._unknown_id_hits[sample_id] = hits
+            hits = ledger.unknown_id_hits.get(sample_id, 0) + 1
+            ledger.unknown_id_hits[sample_id] = hits
             if hits > MAX_UNKNOWN_ID_RETRIES:
                 assert isinstance(error, AgentReplyError)
                 self._bury(sample, f"{error} (still after {hits - 1} reconciliations)",
@@ -908,11 +833,11 @@ class Delivery:
 
     def _bury(self, sample: QueuedSample, reason: str, kind: str) -> None:
         """To the dead letters with the next flush (counted per sensor for the status)."""
-        self._dead.append((sample.id, reason, kind))
+        self._ledger.bury(sample, reason, kind)
         self.dead_by_sensor[sample.sensor] = self.dead_by_sensor.get(sample.sensor, 0) + 1
 
     def _requeue(self, sample: QueuedSample) -> None:
-        heapq.heappush(self._retry, _Retry(sample.id, sample))
+        self._backlog.again(sample)
         self.resent += 1
 
     def _transient(self, sample: QueuedSample, why: str) -> None:
@@ -923,32 +848,21 @@ class Delivery:
             self._retry_at = now + delay
             log.info("push not acknowledged (%s): retried in %.1f s", why, delay)
 
-    def _flush(self) -> None:
-        if self._dead:
-            dead, self._dead = self._dead, []
-            for sample_id, _, kind in dead:
-                self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
-                self._unknown_id_hits.pop(sample_id, None)
-                self._missing_id_at.pop(sample_id, None)
-                self._alone.discard(sample_id)
-            self.queue.dead_letter(dead)
-        if self._acked and (len(self._acked) >= ACK_BATCH or not self._in_flight or self._stopping.is_set()):
-            acked, self._acked = self._acked, []
-            self.queue.ack(acked)
+    def _flush(self, all_acks: bool = False) -> None:
+        """Tell the queue what was buried and acknowledged (see `PushLedger.flush`)."""
+        for kind in self._ledger.flush(self.queue, all_acks=all_acks or self._stopping.is_set()):
+            self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_DRAIN_S
-        while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
+        while self._ledger.in_flight and (remaining := deadline - time.monotonic()) > 0:
             message = self._inbox.wait(remaining, self._drive)
             if message is None:
                 continue
             if message[0] == "result":
                 self._on_result(message[1], message[2], message[3], message[4])
         try:
-            self._flush()
-            if self._acked:
-                self.queue.ack(self._acked)
-                self._acked = []
+            self._flush(all_acks=True)
         except Exception as exc:  # the queue is closed already: rows are delivered again later
             log.info("acknowledgements not recorded (%s): those samples are sent again next time", exc)
         client, self._client = self._client, None
