@@ -616,15 +616,15 @@ def test_a_reconciliation_never_writes_into_the_previous_clients_mapping(
         client.connect(WAIT_S)
         old_id = "0" * 32
         delivery._mapping = InventoryMapping(bridge.bridge_settings.state_dir, old_id)
-        delivery._client = client
-        delivery._up = True  # as the network thread sets it, before the "up" message is handled
+        delivery._connection.client = client
+        delivery._connection._up = True  # as the link thread sets it, before the "up" message is handled
         delivery._reconcile()
         assert delivery._mapping is not None and delivery._mapping.client_id == client.client_id
         assert not mapping_path(bridge.bridge_settings.state_dir, old_id).exists()
         assert mapping_path(bridge.bridge_settings.state_dir, client.client_id).exists()
         assert delivery.reconciliations == 1
     finally:
-        delivery._client = None
+        delivery._connection.client = None
         client.close()
 
 
@@ -646,7 +646,7 @@ def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
     client = AgentClient(bridge.settings, request_timeout=REQUEST_TIMEOUT_S)
     try:
         client.connect(WAIT_S)
-        delivery._client = client
+        delivery._connection.client = client
         queue.put(door(1))
         without_door = ResolvedInventory(full.client_id, full.generation, dict(full.sensors),
                                          {k: v for k, v in full.metrics.items() if k[0] != "Door"})
@@ -668,7 +668,7 @@ def test_per_sample_bookkeeping_is_forgotten_once_a_sample_is_settled(
         assert delivery._ledger.unknown_id_hits == {} and delivery._ledger.missing_id_at == {}
         assert [d["kind"] for d in queue.dead_letters()] == ["value refused by the client"]
     finally:
-        delivery._client = None
+        delivery._connection.client = None
         client.close()
 
 
@@ -730,8 +730,8 @@ def test_a_failing_reconciliation_does_not_make_the_delivery_thread_spin(
     delivery = unstarted_delivery
     inbox = RecordingInbox()
     delivery._inbox = inbox  # type: ignore[assignment]
-    delivery._client = object()  # type: ignore[assignment]
-    delivery._up = True
+    delivery._connection.client = object()  # type: ignore[assignment]
+    delivery._connection._up = True
     delivery._resolved = ResolvedInventory("c0ffee", generation=1)
     delivery._next_check = delivery.probe.due_at = 0.0   # both long past
     delivery.probe.acknowledged("Air")
@@ -778,7 +778,7 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
             raise RuntimeError("the client broke")
 
     delivery = unstarted_delivery
-    delivery._client = Unsendable()  # type: ignore[assignment]
+    delivery._connection.client = Unsendable()  # type: ignore[assignment]
     resolved = ResolvedInventory("c0ffee", 1, sensors={"Air": "s1"},
                                  metrics={("Air", "temperature", "unit:x"): "m1"})
     for i in range(1, 41):
@@ -796,7 +796,7 @@ def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(unstarted
     delivery = unstarted_delivery
     inbox = RecordingInbox()
     delivery._inbox = inbox  # type: ignore[assignment]
-    delivery._connect_at = 0.0                       # no client: connecting is long due
+    delivery._connection.connect_at = 0.0                       # no client: connecting is long due
     delivery._step_error = "PermissionError: [Errno 13] Permission denied: 'certs'"
     delivery._step_retry_at = time.monotonic() + 2.0
     assert delivery._next_message() == ("wake",)

@@ -9,6 +9,8 @@ Each stage's helpers sit beside it: the scheduler's `grid` (slots on the wall cl
 `exclusive` (one attempt per chip), `sensor_state` (one sensor: its driver, values and what a
 reading makes), `timeline` (a sensor's timestamps), `health` (failing, recovered, rebuilt),
 `calls` (the worker pool), `handover` (a slot's samples as one batch) and `outbox`; delivery's
-`pushes` (what one push carries), `probe` (an agent that lost our sensors), `rejection` (an
-agent that refuses this client) and `provisioning` (the child process that provisions).
+`connection` (the client and the push gate), `backlog` (what to send next), `ledger` (where
+each sample taken stands), `pushes` (what one push carries), `probe` (an agent that lost our
+sensors), `rejection` (an agent that refuses this client) and `provisioning` (the child process
+that provisions).
 """

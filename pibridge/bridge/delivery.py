@@ -13,6 +13,12 @@ Push futures' callbacks, the client's connection events and the queue's "rows ad
 hand a message to its inbox (`pibridge.bridge.inbox`). The client's link thread opens and fences
 each connection; the database stays with the queue's own thread.
 
+Its parts: `AgentConnection` (the client, connecting and the gate's state), `Backlog` (what to
+send next: retries, then the queue's rows, from disk or handed over in memory), `PushLedger`
+(each sample taken: in flight with which push, acknowledged, buried, until the queue is told),
+`Push` (what one push carries), `InventoryProbe` and `Rejection`; this module is the policy
+that joins them: when to connect, reconcile and send, and what each answer means.
+
 The push gate: a push goes only to ids a reconciliation saw in the agent's listing on the current
 connection. Every "up" event starts a new generation; a "down" (or a connection error from a
 push) closes the gate; a reconciliation during which the connection went down is discarded.
@@ -56,12 +62,12 @@ from pibridge.agent import (
     AgentSettings,
     ConnectionErrorKind,
     ConnectionEvent,
-    CredentialFiles,
     ErrorCode,
     Reply,
     encode_push,
 )
 from pibridge.bridge.backlog import Backlog
+from pibridge.bridge.connection import AgentConnection
 from pibridge.bridge.inbox import Inbox, wait_for_socket
 from pibridge.bridge.inventory import InventoryMapping, ReconcileAborted, Reconciler, ResolvedInventory
 from pibridge.bridge.ledger import PushLedger
@@ -70,7 +76,7 @@ from pibridge.bridge.probe import INVENTORY_PROBE_S, InventoryProbe
 from pibridge.bridge.provisioning import Provisioner, ProvisioningChild
 from pibridge.bridge.pushes import MAX_PUSH_BYTES, Push, PushAddresses
 from pibridge.bridge.queue import QueuedSample, SampleQueue
-from pibridge.bridge.rejection import FORBIDDEN_RETRY_S, Refusal, Rejection
+from pibridge.bridge.rejection import Rejection
 from pibridge.mqtt import Backoff
 from pibridge.profile import BridgeSettings
 from pibridge.protocol import Op
@@ -84,8 +90,6 @@ IN_FLIGHT = 256
 #: the cap is a few seconds, not 30 s.
 RETRY_BACKOFF = Backoff(initial=0.2, cap=5.0)
 CONNECT_BACKOFF = Backoff(initial=0.5, cap=5.0)
-#: Seconds one connection attempt may take (the link then reconnects by itself).
-CONNECT_TIMEOUT_S = 10.0
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
 #: Seconds between two looks at a client whose link is down: a reconnect attempt that fails for
 #: good (credentials gone, certificate rejected) stops the link without an event, since the
@@ -181,9 +185,7 @@ class Delivery:
         self._specs = dict(specs)
         self._clock_ready = clock_ready
         self._window = in_flight
-        self._request_timeout = request_timeout
         self._retry_backoff = retry_backoff
-        self._connect_backoff = connect_backoff
         self.probe = InventoryProbe(inventory_probe_s)
         self._push_error = ""  # the last unforeseen failure to send a push (logged once per kind)
         self._inbox = Inbox()
@@ -191,12 +193,11 @@ class Delivery:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.rejection = Rejection(settings, ProvisioningChild(settings, self._stopping, provisioner))
-        # connection state, written by the client's event callbacks (see the push gate)
-        self._gate_lock = threading.Lock()
-        self._generation = 0
-        self._downs = 0
-        self._up = False
-        self._client: AgentClient | None = None
+        #: the client and the push gate's state (its events come through the inbox)
+        self._connection = AgentConnection(
+            settings, self.rejection, request_timeout=request_timeout, backoff=connect_backoff,
+            forward=lambda client, event: self._inbox.put(("connection", client, event)),
+            problem=self._connection_problem)
         self._resolved: ResolvedInventory | None = None
         # the delivery thread's own state
         self._mapping: InventoryMapping | None = None
@@ -212,8 +213,6 @@ class Delivery:
         self._retry_at = 0.0
         self._reconcile_delays = retry_backoff.delays()
         self._reconcile_at = 0.0
-        self._connect_delays = connect_backoff.delays()
-        self._connect_at = 0.0
         self._problem = ""
         self._step_delays = retry_backoff.delays()
         self._step_retry_at = 0.0
@@ -253,7 +252,7 @@ class Delivery:
             return
         thread.join(max(0.0, min(STOP_DRAIN_S + 1.0, timeout / 2)))
         if thread.is_alive():  # stuck in a blocking call (connect, reconcile, provisioning): interrupt it
-            client = self._client
+            client = self._connection.client
             if client is not None:
                 client.close()
             self.rejection.provisioning.kill()
@@ -281,7 +280,7 @@ class Delivery:
         """Report a sensor's read error to the agent: on the sensor's error topic once it has a
         verified id, at client level (text prefixed with the sensor's name) before. Only while
         connected, never queued: returns whether it was sent."""
-        client = self._client
+        client = self._connection.client
         if client is None or not client.connected:
             return False
         resolved = self._resolved
@@ -300,7 +299,7 @@ class Delivery:
 
     def status(self) -> DeliveryStatus:
         stats = self.queue.stats()
-        client = self._client
+        client = self._connection.client
         waiting = stats.unstamped if self._clock_ready is None or not self._clock_ready() else 0
         return DeliveryStatus(
             connected=bool(client is not None and client.connected),
@@ -325,7 +324,7 @@ class Delivery:
 
     @property
     def client(self) -> AgentClient | None:
-        return self._client
+        return self._connection.client
 
     # -- callbacks (other threads): hand over only ---------------------------------------------
     def _on_queue_change(self, what: str) -> None:
@@ -334,25 +333,12 @@ class Delivery:
         self._drained.clear()
         self._inbox.put(("queue", what))
 
-    def _on_connection(self, client: AgentClient, event: ConnectionEvent) -> None:
-        with self._gate_lock:
-            if client is not self._client:
-                return
-            if event.up:
-                self._generation += 1
-                self._up = True
-            else:
-                self._up = False
-                self._downs += 1
-        self._inbox.put(("connection", client, event))
-
     def _push_done(self, number: int, sample_ids: tuple[int, ...], client: AgentClient,
                    future: Future[Reply]) -> None:
         self._inbox.put(("result", number, sample_ids, client, future))
 
     def _gate_open(self, resolved: ResolvedInventory) -> bool:
-        with self._gate_lock:
-            return self._up and resolved.generation == self._generation
+        return self._connection.gate_open(resolved.generation)
 
     # -- the delivery thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -405,7 +391,7 @@ class Delivery:
 
     def _drive(self, timeout: float, wake: Any) -> None:
         """Wait up to ``timeout`` s for ``wake`` (the inbox), reading the agent connection meanwhile."""
-        client = self._client
+        client = self._connection.client
         if client is not None and client.driven:
             client.drive(timeout, wake)
             self._read_at = time.monotonic()
@@ -418,17 +404,18 @@ class Delivery:
             return self._step_retry_at
         wake = [now + 60.0]
         forbidden_until = self.rejection.forbidden_until
-        if self._client is None or forbidden_until:
-            wake.append(max(self._connect_at, forbidden_until))
-        elif not self._up:
+        up = self._connection.up
+        if self._connection.client is None or forbidden_until:
+            wake.append(max(self._connection.connect_at, forbidden_until))
+        elif not up:
             wake.append(now + FATAL_CHECK_S)
         if self._retry_at > now:
             wake.append(self._retry_at)
-        if self._need_reconcile and self._up and not forbidden_until:
+        if self._need_reconcile and up and not forbidden_until:
             wake.append(self._reconcile_at)
         # the same conditions as `_step`'s: a deadline it would not act on must not wake it (a
         # failing reconciliation keeps `_resolved` with both deadlines past: a busy loop)
-        if self._resolved is not None and self._up and not self._need_reconcile:
+        if self._resolved is not None and up and not self._need_reconcile:
             wake.append(self._next_check)
             if self.probe.wanted() and self._gate_open(self._resolved):
                 wake.append(self.probe.due_at)
@@ -454,26 +441,29 @@ class Delivery:
 
     def _step(self) -> None:
         changes = self._queue_changes
-        client = self._client
-        fatal = client.fatal_error if client is not None and not self._up else None
+        connection = self._connection
+        client = connection.client
+        fatal = client.fatal_error if client is not None and not connection.up else None
         if client is not None and fatal is not None:
             self._on_fatal(client, fatal)  # a failed reconnect stopped the link without an event
         now = time.monotonic()
         rejection = self.rejection
         if rejection.forbidden_until and now >= rejection.forbidden_until:
             rejection.forbidden_until = 0.0
-            self._restart_client()
-        if self._client is None and now >= self._connect_at and not rejection.forbidden_until:
-            self._connect()
-        if self._up and self._resolved is not None and now >= self._next_check:
+            connection.restart()
+            self._forget_inventory()
+        if connection.client is None and now >= connection.connect_at and not rejection.forbidden_until:
+            connection.connect()
+        if connection.up and self._resolved is not None and now >= self._next_check:
             self._need_reconcile = True
-        if self._need_reconcile and self._up and not rejection.forbidden_until and now >= self._reconcile_at:
+        if (self._need_reconcile and connection.up and not rejection.forbidden_until
+                and now >= self._reconcile_at):
             self._reconcile()
         resolved = self._resolved
         if (resolved is not None and self.probe.wanted() and not self._need_reconcile
                 and time.monotonic() >= self.probe.due_at and self._gate_open(resolved)
-                and self._client is not None):
-            self.probe.send(self._client, resolved,
+                and connection.client is not None):
+            self.probe.send(connection.client, resolved,
                             lambda client, checked, done: self._inbox.put(("probe", client, checked, done)))
         exhausted = False
         if resolved is not None and self._gate_open(resolved) and time.monotonic() >= self._retry_at:
@@ -486,46 +476,8 @@ class Delivery:
             self._drained.clear()
 
     # -- connection ----------------------------------------------------------------------------
-    def _connect(self) -> None:
-        files = CredentialFiles(self.settings.cert_folder, self.settings.client_name)
-        if not files.stored() and not self._provision("no credentials stored"):
-            return
-        client = AgentClient(self.settings, request_timeout=self._request_timeout,
-                             backoff=self._connect_backoff, driven=True)
-        self._client = client
-        client.on_connection_change(lambda event: self._on_connection(client, event))
-        try:
-            client.connect(CONNECT_TIMEOUT_S, persist=True)
-        except AgentConnectionError as exc:
-            client.close()
-            self._client = None
-            if exc.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
-                self._rejected(str(exc))
-            else:
-                self._set_problem(str(exc))
-                self._connect_at = time.monotonic() + next(self._connect_delays)
-            return
-        except AgentError as exc:  # a missing CA file or credentials, unreadable files: retried
-            client.close()
-            self._client = None
-            self._set_problem(str(exc))
-            self._connect_at = time.monotonic() + next(self._connect_delays)
-            return
-        self._connect_delays = self._connect_backoff.delays()
-
-    def _restart_client(self) -> None:
-        client, self._client = self._client, None
-        with self._gate_lock:
-            self._up = False
-            self._downs += 1
-        if client is not None:
-            client.close()
-        self._resolved = None
-        self._need_reconcile = True
-        self._connect_at = 0.0
-
     def _on_event(self, client: AgentClient, event: ConnectionEvent) -> None:
-        if client is not self._client:
+        if client is not self._connection.client:
             return
         if event.up:
             self._connected_since = time.time()
@@ -550,44 +502,28 @@ class Delivery:
         return self._mapping
 
     def _on_fatal(self, client: AgentClient, error: AgentConnectionError) -> None:
-        """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): drop the client.
-        A rejected certificate re-provisions (smart) or waits for new credentials (keep); missing
-        or unloadable credentials reconnect after backoff, where `_connect` provisions when none
-        are stored; an untrusted server or a port that wants a certificate is retried slowly."""
-        self._set_problem(str(error))
-        self._client = None
-        with self._gate_lock:
-            self._up = False
-        client.close()
+        """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): dropped
+        (`AgentConnection.drop` says what next), the inventory void."""
+        self._connection.drop(client, error)
         self._connected_since = None
-        self._resolved = None
-        self._need_reconcile = True
-        if error.kind is ConnectionErrorKind.CERTIFICATE_REJECTED:
-            self._rejected(str(error))
-        elif error.kind is ConnectionErrorKind.CREDENTIALS:
-            self._connect_at = time.monotonic() + next(self._connect_delays)
-        else:
-            self._connect_at = time.monotonic() + FORBIDDEN_RETRY_S
+        self._forget_inventory()
 
     def _rejected(self, why: str) -> None:
-        """The agent rejects this client (certificate rejected, or 18): `Rejection` decides."""
-        refusal = self.rejection.refused(why)
-        if refusal is Refusal.RESTART:
-            self._restart_client()
-        elif refusal is Refusal.PROVISIONING_FAILED:
-            self._provisioning_failed(self.rejection.problem)
-        elif refusal is Refusal.WAIT:
-            self._problem = self.rejection.problem
+        """The agent rejects this client (18 to a request): `AgentConnection.rejected`."""
+        if self._connection.rejected(why):
+            self._forget_inventory()
 
-    def _provision(self, why: str) -> bool:
-        failure = self.rejection.provision(why)
-        if failure is not None:
-            self._provisioning_failed(failure)
-        return failure is None
+    def _forget_inventory(self) -> None:
+        """The verified inventory no longer holds (another connection or client): the gate
+        closes until a reconciliation."""
+        self._resolved = None
+        self._need_reconcile = True
 
-    def _provisioning_failed(self, failure: str) -> None:
-        self._set_problem(failure)
-        self._connect_at = time.monotonic() + next(self._connect_delays)
+    def _connection_problem(self, text: str, logged: bool) -> None:
+        if logged:
+            self._problem = text
+        else:
+            self._set_problem(text)
 
     def _set_problem(self, text: str) -> None:
         if text and text != self._problem:
@@ -596,11 +532,11 @@ class Delivery:
 
     # -- inventory ------------------------------------------------------------------------------
     def _reconcile(self) -> None:
-        client = self._client
+        client = self._connection.client
         if client is None or self._mapping is None:
             return
-        with self._gate_lock:
-            generation, downs = self._generation, self._downs
+        snapshot = self._connection.snapshot()
+        generation = snapshot[0]
         # the client's id, not the last "up" message's: a reconnect under new credentials bumps
         # the generation before its "up" reaches the inbox, and ids of the new client must never
         # go into the old client's mapping
@@ -628,9 +564,7 @@ class Delivery:
         except OSError as exc:  # the mapping cannot be written: full disk, read-only state dir
             self._reconcile_failed(f"inventory mapping not written: {exc}")
             return
-        with self._gate_lock:
-            accepted = self._up and self._generation == generation and self._downs == downs
-        if not accepted:
+        if not self._connection.unchanged(snapshot):
             log.info("connection changed during the inventory reconciliation: discarded")
             self._need_reconcile = True
             return
@@ -644,7 +578,7 @@ class Delivery:
         self._backlog.rewind()
 
     def _on_probe(self, client: AgentClient, resolved: ResolvedInventory, future: Future[Reply]) -> None:
-        current = client is self._client and resolved is self._resolved
+        current = client is self._connection.client and resolved is self._resolved
         lost = self.probe.answered(resolved, future, current=current)
         if not lost:
             return
@@ -678,7 +612,7 @@ class Delivery:
     def _send(self, resolved: ResolvedInventory) -> bool:
         """Fill the window, samples of one sensor in as few pushes as `Push` allows; True when
         the queue had nothing more to send."""
-        client = self._client
+        client = self._connection.client
         if client is None:
             return False
         if len(self._ledger.in_flight) > self._window // 2:
@@ -819,7 +753,7 @@ class Delivery:
             self._need_reconcile = True
         elif outcome is Outcome.FORBIDDEN:
             self._requeue(sample)
-            if client is self._client and not self.rejection.forbidden_until:
+            if client is self._connection.client and not self.rejection.forbidden_until:
                 self._resolved = None
                 self._need_reconcile = True
                 message = error.agent_message if isinstance(error, AgentReplyError) else str(error)
@@ -865,9 +799,7 @@ class Delivery:
             self._flush(all_acks=True)
         except Exception as exc:  # the queue is closed already: rows are delivered again later
             log.info("acknowledgements not recorded (%s): those samples are sent again next time", exc)
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._connection.close()
         self._inbox.close()  # a later put (a late notice) only appends: nobody waits any more
 
         with self._progress:
