@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from pibridge.bridge.handover import HAND_OVER_MAX_S, HAND_OVER_SLACK_S, SlotHandOver
 from pibridge.bridge.health import ERROR_REPEAT_S, REBUILD_MAX_S, SensorHealth
 from pibridge.bridge.model import TakenSample
+from pibridge.bridge.sensor_state import SensorPlan, SensorState
 from pibridge.bridge.timeline import RECENT_STAMPS, SampleTimeline
 from pibridge.bridge.timers import TimerHeap
+from pibridge.drivers.base import Driver, Metric, Sample
 
 
 class Owner:
@@ -152,7 +154,7 @@ def test_nothing_waits_past_the_longest_hold_and_edges_and_hooks_go_after_what_i
 def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> None:
     """The scheduler asks each driver's ``timing`` while samples are held: a property that raises
     there hands the samples over at once (logged), so nothing is held and the loop never spins."""
-    from pibridge.bridge.scheduler import Scheduler, SensorPlan
+    from pibridge.bridge.scheduler import Scheduler
     from pibridge.bridge.sensor_state import Cycle
 
     class Sink:
@@ -171,3 +173,30 @@ def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> Non
     scheduler._handover.hold("a", sample("a"), scheduler.clock.monotonic(), event=False)
     scheduler._hand_over_if_slot_done()
     assert len(out.items) == 1 and not scheduler._handover.holding
+
+
+class Thermometer(Driver):
+    """A driver reading one constant temperature."""
+
+    name = "thermometer"
+    metrics: ClassVar[tuple[Metric, ...]] = (Metric("t", "Temperature", unit="SI.Temperature.CELSIUS"),)
+
+    def collect(self) -> Sample:
+        return {"t": 20.0}
+
+
+def test_a_driver_whose_resumable_metrics_raise_is_not_installed() -> None:
+    """`SensorState.install` raises before it installs anything (the scheduler then counts a
+    failed build and rebuilds): a driver half-installed would be read after it was closed."""
+
+    class Broken(Thermometer):
+        @property
+        def resumable_metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+            raise RuntimeError("resumable_metrics broke")
+
+    state = SensorState(SensorPlan("x", 1.0, Broken), 0, 2.0)
+    with pytest.raises(RuntimeError, match="broke"):
+        state.install(Broken(), {})
+    assert state.driver is None and state.processor is None
+    spec = state.install(Thermometer(), {})
+    assert state.driver is not None and [m.key for m in spec.metrics] == ["t"]

@@ -12,8 +12,8 @@ the connection is `unchanged` since (no "down" meanwhile, not even one followed 
 
 Connecting provisions first when no credentials are stored; a failure waits with backoff
 (`connect_at`). What a refusal means (a rejected certificate, error 18) is `Rejection`'s.
-``on_change`` runs on the client's link thread: it only records the gate's state and hands the
-event on (`forward`); everything else runs on the delivery thread.
+``_on_change`` runs on the client's link thread: it only records the gate's state and hands the
+event on (``forward``); everything else runs on the delivery thread.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from pibridge.agent import (
     AgentClient,
@@ -38,14 +39,22 @@ from pibridge.mqtt import Backoff
 CONNECT_TIMEOUT_S = 10.0
 
 
+class GateSnapshot(NamedTuple):
+    """The connection at one moment: its generation (one per "up") and the drops so far."""
+
+    generation: int
+    downs: int
+
+
 class AgentConnection:
     """``forward(client, event)``: a connection event, for the delivery thread's inbox;
-    ``problem(text, logged)``: what keeps delivery from the agent now ("" once nothing does;
-    ``logged``: already said in the log)."""
+    ``problem(text, silent)``: what keeps delivery from the agent now ("" once nothing does;
+    ``silent``: said in the log already); ``restarted()``: the client was replaced (new
+    credentials), so what delivery verified with the old one no longer holds."""
 
     def __init__(self, settings: AgentSettings, rejection: Rejection, *, request_timeout: float,
                  backoff: Backoff, forward: Callable[[AgentClient, ConnectionEvent], None],
-                 problem: Callable[[str, bool], None]) -> None:
+                 problem: Callable[[str, bool], None], restarted: Callable[[], None]) -> None:
         self.settings = settings
         self.rejection = rejection
         self.client: AgentClient | None = None
@@ -55,6 +64,7 @@ class AgentConnection:
         self._delays = backoff.delays()
         self._forward = forward
         self._problem = problem
+        self._restarted = restarted
         self._lock = threading.Lock()   # the gate's state: written by the link thread
         self._generation = 0
         self._downs = 0
@@ -70,15 +80,15 @@ class AgentConnection:
         with self._lock:
             return self._up and generation == self._generation
 
-    def snapshot(self) -> tuple[int, int]:
-        """The connection now, as (generation, downs so far): for `unchanged`."""
+    def snapshot(self) -> GateSnapshot:
+        """The connection now: for `unchanged`."""
         with self._lock:
-            return self._generation, self._downs
+            return GateSnapshot(self._generation, self._downs)
 
-    def unchanged(self, snapshot: tuple[int, int]) -> bool:
+    def unchanged(self, snapshot: GateSnapshot) -> bool:
         """Up, and the same connection as at ``snapshot``."""
         with self._lock:
-            return self._up and (self._generation, self._downs) == snapshot
+            return self._up and GateSnapshot(self._generation, self._downs) == snapshot
 
     def _on_change(self, client: AgentClient, event: ConnectionEvent) -> None:
         # the client's link thread
@@ -130,6 +140,7 @@ class AgentConnection:
         if client is not None:
             client.close()
         self.connect_at = 0.0
+        self._restarted()
 
     def drop(self, client: AgentClient, error: AgentConnectionError) -> None:
         """``client``'s link stopped for good (`AgentClient.fatal_error`): drop it. A rejected
@@ -148,18 +159,16 @@ class AgentConnection:
         else:
             self.connect_at = time.monotonic() + FORBIDDEN_RETRY_S
 
-    def rejected(self, why: str) -> bool:
-        """The agent rejects this client (certificate rejected, or 18): as `Rejection` decides.
-        True when it restarted with new credentials (delivery's inventory is void)."""
+    def rejected(self, why: str) -> None:
+        """The agent rejects this client (certificate rejected, or 18): as `Rejection` decides
+        (new credentials: `restart`; waiting: the problem says why)."""
         refusal = self.rejection.refused(why)
         if refusal is Refusal.RESTART:
             self.restart()
-            return True
-        if refusal is Refusal.PROVISIONING_FAILED:
+        elif refusal is Refusal.PROVISIONING_FAILED:
             self._wait(self.rejection.problem)
         elif refusal is Refusal.WAIT:
             self._problem(self.rejection.problem, True)
-        return False
 
     def close(self) -> None:
         client, self.client = self.client, None

@@ -197,7 +197,7 @@ class Delivery:
         self._connection = AgentConnection(
             settings, self.rejection, request_timeout=request_timeout, backoff=connect_backoff,
             forward=lambda client, event: self._inbox.put(("connection", client, event)),
-            problem=self._connection_problem)
+            problem=self._connection_problem, restarted=self._forget_inventory)
         self._resolved: ResolvedInventory | None = None
         # the delivery thread's own state
         self._mapping: InventoryMapping | None = None
@@ -451,7 +451,6 @@ class Delivery:
         if rejection.forbidden_until and now >= rejection.forbidden_until:
             rejection.forbidden_until = 0.0
             connection.restart()
-            self._forget_inventory()
         if connection.client is None and now >= connection.connect_at and not rejection.forbidden_until:
             connection.connect()
         if connection.up and self._resolved is not None and now >= self._next_check:
@@ -504,14 +503,13 @@ class Delivery:
     def _on_fatal(self, client: AgentClient, error: AgentConnectionError) -> None:
         """The client's link stopped for good (``error.kind`` in `FATAL_KINDS`): dropped
         (`AgentConnection.drop` says what next), the inventory void."""
-        self._connection.drop(client, error)
         self._connected_since = None
         self._forget_inventory()
+        self._connection.drop(client, error)
 
     def _rejected(self, why: str) -> None:
         """The agent rejects this client (18 to a request): `AgentConnection.rejected`."""
-        if self._connection.rejected(why):
-            self._forget_inventory()
+        self._connection.rejected(why)
 
     def _forget_inventory(self) -> None:
         """The verified inventory no longer holds (another connection or client): the gate
@@ -519,8 +517,8 @@ class Delivery:
         self._resolved = None
         self._need_reconcile = True
 
-    def _connection_problem(self, text: str, logged: bool) -> None:
-        if logged:
+    def _connection_problem(self, text: str, silent: bool) -> None:
+        if silent:   # (said in the log already, once)
             self._problem = text
         else:
             self._set_problem(text)
@@ -536,7 +534,7 @@ class Delivery:
         if client is None or self._mapping is None:
             return
         snapshot = self._connection.snapshot()
-        generation = snapshot[0]
+        generation = snapshot.generation
         # the client's id, not the last "up" message's: a reconnect under new credentials bumps
         # the generation before its "up" reaches the inbox, and ids of the new client must never
         # go into the old client's mapping
@@ -784,8 +782,10 @@ class Delivery:
 
     def _flush(self, all_acks: bool = False) -> None:
         """Tell the queue what was buried and acknowledged (see `PushLedger.flush`)."""
-        for kind in self._ledger.flush(self.queue, all_acks=all_acks or self._stopping.is_set()):
-            self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
+        self._ledger.flush(self.queue, self._count_buried, all_acks=all_acks or self._stopping.is_set())
+
+    def _count_buried(self, kind: str) -> None:
+        self.dead_by_kind[kind] = self.dead_by_kind.get(kind, 0) + 1
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + STOP_DRAIN_S

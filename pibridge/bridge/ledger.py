@@ -5,16 +5,20 @@
                                                          ──anything else──▶ sent again (`Backlog.again`)
 
 Only the answer of the push that carries a sample now settles it: an older push's answer, for
-a sample sent again since, is not its answer. The queue hears of acknowledged rows in batches
-(`ACK_BATCH`, or when nothing is in flight): one transaction for many rows.
+a sample sent again since, is not its answer.
 
 Beside it, what the send policy remembers per sample: sent ``alone`` (one of a push of several
 the agent refused), ``sent_to_lost`` (in flight to a sensor the agent lost: acknowledged under
 the old id, so sent again), ``unknown_id_hits`` (15/16 answers in a row) and ``missing_id_at``
 (the reconciliation count when its sensor had no id yet).
+
+The queue hears of acknowledged rows in batches (`ACK_BATCH`), at once when nothing is in flight,
+and all of them when delivery stops.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pibridge.bridge.queue import QueuedSample, SampleQueue
 
@@ -64,14 +68,14 @@ class PushLedger:
         """Nothing in flight and nothing the queue has not been told."""
         return not (self.in_flight or self.acked or self.dead)
 
-    def flush(self, queue: SampleQueue, *, all_acks: bool = False) -> list[str]:
-        """Tell ``queue`` of the buried rows, and of the acknowledged ones once there are
-        `ACK_BATCH` of them, nothing is in flight or ``all_acks``. Returns the buried rows' kinds."""
-        kinds = []
+    def flush(self, queue: SampleQueue, buried: Callable[[str], None], *, all_acks: bool = False) -> None:
+        """Tell ``queue`` of the buried rows (each counted first by its kind: ``buried(kind)``),
+        and of the acknowledged ones once there are `ACK_BATCH` of them, nothing is in flight,
+        or ``all_acks`` (delivery stops)."""
         if self.dead:
             dead, self.dead = self.dead, []
             for sample_id, _, kind in dead:
-                kinds.append(kind)
+                buried(kind)
                 self.unknown_id_hits.pop(sample_id, None)
                 self.missing_id_at.pop(sample_id, None)
                 self.alone.discard(sample_id)
@@ -79,4 +83,3 @@ class PushLedger:
         if self.acked and (len(self.acked) >= ACK_BATCH or not self.in_flight or all_acks):
             acked, self.acked = self.acked, []
             queue.ack(acked)
-        return kinds

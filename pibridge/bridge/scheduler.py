@@ -757,7 +757,7 @@ class Scheduler:
         sample = s.take(raw, started_mono, started_wall, clock_was_set, self._clock_offset_ms,
                         self.clock.boot_id, event=event)
         if sample is not None:
-            self._handover.hold(s, sample, self.clock.monotonic(), event=event)
+            self._handover.hold(s, sample, self.clock.monotonic(), event=sample.event)
 
     def _sensor_named(self, name: str) -> SensorState | None:
         return next((s for s in self._sensors if s.name == name), None)

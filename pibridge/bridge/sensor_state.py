@@ -4,7 +4,7 @@ does with them that needs no scheduling: hand its driver its inputs, turn a read
 sample, install a freshly built driver, resume one, report its numbers.
 
 The scheduler (`pibridge.bridge.scheduler`) decides *when*; this decides *what*. Everything here
-runs on the scheduler's timer thread.
+runs on the scheduler's timer thread, but `SensorState.stats` (the status's reader: a copy).
 """
 
 from __future__ import annotations
@@ -172,11 +172,11 @@ class SensorState:
         spec = sensor_spec(self.name, driver.active_metrics(), self.plan.metric_configs)
         processor = SampleProcessor(spec, self.plan.metric_configs)
         _ = driver.timing  # read once here, so a broken property fails the build
-        self.driver, self.processor = driver, processor
-        self.health.built()
         keys = getattr(driver, "resumable_metrics", ())
         known = self.resume or stored_resume
         values = {key: known[key] for key in keys if key in known}
+        self.driver, self.processor = driver, processor   # nothing above raised: installed
+        self.health.built()
         if values:
             ok, exc = call_driver(lambda: driver.resume(values))
             if not ok:
