@@ -310,9 +310,7 @@ class Scheduler:
         if s.cycle is not None:   # a hung call is given up at its attempt's deadline
             s.release_by = s.cycle.deadline_mono
         s.cycle, s.slot_k = None, None
-        if s.remove_listener is not None:
-            call_driver(s.remove_listener)
-            s.remove_listener = None
+        s.stop_listening()
         if not s.busy:
             self._close_removed(s)
         return s
@@ -487,15 +485,7 @@ class Scheduler:
     def _schedule_slot(self, s: SensorState, now: float, after: int | None) -> None:
         """Wait for the first slot after ``now`` (and after slot ``after``, and after the last
         timestamp); slots passed over since ``after`` are counted as skipped."""
-        k = self.grid.next_slot(now, s.interval)
-        if after is not None:
-            if k > after + 1:
-                s.counters.skipped += k - after - 1
-            k = max(k, after + 1)
-        after_last = s.timeline.first_slot_after_last(s.interval)
-        if after_last is not None:
-            k = max(k, after_last)
-        s.slot_k = k
+        s.slot_k = k = s.slot_after(self.grid.next_slot(now, s.interval), after)
         s.token += 1
         self._timers.at(self._slot_mono(s, k), "slot", s)
 
@@ -513,12 +503,11 @@ class Scheduler:
                 self._schedule_slot(s, now, after=k)
                 continue
             s.cycle = Cycle(slot_k=k, next_slot_mono=self._slot_mono(s, k + 1), opened_mono=now)
-            spacing = s.driver.timing
-            if s.last_start_mono is not None and now - s.last_start_mono < spacing.min_interval_s:
+            start_at = s.spaced_start(now)
+            if start_at is not None:
                 # the last start was late in its slot (a DHT at interval = its 2 s spacing): start
                 # as soon as the chip allows, if that still leaves the read time before the next slot
-                start_at = s.last_start_mono + spacing.min_interval_s
-                if start_at + spacing.read_time_s > s.cycle.next_slot_mono:
+                if start_at + s.driver.timing.read_time_s > s.cycle.next_slot_mono:
                     s.cycle = None
                     s.counters.skipped += 1
                     self._schedule_slot(s, now, after=k)
@@ -526,7 +515,7 @@ class Scheduler:
                 s.token += 1
                 self._timers.at(start_at, "retry", s)
                 continue
-            key = self._group_key(s)
+            key = s.driver_key("group_key")
             if key is None:
                 self._start_attempt(s)
             else:
@@ -536,11 +525,6 @@ class Scheduler:
                 self._start_attempt(members[0])
             else:
                 self._start_group(cls, members)
-
-    def _group_key(self, s: SensorState) -> Hashable | None:
-        assert s.driver is not None
-        ok, key = call_driver(s.driver.group_key)
-        return key if ok else None
 
     def _start_attempt(self, s: SensorState) -> None:
         assert s.driver is not None and s.cycle is not None
@@ -558,9 +542,8 @@ class Scheduler:
     def _take_exclusive(self, s: SensorState) -> bool:
         """Take ``s``'s exclusive key for one attempt; False (and ``s`` queued) while another
         sensor's attempt holds it."""
-        assert s.driver is not None
-        ok, key = call_driver(s.driver.exclusive_key)
-        if not ok or key is None:
+        key = s.driver_key("exclusive_key")
+        if key is None:
             return True
         if not self._exclusive.take(key, s):
             s.waits_for = key
@@ -778,6 +761,10 @@ class Scheduler:
                 began = max(cycle.opened_mono, cycle.started_mono)
                 yield cycle.opened_mono, began + driver.timing.read_time_s
 
+    def _edge_arrived(self, s: SensorState, state: Value, epoch_s: float) -> None:
+        """(The driver's thread.) An edge, for the timer thread."""
+        self._inbox.put(("edge", s, state, epoch_s, self.clock.monotonic()))
+
     def _edge(self, s: SensorState, state: Value, epoch_s: float, received_mono: float) -> None:
         if s.driver is None or s.processor is None or s.removed:
             return
@@ -812,15 +799,7 @@ class Scheduler:
             self._built(s, False, exc)
             return
         self._handover.put(("hook", "driver_ready", s.name, spec))
-        on_change = getattr(driver, "on_change", None)
-        if callable(on_change):
-            def edge(state: Value, epoch_s: float, s: SensorState = s) -> None:
-                self._inbox.put(("edge", s, state, epoch_s, self.clock.monotonic()))
-            try:
-                s.remove_listener = on_change(edge)
-            except Exception as exc:
-                s.counters.driver_exceptions += 1
-                log.error("sensor %s: cannot listen for changes: %s", s.name, describe(exc))
+        s.listen(self._edge_arrived)
         if s.health.failing is not None and s.health.failing.startswith("Build:"):
             s.health.recovered()
         self._schedule_slot(s, now, after=None)
@@ -834,8 +813,7 @@ class Scheduler:
     def _shutdown(self) -> None:
         self._running = False
         for s in self._sensors:
-            if s.remove_listener is not None:
-                call_driver(s.remove_listener)
+            s.stop_listening()
             if s.driver is not None and not s.busy:
                 ok, exc = call_driver(s.driver.close)
                 if not ok:

@@ -184,6 +184,49 @@ class SensorState:
                 log.error("sensor %s: cannot resume from %s: %s", self.name, values, describe(exc))
         return spec
 
+    def driver_key(self, name: str) -> Hashable | None:
+        """The driver's ``group_key()`` or ``exclusive_key()`` (``name``); None when it has none
+        or the call fails."""
+        ok, key = call_driver(lambda: getattr(self.driver, name)())
+        return key if ok else None
+
+    def slot_after(self, k: int, after: int | None) -> int:
+        """The slot to wait for: ``k`` (the grid's first after now) or later, after slot
+        ``after`` (the slots passed over since are counted as skipped) and after the last
+        timestamp."""
+        if after is not None:
+            if k > after + 1:
+                self.counters.skipped += k - after - 1
+            k = max(k, after + 1)
+        after_last = self.timeline.first_slot_after_last(self.interval)
+        return k if after_last is None else max(k, after_last)
+
+    def spaced_start(self, now: float) -> float | None:
+        """When the chip allows the next start (its ``min_interval_s`` since the last one), if
+        that is later than ``now``; None: at once."""
+        assert self.driver is not None
+        spacing_s = self.driver.timing.min_interval_s
+        if self.last_start_mono is None or now - self.last_start_mono >= spacing_s:
+            return None
+        return self.last_start_mono + spacing_s
+
+    def listen(self, edge: Callable[[SensorState, Value, float], None]) -> None:
+        """A driver with ``on_change`` (a door contact): ``edge(self, state, epoch_s)`` for each
+        change, called from the driver's own thread."""
+        on_change = getattr(self.driver, "on_change", None)
+        if not callable(on_change):
+            return
+        try:
+            self.remove_listener = on_change(lambda state, epoch_s: edge(self, state, epoch_s))
+        except Exception as exc:
+            self.counters.driver_exceptions += 1
+            log.error("sensor %s: cannot listen for changes: %s", self.name, describe(exc))
+
+    def stop_listening(self) -> None:
+        remove, self.remove_listener = self.remove_listener, None
+        if remove is not None:
+            call_driver(remove)
+
     def close_driver(self) -> None:
         """Close the driver and forget it; a close that fails is logged."""
         driver, self.driver = self.driver, None
