@@ -200,3 +200,27 @@ def test_a_driver_whose_resumable_metrics_raise_is_not_installed() -> None:
     assert state.driver is None and state.processor is None
     spec = state.install(Thermometer(), {})
     assert state.driver is not None and [m.key for m in spec.metrics] == ["t"]
+
+
+def test_a_sensor_waits_for_a_slot_after_the_last_one_and_after_its_last_timestamp() -> None:
+    state = SensorState(SensorPlan("x", 10.0, Thermometer), 0, 2.0)
+    assert state.slot_after(5, None) == 5
+    assert state.slot_after(9, 5) == 9 and state.counters.skipped == 3   # 6, 7, 8 passed over
+    assert state.slot_after(5, 5) == 6                                    # never the same slot again
+    state.timeline.last_ts_ms = 120_000                                   # 120 s: slot 12
+    assert state.slot_after(5, None) == 13
+
+
+def test_a_key_the_driver_fails_to_give_is_no_key_and_the_chip_s_spacing_delays_a_start() -> None:
+    class Fussy(Thermometer):
+        min_interval_s = 2.0
+
+        def group_key(self) -> Any:
+            raise OSError("bus gone")
+
+    state = SensorState(SensorPlan("x", 10.0, Fussy), 0, 2.0)
+    state.install(Fussy(), {})
+    assert state.driver_key("group_key") is None and state.driver_key("exclusive_key") is None
+    assert state.spaced_start(100.0) is None                  # never started
+    state.last_start_mono = 99.5
+    assert state.spaced_start(100.0) == 101.5 and state.spaced_start(101.5) is None
