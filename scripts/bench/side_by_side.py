@@ -282,7 +282,8 @@ def main() -> int:
     parser.add_argument("--no-jitter", action="store_true", help="skip scheduler_jitter.py")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
     parser.add_argument("--cprofile", metavar="DIR", type=Path,
-                        help="also write cProfile dumps of the sim and replay runs here (adds CPU)")
+                        help="run the sim run under cprofile_run.py, its per-thread dumps here (adds CPU; "
+                             "read them with cprofile_run.py --report DIR)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     window_s = args.seconds or (QUICK_WINDOW_S if args.quick else FULL_WINDOW_S)
@@ -318,16 +319,16 @@ def main() -> int:
                        "--state-dir", str(state / "state"), "--cert-folder", str(state / "certs"),
                        "--client-name", f"bench-{name}", *agent]
             env = dict(os.environ, RUNTIME_DIRECTORY=str(runtime))  # the status file: RAM, as /run
-            if args.cprofile and name in ("sim", "replay"):
-                args.cprofile.mkdir(parents=True, exist_ok=True)
-                env["PIBRIDGE_CPROFILE"] = str(args.cprofile / f"{name}.prof")
             log = (work / f"{name}.log").open("wb")
             proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
             prefix = "" if sensors is None else name
             runs.append(Run(name, proc, emulator_counter(emulator, prefix) if prefix else lambda: (0, 0)))
 
         python = [sys.executable, "-m", "pibridge"]
-        bridge("sim", bench_sensors("sim"), python)
+        # (pibridge run reads no PIBRIDGE_CPROFILE: only the emulator's serve does)
+        profiled = ([sys.executable, str(HERE / "cprofile_run.py"), str(args.cprofile), "--"] if args.cprofile
+                    else python)
+        bridge("sim", bench_sensors("sim"), profiled)
         bridge("replay", bench_sensors("replay"),
                [sys.executable, str(HERE / "replay_bus.py"), str(RECORD_S), str(replay_summary), "--"])
         bridge("idle", bench_sensors("idle", 1, IDLE_INTERVAL_S), python)
