@@ -787,7 +787,7 @@ def test_a_push_that_fails_to_go_out_waits_for_the_backoff_instead_of_looping(
         delivery._backlog.again(sample)
     assert delivery._send(resolved) is False
     assert Unsendable.calls <= 2 and not delivery._ledger.in_flight   # (32 + 8 in the push being filled)
-    assert delivery._backlog.sending_again == 40 and delivery._retry_at > time.monotonic()
+    assert delivery._backlog.again_count == 40 and delivery._retry_at > time.monotonic()
 
 
 def test_a_failing_step_pauses_the_delivery_thread_instead_of_spinning(unstarted_delivery: Delivery) -> None:
@@ -819,7 +819,7 @@ def test_an_answer_settles_only_the_samples_its_own_push_still_carries(unstarted
     stale: Future[Any] = Future()
     stale.set_exception(AgentConnectionError(ConnectionErrorKind.LOST, "agent", "dropped"))
     delivery._on_result(1, (1,), object(), stale)  # type: ignore[arg-type]
-    assert delivery._ledger.in_flight == {1: (sample, 2)} and not delivery._backlog.sending_again
+    assert delivery._ledger.in_flight == {1: (sample, 2)} and not delivery._backlog.again_count
     assert delivery.pushed == 0
     answered: Future[Any] = Future()
     answered.set_result(Reply(Op.PUSH, "topic", b"", None))

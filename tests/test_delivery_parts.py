@@ -43,7 +43,7 @@ def test_samples_sent_again_go_first_then_the_rows_after_the_cursor_skipping_tak
     first = backlog.next(set)
     assert first is not None and first.id == 1
     backlog.again(first)
-    assert backlog.sending_again == 1 and backlog.again_ids() == {1}
+    assert backlog.again_count == 1 and backlog.again_ids() == {1}
     assert ids(backlog) == [1, 2, 3, 4]
     backlog.rewind()                                  # from the start, skipping what is held
     assert ids(backlog, taken={2, 3}) == [1, 4]

@@ -123,16 +123,20 @@ def sample(name: str) -> TakenSample:
     return TakenSample(name, {"t": 1.0}, 1_000, 0.0, "boot")
 
 
+def edge(name: str) -> TakenSample:
+    return TakenSample(name, {"door": "open"}, 1_000, 0.0, "boot", event=True)
+
+
 def test_held_samples_wait_for_a_read_of_their_slot_then_go_as_one_batch() -> None:
     out = Items()
     handover = SlotHandOver(out)
     assert handover.wake_at == math.inf
-    handover.hold("a", sample("a"), 10.0, event=False)
+    handover.hold("a", sample("a"), 10.0)
     assert handover.wake_at == 10.0 + HAND_OVER_MAX_S
     reads = [(9.9, 10.2), (10.5, 10.6)]   # one of this slot, due to end at 10.2; one of a later slot
     handover.check(10.05, reads)
     assert out.items == [] and handover.wake_at == pytest.approx(10.2 + HAND_OVER_SLACK_S)
-    handover.hold("b", sample("b"), 10.1, event=False)
+    handover.hold("b", sample("b"), 10.1)
     handover.check(10.2 + HAND_OVER_SLACK_S, [(9.9, 10.2)])   # its time is up: late reads hold nothing
     assert out.items == [("samples", [("a", sample("a")), ("b", sample("b"))])]
     assert not handover.holding and handover.wake_at == math.inf
@@ -141,14 +145,14 @@ def test_held_samples_wait_for_a_read_of_their_slot_then_go_as_one_batch() -> No
 def test_nothing_waits_past_the_longest_hold_and_edges_and_hooks_go_after_what_is_held() -> None:
     out = Items()
     handover = SlotHandOver(out)
-    handover.hold("a", sample("a"), 10.0, event=False)
+    handover.hold("a", sample("a"), 10.0)
     handover.check(10.0 + HAND_OVER_MAX_S, [(9.0, 30.0)])   # a slow read of the slot: held no longer
     assert len(out.items) == 1
-    handover.hold("b", sample("b"), 20.0, event=False)
+    handover.hold("b", sample("b"), 20.0)
     handover.put(("hook", "sensor_error", "c", "text"))
-    handover.hold("d", sample("d"), 20.1, event=True)
+    handover.hold("d", edge("d"), 20.1)
     assert [item[0] for item in out.items] == ["samples", "samples", "hook", "samples"]
-    assert out.items[1][1] == [("b", sample("b"))] and out.items[3][1] == [("d", sample("d"))]
+    assert out.items[1][1] == [("b", sample("b"))] and out.items[3][1] == [("d", edge("d"))]
 
 
 def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> None:
@@ -170,7 +174,7 @@ def test_a_read_whose_timing_raises_never_keeps_the_slot_s_samples_held() -> Non
     scheduler._handover = SlotHandOver(out)
     sensor = scheduler._sensors[0]
     sensor.driver, sensor.cycle = Broken(), Cycle(slot_k=1)  # type: ignore[assignment]
-    scheduler._handover.hold("a", sample("a"), scheduler.clock.monotonic(), event=False)
+    scheduler._handover.hold("a", sample("a"), scheduler.clock.monotonic())
     scheduler._hand_over_if_slot_done()
     assert len(out.items) == 1 and not scheduler._handover.holding
 
@@ -194,7 +198,7 @@ def test_a_driver_whose_resumable_metrics_raise_is_not_installed() -> None:
         def resumable_metrics(self) -> tuple[str, ...]:  # type: ignore[override]
             raise RuntimeError("resumable_metrics broke")
 
-    state = SensorState(SensorPlan("x", 1.0, Broken), 0, 2.0)
+    state = SensorState(SensorPlan("x", 1.0, Broken), 2.0)
     with pytest.raises(RuntimeError, match="broke"):
         state.install(Broken(), {})
     assert state.driver is None and state.processor is None
@@ -203,7 +207,7 @@ def test_a_driver_whose_resumable_metrics_raise_is_not_installed() -> None:
 
 
 def test_a_sensor_waits_for_a_slot_after_the_last_one_and_after_its_last_timestamp() -> None:
-    state = SensorState(SensorPlan("x", 10.0, Thermometer), 0, 2.0)
+    state = SensorState(SensorPlan("x", 10.0, Thermometer), 2.0)
     assert state.slot_after(5, None) == 5
     assert state.slot_after(9, 5) == 9 and state.counters.skipped == 3   # 6, 7, 8 passed over
     assert state.slot_after(5, 5) == 6                                    # never the same slot again
@@ -218,7 +222,7 @@ def test_a_key_the_driver_fails_to_give_is_no_key_and_the_chip_s_spacing_delays_
         def group_key(self) -> Any:
             raise OSError("bus gone")
 
-    state = SensorState(SensorPlan("x", 10.0, Fussy), 0, 2.0)
+    state = SensorState(SensorPlan("x", 10.0, Fussy), 2.0)
     state.install(Fussy(), {})
     assert state.driver_key("group_key") is None and state.driver_key("exclusive_key") is None
     assert state.spaced_start(100.0) is None                  # never started

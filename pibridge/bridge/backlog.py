@@ -58,7 +58,7 @@ class Backlog:
         heapq.heappush(self._again, _Again(sample.id, sample))
 
     @property
-    def sending_again(self) -> int:
+    def again_count(self) -> int:
         """How many samples wait to be sent again."""
         return len(self._again)
 

@@ -4,7 +4,7 @@ state.
     no client ──connect()──▶ a client (its link thread reconnects by itself after a drop)
         ▲                      │ "up": a new generation (the gate opens once reconciled under it)
         │                      │ "down": the gate closes
-        └── restart(): new credentials; drop(): its link stopped for good
+        └── restart(): new credentials, or a try after a refusal's wait; drop(): its link stopped for good
 
 The gate: pushes go only to ids a reconciliation saw on the current connection. Every "up"
 starts a new generation; a reconciliation takes a `snapshot` when it begins and is kept only if
@@ -50,7 +50,8 @@ class AgentConnection:
     """``forward(client, event)``: a connection event, for the delivery thread's inbox;
     ``problem(text, silent)``: what keeps delivery from the agent now ("" once nothing does;
     ``silent``: said in the log already); ``restarted()``: the client was replaced (new
-    credentials), so what delivery verified with the old one no longer holds."""
+    credentials, or a try after a refusal's wait), so what delivery verified with the old one no
+    longer holds."""
 
     def __init__(self, settings: AgentSettings, rejection: Rejection, *, request_timeout: float,
                  backoff: Backoff, forward: Callable[[AgentClient, ConnectionEvent], None],
@@ -132,7 +133,8 @@ class AgentConnection:
         self._delays = self._backoff.delays()
 
     def restart(self) -> None:
-        """Drop the client (new credentials are stored) and connect afresh at once."""
+        """Drop the client (new credentials are stored, or a refusal's wait is over) and connect
+        afresh at once."""
         client, self.client = self.client, None
         with self._lock:
             self._up = False
@@ -161,7 +163,8 @@ class AgentConnection:
 
     def rejected(self, why: str) -> None:
         """The agent rejects this client (certificate rejected, or 18): as `Rejection` decides
-        (new credentials: `restart`; waiting: the problem says why)."""
+        (new credentials: `restart`; waiting: the problem says why; re-provisioned a moment ago,
+        `Refusal.BACK_OFF`: nothing more, `Rejection.forbidden_until` says when to try again)."""
         refusal = self.rejection.refused(why)
         if refusal is Refusal.RESTART:
             self.restart()

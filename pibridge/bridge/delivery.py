@@ -469,7 +469,7 @@ class Delivery:
             exhausted = self._send(resolved)
         self._flush()
         if (exhausted and changes == self._queue_changes and self._ledger.settled
-                and not self._backlog.sending_again):
+                and not self._backlog.again_count):
             self._drained.set()
         else:
             self._drained.clear()

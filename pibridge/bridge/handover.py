@@ -55,11 +55,11 @@ class SlotHandOver:
         """When the timer loop must look again (monotonic); infinity while nothing is held."""
         return min(self._by, self._recheck_at) if self._held else math.inf
 
-    def hold(self, sensor: Any, sample: TakenSample, now: float, *, event: bool) -> None:
-        """Hold ``sensor``'s ``sample`` for its slot's batch; an edge's goes out at once (with
-        what is held before it)."""
+    def hold(self, sensor: Any, sample: TakenSample, now: float) -> None:
+        """Hold ``sensor``'s ``sample`` for its slot's batch; an edge's (``sample.event``) goes
+        out at once (with what is held before it)."""
         self._held.append((sensor, sample))
-        if event:
+        if sample.event:
             self.hand_over()
         elif len(self._held) == 1:
             self._held_since = now

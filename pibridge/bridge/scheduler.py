@@ -177,7 +177,7 @@ class Scheduler:
         self.hooks = hooks or SchedulerHooks()
         self.pool = pool or WorkerPool()
         self.rebuild_first_s = rebuild_first_s
-        self._sensors = [SensorState(p, i, rebuild_first_s) for i, p in enumerate(plans)]
+        self._sensors = [SensorState(p, rebuild_first_s) for p in plans]
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._outbox = Outbox(sink, self.hooks)
         self._timers: TimerHeap[SensorState] = TimerHeap()
@@ -286,7 +286,7 @@ class Scheduler:
             self._add_sensor(message[1], replacing=old)
 
     def _add_sensor(self, plan: SensorPlan, replacing: SensorState | None = None) -> None:
-        s = SensorState(plan, max((x.index for x in self._sensors), default=-1) + 1, self.rebuild_first_s)
+        s = SensorState(plan, self.rebuild_first_s)
         if replacing is not None:
             s.continue_from(replacing)
         self._sensors = [*self._sensors, s]   # a new list: `stats` iterates the old one safely
@@ -740,7 +740,7 @@ class Scheduler:
         sample = s.take(raw, started_mono, started_wall, clock_was_set, self._clock_offset_ms,
                         self.clock.boot_id, event=event)
         if sample is not None:
-            self._handover.hold(s, sample, self.clock.monotonic(), event=sample.event)
+            self._handover.hold(s, sample, self.clock.monotonic())
 
     def _sensor_named(self, name: str) -> SensorState | None:
         return next((s for s in self._sensors if s.name == name), None)

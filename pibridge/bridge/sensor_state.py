@@ -1,10 +1,13 @@
 """One sampled sensor as the scheduler keeps it: its plan, driver and processing, the cycle in
 progress, its timeline, health, counters and the values it took (`SensorState`), and what it
 does with them that needs no scheduling: hand its driver its inputs, turn a reading into a
-sample, install a freshly built driver, resume one, report its numbers.
+sample, install a freshly built driver, resume one, report its numbers; and the answers the
+scheduler asks of it: its group and exclusive keys, the slot to wait for, when the chip's
+spacing lets it start, its driver's edges.
 
 The scheduler (`pibridge.bridge.scheduler`) decides *when*; this decides *what*. Everything here
-runs on the scheduler's timer thread, but `SensorState.stats` (the status's reader: a copy).
+runs on the scheduler's timer thread, but `SensorState.stats` (the status's reader: a copy) and
+the edge callback `listen` registers (the driver's thread).
 """
 
 from __future__ import annotations
@@ -81,9 +84,8 @@ class Cycle:
 
 
 class SensorState:
-    def __init__(self, plan: SensorPlan, index: int, rebuild_first_s: float) -> None:
+    def __init__(self, plan: SensorPlan, rebuild_first_s: float) -> None:
         self.plan = plan
-        self.index = index
         self.name = plan.name
         self.interval = plan.interval_s
         self.driver: Driver | None = None
@@ -223,6 +225,7 @@ class SensorState:
             log.error("sensor %s: cannot listen for changes: %s", self.name, describe(exc))
 
     def stop_listening(self) -> None:
+        """Stop the driver's edges (a failure to is the driver's: it only stops sending them)."""
         remove, self.remove_listener = self.remove_listener, None
         if remove is not None:
             call_driver(remove)
