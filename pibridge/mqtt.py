@@ -379,6 +379,15 @@ class _DrivenIo:
         self.wake()
         return self.lock.acquire(timeout=timeout)
 
+    @contextlib.contextmanager
+    def driving(self) -> Iterator[None]:
+        """(``lock`` held.) The calling thread does the I/O inside: what it sends is written at once."""
+        outer, self.owner = self.owner, threading.get_ident()
+        try:
+            yield
+        finally:
+            self.owner = outer
+
 
 def _decrypted_waiting(sock: Any) -> bool:
     """Whether TLS bytes already decrypted wait in ``sock`` (select cannot see them)."""
@@ -563,12 +572,10 @@ class MqttSession:
         assert io is not None, "loop() is for non-threaded sessions"
         if not io.take(max(timeout, TAKE_MIN_S)):
             return not self._finished.is_set()  # another thread holds on to the socket: it reads
-        outer = io.owner
-        io.owner = threading.get_ident()
         try:
-            return self._loop_once(io, timeout, wake, max_messages)
+            with io.driving():
+                return self._loop_once(io, timeout, wake, max_messages)
         finally:
-            io.owner = outer
             io.lock.release()
 
     def _loop_once(self, io: _DrivenIo, timeout: float, wake: socket.socket | Sequence[Any] | None,
@@ -619,12 +626,11 @@ class MqttSession:
         finally:
             io.corked_by = 0
             if self._client.want_write() and io.take(DEFAULT_TIMEOUT_S):
-                outer, io.owner = io.owner, threading.get_ident()
                 try:
-                    if self._client.socket() is not None:
-                        self._client.loop_write()
+                    with io.driving():
+                        if self._client.socket() is not None:
+                            self._client.loop_write()
                 finally:
-                    io.owner = outer
                     io.lock.release()
             elif self._client.want_write():
                 io.wake()  # another thread does the I/O: it writes them

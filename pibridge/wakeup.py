@@ -3,7 +3,8 @@
 The waiting thread selects on `WakePair.reader` beside its other sockets; any thread calls
 `WakePair.wake`. One byte per wait: `wake` sends only while none is on its way, and the waiter's
 `drain` (before it looks for work) reads it and re-arms, so a burst of wakes costs one system call.
-Used by the delivery thread's inbox and by a non-threaded MQTT session's I/O holder.
+Used by the delivery thread's inbox, a non-threaded MQTT session's I/O holder and the emulator
+core's command queue.
 """
 
 from __future__ import annotations

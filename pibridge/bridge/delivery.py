@@ -507,10 +507,6 @@ class Delivery:
         self._forget_inventory()
         self._connection.drop(client, error)
 
-    def _rejected(self, why: str) -> None:
-        """The agent rejects this client (18 to a request): `AgentConnection.rejected`."""
-        self._connection.rejected(why)
-
     def _forget_inventory(self) -> None:
         """The verified inventory no longer holds (another connection or client): the gate
         closes until a reconciliation."""
@@ -555,7 +551,7 @@ class Delivery:
         except AgentReplyError as exc:
             if int(exc.code) == ErrorCode.ForbiddendAccess:
                 self._need_reconcile = True
-                self._rejected(f"agent error 18 while reconciling: {exc.agent_message}")
+                self._connection.rejected(f"agent error 18 while reconciling: {exc.agent_message}")
                 return
             self._reconcile_failed(f"the agent refused a request of the inventory reconciliation: {exc}")
             return
@@ -755,7 +751,7 @@ class Delivery:
                 self._resolved = None
                 self._need_reconcile = True
                 message = error.agent_message if isinstance(error, AgentReplyError) else str(error)
-                self._rejected(f"agent error 18 ForbiddendAccess: {message}")
+                self._connection.rejected(f"agent error 18 ForbiddendAccess: {message}")
         elif outcome is Outcome.RECONNECT:
             self._requeue(sample)
             self._resolved = None  # a connection error from a push clears the gate

@@ -814,10 +814,8 @@ class Scheduler:
         self._running = False
         for s in self._sensors:
             s.stop_listening()
-            if s.driver is not None and not s.busy:
-                ok, exc = call_driver(s.driver.close)
-                if not ok:
-                    log.warning("sensor %s: closing its driver failed: %s", s.name, describe(exc))
+            if not s.busy:
+                s.close_driver(forget=False)
         self._timers.clear()
 
 

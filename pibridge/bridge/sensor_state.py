@@ -230,9 +230,12 @@ class SensorState:
         if remove is not None:
             call_driver(remove)
 
-    def close_driver(self) -> None:
-        """Close the driver and forget it; a close that fails is logged."""
-        driver, self.driver = self.driver, None
+    def close_driver(self, *, forget: bool = True) -> None:
+        """Close the driver (and forget it, unless the sampling stops and its state stays for a
+        last status); a close that fails is logged."""
+        driver = self.driver
+        if forget:
+            self.driver = None
         if driver is not None:
             ok, exc = call_driver(driver.close)
             if not ok:
